@@ -1,0 +1,101 @@
+//! Broker configuration: every limit carries its unit in its name, and relations between
+//! settings are checked once, at start-up, by [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything a broker needs to start. Built from the command line in `main.rs`, shared
+/// read-only by every shard (each shard holds its own `Rc` clone of the value).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT: the kernel spreads connections).
+    pub listen: SocketAddr,
+    /// What Metadata tells clients to connect to.
+    pub advertised_listener: (String, u16),
+    /// Root of all persistent state: topic catalog and one directory per partition.
+    pub data_dir: PathBuf,
+    /// Number of shards (pinned executors).
+    pub shards: usize,
+    /// CPUs the shards are pinned to, one per shard, in shard order.
+    pub shard_cpus: Vec<usize>,
+    /// This broker's node id in Metadata.
+    pub node_id: i32,
+    /// Create a topic when Metadata (if the client allows it) or Produce names an unknown one.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub default_partitions: i32,
+    /// Largest request frame accepted; larger ones close the connection
+    /// (Kafka's `socket.request.max.bytes`).
+    pub request_bytes_max: usize,
+    /// Largest record batch accepted by Produce (Kafka's `message.max.bytes`).
+    pub message_bytes_max: usize,
+    /// Segment size at which the active segment rolls (Kafka's `log.segment.bytes`).
+    pub segment_bytes: u64,
+    /// Bytes of log between two entries of the sparse offset index
+    /// (Kafka's `log.index.interval.bytes`).
+    pub index_interval_bytes: u64,
+    /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
+    pub fetch_wait_ms_max: u64,
+    /// Memory glommio reserves per executor for registered io_uring buffers.
+    pub io_memory_bytes: usize,
+    /// Capacity of each cross-shard channel, in messages.
+    pub router_channel_len: usize,
+}
+
+impl Config {
+    /// Defaults for everything but the addresses, directory and shard count.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, shards: usize) -> Config {
+        Config {
+            listen,
+            advertised_listener: (listen.ip().to_string(), listen.port()),
+            data_dir,
+            shards,
+            shard_cpus: (0..shards).collect(),
+            node_id: 0,
+            auto_create_topics: true,
+            default_partitions: 1,
+            request_bytes_max: 100 * 1024 * 1024,
+            message_bytes_max: 1024 * 1024 + 12,
+            segment_bytes: 1024 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            fetch_wait_ms_max: 30_000,
+            io_memory_bytes: 2 * 1024 * 1024,
+            router_channel_len: 1024,
+        }
+    }
+
+    /// Checks relations between settings; the message names the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 {
+            return Err("--shards must be at least 1".into());
+        }
+        if self.shard_cpus.len() != self.shards {
+            return Err(format!(
+                "--shards {} but {} CPUs to pin them to",
+                self.shards,
+                self.shard_cpus.len()
+            ));
+        }
+        if self.default_partitions < 1 {
+            return Err(format!(
+                "--default-partitions must be at least 1, got {}",
+                self.default_partitions
+            ));
+        }
+        if self.request_bytes_max < 1024 || self.request_bytes_max > i32::MAX as usize {
+            return Err(format!(
+                "request_bytes_max must be between 1024 and {}, got {}",
+                i32::MAX,
+                self.request_bytes_max
+            ));
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
+            return Err(format!(
+                "segment_bytes must be between 1024 and {} (index positions are 32-bit), got {}",
+                u32::MAX,
+                self.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! Spate: a Kafka-compatible message broker, thread-per-core on io_uring (glommio).
+//!
+//! # Data flow
+//!
+//! A request arrives on the connection of whichever shard accepted it (`server::connection`),
+//! is decoded by slicing the frame (`protocol`), split by owning shard
+//! (`shard::assignment::partition_owner`), executed where each partition lives (`shard`,
+//! `storage`) through explicit messages (`router`), and the answers are merged and written
+//! back in request order.
+//!
+//! # Ownership
+//!
+//! - Every partition has exactly one owning shard, a pure function of (topic, partition,
+//!   shard count). Only that shard's executor touches its log.
+//! - The topic catalog is written only by the controller on shard 0; every shard holds a
+//!   read-only cache that the controller updates by message before it answers.
+//! - Nothing mutable is shared between cores. The only cross-thread state is start-up
+//!   rendezvous and the stop flag (`server`), never on the data path.
+
+#![deny(clippy::unwrap_used)]
+
+pub mod config;
+pub mod error;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod shard;
+pub mod startup;
+pub mod storage;

@@ -1,0 +1,186 @@
+//! The `spate` command: parse the command line, check the host, start one pinned executor per
+//! shard, and stop them cleanly on SIGTERM or SIGINT.
+
+#![deny(clippy::unwrap_used)]
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::{ArgAction, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use spate::config::Config;
+use spate::{server, startup, storage};
+
+#[derive(Parser)]
+#[command(
+    name = "spate",
+    version,
+    about = "A Kafka-compatible, thread-per-core message broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to accept Kafka clients on.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// Address Metadata tells clients to connect to (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Directory for topics and logs.
+    #[arg(long, default_value = "./spate-data")]
+    data_dir: PathBuf,
+    /// Number of shards (pinned executors); default: the number of usable cores.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Create unknown topics on Metadata and Produce, as Kafka's auto.create.topics.enable.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    auto_create_topics: bool,
+    /// Partitions of auto-created topics (Kafka's num.partitions).
+    #[arg(long, default_value_t = 1)]
+    default_partitions: i32,
+    /// Largest request frame in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    request_bytes_max: usize,
+    /// Largest record batch in bytes (Kafka's message.max.bytes).
+    #[arg(long, default_value_t = 1024 * 1024 + 12)]
+    message_bytes_max: usize,
+    /// Segment size in bytes at which a partition's active segment rolls (log.segment.bytes).
+    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+    segment_bytes: u64,
+    /// This broker's node id.
+    #[arg(long, default_value_t = 0)]
+    node_id: i32,
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--advertised-listener '{s}' is not HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("--advertised-listener '{s}': '{port}' is not a port"))?;
+    if host.is_empty() {
+        return Err(format!("--advertised-listener '{s}' has no host"));
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
+}
+
+fn config_from(args: ServeArgs) -> Result<Config, String> {
+    let cpus = startup::usable_cpus();
+    let shards = args.shards.unwrap_or(cpus.len());
+    let mut config = Config::new(args.listen, args.data_dir, shards);
+    config.shard_cpus = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+    if shards > cpus.len() {
+        tracing::warn!(
+            shards,
+            cpus = cpus.len(),
+            "more shards than usable CPUs: some share a core"
+        );
+    }
+    if let Some(a) = args.advertised_listener {
+        config.advertised_listener = parse_host_port(&a)?;
+    }
+    config.auto_create_topics = args.auto_create_topics;
+    config.default_partitions = args.default_partitions;
+    config.request_bytes_max = args.request_bytes_max;
+    config.message_bytes_max = args.message_bytes_max;
+    config.segment_bytes = args.segment_bytes;
+    config.node_id = args.node_id;
+    config.validate()?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = config_from(args)?;
+    let facts = startup::host_facts();
+    if let Some(why) = startup::diagnose_io_uring(&facts) {
+        return Err(why);
+    }
+    // glommio registers io_memory per executor for each of its rings.
+    let needed = config.io_memory_bytes as u64 * 3 * config.shards as u64;
+    if let Some(w) = startup::memlock_warning(&facts, needed) {
+        tracing::warn!("{w}");
+    }
+    let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
+    startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
+    let catalog = storage::catalog::load(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot read the catalog in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+
+    // Block the stop signals in every thread; this one waits for them.
+    // SAFETY: plain sigset manipulation on a zeroed set.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    let runner = std::thread::Builder::new()
+        .name("spate-shards".into())
+        .spawn(move || server::run(config, catalog))
+        .map_err(|e| format!("cannot start the shards: {e}"))?;
+    let timeout = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    while !runner.is_finished() {
+        // SAFETY: waits for one of the blocked signals, at most `timeout`.
+        let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &timeout) };
+        if sig == libc::SIGTERM || sig == libc::SIGINT {
+            if server::STOP.swap(true, Ordering::SeqCst) {
+                tracing::warn!("second stop signal: exiting now");
+                std::process::exit(1);
+            }
+            tracing::info!(signal = sig, "stopping");
+        }
+    }
+    match runner.join() {
+        Ok(Ok(())) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the shard runner panicked".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

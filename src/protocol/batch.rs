@@ -1,0 +1,344 @@
+//! Record batches (magic v2) as they sit in a Produce request and in a segment file.
+//!
+//! Layout of the fixed part (61 bytes), big-endian:
+//!
+//! ```text
+//! 0  base_offset i64        | not covered by the CRC
+//! 8  batch_length i32       |   (bytes after this field)
+//! 12 partition_leader_epoch |
+//! 16 magic i8               |
+//! 17 crc u32 (CRC32C of everything from attributes to the end)
+//! 21 attributes i16, 23 last_offset_delta i32, 27 base_timestamp i64, 35 max_timestamp i64,
+//! 43 producer_id i64, 51 producer_epoch i16, 53 base_sequence i32, 57 records_count i32
+//! 61 records...
+//! ```
+//!
+//! The broker rewrites only the fixed part (base offset; for LogAppendTime also attributes,
+//! max timestamp and the CRC), so records are written straight from the request's bytes.
+
+use bytes::Bytes;
+
+use crate::error::KafkaError;
+
+/// Bytes of the fixed part of a v2 batch.
+pub const HEADER_LEN: usize = 61;
+/// Bytes before `batch_length`'s payload: base offset and the length itself.
+pub const LOG_OVERHEAD: usize = 12;
+const CRC_START: usize = 21;
+const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
+
+/// The fixed part of a batch, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the fixed part; None when fewer than [`HEADER_LEN`] bytes are given.
+    pub fn parse(b: &[u8]) -> Option<BatchHeader> {
+        if b.len() < HEADER_LEN {
+            return None;
+        }
+        let i64_at = |i: usize| i64::from_be_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let i32_at = |i: usize| i32::from_be_bytes(b[i..i + 4].try_into().unwrap_or([0; 4]));
+        Some(BatchHeader {
+            base_offset: i64_at(0),
+            batch_length: i32_at(8),
+            magic: b[16] as i8,
+            crc: u32::from_be_bytes([b[17], b[18], b[19], b[20]]),
+            attributes: i16::from_be_bytes([b[21], b[22]]),
+            last_offset_delta: i32_at(23),
+            base_timestamp: i64_at(27),
+            max_timestamp: i64_at(35),
+            producer_id: i64_at(43),
+            records_count: i32_at(57),
+        })
+    }
+
+    /// Total bytes of the batch on the wire and on disk.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & ATTR_TIMESTAMP_TYPE != 0
+    }
+
+    pub fn compression(&self) -> i16 {
+        self.attributes & ATTR_COMPRESSION_MASK
+    }
+}
+
+/// One validated batch of a Produce request: its header and a view of its bytes.
+#[derive(Clone, Debug)]
+pub struct ProducedBatch {
+    pub header: BatchHeader,
+    /// The whole batch, a slice of the request frame.
+    pub bytes: Bytes,
+}
+
+/// Splits a partition's `records` field into batches and checks each one: size, magic, CRC32C
+/// and offset counts. Nothing is copied.
+pub fn split_produce_records(
+    records: &Bytes,
+    message_bytes_max: usize,
+) -> Result<Vec<ProducedBatch>, KafkaError> {
+    let mut batches = Vec::new();
+    let mut pos = 0;
+    if records.is_empty() {
+        return Err(KafkaError::InvalidRequest("empty record set".into()));
+    }
+    while pos < records.len() {
+        let rest = &records[pos..];
+        if rest.len() < LOG_OVERHEAD {
+            return Err(KafkaError::CorruptMessage(format!(
+                "{} trailing bytes do not hold a batch header",
+                rest.len()
+            )));
+        }
+        let batch_length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+            return Err(KafkaError::CorruptMessage(format!(
+                "batch length {batch_length} is smaller than a batch header"
+            )));
+        }
+        let total = LOG_OVERHEAD + batch_length as usize;
+        if total > message_bytes_max {
+            return Err(KafkaError::MessageTooLarge {
+                size: total,
+                max: message_bytes_max,
+            });
+        }
+        if total > rest.len() {
+            return Err(KafkaError::CorruptMessage(format!(
+                "batch of {total} bytes but only {} left in the request",
+                rest.len()
+            )));
+        }
+        let Some(header) = BatchHeader::parse(rest) else {
+            return Err(KafkaError::CorruptMessage("truncated batch header".into()));
+        };
+        if header.magic != 2 {
+            return Err(KafkaError::UnsupportedForMessageFormat(format!(
+                "magic {} (Produce v3+ carries magic 2 batches only)",
+                header.magic
+            )));
+        }
+        let computed = crc32c::crc32c(&rest[CRC_START..total]);
+        if computed != header.crc {
+            return Err(KafkaError::CorruptMessage(format!(
+                "CRC32C mismatch: batch says {:#010x}, bytes give {computed:#010x}",
+                header.crc
+            )));
+        }
+        if header.records_count <= 0
+            || header.last_offset_delta < 0
+            || (header.compression() == 0 && header.last_offset_delta != header.records_count - 1)
+        {
+            return Err(KafkaError::CorruptMessage(format!(
+                "records_count {} and last_offset_delta {} disagree",
+                header.records_count, header.last_offset_delta
+            )));
+        }
+        batches.push(ProducedBatch {
+            header,
+            bytes: records.slice(pos..pos + total),
+        });
+        pos += total;
+    }
+    Ok(batches)
+}
+
+/// The rewritten fixed part of a batch about to be appended at `base_offset`. With
+/// `log_append_time`, the batch is marked LogAppendTime with that max timestamp and its CRC
+/// recomputed (over the new fixed part and the untouched records).
+pub fn patched_header(
+    batch: &ProducedBatch,
+    base_offset: i64,
+    log_append_time: Option<i64>,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&batch.bytes[..HEADER_LEN]);
+    h[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    if let Some(now) = log_append_time {
+        let attributes = batch.header.attributes | ATTR_TIMESTAMP_TYPE;
+        h[21..23].copy_from_slice(&attributes.to_be_bytes());
+        h[35..43].copy_from_slice(&now.to_be_bytes());
+        let crc =
+            crc32c::crc32c_append(crc32c::crc32c(&h[CRC_START..]), &batch.bytes[HEADER_LEN..]);
+        h[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    h
+}
+
+/// Reads a zigzag varint; returns (value, bytes used).
+fn varint(b: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, byte) in b.iter().enumerate().take(10) {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// For an uncompressed batch, the (offset, timestamp) of its first record whose timestamp is
+/// at least `target`. Compressed and LogAppendTime batches are not opened: their base offset
+/// and max timestamp stand for all their records.
+pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
+    let header = BatchHeader::parse(batch)?;
+    if header.compression() != 0 || header.is_log_append_time() {
+        return (header.max_timestamp >= target)
+            .then_some((header.base_offset, header.max_timestamp));
+    }
+    let end = header.total_len().min(batch.len());
+    let mut pos = HEADER_LEN;
+    for _ in 0..header.records_count {
+        let (len, n) = varint(batch.get(pos..end)?)?;
+        let body_start = pos + n;
+        let body = batch.get(body_start..end)?;
+        // attributes (1 byte), timestamp delta, offset delta
+        let (ts_delta, n1) = varint(body.get(1..)?)?;
+        let (off_delta, _) = varint(body.get(1 + n1..)?)?;
+        if header.base_timestamp + ts_delta >= target {
+            return Some((
+                header.base_offset + off_delta,
+                header.base_timestamp + ts_delta,
+            ));
+        }
+        pos = body_start + usize::try_from(len).ok()?;
+    }
+    None
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// Builds a valid uncompressed batch of `values` (no keys, no headers).
+    pub fn batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
+        fn put_varint(out: &mut Vec<u8>, v: i64) {
+            let mut z = ((v << 1) ^ (v >> 63)) as u64;
+            loop {
+                if z < 0x80 {
+                    out.push(z as u8);
+                    return;
+                }
+                out.push((z as u8 & 0x7f) | 0x80);
+                z >>= 7;
+            }
+        }
+        let mut records = Vec::new();
+        for (i, v) in values.iter().enumerate() {
+            let mut r = vec![0u8];
+            put_varint(&mut r, i as i64 * 10); // timestamp delta
+            put_varint(&mut r, i as i64); // offset delta
+            put_varint(&mut r, -1); // null key
+            put_varint(&mut r, v.len() as i64);
+            r.extend_from_slice(v);
+            put_varint(&mut r, 0); // headers
+            put_varint(&mut records, r.len() as i64);
+            records.extend_from_slice(&r);
+        }
+        let n = values.len() as i32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&0i64.to_be_bytes());
+        b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.push(2);
+        b.extend_from_slice(&[0; 4]);
+        b.extend_from_slice(&0i16.to_be_bytes());
+        b.extend_from_slice(&(n - 1).to_be_bytes());
+        b.extend_from_slice(&base_ts.to_be_bytes());
+        b.extend_from_slice(&(base_ts + (n as i64 - 1) * 10).to_be_bytes());
+        b.extend_from_slice(&(-1i64).to_be_bytes());
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        b.extend_from_slice(&n.to_be_bytes());
+        b.extend_from_slice(&records);
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn accepts_valid_batches_and_slices_them() {
+        let mut two = batch(1000, &[b"a", b"bc"]);
+        two.extend(batch(2000, &[b"d"]));
+        let records = Bytes::from(two);
+        let batches = split_produce_records(&records, 1 << 20).unwrap();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0].header.records_count, 2);
+        assert_eq!(batches[1].header.base_timestamp, 2000);
+        assert_eq!(
+            batches[0].bytes.as_ptr(),
+            records.as_ptr(),
+            "batch is a view of the request, not a copy"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_batches() {
+        let good = batch(0, &[b"x"]);
+        let check = |b: Vec<u8>, code: i16| {
+            let err = split_produce_records(&Bytes::from(b), 1 << 20).unwrap_err();
+            assert_eq!(err.code(), code, "{err}");
+        };
+        let mut bad_crc = good.clone();
+        *bad_crc.last_mut().unwrap() ^= 1;
+        check(bad_crc, 2);
+        check(good[..good.len() - 1].to_vec(), 2);
+        check(good[..5].to_vec(), 2);
+        let mut magic1 = good.clone();
+        magic1[16] = 1;
+        check(magic1, 43);
+        let mut neg = good.clone();
+        neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+        check(neg, 2);
+        let mut huge = good.clone();
+        huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        check(huge, 10);
+        let err = split_produce_records(&Bytes::from(good), 10).unwrap_err();
+        assert_eq!(err.code(), 10);
+    }
+
+    #[test]
+    fn log_append_time_rewrites_crc() {
+        let b = ProducedBatch {
+            header: BatchHeader::parse(&batch(5, &[b"v"])).unwrap(),
+            bytes: Bytes::from(batch(5, &[b"v"])),
+        };
+        let h = patched_header(&b, 42, Some(777));
+        let mut whole = h.to_vec();
+        whole.extend_from_slice(&b.bytes[HEADER_LEN..]);
+        let parsed = split_produce_records(&Bytes::from(whole), 1 << 20).unwrap();
+        assert_eq!(parsed[0].header.base_offset, 42);
+        assert_eq!(parsed[0].header.max_timestamp, 777);
+        assert!(parsed[0].header.is_log_append_time());
+    }
+
+    #[test]
+    fn finds_first_record_at_or_after_timestamp() {
+        let mut b = batch(1000, &[b"a", b"b", b"c"]);
+        b[0..8].copy_from_slice(&100i64.to_be_bytes());
+        assert_eq!(first_offset_at_or_after(&b, 0), Some((100, 1000)));
+        assert_eq!(first_offset_at_or_after(&b, 1011), Some((102, 1020)));
+        assert_eq!(first_offset_at_or_after(&b, 1020), Some((102, 1020)));
+        assert_eq!(first_offset_at_or_after(&b, 1021), None);
+    }
+}

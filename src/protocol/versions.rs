@@ -1,0 +1,56 @@
+//! The APIs and versions this broker implements. ApiVersions advertises exactly this table,
+//! and the decoder refuses anything outside it.
+
+use std::ops::RangeInclusive;
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API, lowest version, highest version) for every implemented API.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// The implemented version range of `key`, or None when the API is not implemented.
+pub fn supported(key: ApiKey) -> Option<RangeInclusive<i16>> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| min..=max)
+}
+
+/// A readable name for logs and errors.
+pub fn name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        _ => "unimplemented API",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_stays_within_what_the_codec_knows() {
+        for &(key, min, max) in SUPPORTED {
+            let codec = key.valid_versions();
+            assert!(
+                min >= codec.min && max <= codec.max,
+                "{key:?} {min}..={max}"
+            );
+            assert!(min <= max);
+        }
+    }
+}

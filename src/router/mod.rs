@@ -1,0 +1,171 @@
+//! Cross-core messages. Every piece of work that crosses shards is a [`ShardRequest`] sent to
+//! the owning shard over a glommio channel mesh, answered by a [`ShardReply`]; nothing else
+//! crosses cores.
+//!
+//! Wire of the mesh: each shard has a bounded channel to every other shard. An [`Envelope`]
+//! carries either a request (with a per-sender id and the sender's shard) or a reply (with the
+//! id it answers). Each shard runs one receive task per peer; a request is handled in its own
+//! task so a slow request (a long-polling fetch) never blocks the channel, and a reply wakes
+//! the local future waiting for that id. Calls to the local shard skip the mesh.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::error::KafkaError;
+use crate::protocol::batch::ProducedBatch;
+use crate::storage::catalog::TopicMeta;
+use crate::storage::log::ReadOut;
+
+/// Work for one shard.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// Append to partitions this shard owns.
+    Produce(Vec<ProduceItem>),
+    /// Locate data in partitions this shard owns.
+    Fetch(Vec<FetchItem>),
+    /// Return once any of the partitions has data past the given offset, or after the timeout.
+    WaitForData {
+        items: Vec<(String, i32, i64)>,
+        timeout_ms: u64,
+    },
+    /// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns.
+    ListOffsets(Vec<(String, i32, i64)>),
+    /// Controller to every shard: a topic now exists; cache it and open owned partitions.
+    TopicCreated(TopicMeta),
+    /// Controller to every shard: a topic is gone; forget it and delete owned partitions.
+    TopicDeleted(String),
+    /// To the controller: create topics.
+    CreateTopics {
+        topics: Vec<CreateTopic>,
+        validate_only: bool,
+    },
+    /// To the controller: delete topics by name.
+    DeleteTopics(Vec<String>),
+}
+
+#[derive(Debug)]
+pub struct ProduceItem {
+    pub topic: String,
+    pub partition: i32,
+    pub batches: Vec<ProducedBatch>,
+}
+
+#[derive(Debug)]
+pub struct FetchItem {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct CreateTopic {
+    pub name: String,
+    /// -1 for the broker default.
+    pub partitions: i32,
+    /// -1 for the broker default; only 1 is possible on one node.
+    pub replication_factor: i16,
+    pub configs: std::collections::BTreeMap<String, String>,
+    /// Auto-creation: a topic that already exists is a success, not an error.
+    pub if_not_exists: bool,
+}
+
+/// Where a produced partition's batches landed.
+#[derive(Clone, Copy, Debug)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    /// The broker time stamped on the batches, or -1 for CreateTime topics.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// Answers, one variant per request kind.
+#[derive(Debug)]
+pub enum ShardReply {
+    Produce(Vec<Result<ProduceOutcome, KafkaError>>),
+    Fetch(Vec<Result<ReadOut, KafkaError>>),
+    DataReady,
+    ListOffsets(Vec<Result<(i64, i64), KafkaError>>),
+    Done(Result<(), KafkaError>),
+    CreateTopics(Vec<Result<TopicMeta, KafkaError>>),
+    DeleteTopics(Vec<Result<(), KafkaError>>),
+}
+
+#[derive(Debug)]
+pub enum Envelope {
+    Request {
+        id: u64,
+        from: usize,
+        req: ShardRequest,
+    },
+    Reply {
+        id: u64,
+        rep: ShardReply,
+    },
+}
+
+/// This shard's end of the mesh.
+///
+/// Lives on: its shard; never shared.
+pub struct Router {
+    pub shard_id: usize,
+    senders: Senders<Envelope>,
+    /// Mesh peer index of each shard id.
+    peer_of: Vec<usize>,
+    next_id: Cell<u64>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<ShardReply>>>,
+}
+
+impl Router {
+    pub fn new(shard_id: usize, senders: Senders<Envelope>, peer_of: Vec<usize>) -> Router {
+        Router {
+            shard_id,
+            senders,
+            peer_of,
+            next_id: Cell::new(0),
+            pending: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to shard `to` (not this one) and waits for its reply.
+    pub async fn call_remote(
+        &self,
+        to: usize,
+        req: ShardRequest,
+    ) -> Result<ShardReply, KafkaError> {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let env = Envelope::Request {
+            id,
+            from: self.shard_id,
+            req,
+        };
+        if self.senders.send_to(self.peer_of[to], env).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(KafkaError::NotAvailable);
+        }
+        rx.await.map_err(|_| KafkaError::NotAvailable)
+    }
+
+    /// Sends a reply back to the shard that asked.
+    pub async fn reply(&self, to: usize, id: u64, rep: ShardReply) {
+        // The peer only goes away at shutdown; then nobody waits for this reply.
+        let _ = self
+            .senders
+            .send_to(self.peer_of[to], Envelope::Reply { id, rep })
+            .await;
+    }
+
+    /// Completes the local call waiting for reply `id`.
+    pub fn complete(&self, id: u64, rep: ShardReply) {
+        let tx = self.pending.borrow_mut().remove(&id);
+        if let Some(tx) = tx {
+            let _ = tx.send(rep);
+        }
+    }
+}

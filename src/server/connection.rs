@@ -1,0 +1,189 @@
+//! One client connection: read a frame, decode it, run its handler, write the answer; in
+//! order, one request at a time, as Kafka does (clients pipeline, the broker answers in order).
+//!
+//! Lives on: the shard that accepted the socket. Frames are read into one growing buffer and
+//! split off as `Bytes`, so a request's record bytes are views of what the socket delivered.
+//! A frame whose size is negative or above `request_bytes_max`, or that does not decode, closes
+//! the connection; nothing of the claimed size is allocated before the bytes arrive.
+
+use std::os::unix::fs::FileExt;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::error::FrameError;
+use crate::protocol::fetch::Chunk;
+use crate::protocol::{Decoded, decode_request, frame_size};
+use crate::server::handlers;
+use crate::shard::Shard;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes copied from a file per write on the copying path.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+
+enum Next {
+    Frame(bytes::Bytes),
+    Closed,
+}
+
+struct FrameReader {
+    buf: BytesMut,
+    request_bytes_max: usize,
+}
+
+impl FrameReader {
+    /// Reads until `want` bytes are buffered; false on a clean EOF.
+    async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> std::io::Result<bool> {
+        while self.buf.len() < want {
+            let have = self.buf.len();
+            let step = READ_CHUNK_BYTES.max(want.saturating_sub(have).min(READ_CHUNK_BYTES * 16));
+            self.buf.resize(have + step, 0);
+            let n = stream.read(&mut self.buf[have..]).await;
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(have);
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(have + n);
+            if n == 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn next(&mut self, stream: &mut TcpStream) -> Result<Next, ConnError> {
+        if !self.fill(stream, 4).await? {
+            if self.buf.is_empty() {
+                return Ok(Next::Closed);
+            }
+            return Err(ConnError::Frame(FrameError::Undecodable(
+                "connection closed inside a size prefix".into(),
+            )));
+        }
+        let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
+        let size = frame_size(prefix, self.request_bytes_max)?;
+        if !self.fill(stream, 4 + size).await? {
+            return Err(ConnError::Frame(FrameError::Undecodable(format!(
+                "connection closed after {} of {size} frame bytes",
+                self.buf.len() - 4
+            ))));
+        }
+        let mut frame = self.buf.split_to(4 + size);
+        let _ = frame.split_to(4);
+        Ok(Next::Frame(frame.freeze()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Handler(#[from] anyhow::Error),
+}
+
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    shard
+        .stats
+        .connections
+        .set(shard.stats.connections.get() + 1);
+    tracing::debug!(shard = shard.id, %peer, "connection accepted");
+    let result = run(&shard, &mut stream).await;
+    shard
+        .stats
+        .connections
+        .set(shard.stats.connections.get() - 1);
+    match result {
+        Ok(()) => tracing::debug!(shard = shard.id, %peer, "connection closed"),
+        Err(ConnError::Io(e)) => {
+            tracing::debug!(shard = shard.id, %peer, error = %e, "connection ended")
+        }
+        Err(e) => tracing::warn!(shard = shard.id, %peer, error = %e, "closing connection"),
+    }
+}
+
+async fn run(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<(), ConnError> {
+    let mut reader = FrameReader {
+        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        request_bytes_max: shard.config.request_bytes_max,
+    };
+    loop {
+        if shard.stopping.get() {
+            return Ok(());
+        }
+        let frame = match reader.next(stream).await? {
+            Next::Frame(f) => f,
+            Next::Closed => return Ok(()),
+        };
+        if shard.stopping.get() {
+            // Stopping: take no new work; the client retries elsewhere or after the restart.
+            return Ok(());
+        }
+        shard.stats.busy.set(shard.stats.busy.get() + 1);
+        let answered = answer(shard, stream, frame).await;
+        shard.stats.busy.set(shard.stats.busy.get() - 1);
+        answered?;
+    }
+}
+
+async fn answer(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    frame: bytes::Bytes,
+) -> Result<(), ConnError> {
+    {
+        let chunks = match decode_request(frame)? {
+            Decoded::ApiVersionsUnsupported { correlation_id } => Some(vec![Chunk::Mem(
+                handlers::unsupported_version_response(correlation_id)?,
+            )]),
+            Decoded::Request(req) => handlers::dispatch(shard, *req).await?,
+        };
+        if let Some(chunks) = chunks {
+            write_chunks(shard, stream, chunks).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a response in order. File ranges go through a bounded buffer (the copying path).
+async fn write_chunks(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    chunks: Vec<Chunk>,
+) -> std::io::Result<()> {
+    let mut copy_buf: Vec<u8> = Vec::new();
+    for chunk in chunks {
+        match chunk {
+            Chunk::Mem(b) => stream.write_all(&b).await?,
+            Chunk::File(slice) => {
+                let mut done = 0usize;
+                while done < slice.len {
+                    let n = (slice.len - done).min(COPY_CHUNK_BYTES);
+                    copy_buf.resize(n, 0);
+                    slice
+                        .file
+                        .read_exact_at(&mut copy_buf[..n], slice.pos + done as u64)?;
+                    stream.write_all(&copy_buf[..n]).await?;
+                    done += n;
+                }
+                shard
+                    .stats
+                    .bytes_out_copied
+                    .set(shard.stats.bytes_out_copied.get() + slice.len as u64);
+            }
+        }
+    }
+    stream.flush().await
+}

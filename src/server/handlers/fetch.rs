@@ -1,0 +1,199 @@
+//! Fetch with long polling across shards.
+//!
+//! 1. Resolve each partition (by name, or by topic id from v13) and group them by owner.
+//! 2. Ask every owner, concurrently, where the data at each fetch offset lies: owners answer
+//!    with file ranges (whole batches, within the partition's max bytes), not bytes.
+//! 3. If the ranges add up to at least `min_bytes`, or a partition has an error, or the wait
+//!    is over, answer. Otherwise ask the owners to wake us when any partition grows, wait for
+//!    the first of them or the deadline, and go to 2.
+//! 4. Trim to the request's `max_bytes` in request order (the first partition with data is
+//!    always sent whole, as Kafka does) and encode; the connection writes the file ranges.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::FetchRequest;
+
+use crate::error::KafkaError;
+use crate::protocol::fetch::{self, Chunk, PartitionOut, Records, TopicOut};
+use crate::router::{FetchItem, ShardReply, ShardRequest};
+use crate::shard::Shard;
+use crate::storage::log::ReadOut;
+
+struct Slot {
+    topic: usize,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    name: String,
+    result: Result<ReadOut, KafkaError>,
+}
+
+pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i32) -> Vec<Chunk> {
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+    let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.config.fetch_wait_ms_max);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = req.min_bytes.max(0) as usize;
+
+    let mut topics: Vec<TopicOut> = Vec::with_capacity(req.topics.len());
+    let mut slots: Vec<Slot> = Vec::new();
+    for t in &req.topics {
+        let meta = if version >= 13 {
+            shard.topic_by_id(t.topic_id)
+        } else {
+            shard.topic(t.topic.0.as_str())
+        };
+        let ti = topics.len();
+        topics.push(TopicOut {
+            name: meta
+                .as_ref()
+                .map_or_else(|| t.topic.0.as_str().to_string(), |m| m.name.clone()),
+            topic_id: t.topic_id,
+            partitions: Vec::with_capacity(t.partitions.len()),
+        });
+        for p in &t.partitions {
+            let result = match &meta {
+                None if version >= 13 => Err(KafkaError::UnknownTopicId),
+                None => Err(KafkaError::UnknownTopicOrPartition),
+                Some(m) if p.partition < 0 || p.partition >= m.partitions => {
+                    Err(KafkaError::UnknownTopicOrPartition)
+                }
+                Some(_) if p.current_leader_epoch > 0 => Err(KafkaError::UnknownLeaderEpoch),
+                Some(_) => Err(KafkaError::NotAvailable), // to be read
+            };
+            slots.push(Slot {
+                topic: ti,
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
+                name: meta.as_ref().map_or_else(String::new, |m| m.name.clone()),
+                result,
+            });
+        }
+    }
+    let to_read: Vec<usize> = (0..slots.len())
+        .filter(|&i| matches!(slots[i].result, Err(KafkaError::NotAvailable)))
+        .collect();
+    loop {
+        read_all(shard, &mut slots, &to_read).await;
+        let bytes: usize = slots
+            .iter()
+            .filter_map(|s| s.result.as_ref().ok())
+            .map(|r| r.slice.as_ref().map_or(0, |s| s.len))
+            .sum();
+        let any_error = to_read.iter().any(|&i| slots[i].result.is_err());
+        let now = Instant::now();
+        if bytes >= min_bytes.max(1)
+            || any_error
+            || now >= deadline
+            || to_read.is_empty()
+            || shard.stopping.get()
+        {
+            break;
+        }
+        wait_any(shard, &slots, &to_read, deadline - now).await;
+    }
+    // Trim to the request budget in request order.
+    let mut sent = 0usize;
+    for slot in slots {
+        let (error_code, hw, lso, records) = match slot.result {
+            Ok(out) => {
+                let records = match out.slice {
+                    Some(s) if sent == 0 || sent + s.len <= max_bytes => {
+                        sent += s.len;
+                        Records::File(s)
+                    }
+                    _ => Records::Empty,
+                };
+                (0, out.high_watermark, out.log_start_offset, records)
+            }
+            Err(e) => (e.code(), -1, -1, Records::Empty),
+        };
+        topics[slot.topic].partitions.push(PartitionOut {
+            partition: slot.partition,
+            error_code,
+            high_watermark: hw,
+            last_stable_offset: hw,
+            log_start_offset: lso,
+            records,
+        });
+    }
+    fetch::encode(version, corr, 0, topics)
+}
+
+/// Asks each owner where the data of its slots lies.
+async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
+    let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &i in to_read {
+        by_owner
+            .entry(shard.owner(&slots[i].name, slots[i].partition))
+            .or_default()
+            .push(i);
+    }
+    let calls = by_owner.into_iter().map(|(owner, idx)| {
+        let items = idx
+            .iter()
+            .map(|&i| FetchItem {
+                topic: slots[i].name.clone(),
+                partition: slots[i].partition,
+                offset: slots[i].offset,
+                max_bytes: slots[i].max_bytes,
+            })
+            .collect();
+        let shard = shard.clone();
+        async move {
+            let n = idx.len();
+            let answers = match shard.call(owner, ShardRequest::Fetch(items)).await {
+                Ok(ShardReply::Fetch(r)) if r.len() == n => r,
+                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                Err(e) => vec![Err(e); n],
+            };
+            idx.into_iter().zip(answers).collect::<Vec<_>>()
+        }
+    });
+    for answered in futures_util::future::join_all(calls).await {
+        for (i, a) in answered {
+            slots[i].result = a;
+        }
+    }
+}
+
+/// Waits until any owner reports new data in one of the slots, or `timeout` passes.
+async fn wait_any(shard: &Rc<Shard>, slots: &[Slot], to_read: &[usize], timeout: Duration) {
+    let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
+    for &i in to_read {
+        let s = &slots[i];
+        by_owner
+            .entry(shard.owner(&s.name, s.partition))
+            .or_default()
+            .push((s.name.clone(), s.partition, s.offset));
+    }
+    let timeout_ms = timeout.as_millis() as u64;
+    let waits: Vec<_> = by_owner
+        .into_iter()
+        .map(|(owner, items)| {
+            let shard = shard.clone();
+            Box::pin(async move {
+                let _ = shard
+                    .call(owner, ShardRequest::WaitForData { items, timeout_ms })
+                    .await;
+            })
+        })
+        .collect();
+    if waits.is_empty() {
+        return;
+    }
+    let first = futures_util::future::select_all(waits);
+    futures_lite::future::or(
+        async {
+            first.await;
+        },
+        glommio::timer::sleep(timeout),
+    )
+    .await;
+}

@@ -1,0 +1,93 @@
+//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp, asked
+//! of each partition's owner.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::error::KafkaError;
+use crate::router::{ShardReply, ShardRequest};
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let mut results: Vec<Vec<Result<(i64, i64), KafkaError>>> = Vec::new();
+    let mut by_owner: BTreeMap<usize, Vec<((usize, usize), (String, i32, i64))>> = BTreeMap::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.name.0.as_str();
+        let meta = shard.topic(name);
+        let mut slots = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let ok = meta
+                .as_ref()
+                .is_some_and(|m| (0..m.partitions).contains(&p.partition_index));
+            if !ok {
+                slots.push(Err(KafkaError::UnknownTopicOrPartition));
+            } else if p.current_leader_epoch > 0 {
+                slots.push(Err(KafkaError::UnknownLeaderEpoch));
+            } else {
+                by_owner
+                    .entry(shard.owner(name, p.partition_index))
+                    .or_default()
+                    .push(((ti, pi), (name.to_string(), p.partition_index, p.timestamp)));
+                slots.push(Err(KafkaError::NotAvailable));
+            }
+        }
+        results.push(slots);
+    }
+    let calls = by_owner.into_iter().map(|(owner, items)| {
+        let shard = shard.clone();
+        async move {
+            let (slots, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+            let n = items.len();
+            let answers = match shard.call(owner, ShardRequest::ListOffsets(items)).await {
+                Ok(ShardReply::ListOffsets(r)) if r.len() == n => r,
+                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                Err(e) => vec![Err(e); n],
+            };
+            slots.into_iter().zip(answers).collect::<Vec<_>>()
+        }
+    });
+    for answered in futures_util::future::join_all(calls).await {
+        for ((ti, pi), a) in answered {
+            results[ti][pi] = a;
+        }
+    }
+    let topics = req
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(t, parts)| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(parts)
+                .map(|(p, r)| {
+                    let out = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index);
+                    match r {
+                        Ok((offset, ts)) => out
+                            .with_offset(offset)
+                            .with_timestamp(ts)
+                            .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                        Err(e) => out
+                            .with_error_code(e.code())
+                            .with_offset(-1)
+                            .with_timestamp(-1),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,101 @@
+//! Metadata: brokers (this one), and topics from the shard's catalog cache. Unknown topics
+//! are auto-created when the broker allows it and the client asks for it (v4+) or cannot say
+//! (v0-v3).
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+
+use super::{str_bytes, topic_name};
+use crate::shard::Shard;
+use crate::storage::catalog::TopicMeta;
+
+/// Topic authorized operations "not requested" (INT32_MIN), as Kafka sends.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(shard.config.node_id);
+    let (host, port) = shard.config.advertised_listener.clone();
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(str_bytes(host))
+        .with_port(i32::from(port));
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        for meta in shard.all_topics() {
+            topics.push(topic_response(&meta, node, version));
+        }
+    } else {
+        let auto =
+            shard.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        for t in req.topics.unwrap_or_default() {
+            let meta = match &t.name {
+                Some(name) => shard.topic(name.0.as_str()),
+                None => shard.topic_by_id(t.topic_id),
+            };
+            if let Some(meta) = meta {
+                topics.push(topic_response(&meta, node, version));
+                continue;
+            }
+            let Some(name) = t.name else {
+                topics.push(
+                    MetadataResponseTopic::default()
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                );
+                continue;
+            };
+            let name = name.0.as_str().to_string();
+            let created = if auto {
+                Some(super::produce::auto_create(shard, &name).await)
+            } else {
+                None
+            };
+            topics.push(match created {
+                Some(Ok(meta)) => topic_response(&meta, node, version),
+                Some(Err(e)) => MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(e.code()),
+                None => MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+            });
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(str_bytes(shard.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn topic_response(meta: &TopicMeta, node: BrokerId, version: i16) -> MetadataResponseTopic {
+    let partitions = (0..meta.partitions)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&meta.name)))
+        .with_topic_id(if version >= 10 {
+            meta.topic_id
+        } else {
+            uuid::Uuid::nil()
+        })
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,170 @@
+//! Produce: validate each partition's batches here (CRC, size, magic), send them to the
+//! partitions' owners in one message per owner, and merge the answers.
+//!
+//! The record bytes are slices of the request frame from decode to the segment write.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::ProduceRequest;
+use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+
+use super::str_bytes;
+use crate::error::KafkaError;
+use crate::protocol::batch::split_produce_records;
+use crate::router::{CreateTopic, ProduceItem, ProduceOutcome, ShardReply, ShardRequest};
+use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::storage::catalog::TopicMeta;
+
+/// Creates `name` with the broker defaults unless it exists (then returns it).
+pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, KafkaError> {
+    let spec = CreateTopic {
+        name: name.to_string(),
+        partitions: -1,
+        replication_factor: -1,
+        configs: BTreeMap::new(),
+        if_not_exists: true,
+    };
+    let req = ShardRequest::CreateTopics {
+        topics: vec![spec],
+        validate_only: false,
+    };
+    match shard.call(CONTROLLER_SHARD, req).await? {
+        ShardReply::CreateTopics(mut r) if r.len() == 1 => r.remove(0),
+        other => Err(KafkaError::InvalidRequest(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
+}
+
+/// Returns None for acks=0: such a request gets no response.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    // results[topic][partition]
+    let mut results: Vec<Vec<(i32, Result<ProduceOutcome, KafkaError>)>> = Vec::new();
+    // owner -> (topic slot, partition slot, item)
+    let mut by_owner: BTreeMap<usize, Vec<(usize, usize, ProduceItem)>> = BTreeMap::new();
+    for (ti, topic) in req.topic_data.iter().enumerate() {
+        let name = topic.name.0.as_str();
+        let meta = match shard.topic(name) {
+            Some(m) => Ok(m),
+            None if shard.config.auto_create_topics => auto_create(shard, name).await,
+            None => Err(KafkaError::UnknownTopicOrPartition),
+        };
+        let mut slots = Vec::with_capacity(topic.partition_data.len());
+        for (pi, part) in topic.partition_data.iter().enumerate() {
+            let p = part.index;
+            let checked = (|| {
+                if !matches!(acks, -1..=1) {
+                    return Err(KafkaError::InvalidRequiredAcks(acks));
+                }
+                let meta = meta.as_ref().map_err(Clone::clone)?;
+                if p < 0 || p >= meta.partitions {
+                    return Err(KafkaError::UnknownTopicOrPartition);
+                }
+                let records = part
+                    .records
+                    .as_ref()
+                    .ok_or_else(|| KafkaError::CorruptMessage("null record set".into()))?;
+                let max = meta
+                    .config_u64("max.message.bytes")
+                    .map_or(shard.config.message_bytes_max, |v| v as usize);
+                split_produce_records(records, max)
+            })();
+            match checked {
+                Ok(batches) => {
+                    let bytes: usize = batches.iter().map(|b| b.bytes.len()).sum();
+                    shard
+                        .stats
+                        .bytes_in
+                        .set(shard.stats.bytes_in.get() + bytes as u64);
+                    by_owner.entry(shard.owner(name, p)).or_default().push((
+                        ti,
+                        pi,
+                        ProduceItem {
+                            topic: name.to_string(),
+                            partition: p,
+                            batches,
+                        },
+                    ));
+                    slots.push((p, Err(KafkaError::NotAvailable)));
+                }
+                Err(e) => {
+                    if !matches!(e, KafkaError::UnknownTopicOrPartition) {
+                        tracing::debug!(topic = name, partition = p, error = %e, "produce rejected");
+                    }
+                    slots.push((p, Err(e)));
+                }
+            }
+        }
+        results.push(slots);
+    }
+    let calls = by_owner.into_iter().map(|(owner, items)| {
+        let shard = shard.clone();
+        async move {
+            let (slots, items): (Vec<(usize, usize)>, Vec<ProduceItem>) =
+                items.into_iter().map(|(t, p, item)| ((t, p), item)).unzip();
+            let n = items.len();
+            let answers = match shard.call(owner, ShardRequest::Produce(items)).await {
+                Ok(ShardReply::Produce(r)) if r.len() == n => r,
+                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                Err(e) => vec![Err(e); n],
+            };
+            slots.into_iter().zip(answers).collect::<Vec<_>>()
+        }
+    });
+    for answered in futures_util::future::join_all(calls).await {
+        for ((ti, pi), answer) in answered {
+            results[ti][pi].1 = answer;
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    let responses = req
+        .topic_data
+        .iter()
+        .zip(results)
+        .map(|(topic, parts)| {
+            let partition_responses = parts
+                .into_iter()
+                .map(|(p, r)| {
+                    let out = PartitionProduceResponse::default().with_index(p);
+                    let (out, log_start_offset) = match r {
+                        Ok(o) => (
+                            out.with_base_offset(o.base_offset)
+                                .with_log_append_time_ms(o.log_append_time),
+                            o.log_start_offset,
+                        ),
+                        Err(e) => {
+                            let out = out
+                                .with_error_code(e.code())
+                                .with_base_offset(-1)
+                                .with_log_append_time_ms(-1);
+                            let out = if version >= 8 {
+                                out.with_error_message(Some(str_bytes(e.message())))
+                            } else {
+                                out
+                            };
+                            (out, -1)
+                        }
+                    };
+                    if version >= 5 {
+                        out.with_log_start_offset(log_start_offset)
+                    } else {
+                        out
+                    }
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}

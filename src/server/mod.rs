@@ -1,0 +1,237 @@
+//! Start-up and shutdown of the shards, the listener and the connections.
+//!
+//! Start-up, per shard thread (one glommio `LocalExecutor` pinned to its CPU):
+//! 1. bind the listen address with SO_REUSEPORT (every shard accepts; the kernel spreads
+//!    connections by their 4-tuple, so no shard hands sockets to another), and open the logs
+//!    of the partitions this shard owns;
+//! 2. meet the other shards at a start-up gate: if any shard failed step 1, all stop;
+//! 3. join the channel mesh and learn each shard's mesh index (a second gate);
+//! 4. serve: one receive task per peer, one accept loop, one task per connection.
+//!
+//! Shutdown: the signal thread sets [`STOP`]; each shard's ticker sees it, stops accepting,
+//! waits (bounded) until no request of its own is in flight, then waits until every shard has
+//! drained (so nobody leaves while a peer may still call it), and returns.
+
+pub mod connection;
+pub mod handlers;
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::router::{Envelope, Router};
+use crate::shard::Shard;
+use crate::storage::catalog::CatalogData;
+
+/// Set once by the signal handling thread; read by every shard's ticker.
+pub static STOP: AtomicBool = AtomicBool::new(false);
+/// Shards that finished draining their connections.
+static DRAINED: AtomicUsize = AtomicUsize::new(0);
+
+/// How often a shard looks at [`STOP`].
+const STOP_POLL_MS: u64 = 50;
+/// How long a stopping shard waits for in-flight requests.
+const DRAIN_MS_MAX: u64 = 10_000;
+
+/// A start-up rendezvous of all shards (start-up only; never on the data path).
+struct Gate<T> {
+    slots: Mutex<Vec<Option<T>>>,
+    all_in: Condvar,
+}
+
+impl<T: Clone> Gate<T> {
+    fn new(n: usize) -> Gate<T> {
+        Gate {
+            slots: Mutex::new(vec![None; n]),
+            all_in: Condvar::new(),
+        }
+    }
+
+    /// Puts this shard's value and blocks until every shard has; returns all values.
+    fn meet(&self, shard: usize, value: T) -> Vec<T> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots[shard] = Some(value);
+        self.all_in.notify_all();
+        while slots.iter().any(Option::is_none) {
+            slots = self.all_in.wait(slots).unwrap_or_else(|e| e.into_inner());
+        }
+        slots.iter().flatten().cloned().collect()
+    }
+}
+
+/// Runs the broker until a stop signal; returns an error if any shard failed to start.
+pub fn run(config: Config, catalog: CatalogData) -> anyhow::Result<()> {
+    let n = config.shards;
+    let mesh: MeshBuilder<Envelope, _> = MeshBuilder::full(n, config.router_channel_len);
+    let ready: Arc<Gate<Result<(), String>>> = Arc::new(Gate::new(n));
+    let peers: Arc<Gate<usize>> = Arc::new(Gate::new(n));
+    let mut threads = Vec::with_capacity(n);
+    for shard_id in 0..n {
+        let config = config.clone();
+        let catalog = catalog.clone();
+        let mesh = mesh.clone();
+        let ready = ready.clone();
+        let peers = peers.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("spate-shard-{shard_id}"))
+            .spawn(move || {
+                let builder =
+                    LocalExecutorBuilder::new(Placement::Fixed(config.shard_cpus[shard_id]))
+                        .name(&format!("shard-{shard_id}"))
+                        .io_memory(config.io_memory_bytes);
+                let executor = match builder.make() {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let msg = crate::startup::explain_executor_error(&e.to_string());
+                        ready.meet(shard_id, Err(msg.clone()));
+                        return Err(msg);
+                    }
+                };
+                executor.run(shard_main(shard_id, config, catalog, mesh, ready, peers))
+            })?;
+        threads.push(handle);
+    }
+    let mut first_error = None;
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| "a shard thread panicked".to_string());
+            }
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(anyhow::anyhow!(e)),
+    }
+}
+
+async fn shard_main(
+    shard_id: usize,
+    config: Config,
+    catalog: CatalogData,
+    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    ready: Arc<Gate<Result<(), String>>>,
+    peers: Arc<Gate<usize>>,
+) -> Result<(), String> {
+    let config = Rc::new(config);
+    // Step 1: listener and logs.
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| format!("shard {shard_id}: cannot listen on {}: {e}", config.listen));
+    let mut step1 = listener.as_ref().map(|_| ()).map_err(Clone::clone);
+    // Step 2: gate.
+    let outcomes = ready.meet(shard_id, step1.clone());
+    if let Some(e) = outcomes.iter().find_map(|r| r.as_ref().err()) {
+        return Err(if step1.is_err() {
+            step1.err().unwrap_or_default()
+        } else {
+            format!("another shard failed: {e}")
+        });
+    }
+    // Step 3: mesh.
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|e| format!("shard {shard_id}: channel mesh join failed: {e}"))?;
+    let peer_of = peers.meet(shard_id, senders.peer_id());
+    let router = Router::new(shard_id, senders, peer_of);
+    let shard = Rc::new(Shard::new(
+        shard_id,
+        config.clone(),
+        catalog.cluster_id.clone(),
+        catalog.topics.clone(),
+        router,
+    ));
+    for topic in &catalog.topics {
+        if let Err(e) = shard.open_owned_partitions(topic) {
+            step1 = Err(format!(
+                "shard {shard_id}: cannot open the log of topic {}: {e}",
+                topic.name
+            ));
+            break;
+        }
+    }
+    // Opening logs can fail after the gate; then this shard stops the broker.
+    if let Err(e) = step1 {
+        tracing::error!("{e}");
+        STOP.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
+    // Step 4: serve.
+    for (_, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(env) = stream.recv().await {
+                match env {
+                    Envelope::Request { id, from, req } => {
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let rep = shard.clone().handle(req).await;
+                            shard.router.reply(from, id, rep).await;
+                        })
+                        .detach();
+                    }
+                    Envelope::Reply { id, rep } => shard.router.complete(id, rep),
+                }
+            }
+        })
+        .detach();
+    }
+    let listener = listener?;
+    let accept = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        if shard.stopping.get() {
+                            continue;
+                        }
+                        let _ = stream.set_nodelay(true);
+                        glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                    }
+                    Err(e) => {
+                        tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        })
+    };
+    if shard_id == 0 {
+        tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
+    }
+    while !STOP.load(Ordering::SeqCst) {
+        glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+    }
+    // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
+    shard.stopping.set(true);
+    shard.wake_data_waiters();
+    let _ = accept.cancel().await;
+    let drain_deadline = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+    while shard.stats.busy.get() > 0 && Instant::now() < drain_deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    DRAINED.fetch_add(1, Ordering::SeqCst);
+    while DRAINED.load(Ordering::SeqCst) < config.shards
+        && Instant::now() < drain_deadline + Duration::from_secs(1)
+    {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::debug!(
+        shard = shard_id,
+        bytes_in = shard.stats.bytes_in.get(),
+        bytes_out_copied = shard.stats.bytes_out_copied.get(),
+        "shard stopped"
+    );
+    Ok(())
+}

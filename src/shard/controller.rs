@@ -1,0 +1,181 @@
+//! The controller: the one writer of the topic catalog.
+//!
+//! Lives on: shard 0 ([`super::assignment::CONTROLLER_SHARD`]). Other shards reach it through
+//! the router. A change goes: validate -> write `catalog.json` atomically -> tell every shard
+//! (each caches the topic and opens or deletes the partitions it owns) -> answer. Changes are
+//! serialised by a local semaphore (metadata path only, never the data path), so an
+//! auto-creation that races a creation of the same topic waits for it and then finds it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use glommio::sync::Semaphore;
+
+use crate::error::KafkaError;
+use crate::router::{CreateTopic, ShardReply, ShardRequest};
+use crate::shard::Shard;
+use crate::storage::catalog::{self, CatalogData, TopicMeta};
+
+/// Most partitions one topic may have.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+pub struct Controller {
+    data_dir: PathBuf,
+    cluster_id: String,
+    topics: RefCell<BTreeMap<String, TopicMeta>>,
+    changes: Semaphore,
+}
+
+impl Controller {
+    pub fn new(data_dir: PathBuf, cluster_id: String, topics: Vec<TopicMeta>) -> Controller {
+        Controller {
+            data_dir,
+            cluster_id,
+            topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
+            changes: Semaphore::new(1),
+        }
+    }
+
+    fn persist(&self) -> Result<(), KafkaError> {
+        let data = CatalogData {
+            cluster_id: self.cluster_id.clone(),
+            topics: self.topics.borrow().values().cloned().collect(),
+        };
+        catalog::store(&self.data_dir, &data).map_err(|e| {
+            tracing::error!(error = %e, "could not write the topic catalog");
+            KafkaError::Storage(format!("catalog write failed: {e}"))
+        })
+    }
+
+    fn validate(
+        &self,
+        spec: &CreateTopic,
+        default_partitions: i32,
+    ) -> Result<TopicMeta, KafkaError> {
+        catalog::validate_topic_name(&spec.name)?;
+        let partitions = match spec.partitions {
+            -1 => default_partitions,
+            n if n < 1 => {
+                return Err(KafkaError::InvalidPartitions(format!(
+                    "number of partitions must be at least 1, got {n}"
+                )));
+            }
+            n if n > TOPIC_PARTITIONS_MAX => {
+                return Err(KafkaError::InvalidPartitions(format!(
+                    "number of partitions must be at most {TOPIC_PARTITIONS_MAX}, got {n}"
+                )));
+            }
+            n => n,
+        };
+        if spec.replication_factor != -1 && spec.replication_factor != 1 {
+            return Err(KafkaError::InvalidReplicationFactor(format!(
+                "replication factor {} is larger than the 1 available broker",
+                spec.replication_factor
+            )));
+        }
+        catalog::validate_configs(&spec.configs)?;
+        Ok(TopicMeta {
+            name: spec.name.clone(),
+            topic_id: uuid::Uuid::new_v4(),
+            partitions,
+            configs: spec.configs.clone(),
+        })
+    }
+
+    /// Tells every shard (this one included) about a change and waits for all of them.
+    async fn broadcast(
+        &self,
+        shard: &Rc<Shard>,
+        make: impl Fn() -> ShardRequest,
+    ) -> Result<(), KafkaError> {
+        let calls = (0..shard.shards()).map(|to| shard.call(to, make()));
+        let mut result = Ok(());
+        for reply in futures_util::future::join_all(calls).await {
+            match reply {
+                Ok(ShardReply::Done(Ok(()))) => {}
+                Ok(ShardReply::Done(Err(e))) | Err(e) => result = Err(e),
+                Ok(other) => {
+                    result = Err(KafkaError::InvalidRequest(format!(
+                        "unexpected reply {other:?}"
+                    )))
+                }
+            }
+        }
+        result
+    }
+
+    pub async fn create_topics(
+        &self,
+        shard: &Rc<Shard>,
+        specs: Vec<CreateTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<TopicMeta, KafkaError>> {
+        let _permit = self.changes.acquire_permit(1).await;
+        let mut out = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let existing = self.topics.borrow().get(&spec.name).cloned();
+            if let Some(meta) = existing {
+                out.push(if spec.if_not_exists {
+                    Ok(meta)
+                } else {
+                    Err(KafkaError::TopicAlreadyExists)
+                });
+                continue;
+            }
+            let meta = match self.validate(&spec, shard.config.default_partitions) {
+                Ok(m) => m,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if validate_only {
+                out.push(Ok(meta));
+                continue;
+            }
+            self.topics
+                .borrow_mut()
+                .insert(meta.name.clone(), meta.clone());
+            if let Err(e) = self.persist() {
+                self.topics.borrow_mut().remove(&meta.name);
+                out.push(Err(e));
+                continue;
+            }
+            let created = self
+                .broadcast(shard, || ShardRequest::TopicCreated(meta.clone()))
+                .await;
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
+            out.push(created.map(|()| meta));
+        }
+        out
+    }
+
+    pub async fn delete_topics(
+        &self,
+        shard: &Rc<Shard>,
+        names: Vec<String>,
+    ) -> Vec<Result<(), KafkaError>> {
+        let _permit = self.changes.acquire_permit(1).await;
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let removed = self.topics.borrow_mut().remove(&name);
+            let Some(meta) = removed else {
+                out.push(Err(KafkaError::UnknownTopicOrPartition));
+                continue;
+            };
+            if let Err(e) = self.persist() {
+                self.topics.borrow_mut().insert(name, meta);
+                out.push(Err(e));
+                continue;
+            }
+            let deleted = self
+                .broadcast(shard, || ShardRequest::TopicDeleted(name.clone()))
+                .await;
+            tracing::info!(topic = %name, "topic deleted");
+            out.push(deleted);
+        }
+        out
+    }
+}

@@ -1,0 +1,322 @@
+//! Per-core state and the handlers of cross-core requests.
+//!
+//! Lives on: one [`Shard`] per executor, reachable only from that executor (it is `!Send`:
+//! `Rc` and `RefCell` inside). It owns the logs of the partitions that
+//! [`assignment::partition_owner`] gives it, a read-only cache of the topic catalog, and on
+//! shard 0 the controller that alone changes the catalog.
+//!
+//! Invariant: no `RefCell` borrow of shard state is held across an `.await`; every storage
+//! call is synchronous and short.
+
+pub mod assignment;
+pub mod controller;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+
+use crate::config::Config;
+use crate::error::KafkaError;
+use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
+use crate::storage::catalog::TopicMeta;
+use crate::storage::log::{LogConfig, PartitionLog};
+
+/// Byte counters of one shard.
+#[derive(Default, Debug)]
+pub struct ShardStats {
+    pub bytes_in: Cell<u64>,
+    pub bytes_out_copied: Cell<u64>,
+    pub connections: Cell<u64>,
+    /// Requests being handled right now (shutdown waits for them).
+    pub busy: Cell<u64>,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub config: Rc<Config>,
+    pub cluster_id: String,
+    pub router: Router,
+    /// Topic catalog cache, by name. Changed only by controller messages.
+    topics: RefCell<BTreeMap<String, TopicMeta>>,
+    /// Logs of the partitions this shard owns.
+    logs: RefCell<HashMap<(String, i32), PartitionLog>>,
+    /// Fetches waiting for new data on this shard; all are woken by any append.
+    data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// The controller, on shard 0 only.
+    pub controller: Option<controller::Controller>,
+    pub stats: ShardStats,
+    /// Set when the broker is stopping: accept loops and connections wind down.
+    pub stopping: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        config: Rc<Config>,
+        cluster_id: String,
+        topics: Vec<TopicMeta>,
+        router: Router,
+    ) -> Shard {
+        let controller = (id == assignment::CONTROLLER_SHARD).then(|| {
+            controller::Controller::new(config.data_dir.clone(), cluster_id.clone(), topics.clone())
+        });
+        Shard {
+            id,
+            config,
+            cluster_id,
+            router,
+            topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
+            logs: RefCell::new(HashMap::new()),
+            data_waiters: RefCell::new(Vec::new()),
+            controller,
+            stats: ShardStats::default(),
+            stopping: Cell::new(false),
+        }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.config.shards
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        assignment::partition_owner(topic, partition, self.shards())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.topics.borrow().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<TopicMeta> {
+        self.topics
+            .borrow()
+            .values()
+            .find(|t| t.topic_id == id)
+            .cloned()
+    }
+
+    pub fn all_topics(&self) -> Vec<TopicMeta> {
+        self.topics.borrow().values().cloned().collect()
+    }
+
+    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        LogConfig {
+            segment_bytes: topic
+                .config_u64("segment.bytes")
+                .unwrap_or(self.config.segment_bytes),
+            index_interval_bytes: self.config.index_interval_bytes,
+        }
+    }
+
+    /// Opens the logs of every partition of `topic` that this shard owns.
+    pub fn open_owned_partitions(&self, topic: &TopicMeta) -> std::io::Result<()> {
+        for p in 0..topic.partitions {
+            if self.owner(&topic.name, p) != self.id {
+                continue;
+            }
+            let log = PartitionLog::open(
+                &self.config.data_dir,
+                &topic.name,
+                p,
+                self.log_config(topic),
+            )?;
+            tracing::info!(
+                "partition opened topic={} partition={} shard={} log_end_offset={}",
+                topic.name,
+                p,
+                self.id,
+                log.high_watermark()
+            );
+            self.logs.borrow_mut().insert((topic.name.clone(), p), log);
+        }
+        Ok(())
+    }
+
+    /// Sends `req` to shard `to`, or handles it here when `to` is this shard.
+    pub async fn call(
+        self: &Rc<Self>,
+        to: usize,
+        req: ShardRequest,
+    ) -> Result<ShardReply, KafkaError> {
+        if to == self.id {
+            Ok(self.clone().handle(req).await)
+        } else {
+            self.router.call_remote(to, req).await
+        }
+    }
+
+    /// Handles a request for this shard, from any shard (this one included).
+    pub async fn handle(self: Rc<Self>, req: ShardRequest) -> ShardReply {
+        match req {
+            ShardRequest::Produce(items) => {
+                let now = now_ms();
+                let results = {
+                    let mut logs = self.logs.borrow_mut();
+                    let topics = self.topics.borrow();
+                    items
+                        .into_iter()
+                        .map(|item| {
+                            let append_time = topics
+                                .get(&item.topic)
+                                .is_some_and(TopicMeta::log_append_time)
+                                .then_some(now);
+                            let log = logs
+                                .get_mut(&(item.topic, item.partition))
+                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                            let appended = log.append(&item.batches, append_time)?;
+                            Ok(ProduceOutcome {
+                                base_offset: appended.base_offset,
+                                log_append_time: append_time.unwrap_or(-1),
+                                log_start_offset: log.log_start_offset(),
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                };
+                if results.iter().any(Result::is_ok) {
+                    self.wake_data_waiters();
+                }
+                ShardReply::Produce(results)
+            }
+            ShardRequest::Fetch(items) => {
+                let logs = self.logs.borrow();
+                ShardReply::Fetch(
+                    items
+                        .into_iter()
+                        .map(|i| match logs.get(&(i.topic, i.partition)) {
+                            Some(log) => log.read(i.offset, i.max_bytes),
+                            None => Err(KafkaError::UnknownTopicOrPartition),
+                        })
+                        .collect(),
+                )
+            }
+            ShardRequest::WaitForData { items, timeout_ms } => {
+                self.wait_for_data(&items, timeout_ms).await;
+                ShardReply::DataReady
+            }
+            ShardRequest::ListOffsets(items) => {
+                let logs = self.logs.borrow();
+                ShardReply::ListOffsets(
+                    items
+                        .into_iter()
+                        .map(|(topic, partition, ts)| {
+                            let log = logs
+                                .get(&(topic, partition))
+                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                            match ts {
+                                -1 => Ok((log.high_watermark(), -1)),
+                                -2 => Ok((log.log_start_offset(), -1)),
+                                ts if ts >= 0 => {
+                                    Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1)))
+                                }
+                                other => Err(KafkaError::InvalidRequest(format!(
+                                    "timestamp {other} is not a supported ListOffsets spec"
+                                ))),
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            ShardRequest::TopicCreated(meta) => {
+                let opened = self.open_owned_partitions(&meta);
+                self.topics.borrow_mut().insert(meta.name.clone(), meta);
+                ShardReply::Done(opened.map_err(|e| KafkaError::Storage(e.to_string())))
+            }
+            ShardRequest::TopicDeleted(name) => {
+                self.topics.borrow_mut().remove(&name);
+                let doomed: Vec<PartitionLog> = {
+                    let mut logs = self.logs.borrow_mut();
+                    let keys: Vec<_> = logs.keys().filter(|(t, _)| *t == name).cloned().collect();
+                    keys.iter().filter_map(|k| logs.remove(k)).collect()
+                };
+                let mut result = Ok(());
+                for log in doomed {
+                    let (t, p) = (log.topic.clone(), log.partition);
+                    if let Err(e) = log.delete() {
+                        tracing::error!(topic = %t, partition = p, error = %e, "could not delete partition files");
+                        result = Err(KafkaError::Storage(e.to_string()));
+                    }
+                }
+                self.wake_data_waiters();
+                ShardReply::Done(result)
+            }
+            ShardRequest::CreateTopics {
+                topics,
+                validate_only,
+            } => match &self.controller {
+                Some(c) => {
+                    ShardReply::CreateTopics(c.create_topics(&self, topics, validate_only).await)
+                }
+                None => ShardReply::CreateTopics(
+                    topics
+                        .iter()
+                        .map(|_| Err(KafkaError::NotAvailable))
+                        .collect(),
+                ),
+            },
+            ShardRequest::DeleteTopics(names) => match &self.controller {
+                Some(c) => ShardReply::DeleteTopics(c.delete_topics(&self, names).await),
+                None => ShardReply::DeleteTopics(
+                    names
+                        .iter()
+                        .map(|_| Err(KafkaError::NotAvailable))
+                        .collect(),
+                ),
+            },
+        }
+    }
+
+    /// Wakes every fetch waiting on this shard (after an append, a deletion or at shutdown).
+    pub fn wake_data_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.data_waiters.borrow_mut());
+        for w in waiters {
+            let _ = w.send(());
+        }
+    }
+
+    fn has_data(&self, items: &[(String, i32, i64)]) -> bool {
+        let logs = self.logs.borrow();
+        items
+            .iter()
+            .any(|(t, p, offset)| match logs.get(&(t.clone(), *p)) {
+                Some(log) => log.high_watermark() > *offset || *offset < log.log_start_offset(),
+                None => true, // gone: the fetch should look again and report it
+            })
+    }
+
+    /// Waits until one of `items` has data past its offset, or `timeout_ms` passes.
+    async fn wait_for_data(&self, items: &[(String, i32, i64)], timeout_ms: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+        loop {
+            if self.has_data(items) || self.stopping.get() {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut waiters = self.data_waiters.borrow_mut();
+                waiters.retain(|w| !w.is_canceled());
+                waiters.push(tx);
+            }
+            let timer = glommio::timer::sleep(deadline - now);
+            futures_lite::future::or(
+                async {
+                    let _ = rx.await;
+                },
+                timer,
+            )
+            .await;
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,246 @@
+//! Start-up checks: io_uring availability (with a diagnosis and a fix when it is not), the
+//! memlock limit, the data directory lock and the listen address.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// What the host looks like, for [`diagnose_io_uring`].
+#[derive(Clone, Debug)]
+pub struct HostFacts {
+    /// errno of a probe `io_uring_setup`, or 0 when it worked.
+    pub setup_errno: i32,
+    /// Soft RLIMIT_MEMLOCK in bytes (u64::MAX = unlimited).
+    pub memlock_bytes: u64,
+    /// Whether the process has CAP_IPC_LOCK (then memlock limits do not apply).
+    pub cap_ipc_lock: bool,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Value of /proc/sys/kernel/io_uring_disabled, if the file exists.
+    pub io_uring_disabled: Option<u32>,
+}
+
+/// Turns a failed io_uring probe into one message that says what is wrong and how to fix it.
+/// Returns None when the probe worked.
+pub fn diagnose_io_uring(f: &HostFacts) -> Option<String> {
+    let fix_memlock = "raise the locked-memory limit: `ulimit -l unlimited` in the shell that starts spate, \
+        LimitMEMLOCK=infinity in its systemd unit, or `--ulimit memlock=-1` for a container";
+    let msg = match f.setup_errno {
+        0 => return None,
+        libc::ENOSYS => format!(
+            "io_uring is not available: the kernel ({}) does not provide io_uring_setup. \
+             Spate needs Linux 5.8 or newer with CONFIG_IO_URING; upgrade the kernel",
+            f.kernel
+        ),
+        libc::EPERM | libc::EACCES => match f.io_uring_disabled {
+            Some(v) if v > 0 => format!(
+                "io_uring is disabled on this host (kernel.io_uring_disabled = {v}). \
+                 Fix: `sysctl -w kernel.io_uring_disabled=0` (or add the user to kernel.io_uring_group when it is 1)"
+            ),
+            _ => "io_uring_setup was refused (EPERM): a seccomp profile blocks it, as Docker's and \
+                  containerd's default profiles do. Fix: run with a profile that allows io_uring_setup, \
+                  io_uring_enter and io_uring_register (e.g. `--security-opt seccomp=unconfined`)"
+                .to_string(),
+        },
+        libc::ENOMEM => format!(
+            "io_uring_setup failed with ENOMEM: the locked-memory limit ({}) is too low for the \
+             rings on this kernel ({}). Fix: {fix_memlock}",
+            human(f.memlock_bytes),
+            f.kernel
+        ),
+        e => format!(
+            "io_uring_setup failed: {} (kernel {})",
+            io::Error::from_raw_os_error(e),
+            f.kernel
+        ),
+    };
+    Some(msg)
+}
+
+/// Warns when the memlock limit cannot hold the registered buffers of every shard. glommio
+/// then silently runs without registered buffers; say so, with the fix.
+pub fn memlock_warning(f: &HostFacts, needed_bytes: u64) -> Option<String> {
+    if f.cap_ipc_lock || f.memlock_bytes >= needed_bytes {
+        return None;
+    }
+    Some(format!(
+        "the locked-memory limit is {} but the shards' io_uring buffers need {}; io_uring will run \
+         without registered buffers (slower). Fix: `ulimit -l unlimited` in the shell that starts \
+         spate, LimitMEMLOCK=infinity in its systemd unit (see tuning/spate.service), or \
+         `--ulimit memlock=-1` for a container",
+        human(f.memlock_bytes),
+        human(needed_bytes)
+    ))
+}
+
+fn human(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        "unlimited".into()
+    } else if bytes >= 1 << 20 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes >> 10)
+    }
+}
+
+/// Reads the facts of this host, probing io_uring with a tiny ring.
+pub fn host_facts() -> HostFacts {
+    let mut params = [0u8; 120]; // struct io_uring_params, zeroed
+    // SAFETY: io_uring_setup reads and writes `params` (120 bytes) and returns an fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    let setup_errno = if fd < 0 {
+        io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    } else {
+        // SAFETY: fd is a ring we just created and own.
+        unsafe { libc::close(fd as libc::c_int) };
+        0
+    };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    let memlock_bytes = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0 {
+        if lim.rlim_cur == libc::RLIM_INFINITY {
+            u64::MAX
+        } else {
+            lim.rlim_cur
+        }
+    } else {
+        0
+    };
+    let cap_ipc_lock = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 14) != 0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let io_uring_disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    HostFacts {
+        setup_errno,
+        memlock_bytes,
+        cap_ipc_lock,
+        kernel,
+        io_uring_disabled,
+    }
+}
+
+/// glommio's executor failed to build: explain with what the host says.
+pub fn explain_executor_error(err: &str) -> String {
+    let facts = host_facts();
+    match diagnose_io_uring(&facts) {
+        Some(why) => format!("cannot start a shard: {why} (glommio: {err})"),
+        None => format!(
+            "cannot start a shard: {err}. If this mentions memory, raise the locked-memory limit \
+             (`ulimit -l unlimited`, LimitMEMLOCK=infinity) or lower the io_uring memory"
+        ),
+    }
+}
+
+/// Takes an exclusive lock on the data directory so two brokers never share it.
+pub fn lock_data_dir(dir: &Path) -> io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "data dir {} is in use by another spate process",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(f)
+}
+
+/// Fails when something already listens on `addr`. The shards bind with SO_REUSEPORT, which
+/// would otherwise silently share the port with another broker of the same user.
+pub fn check_listen_free(addr: SocketAddr) -> io::Result<()> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// The CPUs this process may run on, in order.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
+    let cpus: Vec<usize> = if ok {
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() { vec![0] } else { cpus }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(errno: i32) -> HostFacts {
+        HostFacts {
+            setup_errno: errno,
+            memlock_bytes: 64 << 10,
+            cap_ipc_lock: false,
+            kernel: "4.4.0".into(),
+            io_uring_disabled: None,
+        }
+    }
+
+    #[test]
+    fn diagnoses_each_cause_with_a_fix() {
+        assert!(diagnose_io_uring(&facts(0)).is_none());
+        let m = diagnose_io_uring(&facts(libc::ENOMEM)).unwrap();
+        assert!(
+            m.contains("ulimit -l") && m.contains("LimitMEMLOCK") && m.contains("64 KiB"),
+            "{m}"
+        );
+        let m = diagnose_io_uring(&facts(libc::ENOSYS)).unwrap();
+        assert!(m.contains("4.4.0") && m.contains("upgrade"), "{m}");
+        let m = diagnose_io_uring(&facts(libc::EPERM)).unwrap();
+        assert!(m.contains("seccomp"), "{m}");
+        let mut f = facts(libc::EPERM);
+        f.io_uring_disabled = Some(2);
+        assert!(diagnose_io_uring(&f).unwrap().contains("io_uring_disabled"));
+    }
+
+    #[test]
+    fn memlock_warning_only_when_short() {
+        let mut f = facts(0);
+        assert!(
+            memlock_warning(&f, 1 << 20)
+                .unwrap()
+                .contains("LimitMEMLOCK")
+        );
+        assert!(memlock_warning(&f, 1 << 10).is_none());
+        f.cap_ipc_lock = true;
+        assert!(memlock_warning(&f, 1 << 30).is_none());
+    }
+
+    #[test]
+    fn this_host_probes() {
+        let f = host_facts();
+        assert!(!f.kernel.is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! The topic catalog: which topics exist, their ids, partition counts and configs.
+//!
+//! Lives on: the authoritative copy is the controller's (shard 0), which alone writes
+//! `catalog.json`; every shard keeps a read-only cache that the controller updates through
+//! the router. Writes are atomic: a temporary file is written, fsync'd and renamed over the
+//! old one, and the directory is fsync'd.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::KafkaError;
+
+const CATALOG_FILE: &str = "catalog.json";
+
+/// Topic-level settings this broker understands, checked when a topic is created.
+pub const TOPIC_CONFIGS: &[&str] = &[
+    "message.timestamp.type",
+    "max.message.bytes",
+    "segment.bytes",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    /// Whether the broker stamps batches with its own clock (LogAppendTime).
+    pub fn log_append_time(&self) -> bool {
+        self.configs
+            .get("message.timestamp.type")
+            .map(String::as_str)
+            == Some("LogAppendTime")
+    }
+
+    pub fn config_u64(&self, key: &str) -> Option<u64> {
+        self.configs.get(key).and_then(|v| v.parse().ok())
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CatalogData {
+    pub cluster_id: String,
+    pub topics: Vec<TopicMeta>,
+}
+
+/// Checks a topic name as Kafka does: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(KafkaError::InvalidTopic(format!(
+            "topic name must be 1 to 249 characters, got {}",
+            name.len()
+        )));
+    }
+    if name == "." || name == ".." {
+        return Err(KafkaError::InvalidTopic(format!(
+            "'{name}' is not a topic name"
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(KafkaError::InvalidTopic(format!(
+            "topic name contains '{c}'; allowed are ASCII letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks topic configs given to CreateTopics.
+pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaError> {
+    for (k, v) in configs {
+        match k.as_str() {
+            "message.timestamp.type" => {
+                if v != "CreateTime" && v != "LogAppendTime" {
+                    return Err(KafkaError::InvalidConfig(format!(
+                        "message.timestamp.type must be CreateTime or LogAppendTime, got '{v}'"
+                    )));
+                }
+            }
+            "max.message.bytes" | "segment.bytes" => {
+                let ok = v
+                    .parse::<u64>()
+                    .is_ok_and(|n| (1024..=u32::MAX as u64).contains(&n));
+                if !ok {
+                    return Err(KafkaError::InvalidConfig(format!(
+                        "{k} must be an integer between 1024 and {}, got '{v}'",
+                        u32::MAX
+                    )));
+                }
+            }
+            _ => {
+                return Err(KafkaError::InvalidConfig(format!(
+                    "unknown or unsupported topic config '{k}' (supported: {})",
+                    TOPIC_CONFIGS.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn catalog_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(CATALOG_FILE)
+}
+
+/// Loads the catalog, or makes a new one (with a fresh cluster id) for an empty data dir.
+pub fn load(data_dir: &Path) -> io::Result<CatalogData> {
+    let path = catalog_path(data_dir);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is not a valid catalog: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let data = CatalogData {
+                cluster_id: Uuid::new_v4().simple().to_string(),
+                topics: Vec::new(),
+            };
+            store(data_dir, &data)?;
+            Ok(data)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the catalog atomically.
+pub fn store(data_dir: &Path, data: &CatalogData) -> io::Result<()> {
+    let path = catalog_path(data_dir);
+    let tmp = data_dir.join(format!("{CATALOG_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(data).map_err(io::Error::other)?;
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    fs::File::open(data_dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert_eq!(validate_topic_name(bad).unwrap_err().code(), 17, "{bad}");
+        }
+    }
+
+    #[test]
+    fn configs() {
+        let mut c = BTreeMap::new();
+        c.insert(
+            "message.timestamp.type".to_string(),
+            "LogAppendTime".to_string(),
+        );
+        assert!(validate_configs(&c).is_ok());
+        c.insert("retention.ms".to_string(), "5".to_string());
+        assert_eq!(validate_configs(&c).unwrap_err().code(), 40);
+    }
+
+    #[test]
+    fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = load(dir.path()).unwrap();
+        assert!(data.topics.is_empty());
+        data.topics.push(TopicMeta {
+            name: "t".into(),
+            topic_id: Uuid::new_v4(),
+            partitions: 3,
+            configs: BTreeMap::new(),
+        });
+        store(dir.path(), &data).unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.cluster_id, data.cluster_id);
+        assert_eq!(back.topics, data.topics);
+    }
+}

@@ -1,0 +1,387 @@
+//! A partition's log: its segments, the append path and the read path.
+//!
+//! Lives on: the shard that owns the partition (see `shard::assignment`). Every method is
+//! synchronous and short, so callers never hold a borrow of a log across an `.await`.
+//!
+//! Offsets are dense: the broker assigns each batch's base offset as the current log end, and
+//! the log end moves by the batch's record count. On open the active segment is scanned from
+//! its last index entry to find the log end; a partial batch at the very end (which a clean
+//! shutdown never leaves) is cut off. Full crash recovery with CRC checks is the storage
+//! engine's job (its own issue).
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::KafkaError;
+use crate::protocol::batch::{self, ProducedBatch};
+use crate::protocol::fetch::FileSlice;
+use crate::storage::io::read_at_most;
+use crate::storage::segment::Segment;
+
+#[derive(Clone, Copy, Debug)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub index_interval_bytes: u64,
+}
+
+/// Where an append landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// What a read found at an offset.
+#[derive(Clone, Debug)]
+pub struct ReadOut {
+    /// Whole batches from the one holding the offset, within the byte budget (the first batch
+    /// always, however large, so a consumer can always make progress).
+    pub slice: Option<FileSlice>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug)]
+pub struct PartitionLog {
+    pub topic: String,
+    pub partition: i32,
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    next_offset: i64,
+    log_start_offset: i64,
+    config: LogConfig,
+}
+
+/// The directory of a partition's log.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log of `topic`/`partition` under `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> io::Result<PartitionLog> {
+        let dir = partition_dir(data_dir, topic, partition);
+        fs::create_dir_all(&dir)?;
+        let mut bases: Vec<i64> = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse::<i64>().ok()
+            })
+            .collect();
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len().max(1));
+        for base in &bases {
+            segments.push(Segment::open(&dir, *base, config.index_interval_bytes)?);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::create(&dir, 0)?);
+        }
+        let log_start_offset = segments[0].base_offset;
+        let mut log = PartitionLog {
+            topic: topic.to_string(),
+            partition,
+            dir,
+            segments,
+            next_offset: 0,
+            log_start_offset,
+            config,
+        };
+        log.find_log_end()?;
+        Ok(log)
+    }
+
+    fn find_log_end(&mut self) -> io::Result<()> {
+        let active = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        let mut next = active.base_offset;
+        let end = active.scan(active.last_indexed_pos(), |b| {
+            next = b.header.last_offset() + 1;
+            true
+        })?;
+        if end < active.size {
+            tracing::warn!(
+                topic = %self.topic,
+                partition = self.partition,
+                valid_bytes = end,
+                file_bytes = active.size,
+                "log ends in a partial batch; cutting it off"
+            );
+            active.truncate(end)?;
+        }
+        self.next_offset = next;
+        Ok(())
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.next_offset
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends validated batches, assigning their offsets. With `log_append_time`, batches are
+    /// stamped with that time. Record bytes go from the request buffers to the file as they are.
+    pub fn append(
+        &mut self,
+        batches: &[ProducedBatch],
+        log_append_time: Option<i64>,
+    ) -> Result<Appended, KafkaError> {
+        let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+        let roll = {
+            let active = self.active();
+            active.size > 0 && active.size + total > self.config.segment_bytes
+        };
+        if roll {
+            let seg = Segment::create(&self.dir, self.next_offset)
+                .map_err(|e| self.storage_error("roll", e))?;
+            tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
+            self.segments.push(seg);
+        }
+        let base_offset = self.next_offset;
+        let mut next = base_offset;
+        let mut headers = Vec::with_capacity(batches.len());
+        let mut placed = Vec::with_capacity(batches.len());
+        for b in batches {
+            headers.push(batch::patched_header(b, next, log_append_time));
+            placed.push((next, b.bytes.len() as u64));
+            next += b.header.last_offset_delta as i64 + 1;
+        }
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(batches.len() * 2);
+        for (h, b) in headers.iter().zip(batches) {
+            bufs.push(h);
+            bufs.push(&b.bytes[batch::HEADER_LEN..]);
+        }
+        let interval = self.config.index_interval_bytes;
+        let result = self.active_mut().append(&bufs, &placed, interval);
+        result.map_err(|e| self.storage_error("append", e))?;
+        self.next_offset = next;
+        Ok(Appended {
+            base_offset,
+            last_offset: next - 1,
+        })
+    }
+
+    fn storage_error(&self, op: &str, e: io::Error) -> KafkaError {
+        tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "log {op} failed");
+        KafkaError::Storage(format!("{op} failed: {e}"))
+    }
+
+    fn active(&self) -> &Segment {
+        // open() and roll always leave at least one segment.
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+
+    fn out_of_range(&self, offset: i64) -> KafkaError {
+        KafkaError::OffsetOutOfRange {
+            offset,
+            start: self.log_start_offset,
+            end: self.next_offset,
+        }
+    }
+
+    /// Finds the batches holding `offset` onward, up to `max_bytes` (the first batch always).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOut, KafkaError> {
+        if offset < self.log_start_offset || offset > self.next_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let mut out = ReadOut {
+            slice: None,
+            high_watermark: self.next_offset,
+            log_start_offset: self.log_start_offset,
+        };
+        if offset == self.next_offset {
+            return Ok(out);
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        for seg in &self.segments[first..] {
+            let mut start: Option<u64> = None;
+            let mut end = 0u64;
+            seg.scan(seg.index_lookup(offset), |b| {
+                if start.is_none() {
+                    if b.header.last_offset() < offset {
+                        return true;
+                    }
+                    start = Some(b.pos);
+                } else if let Some(s) = start
+                    && (b.pos + b.header.total_len() as u64 - s) as usize > max_bytes
+                {
+                    return false;
+                }
+                end = b.pos + b.header.total_len() as u64;
+                true
+            })
+            .map_err(|e| self.storage_error("read", e))?;
+            if let Some(s) = start {
+                out.slice = Some(FileSlice {
+                    file: seg.log.clone(),
+                    pos: s,
+                    len: (end - s) as usize,
+                });
+                return Ok(out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first offset whose record timestamp is at least `timestamp`, with that timestamp;
+    /// None when every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+        for seg in &self.segments {
+            let mut found = None;
+            seg.scan(0, |b| {
+                if b.header.max_timestamp >= timestamp
+                    && b.header.last_offset() >= self.log_start_offset
+                {
+                    found = Some(b);
+                    return false;
+                }
+                true
+            })
+            .map_err(|e| self.storage_error("timestamp lookup", e))?;
+            if let Some(b) = found {
+                let bytes = read_at_most(&seg.log, b.pos, b.header.total_len())
+                    .map_err(|e| self.storage_error("timestamp lookup", e))?;
+                if let Some(hit) = batch::first_offset_at_or_after(&bytes, timestamp) {
+                    return Ok(Some(hit));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes the partition's files.
+    pub fn delete(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::{split_produce_records, tests::batch};
+    use bytes::Bytes;
+
+    const CFG: LogConfig = LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 100,
+    };
+
+    fn produce(log: &mut PartitionLog, ts: i64, values: &[&[u8]]) -> Appended {
+        let b = split_produce_records(&Bytes::from(batch(ts, values)), 1 << 20).unwrap();
+        log.append(&b, None).unwrap()
+    }
+
+    fn read_all(log: &PartitionLog, offset: i64, max: usize) -> Vec<i64> {
+        let out = log.read(offset, max).unwrap();
+        let Some(s) = out.slice else { return vec![] };
+        let bytes = read_at_most(&s.file, s.pos, s.len).unwrap();
+        let mut bases = vec![];
+        let mut p = 0;
+        while p < bytes.len() {
+            let h = batch::BatchHeader::parse(&bytes[p..]).unwrap();
+            bases.push(h.base_offset);
+            p += h.total_len();
+        }
+        bases
+    }
+
+    #[test]
+    fn append_read_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        assert_eq!(
+            produce(&mut log, 10, &[b"a", b"b"]),
+            Appended {
+                base_offset: 0,
+                last_offset: 1
+            }
+        );
+        for i in 0..50 {
+            produce(&mut log, 100 + i, &[b"0123456789"]);
+        }
+        assert_eq!(log.high_watermark(), 52);
+        assert_eq!(
+            read_all(&log, 1, 1 << 20)[0],
+            0,
+            "offset inside the first batch"
+        );
+        assert_eq!(read_all(&log, 30, 1 << 20)[0], 30);
+        assert_eq!(
+            read_all(&log, 30, 1).len(),
+            1,
+            "first batch even over budget"
+        );
+        assert!(read_all(&log, 52, 100).is_empty());
+        assert_eq!(log.read(53, 100).unwrap_err().code(), 1);
+        assert_eq!(log.offset_for_timestamp(120).unwrap(), Some((22, 120)));
+        assert_eq!(log.offset_for_timestamp(11).unwrap(), Some((1, 20)));
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), None);
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        assert_eq!(log.high_watermark(), 52);
+        assert_eq!(read_all(&log, 45, 1 << 20)[0], 45);
+        assert_eq!(produce(&mut log, 5, &[b"z"]).base_offset, 52);
+    }
+
+    #[test]
+    fn rolls_segments_and_reads_across_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1024,
+            index_interval_bytes: 100,
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg).unwrap();
+        let value = [7u8; 200];
+        for _ in 0..20 {
+            produce(&mut log, 0, &[&value]);
+        }
+        assert!(log.segment_count() > 3, "{} segments", log.segment_count());
+        for offset in 0..20 {
+            assert_eq!(read_all(&log, offset, 1)[0], offset);
+        }
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg).unwrap();
+        assert_eq!(log.high_watermark(), 20);
+        assert_eq!(read_all(&log, 19, 1)[0], 19);
+    }
+
+    #[test]
+    fn partial_tail_is_cut_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        produce(&mut log, 0, &[b"a"]);
+        produce(&mut log, 0, &[b"b"]);
+        drop(log);
+        let path = crate::storage::segment::log_path(&partition_dir(dir.path(), "t", 0), 0);
+        let len = fs::metadata(&path).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 3).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        assert_eq!(log.high_watermark(), 1);
+        assert_eq!(produce(&mut log, 0, &[b"c"]).base_offset, 1);
+    }
+}

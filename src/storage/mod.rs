@@ -1,0 +1,23 @@
+//! Per-partition logs and the persisted topic catalog.
+//!
+//! Lives on: a [`log::PartitionLog`] is owned by the shard that owns its partition and is only
+//! touched by that shard's executor. The catalog file is written only by the controller
+//! (shard 0) and read by everyone at start-up.
+//!
+//! On disk, under the data dir:
+//!
+//! ```text
+//! catalog.json                     cluster id and topics (name, id, partitions, configs)
+//! <topic>-<partition>/
+//!     00000000000000000000.log     record batches, exactly as on the wire, base offsets set
+//!     00000000000000000000.index   sparse offset index: (offset - base u32, position u32) BE
+//! ```
+//!
+//! A segment's file is named by the offset of its first batch, as Kafka does. Writes are
+//! pwritev(2) from the request's buffers into the page cache (no user-space copy of record
+//! bytes); reads hand out [`crate::protocol::fetch::FileSlice`]s of the same files.
+
+pub mod catalog;
+pub mod io;
+pub mod log;
+pub mod segment;
