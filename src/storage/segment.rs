@@ -76,6 +76,7 @@ impl Segment {
                 .read(true)
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .open(p)
         };
         let log = open(log_path(dir, base_offset))?;

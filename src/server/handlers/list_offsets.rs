@@ -13,13 +13,16 @@ use crate::error::KafkaError;
 use crate::router::{ShardReply, ShardRequest};
 use crate::shard::Shard;
 
+/// (topic slot, partition slot) of a request entry, and what its owner is asked.
+type Asked = ((usize, usize), (String, i32, i64));
+
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
     let mut results: Vec<Vec<Result<(i64, i64), KafkaError>>> = Vec::new();
-    let mut by_owner: BTreeMap<usize, Vec<((usize, usize), (String, i32, i64))>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
