@@ -18,6 +18,7 @@
 //!   rendezvous and the stop flag (`server`), never on the data path.
 
 #![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod config;
 pub mod error;

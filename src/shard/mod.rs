@@ -110,6 +110,16 @@ impl Shard {
         }
     }
 
+    /// Checks, in debug builds, that this shard owns the partition it is about to touch.
+    fn debug_assert_owner(&self, topic: &str, partition: i32) {
+        debug_assert_eq!(
+            self.owner(topic, partition),
+            self.id,
+            "{topic}-{partition} touched on shard {} but owned by another",
+            self.id
+        );
+    }
+
     /// Opens the logs of every partition of `topic` that this shard owns.
     pub fn open_owned_partitions(&self, topic: &TopicMeta) -> std::io::Result<()> {
         for p in 0..topic.partitions {
@@ -158,6 +168,7 @@ impl Shard {
                     items
                         .into_iter()
                         .map(|item| {
+                            self.debug_assert_owner(&item.topic, item.partition);
                             let append_time = topics
                                 .get(&item.topic)
                                 .is_some_and(TopicMeta::log_append_time)
@@ -184,9 +195,11 @@ impl Shard {
                 ShardReply::Fetch(
                     items
                         .into_iter()
-                        .map(|i| match logs.get(&(i.topic, i.partition)) {
-                            Some(log) => log.read(i.offset, i.max_bytes),
-                            None => Err(KafkaError::UnknownTopicOrPartition),
+                        .map(|i| {
+                            self.debug_assert_owner(&i.topic, i.partition);
+                            let log = logs.get(&(i.topic, i.partition));
+                            log.ok_or(KafkaError::UnknownTopicOrPartition)?
+                                .read(i.offset, i.max_bytes)
                         })
                         .collect(),
                 )

@@ -10,7 +10,14 @@ pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> 
     let mut idx = 0;
     let mut skip = 0usize; // bytes of bufs[idx] already written
     const IOV_MAX: usize = 1024;
-    while idx < bufs.len() {
+    loop {
+        while idx < bufs.len() && bufs[idx].len() == skip {
+            idx += 1;
+            skip = 0;
+        }
+        if idx == bufs.len() {
+            return Ok(());
+        }
         let iovecs: Vec<libc::iovec> = bufs[idx..]
             .iter()
             .take(IOV_MAX)
@@ -58,12 +65,7 @@ pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> 
                 n = 0;
             }
         }
-        while idx < bufs.len() && bufs[idx].len() == skip {
-            idx += 1;
-            skip = 0;
-        }
     }
-    Ok(())
 }
 
 /// Reads up to `len` bytes at `pos`; fewer only at end of file.
@@ -98,6 +100,8 @@ mod tests {
             .unwrap();
         let big = vec![7u8; 100_000];
         pwritev_all(&f, 3, &[b"ab", b"", &big, b"c"]).unwrap();
+        pwritev_all(&f, 0, &[]).unwrap();
+        pwritev_all(&f, 0, &[b"", b""]).unwrap();
         let back = read_at_most(&f, 3, 200_000).unwrap();
         assert_eq!(back.len(), 100_003);
         assert_eq!(&back[..2], b"ab");

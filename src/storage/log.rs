@@ -370,6 +370,15 @@ mod tests {
     }
 
     #[test]
+    fn empty_log_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(PartitionLog::open(dir.path(), "t", 0, CFG).unwrap());
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        assert_eq!(log.high_watermark(), 0);
+        assert_eq!(produce(&mut log, 0, &[b"a"]).base_offset, 0);
+    }
+
+    #[test]
     fn partial_tail_is_cut_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();

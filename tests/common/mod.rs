@@ -1,0 +1,502 @@
+//! Shared helpers for the integration tests: a broker process per test and a tiny blocking
+//! Kafka client on top of the `kafka-protocol` crate.
+//!
+//! Every socket has read and write timeouts, and every wait has a deadline, so a misbehaving
+//! broker fails a test instead of hanging it.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// How long a broker may take to start answering.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a stopped broker may take to exit after SIGTERM.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
+/// Read timeout of every test socket: the longest any single response may take.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker process on a free port with its own data directory; killed on drop.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub stderr_path: PathBuf,
+    pub shards: usize,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+impl Broker {
+    /// One shard, defaults otherwise.
+    pub fn start() -> Broker {
+        Broker::start_with(1, &[])
+    }
+
+    /// `shards` shards plus extra `serve` arguments (e.g. `["--auto-create-topics", "false"]`).
+    pub fn start_with(shards: usize, extra: &[&str]) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data_dir = dir.path().join("data");
+        let stderr_path = dir.path().join("broker.stderr");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let stderr = File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(env!("CARGO_BIN_EXE_spate"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--shards")
+            .arg(shards.to_string())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn spate");
+        let mut broker = Broker {
+            child: Some(child),
+            addr,
+            dir,
+            stderr_path,
+            shards,
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            if let Some(status) = self.child_mut().try_wait().expect("try_wait") {
+                panic!(
+                    "broker exited during start-up with {status}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            if self.answers_api_versions() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "broker not ready on {} after {READY_DEADLINE:?}; stderr:\n{}",
+                    self.addr,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("broker already stopped")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker already stopped").id()
+    }
+
+    /// Everything the broker wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// A new connection with read/write timeouts.
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect {}: {e}; stderr:\n{}", self.addr, self.stderr()));
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
+    }
+
+    fn answers_api_versions(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+        let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+        let Ok(body) = try_request(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+        else {
+            return false;
+        };
+        let mut body = body;
+        match ApiVersionsResponse::decode(&mut body, 3) {
+            Ok(r) => r.error_code == 0 && !r.api_keys.is_empty(),
+            Err(_) => false,
+        }
+    }
+
+    /// The process still runs AND a fresh connection gets a valid ApiVersions answer.
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => {}
+            _ => return false,
+        }
+        self.answers_api_versions()
+    }
+
+    /// Panics with the broker's stderr unless [`Broker::alive`].
+    pub fn assert_alive(&mut self, context: &str) {
+        if !self.alive() {
+            let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!(
+                "broker not alive after {context} (exit status: {status:?}); stderr:\n{}",
+                self.stderr()
+            );
+        }
+    }
+
+    /// Resident memory of the broker process in KiB (from /proc/PID/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill(2) on the pid of a child we spawned and have not yet reaped.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_DEADLINE;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, and assert a clean exit (status 0) within [`STOP_DEADLINE`].
+    pub fn stop(mut self) {
+        let status = self.terminate();
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => panic!("broker exited with {s}; stderr:\n{}", self.stderr()),
+            None => panic!(
+                "broker did not exit within {STOP_DEADLINE:?} of SIGTERM; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+static CORRELATION: AtomicI32 = AtomicI32::new(1);
+
+/// A fresh correlation id.
+pub fn next_correlation_id() -> i32 {
+    CORRELATION.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A request frame's body (no size prefix): header of the right version, then `req`.
+pub fn encode_request<Req: Encodable>(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    req: &Req,
+) -> BytesMut {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("spate-tests")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, api_key.request_header_version(version))
+        .expect("encode request header");
+    req.encode(&mut buf, version)
+        .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
+    buf
+}
+
+/// Just the request header bytes (to build hand-made bodies after it).
+pub fn encode_header(api_key: i16, version: i16, correlation_id: i32, header_version: i16) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api_key)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("spate-tests")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, header_version)
+        .expect("encode request header");
+    buf.to_vec()
+}
+
+/// Writes a 4-byte big-endian size prefix and `body`.
+pub fn send_frame(stream: &mut TcpStream, body: &[u8]) -> io::Result<()> {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    stream.write_all(&out)?;
+    stream.flush()
+}
+
+/// Encodes and sends a request; returns its correlation id.
+pub fn send_request<Req: Encodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> io::Result<i32> {
+    let corr = next_correlation_id();
+    send_frame(stream, &encode_request(api_key, version, corr, req))?;
+    Ok(corr)
+}
+
+/// Reads one size-prefixed frame.
+pub fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let size = i32::from_be_bytes(prefix);
+    if !(0..=256 * 1024 * 1024).contains(&size) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("response size prefix {size}"),
+        ));
+    }
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body)?;
+    Ok(Bytes::from(body))
+}
+
+/// Reads one response frame and decodes its header; returns (correlation id, body bytes).
+pub fn read_response(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+) -> io::Result<(i32, Bytes)> {
+    let mut frame = read_frame(stream)?;
+    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok((header.correlation_id, frame))
+}
+
+/// Sends a request and reads its response body; errors on I/O or a correlation mismatch.
+pub fn try_request<Req: Encodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> io::Result<Bytes> {
+    let corr = send_request(stream, api_key, version, req)?;
+    let (got, body) = read_response(stream, api_key, version)?;
+    if got != corr {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("correlation id {got}, expected {corr}"),
+        ));
+    }
+    Ok(body)
+}
+
+/// Sends a request and returns the response body (after the response header).
+pub fn request<Req: Encodable>(
+    stream: &mut TcpStream,
+    api_key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Bytes {
+    try_request(stream, api_key, version, req)
+        .unwrap_or_else(|e| panic!("{api_key:?} v{version}: {e}"))
+}
+
+/// Decodes a response body, asserting that every byte was used.
+pub fn decode_body<T: Decodable>(mut body: Bytes, version: i16) -> T {
+    let out = T::decode(&mut body, version)
+        .unwrap_or_else(|e| panic!("decode {} v{version}: {e}", std::any::type_name::<T>()));
+    assert_eq!(
+        body.remaining(),
+        0,
+        "{} v{version}: {} bytes left over after decoding",
+        std::any::type_name::<T>(),
+        body.remaining()
+    );
+    out
+}
+
+/// Typed round trip: the API key comes from the request type.
+pub fn call<Req: Request>(stream: &mut TcpStream, version: i16, req: &Req) -> Req::Response {
+    let key = ApiKey::try_from(Req::KEY).expect("api key");
+    decode_body(request(stream, key, version, req), version)
+}
+
+/// Asserts that the broker closed the connection: a read returns EOF or a reset, not data
+/// and not a timeout.
+pub fn assert_closed(stream: &mut TcpStream, context: &str) {
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!(
+                "{context}: expected the connection to be closed, got {n} bytes: {:?}",
+                &buf[..n]
+            ),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && Instant::now() < deadline => {}
+            Err(e) => panic!("{context}: expected the connection to be closed, got {e}"),
+        }
+    }
+}
+
+/// Half-closes the write side (the broker sees EOF).
+pub fn shutdown_write(stream: &TcpStream) {
+    stream.shutdown(Shutdown::Write).expect("shutdown write");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record batches
+
+/// Offset of the first byte covered by a v2 batch's CRC32C (the attributes).
+pub const CRC_START: usize = 21;
+/// Bytes of the fixed part of a v2 batch.
+pub const BATCH_HEADER_LEN: usize = 61;
+
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// A valid, uncompressed magic-v2 batch of `values` (no keys, no headers), base offset 0;
+/// record `i` has timestamp `base_ts + 10 * i`.
+pub fn record_batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        put_varint(&mut r, i as i64 * 10); // timestamp delta
+        put_varint(&mut r, i as i64); // offset delta
+        put_varint(&mut r, -1); // null key
+        put_varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        put_varint(&mut r, 0); // headers
+        put_varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let n = values.len() as i32;
+    let mut b = Vec::new();
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&[0; 4]); // crc, below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&(base_ts + (n as i64 - 1) * 10).to_be_bytes()); // max timestamp
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&n.to_be_bytes());
+    b.extend_from_slice(&records);
+    fix_crc(&mut b);
+    b
+}
+
+/// Recomputes the CRC32C of a single batch.
+pub fn fix_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Splits concatenated batches (as a Fetch returns them) into (base offset, bytes) pairs.
+/// A trailing partial batch is dropped, as a client would.
+pub fn split_batches(mut records: &[u8]) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while records.len() >= 12 {
+        let base = i64::from_be_bytes(records[0..8].try_into().expect("8 bytes"));
+        let len = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
+        let total = 12 + len.max(0) as usize;
+        if total > records.len() {
+            break;
+        }
+        out.push((base, records[..total].to_vec()));
+        records = &records[total..];
+    }
+    out
+}
+
+/// `batch` as the broker stores it at `base_offset` (CreateTime: only the offset changes).
+pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shards
+
+/// FNV-1a 64, as `src/shard/assignment.rs`.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The shard owning `topic`/`partition`: ((fnv1a64(topic) % shards) + partition) % shards.
+pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
+    let n = shards.max(1) as u64;
+    ((fnv1a64(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
+}
