@@ -110,7 +110,8 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
 fn serve(args: ServeArgs) -> Result<(), String> {
     let config = config_from(args)?;
     let facts = startup::host_facts();
-    if let Some(why) = startup::diagnose_io_uring(&facts) {
+    if let Some(why) = startup::diagnose_io_uring(&facts).or_else(|| startup::memlock_error(&facts))
+    {
         return Err(why);
     }
     // glommio registers io_memory per executor for each of its rings.

@@ -59,6 +59,23 @@ pub fn diagnose_io_uring(f: &HostFacts) -> Option<String> {
     Some(msg)
 }
 
+/// glommio refuses to build a reactor below this RLIMIT_MEMLOCK, whatever the capabilities.
+pub const GLOMMIO_MEMLOCK_MIN_BYTES: u64 = 512 * 1024;
+
+/// The memlock limit is below what glommio needs at all: the broker cannot start.
+pub fn memlock_error(f: &HostFacts) -> Option<String> {
+    if f.memlock_bytes >= GLOMMIO_MEMLOCK_MIN_BYTES {
+        return None;
+    }
+    Some(format!(
+        "the locked-memory limit (RLIMIT_MEMLOCK) is {} but io_uring needs at least {}. \
+         Fix: `ulimit -l unlimited` in the shell that starts spate, LimitMEMLOCK=infinity in \
+         its systemd unit (see tuning/spate.service), or `--ulimit memlock=-1` for a container",
+        human(f.memlock_bytes),
+        human(GLOMMIO_MEMLOCK_MIN_BYTES)
+    ))
+}
+
 /// Warns when the memlock limit cannot hold the registered buffers of every shard. glommio
 /// then silently runs without registered buffers; say so, with the fix.
 pub fn memlock_warning(f: &HostFacts, needed_bytes: u64) -> Option<String> {
@@ -223,6 +240,18 @@ mod tests {
         let mut f = facts(libc::EPERM);
         f.io_uring_disabled = Some(2);
         assert!(diagnose_io_uring(&f).unwrap().contains("io_uring_disabled"));
+    }
+
+    #[test]
+    fn memlock_below_glommio_minimum_is_an_error() {
+        let mut f = facts(0);
+        let m = memlock_error(&f).unwrap();
+        assert!(
+            m.contains("64 KiB") && m.contains("512 KiB") && m.contains("LimitMEMLOCK"),
+            "{m}"
+        );
+        f.memlock_bytes = 8 << 20;
+        assert!(memlock_error(&f).is_none());
     }
 
     #[test]
