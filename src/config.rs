@@ -34,6 +34,12 @@ pub struct Config {
     /// Bytes of log between two entries of the sparse offset index
     /// (Kafka's `log.index.interval.bytes`).
     pub index_interval_bytes: u64,
+    /// Broker default of `flush.messages`: with it (or `flush.ms`) set, acks=all is answered
+    /// once the batch is in the page cache and partitions are fdatasync'd in the background
+    /// after this many records. With neither, acks=all waits for fdatasync (group commit).
+    pub flush_messages: Option<u64>,
+    /// Broker default of `flush.ms`: background fdatasync after this many milliseconds.
+    pub flush_ms: Option<u64>,
     /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
     pub fetch_wait_ms_max: u64,
     /// Memory glommio reserves per executor for registered io_uring buffers.
@@ -58,6 +64,8 @@ impl Config {
             message_bytes_max: 1024 * 1024 + 12,
             segment_bytes: 1024 * 1024 * 1024,
             index_interval_bytes: 4096,
+            flush_messages: None,
+            flush_ms: None,
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,
             router_channel_len: 1024,

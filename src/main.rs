@@ -61,6 +61,13 @@ struct ServeArgs {
     /// Segment size in bytes at which a partition's active segment rolls (log.segment.bytes).
     #[arg(long, default_value_t = 1024 * 1024 * 1024)]
     segment_bytes: u64,
+    /// Flush in the background after this many records (log.flush.interval.messages); with
+    /// neither this nor --flush-ms, acks=all waits for fdatasync (group commit).
+    #[arg(long)]
+    flush_messages: Option<u64>,
+    /// Flush in the background after this many milliseconds (log.flush.interval.ms).
+    #[arg(long)]
+    flush_ms: Option<u64>,
     /// This broker's node id.
     #[arg(long, default_value_t = 0)]
     node_id: i32,
@@ -103,6 +110,8 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
     config.message_bytes_max = args.message_bytes_max;
     config.segment_bytes = args.segment_bytes;
     config.node_id = args.node_id;
+    config.flush_messages = args.flush_messages;
+    config.flush_ms = args.flush_ms;
     config.validate()?;
     Ok(config)
 }

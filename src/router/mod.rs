@@ -48,6 +48,9 @@ pub enum ShardRequest {
 
 #[derive(Debug)]
 pub struct ProduceItem {
+    /// -1: answer once durable (unless the topic flushes in the background); 0 or 1: once
+    /// written.
+    pub acks: i16,
     pub topic: String,
     pub partition: i32,
     pub batches: Vec<ProducedBatch>,

@@ -36,6 +36,9 @@ static DRAINED: AtomicUsize = AtomicUsize::new(0);
 
 /// How often a shard looks at [`STOP`].
 const STOP_POLL_MS: u64 = 50;
+/// How often the background flusher looks for partitions due a flush (`flush.ms`,
+/// `flush.messages`).
+const FLUSH_TICK_MS: u64 = 10;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
@@ -207,6 +210,15 @@ async fn shard_main(
             }
         })
     };
+    let flusher = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(FLUSH_TICK_MS)).await;
+                shard.flush_due().await;
+            }
+        })
+    };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
@@ -221,6 +233,8 @@ async fn shard_main(
     while shard.stats.busy.get() > 0 && Instant::now() < drain_deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
+    let _ = flusher.cancel().await;
+    shard.flush_all().await;
     DRAINED.fetch_add(1, Ordering::SeqCst);
     while DRAINED.load(Ordering::SeqCst) < config.shards
         && Instant::now() < drain_deadline + Duration::from_secs(1)

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::KafkaError;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
-use crate::storage::log::{LogConfig, PartitionLog};
+use crate::storage::log::{FlushJob, LogConfig, PartitionLog};
 
 /// Byte counters of one shard.
 #[derive(Default, Debug)]
@@ -32,6 +32,8 @@ pub struct ShardStats {
     pub connections: Cell<u64>,
     /// Requests being handled right now (shutdown waits for them).
     pub busy: Cell<u64>,
+    /// fdatasync jobs run.
+    pub flushes: Cell<u64>,
 }
 
 pub struct Shard {
@@ -43,6 +45,8 @@ pub struct Shard {
     topics: RefCell<BTreeMap<String, TopicMeta>>,
     /// Logs of the partitions this shard owns.
     logs: RefCell<HashMap<(String, i32), PartitionLog>>,
+    /// Partitions with an fdatasync in flight, and who waits for it to finish.
+    flushing: RefCell<HashMap<(String, i32), Vec<oneshot::Sender<()>>>>,
     /// Fetches waiting for new data on this shard; all are woken by any append.
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The controller, on shard 0 only.
@@ -71,6 +75,7 @@ impl Shard {
             topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
             logs: RefCell::new(HashMap::new()),
             data_waiters: RefCell::new(Vec::new()),
+            flushing: RefCell::new(HashMap::new()),
             controller,
             stats: ShardStats::default(),
             stopping: Cell::new(false),
@@ -162,21 +167,32 @@ impl Shard {
         match req {
             ShardRequest::Produce(items) => {
                 let now = now_ms();
-                let results = {
+                // Partitions whose answer waits for fdatasync: (result slot, partition, last offset).
+                let mut durable: Vec<(usize, (String, i32), i64)> = Vec::new();
+                let mut results = {
                     let mut logs = self.logs.borrow_mut();
                     let topics = self.topics.borrow();
                     items
                         .into_iter()
-                        .map(|item| {
+                        .enumerate()
+                        .map(|(slot, item)| {
                             self.debug_assert_owner(&item.topic, item.partition);
+                            let sync_on_ack = item.acks == -1
+                                && topics
+                                    .get(&item.topic)
+                                    .is_some_and(|t| self.flush_on_ack(t));
                             let append_time = topics
                                 .get(&item.topic)
                                 .is_some_and(TopicMeta::log_append_time)
                                 .then_some(now);
+                            let tp = (item.topic, item.partition);
                             let log = logs
-                                .get_mut(&(item.topic, item.partition))
+                                .get_mut(&tp)
                                 .ok_or(KafkaError::UnknownTopicOrPartition)?;
                             let appended = log.append(&item.batches, append_time)?;
+                            if sync_on_ack {
+                                durable.push((slot, tp, appended.last_offset));
+                            }
                             Ok(ProduceOutcome {
                                 base_offset: appended.base_offset,
                                 log_append_time: append_time.unwrap_or(-1),
@@ -187,6 +203,16 @@ impl Shard {
                 };
                 if results.iter().any(Result::is_ok) {
                     self.wake_data_waiters();
+                }
+                // Group commit: concurrent produces to a partition share one fdatasync.
+                let flushes = durable.into_iter().map(|(slot, tp, last)| {
+                    let shard = self.clone();
+                    async move { (slot, shard.flush_to(tp, last).await) }
+                });
+                for (slot, flushed) in futures_util::future::join_all(flushes).await {
+                    if let Err(e) = flushed {
+                        results[slot] = Err(e);
+                    }
                 }
                 ShardReply::Produce(results)
             }
@@ -277,6 +303,126 @@ impl Shard {
                         .collect(),
                 ),
             },
+        }
+    }
+
+    /// Whether acks=all on `topic` waits for fdatasync: yes, unless the topic (or the broker)
+    /// sets `flush.messages` or `flush.ms`, which flush in the background instead.
+    pub fn flush_on_ack(&self, topic: &TopicMeta) -> bool {
+        self.background_flush(topic).is_none()
+    }
+
+    /// (flush.messages, flush.ms) for a topic that flushes in the background.
+    fn background_flush(&self, topic: &TopicMeta) -> Option<(Option<u64>, Option<u64>)> {
+        let messages = topic
+            .config_u64("flush.messages")
+            .or(self.config.flush_messages);
+        let ms = topic.config_u64("flush.ms").or(self.config.flush_ms);
+        (messages.is_some() || ms.is_some()).then_some((messages, ms))
+    }
+
+    /// Waits until every offset up to `last` of the partition is on disk, starting an
+    /// fdatasync if none is running; a running one is joined (group commit).
+    pub async fn flush_to(self: &Rc<Self>, tp: (String, i32), last: i64) -> Result<(), KafkaError> {
+        loop {
+            let job = {
+                let mut logs = self.logs.borrow_mut();
+                let log = logs
+                    .get_mut(&tp)
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                if let Some(why) = log.poisoned() {
+                    return Err(KafkaError::Storage(format!("partition is offline: {why}")));
+                }
+                if log.flushed_offset() > last {
+                    return Ok(());
+                }
+                if self.flushing.borrow().contains_key(&tp) {
+                    None
+                } else {
+                    log.begin_flush()
+                }
+            };
+            match job {
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    match self.flushing.borrow_mut().get_mut(&tp) {
+                        Some(waiters) => waiters.push(tx),
+                        None => continue,
+                    }
+                    let _ = rx.await;
+                }
+                Some(job) => {
+                    self.run_flush(tp.clone(), job).await?;
+                }
+            }
+        }
+    }
+
+    /// Runs one flush job of a partition on the blocking pool and applies its outcome.
+    async fn run_flush(
+        self: &Rc<Self>,
+        tp: (String, i32),
+        job: FlushJob,
+    ) -> Result<(), KafkaError> {
+        self.flushing.borrow_mut().insert(tp.clone(), Vec::new());
+        let target = job.target;
+        let result = glommio::executor().spawn_blocking(move || job.run()).await;
+        if let Some(log) = self.logs.borrow_mut().get_mut(&tp) {
+            log.finish_flush(target, &result);
+        }
+        self.stats.flushes.set(self.stats.flushes.get() + 1);
+        let waiters = self.flushing.borrow_mut().remove(&tp).unwrap_or_default();
+        for w in waiters {
+            let _ = w.send(());
+        }
+        result.map_err(|e| KafkaError::Storage(format!("fdatasync failed: {e}")))
+    }
+
+    /// One pass of the background flusher: flushes partitions of topics with `flush.messages`
+    /// or `flush.ms` that reached either bound.
+    pub async fn flush_due(self: &Rc<Self>) {
+        let due: Vec<((String, i32), FlushJob)> = {
+            let topics = self.topics.borrow();
+            let mut logs = self.logs.borrow_mut();
+            let flushing = self.flushing.borrow();
+            logs.iter_mut()
+                .filter(|(tp, log)| {
+                    let Some((messages, ms)) =
+                        topics.get(&tp.0).and_then(|t| self.background_flush(t))
+                    else {
+                        return false;
+                    };
+                    let pending = log.unflushed_records();
+                    pending > 0
+                        && !flushing.contains_key(*tp)
+                        && (messages.is_some_and(|m| pending as u64 >= m.max(1))
+                            || ms.is_some_and(|ms| {
+                                log.last_flush().elapsed().as_millis() as u64 >= ms
+                            }))
+                })
+                .filter_map(|(tp, log)| Some((tp.clone(), log.begin_flush()?)))
+                .collect()
+        };
+        let runs = due.into_iter().map(|(tp, job)| self.run_flush(tp, job));
+        for r in futures_util::future::join_all(runs).await {
+            // A failure is logged and poisons the partition; nobody waits for this flush.
+            drop(r);
+        }
+    }
+
+    /// Flushes every partition (at shutdown).
+    pub async fn flush_all(self: &Rc<Self>) {
+        let tps: Vec<((String, i32), i64)> = self
+            .logs
+            .borrow()
+            .iter()
+            .map(|(tp, log)| (tp.clone(), log.high_watermark() - 1))
+            .collect();
+        let runs = tps.into_iter().map(|(tp, last)| self.flush_to(tp, last));
+        for r in futures_util::future::join_all(runs).await {
+            if let Err(e) = r {
+                tracing::error!(shard = self.id, error = %e, "flush at shutdown failed");
+            }
         }
     }
 

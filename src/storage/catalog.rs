@@ -22,6 +22,8 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "message.timestamp.type",
     "max.message.bytes",
     "segment.bytes",
+    "flush.messages",
+    "flush.ms",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,13 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaE
                 if v != "CreateTime" && v != "LogAppendTime" {
                     return Err(KafkaError::InvalidConfig(format!(
                         "message.timestamp.type must be CreateTime or LogAppendTime, got '{v}'"
+                    )));
+                }
+            }
+            "flush.messages" | "flush.ms" => {
+                if v.parse::<u64>().is_err() {
+                    return Err(KafkaError::InvalidConfig(format!(
+                        "{k} must be a non-negative integer, got '{v}'"
                     )));
                 }
             }

@@ -9,9 +9,11 @@
 //! shutdown never leaves) is cut off. Full crash recovery with CRC checks is the storage
 //! engine's job (its own issue).
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
@@ -51,6 +53,39 @@ pub struct PartitionLog {
     next_offset: i64,
     log_start_offset: i64,
     config: LogConfig,
+    /// Every offset below this one is on disk (fdatasync'd).
+    flushed_offset: i64,
+    /// Segment files written since the last flush (the active one and any rolled since).
+    unflushed_files: Vec<Arc<File>>,
+    /// A segment file was created since the last flush: its directory entry needs a sync too.
+    dir_unflushed: bool,
+    /// When the last flush finished (or the log was opened).
+    last_flush: Instant,
+    /// Set when an fdatasync failed: after that the page cache state is unknown, so the
+    /// partition takes no more writes until the broker restarts and recovers it.
+    poisoned: Option<String>,
+}
+
+/// An fdatasync of a partition's unflushed files, run off the executor.
+#[derive(Debug)]
+pub struct FlushJob {
+    files: Vec<Arc<File>>,
+    dir: Option<PathBuf>,
+    /// The log end when the job was taken: everything below it is durable once it succeeds.
+    pub target: i64,
+}
+
+impl FlushJob {
+    /// Runs the syncs (blocking: call it from a blocking thread, never from an executor).
+    pub fn run(&self) -> io::Result<()> {
+        for f in &self.files {
+            f.sync_data()?;
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
 }
 
 /// The directory of a partition's log.
@@ -92,8 +127,15 @@ impl PartitionLog {
             next_offset: 0,
             log_start_offset,
             config,
+            flushed_offset: 0,
+            unflushed_files: Vec::new(),
+            dir_unflushed: false,
+            last_flush: Instant::now(),
+            poisoned: None,
         };
         log.find_log_end()?;
+        // What survived the last run is what the next run starts from.
+        log.flushed_offset = log.next_offset;
         Ok(log)
     }
 
@@ -121,6 +163,55 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Every offset below this is durable.
+    pub fn flushed_offset(&self) -> i64 {
+        self.flushed_offset
+    }
+
+    /// Records not yet durable.
+    pub fn unflushed_records(&self) -> i64 {
+        self.next_offset - self.flushed_offset
+    }
+
+    pub fn last_flush(&self) -> Instant {
+        self.last_flush
+    }
+
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// Takes what must be synced to make everything appended so far durable; None when it
+    /// already is (or the partition is offline).
+    pub fn begin_flush(&mut self) -> Option<FlushJob> {
+        if self.poisoned.is_some() || self.flushed_offset >= self.next_offset {
+            return None;
+        }
+        Some(FlushJob {
+            files: std::mem::take(&mut self.unflushed_files),
+            dir: std::mem::take(&mut self.dir_unflushed).then(|| self.dir.clone()),
+            target: self.next_offset,
+        })
+    }
+
+    /// Applies the outcome of a flush job. A failed fdatasync poisons the partition.
+    pub fn finish_flush(&mut self, target: i64, result: &io::Result<()>) {
+        self.last_flush = Instant::now();
+        match result {
+            Ok(()) => self.flushed_offset = self.flushed_offset.max(target),
+            Err(e) => {
+                tracing::error!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    error = %e,
+                    "fdatasync failed: partition taken offline; the page cache state is unknown, so \
+                     it takes no more writes until the broker restarts and recovers it from disk"
+                );
+                self.poisoned = Some(format!("fdatasync failed: {e}"));
+            }
+        }
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.next_offset
     }
@@ -145,11 +236,15 @@ impl PartitionLog {
             let active = self.active();
             active.size > 0 && active.size + total > self.config.segment_bytes
         };
+        if let Some(why) = &self.poisoned {
+            return Err(KafkaError::Storage(format!("partition is offline: {why}")));
+        }
         if roll {
             let seg = Segment::create(&self.dir, self.next_offset)
                 .map_err(|e| self.storage_error("roll", e))?;
             tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
             self.segments.push(seg);
+            self.dir_unflushed = true;
         }
         let base_offset = self.next_offset;
         let mut next = base_offset;
@@ -168,6 +263,10 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         let result = self.active_mut().append(&bufs, &placed, interval);
         result.map_err(|e| self.storage_error("append", e))?;
+        let active = self.active().log.clone();
+        if !self.unflushed_files.iter().any(|f| Arc::ptr_eq(f, &active)) {
+            self.unflushed_files.push(active);
+        }
         self.next_offset = next;
         Ok(Appended {
             base_offset,

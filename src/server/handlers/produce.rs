@@ -87,6 +87,7 @@ pub async fn handle(
                         ti,
                         pi,
                         ProduceItem {
+                            acks,
                             topic: name.to_string(),
                             partition: p,
                             batches,
