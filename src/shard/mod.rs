@@ -36,6 +36,9 @@ pub struct ShardStats {
     pub flushes: Cell<u64>,
 }
 
+/// A partition's key in shard maps: (topic, partition).
+pub type TopicPartition = (String, i32);
+
 pub struct Shard {
     pub id: usize,
     pub config: Rc<Config>,
@@ -46,7 +49,7 @@ pub struct Shard {
     /// Logs of the partitions this shard owns.
     logs: RefCell<HashMap<(String, i32), PartitionLog>>,
     /// Partitions with an fdatasync in flight, and who waits for it to finish.
-    flushing: RefCell<HashMap<(String, i32), Vec<oneshot::Sender<()>>>>,
+    flushing: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
     /// Fetches waiting for new data on this shard; all are woken by any append.
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The controller, on shard 0 only.
