@@ -44,6 +44,8 @@ pub struct Config {
     pub fetch_wait_ms_max: u64,
     /// Memory glommio reserves per executor for registered io_uring buffers.
     pub io_memory_bytes: usize,
+    /// Set at start when the last stop was not clean: logs are recovered before serving.
+    pub recover_on_start: bool,
     /// Capacity of each cross-shard channel, in messages.
     pub router_channel_len: usize,
 }
@@ -69,6 +71,7 @@ impl Config {
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,
             router_channel_len: 1024,
+            recover_on_start: true,
         }
     }
 

@@ -130,6 +130,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
     startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
+    // The marker says the last stop flushed everything; it is removed before serving, so a
+    // crash from here on leaves none and the next start recovers.
+    let mut config = config;
+    config.recover_on_start = !storage::catalog::take_clean_shutdown_marker(&config.data_dir)
+        .map_err(|e| format!("cannot read the clean-shutdown marker: {e}"))?;
+    if config.recover_on_start {
+        tracing::info!("no clean-shutdown marker: checking the tail of every log");
+    }
+    let data_dir = config.data_dir.clone();
     let catalog = storage::catalog::load(&config.data_dir).map_err(|e| {
         format!(
             "cannot read the catalog in {}: {e}",
@@ -167,7 +176,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
     match runner.join() {
         Ok(Ok(())) => {
-            tracing::info!("stopped");
+            if server::FLUSH_FAILED.load(Ordering::SeqCst) {
+                tracing::warn!("stopped, but a flush failed: the next start will recover the logs");
+            } else if let Err(e) = storage::catalog::write_clean_shutdown_marker(&data_dir) {
+                tracing::warn!(error = %e, "could not write the clean-shutdown marker");
+            } else {
+                tracing::info!("stopped cleanly");
+            }
             Ok(())
         }
         Ok(Err(e)) => Err(e.to_string()),

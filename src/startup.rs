@@ -187,12 +187,44 @@ pub fn lock_data_dir(dir: &Path) -> io::Result<File> {
 }
 
 /// Fails when something already listens on `addr`. The shards bind with SO_REUSEPORT, which
-/// would otherwise silently share the port with another broker of the same user.
+/// would otherwise silently share the port with another broker of the same user. The probe is
+/// a connection attempt rather than a test bind: a test bind without SO_REUSEPORT is refused
+/// by the TIME_WAIT sockets a previous broker leaves behind, which a restart must not be.
 pub fn check_listen_free(addr: SocketAddr) -> io::Result<()> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    let probe = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    // A broker killed a moment ago can still accept for a few milliseconds: its io_uring is
+    // torn down asynchronously and holds the listening socket until then. So only a listener
+    // that keeps accepting for the whole grace period counts as another process.
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(LISTEN_PROBE_GRACE_MS);
+    loop {
+        match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)) {
+            Err(_) => return Ok(()),
+            Ok(_) if std::time::Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "cannot listen on {addr}: another process already accepts connections there"
+                    ),
+                ));
+            }
+            Ok(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    }
 }
+
+/// How long a listener found on the listen address may take to go away (see
+/// [`check_listen_free`]).
+const LISTEN_PROBE_GRACE_MS: u64 = 2_000;
 
 /// The CPUs this process may run on, in order.
 pub fn usable_cpus() -> Vec<usize> {

@@ -31,6 +31,8 @@ use crate::storage::catalog::CatalogData;
 
 /// Set once by the signal handling thread; read by every shard's ticker.
 pub static STOP: AtomicBool = AtomicBool::new(false);
+/// Set when a flush at shutdown failed: then the stop is not clean and the next start recovers.
+pub static FLUSH_FAILED: AtomicBool = AtomicBool::new(false);
 /// Shards that finished draining their connections.
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 
@@ -154,14 +156,33 @@ async fn shard_main(
         catalog.topics.clone(),
         router,
     ));
+    let started = Instant::now();
+    let mut recovered = crate::storage::segment::Recovered::default();
     for topic in &catalog.topics {
-        if let Err(e) = shard.open_owned_partitions(topic) {
-            step1 = Err(format!(
-                "shard {shard_id}: cannot open the log of topic {}: {e}",
-                topic.name
-            ));
-            break;
+        match shard.open_owned_partitions(topic, config.recover_on_start) {
+            Ok(r) => {
+                recovered.records += r.records;
+                recovered.bytes += r.bytes;
+                recovered.truncated_bytes += r.truncated_bytes;
+            }
+            Err(e) => {
+                step1 = Err(format!(
+                    "shard {shard_id}: cannot open the log of topic {}: {e}",
+                    topic.name
+                ));
+                break;
+            }
         }
+    }
+    if config.recover_on_start && step1.is_ok() {
+        tracing::info!(
+            shard = shard_id,
+            records = recovered.records,
+            bytes = recovered.bytes,
+            truncated_bytes = recovered.truncated_bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "recovery scan done"
+        );
     }
     // Opening logs can fail after the gate; then this shard stops the broker.
     if let Err(e) = step1 {

@@ -23,6 +23,7 @@ use crate::error::KafkaError;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{FlushJob, LogConfig, PartitionLog};
+use crate::storage::segment::Recovered;
 
 /// Byte counters of one shard.
 #[derive(Default, Debug)]
@@ -128,8 +129,14 @@ impl Shard {
         );
     }
 
-    /// Opens the logs of every partition of `topic` that this shard owns.
-    pub fn open_owned_partitions(&self, topic: &TopicMeta) -> std::io::Result<()> {
+    /// Opens the logs of every partition of `topic` that this shard owns; with `recover`
+    /// (after an unclean stop) each log's tail is checked batch by batch first.
+    pub fn open_owned_partitions(
+        &self,
+        topic: &TopicMeta,
+        recover: bool,
+    ) -> std::io::Result<Recovered> {
+        let mut total = Recovered::default();
         for p in 0..topic.partitions {
             if self.owner(&topic.name, p) != self.id {
                 continue;
@@ -139,7 +146,23 @@ impl Shard {
                 &topic.name,
                 p,
                 self.log_config(topic),
+                recover,
             )?;
+            if let Some(r) = log.recovered {
+                total.batches += r.batches;
+                total.records += r.records;
+                total.bytes += r.bytes;
+                total.truncated_bytes += r.truncated_bytes;
+                if r.truncated_bytes > 0 {
+                    tracing::warn!(
+                        topic = %topic.name,
+                        partition = p,
+                        truncated_bytes = r.truncated_bytes,
+                        log_end_offset = log.high_watermark(),
+                        "recovery cut a torn or corrupt tail off the log"
+                    );
+                }
+            }
             tracing::info!(
                 "partition opened topic={} partition={} shard={} log_end_offset={}",
                 topic.name,
@@ -149,7 +172,7 @@ impl Shard {
             );
             self.logs.borrow_mut().insert((topic.name.clone(), p), log);
         }
-        Ok(())
+        Ok(total)
     }
 
     /// Sends `req` to shard `to`, or handles it here when `to` is this shard.
@@ -261,7 +284,7 @@ impl Shard {
                 )
             }
             ShardRequest::TopicCreated(meta) => {
-                let opened = self.open_owned_partitions(&meta);
+                let opened = self.open_owned_partitions(&meta, false).map(drop);
                 self.topics.borrow_mut().insert(meta.name.clone(), meta);
                 ShardReply::Done(opened.map_err(|e| KafkaError::Storage(e.to_string())))
             }
@@ -425,6 +448,7 @@ impl Shard {
         for r in futures_util::future::join_all(runs).await {
             if let Err(e) = r {
                 tracing::error!(shard = self.id, error = %e, "flush at shutdown failed");
+                crate::server::FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
             }
         }
     }

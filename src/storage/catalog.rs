@@ -119,6 +119,29 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaE
     Ok(())
 }
 
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
+
+/// Removes the clean-shutdown marker (durably) and says whether it was there.
+pub fn take_clean_shutdown_marker(data_dir: &Path) -> io::Result<bool> {
+    fs::create_dir_all(data_dir)?;
+    match fs::remove_file(data_dir.join(CLEAN_SHUTDOWN_MARKER)) {
+        Ok(()) => {
+            fs::File::open(data_dir)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Leaves the marker that lets the next start skip recovery: call only once every log is
+/// flushed and closed.
+pub fn write_clean_shutdown_marker(data_dir: &Path) -> io::Result<()> {
+    let f = fs::File::create(data_dir.join(CLEAN_SHUTDOWN_MARKER))?;
+    f.sync_all()?;
+    fs::File::open(data_dir)?.sync_all()
+}
+
 fn catalog_path(data_dir: &Path) -> PathBuf {
     data_dir.join(CATALOG_FILE)
 }

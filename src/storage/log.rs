@@ -19,7 +19,7 @@ use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::protocol::fetch::FileSlice;
 use crate::storage::io::read_at_most;
-use crate::storage::segment::Segment;
+use crate::storage::segment::{Recovered, Segment};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
@@ -64,6 +64,36 @@ pub struct PartitionLog {
     /// Set when an fdatasync failed: after that the page cache state is unknown, so the
     /// partition takes no more writes until the broker restarts and recovers it.
     poisoned: Option<String>,
+    /// What crash recovery found when the log was opened after an unclean stop.
+    pub recovered: Option<Recovered>,
+}
+
+/// Segments checked batch by batch after an unclean stop: the active one and the one before
+/// it (a roll happens only once the previous segment is complete, and acks=all data is synced
+/// before it is acknowledged, so older segments were complete and synced).
+const RECOVERY_SEGMENTS: usize = 2;
+
+/// Recovers the tail of a log: CRC-checks the last segments, cuts a torn or corrupt tail, and
+/// drops any segment after a cut (its offsets would no longer follow on).
+fn recover_tail(segments: &mut Vec<Segment>, interval: u64) -> io::Result<Recovered> {
+    let mut total = Recovered::default();
+    let first = segments.len().saturating_sub(RECOVERY_SEGMENTS);
+    let mut i = first;
+    while i < segments.len() {
+        let r = segments[i].recover(interval)?;
+        total.batches += r.batches;
+        total.records += r.records;
+        total.bytes += r.bytes;
+        total.truncated_bytes += r.truncated_bytes;
+        if r.truncated_bytes > 0 {
+            for later in segments.drain(i + 1..) {
+                total.truncated_bytes += later.size;
+                later.remove()?;
+            }
+        }
+        i += 1;
+    }
+    Ok(total)
 }
 
 /// An fdatasync of a partition's unflushed files, run off the executor.
@@ -100,6 +130,7 @@ impl PartitionLog {
         topic: &str,
         partition: i32,
         config: LogConfig,
+        recover: bool,
     ) -> io::Result<PartitionLog> {
         let dir = partition_dir(data_dir, topic, partition);
         fs::create_dir_all(&dir)?;
@@ -118,6 +149,11 @@ impl PartitionLog {
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0)?);
         }
+        let recovered = if recover {
+            Some(recover_tail(&mut segments, config.index_interval_bytes)?)
+        } else {
+            None
+        };
         let log_start_offset = segments[0].base_offset;
         let mut log = PartitionLog {
             topic: topic.to_string(),
@@ -132,6 +168,7 @@ impl PartitionLog {
             dir_unflushed: false,
             last_flush: Instant::now(),
             poisoned: None,
+            recovered,
         };
         log.find_log_end()?;
         // What survived the last run is what the next run starts from.
@@ -411,7 +448,7 @@ mod tests {
     #[test]
     fn append_read_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         assert_eq!(
             produce(&mut log, 10, &[b"a", b"b"]),
             Appended {
@@ -440,7 +477,7 @@ mod tests {
         assert_eq!(log.offset_for_timestamp(11).unwrap(), Some((1, 20)));
         assert_eq!(log.offset_for_timestamp(1000).unwrap(), None);
         drop(log);
-        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         assert_eq!(log.high_watermark(), 52);
         assert_eq!(read_all(&log, 45, 1 << 20)[0], 45);
         assert_eq!(produce(&mut log, 5, &[b"z"]).base_offset, 52);
@@ -453,7 +490,7 @@ mod tests {
             segment_bytes: 1024,
             index_interval_bytes: 100,
         };
-        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let value = [7u8; 200];
         for _ in 0..20 {
             produce(&mut log, 0, &[&value]);
@@ -463,7 +500,7 @@ mod tests {
             assert_eq!(read_all(&log, offset, 1)[0], offset);
         }
         drop(log);
-        let log = PartitionLog::open(dir.path(), "t", 0, cfg).unwrap();
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         assert_eq!(log.high_watermark(), 20);
         assert_eq!(read_all(&log, 19, 1)[0], 19);
     }
@@ -471,16 +508,68 @@ mod tests {
     #[test]
     fn empty_log_reopens() {
         let dir = tempfile::tempdir().unwrap();
-        drop(PartitionLog::open(dir.path(), "t", 0, CFG).unwrap());
-        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        drop(PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap());
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         assert_eq!(log.high_watermark(), 0);
         assert_eq!(produce(&mut log, 0, &[b"a"]).base_offset, 0);
     }
 
     #[test]
+    fn recovery_cuts_corrupt_or_torn_tails() {
+        let seg_path = |d: &Path| crate::storage::segment::log_path(&partition_dir(d, "t", 0), 0);
+        // (what to do to the file, offsets that must survive)
+        type Damage = fn(&mut Vec<u8>);
+        let cases: [(&str, Damage, i64); 3] = [
+            ("flipped record byte", |b| *b.last_mut().unwrap() ^= 0xff, 2),
+            ("torn last batch", |b| b.truncate(b.len() - 5), 2),
+            (
+                "garbage after the log",
+                |b| b.extend_from_slice(&[0xab; 100]),
+                3,
+            ),
+        ];
+        for (name, damage, survive) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+            for v in [b"a", b"b", b"c"] {
+                produce(&mut log, 0, &[v]);
+            }
+            drop(log);
+            let mut bytes = fs::read(seg_path(dir.path())).unwrap();
+            damage(&mut bytes);
+            fs::write(seg_path(dir.path()), &bytes).unwrap();
+            fs::remove_file(crate::storage::segment::index_path(
+                &partition_dir(dir.path(), "t", 0),
+                0,
+            ))
+            .unwrap();
+            let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+            let r = log.recovered.unwrap();
+            assert_eq!(log.high_watermark(), survive, "{name}");
+            assert_eq!(r.records as i64, survive, "{name}");
+            assert!(
+                r.truncated_bytes > 0 || survive == 3 && r.truncated_bytes == 100,
+                "{name}: {r:?}"
+            );
+            for offset in 0..survive {
+                assert_eq!(read_all(&log, offset, 1)[0], offset, "{name}");
+            }
+            assert_eq!(produce(&mut log, 0, &[b"d"]).base_offset, survive, "{name}");
+            drop(log);
+            let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+            assert_eq!(
+                log.high_watermark(),
+                survive + 1,
+                "{name}: appends after recovery persist"
+            );
+            assert_eq!(log.recovered.unwrap().truncated_bytes, 0, "{name}");
+        }
+    }
+
+    #[test]
     fn partial_tail_is_cut_on_open() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         produce(&mut log, 0, &[b"a"]);
         produce(&mut log, 0, &[b"b"]);
         drop(log);
@@ -488,7 +577,7 @@ mod tests {
         let len = fs::metadata(&path).unwrap().len();
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
-        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         assert_eq!(log.high_watermark(), 1);
         assert_eq!(produce(&mut log, 0, &[b"c"]).base_offset, 1);
     }

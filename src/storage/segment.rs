@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::protocol::batch::{BatchHeader, HEADER_LEN};
+
+/// Offset in a batch where the CRC32C coverage begins (attributes).
+const CRC_START: usize = 21;
 use crate::storage::io::{pwritev_all, read_at_most};
 
 /// Bytes read at a time while walking batch headers.
@@ -29,6 +32,8 @@ pub fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
+    /// The partition directory holding this segment's files.
+    dir: PathBuf,
     /// Shared read-only with fetch responses in flight (see `FileSlice`); only this segment's
     /// owner writes through it, and only past every slice it handed out.
     pub log: Arc<File>,
@@ -38,6 +43,19 @@ pub struct Segment {
     /// Bytes of valid batches in the log file.
     pub size: u64,
     bytes_since_index: u64,
+}
+
+/// What a recovery scan of a segment found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recovered {
+    pub batches: u64,
+    pub records: u64,
+    /// Bytes of valid batches kept.
+    pub bytes: u64,
+    /// Bytes cut off the end (a torn or corrupt tail).
+    pub truncated_bytes: u64,
+    /// The offset after the last valid batch, if there was one.
+    pub next_offset: Option<i64>,
 }
 
 /// A batch found by a scan: its header and where it starts.
@@ -60,6 +78,7 @@ impl Segment {
         };
         Ok(Segment {
             base_offset,
+            dir: dir.to_path_buf(),
             log: Arc::new(open(log_path(dir, base_offset))?),
             index_file: open(index_path(dir, base_offset))?,
             index: Vec::new(),
@@ -94,6 +113,7 @@ impl Segment {
         }
         let mut seg = Segment {
             base_offset,
+            dir: dir.to_path_buf(),
             log: Arc::new(log),
             index_file,
             index,
@@ -124,6 +144,58 @@ impl Segment {
         })?;
         self.index = entries;
         Ok(())
+    }
+
+    /// Crash recovery of this segment: checks every batch from the start (length, magic,
+    /// CRC32C, offsets moving forward), cuts the file at the first batch that fails, and
+    /// rebuilds the index from what is left.
+    pub fn recover(&mut self, interval: u64) -> io::Result<Recovered> {
+        let mut out = Recovered::default();
+        let mut pos = 0u64;
+        let mut next = self.base_offset;
+        let mut index = Vec::new();
+        let mut since = interval;
+        while pos + HEADER_LEN as u64 <= self.size {
+            let head = read_at_most(&self.log, pos, HEADER_LEN)?;
+            let Some(h) = BatchHeader::parse(&head) else {
+                break;
+            };
+            let total = h.total_len() as u64;
+            let sane = h.batch_length >= (HEADER_LEN - 12) as i32
+                && pos + total <= self.size
+                && h.magic == 2
+                && h.base_offset >= next
+                && h.records_count > 0
+                && h.last_offset_delta >= 0
+                && h.base_offset - self.base_offset <= u32::MAX as i64;
+            if !sane {
+                break;
+            }
+            let body = read_at_most(&self.log, pos, total as usize)?;
+            if body.len() as u64 != total || crc32c::crc32c(&body[CRC_START..]) != h.crc {
+                break;
+            }
+            if since >= interval {
+                index.push(((h.base_offset - self.base_offset) as u32, pos as u32));
+                since = 0;
+            }
+            since += total;
+            next = h.last_offset() + 1;
+            out.batches += 1;
+            out.records += h.records_count as u64;
+            pos += total;
+        }
+        out.bytes = pos;
+        out.truncated_bytes = self.size - pos;
+        if pos < self.size {
+            self.log.set_len(pos)?;
+            self.size = pos;
+        }
+        self.index = index;
+        self.bytes_since_index = since;
+        self.rewrite_index_file()?;
+        out.next_offset = (out.batches > 0).then_some(next);
+        Ok(out)
     }
 
     fn rewrite_index_file(&mut self) -> io::Result<()> {
@@ -214,6 +286,15 @@ impl Segment {
             pwritev_all(&self.index_file, at, &[&new_entries])?;
         }
         Ok(())
+    }
+
+    /// Deletes this segment's files.
+    pub fn remove(self) -> io::Result<()> {
+        std::fs::remove_file(log_path(&self.dir, self.base_offset))?;
+        match std::fs::remove_file(index_path(&self.dir, self.base_offset)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Cuts the log at `size` (after a torn tail) and drops index entries past it.

@@ -97,7 +97,9 @@ class Broker:
                 raise AssertionError(
                     f"spate exited with code {rc} before becoming ready\n"
                     f"cmd: {' '.join(self.command())}\n{self.log_tail()}")
-            if port_open(self.port):
+            # The port accepts (into the backlog) as soon as it is bound; "broker ready" is
+            # logged once every shard has opened its logs and serves.
+            if port_open(self.port) and "broker ready" in self.log_text():
                 return
             if time.monotonic() >= deadline:
                 raise AssertionError(
