@@ -31,6 +31,17 @@ pub struct Config {
     pub message_bytes_max: usize,
     /// Segment size at which the active segment rolls (Kafka's `log.segment.bytes`).
     pub segment_bytes: u64,
+    /// Roll a segment once its first batch is this old (Kafka's `log.roll.ms`; topic
+    /// `segment.ms`).
+    pub segment_ms: Option<u64>,
+    /// Delete segments whose newest record is older than this (Kafka's `log.retention.ms`;
+    /// topic `retention.ms`; None keeps everything).
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while a partition is larger than this (Kafka's
+    /// `log.retention.bytes`; topic `retention.bytes`; None keeps everything).
+    pub retention_bytes: Option<u64>,
+    /// How often each shard applies retention (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_ms: u64,
     /// Bytes of log between two entries of the sparse offset index
     /// (Kafka's `log.index.interval.bytes`).
     pub index_interval_bytes: u64,
@@ -66,6 +77,10 @@ impl Config {
             message_bytes_max: 1024 * 1024 + 12,
             segment_bytes: 1024 * 1024 * 1024,
             index_interval_bytes: 4096,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            retention_check_ms: 60_000,
             flush_messages: None,
             flush_ms: None,
             fetch_wait_ms_max: 30_000,

@@ -68,6 +68,20 @@ struct ServeArgs {
     /// Flush in the background after this many milliseconds (log.flush.interval.ms).
     #[arg(long)]
     flush_ms: Option<u64>,
+    /// Roll a segment once its first batch is this many ms old (log.roll.ms); -1: never.
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
+    segment_ms: i64,
+    /// Delete segments whose newest record is older than this many ms (log.retention.ms);
+    /// -1 keeps everything.
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
+    retention_ms: i64,
+    /// Delete a partition's oldest segments while it is larger than this many bytes
+    /// (log.retention.bytes); -1 keeps everything.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    retention_bytes: i64,
+    /// How often retention runs, in ms (log.retention.check.interval.ms).
+    #[arg(long, default_value_t = 60_000)]
+    retention_check_ms: u64,
     /// This broker's node id.
     #[arg(long, default_value_t = 0)]
     node_id: i32,
@@ -112,6 +126,15 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
     config.node_id = args.node_id;
     config.flush_messages = args.flush_messages;
     config.flush_ms = args.flush_ms;
+    let unlimited_or = |name: &str, v: i64| match v {
+        -1 => Ok(None),
+        v if v >= 1 => Ok(Some(v as u64)),
+        v => Err(format!("{name} must be -1 (no limit) or positive, got {v}")),
+    };
+    config.segment_ms = unlimited_or("--segment-ms", args.segment_ms)?;
+    config.retention_ms = unlimited_or("--retention-ms", args.retention_ms)?;
+    config.retention_bytes = unlimited_or("--retention-bytes", args.retention_bytes)?;
+    config.retention_check_ms = args.retention_check_ms;
     config.validate()?;
     Ok(config)
 }

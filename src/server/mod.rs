@@ -240,6 +240,16 @@ async fn shard_main(
             }
         })
     };
+    let retention = {
+        let shard = shard.clone();
+        let every = Duration::from_millis(config.retention_check_ms.max(1));
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                shard.apply_retention();
+            }
+        })
+    };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
@@ -255,6 +265,7 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     let _ = flusher.cancel().await;
+    let _ = retention.cancel().await;
     shard.flush_all().await;
     DRAINED.fetch_add(1, Ordering::SeqCst);
     while DRAINED.load(Ordering::SeqCst) < config.shards

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::KafkaError;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
-use crate::storage::log::{FlushJob, LogConfig, PartitionLog};
+use crate::storage::log::{FlushJob, LogConfig, PartitionLog, Retention};
 use crate::storage::segment::Recovered;
 
 /// Byte counters of one shard.
@@ -112,6 +112,9 @@ impl Shard {
 
     fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         LogConfig {
+            segment_ms: topic
+                .config_i64("segment.ms")
+                .map_or(self.config.segment_ms, positive),
             segment_bytes: topic
                 .config_u64("segment.bytes")
                 .unwrap_or(self.config.segment_bytes),
@@ -127,6 +130,41 @@ impl Shard {
             "{topic}-{partition} touched on shard {} but owned by another",
             self.id
         );
+    }
+
+    /// What `topic` keeps (topic configs over broker defaults; -1 keeps everything).
+    pub fn retention(&self, topic: &TopicMeta) -> Retention {
+        Retention {
+            ms: topic
+                .config_i64("retention.ms")
+                .map_or(self.config.retention_ms, positive),
+            bytes: topic
+                .config_i64("retention.bytes")
+                .map_or(self.config.retention_bytes, positive),
+        }
+    }
+
+    /// One pass of retention over this shard's partitions.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        let topics = self.topics.borrow();
+        let mut changed = false;
+        for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
+            let Some(meta) = topics.get(topic) else {
+                continue;
+            };
+            match log.apply_retention(self.retention(meta), now) {
+                Ok(n) => changed |= n > 0,
+                Err(e) => {
+                    tracing::error!(topic = %topic, partition = log.partition, error = %e, "retention failed")
+                }
+            }
+        }
+        if changed {
+            // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
+            drop(topics);
+            self.wake_data_waiters();
+        }
     }
 
     /// Opens the logs of every partition of `topic` that this shard owns; with `recover`
@@ -215,7 +253,7 @@ impl Shard {
                             let log = logs
                                 .get_mut(&tp)
                                 .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                            let appended = log.append(&item.batches, append_time)?;
+                            let appended = log.append(&item.batches, append_time, now)?;
                             if sync_on_ack {
                                 durable.push((slot, tp, appended.last_offset));
                             }
@@ -498,6 +536,11 @@ impl Shard {
             .await;
         }
     }
+}
+
+/// A config value of -1 (or any negative) means "no limit".
+fn positive(v: i64) -> Option<u64> {
+    u64::try_from(v).ok()
 }
 
 /// Milliseconds since the Unix epoch.

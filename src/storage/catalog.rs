@@ -24,6 +24,9 @@ pub const TOPIC_CONFIGS: &[&str] = &[
     "segment.bytes",
     "flush.messages",
     "flush.ms",
+    "segment.ms",
+    "retention.ms",
+    "retention.bytes",
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,10 @@ impl TopicMeta {
     }
 
     pub fn config_u64(&self, key: &str) -> Option<u64> {
+        self.configs.get(key).and_then(|v| v.parse().ok())
+    }
+
+    pub fn config_i64(&self, key: &str) -> Option<i64> {
         self.configs.get(key).and_then(|v| v.parse().ok())
     }
 }
@@ -87,6 +94,20 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaE
                 if v != "CreateTime" && v != "LogAppendTime" {
                     return Err(KafkaError::InvalidConfig(format!(
                         "message.timestamp.type must be CreateTime or LogAppendTime, got '{v}'"
+                    )));
+                }
+            }
+            "retention.ms" | "retention.bytes" => {
+                if !v.parse::<i64>().is_ok_and(|n| n >= -1) {
+                    return Err(KafkaError::InvalidConfig(format!(
+                        "{k} must be -1 (no limit) or a non-negative integer, got '{v}'"
+                    )));
+                }
+            }
+            "segment.ms" => {
+                if !v.parse::<i64>().is_ok_and(|n| n >= 1) {
+                    return Err(KafkaError::InvalidConfig(format!(
+                        "segment.ms must be a positive integer, got '{v}'"
                     )));
                 }
             }
@@ -201,7 +222,7 @@ mod tests {
             "LogAppendTime".to_string(),
         );
         assert!(validate_configs(&c).is_ok());
-        c.insert("retention.ms".to_string(), "5".to_string());
+        c.insert("cleanup.policy".to_string(), "compact".to_string());
         assert_eq!(validate_configs(&c).unwrap_err().code(), 40);
     }
 

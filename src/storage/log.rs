@@ -19,13 +19,25 @@ use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::protocol::fetch::FileSlice;
 use crate::storage::io::read_at_most;
-use crate::storage::segment::{Recovered, Segment};
+use crate::storage::segment::{Placed, Recovered, Segment};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
     pub segment_bytes: u64,
+    /// Roll the active segment once its first batch is this old (`segment.ms`).
+    pub segment_ms: Option<u64>,
     pub index_interval_bytes: u64,
 }
+
+/// How much of a log to keep (`retention.ms`, `retention.bytes`; None keeps everything).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Retention {
+    pub ms: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// The file that remembers a log start offset set inside a segment (by DeleteRecords).
+const LOG_START_FILE: &str = "log-start-offset";
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,6 +130,24 @@ impl FlushJob {
     }
 }
 
+fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
+    match fs::read_to_string(dir.join(LOG_START_FILE)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Persists a log start offset atomically (temporary file, fsync, rename, directory fsync).
+fn write_log_start(dir: &Path, offset: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let f = File::create(&tmp)?;
+    crate::storage::io::pwritev_all(&f, 0, &[offset.to_string().as_bytes()])?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(LOG_START_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
 /// The directory of a partition's log.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
@@ -154,7 +184,9 @@ impl PartitionLog {
         } else {
             None
         };
-        let log_start_offset = segments[0].base_offset;
+        let log_start_offset = segments[0]
+            .base_offset
+            .max(read_log_start(&dir)?.unwrap_or(i64::MIN));
         let mut log = PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -171,21 +203,38 @@ impl PartitionLog {
             recovered,
         };
         log.find_log_end()?;
+        log.log_start_offset = log.log_start_offset.min(log.next_offset);
         // What survived the last run is what the next run starts from.
         log.flushed_offset = log.next_offset;
         Ok(log)
     }
 
     fn find_log_end(&mut self) -> io::Result<()> {
+        let interval = self.config.index_interval_bytes;
+        // A sealed segment's time index must not name offsets of the next segment.
+        for i in 0..self.segments.len().saturating_sub(1) {
+            let last = self.segments[i + 1].base_offset - 1;
+            if self.segments[i].time_index_past(last) {
+                self.segments[i].reindex(interval)?;
+            }
+        }
         let active = self
             .segments
             .last_mut()
             .ok_or_else(|| io::Error::other("no segment"))?;
         let mut next = active.base_offset;
+        let mut seen = Vec::new();
         let end = active.scan(active.last_indexed_pos(), |b| {
             next = b.header.last_offset() + 1;
+            seen.push(b.header);
             true
         })?;
+        for h in &seen {
+            active.observe(h);
+        }
+        if active.time_index_past(next - 1) {
+            active.reindex(interval)?;
+        }
         if end < active.size {
             tracing::warn!(
                 topic = %self.topic,
@@ -194,7 +243,7 @@ impl PartitionLog {
                 file_bytes = active.size,
                 "log ends in a partial batch; cutting it off"
             );
-            active.truncate(end)?;
+            active.truncate(end, interval)?;
         }
         self.next_offset = next;
         Ok(())
@@ -267,16 +316,26 @@ impl PartitionLog {
         &mut self,
         batches: &[ProducedBatch],
         log_append_time: Option<i64>,
+        now_ms: i64,
     ) -> Result<Appended, KafkaError> {
         let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
         let roll = {
             let active = self.active();
-            active.size > 0 && active.size + total > self.config.segment_bytes
+            let too_big = active.size + total > self.config.segment_bytes;
+            let too_old = self.config.segment_ms.is_some_and(|ms| {
+                active
+                    .first_timestamp
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= ms as i64)
+            });
+            active.size > 0 && (too_big || too_old)
         };
         if let Some(why) = &self.poisoned {
             return Err(KafkaError::Storage(format!("partition is offline: {why}")));
         }
         if roll {
+            self.active_mut()
+                .seal()
+                .map_err(|e| self.storage_error("roll", e))?;
             let seg = Segment::create(&self.dir, self.next_offset)
                 .map_err(|e| self.storage_error("roll", e))?;
             tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
@@ -289,7 +348,11 @@ impl PartitionLog {
         let mut placed = Vec::with_capacity(batches.len());
         for b in batches {
             headers.push(batch::patched_header(b, next, log_append_time));
-            placed.push((next, b.bytes.len() as u64));
+            placed.push(Placed {
+                offset: next,
+                len: b.bytes.len() as u64,
+                max_timestamp: log_append_time.unwrap_or(b.header.max_timestamp),
+            });
             next += b.header.last_offset_delta as i64 + 1;
         }
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(batches.len() * 2);
@@ -382,11 +445,15 @@ impl PartitionLog {
     }
 
     /// The first offset whose record timestamp is at least `timestamp`, with that timestamp;
-    /// None when every record is older.
+    /// None when every record is older. Segments older than `timestamp` are skipped by their
+    /// largest timestamp; within a segment the time index gives where to start scanning.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, KafkaError> {
         for seg in &self.segments {
+            if seg.max_timestamp < timestamp {
+                continue;
+            }
             let mut found = None;
-            seg.scan(0, |b| {
+            seg.scan(seg.time_lookup(timestamp), |b| {
                 if b.header.max_timestamp >= timestamp
                     && b.header.last_offset() >= self.log_start_offset
                 {
@@ -399,12 +466,89 @@ impl PartitionLog {
             if let Some(b) = found {
                 let bytes = read_at_most(&seg.log, b.pos, b.header.total_len())
                     .map_err(|e| self.storage_error("timestamp lookup", e))?;
-                if let Some(hit) = batch::first_offset_at_or_after(&bytes, timestamp) {
-                    return Ok(Some(hit));
+                if let Some((offset, ts)) = batch::first_offset_at_or_after(&bytes, timestamp) {
+                    return Ok(Some((offset.max(self.log_start_offset), ts)));
                 }
             }
         }
         Ok(None)
+    }
+
+    /// Total bytes of the log's segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Deletes whole segments that retention no longer keeps: the oldest ones while the log
+    /// is over `retention.bytes`, and those whose newest record is older than `retention.ms`.
+    /// The active segment is never deleted. Returns how many segments went.
+    pub fn apply_retention(
+        &mut self,
+        retention: Retention,
+        now_ms: i64,
+    ) -> Result<usize, KafkaError> {
+        let mut doomed = 0;
+        let mut size = self.size_bytes();
+        while doomed + 1 < self.segments.len() {
+            let seg = &self.segments[doomed];
+            // Delete the oldest segment only if the log keeps at least retention.bytes without it.
+            let over_size = retention.bytes.is_some_and(|max| size - seg.size >= max);
+            let too_old = retention.ms.is_some_and(|ms| {
+                seg.max_timestamp >= 0 && now_ms.saturating_sub(seg.max_timestamp) > ms as i64
+            }) || (retention.ms.is_some() && seg.size == 0);
+            if !(over_size || too_old) {
+                break;
+            }
+            size -= seg.size;
+            doomed += 1;
+        }
+        if doomed > 0 {
+            self.drop_segments(doomed)?;
+        }
+        Ok(doomed)
+    }
+
+    /// Removes the first `n` segments and moves the log start offset past them.
+    fn drop_segments(&mut self, n: usize) -> Result<(), KafkaError> {
+        let next_base = self.segments[n].base_offset;
+        if self.log_start_offset < next_base {
+            self.log_start_offset = next_base;
+        }
+        for seg in self.segments.drain(..n).collect::<Vec<_>>() {
+            let base = seg.base_offset;
+            seg.remove()
+                .map_err(|e| self.storage_error("segment delete", e))?;
+            tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+        }
+        self.dir_unflushed = true;
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark) and
+    /// deletes the segments wholly below it. Returns the new log start offset.
+    pub fn delete_records(&mut self, offset: i64) -> Result<i64, KafkaError> {
+        let offset = if offset == -1 {
+            self.next_offset
+        } else {
+            offset
+        };
+        if offset < 0 || offset > self.next_offset {
+            return Err(self.out_of_range(offset));
+        }
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        self.log_start_offset = offset;
+        write_log_start(&self.dir, offset)
+            .map_err(|e| self.storage_error("log start offset write", e))?;
+        let below = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        if below > 0 {
+            self.drop_segments(below)?;
+        }
+        Ok(self.log_start_offset)
     }
 
     /// Removes the partition's files.
@@ -423,12 +567,13 @@ mod tests {
 
     const CFG: LogConfig = LogConfig {
         segment_bytes: 1 << 20,
+        segment_ms: None,
         index_interval_bytes: 100,
     };
 
     fn produce(log: &mut PartitionLog, ts: i64, values: &[&[u8]]) -> Appended {
         let b = split_produce_records(&Bytes::from(batch(ts, values)), 1 << 20).unwrap();
-        log.append(&b, None).unwrap()
+        log.append(&b, None, ts).unwrap()
     }
 
     fn read_all(log: &PartitionLog, offset: i64, max: usize) -> Vec<i64> {
@@ -488,6 +633,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LogConfig {
             segment_bytes: 1024,
+            segment_ms: None,
             index_interval_bytes: 100,
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
@@ -503,6 +649,144 @@ mod tests {
         let log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         assert_eq!(log.high_watermark(), 20);
         assert_eq!(read_all(&log, 19, 1)[0], 19);
+    }
+
+    fn small_segments() -> LogConfig {
+        LogConfig {
+            segment_bytes: 300,
+            segment_ms: None,
+            index_interval_bytes: 1,
+        }
+    }
+
+    /// 30 one-record batches, ~3 per segment, timestamps 1000, 1010, ...
+    fn thirty(dir: &Path) -> PartitionLog {
+        let mut log = PartitionLog::open(dir, "t", 0, small_segments(), false).unwrap();
+        for i in 0..30 {
+            produce(&mut log, 1000 + i * 10, &[&[b'x'; 40]]);
+        }
+        assert!(log.segment_count() >= 8, "{} segments", log.segment_count());
+        log
+    }
+
+    #[test]
+    fn timestamp_lookup_uses_the_time_index_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = thirty(dir.path());
+        let check = |log: &PartitionLog| {
+            for i in 0..30 {
+                assert_eq!(
+                    log.offset_for_timestamp(1000 + i * 10).unwrap(),
+                    Some((i, 1000 + i * 10))
+                );
+                assert_eq!(
+                    log.offset_for_timestamp(995 + i * 10).unwrap(),
+                    Some((i, 1000 + i * 10))
+                );
+            }
+            assert_eq!(log.offset_for_timestamp(1291).unwrap(), None);
+        };
+        check(&log);
+        drop(log);
+        check(&PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap());
+        // Without any time index the lookups still work: the indexes are rebuilt.
+        for e in fs::read_dir(partition_dir(dir.path(), "t", 0)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "timeindex") {
+                fs::remove_file(p).unwrap();
+            }
+        }
+        check(&PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap());
+    }
+
+    #[test]
+    fn segments_roll_by_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: Some(100),
+            index_interval_bytes: 100,
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        let one = |ts| split_produce_records(&Bytes::from(batch(ts, &[b"v"])), 1 << 20).unwrap();
+        log.append(&one(1000), None, 1000).unwrap();
+        log.append(&one(1050), None, 1099).unwrap();
+        assert_eq!(log.segment_count(), 1, "younger than segment.ms");
+        log.append(&one(1100), None, 1100).unwrap();
+        assert_eq!(log.segment_count(), 2, "first batch is segment.ms old");
+    }
+
+    #[test]
+    fn retention_by_size_and_time_deletes_whole_old_segments() {
+        // 15 segments of two records each (offsets 2k, 2k+1; max timestamp 1010 + 20k).
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = thirty(dir.path());
+        // By time: at now = 1300 with retention.ms = 50, segments whose newest record is
+        // older than 1250 go: [0,1] .. [22,23]; [24,25] (newest 1250) stays.
+        assert_eq!(
+            log.apply_retention(
+                Retention {
+                    ms: Some(50),
+                    bytes: None
+                },
+                1300
+            )
+            .unwrap(),
+            12
+        );
+        assert_eq!(log.log_start_offset(), 24);
+        assert_eq!(
+            log.read(23, 100).unwrap_err().code(),
+            1,
+            "below the log start"
+        );
+        assert_eq!(read_all(&log, 24, 1)[0], 24);
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((24, 1240)));
+        // By size: keep at least 400 bytes: two segments of 216 bytes stay.
+        let gone = log
+            .apply_retention(
+                Retention {
+                    ms: None,
+                    bytes: Some(400),
+                },
+                0,
+            )
+            .unwrap();
+        assert_eq!(gone, 1);
+        assert!(log.size_bytes() >= 400);
+        assert_eq!(log.log_start_offset(), 26);
+        // The active segment stays even when everything is old.
+        log.apply_retention(
+            Retention {
+                ms: Some(1),
+                bytes: Some(0),
+            },
+            i64::MAX / 2,
+        )
+        .unwrap();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.log_start_offset(), 28);
+        assert_eq!(log.high_watermark(), 30);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!((log.log_start_offset(), log.high_watermark()), (28, 30));
+    }
+
+    #[test]
+    fn delete_records_moves_the_log_start_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = thirty(dir.path());
+        assert_eq!(log.delete_records(17).unwrap(), 17);
+        assert_eq!(log.log_start_offset(), 17);
+        assert_eq!(log.read(16, 100).unwrap_err().code(), 1);
+        assert_eq!(read_all(&log, 17, 1)[0], 17);
+        assert_eq!(log.delete_records(5).unwrap(), 17, "never moves back");
+        assert_eq!(log.delete_records(31).unwrap_err().code(), 1);
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.log_start_offset(), 17);
+        assert_eq!(log.delete_records(-1).unwrap(), 30);
+        assert_eq!(log.high_watermark(), 30);
     }
 
     #[test]

@@ -1,10 +1,18 @@
-//! One segment: a log file of record batches and its sparse offset index.
+//! One segment: a log file of record batches, its sparse offset index and its time index.
 //!
 //! Lives on: the shard that owns the segment's partition.
 //!
-//! The index holds an entry (offset - base, position) for the first batch written after every
-//! `index_interval_bytes` of log, so finding an offset is a binary search in the index and a
-//! scan of at most that many bytes of batch headers.
+//! - The offset index (`.index`, 8-byte entries `(offset - base u32, position u32)`) holds an
+//!   entry for the first batch written after every `index_interval_bytes` of log, so finding an
+//!   offset is a binary search in the index and a scan of at most that many bytes of headers.
+//! - The time index (`.timeindex`, 12-byte entries `(max timestamp i64, offset - base u32)`)
+//!   gets an entry when the segment's largest timestamp grows, at most once per
+//!   `index_interval_bytes`, and always when the segment is sealed (rolled). Its timestamps
+//!   only grow, so finding the first record at or after a time is a binary search in it and a
+//!   short scan.
+//!
+//! Both indexes are derived data: they are rebuilt from the log whenever they are missing,
+//! point past the log, or the segment is recovered after a crash.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -12,14 +20,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::protocol::batch::{BatchHeader, HEADER_LEN};
+use crate::storage::io::{pwritev_all, read_at_most};
 
 /// Offset in a batch where the CRC32C coverage begins (attributes).
 const CRC_START: usize = 21;
-use crate::storage::io::{pwritev_all, read_at_most};
-
 /// Bytes read at a time while walking batch headers.
 const SCAN_WINDOW_BYTES: usize = 16 * 1024;
 const INDEX_ENTRY_BYTES: usize = 8;
+const TIME_ENTRY_BYTES: usize = 12;
 
 pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.log"))
@@ -27,6 +35,18 @@ pub fn log_path(dir: &Path, base_offset: i64) -> PathBuf {
 
 pub fn index_path(dir: &Path, base_offset: i64) -> PathBuf {
     dir.join(format!("{base_offset:020}.index"))
+}
+
+pub fn time_index_path(dir: &Path, base_offset: i64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.timeindex"))
+}
+
+/// Where a batch of an append lands: its base offset, bytes and largest timestamp.
+#[derive(Clone, Copy, Debug)]
+pub struct Placed {
+    pub offset: i64,
+    pub len: u64,
+    pub max_timestamp: i64,
 }
 
 #[derive(Debug)]
@@ -40,9 +60,19 @@ pub struct Segment {
     index_file: File,
     /// (offset - base_offset, position), ascending in both.
     index: Vec<(u32, u32)>,
+    time_index_file: File,
+    /// (largest timestamp so far, offset - base_offset of the batch that raised it).
+    time_index: Vec<(i64, u32)>,
     /// Bytes of valid batches in the log file.
     pub size: u64,
     bytes_since_index: u64,
+    bytes_since_time_entry: u64,
+    /// Largest batch timestamp in the segment (-1 when empty).
+    pub max_timestamp: i64,
+    /// Largest timestamp of the first batch (what `segment.ms` counts from), if any.
+    pub first_timestamp: Option<i64>,
+    /// Base offset of the last batch (for the seal entry of the time index).
+    last_batch_offset: i64,
 }
 
 /// What a recovery scan of a segment found.
@@ -65,50 +95,62 @@ pub struct Located {
     pub pos: u64,
 }
 
+fn open_rw(p: PathBuf, truncate: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(truncate)
+        .open(p)
+}
+
+fn read_entries(file: &File) -> io::Result<Vec<u8>> {
+    read_at_most(file, 0, file.metadata()?.len() as usize)
+}
+
 impl Segment {
     /// Creates an empty segment starting at `base_offset`.
     pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
-        let open = |p: PathBuf| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(p)
-        };
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            log: Arc::new(open(log_path(dir, base_offset))?),
-            index_file: open(index_path(dir, base_offset))?,
+            log: Arc::new(open_rw(log_path(dir, base_offset), true)?),
+            index_file: open_rw(index_path(dir, base_offset), true)?,
             index: Vec::new(),
+            time_index_file: open_rw(time_index_path(dir, base_offset), true)?,
+            time_index: Vec::new(),
             size: 0,
             bytes_since_index: 0,
+            bytes_since_time_entry: 0,
+            max_timestamp: -1,
+            first_timestamp: None,
+            last_batch_offset: base_offset,
         })
     }
 
     /// Opens an existing segment. Index entries that point past the end of the log are
-    /// dropped; a missing index is rebuilt by a scan.
-    pub fn open(dir: &Path, base_offset: i64, index_interval_bytes: u64) -> io::Result<Segment> {
-        let open = |p: PathBuf| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-        };
-        let log = open(log_path(dir, base_offset))?;
+    /// dropped; missing indexes are rebuilt by a scan.
+    pub fn open(dir: &Path, base_offset: i64, interval: u64) -> io::Result<Segment> {
+        let log = open_rw(log_path(dir, base_offset), false)?;
         let size = log.metadata()?.len();
-        let index_file = open(index_path(dir, base_offset))?;
-        let raw = read_at_most(&index_file, 0, index_file.metadata()?.len() as usize)?;
-        let mut index = Vec::with_capacity(raw.len() / INDEX_ENTRY_BYTES);
-        for e in raw.chunks_exact(INDEX_ENTRY_BYTES) {
+        let index_file = open_rw(index_path(dir, base_offset), false)?;
+        let mut index: Vec<(u32, u32)> = Vec::new();
+        for e in read_entries(&index_file)?.chunks_exact(INDEX_ENTRY_BYTES) {
             let rel = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
             let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
             let ordered = index.last().is_none_or(|&(r, p)| rel > r && pos > p);
             if (pos as u64) < size && ordered {
                 index.push((rel, pos));
+            }
+        }
+        let time_index_file = open_rw(time_index_path(dir, base_offset), false)?;
+        let mut time_index: Vec<(i64, u32)> = Vec::new();
+        for e in read_entries(&time_index_file)?.chunks_exact(TIME_ENTRY_BYTES) {
+            let ts = i64::from_be_bytes(e[0..8].try_into().unwrap_or([0; 8]));
+            let rel = u32::from_be_bytes([e[8], e[9], e[10], e[11]]);
+            let ordered = time_index.last().is_none_or(|&(t, r)| ts > t && rel >= r);
+            if ordered {
+                time_index.push((ts, rel));
             }
         }
         let mut seg = Segment {
@@ -117,44 +159,39 @@ impl Segment {
             log: Arc::new(log),
             index_file,
             index,
+            time_index_file,
+            time_index,
             size,
             bytes_since_index: 0,
+            bytes_since_time_entry: 0,
+            max_timestamp: -1,
+            first_timestamp: None,
+            last_batch_offset: base_offset,
         };
-        if seg.index.is_empty() && size > 0 {
-            seg.rebuild_index(index_interval_bytes)?;
+        // A non-empty log with an empty index has lost its indexes: rebuild both. (An index
+        // pointing past the log was cut above; the log checks the time index against the
+        // log's last offset once it knows it, see `time_index_past`.)
+        if size > 0 && (seg.index.is_empty() || seg.time_index.is_empty()) {
+            seg.rebuild_indexes(interval, false)?;
+        } else {
+            seg.max_timestamp = seg.time_index.last().map_or(-1, |&(t, _)| t);
+            seg.first_timestamp = seg.time_index.first().map(|&(t, _)| t);
         }
-        seg.rewrite_index_file()?;
         Ok(seg)
     }
 
-    fn rebuild_index(&mut self, interval: u64) -> io::Result<()> {
-        self.index.clear();
-        let mut since = interval; // index the first batch
-        let mut entries = Vec::new();
-        self.scan(0, |b| {
-            if since >= interval {
-                entries.push((
-                    (b.header.base_offset - self.base_offset) as u32,
-                    b.pos as u32,
-                ));
-                since = 0;
-            }
-            since += b.header.total_len() as u64;
-            true
-        })?;
-        self.index = entries;
-        Ok(())
-    }
-
-    /// Crash recovery of this segment: checks every batch from the start (length, magic,
-    /// CRC32C, offsets moving forward), cuts the file at the first batch that fails, and
-    /// rebuilds the index from what is left.
-    pub fn recover(&mut self, interval: u64) -> io::Result<Recovered> {
+    /// Rebuilds both indexes from the log. With `check`, every batch is verified (length,
+    /// magic, CRC32C, offsets moving forward) and the log is cut at the first that fails.
+    fn rebuild_indexes(&mut self, interval: u64, check: bool) -> io::Result<Recovered> {
         let mut out = Recovered::default();
         let mut pos = 0u64;
         let mut next = self.base_offset;
-        let mut index = Vec::new();
-        let mut since = interval;
+        self.index.clear();
+        self.time_index.clear();
+        self.bytes_since_index = interval; // index the first batch
+        self.bytes_since_time_entry = interval;
+        self.max_timestamp = -1;
+        self.first_timestamp = None;
         while pos + HEADER_LEN as u64 <= self.size {
             let head = read_at_most(&self.log, pos, HEADER_LEN)?;
             let Some(h) = BatchHeader::parse(&head) else {
@@ -171,15 +208,21 @@ impl Segment {
             if !sane {
                 break;
             }
-            let body = read_at_most(&self.log, pos, total as usize)?;
-            if body.len() as u64 != total || crc32c::crc32c(&body[CRC_START..]) != h.crc {
-                break;
+            if check {
+                let body = read_at_most(&self.log, pos, total as usize)?;
+                if body.len() as u64 != total || crc32c::crc32c(&body[CRC_START..]) != h.crc {
+                    break;
+                }
             }
-            if since >= interval {
-                index.push(((h.base_offset - self.base_offset) as u32, pos as u32));
-                since = 0;
-            }
-            since += total;
+            self.note_batch(
+                pos,
+                Placed {
+                    offset: h.base_offset,
+                    len: total,
+                    max_timestamp: h.max_timestamp,
+                },
+                interval,
+            );
             next = h.last_offset() + 1;
             out.batches += 1;
             out.records += h.records_count as u64;
@@ -188,24 +231,105 @@ impl Segment {
         out.bytes = pos;
         out.truncated_bytes = self.size - pos;
         if pos < self.size {
-            self.log.set_len(pos)?;
-            self.size = pos;
+            if !check {
+                // Without checks only a torn header ends a scan early; recovery decides.
+                out.truncated_bytes = 0;
+            } else {
+                self.log.set_len(pos)?;
+                self.size = pos;
+            }
         }
-        self.index = index;
-        self.bytes_since_index = since;
-        self.rewrite_index_file()?;
+        self.seal_time_index();
+        self.rewrite_index_files()?;
         out.next_offset = (out.batches > 0).then_some(next);
         Ok(out)
     }
 
-    fn rewrite_index_file(&mut self) -> io::Result<()> {
+    /// Crash recovery of this segment: checks every batch from the start, cuts the file at the
+    /// first batch that fails, and rebuilds both indexes from what is left.
+    pub fn recover(&mut self, interval: u64) -> io::Result<Recovered> {
+        self.rebuild_indexes(interval, true)
+    }
+
+    /// Updates the in-memory indexes for a batch at `pos`; returns whether an offset and a
+    /// time entry were added.
+    fn note_batch(&mut self, pos: u64, b: Placed, interval: u64) -> (bool, bool) {
+        let rel = (b.offset - self.base_offset) as u32;
+        let mut added = (false, false);
+        if self.bytes_since_index >= interval {
+            self.index.push((rel, pos as u32));
+            self.bytes_since_index = 0;
+            added.0 = true;
+        }
+        self.bytes_since_index += b.len;
+        if self.first_timestamp.is_none() {
+            self.first_timestamp = Some(b.max_timestamp);
+        }
+        if b.max_timestamp > self.max_timestamp {
+            self.max_timestamp = b.max_timestamp;
+            if self.bytes_since_time_entry >= interval {
+                self.time_index.push((b.max_timestamp, rel));
+                self.bytes_since_time_entry = 0;
+                added.1 = true;
+            }
+        }
+        self.bytes_since_time_entry += b.len;
+        self.last_batch_offset = b.offset;
+        added
+    }
+
+    /// Makes the time index's last entry carry the segment's largest timestamp, so a sealed
+    /// segment's max timestamp can be read from its index. Returns whether an entry was added.
+    fn seal_time_index(&mut self) -> bool {
+        if self.max_timestamp > self.time_index.last().map_or(-1, |&(t, _)| t) {
+            self.time_index.push((
+                self.max_timestamp,
+                (self.last_batch_offset - self.base_offset) as u32,
+            ));
+            return true;
+        }
+        false
+    }
+
+    /// Called when the segment stops being the active one: records its largest timestamp.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if self.seal_time_index() {
+            let (ts, rel) = self.time_index[self.time_index.len() - 1];
+            let at = ((self.time_index.len() - 1) * TIME_ENTRY_BYTES) as u64;
+            pwritev_all(
+                &self.time_index_file,
+                at,
+                &[&ts.to_be_bytes(), &rel.to_be_bytes()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Notes batches found by the end-of-log scan of a cleanly opened active segment (their
+    /// timestamps may not be in the time index yet).
+    pub fn observe(&mut self, b: &BatchHeader) {
+        if self.first_timestamp.is_none() {
+            self.first_timestamp = Some(b.max_timestamp);
+        }
+        self.max_timestamp = self.max_timestamp.max(b.max_timestamp);
+        self.last_batch_offset = b.base_offset;
+    }
+
+    fn rewrite_index_files(&mut self) -> io::Result<()> {
         let mut bytes = Vec::with_capacity(self.index.len() * INDEX_ENTRY_BYTES);
         for &(rel, pos) in &self.index {
             bytes.extend_from_slice(&rel.to_be_bytes());
             bytes.extend_from_slice(&pos.to_be_bytes());
         }
         self.index_file.set_len(0)?;
-        pwritev_all(&self.index_file, 0, &[&bytes])
+        pwritev_all(&self.index_file, 0, &[&bytes])?;
+        let mut bytes = Vec::with_capacity(self.time_index.len() * TIME_ENTRY_BYTES);
+        for &(ts, rel) in &self.time_index {
+            bytes.extend_from_slice(&ts.to_be_bytes());
+            bytes.extend_from_slice(&rel.to_be_bytes());
+        }
+        self.time_index_file.set_len(0)?;
+        pwritev_all(&self.time_index_file, 0, &[&bytes])
     }
 
     /// Walks whole batches from `pos` to the end of the valid log, calling `f` for each until
@@ -248,19 +372,35 @@ impl Segment {
         }
     }
 
+    /// Position from which a scan for the first batch with a timestamp at or after
+    /// `timestamp` starts: every batch before the last time entry below it is older.
+    pub fn time_lookup(&self, timestamp: i64) -> u64 {
+        match self.time_index.partition_point(|&(t, _)| t < timestamp) {
+            0 => 0,
+            i => self.index_lookup(self.base_offset + self.time_index[i - 1].1 as i64),
+        }
+    }
+
+    /// Whether the time index names an offset past `last_offset` (it disagrees with the log).
+    pub fn time_index_past(&self, last_offset: i64) -> bool {
+        self.time_index
+            .last()
+            .is_some_and(|&(_, r)| self.base_offset + r as i64 > last_offset)
+    }
+
+    /// Rebuilds both indexes from the log (they disagreed with it).
+    pub fn reindex(&mut self, interval: u64) -> io::Result<()> {
+        self.rebuild_indexes(interval, false).map(drop)
+    }
+
     /// Position of the last index entry (where a scan for the log end starts).
     pub fn last_indexed_pos(&self) -> u64 {
         self.index.last().map_or(0, |&(_, p)| p as u64)
     }
 
-    /// Appends batches (each given as its buffers) that start at `offsets`; adds index
-    /// entries every `interval` bytes.
-    pub fn append(
-        &mut self,
-        bufs: &[&[u8]],
-        batches: &[(i64, u64)],
-        interval: u64,
-    ) -> io::Result<()> {
+    /// Appends batches (given as buffers, in order) placed as `batches` say; adds index
+    /// entries as they fall due.
+    pub fn append(&mut self, bufs: &[&[u8]], batches: &[Placed], interval: u64) -> io::Result<()> {
         let start = self.size;
         if let Err(e) = pwritev_all(&self.log, start, bufs) {
             // Leave no partial batch behind: the log ends where it ended before.
@@ -268,22 +408,39 @@ impl Segment {
             return Err(e);
         }
         let mut pos = start;
-        let mut new_entries = Vec::new();
-        for &(offset, len) in batches {
-            if self.bytes_since_index >= interval || self.index.is_empty() && pos == 0 {
-                let entry = ((offset - self.base_offset) as u32, pos as u32);
-                self.index.push(entry);
-                new_entries.extend_from_slice(&entry.0.to_be_bytes());
-                new_entries.extend_from_slice(&entry.1.to_be_bytes());
-                self.bytes_since_index = 0;
-            }
-            self.bytes_since_index += len;
-            pos += len;
+        let (index_len, time_len) = (self.index.len(), self.time_index.len());
+        if start == 0 {
+            self.bytes_since_index = interval;
+            self.bytes_since_time_entry = interval;
+        }
+        for b in batches {
+            self.note_batch(pos, *b, interval);
+            pos += b.len;
         }
         self.size = pos;
-        if !new_entries.is_empty() {
-            let at = ((self.index.len() * INDEX_ENTRY_BYTES) - new_entries.len()) as u64;
-            pwritev_all(&self.index_file, at, &[&new_entries])?;
+        let mut entries = Vec::new();
+        for &(rel, p) in &self.index[index_len..] {
+            entries.extend_from_slice(&rel.to_be_bytes());
+            entries.extend_from_slice(&p.to_be_bytes());
+        }
+        if !entries.is_empty() {
+            pwritev_all(
+                &self.index_file,
+                (index_len * INDEX_ENTRY_BYTES) as u64,
+                &[&entries],
+            )?;
+        }
+        let mut entries = Vec::new();
+        for &(ts, rel) in &self.time_index[time_len..] {
+            entries.extend_from_slice(&ts.to_be_bytes());
+            entries.extend_from_slice(&rel.to_be_bytes());
+        }
+        if !entries.is_empty() {
+            pwritev_all(
+                &self.time_index_file,
+                (time_len * TIME_ENTRY_BYTES) as u64,
+                &[&entries],
+            )?;
         }
         Ok(())
     }
@@ -291,17 +448,22 @@ impl Segment {
     /// Deletes this segment's files.
     pub fn remove(self) -> io::Result<()> {
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;
-        match std::fs::remove_file(index_path(&self.dir, self.base_offset)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        for p in [
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+        ] {
+            match std::fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
-    /// Cuts the log at `size` (after a torn tail) and drops index entries past it.
-    pub fn truncate(&mut self, size: u64) -> io::Result<()> {
+    /// Cuts the log at `size` (after a torn tail) and rebuilds the indexes from what is left.
+    pub fn truncate(&mut self, size: u64, interval: u64) -> io::Result<()> {
         self.log.set_len(size)?;
         self.size = size;
-        self.index.retain(|&(_, p)| (p as u64) < size);
-        self.rewrite_index_file()
+        self.rebuild_indexes(interval, false).map(drop)
     }
 }
