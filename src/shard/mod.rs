@@ -110,7 +110,7 @@ impl Shard {
         self.topics.borrow().values().cloned().collect()
     }
 
-    fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+    pub fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         LogConfig {
             segment_ms: topic
                 .config_i64("segment.ms")

@@ -249,6 +249,11 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Applies changed topic settings (segment size and age) to this log.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     /// Every offset below this is durable.
     pub fn flushed_offset(&self) -> i64 {
         self.flushed_offset
