@@ -151,6 +151,14 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(w) = startup::memlock_warning(&facts, needed) {
         tracing::warn!("{w}");
     }
+    match storage::io::faults::install_from_env() {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            rules = n,
+            "SPATE_TEST_FAULTS is set: storage faults will be injected (tests only)"
+        ),
+        Err(e) => return Err(format!("SPATE_TEST_FAULTS: {e}")),
+    }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
     startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
     // The marker says the last stop flushed everything; it is removed before serving, so a

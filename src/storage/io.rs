@@ -108,3 +108,123 @@ mod tests {
         assert_eq!(back[100_002], b'c');
     }
 }
+
+/// Fault injection, the seam tests use to make writes and syncs fail as a full or broken
+/// disk would. Inert unless `SPATE_TEST_FAULTS` is set when the broker starts (it then logs a
+/// warning); never set it in production.
+///
+/// `SPATE_TEST_FAULTS` is a `;`-separated list of `OP:ERRNO:PATH_PART:COUNT` rules: OP is
+/// `write` (segment appends) or `sync` (fdatasync of segment files), ERRNO is `ENOSPC`, `EIO`
+/// or `EDQUOT`, PATH_PART is matched against the file's path (e.g. `orders-0/`), and COUNT is
+/// how many operations fail before the rule stops firing (-1: forever), which models space
+/// coming back.
+pub mod faults {
+    use std::io;
+    use std::path::Path;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op {
+        Write,
+        Sync,
+    }
+
+    #[derive(Debug)]
+    pub struct Rule {
+        op: Op,
+        errno: i32,
+        path_part: String,
+        /// Failures left; negative: unlimited.
+        left: AtomicI64,
+    }
+
+    static RULES: OnceLock<Vec<Rule>> = OnceLock::new();
+
+    /// Parses a rule list; the error names the bad rule.
+    pub fn parse(spec: &str) -> Result<Vec<Rule>, String> {
+        spec.split(';')
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                let parts: Vec<&str> = r.trim().split(':').collect();
+                let [op, errno, path_part, count] = parts[..] else {
+                    return Err(format!("fault rule '{r}' is not OP:ERRNO:PATH_PART:COUNT"));
+                };
+                let op = match op {
+                    "write" => Op::Write,
+                    "sync" => Op::Sync,
+                    _ => return Err(format!("fault rule '{r}': OP must be write or sync")),
+                };
+                let errno = match errno {
+                    "ENOSPC" => libc::ENOSPC,
+                    "EIO" => libc::EIO,
+                    "EDQUOT" => libc::EDQUOT,
+                    _ => {
+                        return Err(format!(
+                            "fault rule '{r}': ERRNO must be ENOSPC, EIO or EDQUOT"
+                        ));
+                    }
+                };
+                let left = count
+                    .parse::<i64>()
+                    .map_err(|_| format!("fault rule '{r}': COUNT is not a number"))?;
+                Ok(Rule {
+                    op,
+                    errno,
+                    path_part: path_part.to_string(),
+                    left: AtomicI64::new(left),
+                })
+            })
+            .collect()
+    }
+
+    /// Installs the rules from `SPATE_TEST_FAULTS`, once, at start-up. Returns how many.
+    pub fn install_from_env() -> Result<usize, String> {
+        let Ok(spec) = std::env::var("SPATE_TEST_FAULTS") else {
+            return Ok(0);
+        };
+        let rules = parse(&spec)?;
+        let n = rules.len();
+        let _ = RULES.set(rules);
+        Ok(n)
+    }
+
+    /// Fails the operation if a rule says so.
+    pub fn check(op: Op, path: &Path) -> io::Result<()> {
+        let Some(rules) = RULES.get() else {
+            return Ok(());
+        };
+        let path = path.to_string_lossy();
+        for r in rules {
+            if r.op != op || !path.contains(&r.path_part) {
+                continue;
+            }
+            let fired = r
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+                    0 => None,
+                    n if n < 0 => Some(n),
+                    n => Some(n - 1),
+                })
+                .is_ok();
+            if fired {
+                return Err(io::Error::from_raw_os_error(r.errno));
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rules_parse_and_count_down() {
+            let rules = parse("write:ENOSPC:t-0/:2; sync:EIO:x:-1").unwrap();
+            assert_eq!(rules.len(), 2);
+            assert!(parse("write:ENOSPC:t").is_err());
+            assert!(parse("read:EIO:t:1").is_err());
+            assert!(parse("write:EPERM:t:1").is_err());
+        }
+    }
+}

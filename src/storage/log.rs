@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::protocol::fetch::FileSlice;
-use crate::storage::io::read_at_most;
+use crate::storage::io::{faults, read_at_most};
 use crate::storage::segment::{Placed, Recovered, Segment};
 
 #[derive(Clone, Copy, Debug)]
@@ -68,7 +68,7 @@ pub struct PartitionLog {
     /// Every offset below this one is on disk (fdatasync'd).
     flushed_offset: i64,
     /// Segment files written since the last flush (the active one and any rolled since).
-    unflushed_files: Vec<Arc<File>>,
+    unflushed_files: Vec<(Arc<File>, PathBuf)>,
     /// A segment file was created since the last flush: its directory entry needs a sync too.
     dir_unflushed: bool,
     /// When the last flush finished (or the log was opened).
@@ -111,7 +111,7 @@ fn recover_tail(segments: &mut Vec<Segment>, interval: u64) -> io::Result<Recove
 /// An fdatasync of a partition's unflushed files, run off the executor.
 #[derive(Debug)]
 pub struct FlushJob {
-    files: Vec<Arc<File>>,
+    files: Vec<(Arc<File>, PathBuf)>,
     dir: Option<PathBuf>,
     /// The log end when the job was taken: everything below it is durable once it succeeds.
     pub target: i64,
@@ -120,7 +120,8 @@ pub struct FlushJob {
 impl FlushJob {
     /// Runs the syncs (blocking: call it from a blocking thread, never from an executor).
     pub fn run(&self) -> io::Result<()> {
-        for f in &self.files {
+        for (f, path) in &self.files {
+            faults::check(faults::Op::Sync, path)?;
             f.sync_data()?;
         }
         if let Some(dir) = &self.dir {
@@ -369,8 +370,13 @@ impl PartitionLog {
         let result = self.active_mut().append(&bufs, &placed, interval);
         result.map_err(|e| self.storage_error("append", e))?;
         let active = self.active().log.clone();
-        if !self.unflushed_files.iter().any(|f| Arc::ptr_eq(f, &active)) {
-            self.unflushed_files.push(active);
+        if !self
+            .unflushed_files
+            .iter()
+            .any(|(f, _)| Arc::ptr_eq(f, &active))
+        {
+            let path = self.active().path();
+            self.unflushed_files.push((active, path));
         }
         self.next_offset = next;
         Ok(Appended {

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::protocol::batch::{BatchHeader, HEADER_LEN};
-use crate::storage::io::{pwritev_all, read_at_most};
+use crate::storage::io::{faults, pwritev_all, read_at_most};
 
 /// Offset in a batch where the CRC32C coverage begins (attributes).
 const CRC_START: usize = 21;
@@ -402,7 +402,9 @@ impl Segment {
     /// entries as they fall due.
     pub fn append(&mut self, bufs: &[&[u8]], batches: &[Placed], interval: u64) -> io::Result<()> {
         let start = self.size;
-        if let Err(e) = pwritev_all(&self.log, start, bufs) {
+        let written = faults::check(faults::Op::Write, &log_path(&self.dir, self.base_offset))
+            .and_then(|()| pwritev_all(&self.log, start, bufs));
+        if let Err(e) = written {
             // Leave no partial batch behind: the log ends where it ended before.
             let _ = self.log.set_len(start);
             return Err(e);
@@ -443,6 +445,11 @@ impl Segment {
             )?;
         }
         Ok(())
+    }
+
+    /// Path of the log file.
+    pub fn path(&self) -> PathBuf {
+        log_path(&self.dir, self.base_offset)
     }
 
     /// Deletes this segment's files.

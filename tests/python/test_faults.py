@@ -1,0 +1,63 @@
+"""Storage faults, injected through the file layer's seam (SPATE_TEST_FAULTS, see
+src/storage/io.rs): a full or failing disk answers KAFKA_STORAGE_ERROR and loses nothing that
+was acknowledged; a failed fdatasync takes the partition offline until a restart recovers it."""
+
+from confluent_kafka import KafkaError
+
+from kafkautil import consume, create_topic, producer, unique_topic
+
+
+def produce_one(bootstrap, topic, value, partition=0, acks="all"):
+    """Produces one message without retries; returns (error code or None, offset)."""
+    p = producer(bootstrap, **{"retries": 0, "acks": acks, "linger.ms": 0})
+    out = []
+    p.produce(topic, value=value, partition=partition,
+              on_delivery=lambda e, m: out.append((e.code() if e else None, m.offset())))
+    assert p.flush(15) == 0
+    return out[0]
+
+
+def values_and_offsets(bootstrap, topic, n, partition=0):
+    return [(m.offset(), m.value()) for m in consume(bootstrap, [(topic, partition)], n, settle=0.3)]
+
+
+def test_enospc_and_eio_on_write_answer_storage_error_then_recover(broker_factory, monkeypatch):
+    for errno in ("ENOSPC", "EIO"):
+        topic = unique_topic(f"full-{errno.lower()}")
+        monkeypatch.setenv("SPATE_TEST_FAULTS", f"write:{errno}:{topic}-0/:3")
+        b = broker_factory(shards=2, name=f"b-{errno}")
+        create_topic(b.bootstrap, topic, 1)
+        assert "storage faults will be injected" in b.log_text()
+        for i in range(3):
+            code, _ = produce_one(b.bootstrap, topic, f"lost{i}".encode())
+            assert code == KafkaError.KAFKA_STORAGE_ERROR, (errno, i, code)
+        # Space is back: the partition takes writes again, from offset 0 (failed writes left
+        # nothing behind).
+        for i in range(5):
+            assert produce_one(b.bootstrap, topic, f"ok{i}".encode()) == (None, i), errno
+        assert values_and_offsets(b.bootstrap, topic, 5) == [(i, f"ok{i}".encode()) for i in range(5)]
+        b.stop()
+
+
+def test_failed_fsync_takes_partition_offline_until_restart(broker_factory, monkeypatch):
+    topic = unique_topic("fsync")
+    monkeypatch.setenv("SPATE_TEST_FAULTS", f"sync:EIO:{topic}-0/:1")
+    b = broker_factory(shards=2)
+    create_topic(b.bootstrap, topic, 2)
+    # acks=1 is answered before any fdatasync: acknowledged, in the page cache.
+    assert produce_one(b.bootstrap, topic, b"before", acks="1") == (None, 0)
+    code, _ = produce_one(b.bootstrap, topic, b"unsynced")
+    assert code == KafkaError.KAFKA_STORAGE_ERROR
+    assert "fdatasync failed: partition taken offline" in b.log_text(), b.log_tail()
+    # No retry of the fsync and no pretending: the partition refuses writes...
+    code, _ = produce_one(b.bootstrap, topic, b"refused", acks="1")
+    assert code == KafkaError.KAFKA_STORAGE_ERROR
+    # ...while the other partition works.
+    assert produce_one(b.bootstrap, topic, b"other", partition=1) == (None, 0)
+    monkeypatch.delenv("SPATE_TEST_FAULTS")
+    b.restart()
+    assert "recovery scan done" in b.log_text(), "a stop after a failed flush is not clean"
+    got = values_and_offsets(b.bootstrap, topic, 1)
+    assert got[0] == (0, b"before")
+    end = len(got)
+    assert produce_one(b.bootstrap, topic, b"after") == (None, end)
