@@ -44,6 +44,28 @@ pub enum ShardRequest {
     },
     /// To the controller: delete topics by name.
     DeleteTopics(Vec<String>),
+    /// To the controller: change topic configs (IncrementalAlterConfigs, AlterConfigs).
+    AlterTopicConfigs {
+        changes: Vec<AlterTopicConfig>,
+        validate_only: bool,
+    },
+    /// Controller to every shard: a topic's configs changed; recache it and apply the new
+    /// settings to its open logs.
+    TopicConfigChanged(TopicMeta),
+    /// Move the log start offset of partitions this shard owns: (topic, partition, offset;
+    /// -1 for the high watermark).
+    DeleteRecords(Vec<(String, i32, i64)>),
+}
+
+/// A change to one topic's configs.
+#[derive(Clone, Debug)]
+pub struct AlterTopicConfig {
+    pub topic: String,
+    /// Start from no configs at all (AlterConfigs replaces the whole set) instead of the
+    /// topic's current ones.
+    pub replace: bool,
+    /// Applied in order: (name, Some(value)) sets, (name, None) reverts to the default.
+    pub ops: Vec<(String, Option<String>)>,
 }
 
 #[derive(Debug)]
@@ -95,6 +117,9 @@ pub enum ShardReply {
     Done(Result<(), KafkaError>),
     CreateTopics(Vec<Result<TopicMeta, KafkaError>>),
     DeleteTopics(Vec<Result<(), KafkaError>>),
+    AlterTopicConfigs(Vec<Result<(), KafkaError>>),
+    /// The new log start offset of each partition.
+    DeleteRecords(Vec<Result<i64, KafkaError>>),
 }
 
 #[derive(Debug)]

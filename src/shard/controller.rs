@@ -14,7 +14,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::error::KafkaError;
-use crate::router::{CreateTopic, ShardReply, ShardRequest};
+use crate::router::{AlterTopicConfig, CreateTopic, ShardReply, ShardRequest};
 use crate::shard::Shard;
 use crate::storage::catalog::{self, CatalogData, TopicMeta};
 
@@ -177,5 +177,123 @@ impl Controller {
             out.push(deleted);
         }
         out
+    }
+
+    /// Changes topic configs: each change is applied to the topic's current configs (or to
+    /// none, with `replace`), validated as a whole, persisted and then sent to every shard,
+    /// which applies the new segment settings to its open logs. Retention, flush and size
+    /// settings are read from the catalog cache, so they apply from the next pass or produce.
+    pub async fn alter_topic_configs(
+        &self,
+        shard: &Rc<Shard>,
+        changes: Vec<AlterTopicConfig>,
+        validate_only: bool,
+    ) -> Vec<Result<(), KafkaError>> {
+        let _permit = self.changes.acquire_permit(1).await;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let existing = self.topics.borrow().get(&change.topic).cloned();
+            let Some(old) = existing else {
+                out.push(Err(KafkaError::UnknownTopicOrPartition));
+                continue;
+            };
+            let configs = match apply_config_ops(&old.configs, &change) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if validate_only || configs == old.configs {
+                out.push(Ok(()));
+                continue;
+            }
+            let meta = TopicMeta {
+                configs,
+                ..old.clone()
+            };
+            self.topics
+                .borrow_mut()
+                .insert(meta.name.clone(), meta.clone());
+            if let Err(e) = self.persist() {
+                self.topics.borrow_mut().insert(old.name.clone(), old);
+                out.push(Err(e));
+                continue;
+            }
+            let changed = self
+                .broadcast(shard, || ShardRequest::TopicConfigChanged(meta.clone()))
+                .await;
+            tracing::info!(topic = %meta.name, configs = ?meta.configs, "topic configs changed");
+            out.push(changed);
+        }
+        out
+    }
+}
+
+/// The configs a topic has after `change`, validated.
+fn apply_config_ops(
+    current: &BTreeMap<String, String>,
+    change: &AlterTopicConfig,
+) -> Result<BTreeMap<String, String>, KafkaError> {
+    let mut configs = if change.replace {
+        BTreeMap::new()
+    } else {
+        current.clone()
+    };
+    for (name, value) in &change.ops {
+        if !catalog::TOPIC_CONFIGS.contains(&name.as_str()) {
+            return Err(KafkaError::InvalidConfig(format!(
+                "unknown or unsupported topic config '{name}' (supported: {})",
+                catalog::TOPIC_CONFIGS.join(", ")
+            )));
+        }
+        match value {
+            Some(v) => configs.insert(name.clone(), v.clone()),
+            None => configs.remove(name),
+        };
+    }
+    catalog::validate_configs(&configs)?;
+    Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(replace: bool, ops: &[(&str, Option<&str>)]) -> AlterTopicConfig {
+        AlterTopicConfig {
+            topic: "t".into(),
+            replace,
+            ops: ops
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn config_ops() {
+        let mut cur = BTreeMap::new();
+        cur.insert("retention.ms".to_string(), "1000".to_string());
+        let got = apply_config_ops(
+            &cur,
+            &change(
+                false,
+                &[("segment.bytes", Some("2048")), ("retention.ms", None)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["segment.bytes"], "2048");
+        let got = apply_config_ops(&cur, &change(true, &[("flush.ms", Some("5"))])).unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["flush.ms"]);
+        let bad = [
+            change(false, &[("segment.bytes", Some("12"))]),
+            change(false, &[("cleanup.policy", None)]),
+            change(false, &[("retention.ms", Some("soon"))]),
+        ];
+        for c in bad {
+            assert_eq!(apply_config_ops(&cur, &c).unwrap_err().code(), 40, "{c:?}");
+        }
     }
 }

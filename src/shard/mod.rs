@@ -367,6 +367,52 @@ impl Shard {
                         .collect(),
                 ),
             },
+            ShardRequest::AlterTopicConfigs {
+                changes,
+                validate_only,
+            } => match &self.controller {
+                Some(c) => ShardReply::AlterTopicConfigs(
+                    c.alter_topic_configs(&self, changes, validate_only).await,
+                ),
+                None => ShardReply::AlterTopicConfigs(
+                    changes
+                        .iter()
+                        .map(|_| Err(KafkaError::NotAvailable))
+                        .collect(),
+                ),
+            },
+            ShardRequest::TopicConfigChanged(meta) => {
+                let config = self.log_config(&meta);
+                for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
+                    if *topic == meta.name {
+                        log.set_config(config);
+                    }
+                }
+                self.topics.borrow_mut().insert(meta.name.clone(), meta);
+                ShardReply::Done(Ok(()))
+            }
+            ShardRequest::DeleteRecords(items) => {
+                let results: Vec<Result<i64, KafkaError>> = {
+                    let mut logs = self.logs.borrow_mut();
+                    items
+                        .into_iter()
+                        .map(|(topic, partition, offset)| {
+                            self.debug_assert_owner(&topic, partition);
+                            let log = logs
+                                .get_mut(&(topic, partition))
+                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                            let start = log.delete_records(offset)?;
+                            tracing::info!(topic = %log.topic, partition, log_start_offset = start, "records deleted");
+                            Ok(start)
+                        })
+                        .collect()
+                };
+                if results.iter().any(Result::is_ok) {
+                    // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
+                    self.wake_data_waiters();
+                }
+                ShardReply::DeleteRecords(results)
+            }
         }
     }
 

@@ -1,9 +1,12 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the encoded
 //! response as chunks (or none: Produce with acks=0 is not answered).
 
+mod alter_configs;
 mod api_versions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
+mod describe_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
@@ -50,6 +53,30 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request) -> anyhow::Result<Option<
             version,
             corr,
             &list_offsets::handle(shard, r, version).await,
+        )?),
+        RequestKind::DescribeConfigs(r) => one(respond(
+            key,
+            version,
+            corr,
+            &describe_configs::handle(shard, r, version).await,
+        )?),
+        RequestKind::IncrementalAlterConfigs(r) => one(respond(
+            key,
+            version,
+            corr,
+            &alter_configs::handle_incremental(shard, r).await,
+        )?),
+        RequestKind::AlterConfigs(r) => one(respond(
+            key,
+            version,
+            corr,
+            &alter_configs::handle_legacy(shard, r).await,
+        )?),
+        RequestKind::DeleteRecords(r) => one(respond(
+            key,
+            version,
+            corr,
+            &delete_records::handle(shard, r).await,
         )?),
         RequestKind::Produce(r) => match produce::handle(shard, r, version).await {
             Some(resp) => one(respond(key, version, corr, &resp)?),

@@ -1,0 +1,203 @@
+//! IncrementalAlterConfigs (SET and DELETE of topic configs) and the legacy AlterConfigs
+//! (replaces a topic's whole set of configs). Changes are validated and applied by the
+//! controller (shard 0), wherever the request arrived. Broker settings come from the command
+//! line and cannot be changed at run time.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
+};
+
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::str_bytes;
+use crate::error::KafkaError;
+use crate::router::{AlterTopicConfig, ShardReply, ShardRequest};
+use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::storage::catalog;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Checks what can be checked without the catalog: the resource type and topic name.
+fn check_resource(resource_type: i8, name: &str) -> Result<(), KafkaError> {
+    match resource_type {
+        RESOURCE_TOPIC => catalog::validate_topic_name(name),
+        RESOURCE_BROKER => Err(KafkaError::InvalidRequest(
+            "broker settings are set on the command line of `spate serve` and cannot be \
+             changed at run time; change topic configs instead"
+                .into(),
+        )),
+        other => Err(KafkaError::InvalidRequest(format!(
+            "resource type {other} is not supported; only TOPIC ({RESOURCE_TOPIC}) configs \
+             can be changed"
+        ))),
+    }
+}
+
+/// Rejects a config named twice in one resource, as Kafka does.
+fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), KafkaError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(KafkaError::InvalidRequest(format!(
+                "config '{n}' appears more than once in one resource"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Sends the changes that passed the local checks to the controller and returns one result
+/// per resource, in request order.
+async fn apply(
+    shard: &Rc<Shard>,
+    changes: Vec<Result<AlterTopicConfig, KafkaError>>,
+    validate_only: bool,
+) -> Vec<Result<(), KafkaError>> {
+    let to_send: Vec<AlterTopicConfig> = changes
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let n = to_send.len();
+    let mut answers = if n == 0 {
+        Vec::new()
+    } else {
+        match shard
+            .call(
+                CONTROLLER_SHARD,
+                ShardRequest::AlterTopicConfigs {
+                    changes: to_send,
+                    validate_only,
+                },
+            )
+            .await
+        {
+            Ok(ShardReply::AlterTopicConfigs(r)) if r.len() == n => r,
+            Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+            Err(e) => vec![Err(e); n],
+        }
+    }
+    .into_iter();
+    changes
+        .into_iter()
+        .map(|c| match c {
+            Ok(_) => answers.next().unwrap_or(Err(KafkaError::NotAvailable)),
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+/// The (code, message) a resource result carries.
+fn outcome(r: Result<(), KafkaError>, topic: &str) -> (i16, Option<String>) {
+    match r {
+        Ok(()) => (0, None),
+        Err(KafkaError::UnknownTopicOrPartition) => (
+            KafkaError::UnknownTopicOrPartition.code(),
+            Some(format!("topic '{topic}' does not exist")),
+        ),
+        Err(e) => (e.code(), Some(e.message())),
+    }
+}
+
+pub async fn handle_incremental(
+    shard: &Rc<Shard>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let changes = req
+        .resources
+        .iter()
+        .map(|r| {
+            let topic = r.resource_name.as_str();
+            check_resource(r.resource_type, topic)?;
+            check_unique(r.configs.iter().map(|c| c.name.as_str()))?;
+            let ops = r
+                .configs
+                .iter()
+                .map(|c| {
+                    let name = c.name.as_str().to_string();
+                    match c.config_operation {
+                        OP_SET => match &c.value {
+                            Some(v) => Ok((name, Some(v.as_str().to_string()))),
+                            None => Err(KafkaError::InvalidConfig(format!(
+                                "SET of '{name}' has no value"
+                            ))),
+                        },
+                        OP_DELETE => Ok((name, None)),
+                        OP_APPEND | OP_SUBTRACT => Err(KafkaError::InvalidConfig(format!(
+                            "APPEND and SUBTRACT apply to list configs only; '{name}' is not one"
+                        ))),
+                        other => Err(KafkaError::InvalidRequest(format!(
+                            "unknown config operation {other} for '{name}'"
+                        ))),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AlterTopicConfig {
+                topic: topic.to_string(),
+                replace: false,
+                ops,
+            })
+        })
+        .collect();
+    let results = apply(shard, changes, req.validate_only).await;
+    let responses = req
+        .resources
+        .iter()
+        .zip(results)
+        .map(|(r, result)| {
+            let (code, message) = outcome(result, r.resource_name.as_str());
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message.map(str_bytes))
+        })
+        .collect();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+pub async fn handle_legacy(shard: &Rc<Shard>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let changes = req
+        .resources
+        .iter()
+        .map(|r| {
+            let topic = r.resource_name.as_str();
+            check_resource(r.resource_type, topic)?;
+            check_unique(r.configs.iter().map(|c| c.name.as_str()))?;
+            Ok(AlterTopicConfig {
+                topic: topic.to_string(),
+                replace: true,
+                ops: r
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.name.as_str().to_string(),
+                            c.value.as_ref().map(|v| v.as_str().to_string()),
+                        )
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    let results = apply(shard, changes, req.validate_only).await;
+    let responses = req
+        .resources
+        .iter()
+        .zip(results)
+        .map(|(r, result)| {
+            let (code, message) = outcome(result, r.resource_name.as_str());
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message.map(str_bytes))
+        })
+        .collect();
+    AlterConfigsResponse::default().with_responses(responses)
+}

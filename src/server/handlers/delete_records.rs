@@ -1,0 +1,85 @@
+//! DeleteRecords: moves each partition's log start offset (low watermark) up to the given
+//! offset (-1: the high watermark), asked of each partition's owner, which deletes the
+//! segments wholly below it and persists the new start.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use crate::error::KafkaError;
+use crate::router::{ShardReply, ShardRequest};
+use crate::shard::Shard;
+
+/// (topic slot, partition slot) of a request entry, and what its owner is asked.
+type Asked = ((usize, usize), (String, i32, i64));
+
+pub async fn handle(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let mut results: Vec<Vec<Result<i64, KafkaError>>> = Vec::new();
+    let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.name.0.as_str();
+        let meta = shard.topic(name);
+        let mut slots = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let known = meta
+                .as_ref()
+                .is_some_and(|m| (0..m.partitions).contains(&p.partition_index));
+            if !known {
+                slots.push(Err(KafkaError::UnknownTopicOrPartition));
+            } else {
+                by_owner
+                    .entry(shard.owner(name, p.partition_index))
+                    .or_default()
+                    .push(((ti, pi), (name.to_string(), p.partition_index, p.offset)));
+                slots.push(Err(KafkaError::NotAvailable));
+            }
+        }
+        results.push(slots);
+    }
+    let calls = by_owner.into_iter().map(|(owner, items)| {
+        let shard = shard.clone();
+        async move {
+            let (slots, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+            let n = items.len();
+            let answers = match shard.call(owner, ShardRequest::DeleteRecords(items)).await {
+                Ok(ShardReply::DeleteRecords(r)) if r.len() == n => r,
+                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                Err(e) => vec![Err(e); n],
+            };
+            slots.into_iter().zip(answers).collect::<Vec<_>>()
+        }
+    });
+    for answered in futures_util::future::join_all(calls).await {
+        for ((ti, pi), a) in answered {
+            results[ti][pi] = a;
+        }
+    }
+    let topics = req
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(t, parts)| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(parts)
+                .map(|(p, r)| {
+                    let out = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
+                    match r {
+                        Ok(low) => out.with_low_watermark(low),
+                        Err(e) => out.with_error_code(e.code()).with_low_watermark(-1),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,462 @@
+//! DescribeConfigs: a topic's effective configs (its own values over the broker defaults), and
+//! the broker's settings (read-only: they come from the command line). Answered from this
+//! shard's catalog cache, which the controller updates before it acknowledges a change.
+//!
+//! Unset `flush.messages` and `flush.ms` (topic and broker) are reported as
+//! 9223372036854775807, Kafka's default. Unset means acks=all is answered only once the data
+//! is fdatasync'd (group commit); setting either one (any value) makes acks=all answer from
+//! the page cache and flush in the background at that bound instead.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::str_bytes;
+use crate::config::Config;
+use crate::error::KafkaError;
+use crate::shard::Shard;
+use crate::storage::catalog::{self, TopicMeta};
+
+/// Resource types (Kafka's `ConfigResource.Type`).
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+
+/// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Config types (Kafka's `DescribeConfigsResponse.ConfigType`).
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+/// Kafka's value for "no bound" of the flush and roll settings.
+const UNBOUNDED: i64 = i64::MAX;
+
+/// A topic config: (name, the broker setting that is its default, type, documentation).
+pub const TOPIC_CONFIG_DEFS: &[(&str, &str, i8, &str)] = &[
+    (
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        TYPE_STRING,
+        "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the \
+         broker's clock when they are appended.",
+    ),
+    (
+        "max.message.bytes",
+        "message.max.bytes",
+        TYPE_INT,
+        "Largest record batch a Produce may append to this topic, in bytes.",
+    ),
+    (
+        "segment.bytes",
+        "log.segment.bytes",
+        TYPE_INT,
+        "Size in bytes at which a partition's active segment rolls to a new one.",
+    ),
+    (
+        "flush.messages",
+        "log.flush.interval.messages",
+        TYPE_LONG,
+        "Records after which a partition is fdatasync'd in the background. Unset (shown as \
+         9223372036854775807) together with flush.ms: acks=all waits for fdatasync (group \
+         commit). Set: acks=all is answered once the data is in the page cache.",
+    ),
+    (
+        "flush.ms",
+        "log.flush.interval.ms",
+        TYPE_LONG,
+        "Milliseconds after which a partition is fdatasync'd in the background. Unset (shown \
+         as 9223372036854775807) together with flush.messages: acks=all waits for fdatasync \
+         (group commit). Set: acks=all is answered once the data is in the page cache.",
+    ),
+    (
+        "segment.ms",
+        "log.roll.ms",
+        TYPE_LONG,
+        "Milliseconds after a segment's first append at which it rolls, even if not full.",
+    ),
+    (
+        "retention.ms",
+        "log.retention.ms",
+        TYPE_LONG,
+        "Segments whose newest record is older than this many milliseconds are deleted; -1 \
+         keeps everything.",
+    ),
+    (
+        "retention.bytes",
+        "log.retention.bytes",
+        TYPE_LONG,
+        "A partition's oldest segments are deleted while it is larger than this many bytes; \
+         -1 keeps everything.",
+    ),
+];
+
+/// Broker settings: (name, type, documentation). All are read-only: they are set on the
+/// command line of `spate serve`.
+const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
+    ("broker.id", TYPE_INT, "This broker's node id (--node-id)."),
+    (
+        "listeners",
+        TYPE_LIST,
+        "The address every shard listens on (--listen).",
+    ),
+    (
+        "advertised.listeners",
+        TYPE_LIST,
+        "The address Metadata gives clients (--advertised-listener).",
+    ),
+    (
+        "log.dirs",
+        TYPE_STRING,
+        "Directory of the topic catalog and partition logs (--data-dir).",
+    ),
+    (
+        "num.partitions",
+        TYPE_INT,
+        "Partitions of auto-created topics and of CreateTopics without a count \
+         (--default-partitions).",
+    ),
+    (
+        "auto.create.topics.enable",
+        TYPE_BOOLEAN,
+        "Whether Metadata and Produce create unknown topics (--auto-create-topics).",
+    ),
+    (
+        "socket.request.max.bytes",
+        TYPE_INT,
+        "Largest request frame accepted, in bytes (--request-bytes-max).",
+    ),
+    (
+        "message.max.bytes",
+        TYPE_INT,
+        "Default largest record batch, in bytes (--message-bytes-max; topic max.message.bytes).",
+    ),
+    (
+        "log.segment.bytes",
+        TYPE_INT,
+        "Default segment size in bytes (--segment-bytes; topic segment.bytes).",
+    ),
+    (
+        "log.roll.ms",
+        TYPE_LONG,
+        "Default segment age at which it rolls, in ms (--segment-ms; topic segment.ms); \
+         9223372036854775807: never.",
+    ),
+    (
+        "log.retention.ms",
+        TYPE_LONG,
+        "Default retention by age in ms (--retention-ms; topic retention.ms); -1: keep all.",
+    ),
+    (
+        "log.retention.bytes",
+        TYPE_LONG,
+        "Default retention by partition size in bytes (--retention-bytes; topic \
+         retention.bytes); -1: keep all.",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        TYPE_LONG,
+        "How often retention runs, in ms (--retention-check-ms).",
+    ),
+    (
+        "log.index.interval.bytes",
+        TYPE_INT,
+        "Bytes of log between two offset index entries.",
+    ),
+    (
+        "log.flush.interval.messages",
+        TYPE_LONG,
+        "Default of topic flush.messages (--flush-messages); 9223372036854775807: unset, and \
+         with log.flush.interval.ms unset too, acks=all waits for fdatasync.",
+    ),
+    (
+        "log.flush.interval.ms",
+        TYPE_LONG,
+        "Default of topic flush.ms (--flush-ms); 9223372036854775807: unset, and with \
+         log.flush.interval.messages unset too, acks=all waits for fdatasync.",
+    ),
+    (
+        "log.message.timestamp.type",
+        TYPE_STRING,
+        "Default of topic message.timestamp.type (always CreateTime).",
+    ),
+];
+
+/// The value of broker setting `name` under `c`.
+fn broker_value(c: &Config, name: &str) -> Option<String> {
+    let unbounded = |v: Option<u64>| v.map_or(UNBOUNDED.to_string(), |v| v.to_string());
+    let unlimited = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+    Some(match name {
+        "broker.id" => c.node_id.to_string(),
+        "listeners" => format!("PLAINTEXT://{}", c.listen),
+        "advertised.listeners" => format!(
+            "PLAINTEXT://{}:{}",
+            c.advertised_listener.0, c.advertised_listener.1
+        ),
+        "log.dirs" => c.data_dir.display().to_string(),
+        "num.partitions" => c.default_partitions.to_string(),
+        "auto.create.topics.enable" => c.auto_create_topics.to_string(),
+        "socket.request.max.bytes" => c.request_bytes_max.to_string(),
+        "message.max.bytes" => c.message_bytes_max.to_string(),
+        "log.segment.bytes" => c.segment_bytes.to_string(),
+        "log.roll.ms" => unbounded(c.segment_ms),
+        "log.retention.ms" => unlimited(c.retention_ms),
+        "log.retention.bytes" => unlimited(c.retention_bytes),
+        "log.retention.check.interval.ms" => c.retention_check_ms.to_string(),
+        "log.index.interval.bytes" => c.index_interval_bytes.to_string(),
+        "log.flush.interval.messages" => unbounded(c.flush_messages),
+        "log.flush.interval.ms" => unbounded(c.flush_ms),
+        "log.message.timestamp.type" => "CreateTime".to_string(),
+        _ => return None,
+    })
+}
+
+/// A broker setting's value and source: DEFAULT_CONFIG when it is the built-in default,
+/// STATIC_BROKER_CONFIG when the command line changed it.
+fn broker_setting(c: &Config, name: &str) -> (Option<String>, i8) {
+    let value = broker_value(c, name);
+    let default = Config::new(c.listen, c.data_dir.clone(), c.shards);
+    let source = match name {
+        "broker.id" | "listeners" | "log.dirs" => SOURCE_STATIC_BROKER,
+        _ if broker_value(&default, name) == value => SOURCE_DEFAULT,
+        _ => SOURCE_STATIC_BROKER,
+    };
+    (value, source)
+}
+
+/// One described config before version gating.
+struct Described {
+    name: &'static str,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+    config_type: i8,
+    doc: &'static str,
+    /// (name, value, source), most specific first.
+    synonyms: Vec<(&'static str, Option<String>, i8)>,
+}
+
+fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
+    TOPIC_CONFIG_DEFS
+        .iter()
+        .map(|&(name, broker_name, config_type, doc)| {
+            let (broker_value, broker_source) = broker_setting(c, broker_name);
+            let broker_synonym = (broker_name, broker_value.clone(), broker_source);
+            match meta.configs.get(name) {
+                Some(v) => Described {
+                    name,
+                    value: Some(v.clone()),
+                    source: SOURCE_DYNAMIC_TOPIC,
+                    read_only: false,
+                    config_type,
+                    doc,
+                    synonyms: vec![
+                        (name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
+                        broker_synonym,
+                    ],
+                },
+                None => Described {
+                    name,
+                    value: broker_value,
+                    source: broker_source,
+                    read_only: false,
+                    config_type,
+                    doc,
+                    synonyms: vec![broker_synonym],
+                },
+            }
+        })
+        .collect()
+}
+
+fn describe_broker(c: &Config) -> Vec<Described> {
+    BROKER_CONFIG_DEFS
+        .iter()
+        .map(|&(name, config_type, doc)| {
+            let (value, source) = broker_setting(c, name);
+            Described {
+                name,
+                synonyms: vec![(name, value.clone(), source)],
+                value,
+                source,
+                read_only: true,
+                config_type,
+                doc,
+            }
+        })
+        .collect()
+}
+
+/// The configs of one resource, or why it cannot be described.
+fn describe(
+    shard: &Shard,
+    resource_type: i8,
+    resource_name: &str,
+) -> Result<Vec<Described>, (KafkaError, String)> {
+    match resource_type {
+        RESOURCE_TOPIC => {
+            catalog::validate_topic_name(resource_name).map_err(|e| {
+                let m = e.message();
+                (e, m)
+            })?;
+            let meta = shard.topic(resource_name).ok_or_else(|| {
+                (
+                    KafkaError::UnknownTopicOrPartition,
+                    format!("topic '{resource_name}' does not exist"),
+                )
+            })?;
+            Ok(describe_topic(&shard.config, &meta))
+        }
+        RESOURCE_BROKER => {
+            let node = shard.config.node_id.to_string();
+            if !resource_name.is_empty() && resource_name != node {
+                let m = format!("broker '{resource_name}' is not this broker (node id {node})");
+                return Err((KafkaError::InvalidRequest(m.clone()), m));
+            }
+            Ok(describe_broker(&shard.config))
+        }
+        other => {
+            let m = format!(
+                "resource type {other} is not supported; supported are TOPIC ({RESOURCE_TOPIC}) \
+                 and BROKER ({RESOURCE_BROKER})"
+            );
+            Err((KafkaError::InvalidRequest(m.clone()), m))
+        }
+    }
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .iter()
+        .map(|r| {
+            let name = r.resource_name.as_str();
+            let out = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let described = match describe(shard, r.resource_type, name) {
+                Ok(d) => d,
+                Err((e, message)) => {
+                    return out
+                        .with_error_code(e.code())
+                        .with_error_message(Some(str_bytes(message)));
+                }
+            };
+            let wanted = |n: &str| match &r.configuration_keys {
+                Some(keys) if !keys.is_empty() => keys.iter().any(|k| k.as_str() == n),
+                _ => true,
+            };
+            let configs = described
+                .into_iter()
+                .filter(|d| wanted(d.name))
+                .map(|d| encode(d, req.include_synonyms, req.include_documentation, version))
+                .collect();
+            out.with_configs(configs)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// Fills in the fields that `version` has (synonyms from v1, type and documentation from v3).
+fn encode(
+    d: Described,
+    include_synonyms: bool,
+    include_documentation: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    let mut out = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(d.name.to_string()))
+        .with_value(d.value.map(str_bytes))
+        .with_read_only(d.read_only)
+        .with_config_source(d.source)
+        .with_is_sensitive(false);
+    if version >= 1 && include_synonyms {
+        out = out.with_synonyms(
+            d.synonyms
+                .into_iter()
+                .map(|(name, value, source)| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(str_bytes(name.to_string()))
+                        .with_value(value.map(str_bytes))
+                        .with_source(source)
+                })
+                .collect(),
+        );
+    }
+    if version >= 3 {
+        out = out.with_config_type(d.config_type);
+        if include_documentation {
+            out = out.with_documentation(Some(str_bytes(d.doc.to_string())));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config() -> Config {
+        Config::new(
+            "127.0.0.1:9092".parse().unwrap(),
+            std::path::PathBuf::from("/tmp/d"),
+            2,
+        )
+    }
+
+    #[test]
+    fn every_topic_config_is_described() {
+        assert_eq!(TOPIC_CONFIG_DEFS.len(), catalog::TOPIC_CONFIGS.len());
+        for name in catalog::TOPIC_CONFIGS {
+            let def = TOPIC_CONFIG_DEFS.iter().find(|d| d.0 == *name);
+            let def = def.unwrap_or_else(|| panic!("{name} has no description"));
+            assert!(broker_value(&config(), def.1).is_some(), "{}", def.1);
+            assert!(BROKER_CONFIG_DEFS.iter().any(|b| b.0 == def.1), "{}", def.1);
+        }
+        for (name, _, _) in BROKER_CONFIG_DEFS {
+            assert!(broker_value(&config(), name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn topic_values_and_sources() {
+        let mut c = config();
+        c.retention_bytes = Some(4096);
+        let mut configs = BTreeMap::new();
+        configs.insert("segment.bytes".to_string(), "2048".to_string());
+        let meta = TopicMeta {
+            name: "t".into(),
+            topic_id: uuid::Uuid::nil(),
+            partitions: 1,
+            configs,
+        };
+        let d = describe_topic(&c, &meta);
+        let get = |n: &str| d.iter().find(|x| x.name == n).unwrap();
+        assert_eq!(get("segment.bytes").value.as_deref(), Some("2048"));
+        assert_eq!(get("segment.bytes").source, SOURCE_DYNAMIC_TOPIC);
+        assert_eq!(get("segment.bytes").synonyms.len(), 2);
+        assert_eq!(get("retention.bytes").value.as_deref(), Some("4096"));
+        assert_eq!(get("retention.bytes").source, SOURCE_STATIC_BROKER);
+        assert_eq!(get("retention.ms").source, SOURCE_DEFAULT);
+        assert_eq!(
+            get("flush.ms").value.as_deref(),
+            Some("9223372036854775807")
+        );
+        assert_eq!(
+            get("message.timestamp.type").value.as_deref(),
+            Some("CreateTime")
+        );
+    }
+}
