@@ -164,8 +164,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     // The marker says the last stop flushed everything; it is removed before serving, so a
     // crash from here on leaves none and the next start recovers.
     let mut config = config;
+    let fresh = !storage::catalog::exists(&config.data_dir);
     config.recover_on_start = !storage::catalog::take_clean_shutdown_marker(&config.data_dir)
-        .map_err(|e| format!("cannot read the clean-shutdown marker: {e}"))?;
+        .map_err(|e| format!("cannot read the clean-shutdown marker: {e}"))?
+        && !fresh;
     if config.recover_on_start {
         tracing::info!("no clean-shutdown marker: checking the tail of every log");
     }
@@ -221,6 +223,25 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     }
 }
 
+/// A panic on a shard means its state can no longer be trusted, and the other shards cannot
+/// carry on without it: log it and abort (a supervisor restarts the broker, which recovers its
+/// logs). Panics inside a request decoder are the exception: `protocol::decode_request` catches
+/// them and closes that one connection.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if spate::protocol::catching_decoder_panic() {
+            tracing::warn!("request decoder panicked: {info}");
+            return;
+        }
+        default(info);
+        tracing::error!(
+            "panic: {info}; aborting so a supervisor restarts the broker and it recovers"
+        );
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -228,6 +249,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    install_panic_hook();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),

@@ -71,7 +71,8 @@ impl BatchHeader {
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + self.last_offset_delta as i64
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
     }
 
     pub fn is_log_append_time(&self) -> bool {
@@ -215,11 +216,16 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
         // attributes (1 byte), timestamp delta, offset delta
         let (ts_delta, n1) = varint(body.get(1..)?)?;
         let (off_delta, _) = varint(body.get(1 + n1..)?)?;
-        if header.base_timestamp + ts_delta >= target {
-            return Some((
-                header.base_offset + off_delta,
-                header.base_timestamp + ts_delta,
-            ));
+        // Record fields are the client's: never trust them to stay in range.
+        let ts = header.base_timestamp.saturating_add(ts_delta);
+        if ts >= target {
+            let last = header.last_offset().max(header.base_offset);
+            let offset = header
+                .base_offset
+                .saturating_add(off_delta)
+                .max(header.base_offset)
+                .min(last);
+            return Some((offset, ts));
         }
         pos = body_start + usize::try_from(len).ok()?;
     }
@@ -330,6 +336,22 @@ pub mod tests {
         assert_eq!(parsed[0].header.base_offset, 42);
         assert_eq!(parsed[0].header.max_timestamp, 777);
         assert!(parsed[0].header.is_log_append_time());
+    }
+
+    #[test]
+    fn hostile_record_deltas_stay_in_range() {
+        // Offsets near i64::MAX: base + delta must not overflow.
+        let mut b = batch(i64::MAX - 15, &[b"a", b"b"]);
+        b[0..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        assert_eq!(
+            first_offset_at_or_after(&b, i64::MAX - 6),
+            Some((i64::MAX, i64::MAX - 5))
+        );
+        // A last_offset_delta that disagrees with the records: the answer stays in the batch.
+        let mut b = batch(1000, &[b"a", b"b"]);
+        b[0..8].copy_from_slice(&100i64.to_be_bytes());
+        b[23..27].copy_from_slice(&(-7i32).to_be_bytes());
+        assert_eq!(first_offset_at_or_after(&b, 1005), Some((100, 1010)));
     }
 
     #[test]

@@ -37,6 +37,16 @@ pub enum Decoded {
     ApiVersionsUnsupported { correlation_id: i32 },
 }
 
+thread_local! {
+    /// Set while a decoder runs under `catch_unwind` on this thread.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic now would be caught by [`decode_request`] (for the process panic hook).
+pub fn catching_decoder_panic() -> bool {
+    CATCHING.get()
+}
+
 /// Decodes one request frame. The frame is sliced, never copied: record bytes in a Produce
 /// stay views into `frame`.
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
@@ -66,11 +76,13 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, FrameError> {
     // The crate's decoders are bounded (see vendor/kafka-protocol/PATCHED.md) and return errors
     // on short input; catch_unwind is a second line so that a decoder bug costs one connection,
     // not the broker.
+    CATCHING.set(true);
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let header = RequestHeader::decode(&mut frame, header_version)?;
         let body = RequestKind::decode(api_key, &mut frame, version)?;
         anyhow::Ok((header, body))
     }));
+    CATCHING.set(false);
     match decoded {
         Ok(Ok((header, body))) => Ok(Decoded::Request(Box::new(Request {
             api_key,

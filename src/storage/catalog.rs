@@ -167,6 +167,11 @@ fn catalog_path(data_dir: &Path) -> PathBuf {
     data_dir.join(CATALOG_FILE)
 }
 
+/// Whether the data dir already holds a catalog (it is not a first start).
+pub fn exists(data_dir: &Path) -> bool {
+    catalog_path(data_dir).exists()
+}
+
 /// Loads the catalog, or makes a new one (with a fresh cluster id) for an empty data dir.
 pub fn load(data_dir: &Path) -> io::Result<CatalogData> {
     let path = catalog_path(data_dir);

@@ -325,13 +325,23 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Appended, KafkaError> {
         let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
+        // As Kafka does, a segment's age is measured in its records' time: from the first
+        // batch's timestamp to the incoming batches' (wall-clock time for LogAppendTime), so
+        // replaying old data does not roll a segment per batch.
+        let incoming_ts = log_append_time.unwrap_or_else(|| {
+            batches
+                .iter()
+                .map(|b| b.header.max_timestamp)
+                .max()
+                .unwrap_or(now_ms)
+        });
         let roll = {
             let active = self.active();
             let too_big = active.size + total > self.config.segment_bytes;
             let too_old = self.config.segment_ms.is_some_and(|ms| {
                 active
                     .first_timestamp
-                    .is_some_and(|t| now_ms.saturating_sub(t) >= ms as i64)
+                    .is_some_and(|t| incoming_ts.saturating_sub(t) > ms as i64)
             });
             active.size > 0 && (too_big || too_old)
         };
@@ -723,8 +733,18 @@ mod tests {
         log.append(&one(1000), None, 1000).unwrap();
         log.append(&one(1050), None, 1099).unwrap();
         assert_eq!(log.segment_count(), 1, "younger than segment.ms");
-        log.append(&one(1100), None, 1100).unwrap();
-        assert_eq!(log.segment_count(), 2, "first batch is segment.ms old");
+        log.append(&one(1100), None, 9999).unwrap();
+        assert_eq!(
+            log.segment_count(),
+            1,
+            "age is record time, not wall-clock time"
+        );
+        log.append(&one(1101), None, 1101).unwrap();
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "first batch is more than segment.ms older"
+        );
     }
 
     #[test]

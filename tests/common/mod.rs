@@ -122,7 +122,8 @@ impl Broker {
         let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect {}: {e}; stderr:\n{}", self.addr, self.stderr()));
         s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        s.set_write_timeout(Some(IO_TIMEOUT)).expect("write timeout");
+        s.set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
         s.set_nodelay(true).expect("nodelay");
         s
     }
@@ -133,8 +134,12 @@ impl Broker {
         };
         let _ = s.set_read_timeout(Some(IO_TIMEOUT));
         let _ = s.set_write_timeout(Some(IO_TIMEOUT));
-        let Ok(body) = try_request(&mut s, ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
-        else {
+        let Ok(body) = try_request(
+            &mut s,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        ) else {
             return false;
         };
         let mut body = body;
@@ -156,7 +161,10 @@ impl Broker {
     /// Panics with the broker's stderr unless [`Broker::alive`].
     pub fn assert_alive(&mut self, context: &str) {
         if !self.alive() {
-            let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             panic!(
                 "broker not alive after {context} (exit status: {status:?}); stderr:\n{}",
                 self.stderr()
@@ -253,7 +261,12 @@ pub fn encode_request<Req: Encodable>(
 }
 
 /// Just the request header bytes (to build hand-made bodies after it).
-pub fn encode_header(api_key: i16, version: i16, correlation_id: i32, header_version: i16) -> Vec<u8> {
+pub fn encode_header(
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    header_version: i16,
+) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(api_key)
         .with_request_api_version(version)
@@ -420,11 +433,24 @@ fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// A valid, uncompressed magic-v2 batch of `values` (no keys, no headers), base offset 0;
 /// record `i` has timestamp `base_ts + 10 * i`.
 pub fn record_batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
+    let records: Vec<(i64, i64, &[u8])> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64 * 10, i as i64, *v))
+        .collect();
+    let max_ts = base_ts + (values.len() as i64 - 1) * 10;
+    record_batch_with(base_ts, max_ts, &records)
+}
+
+/// An uncompressed magic-v2 batch with the given (timestamp delta, offset delta, value) per
+/// record, written as given (so deltas may be hostile); header counts follow the record
+/// count and the CRC is valid.
+pub fn record_batch_with(base_ts: i64, max_ts: i64, recs: &[(i64, i64, &[u8])]) -> Vec<u8> {
     let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
+    for (ts_delta, offset_delta, v) in recs {
         let mut r = vec![0u8]; // attributes
-        put_varint(&mut r, i as i64 * 10); // timestamp delta
-        put_varint(&mut r, i as i64); // offset delta
+        put_varint(&mut r, *ts_delta);
+        put_varint(&mut r, *offset_delta);
         put_varint(&mut r, -1); // null key
         put_varint(&mut r, v.len() as i64);
         r.extend_from_slice(v);
@@ -432,7 +458,7 @@ pub fn record_batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
         put_varint(&mut records, r.len() as i64);
         records.extend_from_slice(&r);
     }
-    let n = values.len() as i32;
+    let n = recs.len() as i32;
     let mut b = Vec::new();
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
     b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + records.len()) as i32).to_be_bytes());
@@ -442,7 +468,7 @@ pub fn record_batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
     b.extend_from_slice(&0i16.to_be_bytes()); // attributes
     b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
     b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&(base_ts + (n as i64 - 1) * 10).to_be_bytes()); // max timestamp
+    b.extend_from_slice(&max_ts.to_be_bytes());
     b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
     b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
