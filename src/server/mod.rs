@@ -246,7 +246,7 @@ async fn shard_main(
         glommio::spawn_local(async move {
             loop {
                 glommio::timer::sleep(every).await;
-                shard.apply_retention();
+                shard.apply_retention().await;
             }
         })
     };

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::KafkaError;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
-use crate::storage::log::{FlushJob, LogConfig, PartitionLog, Retention};
+use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, Retention};
 use crate::storage::segment::Recovered;
 
 /// Byte counters of one shard.
@@ -144,26 +144,27 @@ impl Shard {
         }
     }
 
-    /// One pass of retention over this shard's partitions.
-    pub fn apply_retention(&self) {
+    /// One pass of retention over this shard's partitions. Segments leave the logs here;
+    /// their files are deleted on the blocking pool.
+    pub async fn apply_retention(&self) {
         let now = now_ms();
-        let topics = self.topics.borrow();
-        let mut changed = false;
-        for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
-            let Some(meta) = topics.get(topic) else {
-                continue;
-            };
-            match log.apply_retention(self.retention(meta), now) {
-                Ok(n) => changed |= n > 0,
-                Err(e) => {
-                    tracing::error!(topic = %topic, partition = log.partition, error = %e, "retention failed")
-                }
-            }
+        let jobs: Vec<Housekeeping> = {
+            let topics = self.topics.borrow();
+            let mut logs = self.logs.borrow_mut();
+            logs.iter_mut()
+                .filter_map(|((topic, _), log)| {
+                    let meta = topics.get(topic)?;
+                    log.apply_retention(self.retention(meta), now)
+                })
+                .collect()
+        };
+        if jobs.is_empty() {
+            return;
         }
-        if changed {
-            // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
-            drop(topics);
-            self.wake_data_waiters();
+        // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
+        self.wake_data_waiters();
+        if let Err(e) = run_housekeeping(jobs).await {
+            tracing::error!(shard = self.id, error = %e, "deleting expired segments failed");
         }
     }
 
@@ -392,7 +393,8 @@ impl Shard {
                 ShardReply::Done(Ok(()))
             }
             ShardRequest::DeleteRecords(items) => {
-                let results: Vec<Result<i64, KafkaError>> = {
+                let mut jobs = Vec::new();
+                let mut results: Vec<Result<i64, KafkaError>> = {
                     let mut logs = self.logs.borrow_mut();
                     items
                         .into_iter()
@@ -401,8 +403,9 @@ impl Shard {
                             let log = logs
                                 .get_mut(&(topic, partition))
                                 .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                            let start = log.delete_records(offset)?;
+                            let (start, job) = log.delete_records(offset)?;
                             tracing::info!(topic = %log.topic, partition, log_start_offset = start, "records deleted");
+                            jobs.extend(job);
                             Ok(start)
                         })
                         .collect()
@@ -410,6 +413,15 @@ impl Shard {
                 if results.iter().any(Result::is_ok) {
                     // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
                     self.wake_data_waiters();
+                }
+                // The answer waits until the new log start is on disk.
+                if let Err(e) = run_housekeeping(jobs).await {
+                    tracing::error!(shard = self.id, error = %e, "persisting DeleteRecords failed");
+                    for r in results.iter_mut().filter(|r| r.is_ok()) {
+                        *r = Err(KafkaError::Storage(format!(
+                            "log start offset write failed: {e}"
+                        )));
+                    }
                 }
                 ShardReply::DeleteRecords(results)
             }
@@ -582,6 +594,16 @@ impl Shard {
             .await;
         }
     }
+}
+
+/// Runs retention and DeleteRecords file work on the blocking pool.
+async fn run_housekeeping(jobs: Vec<Housekeeping>) -> std::io::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    glommio::executor()
+        .spawn_blocking(move || jobs.into_iter().try_for_each(Housekeeping::run))
+        .await
 }
 
 /// A config value of -1 (or any negative) means "no limit".

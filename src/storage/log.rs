@@ -108,6 +108,37 @@ fn recover_tail(segments: &mut Vec<Segment>, interval: u64) -> io::Result<Recove
     Ok(total)
 }
 
+/// File work left by retention or DeleteRecords: persisting a new log start offset and
+/// deleting segments already taken out of the log. Blocking (fsyncs, unlinks): run it on the
+/// blocking pool, never on an executor.
+#[derive(Debug)]
+pub struct Housekeeping {
+    topic: String,
+    partition: i32,
+    dir: PathBuf,
+    log_start: Option<i64>,
+    doomed: Vec<Segment>,
+}
+
+impl Housekeeping {
+    pub fn run(self) -> io::Result<()> {
+        // The log start first: a crash between the two leaves a log that starts at the first
+        // remaining segment, which is at or before the new start and still consistent.
+        if let Some(offset) = self.log_start {
+            write_log_start(&self.dir, offset)?;
+        }
+        for seg in self.doomed {
+            let base = seg.base_offset;
+            seg.remove()?;
+            tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+        }
+        if self.log_start.is_none() {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
 /// An fdatasync of a partition's unflushed files, run off the executor.
 #[derive(Debug)]
 pub struct FlushJob {
@@ -503,11 +534,7 @@ impl PartitionLog {
     /// Deletes whole segments that retention no longer keeps: the oldest ones while the log
     /// is over `retention.bytes`, and those whose newest record is older than `retention.ms`.
     /// The active segment is never deleted. Returns how many segments went.
-    pub fn apply_retention(
-        &mut self,
-        retention: Retention,
-        now_ms: i64,
-    ) -> Result<usize, KafkaError> {
+    pub fn apply_retention(&mut self, retention: Retention, now_ms: i64) -> Option<Housekeeping> {
         let mut doomed = 0;
         let mut size = self.size_bytes();
         while doomed + 1 < self.segments.len() {
@@ -523,31 +550,32 @@ impl PartitionLog {
             size -= seg.size;
             doomed += 1;
         }
-        if doomed > 0 {
-            self.drop_segments(doomed)?;
-        }
-        Ok(doomed)
+        (doomed > 0).then(|| self.drop_segments(doomed, None))
     }
 
-    /// Removes the first `n` segments and moves the log start offset past them.
-    fn drop_segments(&mut self, n: usize) -> Result<(), KafkaError> {
+    /// Takes the first `n` segments out of the log and moves the log start offset past them;
+    /// the returned job deletes their files (and persists `log_start`, if given).
+    fn drop_segments(&mut self, n: usize, log_start: Option<i64>) -> Housekeeping {
         let next_base = self.segments[n].base_offset;
         if self.log_start_offset < next_base {
             self.log_start_offset = next_base;
         }
-        for seg in self.segments.drain(..n).collect::<Vec<_>>() {
-            let base = seg.base_offset;
-            seg.remove()
-                .map_err(|e| self.storage_error("segment delete", e))?;
-            tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
-        }
         self.dir_unflushed = true;
-        Ok(())
+        Housekeeping {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            dir: self.dir.clone(),
+            log_start,
+            doomed: self.segments.drain(..n).collect(),
+        }
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark) and
     /// deletes the segments wholly below it. Returns the new log start offset.
-    pub fn delete_records(&mut self, offset: i64) -> Result<i64, KafkaError> {
+    pub fn delete_records(
+        &mut self,
+        offset: i64,
+    ) -> Result<(i64, Option<Housekeeping>), KafkaError> {
         let offset = if offset == -1 {
             self.next_offset
         } else {
@@ -557,19 +585,25 @@ impl PartitionLog {
             return Err(self.out_of_range(offset));
         }
         if offset <= self.log_start_offset {
-            return Ok(self.log_start_offset);
+            return Ok((self.log_start_offset, None));
         }
         self.log_start_offset = offset;
-        write_log_start(&self.dir, offset)
-            .map_err(|e| self.storage_error("log start offset write", e))?;
         let below = self
             .segments
             .partition_point(|s| s.base_offset <= offset)
             .saturating_sub(1);
-        if below > 0 {
-            self.drop_segments(below)?;
-        }
-        Ok(self.log_start_offset)
+        let job = if below > 0 {
+            self.drop_segments(below, Some(offset))
+        } else {
+            Housekeeping {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                dir: self.dir.clone(),
+                log_start: Some(offset),
+                doomed: Vec::new(),
+            }
+        };
+        Ok((self.log_start_offset, Some(job)))
     }
 
     /// Removes the partition's files.
@@ -754,17 +788,15 @@ mod tests {
         let mut log = thirty(dir.path());
         // By time: at now = 1300 with retention.ms = 50, segments whose newest record is
         // older than 1250 go: [0,1] .. [22,23]; [24,25] (newest 1250) stays.
-        assert_eq!(
-            log.apply_retention(
-                Retention {
-                    ms: Some(50),
-                    bytes: None
-                },
-                1300
-            )
-            .unwrap(),
-            12
-        );
+        let expire = |log: &mut PartitionLog, ms: Option<u64>, bytes: Option<u64>, now: i64| {
+            let job = log.apply_retention(Retention { ms, bytes }, now);
+            let n = job.as_ref().map_or(0, |j| j.doomed.len());
+            if let Some(job) = job {
+                job.run().unwrap();
+            }
+            n
+        };
+        assert_eq!(expire(&mut log, Some(50), None, 1300), 12);
         assert_eq!(log.log_start_offset(), 24);
         assert_eq!(
             log.read(23, 100).unwrap_err().code(),
@@ -774,27 +806,11 @@ mod tests {
         assert_eq!(read_all(&log, 24, 1)[0], 24);
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((24, 1240)));
         // By size: keep at least 400 bytes: two segments of 216 bytes stay.
-        let gone = log
-            .apply_retention(
-                Retention {
-                    ms: None,
-                    bytes: Some(400),
-                },
-                0,
-            )
-            .unwrap();
-        assert_eq!(gone, 1);
+        assert_eq!(expire(&mut log, None, Some(400), 0), 1);
         assert!(log.size_bytes() >= 400);
         assert_eq!(log.log_start_offset(), 26);
         // The active segment stays even when everything is old.
-        log.apply_retention(
-            Retention {
-                ms: Some(1),
-                bytes: Some(0),
-            },
-            i64::MAX / 2,
-        )
-        .unwrap();
+        expire(&mut log, Some(1), Some(0), i64::MAX / 2);
         assert_eq!(log.segment_count(), 1);
         assert_eq!(log.log_start_offset(), 28);
         assert_eq!(log.high_watermark(), 30);
@@ -807,16 +823,18 @@ mod tests {
     fn delete_records_moves_the_log_start_durably() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = thirty(dir.path());
-        assert_eq!(log.delete_records(17).unwrap(), 17);
+        let (start, job) = log.delete_records(17).unwrap();
+        assert_eq!(start, 17);
+        job.unwrap().run().unwrap();
         assert_eq!(log.log_start_offset(), 17);
         assert_eq!(log.read(16, 100).unwrap_err().code(), 1);
         assert_eq!(read_all(&log, 17, 1)[0], 17);
-        assert_eq!(log.delete_records(5).unwrap(), 17, "never moves back");
+        assert_eq!(log.delete_records(5).unwrap().0, 17, "never moves back");
         assert_eq!(log.delete_records(31).unwrap_err().code(), 1);
         drop(log);
         let mut log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
         assert_eq!(log.log_start_offset(), 17);
-        assert_eq!(log.delete_records(-1).unwrap(), 30);
+        assert_eq!(log.delete_records(-1).unwrap().0, 30);
         assert_eq!(log.high_watermark(), 30);
     }
 
