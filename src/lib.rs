@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod protocol;
 pub mod router;
 pub mod server;

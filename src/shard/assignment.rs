@@ -21,6 +21,11 @@ pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
     ((fnv1a(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
 }
 
+/// The shard that coordinates consumer group `group_id` (and stores its offsets).
+pub fn group_owner(group_id: &str, shards: usize) -> usize {
+    (fnv1a(group_id.as_bytes()) % shards.max(1) as u64) as usize
+}
+
 /// The shard that runs the controller: the one writer of the topic catalog.
 pub const CONTROLLER_SHARD: usize = 0;
 

@@ -1,0 +1,1 @@
+//! The committed-offsets store (being written).

@@ -1,0 +1,1 @@
+//! The group coordinator state machine (being written).
