@@ -57,6 +57,15 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// Set at start when the last stop was not clean: logs are recovered before serving.
     pub recover_on_start: bool,
+    /// How long a new group's first rebalance waits for more members (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Session timeouts a member may ask for (Kafka's `group.min/max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Committed offsets of a group that stays empty this long are removed (Kafka's
+    /// `offsets.retention.minutes`).
+    pub offsets_retention_ms: u64,
     /// Capacity of each cross-shard channel, in messages.
     pub router_channel_len: usize,
 }
@@ -86,6 +95,10 @@ impl Config {
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,
             router_channel_len: 1024,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
             recover_on_start: true,
         }
     }

@@ -82,6 +82,14 @@ struct ServeArgs {
     /// How often retention runs, in ms (log.retention.check.interval.ms).
     #[arg(long, default_value_t = 60_000)]
     retention_check_ms: u64,
+    /// How long a new group's first rebalance waits for more members, in ms
+    /// (group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    group_initial_rebalance_delay_ms: u64,
+    /// Committed offsets of a group that stays empty this long are removed, in ms
+    /// (offsets.retention.minutes).
+    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
+    offsets_retention_ms: u64,
     /// This broker's node id.
     #[arg(long, default_value_t = 0)]
     node_id: i32,
@@ -135,6 +143,8 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
     config.retention_ms = unlimited_or("--retention-ms", args.retention_ms)?;
     config.retention_bytes = unlimited_or("--retention-bytes", args.retention_bytes)?;
     config.retention_check_ms = args.retention_check_ms;
+    config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
+    config.offsets_retention_ms = args.offsets_retention_ms;
     config.validate()?;
     Ok(config)
 }

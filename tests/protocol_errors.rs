@@ -22,8 +22,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-    OffsetCommitRequest, ProduceRequest, ProduceResponse, TopicName,
+    FetchRequest, FetchResponse, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -336,14 +336,14 @@ fn unknown_api_key_closes_connection() {
 #[test]
 fn unimplemented_api_closes_connection() {
     let mut broker = Broker::start();
-    // OffsetCommit (key 8) is a real Kafka API this broker does not implement.
+    // InitProducerId (key 22) is a real Kafka API this broker does not implement (yet).
     let frame = encode_request(
-        ApiKey::OffsetCommit,
-        2,
+        ApiKey::InitProducerId,
+        1,
         next_correlation_id(),
-        &OffsetCommitRequest::default(),
+        &InitProducerIdRequest::default(),
     );
-    assert_frame_closes(&mut broker, &frame, "OffsetCommit v2");
+    assert_frame_closes(&mut broker, &frame, "InitProducerId v1");
     broker.stop();
 }
 

@@ -12,5 +12,6 @@
 //! LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups,
 //! OffsetDelete) through the router is the consumer-groups issue's remaining work.
 
+pub mod coordinator;
 pub mod offsets;
 pub mod state;

@@ -253,6 +253,11 @@ pub struct JoinResponse {
 }
 
 impl JoinResponse {
+    /// A JoinGroup answer that carries only an error.
+    pub fn failed(member_id: &str, error: i16) -> Self {
+        Self::error(member_id, error)
+    }
+
     fn error(member_id: &str, error: i16) -> Self {
         JoinResponse {
             error,
@@ -291,6 +296,11 @@ pub struct SyncResponse {
 }
 
 impl SyncResponse {
+    /// A SyncGroup answer that carries only an error.
+    pub fn failed(error: i16) -> Self {
+        Self::error(error)
+    }
+
     fn error(error: i16) -> Self {
         SyncResponse {
             error,

@@ -15,6 +15,12 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::error::KafkaError;
+use crate::group::coordinator::{FetchedOffset, ListedGroup};
+use crate::group::offsets::CommittedOffset;
+use crate::group::state::{
+    GroupDescription, HeartbeatRequest, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse,
+    SyncRequest, SyncResponse,
+};
 use crate::protocol::batch::ProducedBatch;
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::ReadOut;
@@ -42,6 +48,8 @@ pub enum ShardRequest {
         topics: Vec<CreateTopic>,
         validate_only: bool,
     },
+    /// To the shard that coordinates a consumer group.
+    Group(GroupCall),
     /// To the controller: delete topics by name.
     DeleteTopics(Vec<String>),
     /// To the controller: change topic configs (IncrementalAlterConfigs, AlterConfigs).
@@ -107,9 +115,72 @@ pub struct ProduceOutcome {
     pub log_start_offset: i64,
 }
 
+/// A consumer-group request for the shard that coordinates the group.
+#[derive(Debug)]
+pub enum GroupCall {
+    Join {
+        group: String,
+        req: JoinRequest,
+        require_known_member_id: bool,
+    },
+    Sync {
+        group: String,
+        req: SyncRequest,
+    },
+    Heartbeat {
+        group: String,
+        req: HeartbeatRequest,
+    },
+    Leave {
+        group: String,
+        req: LeaveRequest,
+    },
+    Commit {
+        group: String,
+        generation_id: i32,
+        member_id: String,
+        group_instance_id: Option<String>,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// Committed offsets: all (None) or of the listed (topic, partitions).
+    Fetch {
+        group: String,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    },
+    Describe {
+        group: String,
+    },
+    /// Every group of the shard.
+    List,
+    Delete {
+        group: String,
+    },
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+}
+
+#[derive(Debug)]
+pub enum GroupAnswer {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    Heartbeat(i16),
+    Leave(LeaveResponse),
+    /// One code per committed entry.
+    Commit(Vec<i16>),
+    Fetch(Vec<FetchedOffset>),
+    Describe(GroupDescription),
+    List(Vec<ListedGroup>),
+    Delete(i16),
+    /// Group error, one code per partition.
+    DeleteOffsets(i16, Vec<i16>),
+}
+
 /// Answers, one variant per request kind.
 #[derive(Debug)]
 pub enum ShardReply {
+    Group(GroupAnswer),
     Produce(Vec<Result<ProduceOutcome, KafkaError>>),
     Fetch(Vec<Result<ReadOut, KafkaError>>),
     DataReady,

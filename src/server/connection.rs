@@ -100,7 +100,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         .connections
         .set(shard.stats.connections.get() + 1);
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
-    let result = run(&shard, &mut stream).await;
+    let peer_ip = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let result = run(&shard, &mut stream, &peer_ip).await;
     shard
         .stats
         .connections
@@ -114,7 +118,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     }
 }
 
-async fn run(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<(), ConnError> {
+async fn run(shard: &Rc<Shard>, stream: &mut TcpStream, peer_ip: &str) -> Result<(), ConnError> {
     let mut reader = FrameReader {
         buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
         request_bytes_max: shard.config.request_bytes_max,
@@ -132,7 +136,7 @@ async fn run(shard: &Rc<Shard>, stream: &mut TcpStream) -> Result<(), ConnError>
             return Ok(());
         }
         shard.stats.busy.set(shard.stats.busy.get() + 1);
-        let answered = answer(shard, stream, frame).await;
+        let answered = answer(shard, stream, frame, peer_ip).await;
         shard.stats.busy.set(shard.stats.busy.get() - 1);
         answered?;
     }
@@ -142,13 +146,14 @@ async fn answer(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     frame: bytes::Bytes,
+    peer_ip: &str,
 ) -> Result<(), ConnError> {
     {
         let chunks = match decode_request(frame)? {
             Decoded::ApiVersionsUnsupported { correlation_id } => Some(vec![Chunk::Mem(
                 handlers::unsupported_version_response(correlation_id)?,
             )]),
-            Decoded::Request(req) => handlers::dispatch(shard, *req).await?,
+            Decoded::Request(req) => handlers::dispatch(shard, *req, peer_ip).await?,
         };
         if let Some(chunks) = chunks {
             write_chunks(shard, stream, chunks).await?;

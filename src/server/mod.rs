@@ -41,6 +41,12 @@ const STOP_POLL_MS: u64 = 50;
 /// How often the background flusher looks for partitions due a flush (`flush.ms`,
 /// `flush.messages`).
 const FLUSH_TICK_MS: u64 = 10;
+/// How often each shard expires committed offsets of long-empty groups (Kafka's
+/// offsets.retention.check.interval.ms).
+const OFFSETS_EXPIRY_CHECK_MS: u64 = 600_000;
+/// Where each shard keeps its consumer groups' committed offsets: `<data_dir>/__groups/shard-N`.
+/// A topic name cannot contain '/', so this never collides with a partition directory.
+pub const GROUPS_DIR: &str = "__groups";
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
@@ -149,12 +155,41 @@ async fn shard_main(
         .map_err(|e| format!("shard {shard_id}: channel mesh join failed: {e}"))?;
     let peer_of = peers.meet(shard_id, senders.peer_id());
     let router = Router::new(shard_id, senders, peer_of);
+    let group_config = crate::group::state::GroupConfig {
+        min_session_timeout_ms: config.group_min_session_timeout_ms,
+        max_session_timeout_ms: config.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: i32::try_from(config.group_initial_rebalance_delay_ms)
+            .unwrap_or(i32::MAX),
+        ..Default::default()
+    };
+    let groups_dir = config
+        .data_dir
+        .join(GROUPS_DIR)
+        .join(format!("shard-{shard_id}"));
+    let groups = match crate::group::coordinator::GroupCoordinator::open(
+        shard_id,
+        &groups_dir,
+        group_config,
+        i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            let e = format!(
+                "shard {shard_id}: cannot open committed offsets in {}: {e}",
+                groups_dir.display()
+            );
+            tracing::error!("{e}");
+            STOP.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
     let shard = Rc::new(Shard::new(
         shard_id,
         config.clone(),
         catalog.cluster_id.clone(),
         catalog.topics.clone(),
         router,
+        groups,
     ));
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
@@ -250,6 +285,23 @@ async fn shard_main(
             }
         })
     };
+    let group_ticker = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            let mut last_expiry = Instant::now();
+            loop {
+                glommio::timer::sleep(Duration::from_millis(
+                    crate::group::coordinator::GROUP_TICK_MS,
+                ))
+                .await;
+                shard.groups.tick();
+                if last_expiry.elapsed() >= Duration::from_millis(OFFSETS_EXPIRY_CHECK_MS) {
+                    last_expiry = Instant::now();
+                    shard.groups.expire_offsets().await;
+                }
+            }
+        })
+    };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
@@ -259,6 +311,9 @@ async fn shard_main(
     // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
     shard.stopping.set(true);
     shard.wake_data_waiters();
+    // Parked JoinGroup/SyncGroup requests answer NOT_COORDINATOR now, so they do not hold
+    // the drain; the clients find the coordinator again after the restart.
+    shard.groups.unload();
     let _ = accept.cancel().await;
     let drain_deadline = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
     while shard.stats.busy.get() > 0 && Instant::now() < drain_deadline {
@@ -266,6 +321,7 @@ async fn shard_main(
     }
     let _ = flusher.cancel().await;
     let _ = retention.cancel().await;
+    let _ = group_ticker.cancel().await;
     shard.flush_all().await;
     DRAINED.fetch_add(1, Ordering::SeqCst);
     while DRAINED.load(Ordering::SeqCst) < config.shards

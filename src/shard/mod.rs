@@ -20,6 +20,7 @@ use futures_channel::oneshot;
 
 use crate::config::Config;
 use crate::error::KafkaError;
+use crate::group::coordinator::GroupCoordinator;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, Retention};
@@ -55,6 +56,8 @@ pub struct Shard {
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The controller, on shard 0 only.
     pub controller: Option<controller::Controller>,
+    /// The consumer groups this shard coordinates.
+    pub groups: GroupCoordinator,
     pub stats: ShardStats,
     /// Set when the broker is stopping: accept loops and connections wind down.
     pub stopping: Cell<bool>,
@@ -67,6 +70,7 @@ impl Shard {
         cluster_id: String,
         topics: Vec<TopicMeta>,
         router: Router,
+        groups: GroupCoordinator,
     ) -> Shard {
         let controller = (id == assignment::CONTROLLER_SHARD).then(|| {
             controller::Controller::new(config.data_dir.clone(), cluster_id.clone(), topics.clone())
@@ -81,6 +85,7 @@ impl Shard {
             data_waiters: RefCell::new(Vec::new()),
             flushing: RefCell::new(HashMap::new()),
             controller,
+            groups,
             stats: ShardStats::default(),
             stopping: Cell::new(false),
         }
@@ -392,6 +397,7 @@ impl Shard {
                 self.topics.borrow_mut().insert(meta.name.clone(), meta);
                 ShardReply::Done(Ok(()))
             }
+            ShardRequest::Group(call) => ShardReply::Group(self.groups.handle(call).await),
             ShardRequest::DeleteRecords(items) => {
                 let mut jobs = Vec::new();
                 let mut results: Vec<Result<i64, KafkaError>> = {

@@ -4,13 +4,24 @@
 mod alter_configs;
 mod api_versions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::rc::Rc;
 
@@ -18,15 +29,63 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
+use crate::error::KafkaError;
 use crate::protocol::fetch::Chunk;
 use crate::protocol::{Request, encode_response};
+use crate::router::{GroupAnswer, GroupCall, ShardReply, ShardRequest};
 use crate::shard::Shard;
+use crate::shard::assignment;
 
 pub use api_versions::unsupported_version_response;
 
+/// Who sent a request, as group members are described.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub client_id: String,
+    /// "/IP", as Kafka reports client hosts.
+    pub host: String,
+}
+
+/// Sends a group request to the shard that coordinates `group`.
+pub(crate) async fn group_call(
+    shard: &Rc<Shard>,
+    api: &str,
+    group: &str,
+    call: GroupCall,
+) -> Result<GroupAnswer, KafkaError> {
+    let owner = assignment::group_owner(group, shard.shards());
+    tracing::debug!(
+        "group request api={api} group={group} connection_shard={} coordinator_shard={owner}",
+        shard.id
+    );
+    match shard.call(owner, ShardRequest::Group(call)).await? {
+        ShardReply::Group(answer) => Ok(answer),
+        other => Err(KafkaError::InvalidRequest(format!(
+            "unexpected reply {other:?}"
+        ))),
+    }
+}
+
+pub(crate) fn opt_string(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.as_str().to_string())
+}
+
 /// Runs the handler of `req`; Ok(None) means no response is sent.
-pub async fn dispatch(shard: &Rc<Shard>, req: Request) -> anyhow::Result<Option<Vec<Chunk>>> {
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    req: Request,
+    peer_ip: &str,
+) -> anyhow::Result<Option<Vec<Chunk>>> {
     let (key, version, corr) = (req.api_key, req.version, req.header.correlation_id);
+    let client = ClientInfo {
+        client_id: req
+            .header
+            .client_id
+            .as_ref()
+            .map(|c| c.as_str().to_string())
+            .unwrap_or_default(),
+        host: format!("/{peer_ip}"),
+    };
     let one = |b: Bytes| Ok(Some(vec![Chunk::Mem(b)]));
     match req.body {
         RequestKind::ApiVersions(_) => one(respond(key, version, corr, &api_versions::handle())?),
@@ -83,6 +142,72 @@ pub async fn dispatch(shard: &Rc<Shard>, req: Request) -> anyhow::Result<Option<
             None => Ok(None),
         },
         RequestKind::Fetch(r) => Ok(Some(fetch::handle(shard, r, version, corr).await)),
+        RequestKind::FindCoordinator(r) => one(respond(
+            key,
+            version,
+            corr,
+            &find_coordinator::handle(shard, r, version),
+        )?),
+        RequestKind::JoinGroup(r) => one(respond(
+            key,
+            version,
+            corr,
+            &join_group::handle(shard, r, version, &client).await,
+        )?),
+        RequestKind::SyncGroup(r) => one(respond(
+            key,
+            version,
+            corr,
+            &sync_group::handle(shard, r, version).await,
+        )?),
+        RequestKind::Heartbeat(r) => one(respond(
+            key,
+            version,
+            corr,
+            &heartbeat::handle(shard, r).await,
+        )?),
+        RequestKind::LeaveGroup(r) => one(respond(
+            key,
+            version,
+            corr,
+            &leave_group::handle(shard, r, version).await,
+        )?),
+        RequestKind::OffsetCommit(r) => one(respond(
+            key,
+            version,
+            corr,
+            &offset_commit::handle(shard, r, version).await,
+        )?),
+        RequestKind::OffsetFetch(r) => one(respond(
+            key,
+            version,
+            corr,
+            &offset_fetch::handle(shard, r, version).await,
+        )?),
+        RequestKind::DescribeGroups(r) => one(respond(
+            key,
+            version,
+            corr,
+            &describe_groups::handle(shard, r, version).await,
+        )?),
+        RequestKind::ListGroups(r) => one(respond(
+            key,
+            version,
+            corr,
+            &list_groups::handle(shard, r, version).await,
+        )?),
+        RequestKind::DeleteGroups(r) => one(respond(
+            key,
+            version,
+            corr,
+            &delete_groups::handle(shard, r).await,
+        )?),
+        RequestKind::OffsetDelete(r) => one(respond(
+            key,
+            version,
+            corr,
+            &offset_delete::handle(shard, r).await,
+        )?),
         other => anyhow::bail!("no handler for {other:?}"),
     }
 }

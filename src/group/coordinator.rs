@@ -1,0 +1,560 @@
+//! The group coordinator of one shard: it drives the pure state machine ([`super::state`])
+//! with requests and time, parks JoinGroup/SyncGroup callers until their answers come out as
+//! effects, and makes offset commits durable ([`super::offsets`]) before answering them.
+//!
+//! Lives on: every shard has one; it holds the groups that
+//! `shard::assignment::group_owner` gives this shard, and only this shard's executor touches
+//! them. Requests from connections on other shards arrive through the router.
+//!
+//! Time: a per-shard ticker calls [`GroupCoordinator::tick`] every [`GROUP_TICK_MS`]; every
+//! request also ticks its group right away, so deadlines that have already passed (an initial
+//! rebalance delay of 0) complete without waiting for the ticker.
+//!
+//! Loading: the offsets store is replayed when the shard starts, before it serves, so a
+//! group is never seen half-loaded (COORDINATOR_NOT_AVAILABLE is never needed for loading).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io;
+use std::path::Path;
+
+use futures_channel::oneshot;
+
+use crate::router::{GroupAnswer, GroupCall};
+
+use super::offsets::{CommittedOffset, OffsetStore, SyncJob};
+use super::state::{
+    self, Effect, Group, GroupConfig, GroupDescription, GroupState, HeartbeatRequest, JoinRequest,
+    JoinResponse, LeaveRequest, LeaveResponse, Reply, SyncRequest, SyncResponse,
+};
+use crate::shard::now_ms;
+
+/// How often each shard moves its groups' time forward.
+pub const GROUP_TICK_MS: u64 = 50;
+/// GROUP_SUBSCRIBED_TO_TOPIC: OffsetDelete of a topic the group's members still consume.
+const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+
+/// A committed offset as OffsetFetch reports it: (topic, partition, offset, leader epoch,
+/// metadata); offset -1 when nothing is committed.
+pub type FetchedOffset = (String, i32, i64, i32, Option<String>);
+
+/// A group as ListGroups reports it: (group id, protocol type, state).
+pub type ListedGroup = (String, String, &'static str);
+
+type WaiterKey = (String, String);
+
+pub struct GroupCoordinator {
+    shard_id: usize,
+    config: GroupConfig,
+    offsets_retention_ms: i64,
+    groups: RefCell<HashMap<String, Group>>,
+    join_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<JoinResponse>>>,
+    sync_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<SyncResponse>>>,
+    offsets: RefCell<OffsetStore>,
+}
+
+/// Runs an offsets-store sync job on the blocking pool.
+async fn run_job(job: SyncJob) -> io::Result<()> {
+    glommio::executor().spawn_blocking(move || job.run()).await
+}
+
+impl GroupCoordinator {
+    /// Opens the shard's offsets store under `dir` (replaying it).
+    pub fn open(
+        shard_id: usize,
+        dir: &Path,
+        config: GroupConfig,
+        offsets_retention_ms: i64,
+    ) -> io::Result<GroupCoordinator> {
+        let offsets = OffsetStore::open(dir)?;
+        tracing::info!(
+            shard = shard_id,
+            groups = offsets.groups().len(),
+            offsets = offsets.live_offsets(),
+            "committed offsets loaded"
+        );
+        Ok(GroupCoordinator {
+            shard_id,
+            config,
+            offsets_retention_ms,
+            groups: RefCell::new(HashMap::new()),
+            join_waiters: RefCell::new(HashMap::new()),
+            sync_waiters: RefCell::new(HashMap::new()),
+            offsets: RefCell::new(offsets),
+        })
+    }
+
+    /// Runs `f` on the group, creating it (Empty) when `create` and it does not exist.
+    fn with_group<R>(&self, id: &str, create: bool, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(id) {
+            if !create {
+                return None;
+            }
+            tracing::info!("group created group={id} shard={}", self.shard_id);
+            groups.insert(id.to_string(), Group::new(id, self.config.clone()));
+        }
+        groups.get_mut(id).map(f)
+    }
+
+    /// Hands effects to the parked requests they answer.
+    fn deliver(&self, group: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Join {
+                    member_id,
+                    response,
+                } => {
+                    let waiter = self
+                        .join_waiters
+                        .borrow_mut()
+                        .remove(&(group.to_string(), member_id));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(response);
+                    }
+                }
+                Effect::Sync {
+                    member_id,
+                    response,
+                } => {
+                    let waiter = self
+                        .sync_waiters
+                        .borrow_mut()
+                        .remove(&(group.to_string(), member_id));
+                    if let Some(tx) = waiter {
+                        let _ = tx.send(response);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves every group's time forward; drops groups that are gone.
+    pub fn tick(&self) {
+        let now = now_ms();
+        let mut done: Vec<(String, Vec<Effect>)> = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for (id, g) in groups.iter_mut() {
+                if g.next_deadline().is_some_and(|d| now >= d) {
+                    let fx = g.tick(now);
+                    if !fx.is_empty() {
+                        done.push((id.clone(), fx));
+                    }
+                }
+            }
+            groups.retain(|_, g| g.state() != GroupState::Dead);
+        }
+        for (id, fx) in done {
+            self.deliver(&id, fx);
+        }
+    }
+
+    /// Expires committed offsets of groups that stayed empty past the offsets retention.
+    pub async fn expire_offsets(&self) {
+        let job = {
+            let groups = self.groups.borrow();
+            let is_empty = |g: &str| groups.get(g).is_none_or(Group::is_empty);
+            self.offsets
+                .borrow_mut()
+                .expire(now_ms(), self.offsets_retention_ms, is_empty)
+        };
+        match job {
+            Ok(Some(job)) => {
+                if let Err(e) = run_job(job).await {
+                    tracing::error!(shard = self.shard_id, error = %e, "offsets expiry sync failed");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(shard = self.shard_id, error = %e, "offsets expiry failed"),
+        }
+    }
+
+    pub async fn join(
+        &self,
+        group_id: String,
+        req: JoinRequest,
+        require_known_member_id: bool,
+    ) -> JoinResponse {
+        let now = now_ms();
+        let Some((step, later)) = self.with_group(&group_id, true, |g| {
+            let step = g.join(req, now, require_known_member_id);
+            let later = g.tick(now);
+            (step, later)
+        }) else {
+            return JoinResponse::failed("", state::COORDINATOR_NOT_AVAILABLE);
+        };
+        // Park first, so an effect produced by this very call finds its waiter.
+        let rx = match step.reply {
+            Reply::Now(r) => {
+                self.deliver(&group_id, step.effects);
+                self.deliver(&group_id, later);
+                return r;
+            }
+            Reply::Parked { member_id } => {
+                let (tx, rx) = oneshot::channel();
+                // A member that joins again while parked replaces its old request.
+                let replaced = self
+                    .join_waiters
+                    .borrow_mut()
+                    .insert((group_id.clone(), member_id), tx);
+                if let Some(old) = replaced {
+                    let _ = old.send(JoinResponse::failed("", state::REBALANCE_IN_PROGRESS));
+                }
+                rx
+            }
+        };
+        self.deliver(&group_id, step.effects);
+        self.deliver(&group_id, later);
+        rx.await
+            .unwrap_or_else(|_| JoinResponse::failed("", state::REBALANCE_IN_PROGRESS))
+    }
+
+    pub async fn sync(&self, group_id: String, req: SyncRequest) -> SyncResponse {
+        let now = now_ms();
+        let Some((step, later)) = self.with_group(&group_id, false, |g| {
+            let step = g.sync(req, now);
+            let later = g.tick(now);
+            (step, later)
+        }) else {
+            return SyncResponse::failed(state::UNKNOWN_MEMBER_ID);
+        };
+        let rx = match step.reply {
+            Reply::Now(r) => {
+                self.deliver(&group_id, step.effects);
+                self.deliver(&group_id, later);
+                return r;
+            }
+            Reply::Parked { member_id } => {
+                let (tx, rx) = oneshot::channel();
+                let replaced = self
+                    .sync_waiters
+                    .borrow_mut()
+                    .insert((group_id.clone(), member_id), tx);
+                if let Some(old) = replaced {
+                    let _ = old.send(SyncResponse::failed(state::REBALANCE_IN_PROGRESS));
+                }
+                rx
+            }
+        };
+        self.deliver(&group_id, step.effects);
+        self.deliver(&group_id, later);
+        rx.await
+            .unwrap_or_else(|_| SyncResponse::failed(state::REBALANCE_IN_PROGRESS))
+    }
+
+    pub fn heartbeat(&self, group_id: &str, req: HeartbeatRequest) -> i16 {
+        let now = now_ms();
+        let Some((code, later)) = self.with_group(group_id, false, |g| {
+            let code = g.heartbeat(&req, now);
+            (code, g.tick(now))
+        }) else {
+            return state::UNKNOWN_MEMBER_ID;
+        };
+        self.deliver(group_id, later);
+        code
+    }
+
+    pub fn leave(&self, group_id: &str, req: LeaveRequest) -> LeaveResponse {
+        let now = now_ms();
+        let unknown = LeaveResponse {
+            error: state::NONE,
+            members: req
+                .members
+                .iter()
+                .map(|m| state::LeaveMemberResponse {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    error: state::UNKNOWN_MEMBER_ID,
+                })
+                .collect(),
+        };
+        let Some((resp, fx)) = self.with_group(group_id, false, |g| {
+            let (resp, mut fx) = g.leave(req, now);
+            fx.extend(g.tick(now));
+            (resp, fx)
+        }) else {
+            return unknown;
+        };
+        self.deliver(group_id, fx);
+        resp
+    }
+
+    /// Validates and stores commits; answers once they are on disk. Returns one code per
+    /// entry, in order.
+    pub async fn commit(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<i16> {
+        let now = now_ms();
+        let code = self
+            .with_group(group_id, true, |g| {
+                g.validate_offset_commit(generation_id, member_id, group_instance_id, now)
+            })
+            .unwrap_or(state::COORDINATOR_NOT_AVAILABLE);
+        if code != state::NONE || entries.is_empty() {
+            return vec![code; entries.len()];
+        }
+        let job = self.offsets.borrow_mut().commit(group_id, &entries);
+        let synced = match job {
+            Ok(job) => run_job(job).await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => vec![state::NONE; entries.len()],
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "offset commit failed");
+                vec![state::COORDINATOR_NOT_AVAILABLE; entries.len()]
+            }
+        }
+    }
+
+    /// Committed offsets of `group_id`: all of them (`wanted` None) or the asked partitions.
+    pub fn fetch(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Vec<FetchedOffset> {
+        let store = self.offsets.borrow();
+        let render = |t: &str, p: i32, c: Option<&CommittedOffset>| match c {
+            Some(c) => (
+                t.to_string(),
+                p,
+                c.offset,
+                c.leader_epoch,
+                c.metadata.clone(),
+            ),
+            None => (t.to_string(), p, -1, -1, Some(String::new())),
+        };
+        match wanted {
+            None => store
+                .group_offsets(group_id)
+                .map(|(t, p, c)| render(t, p, Some(c)))
+                .collect(),
+            Some(topics) => topics
+                .iter()
+                .flat_map(|(t, parts)| parts.iter().map(move |&p| (t, p)))
+                .map(|(t, p)| render(t, p, store.fetch(group_id, t, p)))
+                .collect(),
+        }
+    }
+
+    /// DescribeGroups of one group (Dead with no members when unknown, as Kafka answers).
+    pub fn describe(&self, group_id: &str) -> GroupDescription {
+        let known = self.with_group(group_id, false, |g| g.describe());
+        known.unwrap_or_else(|| {
+            let empty = self.offsets.borrow().has_group(group_id);
+            GroupDescription {
+                state: if empty {
+                    GroupState::Empty.as_str()
+                } else {
+                    GroupState::Dead.as_str()
+                },
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                members: Vec::new(),
+            }
+        })
+    }
+
+    /// Every group this shard coordinates, with groups that only have committed offsets
+    /// listed as Empty.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let groups = self.groups.borrow();
+        let mut out: BTreeMap<String, (String, &'static str)> = groups
+            .values()
+            .filter(|g| g.state() != GroupState::Dead)
+            .map(|g| {
+                (
+                    g.group_id().to_string(),
+                    (
+                        g.protocol_type().unwrap_or_default().to_string(),
+                        g.state().as_str(),
+                    ),
+                )
+            })
+            .collect();
+        for id in self.offsets.borrow().groups() {
+            out.entry(id)
+                .or_insert_with(|| ("consumer".to_string(), GroupState::Empty.as_str()));
+        }
+        out.into_iter().map(|(id, (pt, st))| (id, pt, st)).collect()
+    }
+
+    /// DeleteGroups of one group: only an empty group can go; its offsets go with it.
+    pub async fn delete(&self, group_id: &str) -> i16 {
+        let deleted = self.with_group(group_id, false, |g| g.delete());
+        let has_offsets = self.offsets.borrow().has_group(group_id);
+        match deleted {
+            Some(Err(code)) => return code,
+            None if !has_offsets => return state::GROUP_ID_NOT_FOUND,
+            _ => {}
+        }
+        self.groups.borrow_mut().remove(group_id);
+        let job = self.offsets.borrow_mut().delete_group(group_id);
+        let synced = match job {
+            Ok(Some(job)) => run_job(job).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => state::NONE,
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "group delete failed");
+                state::COORDINATOR_NOT_AVAILABLE
+            }
+        }
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group does not consume.
+    /// Returns (group error, one code per partition).
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> (i16, Vec<i16>) {
+        let subscribed: Option<BTreeSet<String>> = self.with_group(group_id, false, |g| {
+            g.members()
+                .filter_map(|m| g.protocol_name().and_then(|p| m.metadata(p)))
+                .flat_map(|meta| subscribed_topics(meta))
+                .collect()
+        });
+        if subscribed.is_none() && !self.offsets.borrow().has_group(group_id) {
+            return (
+                state::GROUP_ID_NOT_FOUND,
+                vec![state::NONE; partitions.len()],
+            );
+        }
+        let subscribed = subscribed.unwrap_or_default();
+        let codes: Vec<i16> = partitions
+            .iter()
+            .map(|(t, _)| {
+                if subscribed.contains(t) {
+                    GROUP_SUBSCRIBED_TO_TOPIC
+                } else {
+                    state::NONE
+                }
+            })
+            .collect();
+        let doomed: Vec<(String, i32)> = partitions
+            .iter()
+            .zip(&codes)
+            .filter(|(_, c)| **c == state::NONE)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let job = self
+            .offsets
+            .borrow_mut()
+            .delete_partitions(group_id, &doomed);
+        let synced = match job {
+            Ok(Some(job)) => run_job(job).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => (state::NONE, codes),
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "offset delete failed");
+                (state::COORDINATOR_NOT_AVAILABLE, codes)
+            }
+        }
+    }
+
+    /// Runs one routed group request.
+    pub async fn handle(&self, call: GroupCall) -> GroupAnswer {
+        match call {
+            GroupCall::Join {
+                group,
+                req,
+                require_known_member_id,
+            } => GroupAnswer::Join(self.join(group, req, require_known_member_id).await),
+            GroupCall::Sync { group, req } => GroupAnswer::Sync(self.sync(group, req).await),
+            GroupCall::Heartbeat { group, req } => {
+                GroupAnswer::Heartbeat(self.heartbeat(&group, req))
+            }
+            GroupCall::Leave { group, req } => GroupAnswer::Leave(self.leave(&group, req)),
+            GroupCall::Commit {
+                group,
+                generation_id,
+                member_id,
+                group_instance_id,
+                entries,
+            } => GroupAnswer::Commit(
+                self.commit(
+                    &group,
+                    generation_id,
+                    &member_id,
+                    group_instance_id.as_deref(),
+                    entries,
+                )
+                .await,
+            ),
+            GroupCall::Fetch { group, wanted } => GroupAnswer::Fetch(self.fetch(&group, wanted)),
+            GroupCall::Describe { group } => GroupAnswer::Describe(self.describe(&group)),
+            GroupCall::List => GroupAnswer::List(self.list()),
+            GroupCall::Delete { group } => GroupAnswer::Delete(self.delete(&group).await),
+            GroupCall::DeleteOffsets { group, partitions } => {
+                let (code, codes) = self.delete_offsets(&group, partitions).await;
+                GroupAnswer::DeleteOffsets(code, codes)
+            }
+        }
+    }
+
+    /// Answers every parked request with NOT_COORDINATOR (shutdown).
+    pub fn unload(&self) {
+        let all: Vec<(String, Vec<Effect>)> = self
+            .groups
+            .borrow_mut()
+            .iter_mut()
+            .map(|(id, g)| (id.clone(), g.unload()))
+            .collect();
+        for (id, fx) in all {
+            self.deliver(&id, fx);
+        }
+    }
+}
+
+/// Topics in a consumer-protocol subscription (version i16, then an array of topic strings),
+/// as the members of a "consumer" group send them. Anything unreadable yields no topics.
+fn subscribed_topics(meta: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let rd_i16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
+    let rd_i32 = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let Some(count) = rd_i32(meta, 2) else {
+        return out;
+    };
+    let mut at = 6;
+    for _ in 0..count.clamp(0, 10_000) {
+        let Some(len) = rd_i16(meta, at) else { break };
+        let Some(name) = meta.get(at + 2..at + 2 + len.max(0) as usize) else {
+            break;
+        };
+        out.push(String::from_utf8_lossy(name).into_owned());
+        at += 2 + len.max(0) as usize;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_consumer_subscriptions() {
+        let mut meta = vec![0, 1, 0, 0, 0, 2];
+        for t in ["orders", "x"] {
+            meta.extend_from_slice(&(t.len() as i16).to_be_bytes());
+            meta.extend_from_slice(t.as_bytes());
+        }
+        meta.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(subscribed_topics(&meta), vec!["orders", "x"]);
+        assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 9]).is_empty());
+    }
+}

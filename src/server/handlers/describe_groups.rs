@@ -1,0 +1,57 @@
+//! DescribeGroups: each group described by its coordinator shard.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::{group_call, str_bytes};
+use crate::group::state;
+use crate::router::{GroupAnswer, GroupCall};
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut groups = Vec::with_capacity(req.groups.len());
+    for g in req.groups {
+        let id = g.0.as_str().to_string();
+        let out = DescribedGroup::default().with_group_id(g);
+        let answer = group_call(
+            shard,
+            "DescribeGroups",
+            &id,
+            GroupCall::Describe { group: id.clone() },
+        )
+        .await;
+        groups.push(match answer {
+            Ok(GroupAnswer::Describe(d)) => {
+                let members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let out = DescribedGroupMember::default()
+                            .with_member_id(str_bytes(m.member_id))
+                            .with_client_id(str_bytes(m.client_id))
+                            .with_client_host(str_bytes(m.client_host))
+                            .with_member_metadata(m.metadata)
+                            .with_member_assignment(m.assignment);
+                        if version >= 4 {
+                            out.with_group_instance_id(m.group_instance_id.map(str_bytes))
+                        } else {
+                            out
+                        }
+                    })
+                    .collect();
+                out.with_group_state(str_bytes(d.state.to_string()))
+                    .with_protocol_type(str_bytes(d.protocol_type))
+                    .with_protocol_data(str_bytes(d.protocol_name))
+                    .with_members(members)
+            }
+            _ => out.with_error_code(state::COORDINATOR_NOT_AVAILABLE),
+        });
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,81 @@
+//! FindCoordinator: on one node every group's coordinator is this broker; the shard that
+//! coordinates the group inside it is found by the router, not by the client.
+
+use std::rc::Rc;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::str_bytes;
+use crate::shard::Shard;
+
+/// key_type of consumer groups (1 is transactions, 2 share groups).
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// (error code, message) for a key, or None when this broker coordinates it.
+fn refuse(key: &str, key_type: i8) -> Option<(i16, String)> {
+    if key_type != KEY_TYPE_GROUP {
+        return Some((
+            ResponseError::CoordinatorNotAvailable.code(),
+            format!("key type {key_type} is not supported (only consumer groups)"),
+        ));
+    }
+    if key.is_empty() {
+        return Some((
+            ResponseError::InvalidRequest.code(),
+            "empty group id".into(),
+        ));
+    }
+    None
+}
+
+pub fn handle(
+    shard: &Rc<Shard>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let node = BrokerId(shard.config.node_id);
+    let (host, port) = shard.config.advertised_listener.clone();
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key.clone());
+                match refuse(key.as_str(), req.key_type) {
+                    None => c
+                        .with_node_id(node)
+                        .with_host(str_bytes(host.clone()))
+                        .with_port(i32::from(port)),
+                    Some((code, msg)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code)
+                        .with_error_message(Some(str_bytes(msg))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let out = FindCoordinatorResponse::default();
+    match refuse(req.key.as_str(), req.key_type) {
+        None => out
+            .with_node_id(node)
+            .with_host(str_bytes(host))
+            .with_port(i32::from(port)),
+        Some((code, msg)) => {
+            let out = out
+                .with_error_code(code)
+                .with_node_id(BrokerId(-1))
+                .with_host(StrBytes::default())
+                .with_port(-1);
+            if version >= 1 {
+                out.with_error_message(Some(str_bytes(msg)))
+            } else {
+                out
+            }
+        }
+    }
+}

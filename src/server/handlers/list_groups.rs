@@ -1,0 +1,40 @@
+//! ListGroups: every shard lists the groups it coordinates; the answers are merged.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+
+use super::str_bytes;
+use crate::group::state;
+use crate::router::{GroupAnswer, GroupCall, ShardReply, ShardRequest};
+use crate::shard::Shard;
+
+pub async fn handle(shard: &Rc<Shard>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let calls = (0..shard.shards()).map(|to| shard.call(to, ShardRequest::Group(GroupCall::List)));
+    let filter: Vec<String> = req
+        .states_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
+    let mut groups = Vec::new();
+    for reply in futures_util::future::join_all(calls).await {
+        let Ok(ShardReply::Group(GroupAnswer::List(listed))) = reply else {
+            return ListGroupsResponse::default().with_error_code(state::COORDINATOR_NOT_AVAILABLE);
+        };
+        for (id, protocol_type, group_state) in listed {
+            if !filter.is_empty() && !filter.contains(&group_state.to_lowercase()) {
+                continue;
+            }
+            let g = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type));
+            groups.push(if version >= 4 {
+                g.with_group_state(str_bytes(group_state.to_string()))
+            } else {
+                g
+            });
+        }
+    }
+    ListGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,116 @@
+//! OffsetCommit: validated against the group's generation on its coordinator shard and
+//! answered once the commit is on disk.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::{group_call, opt_string};
+use crate::group::offsets::CommittedOffset;
+use crate::group::state;
+use crate::router::{GroupAnswer, GroupCall};
+use crate::shard::{Shard, now_ms};
+
+/// Kafka's offset.metadata.max.bytes.
+const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let group = req.group_id.0.as_str().to_string();
+    let now = now_ms();
+    let expire = (version <= 4 && req.retention_time_ms >= 0)
+        .then(|| now.saturating_add(req.retention_time_ms));
+    // codes[topic][partition]; entries to commit remember their slot.
+    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut entries = Vec::new();
+    let mut slots = Vec::new();
+    for (ti, t) in req.topics.iter().enumerate() {
+        let name = t.name.0.as_str();
+        let meta = shard.topic(name);
+        let mut row = Vec::with_capacity(t.partitions.len());
+        for (pi, p) in t.partitions.iter().enumerate() {
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|m| m.as_str().to_string());
+            if group.is_empty() {
+                row.push(super::join_group::INVALID_GROUP_ID);
+            } else if !meta
+                .as_ref()
+                .is_some_and(|m| (0..m.partitions).contains(&p.partition_index))
+            {
+                row.push(UNKNOWN_TOPIC_OR_PARTITION);
+            } else if metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
+            {
+                row.push(OFFSET_METADATA_TOO_LARGE);
+            } else {
+                row.push(state::NONE);
+                slots.push((ti, pi));
+                entries.push((
+                    name.to_string(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata,
+                        commit_timestamp_ms: now,
+                        expire_timestamp_ms: expire,
+                    },
+                ));
+            }
+        }
+        codes.push(row);
+    }
+    if !entries.is_empty() {
+        let n = entries.len();
+        let call = GroupCall::Commit {
+            group: group.clone(),
+            generation_id: req.generation_id_or_member_epoch,
+            member_id: req.member_id.as_str().to_string(),
+            group_instance_id: opt_string(&req.group_instance_id),
+            entries,
+        };
+        let answers = match group_call(shard, "OffsetCommit", &group, call).await {
+            Ok(GroupAnswer::Commit(c)) if c.len() == n => c,
+            _ => vec![state::COORDINATOR_NOT_AVAILABLE; n],
+        };
+        for ((ti, pi), code) in slots.into_iter().zip(answers) {
+            codes[ti][pi] = code;
+        }
+    }
+    let topics = req
+        .topics
+        .iter()
+        .zip(codes)
+        .map(|(t, row)| {
+            let partitions = t
+                .partitions
+                .iter()
+                .zip(row)
+                .map(|(p, code)| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code)
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}

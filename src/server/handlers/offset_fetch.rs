@@ -1,0 +1,158 @@
+//! OffsetFetch: committed offsets of one group (v1-v7) or of several groups (v8), each read
+//! on its coordinator shard.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
+
+use super::{group_call, str_bytes, topic_name};
+use crate::group::coordinator::FetchedOffset;
+use crate::group::state;
+use crate::router::{GroupAnswer, GroupCall};
+use crate::shard::Shard;
+
+type Wanted = Option<Vec<(String, Vec<i32>)>>;
+
+async fn fetch(shard: &Rc<Shard>, group: &str, wanted: Wanted) -> Result<Vec<FetchedOffset>, i16> {
+    if group.is_empty() {
+        return Err(super::join_group::INVALID_GROUP_ID);
+    }
+    match group_call(
+        shard,
+        "OffsetFetch",
+        group,
+        GroupCall::Fetch {
+            group: group.to_string(),
+            wanted,
+        },
+    )
+    .await
+    {
+        Ok(GroupAnswer::Fetch(r)) => Ok(r),
+        _ => Err(state::COORDINATOR_NOT_AVAILABLE),
+    }
+}
+
+/// Groups fetched offsets by topic, in first-seen order.
+fn by_topic(rows: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut map: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
+    for row in rows {
+        if !map.contains_key(&row.0) {
+            order.push(row.0.clone());
+        }
+        map.entry(row.0.clone()).or_default().push(row);
+    }
+    order
+        .into_iter()
+        .map(|t| {
+            let rows = map.remove(&t).unwrap_or_default();
+            (t, rows)
+        })
+        .collect()
+}
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(req.groups.len());
+        for g in &req.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match fetch(shard, g.group_id.0.as_str(), wanted).await {
+                Ok(rows) => out.with_topics(
+                    by_topic(rows)
+                        .into_iter()
+                        .map(|(t, rows)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(topic_name(&t))
+                                .with_partitions(
+                                    rows.into_iter()
+                                        .map(|(_, p, offset, epoch, meta)| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(offset)
+                                                .with_committed_leader_epoch(epoch)
+                                                .with_metadata(meta.map(str_bytes))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+                Err(code) => out.with_error_code(code),
+            });
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group: GroupId = req.group_id.clone();
+    let wanted = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    match fetch(shard, group.0.as_str(), wanted).await {
+        Ok(rows) => {
+            let topics = by_topic(rows)
+                .into_iter()
+                .map(|(t, rows)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(
+                            rows.into_iter()
+                                .map(|(_, p, offset, epoch, meta)| {
+                                    let out = OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(offset)
+                                        .with_metadata(meta.map(str_bytes));
+                                    if version >= 5 {
+                                        out.with_committed_leader_epoch(epoch)
+                                    } else {
+                                        out
+                                    }
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            OffsetFetchResponse::default().with_topics(topics)
+        }
+        Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code),
+        Err(code) => {
+            // v1 has no top-level error: report it on every asked partition.
+            let topics = req
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            OffsetFetchResponse::default().with_topics(topics)
+        }
+    }
+}
