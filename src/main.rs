@@ -182,6 +182,15 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!("no clean-shutdown marker: checking the tail of every log");
     }
     let data_dir = config.data_dir.clone();
+    let moved = spate::group::rehome_offsets(&data_dir.join(server::GROUPS_DIR), config.shards)
+        .map_err(|e| format!("cannot move committed offsets to their coordinator shards: {e}"))?;
+    if moved > 0 {
+        tracing::info!(
+            groups = moved,
+            shards = config.shards,
+            "committed offsets re-homed after a shard count change"
+        );
+    }
     let catalog = storage::catalog::load(&config.data_dir).map_err(|e| {
         format!(
             "cannot read the catalog in {}: {e}",
