@@ -10,6 +10,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use super::scatter;
 use crate::error::KafkaError;
 use crate::router::{ShardReply, ShardRequest};
 use crate::shard::Shard;
@@ -40,23 +41,12 @@ pub async fn handle(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> DeleteRecor
         }
         results.push(slots);
     }
-    let calls = by_owner.into_iter().map(|(owner, items)| {
-        let shard = shard.clone();
-        async move {
-            let (slots, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-            let n = items.len();
-            let answers = match shard.call(owner, ShardRequest::DeleteRecords(items)).await {
-                Ok(ShardReply::DeleteRecords(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                Err(e) => vec![Err(e); n],
-            };
-            slots.into_iter().zip(answers).collect::<Vec<_>>()
-        }
-    });
-    for answered in futures_util::future::join_all(calls).await {
-        for ((ti, pi), a) in answered {
-            results[ti][pi] = a;
-        }
+    let reply = |r| match r {
+        ShardReply::DeleteRecords(v) => Some(v),
+        _ => None,
+    };
+    for ((ti, pi), a) in scatter(shard, by_owner, ShardRequest::DeleteRecords, reply).await {
+        results[ti][pi] = a;
     }
     let topics = req
         .topics

@@ -9,6 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::scatter;
 use crate::error::KafkaError;
 use crate::router::{ShardReply, ShardRequest};
 use crate::shard::Shard;
@@ -45,23 +46,12 @@ pub async fn handle(
         }
         results.push(slots);
     }
-    let calls = by_owner.into_iter().map(|(owner, items)| {
-        let shard = shard.clone();
-        async move {
-            let (slots, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
-            let n = items.len();
-            let answers = match shard.call(owner, ShardRequest::ListOffsets(items)).await {
-                Ok(ShardReply::ListOffsets(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                Err(e) => vec![Err(e); n],
-            };
-            slots.into_iter().zip(answers).collect::<Vec<_>>()
-        }
-    });
-    for answered in futures_util::future::join_all(calls).await {
-        for ((ti, pi), a) in answered {
-            results[ti][pi] = a;
-        }
+    let reply = |r| match r {
+        ShardReply::ListOffsets(v) => Some(v),
+        _ => None,
+    };
+    for ((ti, pi), a) in scatter(shard, by_owner, ShardRequest::ListOffsets, reply).await {
+        results[ti][pi] = a;
     }
     let topics = req
         .topics

@@ -23,6 +23,7 @@ mod offset_fetch;
 mod produce;
 mod sync_group;
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -64,6 +65,41 @@ pub(crate) async fn group_call(
             "unexpected reply {other:?}"
         ))),
     }
+}
+
+/// Where an item's answer goes in a per-partition request: (topic index, partition index).
+pub(crate) type Slot = (usize, usize);
+
+/// One answer per item, in order.
+pub(crate) type Answers<R> = Vec<Result<R, KafkaError>>;
+
+/// Sends every owner shard its items in one message, all owners concurrently, and returns
+/// each answer with its slot. A lost or malformed reply answers all of that owner's items
+/// with an error, so every item gets exactly one answer.
+pub(crate) async fn scatter<I, R: Clone>(
+    shard: &Rc<Shard>,
+    by_owner: BTreeMap<usize, Vec<(Slot, I)>>,
+    request: fn(Vec<I>) -> ShardRequest,
+    reply: fn(ShardReply) -> Option<Answers<R>>,
+) -> Vec<(Slot, Result<R, KafkaError>)> {
+    let calls = by_owner.into_iter().map(|(owner, items)| {
+        let shard = shard.clone();
+        async move {
+            let (slots, items): (Vec<Slot>, Vec<I>) = items.into_iter().unzip();
+            let n = items.len();
+            let answers = match shard.call(owner, request(items)).await.map(reply) {
+                Ok(Some(r)) if r.len() == n => r,
+                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                Err(e) => vec![Err(e); n],
+            };
+            slots.into_iter().zip(answers).collect::<Vec<_>>()
+        }
+    });
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 pub(crate) fn opt_string(s: &Option<StrBytes>) -> Option<String> {

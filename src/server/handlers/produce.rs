@@ -11,6 +11,7 @@ use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 
 use super::str_bytes;
+use super::{Slot, scatter};
 use crate::error::KafkaError;
 use crate::protocol::batch::split_produce_records;
 use crate::router::{CreateTopic, ProduceItem, ProduceOutcome, ShardReply, ShardRequest};
@@ -48,7 +49,7 @@ pub async fn handle(
     // results[topic][partition]
     let mut results: Vec<Vec<(i32, Result<ProduceOutcome, KafkaError>)>> = Vec::new();
     // owner -> (topic slot, partition slot, item)
-    let mut by_owner: BTreeMap<usize, Vec<(usize, usize, ProduceItem)>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<usize, Vec<(Slot, ProduceItem)>> = BTreeMap::new();
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
@@ -84,8 +85,7 @@ pub async fn handle(
                         .bytes_in
                         .set(shard.stats.bytes_in.get() + bytes as u64);
                     by_owner.entry(shard.owner(name, p)).or_default().push((
-                        ti,
-                        pi,
+                        (ti, pi),
                         ProduceItem {
                             acks,
                             topic: name.to_string(),
@@ -105,24 +105,12 @@ pub async fn handle(
         }
         results.push(slots);
     }
-    let calls = by_owner.into_iter().map(|(owner, items)| {
-        let shard = shard.clone();
-        async move {
-            let (slots, items): (Vec<(usize, usize)>, Vec<ProduceItem>) =
-                items.into_iter().map(|(t, p, item)| ((t, p), item)).unzip();
-            let n = items.len();
-            let answers = match shard.call(owner, ShardRequest::Produce(items)).await {
-                Ok(ShardReply::Produce(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                Err(e) => vec![Err(e); n],
-            };
-            slots.into_iter().zip(answers).collect::<Vec<_>>()
-        }
-    });
-    for answered in futures_util::future::join_all(calls).await {
-        for ((ti, pi), answer) in answered {
-            results[ti][pi].1 = answer;
-        }
+    let reply = |r| match r {
+        ShardReply::Produce(v) => Some(v),
+        _ => None,
+    };
+    for ((ti, pi), answer) in scatter(shard, by_owner, ShardRequest::Produce, reply).await {
+        results[ti][pi].1 = answer;
     }
     if acks == 0 {
         return None;
