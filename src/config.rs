@@ -51,6 +51,9 @@ pub struct Config {
     pub flush_messages: Option<u64>,
     /// Broker default of `flush.ms`: background fdatasync after this many milliseconds.
     pub flush_ms: Option<u64>,
+    /// Serve Fetch records with sendfile(2) (true) or through a user-space buffer (false; the
+    /// path TLS will need).
+    pub fetch_zero_copy: bool,
     /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
     pub fetch_wait_ms_max: u64,
     /// Memory glommio reserves per executor for registered io_uring buffers.
@@ -91,6 +94,7 @@ impl Config {
             retention_bytes: None,
             retention_check_ms: 60_000,
             flush_messages: None,
+            fetch_zero_copy: true,
             flush_ms: None,
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,

@@ -90,6 +90,10 @@ struct ServeArgs {
     /// (offsets.retention.minutes).
     #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
     offsets_retention_ms: u64,
+    /// Send Fetch records with sendfile(2) from the segment files; false copies them through
+    /// user space.
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    fetch_zero_copy: bool,
     /// This broker's node id.
     #[arg(long, default_value_t = 0)]
     node_id: i32,
@@ -134,6 +138,7 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
     config.node_id = args.node_id;
     config.flush_messages = args.flush_messages;
     config.flush_ms = args.flush_ms;
+    config.fetch_zero_copy = args.fetch_zero_copy;
     let unlimited_or = |name: &str, v: i64| match v {
         -1 => Ok(None),
         v if v >= 1 => Ok(Some(v as u64)),

@@ -7,6 +7,7 @@
 //! the connection; nothing of the claimed size is allocated before the bytes arrive.
 
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -14,13 +15,15 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::error::FrameError;
-use crate::protocol::fetch::Chunk;
+use crate::protocol::fetch::{Chunk, FileSlice};
 use crate::protocol::{Decoded, decode_request, frame_size};
 use crate::server::handlers;
 use crate::shard::Shard;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes asked of one sendfile(2) call.
+const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes copied from a file per write on the copying path.
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 
@@ -172,23 +175,107 @@ async fn write_chunks(
     for chunk in chunks {
         match chunk {
             Chunk::Mem(b) => stream.write_all(&b).await?,
+            Chunk::File(slice) if shard.config.fetch_zero_copy => {
+                send_file(shard, stream, &slice, &mut copy_buf).await?
+            }
             Chunk::File(slice) => {
-                let mut done = 0usize;
-                while done < slice.len {
-                    let n = (slice.len - done).min(COPY_CHUNK_BYTES);
-                    copy_buf.resize(n, 0);
-                    slice
-                        .file
-                        .read_exact_at(&mut copy_buf[..n], slice.pos + done as u64)?;
-                    stream.write_all(&copy_buf[..n]).await?;
-                    done += n;
-                }
-                shard
-                    .stats
-                    .bytes_out_copied
-                    .set(shard.stats.bytes_out_copied.get() + slice.len as u64);
+                copy_range(shard, stream, &slice, slice.pos, slice.len, &mut copy_buf).await?
             }
         }
     }
     stream.flush().await
+}
+
+/// The copying path: file bytes go through `copy_buf` in bounded pieces.
+async fn copy_range(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    slice: &FileSlice,
+    pos: u64,
+    len: usize,
+    copy_buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let n = (len - done).min(COPY_CHUNK_BYTES);
+        copy_buf.resize(n, 0);
+        slice
+            .file
+            .read_exact_at(&mut copy_buf[..n], pos + done as u64)?;
+        stream.write_all(&copy_buf[..n]).await?;
+        done += n;
+    }
+    let stats = &shard.stats.bytes_out_copied;
+    stats.set(stats.get() + len as u64);
+    Ok(())
+}
+
+fn set_nonblocking(fd: i32, on: bool) -> std::io::Result<()> {
+    // SAFETY: fcntl on a socket this connection owns; only the O_NONBLOCK flag changes.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let flags = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The zero-copy path: sendfile(2) from the segment file (served by the page cache) to the
+/// socket, so record bytes never enter user space.
+///
+/// The socket is non-blocking only for these calls: a blocking sendfile would stall the whole
+/// shard when a slow consumer's window fills. glommio has no public "wait until writable", so
+/// when the socket is full (EAGAIN) the next piece goes through the copying path, whose
+/// `write_all` waits for room on io_uring; then sendfile resumes. Bytes written before (the
+/// response framing, by `write_all`) are already in the socket's queue, so order holds.
+async fn send_file(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    slice: &FileSlice,
+    copy_buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let sock = stream.as_raw_fd();
+    let file = slice.file.as_raw_fd();
+    let end = slice.pos + slice.len as u64;
+    let mut off = slice.pos;
+    while off < end {
+        set_nonblocking(sock, true)?;
+        let mut kernel_off = off as libc::off_t;
+        let want = (end - off).min(SENDFILE_CHUNK_BYTES as u64) as usize;
+        // SAFETY: both fds are open for the duration of the call; kernel_off is a valid
+        // pointer the kernel advances by the bytes sent.
+        let n = unsafe { libc::sendfile(sock, file, &mut kernel_off, want) };
+        let err = (n < 0).then(std::io::Error::last_os_error);
+        set_nonblocking(sock, false)?;
+        match (n, err) {
+            (n, None) if n > 0 => {
+                off += n as u64;
+                let stats = &shard.stats.bytes_out_zero_copy;
+                stats.set(stats.get() + n as u64);
+            }
+            (_, None) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ends inside a fetch slice",
+                ));
+            }
+            (_, Some(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            (_, Some(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let piece = (end - off).min(COPY_CHUNK_BYTES as u64) as usize;
+                copy_range(shard, stream, slice, off, piece, copy_buf).await?;
+                off += piece as u64;
+            }
+            (_, Some(e)) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -329,9 +329,10 @@ async fn shard_main(
     {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    tracing::debug!(
+    tracing::info!(
         shard = shard_id,
         bytes_in = shard.stats.bytes_in.get(),
+        bytes_out_zero_copy = shard.stats.bytes_out_zero_copy.get(),
         bytes_out_copied = shard.stats.bytes_out_copied.get(),
         "shard stopped"
     );

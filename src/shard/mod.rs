@@ -31,6 +31,8 @@ use crate::storage::segment::Recovered;
 pub struct ShardStats {
     pub bytes_in: Cell<u64>,
     pub bytes_out_copied: Cell<u64>,
+    /// Record bytes sent with sendfile(2), never copied through user space.
+    pub bytes_out_zero_copy: Cell<u64>,
     pub connections: Cell<u64>,
     /// Requests being handled right now (shutdown waits for them).
     pub busy: Cell<u64>,

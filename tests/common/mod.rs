@@ -49,9 +49,28 @@ impl Broker {
 
     /// `shards` shards plus extra `serve` arguments (e.g. `["--auto-create-topics", "false"]`).
     pub fn start_with(shards: usize, extra: &[&str]) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Broker::start_in(tempfile::tempdir().expect("tempdir"), shards, extra)
+    }
+
+    /// Stops the broker (asserting a clean exit) and hands back its directory and stderr, so
+    /// a test can start another broker on the same data.
+    pub fn stop_and_keep(mut self) -> (tempfile::TempDir, String) {
+        let status = self.terminate();
+        let stderr = self.stderr();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "broker did not stop cleanly ({status:?}); stderr:\n{stderr}"
+        );
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        (dir, stderr)
+    }
+
+    /// Starts a broker on the data under `dir` (from [`Broker::stop_and_keep`], or fresh).
+    pub fn start_in(dir: tempfile::TempDir, shards: usize, extra: &[&str]) -> Broker {
         let data_dir = dir.path().join("data");
-        let stderr_path = dir.path().join("broker.stderr");
+        let stderr_path = dir
+            .path()
+            .join(format!("broker-{}.stderr", next_correlation_id()));
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("address");

@@ -1,0 +1,172 @@
+//! The Fetch data path: records of old data leave the broker by sendfile(2) (the per-shard
+//! zero-copy counter moves), and the copying path sends exactly the same bytes.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsRequest, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+const TOPIC: &str = "zc";
+const PARTITIONS: i32 = 2;
+const BATCHES: usize = 60;
+
+fn name() -> TopicName {
+    TopicName(StrBytes::from_static_str(TOPIC))
+}
+
+fn fetch_request(offsets: &[i64]) -> FetchRequest {
+    let partitions = offsets
+        .iter()
+        .enumerate()
+        .map(|(p, &o)| {
+            FetchPartition::default()
+                .with_partition(p as i32)
+                .with_fetch_offset(o)
+                .with_partition_max_bytes(8 << 20)
+        })
+        .collect();
+    FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(64 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name())
+                .with_partitions(partitions),
+        ])
+}
+
+/// Reads both partitions from 0 to the end with Fetch v12; returns every raw response frame
+/// (correlation ids fixed, so two runs can be compared byte for byte) and the record bytes.
+fn fetch_everything(broker: &Broker) -> (Vec<Bytes>, usize) {
+    let mut s = broker.connect();
+    let mut offsets = vec![0i64; PARTITIONS as usize];
+    let (mut frames, mut record_bytes) = (Vec::new(), 0);
+    for corr in 0..1000 {
+        let body = encode_request(
+            ApiKey::Fetch,
+            12,
+            1_000_000 + corr,
+            &fetch_request(&offsets),
+        );
+        send_frame(&mut s, &body).expect("send fetch");
+        let frame = read_frame(&mut s).expect("fetch response");
+        let (got, body) = {
+            let mut b = frame.clone();
+            let header = ResponseHeader::decode(&mut b, ApiKey::Fetch.response_header_version(12))
+                .expect("response header");
+            (header.correlation_id, b)
+        };
+        assert_eq!(got, 1_000_000 + corr);
+        let resp: FetchResponse = decode_body(body, 12);
+        let mut progressed = false;
+        for p in &resp.responses[0].partitions {
+            assert_eq!(p.error_code, 0, "{p:?}");
+            let records = p.records.clone().unwrap_or_default();
+            record_bytes += records.len();
+            if let Some((base, batch)) = split_batches(&records).last() {
+                let delta = i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]]);
+                let next = base + delta as i64 + 1;
+                offsets[p.partition_index as usize] = next.max(offsets[p.partition_index as usize]);
+                progressed = true;
+            }
+        }
+        frames.push(frame);
+        if !progressed {
+            return (frames, record_bytes);
+        }
+    }
+    panic!("fetching never reached the end");
+}
+
+/// Sums a counter over the "shard stopped" lines of a broker's stderr.
+fn counter(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .filter(|l| l.contains("shard stopped"))
+        .filter_map(|l| l.split(&format!("{name}=")).nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn old_data_goes_out_by_sendfile_and_the_copying_path_sends_the_same_bytes() {
+    let broker = Broker::start_with(2, &[]);
+    let mut s = broker.connect();
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(name())
+            .with_num_partitions(PARTITIONS)
+            .with_replication_factor(1),
+    ]);
+    let created = call(&mut s, 7, &req);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    let value = vec![0x5a_u8; 4000];
+    for i in 0..BATCHES {
+        let batch = record_batch(1_000 + i as i64, &[&value, &value]);
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index((i % 2) as i32)
+                            .with_records(Some(Bytes::from(batch))),
+                    ]),
+            ]);
+        let resp: ProduceResponse = call(&mut s, 9, &req);
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code, 0,
+            "{resp:?}"
+        );
+    }
+    drop(s);
+    // Old data: a new broker process that never held these records in memory.
+    let (dir, _) = broker.stop_and_keep();
+    let broker = Broker::start_in(dir, 2, &[]);
+    let (zero_copy_frames, record_bytes) = fetch_everything(&broker);
+    let (dir, stderr) = broker.stop_and_keep();
+    assert!(
+        record_bytes > BATCHES * 8000,
+        "fetched {record_bytes} record bytes"
+    );
+    let (zc, copied) = (
+        counter(&stderr, "bytes_out_zero_copy"),
+        counter(&stderr, "bytes_out_copied"),
+    );
+    assert_eq!(
+        zc + copied,
+        record_bytes as u64,
+        "every record byte is counted once\n{stderr}"
+    );
+    assert!(zc > 0, "nothing went out by sendfile\n{stderr}");
+
+    let broker = Broker::start_in(dir, 2, &["--fetch-zero-copy", "false"]);
+    let (copied_frames, copied_bytes) = fetch_everything(&broker);
+    let (_, stderr) = broker.stop_and_keep();
+    assert_eq!(copied_bytes, record_bytes);
+    assert_eq!(counter(&stderr, "bytes_out_zero_copy"), 0, "{stderr}");
+    assert_eq!(
+        counter(&stderr, "bytes_out_copied"),
+        record_bytes as u64,
+        "{stderr}"
+    );
+    assert_eq!(zero_copy_frames.len(), copied_frames.len());
+    for (i, (a, b)) in zero_copy_frames.iter().zip(&copied_frames).enumerate() {
+        assert!(
+            a == b,
+            "response {i} differs between the zero-copy and the copying path"
+        );
+    }
+}
