@@ -54,6 +54,9 @@ pub struct Config {
     /// Serve Fetch records with sendfile(2) (true) or through a user-space buffer (false; the
     /// path TLS will need).
     pub fetch_zero_copy: bool,
+    /// Request bytes one shard holds at once (frames being read, handled or answered);
+    /// connections wait for room before reading more (backpressure).
+    pub inflight_bytes_max: usize,
     /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
     pub fetch_wait_ms_max: u64,
     /// Memory glommio reserves per executor for registered io_uring buffers.
@@ -95,6 +98,7 @@ impl Config {
             retention_check_ms: 60_000,
             flush_messages: None,
             fetch_zero_copy: true,
+            inflight_bytes_max: 256 * 1024 * 1024,
             flush_ms: None,
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,
@@ -130,6 +134,12 @@ impl Config {
                 "request_bytes_max must be between 1024 and {}, got {}",
                 i32::MAX,
                 self.request_bytes_max
+            ));
+        }
+        if self.inflight_bytes_max < 1024 * 1024 {
+            return Err(format!(
+                "--inflight-bytes-max must be at least 1 MiB, got {}",
+                self.inflight_bytes_max
             ));
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {

@@ -94,6 +94,9 @@ struct ServeArgs {
     /// user space.
     #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
     fetch_zero_copy: bool,
+    /// Request bytes each shard holds at once; connections wait (TCP backpressure) beyond it.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    inflight_bytes_max: usize,
     /// This broker's node id.
     #[arg(long, default_value_t = 0)]
     node_id: i32,
@@ -139,6 +142,7 @@ fn config_from(args: ServeArgs) -> Result<Config, String> {
     config.flush_messages = args.flush_messages;
     config.flush_ms = args.flush_ms;
     config.fetch_zero_copy = args.fetch_zero_copy;
+    config.inflight_bytes_max = args.inflight_bytes_max;
     let unlimited_or = |name: &str, v: i64| match v {
         -1 => Ok(None),
         v if v >= 1 => Ok(Some(v as u64)),

@@ -13,6 +13,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::error::FrameError;
 use crate::protocol::fetch::{Chunk, FileSlice};
@@ -28,13 +29,17 @@ const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 
 enum Next {
-    Frame(bytes::Bytes),
+    /// A frame, and its share of the shard's in-flight budget (released when dropped).
+    Frame(bytes::Bytes, StaticPermit),
     Closed,
 }
 
 struct FrameReader {
     buf: BytesMut,
     request_bytes_max: usize,
+    /// The shard's in-flight request memory budget, in bytes, and its size.
+    inflight: Rc<Semaphore>,
+    inflight_total: u64,
 }
 
 impl FrameReader {
@@ -71,6 +76,19 @@ impl FrameReader {
         }
         let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
         let size = frame_size(prefix, self.request_bytes_max)?;
+        // Backpressure: a frame is read only once the shard has room for it (a frame larger
+        // than the whole budget waits for all of it). While it waits the socket is not read,
+        // so TCP flow control slows the client down instead of memory growing.
+        let units = (size as u64).clamp(1, self.inflight_total);
+        let permit = self
+            .inflight
+            .acquire_static_permit(units)
+            .await
+            .map_err(|e| {
+                ConnError::Io(std::io::Error::other(format!(
+                    "in-flight budget closed: {e}"
+                )))
+            })?;
         if !self.fill(stream, 4 + size).await? {
             return Err(ConnError::Frame(FrameError::Undecodable(format!(
                 "connection closed after {} of {size} frame bytes",
@@ -79,7 +97,7 @@ impl FrameReader {
         }
         let mut frame = self.buf.split_to(4 + size);
         let _ = frame.split_to(4);
-        Ok(Next::Frame(frame.freeze()))
+        Ok(Next::Frame(frame.freeze(), permit))
     }
 }
 
@@ -125,13 +143,15 @@ async fn run(shard: &Rc<Shard>, stream: &mut TcpStream, peer_ip: &str) -> Result
     let mut reader = FrameReader {
         buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
         request_bytes_max: shard.config.request_bytes_max,
+        inflight: shard.inflight.clone(),
+        inflight_total: shard.config.inflight_bytes_max as u64,
     };
     loop {
         if shard.stopping.get() {
             return Ok(());
         }
-        let frame = match reader.next(stream).await? {
-            Next::Frame(f) => f,
+        let (frame, _permit) = match reader.next(stream).await? {
+            Next::Frame(f, permit) => (f, permit),
             Next::Closed => return Ok(()),
         };
         if shard.stopping.get() {

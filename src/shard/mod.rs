@@ -58,6 +58,9 @@ pub struct Shard {
     data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The controller, on shard 0 only.
     pub controller: Option<controller::Controller>,
+    /// Bytes of request frames this shard holds (read, being handled, or being answered);
+    /// at most `config.inflight_bytes_max`. Connections wait for room before reading a frame.
+    pub inflight: Rc<glommio::sync::Semaphore>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
     pub stats: ShardStats,
@@ -79,6 +82,9 @@ impl Shard {
         });
         Shard {
             id,
+            inflight: Rc::new(glommio::sync::Semaphore::new(
+                config.inflight_bytes_max as u64,
+            )),
             config,
             cluster_id,
             router,
