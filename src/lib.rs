@@ -20,6 +20,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod group;
@@ -29,3 +30,4 @@ pub mod server;
 pub mod shard;
 pub mod startup;
 pub mod storage;
+pub mod tune;

@@ -30,6 +30,10 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Check (and with --apply, change) host settings for Spate.
+    Tune(spate::tune::TuneArgs),
+    #[command(flatten)]
+    Admin(spate::cli::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -270,6 +274,17 @@ fn install_panic_hook() {
     }));
 }
 
+/// Exit status of a tool subcommand: its error on stderr and status 1.
+fn tool_exit(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -281,6 +296,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        // Tools print for people, not through the broker's log format.
+        Command::Tune(args) => return tool_exit(spate::tune::run(args)),
+        Command::Admin(cmd) => return tool_exit(spate::cli::run(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
