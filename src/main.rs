@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check (and with --apply, change) host settings for Spate.
     Tune(spate::tune::TuneArgs),
     #[command(flatten)]
@@ -295,7 +295,7 @@ fn main() -> ExitCode {
     install_panic_hook();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         // Tools print for people, not through the broker's log format.
         Command::Tune(args) => return tool_exit(spate::tune::run(args)),
         Command::Admin(cmd) => return tool_exit(spate::cli::run(cmd)),
