@@ -57,6 +57,10 @@ pub struct Config {
     /// Request bytes one shard holds at once (frames being read, handled or answered);
     /// connections wait for room before reading more (backpressure).
     pub inflight_bytes_max: usize,
+    /// Client connections the whole broker holds at once; more are closed at accept.
+    pub connections_max: usize,
+    /// Where the Prometheus metrics endpoint listens (off when None).
+    pub metrics_listen: Option<SocketAddr>,
     /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
     pub fetch_wait_ms_max: u64,
     /// Memory glommio reserves per executor for registered io_uring buffers.
@@ -99,6 +103,8 @@ impl Config {
             flush_messages: None,
             fetch_zero_copy: true,
             inflight_bytes_max: 256 * 1024 * 1024,
+            connections_max: 10_000,
+            metrics_listen: None,
             flush_ms: None,
             fetch_wait_ms_max: 30_000,
             io_memory_bytes: 2 * 1024 * 1024,

@@ -27,6 +27,7 @@ pub mod group;
 pub mod protocol;
 pub mod router;
 pub mod server;
+pub mod settings;
 pub mod shard;
 pub mod startup;
 pub mod storage;

@@ -4,15 +4,15 @@
 #![deny(clippy::unwrap_used)]
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use spate::config::Config;
+use spate::settings::{LogFormat, Settings};
 use spate::{server, startup, storage};
 
 #[derive(Parser)]
@@ -38,132 +38,46 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address to accept Kafka clients on.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    listen: SocketAddr,
-    /// Address Metadata tells clients to connect to (default: the listen address).
-    #[arg(long, value_name = "HOST:PORT")]
-    advertised_listener: Option<String>,
-    /// Directory for topics and logs.
-    #[arg(long, default_value = "./spate-data")]
-    data_dir: PathBuf,
-    /// Number of shards (pinned executors); default: the number of usable cores.
+    /// TOML config file with any of the settings below (same names, snake_case); the
+    /// command line overrides it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
     #[arg(long)]
-    shards: Option<usize>,
-    /// Create unknown topics on Metadata and Produce, as Kafka's auto.create.topics.enable.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
-    auto_create_topics: bool,
-    /// Partitions of auto-created topics (Kafka's num.partitions).
-    #[arg(long, default_value_t = 1)]
-    default_partitions: i32,
-    /// Largest request frame in bytes (Kafka's socket.request.max.bytes).
-    #[arg(long, default_value_t = 100 * 1024 * 1024)]
-    request_bytes_max: usize,
-    /// Largest record batch in bytes (Kafka's message.max.bytes).
-    #[arg(long, default_value_t = 1024 * 1024 + 12)]
-    message_bytes_max: usize,
-    /// Segment size in bytes at which a partition's active segment rolls (log.segment.bytes).
-    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
-    segment_bytes: u64,
-    /// Flush in the background after this many records (log.flush.interval.messages); with
-    /// neither this nor --flush-ms, acks=all waits for fdatasync (group commit).
-    #[arg(long)]
-    flush_messages: Option<u64>,
-    /// Flush in the background after this many milliseconds (log.flush.interval.ms).
-    #[arg(long)]
-    flush_ms: Option<u64>,
-    /// Roll a segment once its first batch is this many ms old (log.roll.ms); -1: never.
-    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
-    segment_ms: i64,
-    /// Delete segments whose newest record is older than this many ms (log.retention.ms);
-    /// -1 keeps everything.
-    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000, allow_negative_numbers = true)]
-    retention_ms: i64,
-    /// Delete a partition's oldest segments while it is larger than this many bytes
-    /// (log.retention.bytes); -1 keeps everything.
-    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
-    retention_bytes: i64,
-    /// How often retention runs, in ms (log.retention.check.interval.ms).
-    #[arg(long, default_value_t = 60_000)]
-    retention_check_ms: u64,
-    /// How long a new group's first rebalance waits for more members, in ms
-    /// (group.initial.rebalance.delay.ms).
-    #[arg(long, default_value_t = 3000)]
-    group_initial_rebalance_delay_ms: u64,
-    /// Committed offsets of a group that stays empty this long are removed, in ms
-    /// (offsets.retention.minutes).
-    #[arg(long, default_value_t = 7 * 24 * 3600 * 1000)]
-    offsets_retention_ms: u64,
-    /// Send Fetch records with sendfile(2) from the segment files; false copies them through
-    /// user space.
-    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
-    fetch_zero_copy: bool,
-    /// Request bytes each shard holds at once; connections wait (TCP backpressure) beyond it.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
-    inflight_bytes_max: usize,
-    /// This broker's node id.
-    #[arg(long, default_value_t = 0)]
-    node_id: i32,
+    print_config: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
-fn parse_host_port(s: &str) -> Result<(String, u16), String> {
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--advertised-listener '{s}' is not HOST:PORT"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("--advertised-listener '{s}': '{port}' is not a port"))?;
-    if host.is_empty() {
-        return Err(format!("--advertised-listener '{s}' has no host"));
+/// The effective settings: the config file, then the command line over it.
+fn resolve(args: &ServeArgs) -> Result<Settings, String> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    Ok(file.merged(args.settings.clone()))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    Ok((
-        host.trim_matches(|c| c == '[' || c == ']').to_string(),
-        port,
-    ))
 }
 
-fn config_from(args: ServeArgs) -> Result<Config, String> {
+fn serve(config: Config) -> Result<(), String> {
     let cpus = startup::usable_cpus();
-    let shards = args.shards.unwrap_or(cpus.len());
-    let mut config = Config::new(args.listen, args.data_dir, shards);
-    config.shard_cpus = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
-    if shards > cpus.len() {
+    if config.shards > cpus.len() {
         tracing::warn!(
-            shards,
+            shards = config.shards,
             cpus = cpus.len(),
             "more shards than usable CPUs: some share a core"
         );
     }
-    if let Some(a) = args.advertised_listener {
-        config.advertised_listener = parse_host_port(&a)?;
-    }
-    config.auto_create_topics = args.auto_create_topics;
-    config.default_partitions = args.default_partitions;
-    config.request_bytes_max = args.request_bytes_max;
-    config.message_bytes_max = args.message_bytes_max;
-    config.segment_bytes = args.segment_bytes;
-    config.node_id = args.node_id;
-    config.flush_messages = args.flush_messages;
-    config.flush_ms = args.flush_ms;
-    config.fetch_zero_copy = args.fetch_zero_copy;
-    config.inflight_bytes_max = args.inflight_bytes_max;
-    let unlimited_or = |name: &str, v: i64| match v {
-        -1 => Ok(None),
-        v if v >= 1 => Ok(Some(v as u64)),
-        v => Err(format!("{name} must be -1 (no limit) or positive, got {v}")),
-    };
-    config.segment_ms = unlimited_or("--segment-ms", args.segment_ms)?;
-    config.retention_ms = unlimited_or("--retention-ms", args.retention_ms)?;
-    config.retention_bytes = unlimited_or("--retention-bytes", args.retention_bytes)?;
-    config.retention_check_ms = args.retention_check_ms;
-    config.group_initial_rebalance_delay_ms = args.group_initial_rebalance_delay_ms;
-    config.offsets_retention_ms = args.offsets_retention_ms;
-    config.validate()?;
-    Ok(config)
-}
-
-fn serve(args: ServeArgs) -> Result<(), String> {
-    let config = config_from(args)?;
     let facts = startup::host_facts();
     if let Some(why) = startup::diagnose_io_uring(&facts).or_else(|| startup::memlock_error(&facts))
     {
@@ -286,21 +200,47 @@ fn tool_exit(result: Result<(), String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     install_panic_hook();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve(*args),
+    let args = match cli.command {
+        Command::Serve(args) => args,
         // Tools print for people, not through the broker's log format.
-        Command::Tune(args) => return tool_exit(spate::tune::run(args)),
-        Command::Admin(cmd) => return tool_exit(spate::cli::run(cmd)),
+        Command::Tune(args) => {
+            init_logging(LogFormat::Text);
+            return tool_exit(spate::tune::run(args));
+        }
+        Command::Admin(cmd) => {
+            init_logging(LogFormat::Text);
+            return tool_exit(spate::cli::run(cmd));
+        }
     };
-    match result {
+    // Settings are resolved before logging starts (the log format is one of them), so their
+    // errors go to stderr plainly.
+    let resolved = resolve(&args).and_then(|s| {
+        let format = s.log_format();
+        s.into_config(&startup::usable_cpus()).map(|c| (c, format))
+    });
+    let (config, format) = match resolved {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        return match Settings::of(&config, format).to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    init_logging(format);
+    match serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

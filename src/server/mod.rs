@@ -33,6 +33,8 @@ use crate::storage::catalog::CatalogData;
 pub static STOP: AtomicBool = AtomicBool::new(false);
 /// Set when a flush at shutdown failed: then the stop is not clean and the next start recovers.
 pub static FLUSH_FAILED: AtomicBool = AtomicBool::new(false);
+/// Client connections open on the whole broker (checked against `connections_max`).
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 /// Shards that finished draining their connections.
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 
@@ -255,8 +257,27 @@ async fn shard_main(
                         if shard.stopping.get() {
                             continue;
                         }
+                        // The limit is broker-wide, so the count is one atomic shared by the
+                        // accept loops (accepting is not the data path).
+                        if CONNECTIONS.fetch_add(1, Ordering::SeqCst)
+                            >= shard.config.connections_max
+                        {
+                            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+                            tracing::warn!(
+                                shard = shard.id,
+                                connections_max = shard.config.connections_max,
+                                "connection refused: the broker holds connections_max connections"
+                            );
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
-                        glommio::spawn_local(connection::serve(shard.clone(), stream)).detach();
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            connection::serve(shard, stream).await;
+                            CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
+                        })
+                        .detach();
                     }
                     Err(e) => {
                         tracing::warn!(shard = shard.id, error = %e, "accept failed");

@@ -1,0 +1,345 @@
+//! Every broker setting, as one flat list that is both the TOML config file's schema and the
+//! `spate serve` command line. The effective configuration is: built-in defaults, then the
+//! config file (`--config FILE`), then command-line flags. [`Settings::into_config`] checks
+//! every value and names the setting in its error; `--print-config` prints the result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// How the broker writes its log lines to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// All settings; None means "not given here" (a lower layer or the default applies).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address to accept Kafka clients on [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Address Metadata tells clients to connect to [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
+    /// Directory for topics, logs and committed offsets [default: ./spate-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (pinned executors) [default: the number of usable cores].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// This broker's node id [default: 0].
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Create unknown topics on Metadata and Produce (auto.create.topics.enable) [default: true].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of auto-created topics (num.partitions) [default: 1].
+    #[arg(long)]
+    pub default_partitions: Option<i32>,
+    /// Largest request frame in bytes (socket.request.max.bytes) [default: 104857600].
+    #[arg(long)]
+    pub request_bytes_max: Option<usize>,
+    /// Largest record batch in bytes (message.max.bytes) [default: 1048588].
+    #[arg(long)]
+    pub message_bytes_max: Option<usize>,
+    /// Segment size in bytes at which the active segment rolls (log.segment.bytes)
+    /// [default: 1073741824].
+    #[arg(long)]
+    pub segment_bytes: Option<u64>,
+    /// Roll a segment once its records span this many ms (log.roll.ms); -1: never
+    /// [default: 604800000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub segment_ms: Option<i64>,
+    /// Delete segments whose newest record is older than this many ms (log.retention.ms);
+    /// -1 keeps everything [default: 604800000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_ms: Option<i64>,
+    /// Delete a partition's oldest segments while it is larger than this many bytes
+    /// (log.retention.bytes); -1 keeps everything [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub retention_bytes: Option<i64>,
+    /// How often retention runs, in ms (log.retention.check.interval.ms) [default: 60000].
+    #[arg(long)]
+    pub retention_check_ms: Option<u64>,
+    /// Flush in the background after this many records (log.flush.interval.messages); with
+    /// neither this nor flush_ms, acks=all waits for fdatasync [default: unset].
+    #[arg(long)]
+    pub flush_messages: Option<u64>,
+    /// Flush in the background after this many ms (log.flush.interval.ms) [default: unset].
+    #[arg(long)]
+    pub flush_ms: Option<u64>,
+    /// Send Fetch records with sendfile(2); false copies them through user space
+    /// [default: true].
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub fetch_zero_copy: Option<bool>,
+    /// Upper bound on a Fetch's max_wait_ms [default: 30000].
+    #[arg(long)]
+    pub fetch_wait_ms_max: Option<u64>,
+    /// Request bytes each shard holds at once; connections wait beyond it [default: 268435456].
+    #[arg(long)]
+    pub inflight_bytes_max: Option<usize>,
+    /// Client connections the whole broker accepts at once; more are closed at accept
+    /// [default: 10000].
+    #[arg(long)]
+    pub connections_max: Option<usize>,
+    /// How long a new group's first rebalance waits for more members, in ms
+    /// (group.initial.rebalance.delay.ms) [default: 3000].
+    #[arg(long)]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Committed offsets of a group that stays empty this long are removed, in ms
+    /// (offsets.retention.minutes) [default: 604800000].
+    #[arg(long)]
+    pub offsets_retention_ms: Option<u64>,
+    /// Serve Prometheus metrics over HTTP on this address [default: off].
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log line format on stderr [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+macro_rules! merge_fields {
+    ($base:ident, $over:ident, $($f:ident),* $(,)?) => {
+        Settings { $($f: $over.$f.or($base.$f)),* }
+    };
+}
+
+impl Settings {
+    /// Reads a TOML config file; unknown keys and wrong types are errors naming the key.
+    pub fn from_file(path: &Path) -> Result<Settings, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// `self` with every setting `over` gives replaced by it.
+    pub fn merged(self, over: Settings) -> Settings {
+        let base = self;
+        merge_fields!(
+            base,
+            over,
+            listen,
+            advertised_listener,
+            data_dir,
+            shards,
+            node_id,
+            auto_create_topics,
+            default_partitions,
+            request_bytes_max,
+            message_bytes_max,
+            segment_bytes,
+            segment_ms,
+            retention_ms,
+            retention_bytes,
+            retention_check_ms,
+            flush_messages,
+            flush_ms,
+            fetch_zero_copy,
+            fetch_wait_ms_max,
+            inflight_bytes_max,
+            connections_max,
+            group_initial_rebalance_delay_ms,
+            offsets_retention_ms,
+            metrics_listen,
+            log_format,
+        )
+    }
+
+    /// The effective log format.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or_default()
+    }
+
+    /// Builds the broker configuration: defaults for what is unset, every value checked.
+    /// `cpus` are the CPUs the shards may be pinned to, in order.
+    pub fn into_config(self, cpus: &[usize]) -> Result<Config, String> {
+        let listen = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("./spate-data"));
+        let shards = self.shards.unwrap_or(cpus.len().max(1));
+        let mut c = Config::new(listen, data_dir, shards);
+        let cpus = if cpus.is_empty() { &[0][..] } else { cpus };
+        c.shard_cpus = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
+        if let Some(a) = self.advertised_listener {
+            c.advertised_listener = parse_host_port(&a)?;
+        }
+        let set = |v: Option<u64>, d: u64| v.unwrap_or(d);
+        c.node_id = self.node_id.unwrap_or(c.node_id);
+        c.auto_create_topics = self.auto_create_topics.unwrap_or(c.auto_create_topics);
+        c.default_partitions = self.default_partitions.unwrap_or(c.default_partitions);
+        c.request_bytes_max = self.request_bytes_max.unwrap_or(c.request_bytes_max);
+        c.message_bytes_max = self.message_bytes_max.unwrap_or(c.message_bytes_max);
+        c.segment_bytes = set(self.segment_bytes, c.segment_bytes);
+        c.segment_ms = unlimited_or("segment_ms", self.segment_ms, c.segment_ms)?;
+        c.retention_ms = unlimited_or("retention_ms", self.retention_ms, c.retention_ms)?;
+        c.retention_bytes =
+            unlimited_or("retention_bytes", self.retention_bytes, c.retention_bytes)?;
+        c.retention_check_ms = set(self.retention_check_ms, c.retention_check_ms);
+        c.flush_messages = self.flush_messages.or(c.flush_messages);
+        c.flush_ms = self.flush_ms.or(c.flush_ms);
+        c.fetch_zero_copy = self.fetch_zero_copy.unwrap_or(c.fetch_zero_copy);
+        c.fetch_wait_ms_max = set(self.fetch_wait_ms_max, c.fetch_wait_ms_max);
+        c.inflight_bytes_max = self.inflight_bytes_max.unwrap_or(c.inflight_bytes_max);
+        c.connections_max = self.connections_max.unwrap_or(c.connections_max);
+        c.group_initial_rebalance_delay_ms = set(
+            self.group_initial_rebalance_delay_ms,
+            c.group_initial_rebalance_delay_ms,
+        );
+        c.offsets_retention_ms = set(self.offsets_retention_ms, c.offsets_retention_ms);
+        c.metrics_listen = self.metrics_listen;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Every setting of `c`, for `--print-config` (reads back as a config file).
+    pub fn of(c: &Config, log_format: LogFormat) -> Settings {
+        let limit = |v: Option<u64>| Some(v.map_or(-1, |n| n as i64));
+        Settings {
+            listen: Some(c.listen),
+            advertised_listener: Some(format!(
+                "{}:{}",
+                c.advertised_listener.0, c.advertised_listener.1
+            )),
+            data_dir: Some(c.data_dir.clone()),
+            shards: Some(c.shards),
+            node_id: Some(c.node_id),
+            auto_create_topics: Some(c.auto_create_topics),
+            default_partitions: Some(c.default_partitions),
+            request_bytes_max: Some(c.request_bytes_max),
+            message_bytes_max: Some(c.message_bytes_max),
+            segment_bytes: Some(c.segment_bytes),
+            segment_ms: limit(c.segment_ms),
+            retention_ms: limit(c.retention_ms),
+            retention_bytes: limit(c.retention_bytes),
+            retention_check_ms: Some(c.retention_check_ms),
+            flush_messages: c.flush_messages,
+            flush_ms: c.flush_ms,
+            fetch_zero_copy: Some(c.fetch_zero_copy),
+            fetch_wait_ms_max: Some(c.fetch_wait_ms_max),
+            inflight_bytes_max: Some(c.inflight_bytes_max),
+            connections_max: Some(c.connections_max),
+            group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
+            offsets_retention_ms: Some(c.offsets_retention_ms),
+            metrics_listen: c.metrics_listen,
+            log_format: Some(log_format),
+        }
+    }
+
+    /// TOML text of these settings.
+    pub fn to_toml(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("cannot print the configuration: {e}"))
+    }
+}
+
+/// -1 means no limit; otherwise the value must be positive.
+fn unlimited_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(default),
+        Some(-1) => Ok(None),
+        Some(v) if v >= 1 => Ok(Some(v as u64)),
+        Some(v) => Err(format!(
+            "setting {name} (--{}) must be -1 (no limit) or positive, got {v}",
+            name.replace('_', "-")
+        )),
+    }
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let bad =
+        |why: &str| format!("setting advertised_listener (--advertised-listener) '{s}': {why}");
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("not HOST:PORT"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| bad(&format!("'{port}' is not a port")))?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_merge_and_print_round_trips() {
+        let file: Settings =
+            toml::from_str("shards = 3\nretention_ms = -1\nlisten = \"127.0.0.1:1000\"").unwrap();
+        let cli = Settings {
+            shards: Some(2),
+            ..Default::default()
+        };
+        let merged = file.merged(cli);
+        assert_eq!(merged.shards, Some(2), "the command line wins");
+        let c = merged.clone().into_config(&[0, 1]).unwrap();
+        assert_eq!((c.shards, c.retention_ms, c.listen.port()), (2, None, 1000));
+        let printed = Settings::of(&c, LogFormat::Json).to_toml().unwrap();
+        let back: Settings = toml::from_str(&printed).unwrap();
+        let again = back.into_config(&[0, 1]).unwrap();
+        assert_eq!(again.retention_ms, None);
+        assert_eq!(again.shards, 2);
+        assert_eq!(again.segment_bytes, c.segment_bytes);
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let unknown = toml::from_str::<Settings>("retention_hours = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.contains("retention_hours"), "{unknown}");
+        let wrong_type = toml::from_str::<Settings>("shards = \"two\"")
+            .unwrap_err()
+            .to_string();
+        assert!(wrong_type.contains("shards"), "{wrong_type}");
+        let cases: [(Settings, &str); 4] = [
+            (
+                Settings {
+                    retention_ms: Some(-5),
+                    ..Default::default()
+                },
+                "retention_ms",
+            ),
+            (
+                Settings {
+                    shards: Some(0),
+                    ..Default::default()
+                },
+                "shards",
+            ),
+            (
+                Settings {
+                    default_partitions: Some(0),
+                    ..Default::default()
+                },
+                "default-partitions",
+            ),
+            (
+                Settings {
+                    advertised_listener: Some("nohost".into()),
+                    ..Default::default()
+                },
+                "advertised_listener",
+            ),
+        ];
+        for (s, name) in cases {
+            let e = s.into_config(&[0]).unwrap_err();
+            assert!(e.contains(name), "{e} should name {name}");
+        }
+    }
+}
