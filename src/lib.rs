@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod metrics;
 pub mod protocol;
 pub mod router;
 pub mod server;

@@ -504,6 +504,21 @@ impl GroupCoordinator {
         }
     }
 
+    /// (group, topic, partition, committed offset) of every group on this shard (metrics).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let store = self.offsets.borrow();
+        store
+            .groups()
+            .into_iter()
+            .flat_map(|g| {
+                store
+                    .group_offsets(&g)
+                    .map(|(t, p, c)| (g.clone(), t.to_string(), p, c.offset))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Answers every parked request with NOT_COORDINATOR (shutdown).
     pub fn unload(&self) {
         let all: Vec<(String, Vec<Effect>)> = self

@@ -50,6 +50,8 @@ pub enum ShardRequest {
     },
     /// To the shard that coordinates a consumer group.
     Group(GroupCall),
+    /// This shard's metrics, for a scrape.
+    Metrics,
     /// To the controller: delete topics by name.
     DeleteTopics(Vec<String>),
     /// To the controller: change topic configs (IncrementalAlterConfigs, AlterConfigs).
@@ -181,6 +183,7 @@ pub enum GroupAnswer {
 #[derive(Debug)]
 pub enum ShardReply {
     Group(GroupAnswer),
+    Metrics(Box<crate::metrics::Snapshot>),
     Produce(Vec<Result<ProduceOutcome, KafkaError>>),
     Fetch(Vec<Result<ReadOut, KafkaError>>),
     DataReady,

@@ -171,7 +171,9 @@ async fn answer(
     frame: bytes::Bytes,
     peer_ip: &str,
 ) -> Result<(), ConnError> {
-    {
+    let started = std::time::Instant::now();
+    let api = frame_api(&frame);
+    let result = async {
         let chunks = match decode_request(frame)? {
             Decoded::ApiVersionsUnsupported { correlation_id } => Some(vec![Chunk::Mem(
                 handlers::unsupported_version_response(correlation_id)?,
@@ -181,8 +183,21 @@ async fn answer(
         if let Some(chunks) = chunks {
             write_chunks(shard, stream, chunks).await?;
         }
+        Ok(())
     }
-    Ok(())
+    .await;
+    let micros = started.elapsed().as_micros() as u64;
+    shard.metrics.record(api, micros, result.is_err());
+    result
+}
+
+/// The API name of a frame, for metrics (before it is decoded, so failures count too).
+fn frame_api(frame: &[u8]) -> &'static str {
+    let key = frame.get(0..2).map(|b| i16::from_be_bytes([b[0], b[1]]));
+    match key.map(kafka_protocol::messages::ApiKey::try_from) {
+        Some(Ok(k)) => crate::protocol::versions::name(k),
+        _ => "unknown",
+    }
 }
 
 /// Writes a response in order. File ranges go through a bounded buffer (the copying path).

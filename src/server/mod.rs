@@ -306,6 +306,24 @@ async fn shard_main(
             }
         })
     };
+    let metrics_server = match (shard_id, config.metrics_listen) {
+        (0, Some(addr)) => match TcpListener::bind(addr) {
+            Ok(l) => {
+                tracing::info!(listen = %addr, "metrics endpoint ready (GET /metrics)");
+                Some(glommio::spawn_local(crate::metrics::serve(
+                    shard.clone(),
+                    l,
+                )))
+            }
+            Err(e) => {
+                let e = format!("cannot listen for metrics on {addr}: {e}");
+                tracing::error!("{e}");
+                STOP.store(true, Ordering::SeqCst);
+                None
+            }
+        },
+        _ => None,
+    };
     let group_ticker = {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -343,6 +361,9 @@ async fn shard_main(
     let _ = flusher.cancel().await;
     let _ = retention.cancel().await;
     let _ = group_ticker.cancel().await;
+    if let Some(m) = metrics_server {
+        let _ = m.cancel().await;
+    }
     shard.flush_all().await;
     DRAINED.fetch_add(1, Ordering::SeqCst);
     while DRAINED.load(Ordering::SeqCst) < config.shards

@@ -63,6 +63,8 @@ pub struct Shard {
     pub inflight: Rc<glommio::sync::Semaphore>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// Request counters and latency histograms.
+    pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
     /// Set when the broker is stopping: accept loops and connections wind down.
     pub stopping: Cell<bool>,
@@ -94,6 +96,7 @@ impl Shard {
             flushing: RefCell::new(HashMap::new()),
             controller,
             groups,
+            metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
         }
@@ -225,6 +228,25 @@ impl Shard {
             self.logs.borrow_mut().insert((topic.name.clone(), p), log);
         }
         Ok(total)
+    }
+
+    /// (topic, partition, log end offset, log start offset, bytes) of every owned partition.
+    pub fn partition_stats(&self) -> Vec<(String, i32, i64, i64, u64)> {
+        let logs = self.logs.borrow();
+        let mut out: Vec<_> = logs
+            .iter()
+            .map(|((t, p), log)| {
+                (
+                    t.clone(),
+                    *p,
+                    log.high_watermark(),
+                    log.log_start_offset(),
+                    log.size_bytes(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Sends `req` to shard `to`, or handles it here when `to` is this shard.
@@ -406,6 +428,7 @@ impl Shard {
                 ShardReply::Done(Ok(()))
             }
             ShardRequest::Group(call) => ShardReply::Group(self.groups.handle(call).await),
+            ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.snapshot())),
             ShardRequest::DeleteRecords(items) => {
                 let mut jobs = Vec::new();
                 let mut results: Vec<Result<i64, KafkaError>> = {
@@ -502,7 +525,9 @@ impl Shard {
     ) -> Result<(), KafkaError> {
         self.flushing.borrow_mut().insert(tp.clone(), Vec::new());
         let target = job.target;
+        let started = std::time::Instant::now();
         let result = glommio::executor().spawn_blocking(move || job.run()).await;
+        self.metrics.record_flush(started.elapsed().as_secs_f64());
         if let Some(log) = self.logs.borrow_mut().get_mut(&tp) {
             log.finish_flush(target, &result);
         }

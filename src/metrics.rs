@@ -1,0 +1,466 @@
+//! Metrics: per-shard probes, merged on scrape, served as Prometheus text.
+//!
+//! Lives on: each shard keeps its own [`ShardMetrics`] (plain cells, touched only by its
+//! executor). A scrape of `--metrics-listen` lands on shard 0, which asks every shard for a
+//! [`Snapshot`] through the router, merges them (latency histograms are hdrhistograms, which
+//! merge exactly) and renders the text format. Nothing is shared between cores.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use hdrhistogram::Histogram;
+
+use crate::router::{ShardReply, ShardRequest};
+use crate::shard::Shard;
+
+/// Latencies are recorded in microseconds, up to an hour, 3 significant digits.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+/// Bucket bounds (seconds) of the exported latency histograms.
+const BUCKETS_S: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+/// A per-shard metric: (name, type, help, value of a snapshot).
+type PerShard = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Snapshot) -> String,
+);
+
+/// Largest HTTP request head a scrape may send.
+const HTTP_HEAD_BYTES_MAX: usize = 8192;
+
+fn new_histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts: a failure here is a programming error.
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
+}
+
+/// One shard's request counters and latency histograms, by API name.
+#[derive(Default)]
+pub struct ShardMetrics {
+    requests: RefCell<BTreeMap<&'static str, (u64, u64)>>,
+    latency: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
+    /// fdatasync jobs and the seconds they took.
+    flush_seconds: RefCell<f64>,
+}
+
+impl ShardMetrics {
+    /// Counts a request of `api` that took `micros`; `failed` when it closed the connection.
+    pub fn record(&self, api: &'static str, micros: u64, failed: bool) {
+        let mut requests = self.requests.borrow_mut();
+        let entry = requests.entry(api).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(failed);
+        let mut latency = self.latency.borrow_mut();
+        let h = latency.entry(api).or_insert_with(new_histogram);
+        let _ = h.record(micros.clamp(1, LATENCY_US_MAX));
+    }
+
+    pub fn record_flush(&self, seconds: f64) {
+        *self.flush_seconds.borrow_mut() += seconds;
+    }
+}
+
+/// Everything one shard reports on a scrape.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub shard: usize,
+    /// (api, requests, failures)
+    pub requests: Vec<(&'static str, u64, u64)>,
+    pub latency: Vec<(&'static str, Histogram<u64>)>,
+    pub bytes_in: u64,
+    pub bytes_out_zero_copy: u64,
+    pub bytes_out_copied: u64,
+    pub connections: u64,
+    pub inflight_bytes: u64,
+    pub flushes: u64,
+    pub flush_seconds: f64,
+    /// (topic, partition, log end offset, log start offset, bytes)
+    pub partitions: Vec<(String, i32, i64, i64, u64)>,
+    /// (group, topic, partition, committed offset) of the groups this shard coordinates.
+    pub committed: Vec<(String, String, i32, i64)>,
+}
+
+impl Shard {
+    /// This shard's metrics, for a scrape.
+    pub fn snapshot(&self) -> Snapshot {
+        let m = &self.metrics;
+        Snapshot {
+            shard: self.id,
+            requests: m
+                .requests
+                .borrow()
+                .iter()
+                .map(|(k, v)| (*k, v.0, v.1))
+                .collect(),
+            latency: m
+                .latency
+                .borrow()
+                .iter()
+                .map(|(k, h)| (*k, h.clone()))
+                .collect(),
+            bytes_in: self.stats.bytes_in.get(),
+            bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
+            bytes_out_copied: self.stats.bytes_out_copied.get(),
+            connections: self.stats.connections.get(),
+            inflight_bytes: (self.config.inflight_bytes_max as u64)
+                .saturating_sub(self.inflight.available()),
+            flushes: self.stats.flushes.get(),
+            flush_seconds: *m.flush_seconds.borrow(),
+            partitions: self.partition_stats(),
+            committed: self.groups.committed_offsets(),
+        }
+    }
+}
+
+/// Gathers every shard's snapshot (from shard 0's point of view: any shard works).
+pub async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
+    let calls = (0..shard.shards()).map(|to| shard.call(to, ShardRequest::Metrics));
+    futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(ShardReply::Metrics(s)) => Some(*s),
+            _ => None,
+        })
+        .collect()
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Prometheus text exposition of the merged snapshots.
+pub fn render(snaps: &[Snapshot]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "spate_requests_total",
+        "counter",
+        "Requests handled, by shard and API.",
+    );
+    for s in snaps {
+        for (api, n, _) in &s.requests {
+            let _ = writeln!(
+                out,
+                "spate_requests_total{{shard=\"{}\",api=\"{api}\"}} {n}",
+                s.shard
+            );
+        }
+    }
+    family(
+        &mut out,
+        "spate_request_failures_total",
+        "counter",
+        "Requests that closed their connection (undecodable, unsupported, failed), by shard and API.",
+    );
+    for s in snaps {
+        for (api, _, failed) in &s.requests {
+            let _ = writeln!(
+                out,
+                "spate_request_failures_total{{shard=\"{}\",api=\"{api}\"}} {failed}",
+                s.shard
+            );
+        }
+    }
+    // Latency: merged over shards per API (hdrhistograms merge exactly).
+    let mut merged: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+    for s in snaps {
+        for (api, h) in &s.latency {
+            let m = merged.entry(api).or_insert_with(new_histogram);
+            let _ = m.add(h);
+        }
+    }
+    family(
+        &mut out,
+        "spate_request_duration_seconds",
+        "histogram",
+        "Time from a request's last byte read to its response written, by API.",
+    );
+    for (api, h) in &merged {
+        for b in BUCKETS_S {
+            let bound_us = (b * 1e6) as u64;
+            let n = h.count_between(0, bound_us);
+            let _ = writeln!(
+                out,
+                "spate_request_duration_seconds_bucket{{api=\"{api}\",le=\"{b}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "spate_request_duration_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {}",
+            h.len()
+        );
+        let _ = writeln!(
+            out,
+            "spate_request_duration_seconds_sum{{api=\"{api}\"}} {}",
+            h.mean() * h.len() as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "spate_request_duration_seconds_count{{api=\"{api}\"}} {}",
+            h.len()
+        );
+    }
+    family(
+        &mut out,
+        "spate_request_duration_quantile_seconds",
+        "gauge",
+        "Latency quantiles since start, by API (p50, p99, p99.9, max).",
+    );
+    for (api, h) in &merged {
+        for (q, label) in [(0.5, "0.5"), (0.99, "0.99"), (0.999, "0.999"), (1.0, "1")] {
+            let v = h.value_at_quantile(q) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "spate_request_duration_quantile_seconds{{api=\"{api}\",quantile=\"{label}\"}} {v}"
+            );
+        }
+    }
+    let per_shard: [PerShard; 6] = [
+        (
+            "spate_bytes_in_total",
+            "counter",
+            "Record bytes received by Produce.",
+            |s| s.bytes_in.to_string(),
+        ),
+        (
+            "spate_connections",
+            "gauge",
+            "Open client connections.",
+            |s| s.connections.to_string(),
+        ),
+        (
+            "spate_inflight_bytes",
+            "gauge",
+            "Request bytes held (the backpressure budget in use).",
+            |s| s.inflight_bytes.to_string(),
+        ),
+        (
+            "spate_flushes_total",
+            "counter",
+            "fdatasync jobs run.",
+            |s| s.flushes.to_string(),
+        ),
+        (
+            "spate_flush_seconds_total",
+            "counter",
+            "Seconds spent in fdatasync jobs.",
+            |s| s.flush_seconds.to_string(),
+        ),
+        ("spate_partitions", "gauge", "Partitions owned.", |s| {
+            s.partitions.len().to_string()
+        }),
+    ];
+    for (name, kind, help, value) in per_shard {
+        family(&mut out, name, kind, help);
+        for s in snaps {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    family(
+        &mut out,
+        "spate_bytes_out_total",
+        "counter",
+        "Record bytes sent by Fetch, by path: zero_copy (sendfile) or copied.",
+    );
+    for s in snaps {
+        let _ = writeln!(
+            out,
+            "spate_bytes_out_total{{shard=\"{}\",path=\"zero_copy\"}} {}",
+            s.shard, s.bytes_out_zero_copy
+        );
+        let _ = writeln!(
+            out,
+            "spate_bytes_out_total{{shard=\"{}\",path=\"copied\"}} {}",
+            s.shard, s.bytes_out_copied
+        );
+    }
+    let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for (name, help, pick) in [
+        (
+            "spate_log_end_offset",
+            "Next offset to be written, by partition.",
+            0usize,
+        ),
+        (
+            "spate_log_start_offset",
+            "First offset kept, by partition.",
+            1,
+        ),
+        (
+            "spate_log_size_bytes",
+            "Bytes of segments, by partition.",
+            2,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for s in snaps {
+            for (t, p, end, start, size) in &s.partitions {
+                ends.insert((t.as_str(), *p), *end);
+                let v = match pick {
+                    0 => *end as f64,
+                    1 => *start as f64,
+                    _ => *size as f64,
+                };
+                let _ = writeln!(
+                    out,
+                    "{name}{{shard=\"{}\",topic=\"{}\",partition=\"{p}\"}} {v}",
+                    s.shard,
+                    escape(t)
+                );
+            }
+        }
+    }
+    family(
+        &mut out,
+        "spate_consumer_group_committed_offset",
+        "gauge",
+        "Committed offset, by group and partition.",
+    );
+    family(
+        &mut out,
+        "spate_consumer_group_lag",
+        "gauge",
+        "Log end offset minus committed offset, by group and partition.",
+    );
+    for s in snaps {
+        for (g, t, p, off) in &s.committed {
+            let labels = format!(
+                "group=\"{}\",topic=\"{}\",partition=\"{p}\"",
+                escape(g),
+                escape(t)
+            );
+            let _ = writeln!(
+                out,
+                "spate_consumer_group_committed_offset{{{labels}}} {off}"
+            );
+            if let Some(end) = ends.get(&(t.as_str(), *p)) {
+                let _ = writeln!(
+                    out,
+                    "spate_consumer_group_lag{{{labels}}} {}",
+                    (end - off).max(0)
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the task is cancelled (shard 0 runs it).
+pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    if let Err(e) = answer(&shard, stream).await {
+                        tracing::debug!(error = %e, "metrics scrape failed");
+                    }
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > HTTP_HEAD_BYTES_MAX {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) =
+        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+            let snaps = gather(shard).await;
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(&snaps),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain",
+                "try GET /metrics\n".to_string(),
+            )
+        };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.close().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_merged_histograms_and_lag() {
+        let m = ShardMetrics::default();
+        m.record("Produce", 500, false);
+        m.record("Produce", 3_000, true);
+        let mut a = Snapshot {
+            shard: 0,
+            requests: m
+                .requests
+                .borrow()
+                .iter()
+                .map(|(k, v)| (*k, v.0, v.1))
+                .collect(),
+            latency: m
+                .latency
+                .borrow()
+                .iter()
+                .map(|(k, h)| (*k, h.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        a.partitions.push(("t".into(), 0, 100, 0, 4096));
+        let mut b = Snapshot {
+            shard: 1,
+            ..Default::default()
+        };
+        b.committed.push(("g".into(), "t".into(), 0, 40));
+        let text = render(&[a, b]);
+        assert!(
+            text.contains("spate_requests_total{shard=\"0\",api=\"Produce\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("spate_request_failures_total{shard=\"0\",api=\"Produce\"} 1"));
+        assert!(
+            text.contains("spate_request_duration_seconds_bucket{api=\"Produce\",le=\"0.001\"} 1")
+        );
+        assert!(text.contains("spate_request_duration_seconds_count{api=\"Produce\"} 2"));
+        assert!(
+            text.contains("spate_consumer_group_lag{group=\"g\",topic=\"t\",partition=\"0\"} 60")
+        );
+        assert!(
+            text.contains("spate_log_size_bytes{shard=\"0\",topic=\"t\",partition=\"0\"} 4096")
+        );
+    }
+}
