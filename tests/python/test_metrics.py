@@ -85,3 +85,20 @@ def test_other_paths_are_not_found(broker_factory):
         raise AssertionError("expected 404")
     except urllib.error.HTTPError as e:
         assert e.code == 404
+
+
+def test_grafana_dashboard_uses_only_exported_metrics(broker_factory):
+    import json
+    from pathlib import Path
+    mport = free_port()
+    b = broker_factory(shards=1, extra_args=["--metrics-listen", f"127.0.0.1:{mport}"])
+    create_topic(b.bootstrap, unique_topic("dash"), 1)
+    exported = {line.split()[2] for line in scrape(mport).splitlines() if line.startswith("# TYPE")}
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "tuning" / "grafana-dashboard.json").read_text())
+    used = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\b(spate_\w+?)(?:_bucket|_count|_sum)?\b(?=[{\[(])", target["expr"]))
+    assert used, "the dashboard queries no spate metric"
+    missing = {m for m in used if m not in exported}
+    assert not missing, f"dashboard metrics not exported: {missing}"
