@@ -1,14 +1,240 @@
 //! The admin command line: `spate topic|group|produce|consume`, speaking the Kafka protocol to
 //! any Kafka-compatible broker (`--bootstrap-server`, as Kafka's own tools take it).
 //!
-//! (Being written: the subcommands below are wired into `main.rs` and fail with a clear
-//! message until their implementation lands.)
+//! - `client`: a small blocking client (std sockets with timeouts, ApiVersions negotiation,
+//!   one connection per broker address; produce, fetch and group requests go to the leader or
+//!   coordinator that Metadata/FindCoordinator name).
+//! - `api`: each request the CLI makes, version differences handled, answers as plain structs.
+//! - `records`: magic v2 batches (encode for produce, decode for consume), murmur2 partitioner.
+//! - `output`: aligned tables, `--json`, and the progress line on long runs.
+//! - `error`: Kafka error names (`TOPIC_ALREADY_EXISTS`) and a hint on what to do.
+
+pub mod api;
+pub mod client;
+mod consume;
+pub mod error;
+mod group;
+pub mod output;
+mod produce;
+pub mod records;
+mod time;
+mod topic;
+
+use clap::{ArgGroup, Args, Subcommand};
+
+use self::client::Client;
+use self::error::Error;
+
+/// Options every admin command takes.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Broker to bootstrap from, HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT"
+    )]
+    pub bootstrap_server: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl Common {
+    fn client(&self) -> Result<Client, Error> {
+        Client::connect(&self.bootstrap_server)
+    }
+}
 
 /// Admin subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum AdminCommand {}
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create, list, describe, alter and delete topics.
+    Topic(TopicArgs),
+    /// List, describe and delete consumer groups, and reset their offsets.
+    Group(GroupArgs),
+    /// Produce messages from stdin lines (or --value) to a topic.
+    Produce(ProduceArgs),
+    /// Consume messages from a topic to stdout.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: i16,
+        /// A topic config, KEY=VALUE (repeatable), e.g. --config retention.ms=3600000.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Succeed without change when the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List topics.
+    List,
+    /// Show partitions (leaders, replicas, offsets) and configs of topics (all without names).
+    Describe { names: Vec<String> },
+    /// Delete topics.
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Succeed when a topic does not exist.
+        #[arg(long)]
+        if_exists: bool,
+    },
+    /// Set or remove topic configs.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true).args(["configs", "delete_configs"])))]
+    Alter {
+        name: String,
+        /// Set a config, KEY=VALUE (repeatable).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove a config override, back to the broker default (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct GroupArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: GroupCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// List consumer groups.
+    List,
+    /// Show a group's state, members (with their assigned partitions) and committed offsets
+    /// with lag.
+    Describe {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Delete groups (only groups without members).
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+    /// Move a group's committed offsets (the group must have no members).
+    #[command(group(ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_datetime", "to_offset"])))]
+    #[command(group(ArgGroup::new("which").required(true).args(["topics", "all_topics"])))]
+    ResetOffsets {
+        group: String,
+        /// TOPIC, or TOPIC:P,P,... for some partitions (repeatable).
+        #[arg(long = "topic", value_name = "TOPIC[:PARTITIONS]")]
+        topics: Vec<String>,
+        /// Every topic the group has committed offsets for.
+        #[arg(long)]
+        all_topics: bool,
+        /// To each partition's earliest offset.
+        #[arg(long)]
+        to_earliest: bool,
+        /// To each partition's end (latest offset).
+        #[arg(long)]
+        to_latest: bool,
+        /// To the first offset at or after this time: milliseconds since the epoch, or
+        /// YYYY-MM-DDTHH:MM:SS[.mmm][Z|+HH:MM] (UTC without a zone).
+        #[arg(long, value_name = "TIME")]
+        to_datetime: Option<String>,
+        /// To this offset (clamped into each partition's range).
+        #[arg(long, value_name = "OFFSET")]
+        to_offset: Option<i64>,
+        /// Show the new offsets without committing them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Topic to produce to.
+    pub topic: String,
+    /// Produce this value instead of reading stdin lines (repeatable).
+    #[arg(long = "value", value_name = "VALUE")]
+    pub values: Vec<String>,
+    /// Key of the --value messages.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Split each line into KEY<SEP>VALUE at the first SEP (a line without it has no key).
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// A header on every message, KEY=VALUE (repeatable).
+    #[arg(long = "header", value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+    /// Partition to produce to (default: murmur2 of the key, as Kafka's clients; round-robin
+    /// batches without a key).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// Acknowledgement: all (-1), 1 or 0.
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
+    pub acks: String,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("start").args(["from_beginning", "offset"])))]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Topic to consume.
+    pub topic: String,
+    /// Partitions to read (repeatable; default all).
+    #[arg(long = "partition", value_name = "P")]
+    pub partitions: Vec<i32>,
+    /// Start at each partition's earliest offset (default: its end).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Start at this offset; negative counts back from the end.
+    #[arg(long, allow_hyphen_values = true)]
+    pub offset: Option<i64>,
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N")]
+    pub max_messages: Option<u64>,
+    /// Exit once every partition is read to its end.
+    #[arg(long, short = 'e')]
+    pub exit_at_end: bool,
+    /// Output per message, as kcat's -f: %s or %v value, %k key, %t topic, %p partition,
+    /// %o offset, %T timestamp (ms), %h headers (k=v,...), %S/%K value/key length; \n \t \\
+    /// escapes. Default: "%s\n".
+    #[arg(long, short = 'f', value_name = "FORMAT")]
+    pub format: Option<String>,
+}
 
 /// Runs an admin subcommand; the error is printed by `main`.
 pub fn run(cmd: AdminCommand) -> Result<(), String> {
-    match cmd {}
+    let result = match cmd {
+        AdminCommand::Topic(a) => topic::run(&a.common, a.command),
+        AdminCommand::Group(a) => group::run(&a.common, a.command),
+        AdminCommand::Produce(a) => produce::run(a),
+        AdminCommand::Consume(a) => consume::run(a),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// Splits KEY=VALUE (`what` names the option in the error).
+fn key_value(s: &str, what: &str) -> Result<(String, String), Error> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(Error::other(format!("{what} '{s}' is not KEY=VALUE"))),
+    }
 }
