@@ -80,6 +80,11 @@ pub struct Snapshot {
     pub inflight_bytes: u64,
     pub flushes: u64,
     pub flush_seconds: f64,
+    /// glommio executor: seconds spent running tasks and polling io_uring, tasks run, and
+    /// scheduler runs.
+    pub executor_busy_seconds: f64,
+    pub executor_tasks: u64,
+    pub executor_scheduler_runs: u64,
     /// (topic, partition, log end offset, log start offset, bytes)
     pub partitions: Vec<(String, i32, i64, i64, u64)>,
     /// (group, topic, partition, committed offset) of the groups this shard coordinates.
@@ -90,6 +95,7 @@ impl Shard {
     /// This shard's metrics, for a scrape.
     pub fn snapshot(&self) -> Snapshot {
         let m = &self.metrics;
+        let exec = glommio::executor().executor_stats();
         Snapshot {
             shard: self.id,
             requests: m
@@ -112,6 +118,9 @@ impl Shard {
                 .saturating_sub(self.inflight.available()),
             flushes: self.stats.flushes.get(),
             flush_seconds: *m.flush_seconds.borrow(),
+            executor_busy_seconds: exec.total_runtime().as_secs_f64(),
+            executor_tasks: exec.tasks_executed(),
+            executor_scheduler_runs: exec.scheduler_runs(),
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
         }
@@ -227,7 +236,25 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 6] = [
+    let per_shard: [PerShard; 9] = [
+        (
+            "spate_executor_busy_seconds_total",
+            "counter",
+            "Seconds the shard's glommio executor ran tasks or polled io_uring (busy time; rate = utilisation).",
+            |s| s.executor_busy_seconds.to_string(),
+        ),
+        (
+            "spate_executor_tasks_total",
+            "counter",
+            "Tasks the shard's executor ran.",
+            |s| s.executor_tasks.to_string(),
+        ),
+        (
+            "spate_executor_scheduler_runs_total",
+            "counter",
+            "Scheduler runs of the shard's executor.",
+            |s| s.executor_scheduler_runs.to_string(),
+        ),
         (
             "spate_bytes_in_total",
             "counter",
