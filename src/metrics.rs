@@ -80,6 +80,8 @@ pub struct Snapshot {
     pub inflight_bytes: u64,
     pub flushes: u64,
     pub flush_seconds: f64,
+    pub appends: u64,
+    pub writes: u64,
     /// glommio executor: seconds spent running tasks and polling io_uring, tasks run, and
     /// scheduler runs.
     pub executor_busy_seconds: f64,
@@ -117,6 +119,8 @@ impl Shard {
             inflight_bytes: (self.config.inflight_bytes_max as u64)
                 .saturating_sub(self.inflight.available()),
             flushes: self.stats.flushes.get(),
+            appends: self.stats.appends.get(),
+            writes: self.stats.writes.get(),
             flush_seconds: *m.flush_seconds.borrow(),
             executor_busy_seconds: exec.total_runtime().as_secs_f64(),
             executor_tasks: exec.tasks_executed(),
@@ -236,7 +240,19 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 9] = [
+    let per_shard: [PerShard; 11] = [
+        (
+            "spate_produce_appends_total",
+            "counter",
+            "Partition appends asked for by Produce requests.",
+            |s| s.appends.to_string(),
+        ),
+        (
+            "spate_log_writes_total",
+            "counter",
+            "pwritev calls that wrote them (concurrent produces to a partition share one).",
+            |s| s.writes.to_string(),
+        ),
         (
             "spate_executor_busy_seconds_total",
             "counter",

@@ -21,6 +21,7 @@ use futures_channel::oneshot;
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::group::coordinator::GroupCoordinator;
+use crate::protocol::batch::ProducedBatch;
 use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, Retention};
@@ -38,6 +39,25 @@ pub struct ShardStats {
     pub busy: Cell<u64>,
     /// fdatasync jobs run.
     pub flushes: Cell<u64>,
+    /// Produce requests' partition appends, and the pwritev calls that wrote them (fewer
+    /// when concurrent produces shared a write).
+    pub appends: Cell<u64>,
+    pub writes: Cell<u64>,
+}
+
+/// A produce's batches waiting for the shard's writer task.
+struct PendingWrite {
+    batches: Vec<ProducedBatch>,
+    log_append_time: bool,
+    answer: oneshot::Sender<Result<Written, KafkaError>>,
+}
+
+/// Where one produce request's batches landed.
+struct Written {
+    base_offset: i64,
+    last_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
 }
 
 /// A partition's key in shard maps: (topic, partition).
@@ -52,6 +72,10 @@ pub struct Shard {
     topics: RefCell<BTreeMap<String, TopicMeta>>,
     /// Logs of the partitions this shard owns.
     logs: RefCell<HashMap<(String, i32), PartitionLog>>,
+    /// Produces waiting for the writer task, by partition, in arrival order.
+    pending_writes: RefCell<HashMap<TopicPartition, Vec<PendingWrite>>>,
+    /// Whether a writer task is already scheduled for `pending_writes`.
+    writer_scheduled: Cell<bool>,
     /// Partitions with an fdatasync in flight, and who waits for it to finish.
     flushing: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
     /// Fetches waiting for new data on this shard; all are woken by any append.
@@ -94,6 +118,8 @@ impl Shard {
             logs: RefCell::new(HashMap::new()),
             data_waiters: RefCell::new(Vec::new()),
             flushing: RefCell::new(HashMap::new()),
+            pending_writes: RefCell::new(HashMap::new()),
+            writer_scheduled: Cell::new(false),
             controller,
             groups,
             metrics: Default::default(),
@@ -266,43 +292,44 @@ impl Shard {
     pub async fn handle(self: Rc<Self>, req: ShardRequest) -> ShardReply {
         match req {
             ShardRequest::Produce(items) => {
-                let now = now_ms();
-                // Partitions whose answer waits for fdatasync: (result slot, partition, last offset).
-                let mut durable: Vec<(usize, (String, i32), i64)> = Vec::new();
-                let mut results = {
-                    let mut logs = self.logs.borrow_mut();
+                // Each partition's batches join the shard's pending writes; the writer task
+                // appends everything pending for a partition with one pwritev (see
+                // `write_pending`), so concurrent produces share a write.
+                let mut waits = Vec::with_capacity(items.len());
+                {
                     let topics = self.topics.borrow();
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(slot, item)| {
-                            self.debug_assert_owner(&item.topic, item.partition);
-                            let sync_on_ack = item.acks == -1
-                                && topics
-                                    .get(&item.topic)
-                                    .is_some_and(|t| self.flush_on_ack(t));
-                            let append_time = topics
-                                .get(&item.topic)
-                                .is_some_and(TopicMeta::log_append_time)
-                                .then_some(now);
-                            let tp = (item.topic, item.partition);
-                            let log = logs
-                                .get_mut(&tp)
-                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                            let appended = log.append(&item.batches, append_time, now)?;
-                            if sync_on_ack {
-                                durable.push((slot, tp, appended.last_offset));
-                            }
-                            Ok(ProduceOutcome {
-                                base_offset: appended.base_offset,
-                                log_append_time: append_time.unwrap_or(-1),
-                                log_start_offset: log.log_start_offset(),
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                };
-                if results.iter().any(Result::is_ok) {
-                    self.wake_data_waiters();
+                    let mut pending = self.pending_writes.borrow_mut();
+                    for item in items {
+                        self.debug_assert_owner(&item.topic, item.partition);
+                        let meta = topics.get(&item.topic);
+                        let sync_on_ack =
+                            item.acks == -1 && meta.is_some_and(|t| self.flush_on_ack(t));
+                        let append_time = meta.is_some_and(TopicMeta::log_append_time);
+                        let (tx, rx) = oneshot::channel();
+                        let tp = (item.topic, item.partition);
+                        pending.entry(tp.clone()).or_default().push(PendingWrite {
+                            batches: item.batches,
+                            log_append_time: append_time,
+                            answer: tx,
+                        });
+                        waits.push((tp, sync_on_ack, rx));
+                    }
+                }
+                if !self.writer_scheduled.replace(true) {
+                    glommio::spawn_local(self.clone().write_pending()).detach();
+                }
+                let mut results = Vec::with_capacity(waits.len());
+                let mut durable: Vec<(usize, (String, i32), i64)> = Vec::new();
+                for (slot, (tp, sync_on_ack, rx)) in waits.into_iter().enumerate() {
+                    let written = rx.await.unwrap_or(Err(KafkaError::NotAvailable));
+                    if let (Ok(w), true) = (&written, sync_on_ack) {
+                        durable.push((slot, tp, w.last_offset));
+                    }
+                    results.push(written.map(|w| ProduceOutcome {
+                        base_offset: w.base_offset,
+                        log_append_time: w.log_append_time,
+                        log_start_offset: w.log_start_offset,
+                    }));
                 }
                 // Group commit: concurrent produces to a partition share one fdatasync.
                 let flushes = durable.into_iter().map(|(slot, tp, last)| {
@@ -462,6 +489,71 @@ impl Shard {
                 }
                 ShardReply::DeleteRecords(results)
             }
+        }
+    }
+
+    /// Appends every pending produce, one pwritev per partition, and answers each request.
+    ///
+    /// Runs as its own task, scheduled by the first produce of a burst; it yields once first
+    /// so that produces arriving on other connections in the same executor turn join the
+    /// same write. Requests keep their arrival order within a partition.
+    async fn write_pending(self: Rc<Self>) {
+        futures_lite::future::yield_now().await;
+        self.writer_scheduled.set(false);
+        let pending = std::mem::take(&mut *self.pending_writes.borrow_mut());
+        let now = now_ms();
+        let mut any = false;
+        {
+            let mut logs = self.logs.borrow_mut();
+            for (tp, writes) in pending {
+                let Some(log) = logs.get_mut(&tp) else {
+                    for w in writes {
+                        let _ = w.answer.send(Err(KafkaError::UnknownTopicOrPartition));
+                    }
+                    continue;
+                };
+                // Every request of a partition has the topic's timestamp type.
+                let append_time = writes
+                    .first()
+                    .is_some_and(|w| w.log_append_time)
+                    .then_some(now);
+                let all: Vec<ProducedBatch> = writes
+                    .iter()
+                    .flat_map(|w| w.batches.iter().cloned())
+                    .collect();
+                self.stats
+                    .appends
+                    .set(self.stats.appends.get() + writes.len() as u64);
+                self.stats.writes.set(self.stats.writes.get() + 1);
+                match log.append(&all, append_time, now) {
+                    Ok(appended) => {
+                        any = true;
+                        let mut next = appended.base_offset;
+                        for w in writes {
+                            let count: i64 = w
+                                .batches
+                                .iter()
+                                .map(|b| b.header.last_offset_delta as i64 + 1)
+                                .sum();
+                            let _ = w.answer.send(Ok(Written {
+                                base_offset: next,
+                                last_offset: next + count - 1,
+                                log_append_time: append_time.unwrap_or(-1),
+                                log_start_offset: log.log_start_offset(),
+                            }));
+                            next += count;
+                        }
+                    }
+                    Err(e) => {
+                        for w in writes {
+                            let _ = w.answer.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if any {
+            self.wake_data_waiters();
         }
     }
 
