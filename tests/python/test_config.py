@@ -62,9 +62,32 @@ def test_broker_runs_from_a_config_file_with_json_logs(broker_factory, tmp_path)
     del md
 
 
+def _try(f):
+    try:
+        return f()
+    except (OSError, AssertionError):
+        return None
+
+
 def test_connection_limit_closes_extra_connections(broker_factory):
     b = broker_factory(shards=2, extra_args=["--connections-max", "2"])
-    held = [socket.create_connection(("127.0.0.1", b.port)) for _ in range(2)]
+
+    def served_connection():
+        """A connection the broker has accepted and answers (an ApiVersions v0 round trip)."""
+        s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
+        body = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (7).to_bytes(4, "big") + b"\xff\xff"
+        s.sendall(len(body).to_bytes(4, "big") + body)
+        size = int.from_bytes(s.recv(4), "big")
+        assert size > 0
+        while size > 0:
+            size -= len(s.recv(size))
+        return s
+
+    # Earlier probes (the harness's readiness check) may still count for a moment: retry
+    # until both held connections are really served.
+    held = []
+    while len(held) < 2:
+        held.append(wait_until(lambda: _try(served_connection), timeout=15, desc="a served connection"))
     # Wait until the broker has taken both (the third is then over the limit).
     def third_refused():
         s = socket.create_connection(("127.0.0.1", b.port), timeout=5)
