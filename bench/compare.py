@@ -339,6 +339,7 @@ class Broker:
                 self.p.wait()
         self.f.close()
         shutil.rmtree(self.data, ignore_errors=True)
+        os.sync()  # the next run starts with no writeback of this one's data in flight
 
 
 def create_topic(bootstrap, name, partitions):
@@ -403,19 +404,27 @@ def run_spate_bench(bench_bin, broker, workload, out_dir):
     log(f"{broker.kind}: spate-bench {workload.stem}")
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    (broker.work / f"{label}.stderr").write_text(p.stderr)
     new = sorted(set(out_dir.glob(f"{label}-*.json")) - before)
+    if new and p.returncode == 0:  # the progress lines (a line a second): where a stall was
+        new[-1].with_suffix(".log").write_text(p.stderr)
     res = {"command": " ".join(cmd[1:]).replace(str(REPO) + "/", ""), "exit": p.returncode,
            "wall_s": round(time.time() - t0, 1), "broker_cpu_s": broker.cpu_used()}
     if p.returncode != 0:
         res["error"] = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"
         log(f"{broker.kind}: spate-bench {workload.stem} exited {p.returncode}: {res['error']}")
-    if new:
+    if new and p.returncode != 0:
+        # A failed run still writes its report, with figures cut short: none of them count.
+        res["workload"] = json.loads(new[-1].read_text()).get("workload")
+        for f in new:
+            f.unlink()
+            f.with_suffix(".svg").unlink(missing_ok=True)
+    elif new:
         j = json.loads(new[-1].read_text())
         res["json"] = rel(new[-1])
         svg = new[-1].with_suffix(".svg")
         if svg.exists():
             res["chart"] = rel(svg)
+        res["progress_log"] = rel(new[-1].with_suffix(".log"))
         res["publish"] = j["publish"]
         res["consume"] = j.get("consume")
         res["totals"] = j.get("totals")
@@ -667,9 +676,11 @@ def markdown(results):
     ]
     if "tansu" in results["brokers"]:
         notes.append(f"Tansu {results['brokers']['tansu'].get('version', '')}: "
-                     "`--storage-engine memory://tansu/` (it has no durable local-disk log "
-                     "here), so its acks=all rows are not durable and are not a like-for-like "
-                     "comparison with Spate's fdatasync'd acks=all.")
+                     "`--storage-engine memory://tansu/`, so its acks=all rows are not durable "
+                     "and not a like-for-like comparison with Spate's fdatasync'd acks=all. "
+                     "Tansu's durable engines need what this machine lacks or a different "
+                     "build: s3:// an S3 endpoint, postgres:// a PostgreSQL server and "
+                     "`--features postgres`, sqlite:// `--features libsql` (not built here).")
     notes.append("spate-bench workloads: bench/workloads/*.toml (16 partitions, 2 producers, "
                  "2 consumers). rdkafka_performance: librdkafka defaults (linger.ms=5, "
                  f"batch.size 1 MB), 1 KiB messages, {TOPIC_PARTITIONS} partitions; the latency "
