@@ -675,12 +675,19 @@ def markdown(results):
         "fdatasync'd before the answer (group commit).",
     ]
     if "tansu" in results["brokers"]:
-        notes.append(f"Tansu {results['brokers']['tansu'].get('version', '')}: "
+        notes.append(f"Tansu {results['brokers']['tansu'].get('version', '').split()[-1]}: "
                      "`--storage-engine memory://tansu/`, so its acks=all rows are not durable "
                      "and not a like-for-like comparison with Spate's fdatasync'd acks=all. "
                      "Tansu's durable engines need what this machine lacks or a different "
                      "build: s3:// an S3 endpoint, postgres:// a PostgreSQL server and "
                      "`--features postgres`, sqlite:// `--features libsql` (not built here).")
+    for b, r in results["brokers"].items():
+        failed = {k: v["error"] for k, v in r.get("spate_bench", {}).items() if v.get("error")}
+        if failed:
+            why = sorted(set(failed.values()))
+            notes.append(f"spate-bench failed against {names.get(b, b)} on "
+                         f"{', '.join(sorted(failed))} (a dash in its column): "
+                         + "; ".join(f"`{w}`" for w in why))
     notes.append("spate-bench workloads: bench/workloads/*.toml (16 partitions, 2 producers, "
                  "2 consumers). rdkafka_performance: librdkafka defaults (linger.ms=5, "
                  f"batch.size 1 MB), 1 KiB messages, {TOPIC_PARTITIONS} partitions; the latency "
