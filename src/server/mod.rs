@@ -38,6 +38,8 @@ static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 /// Shards that finished draining their connections.
 static DRAINED: AtomicUsize = AtomicUsize::new(0);
 
+/// Threads of each shard's blocking pool (fdatasync, unlink).
+const BLOCKING_THREADS: usize = 4;
 /// How often a shard looks at [`STOP`].
 const STOP_POLL_MS: u64 = 50;
 /// How often the background flusher looks for partitions due a flush (`flush.ms`,
@@ -97,7 +99,14 @@ pub fn run(config: Config, catalog: CatalogData) -> anyhow::Result<()> {
                 let builder =
                     LocalExecutorBuilder::new(Placement::Fixed(config.shard_cpus[shard_id]))
                         .name(&format!("shard-{shard_id}"))
-                        .io_memory(config.io_memory_bytes);
+                        .io_memory(config.io_memory_bytes)
+                        // fdatasync and unlink run on the blocking pool. glommio gives a pinned
+                        // executor one blocking thread on its own core, which serialises the
+                        // syncs of all the shard's partitions; a few unpinned threads let them
+                        // overlap (they wait in the kernel, not on a core).
+                        .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(
+                            BLOCKING_THREADS,
+                        ));
                 let executor = match builder.make() {
                     Ok(e) => e,
                     Err(e) => {
