@@ -14,8 +14,10 @@
 //!   shard count). Only that shard's executor touches its log.
 //! - The topic catalog is written only by the controller on shard 0; every shard holds a
 //!   read-only cache that the controller updates by message before it answers.
-//! - Nothing mutable is shared between cores. The only cross-thread state is start-up
-//!   rendezvous and the stop flag (`server`), never on the data path.
+//! - Nothing mutable is shared between cores on the data path. Cross-thread state is confined
+//!   to `server` (start-up rendezvous, stop/drain/flush-failed flags, the broker-wide
+//!   connection count at accept); fetch responses carry read-only handles to immutable segment
+//!   ranges.
 
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
