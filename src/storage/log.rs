@@ -561,13 +561,23 @@ impl PartitionLog {
             self.log_start_offset = next_base;
         }
         self.dir_unflushed = true;
+        let doomed: Vec<Segment> = self.segments.drain(..n).collect();
+        // A deleted segment needs no sync, and holding its handle would keep its disk space
+        // (acks=1 topics without a flush policy never flush, so nothing else lets go of it).
+        self.unflushed_files
+            .retain(|(f, _)| !doomed.iter().any(|d| Arc::ptr_eq(f, &d.log)));
         Housekeeping {
             topic: self.topic.clone(),
             partition: self.partition,
             dir: self.dir.clone(),
             log_start,
-            doomed: self.segments.drain(..n).collect(),
+            doomed,
         }
+    }
+
+    /// Segment files written since the last flush (for tests and metrics).
+    pub fn unflushed_file_count(&self) -> usize {
+        self.unflushed_files.len()
     }
 
     /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark) and
@@ -797,6 +807,12 @@ mod tests {
             n
         };
         assert_eq!(expire(&mut log, Some(50), None, 1300), 12);
+        assert!(
+            log.unflushed_file_count() <= log.segment_count(),
+            "deleted segments are no longer held for a flush: {} files, {} segments",
+            log.unflushed_file_count(),
+            log.segment_count()
+        );
         assert_eq!(log.log_start_offset(), 24);
         assert_eq!(
             log.read(23, 100).unwrap_err().code(),
