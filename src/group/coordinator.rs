@@ -25,7 +25,7 @@ use crate::router::{GroupAnswer, GroupCall};
 use super::offsets::{CommittedOffset, OffsetStore, SyncJob};
 use super::state::{
     self, Effect, Group, GroupConfig, GroupDescription, GroupState, HeartbeatRequest, JoinRequest,
-    JoinResponse, LeaveRequest, LeaveResponse, Reply, SyncRequest, SyncResponse,
+    JoinResponse, LeaveRequest, LeaveResponse, Reply, Step, SyncRequest, SyncResponse,
 };
 use crate::shard::now_ms;
 
@@ -184,30 +184,9 @@ impl GroupCoordinator {
         }) else {
             return JoinResponse::failed("", state::COORDINATOR_NOT_AVAILABLE);
         };
-        // Park first, so an effect produced by this very call finds its waiter.
-        let rx = match step.reply {
-            Reply::Now(r) => {
-                self.deliver(&group_id, step.effects);
-                self.deliver(&group_id, later);
-                return r;
-            }
-            Reply::Parked { member_id } => {
-                let (tx, rx) = oneshot::channel();
-                // A member that joins again while parked replaces its old request.
-                let replaced = self
-                    .join_waiters
-                    .borrow_mut()
-                    .insert((group_id.clone(), member_id), tx);
-                if let Some(old) = replaced {
-                    let _ = old.send(JoinResponse::failed("", state::REBALANCE_IN_PROGRESS));
-                }
-                rx
-            }
-        };
-        self.deliver(&group_id, step.effects);
-        self.deliver(&group_id, later);
-        rx.await
-            .unwrap_or_else(|_| JoinResponse::failed("", state::REBALANCE_IN_PROGRESS))
+        let retry = || JoinResponse::failed("", state::REBALANCE_IN_PROGRESS);
+        self.settle(&group_id, step, later, &self.join_waiters, retry)
+            .await
     }
 
     pub async fn sync(&self, group_id: String, req: SyncRequest) -> SyncResponse {
@@ -219,28 +198,43 @@ impl GroupCoordinator {
         }) else {
             return SyncResponse::failed(state::UNKNOWN_MEMBER_ID);
         };
+        let retry = || SyncResponse::failed(state::REBALANCE_IN_PROGRESS);
+        self.settle(&group_id, step, later, &self.sync_waiters, retry)
+            .await
+    }
+
+    /// Answers a JoinGroup or SyncGroup: at once, or by parking the caller under its member id
+    /// until an effect answers it. The waiter is registered before the effects are delivered,
+    /// so an effect produced by this very call finds it. A member that calls again while
+    /// parked replaces its old request, which gets `retry()`.
+    async fn settle<T>(
+        &self,
+        group_id: &str,
+        step: Step<T>,
+        later: Vec<Effect>,
+        waiters: &RefCell<HashMap<WaiterKey, oneshot::Sender<T>>>,
+        retry: impl Fn() -> T,
+    ) -> T {
         let rx = match step.reply {
             Reply::Now(r) => {
-                self.deliver(&group_id, step.effects);
-                self.deliver(&group_id, later);
+                self.deliver(group_id, step.effects);
+                self.deliver(group_id, later);
                 return r;
             }
             Reply::Parked { member_id } => {
                 let (tx, rx) = oneshot::channel();
-                let replaced = self
-                    .sync_waiters
+                let replaced = waiters
                     .borrow_mut()
-                    .insert((group_id.clone(), member_id), tx);
+                    .insert((group_id.to_string(), member_id), tx);
                 if let Some(old) = replaced {
-                    let _ = old.send(SyncResponse::failed(state::REBALANCE_IN_PROGRESS));
+                    let _ = old.send(retry());
                 }
                 rx
             }
         };
-        self.deliver(&group_id, step.effects);
-        self.deliver(&group_id, later);
-        rx.await
-            .unwrap_or_else(|_| SyncResponse::failed(state::REBALANCE_IN_PROGRESS))
+        self.deliver(group_id, step.effects);
+        self.deliver(group_id, later);
+        rx.await.unwrap_or_else(|_| retry())
     }
 
     pub fn heartbeat(&self, group_id: &str, req: HeartbeatRequest) -> i16 {
