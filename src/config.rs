@@ -57,6 +57,9 @@ pub struct Config {
     /// Request bytes one shard holds at once (frames being read, handled or answered);
     /// connections wait for room before reading more (backpressure).
     pub inflight_bytes_max: usize,
+    /// Requests of one connection handled at once (answers stay in order; a Produce's
+    /// appends finish before the next request of the connection starts).
+    pub pipeline_requests_max: usize,
     /// Client connections the whole broker holds at once; more are closed at accept.
     pub connections_max: usize,
     /// Where the Prometheus metrics endpoint listens (off when None).
@@ -103,6 +106,7 @@ impl Config {
             flush_messages: None,
             fetch_zero_copy: true,
             inflight_bytes_max: 256 * 1024 * 1024,
+            pipeline_requests_max: 16,
             connections_max: 10_000,
             metrics_listen: None,
             flush_ms: None,
@@ -146,6 +150,12 @@ impl Config {
             return Err(format!(
                 "--inflight-bytes-max must be at least 1 MiB, got {}",
                 self.inflight_bytes_max
+            ));
+        }
+        if !(1..=1024).contains(&self.pipeline_requests_max) {
+            return Err(format!(
+                "--pipeline-requests-max must be between 1 and 1024, got {}",
+                self.pipeline_requests_max
             ));
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {

@@ -88,6 +88,11 @@ pub struct Settings {
     /// Request bytes each shard holds at once; connections wait beyond it [default: 268435456].
     #[arg(long)]
     pub inflight_bytes_max: Option<usize>,
+    /// Requests of one connection handled at once; answers still go back in order, and a
+    /// Produce's appends finish before the next request starts (1 = one at a time)
+    /// [default: 16].
+    #[arg(long)]
+    pub pipeline_requests_max: Option<usize>,
     /// Client connections the whole broker accepts at once; more are closed at accept
     /// [default: 10000].
     #[arg(long)]
@@ -147,6 +152,7 @@ impl Settings {
             fetch_zero_copy,
             fetch_wait_ms_max,
             inflight_bytes_max,
+            pipeline_requests_max,
             connections_max,
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
@@ -193,6 +199,9 @@ impl Settings {
         c.fetch_zero_copy = self.fetch_zero_copy.unwrap_or(c.fetch_zero_copy);
         c.fetch_wait_ms_max = set(self.fetch_wait_ms_max, c.fetch_wait_ms_max);
         c.inflight_bytes_max = self.inflight_bytes_max.unwrap_or(c.inflight_bytes_max);
+        c.pipeline_requests_max = self
+            .pipeline_requests_max
+            .unwrap_or(c.pipeline_requests_max);
         c.connections_max = self.connections_max.unwrap_or(c.connections_max);
         c.group_initial_rebalance_delay_ms = set(
             self.group_initial_rebalance_delay_ms,
@@ -230,6 +239,7 @@ impl Settings {
             fetch_zero_copy: Some(c.fetch_zero_copy),
             fetch_wait_ms_max: Some(c.fetch_wait_ms_max),
             inflight_bytes_max: Some(c.inflight_bytes_max),
+            pipeline_requests_max: Some(c.pipeline_requests_max),
             connections_max: Some(c.connections_max),
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),

@@ -28,8 +28,13 @@ use crate::storage::log::ReadOut;
 /// Work for one shard.
 #[derive(Debug)]
 pub enum ShardRequest {
-    /// Append to partitions this shard owns.
+    /// Append to partitions this shard owns; answered once written (page cache), not yet
+    /// durable: acks=all follows up with [`ShardRequest::Flush`].
     Produce(Vec<ProduceItem>),
+    /// Answer once every offset up to the given one of each partition is on disk (group
+    /// commit), or at once for topics that flush in the background: (topic, partition, last
+    /// offset).
+    Flush(Vec<(String, i32, i64)>),
     /// Locate data in partitions this shard owns.
     Fetch(Vec<FetchItem>),
     /// Return once any of the partitions has data past the given offset, or after the timeout.
@@ -80,9 +85,6 @@ pub struct AlterTopicConfig {
 
 #[derive(Debug)]
 pub struct ProduceItem {
-    /// -1: answer once durable (unless the topic flushes in the background); 0 or 1: once
-    /// written.
-    pub acks: i16,
     pub topic: String,
     pub partition: i32,
     pub batches: Vec<ProducedBatch>,
@@ -112,6 +114,8 @@ pub struct CreateTopic {
 #[derive(Clone, Copy, Debug)]
 pub struct ProduceOutcome {
     pub base_offset: i64,
+    /// The offset of the last record written: what acks=all waits to see on disk.
+    pub last_offset: i64,
     /// The broker time stamped on the batches, or -1 for CreateTime topics.
     pub log_append_time: i64,
     pub log_start_offset: i64,
@@ -185,6 +189,7 @@ pub enum ShardReply {
     Group(GroupAnswer),
     Metrics(Box<crate::metrics::Snapshot>),
     Produce(Vec<Result<ProduceOutcome, KafkaError>>),
+    Flush(Vec<Result<(), KafkaError>>),
     Fetch(Vec<Result<ReadOut, KafkaError>>),
     DataReady,
     ListOffsets(Vec<Result<(i64, i64), KafkaError>>),

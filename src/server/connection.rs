@@ -1,5 +1,6 @@
-//! One client connection: read a frame, decode it, run its handler, write the answer; in
-//! order, one request at a time, as Kafka does (clients pipeline, the broker answers in order).
+//! One client connection: read a frame, decode it, run its handler, write the answer. Requests
+//! take effect in the order they were sent and are answered in that order, as in Kafka; an
+//! acks=all produce's fdatasync overlaps the requests behind it (see [`run`]).
 //!
 //! Lives on: the shard that accepted the socket. Frames are read into one growing buffer and
 //! split off as `Bytes`, so a request's record bytes are views of what the socket delivered.
@@ -111,7 +112,7 @@ enum ConnError {
     Handler(#[from] anyhow::Error),
 }
 
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -125,7 +126,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let result = run(&shard, &mut stream, &peer_ip).await;
+    let result = run(&shard, stream, &peer_ip).await;
     shard
         .stats
         .connections
@@ -139,7 +140,81 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     }
 }
 
-async fn run(shard: &Rc<Shard>, stream: &mut TcpStream, peer_ip: &str) -> Result<(), ConnError> {
+/// A request being handled, on its way to the writer.
+struct InFlight {
+    started: std::time::Instant,
+    api: &'static str,
+    /// The handler, running as its own (detached) task.
+    answer: glommio::task::JoinHandle<anyhow::Result<Option<Vec<Chunk>>>>,
+    /// The frame's share of the shard's in-flight budget, held until the answer is written.
+    _permit: StaticPermit,
+    _busy: Busy,
+}
+
+/// Counts a request in the shard's `busy` gauge (what shutdown waits for) while it lives.
+struct Busy(Rc<Shard>);
+
+impl Busy {
+    fn new(shard: &Rc<Shard>) -> Busy {
+        shard.stats.busy.set(shard.stats.busy.get() + 1);
+        Busy(shard.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.stats.busy.set(self.0.stats.busy.get() - 1);
+    }
+}
+
+/// Serves a connection: a reader takes frames, decodes them and starts their handlers; a
+/// writer sends the answers back in request order.
+///
+/// Up to `pipeline_requests_max` requests of a connection are handled at once. The next one
+/// starts only when the previous handler releases its [`handlers::Ordered`] hold: when it is
+/// done, or for Produce once its batches are appended. So requests take effect in the order
+/// they were sent, as Kafka's one-at-a-time processing gives, while an acks=all produce's
+/// fdatasync overlaps the requests behind it (and their appends join its group commit).
+///
+/// The writer has its own handle on the socket (a dup of the descriptor), so that reading
+/// and writing wait independently. A frame that does not decode ends reading: the answers
+/// before it are still written, then the connection closes.
+async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &str) -> Result<(), ConnError> {
+    let mut write_half = dup_stream(&stream)?;
+    let mut read_half = stream;
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
+        shard.config.pipeline_requests_max,
+    );
+    let read_result: std::cell::Cell<Option<Result<(), ConnError>>> = Default::default();
+    let reading = async {
+        let r = read_loop(shard, &mut read_half, peer_ip, tx).await;
+        read_result.set(Some(r));
+        // The writer finishes the answers already under way and ends the connection.
+        futures_lite::future::pending::<Result<(), ConnError>>().await
+    };
+    let writing = write_loop(shard, &mut write_half, rx);
+    futures_lite::future::or(reading, writing).await?;
+    read_result.take().unwrap_or(Ok(()))
+}
+
+/// A second handle on a connection's socket, for the writer.
+fn dup_stream(stream: &TcpStream) -> Result<TcpStream, ConnError> {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: dup returns a new descriptor this function owns and hands to the new stream.
+    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if fd < 0 {
+        return Err(ConnError::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh, open socket descriptor owned by nobody else.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+async fn read_loop(
+    shard: &Rc<Shard>,
+    stream: &mut TcpStream,
+    peer_ip: &str,
+    tx: glommio::channels::local_channel::LocalSender<InFlight>,
+) -> Result<(), ConnError> {
     let mut reader = FrameReader {
         buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
         request_bytes_max: shard.config.request_bytes_max,
@@ -150,7 +225,7 @@ async fn run(shard: &Rc<Shard>, stream: &mut TcpStream, peer_ip: &str) -> Result
         if shard.stopping.get() {
             return Ok(());
         }
-        let (frame, _permit) = match reader.next(stream).await? {
+        let (frame, permit) = match reader.next(stream).await? {
             Next::Frame(f, permit) => (f, permit),
             Next::Closed => return Ok(()),
         };
@@ -158,37 +233,80 @@ async fn run(shard: &Rc<Shard>, stream: &mut TcpStream, peer_ip: &str) -> Result
             // Stopping: take no new work; the client retries elsewhere or after the restart.
             return Ok(());
         }
-        shard.stats.busy.set(shard.stats.busy.get() + 1);
-        let answered = answer(shard, stream, frame, peer_ip).await;
-        shard.stats.busy.set(shard.stats.busy.get() - 1);
-        answered?;
+        let busy = Busy::new(shard);
+        let started = std::time::Instant::now();
+        let api = frame_api(&frame);
+        let handler: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+            match decode_request(frame) {
+                Err(e) => {
+                    shard.metrics.record(api, 0, true);
+                    return Err(e.into());
+                }
+                Ok(Decoded::ApiVersionsUnsupported { correlation_id }) => {
+                    let answer = handlers::unsupported_version_response(correlation_id)
+                        .map(|b| Some(vec![Chunk::Mem(b)]));
+                    Box::pin(async move { answer })
+                }
+                Ok(Decoded::Request(req)) => {
+                    let (ordered, released) = handlers::Ordered::new();
+                    let shard = shard.clone();
+                    let peer_ip = peer_ip.to_string();
+                    let task = glommio::spawn_local(async move {
+                        handlers::dispatch(&shard, *req, &peer_ip, ordered).await
+                    })
+                    .detach();
+                    // The next request starts once this one has taken effect (see `run`).
+                    let _ = released.await;
+                    let in_flight = InFlight {
+                        started,
+                        api,
+                        answer: task,
+                        _permit: permit,
+                        _busy: busy,
+                    };
+                    if tx.send(in_flight).await.is_err() {
+                        return Ok(()); // the writer has stopped
+                    }
+                    continue;
+                }
+            };
+        let task = glommio::spawn_local(handler).detach();
+        let in_flight = InFlight {
+            started,
+            api,
+            answer: task,
+            _permit: permit,
+            _busy: busy,
+        };
+        if tx.send(in_flight).await.is_err() {
+            return Ok(());
+        }
     }
 }
 
-async fn answer(
+/// Writes each answer, in request order, as its handler finishes.
+async fn write_loop(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
-    frame: bytes::Bytes,
-    peer_ip: &str,
+    rx: glommio::channels::local_channel::LocalReceiver<InFlight>,
 ) -> Result<(), ConnError> {
-    let started = std::time::Instant::now();
-    let api = frame_api(&frame);
-    let result = async {
-        let chunks = match decode_request(frame)? {
-            Decoded::ApiVersionsUnsupported { correlation_id } => Some(vec![Chunk::Mem(
-                handlers::unsupported_version_response(correlation_id)?,
-            )]),
-            Decoded::Request(req) => handlers::dispatch(shard, *req, peer_ip).await?,
-        };
-        if let Some(chunks) = chunks {
-            write_chunks(shard, stream, chunks).await?;
+    while let Some(f) = rx.recv().await {
+        let result = async {
+            let chunks = f
+                .answer
+                .await
+                .ok_or_else(|| anyhow::anyhow!("request handler task was cancelled"))??;
+            if let Some(chunks) = chunks {
+                write_chunks(shard, stream, chunks).await?;
+            }
+            Ok::<(), ConnError>(())
         }
-        Ok(())
+        .await;
+        let micros = f.started.elapsed().as_micros() as u64;
+        shard.metrics.record(f.api, micros, result.is_err());
+        result?;
     }
-    .await;
-    let micros = started.elapsed().as_micros() as u64;
-    shard.metrics.record(api, micros, result.is_err());
-    result
+    Ok(())
 }
 
 /// The API name of a frame, for metrics (before it is decoded, so failures count too).

@@ -294,54 +294,60 @@ impl Shard {
             ShardRequest::Produce(items) => {
                 // Each partition's batches join the shard's pending writes; the writer task
                 // appends everything pending for a partition with one pwritev (see
-                // `write_pending`), so concurrent produces share a write.
+                // `write_pending`), so concurrent produces share a write. The answer comes
+                // once written; durability is a separate `Flush`, so that the connection can
+                // go on with its next request while this one's fdatasync runs.
                 let mut waits = Vec::with_capacity(items.len());
                 {
                     let topics = self.topics.borrow();
                     let mut pending = self.pending_writes.borrow_mut();
                     for item in items {
                         self.debug_assert_owner(&item.topic, item.partition);
-                        let meta = topics.get(&item.topic);
-                        let sync_on_ack =
-                            item.acks == -1 && meta.is_some_and(|t| self.flush_on_ack(t));
-                        let append_time = meta.is_some_and(TopicMeta::log_append_time);
+                        let append_time = topics
+                            .get(&item.topic)
+                            .is_some_and(TopicMeta::log_append_time);
                         let (tx, rx) = oneshot::channel();
-                        let tp = (item.topic, item.partition);
-                        pending.entry(tp.clone()).or_default().push(PendingWrite {
-                            batches: item.batches,
-                            log_append_time: append_time,
-                            answer: tx,
-                        });
-                        waits.push((tp, sync_on_ack, rx));
+                        pending
+                            .entry((item.topic, item.partition))
+                            .or_default()
+                            .push(PendingWrite {
+                                batches: item.batches,
+                                log_append_time: append_time,
+                                answer: tx,
+                            });
+                        waits.push(rx);
                     }
                 }
                 if !self.writer_scheduled.replace(true) {
                     glommio::spawn_local(self.clone().write_pending()).detach();
                 }
                 let mut results = Vec::with_capacity(waits.len());
-                let mut durable: Vec<(usize, (String, i32), i64)> = Vec::new();
-                for (slot, (tp, sync_on_ack, rx)) in waits.into_iter().enumerate() {
+                for rx in waits {
                     let written = rx.await.unwrap_or(Err(KafkaError::NotAvailable));
-                    if let (Ok(w), true) = (&written, sync_on_ack) {
-                        durable.push((slot, tp, w.last_offset));
-                    }
                     results.push(written.map(|w| ProduceOutcome {
                         base_offset: w.base_offset,
+                        last_offset: w.last_offset,
                         log_append_time: w.log_append_time,
                         log_start_offset: w.log_start_offset,
                     }));
                 }
-                // Group commit: concurrent produces to a partition share one fdatasync.
-                let flushes = durable.into_iter().map(|(slot, tp, last)| {
-                    let shard = self.clone();
-                    async move { (slot, shard.flush_to(tp, last).await) }
-                });
-                for (slot, flushed) in futures_util::future::join_all(flushes).await {
-                    if let Err(e) = flushed {
-                        results[slot] = Err(e);
-                    }
-                }
                 ShardReply::Produce(results)
+            }
+            ShardRequest::Flush(items) => {
+                // Group commit: concurrent produces to a partition share one fdatasync.
+                let flushes = items.into_iter().map(|(topic, partition, last)| {
+                    let shard = self.clone();
+                    async move {
+                        shard.debug_assert_owner(&topic, partition);
+                        let background =
+                            shard.topic(&topic).is_some_and(|t| !shard.flush_on_ack(&t));
+                        if background {
+                            return Ok(());
+                        }
+                        shard.flush_to((topic, partition), last).await
+                    }
+                });
+                ShardReply::Flush(futures_util::future::join_all(flushes).await)
             }
             ShardRequest::Fetch(items) => {
                 let logs = self.logs.borrow();

@@ -106,11 +106,26 @@ pub(crate) fn opt_string(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.as_str().to_string())
 }
 
+/// Held by a request's handler while the connection's next request must not start; dropped
+/// (released) when the handler finishes, or earlier by a handler that has reached the point
+/// after which running later requests alongside it keeps Kafka's in-order semantics (Produce:
+/// once appended).
+pub struct Ordered(#[allow(dead_code)] futures_channel::oneshot::Sender<()>);
+
+impl Ordered {
+    /// A hold, and what resolves when it is released.
+    pub fn new() -> (Ordered, futures_channel::oneshot::Receiver<()>) {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        (Ordered(tx), rx)
+    }
+}
+
 /// Runs the handler of `req`; Ok(None) means no response is sent.
 pub async fn dispatch(
     shard: &Rc<Shard>,
     req: Request,
     peer_ip: &str,
+    ordered: Ordered,
 ) -> anyhow::Result<Option<Vec<Chunk>>> {
     let (key, version, corr) = (req.api_key, req.version, req.header.correlation_id);
     let client = ClientInfo {
@@ -173,7 +188,7 @@ pub async fn dispatch(
             corr,
             &delete_records::handle(shard, r).await,
         )?),
-        RequestKind::Produce(r) => match produce::handle(shard, r, version).await {
+        RequestKind::Produce(r) => match produce::handle(shard, r, version, ordered).await {
             Some(resp) => one(respond(key, version, corr, &resp)?),
             None => Ok(None),
         },

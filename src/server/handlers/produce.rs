@@ -11,12 +11,15 @@ use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 
 use super::str_bytes;
-use super::{Slot, scatter};
+use super::{Ordered, Slot, scatter};
 use crate::error::KafkaError;
 use crate::protocol::batch::split_produce_records;
 use crate::router::{CreateTopic, ProduceItem, ProduceOutcome, ShardReply, ShardRequest};
 use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
 use crate::storage::catalog::TopicMeta;
+
+/// (topic, partition, last offset written) that acks=all waits to see on disk.
+type FlushItem = (String, i32, i64);
 
 /// Creates `name` with the broker defaults unless it exists (then returns it).
 pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, KafkaError> {
@@ -40,10 +43,15 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
 }
 
 /// Returns None for acks=0: such a request gets no response.
+///
+/// `ordered` is released once every partition's batches are appended: the connection's next
+/// request may start then (its appends come after these), while acks=all still waits here for
+/// the fdatasync.
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ProduceRequest,
     version: i16,
+    ordered: Ordered,
 ) -> Option<ProduceResponse> {
     let acks = req.acks;
     // results[topic][partition]
@@ -87,7 +95,6 @@ pub async fn handle(
                     by_owner.entry(shard.owner(name, p)).or_default().push((
                         (ti, pi),
                         ProduceItem {
-                            acks,
                             topic: name.to_string(),
                             partition: p,
                             batches,
@@ -111,6 +118,31 @@ pub async fn handle(
     };
     for ((ti, pi), answer) in scatter(shard, by_owner, ShardRequest::Produce, reply).await {
         results[ti][pi].1 = answer;
+    }
+    drop(ordered);
+    if acks == -1 {
+        // Durability: every written partition waits for its owner's fdatasync.
+        let mut by_owner: BTreeMap<usize, Vec<(Slot, FlushItem)>> = BTreeMap::new();
+        for (ti, topic) in req.topic_data.iter().enumerate() {
+            let name = topic.name.0.as_str();
+            for (pi, (p, r)) in results[ti].iter().enumerate() {
+                if let Ok(o) = r {
+                    by_owner
+                        .entry(shard.owner(name, *p))
+                        .or_default()
+                        .push(((ti, pi), (name.to_string(), *p, o.last_offset)));
+                }
+            }
+        }
+        let reply = |r| match r {
+            ShardReply::Flush(v) => Some(v),
+            _ => None,
+        };
+        for ((ti, pi), flushed) in scatter(shard, by_owner, ShardRequest::Flush, reply).await {
+            if let Err(e) = flushed {
+                results[ti][pi].1 = Err(e);
+            }
+        }
     }
     if acks == 0 {
         return None;
