@@ -235,6 +235,12 @@ impl PartitionLog {
             recovered,
         };
         log.find_log_end()?;
+        // Sealed segments answer lookups from their index files; only the active one keeps
+        // its entries in memory.
+        let sealed = log.segments.len().saturating_sub(1);
+        for seg in &mut log.segments[..sealed] {
+            seg.release_indexes();
+        }
         log.log_start_offset = log.log_start_offset.min(log.next_offset);
         // What survived the last run is what the next run starts from.
         log.flushed_offset = log.next_offset;
@@ -383,6 +389,7 @@ impl PartitionLog {
             self.active_mut()
                 .seal()
                 .map_err(|e| self.storage_error("roll", e))?;
+            self.active_mut().release_indexes();
             let seg = Segment::create(&self.dir, self.next_offset)
                 .map_err(|e| self.storage_error("roll", e))?;
             tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
@@ -762,6 +769,37 @@ mod tests {
             }
         }
         check(&PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap());
+    }
+
+    #[test]
+    fn sealed_segments_answer_lookups_from_their_index_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 4000,
+            segment_ms: None,
+            index_interval_bytes: 1,
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        for i in 0..200 {
+            produce(&mut log, 1000 + i * 10, &[&[b'x'; 40]]);
+        }
+        let check = |log: &PartitionLog| {
+            assert!(log.segment_count() >= 5, "{} segments", log.segment_count());
+            let (sealed, active) = log.segments.split_at(log.segments.len() - 1);
+            assert!(sealed.iter().all(|s| !s.indexes_in_memory()));
+            assert!(active[0].indexes_in_memory());
+            for i in 0..200 {
+                assert_eq!(read_all(log, i, 1)[0], i, "offset {i}");
+                assert_eq!(
+                    log.offset_for_timestamp(995 + i * 10).unwrap(),
+                    Some((i, 1000 + i * 10)),
+                    "timestamp of offset {i}"
+                );
+            }
+        };
+        check(&log);
+        drop(log);
+        check(&PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap());
     }
 
     #[test]

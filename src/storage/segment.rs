@@ -13,6 +13,10 @@
 //!
 //! Both indexes are derived data: they are rebuilt from the log whenever they are missing,
 //! point past the log, or the segment is recovered after a crash.
+//!
+//! Memory: only the active segment keeps its index entries in memory. A sealed segment's
+//! lookups binary-search its index files with positional reads (served by the page cache), so
+//! a partition's heap does not grow with the data it retains.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -58,11 +62,17 @@ pub struct Segment {
     /// owner writes through it, and only past every slice it handed out.
     pub log: Arc<File>,
     index_file: File,
-    /// (offset - base_offset, position), ascending in both.
+    /// (offset - base_offset, position), ascending in both. Empty once released (sealed).
     index: Vec<(u32, u32)>,
     time_index_file: File,
-    /// (largest timestamp so far, offset - base_offset of the batch that raised it).
+    /// (largest timestamp so far, offset - base_offset of the batch that raised it). Empty
+    /// once released (sealed).
     time_index: Vec<(i64, u32)>,
+    /// Whether `index` and `time_index` hold the entries; when not, the files do and
+    /// `index_len`/`time_len` count them.
+    resident: bool,
+    index_len: usize,
+    time_len: usize,
     /// Bytes of valid batches in the log file.
     pub size: u64,
     bytes_since_index: u64,
@@ -108,6 +118,31 @@ fn read_entries(file: &File) -> io::Result<Vec<u8>> {
     read_at_most(file, 0, file.metadata()?.len() as usize)
 }
 
+/// Entry `i` of an index file of `N`-byte entries.
+fn read_entry<const N: usize>(file: &File, i: usize) -> io::Result<[u8; N]> {
+    let bytes = read_at_most(file, (i * N) as u64, N)?;
+    bytes.try_into().map_err(|_| past_index())
+}
+
+fn past_index() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "index entry past the index")
+}
+
+/// The first `i` in `0..n` for which `pred` is false (`pred` is true then false over the
+/// range), like `slice::partition_point`, for entries read one at a time.
+fn partition_point(n: usize, pred: impl Fn(usize) -> io::Result<bool>) -> io::Result<usize> {
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
 impl Segment {
     /// Creates an empty segment starting at `base_offset`.
     pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
@@ -119,6 +154,9 @@ impl Segment {
             index: Vec::new(),
             time_index_file: open_rw(time_index_path(dir, base_offset), true)?,
             time_index: Vec::new(),
+            resident: true,
+            index_len: 0,
+            time_len: 0,
             size: 0,
             bytes_since_index: 0,
             bytes_since_time_entry: 0,
@@ -161,6 +199,9 @@ impl Segment {
             index,
             time_index_file,
             time_index,
+            resident: true,
+            index_len: 0,
+            time_len: 0,
             size,
             bytes_since_index: 0,
             bytes_since_time_entry: 0,
@@ -188,6 +229,7 @@ impl Segment {
         let mut next = self.base_offset;
         self.index.clear();
         self.time_index.clear();
+        self.resident = true;
         self.bytes_since_index = interval; // index the first batch
         self.bytes_since_time_entry = interval;
         self.max_timestamp = -1;
@@ -363,29 +405,100 @@ impl Segment {
         Ok(pos)
     }
 
+    /// Frees the in-memory index entries (the segment was sealed): lookups read the index
+    /// files from now on.
+    pub fn release_indexes(&mut self) {
+        if self.resident {
+            self.index_len = self.index.len();
+            self.time_len = self.time_index.len();
+            self.index = Vec::new();
+            self.time_index = Vec::new();
+            self.resident = false;
+        }
+    }
+
+    /// Whether the index entries are held in memory (the active segment).
+    #[cfg(test)]
+    pub fn indexes_in_memory(&self) -> bool {
+        self.resident
+    }
+
+    /// Offset index entry `i`: from memory, or read from the index file.
+    fn index_entry(&self, i: usize) -> io::Result<(u32, u32)> {
+        if self.resident {
+            return self.index.get(i).copied().ok_or_else(past_index);
+        }
+        let e = read_entry::<INDEX_ENTRY_BYTES>(&self.index_file, i)?;
+        Ok((
+            u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+            u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+        ))
+    }
+
+    /// Time index entry `i`: from memory, or read from the time index file.
+    fn time_entry(&self, i: usize) -> io::Result<(i64, u32)> {
+        if self.resident {
+            return self.time_index.get(i).copied().ok_or_else(past_index);
+        }
+        let e = read_entry::<TIME_ENTRY_BYTES>(&self.time_index_file, i)?;
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&e[0..8]);
+        Ok((
+            i64::from_be_bytes(ts),
+            u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
+        ))
+    }
+
+    fn index_count(&self) -> usize {
+        if self.resident {
+            self.index.len()
+        } else {
+            self.index_len
+        }
+    }
+
+    fn time_count(&self) -> usize {
+        if self.resident {
+            self.time_index.len()
+        } else {
+            self.time_len
+        }
+    }
+
     /// Position from which a scan for `offset` starts: the last index entry at or below it.
+    /// (Position 0 if the index cannot be read: a longer scan, never a wrong answer.)
     pub fn index_lookup(&self, offset: i64) -> u64 {
         let rel = (offset - self.base_offset).clamp(0, u32::MAX as i64) as u32;
-        match self.index.partition_point(|&(r, _)| r <= rel) {
-            0 => 0,
-            i => self.index[i - 1].1 as u64,
+        let found = partition_point(self.index_count(), |i| {
+            self.index_entry(i).map(|(r, _)| r <= rel)
+        });
+        match found {
+            Ok(0) | Err(_) => 0,
+            Ok(i) => self.index_entry(i - 1).map_or(0, |(_, pos)| pos as u64),
         }
     }
 
     /// Position from which a scan for the first batch with a timestamp at or after
     /// `timestamp` starts: every batch before the last time entry below it is older.
     pub fn time_lookup(&self, timestamp: i64) -> u64 {
-        match self.time_index.partition_point(|&(t, _)| t < timestamp) {
-            0 => 0,
-            i => self.index_lookup(self.base_offset + self.time_index[i - 1].1 as i64),
+        let found = partition_point(self.time_count(), |i| {
+            self.time_entry(i).map(|(t, _)| t < timestamp)
+        });
+        match found {
+            Ok(0) | Err(_) => 0,
+            Ok(i) => self.time_entry(i - 1).map_or(0, |(_, rel)| {
+                self.index_lookup(self.base_offset + rel as i64)
+            }),
         }
     }
 
     /// Whether the time index names an offset past `last_offset` (it disagrees with the log).
     pub fn time_index_past(&self, last_offset: i64) -> bool {
-        self.time_index
-            .last()
-            .is_some_and(|&(_, r)| self.base_offset + r as i64 > last_offset)
+        let n = self.time_count();
+        n > 0
+            && self
+                .time_entry(n - 1)
+                .is_ok_and(|(_, r)| self.base_offset + r as i64 > last_offset)
     }
 
     /// Rebuilds both indexes from the log (they disagreed with it).
@@ -395,12 +508,16 @@ impl Segment {
 
     /// Position of the last index entry (where a scan for the log end starts).
     pub fn last_indexed_pos(&self) -> u64 {
-        self.index.last().map_or(0, |&(_, p)| p as u64)
+        match self.index_count() {
+            0 => 0,
+            n => self.index_entry(n - 1).map_or(0, |(_, p)| p as u64),
+        }
     }
 
     /// Appends batches (given as buffers, in order) placed as `batches` say; adds index
     /// entries as they fall due.
     pub fn append(&mut self, bufs: &[&[u8]], batches: &[Placed], interval: u64) -> io::Result<()> {
+        debug_assert!(self.resident, "append to a sealed segment");
         let start = self.size;
         let written = faults::check(faults::Op::Write, &log_path(&self.dir, self.base_offset))
             .and_then(|()| pwritev_all(&self.log, start, bufs));
