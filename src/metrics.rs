@@ -75,6 +75,7 @@ pub struct Snapshot {
     pub latency: Vec<(&'static str, Histogram<u64>)>,
     pub bytes_in: u64,
     pub bytes_out_zero_copy: u64,
+    pub bytes_out_warmed: u64,
     pub bytes_out_copied: u64,
     pub connections: u64,
     pub inflight_bytes: u64,
@@ -114,6 +115,7 @@ impl Shard {
                 .collect(),
             bytes_in: self.stats.bytes_in.get(),
             bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
+            bytes_out_warmed: self.stats.bytes_out_warmed.get(),
             bytes_out_copied: self.stats.bytes_out_copied.get(),
             connections: self.stats.connections.get(),
             inflight_bytes: (self.config.inflight_bytes_max as u64)
@@ -327,6 +329,20 @@ pub fn render(snaps: &[Snapshot]) -> String {
             out,
             "spate_bytes_out_total{{shard=\"{}\",path=\"copied\"}} {}",
             s.shard, s.bytes_out_copied
+        );
+    }
+    family(
+        &mut out,
+        "spate_fetch_cold_bytes_total",
+        "counter",
+        "Fetch record bytes that were not in the page cache and were read into it on the \
+         blocking pool before being sent (old data; the shard never waits for the disk).",
+    );
+    for s in snaps {
+        let _ = writeln!(
+            out,
+            "spate_fetch_cold_bytes_total{{shard=\"{}\"}} {}",
+            s.shard, s.bytes_out_warmed
         );
     }
     let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();

@@ -98,9 +98,62 @@ fn counter(stderr: &str, name: &str) -> u64 {
         .sum()
 }
 
+/// Drops every segment file under `data` from the page cache (they are clean: the broker
+/// that wrote them stopped cleanly, which syncs them). Returns the files.
+fn evict_segments(data: &std::path::Path) -> Vec<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let mut files = Vec::new();
+    for part in std::fs::read_dir(data).expect("data dir") {
+        let part = part.expect("entry").path();
+        if !part.is_dir() || !part.to_string_lossy().contains(TOPIC) {
+            continue;
+        }
+        for seg in std::fs::read_dir(&part).expect("partition dir") {
+            let seg = seg.expect("entry").path();
+            if seg.extension().is_some_and(|e| e == "log") {
+                let f = std::fs::File::open(&seg).expect("open segment");
+                // SAFETY: advice about an open descriptor's pages.
+                let rc =
+                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+                assert_eq!(rc, 0, "posix_fadvise DONTNEED on {}", seg.display());
+                files.push(f);
+            }
+        }
+    }
+    assert!(
+        !files.is_empty(),
+        "no segment files under {}",
+        data.display()
+    );
+    files
+}
+
 #[test]
-fn old_data_goes_out_by_sendfile_and_the_copying_path_sends_the_same_bytes() {
+fn cold_data_is_read_into_the_page_cache_off_the_shard_then_sent() {
     let broker = Broker::start_with(2, &[]);
+    produce_all(&broker);
+    let (dir, _) = broker.stop_and_keep();
+    let files = evict_segments(&dir.path().join("data"));
+    let Some(false) = spate::storage::io::fully_cached(&files[0], 0, 1) else {
+        eprintln!("this kernel has no cachestat(2) (or kept the pages): nothing to check");
+        return;
+    };
+    let broker = Broker::start_in(dir, 2, &[]);
+    let (_, record_bytes) = fetch_everything(&broker);
+    let (_, stderr) = broker.stop_and_keep();
+    let warmed = counter(&stderr, "bytes_out_warmed");
+    assert!(
+        warmed > 0 && warmed <= record_bytes as u64,
+        "{warmed} of {record_bytes} fetched bytes were warmed first\n{stderr}"
+    );
+    assert_eq!(
+        counter(&stderr, "bytes_out_zero_copy") + counter(&stderr, "bytes_out_copied"),
+        record_bytes as u64,
+        "{stderr}"
+    );
+}
+
+fn produce_all(broker: &Broker) {
     let mut s = broker.connect();
     let req = CreateTopicsRequest::default().with_topics(vec![
         CreatableTopic::default()
@@ -131,7 +184,12 @@ fn old_data_goes_out_by_sendfile_and_the_copying_path_sends_the_same_bytes() {
             "{resp:?}"
         );
     }
-    drop(s);
+}
+
+#[test]
+fn old_data_goes_out_by_sendfile_and_the_copying_path_sends_the_same_bytes() {
+    let broker = Broker::start_with(2, &[]);
+    produce_all(&broker);
     // Old data: a new broker process that never held these records in memory.
     let (dir, _) = broker.stop_and_keep();
     let broker = Broker::start_in(dir, 2, &[]);

@@ -328,15 +328,34 @@ async fn write_chunks(
     for chunk in chunks {
         match chunk {
             Chunk::Mem(b) => stream.write_all(&b).await?,
-            Chunk::File(slice) if shard.config.fetch_zero_copy => {
-                send_file(shard, stream, &slice, &mut copy_buf).await?
-            }
             Chunk::File(slice) => {
-                copy_range(shard, stream, &slice, slice.pos, slice.len, &mut copy_buf).await?
+                ensure_cached(shard, &slice).await?;
+                if shard.config.fetch_zero_copy {
+                    send_file(shard, stream, &slice, &mut copy_buf).await?
+                } else {
+                    copy_range(shard, stream, &slice, slice.pos, slice.len, &mut copy_buf).await?
+                }
             }
         }
     }
     stream.flush().await
+}
+
+/// Old data may have left the page cache; sendfile (or a read) would then wait for the disk on
+/// this core and stall every partition of the shard. Such a range is read into the cache on
+/// the blocking pool first (cachestat(2) tells; on kernels without it, nothing is done).
+async fn ensure_cached(shard: &Shard, slice: &FileSlice) -> std::io::Result<()> {
+    let len = slice.len as u64;
+    if crate::storage::io::fully_cached(&slice.file, slice.pos, len) != Some(false) {
+        return Ok(());
+    }
+    let (file, pos) = (slice.file.clone(), slice.pos);
+    glommio::executor()
+        .spawn_blocking(move || crate::storage::io::warm(&file, pos, len))
+        .await?;
+    let stats = &shard.stats.bytes_out_warmed;
+    stats.set(stats.get() + len);
+    Ok(())
 }
 
 /// The copying path: file bytes go through `copy_buf` in bounded pieces.

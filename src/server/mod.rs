@@ -385,6 +385,7 @@ async fn shard_main(
         bytes_in = shard.stats.bytes_in.get(),
         bytes_out_zero_copy = shard.stats.bytes_out_zero_copy.get(),
         bytes_out_copied = shard.stats.bytes_out_copied.get(),
+        bytes_out_warmed = shard.stats.bytes_out_warmed.get(),
         "shard stopped"
     );
     Ok(())

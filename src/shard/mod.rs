@@ -34,6 +34,9 @@ pub struct ShardStats {
     pub bytes_out_copied: Cell<u64>,
     /// Record bytes sent with sendfile(2), never copied through user space.
     pub bytes_out_zero_copy: Cell<u64>,
+    /// Fetch record bytes that were not in the page cache and were read into it on the
+    /// blocking pool before sendfile (cold, old data).
+    pub bytes_out_warmed: Cell<u64>,
     pub connections: Cell<u64>,
     /// Requests being handled right now (shutdown waits for them).
     pub busy: Cell<u64>,
