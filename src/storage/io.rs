@@ -110,10 +110,10 @@ pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
         }
         const PAGE: u64 = 4096;
         let first = pos / PAGE;
-        let last = (pos + len - 1) / PAGE;
+        let pages = (pos + len).div_ceil(PAGE) - first;
         let range = Range {
             off: first * PAGE,
-            len: (last - first + 1) * PAGE,
+            len: pages * PAGE,
         };
         let mut stat = Stat::default();
         // SAFETY: both pointers are to live, properly sized repr(C) structs; flags must be 0.
@@ -129,7 +129,7 @@ pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
         if rc != 0 {
             return None;
         }
-        Some(stat.nr_cache >= last - first + 1)
+        Some(stat.nr_cache >= pages)
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
