@@ -243,6 +243,17 @@ impl Router {
         to: usize,
         req: ShardRequest,
     ) -> Result<ShardReply, KafkaError> {
+        let reply = self.send(to, req).await?;
+        reply.await.map_err(|_| KafkaError::NotAvailable)
+    }
+
+    /// Sends `req` to shard `to` (not this one); returns once it is in the channel, with what
+    /// resolves to the reply. Requests from one shard to another arrive in the order sent.
+    pub async fn send(
+        &self,
+        to: usize,
+        req: ShardRequest,
+    ) -> Result<oneshot::Receiver<ShardReply>, KafkaError> {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = oneshot::channel();
@@ -256,7 +267,7 @@ impl Router {
             self.pending.borrow_mut().remove(&id);
             return Err(KafkaError::NotAvailable);
         }
-        rx.await.map_err(|_| KafkaError::NotAvailable)
+        Ok(rx)
     }
 
     /// Sends a reply back to the shard that asked.

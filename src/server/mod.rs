@@ -25,7 +25,7 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::router::{Envelope, Router};
+use crate::router::{Envelope, Router, ShardRequest};
 use crate::shard::Shard;
 use crate::storage::catalog::CatalogData;
 
@@ -242,6 +242,22 @@ async fn shard_main(
         glommio::spawn_local(async move {
             while let Some(env) = stream.recv().await {
                 match env {
+                    // A produce is queued here, before the next message is taken, so
+                    // partitions append in the order the sending shard sent (the channel is
+                    // FIFO); the rest runs in its own task.
+                    Envelope::Request {
+                        id,
+                        from,
+                        req: ShardRequest::Produce(items),
+                    } => {
+                        let queued = shard.enqueue_produce(items);
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let rep = queued.wait().await;
+                            shard.router.reply(from, id, rep).await;
+                        })
+                        .detach();
+                    }
                     Envelope::Request { id, from, req } => {
                         let shard = shard.clone();
                         glommio::spawn_local(async move {

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::KafkaError;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::batch::ProducedBatch;
-use crate::router::{ProduceOutcome, Router, ShardReply, ShardRequest};
+use crate::router::{ProduceItem, ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, Retention};
 use crate::storage::segment::Recovered;
@@ -61,6 +61,26 @@ struct Written {
     last_offset: i64,
     log_append_time: i64,
     log_start_offset: i64,
+}
+
+/// A produce's batches, queued on their owner shard: [`QueuedProduce::wait`] gives their
+/// offsets once written.
+pub struct QueuedProduce(Vec<oneshot::Receiver<Result<Written, KafkaError>>>);
+
+impl QueuedProduce {
+    pub async fn wait(self) -> ShardReply {
+        let mut results = Vec::with_capacity(self.0.len());
+        for rx in self.0 {
+            let written = rx.await.unwrap_or(Err(KafkaError::NotAvailable));
+            results.push(written.map(|w| ProduceOutcome {
+                base_offset: w.base_offset,
+                last_offset: w.last_offset,
+                log_append_time: w.log_append_time,
+                log_start_offset: w.log_start_offset,
+            }));
+        }
+        ShardReply::Produce(results)
+    }
 }
 
 /// A partition's key in shard maps: (topic, partition).
@@ -291,51 +311,48 @@ impl Shard {
         }
     }
 
+    /// Queues a produce's batches for the shard's writer task, synchronously, and returns what
+    /// to wait on for their offsets. Batches of one partition are appended in the order they
+    /// were queued, and this is where that order is fixed: the connection that sent the
+    /// request goes on with its next request once every owner has queued (see
+    /// `server::connection`).
+    ///
+    /// The writer appends everything queued for a partition with one pwritev (see
+    /// `write_pending`), so concurrent produces share a write. The answer comes once written;
+    /// durability is a separate `Flush`, so that the connection can go on while this request's
+    /// fdatasync runs.
+    pub fn enqueue_produce(self: &Rc<Self>, items: Vec<ProduceItem>) -> QueuedProduce {
+        let mut waits = Vec::with_capacity(items.len());
+        {
+            let topics = self.topics.borrow();
+            let mut pending = self.pending_writes.borrow_mut();
+            for item in items {
+                self.debug_assert_owner(&item.topic, item.partition);
+                let append_time = topics
+                    .get(&item.topic)
+                    .is_some_and(TopicMeta::log_append_time);
+                let (tx, rx) = oneshot::channel();
+                pending
+                    .entry((item.topic, item.partition))
+                    .or_default()
+                    .push(PendingWrite {
+                        batches: item.batches,
+                        log_append_time: append_time,
+                        answer: tx,
+                    });
+                waits.push(rx);
+            }
+        }
+        if !self.writer_scheduled.replace(true) {
+            glommio::spawn_local(self.clone().write_pending()).detach();
+        }
+        QueuedProduce(waits)
+    }
+
     /// Handles a request for this shard, from any shard (this one included).
     pub async fn handle(self: Rc<Self>, req: ShardRequest) -> ShardReply {
         match req {
-            ShardRequest::Produce(items) => {
-                // Each partition's batches join the shard's pending writes; the writer task
-                // appends everything pending for a partition with one pwritev (see
-                // `write_pending`), so concurrent produces share a write. The answer comes
-                // once written; durability is a separate `Flush`, so that the connection can
-                // go on with its next request while this one's fdatasync runs.
-                let mut waits = Vec::with_capacity(items.len());
-                {
-                    let topics = self.topics.borrow();
-                    let mut pending = self.pending_writes.borrow_mut();
-                    for item in items {
-                        self.debug_assert_owner(&item.topic, item.partition);
-                        let append_time = topics
-                            .get(&item.topic)
-                            .is_some_and(TopicMeta::log_append_time);
-                        let (tx, rx) = oneshot::channel();
-                        pending
-                            .entry((item.topic, item.partition))
-                            .or_default()
-                            .push(PendingWrite {
-                                batches: item.batches,
-                                log_append_time: append_time,
-                                answer: tx,
-                            });
-                        waits.push(rx);
-                    }
-                }
-                if !self.writer_scheduled.replace(true) {
-                    glommio::spawn_local(self.clone().write_pending()).detach();
-                }
-                let mut results = Vec::with_capacity(waits.len());
-                for rx in waits {
-                    let written = rx.await.unwrap_or(Err(KafkaError::NotAvailable));
-                    results.push(written.map(|w| ProduceOutcome {
-                        base_offset: w.base_offset,
-                        last_offset: w.last_offset,
-                        log_append_time: w.log_append_time,
-                        log_start_offset: w.log_start_offset,
-                    }));
-                }
-                ShardReply::Produce(results)
-            }
+            ShardRequest::Produce(items) => self.enqueue_produce(items).wait().await,
             ShardRequest::Flush(items) => {
                 // Group commit: concurrent produces to a partition share one fdatasync.
                 let flushes = items.into_iter().map(|(topic, partition, last)| {
@@ -526,43 +543,78 @@ impl Shard {
                     .first()
                     .is_some_and(|w| w.log_append_time)
                     .then_some(now);
-                let all: Vec<ProducedBatch> = writes
-                    .iter()
-                    .flat_map(|w| w.batches.iter().cloned())
-                    .collect();
-                self.stats
-                    .appends
-                    .set(self.stats.appends.get() + writes.len() as u64);
-                self.stats.writes.set(self.stats.writes.get() + 1);
-                match log.append(&all, append_time, now) {
-                    Ok(appended) => {
-                        any = true;
-                        let mut next = appended.base_offset;
-                        for w in writes {
-                            let count: i64 = w
-                                .batches
-                                .iter()
-                                .map(|b| b.header.last_offset_delta as i64 + 1)
-                                .sum();
-                            let _ = w.answer.send(Ok(Written {
-                                base_offset: next,
-                                last_offset: next + count - 1,
-                                log_append_time: append_time.unwrap_or(-1),
-                                log_start_offset: log.log_start_offset(),
-                            }));
-                            next += count;
+                let mut writes = writes.into_iter().peekable();
+                while writes.peek().is_some() {
+                    // One pwritev for as many requests as fit the active segment (a request
+                    // that does not fit rolls it first), so segments keep to segment.bytes
+                    // and each request's batches stay whole in one segment.
+                    let room = log.segment_room();
+                    let mut group: Vec<PendingWrite> = Vec::new();
+                    let mut bytes = 0u64;
+                    while let Some(w) = writes.peek() {
+                        let b: u64 = w.batches.iter().map(|b| b.bytes.len() as u64).sum();
+                        let limit = if group.is_empty() {
+                            u64::MAX
+                        } else {
+                            room.max(bytes)
+                        };
+                        if bytes + b > limit {
+                            break;
                         }
+                        bytes += b;
+                        group.extend(writes.next());
                     }
-                    Err(e) => {
-                        for w in writes {
-                            let _ = w.answer.send(Err(e.clone()));
-                        }
-                    }
+                    any |= self.append_group(log, group, append_time, now);
                 }
             }
         }
         if any {
             self.wake_data_waiters();
+        }
+    }
+
+    /// Appends a group of produces to a partition with one write and answers each with its
+    /// own offsets; returns whether anything was written.
+    fn append_group(
+        &self,
+        log: &mut PartitionLog,
+        group: Vec<PendingWrite>,
+        append_time: Option<i64>,
+        now: i64,
+    ) -> bool {
+        let all: Vec<ProducedBatch> = group
+            .iter()
+            .flat_map(|w| w.batches.iter().cloned())
+            .collect();
+        self.stats
+            .appends
+            .set(self.stats.appends.get() + group.len() as u64);
+        self.stats.writes.set(self.stats.writes.get() + 1);
+        match log.append(&all, append_time, now) {
+            Ok(appended) => {
+                let mut next = appended.base_offset;
+                for w in group {
+                    let count: i64 = w
+                        .batches
+                        .iter()
+                        .map(|b| b.header.last_offset_delta as i64 + 1)
+                        .sum();
+                    let _ = w.answer.send(Ok(Written {
+                        base_offset: next,
+                        last_offset: next + count - 1,
+                        log_append_time: append_time.unwrap_or(-1),
+                        log_start_offset: log.log_start_offset(),
+                    }));
+                    next += count;
+                }
+                true
+            }
+            Err(e) => {
+                for w in group {
+                    let _ = w.answer.send(Err(e.clone()));
+                }
+                false
+            }
         }
     }
 

@@ -349,6 +349,17 @@ impl PartitionLog {
         self.log_start_offset
     }
 
+    /// Bytes the active segment takes before it rolls (a fresh segment's whole size when
+    /// it is empty: a write that does not fit a non-empty one rolls it first).
+    pub fn segment_room(&self) -> u64 {
+        let size = self.active().size;
+        if size == 0 {
+            self.config.segment_bytes
+        } else {
+            self.config.segment_bytes.saturating_sub(size)
+        }
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

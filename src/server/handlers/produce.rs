@@ -18,6 +18,13 @@ use crate::router::{CreateTopic, ProduceItem, ProduceOutcome, ShardReply, ShardR
 use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
 use crate::storage::catalog::TopicMeta;
 
+/// Where a produce's batches for one owner shard were queued.
+enum Queued {
+    Local(crate::shard::QueuedProduce),
+    Remote(futures_channel::oneshot::Receiver<ShardReply>),
+    Failed(KafkaError),
+}
+
 /// (topic, partition, last offset written) that acks=all waits to see on disk.
 type FlushItem = (String, i32, i64);
 
@@ -44,9 +51,9 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
 
 /// Returns None for acks=0: such a request gets no response.
 ///
-/// `ordered` is released once every partition's batches are appended: the connection's next
-/// request may start then (its appends come after these), while acks=all still waits here for
-/// the fdatasync.
+/// `ordered` is released once every partition's batches are queued at their owners: the
+/// connection's next request may start then (its appends queue behind these), while this one
+/// still waits here for its offsets and, with acks=all, for the fdatasync.
 pub async fn handle(
     shard: &Rc<Shard>,
     req: ProduceRequest,
@@ -112,14 +119,43 @@ pub async fn handle(
         }
         results.push(slots);
     }
-    let reply = |r| match r {
-        ShardReply::Produce(v) => Some(v),
-        _ => None,
-    };
-    for ((ti, pi), answer) in scatter(shard, by_owner, ShardRequest::Produce, reply).await {
-        results[ti][pi].1 = answer;
+    // Queue every owner's batches, in order, then let the connection's next request start:
+    // its batches queue behind these on every owner (the local queue is filled right here, and
+    // a remote owner queues what its FIFO channel delivers before taking the next message).
+    let mut queued = Vec::with_capacity(by_owner.len());
+    for (owner, items) in by_owner {
+        let (slots, items): (Vec<Slot>, Vec<ProduceItem>) = items.into_iter().unzip();
+        let reply = if owner == shard.id {
+            Queued::Local(shard.enqueue_produce(items))
+        } else {
+            match shard.router.send(owner, ShardRequest::Produce(items)).await {
+                Ok(rx) => Queued::Remote(rx),
+                Err(e) => Queued::Failed(e),
+            }
+        };
+        queued.push((slots, reply));
     }
     drop(ordered);
+    let waits = queued.into_iter().map(|(slots, reply)| async move {
+        let n = slots.len();
+        let answers = match reply {
+            Queued::Local(q) => q.wait().await,
+            Queued::Remote(rx) => rx.await.unwrap_or(ShardReply::Done(Ok(()))),
+            Queued::Failed(e) => return slots.into_iter().map(|s| (s, Err(e.clone()))).collect(),
+        };
+        let answers = match answers {
+            ShardReply::Produce(r) if r.len() == n => r,
+            _ => vec![Err(KafkaError::NotAvailable); n],
+        };
+        slots.into_iter().zip(answers).collect::<Vec<_>>()
+    });
+    for ((ti, pi), answer) in futures_util::future::join_all(waits)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        results[ti][pi].1 = answer;
+    }
     if acks == -1 {
         // Durability: every written partition waits for its owner's fdatasync.
         let mut by_owner: BTreeMap<usize, Vec<(Slot, FlushItem)>> = BTreeMap::new();
