@@ -172,7 +172,8 @@ impl Drop for Busy {
 ///
 /// Up to `pipeline_requests_max` requests of a connection are handled at once. The next one
 /// starts only when the previous handler releases its [`handlers::Ordered`] hold: when it is
-/// done, or for Produce once its batches are appended. So requests take effect in the order
+/// done, or for Produce once its batches are queued at their owner shards, whose queue order
+/// is the append order (see `Shard::enqueue_produce`). So requests take effect in the order
 /// they were sent, as Kafka's one-at-a-time processing gives, while an acks=all produce's
 /// fdatasync overlaps the requests behind it (and their appends join its group commit).
 ///

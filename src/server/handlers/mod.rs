@@ -109,7 +109,7 @@ pub(crate) fn opt_string(s: &Option<StrBytes>) -> Option<String> {
 /// Held by a request's handler while the connection's next request must not start; dropped
 /// (released) when the handler finishes, or earlier by a handler that has reached the point
 /// after which running later requests alongside it keeps Kafka's in-order semantics (Produce:
-/// once appended).
+/// once its batches are queued at their owners).
 pub struct Ordered(#[allow(dead_code)] futures_channel::oneshot::Sender<()>);
 
 impl Ordered {
