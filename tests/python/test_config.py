@@ -38,6 +38,7 @@ def test_invalid_settings_are_rejected_with_their_name(spate_bin, tmp_path):
         ("retention_ms = -5\n", "retention_ms"),
         ("segment_bytes = 10\n", "segment_bytes"),
         ("inflight_bytes_max = 5\n", "inflight-bytes-max"),
+        ("pipeline_requests_max = 0\n", "pipeline-requests-max"),
     ]
     for text, name in cases:
         cfg = tmp_path / "bad.toml"
