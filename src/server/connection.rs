@@ -237,50 +237,38 @@ async fn read_loop(
         let busy = Busy::new(shard);
         let started = std::time::Instant::now();
         let api = frame_api(&frame);
-        let handler: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
-            match decode_request(frame) {
-                Err(e) => {
-                    shard.metrics.record(api, 0, true);
-                    return Err(e.into());
-                }
-                Ok(Decoded::ApiVersionsUnsupported { correlation_id }) => {
-                    let answer = handlers::unsupported_version_response(correlation_id)
-                        .map(|b| Some(vec![Chunk::Mem(b)]));
-                    Box::pin(async move { answer })
-                }
-                Ok(Decoded::Request(req)) => {
-                    let (ordered, released) = handlers::Ordered::new();
-                    let shard = shard.clone();
-                    let peer_ip = peer_ip.to_string();
-                    let task = glommio::spawn_local(async move {
-                        handlers::dispatch(&shard, *req, &peer_ip, ordered).await
-                    })
-                    .detach();
-                    // The next request starts once this one has taken effect (see `run`).
-                    let _ = released.await;
-                    let in_flight = InFlight {
-                        started,
-                        api,
-                        answer: task,
-                        _permit: permit,
-                        _busy: busy,
-                    };
-                    if tx.send(in_flight).await.is_err() {
-                        return Ok(()); // the writer has stopped
-                    }
-                    continue;
-                }
-            };
-        let task = glommio::spawn_local(handler).detach();
+        let (ordered, released) = handlers::Ordered::new();
+        let answer = match decode_request(frame) {
+            Err(e) => {
+                shard.metrics.record(api, 0, true);
+                return Err(e.into());
+            }
+            Ok(Decoded::ApiVersionsUnsupported { correlation_id }) => {
+                drop(ordered);
+                let answer = handlers::unsupported_version_response(correlation_id)
+                    .map(|b| Some(vec![Chunk::Mem(b)]));
+                glommio::spawn_local(async move { answer }).detach()
+            }
+            Ok(Decoded::Request(req)) => {
+                let shard = shard.clone();
+                let peer_ip = peer_ip.to_string();
+                glommio::spawn_local(async move {
+                    handlers::dispatch(&shard, *req, &peer_ip, ordered).await
+                })
+                .detach()
+            }
+        };
+        // The next request starts once this one has taken effect (see `run`).
+        let _ = released.await;
         let in_flight = InFlight {
             started,
             api,
-            answer: task,
+            answer,
             _permit: permit,
             _busy: busy,
         };
         if tx.send(in_flight).await.is_err() {
-            return Ok(());
+            return Ok(()); // the writer has stopped
         }
     }
 }
