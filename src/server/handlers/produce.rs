@@ -139,12 +139,12 @@ pub async fn handle(
     let waits = queued.into_iter().map(|(slots, reply)| async move {
         let n = slots.len();
         let answers = match reply {
-            Queued::Local(q) => q.wait().await,
-            Queued::Remote(rx) => rx.await.unwrap_or(ShardReply::Done(Ok(()))),
+            Queued::Local(q) => Some(q.wait().await),
+            Queued::Remote(rx) => rx.await.ok(), // None: the owner went away (shutdown)
             Queued::Failed(e) => return slots.into_iter().map(|s| (s, Err(e.clone()))).collect(),
         };
         let answers = match answers {
-            ShardReply::Produce(r) if r.len() == n => r,
+            Some(ShardReply::Produce(r)) if r.len() == n => r,
             _ => vec![Err(KafkaError::NotAvailable); n],
         };
         slots.into_iter().zip(answers).collect::<Vec<_>>()
