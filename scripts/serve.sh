@@ -6,6 +6,8 @@
 #
 # Arguments are passed to `spate serve` (relative paths are relative to the
 # current directory); --listen and --data-dir get defaults only when not given.
+# SPATE_SERVE_PROFILE picks the cargo profile (default release; the tests use dev, which the
+# test run has already built).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,4 +36,5 @@ if ! has --data-dir; then
     args=(--data-dir "$ROOT/spate-data" "${args[@]}")
 fi
 
-exec cargo run --release --manifest-path "$ROOT/Cargo.toml" -- serve "${args[@]}"
+exec cargo run --profile "${SPATE_SERVE_PROFILE:-release}" --bin spate \
+    --manifest-path "$ROOT/Cargo.toml" -- serve "${args[@]}"

@@ -102,3 +102,45 @@ def test_low_memlock_is_explained_and_broker_still_serves(spate_bin):
         assert "LimitMEMLOCK" in text and "ulimit -l" in text, text
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_readme_serve_command_starts_a_broker(tmp_path):
+    """README's first command, scripts/serve.sh, builds and starts a broker that serves.
+
+    It runs with the dev profile (already built by the test run) instead of release; the
+    rest of the script is what a user runs."""
+    import signal
+
+    from confluent_kafka import Consumer, Producer
+
+    from conftest import REPO
+    from kafkautil import wait_until
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = dict(os.environ, SPATE_SERVE_PROFILE="dev")
+    with open(log, "wb") as out:
+        p = subprocess.Popen(
+            ["bash", str(REPO / "scripts" / "serve.sh"), "--listen", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data"), "--shards", "1"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+    try:
+        wait_until(lambda: "broker ready" in log.read_text(errors="replace") or p.poll() is not None,
+                   timeout=110, desc="serve.sh to start the broker")
+        assert p.poll() is None, log.read_text(errors="replace")[-3000:]
+        bootstrap = f"127.0.0.1:{port}"
+        prod = Producer({"bootstrap.servers": bootstrap})
+        prod.produce("serve-smoke", b"hello")
+        assert prod.flush(30) == 0
+        cons = Consumer({"bootstrap.servers": bootstrap, "group.id": "serve-smoke",
+                         "auto.offset.reset": "earliest"})
+        cons.subscribe(["serve-smoke"])
+        got = []
+        wait_until(lambda: got.extend(m.value() for m in cons.consume(10, 0.5) if not m.error()) or got,
+                   timeout=30, desc="the message back")
+        cons.close()
+        assert got == [b"hello"]
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=30)
