@@ -242,7 +242,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 11] = [
+    let per_shard: [PerShard; 12] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -303,6 +303,13 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "Seconds spent in fdatasync jobs.",
             |s| s.flush_seconds.to_string(),
         ),
+        (
+            "spate_fetch_cold_bytes_total",
+            "counter",
+            "Fetch record bytes that were not in the page cache and were read into it on the \
+             blocking pool before being sent (old data; the shard never waits for the disk).",
+            |s| s.bytes_out_warmed.to_string(),
+        ),
         ("spate_partitions", "gauge", "Partitions owned.", |s| {
             s.partitions.len().to_string()
         }),
@@ -329,20 +336,6 @@ pub fn render(snaps: &[Snapshot]) -> String {
             out,
             "spate_bytes_out_total{{shard=\"{}\",path=\"copied\"}} {}",
             s.shard, s.bytes_out_copied
-        );
-    }
-    family(
-        &mut out,
-        "spate_fetch_cold_bytes_total",
-        "counter",
-        "Fetch record bytes that were not in the page cache and were read into it on the \
-         blocking pool before being sent (old data; the shard never waits for the disk).",
-    );
-    for s in snaps {
-        let _ = writeln!(
-            out,
-            "spate_fetch_cold_bytes_total{{shard=\"{}\"}} {}",
-            s.shard, s.bytes_out_warmed
         );
     }
     let mut ends: BTreeMap<(&str, i32), i64> = BTreeMap::new();

@@ -32,7 +32,9 @@ use kafka_protocol::messages::{
     RequestHeader, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use spate::protocol::batch::{BatchHeader, first_offset_at_or_after, split_produce_records};
+use spate::protocol::batch::{
+    BatchHeader, encode_batch, first_offset_at_or_after, put_varint, split_produce_records,
+};
 use spate::protocol::{Decoded, decode_request, versions};
 use uuid::Uuid;
 
@@ -158,14 +160,6 @@ fn s(v: &str) -> StrBytes {
 
 /// A valid uncompressed v2 batch of `n` small records (see tests/common/mod.rs).
 fn record_batch(base_ts: i64, n: usize) -> Vec<u8> {
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
     let mut records = Vec::new();
     for i in 0..n {
         let mut r = vec![0u8];
@@ -184,24 +178,7 @@ fn record_batch(base_ts: i64, n: usize) -> Vec<u8> {
         records.extend_from_slice(&r);
     }
     let n = n as i32;
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes());
-    b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.push(2);
-    b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&0i16.to_be_bytes());
-    b.extend_from_slice(&(n - 1).to_be_bytes());
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&(base_ts + (n as i64 - 1) * 10).to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    encode_batch(&records, n, base_ts, base_ts + (n as i64 - 1) * 10)
 }
 
 fn frame<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Option<Bytes> {
@@ -867,14 +844,6 @@ fn arbitrary_bytes_never_panic() {
 #[test]
 fn timestamp_lookup_survives_extreme_record_deltas() {
     install_hook();
-    fn put_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        while z >= 0x80 {
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-        out.push(z as u8);
-    }
     // (base offset, base timestamp, record timestamp delta, record offset delta)
     let cases = [
         (0i64, i64::MAX - 5, 100i64, 0i64),
@@ -895,23 +864,9 @@ fn timestamp_lookup_survives_extreme_record_deltas() {
         let mut records = Vec::new();
         put_varint(&mut records, r.len() as i64);
         records.extend_from_slice(&r);
-        let mut b = Vec::new();
-        b.extend_from_slice(&base_offset.to_be_bytes());
-        b.extend_from_slice(&((49 + records.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&[0; 4]);
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes());
-        b.extend_from_slice(&base_ts.to_be_bytes());
-        b.extend_from_slice(&i64::MAX.to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes());
-        b.extend_from_slice(&(-1i16).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&1i32.to_be_bytes());
-        b.extend_from_slice(&records);
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let mut b = encode_batch(&records, 1, base_ts, i64::MAX);
+        // The base offset is outside the CRC.
+        b[0..8].copy_from_slice(&base_offset.to_be_bytes());
         // The batch itself passes Produce validation...
         let split = split_produce_records(&Bytes::from(b.clone()), 1 << 20);
         assert!(split.is_ok(), "{split:?}");

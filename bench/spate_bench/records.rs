@@ -1,19 +1,7 @@
 //! Magic-v2 record batches: an uncompressed batch builder for producers and a parser that
 //! walks fetched batches record by record (consumers only need offsets and values).
 
-/// Bytes of a v2 batch header (base offset through record count).
-pub const BATCH_HEADER_LEN: usize = 61;
-/// First byte covered by the batch CRC32C (the attributes).
-const CRC_START: usize = 21;
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
+use spate::protocol::batch::{HEADER_LEN as BATCH_HEADER_LEN, encode_batch, put_varint};
 
 fn varint_len(v: i64) -> usize {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -114,24 +102,7 @@ impl BatchBuilder {
     /// The finished batch (base offset 0, CreateTime `timestamp_ms`, no producer id); the
     /// builder is empty afterwards. Returns the batch and the records' send times.
     pub fn finish(&mut self, timestamp_ms: i64) -> (Vec<u8>, Vec<u64>) {
-        let n = self.count;
-        let mut b = Vec::with_capacity(BATCH_HEADER_LEN + self.records.len());
-        b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-        b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + self.records.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-        b.push(2); // magic
-        b.extend_from_slice(&[0; 4]); // crc, below
-        b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
-        b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
-        b.extend_from_slice(&timestamp_ms.to_be_bytes()); // base timestamp
-        b.extend_from_slice(&timestamp_ms.to_be_bytes()); // max timestamp
-        b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-        b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-        b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&self.records);
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        let b = encode_batch(&self.records, self.count, timestamp_ms, timestamp_ms);
         self.records.clear();
         self.count = 0;
         (b, std::mem::take(&mut self.times))

@@ -186,19 +186,20 @@ pub fn run(args: ProduceArgs) -> Result<()> {
             None => (None, line),
         }
     };
+    let record = |key, value| Record {
+        offset: 0,
+        timestamp: now_ms(),
+        key,
+        value: Some(value),
+        headers: headers.clone(),
+    };
     if !args.values.is_empty() {
         for v in &args.values {
             let (key, value) = match &args.key {
                 Some(k) => (Some(k.clone().into_bytes()), v.clone().into_bytes()),
                 None => split(v.clone().into_bytes()),
             };
-            producer.add(Record {
-                offset: 0,
-                timestamp: now_ms(),
-                key,
-                value: Some(value),
-                headers: headers.clone(),
-            })?;
+            producer.add(record(key, value))?;
         }
     } else {
         let stdin = std::io::stdin();
@@ -219,13 +220,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
                 }
             }
             let (key, value) = split(std::mem::take(&mut line));
-            producer.add(Record {
-                offset: 0,
-                timestamp: now_ms(),
-                key,
-                value: Some(value),
-                headers: headers.clone(),
-            })?;
+            producer.add(record(key, value))?;
             if interactive {
                 producer.flush()?;
             }

@@ -3,6 +3,9 @@
 //! partitioner (murmur2 of the key), so keyed messages land where Java clients put them.
 
 use super::error::{Error, Result};
+use crate::protocol::batch::{
+    CRC_START, HEADER_LEN, encode_batch as encode_batch_body, put_varint,
+};
 
 /// One record to produce, or one consumed.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,18 +15,6 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-const HEADER_LEN: usize = 61;
-const CRC_START: usize = 21;
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
@@ -67,25 +58,7 @@ pub fn encode_batch(records: &[Record]) -> Vec<u8> {
         put_varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
-    let n = records.len() as i32;
-    let mut b = Vec::with_capacity(HEADER_LEN + body.len());
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&((HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&[0; 4]); // crc
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
-    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b
+    encode_batch_body(&body, records.len() as i32, base_ts, max_ts)
 }
 
 struct Reader<'a> {

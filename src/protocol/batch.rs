@@ -24,7 +24,8 @@ use crate::error::KafkaError;
 pub const HEADER_LEN: usize = 61;
 /// Bytes before `batch_length`'s payload: base offset and the length itself.
 pub const LOG_OVERHEAD: usize = 12;
-const CRC_START: usize = 21;
+/// First byte covered by the batch CRC32C (the attributes).
+pub const CRC_START: usize = 21;
 const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 
@@ -232,23 +233,45 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
     None
 }
 
+/// Appends `v` as a zigzag varint, the encoding of a record's lengths and deltas.
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// An uncompressed magic-v2 batch around `records` (already encoded, each with its length
+/// prefix): base offset 0, CreateTime, no producer id, the CRC32C filled in.
+pub fn encode_batch(records: &[u8], count: i32, base_ts: i64, max_ts: i64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER_LEN + records.len());
+    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+    b.push(2); // magic
+    b.extend_from_slice(&[0; 4]); // crc, below
+    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
+    b.extend_from_slice(&base_ts.to_be_bytes());
+    b.extend_from_slice(&max_ts.to_be_bytes());
+    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+    b.extend_from_slice(&count.to_be_bytes());
+    b.extend_from_slice(records);
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
 
     /// Builds a valid uncompressed batch of `values` (no keys, no headers).
     pub fn batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {
-        fn put_varint(out: &mut Vec<u8>, v: i64) {
-            let mut z = ((v << 1) ^ (v >> 63)) as u64;
-            loop {
-                if z < 0x80 {
-                    out.push(z as u8);
-                    return;
-                }
-                out.push((z as u8 & 0x7f) | 0x80);
-                z >>= 7;
-            }
-        }
         let mut records = Vec::new();
         for (i, v) in values.iter().enumerate() {
             let mut r = vec![0u8];
@@ -262,24 +285,7 @@ pub mod tests {
             records.extend_from_slice(&r);
         }
         let n = values.len() as i32;
-        let mut b = Vec::new();
-        b.extend_from_slice(&0i64.to_be_bytes());
-        b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.push(2);
-        b.extend_from_slice(&[0; 4]);
-        b.extend_from_slice(&0i16.to_be_bytes());
-        b.extend_from_slice(&(n - 1).to_be_bytes());
-        b.extend_from_slice(&base_ts.to_be_bytes());
-        b.extend_from_slice(&(base_ts + (n as i64 - 1) * 10).to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes());
-        b.extend_from_slice(&(-1i16).to_be_bytes());
-        b.extend_from_slice(&(-1i32).to_be_bytes());
-        b.extend_from_slice(&n.to_be_bytes());
-        b.extend_from_slice(&records);
-        let crc = crc32c::crc32c(&b[CRC_START..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+        encode_batch(&records, n, base_ts, base_ts + (n as i64 - 1) * 10)
     }
 
     #[test]

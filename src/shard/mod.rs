@@ -355,16 +355,24 @@ impl Shard {
             ShardRequest::Produce(items) => self.enqueue_produce(items).wait().await,
             ShardRequest::Flush(items) => {
                 // Group commit: concurrent produces to a partition share one fdatasync.
-                let flushes = items.into_iter().map(|(topic, partition, last)| {
+                // Topics that flush in the background answer at once.
+                let background: Vec<bool> = {
+                    let topics = self.topics.borrow();
+                    items
+                        .iter()
+                        .map(|(topic, partition, _)| {
+                            self.debug_assert_owner(topic, *partition);
+                            topics.get(topic).is_some_and(|t| !self.flush_on_ack(t))
+                        })
+                        .collect()
+                };
+                let flushes = items.into_iter().zip(background).map(|((t, p, last), bg)| {
                     let shard = self.clone();
                     async move {
-                        shard.debug_assert_owner(&topic, partition);
-                        let background =
-                            shard.topic(&topic).is_some_and(|t| !shard.flush_on_ack(&t));
-                        if background {
+                        if bg {
                             return Ok(());
                         }
-                        shard.flush_to((topic, partition), last).await
+                        shard.flush_to((t, p), last).await
                     }
                 });
                 ShardReply::Flush(futures_util::future::join_all(flushes).await)

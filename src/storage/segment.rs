@@ -23,11 +23,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::protocol::batch::{BatchHeader, HEADER_LEN};
+use crate::protocol::batch::{BatchHeader, CRC_START, HEADER_LEN};
 use crate::storage::io::{faults, pwritev_all, read_at_most};
 
-/// Offset in a batch where the CRC32C coverage begins (attributes).
-const CRC_START: usize = 21;
 /// Bytes read at a time while walking batch headers.
 const SCAN_WINDOW_BYTES: usize = 16 * 1024;
 const INDEX_ENTRY_BYTES: usize = 8;

@@ -432,22 +432,7 @@ pub fn shutdown_write(stream: &TcpStream) {
 // ---------------------------------------------------------------------------------------------
 // Record batches
 
-/// Offset of the first byte covered by a v2 batch's CRC32C (the attributes).
-pub const CRC_START: usize = 21;
-/// Bytes of the fixed part of a v2 batch.
-pub const BATCH_HEADER_LEN: usize = 61;
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        if z < 0x80 {
-            out.push(z as u8);
-            return;
-        }
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-}
+use spate::protocol::batch::{CRC_START, encode_batch, put_varint};
 
 /// A valid, uncompressed magic-v2 batch of `values` (no keys, no headers), base offset 0;
 /// record `i` has timestamp `base_ts + 10 * i`.
@@ -477,24 +462,7 @@ pub fn record_batch_with(base_ts: i64, max_ts: i64, recs: &[(i64, i64, &[u8])]) 
         put_varint(&mut records, r.len() as i64);
         records.extend_from_slice(&r);
     }
-    let n = recs.len() as i32;
-    let mut b = Vec::new();
-    b.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    b.extend_from_slice(&((BATCH_HEADER_LEN - 12 + records.len()) as i32).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    b.push(2); // magic
-    b.extend_from_slice(&[0; 4]); // crc, below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    b.extend_from_slice(&(n - 1).to_be_bytes()); // last offset delta
-    b.extend_from_slice(&base_ts.to_be_bytes());
-    b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
-    b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
-    b.extend_from_slice(&n.to_be_bytes());
-    b.extend_from_slice(&records);
-    fix_crc(&mut b);
-    b
+    encode_batch(&records, recs.len() as i32, base_ts, max_ts)
 }
 
 /// Recomputes the CRC32C of a single batch.
