@@ -50,6 +50,18 @@ pub struct ShardMetrics {
 }
 
 impl ShardMetrics {
+    /// (api, requests, failures) so far.
+    fn requests(&self) -> Vec<(&'static str, u64, u64)> {
+        let requests = self.requests.borrow();
+        requests.iter().map(|(k, v)| (*k, v.0, v.1)).collect()
+    }
+
+    /// Each API's latency histogram so far.
+    fn latency(&self) -> Vec<(&'static str, Histogram<u64>)> {
+        let latency = self.latency.borrow();
+        latency.iter().map(|(k, h)| (*k, h.clone())).collect()
+    }
+
     /// Counts a request of `api` that took `micros`; `failed` when it closed the connection.
     pub fn record(&self, api: &'static str, micros: u64, failed: bool) {
         let mut requests = self.requests.borrow_mut();
@@ -101,18 +113,8 @@ impl Shard {
         let exec = glommio::executor().executor_stats();
         Snapshot {
             shard: self.id,
-            requests: m
-                .requests
-                .borrow()
-                .iter()
-                .map(|(k, v)| (*k, v.0, v.1))
-                .collect(),
-            latency: m
-                .latency
-                .borrow()
-                .iter()
-                .map(|(k, h)| (*k, h.clone()))
-                .collect(),
+            requests: m.requests(),
+            latency: m.latency(),
             bytes_in: self.stats.bytes_in.get(),
             bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
             bytes_out_warmed: self.stats.bytes_out_warmed.get(),
@@ -478,18 +480,8 @@ mod tests {
         m.record("Produce", 3_000, true);
         let mut a = Snapshot {
             shard: 0,
-            requests: m
-                .requests
-                .borrow()
-                .iter()
-                .map(|(k, v)| (*k, v.0, v.1))
-                .collect(),
-            latency: m
-                .latency
-                .borrow()
-                .iter()
-                .map(|(k, h)| (*k, h.clone()))
-                .collect(),
+            requests: m.requests(),
+            latency: m.latency(),
             ..Default::default()
         };
         a.partitions.push(("t".into(), 0, 100, 0, 4096));
