@@ -317,8 +317,9 @@ impl Shard {
     /// request goes on with its next request once every owner has queued (see
     /// `server::connection`).
     ///
-    /// The writer appends everything queued for a partition with one pwritev (see
-    /// `write_pending`), so concurrent produces share a write. The answer comes once written;
+    /// The writer appends what is queued for a partition with one pwritev per run of requests
+    /// that fits the active segment (see `write_pending`), so concurrent produces share a
+    /// write. The answer comes once written;
     /// durability is a separate `Flush`, so that the connection can go on while this request's
     /// fdatasync runs.
     pub fn enqueue_produce(self: &Rc<Self>, items: Vec<ProduceItem>) -> QueuedProduce {
@@ -526,7 +527,8 @@ impl Shard {
         }
     }
 
-    /// Appends every pending produce, one pwritev per partition, and answers each request.
+    /// Appends every pending produce, one pwritev per partition and run of requests that fits
+    /// the active segment, and answers each request.
     ///
     /// Runs as its own task, scheduled by the first produce of a burst; it yields once first
     /// so that produces arriving on other connections in the same executor turn join the
