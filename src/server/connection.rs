@@ -122,10 +122,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .connections
         .set(shard.stats.connections.get() + 1);
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
-    let peer_ip = stream
+    let peer_ip: Rc<str> = stream
         .peer_addr()
         .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into();
     let result = run(&shard, stream, &peer_ip).await;
     shard
         .stats
@@ -180,7 +181,7 @@ impl Drop for Busy {
 /// The writer has its own handle on the socket (a dup of the descriptor), so that reading
 /// and writing wait independently. A frame that does not decode ends reading: the answers
 /// before it are still written, then the connection closes.
-async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &str) -> Result<(), ConnError> {
+async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &Rc<str>) -> Result<(), ConnError> {
     let mut write_half = dup_stream(&stream)?;
     let mut read_half = stream;
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
@@ -213,7 +214,7 @@ fn dup_stream(stream: &TcpStream) -> Result<TcpStream, ConnError> {
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
-    peer_ip: &str,
+    peer_ip: &Rc<str>,
     tx: glommio::channels::local_channel::LocalSender<InFlight>,
 ) -> Result<(), ConnError> {
     let mut reader = FrameReader {
@@ -251,7 +252,7 @@ async fn read_loop(
             }
             Ok(Decoded::Request(req)) => {
                 let shard = shard.clone();
-                let peer_ip = peer_ip.to_string();
+                let peer_ip = peer_ip.clone();
                 glommio::spawn_local(async move {
                     handlers::dispatch(&shard, *req, &peer_ip, ordered).await
                 })
