@@ -46,6 +46,9 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "bench" / ".cache"
 MIB = 1024 * 1024
 TOPIC_PARTITIONS = 16  # rdkafka_performance topics; the spate-bench workloads use 16 too
+# Spate's runs: the default (one shard per core) and one shard, which leaves a core to the load
+# generator on a machine where the two share the cores (what Redpanda's dev mode does, --smp 1).
+SPATE_SHARDS = {"spate": 2, "spate-1shard": 1}
 RDK_RATE = 51200  # msgs/s of 1 KiB for the latency run: 50 MiB/s, as latency-50mbps
 
 
@@ -107,7 +110,8 @@ def machine(work):
             "mem_total_gib": round(mem_kib / MIB, 1), "disk": disk,
             "hostname": socket.gethostname(),
             "note": f"broker and load generator share the same {os.cpu_count()} cores "
-                    "(Spate runs --shards 2, each shard pinned to a core; the clients are not pinned)"}
+                    "(Spate runs --shards 2, each shard pinned to a core, and again with --shards 1; the "
+                    "clients are not pinned)"}
 
 
 def dd(path, count, flags):
@@ -286,9 +290,9 @@ class Broker:
         self.log = work / f"{kind}-{tag}.log"
 
     def command(self):
-        if self.kind == "spate":
+        if self.kind in SPATE_SHARDS:
             return [str(self.binary), "serve", "--listen", self.bootstrap, "--data-dir",
-                    str(self.data), "--shards", "2"]
+                    str(self.data), "--shards", str(SPATE_SHARDS[self.kind])]
         url = f"tcp://{self.bootstrap}"
         return [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url",
                 url, "--storage-engine", "memory://tansu/"]
@@ -313,7 +317,7 @@ class Broker:
         raise RuntimeError(f"{self.kind} not ready in 120 s: {self.log.read_text()[-2000:]}")
 
     def ready(self):
-        if self.kind == "spate":
+        if self.kind in SPATE_SHARDS:
             return "broker ready" in self.log.read_text(errors="replace")
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
@@ -527,6 +531,29 @@ def run_rdkafka(binp, broker, n, lat_seconds):
     return res
 
 
+def median_of_runs(runs):
+    """One result from repeated runs: each figure is its median over the runs that did not fail
+    (a failed part of a run, one with "error", is left out of that part's figures); every run
+    stays in "runs" when there was more than one."""
+    if len(runs) == 1:
+        return runs[0]
+
+    def merge(xs):
+        ok = [x for x in xs if not (isinstance(x, dict) and "error" in x)] or xs[:1]
+        first = ok[0]
+        if isinstance(first, dict):
+            return {k: merge([x[k] for x in ok if isinstance(x, dict) and k in x])
+                    for k in first}
+        nums = [x for x in ok if isinstance(x, (int, float)) and not isinstance(x, bool)]
+        if len(nums) == len(ok):
+            return statistics.median(nums)
+        return first
+
+    out = merge(runs)
+    out["runs"] = runs
+    return out
+
+
 def rdk_version():
     f = CACHE / "rdkafka_performance.version"
     v = f.read_text().strip() if f.exists() else ""
@@ -629,9 +656,9 @@ def ratio(a, b):
 
 
 def markdown(results):
-    names = {"spate": "Spate", "tansu": "Tansu"}
+    names = {"spate": "Spate", "spate-1shard": "Spate 1 shard", "tansu": "Tansu"}
     brokers = list(results["brokers"])
-    peers = [b for b in brokers if b != "spate"]
+    peers = [b for b in brokers if b not in SPATE_SHARDS]
     m = results["machine"]
     head = ["figure", *[names.get(b, b) for b in brokers], "raw limit", "Spate / limit",
             *[f"Spate / {names.get(p, p)}" for p in peers]]
@@ -671,8 +698,12 @@ def markdown(results):
         "rows, above 1 for throughput rows. \"Limit\" is the raw figure of the resource the row "
         "is bound by: loopback TCP for acks=0/1 and consume, the disk's fdatasync'd sequential "
         "write (and a 4 KiB fdatasync for latency) for acks=all.",
-        "Spate: `spate serve --shards 2`, data on the same disk as dd's file; acks=all is "
-        "fdatasync'd before the answer (group commit).",
+        "Spate: `spate serve --shards 2` (one shard per core, the default), data on the same "
+        "disk as dd's file; acks=all is fdatasync'd before the answer (group commit). \"Spate "
+        "1 shard\" is the same broker with `--shards 1`: one pinned core for the broker, the "
+        "other left to the load generator. Every request on a connection fans out to the "
+        "shards that own its partitions, so with two shards each Produce also wakes the other "
+        "shard and waits for its answer; the \"Spate / peer\" ratios use the default.",
     ]
     if "tansu" in results["brokers"]:
         notes.append(f"Tansu {results['brokers']['tansu'].get('version', '').split()[-1]}: "
@@ -692,6 +723,9 @@ def markdown(results):
                  "2 consumers). rdkafka_performance: librdkafka defaults (linger.ms=5, "
                  f"batch.size 1 MB), 1 KiB messages, {TOPIC_PARTITIONS} partitions; the latency "
                  f"run is acks=1, linger.ms=1, -r {RDK_RATE} (produce() to delivery report).")
+    if results.get("repeat", 1) > 1:
+        notes.append(f"Each figure is the median of {results['repeat']} runs, the brokers taking "
+                     "turns on each workload; every run's figures are in the JSON (\"runs\").")
     if results.get("quick"):
         notes.append("**--quick run**: short windows (5 s, 1 s warm-up), small backlogs; "
                      "figures are indicative only.")
@@ -758,11 +792,16 @@ def main():
     ap.add_argument("--with-tansu", action="store_true",
                     help="install Tansu if missing (cargo install, 15-20 min) and run it")
     ap.add_argument("--no-tansu", action="store_true", help="skip Tansu even if installed")
+    ap.add_argument("--no-1shard", action="store_true",
+                    help="run Spate with its default shard count only (not also --shards 1)")
     ap.add_argument("--workloads", help="comma-separated workload names (default: all but smoke)")
     ap.add_argument("--no-build", action="store_true",
                     help="use target/release as it is (no cargo build --release)")
     ap.add_argument("--skip-raw", action="store_true", help="no dd/iperf3 runs")
     ap.add_argument("--no-rdkafka", action="store_true", help="no rdkafka_performance runs")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run every workload N times, brokers taking turns, and report each "
+                         "figure's median (every run stays in the JSON)")
     ap.add_argument("--update-readme", action="store_true",
                     help="replace README.md's '## Benchmarks' section with this run's table")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
@@ -792,7 +831,8 @@ def main():
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": cmd, "commit": commit, "quick": args.quick, "machine": machine(work),
+               "command": cmd, "commit": commit, "quick": args.quick, "repeat": args.repeat,
+               "machine": machine(work),
                "units": "MB = MiB (1,048,576 bytes); latencies in ms", "brokers": {},
                "loadavg_start": Path("/proc/loadavg").read_text().split()[:3]}
     log(f"work dir {work}; results to {out_dir}/compare-{stamp}.*")
@@ -800,7 +840,7 @@ def main():
         spate, bench = build_spate(not args.no_build)
         rdkp = None if args.no_rdkafka else rdkafka_performance()
         results["raw_runs"] = [] if args.skip_raw else [raw_limits(work, args.quick)]
-        brokers = [("spate", spate)]
+        brokers = [("spate", spate)] + ([] if args.no_1shard else [("spate-1shard", spate)])
         if not args.no_tansu:
             t = find_tansu() or (install_tansu() if args.with_tansu else None)
             if t:
@@ -810,6 +850,8 @@ def main():
         workloads = workload_files(args.workloads, args.quick, work)
         n = 200_000 if args.quick else 1_000_000
         lat_secs = 5 if args.quick else 20
+        runs = {kind: {"spate_bench": {w.stem: [] for w in workloads}, "rdkafka": []}
+                for kind, _ in brokers}
         for kind, binary in brokers:
             r = {"binary": str(binary)}
             if kind == "tansu":
@@ -818,26 +860,39 @@ def main():
             else:
                 r["version"] = commit
                 r["storage"] = "local segment files, acks=all fdatasync'd (group commit)"
-            r["spate_bench"] = {}
             results["brokers"][kind] = r
+        # Brokers take turns on each workload, so a noisy minute on the machine hits them alike
+        # rather than one broker's whole series.
+        for rep in range(args.repeat):
+            if args.repeat > 1:
+                log(f"round {rep + 1} of {args.repeat}")
             for w in workloads:
-                try:
-                    with Broker(kind, binary, work, w.stem) as b:
-                        r["spate_bench"][w.stem] = run_spate_bench(bench, b, w, charts)
-                    if b.died is not None:
-                        r["spate_bench"][w.stem]["broker_died"] = b.died
-                except (RuntimeError, subprocess.TimeoutExpired) as e:
-                    r["spate_bench"][w.stem] = {"error": str(e)[-500:]}
-                    log(f"{kind}: {w.stem} failed: {str(e)[-300:]}")
-            if rdkp:
+                for kind, binary in brokers:
+                    try:
+                        with Broker(kind, binary, work, w.stem) as b:
+                            res = run_spate_bench(bench, b, w, charts)
+                        if b.died is not None:
+                            res["broker_died"] = b.died
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        res = {"error": str(e)[-500:]}
+                        log(f"{kind}: {w.stem} failed: {str(e)[-300:]}")
+                    runs[kind]["spate_bench"][w.stem].append(res)
+            for kind, binary in brokers if rdkp else []:
                 try:
                     with Broker(kind, binary, work, "rdkafka") as b:
-                        r["rdkafka_performance"] = run_rdkafka(rdkp, b, n, lat_secs)
+                        res = run_rdkafka(rdkp, b, n, lat_secs)
                     if b.died is not None:
-                        r["rdkafka_performance"]["broker_died"] = b.died
+                        res["broker_died"] = b.died
                 except Exception as e:  # noqa: BLE001 - keep the other figures
-                    r["rdkafka_performance"] = {"error": str(e)[-500:]}
+                    res = {"error": str(e)[-500:]}
                     log(f"{kind}: rdkafka_performance failed: {str(e)[-300:]}")
+                runs[kind]["rdkafka"].append(res)
+        for kind, _ in brokers:
+            r = results["brokers"][kind]
+            r["spate_bench"] = {w: median_of_runs(rs)
+                                for w, rs in runs[kind]["spate_bench"].items()}
+            if rdkp:
+                r["rdkafka_performance"] = median_of_runs(runs[kind]["rdkafka"])
         if not args.skip_raw:  # again at the end: other load on the machine comes and goes
             results["raw_runs"].append(raw_limits(work, args.quick))
     finally:
