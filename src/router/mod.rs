@@ -37,9 +37,10 @@ pub enum ShardRequest {
     Flush(Vec<(String, i32, i64)>),
     /// Locate data in partitions this shard owns.
     Fetch(Vec<FetchItem>),
-    /// Return once any of the partitions has data past the given offset, or after the timeout.
+    /// Once any of the partitions has data past its offset (or after the timeout), locate the
+    /// data as [`ShardRequest::Fetch`] does: a long poll's wake-up and re-read in one round trip.
     WaitForData {
-        items: Vec<(String, i32, i64)>,
+        items: Vec<FetchItem>,
         timeout_ms: u64,
     },
     /// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns.
@@ -191,7 +192,6 @@ pub enum ShardReply {
     Produce(Vec<Result<ProduceOutcome, KafkaError>>),
     Flush(Vec<Result<(), KafkaError>>),
     Fetch(Vec<Result<ReadOut, KafkaError>>),
-    DataReady,
     ListOffsets(Vec<Result<(i64, i64), KafkaError>>),
     Done(Result<(), KafkaError>),
     CreateTopics(Vec<Result<TopicMeta, KafkaError>>),

@@ -22,9 +22,9 @@ use crate::config::Config;
 use crate::error::KafkaError;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::batch::ProducedBatch;
-use crate::router::{ProduceItem, ProduceOutcome, Router, ShardReply, ShardRequest};
+use crate::router::{FetchItem, ProduceItem, ProduceOutcome, Router, ShardReply, ShardRequest};
 use crate::storage::catalog::TopicMeta;
-use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, Retention};
+use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention};
 use crate::storage::segment::Recovered;
 
 /// Byte counters of one shard.
@@ -378,23 +378,10 @@ impl Shard {
                 });
                 ShardReply::Flush(futures_util::future::join_all(flushes).await)
             }
-            ShardRequest::Fetch(items) => {
-                let logs = self.logs.borrow();
-                ShardReply::Fetch(
-                    items
-                        .into_iter()
-                        .map(|i| {
-                            self.debug_assert_owner(&i.topic, i.partition);
-                            let log = logs.get(&(i.topic, i.partition));
-                            log.ok_or(KafkaError::UnknownTopicOrPartition)?
-                                .read(i.offset, i.max_bytes)
-                        })
-                        .collect(),
-                )
-            }
+            ShardRequest::Fetch(items) => ShardReply::Fetch(self.locate(items)),
             ShardRequest::WaitForData { items, timeout_ms } => {
                 self.wait_for_data(&items, timeout_ms).await;
-                ShardReply::DataReady
+                ShardReply::Fetch(self.locate(items))
             }
             ShardRequest::ListOffsets(items) => {
                 let logs = self.logs.borrow();
@@ -759,18 +746,32 @@ impl Shard {
         }
     }
 
-    fn has_data(&self, items: &[(String, i32, i64)]) -> bool {
+    /// Where the data at each item's offset lies (file ranges of whole batches), for Fetch.
+    fn locate(&self, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
+        let logs = self.logs.borrow();
+        items
+            .into_iter()
+            .map(|i| {
+                self.debug_assert_owner(&i.topic, i.partition);
+                let log = logs.get(&(i.topic, i.partition));
+                log.ok_or(KafkaError::UnknownTopicOrPartition)?
+                    .read(i.offset, i.max_bytes)
+            })
+            .collect()
+    }
+
+    fn has_data(&self, items: &[FetchItem]) -> bool {
         let logs = self.logs.borrow();
         items
             .iter()
-            .any(|(t, p, offset)| match logs.get(&(t.clone(), *p)) {
-                Some(log) => log.high_watermark() > *offset || *offset < log.log_start_offset(),
+            .any(|i| match logs.get(&(i.topic.clone(), i.partition)) {
+                Some(log) => log.high_watermark() > i.offset || i.offset < log.log_start_offset(),
                 None => true, // gone: the fetch should look again and report it
             })
     }
 
     /// Waits until one of `items` has data past its offset, or `timeout_ms` passes.
-    async fn wait_for_data(&self, items: &[(String, i32, i64)], timeout_ms: u64) {
+    async fn wait_for_data(&self, items: &[FetchItem], timeout_ms: u64) {
         let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
         loop {
             if self.has_data(items) || self.stopping.get() {

@@ -4,8 +4,9 @@
 //! 2. Ask every owner, concurrently, where the data at each fetch offset lies: owners answer
 //!    with file ranges (whole batches, within the partition's max bytes), not bytes.
 //! 3. If the ranges add up to at least `min_bytes`, or a partition has an error, or the wait
-//!    is over, answer. Otherwise ask the owners to wake us when any partition grows, wait for
-//!    the first of them or the deadline, and go to 2.
+//!    is over, answer. Otherwise ask every owner to answer, with fresh ranges for its slots,
+//!    once any of them grows; take the first owner's answer (the others keep their last
+//!    ranges) and go to 3, or after the deadline, to 2 for a last look.
 //! 4. Trim to the request's `max_bytes` in request order (the first partition with data is
 //!    always sent whole, as Kafka does) and encode; the connection writes the file ranges.
 
@@ -79,8 +80,11 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i3
     let to_read: Vec<usize> = (0..slots.len())
         .filter(|&i| matches!(slots[i].result, Err(KafkaError::NotAvailable)))
         .collect();
+    let mut fresh = false; // an owner's wake-up already brought its slots' ranges
     loop {
-        read_all(shard, &mut slots, &to_read).await;
+        if !fresh {
+            read_all(shard, &mut slots, &to_read).await;
+        }
         let bytes: usize = slots
             .iter()
             .filter_map(|s| s.result.as_ref().ok())
@@ -96,7 +100,7 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i3
         {
             break;
         }
-        wait_any(shard, &slots, &to_read, deadline - now).await;
+        fresh = wait_any(shard, &mut slots, &to_read, deadline - now).await;
     }
     // Trim to the request budget in request order.
     let mut sent = 0usize;
@@ -126,36 +130,52 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i3
     fetch::encode(version, corr, 0, topics)
 }
 
-/// Asks each owner where the data of its slots lies.
-async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
-    let mut by_owner: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+/// The slots to read, grouped by owner shard, with what to ask each owner.
+fn by_owner(
+    shard: &Shard,
+    slots: &[Slot],
+    to_read: &[usize],
+) -> Vec<(usize, Vec<usize>, Vec<FetchItem>)> {
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for &i in to_read {
-        by_owner
+        groups
             .entry(shard.owner(&slots[i].name, slots[i].partition))
             .or_default()
             .push(i);
     }
-    let calls = by_owner.into_iter().map(|(owner, idx)| {
-        let items = idx
-            .iter()
-            .map(|&i| FetchItem {
-                topic: slots[i].name.clone(),
-                partition: slots[i].partition,
-                offset: slots[i].offset,
-                max_bytes: slots[i].max_bytes,
-            })
-            .collect();
-        let shard = shard.clone();
-        async move {
-            let n = idx.len();
-            let answers = match shard.call(owner, ShardRequest::Fetch(items)).await {
-                Ok(ShardReply::Fetch(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                Err(e) => vec![Err(e); n],
-            };
-            idx.into_iter().zip(answers).collect::<Vec<_>>()
-        }
-    });
+    groups
+        .into_iter()
+        .map(|(owner, idx)| {
+            let items = idx
+                .iter()
+                .map(|&i| FetchItem {
+                    topic: slots[i].name.clone(),
+                    partition: slots[i].partition,
+                    offset: slots[i].offset,
+                    max_bytes: slots[i].max_bytes,
+                })
+                .collect();
+            (owner, idx, items)
+        })
+        .collect()
+}
+
+/// Asks each owner where the data of its slots lies.
+async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
+    let calls = by_owner(shard, slots, to_read)
+        .into_iter()
+        .map(|(owner, idx, items)| {
+            let shard = shard.clone();
+            async move {
+                let n = idx.len();
+                let answers = match shard.call(owner, ShardRequest::Fetch(items)).await {
+                    Ok(ShardReply::Fetch(r)) if r.len() == n => r,
+                    Ok(_) => vec![Err(KafkaError::NotAvailable); n],
+                    Err(e) => vec![Err(e); n],
+                };
+                idx.into_iter().zip(answers).collect::<Vec<_>>()
+            }
+        });
     for answered in futures_util::future::join_all(calls).await {
         for (i, a) in answered {
             slots[i].result = a;
@@ -163,37 +183,47 @@ async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
     }
 }
 
-/// Waits until any owner reports new data in one of the slots, or `timeout` passes.
-async fn wait_any(shard: &Rc<Shard>, slots: &[Slot], to_read: &[usize], timeout: Duration) {
-    let mut by_owner: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
-    for &i in to_read {
-        let s = &slots[i];
-        by_owner
-            .entry(shard.owner(&s.name, s.partition))
-            .or_default()
-            .push((s.name.clone(), s.partition, s.offset));
-    }
+/// Waits until any owner has new data in one of its slots, and takes that owner's fresh ranges
+/// for them; false if `timeout` passed first.
+async fn wait_any(
+    shard: &Rc<Shard>,
+    slots: &mut [Slot],
+    to_read: &[usize],
+    timeout: Duration,
+) -> bool {
     let timeout_ms = timeout.as_millis() as u64;
-    let waits: Vec<_> = by_owner
+    let waits: Vec<_> = by_owner(shard, slots, to_read)
         .into_iter()
-        .map(|(owner, items)| {
+        .map(|(owner, idx, items)| {
             let shard = shard.clone();
             Box::pin(async move {
-                let _ = shard
+                let n = idx.len();
+                match shard
                     .call(owner, ShardRequest::WaitForData { items, timeout_ms })
-                    .await;
+                    .await
+                {
+                    Ok(ShardReply::Fetch(r)) if r.len() == n => Some((idx, r)),
+                    _ => None, // the next read reports the partition's error
+                }
             })
         })
         .collect();
     if waits.is_empty() {
-        return;
+        return false;
     }
     let first = futures_util::future::select_all(waits);
-    futures_lite::future::or(
-        async {
-            first.await;
-        },
-        glommio::timer::sleep(timeout),
-    )
+    let answered = futures_lite::future::or(async { first.await.0 }, async {
+        glommio::timer::sleep(timeout).await;
+        None
+    })
     .await;
+    match answered {
+        Some((idx, answers)) => {
+            for (i, a) in idx.into_iter().zip(answers) {
+                slots[i].result = a;
+            }
+            true
+        }
+        None => false,
+    }
 }
