@@ -1206,6 +1206,89 @@ fn fetch_long_poll_returns_data_produced_while_waiting() {
     broker.stop();
 }
 
+/// Sum of a counter over every shard, from `GET /metrics`.
+fn scrape_sum(metrics: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    // The endpoint is up once the broker is ready; a busy shard 0 may be slow to accept.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match TcpStream::connect(metrics) {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() > deadline => panic!("metrics endpoint: {e}"),
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("scrape");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("scrape body");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A Fetch whose `min_bytes` needs a batch from each shard. The first batch alone must not end
+/// the wait, and while the fetch waits for the second, the shard that has the first must not
+/// answer it again and again (a shard answers a waiting fetch when its partition grows past
+/// what the fetch already saw, not while it merely has data): over half a second of waiting
+/// the executors run a handful of tasks, where answering on every look ran thousands. The half
+/// second is an observation window, not a wait for a condition.
+#[test]
+fn fetch_long_poll_waits_for_min_bytes_from_both_shards_without_spinning() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(
+        2,
+        &[
+            "--auto-create-topics",
+            "false",
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    let mut s = broker.connect();
+    create_topic(&mut s, "minb", 2);
+    let first = record_batch(5_000, &[b"first"]);
+    let second = record_batch(5_000, &[b"second"]);
+    let min_bytes = i32::try_from(first.len() + 1).expect("small batch");
+    let req = fetch_request(
+        12,
+        "minb",
+        Uuid::nil(),
+        &[(0, 0), (1, 0)],
+        30_000,
+        min_bytes,
+    );
+    let corr = send_request(&mut s, ApiKey::Fetch, 12, &req).expect("send fetch");
+    let mut p = broker.connect();
+    let r = produce_v(&mut p, 9, 1, "minb", 0, first.clone());
+    assert_eq!((r.error_code, r.base_offset), (NONE, 0), "{r:?}");
+    let tasks_before = scrape_sum(&metrics, "spate_executor_tasks_total");
+    thread::sleep(Duration::from_millis(500));
+    let tasks = scrape_sum(&metrics, "spate_executor_tasks_total") - tasks_before;
+    let r = produce_v(&mut p, 9, 1, "minb", 1, second.clone());
+    assert_eq!((r.error_code, r.base_offset), (NONE, 0), "{r:?}");
+    let (got, body) = read_response(&mut s, ApiKey::Fetch, 12).expect("fetch response");
+    assert_eq!(got, corr);
+    let resp: FetchResponse = decode_body(body, 12);
+    let parts = &resp.responses[0].partitions;
+    let records = |i: i32| {
+        records_of(
+            parts
+                .iter()
+                .find(|p| p.partition_index == i)
+                .expect("partition"),
+        )
+    };
+    assert_eq!(records(0), first, "{resp:?}");
+    assert_eq!(records(1), second, "{resp:?}");
+    assert!(
+        tasks < 400,
+        "{tasks} executor tasks ran in 500 ms while one Fetch waited: a shard keeps answering it"
+    );
+    broker.stop();
+}
+
 #[test]
 fn fetch_short_wait_without_data_returns_empty() {
     let broker = Broker::start_with(2, &["--auto-create-topics", "false"]);

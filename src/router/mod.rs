@@ -37,10 +37,12 @@ pub enum ShardRequest {
     Flush(Vec<(String, i32, i64)>),
     /// Locate data in partitions this shard owns.
     Fetch(Vec<FetchItem>),
-    /// Once any of the partitions has data past its offset (or after the timeout), locate the
-    /// data as [`ShardRequest::Fetch`] does: a long poll's wake-up and re-read in one round trip.
+    /// Once any of the partitions grows past the high watermark the fetch last saw of it (or
+    /// its fetch offset falls below the log start, or the timeout passes), locate the data as
+    /// [`ShardRequest::Fetch`] does: a long poll's wake-up and re-read in one round trip.
     WaitForData {
-        items: Vec<FetchItem>,
+        /// Each partition with the high watermark the fetch last saw.
+        items: Vec<(FetchItem, i64)>,
         timeout_ms: u64,
     },
     /// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns.

@@ -381,7 +381,7 @@ impl Shard {
             ShardRequest::Fetch(items) => ShardReply::Fetch(self.locate(items)),
             ShardRequest::WaitForData { items, timeout_ms } => {
                 self.wait_for_data(&items, timeout_ms).await;
-                ShardReply::Fetch(self.locate(items))
+                ShardReply::Fetch(self.locate(items.into_iter().map(|(i, _)| i).collect()))
             }
             ShardRequest::ListOffsets(items) => {
                 let logs = self.logs.borrow();
@@ -760,21 +760,25 @@ impl Shard {
             .collect()
     }
 
-    fn has_data(&self, items: &[FetchItem]) -> bool {
+    /// Whether a partition grew past the high watermark the fetch saw, or has something new to
+    /// report (the fetch offset fell below the log start, the partition is gone). Data the fetch
+    /// already saw does not count: a fetch still short of its `min_bytes` would otherwise be
+    /// answered at once, over and over, until its deadline.
+    fn has_news(&self, items: &[(FetchItem, i64)]) -> bool {
         let logs = self.logs.borrow();
-        items
-            .iter()
-            .any(|i| match logs.get(&(i.topic.clone(), i.partition)) {
-                Some(log) => log.high_watermark() > i.offset || i.offset < log.log_start_offset(),
+        items.iter().any(
+            |(i, seen)| match logs.get(&(i.topic.clone(), i.partition)) {
+                Some(log) => log.high_watermark() > *seen || i.offset < log.log_start_offset(),
                 None => true, // gone: the fetch should look again and report it
-            })
+            },
+        )
     }
 
-    /// Waits until one of `items` has data past its offset, or `timeout_ms` passes.
-    async fn wait_for_data(&self, items: &[FetchItem], timeout_ms: u64) {
+    /// Waits until one of `items` has news (see [`Shard::has_news`]), or `timeout_ms` passes.
+    async fn wait_for_data(&self, items: &[(FetchItem, i64)], timeout_ms: u64) {
         let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
         loop {
-            if self.has_data(items) || self.stopping.get() {
+            if self.has_news(items) || self.stopping.get() {
                 return;
             }
             let now = std::time::Instant::now();

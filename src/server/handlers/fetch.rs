@@ -195,6 +195,17 @@ async fn wait_any(
     let waits: Vec<_> = by_owner(shard, slots, to_read)
         .into_iter()
         .map(|(owner, idx, items)| {
+            let items = idx
+                .iter()
+                .zip(items)
+                .map(|(&i, item)| {
+                    let seen = slots[i]
+                        .result
+                        .as_ref()
+                        .map_or(slots[i].offset, |r| r.high_watermark);
+                    (item, seen)
+                })
+                .collect();
             let shard = shard.clone();
             Box::pin(async move {
                 let n = idx.len();
