@@ -126,6 +126,15 @@ impl Config {
         if self.shards == 0 {
             return Err("--shards must be at least 1".into());
         }
+        if self.listen.port() == 0 {
+            // Every shard binds the listen address (SO_REUSEPORT) and Metadata tells clients
+            // its port: with port 0 each shard would get a different one, and clients port 0.
+            return Err(format!(
+                "--listen {} needs a port (every shard listens on the same one), e.g. {}:9092",
+                self.listen,
+                self.listen.ip()
+            ));
+        }
         if self.shard_cpus.len() != self.shards {
             return Err(format!(
                 "--shards {} but {} CPUs to pin them to",

@@ -317,7 +317,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(wrong_type.contains("shards"), "{wrong_type}");
-        let cases: [(Settings, &str); 4] = [
+        let cases: [(Settings, &str); 5] = [
+            (
+                Settings {
+                    listen: Some("127.0.0.1:0".parse().expect("address")),
+                    ..Default::default()
+                },
+                "--listen",
+            ),
             (
                 Settings {
                     retention_ms: Some(-5),
