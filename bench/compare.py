@@ -2,7 +2,8 @@
 """Comparison benchmark (not a test): the same workloads against Spate, the peer brokers that
 install here (Tansu), and the machine's raw disk and loopback limits, in one run.
 
-    bench/compare.sh [--quick] [--with-tansu | --no-tansu] [--workloads a,b] [--update-readme]
+    bench/compare.sh [--quick] [--with-tansu | --no-tansu] [--workloads a,b] [--repeat N]
+                     [--no-1shard] [--update-readme]
 
 For each broker, on a fresh broker process and a fresh data dir per run:
   - every spate-bench workload in bench/workloads/ (all but smoke.toml, unless --workloads);
@@ -769,7 +770,7 @@ def update_readme(results, stamp, table, rawl, notes):
                     "install here (Tansu: `--with-tansu` installs it), next to the machine's raw "
                     "disk and loopback limits, and writes "
                     "`bench/results/compare-<date>.{json,md}` with spate-bench's charts:"), "",
-               "    bench/compare.sh [--quick] [--with-tansu]", "",
+               "    bench/compare.sh [--quick] [--with-tansu] [--repeat N]", "",
                wrap(f"Latest results (`{results['command']}`, "
                     f"[bench/results/compare-{stamp}.md](bench/results/compare-{stamp}.md)):"),
                "", *table, "", *rawl, "", *[wrap(n, bullet=True) for n in notes], ""]

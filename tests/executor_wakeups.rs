@@ -17,6 +17,17 @@ use glommio::{LocalExecutorBuilder, Placement};
 const ROUND_TRIPS: u64 = 20_000;
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// Runs the future `make` builds on a new executor with its own thread (left detached).
+fn on_own_executor<G, F>(make: G)
+where
+    G: FnOnce() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(make)
+        .expect("executor");
+}
+
 /// Two executors on their own threads pass a counter back and forth through one-slot shared
 /// channels; returns the last value each side saw.
 fn ping_pong(round_trips: u64) -> mpsc::Receiver<(&'static str, u64)> {
@@ -25,39 +36,29 @@ fn ping_pong(round_trips: u64) -> mpsc::Receiver<(&'static str, u64)> {
     let (to_a, from_b) = shared_channel::new_bounded::<u64>(1);
 
     let tx = done_tx.clone();
-    std::thread::spawn(move || {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .make()
-            .expect("executor a");
-        ex.run(async move {
-            let to_b = to_b.connect().await;
-            let from_b = from_b.connect().await;
-            let mut last = 0;
-            for i in 0..round_trips {
-                to_b.send(i).await.expect("send to b");
-                last = from_b.recv().await.expect("b answers");
-                assert_eq!(last, i + 1);
-            }
-            let _ = tx.send(("a", last));
-        });
+    on_own_executor(move || async move {
+        let to_b = to_b.connect().await;
+        let from_b = from_b.connect().await;
+        let mut last = 0;
+        for i in 0..round_trips {
+            to_b.send(i).await.expect("send to b");
+            last = from_b.recv().await.expect("b answers");
+            assert_eq!(last, i + 1);
+        }
+        let _ = tx.send(("a", last));
     });
-    std::thread::spawn(move || {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .make()
-            .expect("executor b");
-        ex.run(async move {
-            let from_a = from_a.connect().await;
-            let to_a = to_a.connect().await;
-            let mut last = 0;
-            while let Some(i) = from_a.recv().await {
-                last = i;
-                to_a.send(i + 1).await.expect("send to a");
-                if i + 1 == round_trips {
-                    break;
-                }
+    on_own_executor(move || async move {
+        let from_a = from_a.connect().await;
+        let to_a = to_a.connect().await;
+        let mut last = 0;
+        while let Some(i) = from_a.recv().await {
+            last = i;
+            to_a.send(i + 1).await.expect("send to a");
+            if i + 1 == round_trips {
+                break;
             }
-            let _ = done_tx.send(("b", last));
-        });
+        }
+        let _ = done_tx.send(("b", last));
     });
     done_rx
 }

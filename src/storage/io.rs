@@ -108,12 +108,17 @@ pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
         if len == 0 {
             return Some(true);
         }
-        const PAGE: u64 = 4096;
-        let first = pos / PAGE;
-        let pages = (pos + len).div_ceil(PAGE) - first;
+        // cachestat counts pages of the system's size (4 KiB on x86_64, up to 64 KiB on arm64).
+        // SAFETY: sysconf only reads a system constant.
+        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+            n if n > 0 => n as u64,
+            _ => return None,
+        };
+        let first = pos / page;
+        let pages = (pos + len).div_ceil(page) - first;
         let range = Range {
-            off: first * PAGE,
-            len: pages * PAGE,
+            off: first * page,
+            len: pages * page,
         };
         let mut stat = Stat::default();
         // SAFETY: both pointers are to live, properly sized repr(C) structs; flags must be 0.

@@ -116,6 +116,22 @@ fn read_entries(file: &File) -> io::Result<Vec<u8>> {
     read_at_most(file, 0, file.metadata()?.len() as usize)
 }
 
+/// An offset index entry (`INDEX_ENTRY_BYTES`): (offset - base_offset, position).
+fn decode_index_entry(e: &[u8]) -> (u32, u32) {
+    (
+        u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+        u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
+    )
+}
+
+/// A time index entry (`TIME_ENTRY_BYTES`): (timestamp, offset - base_offset).
+fn decode_time_entry(e: &[u8]) -> (i64, u32) {
+    (
+        i64::from_be_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]),
+        u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
+    )
+}
+
 /// Entry `i` of an index file of `N`-byte entries.
 fn read_entry<const N: usize>(file: &File, i: usize) -> io::Result<[u8; N]> {
     let bytes = read_at_most(file, (i * N) as u64, N)?;
@@ -172,8 +188,7 @@ impl Segment {
         let index_file = open_rw(index_path(dir, base_offset), false)?;
         let mut index: Vec<(u32, u32)> = Vec::new();
         for e in read_entries(&index_file)?.chunks_exact(INDEX_ENTRY_BYTES) {
-            let rel = u32::from_be_bytes([e[0], e[1], e[2], e[3]]);
-            let pos = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+            let (rel, pos) = decode_index_entry(e);
             let ordered = index.last().is_none_or(|&(r, p)| rel > r && pos > p);
             if (pos as u64) < size && ordered {
                 index.push((rel, pos));
@@ -182,8 +197,7 @@ impl Segment {
         let time_index_file = open_rw(time_index_path(dir, base_offset), false)?;
         let mut time_index: Vec<(i64, u32)> = Vec::new();
         for e in read_entries(&time_index_file)?.chunks_exact(TIME_ENTRY_BYTES) {
-            let ts = i64::from_be_bytes(e[0..8].try_into().unwrap_or([0; 8]));
-            let rel = u32::from_be_bytes([e[8], e[9], e[10], e[11]]);
+            let (ts, rel) = decode_time_entry(e);
             let ordered = time_index.last().is_none_or(|&(t, r)| ts > t && rel >= r);
             if ordered {
                 time_index.push((ts, rel));
@@ -427,10 +441,7 @@ impl Segment {
             return self.index.get(i).copied().ok_or_else(past_index);
         }
         let e = read_entry::<INDEX_ENTRY_BYTES>(&self.index_file, i)?;
-        Ok((
-            u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
-            u32::from_be_bytes([e[4], e[5], e[6], e[7]]),
-        ))
+        Ok(decode_index_entry(&e))
     }
 
     /// Time index entry `i`: from memory, or read from the time index file.
@@ -439,12 +450,7 @@ impl Segment {
             return self.time_index.get(i).copied().ok_or_else(past_index);
         }
         let e = read_entry::<TIME_ENTRY_BYTES>(&self.time_index_file, i)?;
-        let mut ts = [0u8; 8];
-        ts.copy_from_slice(&e[0..8]);
-        Ok((
-            i64::from_be_bytes(ts),
-            u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
-        ))
+        Ok(decode_time_entry(&e))
     }
 
     fn index_count(&self) -> usize {
