@@ -89,6 +89,7 @@ pub struct Snapshot {
     pub bytes_out_zero_copy: u64,
     pub bytes_out_warmed: u64,
     pub bytes_out_copied: u64,
+    pub sendfile_blocked: u64,
     pub connections: u64,
     pub inflight_bytes: u64,
     pub flushes: u64,
@@ -119,6 +120,7 @@ impl Shard {
             bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
             bytes_out_warmed: self.stats.bytes_out_warmed.get(),
             bytes_out_copied: self.stats.bytes_out_copied.get(),
+            sendfile_blocked: self.stats.sendfile_blocked.get(),
             connections: self.stats.connections.get(),
             inflight_bytes: (self.config.inflight_bytes_max as u64)
                 .saturating_sub(self.inflight.available()),
@@ -244,7 +246,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 12] = [
+    let per_shard: [PerShard; 13] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -311,6 +313,13 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "Fetch record bytes that were not in the page cache and were read into it on the \
              blocking pool before being sent (old data; the shard never waits for the disk).",
             |s| s.bytes_out_warmed.to_string(),
+        ),
+        (
+            "spate_fetch_socket_full_total",
+            "counter",
+            "Times sendfile found a consumer's socket full; the next piece of that response went \
+             through the copying path while the socket drained (slow consumers).",
+            |s| s.sendfile_blocked.to_string(),
         ),
         ("spate_partitions", "gauge", "Partitions owned.", |s| {
             s.partitions.len().to_string()

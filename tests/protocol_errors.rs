@@ -1206,28 +1206,6 @@ fn fetch_long_poll_returns_data_produced_while_waiting() {
     broker.stop();
 }
 
-/// Sum of a counter over every shard, from `GET /metrics`.
-fn scrape_sum(metrics: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    // The endpoint is up once the broker is ready; a busy shard 0 may be slow to accept.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut c = loop {
-        match TcpStream::connect(metrics) {
-            Ok(c) => break c,
-            Err(e) if std::time::Instant::now() > deadline => panic!("metrics endpoint: {e}"),
-            Err(_) => thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .expect("scrape");
-    let mut text = String::new();
-    c.read_to_string(&mut text).expect("scrape body");
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// A Fetch whose `min_bytes` needs a batch from each shard. The first batch alone must not end
 /// the wait, and while the fetch waits for the second, the shard that has the first must not
 /// answer it again and again (a shard answers a waiting fetch when its partition grows past

@@ -228,3 +228,140 @@ fn old_data_goes_out_by_sendfile_and_the_copying_path_sends_the_same_bytes() {
         );
     }
 }
+
+/// `/proc/sys/net/ipv4/tcp_wmem`'s largest send buffer (what autotuning may grow the broker's
+/// socket to); 4 MiB, Linux's default, when it cannot be read.
+fn send_buffer_max() -> usize {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// A consumer that does not keep up: the response is larger than anything the broker's
+/// socket and the consumer's can hold, and the consumer reads nothing until sendfile has found
+/// the socket full (the shard's counter says so; the shard must not block on it). Then it
+/// reads the whole response, which holds exactly the batches produced, in order: the pieces
+/// sent while the socket drained went through the copying path, between sendfile's.
+#[test]
+fn a_consumer_that_does_not_keep_up_gets_every_byte_in_order() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(1, &["--metrics-listen", &metrics]);
+    let mut s = broker.connect();
+    let topic = TopicName(StrBytes::from_static_str("slow"));
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(topic.clone())
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let created = call(&mut s, 7, &req);
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+
+    // Batches of 960 KiB, distinct contents, until the log is 8 MiB past the send buffer.
+    let client_buffer = 64 << 10;
+    let mut stored = Vec::new();
+    let mut size = 0usize;
+    while size < send_buffer_max() + client_buffer + (8 << 20) {
+        let value = vec![stored.len() as u8; 120 << 10];
+        let batch = record_batch(5_000 + stored.len() as i64, &[&value[..]; 8]);
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic.clone())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(batch.clone()))),
+                    ]),
+            ]);
+        let resp: ProduceResponse = call(&mut s, 9, &req);
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "{resp:?}");
+        size += batch.len();
+        stored.push((p.base_offset, with_base_offset(&batch, p.base_offset)));
+    }
+
+    let mut slow = broker.connect();
+    {
+        use std::os::unix::io::AsRawFd;
+        let v: libc::c_int = client_buffer as libc::c_int;
+        // SAFETY: setsockopt on a socket this test owns, with a valid int option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                slow.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    }
+    let fetch = FetchRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(i32::MAX)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(i32::MAX),
+                ]),
+        ]);
+    send_frame(&mut slow, &encode_request(ApiKey::Fetch, 12, 77, &fetch)).expect("send fetch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while scrape_sum(&metrics, "spate_fetch_socket_full_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sendfile never found the socket full with {size} bytes to send"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The shard is not stuck on the full socket: another connection is served meanwhile.
+    let other: ProduceResponse = call(
+        &mut s,
+        9,
+        &ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic.clone())
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(Bytes::from(record_batch(9, &[b"x"])))),
+                    ]),
+            ]),
+    );
+    assert_eq!(other.responses[0].partition_responses[0].error_code, 0);
+
+    let frame = read_frame(&mut slow).expect("fetch response");
+    let mut body = frame.clone();
+    let header = ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(12))
+        .expect("response header");
+    assert_eq!(header.correlation_id, 77);
+    let resp: FetchResponse = decode_body(body, 12);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0, "{p:?}");
+    let got = split_batches(&p.records.clone().unwrap_or_default());
+    assert!(
+        got.len() >= stored.len(),
+        "{} batches of {}",
+        got.len(),
+        stored.len()
+    );
+    for (i, (want, have)) in stored.iter().zip(&got).enumerate() {
+        assert!(want == have, "batch {i} differs");
+    }
+    let (_, stderr) = broker.stop_and_keep();
+    assert!(counter(&stderr, "bytes_out_zero_copy") > 0, "{stderr}");
+    assert!(counter(&stderr, "bytes_out_copied") > 0, "{stderr}");
+}

@@ -182,6 +182,10 @@ impl Drop for Busy {
 /// and writing wait independently. A frame that does not decode ends reading: the answers
 /// before it are still written, then the connection closes.
 async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &Rc<str>) -> Result<(), ConnError> {
+    // Non-blocking for good, so sendfile never stalls the shard. glommio's stream only ever
+    // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
+    // it; the flag belongs to the open file, so the dup below shares it.
+    set_nonblocking(stream.as_raw_fd())?;
     let mut write_half = dup_stream(&stream)?;
     let mut read_half = stream;
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
@@ -308,12 +312,19 @@ fn frame_api(frame: &[u8]) -> &'static str {
     }
 }
 
-/// Writes a response in order. File ranges go through a bounded buffer (the copying path).
+/// Writes a response in order: memory chunks with `write_all`, file ranges with sendfile or
+/// through a bounded buffer (the copying path).
+///
+/// A response of several chunks (a Fetch: framing, records, framing, ...) is written with the
+/// socket corked, so it leaves as full segments with one push at the end. Otherwise each chunk
+/// would be its own push (the socket has TCP_NODELAY): on loopback, a delivery and a wake-up
+/// of the client per partition.
 async fn write_chunks(
     shard: &Shard,
     stream: &mut TcpStream,
     chunks: Vec<Chunk>,
 ) -> std::io::Result<()> {
+    let cork = (chunks.len() > 1).then(|| Cork::new(stream.as_raw_fd()));
     let mut copy_buf: Vec<u8> = Vec::new();
     for chunk in chunks {
         match chunk {
@@ -328,7 +339,42 @@ async fn write_chunks(
             }
         }
     }
+    drop(cork);
     stream.flush().await
+}
+
+/// TCP_CORK set while it lives. Clearing it sends what is held at once.
+struct Cork(i32);
+
+impl Cork {
+    fn new(fd: i32) -> Cork {
+        set_cork(fd, true);
+        Cork(fd)
+    }
+}
+
+impl Drop for Cork {
+    fn drop(&mut self) {
+        set_cork(self.0, false);
+    }
+}
+
+/// Best effort: a socket that refuses TCP_CORK only sends more, smaller segments.
+fn set_cork(fd: i32, on: bool) {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt on a socket this connection owns, with a valid int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_CORK not set");
+    }
 }
 
 /// Old data may have left the page cache; sendfile (or a read) would then wait for the disk on
@@ -372,19 +418,14 @@ async fn copy_range(
     Ok(())
 }
 
-fn set_nonblocking(fd: i32, on: bool) -> std::io::Result<()> {
+fn set_nonblocking(fd: i32) -> std::io::Result<()> {
     // SAFETY: fcntl on a socket this connection owns; only the O_NONBLOCK flag changes.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         if flags < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let flags = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+        if libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
@@ -394,8 +435,8 @@ fn set_nonblocking(fd: i32, on: bool) -> std::io::Result<()> {
 /// The zero-copy path: sendfile(2) from the segment file (served by the page cache) to the
 /// socket, so record bytes never enter user space.
 ///
-/// The socket is non-blocking only for these calls: a blocking sendfile would stall the whole
-/// shard when a slow consumer's window fills. glommio has no public "wait until writable", so
+/// The socket is non-blocking (see [`run`]): a blocking sendfile would stall the whole shard
+/// when a slow consumer's window fills. glommio has no public "wait until writable", so
 /// when the socket is full (EAGAIN) the next piece goes through the copying path, whose
 /// `write_all` waits for room on io_uring; then sendfile resumes. Bytes written before (the
 /// response framing, by `write_all`) are already in the socket's queue, so order holds.
@@ -410,14 +451,12 @@ async fn send_file(
     let end = slice.pos + slice.len as u64;
     let mut off = slice.pos;
     while off < end {
-        set_nonblocking(sock, true)?;
         let mut kernel_off = off as libc::off_t;
         let want = (end - off).min(SENDFILE_CHUNK_BYTES as u64) as usize;
         // SAFETY: both fds are open for the duration of the call; kernel_off is a valid
         // pointer the kernel advances by the bytes sent.
         let n = unsafe { libc::sendfile(sock, file, &mut kernel_off, want) };
         let err = (n < 0).then(std::io::Error::last_os_error);
-        set_nonblocking(sock, false)?;
         match (n, err) {
             (n, None) if n > 0 => {
                 off += n as u64;
@@ -432,6 +471,8 @@ async fn send_file(
             }
             (_, Some(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             (_, Some(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let blocked = &shard.stats.sendfile_blocked;
+                blocked.set(blocked.get() + 1);
                 let piece = (end - off).min(COPY_CHUNK_BYTES as u64) as usize;
                 copy_range(shard, stream, slice, off, piece, copy_buf).await?;
                 off += piece as u64;

@@ -37,6 +37,9 @@ pub struct ShardStats {
     /// Fetch record bytes that were not in the page cache and were read into it on the
     /// blocking pool before sendfile (cold, old data).
     pub bytes_out_warmed: Cell<u64>,
+    /// Times sendfile found a consumer's socket full, so the next piece went through the
+    /// copying path while the socket drained (slow consumers).
+    pub sendfile_blocked: Cell<u64>,
     pub connections: Cell<u64>,
     /// Requests being handled right now (shutdown waits for them).
     pub busy: Cell<u64>,

@@ -513,3 +513,26 @@ pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
     let n = shards.max(1) as u64;
     ((fnv1a64(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
 }
+
+/// Sum of a counter over every shard, from `GET /metrics`.
+pub fn scrape_sum(metrics: &str, name: &str) -> u64 {
+    // The endpoint is up once the broker is ready; a busy shard 0 may be slow to accept.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        match TcpStream::connect(metrics) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => panic!("metrics endpoint: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    c.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .expect("scrape");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("scrape body");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
