@@ -10,8 +10,8 @@ For each broker, on a fresh broker process and a fresh data dir per run:
   - librdkafka's rdkafka_performance: produce acks=1 and acks=all, consume (-G, from the
     start), and per-message publish latency at a fixed rate (-l -A, acks=1, linger.ms=1).
 Raw limits: dd 1 GiB with conv=fdatasync and with oflag=direct on the disk of the data dirs,
-fdatasync latency after a 4 KiB append, and loopback TCP with iperf3 (one stream, default and
-1 MiB writes).
+fdatasync latency after a 4 KiB append, loopback TCP with iperf3 (one stream, default and
+1 MiB writes), and loopback TCP into a file (iperf3 -F: the ceiling of any produce here).
 
 Results: bench/results/compare-<stamp>.json and .md, and bench/results/compare-<stamp>/ with
 the JSON and SVG chart spate-bench wrote for each run. Broker and load generators share this
@@ -153,20 +153,26 @@ def ensure_iperf3():
     return shutil.which("iperf3") is not None
 
 
-def iperf3(seconds, length=None):
+def iperf3(seconds, length=None, into=None, nbytes=None):
+    """Loopback MiB/s of one iperf3 stream; with `into`, the server writes what it receives
+    to that file (page cache, no fsync): the ceiling of a produce on this machine, where the
+    bytes cross loopback and are copied into a file, with sender and receiver on its cores."""
     port = free_port()
-    srv = subprocess.Popen(["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    srv_cmd = ["iperf3", "-s", "-1", "-B", "127.0.0.1", "-p", str(port)]
+    if into:
+        srv_cmd += ["-F", str(into)]
+    srv = subprocess.Popen(srv_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 10
         while time.time() < deadline:  # wait for the listener without using up "-1"
             if sh(["ss", "-ltnH", f"sport = :{port}"]).strip():
                 break
             time.sleep(0.05)
-        cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"]
+        cmd = ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-J"]
+        cmd += ["-n", nbytes] if nbytes else ["-t", str(seconds)]
         if length:
             cmd += ["-l", length]
-        j = json.loads(sh(cmd, timeout=seconds + 30))
+        j = json.loads(sh(cmd, timeout=(seconds or 60) + 30))
         return j["end"]["sum_received"]["bits_per_second"] / 8 / MIB
     finally:
         try:
@@ -174,6 +180,8 @@ def iperf3(seconds, length=None):
         except subprocess.TimeoutExpired:
             srv.kill()
             srv.wait()
+        if into:
+            Path(into).unlink(missing_ok=True)
 
 
 def raw_limits(work, quick):
@@ -189,6 +197,12 @@ def raw_limits(work, quick):
         log(f"raw: iperf3 loopback, one stream, {secs} s (default writes, then 1 MiB writes)")
         r["loopback_iperf3_MiBps"] = iperf3(secs)
         r["loopback_iperf3_1MiB_writes_MiBps"] = iperf3(secs, "1M")
+        # As much as a throughput run writes: on a VM, memory the guest has not touched lately
+        # (a deleted data dir's page cache, given back) costs a host fault per page on first
+        # write, so a short run into a recycled cache would overstate what a broker can reach.
+        into = "1G" if quick else "6G"
+        log(f"raw: iperf3 loopback into a file in {work}, {into}B")
+        r["loopback_into_file_MiBps"] = iperf3(None, into=work / "iperf3.raw", nbytes=into)
     else:
         log("raw: iperf3 could not be installed; no loopback figure")
     return r
@@ -200,7 +214,8 @@ def best_raw(runs):
         return {"dd_mib": 0}
     best = {"dd_mib": runs[0]["dd_mib"], "runs": len(runs)}
     for k in ("disk_seq_write_fdatasync_MiBps", "disk_seq_write_direct_MiBps",
-              "loopback_iperf3_MiBps", "loopback_iperf3_1MiB_writes_MiBps"):
+              "loopback_iperf3_MiBps", "loopback_iperf3_1MiB_writes_MiBps",
+              "loopback_into_file_MiBps"):
         vals = [r[k] for r in runs if r.get(k) is not None]
         if vals:
             best[k] = max(vals)
@@ -573,11 +588,22 @@ def get(d, *path):
     return d
 
 
+def produce_limit(durable, sync, into, loop):
+    """The tightest raw ceiling of a produce: loopback TCP into a file when it was measured
+    (the bytes must cross loopback and land in a file), else loopback alone; for acks=all also
+    the disk's fdatasync'd write, whichever is lower."""
+    net = (into, "loopback TCP into a file") if into else (loop, "loopback TCP")
+    if durable and sync is not None and (net[0] is None or sync < net[0]):
+        return sync, "disk write + fdatasync"
+    return net
+
+
 def rows(results):
     """(label, {broker: value}, limit, limit name, unit, higher is better)"""
     raw = results["raw"]
     loop = raw.get("loopback_iperf3_MiBps")
     sync = raw.get("disk_seq_write_fdatasync_MiBps")
+    into = raw.get("loopback_into_file_MiBps")
     fsl = raw.get("fdatasync_4k_append", {})
     brokers = results["brokers"]
     out = []
@@ -604,7 +630,7 @@ def rows(results):
                      if get(b, "spate_bench", w, "workload") is not None), {})
         acks = {-1: "all", 0: "0", 1: "1"}.get(spec.get("acks"), "?")
         durable = spec.get("acks") == -1
-        plim, pname = (sync, "disk write + fdatasync") if durable else (loop, "loopback TCP")
+        plim, pname = produce_limit(durable, sync, into, loop)
         name = f"{w} (acks={acks})"
         if spec.get("producer_rate") != 0:
             add(f"{name}: publish MiB/s", (*sb, "publish", "throughput", "mb_per_sec"), "MiB/s",
@@ -624,11 +650,11 @@ def rows(results):
         add(f"{name}: broker CPU s per GiB produced", cpu_per_gib(w), "s/GiB", higher=False)
     rk = ("rdkafka_performance",)
     add("rdkafka_performance -P acks=1: MiB/s", (*rk, "produce_acks_1", "mb_per_sec"),
-        "MiB/s", loop, "loopback TCP")
+        "MiB/s", *produce_limit(False, sync, into, loop))
     add("rdkafka_performance -P acks=1: msgs/s", (*rk, "produce_acks_1", "msgs_per_sec"),
         "msgs/s")
     add("rdkafka_performance -P acks=all: MiB/s", (*rk, "produce_acks_all", "mb_per_sec"),
-        "MiB/s", sync, "disk write + fdatasync")
+        "MiB/s", *produce_limit(True, sync, into, loop))
     add("rdkafka_performance -P acks=all: msgs/s", (*rk, "produce_acks_all", "msgs_per_sec"),
         "msgs/s")
     add("rdkafka_performance -G consume: MiB/s", (*rk, "consume", "mb_per_sec"), "MiB/s",
@@ -686,7 +712,8 @@ def markdown(results):
             + ("" if len(runs) < 2 else " (p50 of the runs: " + ", ".join(
                 fmt(get(r, "fdatasync_4k_append", "p50_ms")) for r in runs) + ")") + " |",
             f"| loopback TCP: iperf3, one stream, default writes | {fmt(raw.get('loopback_iperf3_MiBps'))} MiB/s{each('loopback_iperf3_MiBps')} |",
-            f"| loopback TCP: iperf3, one stream, 1 MiB writes | {fmt(raw.get('loopback_iperf3_1MiB_writes_MiBps'))} MiB/s{each('loopback_iperf3_1MiB_writes_MiBps')} |"]
+            f"| loopback TCP: iperf3, one stream, 1 MiB writes | {fmt(raw.get('loopback_iperf3_1MiB_writes_MiBps'))} MiB/s{each('loopback_iperf3_1MiB_writes_MiBps')} |",
+            f"| loopback TCP into a file: iperf3 -F, the server writes what it receives (page cache, no fsync) | {fmt(raw.get('loopback_into_file_MiBps'))} MiB/s{each('loopback_into_file_MiBps')} |"]
     notes = [
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['mem_total_gib']} GiB, kernel "
         f"{m['kernel']}, disk {m['disk']['device']} ({m['disk']['fstype']}). **Broker and load "
@@ -697,8 +724,11 @@ def markdown(results):
         "raw limits are measured before and after the brokers and the best figure is used).",
         "MB = MiB (1,048,576 bytes). Latencies in ms. A ratio below 1 is better for latency "
         "rows, above 1 for throughput rows. \"Limit\" is the raw figure of the resource the row "
-        "is bound by: loopback TCP for acks=0/1 and consume, the disk's fdatasync'd sequential "
-        "write (and a 4 KiB fdatasync for latency) for acks=all.",
+        "is bound by: for produce, loopback TCP into a file (iperf3 writing what it receives to "
+        "a file on the data disk: the bytes must cross loopback and be copied into the page "
+        "cache, with sender and receiver on the same cores), and for acks=all the disk's "
+        "fdatasync'd sequential write if that is lower (and a 4 KiB fdatasync for latency); "
+        "loopback TCP for consume.",
         "Spate: `spate serve --shards 2` (one shard per core, the default), data on the same "
         "disk as dd's file; acks=all is fdatasync'd before the answer (group commit). \"Spate "
         "1 shard\" is the same broker with `--shards 1`: one pinned core for the broker, the "
