@@ -238,6 +238,26 @@ fn send_buffer_max() -> usize {
         .unwrap_or(4 << 20)
 }
 
+/// Produces `batch` to partition 0 of `topic` with acks=1; returns its base offset.
+fn produce_one(s: &mut std::net::TcpStream, topic: &TopicName, batch: &[u8]) -> i64 {
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(Bytes::copy_from_slice(batch))),
+                ]),
+        ]);
+    let resp: ProduceResponse = call(s, 9, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, 0, "{resp:?}");
+    p.base_offset
+}
+
 /// A consumer that does not keep up: the response is larger than anything the broker's
 /// socket and the consumer's can hold, and the consumer reads nothing until sendfile has found
 /// the socket full (the shard's counter says so; the shard must not block on it). Then it
@@ -265,23 +285,9 @@ fn a_consumer_that_does_not_keep_up_gets_every_byte_in_order() {
     while size < send_buffer_max() + client_buffer + (8 << 20) {
         let value = vec![stored.len() as u8; 120 << 10];
         let batch = record_batch(5_000 + stored.len() as i64, &[&value[..]; 8]);
-        let req = ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(topic.clone())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(batch.clone()))),
-                    ]),
-            ]);
-        let resp: ProduceResponse = call(&mut s, 9, &req);
-        let p = &resp.responses[0].partition_responses[0];
-        assert_eq!(p.error_code, 0, "{resp:?}");
+        let base = produce_one(&mut s, &topic, &batch);
         size += batch.len();
-        stored.push((p.base_offset, with_base_offset(&batch, p.base_offset)));
+        stored.push((base, with_base_offset(&batch, base)));
     }
 
     let mut slow = broker.connect();
@@ -325,23 +331,7 @@ fn a_consumer_that_does_not_keep_up_gets_every_byte_in_order() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The shard is not stuck on the full socket: another connection is served meanwhile.
-    let other: ProduceResponse = call(
-        &mut s,
-        9,
-        &ProduceRequest::default()
-            .with_acks(1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(topic.clone())
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(Bytes::from(record_batch(9, &[b"x"])))),
-                    ]),
-            ]),
-    );
-    assert_eq!(other.responses[0].partition_responses[0].error_code, 0);
+    produce_one(&mut s, &topic, &record_batch(9, &[b"x"]));
 
     let frame = read_frame(&mut slow).expect("fetch response");
     let mut body = frame.clone();
