@@ -89,7 +89,7 @@ pub struct Snapshot {
     pub bytes_out_zero_copy: u64,
     pub bytes_out_warmed: u64,
     pub bytes_out_copied: u64,
-    pub sendfile_blocked: u64,
+    pub fetch_socket_full: u64,
     pub connections: u64,
     pub inflight_bytes: u64,
     pub flushes: u64,
@@ -120,7 +120,7 @@ impl Shard {
             bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
             bytes_out_warmed: self.stats.bytes_out_warmed.get(),
             bytes_out_copied: self.stats.bytes_out_copied.get(),
-            sendfile_blocked: self.stats.sendfile_blocked.get(),
+            fetch_socket_full: self.stats.fetch_socket_full.get(),
             connections: self.stats.connections.get(),
             inflight_bytes: (self.config.inflight_bytes_max as u64)
                 .saturating_sub(self.inflight.available()),
@@ -319,7 +319,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "counter",
             "Times sendfile found a consumer's socket full; the next piece of that response went \
              through the copying path while the socket drained (slow consumers).",
-            |s| s.sendfile_blocked.to_string(),
+            |s| s.fetch_socket_full.to_string(),
         ),
         ("spate_partitions", "gauge", "Partitions owned.", |s| {
             s.partitions.len().to_string()

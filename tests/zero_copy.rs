@@ -280,9 +280,10 @@ fn a_consumer_that_does_not_keep_up_gets_every_byte_in_order() {
 
     // Batches of 960 KiB, distinct contents, until the log is 8 MiB past the send buffer.
     let client_buffer = 64 << 10;
+    let target = send_buffer_max() + client_buffer + (8 << 20);
     let mut stored = Vec::new();
     let mut size = 0usize;
-    while size < send_buffer_max() + client_buffer + (8 << 20) {
+    while size < target {
         let value = vec![stored.len() as u8; 120 << 10];
         let batch = record_batch(5_000 + stored.len() as i64, &[&value[..]; 8]);
         let base = produce_one(&mut s, &topic, &batch);

@@ -471,7 +471,7 @@ async fn send_file(
             }
             (_, Some(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
             (_, Some(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let blocked = &shard.stats.sendfile_blocked;
+                let blocked = &shard.stats.fetch_socket_full;
                 blocked.set(blocked.get() + 1);
                 let piece = (end - off).min(COPY_CHUNK_BYTES as u64) as usize;
                 copy_range(shard, stream, slice, off, piece, copy_buf).await?;

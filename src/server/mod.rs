@@ -402,7 +402,7 @@ async fn shard_main(
         bytes_out_zero_copy = shard.stats.bytes_out_zero_copy.get(),
         bytes_out_copied = shard.stats.bytes_out_copied.get(),
         bytes_out_warmed = shard.stats.bytes_out_warmed.get(),
-        fetch_socket_full = shard.stats.sendfile_blocked.get(),
+        fetch_socket_full = shard.stats.fetch_socket_full.get(),
         "shard stopped"
     );
     Ok(())

@@ -39,7 +39,7 @@ pub struct ShardStats {
     pub bytes_out_warmed: Cell<u64>,
     /// Times sendfile found a consumer's socket full, so the next piece went through the
     /// copying path while the socket drained (slow consumers).
-    pub sendfile_blocked: Cell<u64>,
+    pub fetch_socket_full: Cell<u64>,
     pub connections: Cell<u64>,
     /// Requests being handled right now (shutdown waits for them).
     pub busy: Cell<u64>,
