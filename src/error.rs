@@ -1,9 +1,107 @@
-//! Typed errors, and the one place that maps them to Kafka error codes.
+//! The one error vocabulary: typed errors, and the one place that maps them to Kafka error
+//! codes.
 //!
-//! Operating errors (bad input, a full disk, an unknown topic) are values of [`KafkaError`] and
-//! travel back to the client as the matching code; they never panic the broker.
+//! - [`ErrorCode`] is a Kafka error code as the wire carries it, success included, named as
+//!   Kafka names it. Pure state machines (`group/`) answer with it, because each API reports
+//!   codes in its own fields (per member for LeaveGroup, per partition for OffsetCommit).
+//! - [`KafkaError`] is an operating error with its context (bad input, a full disk, an unknown
+//!   topic). It travels back to the client as its code and message; it never panics the broker.
+//!
+//! No other module writes a raw error number.
 
 use kafka_protocol::ResponseError;
+
+/// A Kafka error code, or none (success), as a response field carries it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErrorCode(Option<ResponseError>);
+
+impl ErrorCode {
+    const fn of(e: ResponseError) -> ErrorCode {
+        ErrorCode(Some(e))
+    }
+    /// No error.
+    pub const NONE: ErrorCode = ErrorCode(None);
+    /// The server hit an unexpected state.
+    pub const UNKNOWN_SERVER_ERROR: ErrorCode = Self::of(ResponseError::UnknownServerError);
+    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode =
+        Self::of(ResponseError::UnknownTopicOrPartition);
+    /// OffsetCommit metadata longer than the broker keeps.
+    pub const OFFSET_METADATA_TOO_LARGE: ErrorCode =
+        Self::of(ResponseError::OffsetMetadataTooLarge);
+    /// The group is dead (deleted or migrating), or its coordinator cannot be reached: the
+    /// client looks up its coordinator again.
+    pub const COORDINATOR_NOT_AVAILABLE: ErrorCode =
+        Self::of(ResponseError::CoordinatorNotAvailable);
+    /// This broker no longer coordinates the group (it is shutting down).
+    pub const NOT_COORDINATOR: ErrorCode = Self::of(ResponseError::NotCoordinator);
+    /// The request names an older (or newer) generation than the group's.
+    pub const ILLEGAL_GENERATION: ErrorCode = Self::of(ResponseError::IllegalGeneration);
+    /// The member shares no protocol (or protocol type) with the group.
+    pub const INCONSISTENT_GROUP_PROTOCOL: ErrorCode =
+        Self::of(ResponseError::InconsistentGroupProtocol);
+    /// The group id is empty (or otherwise unusable).
+    pub const INVALID_GROUP_ID: ErrorCode = Self::of(ResponseError::InvalidGroupId);
+    /// The member id is not in the group.
+    pub const UNKNOWN_MEMBER_ID: ErrorCode = Self::of(ResponseError::UnknownMemberId);
+    /// The session timeout is outside the broker's bounds.
+    pub const INVALID_SESSION_TIMEOUT: ErrorCode = Self::of(ResponseError::InvalidSessionTimeout);
+    /// The group is rebalancing: the member must rejoin.
+    pub const REBALANCE_IN_PROGRESS: ErrorCode = Self::of(ResponseError::RebalanceInProgress);
+    /// DeleteGroups on a group that still has members.
+    pub const NON_EMPTY_GROUP: ErrorCode = Self::of(ResponseError::NonEmptyGroup);
+    /// DeleteGroups on a group that is already gone.
+    pub const GROUP_ID_NOT_FOUND: ErrorCode = Self::of(ResponseError::GroupIdNotFound);
+    /// First JoinGroup (v4+) with an empty member id: rejoin with the id in the response.
+    pub const MEMBER_ID_REQUIRED: ErrorCode = Self::of(ResponseError::MemberIdRequired);
+    /// The group already has its maximum number of members.
+    pub const GROUP_MAX_SIZE_REACHED: ErrorCode = Self::of(ResponseError::GroupMaxSizeReached);
+    /// Another process took over this `group.instance.id`.
+    pub const FENCED_INSTANCE_ID: ErrorCode = Self::of(ResponseError::FencedInstanceId);
+    /// OffsetDelete of a topic the group's members still consume.
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode =
+        Self::of(ResponseError::GroupSubscribedToTopic);
+    pub const INVALID_REQUEST: ErrorCode = Self::of(ResponseError::InvalidRequest);
+
+    /// The wire value: 0 for none.
+    pub fn code(self) -> i16 {
+        self.0.map_or(0, |e| e.code())
+    }
+
+    pub fn is_none(self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The code a response carries (0 is none; an unknown number is kept as it is).
+    pub fn from_code(code: i16) -> ErrorCode {
+        ErrorCode(ResponseError::try_from_code(code))
+    }
+
+    /// Kafka's protocol name of the code (`TOPIC_ALREADY_EXISTS`), as its tools print it.
+    pub fn name(self) -> String {
+        match self.0 {
+            None => "NONE".into(),
+            Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
+            Some(e) => {
+                // The crate's Debug names are the CamelCase of the protocol names.
+                let camel = format!("{e:?}");
+                let mut out = String::with_capacity(camel.len() + 8);
+                for (i, ch) in camel.chars().enumerate() {
+                    if ch.is_ascii_uppercase() && i > 0 {
+                        out.push('_');
+                    }
+                    out.push(ch.to_ascii_uppercase());
+                }
+                out
+            }
+        }
+    }
+}
+
+impl From<ResponseError> for ErrorCode {
+    fn from(e: ResponseError) -> ErrorCode {
+        ErrorCode(Some(e))
+    }
+}
 
 /// A failure that a client sees as a Kafka error code.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,8 +136,22 @@ pub enum KafkaError {
     UnknownLeaderEpoch,
     #[error("storage error: {0}")]
     Storage(String),
-    #[error("broker is shutting down")]
-    NotAvailable,
+    /// This broker does not host (or no longer leads) the partition: the client refreshes its
+    /// metadata and retries there. Also what a partition's owner shard gone at shutdown means.
+    #[error("this broker is not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// A metadata change reached a node that is not the active controller.
+    #[error("this node is not the active controller")]
+    NotController,
+    /// The request did not complete within its timeout (acks=all waiting for durability).
+    #[error("request timed out after {0} ms")]
+    RequestTimedOut(i64),
+    /// The broker cannot serve the request at all right now (it is shutting down).
+    #[error("broker is not available: {0}")]
+    BrokerNotAvailable(&'static str),
+    /// The group's coordinator cannot be reached: the client looks it up again.
+    #[error("the group coordinator is not available")]
+    CoordinatorNotAvailable,
 }
 
 impl KafkaError {
@@ -67,8 +179,17 @@ impl KafkaError {
             KafkaError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             KafkaError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
             KafkaError::Storage(_) => ResponseError::KafkaStorageError,
-            KafkaError::NotAvailable => ResponseError::BrokerNotAvailable,
+            KafkaError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            KafkaError::NotController => ResponseError::NotController,
+            KafkaError::RequestTimedOut(_) => ResponseError::RequestTimedOut,
+            KafkaError::BrokerNotAvailable(_) => ResponseError::BrokerNotAvailable,
+            KafkaError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         }
+    }
+
+    /// This error as a response's error code field.
+    pub fn error_code(&self) -> ErrorCode {
+        self.response_error().into()
     }
 
     /// The message for the response's `error_message` field, where the API has one.
@@ -117,9 +238,59 @@ mod tests {
             ),
             (KafkaError::Storage(String::new()), 56),
             (KafkaError::UnknownTopicId, 100),
+            (KafkaError::NotLeaderOrFollower, 6),
+            (KafkaError::RequestTimedOut(1), 7),
+            (KafkaError::BrokerNotAvailable("stopping"), 8),
+            (KafkaError::CoordinatorNotAvailable, 15),
+            (KafkaError::NotController, 41),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err:?}");
         }
+    }
+
+    #[test]
+    fn error_codes_and_names() {
+        let cases = [
+            (ErrorCode::NONE, 0, "NONE"),
+            (ErrorCode::UNKNOWN_SERVER_ERROR, -1, "UNKNOWN_SERVER_ERROR"),
+            (
+                ErrorCode::OFFSET_METADATA_TOO_LARGE,
+                12,
+                "OFFSET_METADATA_TOO_LARGE",
+            ),
+            (
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                15,
+                "COORDINATOR_NOT_AVAILABLE",
+            ),
+            (ErrorCode::NOT_COORDINATOR, 16, "NOT_COORDINATOR"),
+            (ErrorCode::ILLEGAL_GENERATION, 22, "ILLEGAL_GENERATION"),
+            (ErrorCode::INVALID_GROUP_ID, 24, "INVALID_GROUP_ID"),
+            (ErrorCode::UNKNOWN_MEMBER_ID, 25, "UNKNOWN_MEMBER_ID"),
+            (
+                ErrorCode::REBALANCE_IN_PROGRESS,
+                27,
+                "REBALANCE_IN_PROGRESS",
+            ),
+            (ErrorCode::GROUP_ID_NOT_FOUND, 69, "GROUP_ID_NOT_FOUND"),
+            (ErrorCode::MEMBER_ID_REQUIRED, 79, "MEMBER_ID_REQUIRED"),
+            (ErrorCode::FENCED_INSTANCE_ID, 82, "FENCED_INSTANCE_ID"),
+            (
+                ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC,
+                86,
+                "GROUP_SUBSCRIBED_TO_TOPIC",
+            ),
+        ];
+        for (e, code, name) in cases {
+            assert_eq!(e.code(), code, "{name}");
+            assert_eq!(e.name(), name);
+            assert_eq!(ErrorCode::from_code(code), e);
+        }
+        assert_eq!(ErrorCode::from_code(9999).name(), "UNKNOWN_ERROR_CODE_9999");
+        assert_eq!(
+            KafkaError::NotController.error_code().name(),
+            "NOT_CONTROLLER"
+        );
     }
 }

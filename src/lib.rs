@@ -4,7 +4,7 @@
 //!
 //! A request arrives on the connection of whichever shard accepted it (`server::connection`),
 //! is decoded by slicing the frame (`protocol`), split by owning shard
-//! (`shard::assignment::partition_owner`), executed where each partition lives (`shard`,
+//! (`placement::partition_owner`), executed where each partition lives (`shard`,
 //! `storage`) through explicit messages (`router`), and the answers are merged and written
 //! back in request order.
 //!
@@ -23,10 +23,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod group;
 pub mod metrics;
+pub mod placement;
 pub mod protocol;
 pub mod router;
 pub mod server;

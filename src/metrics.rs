@@ -1,21 +1,15 @@
 //! Metrics: per-shard probes, merged on scrape, served as Prometheus text.
 //!
-//! Lives on: each shard keeps its own [`ShardMetrics`] (plain cells, touched only by its
-//! executor). A scrape of `--metrics-listen` lands on shard 0, which asks every shard for a
-//! [`Snapshot`] through the router, merges them (latency histograms are hdrhistograms, which
-//! merge exactly) and renders the text format. Nothing is shared between cores.
+//! Plain data: each shard keeps its own [`ShardMetrics`] (plain cells, touched only by its
+//! executor) and describes itself as a [`Snapshot`]; [`render`] merges snapshots (latency
+//! histograms are hdrhistograms, which merge exactly) into the Prometheus text format.
+//! Gathering the snapshots from every shard and the HTTP endpoint live in `server::metrics_http`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::rc::Rc;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
 use hdrhistogram::Histogram;
-
-use crate::router::{ShardReply, ShardRequest};
-use crate::shard::Shard;
 
 /// Latencies are recorded in microseconds, up to an hour, 3 significant digits.
 const LATENCY_US_MAX: u64 = 3_600_000_000;
@@ -31,9 +25,6 @@ type PerShard = (
     &'static str,
     fn(&Snapshot) -> String,
 );
-
-/// Largest HTTP request head a scrape may send.
-const HTTP_HEAD_BYTES_MAX: usize = 8192;
 
 fn new_histogram() -> Histogram<u64> {
     // Constant bounds that hdrhistogram accepts: a failure here is a programming error.
@@ -51,13 +42,13 @@ pub struct ShardMetrics {
 
 impl ShardMetrics {
     /// (api, requests, failures) so far.
-    fn requests(&self) -> Vec<(&'static str, u64, u64)> {
+    pub fn requests(&self) -> Vec<(&'static str, u64, u64)> {
         let requests = self.requests.borrow();
         requests.iter().map(|(k, v)| (*k, v.0, v.1)).collect()
     }
 
     /// Each API's latency histogram so far.
-    fn latency(&self) -> Vec<(&'static str, Histogram<u64>)> {
+    pub fn latency(&self) -> Vec<(&'static str, Histogram<u64>)> {
         let latency = self.latency.borrow();
         latency.iter().map(|(k, h)| (*k, h.clone())).collect()
     }
@@ -76,6 +67,11 @@ impl ShardMetrics {
     pub fn record_flush(&self, seconds: f64) {
         *self.flush_seconds.borrow_mut() += seconds;
     }
+
+    /// Seconds spent in fdatasync jobs so far.
+    pub fn flush_seconds(&self) -> f64 {
+        *self.flush_seconds.borrow()
+    }
 }
 
 /// Everything one shard reports on a scrape.
@@ -92,6 +88,8 @@ pub struct Snapshot {
     pub fetch_socket_full: u64,
     pub connections: u64,
     pub inflight_bytes: u64,
+    /// Fetches waiting on this shard's partitions for data (long polls).
+    pub fetch_waits: u64,
     pub flushes: u64,
     pub flush_seconds: f64,
     pub appends: u64,
@@ -105,49 +103,6 @@ pub struct Snapshot {
     pub partitions: Vec<(String, i32, i64, i64, u64)>,
     /// (group, topic, partition, committed offset) of the groups this shard coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
-}
-
-impl Shard {
-    /// This shard's metrics, for a scrape.
-    pub fn snapshot(&self) -> Snapshot {
-        let m = &self.metrics;
-        let exec = glommio::executor().executor_stats();
-        Snapshot {
-            shard: self.id,
-            requests: m.requests(),
-            latency: m.latency(),
-            bytes_in: self.stats.bytes_in.get(),
-            bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
-            bytes_out_warmed: self.stats.bytes_out_warmed.get(),
-            bytes_out_copied: self.stats.bytes_out_copied.get(),
-            fetch_socket_full: self.stats.fetch_socket_full.get(),
-            connections: self.stats.connections.get(),
-            inflight_bytes: (self.config.inflight_bytes_max as u64)
-                .saturating_sub(self.inflight.available()),
-            flushes: self.stats.flushes.get(),
-            appends: self.stats.appends.get(),
-            writes: self.stats.writes.get(),
-            flush_seconds: *m.flush_seconds.borrow(),
-            executor_busy_seconds: exec.total_runtime().as_secs_f64(),
-            executor_tasks: exec.tasks_executed(),
-            executor_scheduler_runs: exec.scheduler_runs(),
-            partitions: self.partition_stats(),
-            committed: self.groups.committed_offsets(),
-        }
-    }
-}
-
-/// Gathers every shard's snapshot (from shard 0's point of view: any shard works).
-pub async fn gather(shard: &Rc<Shard>) -> Vec<Snapshot> {
-    let calls = (0..shard.shards()).map(|to| shard.call(to, ShardRequest::Metrics));
-    futures_util::future::join_all(calls)
-        .await
-        .into_iter()
-        .filter_map(|r| match r {
-            Ok(ShardReply::Metrics(s)) => Some(*s),
-            _ => None,
-        })
-        .collect()
 }
 
 fn escape(v: &str) -> String {
@@ -246,7 +201,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 13] = [
+    let per_shard: [PerShard; 14] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -294,6 +249,12 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "gauge",
             "Request bytes held (the backpressure budget in use).",
             |s| s.inflight_bytes.to_string(),
+        ),
+        (
+            "spate_fetch_waits",
+            "gauge",
+            "Fetches waiting for data on the shard's partitions (long polls).",
+            |s| s.fetch_waits.to_string(),
         ),
         (
             "spate_flushes_total",
@@ -418,64 +379,6 @@ pub fn render(snaps: &[Snapshot]) -> String {
         }
     }
     out
-}
-
-/// Serves `GET /metrics` on `listener` until the task is cancelled (shard 0 runs it).
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    if let Err(e) = answer(&shard, stream).await {
-                        tracing::debug!(error = %e, "metrics scrape failed");
-                    }
-                })
-                .detach();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || head.len() + n > HTTP_HEAD_BYTES_MAX {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) =
-        if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-            let snaps = gather(shard).await;
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(&snaps),
-            )
-        } else {
-            (
-                "404 Not Found",
-                "text/plain",
-                "try GET /metrics\n".to_string(),
-            )
-        };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.close().await
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ mod common;
 
 use std::net::TcpStream;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
@@ -1264,6 +1264,69 @@ fn fetch_long_poll_waits_for_min_bytes_from_both_shards_without_spinning() {
         tasks < 400,
         "{tasks} executor tasks ran in 500 ms while one Fetch waited: a shard keeps answering it"
     );
+    broker.stop();
+}
+
+/// Polls `metric` (summed over shards) until it equals `want`, or fails after `secs`.
+fn wait_for_metric(metrics: &str, metric: &str, want: u64, secs: u64, context: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = scrape_sum(metrics, metric);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: {metric} is {got}, expected {want} within {secs} s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A long poll over partitions on both shards, answered because one of them got data, must
+/// end its wait on the other shard too: that shard is told to drop the waiter at once rather
+/// than hold it until the fetch's 30 s deadline (a waiter per answered fetch, piling up under
+/// a busy consumer).
+#[test]
+fn fetch_long_poll_answered_by_one_shard_ends_its_wait_on_the_other() {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(
+        2,
+        &[
+            "--auto-create-topics",
+            "false",
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    let mut s = broker.connect();
+    create_topic(&mut s, "cancel", 2);
+    assert_ne!(
+        partition_owner("cancel", 0, 2),
+        partition_owner("cancel", 1, 2)
+    );
+    let mut p = broker.connect();
+    // Round one is answered by partition 0's shard, round two by partition 1's: whichever
+    // shard the fetching connection landed on, one round ends a wait on the other shard
+    // (cancelled by message) and one ends its own (dropped with the answered fetch).
+    for (partition, offsets) in [(0, [(0, 0), (1, 0)]), (1, [(0, 1), (1, 0)])] {
+        let req = fetch_request(12, "cancel", Uuid::nil(), &offsets, 30_000, 1);
+        let corr = send_request(&mut s, ApiKey::Fetch, 12, &req).expect("send fetch");
+        let context = format!("round answered by partition {partition}");
+        wait_for_metric(&metrics, "spate_fetch_waits", 2, 10, &context);
+        let r = produce_v(
+            &mut p,
+            9,
+            1,
+            "cancel",
+            partition,
+            record_batch(5_000, &[b"w"]),
+        );
+        assert_eq!(r.error_code, NONE, "{r:?}");
+        let (got, _) = read_response(&mut s, ApiKey::Fetch, 12).expect("fetch response");
+        assert_eq!(got, corr);
+        wait_for_metric(&metrics, "spate_fetch_waits", 0, 5, &context);
+    }
     broker.stop();
 }
 

@@ -3,7 +3,7 @@
 //! effects, and makes offset commits durable ([`super::offsets`]) before answering them.
 //!
 //! Lives on: every shard has one; it holds the groups that
-//! `shard::assignment::group_owner` gives this shard, and only this shard's executor touches
+//! `placement::group_owner` gives this shard, and only this shard's executor touches
 //! them. Requests from connections on other shards arrive through the router.
 //!
 //! Time: a per-shard ticker calls [`GroupCoordinator::tick`] every [`GROUP_TICK_MS`]; every
@@ -20,19 +20,17 @@ use std::path::Path;
 
 use futures_channel::oneshot;
 
-use crate::router::{GroupAnswer, GroupCall};
+use crate::error::ErrorCode;
 
 use super::offsets::{CommittedOffset, OffsetStore, SyncJob};
 use super::state::{
     self, Effect, Group, GroupConfig, GroupDescription, GroupState, HeartbeatRequest, JoinRequest,
     JoinResponse, LeaveRequest, LeaveResponse, Reply, Step, SyncRequest, SyncResponse,
 };
-use crate::shard::now_ms;
+use crate::clock::now_ms;
 
 /// How often each shard moves its groups' time forward.
 pub const GROUP_TICK_MS: u64 = 50;
-/// GROUP_SUBSCRIBED_TO_TOPIC: OffsetDelete of a topic the group's members still consume.
-const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
 /// A committed offset as OffsetFetch reports it: (topic, partition, offset, leader epoch,
 /// metadata); offset -1 when nothing is committed.
@@ -182,9 +180,9 @@ impl GroupCoordinator {
             let later = g.tick(now);
             (step, later)
         }) else {
-            return JoinResponse::failed("", state::COORDINATOR_NOT_AVAILABLE);
+            return JoinResponse::failed("", ErrorCode::COORDINATOR_NOT_AVAILABLE);
         };
-        let retry = || JoinResponse::failed("", state::REBALANCE_IN_PROGRESS);
+        let retry = || JoinResponse::failed("", ErrorCode::REBALANCE_IN_PROGRESS);
         self.settle(&group_id, step, later, &self.join_waiters, retry)
             .await
     }
@@ -196,9 +194,9 @@ impl GroupCoordinator {
             let later = g.tick(now);
             (step, later)
         }) else {
-            return SyncResponse::failed(state::UNKNOWN_MEMBER_ID);
+            return SyncResponse::failed(ErrorCode::UNKNOWN_MEMBER_ID);
         };
-        let retry = || SyncResponse::failed(state::REBALANCE_IN_PROGRESS);
+        let retry = || SyncResponse::failed(ErrorCode::REBALANCE_IN_PROGRESS);
         self.settle(&group_id, step, later, &self.sync_waiters, retry)
             .await
     }
@@ -237,13 +235,13 @@ impl GroupCoordinator {
         rx.await.unwrap_or_else(|_| retry())
     }
 
-    pub fn heartbeat(&self, group_id: &str, req: HeartbeatRequest) -> i16 {
+    pub fn heartbeat(&self, group_id: &str, req: HeartbeatRequest) -> ErrorCode {
         let now = now_ms();
         let Some((code, later)) = self.with_group(group_id, false, |g| {
             let code = g.heartbeat(&req, now);
             (code, g.tick(now))
         }) else {
-            return state::UNKNOWN_MEMBER_ID;
+            return ErrorCode::UNKNOWN_MEMBER_ID;
         };
         self.deliver(group_id, later);
         code
@@ -252,14 +250,14 @@ impl GroupCoordinator {
     pub fn leave(&self, group_id: &str, req: LeaveRequest) -> LeaveResponse {
         let now = now_ms();
         let unknown = LeaveResponse {
-            error: state::NONE,
+            error: ErrorCode::NONE,
             members: req
                 .members
                 .iter()
                 .map(|m| state::LeaveMemberResponse {
                     member_id: m.member_id.clone(),
                     group_instance_id: m.group_instance_id.clone(),
-                    error: state::UNKNOWN_MEMBER_ID,
+                    error: ErrorCode::UNKNOWN_MEMBER_ID,
                 })
                 .collect(),
         };
@@ -283,14 +281,14 @@ impl GroupCoordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
-    ) -> Vec<i16> {
+    ) -> Vec<ErrorCode> {
         let now = now_ms();
         let code = self
             .with_group(group_id, true, |g| {
                 g.validate_offset_commit(generation_id, member_id, group_instance_id, now)
             })
-            .unwrap_or(state::COORDINATOR_NOT_AVAILABLE);
-        if code != state::NONE || entries.is_empty() {
+            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        if code != ErrorCode::NONE || entries.is_empty() {
             return vec![code; entries.len()];
         }
         let job = self.offsets.borrow_mut().commit(group_id, &entries);
@@ -299,10 +297,10 @@ impl GroupCoordinator {
             Err(e) => Err(e),
         };
         match synced {
-            Ok(()) => vec![state::NONE; entries.len()],
+            Ok(()) => vec![ErrorCode::NONE; entries.len()],
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset commit failed");
-                vec![state::COORDINATOR_NOT_AVAILABLE; entries.len()]
+                vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; entries.len()]
             }
         }
     }
@@ -380,12 +378,12 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups of one group: only an empty group can go; its offsets go with it.
-    pub async fn delete(&self, group_id: &str) -> i16 {
+    pub async fn delete(&self, group_id: &str) -> ErrorCode {
         let deleted = self.with_group(group_id, false, |g| g.delete());
         let has_offsets = self.offsets.borrow().has_group(group_id);
         match deleted {
             Some(Err(code)) => return code,
-            None if !has_offsets => return state::GROUP_ID_NOT_FOUND,
+            None if !has_offsets => return ErrorCode::GROUP_ID_NOT_FOUND,
             _ => {}
         }
         self.groups.borrow_mut().remove(group_id);
@@ -396,10 +394,10 @@ impl GroupCoordinator {
             Err(e) => Err(e),
         };
         match synced {
-            Ok(()) => state::NONE,
+            Ok(()) => ErrorCode::NONE,
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "group delete failed");
-                state::COORDINATOR_NOT_AVAILABLE
+                ErrorCode::COORDINATOR_NOT_AVAILABLE
             }
         }
     }
@@ -410,7 +408,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Vec<(String, i32)>,
-    ) -> (i16, Vec<i16>) {
+    ) -> (ErrorCode, Vec<ErrorCode>) {
         let subscribed: Option<BTreeSet<String>> = self.with_group(group_id, false, |g| {
             g.members()
                 .filter_map(|m| g.protocol_name().and_then(|p| m.metadata(p)))
@@ -419,25 +417,25 @@ impl GroupCoordinator {
         });
         if subscribed.is_none() && !self.offsets.borrow().has_group(group_id) {
             return (
-                state::GROUP_ID_NOT_FOUND,
-                vec![state::NONE; partitions.len()],
+                ErrorCode::GROUP_ID_NOT_FOUND,
+                vec![ErrorCode::NONE; partitions.len()],
             );
         }
         let subscribed = subscribed.unwrap_or_default();
-        let codes: Vec<i16> = partitions
+        let codes: Vec<ErrorCode> = partitions
             .iter()
             .map(|(t, _)| {
                 if subscribed.contains(t) {
-                    GROUP_SUBSCRIBED_TO_TOPIC
+                    ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
                 } else {
-                    state::NONE
+                    ErrorCode::NONE
                 }
             })
             .collect();
         let doomed: Vec<(String, i32)> = partitions
             .iter()
             .zip(&codes)
-            .filter(|(_, c)| **c == state::NONE)
+            .filter(|(_, c)| **c == ErrorCode::NONE)
             .map(|(tp, _)| tp.clone())
             .collect();
         let job = self
@@ -450,55 +448,14 @@ impl GroupCoordinator {
             Err(e) => Err(e),
         };
         match synced {
-            Ok(()) => (state::NONE, codes),
+            Ok(()) => (ErrorCode::NONE, codes),
             Err(e) => {
                 tracing::error!(group = group_id, error = %e, "offset delete failed");
-                (state::COORDINATOR_NOT_AVAILABLE, codes)
+                (ErrorCode::COORDINATOR_NOT_AVAILABLE, codes)
             }
         }
     }
 
-    /// Runs one routed group request.
-    pub async fn handle(&self, call: GroupCall) -> GroupAnswer {
-        match call {
-            GroupCall::Join {
-                group,
-                req,
-                require_known_member_id,
-            } => GroupAnswer::Join(self.join(group, req, require_known_member_id).await),
-            GroupCall::Sync { group, req } => GroupAnswer::Sync(self.sync(group, req).await),
-            GroupCall::Heartbeat { group, req } => {
-                GroupAnswer::Heartbeat(self.heartbeat(&group, req))
-            }
-            GroupCall::Leave { group, req } => GroupAnswer::Leave(self.leave(&group, req)),
-            GroupCall::Commit {
-                group,
-                generation_id,
-                member_id,
-                group_instance_id,
-                entries,
-            } => GroupAnswer::Commit(
-                self.commit(
-                    &group,
-                    generation_id,
-                    &member_id,
-                    group_instance_id.as_deref(),
-                    entries,
-                )
-                .await,
-            ),
-            GroupCall::Fetch { group, wanted } => GroupAnswer::Fetch(self.fetch(&group, wanted)),
-            GroupCall::Describe { group } => GroupAnswer::Describe(self.describe(&group)),
-            GroupCall::List => GroupAnswer::List(self.list()),
-            GroupCall::Delete { group } => GroupAnswer::Delete(self.delete(&group).await),
-            GroupCall::DeleteOffsets { group, partitions } => {
-                let (code, codes) = self.delete_offsets(&group, partitions).await;
-                GroupAnswer::DeleteOffsets(code, codes)
-            }
-        }
-    }
-
-    /// (group, topic, partition, committed offset) of every group on this shard (metrics).
     pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
         let store = self.offsets.borrow();
         store
@@ -527,28 +484,23 @@ impl GroupCoordinator {
     }
 }
 
-/// Topics in a consumer-protocol subscription (version i16, then an array of topic strings),
-/// as the members of a "consumer" group send them. Anything unreadable yields no topics.
+/// Topics in a consumer-protocol subscription, as the members of a "consumer" group send
+/// them, decoded with the `kafka-protocol` crate (a version newer than the crate knows is read
+/// as the newest it knows: later versions only add fields at the end). Anything unreadable
+/// yields no topics.
 fn subscribed_topics(meta: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    let rd_i16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
-    let rd_i32 = |b: &[u8], at: usize| {
-        b.get(at..at + 4)
-            .map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = meta;
+    let Some(version) = buf.get(..2).map(|v| i16::from_be_bytes([v[0], v[1]])) else {
+        return Vec::new();
     };
-    let Some(count) = rd_i32(meta, 2) else {
-        return out;
-    };
-    let mut at = 6;
-    for _ in 0..count.clamp(0, 10_000) {
-        let Some(len) = rd_i16(meta, at) else { break };
-        let Some(name) = meta.get(at + 2..at + 2 + len.max(0) as usize) else {
-            break;
-        };
-        out.push(String::from_utf8_lossy(name).into_owned());
-        at += 2 + len.max(0) as usize;
+    buf = &buf[2..];
+    let version = version.clamp(0, 3);
+    match ConsumerProtocolSubscription::decode(&mut buf, version) {
+        Ok(sub) => sub.topics.into_iter().map(|t| t.to_string()).collect(),
+        Err(_) => Vec::new(),
     }
-    out
 }
 
 #[cfg(test)]
@@ -562,7 +514,8 @@ mod tests {
             meta.extend_from_slice(&(t.len() as i16).to_be_bytes());
             meta.extend_from_slice(t.as_bytes());
         }
-        meta.extend_from_slice(&[0, 0, 0, 0]);
+        // No user data (an empty byte string), no owned partitions (v1).
+        meta.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(subscribed_topics(&meta), vec!["orders", "x"]);
         assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 9]).is_empty());
     }

@@ -1,6 +1,6 @@
 //! Consumer groups: the coordinator state machine and the durable committed-offsets store.
 //!
-//! Lives on: a group lives on the shard `assignment::group_owner(group_id, shards)` picks;
+//! Lives on: a group lives on the shard `placement::group_owner(group_id, shards)` picks;
 //! its state and its committed offsets are touched only by that shard's executor.
 //!
 //! - [`state`] is the classic rebalance protocol as a pure state machine driven by requests
@@ -19,7 +19,7 @@ pub mod state;
 use std::io;
 use std::path::Path;
 
-use crate::shard::assignment::group_owner;
+use crate::placement::group_owner;
 
 /// Moves committed offsets to the shard that coordinates each group under `shards`, when
 /// the shard count changed since they were written. Runs at start-up, before any shard does,

@@ -9,7 +9,7 @@
 //! # The protocol, step by step
 //!
 //! 1. **Join.** A consumer sends JoinGroup with an empty member id. From JoinGroup v4 on
-//!    (KIP-394) the coordinator answers MEMBER_ID_REQUIRED with a fresh id
+//!    (KIP-394) the coordinator answers ErrorCode::MEMBER_ID_REQUIRED with a fresh id
 //!    (`{client_id}-{uuid}`) and remembers it as *pending*; the consumer rejoins with it. This
 //!    way a client that times out and retries does not leave orphan members behind. Static
 //!    members (`group.instance.id`, KIP-345) and v0-3 joins skip that round trip.
@@ -31,7 +31,7 @@
 //!    A member that sends no SyncGroup within the rebalance timeout is removed (Kafka's
 //!    pending-sync rule, so a lost follower cannot stall the group).
 //! 5. **Stable.** Members heartbeat within `session_timeout_ms`. Heartbeats answer
-//!    REBALANCE_IN_PROGRESS while the group is PreparingRebalance, which is how members learn
+//!    ErrorCode::REBALANCE_IN_PROGRESS while the group is PreparingRebalance, which is how members learn
 //!    to rejoin. A member whose session expires is removed and the others rebalance. A member
 //!    parked in a join or a sync is not expired: it is waiting on the group, not gone (a new
 //!    member still parked in its first join gets `new_member_join_timeout_ms`, 5 minutes).
@@ -40,7 +40,7 @@
 //! 7. **Static restart.** A static member that rejoins with an empty member id while the group
 //!    is Stable gets a new member id and keeps its assignment and the generation, and nobody
 //!    else sees a rebalance, provided the chosen protocol would stay the same. The old member
-//!    id is fenced: requests carrying it with that instance id get FENCED_INSTANCE_ID.
+//!    id is fenced: requests carrying it with that instance id get ErrorCode::FENCED_INSTANCE_ID.
 //!
 //! # Driving it
 //!
@@ -57,41 +57,14 @@
 //!   when the next tick has work; it may already have passed (an initial delay of 0), so the
 //!   layer re-arms its timer from it after every call. A deadline `d` has passed once
 //!   `now_ms >= d`; a session expires at `last_heartbeat_ms + session_timeout_ms`.
-//! - Errors are Kafka's raw error codes, named below, because each API reports them in its own
-//!   fields (per member for LeaveGroup).
+//! - Errors are Kafka error codes ([`ErrorCode`], the one vocabulary in `error.rs`), because
+//!   each API reports them in its own fields (per member for LeaveGroup).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-/// No error.
-pub const NONE: i16 = 0;
-/// The server hit an unexpected state.
-pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-/// The group is dead (deleted or migrating): the client should look up its coordinator again.
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-/// This broker no longer coordinates the group (it is shutting down).
-pub const NOT_COORDINATOR: i16 = 16;
-/// The request names an older (or newer) generation than the group's.
-pub const ILLEGAL_GENERATION: i16 = 22;
-/// The member shares no protocol (or protocol type) with the group.
-pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-/// The member id is not in the group.
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
-/// The session timeout is outside `[min_session_timeout_ms, max_session_timeout_ms]`.
-pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-/// The group is rebalancing: the member must rejoin.
-pub const REBALANCE_IN_PROGRESS: i16 = 27;
-/// DeleteGroups on a group that still has members.
-pub const NON_EMPTY_GROUP: i16 = 68;
-/// DeleteGroups on a group that is already gone.
-pub const GROUP_ID_NOT_FOUND: i16 = 69;
-/// First JoinGroup (v4+) with an empty member id: rejoin with the id in the response.
-pub const MEMBER_ID_REQUIRED: i16 = 79;
-/// The group already has `max_size` members.
-pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-/// Another process took over this `group.instance.id`.
-pub const FENCED_INSTANCE_ID: i16 = 82;
+pub use crate::error::ErrorCode;
 
 /// The generation reported in error responses (Kafka's `UNKNOWN_GENERATION_ID`).
 pub const NO_GENERATION: i32 = -1;
@@ -240,13 +213,13 @@ pub struct JoinMember {
 /// The fields of a JoinGroup response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JoinResponse {
-    pub error: i16,
+    pub error: ErrorCode,
     pub generation_id: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub leader: String,
     pub skip_assignment: bool,
-    /// The member's id (the new one after MEMBER_ID_REQUIRED or a static rejoin).
+    /// The member's id (the new one after ErrorCode::MEMBER_ID_REQUIRED or a static rejoin).
     pub member_id: String,
     /// Every member, for the leader only; empty for followers.
     pub members: Vec<JoinMember>,
@@ -254,11 +227,11 @@ pub struct JoinResponse {
 
 impl JoinResponse {
     /// A JoinGroup answer that carries only an error.
-    pub fn failed(member_id: &str, error: i16) -> Self {
+    pub fn failed(member_id: &str, error: ErrorCode) -> Self {
         Self::error(member_id, error)
     }
 
-    fn error(member_id: &str, error: i16) -> Self {
+    fn error(member_id: &str, error: ErrorCode) -> Self {
         JoinResponse {
             error,
             generation_id: NO_GENERATION,
@@ -289,7 +262,7 @@ pub struct SyncRequest {
 /// The fields of a SyncGroup response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncResponse {
-    pub error: i16,
+    pub error: ErrorCode,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
@@ -297,11 +270,11 @@ pub struct SyncResponse {
 
 impl SyncResponse {
     /// A SyncGroup answer that carries only an error.
-    pub fn failed(error: i16) -> Self {
+    pub fn failed(error: ErrorCode) -> Self {
         Self::error(error)
     }
 
-    fn error(error: i16) -> Self {
+    fn error(error: ErrorCode) -> Self {
         SyncResponse {
             error,
             protocol_type: None,
@@ -338,14 +311,14 @@ pub struct LeaveRequest {
 pub struct LeaveMemberResponse {
     pub member_id: String,
     pub group_instance_id: Option<String>,
-    pub error: i16,
+    pub error: ErrorCode,
 }
 
 /// The fields of a LeaveGroup response. Before v3 the single member's error is the top-level
 /// error; the layer copies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaveResponse {
-    pub error: i16,
+    pub error: ErrorCode,
     pub members: Vec<LeaveMemberResponse>,
 }
 
@@ -426,7 +399,7 @@ pub struct Group {
     members: BTreeMap<String, Member>,
     /// `group.instance.id` to the member id that currently holds it.
     static_members: BTreeMap<String, String>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, to when they lapse if unused.
+    /// Member ids handed out with ErrorCode::MEMBER_ID_REQUIRED, to when they lapse if unused.
     pending: BTreeMap<String, i64>,
     /// Members that have not sent SyncGroup since the last rebalance completed.
     pending_sync: BTreeSet<String>,
@@ -498,7 +471,7 @@ impl Group {
             .map(String::as_str)
     }
 
-    /// Whether `member_id` was handed out with MEMBER_ID_REQUIRED and not used yet.
+    /// Whether `member_id` was handed out with ErrorCode::MEMBER_ID_REQUIRED and not used yet.
     pub fn is_pending(&self, member_id: &str) -> bool {
         self.pending.contains_key(member_id)
     }
@@ -546,7 +519,7 @@ impl Group {
         let mut fx = Vec::new();
         if self.state == GroupState::Dead {
             return reply_now(
-                JoinResponse::error(&req.member_id, COORDINATOR_NOT_AVAILABLE),
+                JoinResponse::error(&req.member_id, ErrorCode::COORDINATOR_NOT_AVAILABLE),
                 fx,
             );
         }
@@ -554,7 +527,7 @@ impl Group {
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
             return reply_now(
-                JoinResponse::error(&req.member_id, INVALID_SESSION_TIMEOUT),
+                JoinResponse::error(&req.member_id, ErrorCode::INVALID_SESSION_TIMEOUT),
                 fx,
             );
         }
@@ -569,10 +542,16 @@ impl Group {
                 .cloned();
             if replaces.is_none() && self.members.len() + self.pending.len() >= self.config.max_size
             {
-                return reply_now(JoinResponse::error("", GROUP_MAX_SIZE_REACHED), fx);
+                return reply_now(
+                    JoinResponse::error("", ErrorCode::GROUP_MAX_SIZE_REACHED),
+                    fx,
+                );
             }
             if !self.supports_protocols(replaces.as_deref(), &req.protocol_type, &req.protocols) {
-                return reply_now(JoinResponse::error("", INCONSISTENT_GROUP_PROTOCOL), fx);
+                return reply_now(
+                    JoinResponse::error("", ErrorCode::INCONSISTENT_GROUP_PROTOCOL),
+                    fx,
+                );
             }
             let prefix = req.group_instance_id.as_deref().unwrap_or(&req.client_id);
             let member_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
@@ -586,7 +565,10 @@ impl Group {
                     member_id.clone(),
                     now_ms + i64::from(req.session_timeout_ms),
                 );
-                return reply_now(JoinResponse::error(&member_id, MEMBER_ID_REQUIRED), fx);
+                return reply_now(
+                    JoinResponse::error(&member_id, ErrorCode::MEMBER_ID_REQUIRED),
+                    fx,
+                );
             }
             self.add_member_and_rebalance(req, member_id.clone(), now_ms, &mut fx);
             return finish_join(member_id, fx);
@@ -595,7 +577,7 @@ impl Group {
         let member_id = req.member_id.clone();
         if !self.supports_protocols(Some(&member_id), &req.protocol_type, &req.protocols) {
             return reply_now(
-                JoinResponse::error(&member_id, INCONSISTENT_GROUP_PROTOCOL),
+                JoinResponse::error(&member_id, ErrorCode::INCONSISTENT_GROUP_PROTOCOL),
                 fx,
             );
         }
@@ -610,7 +592,12 @@ impl Group {
 
         let (is_leader, unchanged) = match self.members.get(&member_id) {
             Some(m) => (self.is_leader(&member_id), m.matches(&req.protocols)),
-            None => return reply_now(JoinResponse::error(&member_id, UNKNOWN_MEMBER_ID), fx),
+            None => {
+                return reply_now(
+                    JoinResponse::error(&member_id, ErrorCode::UNKNOWN_MEMBER_ID),
+                    fx,
+                );
+            }
         };
         match self.state {
             GroupState::PreparingRebalance => {
@@ -634,9 +621,10 @@ impl Group {
                 self.update_member_and_rebalance(req, now_ms, &mut fx);
                 finish_join(member_id, fx)
             }
-            GroupState::Empty | GroupState::Dead => {
-                reply_now(JoinResponse::error(&member_id, UNKNOWN_MEMBER_ID), fx)
-            }
+            GroupState::Empty | GroupState::Dead => reply_now(
+                JoinResponse::error(&member_id, ErrorCode::UNKNOWN_MEMBER_ID),
+                fx,
+            ),
         }
     }
 
@@ -644,14 +632,17 @@ impl Group {
     pub fn sync(&mut self, req: SyncRequest, now_ms: i64) -> Step<SyncResponse> {
         let mut fx = Vec::new();
         if self.state == GroupState::Dead {
-            return reply_now(SyncResponse::error(COORDINATOR_NOT_AVAILABLE), fx);
+            return reply_now(
+                SyncResponse::error(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+                fx,
+            );
         }
         if let Some(error) = self.validate_member(&req.member_id, req.group_instance_id.as_deref())
         {
             return reply_now(SyncResponse::error(error), fx);
         }
         if req.generation_id != self.generation_id {
-            return reply_now(SyncResponse::error(ILLEGAL_GENERATION), fx);
+            return reply_now(SyncResponse::error(ErrorCode::ILLEGAL_GENERATION), fx);
         }
         let type_differs = req
             .protocol_type
@@ -662,14 +653,17 @@ impl Group {
             .as_ref()
             .is_some_and(|n| self.protocol_name.as_ref() != Some(n));
         if type_differs || name_differs {
-            return reply_now(SyncResponse::error(INCONSISTENT_GROUP_PROTOCOL), fx);
+            return reply_now(
+                SyncResponse::error(ErrorCode::INCONSISTENT_GROUP_PROTOCOL),
+                fx,
+            );
         }
         match self.state {
             GroupState::Empty | GroupState::Dead => {
-                reply_now(SyncResponse::error(UNKNOWN_MEMBER_ID), fx)
+                reply_now(SyncResponse::error(ErrorCode::UNKNOWN_MEMBER_ID), fx)
             }
             GroupState::PreparingRebalance => {
-                reply_now(SyncResponse::error(REBALANCE_IN_PROGRESS), fx)
+                reply_now(SyncResponse::error(ErrorCode::REBALANCE_IN_PROGRESS), fx)
             }
             GroupState::CompletingRebalance => {
                 self.synced(&req.member_id, now_ms);
@@ -701,7 +695,7 @@ impl Group {
                         fx.push(Effect::Sync {
                             member_id: id.clone(),
                             response: SyncResponse {
-                                error: NONE,
+                                error: ErrorCode::NONE,
                                 protocol_type: protocol_type.clone(),
                                 protocol_name: protocol_name.clone(),
                                 assignment: m.assignment.clone(),
@@ -729,28 +723,28 @@ impl Group {
     }
 
     /// Heartbeat: the error code to answer.
-    pub fn heartbeat(&mut self, req: &HeartbeatRequest, now_ms: i64) -> i16 {
+    pub fn heartbeat(&mut self, req: &HeartbeatRequest, now_ms: i64) -> ErrorCode {
         if self.state == GroupState::Dead {
-            return COORDINATOR_NOT_AVAILABLE;
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         }
         if let Some(error) = self.validate_member(&req.member_id, req.group_instance_id.as_deref())
         {
             return error;
         }
         if req.generation_id != self.generation_id {
-            return ILLEGAL_GENERATION;
+            return ErrorCode::ILLEGAL_GENERATION;
         }
         match self.state {
-            GroupState::Empty | GroupState::Dead => UNKNOWN_MEMBER_ID,
+            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
             GroupState::PreparingRebalance => {
                 // Still alive, but it must rejoin.
                 self.touch(&req.member_id, now_ms);
-                REBALANCE_IN_PROGRESS
+                ErrorCode::REBALANCE_IN_PROGRESS
             }
             // In CompletingRebalance a member may heartbeat between its join and sync answers.
             GroupState::CompletingRebalance | GroupState::Stable => {
                 self.touch(&req.member_id, now_ms);
-                NONE
+                ErrorCode::NONE
             }
         }
     }
@@ -760,7 +754,7 @@ impl Group {
         let mut fx = Vec::new();
         if self.state == GroupState::Dead {
             let response = LeaveResponse {
-                error: COORDINATOR_NOT_AVAILABLE,
+                error: ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 members: Vec::new(),
             };
             return (response, fx);
@@ -777,21 +771,21 @@ impl Group {
                 match current {
                     Some(member_id) => {
                         self.remove_member_and_update(&member_id, now_ms, &mut fx);
-                        NONE
+                        ErrorCode::NONE
                     }
-                    None => UNKNOWN_MEMBER_ID,
+                    None => ErrorCode::UNKNOWN_MEMBER_ID,
                 }
             } else if self.pending.remove(&leaving.member_id).is_some() {
                 // A pending member may be all the rebalance was waiting for.
                 self.maybe_complete_join(now_ms, &mut fx);
-                NONE
+                ErrorCode::NONE
             } else {
                 match self.validate_member(&leaving.member_id, leaving.group_instance_id.as_deref())
                 {
                     Some(error) => error,
                     None => {
                         self.remove_member_and_update(&leaving.member_id, now_ms, &mut fx);
-                        NONE
+                        ErrorCode::NONE
                     }
                 }
             };
@@ -803,7 +797,7 @@ impl Group {
         }
         (
             LeaveResponse {
-                error: NONE,
+                error: ErrorCode::NONE,
                 members,
             },
             fx,
@@ -920,19 +914,19 @@ impl Group {
     }
 
     /// DeleteGroups: an Empty group becomes Dead (the layer then drops it and its offsets).
-    pub fn delete(&mut self) -> Result<(), i16> {
+    pub fn delete(&mut self) -> Result<(), ErrorCode> {
         match self.state {
             GroupState::Empty => {
                 self.state = GroupState::Dead;
                 self.pending.clear();
                 Ok(())
             }
-            GroupState::Dead => Err(GROUP_ID_NOT_FOUND),
-            _ => Err(NON_EMPTY_GROUP),
+            GroupState::Dead => Err(ErrorCode::GROUP_ID_NOT_FOUND),
+            _ => Err(ErrorCode::NON_EMPTY_GROUP),
         }
     }
 
-    /// Shutdown: the group becomes Dead and every parked request is answered NOT_COORDINATOR,
+    /// Shutdown: the group becomes Dead and every parked request is answered ErrorCode::NOT_COORDINATOR,
     /// so clients look for the coordinator elsewhere instead of waiting out their timeouts.
     pub fn unload(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
@@ -940,13 +934,13 @@ impl Group {
             if std::mem::take(&mut m.awaiting_join) {
                 fx.push(Effect::Join {
                     member_id: id.clone(),
-                    response: JoinResponse::error(id, NOT_COORDINATOR),
+                    response: JoinResponse::error(id, ErrorCode::NOT_COORDINATOR),
                 });
             }
             if std::mem::take(&mut m.awaiting_sync) {
                 fx.push(Effect::Sync {
                     member_id: id.clone(),
-                    response: SyncResponse::error(NOT_COORDINATOR),
+                    response: SyncResponse::error(ErrorCode::NOT_COORDINATOR),
                 });
             }
         }
@@ -954,7 +948,7 @@ impl Group {
         fx
     }
 
-    /// Whether an OffsetCommit from this member may be stored: the error code (NONE to store).
+    /// Whether an OffsetCommit from this member may be stored: the error code (ErrorCode::NONE to store).
     /// A commit with generation -1 and no member (a consumer using `assign`, or an admin tool)
     /// is accepted only by an Empty group. Commits while PreparingRebalance are accepted
     /// (eager consumers commit as they revoke), not while CompletingRebalance: the member
@@ -965,28 +959,28 @@ impl Group {
         member_id: &str,
         group_instance_id: Option<&str>,
         now_ms: i64,
-    ) -> i16 {
+    ) -> ErrorCode {
         if self.state == GroupState::Dead {
-            return COORDINATOR_NOT_AVAILABLE;
+            return ErrorCode::COORDINATOR_NOT_AVAILABLE;
         }
         if generation_id < 0 && member_id.is_empty() && group_instance_id.is_none() {
             return if self.state == GroupState::Empty {
-                NONE
+                ErrorCode::NONE
             } else {
-                UNKNOWN_MEMBER_ID
+                ErrorCode::UNKNOWN_MEMBER_ID
             };
         }
         if let Some(error) = self.validate_member(member_id, group_instance_id) {
             return error;
         }
         if generation_id != self.generation_id {
-            return ILLEGAL_GENERATION;
+            return ErrorCode::ILLEGAL_GENERATION;
         }
         if self.state == GroupState::CompletingRebalance {
-            return REBALANCE_IN_PROGRESS;
+            return ErrorCode::REBALANCE_IN_PROGRESS;
         }
         self.touch(member_id, now_ms);
-        NONE
+        ErrorCode::NONE
     }
 
     // ---- internals ----
@@ -1011,7 +1005,7 @@ impl Group {
 
     fn sync_ok(&self, assignment: Bytes) -> SyncResponse {
         SyncResponse {
-            error: NONE,
+            error: ErrorCode::NONE,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol_name.clone(),
             assignment,
@@ -1020,18 +1014,22 @@ impl Group {
 
     /// If an instance id is given it must be held by `member_id` (else it is fenced), and the
     /// member must exist.
-    fn validate_member(&self, member_id: &str, group_instance_id: Option<&str>) -> Option<i16> {
+    fn validate_member(
+        &self,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> Option<ErrorCode> {
         if let Some(instance_id) = group_instance_id {
             return match self.static_members.get(instance_id) {
-                Some(current) if current != member_id => Some(FENCED_INSTANCE_ID),
+                Some(current) if current != member_id => Some(ErrorCode::FENCED_INSTANCE_ID),
                 Some(_) => None,
-                None => Some(UNKNOWN_MEMBER_ID),
+                None => Some(ErrorCode::UNKNOWN_MEMBER_ID),
             };
         }
         if self.members.contains_key(member_id) {
             None
         } else {
-            Some(UNKNOWN_MEMBER_ID)
+            Some(ErrorCode::UNKNOWN_MEMBER_ID)
         }
     }
 
@@ -1122,7 +1120,7 @@ impl Group {
     /// The answer describing the current generation.
     fn current_join_response(&self, member_id: &str, with_members: bool) -> JoinResponse {
         JoinResponse {
-            error: NONE,
+            error: ErrorCode::NONE,
             generation_id: self.generation_id,
             protocol_type: self.protocol_type.clone(),
             protocol_name: self.protocol_name.clone(),
@@ -1214,13 +1212,13 @@ impl Group {
         if std::mem::take(&mut member.awaiting_join) {
             fx.push(Effect::Join {
                 member_id: old_id.clone(),
-                response: JoinResponse::error(&old_id, FENCED_INSTANCE_ID),
+                response: JoinResponse::error(&old_id, ErrorCode::FENCED_INSTANCE_ID),
             });
         }
         if std::mem::take(&mut member.awaiting_sync) {
             fx.push(Effect::Sync {
                 member_id: old_id.clone(),
-                response: SyncResponse::error(FENCED_INSTANCE_ID),
+                response: SyncResponse::error(ErrorCode::FENCED_INSTANCE_ID),
             });
         }
         let was_leader = self.is_leader(&old_id);
@@ -1265,9 +1263,10 @@ impl Group {
                 self.maybe_prepare_rebalance(now_ms, &mut fx);
                 finish_join(new_id, fx)
             }
-            GroupState::Empty | GroupState::Dead => {
-                reply_now(JoinResponse::error(&new_id, UNKNOWN_SERVER_ERROR), fx)
-            }
+            GroupState::Empty | GroupState::Dead => reply_now(
+                JoinResponse::error(&new_id, ErrorCode::UNKNOWN_SERVER_ERROR),
+                fx,
+            ),
         }
     }
 
@@ -1291,7 +1290,7 @@ impl Group {
                 if std::mem::take(&mut m.awaiting_sync) {
                     fx.push(Effect::Sync {
                         member_id: id.clone(),
-                        response: SyncResponse::error(REBALANCE_IN_PROGRESS),
+                        response: SyncResponse::error(ErrorCode::REBALANCE_IN_PROGRESS),
                     });
                 }
             }
@@ -1398,7 +1397,7 @@ impl Group {
                 fx.push(Effect::Join {
                     member_id: id.clone(),
                     response: JoinResponse {
-                        error: NONE,
+                        error: ErrorCode::NONE,
                         generation_id: self.generation_id,
                         protocol_type: self.protocol_type.clone(),
                         protocol_name: self.protocol_name.clone(),
@@ -1426,13 +1425,13 @@ impl Group {
         if m.awaiting_join {
             fx.push(Effect::Join {
                 member_id: member_id.to_string(),
-                response: JoinResponse::error(member_id, UNKNOWN_MEMBER_ID),
+                response: JoinResponse::error(member_id, ErrorCode::UNKNOWN_MEMBER_ID),
             });
         }
         if m.awaiting_sync {
             fx.push(Effect::Sync {
                 member_id: member_id.to_string(),
-                response: SyncResponse::error(UNKNOWN_MEMBER_ID),
+                response: SyncResponse::error(ErrorCode::UNKNOWN_MEMBER_ID),
             });
         }
         if let Some(instance_id) = &m.group_instance_id
@@ -1572,7 +1571,7 @@ mod tests {
             .collect()
     }
 
-    fn hb(g: &mut Group, member_id: &str, generation_id: i32, now_ms: i64) -> i16 {
+    fn hb(g: &mut Group, member_id: &str, generation_id: i32, now_ms: i64) -> ErrorCode {
         let req = HeartbeatRequest {
             member_id: member_id.to_string(),
             generation_id,
@@ -1622,7 +1621,7 @@ mod tests {
             .map(|(i, id)| (id.clone(), assignment(i)))
             .collect();
         let (response, fx) = answered(g.sync(sync_req(&leader, 1, assignments), 0));
-        assert_eq!(response.error, NONE);
+        assert_eq!(response.error, ErrorCode::NONE);
         assert_eq!(syncs(&fx).len(), ids.len() - 1);
         assert_eq!(g.state(), GroupState::Stable);
         (g, ids)
@@ -1632,22 +1631,28 @@ mod tests {
     fn error_codes_match_the_kafka_protocol() {
         use kafka_protocol::ResponseError as E;
         let cases = [
-            (UNKNOWN_SERVER_ERROR, E::UnknownServerError),
-            (COORDINATOR_NOT_AVAILABLE, E::CoordinatorNotAvailable),
-            (NOT_COORDINATOR, E::NotCoordinator),
-            (ILLEGAL_GENERATION, E::IllegalGeneration),
-            (INCONSISTENT_GROUP_PROTOCOL, E::InconsistentGroupProtocol),
-            (UNKNOWN_MEMBER_ID, E::UnknownMemberId),
-            (INVALID_SESSION_TIMEOUT, E::InvalidSessionTimeout),
-            (REBALANCE_IN_PROGRESS, E::RebalanceInProgress),
-            (NON_EMPTY_GROUP, E::NonEmptyGroup),
-            (GROUP_ID_NOT_FOUND, E::GroupIdNotFound),
-            (MEMBER_ID_REQUIRED, E::MemberIdRequired),
-            (GROUP_MAX_SIZE_REACHED, E::GroupMaxSizeReached),
-            (FENCED_INSTANCE_ID, E::FencedInstanceId),
+            (ErrorCode::UNKNOWN_SERVER_ERROR, E::UnknownServerError),
+            (
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                E::CoordinatorNotAvailable,
+            ),
+            (ErrorCode::NOT_COORDINATOR, E::NotCoordinator),
+            (ErrorCode::ILLEGAL_GENERATION, E::IllegalGeneration),
+            (
+                ErrorCode::INCONSISTENT_GROUP_PROTOCOL,
+                E::InconsistentGroupProtocol,
+            ),
+            (ErrorCode::UNKNOWN_MEMBER_ID, E::UnknownMemberId),
+            (ErrorCode::INVALID_SESSION_TIMEOUT, E::InvalidSessionTimeout),
+            (ErrorCode::REBALANCE_IN_PROGRESS, E::RebalanceInProgress),
+            (ErrorCode::NON_EMPTY_GROUP, E::NonEmptyGroup),
+            (ErrorCode::GROUP_ID_NOT_FOUND, E::GroupIdNotFound),
+            (ErrorCode::MEMBER_ID_REQUIRED, E::MemberIdRequired),
+            (ErrorCode::GROUP_MAX_SIZE_REACHED, E::GroupMaxSizeReached),
+            (ErrorCode::FENCED_INSTANCE_ID, E::FencedInstanceId),
         ];
         for (code, error) in cases {
-            assert_eq!(code, error.code(), "{error:?}");
+            assert_eq!(code.code(), error.code(), "{error:?}");
         }
     }
 
@@ -1669,7 +1674,7 @@ mod tests {
         assert_eq!(g.generation_id(), 1);
         assert_eq!(g.leader(), Some(a.as_str()));
         let leader = &answers[&a];
-        assert_eq!(leader.error, NONE);
+        assert_eq!(leader.error, ErrorCode::NONE);
         assert_eq!(leader.generation_id, 1);
         assert_eq!(leader.leader, a);
         assert_eq!(leader.protocol_type.as_deref(), Some("consumer"));
@@ -1690,7 +1695,7 @@ mod tests {
             let r = &answers[follower];
             assert_eq!(
                 (r.error, r.generation_id, r.leader.as_str()),
-                (NONE, 1, a.as_str())
+                (ErrorCode::NONE, 1, a.as_str())
             );
             assert!(r.members.is_empty());
         }
@@ -1714,7 +1719,7 @@ mod tests {
         let (late, fx) = answered(g.sync(sync_req(&c, 1, Vec::new()), 300));
         assert!(fx.is_empty());
         assert_eq!(late.assignment, assignment(2));
-        assert_eq!(hb(&mut g, &b, 1, 400), NONE);
+        assert_eq!(hb(&mut g, &b, 1, 400), ErrorCode::NONE);
 
         let d = g.describe();
         assert_eq!(d.state, "Stable");
@@ -1735,7 +1740,7 @@ mod tests {
         let mut g = Group::new("g", config(0));
         let (first, fx) = answered(g.join(req("", "a"), 0, true));
         assert!(fx.is_empty());
-        assert_eq!(first.error, MEMBER_ID_REQUIRED);
+        assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
         assert!(first.member_id.starts_with("a-"), "{}", first.member_id);
         assert!(g.is_pending(&first.member_id));
         // Nothing has joined yet.
@@ -1743,7 +1748,7 @@ mod tests {
 
         // A made-up id is refused.
         let (bogus, _) = answered(g.join(req("a-bogus", "a"), 10, true));
-        assert_eq!(bogus.error, UNKNOWN_MEMBER_ID);
+        assert_eq!(bogus.error, ErrorCode::UNKNOWN_MEMBER_ID);
 
         let id = parked(&g.join(req(&first.member_id, "a"), 10, true));
         assert_eq!(id, first.member_id);
@@ -1764,7 +1769,7 @@ mod tests {
         g.tick(i64::from(SESSION));
         assert!(!g.is_pending(&first.member_id));
         let (late, _) = answered(g.join(req(&first.member_id, "a"), 20_000, true));
-        assert_eq!(late.error, UNKNOWN_MEMBER_ID);
+        assert_eq!(late.error, ErrorCode::UNKNOWN_MEMBER_ID);
     }
 
     #[test]
@@ -1776,7 +1781,7 @@ mod tests {
         };
         assert_eq!(
             answered(g.join(short, 0, false)).0.error,
-            INVALID_SESSION_TIMEOUT
+            ErrorCode::INVALID_SESSION_TIMEOUT
         );
         let long = JoinRequest {
             session_timeout_ms: 1_800_001,
@@ -1784,7 +1789,7 @@ mod tests {
         };
         assert_eq!(
             answered(g.join(long, 0, false)).0.error,
-            INVALID_SESSION_TIMEOUT
+            ErrorCode::INVALID_SESSION_TIMEOUT
         );
         let none = JoinRequest {
             protocols: Vec::new(),
@@ -1792,7 +1797,7 @@ mod tests {
         };
         assert_eq!(
             answered(g.join(none, 0, false)).0.error,
-            INCONSISTENT_GROUP_PROTOCOL
+            ErrorCode::INCONSISTENT_GROUP_PROTOCOL
         );
 
         let mut small = Group::new(
@@ -1805,7 +1810,7 @@ mod tests {
         parked(&small.join(req("", "a"), 0, false));
         assert_eq!(
             answered(small.join(req("", "b"), 0, false)).0.error,
-            GROUP_MAX_SIZE_REACHED
+            ErrorCode::GROUP_MAX_SIZE_REACHED
         );
     }
 
@@ -1817,19 +1822,19 @@ mod tests {
         let d = parked(&g.join(req("", "d"), 1_000, false));
         assert_eq!(g.state(), GroupState::PreparingRebalance);
         for id in [&a, &b, &c] {
-            assert_eq!(hb(&mut g, id, 1, 1_100), REBALANCE_IN_PROGRESS);
+            assert_eq!(hb(&mut g, id, 1, 1_100), ErrorCode::REBALANCE_IN_PROGRESS);
         }
         // Syncs of the old generation are refused too.
         assert_eq!(
             answered(g.sync(sync_req(&b, 1, Vec::new()), 1_100)).0.error,
-            REBALANCE_IN_PROGRESS
+            ErrorCode::REBALANCE_IN_PROGRESS
         );
 
         let step = g.join(req(&a, "a"), 1_200, false);
         assert!(step.effects.is_empty());
         parked(&step);
         parked(&g.join(req(&b, "b"), 1_300, false));
-        assert_eq!(hb(&mut g, &c, 1, 1_350), REBALANCE_IN_PROGRESS);
+        assert_eq!(hb(&mut g, &c, 1, 1_350), ErrorCode::REBALANCE_IN_PROGRESS);
         // The last member in completes the rebalance: its own answer is immediate.
         let (own, fx) = answered(g.join(req(&c, "c"), 1_400, false));
         assert_eq!(own.generation_id, 2);
@@ -1839,8 +1844,8 @@ mod tests {
         assert!(others[&b].members.is_empty() && others[&d].members.is_empty());
         assert_eq!(g.generation_id(), 2);
         assert_eq!(g.state(), GroupState::CompletingRebalance);
-        assert_eq!(hb(&mut g, &a, 1, 1_500), ILLEGAL_GENERATION);
-        assert_eq!(hb(&mut g, &a, 2, 1_500), NONE);
+        assert_eq!(hb(&mut g, &a, 1, 1_500), ErrorCode::ILLEGAL_GENERATION);
+        assert_eq!(hb(&mut g, &a, 2, 1_500), ErrorCode::NONE);
     }
 
     #[test]
@@ -1848,7 +1853,7 @@ mod tests {
         let (mut g, ids) = stable_group(vec![req("", "a"), req("", "b")]);
         let (own, fx) = answered(g.join(req(&ids[1], "b"), 500, false));
         assert!(fx.is_empty());
-        assert_eq!((own.error, own.generation_id), (NONE, 1));
+        assert_eq!((own.error, own.generation_id), (ErrorCode::NONE, 1));
         assert!(own.members.is_empty());
         assert_eq!(g.state(), GroupState::Stable);
 
@@ -1865,8 +1870,8 @@ mod tests {
     fn session_expiry_removes_the_member_and_rebalances_the_others() {
         let (mut g, ids) = stable_group(vec![req("", "a"), req("", "b"), req("", "c")]);
         let (a, b, c) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
-        assert_eq!(hb(&mut g, &a, 1, 6_000), NONE);
-        assert_eq!(hb(&mut g, &c, 1, 6_000), NONE);
+        assert_eq!(hb(&mut g, &a, 1, 6_000), ErrorCode::NONE);
+        assert_eq!(hb(&mut g, &c, 1, 6_000), ErrorCode::NONE);
         assert_eq!(g.next_deadline(), Some(i64::from(SESSION)));
 
         assert!(g.tick(i64::from(SESSION) - 1).is_empty());
@@ -1874,7 +1879,7 @@ mod tests {
         assert!(g.tick(i64::from(SESSION)).is_empty());
         assert!(g.member(&b).is_none());
         assert_eq!(g.state(), GroupState::PreparingRebalance);
-        assert_eq!(hb(&mut g, &b, 1, 10_100), UNKNOWN_MEMBER_ID);
+        assert_eq!(hb(&mut g, &b, 1, 10_100), ErrorCode::UNKNOWN_MEMBER_ID);
 
         parked(&g.join(req(&a, "a"), 10_200, false));
         let (own, fx) = answered(g.join(req(&c, "c"), 10_300, false));
@@ -1902,8 +1907,8 @@ mod tests {
             false,
         ));
         // b and c are alive but never rejoin.
-        assert_eq!(hb(&mut g, &b, 1, 3_000), REBALANCE_IN_PROGRESS);
-        assert_eq!(hb(&mut g, &c, 1, 3_000), REBALANCE_IN_PROGRESS);
+        assert_eq!(hb(&mut g, &b, 1, 3_000), ErrorCode::REBALANCE_IN_PROGRESS);
+        assert_eq!(hb(&mut g, &c, 1, 3_000), ErrorCode::REBALANCE_IN_PROGRESS);
 
         assert!(g.tick(5_999).is_empty());
         let answers = joins(&g.tick(6_000));
@@ -1912,7 +1917,7 @@ mod tests {
         assert_eq!(answers[&a].members.len(), 2);
         assert!(answers.contains_key(&d));
         assert!(g.member(&b).is_none() && g.member(&c).is_none());
-        assert_eq!(hb(&mut g, &b, 1, 6_100), UNKNOWN_MEMBER_ID);
+        assert_eq!(hb(&mut g, &b, 1, 6_100), ErrorCode::UNKNOWN_MEMBER_ID);
     }
 
     #[test]
@@ -1958,7 +1963,7 @@ mod tests {
             0,
             false,
         ));
-        assert_eq!(refused.error, INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(refused.error, ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
         let (other_type, _) = answered(g.join(
             JoinRequest {
                 protocol_type: "connect".to_string(),
@@ -1967,7 +1972,7 @@ mod tests {
             0,
             false,
         ));
-        assert_eq!(other_type.error, INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(other_type.error, ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
 
         let answers = joins(&g.tick(0));
         assert_eq!(answers[&a].protocol_name.as_deref(), Some("range"));
@@ -1991,7 +1996,7 @@ mod tests {
         };
         assert_eq!(
             answered(g.sync(wrong, 10)).0.error,
-            INCONSISTENT_GROUP_PROTOCOL
+            ErrorCode::INCONSISTENT_GROUP_PROTOCOL
         );
     }
 
@@ -2035,7 +2040,7 @@ mod tests {
         // The new process rejoins with an empty member id, even with JoinGroup v4+.
         let (own, fx) = answered(g.join(static_req("", "b", "instance-b"), 2_000, true));
         assert!(fx.is_empty(), "the others see nothing: {fx:?}");
-        assert_eq!(own.error, NONE);
+        assert_eq!(own.error, ErrorCode::NONE);
         assert_eq!(own.generation_id, 1);
         assert_eq!(own.leader, ids[0]);
         assert!(own.members.is_empty() && !own.skip_assignment);
@@ -2056,15 +2061,15 @@ mod tests {
             generation_id: 1,
             group_instance_id: Some("instance-b".to_string()),
         };
-        assert_eq!(g.heartbeat(&fenced, 2_200), FENCED_INSTANCE_ID);
+        assert_eq!(g.heartbeat(&fenced, 2_200), ErrorCode::FENCED_INSTANCE_ID);
         let mut old_sync = sync_req(&old, 1, Vec::new());
         old_sync.group_instance_id = Some("instance-b".to_string());
         assert_eq!(
             answered(g.sync(old_sync, 2_200)).0.error,
-            FENCED_INSTANCE_ID
+            ErrorCode::FENCED_INSTANCE_ID
         );
-        assert_eq!(hb(&mut g, &ids[0], 1, 2_300), NONE);
-        assert_eq!(hb(&mut g, &ids[2], 1, 2_300), NONE);
+        assert_eq!(hb(&mut g, &ids[0], 1, 2_300), ErrorCode::NONE);
+        assert_eq!(hb(&mut g, &ids[2], 1, 2_300), ErrorCode::NONE);
         assert_eq!(g.state(), GroupState::Stable);
     }
 
@@ -2116,7 +2121,7 @@ mod tests {
         assert_ne!(new, old);
         let fenced = joins(&step.effects);
         assert_eq!(fenced.len(), 1);
-        assert_eq!(fenced[&old].error, FENCED_INSTANCE_ID);
+        assert_eq!(fenced[&old].error, ErrorCode::FENCED_INSTANCE_ID);
         assert_eq!(fenced[&old].member_id, old);
 
         let (own, fx) = answered(g.join(req(&ids[2], "c"), 1_300, false));
@@ -2130,7 +2135,7 @@ mod tests {
     #[test]
     fn a_static_member_session_expiry_removes_it_and_rebalances() {
         let (mut g, ids) = stable_group(vec![req("", "a"), static_req("", "b", "instance-b")]);
-        assert_eq!(hb(&mut g, &ids[0], 1, 8_000), NONE);
+        assert_eq!(hb(&mut g, &ids[0], 1, 8_000), ErrorCode::NONE);
         g.tick(i64::from(SESSION));
         assert!(g.member(&ids[1]).is_none());
         assert_eq!(g.static_member("instance-b"), None);
@@ -2192,9 +2197,16 @@ mod tests {
             1_000,
         );
         assert!(fx.is_empty());
-        assert_eq!(response.error, NONE);
-        let errors: Vec<i16> = response.members.iter().map(|m| m.error).collect();
-        assert_eq!(errors, vec![NONE, UNKNOWN_MEMBER_ID, UNKNOWN_MEMBER_ID]);
+        assert_eq!(response.error, ErrorCode::NONE);
+        let errors: Vec<ErrorCode> = response.members.iter().map(|m| m.error).collect();
+        assert_eq!(
+            errors,
+            vec![
+                ErrorCode::NONE,
+                ErrorCode::UNKNOWN_MEMBER_ID,
+                ErrorCode::UNKNOWN_MEMBER_ID
+            ]
+        );
         assert!(g.member(&ids[2]).is_none());
         assert_eq!(g.static_member("instance-c"), None);
         assert_eq!(g.state(), GroupState::PreparingRebalance);
@@ -2212,7 +2224,7 @@ mod tests {
             })
             .collect();
         let (response, _) = g.leave(LeaveRequest { members: leaving }, 1_300);
-        assert!(response.members.iter().all(|m| m.error == NONE));
+        assert!(response.members.iter().all(|m| m.error == ErrorCode::NONE));
         assert!(g.is_empty());
         assert_eq!(g.generation_id(), 3);
         assert_eq!(g.leader(), None);
@@ -2258,11 +2270,11 @@ mod tests {
             },
             20,
         );
-        assert_eq!(syncs(&fx)[&b].error, REBALANCE_IN_PROGRESS);
+        assert_eq!(syncs(&fx)[&b].error, ErrorCode::REBALANCE_IN_PROGRESS);
         assert_eq!(g.state(), GroupState::PreparingRebalance);
         assert_eq!(
             answered(g.sync(sync_req(&a, 1, Vec::new()), 30)).0.error,
-            REBALANCE_IN_PROGRESS
+            ErrorCode::REBALANCE_IN_PROGRESS
         );
     }
 
@@ -2273,19 +2285,19 @@ mod tests {
             answered(g.sync(sync_req(&ids[1], 2, Vec::new()), 100))
                 .0
                 .error,
-            ILLEGAL_GENERATION
+            ErrorCode::ILLEGAL_GENERATION
         );
         assert_eq!(
             answered(g.sync(sync_req(&ids[1], 0, Vec::new()), 100))
                 .0
                 .error,
-            ILLEGAL_GENERATION
+            ErrorCode::ILLEGAL_GENERATION
         );
         assert_eq!(
             answered(g.sync(sync_req("stranger", 1, Vec::new()), 100))
                 .0
                 .error,
-            UNKNOWN_MEMBER_ID
+            ErrorCode::UNKNOWN_MEMBER_ID
         );
         let other_type = SyncRequest {
             protocol_type: Some("connect".to_string()),
@@ -2293,7 +2305,7 @@ mod tests {
         };
         assert_eq!(
             answered(g.sync(other_type, 100)).0.error,
-            INCONSISTENT_GROUP_PROTOCOL
+            ErrorCode::INCONSISTENT_GROUP_PROTOCOL
         );
         // Before v5 the fields are absent and not checked.
         let v4 = SyncRequest {
@@ -2307,15 +2319,18 @@ mod tests {
     #[test]
     fn heartbeat_errors() {
         let (mut g, ids) = stable_group(vec![req("", "a"), req("", "b")]);
-        assert_eq!(hb(&mut g, &ids[0], 1, 100), NONE);
-        assert_eq!(hb(&mut g, &ids[0], 0, 100), ILLEGAL_GENERATION);
-        assert_eq!(hb(&mut g, "stranger", 1, 100), UNKNOWN_MEMBER_ID);
+        assert_eq!(hb(&mut g, &ids[0], 1, 100), ErrorCode::NONE);
+        assert_eq!(hb(&mut g, &ids[0], 0, 100), ErrorCode::ILLEGAL_GENERATION);
+        assert_eq!(hb(&mut g, "stranger", 1, 100), ErrorCode::UNKNOWN_MEMBER_ID);
         let unknown_instance = HeartbeatRequest {
             member_id: ids[0].clone(),
             generation_id: 1,
             group_instance_id: Some("nobody".to_string()),
         };
-        assert_eq!(g.heartbeat(&unknown_instance, 100), UNKNOWN_MEMBER_ID);
+        assert_eq!(
+            g.heartbeat(&unknown_instance, 100),
+            ErrorCode::UNKNOWN_MEMBER_ID
+        );
     }
 
     #[test]
@@ -2401,7 +2416,10 @@ mod tests {
             1_000,
             false,
         ));
-        assert_eq!(hb(&mut g, &ids[1], 1, 9_000), REBALANCE_IN_PROGRESS);
+        assert_eq!(
+            hb(&mut g, &ids[1], 1, 9_000),
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
         g.tick(15_000);
         assert!(g.member(&ids[0]).is_some());
         assert!(g.member(&ids[1]).is_some());
@@ -2420,11 +2438,11 @@ mod tests {
         // a goes quiet but heartbeats; n's join waits on a for the whole rebalance timeout.
         let n = parked(&g.join(slow(req("", "n")), 1_000, false));
         for t in (2_000..301_000).step_by(5_000) {
-            assert_eq!(hb(&mut g, &ids[0], 1, t), REBALANCE_IN_PROGRESS);
+            assert_eq!(hb(&mut g, &ids[0], 1, t), ErrorCode::REBALANCE_IN_PROGRESS);
             g.tick(t);
         }
         let answers = joins(&g.tick(301_000));
-        assert_eq!(answers[&n].error, NONE);
+        assert_eq!(answers[&n].error, ErrorCode::NONE);
         assert_eq!(answers[&n].generation_id, 2);
         assert_eq!(g.leader(), Some(n.as_str()));
 
@@ -2439,14 +2457,14 @@ mod tests {
         );
         let a = parked(&g.join(req("", "a"), 0, false));
         let fx = g.tick(1_000);
-        assert_eq!(joins(&fx)[&a].error, UNKNOWN_MEMBER_ID);
+        assert_eq!(joins(&fx)[&a].error, ErrorCode::UNKNOWN_MEMBER_ID);
         assert!(g.member(&a).is_none());
     }
 
     #[test]
     fn delete_dead_and_unload() {
         let (mut g, ids) = stable_group(vec![req("", "a")]);
-        assert_eq!(g.delete(), Err(NON_EMPTY_GROUP));
+        assert_eq!(g.delete(), Err(ErrorCode::NON_EMPTY_GROUP));
         let (_, _) = g.leave(
             LeaveRequest {
                 members: vec![LeavingMember {
@@ -2459,17 +2477,20 @@ mod tests {
         assert!(g.is_empty());
         assert_eq!(g.delete(), Ok(()));
         assert_eq!(g.describe().state, "Dead");
-        assert_eq!(g.delete(), Err(GROUP_ID_NOT_FOUND));
+        assert_eq!(g.delete(), Err(ErrorCode::GROUP_ID_NOT_FOUND));
         assert_eq!(
             answered(g.join(req("", "b"), 200, false)).0.error,
-            COORDINATOR_NOT_AVAILABLE
+            ErrorCode::COORDINATOR_NOT_AVAILABLE
         );
-        assert_eq!(hb(&mut g, &ids[0], 1, 200), COORDINATOR_NOT_AVAILABLE);
+        assert_eq!(
+            hb(&mut g, &ids[0], 1, 200),
+            ErrorCode::COORDINATOR_NOT_AVAILABLE
+        );
 
         let mut g = Group::new("g", config(3_000));
         let a = parked(&g.join(req("", "a"), 0, false));
         let fx = g.unload();
-        assert_eq!(joins(&fx)[&a].error, NOT_COORDINATOR);
+        assert_eq!(joins(&fx)[&a].error, ErrorCode::NOT_COORDINATOR);
         assert_eq!(g.state(), GroupState::Dead);
     }
 
@@ -2494,26 +2515,26 @@ mod tests {
     fn offset_commit_validation() {
         let mut g = Group::new("g", config(0));
         // A simple (assign) consumer commits to an Empty group.
-        assert_eq!(g.validate_offset_commit(-1, "", None, 0), NONE);
+        assert_eq!(g.validate_offset_commit(-1, "", None, 0), ErrorCode::NONE);
         let a = parked(&g.join(req("", "a"), 0, false));
         g.tick(0);
         assert_eq!(
             g.validate_offset_commit(1, &a, None, 10),
-            REBALANCE_IN_PROGRESS
+            ErrorCode::REBALANCE_IN_PROGRESS
         );
         answered(g.sync(sync_req(&a, 1, Vec::new()), 20));
-        assert_eq!(g.validate_offset_commit(1, &a, None, 30), NONE);
+        assert_eq!(g.validate_offset_commit(1, &a, None, 30), ErrorCode::NONE);
         assert_eq!(
             g.validate_offset_commit(0, &a, None, 30),
-            ILLEGAL_GENERATION
+            ErrorCode::ILLEGAL_GENERATION
         );
         assert_eq!(
             g.validate_offset_commit(1, "stranger", None, 30),
-            UNKNOWN_MEMBER_ID
+            ErrorCode::UNKNOWN_MEMBER_ID
         );
         assert_eq!(
             g.validate_offset_commit(-1, "", None, 30),
-            UNKNOWN_MEMBER_ID
+            ErrorCode::UNKNOWN_MEMBER_ID
         );
         // The commit counts as a sign of life.
         assert_eq!(g.member(&a).map(|m| m.last_heartbeat_ms), Some(30));

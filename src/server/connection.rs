@@ -110,6 +110,8 @@ enum ConnError {
     Frame(#[from] FrameError),
     #[error("{0}")]
     Handler(#[from] anyhow::Error),
+    #[error("{0} is not allowed before authentication")]
+    NotAdmitted(&'static str),
 }
 
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -122,12 +124,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .connections
         .set(shard.stats.connections.get() + 1);
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
-    let peer_ip: Rc<str> = stream
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
-        .into();
-    let result = run(&shard, stream, &peer_ip).await;
+    let peer_addr: Rc<str> = peer.as_str().into();
+    let result = run(&shard, stream, &peer_addr).await;
     shard
         .stats
         .connections
@@ -181,7 +179,7 @@ impl Drop for Busy {
 /// The writer has its own handle on the socket (a dup of the descriptor), so that reading
 /// and writing wait independently. A frame that does not decode ends reading: the answers
 /// before it are still written, then the connection closes.
-async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &Rc<str>) -> Result<(), ConnError> {
+async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_addr: &Rc<str>) -> Result<(), ConnError> {
     // Non-blocking for good, so sendfile never stalls the shard. glommio's stream only ever
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
     // it; the flag belongs to the open file, so the dup below shares it.
@@ -193,7 +191,7 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_ip: &Rc<str>) -> Result<
     );
     let read_result: std::cell::Cell<Option<Result<(), ConnError>>> = Default::default();
     let reading = async {
-        let r = read_loop(shard, &mut read_half, peer_ip, tx).await;
+        let r = read_loop(shard, &mut read_half, peer_addr, tx).await;
         read_result.set(Some(r));
         // The writer finishes the answers already under way and ends the connection.
         futures_lite::future::pending::<Result<(), ConnError>>().await
@@ -215,10 +213,38 @@ fn dup_stream(stream: &TcpStream) -> Result<TcpStream, ConnError> {
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
 }
 
+/// Where a connection stands with authentication. Requests are admitted by state: before
+/// authentication only the APIs that lead to it are (ApiVersions, and the SASL handshake once
+/// SASL listeners exist), after it every API is, on behalf of the authenticated principal.
+/// A PLAINTEXT listener's connections start authenticated as `User:ANONYMOUS`, as in Kafka.
+#[derive(Debug)]
+pub enum ConnState {
+    /// Only the authentication exchange is admitted (SASL listeners; none exist yet).
+    Authenticating,
+    Authenticated(handlers::Principal),
+}
+
+impl ConnState {
+    /// The principal a request is handled for, or None when the state does not admit `api`
+    /// (the connection is then closed, as Kafka closes a SASL connection that skips the
+    /// handshake).
+    fn admits(&self, api: kafka_protocol::messages::ApiKey) -> Option<handlers::Principal> {
+        use kafka_protocol::messages::ApiKey;
+        match self {
+            ConnState::Authenticated(p) => Some(p.clone()),
+            ConnState::Authenticating => matches!(
+                api,
+                ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+            )
+            .then(handlers::Principal::anonymous),
+        }
+    }
+}
+
 async fn read_loop(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
-    peer_ip: &Rc<str>,
+    peer_addr: &Rc<str>,
     tx: glommio::channels::local_channel::LocalSender<InFlight>,
 ) -> Result<(), ConnError> {
     let mut reader = FrameReader {
@@ -227,6 +253,7 @@ async fn read_loop(
         inflight: shard.inflight.clone(),
         inflight_total: shard.config.inflight_bytes_max as u64,
     };
+    let state = ConnState::Authenticated(handlers::Principal::anonymous());
     loop {
         if shard.stopping.get() {
             return Ok(());
@@ -255,12 +282,23 @@ async fn read_loop(
                 glommio::spawn_local(async move { answer }).detach()
             }
             Ok(Decoded::Request(req)) => {
-                let shard = shard.clone();
-                let peer_ip = peer_ip.clone();
-                glommio::spawn_local(async move {
-                    handlers::dispatch(&shard, *req, &peer_ip, ordered).await
-                })
-                .detach()
+                let Some(principal) = state.admits(req.api_key) else {
+                    shard.metrics.record(api, 0, true);
+                    return Err(ConnError::NotAdmitted(api));
+                };
+                let mut req = *req;
+                let body = std::mem::replace(
+                    &mut req.body,
+                    kafka_protocol::messages::RequestKind::ApiVersions(Default::default()),
+                );
+                let ctx = handlers::RequestContext::new(
+                    shard.clone(),
+                    &req,
+                    peer_addr,
+                    principal,
+                    ordered,
+                );
+                glommio::spawn_local(async move { handlers::dispatch(&ctx, body).await }).detach()
             }
         };
         // The next request starts once this one has taken effect (see `run`).

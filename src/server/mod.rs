@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod handlers;
+pub mod metrics_http;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,8 +26,9 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::router::{Envelope, Router, ShardRequest};
+use crate::router::{Envelope, Router};
 use crate::shard::Shard;
+use crate::shard::calls::ShardMessage;
 use crate::storage::catalog::CatalogData;
 
 /// Set once by the signal handling thread; read by every shard's ticker.
@@ -83,7 +85,8 @@ impl<T: Clone> Gate<T> {
 /// Runs the broker until a stop signal; returns an error if any shard failed to start.
 pub fn run(config: Config, catalog: CatalogData) -> anyhow::Result<()> {
     let n = config.shards;
-    let mesh: MeshBuilder<Envelope, _> = MeshBuilder::full(n, config.router_channel_len);
+    let mesh: MeshBuilder<Envelope<ShardMessage>, _> =
+        MeshBuilder::full(n, config.router_channel_len);
     let ready: Arc<Gate<Result<(), String>>> = Arc::new(Gate::new(n));
     let peers: Arc<Gate<usize>> = Arc::new(Gate::new(n));
     let mut threads = Vec::with_capacity(n);
@@ -141,7 +144,7 @@ async fn shard_main(
     shard_id: usize,
     config: Config,
     catalog: CatalogData,
-    mesh: MeshBuilder<Envelope, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,
     peers: Arc<Gate<usize>>,
 ) -> Result<(), String> {
@@ -248,20 +251,20 @@ async fn shard_main(
                     Envelope::Request {
                         id,
                         from,
-                        req: ShardRequest::Produce(items),
+                        msg: ShardMessage::Produce(call),
                     } => {
-                        let queued = shard.enqueue_produce(items);
+                        let queued = shard.enqueue_produce(call.0);
                         let shard = shard.clone();
                         glommio::spawn_local(async move {
                             let rep = queued.wait().await;
-                            shard.router.reply(from, id, rep).await;
+                            shard.router.reply(from, id, Box::new(rep)).await;
                         })
                         .detach();
                     }
-                    Envelope::Request { id, from, req } => {
+                    Envelope::Request { id, from, msg } => {
                         let shard = shard.clone();
                         glommio::spawn_local(async move {
-                            let rep = shard.clone().handle(req).await;
+                            let rep = msg.run(shard.clone()).await;
                             shard.router.reply(from, id, rep).await;
                         })
                         .detach();
@@ -335,10 +338,7 @@ async fn shard_main(
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => {
                 tracing::info!(listen = %addr, "metrics endpoint ready (GET /metrics)");
-                Some(glommio::spawn_local(crate::metrics::serve(
-                    shard.clone(),
-                    l,
-                )))
+                Some(glommio::spawn_local(metrics_http::serve(shard.clone(), l)))
             }
             Err(e) => {
                 let e = format!("cannot listen for metrics on {addr}: {e}");
@@ -374,7 +374,7 @@ async fn shard_main(
     }
     // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
     shard.stopping.set(true);
-    shard.wake_data_waiters();
+    shard.wake_all_fetches();
     // Parked JoinGroup/SyncGroup requests answer NOT_COORDINATOR now, so they do not hold
     // the drain; the clients find the coordinator again after the restart.
     shard.groups.unload();
@@ -389,7 +389,9 @@ async fn shard_main(
     if let Some(m) = metrics_server {
         let _ = m.cancel().await;
     }
-    shard.flush_all().await;
+    if !shard.flush_all().await {
+        FLUSH_FAILED.store(true, Ordering::SeqCst);
+    }
     DRAINED.fetch_add(1, Ordering::SeqCst);
     while DRAINED.load(Ordering::SeqCst) < config.shards
         && Instant::now() < drain_deadline + Duration::from_secs(1)

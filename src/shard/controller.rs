@@ -1,6 +1,6 @@
 //! The controller: the one writer of the topic catalog.
 //!
-//! Lives on: shard 0 ([`super::assignment::CONTROLLER_SHARD`]). Other shards reach it through
+//! Lives on: shard 0 ([`crate::placement::CONTROLLER_SHARD`]). Other shards reach it through
 //! the router. A change goes: validate -> write `catalog.json` atomically -> tell every shard
 //! (each caches the topic and opens or deletes the partitions it owns) -> answer. Changes are
 //! serialised by a local semaphore (metadata path only, never the data path), so an
@@ -14,9 +14,16 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::error::KafkaError;
-use crate::router::{AlterTopicConfig, CreateTopic, ShardReply, ShardRequest};
 use crate::shard::Shard;
+use crate::shard::calls::{
+    AlterTopicConfig, Call, CreateTopic, TopicConfigChanged, TopicCreated, TopicDeleted,
+};
 use crate::storage::catalog::{self, CatalogData, TopicMeta};
+
+/// A shard that could not be told of a change is stopping (the router is only closed then).
+fn stopping(_: crate::router::RouterError) -> &'static str {
+    "a shard is stopping"
+}
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -85,22 +92,18 @@ impl Controller {
     }
 
     /// Tells every shard (this one included) about a change and waits for all of them.
-    async fn broadcast(
+    async fn broadcast<C: Call<Reply = Result<(), KafkaError>>>(
         &self,
         shard: &Rc<Shard>,
-        make: impl Fn() -> ShardRequest,
+        make: impl Fn() -> C,
     ) -> Result<(), KafkaError> {
         let calls = (0..shard.shards()).map(|to| shard.call(to, make()));
         let mut result = Ok(());
         for reply in futures_util::future::join_all(calls).await {
             match reply {
-                Ok(ShardReply::Done(Ok(()))) => {}
-                Ok(ShardReply::Done(Err(e))) | Err(e) => result = Err(e),
-                Ok(other) => {
-                    result = Err(KafkaError::InvalidRequest(format!(
-                        "unexpected reply {other:?}"
-                    )))
-                }
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(KafkaError::BrokerNotAvailable(stopping(e))),
             }
         }
         result
@@ -143,9 +146,7 @@ impl Controller {
                 out.push(Err(e));
                 continue;
             }
-            let created = self
-                .broadcast(shard, || ShardRequest::TopicCreated(meta.clone()))
-                .await;
+            let created = self.broadcast(shard, || TopicCreated(meta.clone())).await;
             tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
             out.push(created.map(|()| meta));
         }
@@ -170,9 +171,7 @@ impl Controller {
                 out.push(Err(e));
                 continue;
             }
-            let deleted = self
-                .broadcast(shard, || ShardRequest::TopicDeleted(name.clone()))
-                .await;
+            let deleted = self.broadcast(shard, || TopicDeleted(name.clone())).await;
             tracing::info!(topic = %name, "topic deleted");
             out.push(deleted);
         }
@@ -221,7 +220,7 @@ impl Controller {
                 continue;
             }
             let changed = self
-                .broadcast(shard, || ShardRequest::TopicConfigChanged(meta.clone()))
+                .broadcast(shard, || TopicConfigChanged(meta.clone()))
                 .await;
             tracing::info!(topic = %meta.name, configs = ?meta.configs, "topic configs changed");
             out.push(changed);

@@ -2,13 +2,13 @@
 //!
 //! Lives on: one [`Shard`] per executor, reachable only from that executor (it is `!Send`:
 //! `Rc` and `RefCell` inside). It owns the logs of the partitions that
-//! [`assignment::partition_owner`] gives it, a read-only cache of the topic catalog, and on
+//! [`crate::placement::partition_owner`] gives it, a read-only cache of the topic catalog, and on
 //! shard 0 the controller that alone changes the catalog.
 //!
 //! Invariant: no `RefCell` borrow of shard state is held across an `.await`; every storage
 //! call is synchronous and short.
 
-pub mod assignment;
+pub mod calls;
 pub mod controller;
 
 use std::cell::{Cell, RefCell};
@@ -18,14 +18,16 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::batch::ProducedBatch;
-use crate::router::{FetchItem, ProduceItem, ProduceOutcome, Router, ShardReply, ShardRequest};
+use crate::router::Router;
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention};
 use crate::storage::segment::Recovered;
+use calls::{Answers, FetchItem, FlushItem, ProduceItem, ProduceOutcome, ShardMessage};
 
 /// Byte counters of one shard.
 #[derive(Default, Debug)]
@@ -71,10 +73,12 @@ struct Written {
 pub struct QueuedProduce(Vec<oneshot::Receiver<Result<Written, KafkaError>>>);
 
 impl QueuedProduce {
-    pub async fn wait(self) -> ShardReply {
+    pub async fn wait(self) -> Answers<ProduceOutcome> {
         let mut results = Vec::with_capacity(self.0.len());
         for rx in self.0 {
-            let written = rx.await.unwrap_or(Err(KafkaError::NotAvailable));
+            // A dropped answer means the shard stopped before writing: the client retries
+            // wherever the partition lives next.
+            let written = rx.await.unwrap_or(Err(KafkaError::NotLeaderOrFollower));
             results.push(written.map(|w| ProduceOutcome {
                 base_offset: w.base_offset,
                 last_offset: w.last_offset,
@@ -82,18 +86,70 @@ impl QueuedProduce {
                 log_start_offset: w.log_start_offset,
             }));
         }
-        ShardReply::Produce(results)
+        results
     }
 }
 
 /// A partition's key in shard maps: (topic, partition).
 pub type TopicPartition = (String, i32);
 
+/// A waiting fetch's wake-up, fired by the first of its partitions to have news (or by its
+/// origin's cancel); empty once fired.
+struct Wake(Cell<Option<oneshot::Sender<()>>>);
+
+impl Wake {
+    fn new() -> (Rc<Wake>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Rc::new(Wake(Cell::new(Some(tx)))), rx)
+    }
+
+    fn fire(&self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A wait's place in the per-partition waiter lists, taken out when the wait ends for any
+/// reason (woken, timed out, or its future dropped because the fetch was answered), so the
+/// lists hold only live waits.
+struct Registered<'a> {
+    shard: &'a Shard,
+    wake: Rc<Wake>,
+    partitions: Vec<TopicPartition>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.shard.fetch_waiters.borrow_mut();
+        for tp in &self.partitions {
+            if let Some(list) = waiters.get_mut(tp) {
+                list.retain(|w| !Rc::ptr_eq(w, &self.wake));
+                if list.is_empty() {
+                    waiters.remove(tp);
+                }
+            }
+        }
+    }
+}
+
+/// A remote long poll's entry in `remote_waits`, removed when the wait ends.
+struct RemoteWait<'a> {
+    shard: &'a Shard,
+    key: (usize, u64),
+}
+
+impl Drop for RemoteWait<'_> {
+    fn drop(&mut self) {
+        self.shard.remote_waits.borrow_mut().remove(&self.key);
+    }
+}
+
 pub struct Shard {
     pub id: usize,
     pub config: Rc<Config>,
     pub cluster_id: String,
-    pub router: Router,
+    pub router: Router<ShardMessage>,
     /// Topic catalog cache, by name. Changed only by controller messages.
     topics: RefCell<BTreeMap<String, TopicMeta>>,
     /// Logs of the partitions this shard owns.
@@ -104,8 +160,14 @@ pub struct Shard {
     writer_scheduled: Cell<bool>,
     /// Partitions with an fdatasync in flight, and who waits for it to finish.
     flushing: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
-    /// Fetches waiting for new data on this shard; all are woken by any append.
-    data_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    /// Fetches waiting for new data, by the partition they wait on: an append wakes only the
+    /// waits on its partition. A wait on several partitions is in each of their lists.
+    fetch_waiters: RefCell<HashMap<TopicPartition, Vec<Rc<Wake>>>>,
+    /// Long polls from other shards, by (origin shard, wait id), so that the origin can end
+    /// them ([`calls::CancelWait`]) as soon as its fetch is answered.
+    remote_waits: RefCell<HashMap<(usize, u64), Rc<Wake>>>,
+    /// Ids for this shard's own long polls on other shards.
+    next_wait_id: Cell<u64>,
     /// The controller, on shard 0 only.
     pub controller: Option<controller::Controller>,
     /// Bytes of request frames this shard holds (read, being handled, or being answered);
@@ -126,10 +188,10 @@ impl Shard {
         config: Rc<Config>,
         cluster_id: String,
         topics: Vec<TopicMeta>,
-        router: Router,
+        router: Router<ShardMessage>,
         groups: GroupCoordinator,
     ) -> Shard {
-        let controller = (id == assignment::CONTROLLER_SHARD).then(|| {
+        let controller = (id == crate::placement::CONTROLLER_SHARD).then(|| {
             controller::Controller::new(config.data_dir.clone(), cluster_id.clone(), topics.clone())
         });
         Shard {
@@ -142,7 +204,9 @@ impl Shard {
             router,
             topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
             logs: RefCell::new(HashMap::new()),
-            data_waiters: RefCell::new(Vec::new()),
+            fetch_waiters: RefCell::new(HashMap::new()),
+            remote_waits: RefCell::new(HashMap::new()),
+            next_wait_id: Cell::new(0),
             flushing: RefCell::new(HashMap::new()),
             pending_writes: RefCell::new(HashMap::new()),
             writer_scheduled: Cell::new(false),
@@ -159,7 +223,7 @@ impl Shard {
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
-        assignment::partition_owner(topic, partition, self.shards())
+        crate::placement::partition_owner(topic, partition, self.shards())
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
@@ -230,7 +294,7 @@ impl Shard {
             return;
         }
         // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
-        self.wake_data_waiters();
+        self.wake_all_fetches();
         if let Err(e) = run_housekeeping(jobs).await {
             tracing::error!(shard = self.id, error = %e, "deleting expired segments failed");
         }
@@ -301,19 +365,6 @@ impl Shard {
         out
     }
 
-    /// Sends `req` to shard `to`, or handles it here when `to` is this shard.
-    pub async fn call(
-        self: &Rc<Self>,
-        to: usize,
-        req: ShardRequest,
-    ) -> Result<ShardReply, KafkaError> {
-        if to == self.id {
-            Ok(self.clone().handle(req).await)
-        } else {
-            self.router.call_remote(to, req).await
-        }
-    }
-
     /// Queues a produce's batches for the shard's writer task, synchronously, and returns what
     /// to wait on for their offsets. Batches of one partition are appended in the order they
     /// were queued, and this is where that order is fixed: the connection that sent the
@@ -353,168 +404,127 @@ impl Shard {
         QueuedProduce(waits)
     }
 
-    /// Handles a request for this shard, from any shard (this one included).
-    pub async fn handle(self: Rc<Self>, req: ShardRequest) -> ShardReply {
-        match req {
-            ShardRequest::Produce(items) => self.enqueue_produce(items).wait().await,
-            ShardRequest::Flush(items) => {
-                // Group commit: concurrent produces to a partition share one fdatasync.
-                // Topics that flush in the background answer at once.
-                let background: Vec<bool> = {
-                    let topics = self.topics.borrow();
-                    items
-                        .iter()
-                        .map(|(topic, partition, _)| {
-                            self.debug_assert_owner(topic, *partition);
-                            topics.get(topic).is_some_and(|t| !self.flush_on_ack(t))
-                        })
-                        .collect()
-                };
-                let flushes = items.into_iter().zip(background).map(|((t, p, last), bg)| {
-                    let shard = self.clone();
-                    async move {
-                        if bg {
-                            return Ok(());
-                        }
-                        shard.flush_to((t, p), last).await
-                    }
-                });
-                ShardReply::Flush(futures_util::future::join_all(flushes).await)
-            }
-            ShardRequest::Fetch(items) => ShardReply::Fetch(self.locate(items)),
-            ShardRequest::WaitForData { items, timeout_ms } => {
-                self.wait_for_data(&items, timeout_ms).await;
-                ShardReply::Fetch(self.locate(items.into_iter().map(|(i, _)| i).collect()))
-            }
-            ShardRequest::ListOffsets(items) => {
-                let logs = self.logs.borrow();
-                ShardReply::ListOffsets(
-                    items
-                        .into_iter()
-                        .map(|(topic, partition, ts)| {
-                            let log = logs
-                                .get(&(topic, partition))
-                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                            match ts {
-                                -1 => Ok((log.high_watermark(), -1)),
-                                -2 => Ok((log.log_start_offset(), -1)),
-                                ts if ts >= 0 => {
-                                    Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1)))
-                                }
-                                other => Err(KafkaError::InvalidRequest(format!(
-                                    "timestamp {other} is not a supported ListOffsets spec"
-                                ))),
-                            }
-                        })
-                        .collect(),
-                )
-            }
-            ShardRequest::TopicCreated(meta) => {
-                let opened = self.open_owned_partitions(&meta, false).map(drop);
-                self.topics.borrow_mut().insert(meta.name.clone(), meta);
-                ShardReply::Done(opened.map_err(|e| KafkaError::Storage(e.to_string())))
-            }
-            ShardRequest::TopicDeleted(name) => {
-                self.topics.borrow_mut().remove(&name);
-                let doomed: Vec<PartitionLog> = {
-                    let mut logs = self.logs.borrow_mut();
-                    let keys: Vec<_> = logs.keys().filter(|(t, _)| *t == name).cloned().collect();
-                    keys.iter().filter_map(|k| logs.remove(k)).collect()
-                };
-                let mut result = Ok(());
-                for log in doomed {
-                    let (t, p) = (log.topic.clone(), log.partition);
-                    if let Err(e) = log.delete() {
-                        tracing::error!(topic = %t, partition = p, error = %e, "could not delete partition files");
-                        result = Err(KafkaError::Storage(e.to_string()));
-                    }
+    /// acks=all: answers once every offset up to the given one of each partition is on disk
+    /// (group commit: concurrent produces to a partition share one fdatasync), or at once for
+    /// topics that flush in the background.
+    pub async fn flush_items(self: &Rc<Self>, items: Vec<FlushItem>) -> Answers<()> {
+        let background: Vec<bool> = {
+            let topics = self.topics.borrow();
+            items
+                .iter()
+                .map(|(topic, partition, _)| {
+                    self.debug_assert_owner(topic, *partition);
+                    topics.get(topic).is_some_and(|t| !self.flush_on_ack(t))
+                })
+                .collect()
+        };
+        let flushes = items.into_iter().zip(background).map(|((t, p, last), bg)| {
+            let shard = self.clone();
+            async move {
+                if bg {
+                    return Ok(());
                 }
-                self.wake_data_waiters();
-                ShardReply::Done(result)
+                shard.flush_to((t, p), last).await
             }
-            ShardRequest::CreateTopics {
-                topics,
-                validate_only,
-            } => match &self.controller {
-                Some(c) => {
-                    ShardReply::CreateTopics(c.create_topics(&self, topics, validate_only).await)
+        });
+        futures_util::future::join_all(flushes).await
+    }
+
+    /// ListOffsets of owned partitions: (topic, partition, timestamp spec) -> (offset,
+    /// timestamp).
+    pub fn list_offsets(&self, items: Vec<(String, i32, i64)>) -> Answers<(i64, i64)> {
+        let logs = self.logs.borrow();
+        items
+            .into_iter()
+            .map(|(topic, partition, ts)| {
+                self.debug_assert_owner(&topic, partition);
+                let log = logs
+                    .get(&(topic, partition))
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                match ts {
+                    -1 => Ok((log.high_watermark(), -1)),
+                    -2 => Ok((log.log_start_offset(), -1)),
+                    ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
+                    other => Err(KafkaError::InvalidRequest(format!(
+                        "timestamp {other} is not a supported ListOffsets spec"
+                    ))),
                 }
-                None => ShardReply::CreateTopics(
-                    topics
-                        .iter()
-                        .map(|_| Err(KafkaError::NotAvailable))
-                        .collect(),
-                ),
-            },
-            ShardRequest::DeleteTopics(names) => match &self.controller {
-                Some(c) => ShardReply::DeleteTopics(c.delete_topics(&self, names).await),
-                None => ShardReply::DeleteTopics(
-                    names
-                        .iter()
-                        .map(|_| Err(KafkaError::NotAvailable))
-                        .collect(),
-                ),
-            },
-            ShardRequest::AlterTopicConfigs {
-                changes,
-                validate_only,
-            } => match &self.controller {
-                Some(c) => ShardReply::AlterTopicConfigs(
-                    c.alter_topic_configs(&self, changes, validate_only).await,
-                ),
-                None => ShardReply::AlterTopicConfigs(
-                    changes
-                        .iter()
-                        .map(|_| Err(KafkaError::NotAvailable))
-                        .collect(),
-                ),
-            },
-            ShardRequest::TopicConfigChanged(meta) => {
-                let config = self.log_config(&meta);
-                for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
-                    if *topic == meta.name {
-                        log.set_config(config);
-                    }
-                }
-                self.topics.borrow_mut().insert(meta.name.clone(), meta);
-                ShardReply::Done(Ok(()))
-            }
-            ShardRequest::Group(call) => ShardReply::Group(self.groups.handle(call).await),
-            ShardRequest::Metrics => ShardReply::Metrics(Box::new(self.snapshot())),
-            ShardRequest::DeleteRecords(items) => {
-                let mut jobs = Vec::new();
-                let mut results: Vec<Result<i64, KafkaError>> = {
-                    let mut logs = self.logs.borrow_mut();
-                    items
-                        .into_iter()
-                        .map(|(topic, partition, offset)| {
-                            self.debug_assert_owner(&topic, partition);
-                            let log = logs
-                                .get_mut(&(topic, partition))
-                                .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                            let (start, job) = log.delete_records(offset)?;
-                            tracing::info!(topic = %log.topic, partition, log_start_offset = start, "records deleted");
-                            jobs.extend(job);
-                            Ok(start)
-                        })
-                        .collect()
-                };
-                if results.iter().any(Result::is_ok) {
-                    // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
-                    self.wake_data_waiters();
-                }
-                // The answer waits until the new log start is on disk.
-                if let Err(e) = run_housekeeping(jobs).await {
-                    tracing::error!(shard = self.id, error = %e, "persisting DeleteRecords failed");
-                    for r in results.iter_mut().filter(|r| r.is_ok()) {
-                        *r = Err(KafkaError::Storage(format!(
-                            "log start offset write failed: {e}"
-                        )));
-                    }
-                }
-                ShardReply::DeleteRecords(results)
+            })
+            .collect()
+    }
+
+    /// A topic now exists: cache it and open the partitions this shard owns.
+    pub fn topic_created(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+        let opened = self.open_owned_partitions(&meta, false).map(drop);
+        self.topics.borrow_mut().insert(meta.name.clone(), meta);
+        opened.map_err(|e| KafkaError::Storage(e.to_string()))
+    }
+
+    /// A topic is gone: forget it and delete the partitions this shard owns.
+    pub async fn topic_deleted(&self, name: String) -> Result<(), KafkaError> {
+        self.topics.borrow_mut().remove(&name);
+        let doomed: Vec<PartitionLog> = {
+            let mut logs = self.logs.borrow_mut();
+            let keys: Vec<_> = logs.keys().filter(|(t, _)| *t == name).cloned().collect();
+            keys.iter().filter_map(|k| logs.remove(k)).collect()
+        };
+        let mut result = Ok(());
+        for log in doomed {
+            let (t, p) = (log.topic.clone(), log.partition);
+            if let Err(e) = log.delete() {
+                tracing::error!(topic = %t, partition = p, error = %e, "could not delete partition files");
+                result = Err(KafkaError::Storage(e.to_string()));
             }
         }
+        self.wake_all_fetches();
+        result
+    }
+
+    /// A topic's configs changed: recache it and apply the new settings to its open logs.
+    pub fn topic_config_changed(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+        let config = self.log_config(&meta);
+        for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
+            if *topic == meta.name {
+                log.set_config(config);
+            }
+        }
+        self.topics.borrow_mut().insert(meta.name.clone(), meta);
+        Ok(())
+    }
+
+    /// DeleteRecords on owned partitions: moves each log start offset, answered once the new
+    /// log start is on disk.
+    pub async fn delete_records(&self, items: Vec<(String, i32, i64)>) -> Answers<i64> {
+        let mut jobs = Vec::new();
+        let mut results: Answers<i64> = {
+            let mut logs = self.logs.borrow_mut();
+            items
+                .into_iter()
+                .map(|(topic, partition, offset)| {
+                    self.debug_assert_owner(&topic, partition);
+                    let log = logs
+                        .get_mut(&(topic, partition))
+                        .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                    let (start, job) = log.delete_records(offset)?;
+                    tracing::info!(topic = %log.topic, partition, log_start_offset = start, "records deleted");
+                    jobs.extend(job);
+                    Ok(start)
+                })
+                .collect()
+        };
+        if results.iter().any(Result::is_ok) {
+            // Fetches waiting below the new log start must now answer OFFSET_OUT_OF_RANGE.
+            self.wake_all_fetches();
+        }
+        if let Err(e) = run_housekeeping(jobs).await {
+            tracing::error!(shard = self.id, error = %e, "persisting DeleteRecords failed");
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(KafkaError::Storage(format!(
+                    "log start offset write failed: {e}"
+                )));
+            }
+        }
+        results
     }
 
     /// Appends every pending produce, one pwritev per partition and run of requests that fits
@@ -528,7 +538,7 @@ impl Shard {
         self.writer_scheduled.set(false);
         let pending = std::mem::take(&mut *self.pending_writes.borrow_mut());
         let now = now_ms();
-        let mut any = false;
+        let mut grown: Vec<TopicPartition> = Vec::new();
         {
             let mut logs = self.logs.borrow_mut();
             for (tp, writes) in pending {
@@ -544,6 +554,7 @@ impl Shard {
                     .is_some_and(|w| w.log_append_time)
                     .then_some(now);
                 let mut writes = writes.into_iter().peekable();
+                let mut any = false;
                 while writes.peek().is_some() {
                     // One pwritev for as many requests as fit the active segment (a request
                     // that does not fit rolls it first), so segments keep to segment.bytes
@@ -566,10 +577,13 @@ impl Shard {
                     }
                     any |= self.append_group(log, group, append_time, now);
                 }
+                if any {
+                    grown.push(tp);
+                }
             }
         }
-        if any {
-            self.wake_data_waiters();
+        for tp in &grown {
+            self.wake_fetches(tp);
         }
     }
 
@@ -724,8 +738,9 @@ impl Shard {
         }
     }
 
-    /// Flushes every partition (at shutdown).
-    pub async fn flush_all(self: &Rc<Self>) {
+    /// Flushes every partition (at shutdown); false if any flush failed (the stop is then not
+    /// clean, and the next start recovers).
+    pub async fn flush_all(self: &Rc<Self>) -> bool {
         let tps: Vec<((String, i32), i64)> = self
             .logs
             .borrow()
@@ -733,24 +748,67 @@ impl Shard {
             .map(|(tp, log)| (tp.clone(), log.high_watermark() - 1))
             .collect();
         let runs = tps.into_iter().map(|(tp, last)| self.flush_to(tp, last));
+        let mut clean = true;
         for r in futures_util::future::join_all(runs).await {
             if let Err(e) = r {
                 tracing::error!(shard = self.id, error = %e, "flush at shutdown failed");
-                crate::server::FLUSH_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+                clean = false;
             }
+        }
+        clean
+    }
+
+    /// Wakes the fetches waiting on one partition (it grew).
+    fn wake_fetches(&self, tp: &TopicPartition) {
+        let waiting = self.fetch_waiters.borrow_mut().remove(tp);
+        for w in waiting.into_iter().flatten() {
+            w.fire();
         }
     }
 
-    /// Wakes every fetch waiting on this shard (after an append, a deletion or at shutdown).
-    pub fn wake_data_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.data_waiters.borrow_mut());
-        for w in waiters {
-            let _ = w.send(());
+    /// Wakes every fetch waiting on this shard (after a deletion, retention, or at shutdown).
+    pub fn wake_all_fetches(&self) {
+        let waiting = std::mem::take(&mut *self.fetch_waiters.borrow_mut());
+        for w in waiting.into_values().flatten() {
+            w.fire();
         }
+        let remote: Vec<Rc<Wake>> = self.remote_waits.borrow().values().cloned().collect();
+        for w in remote {
+            w.fire();
+        }
+    }
+
+    /// Ends the long poll `wait_id` that shard `origin` started here: its fetch was answered.
+    pub fn cancel_wait(&self, origin: usize, wait_id: u64) {
+        let wake = self.remote_waits.borrow().get(&(origin, wait_id)).cloned();
+        if let Some(w) = wake {
+            w.fire();
+        }
+    }
+
+    /// Fetch waits in progress on this shard (own and remote), for the metrics.
+    pub fn fetch_waits(&self) -> usize {
+        let mut waits: Vec<*const Wake> = self
+            .fetch_waiters
+            .borrow()
+            .values()
+            .flatten()
+            .map(Rc::as_ptr)
+            .collect();
+        waits.sort_unstable();
+        waits.dedup();
+        waits.len()
+    }
+
+    /// A fresh id for a long poll this shard starts on another one.
+    pub fn next_wait_id(&self) -> u64 {
+        let id = self.next_wait_id.get();
+        self.next_wait_id.set(id + 1);
+        id
     }
 
     /// Where the data at each item's offset lies (file ranges of whole batches), for Fetch.
-    fn locate(&self, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
+    pub fn locate(&self, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
         let logs = self.logs.borrow();
         items
             .into_iter()
@@ -777,9 +835,28 @@ impl Shard {
         )
     }
 
-    /// Waits until one of `items` has news (see [`Shard::has_news`]), or `timeout_ms` passes.
-    async fn wait_for_data(&self, items: &[(FetchItem, i64)], timeout_ms: u64) {
+    /// Waits until one of `items` has news (see [`Shard::has_news`]), `timeout_ms` passes, or
+    /// the wait is cancelled: by its origin shard (`remote`: (origin, wait id)), or, for a wait
+    /// of this shard's own, by dropping this future. Only appends to these partitions wake it.
+    pub async fn wait_for_data(
+        &self,
+        items: &[(FetchItem, i64)],
+        timeout_ms: u64,
+        remote: Option<(usize, u64)>,
+    ) {
         let deadline = std::time::Instant::now() + Duration::from_millis(timeout_ms);
+        let (mut cancelled, _remote) = match remote {
+            Some(key) => {
+                let (wake, rx) = Wake::new();
+                self.remote_waits.borrow_mut().insert(key, wake);
+                (Some(rx), Some(RemoteWait { shard: self, key }))
+            }
+            None => (None, None),
+        };
+        let partitions: Vec<TopicPartition> = items
+            .iter()
+            .map(|(i, _)| (i.topic.clone(), i.partition))
+            .collect();
         loop {
             if self.has_news(items) || self.stopping.get() {
                 return;
@@ -788,20 +865,72 @@ impl Shard {
             if now >= deadline {
                 return;
             }
-            let (tx, rx) = oneshot::channel();
+            let (wake, rx) = Wake::new();
             {
-                let mut waiters = self.data_waiters.borrow_mut();
-                waiters.retain(|w| !w.is_canceled());
-                waiters.push(tx);
+                let mut waiters = self.fetch_waiters.borrow_mut();
+                for tp in &partitions {
+                    waiters.entry(tp.clone()).or_default().push(wake.clone());
+                }
             }
+            let _registered = Registered {
+                shard: self,
+                wake,
+                partitions: partitions.clone(),
+            };
             let timer = glommio::timer::sleep(deadline - now);
-            futures_lite::future::or(
+            let woken = futures_lite::future::or(
                 async {
                     let _ = rx.await;
+                    true
                 },
-                timer,
-            )
-            .await;
+                async {
+                    timer.await;
+                    true
+                },
+            );
+            let cancel = async {
+                match cancelled.as_mut() {
+                    Some(c) => {
+                        let _ = c.await;
+                        false
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            if !futures_lite::future::or(woken, cancel).await {
+                return;
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// This shard's metrics, for a scrape.
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        let m = &self.metrics;
+        let exec = glommio::executor().executor_stats();
+        crate::metrics::Snapshot {
+            shard: self.id,
+            requests: m.requests(),
+            latency: m.latency(),
+            bytes_in: self.stats.bytes_in.get(),
+            bytes_out_zero_copy: self.stats.bytes_out_zero_copy.get(),
+            bytes_out_warmed: self.stats.bytes_out_warmed.get(),
+            bytes_out_copied: self.stats.bytes_out_copied.get(),
+            fetch_socket_full: self.stats.fetch_socket_full.get(),
+            connections: self.stats.connections.get(),
+            fetch_waits: self.fetch_waits() as u64,
+            inflight_bytes: (self.config.inflight_bytes_max as u64)
+                .saturating_sub(self.inflight.available()),
+            flushes: self.stats.flushes.get(),
+            appends: self.stats.appends.get(),
+            writes: self.stats.writes.get(),
+            flush_seconds: m.flush_seconds(),
+            executor_busy_seconds: exec.total_runtime().as_secs_f64(),
+            executor_tasks: exec.tasks_executed(),
+            executor_scheduler_runs: exec.scheduler_runs(),
+            partitions: self.partition_stats(),
+            committed: self.groups.committed_offsets(),
         }
     }
 }
@@ -819,11 +948,4 @@ async fn run_housekeeping(jobs: Vec<Housekeeping>) -> std::io::Result<()> {
 /// A config value of -1 (or any negative) means "no limit".
 fn positive(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

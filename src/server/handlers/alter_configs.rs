@@ -3,6 +3,7 @@
 //! controller (shard 0), wherever the request arrived. Broker settings come from the command
 //! line and cannot be changed at run time.
 
+use super::RequestContext;
 use std::rc::Rc;
 
 use kafka_protocol::messages::{
@@ -13,8 +14,9 @@ use kafka_protocol::messages::{
 use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::error::KafkaError;
-use crate::router::{AlterTopicConfig, ShardReply, ShardRequest};
-use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::placement::CONTROLLER_SHARD;
+use crate::shard::Shard;
+use crate::shard::calls::{AlterTopicConfig, AlterTopicConfigs};
 use crate::storage::catalog;
 
 /// IncrementalAlterConfigs operations.
@@ -70,23 +72,22 @@ async fn apply(
         match shard
             .call(
                 CONTROLLER_SHARD,
-                ShardRequest::AlterTopicConfigs {
+                AlterTopicConfigs {
                     changes: to_send,
                     validate_only,
                 },
             )
             .await
         {
-            Ok(ShardReply::AlterTopicConfigs(r)) if r.len() == n => r,
-            Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-            Err(e) => vec![Err(e); n],
+            Ok(r) => r,
+            Err(_) => vec![Err(KafkaError::NotController); n],
         }
     }
     .into_iter();
     changes
         .into_iter()
         .map(|c| match c {
-            Ok(_) => answers.next().unwrap_or(Err(KafkaError::NotAvailable)),
+            Ok(_) => answers.next().unwrap_or(Err(KafkaError::NotController)),
             Err(e) => Err(e),
         })
         .collect()
@@ -105,9 +106,10 @@ fn outcome(r: Result<(), KafkaError>, topic: &str) -> (i16, Option<String>) {
 }
 
 pub async fn handle_incremental(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
+    let shard = &ctx.shard;
     let changes = req
         .resources
         .iter()
@@ -161,7 +163,8 @@ pub async fn handle_incremental(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-pub async fn handle_legacy(shard: &Rc<Shard>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let shard = &ctx.shard;
     let changes = req
         .resources
         .iter()

@@ -1,21 +1,19 @@
 //! CreateTopics: validated and applied by the controller (shard 0), wherever the request
 //! arrived.
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{str_bytes, topic_name};
 use crate::error::KafkaError;
-use crate::router::{CreateTopic, ShardReply, ShardRequest};
-use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::placement::CONTROLLER_SHARD;
+use crate::shard::calls::{CreateTopic, CreateTopics};
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let mut specs = Vec::with_capacity(req.topics.len());
     let mut early: Vec<Option<KafkaError>> = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -74,16 +72,18 @@ pub async fn handle(
     let mut answers = match shard
         .call(
             CONTROLLER_SHARD,
-            ShardRequest::CreateTopics {
+            CreateTopics {
                 topics: to_send,
                 validate_only: req.validate_only,
             },
         )
         .await
     {
-        Ok(ShardReply::CreateTopics(r)) => r,
-        Ok(_) => vec![],
-        Err(e) => specs.iter().map(|_| Err(e.clone())).collect(),
+        Ok(r) => r,
+        Err(_) => specs
+            .iter()
+            .map(|_| Err(KafkaError::NotController))
+            .collect(),
     }
     .into_iter();
     let results = specs
@@ -92,7 +92,7 @@ pub async fn handle(
         .map(|(spec, problem)| {
             let answer = match problem {
                 Some(e) => Err(e),
-                None => answers.next().unwrap_or(Err(KafkaError::NotAvailable)),
+                None => answers.next().unwrap_or(Err(KafkaError::NotController)),
             };
             let r = CreatableTopicResult::default().with_name(topic_name(&spec.name));
             match answer {

@@ -1,34 +1,26 @@
 //! DeleteGroups: each empty group and its committed offsets are deleted by its coordinator.
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
 use super::group_call;
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-pub async fn handle(shard: &Rc<Shard>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let shard = &ctx.shard;
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
         let id = g.0.as_str().to_string();
-        let code = match group_call(
-            shard,
-            "DeleteGroups",
-            &id,
-            GroupCall::Delete { group: id.clone() },
-        )
-        .await
-        {
-            Ok(GroupAnswer::Delete(code)) => code,
-            _ => state::COORDINATOR_NOT_AVAILABLE,
+        let code = match group_call(shard, &id, calls::DeleteGroup { group: id.clone() }).await {
+            Ok(code) => code,
+            Err(e) => e.error_code(),
         };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(g)
-                .with_error_code(code),
+                .with_error_code(code.code()),
         );
     }
     DeleteGroupsResponse::default().with_results(results)

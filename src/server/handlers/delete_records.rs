@@ -2,8 +2,8 @@
 //! offset (-1: the high watermark), asked of each partition's owner, which deletes the
 //! segments wholly below it and persists the new start.
 
+use super::RequestContext;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
@@ -12,13 +12,13 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::scatter;
 use crate::error::KafkaError;
-use crate::router::{ShardReply, ShardRequest};
-use crate::shard::Shard;
+use crate::shard::calls::DeleteRecords;
 
 /// (topic slot, partition slot) of a request entry, and what its owner is asked.
 type Asked = ((usize, usize), (String, i32, i64));
 
-pub async fn handle(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let shard = &ctx.shard;
     let mut results: Vec<Vec<Result<i64, KafkaError>>> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -36,16 +36,13 @@ pub async fn handle(shard: &Rc<Shard>, req: DeleteRecordsRequest) -> DeleteRecor
                     .entry(shard.owner(name, p.partition_index))
                     .or_default()
                     .push(((ti, pi), (name.to_string(), p.partition_index, p.offset)));
-                slots.push(Err(KafkaError::NotAvailable));
+                // Overwritten by the owner's answer below.
+                slots.push(Err(KafkaError::NotLeaderOrFollower));
             }
         }
         results.push(slots);
     }
-    let reply = |r| match r {
-        ShardReply::DeleteRecords(v) => Some(v),
-        _ => None,
-    };
-    for ((ti, pi), a) in scatter(shard, by_owner, ShardRequest::DeleteRecords, reply).await {
+    for ((ti, pi), a) in scatter(shard, by_owner, DeleteRecords).await {
         results[ti][pi] = a;
     }
     let topics = req

@@ -1,20 +1,18 @@
 //! DeleteTopics: by name (v1-v5) or by name or id (v6); applied by the controller.
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
 use super::{str_bytes, topic_name};
 use crate::error::KafkaError;
-use crate::router::{ShardReply, ShardRequest};
-use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::placement::CONTROLLER_SHARD;
+use crate::shard::calls::DeleteTopics;
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
+pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     // (name if known, id as asked, error found before asking the controller)
     let mut wanted: Vec<(Option<String>, uuid::Uuid, Option<KafkaError>)> = Vec::new();
     if version >= 6 {
@@ -38,12 +36,14 @@ pub async fn handle(
         .filter_map(|(n, _, _)| n.clone())
         .collect();
     let mut answers = match shard
-        .call(CONTROLLER_SHARD, ShardRequest::DeleteTopics(names.clone()))
+        .call(CONTROLLER_SHARD, DeleteTopics(names.clone()))
         .await
     {
-        Ok(ShardReply::DeleteTopics(r)) => r,
-        Ok(_) => vec![],
-        Err(e) => names.iter().map(|_| Err(e.clone())).collect(),
+        Ok(r) => r,
+        Err(_) => names
+            .iter()
+            .map(|_| Err(KafkaError::NotController))
+            .collect(),
     }
     .into_iter();
     let responses = wanted
@@ -51,7 +51,7 @@ pub async fn handle(
         .map(|(name, id, problem)| {
             let answer = match problem {
                 Some(e) => Err(e),
-                None => answers.next().unwrap_or(Err(KafkaError::NotAvailable)),
+                None => answers.next().unwrap_or(Err(KafkaError::NotController)),
             };
             let r = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
             let r = if version >= 6 { r.with_topic_id(id) } else { r };

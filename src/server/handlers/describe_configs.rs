@@ -7,7 +7,7 @@
 //! is fdatasync'd (group commit); setting either one (any value) makes acks=all answer from
 //! the page cache and flush in the background at that bound instead.
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -332,11 +332,9 @@ fn describe(
     }
 }
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: DescribeConfigsRequest,
-    version: i16,
-) -> DescribeConfigsResponse {
+pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let results = req
         .resources
         .iter()

@@ -1,33 +1,24 @@
 //! DescribeGroups: each group described by its coordinator shard.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{group_call, str_bytes};
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: DescribeGroupsRequest,
-    version: i16,
-) -> DescribeGroupsResponse {
+pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
         let id = g.0.as_str().to_string();
         let out = DescribedGroup::default().with_group_id(g);
-        let answer = group_call(
-            shard,
-            "DescribeGroups",
-            &id,
-            GroupCall::Describe { group: id.clone() },
-        )
-        .await;
+        let answer = group_call(shard, &id, calls::DescribeGroup { group: id.clone() }).await;
         groups.push(match answer {
-            Ok(GroupAnswer::Describe(d)) => {
+            Ok(d) => {
                 let members = d
                     .members
                     .into_iter()
@@ -50,7 +41,7 @@ pub async fn handle(
                     .with_protocol_data(str_bytes(d.protocol_name))
                     .with_members(members)
             }
-            _ => out.with_error_code(state::COORDINATOR_NOT_AVAILABLE),
+            _ => out.with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
         });
     }
     DescribeGroupsResponse::default().with_groups(groups)

@@ -10,6 +10,7 @@
 //! 4. Trim to the request's `max_bytes` in request order (the first partition with data is
 //!    always sent whole, as Kafka does) and encode; the connection writes the file ranges.
 
+use super::RequestContext;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -18,8 +19,8 @@ use kafka_protocol::messages::FetchRequest;
 
 use crate::error::KafkaError;
 use crate::protocol::fetch::{self, Chunk, PartitionOut, Records, TopicOut};
-use crate::router::{FetchItem, ShardReply, ShardRequest};
 use crate::shard::Shard;
+use crate::shard::calls::{CancelWait, Fetch, FetchItem, WaitForData};
 use crate::storage::log::ReadOut;
 
 struct Slot {
@@ -28,10 +29,15 @@ struct Slot {
     offset: i64,
     max_bytes: usize,
     name: String,
+    /// Whether the partition is to be read from its owner (it resolved without an error).
+    unread: bool,
     result: Result<ReadOut, KafkaError>,
 }
 
-pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i32) -> Vec<Chunk> {
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
+    let corr = ctx.correlation_id;
     let max_bytes = if req.max_bytes <= 0 {
         usize::MAX
     } else {
@@ -58,28 +64,28 @@ pub async fn handle(shard: &Rc<Shard>, req: FetchRequest, version: i16, corr: i3
             partitions: Vec::with_capacity(t.partitions.len()),
         });
         for p in &t.partitions {
-            let result = match &meta {
-                None if version >= 13 => Err(KafkaError::UnknownTopicId),
-                None => Err(KafkaError::UnknownTopicOrPartition),
+            let early = match &meta {
+                None if version >= 13 => Some(KafkaError::UnknownTopicId),
+                None => Some(KafkaError::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
-                    Err(KafkaError::UnknownTopicOrPartition)
+                    Some(KafkaError::UnknownTopicOrPartition)
                 }
-                Some(_) if p.current_leader_epoch > 0 => Err(KafkaError::UnknownLeaderEpoch),
-                Some(_) => Err(KafkaError::NotAvailable), // to be read
+                Some(_) if p.current_leader_epoch > 0 => Some(KafkaError::UnknownLeaderEpoch),
+                Some(_) => None,
             };
             slots.push(Slot {
+                unread: early.is_none(),
+                // An unread slot's result is its owner's answer, filled in below.
+                result: Err(early.unwrap_or(KafkaError::NotLeaderOrFollower)),
                 topic: ti,
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
                 name: meta.as_ref().map_or_else(String::new, |m| m.name.clone()),
-                result,
             });
         }
     }
-    let to_read: Vec<usize> = (0..slots.len())
-        .filter(|&i| matches!(slots[i].result, Err(KafkaError::NotAvailable)))
-        .collect();
+    let to_read: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].unread).collect();
     let mut fresh = false; // an owner's wake-up already brought its slots' ranges
     loop {
         if !fresh {
@@ -168,10 +174,9 @@ async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
             let shard = shard.clone();
             async move {
                 let n = idx.len();
-                let answers = match shard.call(owner, ShardRequest::Fetch(items)).await {
-                    Ok(ShardReply::Fetch(r)) if r.len() == n => r,
-                    Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                    Err(e) => vec![Err(e); n],
+                let answers = match shard.call(owner, Fetch(items)).await {
+                    Ok(r) if r.len() == n => r,
+                    _ => vec![Err(KafkaError::NotLeaderOrFollower); n],
                 };
                 idx.into_iter().zip(answers).collect::<Vec<_>>()
             }
@@ -184,7 +189,8 @@ async fn read_all(shard: &Rc<Shard>, slots: &mut [Slot], to_read: &[usize]) {
 }
 
 /// Waits until any owner has new data in one of its slots, and takes that owner's fresh ranges
-/// for them; false if `timeout` passed first.
+/// for them; false if `timeout` passed first. The owners that did not answer are told to end
+/// their waits at once (they would otherwise hold a waiter until their own deadline).
 async fn wait_any(
     shard: &Rc<Shard>,
     slots: &mut [Slot],
@@ -192,7 +198,10 @@ async fn wait_any(
     timeout: Duration,
 ) -> bool {
     let timeout_ms = timeout.as_millis() as u64;
-    let waits: Vec<_> = by_owner(shard, slots, to_read)
+    let wait_id = shard.next_wait_id();
+    let asked = by_owner(shard, slots, to_read);
+    let owners: Vec<usize> = asked.iter().map(|(owner, _, _)| *owner).collect();
+    let waits: Vec<_> = asked
         .into_iter()
         .map(|(owner, idx, items)| {
             let items = idx
@@ -207,13 +216,16 @@ async fn wait_any(
                 })
                 .collect();
             let shard = shard.clone();
+            let call = WaitForData {
+                items,
+                timeout_ms,
+                origin: shard.id,
+                wait_id,
+            };
             Box::pin(async move {
                 let n = idx.len();
-                match shard
-                    .call(owner, ShardRequest::WaitForData { items, timeout_ms })
-                    .await
-                {
-                    Ok(ShardReply::Fetch(r)) if r.len() == n => Some((idx, r)),
+                match shard.call(owner, call).await {
+                    Ok(r) if r.len() == n => Some((idx, r)),
                     _ => None, // the next read reports the partition's error
                 }
             })
@@ -223,18 +235,43 @@ async fn wait_any(
         return false;
     }
     let first = futures_util::future::select_all(waits);
-    let answered = futures_lite::future::or(async { first.await.0 }, async {
-        glommio::timer::sleep(timeout).await;
-        None
-    })
+    let answered = futures_lite::future::or(
+        async {
+            let (answer, which, _rest) = first.await;
+            Some((answer, which))
+        },
+        async {
+            glommio::timer::sleep(timeout).await;
+            None
+        },
+    )
     .await;
+    // The waits still running elsewhere are dropped here; a remote one only ends when told.
+    let done = answered.as_ref().map(|(_, which)| owners[*which]);
+    for &owner in &owners {
+        if owner != shard.id && Some(owner) != done {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let _ = shard
+                    .call(
+                        owner,
+                        CancelWait {
+                            origin: shard.id,
+                            wait_id,
+                        },
+                    )
+                    .await;
+            })
+            .detach();
+        }
+    }
     match answered {
-        Some((idx, answers)) => {
+        Some((Some((idx, answers)), _)) => {
             for (i, a) in idx.into_iter().zip(answers) {
                 slots[i].result = a;
             }
             true
         }
-        None => false,
+        _ => false,
     }
 }

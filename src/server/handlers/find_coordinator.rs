@@ -1,41 +1,35 @@
 //! FindCoordinator: on one node every group's coordinator is this broker; the shard that
 //! coordinates the group inside it is found by the router, not by the client.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
-use crate::shard::Shard;
 
 /// key_type of consumer groups (1 is transactions, 2 share groups).
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// (error code, message) for a key, or None when this broker coordinates it.
-fn refuse(key: &str, key_type: i8) -> Option<(i16, String)> {
+fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
     if key_type != KEY_TYPE_GROUP {
         return Some((
-            ResponseError::CoordinatorNotAvailable.code(),
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
             format!("key type {key_type} is not supported (only consumer groups)"),
         ));
     }
     if key.is_empty() {
-        return Some((
-            ResponseError::InvalidRequest.code(),
-            "empty group id".into(),
-        ));
+        return Some((ErrorCode::INVALID_REQUEST, "empty group id".into()));
     }
     None
 }
 
-pub fn handle(
-    shard: &Rc<Shard>,
-    req: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
+pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let node = BrokerId(shard.config.node_id);
     let (host, port) = shard.config.advertised_listener.clone();
     if version >= 4 {
@@ -52,7 +46,7 @@ pub fn handle(
                     Some((code, msg)) => c
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
-                        .with_error_code(code)
+                        .with_error_code(code.code())
                         .with_error_message(Some(str_bytes(msg))),
                 }
             })
@@ -67,7 +61,7 @@ pub fn handle(
             .with_port(i32::from(port)),
         Some((code, msg)) => {
             let out = out
-                .with_error_code(code)
+                .with_error_code(code.code())
                 .with_node_id(BrokerId(-1))
                 .with_host(StrBytes::default())
                 .with_port(-1);

@@ -1,15 +1,15 @@
 //! Heartbeat: keeps a member's session alive and tells it when to rejoin.
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{group_call, opt_string};
 use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
+    let shard = &ctx.shard;
     let group = req.group_id.0.as_str().to_string();
     let hb = state::HeartbeatRequest {
         member_id: req.member_id.as_str().to_string(),
@@ -18,17 +18,16 @@ pub async fn handle(shard: &Rc<Shard>, req: HeartbeatRequest) -> HeartbeatRespon
     };
     let code = match group_call(
         shard,
-        "Heartbeat",
         &group,
-        GroupCall::Heartbeat {
+        calls::Heartbeat {
             group: group.clone(),
             req: hb,
         },
     )
     .await
     {
-        Ok(GroupAnswer::Heartbeat(code)) => code,
-        _ => state::COORDINATOR_NOT_AVAILABLE,
+        Ok(code) => code,
+        Err(e) => e.error_code(),
     };
-    HeartbeatResponse::default().with_error_code(code)
+    HeartbeatResponse::default().with_error_code(code.code())
 }

@@ -1,37 +1,32 @@
 //! JoinGroup: routed to the group's coordinator shard, where the request may wait until the
 //! rebalance completes.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{ClientInfo, group_call, opt_string, str_bytes};
+use super::{group_call, opt_string, str_bytes};
 use crate::group::state::{self, JoinRequest};
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-/// INVALID_GROUP_ID.
-pub(crate) const INVALID_GROUP_ID: i16 = 24;
-
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: JoinGroupRequest,
-    version: i16,
-    client: &ClientInfo,
-) -> JoinGroupResponse {
+pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
+    let client = &ctx.client;
     let group = req.group_id.0.as_str().to_string();
-    let fail = |code: i16| {
+    let fail = |code: ErrorCode| {
         respond(
             state::JoinResponse::failed(req.member_id.as_str(), code),
             version,
         )
     };
     if group.is_empty() {
-        return fail(INVALID_GROUP_ID);
+        return fail(ErrorCode::INVALID_GROUP_ID);
     }
     if req.protocol_type.is_empty() || req.protocols.is_empty() {
-        return fail(state::INCONSISTENT_GROUP_PROTOCOL);
+        return fail(ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
     }
     let join = JoinRequest {
         member_id: req.member_id.as_str().to_string(),
@@ -52,14 +47,14 @@ pub async fn handle(
             .collect(),
         supports_skip_assignment: version >= 9,
     };
-    let call = GroupCall::Join {
+    let call = calls::JoinGroup {
         group: group.clone(),
         req: join,
         require_known_member_id: version >= 4,
     };
-    match group_call(shard, "JoinGroup", &group, call).await {
-        Ok(GroupAnswer::Join(r)) => respond(r, version),
-        _ => fail(state::COORDINATOR_NOT_AVAILABLE),
+    match group_call(shard, &group, call).await {
+        Ok(r) => respond(r, version),
+        _ => fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
     }
 }
 
@@ -79,7 +74,7 @@ fn respond(r: state::JoinResponse, version: i16) -> JoinGroupResponse {
         })
         .collect();
     let out = JoinGroupResponse::default()
-        .with_error_code(r.error)
+        .with_error_code(r.error.code())
         .with_generation_id(r.generation_id)
         .with_leader(str_bytes(r.leader))
         .with_member_id(str_bytes(r.member_id))

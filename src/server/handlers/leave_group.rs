@@ -1,16 +1,18 @@
 //! LeaveGroup: one member (v0-v2) or a batch of members by id or instance id (v3+).
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::{group_call, opt_string, str_bytes};
-use crate::group::state::{self, LeaveRequest, LeavingMember};
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::group::state::{LeaveRequest, LeavingMember};
+use crate::shard::calls;
 
-pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
     let members = if version >= 3 {
         req.members
@@ -29,28 +31,28 @@ pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> 
     let leave = LeaveRequest { members };
     let r = match group_call(
         shard,
-        "LeaveGroup",
         &group,
-        GroupCall::Leave {
+        calls::LeaveGroup {
             group: group.clone(),
             req: leave,
         },
     )
     .await
     {
-        Ok(GroupAnswer::Leave(r)) => r,
+        Ok(r) => r,
         _ => {
-            return LeaveGroupResponse::default().with_error_code(state::COORDINATOR_NOT_AVAILABLE);
+            return LeaveGroupResponse::default()
+                .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code());
         }
     };
     if version < 3 {
         // One member: its error is the request's error.
-        let code = if r.error != state::NONE {
+        let code = if r.error != ErrorCode::NONE {
             r.error
         } else {
-            r.members.first().map_or(state::NONE, |m| m.error)
+            r.members.first().map_or(ErrorCode::NONE, |m| m.error)
         };
-        return LeaveGroupResponse::default().with_error_code(code);
+        return LeaveGroupResponse::default().with_error_code(code.code());
     }
     let members = r
         .members
@@ -59,10 +61,10 @@ pub async fn handle(shard: &Rc<Shard>, req: LeaveGroupRequest, version: i16) -> 
             MemberResponse::default()
                 .with_member_id(str_bytes(m.member_id))
                 .with_group_instance_id(m.group_instance_id.map(str_bytes))
-                .with_error_code(m.error)
+                .with_error_code(m.error.code())
         })
         .collect();
     LeaveGroupResponse::default()
-        .with_error_code(r.error)
+        .with_error_code(r.error.code())
         .with_members(members)
 }

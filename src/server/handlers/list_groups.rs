@@ -1,17 +1,18 @@
 //! ListGroups: every shard lists the groups it coordinates; the answers are merged.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::str_bytes;
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall, ShardReply, ShardRequest};
-use crate::shard::Shard;
+use crate::shard::calls::ListGroups;
 
-pub async fn handle(shard: &Rc<Shard>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
-    let calls = (0..shard.shards()).map(|to| shard.call(to, ShardRequest::Group(GroupCall::List)));
+pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
+    let calls = (0..shard.shards()).map(|to| shard.call(to, ListGroups));
     let filter: Vec<String> = req
         .states_filter
         .iter()
@@ -19,8 +20,9 @@ pub async fn handle(shard: &Rc<Shard>, req: ListGroupsRequest, version: i16) -> 
         .collect();
     let mut groups = Vec::new();
     for reply in futures_util::future::join_all(calls).await {
-        let Ok(ShardReply::Group(GroupAnswer::List(listed))) = reply else {
-            return ListGroupsResponse::default().with_error_code(state::COORDINATOR_NOT_AVAILABLE);
+        let Ok(listed) = reply else {
+            return ListGroupsResponse::default()
+                .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code());
         };
         for (id, protocol_type, group_state) in listed {
             if !filter.is_empty() && !filter.contains(&group_state.to_lowercase()) {

@@ -1,8 +1,8 @@
 //! ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp, asked
 //! of each partition's owner.
 
+use super::RequestContext;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -11,17 +11,14 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use super::scatter;
 use crate::error::KafkaError;
-use crate::router::{ShardReply, ShardRequest};
-use crate::shard::Shard;
+use crate::shard::calls::ListOffsets;
 
 /// (topic slot, partition slot) of a request entry, and what its owner is asked.
 type Asked = ((usize, usize), (String, i32, i64));
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: ListOffsetsRequest,
-    version: i16,
-) -> ListOffsetsResponse {
+pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let mut results: Vec<Vec<Result<(i64, i64), KafkaError>>> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -41,16 +38,13 @@ pub async fn handle(
                     .entry(shard.owner(name, p.partition_index))
                     .or_default()
                     .push(((ti, pi), (name.to_string(), p.partition_index, p.timestamp)));
-                slots.push(Err(KafkaError::NotAvailable));
+                // Overwritten by the owner's answer below.
+                slots.push(Err(KafkaError::NotLeaderOrFollower));
             }
         }
         results.push(slots);
     }
-    let reply = |r| match r {
-        ShardReply::ListOffsets(v) => Some(v),
-        _ => None,
-    };
-    for ((ti, pi), a) in scatter(shard, by_owner, ShardRequest::ListOffsets, reply).await {
+    for ((ti, pi), a) in scatter(shard, by_owner, ListOffsets).await {
         results[ti][pi] = a;
     }
     let topics = req

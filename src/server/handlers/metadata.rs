@@ -2,7 +2,7 @@
 //! are auto-created when the broker allows it and the client asks for it (v4+) or cannot say
 //! (v0-v3).
 
-use std::rc::Rc;
+use super::RequestContext;
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -11,13 +11,14 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
-use crate::shard::Shard;
 use crate::storage::catalog::TopicMeta;
 
 /// Topic authorized operations "not requested" (INT32_MIN), as Kafka sends.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(shard: &Rc<Shard>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let node = BrokerId(shard.config.node_id);
     let (host, port) = shard.config.advertised_listener.clone();
     let broker = MetadataResponseBroker::default()

@@ -23,19 +23,20 @@ mod offset_fetch;
 mod produce;
 mod sync_group;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::error::KafkaError;
 use crate::protocol::fetch::Chunk;
 use crate::protocol::{Request, encode_response};
-use crate::router::{GroupAnswer, GroupCall, ShardReply, ShardRequest};
+use crate::router::RouterError;
 use crate::shard::Shard;
-use crate::shard::assignment;
+use crate::shard::calls::{Answers, Call};
 
 pub use api_versions::unsupported_version_response;
 
@@ -47,50 +48,143 @@ pub struct ClientInfo {
     pub host: String,
 }
 
-/// Sends a group request to the shard that coordinates `group`.
-pub(crate) async fn group_call(
+/// An authenticated identity, as Kafka writes it (`User:alice`). Every connection has one once
+/// it is past authentication; a PLAINTEXT listener's connections are `User:ANONYMOUS` from the
+/// start, as in Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub kind: String,
+    pub name: String,
+}
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal {
+            kind: "User".into(),
+            name: "ANONYMOUS".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.kind, self.name)
+    }
+}
+
+/// Everything a handler knows about a request besides its body: one shape for every API.
+///
+/// Lives on: the shard whose connection read the request, for the request's lifetime.
+pub struct RequestContext {
+    pub shard: Rc<Shard>,
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client: ClientInfo,
+    /// The client's address, as the socket reported it.
+    pub client_addr: String,
+    /// Who sent the request; authorization decisions are made on it.
+    pub principal: Principal,
+    /// The connection's hold on its next request (see [`Ordered`]); a handler that may let
+    /// the next request start early takes it with [`RequestContext::take_order_hold`].
+    order_hold: Cell<Option<Ordered>>,
+}
+
+impl RequestContext {
+    pub fn new(
+        shard: Rc<Shard>,
+        req: &Request,
+        client_addr: &str,
+        principal: Principal,
+        ordered: Ordered,
+    ) -> RequestContext {
+        let ip = client_addr
+            .rsplit_once(':')
+            .map_or(client_addr, |(ip, _)| ip)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        RequestContext {
+            shard,
+            api_key: req.api_key,
+            api_version: req.version,
+            correlation_id: req.header.correlation_id,
+            client: ClientInfo {
+                client_id: req
+                    .header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.as_str().to_string())
+                    .unwrap_or_default(),
+                host: format!("/{ip}"),
+            },
+            client_addr: client_addr.to_string(),
+            principal,
+            order_hold: Cell::new(Some(ordered)),
+        }
+    }
+
+    /// Takes the connection's order hold: dropping it lets the next request start.
+    pub fn take_order_hold(&self) -> Option<Ordered> {
+        self.order_hold.take()
+    }
+
+    /// Encodes `body` as this request's response.
+    fn respond<T: kafka_protocol::protocol::Encodable>(&self, body: &T) -> anyhow::Result<Bytes> {
+        encode_response(self.api_key, self.api_version, self.correlation_id, body)
+    }
+}
+
+/// Sends a group request to the shard that coordinates `group`; a coordinator shard that
+/// cannot be reached (the broker is stopping) is COORDINATOR_NOT_AVAILABLE.
+pub(crate) async fn group_call<C: Call>(
     shard: &Rc<Shard>,
-    api: &str,
     group: &str,
-    call: GroupCall,
-) -> Result<GroupAnswer, KafkaError> {
-    let owner = assignment::group_owner(group, shard.shards());
+    call: C,
+) -> Result<C::Reply, KafkaError> {
+    let owner = crate::placement::group_owner(group, shard.shards());
     tracing::debug!(
-        "group request api={api} group={group} connection_shard={} coordinator_shard={owner}",
+        "group request group={group} connection_shard={} coordinator_shard={owner}",
         shard.id
     );
-    match shard.call(owner, ShardRequest::Group(call)).await? {
-        ShardReply::Group(answer) => Ok(answer),
-        other => Err(KafkaError::InvalidRequest(format!(
-            "unexpected reply {other:?}"
-        ))),
-    }
+    shard
+        .call(owner, call)
+        .await
+        .map_err(|_| KafkaError::CoordinatorNotAvailable)
+}
+
+/// A partition's owner shard could not be reached (the broker is stopping): the client
+/// refreshes its metadata and retries, as after a leader change.
+pub(crate) fn owner_gone(_: RouterError) -> KafkaError {
+    KafkaError::NotLeaderOrFollower
 }
 
 /// Where an item's answer goes in a per-partition request: (topic index, partition index).
 pub(crate) type Slot = (usize, usize);
 
-/// One answer per item, in order.
-pub(crate) type Answers<R> = Vec<Result<R, KafkaError>>;
-
-/// Sends every owner shard its items in one message, all owners concurrently, and returns
-/// each answer with its slot. A lost or malformed reply answers all of that owner's items
-/// with an error, so every item gets exactly one answer.
-pub(crate) async fn scatter<I, R: Clone>(
+/// Sends every owner shard its items in one call, all owners concurrently, and returns each
+/// answer with its slot. An owner that cannot be reached, or answers with the wrong number of
+/// items, answers all of its items with an error, so every item gets exactly one answer.
+pub(crate) async fn scatter<I, C, R>(
     shard: &Rc<Shard>,
     by_owner: BTreeMap<usize, Vec<(Slot, I)>>,
-    request: fn(Vec<I>) -> ShardRequest,
-    reply: fn(ShardReply) -> Option<Answers<R>>,
-) -> Vec<(Slot, Result<R, KafkaError>)> {
+    make: fn(Vec<I>) -> C,
+) -> Vec<(Slot, Result<R, KafkaError>)>
+where
+    C: Call<Reply = Answers<R>>,
+    R: Clone,
+{
     let calls = by_owner.into_iter().map(|(owner, items)| {
         let shard = shard.clone();
         async move {
             let (slots, items): (Vec<Slot>, Vec<I>) = items.into_iter().unzip();
             let n = items.len();
-            let answers = match shard.call(owner, request(items)).await.map(reply) {
-                Ok(Some(r)) if r.len() == n => r,
-                Ok(_) => vec![Err(KafkaError::NotAvailable); n],
-                Err(e) => vec![Err(e); n],
+            let answers = match shard.call(owner, make(items)).await {
+                Ok(r) if r.len() == n => r,
+                Ok(r) => {
+                    debug_assert!(false, "shard {owner} answered {} of {n} items", r.len());
+                    vec![Err(KafkaError::NotLeaderOrFollower); n]
+                }
+                Err(e) => vec![Err(owner_gone(e)); n],
             };
             slots.into_iter().zip(answers).collect::<Vec<_>>()
         }
@@ -120,151 +214,52 @@ impl Ordered {
     }
 }
 
-/// Runs the handler of `req`; Ok(None) means no response is sent.
+/// Runs the handler of the request in `ctx`; Ok(None) means no response is sent (Produce with
+/// acks=0). Every handler has the same shape, `handle(&RequestContext, Request) -> Response`.
 pub async fn dispatch(
-    shard: &Rc<Shard>,
-    req: Request,
-    peer_ip: &str,
-    ordered: Ordered,
+    ctx: &RequestContext,
+    body: RequestKind,
 ) -> anyhow::Result<Option<Vec<Chunk>>> {
-    let (key, version, corr) = (req.api_key, req.version, req.header.correlation_id);
-    let client = ClientInfo {
-        client_id: req
-            .header
-            .client_id
-            .as_ref()
-            .map(|c| c.as_str().to_string())
-            .unwrap_or_default(),
-        host: format!("/{peer_ip}"),
-    };
-    let one = |b: Bytes| Ok(Some(vec![Chunk::Mem(b)]));
-    match req.body {
-        RequestKind::ApiVersions(_) => one(respond(key, version, corr, &api_versions::handle())?),
-        RequestKind::Metadata(r) => one(respond(
-            key,
-            version,
-            corr,
-            &metadata::handle(shard, r, version).await,
-        )?),
-        RequestKind::CreateTopics(r) => one(respond(
-            key,
-            version,
-            corr,
-            &create_topics::handle(shard, r, version).await,
-        )?),
-        RequestKind::DeleteTopics(r) => one(respond(
-            key,
-            version,
-            corr,
-            &delete_topics::handle(shard, r, version).await,
-        )?),
-        RequestKind::ListOffsets(r) => one(respond(
-            key,
-            version,
-            corr,
-            &list_offsets::handle(shard, r, version).await,
-        )?),
-        RequestKind::DescribeConfigs(r) => one(respond(
-            key,
-            version,
-            corr,
-            &describe_configs::handle(shard, r, version).await,
-        )?),
-        RequestKind::IncrementalAlterConfigs(r) => one(respond(
-            key,
-            version,
-            corr,
-            &alter_configs::handle_incremental(shard, r).await,
-        )?),
-        RequestKind::AlterConfigs(r) => one(respond(
-            key,
-            version,
-            corr,
-            &alter_configs::handle_legacy(shard, r).await,
-        )?),
-        RequestKind::DeleteRecords(r) => one(respond(
-            key,
-            version,
-            corr,
-            &delete_records::handle(shard, r).await,
-        )?),
-        RequestKind::Produce(r) => match produce::handle(shard, r, version, ordered).await {
-            Some(resp) => one(respond(key, version, corr, &resp)?),
-            None => Ok(None),
-        },
-        RequestKind::Fetch(r) => Ok(Some(fetch::handle(shard, r, version, corr).await)),
-        RequestKind::FindCoordinator(r) => one(respond(
-            key,
-            version,
-            corr,
-            &find_coordinator::handle(shard, r, version),
-        )?),
-        RequestKind::JoinGroup(r) => one(respond(
-            key,
-            version,
-            corr,
-            &join_group::handle(shard, r, version, &client).await,
-        )?),
-        RequestKind::SyncGroup(r) => one(respond(
-            key,
-            version,
-            corr,
-            &sync_group::handle(shard, r, version).await,
-        )?),
-        RequestKind::Heartbeat(r) => one(respond(
-            key,
-            version,
-            corr,
-            &heartbeat::handle(shard, r).await,
-        )?),
-        RequestKind::LeaveGroup(r) => one(respond(
-            key,
-            version,
-            corr,
-            &leave_group::handle(shard, r, version).await,
-        )?),
-        RequestKind::OffsetCommit(r) => one(respond(
-            key,
-            version,
-            corr,
-            &offset_commit::handle(shard, r, version).await,
-        )?),
-        RequestKind::OffsetFetch(r) => one(respond(
-            key,
-            version,
-            corr,
-            &offset_fetch::handle(shard, r, version).await,
-        )?),
-        RequestKind::DescribeGroups(r) => one(respond(
-            key,
-            version,
-            corr,
-            &describe_groups::handle(shard, r, version).await,
-        )?),
-        RequestKind::ListGroups(r) => one(respond(
-            key,
-            version,
-            corr,
-            &list_groups::handle(shard, r, version).await,
-        )?),
-        RequestKind::DeleteGroups(r) => one(respond(
-            key,
-            version,
-            corr,
-            &delete_groups::handle(shard, r).await,
-        )?),
-        RequestKind::OffsetDelete(r) => one(respond(
-            key,
-            version,
-            corr,
-            &offset_delete::handle(shard, r).await,
-        )?),
-        other => anyhow::bail!("no handler for {other:?}"),
+    macro_rules! apis {
+        ($($kind:ident => $handler:path),* $(,)?) => {
+            match body {
+                $(RequestKind::$kind(r) => {
+                    let resp = $handler(ctx, r).await;
+                    Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)]))
+                })*
+                // Answered with file ranges for the zero-copy path.
+                RequestKind::Fetch(r) => Ok(Some(fetch::handle(ctx, r).await)),
+                // acks=0 is not answered.
+                RequestKind::Produce(r) => match produce::handle(ctx, r).await {
+                    Some(resp) => Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)])),
+                    None => Ok(None),
+                },
+                other => anyhow::bail!("no handler for {other:?}"),
+            }
+        };
     }
-}
-
-fn respond<T: Encodable>(key: ApiKey, version: i16, corr: i32, body: &T) -> anyhow::Result<Bytes> {
-    encode_response(key, version, corr, body)
+    apis!(
+        ApiVersions => api_versions::handle,
+        Metadata => metadata::handle,
+        CreateTopics => create_topics::handle,
+        DeleteTopics => delete_topics::handle,
+        ListOffsets => list_offsets::handle,
+        DescribeConfigs => describe_configs::handle,
+        IncrementalAlterConfigs => alter_configs::handle_incremental,
+        AlterConfigs => alter_configs::handle_legacy,
+        DeleteRecords => delete_records::handle,
+        FindCoordinator => find_coordinator::handle,
+        JoinGroup => join_group::handle,
+        SyncGroup => sync_group::handle,
+        Heartbeat => heartbeat::handle,
+        LeaveGroup => leave_group::handle,
+        OffsetCommit => offset_commit::handle,
+        OffsetFetch => offset_fetch::handle,
+        DescribeGroups => describe_groups::handle,
+        ListGroups => list_groups::handle,
+        DeleteGroups => delete_groups::handle,
+        OffsetDelete => offset_delete::handle,
+    )
 }
 
 pub(crate) fn topic_name(s: &str) -> TopicName {

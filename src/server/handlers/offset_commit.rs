@@ -1,7 +1,8 @@
 //! OffsetCommit: validated against the group's generation on its coordinator shard and
 //! answered once the commit is on disk.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -9,27 +10,22 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{group_call, opt_string};
+use crate::clock::now_ms;
 use crate::group::offsets::CommittedOffset;
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::{Shard, now_ms};
+use crate::shard::calls;
 
 /// Kafka's offset.metadata.max.bytes.
 const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: OffsetCommitRequest,
-    version: i16,
-) -> OffsetCommitResponse {
+pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
     let now = now_ms();
     let expire = (version <= 4 && req.retention_time_ms >= 0)
         .then(|| now.saturating_add(req.retention_time_ms));
     // codes[topic][partition]; entries to commit remember their slot.
-    let mut codes: Vec<Vec<i16>> = Vec::with_capacity(req.topics.len());
+    let mut codes: Vec<Vec<ErrorCode>> = Vec::with_capacity(req.topics.len());
     let mut entries = Vec::new();
     let mut slots = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -42,19 +38,19 @@ pub async fn handle(
                 .as_ref()
                 .map(|m| m.as_str().to_string());
             if group.is_empty() {
-                row.push(super::join_group::INVALID_GROUP_ID);
+                row.push(ErrorCode::INVALID_GROUP_ID);
             } else if !meta
                 .as_ref()
                 .is_some_and(|m| (0..m.partitions).contains(&p.partition_index))
             {
-                row.push(UNKNOWN_TOPIC_OR_PARTITION);
+                row.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
             } else if metadata
                 .as_ref()
                 .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
             {
-                row.push(OFFSET_METADATA_TOO_LARGE);
+                row.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
             } else {
-                row.push(state::NONE);
+                row.push(ErrorCode::NONE);
                 slots.push((ti, pi));
                 entries.push((
                     name.to_string(),
@@ -77,16 +73,16 @@ pub async fn handle(
     }
     if !entries.is_empty() {
         let n = entries.len();
-        let call = GroupCall::Commit {
+        let call = calls::CommitOffsets {
             group: group.clone(),
             generation_id: req.generation_id_or_member_epoch,
             member_id: req.member_id.as_str().to_string(),
             group_instance_id: opt_string(&req.group_instance_id),
             entries,
         };
-        let answers = match group_call(shard, "OffsetCommit", &group, call).await {
-            Ok(GroupAnswer::Commit(c)) if c.len() == n => c,
-            _ => vec![state::COORDINATOR_NOT_AVAILABLE; n],
+        let answers = match group_call(shard, &group, call).await {
+            Ok(c) if c.len() == n => c,
+            _ => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; n],
         };
         for ((ti, pi), code) in slots.into_iter().zip(answers) {
             codes[ti][pi] = code;
@@ -104,7 +100,7 @@ pub async fn handle(
                 .map(|(p, code)| {
                     OffsetCommitResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(code)
+                        .with_error_code(code.code())
                 })
                 .collect();
             OffsetCommitResponseTopic::default()

@@ -1,6 +1,7 @@
 //! OffsetDelete: removes committed offsets of partitions the group no longer consumes.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
@@ -8,11 +9,10 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::group_call;
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-pub async fn handle(shard: &Rc<Shard>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let shard = &ctx.shard;
     let group = req.group_id.0.as_str().to_string();
     let partitions: Vec<(String, i32)> = req
         .topics
@@ -24,16 +24,17 @@ pub async fn handle(shard: &Rc<Shard>, req: OffsetDeleteRequest) -> OffsetDelete
         })
         .collect();
     let n = partitions.len();
-    let call = GroupCall::DeleteOffsets {
+    let call = calls::DeleteOffsets {
         group: group.clone(),
         partitions,
     };
-    let (code, codes) = match group_call(shard, "OffsetDelete", &group, call).await {
-        Ok(GroupAnswer::DeleteOffsets(code, codes)) if codes.len() == n => (code, codes),
-        _ => (state::COORDINATOR_NOT_AVAILABLE, vec![state::NONE; n]),
+    let (code, codes) = match group_call(shard, &group, call).await {
+        Ok((code, codes)) if codes.len() == n => (code, codes),
+        Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, vec![ErrorCode::NONE; n]),
+        Err(e) => (e.error_code(), vec![ErrorCode::NONE; n]),
     };
-    if code != state::NONE {
-        return OffsetDeleteResponse::default().with_error_code(code);
+    if code != ErrorCode::NONE {
+        return OffsetDeleteResponse::default().with_error_code(code.code());
     }
     let mut codes = codes.into_iter();
     let topics = req
@@ -46,7 +47,7 @@ pub async fn handle(shard: &Rc<Shard>, req: OffsetDeleteRequest) -> OffsetDelete
                 .map(|p| {
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(codes.next().unwrap_or(state::NONE))
+                        .with_error_code(codes.next().unwrap_or(ErrorCode::NONE).code())
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

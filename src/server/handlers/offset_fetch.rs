@@ -1,6 +1,8 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or of several groups (v8), each read
 //! on its coordinator shard.
 
+use super::RequestContext;
+use crate::error::ErrorCode;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -12,29 +14,31 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse}
 
 use super::{group_call, str_bytes, topic_name};
 use crate::group::coordinator::FetchedOffset;
-use crate::group::state;
-use crate::router::{GroupAnswer, GroupCall};
 use crate::shard::Shard;
+use crate::shard::calls;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
-async fn fetch(shard: &Rc<Shard>, group: &str, wanted: Wanted) -> Result<Vec<FetchedOffset>, i16> {
+async fn fetch(
+    shard: &Rc<Shard>,
+    group: &str,
+    wanted: Wanted,
+) -> Result<Vec<FetchedOffset>, ErrorCode> {
     if group.is_empty() {
-        return Err(super::join_group::INVALID_GROUP_ID);
+        return Err(ErrorCode::INVALID_GROUP_ID);
     }
     match group_call(
         shard,
-        "OffsetFetch",
         group,
-        GroupCall::Fetch {
+        calls::FetchOffsets {
             group: group.to_string(),
             wanted,
         },
     )
     .await
     {
-        Ok(GroupAnswer::Fetch(r)) => Ok(r),
-        _ => Err(state::COORDINATOR_NOT_AVAILABLE),
+        Ok(r) => Ok(r),
+        Err(e) => Err(e.error_code()),
     }
 }
 
@@ -57,11 +61,9 @@ fn by_topic(rows: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
         .collect()
 }
 
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: OffsetFetchRequest,
-    version: i16,
-) -> OffsetFetchResponse {
+pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     if version >= 8 {
         let mut groups = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
@@ -92,7 +94,7 @@ pub async fn handle(
                         })
                         .collect(),
                 ),
-                Err(code) => out.with_error_code(code),
+                Err(code) => out.with_error_code(code.code()),
             });
         }
         return OffsetFetchResponse::default().with_groups(groups);
@@ -129,7 +131,7 @@ pub async fn handle(
                 .collect();
             OffsetFetchResponse::default().with_topics(topics)
         }
-        Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code),
+        Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
         Err(code) => {
             // v1 has no top-level error: report it on every asked partition.
             let topics = req
@@ -146,7 +148,7 @@ pub async fn handle(
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(-1)
-                                        .with_error_code(code)
+                                        .with_error_code(code.code())
                                 })
                                 .collect(),
                         )

@@ -3,6 +3,7 @@
 //!
 //! The record bytes are slices of the request frame from decode to the segment write.
 
+use super::RequestContext;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -11,22 +12,23 @@ use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 
 use super::str_bytes;
-use super::{Ordered, Slot, scatter};
+use super::{Slot, scatter};
 use crate::error::KafkaError;
+use crate::placement::CONTROLLER_SHARD;
 use crate::protocol::batch::split_produce_records;
-use crate::router::{CreateTopic, ProduceItem, ProduceOutcome, ShardReply, ShardRequest};
-use crate::shard::{Shard, assignment::CONTROLLER_SHARD};
+use crate::router::PendingReply;
+use crate::shard::Shard;
+use crate::shard::calls::{
+    Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
+};
 use crate::storage::catalog::TopicMeta;
 
 /// Where a produce's batches for one owner shard were queued.
 enum Queued {
     Local(crate::shard::QueuedProduce),
-    Remote(futures_channel::oneshot::Receiver<ShardReply>),
+    Remote(PendingReply<Answers<ProduceOutcome>>),
     Failed(KafkaError),
 }
-
-/// (topic, partition, last offset written) that acks=all waits to see on disk.
-type FlushItem = (String, i32, i64);
 
 /// Creates `name` with the broker defaults unless it exists (then returns it).
 pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, KafkaError> {
@@ -37,15 +39,13 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
         configs: BTreeMap::new(),
         if_not_exists: true,
     };
-    let req = ShardRequest::CreateTopics {
+    let call = CreateTopics {
         topics: vec![spec],
         validate_only: false,
     };
-    match shard.call(CONTROLLER_SHARD, req).await? {
-        ShardReply::CreateTopics(mut r) if r.len() == 1 => r.remove(0),
-        other => Err(KafkaError::InvalidRequest(format!(
-            "unexpected reply {other:?}"
-        ))),
+    match shard.call(CONTROLLER_SHARD, call).await {
+        Ok(mut r) if r.len() == 1 => r.remove(0),
+        Ok(_) | Err(_) => Err(KafkaError::NotController),
     }
 }
 
@@ -54,12 +54,10 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
 /// `ordered` is released once every partition's batches are queued at their owners: the
 /// connection's next request may start then (its appends queue behind these), while this one
 /// still waits here for its offsets and, with acks=all, for the fdatasync.
-pub async fn handle(
-    shard: &Rc<Shard>,
-    req: ProduceRequest,
-    version: i16,
-    ordered: Ordered,
-) -> Option<ProduceResponse> {
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
+    let ordered = ctx.take_order_hold();
     let acks = req.acks;
     // results[topic][partition]
     let mut results: Vec<Vec<(i32, Result<ProduceOutcome, KafkaError>)>> = Vec::new();
@@ -107,7 +105,7 @@ pub async fn handle(
                             batches,
                         },
                     ));
-                    slots.push((p, Err(KafkaError::NotAvailable)));
+                    slots.push((p, Err(KafkaError::NotLeaderOrFollower)));
                 }
                 Err(e) => {
                     if !matches!(e, KafkaError::UnknownTopicOrPartition) {
@@ -128,9 +126,9 @@ pub async fn handle(
         let reply = if owner == shard.id {
             Queued::Local(shard.enqueue_produce(items))
         } else {
-            match shard.router.send(owner, ShardRequest::Produce(items)).await {
+            match shard.router.send(owner, Produce(items).into()).await {
                 Ok(rx) => Queued::Remote(rx),
-                Err(e) => Queued::Failed(e),
+                Err(e) => Queued::Failed(super::owner_gone(e)),
             }
         };
         queued.push((slots, reply));
@@ -140,12 +138,12 @@ pub async fn handle(
         let n = slots.len();
         let answers = match reply {
             Queued::Local(q) => Some(q.wait().await),
-            Queued::Remote(rx) => rx.await.ok(), // None: the owner went away (shutdown)
+            Queued::Remote(rx) => rx.wait().await.ok(), // None: the owner went away (shutdown)
             Queued::Failed(e) => return slots.into_iter().map(|s| (s, Err(e.clone()))).collect(),
         };
         let answers = match answers {
-            Some(ShardReply::Produce(r)) if r.len() == n => r,
-            _ => vec![Err(KafkaError::NotAvailable); n],
+            Some(r) if r.len() == n => r,
+            _ => vec![Err(KafkaError::NotLeaderOrFollower); n],
         };
         slots.into_iter().zip(answers).collect::<Vec<_>>()
     });
@@ -170,11 +168,7 @@ pub async fn handle(
                 }
             }
         }
-        let reply = |r| match r {
-            ShardReply::Flush(v) => Some(v),
-            _ => None,
-        };
-        for ((ti, pi), flushed) in scatter(shard, by_owner, ShardRequest::Flush, reply).await {
+        for ((ti, pi), flushed) in scatter(shard, by_owner, Flush).await {
             if let Err(e) = flushed {
                 results[ti][pi].1 = Err(e);
             }

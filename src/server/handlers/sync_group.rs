@@ -1,19 +1,21 @@
 //! SyncGroup: the leader hands in the assignment; every member waits for its own share.
 
-use std::rc::Rc;
+use super::RequestContext;
+use crate::error::ErrorCode;
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{group_call, opt_string, str_bytes};
 use crate::group::state::{self, SyncRequest};
-use crate::router::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::shard::calls;
 
-pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> SyncGroupResponse {
+pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
+    let shard = &ctx.shard;
+    let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
     if group.is_empty() {
         return respond(
-            state::SyncResponse::failed(super::join_group::INVALID_GROUP_ID),
+            state::SyncResponse::failed(ErrorCode::INVALID_GROUP_ID),
             version,
         );
     }
@@ -31,18 +33,17 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
     };
     let answer = group_call(
         shard,
-        "SyncGroup",
         &group,
-        GroupCall::Sync {
+        calls::SyncGroup {
             group: group.clone(),
             req: sync,
         },
     )
     .await;
     match answer {
-        Ok(GroupAnswer::Sync(r)) => respond(r, version),
+        Ok(r) => respond(r, version),
         _ => respond(
-            state::SyncResponse::failed(state::COORDINATOR_NOT_AVAILABLE),
+            state::SyncResponse::failed(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             version,
         ),
     }
@@ -50,7 +51,7 @@ pub async fn handle(shard: &Rc<Shard>, req: SyncGroupRequest, version: i16) -> S
 
 fn respond(r: state::SyncResponse, version: i16) -> SyncGroupResponse {
     let out = SyncGroupResponse::default()
-        .with_error_code(r.error)
+        .with_error_code(r.error.code())
         .with_assignment(r.assignment);
     if version >= 5 {
         out.with_protocol_type(r.protocol_type.map(str_bytes))

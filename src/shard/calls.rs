@@ -1,0 +1,375 @@
+//! The closed set of work one shard asks of another, each message typed by its reply.
+//!
+//! Every call is a struct implementing [`Call`]: what it carries, the type of its answer, and
+//! how the owning shard runs it. [`Shard::call`] runs a call on any shard, this one included
+//! (a local call skips the mesh), and gives back exactly the call's reply type, so no caller
+//! ever matches an answer that cannot happen. [`ShardMessage`] is the enum that travels on the
+//! mesh (`router` is only the mechanism); the macro below keeps it and the dispatch in step
+//! with the calls.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+
+use crate::error::{ErrorCode, KafkaError};
+use crate::group::coordinator::{FetchedOffset, ListedGroup};
+use crate::group::offsets::CommittedOffset;
+use crate::group::state::{
+    GroupDescription, HeartbeatRequest, JoinRequest, JoinResponse, LeaveRequest, LeaveResponse,
+    SyncRequest, SyncResponse,
+};
+use crate::protocol::batch::ProducedBatch;
+use crate::router::{AnyReply, RouterError};
+use crate::storage::catalog::TopicMeta;
+use crate::storage::log::ReadOut;
+
+use super::Shard;
+
+/// One answer per item, in order.
+pub type Answers<R> = Vec<Result<R, KafkaError>>;
+
+/// A piece of work for one shard, and the type of its answer.
+pub trait Call: Send + Sized + 'static {
+    type Reply: Send + 'static;
+    /// Wraps the call for the mesh.
+    fn into_message(self) -> ShardMessage;
+    /// Runs the call on the shard that owns what it touches.
+    fn run(self, shard: Rc<Shard>) -> impl Future<Output = Self::Reply>;
+}
+
+macro_rules! shard_messages {
+    ($($call:ident),* $(,)?) => {
+        /// A call on its way to another shard.
+        #[derive(Debug)]
+        pub enum ShardMessage {
+            $($call($call),)*
+        }
+
+        $(impl From<$call> for ShardMessage {
+            fn from(c: $call) -> ShardMessage {
+                ShardMessage::$call(c)
+            }
+        })*
+
+        impl ShardMessage {
+            /// Runs the call this message carries and erases its answer's type for the trip
+            /// back (the caller knows it: see `router::PendingReply`).
+            pub async fn run(self, shard: Rc<Shard>) -> AnyReply {
+                match self {
+                    $(ShardMessage::$call(c) => Box::new(c.run(shard).await),)*
+                }
+            }
+        }
+    };
+}
+
+shard_messages!(
+    Produce,
+    Flush,
+    Fetch,
+    WaitForData,
+    CancelWait,
+    ListOffsets,
+    TopicCreated,
+    TopicDeleted,
+    TopicConfigChanged,
+    CreateTopics,
+    DeleteTopics,
+    AlterTopicConfigs,
+    DeleteRecords,
+    Metrics,
+    JoinGroup,
+    SyncGroup,
+    Heartbeat,
+    LeaveGroup,
+    CommitOffsets,
+    FetchOffsets,
+    DescribeGroup,
+    ListGroups,
+    DeleteGroup,
+    DeleteOffsets,
+);
+
+impl Shard {
+    /// Runs `call` on shard `to`: here when `to` is this shard, else through the mesh.
+    pub async fn call<C: Call>(
+        self: &Rc<Self>,
+        to: usize,
+        call: C,
+    ) -> Result<C::Reply, RouterError> {
+        if to == self.id {
+            Ok(call.run(self.clone()).await)
+        } else {
+            self.router
+                .send::<C::Reply>(to, call.into_message())
+                .await?
+                .wait()
+                .await
+        }
+    }
+}
+
+macro_rules! call {
+    ($call:ident -> $reply:ty, |$this:ident, $shard:ident| $body:expr) => {
+        impl Call for $call {
+            type Reply = $reply;
+            fn into_message(self) -> ShardMessage {
+                ShardMessage::$call(self)
+            }
+            async fn run(self, $shard: Rc<Shard>) -> $reply {
+                let $this = self;
+                $body
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------- partitions
+
+/// Append to partitions this shard owns; answered once written (page cache), not yet durable:
+/// acks=all follows up with [`Flush`].
+#[derive(Debug)]
+pub struct Produce(pub Vec<ProduceItem>);
+call!(Produce -> Answers<ProduceOutcome>, |c, shard| shard.enqueue_produce(c.0).wait().await);
+
+#[derive(Debug)]
+pub struct ProduceItem {
+    pub topic: String,
+    pub partition: i32,
+    pub batches: Vec<ProducedBatch>,
+}
+
+/// Where a produced partition's batches landed.
+#[derive(Clone, Copy, Debug)]
+pub struct ProduceOutcome {
+    pub base_offset: i64,
+    /// The offset of the last record written: what acks=all waits to see on disk.
+    pub last_offset: i64,
+    /// The broker time stamped on the batches, or -1 for CreateTime topics.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// Answer once every offset up to the given one of each partition is on disk (group commit),
+/// or at once for topics that flush in the background.
+#[derive(Debug)]
+pub struct Flush(pub Vec<FlushItem>);
+call!(Flush -> Answers<()>, |c, shard| shard.flush_items(c.0).await);
+
+/// (topic, partition, last offset written) that acks=all waits to see on disk.
+pub type FlushItem = (String, i32, i64);
+
+/// Locate data in partitions this shard owns.
+#[derive(Debug)]
+pub struct Fetch(pub Vec<FetchItem>);
+call!(Fetch -> Answers<ReadOut>, |c, shard| shard.locate(c.0));
+
+#[derive(Clone, Debug)]
+pub struct FetchItem {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+/// Once any of the partitions grows past the high watermark the fetch last saw of it (or its
+/// fetch offset falls below the log start, or the timeout passes, or the origin cancels it),
+/// locate the data as [`Fetch`] does: a long poll's wake-up and re-read in one round trip.
+#[derive(Debug)]
+pub struct WaitForData {
+    /// Each partition with the high watermark the fetch last saw.
+    pub items: Vec<(FetchItem, i64)>,
+    pub timeout_ms: u64,
+    /// The shard whose fetch waits, and its id for this wait (see [`CancelWait`]).
+    pub origin: usize,
+    pub wait_id: u64,
+}
+call!(WaitForData -> Answers<ReadOut>, |c, shard| {
+    // A wait of this shard's own ends when its future is dropped; only a remote one needs
+    // an id to be cancelled by.
+    let remote = (c.origin != shard.id).then_some((c.origin, c.wait_id));
+    shard.wait_for_data(&c.items, c.timeout_ms, remote).await;
+    shard.locate(c.items.into_iter().map(|(i, _)| i).collect())
+});
+
+/// Ends a [`WaitForData`] early: the fetch that asked has been answered (another owner had
+/// data), so the wait must not linger here until its own deadline.
+#[derive(Debug)]
+pub struct CancelWait {
+    pub origin: usize,
+    pub wait_id: u64,
+}
+call!(CancelWait -> (), |c, shard| shard.cancel_wait(c.origin, c.wait_id));
+
+/// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns:
+/// (topic, partition, timestamp) -> (offset, timestamp).
+#[derive(Debug)]
+pub struct ListOffsets(pub Vec<(String, i32, i64)>);
+call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
+
+/// Move the log start offset of partitions this shard owns: (topic, partition, offset; -1
+/// for the high watermark) -> the new log start offset.
+#[derive(Debug)]
+pub struct DeleteRecords(pub Vec<(String, i32, i64)>);
+call!(DeleteRecords -> Answers<i64>, |c, shard| shard.delete_records(c.0).await);
+
+// ---------------------------------------------------------------- topics
+
+/// Controller to every shard: a topic now exists; cache it and open owned partitions.
+#[derive(Debug)]
+pub struct TopicCreated(pub TopicMeta);
+call!(TopicCreated -> Result<(), KafkaError>, |c, shard| shard.topic_created(c.0));
+
+/// Controller to every shard: a topic is gone; forget it and delete owned partitions.
+#[derive(Debug)]
+pub struct TopicDeleted(pub String);
+call!(TopicDeleted -> Result<(), KafkaError>, |c, shard| shard.topic_deleted(c.0).await);
+
+/// Controller to every shard: a topic's configs changed; recache it and apply the new settings
+/// to its open logs.
+#[derive(Debug)]
+pub struct TopicConfigChanged(pub TopicMeta);
+call!(TopicConfigChanged -> Result<(), KafkaError>, |c, shard| shard.topic_config_changed(c.0));
+
+/// To the controller: create topics.
+#[derive(Debug)]
+pub struct CreateTopics {
+    pub topics: Vec<CreateTopic>,
+    pub validate_only: bool,
+}
+call!(CreateTopics -> Answers<TopicMeta>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.create_topics(&shard, c.topics, c.validate_only).await,
+    None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+#[derive(Clone, Debug)]
+pub struct CreateTopic {
+    pub name: String,
+    /// -1 for the broker default.
+    pub partitions: i32,
+    /// -1 for the broker default; only 1 is possible on one node.
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    /// Auto-creation: a topic that already exists is a success, not an error.
+    pub if_not_exists: bool,
+}
+
+/// To the controller: delete topics by name.
+#[derive(Debug)]
+pub struct DeleteTopics(pub Vec<String>);
+call!(DeleteTopics -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.delete_topics(&shard, c.0).await,
+    None => c.0.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// To the controller: change topic configs (IncrementalAlterConfigs, AlterConfigs).
+#[derive(Debug)]
+pub struct AlterTopicConfigs {
+    pub changes: Vec<AlterTopicConfig>,
+    pub validate_only: bool,
+}
+call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_topic_configs(&shard, c.changes, c.validate_only).await,
+    None => c.changes.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// A change to one topic's configs.
+#[derive(Clone, Debug)]
+pub struct AlterTopicConfig {
+    pub topic: String,
+    /// Start from no configs at all (AlterConfigs replaces the whole set) instead of the
+    /// topic's current ones.
+    pub replace: bool,
+    /// Applied in order: (name, Some(value)) sets, (name, None) reverts to the default.
+    pub ops: Vec<(String, Option<String>)>,
+}
+
+/// This shard's metrics, for a scrape.
+#[derive(Debug)]
+pub struct Metrics;
+call!(Metrics -> crate::metrics::Snapshot, |_c, shard| shard.snapshot());
+
+// ---------------------------------------------------------------- consumer groups
+// Each goes to the shard that coordinates the group (`placement::group_owner`).
+
+#[derive(Debug)]
+pub struct JoinGroup {
+    pub group: String,
+    pub req: JoinRequest,
+    pub require_known_member_id: bool,
+}
+call!(JoinGroup -> JoinResponse, |c, shard| {
+    shard.groups.join(c.group, c.req, c.require_known_member_id).await
+});
+
+#[derive(Debug)]
+pub struct SyncGroup {
+    pub group: String,
+    pub req: SyncRequest,
+}
+call!(SyncGroup -> SyncResponse, |c, shard| shard.groups.sync(c.group, c.req).await);
+
+#[derive(Debug)]
+pub struct Heartbeat {
+    pub group: String,
+    pub req: HeartbeatRequest,
+}
+call!(Heartbeat -> ErrorCode, |c, shard| shard.groups.heartbeat(&c.group, c.req));
+
+#[derive(Debug)]
+pub struct LeaveGroup {
+    pub group: String,
+    pub req: LeaveRequest,
+}
+call!(LeaveGroup -> LeaveResponse, |c, shard| shard.groups.leave(&c.group, c.req));
+
+/// OffsetCommit: one code per entry.
+#[derive(Debug)]
+pub struct CommitOffsets {
+    pub group: String,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub entries: Vec<(String, i32, CommittedOffset)>,
+}
+call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
+    shard
+        .groups
+        .commit(&c.group, c.generation_id, &c.member_id, c.group_instance_id.as_deref(), c.entries)
+        .await
+});
+
+/// Committed offsets: all (None) or of the listed (topic, partitions).
+#[derive(Debug)]
+pub struct FetchOffsets {
+    pub group: String,
+    pub wanted: Option<Vec<(String, Vec<i32>)>>,
+}
+call!(FetchOffsets -> Vec<FetchedOffset>, |c, shard| shard.groups.fetch(&c.group, c.wanted));
+
+#[derive(Debug)]
+pub struct DescribeGroup {
+    pub group: String,
+}
+call!(DescribeGroup -> GroupDescription, |c, shard| shard.groups.describe(&c.group));
+
+/// Every group the shard coordinates.
+#[derive(Debug)]
+pub struct ListGroups;
+call!(ListGroups -> Vec<ListedGroup>, |_c, shard| shard.groups.list());
+
+#[derive(Debug)]
+pub struct DeleteGroup {
+    pub group: String,
+}
+call!(DeleteGroup -> ErrorCode, |c, shard| shard.groups.delete(&c.group).await);
+
+/// OffsetDelete: the group's code, and one per partition.
+#[derive(Debug)]
+pub struct DeleteOffsets {
+    pub group: String,
+    pub partitions: Vec<(String, i32)>,
+}
+call!(DeleteOffsets -> (ErrorCode, Vec<ErrorCode>), |c, shard| {
+    shard.groups.delete_offsets(&c.group, c.partitions).await
+});
