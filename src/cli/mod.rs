@@ -16,7 +16,6 @@ pub mod error;
 mod group;
 pub mod output;
 mod produce;
-pub mod records;
 mod time;
 mod topic;
 
