@@ -11,7 +11,7 @@ use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use spate::client::records::decode_fetched;
 
-use crate::client::{Conn, Versions};
+use crate::client::{self, Versions};
 use crate::producer::Target;
 use crate::stats::{Recorder, Series, Shared};
 
@@ -30,7 +30,7 @@ pub fn run(
     partition_max_bytes: i32,
     shared: &Arc<Shared>,
 ) -> Result<Recorder> {
-    let mut conn = Conn::connect(addr)?;
+    let mut conn = client::open(addr)?;
     let mut rec = Recorder::new(Series::EndToEnd);
     let mut next: Vec<i64> = vec![0; targets.len()];
     let mut last_record_ns = shared.now_ns();
@@ -73,7 +73,7 @@ pub fn run(
             .with_max_bytes(64 * 1024 * 1024)
             .with_isolation_level(0)
             .with_topics(topics);
-        let resp = conn.call(versions.fetch, &req)?;
+        let resp = conn.call(&req, versions.fetch)?;
         if resp.error_code != 0 {
             bail!("Fetch: error code {}", resp.error_code);
         }

@@ -6,4 +6,8 @@
 //! (`server`, `shard`, `router`, `storage`, `group`), so what it checks is what a real client
 //! would see.
 
+pub mod conn;
+pub mod frame;
 pub mod records;
+
+pub use conn::{Conn, Error, Options, Result, connect_stream};
