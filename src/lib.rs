@@ -23,6 +23,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;

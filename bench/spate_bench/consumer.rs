@@ -9,10 +9,10 @@ use anyhow::{Result, bail};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use spate::client::records::decode_fetched;
 
-use crate::client::{Conn, Versions};
+use crate::client::{self, Versions};
 use crate::producer::Target;
-use crate::records::parse_records;
 use crate::stats::{Recorder, Series, Shared};
 
 /// Once producers are done and acks=0 (no offsets known), a consumer stops after this long
@@ -30,7 +30,7 @@ pub fn run(
     partition_max_bytes: i32,
     shared: &Arc<Shared>,
 ) -> Result<Recorder> {
-    let mut conn = Conn::connect(addr)?;
+    let mut conn = client::open(addr)?;
     let mut rec = Recorder::new(Series::EndToEnd);
     let mut next: Vec<i64> = vec![0; targets.len()];
     let mut last_record_ns = shared.now_ns();
@@ -73,7 +73,7 @@ pub fn run(
             .with_max_bytes(64 * 1024 * 1024)
             .with_isolation_level(0)
             .with_topics(topics);
-        let resp = conn.call(versions.fetch, &req)?;
+        let resp = conn.call(&req, versions.fetch)?;
         if resp.error_code != 0 {
             bail!("Fetch: error code {}", resp.error_code);
         }
@@ -98,25 +98,25 @@ pub fn run(
                     );
                 }
                 let Some(data) = &p.records else { continue };
-                let parsed = parse_records(data, next[i], |_, _key_len, value| {
+                let fetched = decode_fetched(data, next[i]).map_err(|e| {
+                    anyhow::anyhow!("{}/{}: {e}", targets[i].topic, targets[i].partition)
+                })?;
+                for r in &fetched.records {
+                    let value = r.value.as_deref().unwrap_or_default();
                     let size = value.len() as u64;
                     bytes += size;
                     let sent = value
-                        .get(..8)
-                        .map(|b| u64::from_be_bytes(b.try_into().unwrap()))
-                        .unwrap_or(0);
+                        .first_chunk::<8>()
+                        .map_or(0, |b| u64::from_be_bytes(*b));
                     if sent == 0 || sent > now {
                         // A backlog message (no send time) or not ours: throughput only.
                         rec.count(in_window, size);
                     } else {
                         rec.record(in_window, now - sent, size);
                     }
-                })
-                .map_err(|e| {
-                    anyhow::anyhow!("{}/{}: {e}", targets[i].topic, targets[i].partition)
-                })?;
-                got += parsed.records;
-                if let Some(n) = parsed.next_offset {
+                }
+                got += fetched.records.len() as u64;
+                if let Some(n) = fetched.next_offset {
                     next[i] = next[i].max(n);
                 }
             }

@@ -77,8 +77,8 @@ fn run(args: &Args) -> Result<()> {
     );
 
     // Setup: versions, topics, leaders.
-    let mut conn = client::Conn::connect(&args.bootstrap_server)?;
-    let versions = client::negotiate(&mut conn)?;
+    let mut conn = client::open(&args.bootstrap_server)?;
+    let versions = client::negotiate(&conn)?;
     let topics: Vec<String> = (0..w.topics)
         .map(|i| format!("{}-{run_id}-{i}", w.topic_prefix))
         .collect();

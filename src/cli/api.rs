@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, TopicName,
+    BrokerId, ConsumerProtocolAssignment, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    TopicName,
     create_topics_request::{CreatableTopic, CreatableTopicConfig},
     delete_topics_request::DeleteTopicState,
     describe_configs_request::DescribeConfigsResource,
@@ -21,7 +22,7 @@ use kafka_protocol::messages::{
     offset_fetch_request::OffsetFetchRequestGroup,
     produce_request::{PartitionProduceData, TopicProduceData},
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 use uuid::Uuid;
 
 use super::client::{BrokerInfo, Client, with_retries};
@@ -528,41 +529,25 @@ pub struct GroupDescription {
     pub members: Vec<Member>,
 }
 
-/// Decodes a consumer protocol assignment: version i16, then [topic string, [partition i32]],
-/// then user data (ignored). None when the bytes are not that layout.
+/// Decodes a consumer protocol assignment (its version, then the crate's
+/// `ConsumerProtocolAssignment` at that version): topic -> sorted partitions. None when the
+/// bytes are not that layout.
 pub fn decode_assignment(bytes: &[u8]) -> Option<BTreeMap<String, Vec<i32>>> {
     let mut out = BTreeMap::new();
     if bytes.is_empty() {
         return Some(out);
     }
-    let mut b = bytes;
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
-            return None;
-        }
-        let (h, t) = b.split_at(n);
-        *b = t;
-        Some(h)
-    }
-    let i16_ = |b: &mut &[u8]| take(b, 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
-    let i32_ = |b: &mut &[u8]| take(b, 4).map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]));
-    let _version = i16_(&mut b)?;
-    let topics = i32_(&mut b)?;
-    for _ in 0..topics.max(0) {
-        let len = i16_(&mut b)?;
-        let name = std::str::from_utf8(take(&mut b, len.max(0) as usize)?).ok()?;
-        let n = i32_(&mut b)?;
-        if n < 0 || n as usize > b.len() / 4 {
-            return None;
-        }
-        let mut parts = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            parts.push(i32_(&mut b)?);
-        }
+    let mut b = Bytes::copy_from_slice(bytes);
+    let version = i16::from_be_bytes([*b.first()?, *b.get(1)?]);
+    b.advance(2);
+    // A newer consumer writes a higher version; its fields come after the ones we read
+    // (the protocol only appends), so decoding at our highest version still reads them.
+    let version = version.clamp(0, ConsumerProtocolAssignment::VERSIONS.max);
+    let assignment = ConsumerProtocolAssignment::decode(&mut b, version).ok()?;
+    for t in assignment.assigned_partitions {
+        let parts = out.entry(t.topic.to_string()).or_insert_with(Vec::new);
+        parts.extend(t.partitions);
         parts.sort_unstable();
-        out.entry(name.to_string())
-            .or_insert_with(Vec::new)
-            .extend(parts);
     }
     Some(out)
 }

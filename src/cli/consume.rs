@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use bytes::Bytes;
+
 use super::ConsumeArgs;
 use super::api::{self, EARLIEST, LATEST, TopicMeta};
 use super::client::Client;
 use super::error::{Error, Result, code};
 use super::output::Progress;
-use super::records::{Record, decode_batches};
+use crate::client::records::{Record, decode_fetched};
 
 /// Long-poll wait of a fetch while following the end of the log.
 const FOLLOW_WAIT_MS: i32 = 500;
@@ -128,7 +130,7 @@ fn render(out: &mut Vec<u8>, pieces: &[Piece], topic: &str, partition: i32, r: &
 }
 
 fn json_line(out: &mut Vec<u8>, topic: &str, partition: i32, r: &Record) {
-    let text = |b: &Option<Vec<u8>>| {
+    let text = |b: &Option<Bytes>| {
         b.as_ref()
             .map(|b| serde_json::Value::String(String::from_utf8_lossy(b).into_owned()))
             .unwrap_or(serde_json::Value::Null)
@@ -136,7 +138,7 @@ fn json_line(out: &mut Vec<u8>, topic: &str, partition: i32, r: &Record) {
     let headers: serde_json::Map<String, serde_json::Value> = r
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), text(v)))
+        .map(|(k, v)| (k.to_string(), text(v)))
         .collect();
     let v = serde_json::json!({
         "topic": topic,
@@ -295,7 +297,12 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                         ));
                     }
                 }
-                let decoded = decode_batches(&f.records, pos)?;
+                let decoded = decode_fetched(&f.records, pos).map_err(|e| {
+                    Error::other(format!(
+                        "reading '{}' partition {}: {e}",
+                        topic.name, f.partition
+                    ))
+                })?;
                 let mut next = decoded.next_offset.unwrap_or(pos).max(pos);
                 for r in &decoded.records {
                     if args.max_messages.is_some_and(|m| count >= m) {
@@ -310,7 +317,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                         render(&mut buf, &pieces, &topic.name, f.partition, r);
                     }
                     count += 1;
-                    progress.add(1, r.value.as_ref().map_or(0, Vec::len) as u64);
+                    progress.add(1, r.value.as_ref().map_or(0, Bytes::len) as u64);
                     next = next.max(r.offset + 1);
                 }
                 positions.insert(f.partition, next);
@@ -339,16 +346,16 @@ mod tests {
     #[test]
     fn formats_like_kcat() {
         let pieces = parse_format("%k=%s %h p%p o%o %t %K/%S 100%%\\n").expect("parses");
-        let r = Record {
-            offset: 7,
-            timestamp: 5,
-            key: Some(b"user1".to_vec()),
-            value: Some(b"hello".to_vec()),
-            headers: vec![
-                ("a".into(), Some(b"1".to_vec())),
-                ("b".into(), Some(b"2".to_vec())),
+        let r = crate::client::records::new_record(
+            7,
+            5,
+            Some(Bytes::from_static(b"user1")),
+            Some(Bytes::from_static(b"hello")),
+            [
+                ("a".to_string(), Some(Bytes::from_static(b"1"))),
+                ("b".to_string(), Some(Bytes::from_static(b"2"))),
             ],
-        };
+        );
         let mut out = Vec::new();
         render(&mut out, &pieces, "greetings", 2, &r);
         assert_eq!(

@@ -1,11 +1,11 @@
 //! The admin command line: `spate topic|group|produce|consume`, speaking the Kafka protocol to
 //! any Kafka-compatible broker (`--bootstrap-server`, as Kafka's own tools take it).
 //!
-//! - `client`: a small blocking client (std sockets with timeouts, ApiVersions negotiation,
-//!   one connection per broker address; produce, fetch and group requests go to the leader or
-//!   coordinator that Metadata/FindCoordinator name).
+//! - `client`: the CLI's side of the shared blocking client (`crate::client`): one connection
+//!   per broker address, retries, and hints when a connection fails; produce, fetch and group
+//!   requests go to the leader or coordinator that Metadata/FindCoordinator name.
 //! - `api`: each request the CLI makes, version differences handled, answers as plain structs.
-//! - `records`: magic v2 batches (encode for produce, decode for consume), murmur2 partitioner.
+//! - `time`: `--to-datetime` values (epoch ms or ISO 8601, calendar-checked by `jiff`).
 //! - `output`: aligned tables, `--json`, and the progress line on long runs.
 //! - `error`: Kafka error names (`TOPIC_ALREADY_EXISTS`) and a hint on what to do.
 
@@ -16,7 +16,6 @@ pub mod error;
 mod group;
 pub mod output;
 mod produce;
-pub mod records;
 mod time;
 mod topic;
 

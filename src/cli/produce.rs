@@ -12,8 +12,8 @@ use super::api::{self, TopicMeta};
 use super::client::Client;
 use super::error::{Error, Result};
 use super::output::{Progress, print_json, write_stdout};
-use super::records::{Record, approx_size, encode_batch, partition_for_key};
 use super::{ProduceArgs, key_value};
+use crate::client::records::{Compression, Record, encode_batch, new_record, partition_for_key};
 
 /// Bytes pending (over all partitions) before a Produce is sent.
 const BATCH_BYTES: usize = 512 * 1024;
@@ -35,6 +35,7 @@ struct Producer<'a> {
     client: &'a mut Client,
     topic: TopicMeta,
     acks: i16,
+    headers: Vec<(String, Option<Bytes>)>,
     fixed_partition: Option<i32>,
     sticky: i32,
     pending: BTreeMap<i32, Vec<Record>>,
@@ -46,17 +47,32 @@ struct Producer<'a> {
 }
 
 impl Producer<'_> {
-    fn add(&mut self, record: Record) -> Result<()> {
+    fn add(&mut self, key: Option<Vec<u8>>, value: Vec<u8>) -> Result<()> {
         let n = self.topic.partitions.len() as i32;
-        let partition = match (self.fixed_partition, &record.key) {
+        let partition = match (self.fixed_partition, &key) {
             (Some(p), _) => p,
             (None, Some(k)) => partition_for_key(k, n),
             (None, None) => self.sticky,
         };
-        let size = approx_size(&record);
+        // Bytes a record adds to a batch, close enough for batching decisions.
+        let size = 24
+            + key.as_ref().map_or(0, Vec::len)
+            + value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, Bytes::len))
+                .sum::<usize>();
         self.pending_bytes += size;
-        self.bytes += record.value.as_ref().map_or(0, Vec::len) as u64;
-        self.pending.entry(partition).or_default().push(record);
+        self.bytes += value.len() as u64;
+        let batch = self.pending.entry(partition).or_default();
+        batch.push(new_record(
+            batch.len() as i64,
+            now_ms(),
+            key.map(Bytes::from),
+            Some(Bytes::from(value)),
+            self.headers.iter().cloned(),
+        ));
         if self.pending_bytes >= BATCH_BYTES {
             self.flush()?;
         }
@@ -96,8 +112,12 @@ impl Producer<'_> {
                 parts.iter().map(|(p, r)| (*p, r.len() as u64)).collect();
             let batches: Vec<(i32, Bytes)> = parts
                 .iter()
-                .map(|(p, recs)| (*p, Bytes::from(encode_batch(recs))))
-                .collect();
+                .map(|(p, recs)| {
+                    encode_batch(recs, Compression::None)
+                        .map(|b| (*p, b))
+                        .map_err(|e| Error::other(e.to_string()))
+                })
+                .collect::<Result<_>>()?;
             let bytes: u64 = batches.iter().map(|(_, b)| b.len() as u64).sum();
             let results = api::produce(self.client, leader, &self.topic, self.acks, batches)?;
             for (p, count) in &counts {
@@ -128,10 +148,10 @@ fn parse_acks(s: &str) -> Result<i16> {
 
 pub fn run(args: ProduceArgs) -> Result<()> {
     let acks = parse_acks(&args.acks)?;
-    let headers: Vec<(String, Option<Vec<u8>>)> = args
+    let headers: Vec<(String, Option<Bytes>)> = args
         .headers
         .iter()
-        .map(|h| key_value(h, "--header").map(|(k, v)| (k, Some(v.into_bytes()))))
+        .map(|h| key_value(h, "--header").map(|(k, v)| (k, Some(Bytes::from(v)))))
         .collect::<Result<_>>()?;
     if args.key.is_some() && args.values.is_empty() {
         return Err(Error::other(
@@ -168,6 +188,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
         client: &mut client,
         topic,
         acks,
+        headers,
         fixed_partition: args.partition,
         sticky,
         pending: BTreeMap::new(),
@@ -186,20 +207,13 @@ pub fn run(args: ProduceArgs) -> Result<()> {
             None => (None, line),
         }
     };
-    let record = |key, value| Record {
-        offset: 0,
-        timestamp: now_ms(),
-        key,
-        value: Some(value),
-        headers: headers.clone(),
-    };
     if !args.values.is_empty() {
         for v in &args.values {
             let (key, value) = match &args.key {
                 Some(k) => (Some(k.clone().into_bytes()), v.clone().into_bytes()),
                 None => split(v.clone().into_bytes()),
             };
-            producer.add(record(key, value))?;
+            producer.add(key, value)?;
         }
     } else {
         let stdin = std::io::stdin();
@@ -220,7 +234,7 @@ pub fn run(args: ProduceArgs) -> Result<()> {
                 }
             }
             let (key, value) = split(std::mem::take(&mut line));
-            producer.add(record(key, value))?;
+            producer.add(key, value)?;
             if interactive {
                 producer.flush()?;
             }

@@ -1,5 +1,6 @@
-//! Shared helpers for the integration tests: a broker process per test and a tiny blocking
-//! Kafka client on top of the `kafka-protocol` crate.
+//! Shared helpers for the integration tests: a broker process per test, and raw framing on top
+//! of the shared blocking client (`spate::client`) for tests that send hand-made or hostile
+//! frames.
 //!
 //! Every socket has read and write timeouts, and every wait has a deadline, so a misbehaving
 //! broker fails a test instead of hanging it.
@@ -15,10 +16,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use spate::client::{Conn, Options, connect_stream, frame};
 
 /// How long a broker may take to start answering.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -26,6 +26,14 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// Read timeout of every test socket: the longest any single response may take.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the tests connect, through the shared blocking client (`spate::client`).
+pub const OPTIONS: Options = Options {
+    client_id: "spate-tests",
+    connect_timeout: IO_TIMEOUT,
+    io_timeout: IO_TIMEOUT,
+    frame_bytes_max: 256 * 1024 * 1024,
+};
 
 /// A broker process on a free port with its own data directory; killed on drop.
 pub struct Broker {
@@ -138,34 +146,18 @@ impl Broker {
 
     /// A new connection with read/write timeouts.
     pub fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect {}: {e}; stderr:\n{}", self.addr, self.stderr()));
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
-        s.set_write_timeout(Some(IO_TIMEOUT))
-            .expect("write timeout");
-        s.set_nodelay(true).expect("nodelay");
-        s
+        connect_stream(&self.addr.to_string(), &OPTIONS)
+            .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", self.stderr()))
     }
 
+    /// A fresh connection gets a valid ApiVersions answer: the shared client's connect
+    /// negotiates versions, and fails unless the broker answers with error code 0.
     fn answers_api_versions(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_millis(500)) else {
-            return false;
+        let probe = Options {
+            connect_timeout: Duration::from_millis(500),
+            ..OPTIONS
         };
-        let _ = s.set_read_timeout(Some(IO_TIMEOUT));
-        let _ = s.set_write_timeout(Some(IO_TIMEOUT));
-        let Ok(body) = try_request(
-            &mut s,
-            ApiKey::ApiVersions,
-            3,
-            &ApiVersionsRequest::default(),
-        ) else {
-            return false;
-        };
-        let mut body = body;
-        match ApiVersionsResponse::decode(&mut body, 3) {
-            Ok(r) => r.error_code == 0 && !r.api_keys.is_empty(),
-            Err(_) => false,
-        }
+        Conn::connect(&self.addr.to_string(), &probe).is_ok()
     }
 
     /// The process still runs AND a fresh connection gets a valid ApiVersions answer.
@@ -265,18 +257,17 @@ pub fn encode_request<Req: Encodable>(
     correlation_id: i32,
     req: &Req,
 ) -> BytesMut {
-    let header = RequestHeader::default()
-        .with_request_api_key(api_key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("spate-tests")));
     let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, api_key.request_header_version(version))
-        .expect("encode request header");
-    req.encode(&mut buf, version)
-        .unwrap_or_else(|e| panic!("encode {api_key:?} v{version}: {e}"));
-    buf
+    frame::encode_request(
+        &mut buf,
+        api_key,
+        version,
+        correlation_id,
+        OPTIONS.client_id,
+        req,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    buf.split_off(4)
 }
 
 /// Just the request header bytes (to build hand-made bodies after it).
@@ -321,18 +312,7 @@ pub fn send_request<Req: Encodable>(
 
 /// Reads one size-prefixed frame.
 pub fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix)?;
-    let size = i32::from_be_bytes(prefix);
-    if !(0..=256 * 1024 * 1024).contains(&size) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("response size prefix {size}"),
-        ));
-    }
-    let mut body = vec![0u8; size as usize];
-    stream.read_exact(&mut body)?;
-    Ok(Bytes::from(body))
+    frame::read_frame(stream, OPTIONS.frame_bytes_max)
 }
 
 /// Reads one response frame and decodes its header; returns (correlation id, body bytes).
@@ -342,9 +322,9 @@ pub fn read_response(
     version: i16,
 ) -> io::Result<(i32, Bytes)> {
     let mut frame = read_frame(stream)?;
-    let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    Ok((header.correlation_id, frame))
+    let corr = frame::response_header(&mut frame, api_key, version)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok((corr, frame))
 }
 
 /// Sends a request and reads its response body; errors on I/O or a correlation mismatch.

@@ -6,6 +6,8 @@ produces, spate consumes; a live consumer group shows up in `spate group describ
 import json
 import subprocess
 
+import pytest
+
 from confluent_kafka import Consumer
 
 from kafkautil import COMMON, consume, create_topic, flush_all, producer, unique_topic, wait_until
@@ -58,6 +60,24 @@ def test_spate_consumes_what_confluent_produced(spate_bin, broker):
     flush_all(p)
     out = ok(spate_bin, broker, "consume", topic, "--from-beginning", "-e", "-f", "%o %k=%s %h\\n")
     assert out == "0 k0=v0 h=0\n1 k1=v1 h=1\n2 k2=v2 h=2\n"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_spate_consumes_compressed_batches(spate_bin, broker, codec):
+    """Batches compressed by librdkafka with each codec are read back record by record."""
+    topic = unique_topic(f"cli-{codec}")
+    create_topic(broker.bootstrap, topic, 1)
+    p = producer(broker.bootstrap, **{"compression.type": codec, "linger.ms": 50})
+    n = 500
+    for i in range(n):
+        p.produce(topic, key=f"k{i}".encode(), value=f"{codec}-value-{i:05d}".encode() * 4,
+                  headers=[("i", f"{i}".encode())])
+    flush_all(p)
+    out = ok(spate_bin, broker, "consume", topic, "--from-beginning", "-e", "-f", "%o %k %h %s\\n")
+    lines = out.splitlines()
+    assert len(lines) == n, f"{len(lines)} lines, expected {n}: {out[-500:]}"
+    for i, line in enumerate(lines):
+        assert line == f"{i} k{i} i={i} " + f"{codec}-value-{i:05d}" * 4, line
 
 
 def test_live_group_in_describe_and_reset_refused(spate_bin, broker_factory):
