@@ -57,7 +57,11 @@
 //!
 //! A failed write or fdatasync poisons the store: after a failed fsync the page cache state of
 //! the file is unknown, so every later change is refused (KAFKA_STORAGE_ERROR) until a
-//! restart, whose recovery cuts whatever partial batch the failure left.
+//! restart, whose recovery cuts whatever partial batch the failure left. A whole batch that
+//! reached the disk although its fdatasync reported failure is replayed: the change was
+//! answered with an error but may still take effect, as after a timeout in Kafka. The test
+//! fault seam (`SPATE_TEST_FAULTS`, path part `__cluster_metadata-0/`) fails these writes and
+//! syncs on purpose.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -66,6 +70,7 @@ use std::path::{Path, PathBuf};
 
 use super::image::{ImageError, MetadataImage};
 use super::record::{MetadataRecord, RecordError};
+use crate::storage::io::faults;
 
 /// Kafka's name for the metadata log's topic; no user topic may take it, since its partition
 /// 0's directory would be [`METADATA_DIR`].
@@ -455,11 +460,14 @@ impl MetadataStore {
         let base = self.next_offset;
         let bytes = encode_batch(base, records);
         let path = log_path(&self.dir, self.active_base);
-        let written = self
-            .active
-            .write_all_at(&bytes, self.active_len)
+        let written = faults::check(faults::Op::Write, &path)
+            .and_then(|()| self.active.write_all_at(&bytes, self.active_len))
             .map_err(io_err("write", &path))
-            .and_then(|()| self.active.sync_data().map_err(io_err("fdatasync", &path)));
+            .and_then(|()| {
+                faults::check(faults::Op::Sync, &path)
+                    .and_then(|()| self.active.sync_data())
+                    .map_err(io_err("fdatasync", &path))
+            });
         if let Err(e) = written {
             tracing::error!(error = %e, "metadata log write failed: no more metadata changes until a restart");
             self.poisoned = Some(e.to_string());
