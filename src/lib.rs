@@ -12,8 +12,10 @@
 //!
 //! - Every partition has exactly one owning shard, a pure function of (topic, partition,
 //!   shard count). Only that shard's executor touches its log.
-//! - The topic catalog is written only by the controller on shard 0; every shard holds a
-//!   read-only cache that the controller updates by message before it answers.
+//! - The metadata (topics, partitions, configs) is written only by the controller on shard 0,
+//!   to the metadata log on the blocking pool; every shard holds a read-only cache of the
+//!   topics that the controller updates by message, once the change is durable, before it
+//!   answers.
 //! - Nothing mutable is shared between cores on the data path. Cross-thread state is confined
 //!   to `server` (start-up rendezvous, stop/drain/flush-failed flags, the broker-wide
 //!   connection count at accept); fetch responses carry read-only handles to immutable segment

@@ -101,7 +101,7 @@ fn serve(config: Config) -> Result<(), String> {
     // The marker says the last stop flushed everything; it is removed before serving, so a
     // crash from here on leaves none and the next start recovers.
     let mut config = config;
-    let fresh = !storage::catalog::exists(&config.data_dir);
+    let fresh = !storage::metadata::exists(&config.data_dir);
     config.recover_on_start = !storage::catalog::take_clean_shutdown_marker(&config.data_dir)
         .map_err(|e| format!("cannot read the clean-shutdown marker: {e}"))?
         && !fresh;
@@ -118,9 +118,14 @@ fn serve(config: Config) -> Result<(), String> {
             "committed offsets re-homed after a shard count change"
         );
     }
-    let catalog = storage::catalog::load(&config.data_dir).map_err(|e| {
+    let metadata = storage::metadata::load(
+        &config.data_dir,
+        config.node_id,
+        storage::metadata::SNAPSHOT_EVERY_RECORDS,
+    )
+    .map_err(|e| {
         format!(
-            "cannot read the catalog in {}: {e}",
+            "cannot load the metadata in {}: {e}",
             config.data_dir.display()
         )
     })?;
@@ -136,7 +141,7 @@ fn serve(config: Config) -> Result<(), String> {
     }
     let runner = std::thread::Builder::new()
         .name("spate-shards".into())
-        .spawn(move || server::run(config, catalog))
+        .spawn(move || server::run(config, metadata.catalog, metadata.store))
         .map_err(|e| format!("cannot start the shards: {e}"))?;
     let timeout = libc::timespec {
         tv_sec: 0,

@@ -30,6 +30,7 @@ use crate::router::{Envelope, Router};
 use crate::shard::Shard;
 use crate::shard::calls::ShardMessage;
 use crate::storage::catalog::CatalogData;
+use crate::storage::metadata::MetadataStore;
 
 /// Set once by the signal handling thread; read by every shard's ticker.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -83,16 +84,23 @@ impl<T: Clone> Gate<T> {
 }
 
 /// Runs the broker until a stop signal; returns an error if any shard failed to start.
-pub fn run(config: Config, catalog: CatalogData) -> anyhow::Result<()> {
+/// `catalog` is every shard's starting view; `store` goes to the controller's shard.
+pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow::Result<()> {
     let n = config.shards;
     let mesh: MeshBuilder<Envelope<ShardMessage>, _> =
         MeshBuilder::full(n, config.router_channel_len);
     let ready: Arc<Gate<Result<(), String>>> = Arc::new(Gate::new(n));
     let peers: Arc<Gate<usize>> = Arc::new(Gate::new(n));
     let mut threads = Vec::with_capacity(n);
+    let mut store = Some(store);
     for shard_id in 0..n {
         let config = config.clone();
         let catalog = catalog.clone();
+        let store = if shard_id == crate::placement::CONTROLLER_SHARD {
+            store.take()
+        } else {
+            None
+        };
         let mesh = mesh.clone();
         let ready = ready.clone();
         let peers = peers.clone();
@@ -118,7 +126,9 @@ pub fn run(config: Config, catalog: CatalogData) -> anyhow::Result<()> {
                         return Err(msg);
                     }
                 };
-                executor.run(shard_main(shard_id, config, catalog, mesh, ready, peers))
+                executor.run(shard_main(
+                    shard_id, config, catalog, store, mesh, ready, peers,
+                ))
             })?;
         threads.push(handle);
     }
@@ -144,6 +154,7 @@ async fn shard_main(
     shard_id: usize,
     config: Config,
     catalog: CatalogData,
+    store: Option<MetadataStore>,
     mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,
     peers: Arc<Gate<usize>>,
@@ -205,6 +216,9 @@ async fn shard_main(
         router,
         groups,
     ));
+    if let (Some(controller), Some(store)) = (&shard.controller, store) {
+        controller.install(store);
+    }
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
     for topic in &catalog.topics {

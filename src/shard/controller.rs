@@ -1,14 +1,21 @@
-//! The controller: the one writer of the topic catalog.
+//! The controller: the one writer of the cluster metadata.
 //!
 //! Lives on: shard 0 ([`crate::placement::CONTROLLER_SHARD`]). Other shards reach it through
-//! the router. A change goes: validate -> write `catalog.json` atomically -> tell every shard
-//! (each caches the topic and opens or deletes the partitions it owns) -> answer. Changes are
-//! serialised by a local semaphore (metadata path only, never the data path), so an
-//! auto-creation that races a creation of the same topic waits for it and then finds it.
+//! the router. A change goes: validate against the metadata image -> build its metadata
+//! records -> append them to the metadata store and fdatasync, on glommio's blocking pool ->
+//! tell every shard (each caches the topic and opens or deletes the partitions it owns) ->
+//! answer. So a change is answered only once its records are durable, and once a client sees
+//! a topic, every shard knows it. Changes are serialised by a local semaphore (metadata path
+//! only, never the data path), so an auto-creation that races a creation of the same topic
+//! waits for it and then finds it.
+//!
+//! The store is moved onto the blocking pool for each append and moved back when it is
+//! done; the semaphore guarantees no one looks for it in between. In the cluster issue this
+//! is where the records go to Raft instead: propose the batch, and apply it to the image and
+//! the shards once it is committed.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use glommio::sync::Semaphore;
@@ -18,7 +25,10 @@ use crate::shard::Shard;
 use crate::shard::calls::{
     AlterTopicConfig, Call, CreateTopic, TopicConfigChanged, TopicCreated, TopicDeleted,
 };
-use crate::storage::catalog::{self, CatalogData, TopicMeta};
+use crate::storage::catalog::{self, TopicMeta};
+use crate::storage::metadata::image::{config_change_records, create_topic_records};
+use crate::storage::metadata::record::{MetadataRecord, RemoveTopicRecord};
+use crate::storage::metadata::{MetadataError, MetadataStore};
 
 /// A shard that could not be told of a change is stopping (the router is only closed then).
 fn stopping(_: crate::router::RouterError) -> &'static str {
@@ -29,30 +39,63 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
 pub struct Controller {
-    data_dir: PathBuf,
-    cluster_id: String,
-    topics: RefCell<BTreeMap<String, TopicMeta>>,
+    /// This broker's node id: it holds every replica and leads every partition.
+    node_id: i32,
+    /// The metadata store; None while an append runs on the blocking pool, and before
+    /// start-up installs it.
+    store: RefCell<Option<MetadataStore>>,
     changes: Semaphore,
 }
 
 impl Controller {
-    pub fn new(data_dir: PathBuf, cluster_id: String, topics: Vec<TopicMeta>) -> Controller {
+    pub fn new(node_id: i32) -> Controller {
         Controller {
-            data_dir,
-            cluster_id,
-            topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
+            node_id,
+            store: RefCell::new(None),
             changes: Semaphore::new(1),
         }
     }
 
-    fn persist(&self) -> Result<(), KafkaError> {
-        let data = CatalogData {
-            cluster_id: self.cluster_id.clone(),
-            topics: self.topics.borrow().values().cloned().collect(),
-        };
-        catalog::store(&self.data_dir, &data).map_err(|e| {
-            tracing::error!(error = %e, "could not write the topic catalog");
-            KafkaError::Storage(format!("catalog write failed: {e}"))
+    /// Hands the controller the store that start-up opened.
+    pub fn install(&self, store: MetadataStore) {
+        *self.store.borrow_mut() = Some(store);
+    }
+
+    fn unavailable() -> KafkaError {
+        KafkaError::Storage("the metadata store is not available".to_string())
+    }
+
+    /// The topic as the metadata image has it.
+    fn topic(&self, name: &str) -> Result<Option<TopicMeta>, KafkaError> {
+        let store = self.store.borrow();
+        let store = store.as_ref().ok_or_else(Self::unavailable)?;
+        Ok(store.image().topic_meta(name))
+    }
+
+    /// Appends `records` as one batch and waits until they are durable. The write and the
+    /// fdatasync run on the blocking pool, never on this executor.
+    async fn persist(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
+        let mut store = self
+            .store
+            .borrow_mut()
+            .take()
+            .ok_or_else(Self::unavailable)?;
+        let (store, appended) = glommio::executor()
+            .spawn_blocking(move || {
+                let appended = store.append(&records);
+                (store, appended)
+            })
+            .await;
+        *self.store.borrow_mut() = Some(store);
+        appended.map(drop).map_err(|e| {
+            tracing::error!(error = %e, "could not write the metadata log");
+            match e {
+                // The controller builds records from the image it checked: this is a bug.
+                MetadataError::Refused(why) => {
+                    KafkaError::InvalidRequest(format!("metadata change refused: {why}"))
+                }
+                other => KafkaError::Storage(format!("metadata write failed: {other}")),
+            }
         })
     }
 
@@ -118,7 +161,13 @@ impl Controller {
         let _permit = self.changes.acquire_permit(1).await;
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
-            let existing = self.topics.borrow().get(&spec.name).cloned();
+            let existing = match self.topic(&spec.name) {
+                Ok(t) => t,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
             if let Some(meta) = existing {
                 out.push(if spec.if_not_exists {
                     Ok(meta)
@@ -138,11 +187,10 @@ impl Controller {
                 out.push(Ok(meta));
                 continue;
             }
-            self.topics
-                .borrow_mut()
-                .insert(meta.name.clone(), meta.clone());
-            if let Err(e) = self.persist() {
-                self.topics.borrow_mut().remove(&meta.name);
+            if let Err(e) = self
+                .persist(create_topic_records(&meta, self.node_id))
+                .await
+            {
                 out.push(Err(e));
                 continue;
             }
@@ -161,13 +209,21 @@ impl Controller {
         let _permit = self.changes.acquire_permit(1).await;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let removed = self.topics.borrow_mut().remove(&name);
-            let Some(meta) = removed else {
-                out.push(Err(KafkaError::UnknownTopicOrPartition));
-                continue;
+            let meta = match self.topic(&name) {
+                Ok(Some(meta)) => meta,
+                Ok(None) => {
+                    out.push(Err(KafkaError::UnknownTopicOrPartition));
+                    continue;
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
             };
-            if let Err(e) = self.persist() {
-                self.topics.borrow_mut().insert(name, meta);
+            let remove = MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                topic_id: meta.topic_id,
+            });
+            if let Err(e) = self.persist(vec![remove]).await {
                 out.push(Err(e));
                 continue;
             }
@@ -179,9 +235,10 @@ impl Controller {
     }
 
     /// Changes topic configs: each change is applied to the topic's current configs (or to
-    /// none, with `replace`), validated as a whole, persisted and then sent to every shard,
-    /// which applies the new segment settings to its open logs. Retention, flush and size
-    /// settings are read from the catalog cache, so they apply from the next pass or produce.
+    /// none, with `replace`), validated as a whole, persisted (one config record per key set
+    /// or removed) and then sent to every shard, which applies the new segment settings to
+    /// its open logs. Retention, flush and size settings are read from the catalog cache, so
+    /// they apply from the next pass or produce.
     pub async fn alter_topic_configs(
         &self,
         shard: &Rc<Shard>,
@@ -191,10 +248,16 @@ impl Controller {
         let _permit = self.changes.acquire_permit(1).await;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
-            let existing = self.topics.borrow().get(&change.topic).cloned();
-            let Some(old) = existing else {
-                out.push(Err(KafkaError::UnknownTopicOrPartition));
-                continue;
+            let old = match self.topic(&change.topic) {
+                Ok(Some(old)) => old,
+                Ok(None) => {
+                    out.push(Err(KafkaError::UnknownTopicOrPartition));
+                    continue;
+                }
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
             };
             let configs = match apply_config_ops(&old.configs, &change) {
                 Ok(c) => c,
@@ -207,15 +270,9 @@ impl Controller {
                 out.push(Ok(()));
                 continue;
             }
-            let meta = TopicMeta {
-                configs,
-                ..old.clone()
-            };
-            self.topics
-                .borrow_mut()
-                .insert(meta.name.clone(), meta.clone());
-            if let Err(e) = self.persist() {
-                self.topics.borrow_mut().insert(old.name.clone(), old);
+            let records = config_change_records(&old.name, &old.configs, &configs);
+            let meta = TopicMeta { configs, ..old };
+            if let Err(e) = self.persist(records).await {
                 out.push(Err(e));
                 continue;
             }

@@ -25,7 +25,9 @@ use crate::group::coordinator::GroupCoordinator;
 use crate::protocol::batch::ProducedBatch;
 use crate::router::Router;
 use crate::storage::catalog::TopicMeta;
-use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention};
+use crate::storage::log::{
+    FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention, partition_dir,
+};
 use crate::storage::segment::Recovered;
 use calls::{Answers, FetchItem, FlushItem, ProduceItem, ProduceOutcome, ShardMessage};
 
@@ -191,9 +193,8 @@ impl Shard {
         router: Router<ShardMessage>,
         groups: GroupCoordinator,
     ) -> Shard {
-        let controller = (id == crate::placement::CONTROLLER_SHARD).then(|| {
-            controller::Controller::new(config.data_dir.clone(), cluster_id.clone(), topics.clone())
-        });
+        let controller = (id == crate::placement::CONTROLLER_SHARD)
+            .then(|| controller::Controller::new(config.node_id));
         Shard {
             id,
             inflight: Rc::new(glommio::sync::Semaphore::new(
@@ -468,15 +469,34 @@ impl Shard {
             let keys: Vec<_> = logs.keys().filter(|(t, _)| *t == name).cloned().collect();
             keys.iter().filter_map(|k| logs.remove(k)).collect()
         };
-        let mut result = Ok(());
-        for log in doomed {
-            let (t, p) = (log.topic.clone(), log.partition);
-            if let Err(e) = log.delete() {
-                tracing::error!(topic = %t, partition = p, error = %e, "could not delete partition files");
-                result = Err(KafkaError::Storage(e.to_string()));
-            }
-        }
+        // The logs close here; their directories are removed on the blocking pool, since
+        // unlinking a partition's files can wait on the disk. The reply waits for the removal,
+        // so a topic created again under this name starts empty.
+        let dirs: Vec<(i32, std::path::PathBuf)> = doomed
+            .into_iter()
+            .map(|log| {
+                let p = log.partition;
+                drop(log);
+                (p, partition_dir(&self.config.data_dir, &name, p))
+            })
+            .collect();
         self.wake_all_fetches();
+        let failed = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.into_iter()
+                    .filter_map(|(p, dir)| {
+                        std::fs::remove_dir_all(&dir)
+                            .err()
+                            .map(|e| (p, e.to_string()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let mut result = Ok(());
+        for (p, e) in failed {
+            tracing::error!(topic = %name, partition = p, error = %e, "could not delete partition files");
+            result = Err(KafkaError::Storage(e));
+        }
         result
     }
 

@@ -1,21 +1,19 @@
-//! The topic catalog: which topics exist, their ids, partition counts and configs.
+//! The topic catalog's vocabulary: a topic as the rest of the broker sees it ([`TopicMeta`]),
+//! and the checks a topic's name and configs must pass.
 //!
-//! Lives on: the authoritative copy is the controller's (shard 0), which alone writes
-//! `catalog.json`; every shard keeps a read-only cache that the controller updates through
-//! the router. Writes are atomic: a temporary file is written, fsync'd and renamed over the
-//! old one, and the directory is fsync'd.
+//! Lives on: the authoritative copy is the metadata store's image
+//! ([`super::metadata`]), which the controller (shard 0) alone changes; every shard keeps a
+//! read-only cache of `TopicMeta`s that the controller updates through the router.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::KafkaError;
-
-const CATALOG_FILE: &str = "catalog.json";
 
 /// Topic-level settings this broker understands, checked when a topic is created.
 pub const TOPIC_CONFIGS: &[&str] = &[
@@ -56,6 +54,8 @@ impl TopicMeta {
     }
 }
 
+/// The catalog as start-up hands it to the shards; also the layout of the `catalog.json` of
+/// older versions, which [`super::metadata::load`] migrates.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CatalogData {
     pub cluster_id: String,
@@ -73,6 +73,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
     if name == "." || name == ".." {
         return Err(KafkaError::InvalidTopic(format!(
             "'{name}' is not a topic name"
+        )));
+    }
+    // Partition 0 of this topic would live in the metadata store's directory.
+    if name == super::metadata::store::METADATA_TOPIC {
+        return Err(KafkaError::InvalidTopic(format!(
+            "'{name}' is reserved for the cluster metadata log"
         )));
     }
     if let Some(c) = name
@@ -163,50 +169,6 @@ pub fn write_clean_shutdown_marker(data_dir: &Path) -> io::Result<()> {
     fs::File::open(data_dir)?.sync_all()
 }
 
-fn catalog_path(data_dir: &Path) -> PathBuf {
-    data_dir.join(CATALOG_FILE)
-}
-
-/// Whether the data dir already holds a catalog (it is not a first start).
-pub fn exists(data_dir: &Path) -> bool {
-    catalog_path(data_dir).exists()
-}
-
-/// Loads the catalog, or makes a new one (with a fresh cluster id) for an empty data dir.
-pub fn load(data_dir: &Path) -> io::Result<CatalogData> {
-    let path = catalog_path(data_dir);
-    match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{} is not a valid catalog: {e}", path.display()),
-            )
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let data = CatalogData {
-                cluster_id: Uuid::new_v4().simple().to_string(),
-                topics: Vec::new(),
-            };
-            store(data_dir, &data)?;
-            Ok(data)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Replaces the catalog atomically.
-pub fn store(data_dir: &Path, data: &CatalogData) -> io::Result<()> {
-    let path = catalog_path(data_dir);
-    let tmp = data_dir.join(format!("{CATALOG_FILE}.tmp"));
-    let bytes = serde_json::to_vec_pretty(data).map_err(io::Error::other)?;
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, &path)?;
-    fs::File::open(data_dir)?.sync_all()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,7 +176,15 @@ mod tests {
     #[test]
     fn topic_names() {
         assert!(validate_topic_name("orders.v1_x-2").is_ok());
-        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a b",
+            &"x".repeat(250),
+            "__cluster_metadata",
+        ] {
             assert_eq!(validate_topic_name(bad).unwrap_err().code(), 17, "{bad}");
         }
     }
@@ -229,22 +199,5 @@ mod tests {
         assert!(validate_configs(&c).is_ok());
         c.insert("cleanup.policy".to_string(), "compact".to_string());
         assert_eq!(validate_configs(&c).unwrap_err().code(), 40);
-    }
-
-    #[test]
-    fn round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut data = load(dir.path()).unwrap();
-        assert!(data.topics.is_empty());
-        data.topics.push(TopicMeta {
-            name: "t".into(),
-            topic_id: Uuid::new_v4(),
-            partitions: 3,
-            configs: BTreeMap::new(),
-        });
-        store(dir.path(), &data).unwrap();
-        let back = load(dir.path()).unwrap();
-        assert_eq!(back.cluster_id, data.cluster_id);
-        assert_eq!(back.topics, data.topics);
     }
 }

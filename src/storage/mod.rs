@@ -1,13 +1,16 @@
-//! Per-partition logs and the persisted topic catalog.
+//! Per-partition logs and the metadata store.
 //!
 //! Lives on: a [`log::PartitionLog`] is owned by the shard that owns its partition and is only
-//! touched by that shard's executor. The catalog file is written only by the controller
-//! (shard 0) and read by everyone at start-up.
+//! touched by that shard's executor. The metadata store ([`metadata`]) is written only by the
+//! controller (shard 0), on the blocking pool, and read at start-up.
 //!
 //! On disk, under the data dir:
 //!
 //! ```text
-//! catalog.json                     cluster id and topics (name, id, partitions, configs)
+//! meta.properties                  the cluster id
+//! __cluster_metadata-0/            metadata log: topics, partitions, configs (see metadata/)
+//!     00000000000000000000.log     batches of metadata records
+//!     00000000000000000000.snapshot  the metadata image as of that offset
 //! <topic>-<partition>/
 //!     00000000000000000000.log     record batches, exactly as on the wire, base offsets set
 //!     00000000000000000000.index   sparse offset index: (offset - base u32, position u32) BE
@@ -20,4 +23,5 @@
 pub mod catalog;
 pub mod io;
 pub mod log;
+pub mod metadata;
 pub mod segment;

@@ -1,0 +1,404 @@
+//! The metadata image: what the records say, applied in order. Pure: no I/O, no clock.
+//!
+//! The image is what the broker serves from (through [`TopicMeta`]s) and what a snapshot
+//! writes down (as the records that rebuild it, [`MetadataImage::to_records`]). Applying a
+//! record that does not fit the image (a partition of a topic that does not exist, a second
+//! topic of the same name) is an error: the controller never writes one, so in a log it means
+//! corruption or a bug, and replay stops there rather than guess.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::record::{
+    ConfigRecord, ConfigResource, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord,
+};
+use crate::storage::catalog::TopicMeta;
+
+/// One topic and its partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionRecord>,
+}
+
+/// Topics, partitions and configs, as of the last record applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    topics: BTreeMap<Uuid, TopicImage>,
+    ids_by_name: BTreeMap<String, Uuid>,
+    configs: BTreeMap<(ConfigResource, String), BTreeMap<String, String>>,
+}
+
+/// A record that does not fit the image it is applied to.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("topic '{name}' already exists")]
+    TopicNameTaken { name: String },
+    #[error("topic id {topic_id} already exists")]
+    TopicIdTaken { topic_id: Uuid },
+    #[error("no topic with id {topic_id}")]
+    UnknownTopicId { topic_id: Uuid },
+    #[error("no topic named '{name}' for a config record")]
+    UnknownTopicName { name: String },
+    #[error("partition {partition} of topic {topic_id} is negative")]
+    NegativePartition { topic_id: Uuid, partition: i32 },
+}
+
+impl MetadataImage {
+    /// Applies one record; on error the image is unchanged.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ImageError> {
+        match record {
+            MetadataRecord::Topic(TopicRecord { name, topic_id }) => {
+                if self.ids_by_name.contains_key(name) {
+                    return Err(ImageError::TopicNameTaken { name: name.clone() });
+                }
+                if self.topics.contains_key(topic_id) {
+                    return Err(ImageError::TopicIdTaken {
+                        topic_id: *topic_id,
+                    });
+                }
+                self.ids_by_name.insert(name.clone(), *topic_id);
+                self.topics.insert(
+                    *topic_id,
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                    },
+                );
+            }
+            MetadataRecord::Partition(p) => {
+                if p.partition < 0 {
+                    return Err(ImageError::NegativePartition {
+                        topic_id: p.topic_id,
+                        partition: p.partition,
+                    });
+                }
+                let topic = self
+                    .topics
+                    .get_mut(&p.topic_id)
+                    .ok_or(ImageError::UnknownTopicId {
+                        topic_id: p.topic_id,
+                    })?;
+                topic.partitions.insert(p.partition, p.clone());
+            }
+            MetadataRecord::Config(c) => {
+                if c.resource_type == ConfigResource::Topic
+                    && !self.ids_by_name.contains_key(&c.resource_name)
+                {
+                    return Err(ImageError::UnknownTopicName {
+                        name: c.resource_name.clone(),
+                    });
+                }
+                let key = (c.resource_type, c.resource_name.clone());
+                match &c.value {
+                    Some(v) => {
+                        self.configs
+                            .entry(key)
+                            .or_default()
+                            .insert(c.name.clone(), v.clone());
+                    }
+                    None => {
+                        if let Some(map) = self.configs.get_mut(&key) {
+                            map.remove(&c.name);
+                            if map.is_empty() {
+                                self.configs.remove(&key);
+                            }
+                        }
+                    }
+                }
+            }
+            MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id }) => {
+                let topic = self
+                    .topics
+                    .remove(topic_id)
+                    .ok_or(ImageError::UnknownTopicId {
+                        topic_id: *topic_id,
+                    })?;
+                self.ids_by_name.remove(&topic.name);
+                // A topic created later under the same name starts from the defaults.
+                self.configs
+                    .remove(&(ConfigResource::Topic, topic.name.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies records in order, all or none: on error the image is unchanged.
+    pub fn apply_all<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a MetadataRecord>,
+    ) -> Result<(), ImageError> {
+        let mut next = self.clone();
+        for r in records {
+            next.apply(r)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    pub fn topic_id(&self, name: &str) -> Option<Uuid> {
+        self.ids_by_name.get(name).copied()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(self.ids_by_name.get(name)?)
+    }
+
+    pub fn configs(
+        &self,
+        resource: ConfigResource,
+        name: &str,
+    ) -> Option<&BTreeMap<String, String>> {
+        self.configs.get(&(resource, name.to_string()))
+    }
+
+    /// The topic as the rest of the broker sees it. Its partition count is the number of its
+    /// partition records: the controller writes partitions 0..n, so they are contiguous.
+    pub fn topic_meta(&self, name: &str) -> Option<TopicMeta> {
+        let topic = self.topic(name)?;
+        Some(TopicMeta {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id,
+            partitions: i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
+            configs: self
+                .configs(ConfigResource::Topic, name)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every topic, by name.
+    pub fn topic_metas(&self) -> Vec<TopicMeta> {
+        self.ids_by_name
+            .keys()
+            .filter_map(|name| self.topic_meta(name))
+            .collect()
+    }
+
+    /// Records that rebuild this image from an empty one: each topic with its partitions,
+    /// then every config (topic configs need their topic to exist first).
+    pub fn to_records(&self) -> Vec<MetadataRecord> {
+        let mut out = Vec::new();
+        for (name, id) in &self.ids_by_name {
+            let Some(topic) = self.topics.get(id) else {
+                continue;
+            };
+            out.push(MetadataRecord::Topic(TopicRecord {
+                name: name.clone(),
+                topic_id: *id,
+            }));
+            out.extend(
+                topic
+                    .partitions
+                    .values()
+                    .map(|p| MetadataRecord::Partition(p.clone())),
+            );
+        }
+        for ((resource_type, resource_name), map) in &self.configs {
+            for (k, v) in map {
+                out.push(MetadataRecord::Config(ConfigRecord {
+                    resource_type: *resource_type,
+                    resource_name: resource_name.clone(),
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                }));
+            }
+        }
+        out
+    }
+}
+
+/// The records that create `meta` on a single node (`node_id` holds every replica and leads).
+pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecord> {
+    let mut out = Vec::with_capacity(1 + meta.partitions.max(0) as usize + meta.configs.len());
+    out.push(MetadataRecord::Topic(TopicRecord {
+        name: meta.name.clone(),
+        topic_id: meta.topic_id,
+    }));
+    out.extend((0..meta.partitions).map(|partition| {
+        MetadataRecord::Partition(PartitionRecord {
+            topic_id: meta.topic_id,
+            partition,
+            replicas: vec![node_id],
+            isr: vec![node_id],
+            leader: node_id,
+            leader_epoch: 0,
+        })
+    }));
+    out.extend(meta.configs.iter().map(|(k, v)| {
+        MetadataRecord::Config(ConfigRecord {
+            resource_type: ConfigResource::Topic,
+            resource_name: meta.name.clone(),
+            name: k.clone(),
+            value: Some(v.clone()),
+        })
+    }));
+    out
+}
+
+/// The config records that turn topic `name`'s configs from `old` into `new`: a set for every
+/// key that is new or changed, a removal for every key that is gone.
+pub fn config_change_records(
+    name: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let record = |k: &String, value: Option<&String>| {
+        MetadataRecord::Config(ConfigRecord {
+            resource_type: ConfigResource::Topic,
+            resource_name: name.to_string(),
+            name: k.clone(),
+            value: value.cloned(),
+        })
+    };
+    let set = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, v)| record(k, Some(v)));
+    let removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(|k| record(k, None));
+    set.chain(removed).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(name: &str, id: u128, partitions: i32, configs: &[(&str, &str)]) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            topic_id: Uuid::from_u128(id),
+            partitions,
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn image_of(records: &[MetadataRecord]) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image.apply_all(records).unwrap();
+        image
+    }
+
+    #[test]
+    fn create_alter_delete() {
+        let a = meta("a", 1, 3, &[("retention.ms", "1000")]);
+        let b = meta("b", 2, 1, &[]);
+        let mut image = image_of(&create_topic_records(&a, 7));
+        image.apply_all(&create_topic_records(&b, 7)).unwrap();
+        assert_eq!(image.topic_metas(), vec![a.clone(), b.clone()]);
+        let p = &image.topic("a").unwrap().partitions[&2];
+        assert_eq!(
+            (p.leader, &p.replicas, &p.isr, p.leader_epoch),
+            (7, &vec![7], &vec![7], 0)
+        );
+
+        let altered = meta("a", 1, 3, &[("segment.bytes", "2048")]);
+        let change = config_change_records("a", &a.configs, &altered.configs);
+        assert_eq!(change.len(), 2, "one set, one removal: {change:?}");
+        image.apply_all(&change).unwrap();
+        assert_eq!(image.topic_meta("a"), Some(altered));
+
+        image
+            .apply(&MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                topic_id: a.topic_id,
+            }))
+            .unwrap();
+        assert_eq!(image.topic_metas(), vec![b]);
+        // A new topic of the same name does not inherit the old one's configs.
+        let again = meta("a", 3, 1, &[]);
+        image.apply_all(&create_topic_records(&again, 7)).unwrap();
+        assert_eq!(image.topic_meta("a"), Some(again));
+    }
+
+    #[test]
+    fn records_that_do_not_fit_are_refused_and_change_nothing() {
+        let a = meta("a", 1, 2, &[]);
+        let mut image = image_of(&create_topic_records(&a, 1));
+        let before = image.clone();
+        let bad = [
+            (
+                create_topic_records(&meta("a", 9, 1, &[]), 1),
+                ImageError::TopicNameTaken { name: "a".into() },
+            ),
+            (
+                create_topic_records(&meta("z", 1, 1, &[]), 1),
+                ImageError::TopicIdTaken {
+                    topic_id: Uuid::from_u128(1),
+                },
+            ),
+            (
+                vec![MetadataRecord::RemoveTopic(RemoveTopicRecord {
+                    topic_id: Uuid::from_u128(5),
+                })],
+                ImageError::UnknownTopicId {
+                    topic_id: Uuid::from_u128(5),
+                },
+            ),
+            (
+                config_change_records("nope", &BTreeMap::new(), &a_config()),
+                ImageError::UnknownTopicName {
+                    name: "nope".into(),
+                },
+            ),
+            (
+                // The topic is created, then a bad partition: the whole batch is refused.
+                {
+                    let mut r = create_topic_records(&meta("c", 4, 1, &[]), 1);
+                    r.push(MetadataRecord::Partition(PartitionRecord {
+                        topic_id: Uuid::from_u128(4),
+                        partition: -1,
+                        replicas: vec![],
+                        isr: vec![],
+                        leader: 1,
+                        leader_epoch: 0,
+                    }));
+                    r
+                },
+                ImageError::NegativePartition {
+                    topic_id: Uuid::from_u128(4),
+                    partition: -1,
+                },
+            ),
+        ];
+        for (records, expected) in bad {
+            assert_eq!(image.apply_all(&records).unwrap_err(), expected);
+            assert_eq!(image, before);
+        }
+    }
+
+    fn a_config() -> BTreeMap<String, String> {
+        [("flush.ms".to_string(), "5".to_string())].into()
+    }
+
+    #[test]
+    fn to_records_rebuilds_the_image() {
+        let mut image = image_of(&create_topic_records(
+            &meta("a", 1, 4, &[("flush.ms", "5")]),
+            1,
+        ));
+        image
+            .apply_all(&create_topic_records(&meta("b", 2, 2, &[]), 1))
+            .unwrap();
+        image
+            .apply(&MetadataRecord::Config(ConfigRecord {
+                resource_type: ConfigResource::Broker,
+                resource_name: "1".into(),
+                name: "log.retention.ms".into(),
+                value: Some("9".into()),
+            }))
+            .unwrap();
+        assert_eq!(image_of(&image.to_records()), image);
+        assert_eq!(
+            image_of(&MetadataImage::default().to_records()),
+            MetadataImage::default()
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The metadata records: a closed, versioned set of typed changes to the cluster's metadata.
+//!
+//! Every change to topics, partitions or configs is one or more of these records. The same
+//! records are the local log's contents, the snapshot's contents, and (in the cluster issue)
+//! the payload of the Raft entries, so their encoding is stable: a record is
+//! `[type id: u16 BE][version: u16 BE][payload]`, where the payload is the JSON form of that
+//! type's struct at that version. The type id and version are binary so that a reader picks
+//! the decoder before it looks at the payload; the payload is JSON so that a later version can
+//! add an optional field (`#[serde(default)]`) without a new decoder, and so that a log can be
+//! read by eye when something goes wrong.
+//!
+//! Type ids are never reused. Those of records that later issues add are reserved in
+//! [`RESERVED_TYPES`]; decoding a reserved or unknown id, or a version newer than this build
+//! knows, is an error that names it, never a panic and never a silent skip (skipping a record
+//! would silently lose metadata).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Type ids of the records this build knows.
+pub const TYPE_TOPIC: u16 = 1;
+pub const TYPE_PARTITION: u16 = 2;
+pub const TYPE_CONFIG: u16 = 3;
+pub const TYPE_REMOVE_TOPIC: u16 = 4;
+
+/// Type ids kept for records that later issues add, with the record each is for. A log that
+/// holds one of them was written by a newer build; this one refuses to read it.
+pub const RESERVED_TYPES: &[(u16, &str)] = &[
+    (
+        5,
+        "PartitionChangeRecord (leader, ISR or replica changes of one partition)",
+    ),
+    (6, "AccessControlEntryRecord (an ACL)"),
+    (7, "RemoveAccessControlEntryRecord"),
+    (8, "UserScramCredentialRecord (a SCRAM credential)"),
+    (9, "RemoveUserScramCredentialRecord"),
+    (10, "ClientQuotaRecord (a client quota, set or removed)"),
+    (11, "ProducerIdsRecord (the next block of producer ids)"),
+    (12, "RegisterBrokerRecord (a broker's registration)"),
+    (13, "UnregisterBrokerRecord"),
+    (14, "FeatureLevelRecord (the metadata version in force)"),
+];
+
+/// Latest version of each record this build writes (and the newest it reads).
+const VERSION: u16 = 0;
+
+/// Largest record payload accepted when decoding, so a garbled length cannot make the decoder
+/// allocate without bound (a batch's CRC has already been checked, so this is a second line).
+pub const RECORD_PAYLOAD_MAX: usize = 1 << 20;
+
+/// Kafka's config resource types, by their wire numbers (`DescribeConfigs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "i8", try_from = "i8")]
+pub enum ConfigResource {
+    Topic,
+    Broker,
+}
+
+impl From<ConfigResource> for i8 {
+    fn from(r: ConfigResource) -> i8 {
+        match r {
+            ConfigResource::Topic => 2,
+            ConfigResource::Broker => 4,
+        }
+    }
+}
+
+impl TryFrom<i8> for ConfigResource {
+    type Error = String;
+    fn try_from(v: i8) -> Result<ConfigResource, String> {
+        match v {
+            2 => Ok(ConfigResource::Topic),
+            4 => Ok(ConfigResource::Broker),
+            other => Err(format!("unknown config resource type {other}")),
+        }
+    }
+}
+
+/// A topic was created. Its partitions follow as [`PartitionRecord`]s, its configs as
+/// [`ConfigRecord`]s, in the same batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub topic_id: Uuid,
+}
+
+/// A partition and its replica assignment. On one node: replicas and ISR are `[node id]`, the
+/// leader is the node, the leader epoch 0. A record for a partition that exists replaces it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
+/// One config key of one resource set to a value, or removed (`value: None`, back to the
+/// default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub resource_type: ConfigResource,
+    pub resource_name: String,
+    pub name: String,
+    pub value: Option<String>,
+}
+
+/// A topic was deleted, with its partitions and its configs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveTopicRecord {
+    pub topic_id: Uuid,
+}
+
+/// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetadataRecord {
+    Topic(TopicRecord),
+    Partition(PartitionRecord),
+    Config(ConfigRecord),
+    RemoveTopic(RemoveTopicRecord),
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("metadata record is {len} bytes, shorter than its 4-byte type and version header")]
+    Short { len: usize },
+    #[error(
+        "metadata record type {type_id} is reserved for {what}, which this build does not support \
+         (the log was written by a newer Spate)"
+    )]
+    Reserved { type_id: u16, what: &'static str },
+    #[error("unknown metadata record type {type_id}")]
+    UnknownType { type_id: u16 },
+    #[error(
+        "metadata record type {type_id} has version {version}; this build reads up to {VERSION}"
+    )]
+    UnsupportedVersion { type_id: u16, version: u16 },
+    #[error("metadata record payload of {len} bytes is over {RECORD_PAYLOAD_MAX}")]
+    TooLarge { len: usize },
+    #[error("metadata record type {type_id} has a bad payload: {reason}")]
+    BadPayload { type_id: u16, reason: String },
+}
+
+impl MetadataRecord {
+    pub fn type_id(&self) -> u16 {
+        match self {
+            MetadataRecord::Topic(_) => TYPE_TOPIC,
+            MetadataRecord::Partition(_) => TYPE_PARTITION,
+            MetadataRecord::Config(_) => TYPE_CONFIG,
+            MetadataRecord::RemoveTopic(_) => TYPE_REMOVE_TOPIC,
+        }
+    }
+
+    /// Appends the record's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.type_id().to_be_bytes());
+        out.extend_from_slice(&VERSION.to_be_bytes());
+        // Serializing these plain structs (strings, integers, uuids, a map-free layout) to a
+        // Vec cannot fail: serde_json fails only on maps with non-string keys or on a failing
+        // writer, and neither exists here.
+        let written = match self {
+            MetadataRecord::Topic(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::Partition(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::Config(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::RemoveTopic(r) => serde_json::to_writer(&mut *out, r),
+        };
+        debug_assert!(
+            written.is_ok(),
+            "metadata record did not serialize: {written:?}"
+        );
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes one record (exactly `bytes`, as framed by the batch).
+    pub fn decode(bytes: &[u8]) -> Result<MetadataRecord, RecordError> {
+        if bytes.len() < 4 {
+            return Err(RecordError::Short { len: bytes.len() });
+        }
+        let type_id = u16::from_be_bytes([bytes[0], bytes[1]]);
+        let version = u16::from_be_bytes([bytes[2], bytes[3]]);
+        let payload = &bytes[4..];
+        if let Some((_, what)) = RESERVED_TYPES.iter().find(|(id, _)| *id == type_id) {
+            return Err(RecordError::Reserved { type_id, what });
+        }
+        if !matches!(
+            type_id,
+            TYPE_TOPIC | TYPE_PARTITION | TYPE_CONFIG | TYPE_REMOVE_TOPIC
+        ) {
+            return Err(RecordError::UnknownType { type_id });
+        }
+        if version > VERSION {
+            return Err(RecordError::UnsupportedVersion { type_id, version });
+        }
+        if payload.len() > RECORD_PAYLOAD_MAX {
+            return Err(RecordError::TooLarge { len: payload.len() });
+        }
+        let bad = |e: serde_json::Error| RecordError::BadPayload {
+            type_id,
+            reason: e.to_string(),
+        };
+        Ok(match type_id {
+            TYPE_TOPIC => MetadataRecord::Topic(serde_json::from_slice(payload).map_err(bad)?),
+            TYPE_PARTITION => {
+                MetadataRecord::Partition(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_CONFIG => MetadataRecord::Config(serde_json::from_slice(payload).map_err(bad)?),
+            _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    /// Each record with its exact encoding: a change to either side is a format change, which
+    /// must come with a new version, not a silent edit.
+    fn vectors() -> Vec<(MetadataRecord, &'static str)> {
+        vec![
+            (
+                MetadataRecord::Topic(TopicRecord {
+                    name: "orders".into(),
+                    topic_id: id(1),
+                }),
+                r#"{"name":"orders","topic_id":"00000000-0000-0000-0000-000000000001"}"#,
+            ),
+            (
+                MetadataRecord::Partition(PartitionRecord {
+                    topic_id: id(1),
+                    partition: 7,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                }),
+                r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":7,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0}"#,
+            ),
+            (
+                MetadataRecord::Config(ConfigRecord {
+                    resource_type: ConfigResource::Topic,
+                    resource_name: "orders".into(),
+                    name: "retention.ms".into(),
+                    value: Some("1000".into()),
+                }),
+                r#"{"resource_type":2,"resource_name":"orders","name":"retention.ms","value":"1000"}"#,
+            ),
+            (
+                MetadataRecord::Config(ConfigRecord {
+                    resource_type: ConfigResource::Broker,
+                    resource_name: "1".into(),
+                    name: "segment.ms".into(),
+                    value: None,
+                }),
+                r#"{"resource_type":4,"resource_name":"1","name":"segment.ms","value":null}"#,
+            ),
+            (
+                MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: id(2) }),
+                r#"{"topic_id":"00000000-0000-0000-0000-000000000002"}"#,
+            ),
+        ]
+    }
+
+    fn check(record: &MetadataRecord, payload: &str) {
+        let bytes = record.to_bytes();
+        let mut expected = record.type_id().to_be_bytes().to_vec();
+        expected.extend_from_slice(&VERSION.to_be_bytes());
+        expected.extend_from_slice(payload.as_bytes());
+        assert_eq!(bytes, expected, "encoding of {record:?}");
+        assert_eq!(&MetadataRecord::decode(&bytes).unwrap(), record);
+    }
+
+    #[test]
+    fn every_record_type_round_trips() {
+        let vectors = vectors();
+        let mut types: Vec<u16> = vectors.iter().map(|(r, _)| r.type_id()).collect();
+        types.dedup();
+        assert_eq!(
+            types,
+            [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC],
+            "every record type has a vector"
+        );
+        for (record, payload) in &vectors {
+            check(record, payload);
+        }
+    }
+
+    fn raw(type_id: u16, version: u16, payload: &str) -> Vec<u8> {
+        let mut b = type_id.to_be_bytes().to_vec();
+        b.extend_from_slice(&version.to_be_bytes());
+        b.extend_from_slice(payload.as_bytes());
+        b
+    }
+
+    #[test]
+    fn bad_records_are_clear_errors() {
+        let cases: Vec<(Vec<u8>, RecordError)> = vec![
+            (vec![0, 1], RecordError::Short { len: 2 }),
+            (
+                raw(6, 0, "{}"),
+                RecordError::Reserved {
+                    type_id: 6,
+                    what: RESERVED_TYPES[1].1,
+                },
+            ),
+            (raw(999, 0, "{}"), RecordError::UnknownType { type_id: 999 }),
+            (raw(0, 0, "{}"), RecordError::UnknownType { type_id: 0 }),
+            (
+                raw(TYPE_TOPIC, 1, "{}"),
+                RecordError::UnsupportedVersion {
+                    type_id: TYPE_TOPIC,
+                    version: 1,
+                },
+            ),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(MetadataRecord::decode(&bytes).unwrap_err(), expected);
+        }
+        let err = MetadataRecord::decode(&raw(TYPE_REMOVE_TOPIC, 0, r#"{"topic_id":3}"#));
+        assert!(
+            matches!(
+                err,
+                Err(RecordError::BadPayload {
+                    type_id: TYPE_REMOVE_TOPIC,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        let err = MetadataRecord::decode(&raw(
+            TYPE_CONFIG,
+            0,
+            r#"{"resource_type":3,"resource_name":"x","name":"y","value":null}"#,
+        ));
+        assert!(
+            matches!(err, Err(RecordError::BadPayload { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_ids_are_unique_and_not_in_use() {
+        let mut ids: Vec<u16> = RESERVED_TYPES.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), RESERVED_TYPES.len());
+        for used in [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC] {
+            assert!(
+                !ids.contains(&used),
+                "type {used} is both used and reserved"
+            );
+        }
+    }
+}
