@@ -9,11 +9,10 @@ use super::group_call;
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
-    let shard = &ctx.shard;
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
         let id = g.0.as_str().to_string();
-        let code = match group_call(shard, &id, calls::DeleteGroup { group: id.clone() }).await {
+        let code = match group_call(ctx, &id, calls::DeleteGroup { group: id.clone() }).await {
             Ok(code) => code,
             Err(e) => e.error_code(),
         };

@@ -10,13 +10,12 @@ use super::{group_call, str_bytes};
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     let mut groups = Vec::with_capacity(req.groups.len());
     for g in req.groups {
         let id = g.0.as_str().to_string();
         let out = DescribedGroup::default().with_group_id(g);
-        let answer = group_call(shard, &id, calls::DescribeGroup { group: id.clone() }).await;
+        let answer = group_call(ctx, &id, calls::DescribeGroup { group: id.clone() }).await;
         groups.push(match answer {
             Ok(d) => {
                 let members = d

@@ -9,7 +9,6 @@ use crate::group::state;
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
-    let shard = &ctx.shard;
     let group = req.group_id.0.as_str().to_string();
     let hb = state::HeartbeatRequest {
         member_id: req.member_id.as_str().to_string(),
@@ -17,7 +16,7 @@ pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatRes
         group_instance_id: opt_string(&req.group_instance_id),
     };
     let code = match group_call(
-        shard,
+        ctx,
         &group,
         calls::Heartbeat {
             group: group.clone(),

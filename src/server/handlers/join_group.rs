@@ -12,7 +12,6 @@ use crate::group::state::{self, JoinRequest};
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     let client = &ctx.client;
     let group = req.group_id.0.as_str().to_string();
@@ -52,7 +51,7 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
         req: join,
         require_known_member_id: version >= 4,
     };
-    match group_call(shard, &group, call).await {
+    match group_call(ctx, &group, call).await {
         Ok(r) => respond(r, version),
         _ => fail(ErrorCode::COORDINATOR_NOT_AVAILABLE),
     }

@@ -11,7 +11,6 @@ use crate::group::state::{LeaveRequest, LeavingMember};
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
     let members = if version >= 3 {
@@ -30,7 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupR
     };
     let leave = LeaveRequest { members };
     let r = match group_call(
-        shard,
+        ctx,
         &group,
         calls::LeaveGroup {
             group: group.clone(),

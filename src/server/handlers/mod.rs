@@ -137,13 +137,15 @@ impl RequestContext {
 /// Sends a group request to the shard that coordinates `group`; a coordinator shard that
 /// cannot be reached (the broker is stopping) is COORDINATOR_NOT_AVAILABLE.
 pub(crate) async fn group_call<C: Call>(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext,
     group: &str,
     call: C,
 ) -> Result<C::Reply, KafkaError> {
+    let shard = &ctx.shard;
     let owner = crate::placement::group_owner(group, shard.shards());
     tracing::debug!(
-        "group request group={group} connection_shard={} coordinator_shard={owner}",
+        "group request api={:?} group={group} connection_shard={} coordinator_shard={owner}",
+        ctx.api_key,
         shard.id
     );
     shard

@@ -80,7 +80,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             group_instance_id: opt_string(&req.group_instance_id),
             entries,
         };
-        let answers = match group_call(shard, &group, call).await {
+        let answers = match group_call(ctx, &group, call).await {
             Ok(c) if c.len() == n => c,
             _ => vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; n],
         };

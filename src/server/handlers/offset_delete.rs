@@ -12,7 +12,6 @@ use super::group_call;
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
-    let shard = &ctx.shard;
     let group = req.group_id.0.as_str().to_string();
     let partitions: Vec<(String, i32)> = req
         .topics
@@ -28,7 +27,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
         group: group.clone(),
         partitions,
     };
-    let (code, codes) = match group_call(shard, &group, call).await {
+    let (code, codes) = match group_call(ctx, &group, call).await {
         Ok((code, codes)) if codes.len() == n => (code, codes),
         Ok(_) => (ErrorCode::UNKNOWN_SERVER_ERROR, vec![ErrorCode::NONE; n]),
         Err(e) => (e.error_code(), vec![ErrorCode::NONE; n]),

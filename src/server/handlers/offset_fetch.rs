@@ -4,7 +4,6 @@
 use super::RequestContext;
 use crate::error::ErrorCode;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -14,13 +13,12 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse}
 
 use super::{group_call, str_bytes, topic_name};
 use crate::group::coordinator::FetchedOffset;
-use crate::shard::Shard;
 use crate::shard::calls;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
 async fn fetch(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext,
     group: &str,
     wanted: Wanted,
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
@@ -28,7 +26,7 @@ async fn fetch(
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
     match group_call(
-        shard,
+        ctx,
         group,
         calls::FetchOffsets {
             group: group.to_string(),
@@ -62,7 +60,6 @@ fn by_topic(rows: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
 }
 
 pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     if version >= 8 {
         let mut groups = Vec::with_capacity(req.groups.len());
@@ -73,7 +70,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                     .collect()
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch(shard, g.group_id.0.as_str(), wanted).await {
+            groups.push(match fetch(ctx, g.group_id.0.as_str(), wanted).await {
                 Ok(rows) => out.with_topics(
                     by_topic(rows)
                         .into_iter()
@@ -105,7 +102,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch(shard, group.0.as_str(), wanted).await {
+    match fetch(ctx, group.0.as_str(), wanted).await {
         Ok(rows) => {
             let topics = by_topic(rows)
                 .into_iter()

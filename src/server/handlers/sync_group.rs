@@ -10,7 +10,6 @@ use crate::group::state::{self, SyncRequest};
 use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
     if group.is_empty() {
@@ -32,7 +31,7 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRes
             .collect(),
     };
     let answer = group_call(
-        shard,
+        ctx,
         &group,
         calls::SyncGroup {
             group: group.clone(),
