@@ -27,6 +27,9 @@ cargo fmt --all -- --check
 section "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 
+section "layering (one-way module dependencies, ../shared/LAYERING.md)"
+python3 scripts/layering.py .
+
 section "cargo build"
 cargo build
 
