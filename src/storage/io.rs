@@ -219,11 +219,22 @@ mod tests {
 /// disk would. Inert unless `SPATE_TEST_FAULTS` is set when the broker starts (it then logs a
 /// warning); never set it in production.
 ///
-/// `SPATE_TEST_FAULTS` is a `;`-separated list of `OP:ERRNO:PATH_PART:COUNT` rules: OP is
-/// `write` (segment appends) or `sync` (fdatasync of segment files), ERRNO is `ENOSPC`, `EIO`
-/// or `EDQUOT`, PATH_PART is matched against the file's path (e.g. `orders-0/`), and COUNT is
-/// how many operations fail before the rule stops firing (-1: forever), which models space
-/// coming back.
+/// `SPATE_TEST_FAULTS` is a `;`-separated list of `OP:ERRNO:PATH_PART:COUNT` rules. OP names
+/// one kind of write, so a test can fail each write of an append or a roll in turn:
+///
+/// - `write`: the record batches of an append, into the segment's `.log` (and the offsets
+///   log's writes, see `group::offsets`);
+/// - `index`: the offset index entries of an append, into the `.index` file;
+/// - `timeindex`: the time index entries of an append, into the `.timeindex` file;
+/// - `create`: creating a new segment's three files at a roll (matched against the new
+///   `.log` path);
+/// - `seal`: the time index entry written when the old segment is sealed at a roll (matched
+///   against its `.timeindex` path);
+/// - `sync`: fdatasync of segment files.
+///
+/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE`, PATH_PART is matched against the file's
+/// path (e.g. `orders-0/`), and COUNT is how many operations fail before the rule stops
+/// firing (-1: forever), which models space coming back.
 pub mod faults {
     use std::io;
     use std::path::Path;
@@ -233,6 +244,10 @@ pub mod faults {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Op {
         Write,
+        Index,
+        TimeIndex,
+        Create,
+        Seal,
         Sync,
     }
 
@@ -258,16 +273,26 @@ pub mod faults {
                 };
                 let op = match op {
                     "write" => Op::Write,
+                    "index" => Op::Index,
+                    "timeindex" => Op::TimeIndex,
+                    "create" => Op::Create,
+                    "seal" => Op::Seal,
                     "sync" => Op::Sync,
-                    _ => return Err(format!("fault rule '{r}': OP must be write or sync")),
+                    _ => {
+                        return Err(format!(
+                            "fault rule '{r}': OP must be write, index, timeindex, create, \
+                             seal or sync"
+                        ));
+                    }
                 };
                 let errno = match errno {
                     "ENOSPC" => libc::ENOSPC,
                     "EIO" => libc::EIO,
                     "EDQUOT" => libc::EDQUOT,
+                    "EMFILE" => libc::EMFILE,
                     _ => {
                         return Err(format!(
-                            "fault rule '{r}': ERRNO must be ENOSPC, EIO or EDQUOT"
+                            "fault rule '{r}': ERRNO must be ENOSPC, EIO, EDQUOT or EMFILE"
                         ));
                     }
                 };
@@ -295,11 +320,34 @@ pub mod faults {
         Ok(n)
     }
 
+    #[cfg(test)]
+    thread_local! {
+        /// Rules of the unit test running on this thread: tests run in parallel threads of one
+        /// process, so each keeps its own instead of sharing the process-wide ones.
+        static TEST_RULES: std::cell::RefCell<Vec<Rule>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Installs rules for the calling thread only (unit tests); replaces any it had.
+    #[cfg(test)]
+    pub fn set_for_this_thread(spec: &str) {
+        let rules = parse(spec).unwrap_or_else(|e| panic!("bad test fault spec: {e}"));
+        TEST_RULES.with(|t| *t.borrow_mut() = rules);
+    }
+
     /// Fails the operation if a rule says so.
     pub fn check(op: Op, path: &Path) -> io::Result<()> {
-        let Some(rules) = RULES.get() else {
+        #[cfg(test)]
+        TEST_RULES.with(|t| fire(&t.borrow(), op, path))?;
+        match RULES.get() {
+            Some(rules) => fire(rules, op, path),
+            None => Ok(()),
+        }
+    }
+
+    fn fire(rules: &[Rule], op: Op, path: &Path) -> io::Result<()> {
+        if rules.is_empty() {
             return Ok(());
-        };
+        }
         let path = path.to_string_lossy();
         for r in rules {
             if r.op != op || !path.contains(&r.path_part) {
@@ -328,6 +376,23 @@ pub mod faults {
         fn rules_parse_and_count_down() {
             let rules = parse("write:ENOSPC:t-0/:2; sync:EIO:x:-1").unwrap();
             assert_eq!(rules.len(), 2);
+            let all = "index:ENOSPC:a:1;timeindex:EIO:a:1;create:EMFILE:a:1;seal:EDQUOT:a:1";
+            let ops: Vec<Op> = parse(all).unwrap().iter().map(|r| r.op).collect();
+            assert_eq!(ops, [Op::Index, Op::TimeIndex, Op::Create, Op::Seal]);
+            set_for_this_thread("index:ENOSPC:t-0/:2");
+            let p = Path::new("/d/t-0/0.index");
+            assert!(check(Op::Write, p).is_ok(), "another op");
+            assert!(
+                check(Op::Index, Path::new("/d/t-1/0.index")).is_ok(),
+                "another path"
+            );
+            assert_eq!(
+                check(Op::Index, p).unwrap_err().raw_os_error(),
+                Some(libc::ENOSPC)
+            );
+            assert!(check(Op::Index, p).is_err());
+            assert!(check(Op::Index, p).is_ok(), "counted down");
+            set_for_this_thread("");
             assert!(parse("write:ENOSPC:t").is_err());
             assert!(parse("read:EIO:t:1").is_err());
             assert!(parse("write:EPERM:t:1").is_err());
