@@ -124,15 +124,31 @@ impl Housekeeping {
     pub fn run(self) -> io::Result<()> {
         // The log start first: a crash between the two leaves a log that starts at the first
         // remaining segment, which is at or before the new start and still consistent.
-        if let Some(offset) = self.log_start {
-            write_log_start(&self.dir, offset)?;
+        // On a full disk, though, the log start cannot be written (its temporary file needs a
+        // free block) until the doomed segments give theirs back, and DeleteRecords is how an
+        // operator frees space. So when the write fails, the segments go first (a crash in
+        // between is the same case as above: the log starts at the first remaining segment)
+        // and the log start is written after them.
+        let mut log_start_pending = None;
+        if let Some(offset) = self.log_start
+            && let Err(e) = write_log_start(&self.dir, offset)
+        {
+            if self.doomed.is_empty() {
+                return Err(e);
+            }
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "cannot persist the log start offset yet: deleting the segments below it first");
+            log_start_pending = Some(offset);
         }
+        let dir_synced = self.log_start.is_some();
         for seg in self.doomed {
             let base = seg.base_offset;
             seg.remove()?;
             tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
         }
-        if self.log_start.is_none() {
+        if let Some(offset) = log_start_pending {
+            write_log_start(&self.dir, offset)?;
+        }
+        if !dir_synced {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(())
