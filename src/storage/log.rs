@@ -1071,8 +1071,11 @@ mod tests {
         out
     }
 
-    /// What a reader sees of a log: its ends, every offset's batch and every timestamp's offset.
-    fn contents(log: &PartitionLog) -> (i64, i64, Vec<Vec<i64>>, Vec<Option<(i64, i64)>>) {
+    /// What a reader sees of a log: its start and end, the batches read at every offset, and
+    /// the (offset, timestamp) found for a range of timestamps.
+    type Contents = (i64, i64, Vec<Vec<i64>>, Vec<Option<(i64, i64)>>);
+
+    fn contents(log: &PartitionLog) -> Contents {
         let hw = log.high_watermark();
         let reads = (0..hw).map(|o| read_all(log, o, 1)).collect();
         let times = (0..hw)
@@ -1153,7 +1156,7 @@ mod tests {
     fn empty_segments_left_by_a_failed_roll_are_dropped_at_open() {
         for recover in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let mut log = thirty(dir.path());
+            let log = thirty(dir.path());
             let want = contents(&log);
             let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
             drop(log);
