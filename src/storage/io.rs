@@ -208,6 +208,8 @@ mod tests {
 ///   `.log` path);
 /// - `seal`: the time index entry written when the old segment is sealed at a roll (matched
 ///   against its `.timeindex` path);
+/// - `undo`: cutting a segment's log file back after one of the writes above failed (matched
+///   against the `.log` path), which takes the partition offline;
 /// - `sync`: fdatasync of segment files.
 ///
 /// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE`, PATH_PART is matched against the file's
@@ -227,6 +229,7 @@ pub mod faults {
         TimeIndex,
         Create,
         Seal,
+        Undo,
         Sync,
     }
 
@@ -256,11 +259,12 @@ pub mod faults {
                     "timeindex" => Op::TimeIndex,
                     "create" => Op::Create,
                     "seal" => Op::Seal,
+                    "undo" => Op::Undo,
                     "sync" => Op::Sync,
                     _ => {
                         return Err(format!(
                             "fault rule '{r}': OP must be write, index, timeindex, create, \
-                             seal or sync"
+                             seal, undo or sync"
                         ));
                     }
                 };
@@ -355,9 +359,13 @@ pub mod faults {
         fn rules_parse_and_count_down() {
             let rules = parse("write:ENOSPC:t-0/:2; sync:EIO:x:-1").unwrap();
             assert_eq!(rules.len(), 2);
-            let all = "index:ENOSPC:a:1;timeindex:EIO:a:1;create:EMFILE:a:1;seal:EDQUOT:a:1";
+            let all =
+                "index:ENOSPC:a:1;timeindex:EIO:a:1;create:EMFILE:a:1;seal:EDQUOT:a:1;undo:EIO:a:1";
             let ops: Vec<Op> = parse(all).unwrap().iter().map(|r| r.op).collect();
-            assert_eq!(ops, [Op::Index, Op::TimeIndex, Op::Create, Op::Seal]);
+            assert_eq!(
+                ops,
+                [Op::Index, Op::TimeIndex, Op::Create, Op::Seal, Op::Undo]
+            );
             set_for_this_thread("index:ENOSPC:t-0/:2");
             let p = Path::new("/d/t-0/0.index");
             assert!(check(Op::Write, p).is_ok(), "another op");

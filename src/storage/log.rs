@@ -1153,6 +1153,44 @@ mod tests {
     }
 
     #[test]
+    fn an_append_that_cannot_be_undone_takes_the_partition_offline() {
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: None,
+            index_interval_bytes: 1,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        produce(&mut log, 1000, &[b"a"]);
+        produce(&mut log, 1010, &[b"b"]);
+        let req = split_produce_records(&Bytes::from(batch(1020, &[b"c"])), 1 << 20).unwrap();
+        faults::set_for_this_thread("index:EIO:t-0/:1;undo:EIO:t-0/:1");
+        let failed = log.append(&req, None, 0);
+        faults::set_for_this_thread("");
+        assert_eq!(failed.unwrap_err().code(), 56);
+        assert!(
+            log.poisoned()
+                .is_some_and(|why| why.contains("could not be undone")),
+            "{:?}",
+            log.poisoned()
+        );
+        assert_eq!(
+            log.append(&req, None, 0).unwrap_err().code(),
+            56,
+            "an offline partition takes no writes: its log file is longer than its offsets say"
+        );
+        assert_eq!(log.high_watermark(), 2);
+        drop(log);
+        // The restart recovers from what is on disk. The unacknowledged batch, whole and valid,
+        // may stay (as after a crash); what matters is that the next offset follows the log.
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, true).unwrap();
+        let end = log.high_watermark();
+        assert!(end == 2 || end == 3, "log end {end}");
+        assert_eq!(read_all(&log, 0, 1 << 20), (0..end).collect::<Vec<_>>());
+        assert_eq!(produce(&mut log, 1030, &[b"d"]).base_offset, end);
+    }
+
+    #[test]
     fn empty_segments_left_by_a_failed_roll_are_dropped_at_open() {
         for recover in [false, true] {
             let dir = tempfile::tempdir().unwrap();

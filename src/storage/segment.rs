@@ -485,6 +485,7 @@ impl Segment {
             .set_len((mark.index_len * INDEX_ENTRY_BYTES) as u64)?;
         self.time_index_file
             .set_len((mark.time_len * TIME_ENTRY_BYTES) as u64)?;
+        faults::check(faults::Op::Undo, &log_path(&self.dir, self.base_offset))?;
         self.log.set_len(mark.size)
     }
 
