@@ -204,8 +204,8 @@ mod tests {
 ///   log's writes, see `group::offsets`);
 /// - `index`: the offset index entries of an append, into the `.index` file;
 /// - `timeindex`: the time index entries of an append, into the `.timeindex` file;
-/// - `create`: creating a new segment's three files at a roll (matched against the new
-///   `.log` path);
+/// - `create`: creating a segment's three files, at a roll or for a new partition's first
+///   segment (matched against the new `.log` path);
 /// - `seal`: the time index entry written when the old segment is sealed at a roll (matched
 ///   against its `.timeindex` path);
 /// - `undo`: cutting a segment's log file back after one of the writes above failed (matched
