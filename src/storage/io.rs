@@ -1,9 +1,9 @@
 //! Thin wrappers over positional file I/O: the seam where all storage syscalls go through.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 
 /// Writes every buffer at `pos`, in order, with as few pwritev(2) calls as the kernel allows.
 pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> {
@@ -18,41 +18,23 @@ pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> 
         if idx == bufs.len() {
             return Ok(());
         }
-        let iovecs: Vec<libc::iovec> = bufs[idx..]
+        let iovecs: Vec<IoSlice<'_>> = bufs[idx..]
             .iter()
             .take(IOV_MAX)
             .enumerate()
-            .map(|(i, b)| {
-                let b = if i == 0 { &b[skip..] } else { b };
-                libc::iovec {
-                    iov_base: b.as_ptr() as *mut libc::c_void,
-                    iov_len: b.len(),
-                }
-            })
+            .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))
             .collect();
-        // SAFETY: every iovec points into a live slice borrowed for the duration of the call.
-        let n = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iovecs.as_ptr(),
-                iovecs.len() as libc::c_int,
-                pos as libc::off_t,
-            )
+        let mut n = match rustix::io::pwritev(file, &iovecs, pos) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "pwritev wrote nothing",
             ));
         }
-        let mut n = n as usize;
         pos += n as u64;
         while n > 0 && idx < bufs.len() {
             let left = bufs[idx].len() - skip;
@@ -86,9 +68,14 @@ pub fn read_at_most(file: &File, pos: u64, len: usize) -> io::Result<Vec<u8>> {
 
 /// Whether every page of `len` bytes at `pos` is in the page cache, by cachestat(2) (Linux
 /// 6.5+). None when the kernel cannot tell (older kernels, other architectures).
+///
+/// This is the one raw syscall left in storage: rustix (1.1) has no cachestat wrapper (it
+/// lists it as not implemented) and libc has neither a wrapper nor, on x86_64 and aarch64
+/// glibc, the syscall's number, so it goes through `libc::syscall` with the number spelled out.
 pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
+        use std::os::unix::io::AsRawFd;
         /// cachestat(2); the same number on every architecture of the unified syscall table.
         const SYS_CACHESTAT: libc::c_long = 451;
         #[repr(C)]
@@ -109,11 +96,7 @@ pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
             return Some(true);
         }
         // cachestat counts pages of the system's size (4 KiB on x86_64, up to 64 KiB on arm64).
-        // SAFETY: sysconf only reads a system constant.
-        let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-            n if n > 0 => n as u64,
-            _ => return None,
-        };
+        let page = rustix::param::page_size() as u64;
         let first = pos / page;
         let pages = (pos + len).div_ceil(page) - first;
         let range = Range {
@@ -147,14 +130,10 @@ pub fn fully_cached(file: &File, pos: u64, len: u64) -> Option<bool> {
 /// for read-ahead, then reads the range through a small buffer, so it returns only once the
 /// pages are there.
 pub fn warm(file: &File, pos: u64, len: u64) -> io::Result<()> {
-    // SAFETY: posix_fadvise only advises the kernel about an open descriptor's range.
-    unsafe {
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            pos as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_WILLNEED,
-        );
+    // Only advice: a kernel that ignores it still gets the pages read below. A zero `len`
+    // would mean "to the end of the file", so none is asked for then.
+    if let Some(len) = NonZeroU64::new(len) {
+        let _ = rustix::fs::fadvise(file, pos, Some(len), rustix::fs::Advice::WillNeed);
     }
     const STEP: u64 = 256 * 1024;
     let mut buf = vec![0u8; STEP.min(len) as usize];
@@ -186,8 +165,7 @@ mod tests {
             return; // the kernel has no cachestat: nothing to check
         };
         assert!(hot, "just written");
-        // SAFETY: advice on an open descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
         assert_eq!(fully_cached(&f, 4096, 100_000), Some(false), "dropped");
         warm(&f, 4096, 100_000).unwrap();
         assert_eq!(fully_cached(&f, 4096, 100_000), Some(true), "warmed");
@@ -219,12 +197,26 @@ mod tests {
 /// disk would. Inert unless `SPATE_TEST_FAULTS` is set when the broker starts (it then logs a
 /// warning); never set it in production.
 ///
-/// `SPATE_TEST_FAULTS` is a `;`-separated list of `OP:ERRNO:PATH_PART:COUNT` rules: OP is
-/// `write` (segment appends) or `sync` (fdatasync of segment files), ERRNO is `ENOSPC`, `EIO`
-/// or `EDQUOT`, PATH_PART is matched against the file's path (e.g. `orders-0/`), and COUNT is
-/// how many operations fail before the rule stops firing (-1: forever), which models space
-/// coming back.
+/// `SPATE_TEST_FAULTS` is a `;`-separated list of `OP:ERRNO:PATH_PART:COUNT` rules. OP names
+/// one kind of write, so a test can fail each write of an append or a roll in turn:
+///
+/// - `write`: the record batches of an append, into the segment's `.log` (and the offsets
+///   log's writes, see `group::offsets`);
+/// - `index`: the offset index entries of an append, into the `.index` file;
+/// - `timeindex`: the time index entries of an append, into the `.timeindex` file;
+/// - `create`: creating a segment's three files, at a roll or for a new partition's first
+///   segment (matched against the new `.log` path);
+/// - `seal`: the time index entry written when the old segment is sealed at a roll (matched
+///   against its `.timeindex` path);
+/// - `undo`: cutting a segment's log file back after one of the writes above failed (matched
+///   against the `.log` path), which takes the partition offline;
+/// - `sync`: fdatasync of segment files.
+///
+/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE`, PATH_PART is matched against the file's
+/// path (e.g. `orders-0/`), and COUNT is how many operations fail before the rule stops
+/// firing (-1: forever), which models space coming back.
 pub mod faults {
+    use rustix::io::Errno;
     use std::io;
     use std::path::Path;
     use std::sync::OnceLock;
@@ -233,13 +225,18 @@ pub mod faults {
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Op {
         Write,
+        Index,
+        TimeIndex,
+        Create,
+        Seal,
+        Undo,
         Sync,
     }
 
     #[derive(Debug)]
     pub struct Rule {
         op: Op,
-        errno: i32,
+        errno: Errno,
         path_part: String,
         /// Failures left; negative: unlimited.
         left: AtomicI64,
@@ -258,16 +255,27 @@ pub mod faults {
                 };
                 let op = match op {
                     "write" => Op::Write,
+                    "index" => Op::Index,
+                    "timeindex" => Op::TimeIndex,
+                    "create" => Op::Create,
+                    "seal" => Op::Seal,
+                    "undo" => Op::Undo,
                     "sync" => Op::Sync,
-                    _ => return Err(format!("fault rule '{r}': OP must be write or sync")),
-                };
-                let errno = match errno {
-                    "ENOSPC" => libc::ENOSPC,
-                    "EIO" => libc::EIO,
-                    "EDQUOT" => libc::EDQUOT,
                     _ => {
                         return Err(format!(
-                            "fault rule '{r}': ERRNO must be ENOSPC, EIO or EDQUOT"
+                            "fault rule '{r}': OP must be write, index, timeindex, create, \
+                             seal, undo or sync"
+                        ));
+                    }
+                };
+                let errno = match errno {
+                    "ENOSPC" => Errno::NOSPC,
+                    "EIO" => Errno::IO,
+                    "EDQUOT" => Errno::DQUOT,
+                    "EMFILE" => Errno::MFILE,
+                    _ => {
+                        return Err(format!(
+                            "fault rule '{r}': ERRNO must be ENOSPC, EIO, EDQUOT or EMFILE"
                         ));
                     }
                 };
@@ -295,11 +303,34 @@ pub mod faults {
         Ok(n)
     }
 
+    #[cfg(test)]
+    thread_local! {
+        /// Rules of the unit test running on this thread: tests run in parallel threads of one
+        /// process, so each keeps its own instead of sharing the process-wide ones.
+        static TEST_RULES: std::cell::RefCell<Vec<Rule>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Installs rules for the calling thread only (unit tests); replaces any it had.
+    #[cfg(test)]
+    pub fn set_for_this_thread(spec: &str) {
+        let rules = parse(spec).unwrap_or_else(|e| panic!("bad test fault spec: {e}"));
+        TEST_RULES.with(|t| *t.borrow_mut() = rules);
+    }
+
     /// Fails the operation if a rule says so.
     pub fn check(op: Op, path: &Path) -> io::Result<()> {
-        let Some(rules) = RULES.get() else {
+        #[cfg(test)]
+        TEST_RULES.with(|t| fire(&t.borrow(), op, path))?;
+        match RULES.get() {
+            Some(rules) => fire(rules, op, path),
+            None => Ok(()),
+        }
+    }
+
+    fn fire(rules: &[Rule], op: Op, path: &Path) -> io::Result<()> {
+        if rules.is_empty() {
             return Ok(());
-        };
+        }
         let path = path.to_string_lossy();
         for r in rules {
             if r.op != op || !path.contains(&r.path_part) {
@@ -314,7 +345,7 @@ pub mod faults {
                 })
                 .is_ok();
             if fired {
-                return Err(io::Error::from_raw_os_error(r.errno));
+                return Err(r.errno.into());
             }
         }
         Ok(())
@@ -328,6 +359,27 @@ pub mod faults {
         fn rules_parse_and_count_down() {
             let rules = parse("write:ENOSPC:t-0/:2; sync:EIO:x:-1").unwrap();
             assert_eq!(rules.len(), 2);
+            let all =
+                "index:ENOSPC:a:1;timeindex:EIO:a:1;create:EMFILE:a:1;seal:EDQUOT:a:1;undo:EIO:a:1";
+            let ops: Vec<Op> = parse(all).unwrap().iter().map(|r| r.op).collect();
+            assert_eq!(
+                ops,
+                [Op::Index, Op::TimeIndex, Op::Create, Op::Seal, Op::Undo]
+            );
+            set_for_this_thread("index:ENOSPC:t-0/:2");
+            let p = Path::new("/d/t-0/0.index");
+            assert!(check(Op::Write, p).is_ok(), "another op");
+            assert!(
+                check(Op::Index, Path::new("/d/t-1/0.index")).is_ok(),
+                "another path"
+            );
+            assert_eq!(
+                check(Op::Index, p).unwrap_err().raw_os_error(),
+                Some(Errno::NOSPC.raw_os_error())
+            );
+            assert!(check(Op::Index, p).is_err());
+            assert!(check(Op::Index, p).is_ok(), "counted down");
+            set_for_this_thread("");
             assert!(parse("write:ENOSPC:t").is_err());
             assert!(parse("read:EIO:t:1").is_err());
             assert!(parse("write:EPERM:t:1").is_err());

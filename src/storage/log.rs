@@ -19,7 +19,7 @@ use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::protocol::fetch::FileSlice;
 use crate::storage::io::{faults, read_at_most};
-use crate::storage::segment::{Placed, Recovered, Segment};
+use crate::storage::segment::{Placed, Recovered, Segment, WriteFailed};
 
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
@@ -124,15 +124,31 @@ impl Housekeeping {
     pub fn run(self) -> io::Result<()> {
         // The log start first: a crash between the two leaves a log that starts at the first
         // remaining segment, which is at or before the new start and still consistent.
-        if let Some(offset) = self.log_start {
-            write_log_start(&self.dir, offset)?;
+        // On a full disk, though, the log start cannot be written (its temporary file needs a
+        // free block) until the doomed segments give theirs back, and DeleteRecords is how an
+        // operator frees space. So when the write fails, the segments go first (a crash in
+        // between is the same case as above: the log starts at the first remaining segment)
+        // and the log start is written after them.
+        let mut log_start_pending = None;
+        if let Some(offset) = self.log_start
+            && let Err(e) = write_log_start(&self.dir, offset)
+        {
+            if self.doomed.is_empty() {
+                return Err(e);
+            }
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "cannot persist the log start offset yet: deleting the segments below it first");
+            log_start_pending = Some(offset);
         }
+        let dir_synced = self.log_start.is_some();
         for seg in self.doomed {
             let base = seg.base_offset;
             seg.remove()?;
             tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
         }
-        if self.log_start.is_none() {
+        if let Some(offset) = log_start_pending {
+            write_log_start(&self.dir, offset)?;
+        }
+        if !dir_synced {
             File::open(&self.dir)?.sync_all()?;
         }
         Ok(())
@@ -207,6 +223,28 @@ impl PartitionLog {
         let mut segments = Vec::with_capacity(bases.len().max(1));
         for base in &bases {
             segments.push(Segment::open(&dir, *base, config.index_interval_bytes)?);
+        }
+        // A segment without a byte holds no data. A roll that failed (or a crash) after
+        // creating the new segment's files, but before its first batch was written, can
+        // leave one behind. Kept, it would misread the log: as the last segment it ends the
+        // log at its base even if the segment before it took more appends after the failed
+        // roll; in the middle, it sends reads of offsets past its base to the next segment.
+        // So every empty segment goes, except the last when it is the only one (it carries
+        // the log end of a log whose data was all deleted).
+        let mut i = 0;
+        while i < segments.len() && segments.len() > 1 {
+            if segments[i].size == 0 {
+                let seg = segments.remove(i);
+                tracing::warn!(
+                    topic,
+                    partition,
+                    base_offset = seg.base_offset,
+                    "dropping an empty segment"
+                );
+                seg.remove()?;
+            } else {
+                i += 1;
+            }
         }
         if segments.is_empty() {
             segments.push(Segment::create(&dir, 0)?);
@@ -396,17 +434,6 @@ impl PartitionLog {
         if let Some(why) = &self.poisoned {
             return Err(KafkaError::Storage(format!("partition is offline: {why}")));
         }
-        if roll {
-            self.active_mut()
-                .seal()
-                .map_err(|e| self.storage_error("roll", e))?;
-            self.active_mut().release_indexes();
-            let seg = Segment::create(&self.dir, self.next_offset)
-                .map_err(|e| self.storage_error("roll", e))?;
-            tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
-            self.segments.push(seg);
-            self.dir_unflushed = true;
-        }
         let base_offset = self.next_offset;
         let mut next = base_offset;
         let mut headers = Vec::with_capacity(batches.len());
@@ -426,8 +453,29 @@ impl PartitionLog {
             bufs.push(&b.bytes[batch::HEADER_LEN..]);
         }
         let interval = self.config.index_interval_bytes;
-        let result = self.active_mut().append(&bufs, &placed, interval);
-        result.map_err(|e| self.storage_error("append", e))?;
+        // Nothing below changes the log unless the whole append succeeds: a failed write is
+        // undone by the segment, a failed roll by `roll_and_append`, and the offsets, the
+        // segment list and the unflushed files move only after both.
+        let written = if roll {
+            self.roll_and_append(&bufs, &placed)
+        } else {
+            self.active_mut().append(&bufs, &placed, interval)
+        };
+        if let Err(f) = written {
+            let op = if roll { "roll" } else { "append" };
+            if !f.undone {
+                tracing::error!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    error = %f.error,
+                    "a failed {op} could not be undone: partition taken offline; its files may \
+                     disagree with memory, so it takes no more writes until the broker restarts \
+                     and recovers it from disk"
+                );
+                self.poisoned = Some(format!("{op} failed and could not be undone: {}", f.error));
+            }
+            return Err(self.storage_error(op, f.error));
+        }
         let active = self.active().log.clone();
         if !self
             .unflushed_files
@@ -442,6 +490,39 @@ impl PartitionLog {
             base_offset,
             last_offset: next - 1,
         })
+    }
+
+    /// Rolls the log and appends to the new segment, all or nothing: creates the new segment
+    /// first (so a failure there leaves the old one active and untouched), then seals the old
+    /// one, then appends. If the seal or the append fails, the new segment's files are removed
+    /// and the old segment's seal is undone, so the next append finds the log as it was.
+    /// The old segment's in-memory indexes are released only once all of it succeeded.
+    fn roll_and_append(&mut self, bufs: &[&[u8]], placed: &[Placed]) -> Result<(), WriteFailed> {
+        let interval = self.config.index_interval_bytes;
+        let mut seg = Segment::create(&self.dir, self.next_offset).map_err(WriteFailed::clean)?;
+        let before = self.active().mark();
+        let result = self
+            .active_mut()
+            .seal()
+            .and_then(|()| seg.append(bufs, placed, interval));
+        if let Err(mut f) = result {
+            if let Err(e) = self.active_mut().undo(before) {
+                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "could not undo a segment seal");
+                f.undone = false;
+            }
+            let base = seg.base_offset;
+            if let Err(e) = seg.remove() {
+                // Harmless: the empty segment is not in the log, and opening the log drops
+                // empty segments (see `open`).
+                tracing::warn!(topic = %self.topic, partition = self.partition, base_offset = base, error = %e, "could not remove the segment of a failed roll");
+            }
+            return Err(f);
+        }
+        self.active_mut().release_indexes();
+        tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
+        self.segments.push(seg);
+        self.dir_unflushed = true;
+        Ok(())
     }
 
     fn storage_error(&self, op: &str, e: io::Error) -> KafkaError {
@@ -646,6 +727,7 @@ impl PartitionLog {
 mod tests {
     use super::*;
     use crate::protocol::batch::{split_produce_records, tests::batch};
+    use crate::storage::io::faults;
     use bytes::Bytes;
 
     const CFG: LogConfig = LogConfig {
@@ -962,6 +1044,182 @@ mod tests {
             );
             assert_eq!(log.recovered.unwrap().truncated_bytes, 0, "{name}");
         }
+    }
+
+    /// Append `i` of a deterministic sequence: one or two batches of one or two records,
+    /// timestamps growing (so most appends add offset and time index entries).
+    fn nth_request(i: i64) -> Vec<ProducedBatch> {
+        let ts = 1000 + i * 100;
+        let mut bytes = batch(ts, &[&[b'v'; 40]]);
+        if i % 3 == 1 {
+            bytes.extend(batch(ts + 50, &[b"second", b"batch"]));
+        }
+        split_produce_records(&Bytes::from(bytes), 1 << 20).unwrap()
+    }
+
+    /// Every file of the partition directory, by name, with its bytes.
+    fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut out: Vec<(String, Vec<u8>)> = fs::read_dir(partition_dir(dir, "t", 0))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                (name, fs::read(e.path()).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// What a reader sees of a log: its start and end, the batches read at every offset, and
+    /// the (offset, timestamp) found for a range of timestamps.
+    type Contents = (i64, i64, Vec<Vec<i64>>, Vec<Option<(i64, i64)>>);
+
+    fn contents(log: &PartitionLog) -> Contents {
+        let hw = log.high_watermark();
+        let reads = (0..hw).map(|o| read_all(log, o, 1)).collect();
+        let times = (0..hw)
+            .map(|o| log.offset_for_timestamp(1000 + o * 40).unwrap())
+            .collect();
+        (log.log_start_offset(), hw, reads, times)
+    }
+
+    #[test]
+    fn a_failed_write_of_an_append_or_roll_leaves_the_log_as_it_was() {
+        // Small segments roll every few appends; index entries every other batch or so, so
+        // that a seal often has a timestamp to add.
+        let cfg = LogConfig {
+            segment_bytes: 400,
+            segment_ms: None,
+            index_interval_bytes: 150,
+        };
+        for op in ["write", "index", "timeindex", "create", "seal"] {
+            let (faulty_dir, twin_dir) =
+                (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let mut faulty = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, false).unwrap();
+            let mut twin = PartitionLog::open(twin_dir.path(), "t", 0, cfg, false).unwrap();
+            let mut failed = 0;
+            for i in 0..24 {
+                let req = nth_request(i);
+                let want = twin.append(&req, None, 0).unwrap();
+                // Every append meets one failure of `op` if it does that write at all.
+                faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
+                let first = faulty.append(&req, None, 0);
+                faults::set_for_this_thread("");
+                match first {
+                    Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
+                    Err(e) => {
+                        assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
+                        failed += 1;
+                        assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
+                        assert_eq!(
+                            faulty.append(&req, None, 0).unwrap(),
+                            want,
+                            "{op}: append {i}: the retry gets the offsets the failed one would have had"
+                        );
+                    }
+                }
+                assert_eq!(
+                    files(faulty_dir.path()),
+                    files(twin_dir.path()),
+                    "{op}: append {i}: the files are as if the failure never happened"
+                );
+                assert_eq!(
+                    faulty.segment_count(),
+                    twin.segment_count(),
+                    "{op}: append {i}"
+                );
+                assert_eq!(
+                    faulty.unflushed_file_count(),
+                    twin.unflushed_file_count(),
+                    "{op}: append {i}"
+                );
+            }
+            assert!(failed >= 3, "{op}: only {failed} appends met the fault");
+            assert_eq!(contents(&faulty), contents(&twin), "{op}");
+            drop(faulty);
+            for recover in [false, true] {
+                let reopened = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, recover).unwrap();
+                assert_eq!(
+                    contents(&reopened),
+                    contents(&twin),
+                    "{op}: reopened, recover={recover}"
+                );
+                if recover {
+                    assert_eq!(reopened.recovered.unwrap().truncated_bytes, 0, "{op}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_append_that_cannot_be_undone_takes_the_partition_offline() {
+        let cfg = LogConfig {
+            segment_bytes: 1 << 20,
+            segment_ms: None,
+            index_interval_bytes: 1,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        produce(&mut log, 1000, &[b"a"]);
+        produce(&mut log, 1010, &[b"b"]);
+        let req = split_produce_records(&Bytes::from(batch(1020, &[b"c"])), 1 << 20).unwrap();
+        faults::set_for_this_thread("index:EIO:t-0/:1;undo:EIO:t-0/:1");
+        let failed = log.append(&req, None, 0);
+        faults::set_for_this_thread("");
+        assert_eq!(failed.unwrap_err().code(), 56);
+        assert!(
+            log.poisoned()
+                .is_some_and(|why| why.contains("could not be undone")),
+            "{:?}",
+            log.poisoned()
+        );
+        assert_eq!(
+            log.append(&req, None, 0).unwrap_err().code(),
+            56,
+            "an offline partition takes no writes: its log file is longer than its offsets say"
+        );
+        assert_eq!(log.high_watermark(), 2);
+        drop(log);
+        // The restart recovers from what is on disk. The unacknowledged batch, whole and valid,
+        // may stay (as after a crash); what matters is that the next offset follows the log.
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, true).unwrap();
+        let end = log.high_watermark();
+        assert!(end == 2 || end == 3, "log end {end}");
+        assert_eq!(read_all(&log, 0, 1 << 20), (0..end).collect::<Vec<_>>());
+        assert_eq!(produce(&mut log, 1030, &[b"d"]).base_offset, end);
+    }
+
+    #[test]
+    fn empty_segments_left_by_a_failed_roll_are_dropped_at_open() {
+        for recover in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = thirty(dir.path());
+            let want = contents(&log);
+            let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+            drop(log);
+            // A roll at offset 5 whose files could not be removed, after which the old segment
+            // took more appends: an empty segment in the middle, and one at the end.
+            let pdir = partition_dir(dir.path(), "t", 0);
+            assert!(!bases.contains(&5) && !bases.contains(&29));
+            drop(Segment::create(&pdir, 5).unwrap());
+            drop(Segment::create(&pdir, 29).unwrap());
+            let mut log =
+                PartitionLog::open(dir.path(), "t", 0, small_segments(), recover).unwrap();
+            assert_eq!(contents(&log), want, "recover={recover}");
+            assert_eq!(log.segment_count(), bases.len(), "recover={recover}");
+            assert_eq!(produce(&mut log, 5000, &[b"next"]).base_offset, 30);
+            assert!(!log_path_exists(&pdir, 5) && !log_path_exists(&pdir, 29));
+        }
+        // A log whose only segment is empty keeps it.
+        let dir = tempfile::tempdir().unwrap();
+        drop(PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap());
+        let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+        assert_eq!((log.segment_count(), log.high_watermark()), (1, 0));
+    }
+
+    fn log_path_exists(dir: &Path, base: i64) -> bool {
+        crate::storage::segment::log_path(dir, base).exists()
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! <topic>-<partition>/
 //!     00000000000000000000.log     record batches, exactly as on the wire, base offsets set
 //!     00000000000000000000.index   sparse offset index: (offset - base u32, position u32) BE
+//!     00000000000000000000.timeindex time index: (max timestamp i64, offset - base u32) BE
+//!     log-start-offset             the log start set by DeleteRecords, when inside a segment
 //! ```
 //!
 //! A segment's file is named by the offset of its first batch, as Kafka does. Writes are

@@ -14,6 +14,17 @@
 //! Both indexes are derived data: they are rebuilt from the log whenever they are missing,
 //! point past the log, or the segment is recovered after a crash.
 //!
+//! Failure atomicity: an append writes the log, then the offset index, then the time index.
+//! If any of the three writes fails, [`Segment::append`] puts everything back as it was
+//! before the append (the three files' lengths and the in-memory state), so the next append
+//! lands at the same position with the same offsets. Treating the index writes as
+//! best-effort instead (as Kafka may, rebuilding indexes at recovery) would leave index files
+//! that disagree with the log after a *clean* stop, which opens trusting them; and an entry
+//! written for an append whose log bytes were then cut points at a position that a later,
+//! different batch may occupy (mid-batch), from which the end-of-log scan would stop early
+//! and cut acknowledged data. Undoing is cheap (shrinking a file needs no free space), and
+//! when even that fails the caller takes the partition offline (see [`WriteFailed`]).
+//!
 //! Memory: only the active segment keeps its index entries in memory. A sealed segment's
 //! lookups binary-search its index files with positional reads (served by the page cache), so
 //! a partition's heap does not grow with the data it retains.
@@ -83,6 +94,39 @@ pub struct Segment {
     last_batch_offset: i64,
 }
 
+/// A write that failed: the error, and whether the segment (its files and its in-memory
+/// state) was put back as it was before the write. When it was not (an undo failed too), the
+/// files may disagree with memory and the partition must take no more writes until a
+/// restart recovers it from disk.
+#[derive(Debug)]
+pub struct WriteFailed {
+    pub error: io::Error,
+    pub undone: bool,
+}
+
+impl WriteFailed {
+    /// A failure that left nothing to undo.
+    pub fn clean(error: io::Error) -> WriteFailed {
+        WriteFailed {
+            error,
+            undone: true,
+        }
+    }
+}
+
+/// The state of an active segment before a write, to put back if the write fails.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark {
+    size: u64,
+    index_len: usize,
+    time_len: usize,
+    bytes_since_index: u64,
+    bytes_since_time_entry: u64,
+    max_timestamp: i64,
+    first_timestamp: Option<i64>,
+    last_batch_offset: i64,
+}
+
 /// What a recovery scan of a segment found.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Recovered {
@@ -110,6 +154,22 @@ fn open_rw(p: PathBuf, truncate: bool) -> io::Result<File> {
         .create(true)
         .truncate(truncate)
         .open(p)
+}
+
+/// Removes whichever of a segment's files exist, the log first (a segment is known by its
+/// log file, so stray index files alone are never read as a segment).
+fn remove_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for p in [
+        log_path(dir, base_offset),
+        index_path(dir, base_offset),
+        time_index_path(dir, base_offset),
+    ] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn read_entries(file: &File) -> io::Result<Vec<u8>> {
@@ -158,15 +218,36 @@ fn partition_point(n: usize, pred: impl Fn(usize) -> io::Result<bool>) -> io::Re
 }
 
 impl Segment {
-    /// Creates an empty segment starting at `base_offset`.
+    /// Creates an empty segment starting at `base_offset`. If any of its three files cannot be
+    /// created (EMFILE, ENOSPC on inodes), those that were are removed again, so no partial
+    /// segment is left for a restart to find.
     pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+        let opened =
+            faults::check(faults::Op::Create, &log_path(dir, base_offset)).and_then(|()| {
+                Ok((
+                    open_rw(log_path(dir, base_offset), true)?,
+                    open_rw(index_path(dir, base_offset), true)?,
+                    open_rw(time_index_path(dir, base_offset), true)?,
+                ))
+            });
+        let (log, index_file, time_index_file) = match opened {
+            Ok(files) => files,
+            Err(e) => {
+                if let Err(rm) = remove_files(dir, base_offset) {
+                    // An empty segment left behind holds no data, and opening the log drops
+                    // it (see `PartitionLog::open`).
+                    tracing::warn!(dir = %dir.display(), base_offset, error = %rm, "could not remove a half-created segment");
+                }
+                return Err(e);
+            }
+        };
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            log: Arc::new(open_rw(log_path(dir, base_offset), true)?),
-            index_file: open_rw(index_path(dir, base_offset), true)?,
+            log: Arc::new(log),
+            index_file,
             index: Vec::new(),
-            time_index_file: open_rw(time_index_path(dir, base_offset), true)?,
+            time_index_file,
             time_index: Vec::new(),
             resident: true,
             index_len: 0,
@@ -345,18 +426,67 @@ impl Segment {
         false
     }
 
-    /// Called when the segment stops being the active one: records its largest timestamp.
-    pub fn seal(&mut self) -> io::Result<()> {
+    /// Called when the segment stops being the active one: records its largest timestamp. On
+    /// failure the segment is put back as it was (see [`WriteFailed`]); a caller that must
+    /// undo a successful seal later (a roll that failed further on) takes a [`Segment::mark`]
+    /// first.
+    pub fn seal(&mut self) -> Result<(), WriteFailed> {
+        debug_assert!(self.resident, "seal of a sealed segment");
+        let before = self.mark();
         if self.seal_time_index() {
             let (ts, rel) = self.time_index[self.time_index.len() - 1];
             let at = ((self.time_index.len() - 1) * TIME_ENTRY_BYTES) as u64;
-            pwritev_all(
-                &self.time_index_file,
-                at,
-                &[&ts.to_be_bytes(), &rel.to_be_bytes()],
-            )?;
+            let path = time_index_path(&self.dir, self.base_offset);
+            let written = faults::check(faults::Op::Seal, &path).and_then(|()| {
+                pwritev_all(
+                    &self.time_index_file,
+                    at,
+                    &[&ts.to_be_bytes(), &rel.to_be_bytes()],
+                )
+            });
+            if let Err(error) = written {
+                let undone = self.undo(before).is_ok();
+                return Err(WriteFailed { error, undone });
+            }
         }
         Ok(())
+    }
+
+    /// The state of this (active) segment, for [`Segment::undo`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            size: self.size,
+            index_len: self.index.len(),
+            time_len: self.time_index.len(),
+            bytes_since_index: self.bytes_since_index,
+            bytes_since_time_entry: self.bytes_since_time_entry,
+            max_timestamp: self.max_timestamp,
+            first_timestamp: self.first_timestamp,
+            last_batch_offset: self.last_batch_offset,
+        }
+    }
+
+    /// Puts this (active) segment back as it was at `mark`: the in-memory state always, the
+    /// files by cutting them to their lengths then. Shrinking a file needs no free space, so
+    /// this works on a full disk; an error here means the files may be longer than memory
+    /// says.
+    pub fn undo(&mut self, mark: Mark) -> io::Result<()> {
+        debug_assert!(self.resident, "undo on a sealed segment");
+        self.size = mark.size;
+        self.index.truncate(mark.index_len);
+        self.time_index.truncate(mark.time_len);
+        self.bytes_since_index = mark.bytes_since_index;
+        self.bytes_since_time_entry = mark.bytes_since_time_entry;
+        self.max_timestamp = mark.max_timestamp;
+        self.first_timestamp = mark.first_timestamp;
+        self.last_batch_offset = mark.last_batch_offset;
+        // The indexes first: an entry must never outlive the log bytes it points at.
+        self.index_file
+            .set_len((mark.index_len * INDEX_ENTRY_BYTES) as u64)?;
+        self.time_index_file
+            .set_len((mark.time_len * TIME_ENTRY_BYTES) as u64)?;
+        faults::check(faults::Op::Undo, &log_path(&self.dir, self.base_offset))?;
+        self.log.set_len(mark.size)
     }
 
     /// Notes batches found by the end-of-log scan of a cleanly opened active segment (their
@@ -519,17 +649,34 @@ impl Segment {
     }
 
     /// Appends batches (given as buffers, in order) placed as `batches` say; adds index
-    /// entries as they fall due.
-    pub fn append(&mut self, bufs: &[&[u8]], batches: &[Placed], interval: u64) -> io::Result<()> {
+    /// entries as they fall due. All or nothing: on failure the segment is as it was before
+    /// (unless [`WriteFailed::undone`] says otherwise).
+    pub fn append(
+        &mut self,
+        bufs: &[&[u8]],
+        batches: &[Placed],
+        interval: u64,
+    ) -> Result<(), WriteFailed> {
         debug_assert!(self.resident, "append to a sealed segment");
+        let before = self.mark();
+        self.write_batches(bufs, batches, interval)
+            .map_err(|error| WriteFailed {
+                error,
+                undone: self.undo(before).is_ok(),
+            })
+    }
+
+    /// The writes of an append, in order: log, offset index, time index. Leaves the undo to
+    /// the caller.
+    fn write_batches(
+        &mut self,
+        bufs: &[&[u8]],
+        batches: &[Placed],
+        interval: u64,
+    ) -> io::Result<()> {
         let start = self.size;
-        let written = faults::check(faults::Op::Write, &log_path(&self.dir, self.base_offset))
-            .and_then(|()| pwritev_all(&self.log, start, bufs));
-        if let Err(e) = written {
-            // Leave no partial batch behind: the log ends where it ended before.
-            let _ = self.log.set_len(start);
-            return Err(e);
-        }
+        faults::check(faults::Op::Write, &log_path(&self.dir, self.base_offset))?;
+        pwritev_all(&self.log, start, bufs)?;
         let mut pos = start;
         let (index_len, time_len) = (self.index.len(), self.time_index.len());
         if start == 0 {
@@ -547,6 +694,7 @@ impl Segment {
             entries.extend_from_slice(&p.to_be_bytes());
         }
         if !entries.is_empty() {
+            faults::check(faults::Op::Index, &index_path(&self.dir, self.base_offset))?;
             pwritev_all(
                 &self.index_file,
                 (index_len * INDEX_ENTRY_BYTES) as u64,
@@ -559,6 +707,10 @@ impl Segment {
             entries.extend_from_slice(&rel.to_be_bytes());
         }
         if !entries.is_empty() {
+            faults::check(
+                faults::Op::TimeIndex,
+                &time_index_path(&self.dir, self.base_offset),
+            )?;
             pwritev_all(
                 &self.time_index_file,
                 (time_len * TIME_ENTRY_BYTES) as u64,
@@ -576,16 +728,7 @@ impl Segment {
     /// Deletes this segment's files.
     pub fn remove(self) -> io::Result<()> {
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;
-        for p in [
-            index_path(&self.dir, self.base_offset),
-            time_index_path(&self.dir, self.base_offset),
-        ] {
-            match std::fs::remove_file(p) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        remove_files(&self.dir, self.base_offset)
     }
 
     /// Cuts the log at `size` (after a torn tail) and rebuilds the indexes from what is left.

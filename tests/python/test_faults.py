@@ -61,3 +61,39 @@ def test_failed_fsync_takes_partition_offline_until_restart(broker_factory, monk
     assert got[0] == (0, b"before")
     end = len(got)
     assert produce_one(b.bootstrap, topic, b"after") == (None, end)
+
+
+def test_failed_index_and_roll_writes_do_not_reuse_offsets(broker_factory, monkeypatch):
+    """Each write of an append after the log write (offset index, time index) and of a roll
+    (new segment files, old segment's seal) fails once: the failed produce leaves nothing, the
+    next one gets the offset it would have had, and an unclean restart finds the same log."""
+    topic = unique_topic("idx")
+    part = f"{topic}-0/"
+    b = broker_factory(shards=1, extra_args=("--segment-bytes", "1024"))
+    create_topic(b.bootstrap, topic, 1)
+    # Each rule fires once, at the first write of its kind after the restart (a roll for
+    # create and seal: 1 KiB segments roll every few of the 300-byte values below).
+    monkeypatch.setenv("SPATE_TEST_FAULTS", ";".join(
+        f"{op}:ENOSPC:{part}:1" for op in ("index", "timeindex", "create", "seal")))
+    b.restart()
+    acked = []
+    failures = 0
+    for i in range(40):
+        value = f"v{i:03d}".encode() + b"x" * 300
+        code, offset = produce_one(b.bootstrap, topic, value)
+        if code is None:
+            assert offset == len(acked), (i, offset, len(acked))
+            acked.append(value)
+        else:
+            assert code == KafkaError.KAFKA_STORAGE_ERROR, (i, code)
+            failures += 1
+    assert failures == 4, f"{failures} failures, one per rule expected\n{b.log_tail()}"
+    assert "could not be undone" not in b.log_text(), b.log_tail()
+    want = list(enumerate(acked))
+    assert values_and_offsets(b.bootstrap, topic, len(acked)) == want
+    monkeypatch.delenv("SPATE_TEST_FAULTS")
+    b.kill()
+    b.start()
+    assert "recovery scan done" in b.log_text(), "kill -9 is not a clean stop"
+    assert values_and_offsets(b.bootstrap, topic, len(acked)) == want
+    assert produce_one(b.bootstrap, topic, b"after") == (None, len(acked))
