@@ -4,7 +4,6 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// What the host looks like, for [`diagnose_io_uring`].
@@ -173,17 +172,19 @@ pub fn lock_data_dir(dir: &Path) -> io::Result<File> {
         .truncate(false)
         .write(true)
         .open(dir.join(".lock"))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(io::Error::new(
+    // std's lock is flock(2) on Linux: released by the kernel when the process dies, so a
+    // kill -9 never leaves the data dir locked.
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
             io::ErrorKind::WouldBlock,
             format!(
                 "data dir {} is in use by another spate process",
                 dir.display()
             ),
-        ));
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
-    Ok(f)
 }
 
 /// Fails when something already listens on `addr`. The shards bind with SO_REUSEPORT, which
