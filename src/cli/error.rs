@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use kafka_protocol::error::ResponseError;
-
 /// Error codes the CLI names itself (their constants, so matches read well).
 pub mod code {
     pub const OFFSET_OUT_OF_RANGE: i16 = 1;
@@ -22,23 +20,9 @@ pub mod code {
 }
 
 /// The protocol name of an error code, as Kafka's documentation and tools print it
-/// (`TOPIC_ALREADY_EXISTS`), from `kafka_protocol::ResponseError`.
+/// (`TOPIC_ALREADY_EXISTS`): the broker's one vocabulary names it.
 pub fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".into(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
-        Some(e) => {
-            let camel = format!("{e:?}");
-            let mut out = String::with_capacity(camel.len() + 8);
-            for (i, ch) in camel.chars().enumerate() {
-                if ch.is_ascii_uppercase() && i > 0 {
-                    out.push('_');
-                }
-                out.push(ch.to_ascii_uppercase());
-            }
-            out
-        }
-    }
+    crate::error::ErrorCode::from_code(code).name()
 }
 
 /// What to do about the common errors.
