@@ -1214,16 +1214,7 @@ fn fetch_long_poll_returns_data_produced_while_waiting() {
 /// second is an observation window, not a wait for a condition.
 #[test]
 fn fetch_long_poll_waits_for_min_bytes_from_both_shards_without_spinning() {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let broker = Broker::start_with(
-        2,
-        &[
-            "--auto-create-topics",
-            "false",
-            "--metrics-listen",
-            &metrics,
-        ],
-    );
+    let (broker, metrics) = two_shards_with_metrics();
     let mut s = broker.connect();
     create_topic(&mut s, "minb", 2);
     let first = record_batch(5_000, &[b"first"]);
@@ -1267,6 +1258,21 @@ fn fetch_long_poll_waits_for_min_bytes_from_both_shards_without_spinning() {
     broker.stop();
 }
 
+/// A 2-shard broker without auto-creation, with its metrics endpoint: (broker, metrics address).
+fn two_shards_with_metrics() -> (Broker, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let broker = Broker::start_with(
+        2,
+        &[
+            "--auto-create-topics",
+            "false",
+            "--metrics-listen",
+            &metrics,
+        ],
+    );
+    (broker, metrics)
+}
+
 /// Polls `metric` (summed over shards) until it equals `want`, or fails after `secs`.
 fn wait_for_metric(metrics: &str, metric: &str, want: u64, secs: u64, context: &str) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -1289,16 +1295,7 @@ fn wait_for_metric(metrics: &str, metric: &str, want: u64, secs: u64, context: &
 /// a busy consumer).
 #[test]
 fn fetch_long_poll_answered_by_one_shard_ends_its_wait_on_the_other() {
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let broker = Broker::start_with(
-        2,
-        &[
-            "--auto-create-topics",
-            "false",
-            "--metrics-listen",
-            &metrics,
-        ],
-    );
+    let (broker, metrics) = two_shards_with_metrics();
     let mut s = broker.connect();
     create_topic(&mut s, "cancel", 2);
     assert_ne!(

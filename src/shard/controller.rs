@@ -72,6 +72,11 @@ impl Controller {
         Ok(store.image().topic_meta(name))
     }
 
+    /// A topic that must exist for the change at hand.
+    fn existing_topic(&self, name: &str) -> Result<TopicMeta, KafkaError> {
+        self.topic(name)?.ok_or(KafkaError::UnknownTopicOrPartition)
+    }
+
     /// Appends `records` as one batch and waits until they are durable. The write and the
     /// fdatasync run on the blocking pool, never on this executor.
     async fn persist(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
@@ -209,12 +214,8 @@ impl Controller {
         let _permit = self.changes.acquire_permit(1).await;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            let meta = match self.topic(&name) {
-                Ok(Some(meta)) => meta,
-                Ok(None) => {
-                    out.push(Err(KafkaError::UnknownTopicOrPartition));
-                    continue;
-                }
+            let meta = match self.existing_topic(&name) {
+                Ok(meta) => meta,
                 Err(e) => {
                     out.push(Err(e));
                     continue;
@@ -248,12 +249,8 @@ impl Controller {
         let _permit = self.changes.acquire_permit(1).await;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
-            let old = match self.topic(&change.topic) {
-                Ok(Some(old)) => old,
-                Ok(None) => {
-                    out.push(Err(KafkaError::UnknownTopicOrPartition));
-                    continue;
-                }
+            let old = match self.existing_topic(&change.topic) {
+                Ok(old) => old,
                 Err(e) => {
                     out.push(Err(e));
                     continue;
