@@ -478,21 +478,9 @@ pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // Shards
 
-/// FNV-1a 64, as `src/shard/assignment.rs`.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The shard owning `topic`/`partition`: ((fnv1a64(topic) % shards) + partition) % shards.
-pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
-    let n = shards.max(1) as u64;
-    ((fnv1a64(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
-}
+/// The shard owning `topic`/`partition`: the broker's own placement function.
+#[allow(unused_imports)] // not every test binary uses it
+pub use spate::placement::partition_owner;
 
 /// Sum of a counter over every shard, from `GET /metrics`.
 pub fn scrape_sum(metrics: &str, name: &str) -> u64 {
