@@ -34,6 +34,8 @@ const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub struct BatchHeader {
     pub base_offset: i64,
     pub batch_length: i32,
+    /// The epoch of the leader that wrote the batch (-1 as producers send it).
+    pub partition_leader_epoch: i32,
     pub magic: i8,
     pub crc: u32,
     pub attributes: i16,
@@ -55,6 +57,7 @@ impl BatchHeader {
         Some(BatchHeader {
             base_offset: i64_at(0),
             batch_length: i32_at(8),
+            partition_leader_epoch: i32_at(12),
             magic: b[16] as i8,
             crc: u32::from_be_bytes([b[17], b[18], b[19], b[20]]),
             attributes: i16::from_be_bytes([b[21], b[22]]),
@@ -165,17 +168,20 @@ pub fn split_produce_records(
     Ok(batches)
 }
 
-/// The rewritten fixed part of a batch about to be appended at `base_offset`. With
-/// `log_append_time`, the batch is marked LogAppendTime with that max timestamp and its CRC
-/// recomputed (over the new fixed part and the untouched records).
+/// The rewritten fixed part of a batch about to be appended at `base_offset` by the leader of
+/// `leader_epoch` (stamped in the header; the field sits before the CRC, which does not cover
+/// it). With `log_append_time`, the batch is marked LogAppendTime with that max timestamp and
+/// its CRC recomputed (over the new fixed part and the untouched records).
 pub fn patched_header(
     batch: &ProducedBatch,
     base_offset: i64,
+    leader_epoch: i32,
     log_append_time: Option<i64>,
 ) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h.copy_from_slice(&batch.bytes[..HEADER_LEN]);
     h[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    h[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
     if let Some(now) = log_append_time {
         let attributes = batch.header.attributes | ATTR_TIMESTAMP_TYPE;
         h[21..23].copy_from_slice(&attributes.to_be_bytes());
@@ -335,13 +341,36 @@ pub mod tests {
             header: BatchHeader::parse(&batch(5, &[b"v"])).unwrap(),
             bytes: Bytes::from(batch(5, &[b"v"])),
         };
-        let h = patched_header(&b, 42, Some(777));
+        let h = patched_header(&b, 42, 3, Some(777));
         let mut whole = h.to_vec();
         whole.extend_from_slice(&b.bytes[HEADER_LEN..]);
         let parsed = split_produce_records(&Bytes::from(whole), 1 << 20).unwrap();
         assert_eq!(parsed[0].header.base_offset, 42);
         assert_eq!(parsed[0].header.max_timestamp, 777);
+        assert_eq!(parsed[0].header.partition_leader_epoch, 3);
         assert!(parsed[0].header.is_log_append_time());
+    }
+
+    #[test]
+    fn the_leader_epoch_is_stamped_outside_the_crc() {
+        let b = ProducedBatch {
+            header: BatchHeader::parse(&batch(5, &[b"v"])).unwrap(),
+            bytes: Bytes::from(batch(5, &[b"v"])),
+        };
+        assert_eq!(b.header.partition_leader_epoch, -1, "as producers send it");
+        let h = patched_header(&b, 7, 12, None);
+        let mut whole = h.to_vec();
+        whole.extend_from_slice(&b.bytes[HEADER_LEN..]);
+        // The CRC still checks: the epoch field sits before the bytes it covers.
+        let parsed = split_produce_records(&Bytes::from(whole), 1 << 20).unwrap();
+        assert_eq!(
+            (
+                parsed[0].header.base_offset,
+                parsed[0].header.partition_leader_epoch
+            ),
+            (7, 12)
+        );
+        assert_eq!(parsed[0].header.crc, b.header.crc);
     }
 
     #[test]

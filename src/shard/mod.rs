@@ -10,6 +10,7 @@
 
 pub mod calls;
 pub mod controller;
+pub mod partition;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +31,7 @@ use crate::storage::log::{
 };
 use crate::storage::segment::Recovered;
 use calls::{Answers, FetchItem, FlushItem, ProduceItem, ProduceOutcome, ShardMessage};
+use partition::{Partition, Wake};
 
 /// Byte counters of one shard.
 #[derive(Default, Debug)]
@@ -95,23 +97,6 @@ impl QueuedProduce {
 /// A partition's key in shard maps: (topic, partition).
 pub type TopicPartition = (String, i32);
 
-/// A waiting fetch's wake-up, fired by the first of its partitions to have news (or by its
-/// origin's cancel); empty once fired.
-struct Wake(Cell<Option<oneshot::Sender<()>>>);
-
-impl Wake {
-    fn new() -> (Rc<Wake>, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (Rc::new(Wake(Cell::new(Some(tx)))), rx)
-    }
-
-    fn fire(&self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 /// A wait's place in the per-partition waiter lists, taken out when the wait ends for any
 /// reason (woken, timed out, or its future dropped because the fetch was answered), so the
 /// lists hold only live waits.
@@ -123,13 +108,10 @@ struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        let mut waiters = self.shard.fetch_waiters.borrow_mut();
+        let mut partitions = self.shard.partitions.borrow_mut();
         for tp in &self.partitions {
-            if let Some(list) = waiters.get_mut(tp) {
-                list.retain(|w| !Rc::ptr_eq(w, &self.wake));
-                if list.is_empty() {
-                    waiters.remove(tp);
-                }
+            if let Some(p) = partitions.get_mut(tp) {
+                p.waiters.retain(|w| !Rc::ptr_eq(w, &self.wake));
             }
         }
     }
@@ -155,16 +137,13 @@ pub struct Shard {
     /// Topic catalog cache, by name. Changed only by controller messages.
     topics: RefCell<BTreeMap<String, TopicMeta>>,
     /// Logs of the partitions this shard owns.
-    logs: RefCell<HashMap<(String, i32), PartitionLog>>,
+    partitions: RefCell<HashMap<TopicPartition, Partition>>,
     /// Produces waiting for the writer task, by partition, in arrival order.
     pending_writes: RefCell<HashMap<TopicPartition, Vec<PendingWrite>>>,
     /// Whether a writer task is already scheduled for `pending_writes`.
     writer_scheduled: Cell<bool>,
     /// Partitions with an fdatasync in flight, and who waits for it to finish.
     flushing: RefCell<HashMap<TopicPartition, Vec<oneshot::Sender<()>>>>,
-    /// Fetches waiting for new data, by the partition they wait on: an append wakes only the
-    /// waits on its partition. A wait on several partitions is in each of their lists.
-    fetch_waiters: RefCell<HashMap<TopicPartition, Vec<Rc<Wake>>>>,
     /// Long polls from other shards, by (origin shard, wait id), so that the origin can end
     /// them ([`calls::CancelWait`]) as soon as its fetch is answered.
     remote_waits: RefCell<HashMap<(usize, u64), Rc<Wake>>>,
@@ -204,8 +183,7 @@ impl Shard {
             cluster_id,
             router,
             topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
-            logs: RefCell::new(HashMap::new()),
-            fetch_waiters: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
             remote_waits: RefCell::new(HashMap::new()),
             next_wait_id: Cell::new(0),
             flushing: RefCell::new(HashMap::new()),
@@ -283,11 +261,12 @@ impl Shard {
         let now = now_ms();
         let jobs: Vec<Housekeeping> = {
             let topics = self.topics.borrow();
-            let mut logs = self.logs.borrow_mut();
-            logs.iter_mut()
-                .filter_map(|((topic, _), log)| {
+            let mut partitions = self.partitions.borrow_mut();
+            partitions
+                .iter_mut()
+                .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
-                    log.apply_retention(self.retention(meta), now)
+                    p.log.apply_retention(self.retention(meta), now)
                 })
                 .collect()
         };
@@ -330,7 +309,7 @@ impl Shard {
                         topic = %topic.name,
                         partition = p,
                         truncated_bytes = r.truncated_bytes,
-                        log_end_offset = log.high_watermark(),
+                        log_end_offset = log.log_end_offset(),
                         "recovery cut a torn or corrupt tail off the log"
                     );
                 }
@@ -340,25 +319,30 @@ impl Shard {
                 topic.name,
                 p,
                 self.id,
-                log.high_watermark()
+                log.log_end_offset()
             );
-            self.logs.borrow_mut().insert((topic.name.clone(), p), log);
+            // One node: this broker leads every partition, in the epoch the metadata gives
+            // (0 until leaders change, with the cluster issue).
+            let partition = Partition::new(log, self.config.node_id, 0);
+            self.partitions
+                .borrow_mut()
+                .insert((topic.name.clone(), p), partition);
         }
         Ok(total)
     }
 
     /// (topic, partition, log end offset, log start offset, bytes) of every owned partition.
     pub fn partition_stats(&self) -> Vec<(String, i32, i64, i64, u64)> {
-        let logs = self.logs.borrow();
-        let mut out: Vec<_> = logs
+        let partitions = self.partitions.borrow();
+        let mut out: Vec<_> = partitions
             .iter()
-            .map(|((t, p), log)| {
+            .map(|((t, p), part)| {
                 (
                     t.clone(),
                     *p,
-                    log.high_watermark(),
-                    log.log_start_offset(),
-                    log.size_bytes(),
+                    part.log_end_offset(),
+                    part.log.log_start_offset(),
+                    part.log.size_bytes(),
                 )
             })
             .collect();
@@ -434,18 +418,19 @@ impl Shard {
     /// ListOffsets of owned partitions: (topic, partition, timestamp spec) -> (offset,
     /// timestamp).
     pub fn list_offsets(&self, items: Vec<(String, i32, i64)>) -> Answers<(i64, i64)> {
-        let logs = self.logs.borrow();
+        let partitions = self.partitions.borrow();
         items
             .into_iter()
             .map(|(topic, partition, ts)| {
                 self.debug_assert_owner(&topic, partition);
-                let log = logs
+                let p = partitions
                     .get(&(topic, partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?;
                 match ts {
-                    -1 => Ok((log.high_watermark(), -1)),
-                    -2 => Ok((log.log_start_offset(), -1)),
-                    ts if ts >= 0 => Ok(log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
+                    // Latest, as a consumer may read it: the high watermark.
+                    -1 => Ok((p.high_watermark(), -1)),
+                    -2 => Ok((p.log.log_start_offset(), -1)),
+                    ts if ts >= 0 => Ok(p.log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
                     other => Err(KafkaError::InvalidRequest(format!(
                         "timestamp {other} is not a supported ListOffsets spec"
                     ))),
@@ -464,19 +449,25 @@ impl Shard {
     /// A topic is gone: forget it and delete the partitions this shard owns.
     pub async fn topic_deleted(&self, name: String) -> Result<(), KafkaError> {
         self.topics.borrow_mut().remove(&name);
-        let doomed: Vec<PartitionLog> = {
-            let mut logs = self.logs.borrow_mut();
-            let keys: Vec<_> = logs.keys().filter(|(t, _)| *t == name).cloned().collect();
-            keys.iter().filter_map(|k| logs.remove(k)).collect()
+        let doomed: Vec<Partition> = {
+            let mut partitions = self.partitions.borrow_mut();
+            let keys: Vec<_> = partitions
+                .keys()
+                .filter(|(t, _)| *t == name)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| partitions.remove(k)).collect()
         };
         // The logs close here; their directories are removed on the blocking pool, since
         // unlinking a partition's files can wait on the disk. The reply waits for the removal,
         // so a topic created again under this name starts empty.
         let dirs: Vec<(i32, std::path::PathBuf)> = doomed
             .into_iter()
-            .map(|log| {
-                let p = log.partition;
-                drop(log);
+            .map(|mut part| {
+                // Its waiting fetches look again and find the partition gone.
+                part.wake_waiters();
+                let p = part.log.partition;
+                drop(part);
                 (p, partition_dir(&self.config.data_dir, &name, p))
             })
             .collect();
@@ -503,9 +494,9 @@ impl Shard {
     /// A topic's configs changed: recache it and apply the new settings to its open logs.
     pub fn topic_config_changed(&self, meta: TopicMeta) -> Result<(), KafkaError> {
         let config = self.log_config(&meta);
-        for ((topic, _), log) in self.logs.borrow_mut().iter_mut() {
+        for ((topic, _), p) in self.partitions.borrow_mut().iter_mut() {
             if *topic == meta.name {
-                log.set_config(config);
+                p.log.set_config(config);
             }
         }
         self.topics.borrow_mut().insert(meta.name.clone(), meta);
@@ -517,16 +508,18 @@ impl Shard {
     pub async fn delete_records(&self, items: Vec<(String, i32, i64)>) -> Answers<i64> {
         let mut jobs = Vec::new();
         let mut results: Answers<i64> = {
-            let mut logs = self.logs.borrow_mut();
+            let mut partitions = self.partitions.borrow_mut();
             items
                 .into_iter()
                 .map(|(topic, partition, offset)| {
                     self.debug_assert_owner(&topic, partition);
-                    let log = logs
+                    let p = partitions
                         .get_mut(&(topic, partition))
                         .ok_or(KafkaError::UnknownTopicOrPartition)?;
-                    let (start, job) = log.delete_records(offset)?;
-                    tracing::info!(topic = %log.topic, partition, log_start_offset = start, "records deleted");
+                    // -1 means the high watermark, as in Kafka: what consumers can see.
+                    let offset = if offset == -1 { p.high_watermark() } else { offset };
+                    let (start, job) = p.log.delete_records(offset)?;
+                    tracing::info!(topic = %p.log.topic, partition, log_start_offset = start, "records deleted");
                     jobs.extend(job);
                     Ok(start)
                 })
@@ -558,11 +551,10 @@ impl Shard {
         self.writer_scheduled.set(false);
         let pending = std::mem::take(&mut *self.pending_writes.borrow_mut());
         let now = now_ms();
-        let mut grown: Vec<TopicPartition> = Vec::new();
         {
-            let mut logs = self.logs.borrow_mut();
+            let mut partitions = self.partitions.borrow_mut();
             for (tp, writes) in pending {
-                let Some(log) = logs.get_mut(&tp) else {
+                let Some(part) = partitions.get_mut(&tp) else {
                     for w in writes {
                         let _ = w.answer.send(Err(KafkaError::UnknownTopicOrPartition));
                     }
@@ -579,7 +571,7 @@ impl Shard {
                     // One pwritev for as many requests as fit the active segment (a request
                     // that does not fit rolls it first), so segments keep to segment.bytes
                     // and each request's batches stay whole in one segment.
-                    let room = log.segment_room();
+                    let room = part.log.segment_room();
                     let mut group: Vec<PendingWrite> = Vec::new();
                     let mut bytes = 0u64;
                     while let Some(w) = writes.peek() {
@@ -595,15 +587,12 @@ impl Shard {
                         bytes += b;
                         group.extend(writes.next());
                     }
-                    any |= self.append_group(log, group, append_time, now);
+                    any |= self.append_group(part, group, append_time, now);
                 }
                 if any {
-                    grown.push(tp);
+                    part.wake_waiters();
                 }
             }
-        }
-        for tp in &grown {
-            self.wake_fetches(tp);
         }
     }
 
@@ -611,7 +600,7 @@ impl Shard {
     /// own offsets; returns whether anything was written.
     fn append_group(
         &self,
-        log: &mut PartitionLog,
+        part: &mut Partition,
         group: Vec<PendingWrite>,
         append_time: Option<i64>,
         now: i64,
@@ -624,8 +613,9 @@ impl Shard {
             .appends
             .set(self.stats.appends.get() + group.len() as u64);
         self.stats.writes.set(self.stats.writes.get() + 1);
-        match log.append(&all, append_time, now) {
+        match part.log.append(&all, part.leader_epoch(), append_time, now) {
             Ok(appended) => {
+                part.appended();
                 let mut next = appended.base_offset;
                 for w in group {
                     let count: i64 = w
@@ -637,7 +627,7 @@ impl Shard {
                         base_offset: next,
                         last_offset: next + count - 1,
                         log_append_time: append_time.unwrap_or(-1),
-                        log_start_offset: log.log_start_offset(),
+                        log_start_offset: part.log.log_start_offset(),
                     }));
                     next += count;
                 }
@@ -672,10 +662,11 @@ impl Shard {
     pub async fn flush_to(self: &Rc<Self>, tp: (String, i32), last: i64) -> Result<(), KafkaError> {
         loop {
             let job = {
-                let mut logs = self.logs.borrow_mut();
-                let log = logs
+                let mut partitions = self.partitions.borrow_mut();
+                let log = &mut partitions
                     .get_mut(&tp)
-                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?
+                    .log;
                 if let Some(why) = log.poisoned() {
                     return Err(KafkaError::Storage(format!("partition is offline: {why}")));
                 }
@@ -715,8 +706,8 @@ impl Shard {
         let started = std::time::Instant::now();
         let result = glommio::executor().spawn_blocking(move || job.run()).await;
         self.metrics.record_flush(started.elapsed().as_secs_f64());
-        if let Some(log) = self.logs.borrow_mut().get_mut(&tp) {
-            log.finish_flush(target, &result);
+        if let Some(p) = self.partitions.borrow_mut().get_mut(&tp) {
+            p.log.finish_flush(target, &result);
         }
         self.stats.flushes.set(self.stats.flushes.get() + 1);
         let waiters = self.flushing.borrow_mut().remove(&tp).unwrap_or_default();
@@ -731,9 +722,11 @@ impl Shard {
     pub async fn flush_due(self: &Rc<Self>) {
         let due: Vec<((String, i32), FlushJob)> = {
             let topics = self.topics.borrow();
-            let mut logs = self.logs.borrow_mut();
+            let mut partitions = self.partitions.borrow_mut();
             let flushing = self.flushing.borrow();
-            logs.iter_mut()
+            partitions
+                .iter_mut()
+                .map(|(tp, p)| (tp, &mut p.log))
                 .filter(|(tp, log)| {
                     let Some((messages, ms)) =
                         topics.get(&tp.0).and_then(|t| self.background_flush(t))
@@ -762,10 +755,10 @@ impl Shard {
     /// clean, and the next start recovers).
     pub async fn flush_all(self: &Rc<Self>) -> bool {
         let tps: Vec<((String, i32), i64)> = self
-            .logs
+            .partitions
             .borrow()
             .iter()
-            .map(|(tp, log)| (tp.clone(), log.high_watermark() - 1))
+            .map(|(tp, p)| (tp.clone(), p.log_end_offset() - 1))
             .collect();
         let runs = tps.into_iter().map(|(tp, last)| self.flush_to(tp, last));
         let mut clean = true;
@@ -778,19 +771,10 @@ impl Shard {
         clean
     }
 
-    /// Wakes the fetches waiting on one partition (it grew).
-    fn wake_fetches(&self, tp: &TopicPartition) {
-        let waiting = self.fetch_waiters.borrow_mut().remove(tp);
-        for w in waiting.into_iter().flatten() {
-            w.fire();
-        }
-    }
-
     /// Wakes every fetch waiting on this shard (after a deletion, retention, or at shutdown).
     pub fn wake_all_fetches(&self) {
-        let waiting = std::mem::take(&mut *self.fetch_waiters.borrow_mut());
-        for w in waiting.into_values().flatten() {
-            w.fire();
+        for p in self.partitions.borrow_mut().values_mut() {
+            p.wake_waiters();
         }
         let remote: Vec<Rc<Wake>> = self.remote_waits.borrow().values().cloned().collect();
         for w in remote {
@@ -809,11 +793,10 @@ impl Shard {
     /// Fetch waits in progress on this shard (own and remote), for the metrics.
     pub fn fetch_waits(&self) -> usize {
         let mut waits: Vec<*const Wake> = self
-            .fetch_waiters
+            .partitions
             .borrow()
             .values()
-            .flatten()
-            .map(Rc::as_ptr)
+            .flat_map(|p| p.waiters.iter().map(Rc::as_ptr))
             .collect();
         waits.sort_unstable();
         waits.dedup();
@@ -829,13 +812,14 @@ impl Shard {
 
     /// Where the data at each item's offset lies (file ranges of whole batches), for Fetch.
     pub fn locate(&self, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
-        let logs = self.logs.borrow();
+        let partitions = self.partitions.borrow();
         items
             .into_iter()
             .map(|i| {
                 self.debug_assert_owner(&i.topic, i.partition);
-                let log = logs.get(&(i.topic, i.partition));
-                log.ok_or(KafkaError::UnknownTopicOrPartition)?
+                partitions
+                    .get(&(i.topic, i.partition))
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?
                     .read(i.offset, i.max_bytes)
             })
             .collect()
@@ -846,10 +830,10 @@ impl Shard {
     /// already saw does not count: a fetch still short of its `min_bytes` would otherwise be
     /// answered at once, over and over, until its deadline.
     fn has_news(&self, items: &[(FetchItem, i64)]) -> bool {
-        let logs = self.logs.borrow();
+        let partitions = self.partitions.borrow();
         items.iter().any(
-            |(i, seen)| match logs.get(&(i.topic.clone(), i.partition)) {
-                Some(log) => log.high_watermark() > *seen || i.offset < log.log_start_offset(),
+            |(i, seen)| match partitions.get(&(i.topic.clone(), i.partition)) {
+                Some(p) => p.high_watermark() > *seen || i.offset < p.log.log_start_offset(),
                 None => true, // gone: the fetch should look again and report it
             },
         )
@@ -887,9 +871,13 @@ impl Shard {
             }
             let (wake, rx) = Wake::new();
             {
-                let mut waiters = self.fetch_waiters.borrow_mut();
+                // has_news just found every partition here or answered; a partition is only
+                // waited on while it exists (a deleted one wakes its waiters as it goes).
+                let mut owned = self.partitions.borrow_mut();
                 for tp in &partitions {
-                    waiters.entry(tp.clone()).or_default().push(wake.clone());
+                    if let Some(p) = owned.get_mut(tp) {
+                        p.waiters.push(wake.clone());
+                    }
                 }
             }
             let _registered = Registered {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use crate::error::KafkaError;
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::protocol::fetch::FileSlice;
+use crate::storage::epochs::{self, LeaderEpochCache};
 use crate::storage::io::{faults, read_at_most};
 use crate::storage::segment::{Placed, Recovered, Segment, WriteFailed};
 
@@ -46,13 +47,16 @@ pub struct Appended {
     pub last_offset: i64,
 }
 
-/// What a read found at an offset.
+/// What a Fetch read found at an offset: the data and the partition's offsets, each its own
+/// value (see `shard::partition`).
 #[derive(Clone, Debug)]
 pub struct ReadOut {
     /// Whole batches from the one holding the offset, within the byte budget (the first batch
-    /// always, however large, so a consumer can always make progress).
+    /// always, however large, so a consumer can always make progress), below the high
+    /// watermark.
     pub slice: Option<FileSlice>,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
 }
 
@@ -78,6 +82,9 @@ pub struct PartitionLog {
     poisoned: Option<String>,
     /// What crash recovery found when the log was opened after an unclean stop.
     pub recovered: Option<Recovered>,
+    /// Which leader epoch wrote from which offset, and whether its checkpoint is behind.
+    epochs: LeaderEpochCache,
+    epochs_unflushed: bool,
 }
 
 /// Segments checked batch by batch after an unclean stop: the active one and the one before
@@ -160,6 +167,9 @@ impl Housekeeping {
 pub struct FlushJob {
     files: Vec<(Arc<File>, PathBuf)>,
     dir: Option<PathBuf>,
+    /// A changed leader-epoch checkpoint to write once the data it describes is synced:
+    /// (partition directory, checkpoint text).
+    epochs: Option<(PathBuf, String)>,
     /// The log end when the job was taken: everything below it is durable once it succeeds.
     pub target: i64,
 }
@@ -173,6 +183,9 @@ impl FlushJob {
         }
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
+        }
+        if let Some((dir, text)) = &self.epochs {
+            epochs::write_checkpoint(dir, text)?;
         }
         Ok(())
     }
@@ -271,7 +284,10 @@ impl PartitionLog {
             last_flush: Instant::now(),
             poisoned: None,
             recovered,
+            epochs: LeaderEpochCache::default(),
+            epochs_unflushed: false,
         };
+        log.epochs = LeaderEpochCache::load(&log.dir)?;
         log.find_log_end()?;
         // Sealed segments answer lookups from their index files; only the active one keeps
         // its entries in memory.
@@ -305,6 +321,10 @@ impl PartitionLog {
             seen.push(b.header);
             true
         })?;
+        // The leader-epoch cache follows the log: entries past its end go (a tail was cut).
+        let truncated = self.epochs.truncate_from(next);
+        self.epochs_unflushed |= truncated;
+        let newest = seen.iter().map(|h| h.partition_leader_epoch).max();
         for h in &seen {
             active.observe(h);
         }
@@ -322,6 +342,40 @@ impl PartitionLog {
             active.truncate(end, interval)?;
         }
         self.next_offset = next;
+        // Batches of an epoch newer than the checkpoint knows (a crash came before it was
+        // written): find where each such epoch starts, scanning from the last known one.
+        if newest.is_some_and(|e| e > self.epochs.latest_epoch()) {
+            self.rebuild_epochs()?;
+        }
+        Ok(())
+    }
+
+    /// Completes the leader-epoch cache from the batch headers after its last entry (from the
+    /// log's first segment when it is empty).
+    fn rebuild_epochs(&mut self) -> io::Result<()> {
+        let from = self.epochs.latest_start().unwrap_or(i64::MIN);
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
+        let mut found = Vec::new();
+        for seg in &self.segments[first..] {
+            let pos = if from <= seg.base_offset {
+                0
+            } else {
+                seg.index_lookup(from)
+            };
+            seg.scan(pos, |b| {
+                let h = b.header;
+                if h.base_offset >= from && h.partition_leader_epoch >= 0 {
+                    found.push((h.partition_leader_epoch, h.base_offset));
+                }
+                true
+            })?;
+        }
+        for (epoch, start) in found {
+            self.epochs_unflushed |= self.epochs.assign(epoch, start);
+        }
         Ok(())
     }
 
@@ -351,12 +405,16 @@ impl PartitionLog {
     /// Takes what must be synced to make everything appended so far durable; None when it
     /// already is (or the partition is offline).
     pub fn begin_flush(&mut self) -> Option<FlushJob> {
-        if self.poisoned.is_some() || self.flushed_offset >= self.next_offset {
+        if self.poisoned.is_some()
+            || (self.flushed_offset >= self.next_offset && !self.epochs_unflushed)
+        {
             return None;
         }
         Some(FlushJob {
             files: std::mem::take(&mut self.unflushed_files),
             dir: std::mem::take(&mut self.dir_unflushed).then(|| self.dir.clone()),
+            epochs: std::mem::take(&mut self.epochs_unflushed)
+                .then(|| (self.dir.clone(), self.epochs.checkpoint_text())),
             target: self.next_offset,
         })
     }
@@ -379,8 +437,15 @@ impl PartitionLog {
         }
     }
 
-    pub fn high_watermark(&self) -> i64 {
+    /// The offset the next appended record gets: one past the last record in the log. Not
+    /// what consumers may read up to; that is the partition's high watermark.
+    pub fn log_end_offset(&self) -> i64 {
         self.next_offset
+    }
+
+    /// Which leader epoch wrote the log from which offset on.
+    pub fn leader_epochs(&self) -> &LeaderEpochCache {
+        &self.epochs
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -402,11 +467,13 @@ impl PartitionLog {
         self.segments.len()
     }
 
-    /// Appends validated batches, assigning their offsets. With `log_append_time`, batches are
-    /// stamped with that time. Record bytes go from the request buffers to the file as they are.
+    /// Appends validated batches, assigning their offsets and stamping `leader_epoch` in each
+    /// header. With `log_append_time`, batches are stamped with that time. Record bytes go
+    /// from the request buffers to the file as they are.
     pub fn append(
         &mut self,
         batches: &[ProducedBatch],
+        leader_epoch: i32,
         log_append_time: Option<i64>,
         now_ms: i64,
     ) -> Result<Appended, KafkaError> {
@@ -439,7 +506,12 @@ impl PartitionLog {
         let mut headers = Vec::with_capacity(batches.len());
         let mut placed = Vec::with_capacity(batches.len());
         for b in batches {
-            headers.push(batch::patched_header(b, next, log_append_time));
+            headers.push(batch::patched_header(
+                b,
+                next,
+                leader_epoch,
+                log_append_time,
+            ));
             placed.push(Placed {
                 offset: next,
                 len: b.bytes.len() as u64,
@@ -486,6 +558,9 @@ impl PartitionLog {
             self.unflushed_files.push((active, path));
         }
         self.next_offset = next;
+        // A new epoch's first batch: the checkpoint is written with the flush that makes it
+        // durable.
+        self.epochs_unflushed |= self.epochs.assign(leader_epoch, base_offset);
         Ok(Appended {
             base_offset,
             last_offset: next - 1,
@@ -548,18 +623,20 @@ impl PartitionLog {
         }
     }
 
-    /// Finds the batches holding `offset` onward, up to `max_bytes` (the first batch always).
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOut, KafkaError> {
+    /// Finds the batches holding `offset` onward, up to `max_bytes` (the first batch always),
+    /// and only batches that start below `visible_end` (a consumer reads below the high
+    /// watermark). The offset must lie between the log start and the log end.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        visible_end: i64,
+    ) -> Result<Option<FileSlice>, KafkaError> {
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(self.out_of_range(offset));
         }
-        let mut out = ReadOut {
-            slice: None,
-            high_watermark: self.next_offset,
-            log_start_offset: self.log_start_offset,
-        };
-        if offset == self.next_offset {
-            return Ok(out);
+        if offset >= visible_end.min(self.next_offset) {
+            return Ok(None);
         }
         let first = self
             .segments
@@ -569,6 +646,9 @@ impl PartitionLog {
             let mut start: Option<u64> = None;
             let mut end = 0u64;
             seg.scan(seg.index_lookup(offset), |b| {
+                if b.header.base_offset >= visible_end {
+                    return false;
+                }
                 if start.is_none() {
                     if b.header.last_offset() < offset {
                         return true;
@@ -584,15 +664,14 @@ impl PartitionLog {
             })
             .map_err(|e| self.storage_error("read", e))?;
             if let Some(s) = start {
-                out.slice = Some(FileSlice {
+                return Ok(Some(FileSlice {
                     file: seg.log.clone(),
                     pos: s,
                     len: (end - s) as usize,
-                });
-                return Ok(out);
+                }));
             }
         }
-        Ok(out)
+        Ok(None)
     }
 
     /// The first offset whose record timestamp is at least `timestamp`, with that timestamp;
@@ -738,12 +817,78 @@ mod tests {
 
     fn produce(log: &mut PartitionLog, ts: i64, values: &[&[u8]]) -> Appended {
         let b = split_produce_records(&Bytes::from(batch(ts, values)), 1 << 20).unwrap();
-        log.append(&b, None, ts).unwrap()
+        log.append(&b, 0, None, ts).unwrap()
+    }
+
+    /// Appends one batch written by the leader of `epoch`.
+    fn produce_in(log: &mut PartitionLog, epoch: i32, values: &[&[u8]]) -> Appended {
+        let b = split_produce_records(&Bytes::from(batch(1000, values)), 1 << 20).unwrap();
+        log.append(&b, epoch, None, 1000).unwrap()
+    }
+
+    fn flush(log: &mut PartitionLog) {
+        let job = log.begin_flush().unwrap();
+        let target = job.target;
+        let r = job.run();
+        log.finish_flush(target, &r);
+        r.unwrap();
+    }
+
+    #[test]
+    fn leader_epochs_are_stamped_checkpointed_with_the_flush_and_follow_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let checkpoint = || {
+            fs::read_to_string(partition_dir(dir.path(), "t", 0).join(epochs::CHECKPOINT_FILE)).ok()
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+        produce_in(&mut log, 0, &[b"a", b"b"]);
+        produce_in(&mut log, 0, &[b"c"]);
+        assert_eq!(
+            checkpoint(),
+            None,
+            "written with the flush, not on the executor"
+        );
+        flush(&mut log);
+        assert_eq!(checkpoint().as_deref(), Some("0\n1\n0 0\n"));
+        let at = produce_in(&mut log, 4, &[b"d"]).base_offset;
+        assert_eq!(at, 3);
+        flush(&mut log);
+        assert_eq!(checkpoint().as_deref(), Some("0\n2\n0 0\n4 3\n"));
+        assert_eq!(log.leader_epochs().end_offset_for(0, 4), (0, 3));
+        assert!(log.begin_flush().is_none(), "nothing left to flush");
+        // The epoch is in every batch header on disk.
+        let s = log.read(0, usize::MAX, i64::MAX).unwrap().unwrap();
+        let bytes = read_at_most(&s.file, s.pos, s.len).unwrap();
+        let mut epochs = vec![];
+        let mut p = 0;
+        while p < bytes.len() {
+            let h = batch::BatchHeader::parse(&bytes[p..]).unwrap();
+            epochs.push((h.base_offset, h.partition_leader_epoch));
+            p += h.total_len();
+        }
+        assert_eq!(epochs, vec![(0, 0), (2, 0), (3, 4)]);
+        // A checkpoint lost in a crash is rebuilt from the batches the open scan sees.
+        drop(log);
+        fs::remove_file(partition_dir(dir.path(), "t", 0).join(epochs::CHECKPOINT_FILE)).unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+        assert_eq!(log.leader_epochs().end_offset_for(9, 4), (4, 4));
+        flush(&mut log);
+        assert_eq!(checkpoint().as_deref(), Some("0\n2\n0 0\n4 3\n"));
+        // An entry past the log end (the tail holding it was cut) is dropped at open.
+        drop(log);
+        fs::write(
+            partition_dir(dir.path(), "t", 0).join(epochs::CHECKPOINT_FILE),
+            "0\n3\n0 0\n4 3\n6 9\n",
+        )
+        .unwrap();
+        let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+        assert_eq!(log.leader_epochs().latest_epoch(), 4);
     }
 
     fn read_all(log: &PartitionLog, offset: i64, max: usize) -> Vec<i64> {
-        let out = log.read(offset, max).unwrap();
-        let Some(s) = out.slice else { return vec![] };
+        let Some(s) = log.read(offset, max, i64::MAX).unwrap() else {
+            return vec![];
+        };
         let bytes = read_at_most(&s.file, s.pos, s.len).unwrap();
         let mut bases = vec![];
         let mut p = 0;
@@ -769,7 +914,7 @@ mod tests {
         for i in 0..50 {
             produce(&mut log, 100 + i, &[b"0123456789"]);
         }
-        assert_eq!(log.high_watermark(), 52);
+        assert_eq!(log.log_end_offset(), 52);
         assert_eq!(
             read_all(&log, 1, 1 << 20)[0],
             0,
@@ -782,13 +927,13 @@ mod tests {
             "first batch even over budget"
         );
         assert!(read_all(&log, 52, 100).is_empty());
-        assert_eq!(log.read(53, 100).unwrap_err().code(), 1);
+        assert_eq!(log.read(53, 100, i64::MAX).unwrap_err().code(), 1);
         assert_eq!(log.offset_for_timestamp(120).unwrap(), Some((22, 120)));
         assert_eq!(log.offset_for_timestamp(11).unwrap(), Some((1, 20)));
         assert_eq!(log.offset_for_timestamp(1000).unwrap(), None);
         drop(log);
         let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
-        assert_eq!(log.high_watermark(), 52);
+        assert_eq!(log.log_end_offset(), 52);
         assert_eq!(read_all(&log, 45, 1 << 20)[0], 45);
         assert_eq!(produce(&mut log, 5, &[b"z"]).base_offset, 52);
     }
@@ -812,7 +957,7 @@ mod tests {
         }
         drop(log);
         let log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
-        assert_eq!(log.high_watermark(), 20);
+        assert_eq!(log.log_end_offset(), 20);
         assert_eq!(read_all(&log, 19, 1)[0], 19);
     }
 
@@ -905,16 +1050,16 @@ mod tests {
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let one = |ts| split_produce_records(&Bytes::from(batch(ts, &[b"v"])), 1 << 20).unwrap();
-        log.append(&one(1000), None, 1000).unwrap();
-        log.append(&one(1050), None, 1099).unwrap();
+        log.append(&one(1000), 0, None, 1000).unwrap();
+        log.append(&one(1050), 0, None, 1099).unwrap();
         assert_eq!(log.segment_count(), 1, "younger than segment.ms");
-        log.append(&one(1100), None, 9999).unwrap();
+        log.append(&one(1100), 0, None, 9999).unwrap();
         assert_eq!(
             log.segment_count(),
             1,
             "age is record time, not wall-clock time"
         );
-        log.append(&one(1101), None, 1101).unwrap();
+        log.append(&one(1101), 0, None, 1101).unwrap();
         assert_eq!(
             log.segment_count(),
             2,
@@ -946,7 +1091,7 @@ mod tests {
         );
         assert_eq!(log.log_start_offset(), 24);
         assert_eq!(
-            log.read(23, 100).unwrap_err().code(),
+            log.read(23, 100, i64::MAX).unwrap_err().code(),
             1,
             "below the log start"
         );
@@ -960,10 +1105,10 @@ mod tests {
         expire(&mut log, Some(1), Some(0), i64::MAX / 2);
         assert_eq!(log.segment_count(), 1);
         assert_eq!(log.log_start_offset(), 28);
-        assert_eq!(log.high_watermark(), 30);
+        assert_eq!(log.log_end_offset(), 30);
         drop(log);
         let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
-        assert_eq!((log.log_start_offset(), log.high_watermark()), (28, 30));
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (28, 30));
     }
 
     #[test]
@@ -974,7 +1119,7 @@ mod tests {
         assert_eq!(start, 17);
         job.unwrap().run().unwrap();
         assert_eq!(log.log_start_offset(), 17);
-        assert_eq!(log.read(16, 100).unwrap_err().code(), 1);
+        assert_eq!(log.read(16, 100, i64::MAX).unwrap_err().code(), 1);
         assert_eq!(read_all(&log, 17, 1)[0], 17);
         assert_eq!(log.delete_records(5).unwrap().0, 17, "never moves back");
         assert_eq!(log.delete_records(31).unwrap_err().code(), 1);
@@ -982,7 +1127,7 @@ mod tests {
         let mut log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
         assert_eq!(log.log_start_offset(), 17);
         assert_eq!(log.delete_records(-1).unwrap().0, 30);
-        assert_eq!(log.high_watermark(), 30);
+        assert_eq!(log.log_end_offset(), 30);
     }
 
     #[test]
@@ -990,7 +1135,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap());
         let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
-        assert_eq!(log.high_watermark(), 0);
+        assert_eq!(log.log_end_offset(), 0);
         assert_eq!(produce(&mut log, 0, &[b"a"]).base_offset, 0);
     }
 
@@ -1025,7 +1170,7 @@ mod tests {
             .unwrap();
             let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
             let r = log.recovered.unwrap();
-            assert_eq!(log.high_watermark(), survive, "{name}");
+            assert_eq!(log.log_end_offset(), survive, "{name}");
             assert_eq!(r.records as i64, survive, "{name}");
             assert!(
                 r.truncated_bytes > 0 || survive == 3 && r.truncated_bytes == 100,
@@ -1038,7 +1183,7 @@ mod tests {
             drop(log);
             let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
             assert_eq!(
-                log.high_watermark(),
+                log.log_end_offset(),
                 survive + 1,
                 "{name}: appends after recovery persist"
             );
@@ -1076,7 +1221,7 @@ mod tests {
     type Contents = (i64, i64, Vec<Vec<i64>>, Vec<Option<(i64, i64)>>);
 
     fn contents(log: &PartitionLog) -> Contents {
-        let hw = log.high_watermark();
+        let hw = log.log_end_offset();
         let reads = (0..hw).map(|o| read_all(log, o, 1)).collect();
         let times = (0..hw)
             .map(|o| log.offset_for_timestamp(1000 + o * 40).unwrap())
@@ -1101,10 +1246,10 @@ mod tests {
             let mut failed = 0;
             for i in 0..24 {
                 let req = nth_request(i);
-                let want = twin.append(&req, None, 0).unwrap();
+                let want = twin.append(&req, 0, None, 0).unwrap();
                 // Every append meets one failure of `op` if it does that write at all.
                 faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
-                let first = faulty.append(&req, None, 0);
+                let first = faulty.append(&req, 0, None, 0);
                 faults::set_for_this_thread("");
                 match first {
                     Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
@@ -1113,7 +1258,7 @@ mod tests {
                         failed += 1;
                         assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
                         assert_eq!(
-                            faulty.append(&req, None, 0).unwrap(),
+                            faulty.append(&req, 0, None, 0).unwrap(),
                             want,
                             "{op}: append {i}: the retry gets the offsets the failed one would have had"
                         );
@@ -1165,7 +1310,7 @@ mod tests {
         produce(&mut log, 1010, &[b"b"]);
         let req = split_produce_records(&Bytes::from(batch(1020, &[b"c"])), 1 << 20).unwrap();
         faults::set_for_this_thread("index:EIO:t-0/:1;undo:EIO:t-0/:1");
-        let failed = log.append(&req, None, 0);
+        let failed = log.append(&req, 0, None, 0);
         faults::set_for_this_thread("");
         assert_eq!(failed.unwrap_err().code(), 56);
         assert!(
@@ -1175,16 +1320,16 @@ mod tests {
             log.poisoned()
         );
         assert_eq!(
-            log.append(&req, None, 0).unwrap_err().code(),
+            log.append(&req, 0, None, 0).unwrap_err().code(),
             56,
             "an offline partition takes no writes: its log file is longer than its offsets say"
         );
-        assert_eq!(log.high_watermark(), 2);
+        assert_eq!(log.log_end_offset(), 2);
         drop(log);
         // The restart recovers from what is on disk. The unacknowledged batch, whole and valid,
         // may stay (as after a crash); what matters is that the next offset follows the log.
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, true).unwrap();
-        let end = log.high_watermark();
+        let end = log.log_end_offset();
         assert!(end == 2 || end == 3, "log end {end}");
         assert_eq!(read_all(&log, 0, 1 << 20), (0..end).collect::<Vec<_>>());
         assert_eq!(produce(&mut log, 1030, &[b"d"]).base_offset, end);
@@ -1215,7 +1360,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap());
         let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
-        assert_eq!((log.segment_count(), log.high_watermark()), (1, 0));
+        assert_eq!((log.segment_count(), log.log_end_offset()), (1, 0));
     }
 
     fn log_path_exists(dir: &Path, base: i64) -> bool {
@@ -1234,7 +1379,7 @@ mod tests {
         let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         f.set_len(len - 3).unwrap();
         let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
-        assert_eq!(log.high_watermark(), 1);
+        assert_eq!(log.log_end_offset(), 1);
         assert_eq!(produce(&mut log, 0, &[b"c"]).base_offset, 1);
     }
 }

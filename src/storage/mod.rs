@@ -16,6 +16,7 @@
 //!     00000000000000000000.index   sparse offset index: (offset - base u32, position u32) BE
 //!     00000000000000000000.timeindex time index: (max timestamp i64, offset - base u32) BE
 //!     log-start-offset             the log start set by DeleteRecords, when inside a segment
+//!     leader-epoch-checkpoint      which leader epoch wrote from which offset (see epochs.rs)
 //! ```
 //!
 //! A segment's file is named by the offset of its first batch, as Kafka does. Writes are
@@ -23,6 +24,7 @@
 //! bytes); reads hand out [`crate::protocol::fetch::FileSlice`]s of the same files.
 
 pub mod catalog;
+pub mod epochs;
 pub mod io;
 pub mod log;
 pub mod metadata;

@@ -468,12 +468,17 @@ pub fn split_batches(mut records: &[u8]) -> Vec<(i64, Vec<u8>)> {
     out
 }
 
-/// `batch` as the broker stores it at `base_offset` (CreateTime: only the offset changes).
+/// `batch` as the broker stores it at `base_offset` (CreateTime: only the offset and the
+/// partition leader epoch change; a one-node broker leads in epoch 0).
 pub fn with_base_offset(batch: &[u8], base_offset: i64) -> Vec<u8> {
     let mut b = batch.to_vec();
     b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    b[12..16].copy_from_slice(&LEADER_EPOCH.to_be_bytes());
     b
 }
+
+/// The leader epoch a one-node broker stamps into the batches it writes.
+pub const LEADER_EPOCH: i32 = 0;
 
 // ---------------------------------------------------------------------------------------------
 // Shards

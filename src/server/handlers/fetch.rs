@@ -111,7 +111,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
     // Trim to the request budget in request order.
     let mut sent = 0usize;
     for slot in slots {
-        let (error_code, hw, lso, records) = match slot.result {
+        let (error_code, (hw, lso, log_start), records) = match slot.result {
             Ok(out) => {
                 let records = match out.slice {
                     Some(s) if sent == 0 || sent + s.len <= max_bytes => {
@@ -120,16 +120,21 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
                     }
                     _ => Records::Empty,
                 };
-                (0, out.high_watermark, out.log_start_offset, records)
+                let offsets = (
+                    out.high_watermark,
+                    out.last_stable_offset,
+                    out.log_start_offset,
+                );
+                (0, offsets, records)
             }
-            Err(e) => (e.code(), -1, -1, Records::Empty),
+            Err(e) => (e.code(), (-1, -1, -1), Records::Empty),
         };
         topics[slot.topic].partitions.push(PartitionOut {
             partition: slot.partition,
             error_code,
             high_watermark: hw,
-            last_stable_offset: hw,
-            log_start_offset: lso,
+            last_stable_offset: lso,
+            log_start_offset: log_start,
             records,
         });
     }

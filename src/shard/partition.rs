@@ -1,0 +1,136 @@
+//! A partition on the shard that owns it: its log and the offsets that say what of the log
+//! whom may see, each a separately named value.
+//!
+//! Lives on: the shard `placement::partition_owner` gives it; only that shard's executor
+//! touches it.
+//!
+//! - **Log end offset**: one past the last record appended (the log's own, `PartitionLog`).
+//! - **High watermark**: offsets below it are on every in-sync replica; consumers read only
+//!   below it. With one replica (today) it follows the log end as each append completes;
+//!   replication will move it by the followers' fetch offsets instead, and it never moves back.
+//! - **Last stable offset**: offsets below it belong to no open transaction; read_committed
+//!   consumers read only below it. With no transactions yet it follows the high watermark.
+//! - **Leader epoch**: stamped into every batch this replica writes as leader, and recorded in
+//!   the log's leader-epoch checkpoint (`storage::epochs`), so replication can truncate by
+//!   epoch.
+//!
+//! The replica and producer state slots are where the replication and exactly-once issues keep
+//! their per-partition state, so it lives and dies with the partition.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures_channel::oneshot;
+
+use crate::error::KafkaError;
+use crate::storage::log::{PartitionLog, ReadOut};
+
+/// A waiting fetch's wake-up, fired by the first of its partitions to have news (or by its
+/// origin's cancel); empty once fired.
+pub(crate) struct Wake(Cell<Option<oneshot::Sender<()>>>);
+
+impl Wake {
+    pub(crate) fn new() -> (Rc<Wake>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Rc::new(Wake(Cell::new(Some(tx)))), rx)
+    }
+
+    pub(crate) fn fire(&self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The replicas of the partition and what the leader knows of them. One node today: this
+/// broker is the only replica and the only member of the ISR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaState {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// Per-producer idempotence and transaction state (the exactly-once issue). Empty today.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerState {}
+
+pub struct Partition {
+    pub log: PartitionLog,
+    high_watermark: i64,
+    last_stable_offset: i64,
+    leader_epoch: i32,
+    pub replicas: ReplicaState,
+    pub producers: ProducerState,
+    /// Fetches waiting for this partition to grow.
+    pub(crate) waiters: Vec<Rc<Wake>>,
+}
+
+impl Partition {
+    /// A partition led by `node_id` at `leader_epoch`, over an opened log. Everything in the
+    /// log was durable or recovered at open, and there is no other replica, so all of it is
+    /// visible.
+    pub fn new(log: PartitionLog, node_id: i32, leader_epoch: i32) -> Partition {
+        let end = log.log_end_offset();
+        Partition {
+            log,
+            high_watermark: end,
+            last_stable_offset: end,
+            leader_epoch,
+            replicas: ReplicaState {
+                replicas: vec![node_id],
+                isr: vec![node_id],
+            },
+            producers: ProducerState::default(),
+            waiters: Vec::new(),
+        }
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable_offset
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// After an append: with the leader as the only in-sync replica, everything appended is on
+    /// every ISR member, so the high watermark (and, with no transactions, the last stable
+    /// offset) moves to the log end. Both only move forward.
+    pub fn appended(&mut self) {
+        let end = self.log.log_end_offset();
+        debug_assert!(
+            end >= self.high_watermark,
+            "log end below the high watermark"
+        );
+        self.high_watermark = self.high_watermark.max(end);
+        self.last_stable_offset = self.last_stable_offset.max(self.high_watermark);
+        debug_assert!(self.last_stable_offset <= self.high_watermark);
+    }
+
+    /// What a consumer's Fetch sees at `offset`: batches below the high watermark, and the
+    /// partition's offsets.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOut, KafkaError> {
+        let slice = self.log.read(offset, max_bytes, self.high_watermark)?;
+        Ok(ReadOut {
+            slice,
+            high_watermark: self.high_watermark,
+            last_stable_offset: self.last_stable_offset,
+            log_start_offset: self.log.log_start_offset(),
+        })
+    }
+
+    /// Wakes the fetches waiting on this partition.
+    pub(crate) fn wake_waiters(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.fire();
+        }
+    }
+}
