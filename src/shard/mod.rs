@@ -696,12 +696,34 @@ impl Shard {
     }
 
     /// Runs one flush job of a partition on the blocking pool and applies its outcome.
+    ///
+    /// The job runs in a task of its own: whoever waits for it may give up (a Produce past
+    /// its timeout, the flusher cancelled at shutdown), but a flush once begun must finish and
+    /// record its outcome, or the files it took would never be synced and the partition's
+    /// `flushing` entry never cleared. The entry is made before this returns to the caller's
+    /// first await, so no second job can start meanwhile.
     async fn run_flush(
         self: &Rc<Self>,
         tp: (String, i32),
         job: FlushJob,
     ) -> Result<(), KafkaError> {
         self.flushing.borrow_mut().insert(tp.clone(), Vec::new());
+        let (tx, rx) = oneshot::channel();
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let _ = tx.send(shard.complete_flush(tp, job).await);
+        })
+        .detach();
+        rx.await
+            .unwrap_or_else(|_| Err(KafkaError::Storage("the flush task ended".into())))
+    }
+
+    /// The body of [`Shard::run_flush`], in its own task.
+    async fn complete_flush(
+        self: Rc<Self>,
+        tp: (String, i32),
+        job: FlushJob,
+    ) -> Result<(), KafkaError> {
         let target = job.target;
         let started = std::time::Instant::now();
         let result = glommio::executor().spawn_blocking(move || job.run()).await;

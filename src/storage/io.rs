@@ -210,9 +210,11 @@ mod tests {
 ///   against its `.timeindex` path);
 /// - `undo`: cutting a segment's log file back after one of the writes above failed (matched
 ///   against the `.log` path), which takes the partition offline;
-/// - `sync`: fdatasync of segment files.
+/// - `sync`: fdatasync of segment files;
+/// - `stall`: a slow disk rather than a broken one: an fdatasync of segment files first waits
+///   ERRNO milliseconds (a number in that field), then succeeds.
 ///
-/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE`, PATH_PART is matched against the file's
+/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE` (milliseconds for `stall`), PATH_PART is matched against the file's
 /// path (e.g. `orders-0/`), and COUNT is how many operations fail before the rule stops
 /// firing (-1: forever), which models space coming back.
 pub mod faults {
@@ -231,12 +233,20 @@ pub mod faults {
         Seal,
         Undo,
         Sync,
+        /// A delay before an fdatasync (matched by `Op::Sync` checks).
+        Stall,
+    }
+
+    #[derive(Debug)]
+    enum Action {
+        Fail(Errno),
+        Delay(std::time::Duration),
     }
 
     #[derive(Debug)]
     pub struct Rule {
         op: Op,
-        errno: Errno,
+        action: Action,
         path_part: String,
         /// Failures left; negative: unlimited.
         left: AtomicI64,
@@ -261,18 +271,25 @@ pub mod faults {
                     "seal" => Op::Seal,
                     "undo" => Op::Undo,
                     "sync" => Op::Sync,
+                    "stall" => Op::Stall,
                     _ => {
                         return Err(format!(
                             "fault rule '{r}': OP must be write, index, timeindex, create, \
-                             seal, undo or sync"
+                             seal, undo, sync or stall"
                         ));
                     }
                 };
-                let errno = match errno {
-                    "ENOSPC" => Errno::NOSPC,
-                    "EIO" => Errno::IO,
-                    "EDQUOT" => Errno::DQUOT,
-                    "EMFILE" => Errno::MFILE,
+                let action = match (op, errno) {
+                    (Op::Stall, ms) => match ms.parse::<u64>() {
+                        Ok(ms) => Action::Delay(std::time::Duration::from_millis(ms)),
+                        Err(_) => {
+                            return Err(format!("fault rule '{r}': stall takes milliseconds"));
+                        }
+                    },
+                    (_, "ENOSPC") => Action::Fail(Errno::NOSPC),
+                    (_, "EIO") => Action::Fail(Errno::IO),
+                    (_, "EDQUOT") => Action::Fail(Errno::DQUOT),
+                    (_, "EMFILE") => Action::Fail(Errno::MFILE),
                     _ => {
                         return Err(format!(
                             "fault rule '{r}': ERRNO must be ENOSPC, EIO, EDQUOT or EMFILE"
@@ -284,7 +301,7 @@ pub mod faults {
                     .map_err(|_| format!("fault rule '{r}': COUNT is not a number"))?;
                 Ok(Rule {
                     op,
-                    errno,
+                    action,
                     path_part: path_part.to_string(),
                     left: AtomicI64::new(left),
                 })
@@ -333,7 +350,8 @@ pub mod faults {
         }
         let path = path.to_string_lossy();
         for r in rules {
-            if r.op != op || !path.contains(&r.path_part) {
+            let stall = r.op == Op::Stall && op == Op::Sync;
+            if (r.op != op && !stall) || !path.contains(&r.path_part) {
                 continue;
             }
             let fired = r
@@ -345,7 +363,11 @@ pub mod faults {
                 })
                 .is_ok();
             if fired {
-                return Err(r.errno.into());
+                match r.action {
+                    Action::Fail(errno) => return Err(errno.into()),
+                    // Only ever on the blocking pool, where fdatasync itself waits.
+                    Action::Delay(d) => std::thread::sleep(d),
+                }
             }
         }
         Ok(())
@@ -358,6 +380,8 @@ pub mod faults {
         #[test]
         fn rules_parse_and_count_down() {
             let rules = parse("write:ENOSPC:t-0/:2; sync:EIO:x:-1").unwrap();
+            assert!(parse("stall:250:t-0/:1").is_ok());
+            assert!(parse("stall:ENOSPC:t-0/:1").is_err());
             assert_eq!(rules.len(), 2);
             let all =
                 "index:ENOSPC:a:1;timeindex:EIO:a:1;create:EMFILE:a:1;seal:EDQUOT:a:1;undo:EIO:a:1";

@@ -97,3 +97,24 @@ def test_failed_index_and_roll_writes_do_not_reuse_offsets(broker_factory, monke
     assert "recovery scan done" in b.log_text(), "kill -9 is not a clean stop"
     assert values_and_offsets(b.bootstrap, topic, len(acked)) == want
     assert produce_one(b.bootstrap, topic, b"after") == (None, len(acked))
+
+
+def test_acks_all_past_the_request_timeout_answers_request_timed_out(broker_factory, monkeypatch):
+    """A slow disk (the first fdatasync of the partition takes 4 s) against a 1 s Produce
+    timeout: the producer gets REQUEST_TIMED_OUT, as Kafka answers an acks=all request whose
+    durability outlasts its timeout, instead of waiting on; the data it wrote stays readable once
+    the disk catches up."""
+    topic = unique_topic("slow")
+    monkeypatch.setenv("SPATE_TEST_FAULTS", f"stall:4000:{topic}-0/:1")
+    b = broker_factory(shards=1)
+    create_topic(b.bootstrap, topic, 1)
+    p = producer(b.bootstrap, **{"retries": 0, "acks": "all", "linger.ms": 0,
+                                 "request.timeout.ms": 1000})
+    out = []
+    p.produce(topic, value=b"slow", partition=0,
+              on_delivery=lambda e, m: out.append(e.code() if e else None))
+    assert p.flush(15) == 0
+    assert out == [KafkaError.REQUEST_TIMED_OUT], out
+    # The next acks=all produce joins a flush after the stalled one and is acknowledged.
+    assert produce_one(b.bootstrap, topic, b"next") == (None, 1)
+    assert values_and_offsets(b.bootstrap, topic, 2) == [(0, b"slow"), (1, b"next")]

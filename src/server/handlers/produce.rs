@@ -168,9 +168,34 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 }
             }
         }
-        for ((ti, pi), flushed) in scatter(shard, by_owner, Flush).await {
-            if let Err(e) = flushed {
-                results[ti][pi].1 = Err(e);
+        // As Kafka does, the request's timeout bounds the wait for durability: past it the
+        // partitions still waiting answer REQUEST_TIMED_OUT (their data may yet become
+        // durable; a retry of an idempotent producer is deduplicated). A timeout of 0 or less
+        // is taken as no bound rather than an immediate failure.
+        let slots: Vec<Slot> = by_owner.values().flatten().map(|(slot, _)| *slot).collect();
+        let flushed = scatter(shard, by_owner, Flush);
+        let answers = match u64::try_from(req.timeout_ms) {
+            Ok(ms) if ms > 0 => {
+                futures_lite::future::or(async { Some(flushed.await) }, async {
+                    glommio::timer::sleep(std::time::Duration::from_millis(ms)).await;
+                    None
+                })
+                .await
+            }
+            _ => Some(flushed.await),
+        };
+        match answers {
+            Some(answers) => {
+                for ((ti, pi), flushed) in answers {
+                    if let Err(e) = flushed {
+                        results[ti][pi].1 = Err(e);
+                    }
+                }
+            }
+            None => {
+                for (ti, pi) in slots {
+                    results[ti][pi].1 = Err(KafkaError::RequestTimedOut(i64::from(req.timeout_ms)));
+                }
             }
         }
     }
