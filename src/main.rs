@@ -130,7 +130,8 @@ fn serve(config: Config) -> Result<(), String> {
         )
     })?;
 
-    // Block the stop signals in every thread; this one waits for them.
+    // Block the stop signals in every thread; this one waits for them. This stays on raw libc:
+    // rustix's only sigmask/sigtimedwait wrappers are in its hidden, unstable `runtime` module.
     // SAFETY: plain sigset manipulation on a zeroed set.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe {

@@ -6,11 +6,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use rustix::io::Errno;
+
 /// What the host looks like, for [`diagnose_io_uring`].
 #[derive(Clone, Debug)]
 pub struct HostFacts {
-    /// errno of a probe `io_uring_setup`, or 0 when it worked.
-    pub setup_errno: i32,
+    /// What a probe `io_uring_setup` returned: its errno when it failed.
+    pub io_uring_setup: Result<(), Errno>,
     /// Soft RLIMIT_MEMLOCK in bytes (u64::MAX = unlimited).
     pub memlock_bytes: u64,
     /// Whether the process has CAP_IPC_LOCK (then memlock limits do not apply).
@@ -26,14 +28,14 @@ pub struct HostFacts {
 pub fn diagnose_io_uring(f: &HostFacts) -> Option<String> {
     let fix_memlock = "raise the locked-memory limit: `ulimit -l unlimited` in the shell that starts spate, \
         LimitMEMLOCK=infinity in its systemd unit, or `--ulimit memlock=-1` for a container";
-    let msg = match f.setup_errno {
-        0 => return None,
-        libc::ENOSYS => format!(
+    let msg = match f.io_uring_setup {
+        Ok(()) => return None,
+        Err(Errno::NOSYS) => format!(
             "io_uring is not available: the kernel ({}) does not provide io_uring_setup. \
              Spate needs Linux 5.8 or newer with CONFIG_IO_URING; upgrade the kernel",
             f.kernel
         ),
-        libc::EPERM | libc::EACCES => match f.io_uring_disabled {
+        Err(Errno::PERM | Errno::ACCESS) => match f.io_uring_disabled {
             Some(v) if v > 0 => format!(
                 "io_uring is disabled on this host (kernel.io_uring_disabled = {v}). \
                  Fix: `sysctl -w kernel.io_uring_disabled=0` (or add the user to kernel.io_uring_group when it is 1)"
@@ -43,15 +45,15 @@ pub fn diagnose_io_uring(f: &HostFacts) -> Option<String> {
                   io_uring_enter and io_uring_register (e.g. `--security-opt seccomp=unconfined`)"
                 .to_string(),
         },
-        libc::ENOMEM => format!(
+        Err(Errno::NOMEM) => format!(
             "io_uring_setup failed with ENOMEM: the locked-memory limit ({}) is too low for the \
              rings on this kernel ({}). Fix: {fix_memlock}",
             human(f.memlock_bytes),
             f.kernel
         ),
-        e => format!(
+        Err(e) => format!(
             "io_uring_setup failed: {} (kernel {})",
-            io::Error::from_raw_os_error(e),
+            io::Error::from(e),
             f.kernel
         ),
     };
@@ -103,32 +105,14 @@ fn human(bytes: u64) -> String {
 
 /// Reads the facts of this host, probing io_uring with a tiny ring.
 pub fn host_facts() -> HostFacts {
-    let mut params = [0u8; 120]; // struct io_uring_params, zeroed
-    // SAFETY: io_uring_setup reads and writes `params` (120 bytes) and returns an fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
-    let setup_errno = if fd < 0 {
-        io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::EINVAL)
-    } else {
-        // SAFETY: fd is a ring we just created and own.
-        unsafe { libc::close(fd as libc::c_int) };
-        0
-    };
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct we pass.
-    let memlock_bytes = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0 {
-        if lim.rlim_cur == libc::RLIM_INFINITY {
-            u64::MAX
-        } else {
-            lim.rlim_cur
-        }
-    } else {
-        0
-    };
+    let mut params = rustix::io_uring::io_uring_params::default();
+    // SAFETY: the only precondition is an open `wq_fd` when IORING_SETUP_ATTACH_WQ is set;
+    // the parameters are all zero, so no flag is set. The ring is closed when dropped.
+    let io_uring_setup = unsafe { rustix::io_uring::io_uring_setup(4, &mut params) }.map(drop);
+    // None is RLIM_INFINITY.
+    let memlock_bytes = rustix::process::getrlimit(rustix::process::Resource::Memlock)
+        .current
+        .unwrap_or(u64::MAX);
     let cap_ipc_lock = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -144,7 +128,7 @@ pub fn host_facts() -> HostFacts {
         .ok()
         .and_then(|s| s.trim().parse().ok());
     HostFacts {
-        setup_errno,
+        io_uring_setup,
         memlock_bytes,
         cap_ipc_lock,
         kernel,
@@ -229,17 +213,10 @@ const LISTEN_PROBE_GRACE_MS: u64 = 2_000;
 
 /// The CPUs this process may run on, in order.
 pub fn usable_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let ok =
-        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
-            == 0;
-    let cpus: Vec<usize> = if ok {
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-            .collect()
-    } else {
-        Vec::new()
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let cpus: Vec<usize> = match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+        Err(_) => Vec::new(),
     };
     if cpus.is_empty() { vec![0] } else { cpus }
 }
@@ -248,9 +225,9 @@ pub fn usable_cpus() -> Vec<usize> {
 mod tests {
     use super::*;
 
-    fn facts(errno: i32) -> HostFacts {
+    fn facts(io_uring_setup: Result<(), Errno>) -> HostFacts {
         HostFacts {
-            setup_errno: errno,
+            io_uring_setup,
             memlock_bytes: 64 << 10,
             cap_ipc_lock: false,
             kernel: "4.4.0".into(),
@@ -260,24 +237,24 @@ mod tests {
 
     #[test]
     fn diagnoses_each_cause_with_a_fix() {
-        assert!(diagnose_io_uring(&facts(0)).is_none());
-        let m = diagnose_io_uring(&facts(libc::ENOMEM)).unwrap();
+        assert!(diagnose_io_uring(&facts(Ok(()))).is_none());
+        let m = diagnose_io_uring(&facts(Err(Errno::NOMEM))).unwrap();
         assert!(
             m.contains("ulimit -l") && m.contains("LimitMEMLOCK") && m.contains("64 KiB"),
             "{m}"
         );
-        let m = diagnose_io_uring(&facts(libc::ENOSYS)).unwrap();
+        let m = diagnose_io_uring(&facts(Err(Errno::NOSYS))).unwrap();
         assert!(m.contains("4.4.0") && m.contains("upgrade"), "{m}");
-        let m = diagnose_io_uring(&facts(libc::EPERM)).unwrap();
+        let m = diagnose_io_uring(&facts(Err(Errno::PERM))).unwrap();
         assert!(m.contains("seccomp"), "{m}");
-        let mut f = facts(libc::EPERM);
+        let mut f = facts(Err(Errno::PERM));
         f.io_uring_disabled = Some(2);
         assert!(diagnose_io_uring(&f).unwrap().contains("io_uring_disabled"));
     }
 
     #[test]
     fn memlock_below_glommio_minimum_is_an_error() {
-        let mut f = facts(0);
+        let mut f = facts(Ok(()));
         let m = memlock_error(&f).unwrap();
         assert!(
             m.contains("64 KiB") && m.contains("512 KiB") && m.contains("LimitMEMLOCK"),
@@ -289,7 +266,7 @@ mod tests {
 
     #[test]
     fn memlock_warning_only_when_short() {
-        let mut f = facts(0);
+        let mut f = facts(Ok(()));
         assert!(
             memlock_warning(&f, 1 << 20)
                 .unwrap()
@@ -304,5 +281,24 @@ mod tests {
     fn this_host_probes() {
         let f = host_facts();
         assert!(!f.kernel.is_empty());
+        // The rlimit read through rustix is the soft limit the kernel reports.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        assert_eq!(
+            Some(f.memlock_bytes),
+            crate::tune::parse_limit(&limits, "Max locked memory")
+        );
+    }
+
+    #[test]
+    fn usable_cpus_are_this_thread_affinity() {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        assert_eq!(
+            usable_cpus(),
+            crate::tune::parse_cpu_list(allowed.trim()).unwrap()
+        );
     }
 }

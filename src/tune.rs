@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use serde::Serialize;
 
 /// Arguments of `spate tune`.
@@ -171,10 +172,10 @@ pub fn kernel_check(release: Option<&str>) -> Check {
     }
 }
 
-/// `setup_errno`: None when the probe did not run (a fake root), else 0 or the errno of a
-/// probe io_uring_setup.
+/// `io_uring_setup`: None when the probe did not run (a fake root), else what a probe
+/// io_uring_setup returned.
 pub fn io_uring_check(
-    setup_errno: Option<i32>,
+    io_uring_setup: Option<Result<(), Errno>>,
     io_uring_disabled: Option<u32>,
     kernel: &str,
     memlock_bytes: u64,
@@ -187,7 +188,7 @@ pub fn io_uring_check(
         Some(v) => format!(", kernel.io_uring_disabled = {v}"),
         None => String::new(),
     };
-    let Some(errno) = setup_errno else {
+    let Some(io_uring_setup) = io_uring_setup else {
         return match io_uring_disabled {
             Some(v) if v > 0 => Check::new(ITEM, Status::Warn, format!("disabled{disabled}"))
                 .wanted(wanted)
@@ -199,27 +200,25 @@ pub fn io_uring_check(
         };
     };
     let facts = crate::startup::HostFacts {
-        setup_errno: errno,
+        io_uring_setup,
         memlock_bytes,
         cap_ipc_lock: false,
         kernel: kernel.to_string(),
         io_uring_disabled,
     };
-    match crate::startup::diagnose_io_uring(&facts) {
-        None => Check::new(ITEM, Status::Ok, format!("available{disabled}"))
-            .wanted(wanted)
-            .why(why),
-        Some(diag) => Check::new(
+    // The diagnosis is Some exactly when the probe failed.
+    match (io_uring_setup, crate::startup::diagnose_io_uring(&facts)) {
+        (Err(e), Some(diag)) => Check::new(
             ITEM,
             Status::Warn,
-            format!(
-                "io_uring_setup fails: {}",
-                io::Error::from_raw_os_error(errno)
-            ),
+            format!("io_uring_setup fails: {}", io::Error::from(e)),
         )
         .wanted(wanted)
         .why(why)
         .fix(diag),
+        _ => Check::new(ITEM, Status::Ok, format!("available{disabled}"))
+            .wanted(wanted)
+            .why(why),
     }
 }
 
@@ -1244,14 +1243,14 @@ pub fn collect(host: &Host, shard_cpus: &[usize], shards: usize) -> Vec<Check> {
         .read("proc/sys/kernel/io_uring_disabled")
         .and_then(|s| s.parse().ok());
     let memlock = host.limit("Max locked memory");
-    let setup_errno = host
+    let io_uring_setup = host
         .is_real()
-        .then(|| crate::startup::host_facts().setup_errno);
+        .then(|| crate::startup::host_facts().io_uring_setup);
     let mem = host.mem_total();
     vec![
         kernel_check(release.as_deref()),
         io_uring_check(
-            setup_errno,
+            io_uring_setup,
             io_uring_disabled,
             release.as_deref().unwrap_or("unknown"),
             memlock.unwrap_or(0),
@@ -1329,11 +1328,11 @@ fn shown(raw: &str) -> String {
 }
 
 fn explain(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => format!("{e}: run as root"),
-        Some(libc::EROFS) => format!("{e}: /proc/sys or /sys is mounted read-only (a container?)"),
-        Some(libc::EINVAL) => format!("{e}: the kernel refused the value"),
-        Some(libc::EBUSY) => format!("{e}: the device is busy"),
+    match Errno::from_io_error(e) {
+        Some(Errno::ACCESS | Errno::PERM) => format!("{e}: run as root"),
+        Some(Errno::ROFS) => format!("{e}: /proc/sys or /sys is mounted read-only (a container?)"),
+        Some(Errno::INVAL) => format!("{e}: the kernel refused the value"),
+        Some(Errno::BUSY) => format!("{e}: the device is busy"),
         _ => e.to_string(),
     }
 }
@@ -1508,10 +1507,10 @@ mod tests {
     #[test]
     fn io_uring_states() {
         assert_eq!(
-            io_uring_check(Some(0), Some(0), "6.1", 8 << 20).status,
+            io_uring_check(Some(Ok(())), Some(0), "6.1", 8 << 20).status,
             Status::Ok
         );
-        let c = io_uring_check(Some(libc::EPERM), Some(2), "6.1", 8 << 20);
+        let c = io_uring_check(Some(Err(Errno::PERM)), Some(2), "6.1", 8 << 20);
         assert_eq!(c.status, Status::Warn);
         assert!(c.fix.unwrap().contains("io_uring_disabled"));
         assert_eq!(
@@ -1519,6 +1518,21 @@ mod tests {
             Status::Unavailable
         );
         assert_eq!(io_uring_check(None, Some(1), "6.1", 0).status, Status::Warn);
+    }
+
+    #[test]
+    fn apply_errors_say_what_to_do() {
+        let os = |e: Errno| explain(&io::Error::from(e));
+        assert!(os(Errno::ACCESS).ends_with(": run as root"));
+        assert!(os(Errno::PERM).ends_with(": run as root"));
+        assert!(os(Errno::ROFS).contains("read-only"));
+        assert!(os(Errno::INVAL).contains("refused the value"));
+        assert!(os(Errno::BUSY).contains("busy"));
+        // An error without an errno, or one with no advice, is shown as it is.
+        let plain = io::Error::other("no such knob");
+        assert_eq!(explain(&plain), "no such knob");
+        let e = io::Error::from(Errno::NOENT);
+        assert_eq!(explain(&e), e.to_string());
     }
 
     #[test]

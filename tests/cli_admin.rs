@@ -45,7 +45,7 @@ fn spate_in(broker: &Broker, args: &[&str], stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn spate");
-    let pid = child.id();
+    let pid = rustix::process::Pid::from_child(&child);
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_string();
     let writer = std::thread::spawn(move || {
@@ -73,10 +73,8 @@ fn spate_in(broker: &Broker, args: &[&str], stdin: &str) -> Run {
     let (status, stdout, stderr) = match rx.recv_timeout(RUN_DEADLINE) {
         Ok(r) => r,
         Err(_) => {
-            // SAFETY: kill(2) on the pid of the child this test spawned.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGKILL);
-            }
+            // It is still running, so the reader thread has not reaped it: the pid is its own.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             panic!("spate {args:?} did not finish within {RUN_DEADLINE:?}");
         }
     };

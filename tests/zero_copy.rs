@@ -101,7 +101,6 @@ fn counter(stderr: &str, name: &str) -> u64 {
 /// Drops every segment file under `data` from the page cache (they are clean: the broker
 /// that wrote them stopped cleanly, which syncs them). Returns the files.
 fn evict_segments(data: &std::path::Path) -> Vec<std::fs::File> {
-    use std::os::unix::io::AsRawFd;
     let mut files = Vec::new();
     for part in std::fs::read_dir(data).expect("data dir") {
         let part = part.expect("entry").path();
@@ -112,10 +111,13 @@ fn evict_segments(data: &std::path::Path) -> Vec<std::fs::File> {
             let seg = seg.expect("entry").path();
             if seg.extension().is_some_and(|e| e == "log") {
                 let f = std::fs::File::open(&seg).expect("open segment");
-                // SAFETY: advice about an open descriptor's pages.
-                let rc =
-                    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-                assert_eq!(rc, 0, "posix_fadvise DONTNEED on {}", seg.display());
+                let advised = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+                assert_eq!(
+                    advised,
+                    Ok(()),
+                    "posix_fadvise DONTNEED on {}",
+                    seg.display()
+                );
                 files.push(f);
             }
         }
@@ -292,21 +294,8 @@ fn a_consumer_that_does_not_keep_up_gets_every_byte_in_order() {
     }
 
     let mut slow = broker.connect();
-    {
-        use std::os::unix::io::AsRawFd;
-        let v: libc::c_int = client_buffer as libc::c_int;
-        // SAFETY: setsockopt on a socket this test owns, with a valid int option value.
-        let rc = unsafe {
-            libc::setsockopt(
-                slow.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
-    }
+    let rcvbuf = rustix::net::sockopt::set_socket_recv_buffer_size(&slow, client_buffer);
+    assert_eq!(rcvbuf, Ok(()), "SO_RCVBUF");
     let fetch = FetchRequest::default()
         .with_replica_id(kafka_protocol::messages::BrokerId(-1))
         .with_max_wait_ms(0)

@@ -880,7 +880,7 @@ impl OffsetStore {
         #[cfg(test)]
         if std::mem::take(&mut self.fail_next_write) {
             pwritev_all(&self.log, start, &[&buf[..buf.len() / 2]])?;
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            return Err(io::Error::from(rustix::io::Errno::NOSPC));
         }
         pwritev_all(&self.log, start, &[buf])
     }
@@ -1477,7 +1477,10 @@ mod tests {
         let err = s
             .commit("g", &[("t", 0, off(2, 2)), ("t", 1, off(3, 2))])
             .unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(
+            rustix::io::Errno::from_io_error(&err),
+            Some(rustix::io::Errno::NOSPC)
+        );
         assert_eq!(s.fetch("g", "t", 0), Some(&off(1, 1)));
         assert_eq!(s.fetch("g", "t", 1), None);
         assert_eq!(s.live_offsets(), 1);

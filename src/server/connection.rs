@@ -8,7 +8,7 @@
 //! the connection; nothing of the claimed size is allocated before the bytes arrive.
 
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -183,7 +183,7 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_addr: &Rc<str>) -> Resul
     // Non-blocking for good, so sendfile never stalls the shard. glommio's stream only ever
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
     // it; the flag belongs to the open file, so the dup below shares it.
-    set_nonblocking(stream.as_raw_fd())?;
+    set_nonblocking(socket_fd(&stream))?;
     let mut write_half = dup_stream(&stream)?;
     let mut read_half = stream;
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
@@ -203,14 +203,21 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_addr: &Rc<str>) -> Resul
 
 /// A second handle on a connection's socket, for the writer.
 fn dup_stream(stream: &TcpStream) -> Result<TcpStream, ConnError> {
-    use std::os::unix::io::FromRawFd;
-    // SAFETY: dup returns a new descriptor this function owns and hands to the new stream.
-    let fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if fd < 0 {
-        return Err(ConnError::Io(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is a fresh, open socket descriptor owned by nobody else.
-    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let fd = rustix::io::dup(socket_fd(stream)).map_err(std::io::Error::from)?;
+    // glommio builds a stream only from a raw descriptor (or its own socket2 version's
+    // Socket), so the owned descriptor is handed over raw.
+    // SAFETY: `into_raw_fd` gives up ownership of a fresh, open socket descriptor, and the
+    // new stream is its only owner.
+    Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })
+}
+
+/// The connection's socket as a borrowed descriptor, for rustix. glommio's stream implements
+/// only `AsRawFd`, not `AsFd`, so the borrow is made here, tied to the stream's lifetime.
+fn socket_fd(stream: &TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: the descriptor stays open as long as `stream` lives, and the returned borrow
+    // cannot outlive `stream`.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
 }
 
 /// Where a connection stands with authentication. Requests are admitted by state: before
@@ -362,56 +369,68 @@ async fn write_chunks(
     stream: &mut TcpStream,
     chunks: Vec<Chunk>,
 ) -> std::io::Result<()> {
-    let cork = (chunks.len() > 1).then(|| Cork::new(stream.as_raw_fd()));
+    let mut out = Corked::new(stream, chunks.len() > 1);
     let mut copy_buf: Vec<u8> = Vec::new();
     for chunk in chunks {
         match chunk {
-            Chunk::Mem(b) => stream.write_all(&b).await?,
+            Chunk::Mem(b) => out.write_all(&b).await?,
             Chunk::File(slice) => {
                 ensure_cached(shard, &slice).await?;
                 if shard.config.fetch_zero_copy {
-                    send_file(shard, stream, &slice, &mut copy_buf).await?
+                    send_file(shard, &mut out, &slice, &mut copy_buf).await?
                 } else {
-                    copy_range(shard, stream, &slice, slice.pos, slice.len, &mut copy_buf).await?
+                    copy_range(shard, &mut out, &slice, slice.pos, slice.len, &mut copy_buf).await?
                 }
             }
         }
     }
-    drop(cork);
+    drop(out);
     stream.flush().await
 }
 
-/// TCP_CORK set while it lives. Clearing it sends what is held at once.
-struct Cork(i32);
+/// The stream, with TCP_CORK set while this lives when `corked`. Clearing it sends what is
+/// held at once. The guard holds the stream so that the cork is cleared on every way out,
+/// errors and cancellation included.
+struct Corked<'a> {
+    stream: &'a mut TcpStream,
+    corked: bool,
+}
 
-impl Cork {
-    fn new(fd: i32) -> Cork {
-        set_cork(fd, true);
-        Cork(fd)
+impl<'a> Corked<'a> {
+    fn new(stream: &'a mut TcpStream, corked: bool) -> Corked<'a> {
+        if corked {
+            set_cork(stream, true);
+        }
+        Corked { stream, corked }
     }
 }
 
-impl Drop for Cork {
+impl std::ops::Deref for Corked<'_> {
+    type Target = TcpStream;
+
+    fn deref(&self) -> &TcpStream {
+        self.stream
+    }
+}
+
+impl std::ops::DerefMut for Corked<'_> {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        self.stream
+    }
+}
+
+impl Drop for Corked<'_> {
     fn drop(&mut self) {
-        set_cork(self.0, false);
+        if self.corked {
+            set_cork(self.stream, false);
+        }
     }
 }
 
 /// Best effort: a socket that refuses TCP_CORK only sends more, smaller segments.
-fn set_cork(fd: i32, on: bool) {
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt on a socket this connection owns, with a valid int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_CORK not set");
+fn set_cork(stream: &TcpStream, on: bool) {
+    if let Err(e) = rustix::net::sockopt::set_tcp_cork(socket_fd(stream), on) {
+        tracing::debug!(error = %std::io::Error::from(e), "TCP_CORK not set");
     }
 }
 
@@ -456,17 +475,11 @@ async fn copy_range(
     Ok(())
 }
 
-fn set_nonblocking(fd: i32) -> std::io::Result<()> {
-    // SAFETY: fcntl on a socket this connection owns; only the O_NONBLOCK flag changes.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+/// Adds O_NONBLOCK to the socket's file status flags; the other flags stay as they are.
+fn set_nonblocking(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    let flags = fcntl_getfl(fd)?;
+    fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;
     Ok(())
 }
 
@@ -484,39 +497,103 @@ async fn send_file(
     slice: &FileSlice,
     copy_buf: &mut Vec<u8>,
 ) -> std::io::Result<()> {
-    let sock = stream.as_raw_fd();
-    let file = slice.file.as_raw_fd();
+    use rustix::io::Errno;
     let end = slice.pos + slice.len as u64;
     let mut off = slice.pos;
     while off < end {
-        let mut kernel_off = off as libc::off_t;
+        // The kernel advances its copy of the offset; `off` is advanced from the count below.
+        let mut kernel_off = off;
         let want = (end - off).min(SENDFILE_CHUNK_BYTES as u64) as usize;
-        // SAFETY: both fds are open for the duration of the call; kernel_off is a valid
-        // pointer the kernel advances by the bytes sent.
-        let n = unsafe { libc::sendfile(sock, file, &mut kernel_off, want) };
-        let err = (n < 0).then(std::io::Error::last_os_error);
-        match (n, err) {
-            (n, None) if n > 0 => {
-                off += n as u64;
-                let stats = &shard.stats.bytes_out_zero_copy;
-                stats.set(stats.get() + n as u64);
-            }
-            (_, None) => {
+        let sent =
+            rustix::fs::sendfile(socket_fd(stream), &*slice.file, Some(&mut kernel_off), want);
+        match sent {
+            Ok(0) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "segment file ends inside a fetch slice",
                 ));
             }
-            (_, Some(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            (_, Some(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Ok(n) => {
+                off += n as u64;
+                let stats = &shard.stats.bytes_out_zero_copy;
+                stats.set(stats.get() + n as u64);
+            }
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
                 let blocked = &shard.stats.fetch_socket_full;
                 blocked.set(blocked.get() + 1);
                 let piece = (end - off).min(COPY_CHUNK_BYTES as u64) as usize;
                 copy_range(shard, stream, slice, off, piece, copy_buf).await?;
                 off += piece as u64;
             }
-            (_, Some(e)) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{OFlags, fcntl_getfl};
+    use rustix::net::sockopt::tcp_cork;
+
+    /// Runs `f` on a fresh glommio executor on this thread.
+    fn on_executor<F: std::future::Future<Output = ()>>(f: F) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .unwrap()
+            .run(f);
+    }
+
+    /// A connected loopback pair: (the accepted side, the client side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, client) =
+            futures_lite::future::zip(listener.accept(), TcpStream::connect(addr)).await;
+        (accepted.unwrap(), client.unwrap())
+    }
+
+    #[test]
+    fn cork_is_set_while_the_guard_lives_and_only_when_asked() {
+        on_executor(async {
+            let (mut s, _client) = pair().await;
+            {
+                let out = Corked::new(&mut s, true);
+                assert!(tcp_cork(socket_fd(&out)).unwrap());
+            }
+            assert!(!tcp_cork(socket_fd(&s)).unwrap());
+            {
+                let out = Corked::new(&mut s, false);
+                assert!(!tcp_cork(socket_fd(&out)).unwrap());
+            }
+            assert!(!tcp_cork(socket_fd(&s)).unwrap());
+        });
+    }
+
+    #[test]
+    fn the_writer_half_is_the_same_non_blocking_socket() {
+        on_executor(async {
+            let (s, mut client) = pair().await;
+            set_nonblocking(socket_fd(&s)).unwrap();
+            let mut w = dup_stream(&s).unwrap();
+            assert_ne!(w.as_raw_fd(), s.as_raw_fd());
+            assert!(
+                fcntl_getfl(socket_fd(&w))
+                    .unwrap()
+                    .contains(OFlags::NONBLOCK)
+            );
+            // A socket option set through one handle shows through the other.
+            set_cork(&w, true);
+            assert!(tcp_cork(socket_fd(&s)).unwrap());
+            set_cork(&w, false);
+            w.write_all(b"ping").await.unwrap();
+            w.flush().await.unwrap();
+            drop(s);
+            let mut got = [0u8; 4];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+        });
+    }
 }

@@ -200,10 +200,11 @@ impl Broker {
         if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        // SAFETY: kill(2) on the pid of a child we spawned and have not yet reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        // The child is not reaped yet, so its pid is still its own.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::TERM,
+        );
         let deadline = Instant::now() + STOP_DEADLINE;
         loop {
             match child.try_wait() {
