@@ -130,13 +130,12 @@ impl Controller {
                 spec.replication_factor
             )));
         }
-        catalog::validate_configs(&spec.configs)?;
-        Ok(TopicMeta {
-            name: spec.name.clone(),
-            topic_id: uuid::Uuid::new_v4(),
+        TopicMeta::new(
+            spec.name.clone(),
+            uuid::Uuid::new_v4(),
             partitions,
-            configs: spec.configs.clone(),
-        })
+            spec.configs.clone(),
+        )
     }
 
     /// Tells every shard (this one included) about a change and waits for all of them.
@@ -268,7 +267,14 @@ impl Controller {
                 continue;
             }
             let records = config_change_records(&old.name, &old.configs, &configs);
-            let meta = TopicMeta { configs, ..old };
+            let meta = match TopicMeta::new(old.name.clone(), old.topic_id, old.partitions, configs)
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
             if let Err(e) = self.persist(records).await {
                 out.push(Err(e));
                 continue;
@@ -305,7 +311,7 @@ fn apply_config_ops(
             None => configs.remove(name),
         };
     }
-    catalog::validate_configs(&configs)?;
+    catalog::TopicConfig::parse(&configs)?;
     Ok(configs)
 }
 

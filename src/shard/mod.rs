@@ -223,11 +223,10 @@ impl Shard {
 
     pub fn log_config(&self, topic: &TopicMeta) -> LogConfig {
         LogConfig {
-            segment_ms: topic
-                .config_i64("segment.ms")
-                .map_or(self.config.segment_ms, positive),
+            segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
             segment_bytes: topic
-                .config_u64("segment.bytes")
+                .config
+                .segment_bytes
                 .unwrap_or(self.config.segment_bytes),
             index_interval_bytes: self.config.index_interval_bytes,
         }
@@ -247,10 +246,12 @@ impl Shard {
     pub fn retention(&self, topic: &TopicMeta) -> Retention {
         Retention {
             ms: topic
-                .config_i64("retention.ms")
+                .config
+                .retention_ms
                 .map_or(self.config.retention_ms, positive),
             bytes: topic
-                .config_i64("retention.bytes")
+                .config
+                .retention_bytes
                 .map_or(self.config.retention_bytes, positive),
         }
     }
@@ -650,10 +651,8 @@ impl Shard {
 
     /// (flush.messages, flush.ms) for a topic that flushes in the background.
     fn background_flush(&self, topic: &TopicMeta) -> Option<(Option<u64>, Option<u64>)> {
-        let messages = topic
-            .config_u64("flush.messages")
-            .or(self.config.flush_messages);
-        let ms = topic.config_u64("flush.ms").or(self.config.flush_ms);
+        let messages = topic.config.flush_messages.or(self.config.flush_messages);
+        let ms = topic.config.flush_ms.or(self.config.flush_ms);
         (messages.is_some() || ms.is_some()).then_some((messages, ms))
     }
 

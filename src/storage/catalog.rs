@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,25 +33,158 @@ pub struct TopicMeta {
     pub name: String,
     pub topic_id: Uuid,
     pub partitions: i32,
+    /// The configs set on the topic, as given (what DescribeConfigs shows and the metadata
+    /// records store).
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// The same configs, parsed and validated once, shared by every user of the topic (the
+    /// Produce path, the flusher, retention) instead of parsing strings on each use.
+    #[serde(skip)]
+    pub config: Arc<TopicConfig>,
 }
 
 impl TopicMeta {
+    /// A topic with `configs`, which must be valid (see [`TopicConfig::parse`]).
+    pub fn new(
+        name: String,
+        topic_id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, KafkaError> {
+        let config = Arc::new(TopicConfig::parse(&configs)?);
+        Ok(TopicMeta {
+            name,
+            topic_id,
+            partitions,
+            configs,
+            config,
+        })
+    }
+
+    /// A topic read back from the metadata log: its configs were validated when they were
+    /// set, so one that no longer parses (a rule tightened since) is reported and left to
+    /// the broker default rather than making the topic unusable.
+    pub fn stored(
+        name: String,
+        topic_id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> TopicMeta {
+        let mut config = TopicConfig::default();
+        for (k, v) in &configs {
+            if let Err(e) = config.set(k, v) {
+                tracing::error!(topic = %name, config = %k, error = %e, "stored topic config ignored");
+            }
+        }
+        TopicMeta {
+            name,
+            topic_id,
+            partitions,
+            configs,
+            config: Arc::new(config),
+        }
+    }
+
     /// Whether the broker stamps batches with its own clock (LogAppendTime).
     pub fn log_append_time(&self) -> bool {
-        self.configs
-            .get("message.timestamp.type")
-            .map(String::as_str)
-            == Some("LogAppendTime")
+        self.config.log_append_time
+    }
+}
+
+/// A topic's configs, typed. `None` is "not set on the topic": the broker default applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// `message.timestamp.type` = LogAppendTime.
+    pub log_append_time: bool,
+    pub max_message_bytes: Option<u64>,
+    pub segment_bytes: Option<u64>,
+    /// Milliseconds; at least 1.
+    pub segment_ms: Option<u64>,
+    /// -1 keeps everything.
+    pub retention_ms: Option<i64>,
+    /// -1 keeps everything.
+    pub retention_bytes: Option<i64>,
+    pub flush_messages: Option<u64>,
+    pub flush_ms: Option<u64>,
+}
+
+impl TopicConfig {
+    /// Parses and validates a topic's configs (CreateTopics, AlterConfigs); the error names
+    /// the config and what it takes.
+    pub fn parse(configs: &BTreeMap<String, String>) -> Result<TopicConfig, KafkaError> {
+        let mut config = TopicConfig::default();
+        for (k, v) in configs {
+            config.set(k, v)?;
+        }
+        Ok(config)
     }
 
-    pub fn config_u64(&self, key: &str) -> Option<u64> {
-        self.configs.get(key).and_then(|v| v.parse().ok())
-    }
-
-    pub fn config_i64(&self, key: &str) -> Option<i64> {
-        self.configs.get(key).and_then(|v| v.parse().ok())
+    /// Sets one config from its text, as Kafka validates it.
+    fn set(&mut self, k: &str, v: &str) -> Result<(), KafkaError> {
+        let invalid = |what: String| Err(KafkaError::InvalidConfig(what));
+        match k {
+            "message.timestamp.type" => match v {
+                "CreateTime" => self.log_append_time = false,
+                "LogAppendTime" => self.log_append_time = true,
+                _ => {
+                    return invalid(format!(
+                        "message.timestamp.type must be CreateTime or LogAppendTime, got '{v}'"
+                    ));
+                }
+            },
+            "retention.ms" | "retention.bytes" => {
+                let Some(n) = v.parse::<i64>().ok().filter(|n| *n >= -1) else {
+                    return invalid(format!(
+                        "{k} must be -1 (no limit) or a non-negative integer, got '{v}'"
+                    ));
+                };
+                if k == "retention.ms" {
+                    self.retention_ms = Some(n);
+                } else {
+                    self.retention_bytes = Some(n);
+                }
+            }
+            "segment.ms" => {
+                let Some(n) = v.parse::<u64>().ok().filter(|n| *n >= 1) else {
+                    return invalid(format!("segment.ms must be a positive integer, got '{v}'"));
+                };
+                self.segment_ms = Some(n);
+            }
+            "flush.messages" | "flush.ms" => {
+                let Ok(n) = v.parse::<u64>() else {
+                    return invalid(format!("{k} must be a non-negative integer, got '{v}'"));
+                };
+                if k == "flush.messages" {
+                    self.flush_messages = Some(n);
+                } else {
+                    self.flush_ms = Some(n);
+                }
+            }
+            "max.message.bytes" | "segment.bytes" => {
+                let Some(n) = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1024..=u32::MAX as u64).contains(n))
+                else {
+                    return invalid(format!(
+                        "{k} must be an integer between 1024 and {}, got '{v}'",
+                        u32::MAX
+                    ));
+                };
+                if k == "max.message.bytes" {
+                    self.max_message_bytes = Some(n);
+                } else {
+                    self.segment_bytes = Some(n);
+                }
+            }
+            _ => {
+                return invalid(format!(
+                    "unknown or unsupported topic config '{k}' (supported: {})",
+                    TOPIC_CONFIGS.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -88,60 +222,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
         return Err(KafkaError::InvalidTopic(format!(
             "topic name contains '{c}'; allowed are ASCII letters, digits, '.', '_' and '-'"
         )));
-    }
-    Ok(())
-}
-
-/// Checks topic configs given to CreateTopics.
-pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), KafkaError> {
-    for (k, v) in configs {
-        match k.as_str() {
-            "message.timestamp.type" => {
-                if v != "CreateTime" && v != "LogAppendTime" {
-                    return Err(KafkaError::InvalidConfig(format!(
-                        "message.timestamp.type must be CreateTime or LogAppendTime, got '{v}'"
-                    )));
-                }
-            }
-            "retention.ms" | "retention.bytes" => {
-                if !v.parse::<i64>().is_ok_and(|n| n >= -1) {
-                    return Err(KafkaError::InvalidConfig(format!(
-                        "{k} must be -1 (no limit) or a non-negative integer, got '{v}'"
-                    )));
-                }
-            }
-            "segment.ms" => {
-                if !v.parse::<i64>().is_ok_and(|n| n >= 1) {
-                    return Err(KafkaError::InvalidConfig(format!(
-                        "segment.ms must be a positive integer, got '{v}'"
-                    )));
-                }
-            }
-            "flush.messages" | "flush.ms" => {
-                if v.parse::<u64>().is_err() {
-                    return Err(KafkaError::InvalidConfig(format!(
-                        "{k} must be a non-negative integer, got '{v}'"
-                    )));
-                }
-            }
-            "max.message.bytes" | "segment.bytes" => {
-                let ok = v
-                    .parse::<u64>()
-                    .is_ok_and(|n| (1024..=u32::MAX as u64).contains(&n));
-                if !ok {
-                    return Err(KafkaError::InvalidConfig(format!(
-                        "{k} must be an integer between 1024 and {}, got '{v}'",
-                        u32::MAX
-                    )));
-                }
-            }
-            _ => {
-                return Err(KafkaError::InvalidConfig(format!(
-                    "unknown or unsupported topic config '{k}' (supported: {})",
-                    TOPIC_CONFIGS.join(", ")
-                )));
-            }
-        }
     }
     Ok(())
 }
@@ -196,8 +276,57 @@ mod tests {
             "message.timestamp.type".to_string(),
             "LogAppendTime".to_string(),
         );
-        assert!(validate_configs(&c).is_ok());
-        c.insert("cleanup.policy".to_string(), "compact".to_string());
-        assert_eq!(validate_configs(&c).unwrap_err().code(), 40);
+        let parsed = TopicConfig::parse(&c).unwrap();
+        assert!(parsed.log_append_time);
+        let cases: &[(&str, &str, Option<TopicConfig>)] = &[
+            (
+                "retention.ms",
+                "-1",
+                Some(TopicConfig {
+                    retention_ms: Some(-1),
+                    ..Default::default()
+                }),
+            ),
+            ("retention.ms", "-2", None),
+            ("segment.ms", "0", None),
+            (
+                "segment.bytes",
+                "1024",
+                Some(TopicConfig {
+                    segment_bytes: Some(1024),
+                    ..Default::default()
+                }),
+            ),
+            ("segment.bytes", "1023", None),
+            ("flush.ms", "x", None),
+            (
+                "flush.messages",
+                "1",
+                Some(TopicConfig {
+                    flush_messages: Some(1),
+                    ..Default::default()
+                }),
+            ),
+            ("message.timestamp.type", "Now", None),
+            ("cleanup.policy", "compact", None),
+        ];
+        for (k, v, want) in cases {
+            let one = BTreeMap::from([(k.to_string(), v.to_string())]);
+            match (TopicConfig::parse(&one), want) {
+                (Ok(got), Some(want)) => assert_eq!(&got, want, "{k}={v}"),
+                (Err(e), None) => assert_eq!(e.code(), 40, "{k}={v}"),
+                (got, want) => panic!("{k}={v}: got {got:?}, want {want:?}"),
+            }
+        }
+        // A stored config that no longer parses falls back to the default, the rest apply.
+        let stored = BTreeMap::from([
+            ("segment.bytes".to_string(), "10".to_string()),
+            ("flush.ms".to_string(), "5".to_string()),
+        ]);
+        let meta = TopicMeta::stored("t".into(), Uuid::nil(), 1, stored);
+        assert_eq!(
+            (meta.config.segment_bytes, meta.config.flush_ms),
+            (None, Some(5))
+        );
     }
 }

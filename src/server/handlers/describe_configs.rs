@@ -434,12 +434,7 @@ mod tests {
         c.retention_bytes = Some(4096);
         let mut configs = BTreeMap::new();
         configs.insert("segment.bytes".to_string(), "2048".to_string());
-        let meta = TopicMeta {
-            name: "t".into(),
-            topic_id: uuid::Uuid::nil(),
-            partitions: 1,
-            configs,
-        };
+        let meta = TopicMeta::new("t".into(), uuid::Uuid::nil(), 1, configs).unwrap();
         let d = describe_topic(&c, &meta);
         let get = |n: &str| d.iter().find(|x| x.name == n).unwrap();
         assert_eq!(get("segment.bytes").value.as_deref(), Some("2048"));

@@ -86,7 +86,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     .as_ref()
                     .ok_or_else(|| KafkaError::CorruptMessage("null record set".into()))?;
                 let max = meta
-                    .config_u64("max.message.bytes")
+                    .config
+                    .max_message_bytes
                     .map_or(shard.config.message_bytes_max, |v| v as usize);
                 split_produce_records(records, max)
             })();

@@ -159,15 +159,14 @@ impl MetadataImage {
     /// partition records: the controller writes partitions 0..n, so they are contiguous.
     pub fn topic_meta(&self, name: &str) -> Option<TopicMeta> {
         let topic = self.topic(name)?;
-        Some(TopicMeta {
-            name: topic.name.clone(),
-            topic_id: topic.topic_id,
-            partitions: i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
-            configs: self
-                .configs(ConfigResource::Topic, name)
+        Some(TopicMeta::stored(
+            topic.name.clone(),
+            topic.topic_id,
+            i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
+            self.configs(ConfigResource::Topic, name)
                 .cloned()
                 .unwrap_or_default(),
-        })
+        ))
     }
 
     /// Every topic, by name.
@@ -270,15 +269,15 @@ mod tests {
     use super::*;
 
     fn meta(name: &str, id: u128, partitions: i32, configs: &[(&str, &str)]) -> TopicMeta {
-        TopicMeta {
-            name: name.into(),
-            topic_id: Uuid::from_u128(id),
+        TopicMeta::stored(
+            name.into(),
+            Uuid::from_u128(id),
             partitions,
-            configs: configs
+            configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        }
+        )
     }
 
     fn image_of(records: &[MetadataRecord]) -> MetadataImage {

@@ -206,24 +206,19 @@ mod tests {
         CatalogData {
             cluster_id: "c0ffee".into(),
             topics: vec![
-                TopicMeta {
-                    name: "a".into(),
-                    topic_id: Uuid::new_v4(),
-                    partitions: 3,
-                    configs: BTreeMap::from([
+                TopicMeta::stored(
+                    "a".into(),
+                    Uuid::new_v4(),
+                    3,
+                    BTreeMap::from([
                         ("retention.ms".to_string(), "1000".to_string()),
                         (
                             "message.timestamp.type".to_string(),
                             "LogAppendTime".to_string(),
                         ),
                     ]),
-                },
-                TopicMeta {
-                    name: "b".into(),
-                    topic_id: Uuid::new_v4(),
-                    partitions: 1,
-                    configs: BTreeMap::new(),
-                },
+                ),
+                TopicMeta::stored("b".into(), Uuid::new_v4(), 1, BTreeMap::new()),
             ],
         }
     }

@@ -563,12 +563,12 @@ mod tests {
     use uuid::Uuid;
 
     fn topic(name: &str, partitions: i32) -> TopicMeta {
-        TopicMeta {
-            name: name.into(),
-            topic_id: Uuid::new_v4(),
+        TopicMeta::stored(
+            name.into(),
+            Uuid::new_v4(),
             partitions,
-            configs: [("retention.ms".to_string(), "5".to_string())].into(),
-        }
+            [("retention.ms".to_string(), "5".to_string())].into(),
+        )
     }
 
     fn files(dir: &Path) -> Vec<String> {
