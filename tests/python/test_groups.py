@@ -13,7 +13,8 @@ What is proved here, black-box:
   - a group's coordinator shard is the owner shard of its partition of __consumer_offsets
     (Kafka's abs(hashCode(group)) % 50) and requests arriving on another shard's connection are
     routed there;
-  - a deleted group stays deleted across kill -9;
+  - a deleted group stays deleted across kill -9, and a Stable group comes back Stable with its
+    members (its generation is stored in __consumer_offsets);
   - the admin group APIs (ListGroups, DescribeGroups, DeleteGroups, OffsetFetch incl. several
     groups in one request, OffsetDelete) behave as Kafka's.
 
@@ -618,6 +619,31 @@ def test_committed_offsets_survive_restart_and_kill_9(broker_factory, rng):
     assert gone not in {g.group_id for g in listed.valid}, f"deleted group {gone} listed after kill -9 {ctx}"
     b.restart()
     check("after kill -9 and a clean restart")
+
+
+def test_group_generation_and_members_survive_kill_9(broker_factory):
+    """The coordinator stores a group's generation when it completes (GroupMetadata in
+    __consumer_offsets): after kill -9 the group is back Stable with its member, not Empty."""
+    b = broker_factory(shards=2, extra_args=delay_args(0))
+    topic, group = unique_topic("gen"), unique_group("gen")
+    create_topic(b.bootstrap, topic, 2)
+    c = consumer(b.bootstrap, **{"group.id": group, "session.timeout.ms": 30000})
+    try:
+        c.subscribe([topic])
+        wait_until(lambda: c.poll(0.1) is None and len(c.assignment()) == 2, timeout=30, desc="assignment")
+        a = admin(b.bootstrap)
+        before = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=ADMIN_TIMEOUT)
+        assert before.state == ConsumerGroupState.STABLE, before.state
+        members = sorted(m.member_id for m in before.members)
+        b.kill()
+        b.start()
+        a = admin(b.bootstrap)
+        after = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=ADMIN_TIMEOUT)
+        got = sorted(m.member_id for m in after.members)
+        assert (after.state, got) == (ConsumerGroupState.STABLE, members), \
+            f"after kill -9: {after.state} {got}, before: {members}"
+    finally:
+        c.close()
 
 
 # ============================================================================= 3. kafka-python range
