@@ -79,6 +79,11 @@ pub struct Config {
     /// Committed offsets of a group that stays empty this long are removed (Kafka's
     /// `offsets.retention.minutes`).
     pub offsets_retention_ms: u64,
+    /// Partitions of `__consumer_offsets` (Kafka's `offsets.topic.num.partitions`). A group's
+    /// coordinator is the owner of partition `abs(hashCode(group)) % this`. Once the log
+    /// exists its count wins over this setting (start-up reads it back), because a different
+    /// count would move groups away from their committed offsets.
+    pub offsets_topic_num_partitions: i32,
     /// Capacity of each cross-shard channel, in messages.
     pub router_channel_len: usize,
 }
@@ -117,6 +122,7 @@ impl Config {
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_topic_num_partitions: 50,
             recover_on_start: true,
         }
     }
@@ -165,6 +171,12 @@ impl Config {
             return Err(format!(
                 "--pipeline-requests-max must be between 1 and 1024, got {}",
                 self.pipeline_requests_max
+            ));
+        }
+        if !(1..=10_000).contains(&self.offsets_topic_num_partitions) {
+            return Err(format!(
+                "--offsets-topic-num-partitions must be between 1 and 10000, got {}",
+                self.offsets_topic_num_partitions
             ));
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {

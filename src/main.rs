@@ -109,14 +109,28 @@ fn serve(config: Config) -> Result<(), String> {
         tracing::info!("no clean-shutdown marker: checking the tail of every log");
     }
     let data_dir = config.data_dir.clone();
-    let moved = spate::group::rehome_offsets(&data_dir.join(server::GROUPS_DIR), config.shards)
-        .map_err(|e| format!("cannot move committed offsets to their coordinator shards: {e}"))?;
-    if moved > 0 {
-        tracing::info!(
-            groups = moved,
-            shards = config.shards,
-            "committed offsets re-homed after a shard count change"
-        );
+    // The partition count of __consumer_offsets is fixed once the log exists; groups of a
+    // data dir from before it are migrated into it before any shard opens it.
+    config.offsets_topic_num_partitions =
+        spate::group::store::resolve_num_partitions(&data_dir, config.offsets_topic_num_partitions)
+            .map_err(|e| format!("cannot read the partition count of __consumer_offsets: {e}"))?;
+    match spate::group::migrate_legacy_offsets(
+        &data_dir,
+        config.offsets_topic_num_partitions,
+        spate::clock::now_ms(),
+    ) {
+        Ok(Some(offsets)) => tracing::info!(
+            offsets,
+            "committed offsets of the per-shard stores migrated into __consumer_offsets; the old directory is now {}",
+            spate::group::MIGRATED_GROUPS_DIR
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot migrate the committed offsets in {}: {e}",
+                data_dir.join(spate::group::LEGACY_GROUPS_DIR).display()
+            ));
+        }
     }
     let metadata = storage::metadata::load(
         &config.data_dir,

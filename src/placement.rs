@@ -21,9 +21,34 @@ pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
     ((fnv1a(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
 }
 
-/// The shard that coordinates consumer group `group_id` (and stores its offsets).
-pub fn group_owner(group_id: &str, shards: usize) -> usize {
-    (fnv1a(group_id.as_bytes()) % shards.max(1) as u64) as usize
+/// The internal log that holds committed offsets and group state, named as Kafka names it.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Java's `String.hashCode` of `s`: `h = 31 * h + c` over its UTF-16 code units, wrapping.
+/// Kafka places a group with it, so the same group lands on the same partition number here.
+pub fn java_string_hashcode(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+}
+
+/// The partition of `__consumer_offsets` that holds `group_id`: Kafka's
+/// `Utils.abs(groupId.hashCode()) % offsets.topic.num.partitions` (`Utils.abs` maps
+/// `i32::MIN` to 0).
+pub fn offsets_partition(group_id: &str, num_partitions: i32) -> i32 {
+    let h = java_string_hashcode(group_id);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % num_partitions.max(1)
+}
+
+/// The shard that coordinates consumer group `group_id` (and stores its offsets): the owner
+/// of the group's `__consumer_offsets` partition. A change of the shard count moves the whole
+/// partition to its new owner, so no group state has to move by itself.
+pub fn group_owner(group_id: &str, offsets_partitions: i32, shards: usize) -> usize {
+    partition_owner(
+        OFFSETS_TOPIC,
+        offsets_partition(group_id, offsets_partitions),
+        shards,
+    )
 }
 
 /// The shard that runs the controller: the one writer of the topic catalog.
@@ -52,5 +77,27 @@ mod tests {
                 assert_eq!(owners[0], partition_owner(topic, 0, shards));
             }
         }
+    }
+
+    #[test]
+    fn groups_land_where_kafka_puts_them() {
+        // Values of Java's "...".hashCode(), and of Kafka's partitionFor with 50 partitions.
+        assert_eq!(java_string_hashcode(""), 0);
+        assert_eq!(java_string_hashcode("a"), 97);
+        assert_eq!(java_string_hashcode("hello"), 99_162_322);
+        // Well-known Java values: "hello".hashCode() is 99162322 and
+        // "polygenelubricants".hashCode() is Integer.MIN_VALUE, which Utils.abs maps to 0.
+        assert_eq!(offsets_partition("hello", 50), 22);
+        assert_eq!(java_string_hashcode("polygenelubricants"), i32::MIN);
+        assert_eq!(offsets_partition("polygenelubricants", 50), 0);
+        // A negative hash (it wraps): the absolute value picks the partition.
+        assert_eq!(java_string_hashcode("my-group"), -1_906_497_762);
+        assert_eq!(offsets_partition("my-group", 50), 12);
+        // Characters outside the BMP count as two UTF-16 units, as in Java.
+        assert_eq!(java_string_hashcode("\u{1F600}"), 0xD83D * 31 + 0xDE00);
+        assert_eq!(
+            group_owner("my-group", 50, 4),
+            partition_owner(OFFSETS_TOPIC, 12, 4)
+        );
     }
 }

@@ -105,6 +105,10 @@ pub struct Settings {
     /// (offsets.retention.minutes) [default: 604800000].
     #[arg(long)]
     pub offsets_retention_ms: Option<u64>,
+    /// Partitions of the internal `__consumer_offsets` log that groups are spread over
+    /// (offsets.topic.num.partitions); fixed once the log exists [default: 50].
+    #[arg(long)]
+    pub offsets_topic_num_partitions: Option<i32>,
     /// Serve Prometheus metrics over HTTP on this address [default: off].
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -156,6 +160,7 @@ impl Settings {
             connections_max,
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
+            offsets_topic_num_partitions,
             metrics_listen,
             log_format,
         )
@@ -208,6 +213,9 @@ impl Settings {
             c.group_initial_rebalance_delay_ms,
         );
         c.offsets_retention_ms = set(self.offsets_retention_ms, c.offsets_retention_ms);
+        c.offsets_topic_num_partitions = self
+            .offsets_topic_num_partitions
+            .unwrap_or(c.offsets_topic_num_partitions);
         c.metrics_listen = self.metrics_listen;
         c.validate()?;
         Ok(c)
@@ -243,6 +251,7 @@ impl Settings {
             connections_max: Some(c.connections_max),
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),
+            offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),
         }

@@ -2,16 +2,24 @@
 //! with requests and time, parks JoinGroup/SyncGroup callers until their answers come out as
 //! effects, and makes offset commits durable ([`super::offsets`]) before answering them.
 //!
-//! Lives on: every shard has one; it holds the groups that
-//! `placement::group_owner` gives this shard, and only this shard's executor touches
+//! Lives on: every shard has one; it holds the groups whose `__consumer_offsets` partition
+//! this shard owns (`placement::group_owner`), and only this shard's executor touches
 //! them. Requests from connections on other shards arrive through the router.
 //!
 //! Time: a per-shard ticker calls [`GroupCoordinator::tick`] every [`GROUP_TICK_MS`]; every
 //! request also ticks its group right away, so deadlines that have already passed (an initial
 //! rebalance delay of 0) complete without waiting for the ticker.
 //!
-//! Loading: the offsets store is replayed when the shard starts, before it serves, so a
-//! group is never seen half-loaded (COORDINATOR_NOT_AVAILABLE is never needed for loading).
+//! Loading: the shard's `__consumer_offsets` partitions ([`super::store`]) are replayed when
+//! the shard starts, before it serves, so a group is never seen half-loaded
+//! (COORDINATOR_NOT_AVAILABLE is never needed for loading). A group whose last generation was
+//! stored comes back as that generation: Stable with its members (their sessions start
+//! again at the restart, so members that are gone expire and the rest keep heartbeating
+//! without a rebalance), or Empty with its protocol type when it had none.
+//!
+//! Group state is stored when a generation completes (the leader's SyncGroup makes the
+//! group Stable), when the retention sweep notes that a group became empty, and as
+//! tombstones when the group is deleted.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,11 +30,13 @@ use futures_channel::oneshot;
 
 use crate::error::ErrorCode;
 
-use super::offsets::{CommittedOffset, OffsetStore, SyncJob};
+use super::offsets::CommittedOffset;
+use super::records::{GroupMetadata, MemberMetadata};
 use super::state::{
     self, Effect, Group, GroupConfig, GroupDescription, GroupState, HeartbeatRequest, JoinRequest,
-    JoinResponse, LeaveRequest, LeaveResponse, Reply, Step, SyncRequest, SyncResponse,
+    JoinResponse, LeaveRequest, LeaveResponse, Member, Reply, Step, SyncRequest, SyncResponse,
 };
+use super::store::{OffsetsLog, SyncJob};
 use crate::clock::now_ms;
 
 /// How often each shard moves its groups' time forward.
@@ -48,34 +58,54 @@ pub struct GroupCoordinator {
     groups: RefCell<HashMap<String, Group>>,
     join_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<JoinResponse>>>,
     sync_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<SyncResponse>>>,
-    offsets: RefCell<OffsetStore>,
+    offsets: RefCell<OffsetsLog>,
 }
 
-/// Runs an offsets-store sync job on the blocking pool.
-async fn run_job(job: SyncJob) -> io::Result<()> {
-    glommio::executor().spawn_blocking(move || job.run()).await
+/// Where a shard's coordinator keeps its groups.
+#[derive(Clone, Copy, Debug)]
+pub struct OffsetsLocation<'a> {
+    pub data_dir: &'a Path,
+    pub shards: usize,
+    /// Partitions of `__consumer_offsets` (as resolved at start-up).
+    pub num_partitions: i32,
+    /// The last stop was not clean: recover the tails of the logs.
+    pub recover: bool,
 }
 
 impl GroupCoordinator {
-    /// Opens the shard's offsets store under `dir` (replaying it).
+    /// Opens and replays the shard's partitions of `__consumer_offsets`, and restores the
+    /// groups whose state they hold.
     pub fn open(
         shard_id: usize,
-        dir: &Path,
+        at: OffsetsLocation<'_>,
         config: GroupConfig,
         offsets_retention_ms: i64,
     ) -> io::Result<GroupCoordinator> {
-        let offsets = OffsetStore::open(dir)?;
+        let offsets = OffsetsLog::open(
+            at.data_dir,
+            shard_id,
+            at.shards,
+            at.num_partitions,
+            at.recover,
+        )?;
+        let now = now_ms();
+        let groups: HashMap<String, Group> = offsets
+            .group_metadata()
+            .map(|(id, m)| (id.to_string(), restore(id, m, &config, now)))
+            .collect();
         tracing::info!(
             shard = shard_id,
-            groups = offsets.groups().len(),
+            groups = groups.len(),
+            groups_with_offsets = offsets.groups().len(),
             offsets = offsets.live_offsets(),
-            "committed offsets loaded"
+            records = offsets.stored_records(),
+            "committed offsets and groups loaded"
         );
         Ok(GroupCoordinator {
             shard_id,
             config,
             offsets_retention_ms,
-            groups: RefCell::new(HashMap::new()),
+            groups: RefCell::new(groups),
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
             offsets: RefCell::new(offsets),
@@ -148,22 +178,35 @@ impl GroupCoordinator {
         }
     }
 
+    /// Runs a store job on the blocking pool and applies its outcome.
+    async fn run_job(&self, job: SyncJob) -> io::Result<()> {
+        let done = glommio::executor().spawn_blocking(move || job.run()).await;
+        self.offsets.borrow_mut().finish(done)
+    }
+
     /// Expires committed offsets of groups that stayed empty past the offsets retention.
     pub async fn expire_offsets(&self) {
-        let job = {
+        let now = now_ms();
+        let jobs = {
             let groups = self.groups.borrow();
-            let is_empty = |g: &str| groups.get(g).is_none_or(Group::is_empty);
+            let live = |g: &str| {
+                groups
+                    .get(g)
+                    .filter(|g| !g.is_empty())
+                    .map(|g| metadata_of(g, now))
+            };
             self.offsets
                 .borrow_mut()
-                .expire(now_ms(), self.offsets_retention_ms, is_empty)
+                .expire(now, self.offsets_retention_ms, live)
         };
-        match job {
-            Ok(Some(job)) => {
-                if let Err(e) = run_job(job).await {
-                    tracing::error!(shard = self.shard_id, error = %e, "offsets expiry sync failed");
+        match jobs {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(e) = self.run_job(job).await {
+                        tracing::error!(shard = self.shard_id, error = %e, "offsets expiry sync failed");
+                    }
                 }
             }
-            Ok(None) => {}
             Err(e) => tracing::error!(shard = self.shard_id, error = %e, "offsets expiry failed"),
         }
     }
@@ -189,13 +232,33 @@ impl GroupCoordinator {
 
     pub async fn sync(&self, group_id: String, req: SyncRequest) -> SyncResponse {
         let now = now_ms();
-        let Some((step, later)) = self.with_group(&group_id, false, |g| {
+        let Some((step, later, completed)) = self.with_group(&group_id, false, |g| {
+            let before = g.state();
             let step = g.sync(req, now);
             let later = g.tick(now);
-            (step, later)
+            let completed = (before == GroupState::CompletingRebalance
+                && g.state() == GroupState::Stable)
+                .then(|| metadata_of(g, now));
+            (step, later, completed)
         }) else {
             return SyncResponse::failed(ErrorCode::UNKNOWN_MEMBER_ID);
         };
+        if let Some(metadata) = completed {
+            // The generation is stored before anyone learns it, so a coordinator restart
+            // brings back the generation the members hold. A failure is logged, not answered:
+            // the group works on from memory, and only a restart would lose the generation.
+            let job = self
+                .offsets
+                .borrow_mut()
+                .store_group(&group_id, metadata, now);
+            let stored = match job {
+                Ok(job) => self.run_job(job).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = stored {
+                tracing::error!(group = %group_id, error = %e, "storing the group's generation failed");
+            }
+        }
         let retry = || SyncResponse::failed(ErrorCode::REBALANCE_IN_PROGRESS);
         self.settle(&group_id, step, later, &self.sync_waiters, retry)
             .await
@@ -291,9 +354,9 @@ impl GroupCoordinator {
         if code != ErrorCode::NONE || entries.is_empty() {
             return vec![code; entries.len()];
         }
-        let job = self.offsets.borrow_mut().commit(group_id, &entries);
+        let job = self.offsets.borrow_mut().commit(group_id, &entries, now);
         let synced = match job {
-            Ok(job) => run_job(job).await,
+            Ok(job) => self.run_job(job).await,
             Err(e) => Err(e),
         };
         match synced {
@@ -387,9 +450,9 @@ impl GroupCoordinator {
             _ => {}
         }
         self.groups.borrow_mut().remove(group_id);
-        let job = self.offsets.borrow_mut().delete_group(group_id);
+        let job = self.offsets.borrow_mut().delete_group(group_id, now_ms());
         let synced = match job {
-            Ok(Some(job)) => run_job(job).await,
+            Ok(Some(job)) => self.run_job(job).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -441,9 +504,9 @@ impl GroupCoordinator {
         let job = self
             .offsets
             .borrow_mut()
-            .delete_partitions(group_id, &doomed);
+            .delete_partitions(group_id, &doomed, now_ms());
         let synced = match job {
-            Ok(Some(job)) => run_job(job).await,
+            Ok(Some(job)) => self.run_job(job).await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
         };
@@ -484,6 +547,74 @@ impl GroupCoordinator {
     }
 }
 
+/// A group's state as GroupMetadataValue stores it.
+fn metadata_of(g: &Group, now_ms: i64) -> GroupMetadata {
+    let protocol = g.protocol_name().map(str::to_string);
+    GroupMetadata {
+        protocol_type: g.protocol_type().unwrap_or_default().to_string(),
+        generation: g.generation_id(),
+        protocol: protocol.clone(),
+        leader: g.leader().map(str::to_string),
+        current_state_timestamp_ms: now_ms,
+        members: g
+            .members()
+            .map(|m| MemberMetadata {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                session_timeout_ms: m.session_timeout_ms,
+                subscription: protocol
+                    .as_deref()
+                    .and_then(|p| m.metadata(p))
+                    .cloned()
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The group a stored state describes, as the state machine takes it back (see the module
+/// doc on loading).
+fn restore(id: &str, m: &GroupMetadata, config: &GroupConfig, now_ms: i64) -> Group {
+    let protocol_type = (!m.protocol_type.is_empty()).then(|| m.protocol_type.clone());
+    let members = match &m.protocol {
+        Some(protocol) => m
+            .members
+            .iter()
+            .map(|mm| Member {
+                member_id: mm.member_id.clone(),
+                group_instance_id: mm.group_instance_id.clone(),
+                client_id: mm.client_id.clone(),
+                client_host: mm.client_host.clone(),
+                session_timeout_ms: mm.session_timeout_ms,
+                rebalance_timeout_ms: mm.rebalance_timeout_ms,
+                protocol_type: m.protocol_type.clone(),
+                protocols: vec![(protocol.clone(), mm.subscription.clone())],
+                assignment: mm.assignment.clone(),
+                last_heartbeat_ms: now_ms,
+                awaiting_join: false,
+                awaiting_sync: false,
+                is_new: false,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    Group::restore(
+        id,
+        config.clone(),
+        state::Restored {
+            generation_id: m.generation,
+            protocol_type,
+            protocol_name: m.protocol.clone(),
+            leader: m.leader.clone(),
+            members,
+        },
+    )
+}
+
 /// Topics in a consumer-protocol subscription, as the members of a "consumer" group send
 /// them, decoded with the `kafka-protocol` crate (a version newer than the crate knows is read
 /// as the newest it knows: later versions only add fields at the end). Anything unreadable
@@ -518,5 +649,54 @@ mod tests {
         meta.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(subscribed_topics(&meta), vec!["orders", "x"]);
         assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 9]).is_empty());
+    }
+
+    #[test]
+    fn a_stored_generation_comes_back_without_a_rebalance() {
+        let member = |id: &str| MemberMetadata {
+            member_id: id.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 60_000,
+            session_timeout_ms: 10_000,
+            subscription: bytes::Bytes::from_static(b"sub"),
+            assignment: bytes::Bytes::from_static(b"asg"),
+        };
+        let stored = GroupMetadata {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            current_state_timestamp_ms: 1,
+            members: vec![member("m1"), member("m2")],
+        };
+        let mut g = restore("g", &stored, &GroupConfig::default(), 1_000);
+        assert_eq!(g.state(), GroupState::Stable);
+        assert_eq!(g.generation_id(), 7);
+        assert_eq!(g.leader(), Some("m1"));
+        // Members of the stored generation heartbeat on; their state round-trips.
+        let hb = HeartbeatRequest {
+            member_id: "m2".into(),
+            generation_id: 7,
+            group_instance_id: None,
+        };
+        assert_eq!(g.heartbeat(&hb, 2_000), ErrorCode::NONE);
+        assert_eq!(metadata_of(&g, 1), stored);
+        // Gone members expire with their session, counted from the restart.
+        assert!(g.tick(11_001).is_empty());
+        assert_ne!(g.state(), GroupState::Stable);
+
+        // A group stored without members comes back Empty at its generation.
+        let empty = GroupMetadata {
+            protocol: None,
+            leader: None,
+            members: Vec::new(),
+            ..stored
+        };
+        let g = restore("g", &empty, &GroupConfig::default(), 1_000);
+        assert_eq!(g.state(), GroupState::Empty);
+        assert_eq!(g.generation_id(), 7);
+        assert_eq!(g.protocol_type(), Some("consumer"));
     }
 }

@@ -1,107 +1,181 @@
-//! Consumer groups: the coordinator state machine and the durable committed-offsets store.
+//! Consumer groups: the coordinator state machine and the durable group log.
 //!
-//! Lives on: a group lives on the shard `placement::group_owner(group_id, shards)` picks;
-//! its state and its committed offsets are touched only by that shard's executor.
+//! Lives on: a group lives on the owner shard of its partition of `__consumer_offsets`
+//! (`placement::group_owner(group_id, partitions, shards)`); its state and its committed
+//! offsets are touched only by that shard's executor.
 //!
 //! - [`state`] is the classic rebalance protocol as a pure state machine driven by requests
 //!   and explicit time (`now_ms`), so it is unit-tested without sleeps.
-//! - [`offsets`] is the per-shard committed-offsets log (like `__consumer_offsets`): one record
-//!   per group/topic/partition commit, replayed at start, compacted as commits repeat.
-//!
-//! Wiring these to the Kafka APIs (FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups, DeleteGroups,
-//! OffsetDelete) through the router is the consumer-groups issue's remaining work.
+//! - [`records`] are the typed records of `__consumer_offsets`, in Kafka's key/value layouts.
+//! - [`store`] keeps a shard's partitions of `__consumer_offsets` (ordinary partition logs),
+//!   replayed at start, with the committed offsets and group state in memory.
+//! - [`coordinator`] drives the state machine and writes the records.
+//! - [`offsets`] is the store of earlier versions (a CRC-framed log per shard in
+//!   `__groups/shard-N`), kept to read an old data dir once: [`migrate_legacy_offsets`].
 
 pub mod coordinator;
 pub mod offsets;
+pub mod records;
 pub mod state;
+pub mod store;
 
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use crate::placement::group_owner;
+use crate::placement::offsets_partition;
 
-/// Moves committed offsets to the shard that coordinates each group under `shards`, when
-/// the shard count changed since they were written. Runs at start-up, before any shard does,
-/// single-threaded. Each move is copy-then-delete, both synced, so a crash in between leaves
-/// the offsets in both stores (the next start finishes the move), never in neither.
-/// Returns how many groups moved.
-pub fn rehome_offsets(groups_dir: &Path, shards: usize) -> io::Result<usize> {
-    let Ok(entries) = std::fs::read_dir(groups_dir) else {
-        return Ok(0);
-    };
-    let mut dirs: Vec<(usize, std::path::PathBuf)> = entries
+/// Where earlier versions kept committed offsets: `<data>/__groups/shard-N`.
+pub const LEGACY_GROUPS_DIR: &str = "__groups";
+/// What the legacy directory is renamed to once migrated.
+pub const MIGRATED_GROUPS_DIR: &str = "__groups.migrated";
+
+/// Converts the per-shard offset logs of earlier versions (`<data>/__groups/shard-N`) into
+/// `__consumer_offsets`: every live committed offset (with its expire timestamp), and for a
+/// group the old store had seen empty, a GroupMetadata record with no members carrying when
+/// it became empty, so its retention clock keeps running. Runs at start-up before any shard,
+/// single-threaded. The new records are fdatasync'd before the old directory is renamed
+/// `__groups.migrated` (and the rename synced), so a crash in between leaves the old
+/// directory in place and the next start migrates again, which writes the same values.
+/// Returns how many offsets moved; None when there was nothing to migrate.
+pub fn migrate_legacy_offsets(
+    data_dir: &Path,
+    num_partitions: i32,
+    now_ms: i64,
+) -> io::Result<Option<u64>> {
+    let legacy = data_dir.join(LEGACY_GROUPS_DIR);
+    if !legacy.is_dir() {
+        return Ok(None);
+    }
+    let mut shard_dirs: Vec<std::path::PathBuf> = std::fs::read_dir(&legacy)?
         .filter_map(Result::ok)
-        .filter_map(|e| {
-            let n = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("shard-")?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("shard-"))
         })
+        .map(|e| e.path())
         .collect();
-    dirs.sort();
-    let mut moved = 0;
-    for (from, dir) in &dirs {
-        let mut source = offsets::OffsetStore::open(dir)?;
-        for group in source.groups() {
-            let to = group_owner(&group, shards);
-            if to == *from {
-                continue;
-            }
-            let rows: Vec<(String, i32, offsets::CommittedOffset)> = source
+    shard_dirs.sort();
+    let mut olds = Vec::new();
+    for dir in &shard_dirs {
+        olds.push(offsets::OffsetStore::open(dir)?);
+    }
+    let mut partitions: Vec<i32> = olds
+        .iter()
+        .flat_map(|o| o.groups())
+        .map(|g| offsets_partition(&g, num_partitions))
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let mut new =
+        store::OffsetsLog::open_partitions(data_dir, partitions.into_iter(), num_partitions, true)?;
+    let mut jobs = Vec::new();
+    let mut moved = 0u64;
+    for old in &olds {
+        for group in old.groups() {
+            let rows: Vec<(String, i32, offsets::CommittedOffset)> = old
                 .group_offsets(&group)
                 .map(|(t, p, c)| (t.to_string(), p, c.clone()))
                 .collect();
-            let mut target = offsets::OffsetStore::open(&groups_dir.join(format!("shard-{to}")))?;
-            target.commit(&group, &rows)?.run()?;
-            if let Some(job) = source.delete_group(&group)? {
-                job.run()?;
+            moved += rows.len() as u64;
+            jobs.push(new.commit(&group, &rows, now_ms)?);
+            if let Some(since) = old.group_empty_since(&group) {
+                let empty = records::GroupMetadata {
+                    protocol_type: String::new(),
+                    generation: 0,
+                    protocol: None,
+                    leader: None,
+                    current_state_timestamp_ms: since,
+                    members: Vec::new(),
+                };
+                jobs.push(new.store_group(&group, empty, now_ms)?);
             }
-            tracing::info!(group = %group, from_shard = from, to_shard = to, "committed offsets moved to the group's new coordinator shard");
-            moved += 1;
         }
     }
-    Ok(moved)
+    for job in jobs {
+        new.finish(job.run())?;
+    }
+    drop(olds);
+    std::fs::rename(&legacy, data_dir.join(MIGRATED_GROUPS_DIR))?;
+    File::open(data_dir)?.sync_all()?;
+    Ok(Some(moved))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::{OFFSETS_TOPIC, partition_owner};
+
+    fn off(offset: i64, expire: Option<i64>) -> offsets::CommittedOffset {
+        offsets::CommittedOffset {
+            offset,
+            leader_epoch: 2,
+            metadata: Some("meta".into()),
+            commit_timestamp_ms: 1_000,
+            expire_timestamp_ms: expire,
+        }
+    }
 
     #[test]
-    fn offsets_follow_their_group_when_the_shard_count_changes() {
+    fn legacy_per_shard_offsets_migrate_into_consumer_offsets() {
         let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_GROUPS_DIR);
         let groups: Vec<String> = (0..20).map(|i| format!("g{i}")).collect();
-        for g in &groups {
-            let owner = group_owner(g, 2);
-            let mut store =
-                offsets::OffsetStore::open(&dir.path().join(format!("shard-{owner}"))).unwrap();
-            let c = offsets::CommittedOffset {
-                offset: 42,
-                leader_epoch: -1,
-                metadata: None,
-                commit_timestamp_ms: 1,
-                expire_timestamp_ms: None,
-            };
-            store
-                .commit(g, &[("t".to_string(), 0, c)])
-                .unwrap()
-                .run()
-                .unwrap();
+        // Written with the old store, spread over two shards as the old placement did.
+        for (i, g) in groups.iter().enumerate() {
+            let mut old =
+                offsets::OffsetStore::open(&legacy.join(format!("shard-{}", i % 2))).unwrap();
+            let rows = [
+                ("t".to_string(), 0, off(i as i64, None)),
+                ("u".to_string(), 1, off(100 + i as i64, Some(9_999))),
+            ];
+            old.commit(g, &rows).unwrap().run().unwrap();
         }
-        assert_eq!(rehome_offsets(dir.path(), 2).unwrap(), 0);
-        let moved = rehome_offsets(dir.path(), 3).unwrap();
-        assert!(moved > 0);
-        for g in &groups {
-            let store = offsets::OffsetStore::open(
-                &dir.path().join(format!("shard-{}", group_owner(g, 3))),
-            )
+        let mut old = offsets::OffsetStore::open(&legacy.join("shard-0")).unwrap();
+        old.delete_group("g0").unwrap().unwrap().run().unwrap();
+        // g2 is empty since 1500: the sweep marker must carry over.
+        old.expire(1_500, i64::MAX, |g| g == "g2")
+            .unwrap()
+            .unwrap()
+            .run()
             .unwrap();
-            assert_eq!(store.fetch(g, "t", 0).map(|c| c.offset), Some(42), "{g}");
+        drop(old);
+
+        assert_eq!(
+            migrate_legacy_offsets(dir.path(), 50, 5_000).unwrap(),
+            Some(38)
+        );
+        assert!(!legacy.exists());
+        assert!(dir.path().join(MIGRATED_GROUPS_DIR).is_dir());
+        // Nothing left to migrate: a second start changes nothing.
+        assert_eq!(migrate_legacy_offsets(dir.path(), 50, 6_000).unwrap(), None);
+
+        // Each shard of a 3-shard broker finds the groups of the partitions it owns.
+        let mut found = 0;
+        for shard in 0..3 {
+            let s = store::OffsetsLog::open(dir.path(), shard, 3, 50, true).unwrap();
+            for (i, g) in groups.iter().enumerate() {
+                let p = offsets_partition(g, 50);
+                if partition_owner(OFFSETS_TOPIC, p, 3) != shard {
+                    assert!(!s.has_group(g));
+                    continue;
+                }
+                if i == 0 {
+                    assert!(!s.has_group(g), "a deleted group stays deleted");
+                    continue;
+                }
+                found += 1;
+                assert_eq!(s.fetch(g, "t", 0), Some(&off(i as i64, None)), "{g}");
+                let u = s.fetch(g, "u", 1).unwrap();
+                assert_eq!(
+                    (u.offset, u.expire_timestamp_ms),
+                    (100 + i as i64, Some(9_999))
+                );
+                let since = if i == 2 { Some(1_500) } else { None };
+                assert_eq!(s.group_empty_since(g), since, "{g}");
+            }
         }
-        assert_eq!(rehome_offsets(dir.path(), 3).unwrap(), 0);
+        assert_eq!(found, 19);
     }
 }

@@ -386,6 +386,18 @@ struct InitialDelay {
     new_member_added: bool,
 }
 
+/// What a coordinator restart brings back of a group: its last stored generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    /// The members of that generation, each with its metadata for the chosen protocol and its
+    /// assignment; their sessions count from the restart.
+    pub members: Vec<Member>,
+}
+
 /// One consumer group's coordinator state. Touched only by its owner shard.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -430,6 +442,35 @@ impl Group {
             initial_delay: None,
             sync_deadline_ms: None,
         }
+    }
+
+    /// A group as its last completed generation left it (a coordinator restart): Stable with
+    /// that generation's members and assignments when it had members and a protocol, so they
+    /// go on heartbeating without a rebalance; otherwise Empty at that generation, keeping its
+    /// protocol type (as Kafka loads a group).
+    pub fn restore(group_id: impl Into<String>, config: GroupConfig, r: Restored) -> Self {
+        let mut g = Group::new(group_id, config);
+        g.generation_id = r.generation_id.max(0);
+        g.protocol_type = r.protocol_type;
+        if r.members.is_empty() || r.protocol_name.is_none() {
+            return g;
+        }
+        g.state = GroupState::Stable;
+        g.protocol_name = r.protocol_name;
+        g.leader = r
+            .leader
+            .filter(|l| r.members.iter().any(|m| &m.member_id == l));
+        for m in r.members {
+            if let Some(instance) = &m.group_instance_id {
+                g.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            g.members.insert(m.member_id.clone(), m);
+        }
+        if g.leader.is_none() {
+            g.leader = g.members.keys().next().cloned();
+        }
+        g
     }
 
     pub fn group_id(&self) -> &str {

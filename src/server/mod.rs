@@ -187,21 +187,23 @@ async fn shard_main(
             .unwrap_or(i32::MAX),
         ..Default::default()
     };
-    let groups_dir = config
-        .data_dir
-        .join(GROUPS_DIR)
-        .join(format!("shard-{shard_id}"));
+    let offsets_at = crate::group::coordinator::OffsetsLocation {
+        data_dir: &config.data_dir,
+        shards: config.shards,
+        num_partitions: config.offsets_topic_num_partitions,
+        recover: config.recover_on_start,
+    };
     let groups = match crate::group::coordinator::GroupCoordinator::open(
         shard_id,
-        &groups_dir,
+        offsets_at,
         group_config,
         i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
     ) {
         Ok(g) => g,
         Err(e) => {
             let e = format!(
-                "shard {shard_id}: cannot open committed offsets in {}: {e}",
-                groups_dir.display()
+                "shard {shard_id}: cannot open its partitions of __consumer_offsets in {}: {e}",
+                config.data_dir.display()
             );
             tracing::error!("{e}");
             STOP.store(true, Ordering::SeqCst);

@@ -215,6 +215,13 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
             "'{name}' is reserved for the cluster metadata log"
         )));
     }
+    // Its partitions' directories are the group coordinators' logs: a client-made topic of
+    // that name would open them a second time, on other shards.
+    if name == crate::placement::OFFSETS_TOPIC {
+        return Err(KafkaError::InvalidTopic(format!(
+            "'{name}' is the internal log of consumer groups"
+        )));
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -264,6 +271,7 @@ mod tests {
             "a b",
             &"x".repeat(250),
             "__cluster_metadata",
+            "__consumer_offsets",
         ] {
             assert_eq!(validate_topic_name(bad).unwrap_err().code(), 17, "{bad}");
         }

@@ -10,8 +10,11 @@ What is proved here, black-box:
     offsets after a broker restart;
   - static membership (group.instance.id): a member that is killed and comes back within the
     session timeout gets its partitions back without a rebalance of the others;
-  - a group's coordinator shard is fnv1a64(group) % shards and requests arriving on another
-    shard's connection are routed there;
+  - a group's coordinator shard is the owner shard of its partition of __consumer_offsets
+    (Kafka's abs(hashCode(group)) % 50) and requests arriving on another shard's connection are
+    routed there;
+  - a deleted group stays deleted across kill -9, and a Stable group comes back Stable with its
+    members (its generation is stored in __consumer_offsets);
   - the admin group APIs (ListGroups, DescribeGroups, DeleteGroups, OffsetFetch incl. several
     groups in one request, OffsetDelete) behave as Kafka's.
 
@@ -68,8 +71,28 @@ def fnv1a64(data):
     return h
 
 
+def java_string_hashcode(s):
+    """Java's String.hashCode: h = 31 * h + c over UTF-16 code units, as a signed 32-bit int."""
+    units = s.encode("utf-16-be")
+    h = 0
+    for i in range(0, len(units), 2):
+        h = (h * 31 + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def offsets_partition(group, partitions=50):
+    """Kafka's Utils.abs(groupId.hashCode()) % offsets.topic.num.partitions (abs(MIN_VALUE) is 0)."""
+    h = java_string_hashcode(group)
+    return (0 if h == -(1 << 31) else abs(h)) % partitions
+
+
+def partition_owner(topic, partition, shards):
+    """The broker's placement::partition_owner."""
+    return (fnv1a64(topic.encode("utf-8")) % shards + partition) % shards
+
+
 def coordinator_shard(group, shards):
-    return fnv1a64(group.encode("utf-8")) % shards
+    return partition_owner("__consumer_offsets", offsets_partition(group), shards)
 
 
 def group_on_shard(rng, prefix, shard, shards=2):
@@ -84,6 +107,10 @@ def test_fnv1a64_matches_the_broker():
     # The value asserted by src/shard/assignment.rs's unit test; the tests below rely on this.
     assert fnv1a64(b"a") == 0xaf63dc4c8601ec8c
     assert fnv1a64(b"") == 0xcbf29ce484222325
+    # The values asserted by src/placement.rs's unit test ("hello".hashCode() is 99162322).
+    assert java_string_hashcode("hello") == 99162322
+    assert offsets_partition("my-group") == 12
+    assert offsets_partition("polygenelubricants") == 0
 
 
 # ----------------------------------------------------------------------------- generic helpers
@@ -575,11 +602,48 @@ def test_committed_offsets_survive_restart_and_kill_9(broker_factory, rng):
         second = {k: rand_commit() for k in rng.sample(keys, 4)}
         commit_offsets(b.bootstrap, g, second)
         expected[g].update(second)
+    # A third group is committed, then deleted (acknowledged), before the kill.
+    gone = unique_group("gone")
+    commit_offsets(b.bootstrap, gone, {(t1, 0): (7, "")})
+    assert fetch_committed(b.bootstrap, gone, [(t1, 0)]) == {(t1, 0): (7, "")}, ctx
+    a = admin(b.bootstrap)
+    code = _admin_result_error(a.delete_consumer_groups([gone], request_timeout=10)[gone])
+    assert code == KafkaError.NO_ERROR, f"DeleteGroups: {KafkaError(code)} {ctx}"
     b.kill()
     b.start()
     check("after kill -9")
+    assert fetch_committed(b.bootstrap, gone, [(t1, 0)]) == {(t1, 0): (OFFSET_INVALID, "")}, \
+        f"deleted group {gone} came back after kill -9 {ctx}"
+    a = admin(b.bootstrap)
+    listed = a.list_consumer_groups(request_timeout=10).result(timeout=ADMIN_TIMEOUT)
+    assert gone not in {g.group_id for g in listed.valid}, f"deleted group {gone} listed after kill -9 {ctx}"
     b.restart()
     check("after kill -9 and a clean restart")
+
+
+def test_group_generation_and_members_survive_kill_9(broker_factory):
+    """The coordinator stores a group's generation when it completes (GroupMetadata in
+    __consumer_offsets): after kill -9 the group is back Stable with its member, not Empty."""
+    b = broker_factory(shards=2, extra_args=delay_args(0))
+    topic, group = unique_topic("gen"), unique_group("gen")
+    create_topic(b.bootstrap, topic, 2)
+    c = consumer(b.bootstrap, **{"group.id": group, "session.timeout.ms": 30000})
+    try:
+        c.subscribe([topic])
+        wait_until(lambda: c.poll(0.1) is None and len(c.assignment()) == 2, timeout=30, desc="assignment")
+        a = admin(b.bootstrap)
+        before = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=ADMIN_TIMEOUT)
+        assert before.state == ConsumerGroupState.STABLE, before.state
+        members = sorted(m.member_id for m in before.members)
+        b.kill()
+        b.start()
+        a = admin(b.bootstrap)
+        after = a.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=ADMIN_TIMEOUT)
+        got = sorted(m.member_id for m in after.members)
+        assert (after.state, got) == (ConsumerGroupState.STABLE, members), \
+            f"after kill -9: {after.state} {got}, before: {members}"
+    finally:
+        c.close()
 
 
 # ============================================================================= 3. kafka-python range

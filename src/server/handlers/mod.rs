@@ -142,7 +142,11 @@ pub(crate) async fn group_call<C: Call>(
     call: C,
 ) -> Result<C::Reply, KafkaError> {
     let shard = &ctx.shard;
-    let owner = crate::placement::group_owner(group, shard.shards());
+    let owner = crate::placement::group_owner(
+        group,
+        shard.config.offsets_topic_num_partitions,
+        shard.shards(),
+    );
     tracing::debug!(
         "group request api={:?} group={group} connection_shard={} coordinator_shard={owner}",
         ctx.api_key,

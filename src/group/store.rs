@@ -1,0 +1,911 @@
+//! Committed offsets and group state of one shard, kept in its partitions of the internal
+//! `__consumer_offsets` log.
+//!
+//! Lives on: one shard. A group belongs to partition `abs(hashCode(group)) % N` of
+//! `__consumer_offsets` (`placement::offsets_partition`, Kafka's placement), and that
+//! partition's owner shard (`placement::partition_owner`) is the group's coordinator. Each
+//! shard opens only the partitions it owns, so after a shard-count change a partition's
+//! directory simply opens on its new owner.
+//!
+//! # Storage
+//!
+//! Each partition is an ordinary partition log (`storage::log::PartitionLog`) in
+//! `<data>/__consumer_offsets-<p>/`, made of uncompressed magic-2 record batches whose
+//! records carry the typed keys and values of [`super::records`]. Replication and compaction
+//! can therefore treat it like any other partition. A mutation (commit, delete, expiry, a
+//! group's new generation) encodes its records as one append, applies them to the in-memory
+//! table, and hands back a [`SyncJob`] whose blocking `run()` fdatasyncs the partition on
+//! glommio's blocking pool; the OffsetCommit is answered only after it succeeded, so an
+//! answered commit survives `kill -9`. [`OffsetsLog::finish`] then tells the log what is
+//! durable. A failed fdatasync takes the partition offline, as for any partition
+//! (`PartitionLog::finish_flush`): its groups answer COORDINATOR_NOT_AVAILABLE to writes
+//! until a restart recovers the log from disk.
+//!
+//! # Replay (at [`OffsetsLog::open`])
+//!
+//! Every owned partition is opened (with crash recovery of its tail after an unclean stop)
+//! and read from its log start to its end, record by record, into the table, before the
+//! shard serves, so a group is never seen half-loaded. A record that cannot be decoded (an
+//! unknown version, say) fails the open: skipping it would silently lose a commit.
+//!
+//! # Bounding the replay
+//!
+//! Until log compaction (its own issue) cleans the log, the store keeps it short itself:
+//! when a partition holds more than `max(2 × live records, COMPACT_MIN_RECORDS)` records
+//! since its log start, the live records of that partition are appended again as a fresh
+//! run of batches, and the log start is moved to the first of them (DeleteRecords'
+//! mechanism: whole segments below it are deleted, the new start is persisted). The job
+//! fdatasyncs the new records *before* it persists the new log start, so a crash leaves
+//! either the old start (replay reads the old records and then the same live records again,
+//! which changes nothing) or the new one over durable records. Replay therefore reads at most
+//! about twice the live records; the disk keeps at most one segment
+//! ([`OFFSETS_SEGMENT_BYTES`]) of dead records beyond that.
+//!
+//! # Expiry (`offsets.retention.minutes`)
+//!
+//! Like Kafka ≥ 2.1: offsets of a group that has members never expire; for an empty group an
+//! offset expires when `now - max(commit timestamp, time the group became empty) >=
+//! retention`, or at its explicit expire timestamp (OffsetCommit v1 to v4). When the group
+//! became empty is the current-state timestamp of its GroupMetadata record with no members,
+//! which the retention sweep ([`OffsetsLog::expire`]) writes the first time it sees the
+//! group empty (so the time is late by at most one sweep, which only keeps offsets longer).
+//! An empty group whose offsets are all gone is deleted with tombstones.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+
+use crate::placement::{OFFSETS_TOPIC, offsets_partition, partition_owner};
+use crate::protocol::batch::{self, ProducedBatch};
+use crate::storage::io::read_at_most;
+use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog};
+
+use super::offsets::CommittedOffset;
+use super::records::{GroupMetadata, GroupRecord};
+
+/// Compaction is not worth it below this many records in a partition.
+pub const COMPACT_MIN_RECORDS: u64 = 1024;
+
+/// Segment size of `__consumer_offsets` partitions: small, so that the rewrite that bounds
+/// the replay also frees the disk soon (Kafka uses 100 MiB with a real log cleaner).
+pub const OFFSETS_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Records per batch: bounds a batch of a large rewrite to a few hundred KiB.
+const RECORDS_PER_BATCH: usize = 512;
+
+/// Bytes read per step of the replay.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+
+/// The file that fixes the partition count once the log exists.
+const PARTITIONS_FILE: &str = "__consumer_offsets.partitions";
+
+const LOG_CONFIG: LogConfig = LogConfig {
+    segment_bytes: OFFSETS_SEGMENT_BYTES,
+    segment_ms: None,
+    index_interval_bytes: 4096,
+};
+
+/// The partition count of `__consumer_offsets` in `data_dir`: the one it was created with,
+/// or `configured` for a new log (then written down, durably, before any partition exists).
+/// A configured count that differs from the stored one is ignored with a warning, as Kafka
+/// ignores `offsets.topic.num.partitions` once the topic exists: another count would move
+/// groups away from their offsets.
+pub fn resolve_num_partitions(data_dir: &Path, configured: i32) -> io::Result<i32> {
+    let path = data_dir.join(PARTITIONS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => {
+            let stored: i32 = s.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} does not hold a partition count: {s:?}", path.display()),
+                )
+            })?;
+            if stored != configured {
+                tracing::warn!(
+                    stored,
+                    configured,
+                    "--offsets-topic-num-partitions differs from the existing __consumer_offsets log; keeping its count"
+                );
+            }
+            Ok(stored)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir)?;
+            let tmp = data_dir.join(format!("{PARTITIONS_FILE}.tmp"));
+            fs::write(&tmp, configured.to_string())?;
+            File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(data_dir)?.sync_all()?;
+            Ok(configured)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One group's committed offsets, topic by topic, and its last stored metadata.
+#[derive(Debug, Default)]
+struct GroupEntry {
+    topics: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
+    metadata: Option<GroupMetadata>,
+}
+
+impl GroupEntry {
+    /// Live records this entry stands for in its partition.
+    fn records(&self) -> u64 {
+        self.topics.values().map(|p| p.len() as u64).sum::<u64>()
+            + u64::from(self.metadata.is_some())
+    }
+
+    /// When the group became empty, if its stored state says it has no members.
+    fn empty_since_ms(&self) -> Option<i64> {
+        self.metadata
+            .as_ref()
+            .filter(|m| m.members.is_empty())
+            .map(|m| m.current_state_timestamp_ms)
+    }
+}
+
+/// One owned partition: its log, and its record counts (live vs. since the log start).
+#[derive(Debug)]
+struct OwnedPartition {
+    log: PartitionLog,
+    live: u64,
+    stored: u64,
+}
+
+/// A durability job: the fdatasync of a partition and, after a rewrite, the move of its log
+/// start. Blocking: run it on the blocking pool, then hand its [`SyncDone`] to
+/// [`OffsetsLog::finish`] on the shard.
+#[derive(Debug)]
+pub struct SyncJob {
+    partition: i32,
+    flush: Option<FlushJob>,
+    housekeeping: Option<Housekeeping>,
+}
+
+/// What a [`SyncJob`] did.
+#[derive(Debug)]
+pub struct SyncDone {
+    partition: i32,
+    target: Option<i64>,
+    result: io::Result<()>,
+}
+
+impl SyncJob {
+    pub fn run(self) -> SyncDone {
+        let result = self.flush.as_ref().map_or(Ok(()), FlushJob::run);
+        if result.is_ok()
+            && let Some(h) = self.housekeeping
+            && let Err(e) = h.run()
+        {
+            // The records are durable; only the log start did not move, so the next replay
+            // reads more than it needs to, and the next rewrite tries again.
+            tracing::warn!(partition = self.partition, error = %e, "__consumer_offsets: could not move the log start after a rewrite");
+        }
+        SyncDone {
+            partition: self.partition,
+            target: self.flush.map(|f| f.target),
+            result,
+        }
+    }
+}
+
+/// The committed offsets and group state of every group one shard coordinates.
+#[derive(Debug)]
+pub struct OffsetsLog {
+    num_partitions: i32,
+    partitions: BTreeMap<i32, OwnedPartition>,
+    groups: BTreeMap<String, GroupEntry>,
+    /// Offsets in `groups`.
+    live_offsets: u64,
+    compact_min_records: u64,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl OffsetsLog {
+    /// Opens and replays the partitions of `__consumer_offsets` that `shard` owns.
+    pub fn open(
+        data_dir: &Path,
+        shard: usize,
+        shards: usize,
+        num_partitions: i32,
+        recover: bool,
+    ) -> io::Result<OffsetsLog> {
+        let owned =
+            (0..num_partitions).filter(|p| partition_owner(OFFSETS_TOPIC, *p, shards) == shard);
+        Self::open_partitions(data_dir, owned, num_partitions, recover)
+    }
+
+    /// Opens and replays the given partitions (all of them, for the migration).
+    pub fn open_partitions(
+        data_dir: &Path,
+        partitions: impl Iterator<Item = i32>,
+        num_partitions: i32,
+        recover: bool,
+    ) -> io::Result<OffsetsLog> {
+        let mut store = OffsetsLog {
+            num_partitions,
+            partitions: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            live_offsets: 0,
+            compact_min_records: COMPACT_MIN_RECORDS,
+        };
+        for p in partitions {
+            let created = !crate::storage::log::partition_dir(data_dir, OFFSETS_TOPIC, p).exists();
+            let log = PartitionLog::open(data_dir, OFFSETS_TOPIC, p, LOG_CONFIG, recover)?;
+            if created {
+                // The new directory's entry must be durable before a commit in it is answered.
+                File::open(data_dir)?.sync_all()?;
+            }
+            let records = Self::replay(&log, |rec| {
+                store.apply(rec);
+            })?;
+            store.partitions.insert(
+                p,
+                OwnedPartition {
+                    log,
+                    live: 0,
+                    stored: records,
+                },
+            );
+        }
+        let counts: Vec<(i32, u64)> = store
+            .groups
+            .iter()
+            .map(|(g, e)| (offsets_partition(g, num_partitions), e.records()))
+            .collect();
+        for (p, n) in counts {
+            if let Some(part) = store.partitions.get_mut(&p) {
+                part.live += n;
+            }
+        }
+        Ok(store)
+    }
+
+    /// Reads a partition from its log start to its end; returns the records read.
+    fn replay(log: &PartitionLog, mut apply: impl FnMut(GroupRecord)) -> io::Result<u64> {
+        let mut offset = log.log_start_offset();
+        let end = log.high_watermark();
+        let mut records = 0;
+        while offset < end {
+            let out = log.read(offset, REPLAY_READ_BYTES).map_err(other)?;
+            let Some(slice) = out.slice else { break };
+            let mut buf = Bytes::from(read_at_most(&slice.file, slice.pos, slice.len)?);
+            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+                other(format!(
+                    "__consumer_offsets-{}: unreadable batch at offset {offset}: {e}",
+                    log.partition
+                ))
+            })?;
+            let mut next = offset;
+            for r in sets.into_iter().flat_map(|s| s.records) {
+                next = next.max(r.offset + 1);
+                if r.offset < offset {
+                    continue;
+                }
+                let key = r.key.ok_or_else(|| {
+                    other(format!(
+                        "__consumer_offsets-{}: record {} has no key",
+                        log.partition, r.offset
+                    ))
+                })?;
+                apply(GroupRecord::decode(&key, r.value.as_deref())?);
+                records += 1;
+            }
+            if next <= offset {
+                return Err(other(format!(
+                    "__consumer_offsets-{}: replay made no progress at offset {offset}",
+                    log.partition
+                )));
+            }
+            offset = next;
+        }
+        Ok(records)
+    }
+
+    /// Applies a record to the table (not to the partition counts); returns how the live
+    /// records of the group's partition changed.
+    fn apply(&mut self, rec: GroupRecord) -> i64 {
+        let group = rec.group().to_string();
+        let entry = self.groups.entry(group.clone()).or_default();
+        let before = entry.records() as i64;
+        match rec {
+            GroupRecord::OffsetCommit {
+                topic,
+                partition,
+                value,
+                ..
+            } => match value {
+                Some(v) => {
+                    if entry
+                        .topics
+                        .entry(topic)
+                        .or_default()
+                        .insert(partition, v)
+                        .is_none()
+                    {
+                        self.live_offsets += 1;
+                    }
+                }
+                None => {
+                    if let Some(parts) = entry.topics.get_mut(&topic) {
+                        if parts.remove(&partition).is_some() {
+                            self.live_offsets -= 1;
+                        }
+                        if parts.is_empty() {
+                            entry.topics.remove(&topic);
+                        }
+                    }
+                }
+            },
+            GroupRecord::GroupMetadata { value, .. } => entry.metadata = value,
+        }
+        let after = entry.records() as i64;
+        if after == 0 {
+            self.groups.remove(&group);
+        }
+        after - before
+    }
+
+    /// The partition of `group`.
+    pub fn partition_of(&self, group: &str) -> i32 {
+        offsets_partition(group, self.num_partitions)
+    }
+
+    /// Writes `records` (all of one group) to the group's partition with one append, then
+    /// applies them; rewrites the partition when dead records dominate. Answer the request
+    /// only after the returned job ran and [`OffsetsLog::finish`] returned Ok. On error
+    /// nothing changed, in memory or on disk.
+    fn append(
+        &mut self,
+        group: &str,
+        records: Vec<GroupRecord>,
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
+        let p = self.partition_of(group);
+        debug_assert!(records.iter().all(|r| r.group() == group));
+        let part = self.partitions.get_mut(&p).ok_or_else(|| {
+            other(format!(
+                "__consumer_offsets-{p} (group {group}) is not owned by this shard"
+            ))
+        })?;
+        write_records(&mut part.log, &records, now_ms)?;
+        part.stored += records.len() as u64;
+        let mut delta = 0;
+        for r in records {
+            delta += self.apply(r);
+        }
+        let mut housekeeping = None;
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.live = part.live.saturating_add_signed(delta);
+        }
+        if self
+            .partitions
+            .get(&p)
+            .is_some_and(|part| part.stored > (2 * part.live).max(self.compact_min_records))
+        {
+            housekeeping = self.rewrite(p, now_ms);
+        }
+        let flush = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|part| part.log.begin_flush());
+        Ok(SyncJob {
+            partition: p,
+            flush,
+            housekeeping,
+        })
+    }
+
+    /// Appends partition `p`'s live records again and moves its log start to them (see the
+    /// module doc). A failure is logged and changes nothing that matters: the next mutation
+    /// tries again.
+    fn rewrite(&mut self, p: i32, now_ms: i64) -> Option<Housekeeping> {
+        let n = self.num_partitions;
+        let live: Vec<GroupRecord> = self
+            .groups
+            .iter()
+            .filter(|(g, _)| offsets_partition(g, n) == p)
+            .flat_map(|(g, e)| live_records(g, e))
+            .collect();
+        let part = self.partitions.get_mut(&p)?;
+        if live.is_empty() {
+            return None;
+        }
+        let appended = match write_records(&mut part.log, &live, now_ms) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "__consumer_offsets: rewrite failed");
+                return None;
+            }
+        };
+        let before = part.stored;
+        part.stored = live.len() as u64;
+        tracing::info!(
+            partition = p,
+            records_before = before,
+            live = live.len(),
+            "__consumer_offsets: live records rewritten, log start moved past the dead ones"
+        );
+        match part.log.delete_records(appended) {
+            Ok((_, job)) => job,
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "__consumer_offsets: could not move the log start");
+                None
+            }
+        }
+    }
+
+    /// Applies the outcome of a job: what it made durable, or that the partition is offline.
+    pub fn finish(&mut self, done: SyncDone) -> io::Result<()> {
+        if let (Some(target), Some(part)) = (done.target, self.partitions.get_mut(&done.partition))
+        {
+            part.log.finish_flush(target, &done.result);
+        }
+        done.result
+    }
+
+    /// Stores `group`'s offsets for each `(topic, partition, offset)`.
+    pub fn commit<T: AsRef<str>>(
+        &mut self,
+        group: &str,
+        entries: &[(T, i32, CommittedOffset)],
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
+        let records = entries
+            .iter()
+            .map(|(topic, partition, value)| GroupRecord::OffsetCommit {
+                group: group.to_string(),
+                topic: topic.as_ref().to_string(),
+                partition: *partition,
+                value: Some(value.clone()),
+            })
+            .collect();
+        self.append(group, records, now_ms)
+    }
+
+    /// Stores a group's state (a completed generation, or that it became empty).
+    pub fn store_group(
+        &mut self,
+        group: &str,
+        metadata: GroupMetadata,
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
+        let record = GroupRecord::GroupMetadata {
+            group: group.to_string(),
+            value: Some(metadata),
+        };
+        self.append(group, vec![record], now_ms)
+    }
+
+    /// The committed offset of one partition.
+    pub fn fetch(&self, group: &str, topic: &str, partition: i32) -> Option<&CommittedOffset> {
+        self.groups.get(group)?.topics.get(topic)?.get(&partition)
+    }
+
+    /// Every committed offset of `group`, by topic then partition.
+    pub fn group_offsets<'a>(
+        &'a self,
+        group: &str,
+    ) -> impl Iterator<Item = (&'a str, i32, &'a CommittedOffset)> + use<'a> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(|g| g.topics.iter())
+            .flat_map(|(topic, parts)| parts.iter().map(move |(p, v)| (topic.as_str(), *p, v)))
+    }
+
+    /// The groups that have committed offsets, sorted.
+    pub fn groups(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, e)| !e.topics.is_empty())
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
+    /// Whether `group` has any committed offset.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.groups.get(group).is_some_and(|e| !e.topics.is_empty())
+    }
+
+    /// Every group's stored state, to restore the groups at start.
+    pub fn group_metadata(&self) -> impl Iterator<Item = (&str, &GroupMetadata)> {
+        self.groups
+            .iter()
+            .filter_map(|(g, e)| e.metadata.as_ref().map(|m| (g.as_str(), m)))
+    }
+
+    /// When the stored state says `group` became empty.
+    pub fn group_empty_since(&self, group: &str) -> Option<i64> {
+        self.groups.get(group)?.empty_since_ms()
+    }
+
+    /// Live offsets across all groups.
+    pub fn live_offsets(&self) -> u64 {
+        self.live_offsets
+    }
+
+    /// Records replay would read now, over all owned partitions.
+    pub fn stored_records(&self) -> u64 {
+        self.partitions.values().map(|p| p.stored).sum()
+    }
+
+    /// OffsetDelete: tombstones for these partitions' offsets of `group`. None when none had
+    /// one (nothing to write).
+    pub fn delete_partitions<T: AsRef<str>>(
+        &mut self,
+        group: &str,
+        partitions: &[(T, i32)],
+        now_ms: i64,
+    ) -> io::Result<Option<SyncJob>> {
+        let records: Vec<GroupRecord> = partitions
+            .iter()
+            .filter(|(t, p)| self.fetch(group, t.as_ref(), *p).is_some())
+            .map(|(t, p)| GroupRecord::OffsetCommit {
+                group: group.to_string(),
+                topic: t.as_ref().to_string(),
+                partition: *p,
+                value: None,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append(group, records, now_ms).map(Some)
+    }
+
+    /// DeleteGroups: a tombstone for every offset of `group` and for its state, as Kafka
+    /// writes them. None when nothing of it is stored.
+    pub fn delete_group(&mut self, group: &str, now_ms: i64) -> io::Result<Option<SyncJob>> {
+        let Some(entry) = self.groups.get(group) else {
+            return Ok(None);
+        };
+        let records = tombstones(group, entry);
+        self.append(group, records, now_ms).map(Some)
+    }
+
+    /// One retention sweep: expires the offsets of empty groups, records when a group became
+    /// empty, deletes empty groups with no offsets left (see the module doc). `live(group)`
+    /// gives the state of a group that has members, None for an empty or unknown one.
+    /// Returns the jobs to run (one per group written).
+    pub fn expire(
+        &mut self,
+        now_ms: i64,
+        retention_ms: i64,
+        live: impl Fn(&str) -> Option<GroupMetadata>,
+    ) -> io::Result<Vec<SyncJob>> {
+        let mut writes: Vec<(String, Vec<GroupRecord>)> = Vec::new();
+        let mut expired_offsets = 0usize;
+        for (name, g) in &self.groups {
+            if let Some(current) = live(name) {
+                // Members came back since the store noted the group empty: its clock stops.
+                if g.empty_since_ms().is_some() {
+                    writes.push((
+                        name.clone(),
+                        vec![GroupRecord::GroupMetadata {
+                            group: name.clone(),
+                            value: Some(current),
+                        }],
+                    ));
+                }
+                continue;
+            }
+            let since = g.empty_since_ms().unwrap_or(now_ms);
+            let mut expired = Vec::new();
+            let mut total = 0usize;
+            for (topic, parts) in &g.topics {
+                for (partition, v) in parts {
+                    total += 1;
+                    let gone = match v.expire_timestamp_ms {
+                        Some(at) => now_ms >= at,
+                        None => {
+                            now_ms.saturating_sub(v.commit_timestamp_ms.max(since)) >= retention_ms
+                        }
+                    };
+                    if gone {
+                        expired.push(GroupRecord::OffsetCommit {
+                            group: name.clone(),
+                            topic: topic.clone(),
+                            partition: *partition,
+                            value: None,
+                        });
+                    }
+                }
+            }
+            expired_offsets += expired.len();
+            if expired.len() == total {
+                writes.push((name.clone(), tombstones(name, g)));
+                continue;
+            }
+            let mut records = expired;
+            if g.empty_since_ms().is_none() {
+                let old = g.metadata.as_ref();
+                records.push(GroupRecord::GroupMetadata {
+                    group: name.clone(),
+                    value: Some(GroupMetadata {
+                        protocol_type: old.map(|m| m.protocol_type.clone()).unwrap_or_default(),
+                        generation: old.map_or(0, |m| m.generation),
+                        protocol: None,
+                        leader: None,
+                        current_state_timestamp_ms: now_ms,
+                        members: Vec::new(),
+                    }),
+                });
+            }
+            if !records.is_empty() {
+                writes.push((name.clone(), records));
+            }
+        }
+        let mut jobs = Vec::new();
+        for (group, records) in writes {
+            jobs.push(self.append(&group, records, now_ms)?);
+        }
+        if expired_offsets > 0 {
+            tracing::info!(offsets = expired_offsets, "committed offsets expired");
+        }
+        Ok(jobs)
+    }
+
+    #[cfg(test)]
+    fn set_compact_min_records(&mut self, n: u64) {
+        self.compact_min_records = n;
+    }
+}
+
+/// Records that restate a group's live state.
+fn live_records(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
+    let mut out: Vec<GroupRecord> = e
+        .topics
+        .iter()
+        .flat_map(|(t, parts)| {
+            parts.iter().map(move |(p, v)| GroupRecord::OffsetCommit {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: Some(v.clone()),
+            })
+        })
+        .collect();
+    if let Some(m) = &e.metadata {
+        out.push(GroupRecord::GroupMetadata {
+            group: group.to_string(),
+            value: Some(m.clone()),
+        });
+    }
+    out
+}
+
+/// Tombstones for everything stored of a group.
+fn tombstones(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
+    let mut out: Vec<GroupRecord> = e
+        .topics
+        .iter()
+        .flat_map(|(t, parts)| {
+            parts.keys().map(move |p| GroupRecord::OffsetCommit {
+                group: group.to_string(),
+                topic: t.clone(),
+                partition: *p,
+                value: None,
+            })
+        })
+        .collect();
+    out.push(GroupRecord::GroupMetadata {
+        group: group.to_string(),
+        value: None,
+    });
+    out
+}
+
+/// Encodes `records` as uncompressed magic-2 batches and appends them; returns the offset of
+/// the first. Nothing is appended on error.
+fn write_records(log: &mut PartitionLog, records: &[GroupRecord], now_ms: i64) -> io::Result<i64> {
+    let mut bytes = Vec::new();
+    for chunk in records.chunks(RECORDS_PER_BATCH) {
+        let mut body = Vec::new();
+        for (i, rec) in chunk.iter().enumerate() {
+            let key = rec.key()?;
+            let value = rec.value()?;
+            let mut r = vec![0u8]; // attributes
+            batch::put_varint(&mut r, 0); // timestamp delta
+            batch::put_varint(&mut r, i as i64); // offset delta
+            batch::put_varint(&mut r, key.len() as i64);
+            r.extend_from_slice(&key);
+            match &value {
+                Some(v) => {
+                    batch::put_varint(&mut r, v.len() as i64);
+                    r.extend_from_slice(v);
+                }
+                None => batch::put_varint(&mut r, -1),
+            }
+            batch::put_varint(&mut r, 0); // headers
+            batch::put_varint(&mut body, r.len() as i64);
+            body.extend_from_slice(&r);
+        }
+        bytes.extend(batch::encode_batch(
+            &body,
+            chunk.len() as i32,
+            now_ms,
+            now_ms,
+        ));
+    }
+    if bytes.is_empty() {
+        return Ok(log.high_watermark());
+    }
+    let batches: Vec<ProducedBatch> =
+        batch::split_produce_records(&Bytes::from(bytes), usize::MAX).map_err(other)?;
+    let appended = log.append(&batches, None, now_ms).map_err(other)?;
+    Ok(appended.base_offset)
+}
+
+/// The directory of one partition (for tests and the migration).
+pub fn partition_path(data_dir: &Path, partition: i32) -> PathBuf {
+    crate::storage::log::partition_dir(data_dir, OFFSETS_TOPIC, partition)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: i32 = 50;
+
+    fn off(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: 3,
+            metadata: Some("m".into()),
+            commit_timestamp_ms: 1_000,
+            expire_timestamp_ms: None,
+        }
+    }
+
+    fn open(dir: &Path) -> OffsetsLog {
+        OffsetsLog::open(dir, 0, 1, N, true).unwrap()
+    }
+
+    fn run(store: &mut OffsetsLog, job: SyncJob) {
+        store.finish(job.run()).unwrap();
+    }
+
+    fn empty_meta(since: i64) -> GroupMetadata {
+        GroupMetadata {
+            protocol_type: "consumer".into(),
+            generation: 4,
+            protocol: None,
+            leader: None,
+            current_state_timestamp_ms: since,
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn commits_deletes_and_group_state_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        for g in ["a", "b", "c"] {
+            let job = s
+                .commit(g, &[("t", 0, off(10)), ("t", 1, off(11))], 5)
+                .unwrap();
+            run(&mut s, job);
+        }
+        let job = s.commit("a", &[("t", 0, off(20))], 6).unwrap();
+        run(&mut s, job);
+        let job = s.delete_group("b", 7).unwrap().unwrap();
+        run(&mut s, job);
+        let job = s.delete_partitions("c", &[("t", 1)], 8).unwrap().unwrap();
+        run(&mut s, job);
+        let job = s.store_group("c", empty_meta(99), 9).unwrap();
+        run(&mut s, job);
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.fetch("a", "t", 0), Some(&off(20)));
+        assert_eq!(s.fetch("a", "t", 1), Some(&off(11)));
+        assert!(!s.has_group("b"));
+        assert_eq!(s.fetch("c", "t", 0), Some(&off(10)));
+        assert_eq!(s.fetch("c", "t", 1), None);
+        assert_eq!(s.group_empty_since("c"), Some(99));
+        assert_eq!(s.live_offsets(), 3);
+        assert_eq!(s.groups(), vec!["a", "c"]);
+        // Each group's records are in its own Kafka partition's log, and only there.
+        let holding: Vec<i32> = (0..N)
+            .filter(|p| {
+                let seg = partition_path(dir.path(), *p).join("00000000000000000000.log");
+                fs::metadata(seg).map(|m| m.len()).unwrap_or(0) > 0
+            })
+            .collect();
+        let mut expected: Vec<i32> = ["a", "b", "c"]
+            .iter()
+            .map(|g| offsets_partition(g, N))
+            .collect();
+        expected.sort_unstable();
+        expected.dedup();
+        assert_eq!(holding, expected);
+    }
+
+    #[test]
+    fn the_log_is_kafka_record_batches_with_typed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let job = s.commit("g", &[("t", 2, off(7))], 5).unwrap();
+        run(&mut s, job);
+        let seg =
+            partition_path(dir.path(), offsets_partition("g", N)).join("00000000000000000000.log");
+        let mut bytes = Bytes::from(fs::read(seg).unwrap());
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        let r = &sets[0].records[0];
+        assert_eq!(r.offset, 0);
+        let rec = GroupRecord::decode(r.key.as_ref().unwrap(), r.value.as_deref()).unwrap();
+        assert_eq!(
+            rec,
+            GroupRecord::OffsetCommit {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 2,
+                value: Some(off(7)),
+            }
+        );
+    }
+
+    #[test]
+    fn repeated_commits_keep_the_replay_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        s.set_compact_min_records(16);
+        for i in 0..500 {
+            let job = s
+                .commit("g", &[("t", 0, off(i)), ("t", 1, off(i + 1))], i)
+                .unwrap();
+            run(&mut s, job);
+            assert!(
+                s.stored_records() <= 34,
+                "after {i}: {}",
+                s.stored_records()
+            );
+        }
+        drop(s);
+        let s = open(dir.path());
+        assert!(s.stored_records() <= 34, "{}", s.stored_records());
+        assert_eq!(s.fetch("g", "t", 0), Some(&off(499)));
+        assert_eq!(s.fetch("g", "t", 1), Some(&off(500)));
+    }
+
+    #[test]
+    fn expiry_notes_empty_groups_and_deletes_expired_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let job = s.commit("g", &[("t", 0, off(1))], 1_000).unwrap();
+        run(&mut s, job);
+        // Empty at 2_000: the store writes down when, and nothing expires yet.
+        for job in s.expire(2_000, 5_000, |_| None).unwrap() {
+            run(&mut s, job);
+        }
+        assert_eq!(s.group_empty_since("g"), Some(2_000));
+        assert!(s.expire(6_999, 5_000, |_| None).unwrap().is_empty());
+        drop(s);
+        let mut s = open(dir.path());
+        assert_eq!(s.group_empty_since("g"), Some(2_000));
+        for job in s.expire(7_000, 5_000, |_| None).unwrap() {
+            run(&mut s, job);
+        }
+        assert!(!s.has_group("g"));
+        assert_eq!(s.group_metadata().count(), 0);
+        drop(s);
+        let s = open(dir.path());
+        assert!(!s.has_group("g"));
+        assert_eq!(s.group_metadata().count(), 0);
+    }
+
+    #[test]
+    fn the_partition_count_is_fixed_once_written() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve_num_partitions(dir.path(), 7).unwrap(), 7);
+        assert_eq!(resolve_num_partitions(dir.path(), 50).unwrap(), 7);
+    }
+}
