@@ -272,11 +272,13 @@ impl OffsetsLog {
     /// Reads a partition from its log start to its end; returns the records read.
     fn replay(log: &PartitionLog, mut apply: impl FnMut(GroupRecord)) -> io::Result<u64> {
         let mut offset = log.log_start_offset();
-        let end = log.high_watermark();
+        // The coordinator replays everything its log holds (it is the only writer).
+        let end = log.log_end_offset();
         let mut records = 0;
         while offset < end {
-            let out = log.read(offset, REPLAY_READ_BYTES).map_err(other)?;
-            let Some(slice) = out.slice else { break };
+            let Some(slice) = log.read(offset, REPLAY_READ_BYTES, end).map_err(other)? else {
+                break;
+            };
             let mut buf = Bytes::from(read_at_most(&slice.file, slice.pos, slice.len)?);
             let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
                 other(format!(
@@ -737,11 +739,13 @@ fn write_records(log: &mut PartitionLog, records: &[GroupRecord], now_ms: i64) -
         ));
     }
     if bytes.is_empty() {
-        return Ok(log.high_watermark());
+        return Ok(log.log_end_offset());
     }
     let batches: Vec<ProducedBatch> =
         batch::split_produce_records(&Bytes::from(bytes), usize::MAX).map_err(other)?;
-    let appended = log.append(&batches, None, now_ms).map_err(other)?;
+    // A one-node broker leads every partition in epoch 0 (see `shard::partition`); the
+    // replication issue passes the partition's current epoch here.
+    let appended = log.append(&batches, 0, None, now_ms).map_err(other)?;
     Ok(appended.base_offset)
 }
 
