@@ -23,8 +23,14 @@ impl ErrorCode {
     pub const NONE: ErrorCode = ErrorCode(None);
     /// The server hit an unexpected state.
     pub const UNKNOWN_SERVER_ERROR: ErrorCode = Self::of(ResponseError::UnknownServerError);
+    pub const OFFSET_OUT_OF_RANGE: ErrorCode = Self::of(ResponseError::OffsetOutOfRange);
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode =
         Self::of(ResponseError::UnknownTopicOrPartition);
+    pub const LEADER_NOT_AVAILABLE: ErrorCode = Self::of(ResponseError::LeaderNotAvailable);
+    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = Self::of(ResponseError::NotLeaderOrFollower);
+    pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode =
+        Self::of(ResponseError::CoordinatorLoadInProgress);
+    pub const UNSUPPORTED_VERSION: ErrorCode = Self::of(ResponseError::UnsupportedVersion);
     /// OffsetCommit metadata longer than the broker keeps.
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode =
         Self::of(ResponseError::OffsetMetadataTooLarge);

@@ -26,7 +26,8 @@ use kafka_protocol::protocol::{Decodable, Message, StrBytes};
 use uuid::Uuid;
 
 use super::client::{BrokerInfo, Client, with_retries};
-use super::error::{Error, Result, check, code};
+use super::error::{Error, Result, check};
+use crate::error::ErrorCode;
 
 /// ListOffsets timestamp for the earliest offset.
 pub const EARLIEST: i64 = -2;
@@ -76,7 +77,7 @@ impl Metadata {
         let t = self.topics.iter().find(|t| t.name == name).ok_or_else(|| {
             Error::kafka(
                 format!("topic '{name}'"),
-                code::UNKNOWN_TOPIC_OR_PARTITION,
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                 None,
             )
         })?;
@@ -161,10 +162,11 @@ pub fn topic_metadata(client: &mut Client, topic: &str, auto_create: bool) -> Re
         let md = metadata(client, Some(&names), auto_create)?;
         let t = md.topic(topic)?.clone();
         for p in &t.partitions {
-            if p.error_code == code::LEADER_NOT_AVAILABLE || p.leader < 0 {
+            if ErrorCode::from_code(p.error_code) == ErrorCode::LEADER_NOT_AVAILABLE || p.leader < 0
+            {
                 return Err(Error::kafka(
                     format!("topic '{topic}' partition {}", p.partition),
-                    code::LEADER_NOT_AVAILABLE,
+                    ErrorCode::LEADER_NOT_AVAILABLE.code(),
                     None,
                 ));
             }
@@ -389,7 +391,7 @@ pub fn list_offsets(
             .ok_or_else(|| {
                 Error::kafka(
                     format!("topic '{}' partition {p}", topic.name),
-                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                     None,
                 )
                 .with_hint(format!(
@@ -685,11 +687,11 @@ pub fn offset_commit(
                     None,
                 );
                 if matches!(
-                    p.error_code,
-                    code::UNKNOWN_MEMBER_ID
-                        | code::ILLEGAL_GENERATION
-                        | code::REBALANCE_IN_PROGRESS
-                        | code::NON_EMPTY_GROUP
+                    ErrorCode::from_code(p.error_code),
+                    ErrorCode::UNKNOWN_MEMBER_ID
+                        | ErrorCode::ILLEGAL_GENERATION
+                        | ErrorCode::REBALANCE_IN_PROGRESS
+                        | ErrorCode::NON_EMPTY_GROUP
                 ) {
                     e = e.with_hint(
                         "the group has active members: stop the group's consumers first",

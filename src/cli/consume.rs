@@ -9,9 +9,10 @@ use bytes::Bytes;
 use super::ConsumeArgs;
 use super::api::{self, EARLIEST, LATEST, TopicMeta};
 use super::client::Client;
-use super::error::{Error, Result, code};
+use super::error::{Error, Result};
 use super::output::Progress;
 use crate::client::records::{Record, decode_fetched};
+use crate::error::ErrorCode;
 
 /// Long-poll wait of a fetch while following the end of the log.
 const FOLLOW_WAIT_MS: i32 = 500;
@@ -197,7 +198,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
             if !all.contains(p) {
                 return Err(Error::kafka(
                     format!("topic '{}' partition {p}", topic.name),
-                    code::UNKNOWN_TOPIC_OR_PARTITION,
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(),
                     None,
                 )
                 .with_hint(format!(
@@ -268,13 +269,13 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                 let Some(pos) = positions.get(&f.partition).copied() else {
                     continue;
                 };
-                match f.error_code {
-                    0 => {}
-                    code::NOT_LEADER_OR_FOLLOWER | code::LEADER_NOT_AVAILABLE => {
+                match ErrorCode::from_code(f.error_code) {
+                    ErrorCode::NONE => {}
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::LEADER_NOT_AVAILABLE => {
                         refresh = true;
                         continue;
                     }
-                    code::OFFSET_OUT_OF_RANGE => {
+                    ErrorCode::OFFSET_OUT_OF_RANGE => {
                         return Err(Error::kafka(
                             format!(
                                 "fetching '{}' partition {} at offset {pos}",
@@ -292,7 +293,7 @@ pub fn run(args: ConsumeArgs) -> Result<()> {
                     c => {
                         return Err(Error::kafka(
                             format!("fetching '{}' partition {}", topic.name, f.partition),
-                            c,
+                            c.code(),
                             None,
                         ));
                     }

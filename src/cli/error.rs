@@ -2,27 +2,12 @@
 
 use std::fmt;
 
-/// Error codes the CLI names itself (their constants, so matches read well).
-pub mod code {
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-}
+use crate::error::ErrorCode;
 
 /// The protocol name of an error code, as Kafka's documentation and tools print it
 /// (`TOPIC_ALREADY_EXISTS`): the broker's one vocabulary names it.
 pub fn error_name(code: i16) -> String {
-    crate::error::ErrorCode::from_code(code).name()
+    ErrorCode::from_code(code).name()
 }
 
 /// What to do about the common errors.
@@ -99,16 +84,16 @@ impl Error {
 
     /// Whether a retry may succeed (leadership or coordinator moving, loading).
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self.code,
-            Some(
-                code::LEADER_NOT_AVAILABLE
-                    | code::NOT_LEADER_OR_FOLLOWER
-                    | code::COORDINATOR_LOAD_IN_PROGRESS
-                    | code::COORDINATOR_NOT_AVAILABLE
-                    | code::NOT_COORDINATOR
+        self.code.map(ErrorCode::from_code).is_some_and(|c| {
+            matches!(
+                c,
+                ErrorCode::LEADER_NOT_AVAILABLE
+                    | ErrorCode::NOT_LEADER_OR_FOLLOWER
+                    | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+                    | ErrorCode::COORDINATOR_NOT_AVAILABLE
+                    | ErrorCode::NOT_COORDINATOR
             )
-        )
+        })
     }
 }
 

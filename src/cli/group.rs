@@ -6,10 +6,11 @@ use serde::Serialize;
 
 use super::api::{self, EARLIEST, LATEST, Member, TopicMeta};
 use super::client::{Client, with_retries};
-use super::error::{Error, Result, code};
+use super::error::{Error, Result};
 use super::output::{Table, print_json, write_stdout};
 use super::time::parse_millis;
 use super::{Common, GroupCommand};
+use crate::error::ErrorCode;
 
 pub fn run(common: &Common, cmd: GroupCommand) -> Result<()> {
     match cmd {
@@ -113,7 +114,7 @@ fn describe_one(client: &mut Client, group: &str) -> Result<DescribedGroup> {
     if desc.state == "Dead" && committed.is_empty() && desc.members.is_empty() {
         return Err(Error::kafka(
             format!("describing group '{group}'"),
-            code::GROUP_ID_NOT_FOUND,
+            ErrorCode::GROUP_ID_NOT_FOUND.code(),
             None,
         ));
     }
@@ -315,7 +316,7 @@ fn reset_offsets(
     if !desc.members.is_empty() || !matches!(desc.state.as_str(), "Empty" | "Dead" | "") {
         return Err(Error::kafka(
             format!("resetting the offsets of group '{group}'"),
-            code::NON_EMPTY_GROUP,
+            ErrorCode::NON_EMPTY_GROUP.code(),
             Some(&format!(
                 "the group is {} with {} member{}",
                 desc.state,

@@ -3,9 +3,10 @@
 use serde::Serialize;
 
 use super::api::{self, ConfigEntry, EARLIEST, LATEST};
-use super::error::{Error, Result, code};
+use super::error::{Error, Result};
 use super::output::{Table, nodes, print_json, write_stdout};
 use super::{Common, TopicCommand, key_value};
+use crate::error::ErrorCode;
 
 pub fn run(common: &Common, cmd: TopicCommand) -> Result<()> {
     match cmd {
@@ -238,7 +239,11 @@ fn delete(common: &Common, names: &[String], if_exists: bool) -> Result<()> {
     for name in names {
         match api::delete_topic(&mut client, name) {
             Ok(()) => deleted.push(name.clone()),
-            Err(e) if if_exists && e.code == Some(code::UNKNOWN_TOPIC_OR_PARTITION) => {
+            Err(e)
+                if if_exists
+                    && e.code.map(ErrorCode::from_code)
+                        == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) =>
+            {
                 missing.push(name.clone())
             }
             Err(e) => return Err(e),
