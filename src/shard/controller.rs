@@ -300,10 +300,10 @@ fn apply_config_ops(
         current.clone()
     };
     for (name, value) in &change.ops {
-        if !catalog::TOPIC_CONFIGS.contains(&name.as_str()) {
+        if !catalog::is_topic_config(name) {
             return Err(KafkaError::InvalidConfig(format!(
                 "unknown or unsupported topic config '{name}' (supported: {})",
-                catalog::TOPIC_CONFIGS.join(", ")
+                catalog::topic_config_names()
             )));
         }
         match value {

@@ -16,17 +16,97 @@ use uuid::Uuid;
 
 use crate::error::KafkaError;
 
-/// Topic-level settings this broker understands, checked when a topic is created.
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "message.timestamp.type",
-    "max.message.bytes",
-    "segment.bytes",
-    "flush.messages",
-    "flush.ms",
-    "segment.ms",
-    "retention.ms",
-    "retention.bytes",
+/// How a config's value is typed (DescribeConfigs reports it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigKind {
+    String,
+    Int,
+    Long,
+}
+
+/// One topic config this broker understands: its name, the broker setting that is its
+/// default, its type and its documentation. The one table of topic configs: creation and
+/// alteration accept exactly these names ([`TopicConfig::parse`]), DescribeConfigs lists them.
+#[derive(Clone, Copy, Debug)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_name: &'static str,
+    pub kind: ConfigKind,
+    pub doc: &'static str,
+}
+
+/// Every topic config this broker understands.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_name: "log.message.timestamp.type",
+        kind: ConfigKind::String,
+        doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the \
+         broker's clock when they are appended.",
+    },
+    TopicConfigDef {
+        name: "max.message.bytes",
+        broker_name: "message.max.bytes",
+        kind: ConfigKind::Int,
+        doc: "Largest record batch a Produce may append to this topic, in bytes.",
+    },
+    TopicConfigDef {
+        name: "segment.bytes",
+        broker_name: "log.segment.bytes",
+        kind: ConfigKind::Int,
+        doc: "Size in bytes at which a partition's active segment rolls to a new one.",
+    },
+    TopicConfigDef {
+        name: "flush.messages",
+        broker_name: "log.flush.interval.messages",
+        kind: ConfigKind::Long,
+        doc: "Records after which a partition is fdatasync'd in the background. Unset (shown as \
+         9223372036854775807) together with flush.ms: acks=all waits for fdatasync (group \
+         commit). Set: acks=all is answered once the data is in the page cache.",
+    },
+    TopicConfigDef {
+        name: "flush.ms",
+        broker_name: "log.flush.interval.ms",
+        kind: ConfigKind::Long,
+        doc: "Milliseconds after which a partition is fdatasync'd in the background. Unset (shown \
+         as 9223372036854775807) together with flush.messages: acks=all waits for fdatasync \
+         (group commit). Set: acks=all is answered once the data is in the page cache.",
+    },
+    TopicConfigDef {
+        name: "segment.ms",
+        broker_name: "log.roll.ms",
+        kind: ConfigKind::Long,
+        doc: "Milliseconds after a segment's first append at which it rolls, even if not full.",
+    },
+    TopicConfigDef {
+        name: "retention.ms",
+        broker_name: "log.retention.ms",
+        kind: ConfigKind::Long,
+        doc: "Segments whose newest record is older than this many milliseconds are deleted; -1 \
+         keeps everything.",
+    },
+    TopicConfigDef {
+        name: "retention.bytes",
+        broker_name: "log.retention.bytes",
+        kind: ConfigKind::Long,
+        doc: "A partition's oldest segments are deleted while it is larger than this many bytes; \
+         -1 keeps everything.",
+    },
 ];
+
+/// Whether `name` is a topic config of [`TOPIC_CONFIGS`].
+pub fn is_topic_config(name: &str) -> bool {
+    TOPIC_CONFIGS.iter().any(|d| d.name == name)
+}
+
+/// The names of [`TOPIC_CONFIGS`], for messages.
+pub fn topic_config_names() -> String {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
@@ -180,7 +260,7 @@ impl TopicConfig {
             _ => {
                 return invalid(format!(
                     "unknown or unsupported topic config '{k}' (supported: {})",
-                    TOPIC_CONFIGS.join(", ")
+                    topic_config_names()
                 ));
             }
         }
@@ -325,6 +405,16 @@ mod tests {
                 (Err(e), None) => assert_eq!(e.code(), 40, "{k}={v}"),
                 (got, want) => panic!("{k}={v}: got {got:?}, want {want:?}"),
             }
+        }
+        // Every config of the table parses (from its broker default's form), and the parser
+        // knows no name the table does not have (checked by the unknown-name case above).
+        for def in TOPIC_CONFIGS {
+            let sample = match def.kind {
+                ConfigKind::String => "CreateTime",
+                ConfigKind::Int | ConfigKind::Long => "4096",
+            };
+            let one = BTreeMap::from([(def.name.to_string(), sample.to_string())]);
+            assert!(TopicConfig::parse(&one).is_ok(), "{}", def.name);
         }
         // A stored config that no longer parses falls back to the default, the rest apply.
         let stored = BTreeMap::from([

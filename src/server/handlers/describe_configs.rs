@@ -18,7 +18,7 @@ use super::str_bytes;
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::shard::Shard;
-use crate::storage::catalog::{self, TopicMeta};
+use crate::storage::catalog::{self, ConfigKind, TopicMeta};
 
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -38,65 +38,6 @@ const TYPE_LIST: i8 = 7;
 
 /// Kafka's value for "no bound" of the flush and roll settings.
 const UNBOUNDED: i64 = i64::MAX;
-
-/// A topic config: (name, the broker setting that is its default, type, documentation).
-pub const TOPIC_CONFIG_DEFS: &[(&str, &str, i8, &str)] = &[
-    (
-        "message.timestamp.type",
-        "log.message.timestamp.type",
-        TYPE_STRING,
-        "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the \
-         broker's clock when they are appended.",
-    ),
-    (
-        "max.message.bytes",
-        "message.max.bytes",
-        TYPE_INT,
-        "Largest record batch a Produce may append to this topic, in bytes.",
-    ),
-    (
-        "segment.bytes",
-        "log.segment.bytes",
-        TYPE_INT,
-        "Size in bytes at which a partition's active segment rolls to a new one.",
-    ),
-    (
-        "flush.messages",
-        "log.flush.interval.messages",
-        TYPE_LONG,
-        "Records after which a partition is fdatasync'd in the background. Unset (shown as \
-         9223372036854775807) together with flush.ms: acks=all waits for fdatasync (group \
-         commit). Set: acks=all is answered once the data is in the page cache.",
-    ),
-    (
-        "flush.ms",
-        "log.flush.interval.ms",
-        TYPE_LONG,
-        "Milliseconds after which a partition is fdatasync'd in the background. Unset (shown \
-         as 9223372036854775807) together with flush.messages: acks=all waits for fdatasync \
-         (group commit). Set: acks=all is answered once the data is in the page cache.",
-    ),
-    (
-        "segment.ms",
-        "log.roll.ms",
-        TYPE_LONG,
-        "Milliseconds after a segment's first append at which it rolls, even if not full.",
-    ),
-    (
-        "retention.ms",
-        "log.retention.ms",
-        TYPE_LONG,
-        "Segments whose newest record is older than this many milliseconds are deleted; -1 \
-         keeps everything.",
-    ),
-    (
-        "retention.bytes",
-        "log.retention.bytes",
-        TYPE_LONG,
-        "A partition's oldest segments are deleted while it is larger than this many bytes; \
-         -1 keeps everything.",
-    ),
-];
 
 /// Broker settings: (name, type, documentation). All are read-only: they are set on the
 /// command line of `spate serve`.
@@ -244,9 +185,15 @@ struct Described {
 }
 
 fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
-    TOPIC_CONFIG_DEFS
+    catalog::TOPIC_CONFIGS
         .iter()
-        .map(|&(name, broker_name, config_type, doc)| {
+        .map(|def| {
+            let (name, broker_name, doc) = (def.name, def.broker_name, def.doc);
+            let config_type = match def.kind {
+                ConfigKind::String => TYPE_STRING,
+                ConfigKind::Int => TYPE_INT,
+                ConfigKind::Long => TYPE_LONG,
+            };
             let (broker_value, broker_source) = broker_setting(c, broker_name);
             let broker_synonym = (broker_name, broker_value.clone(), broker_source);
             match meta.configs.get(name) {
@@ -416,12 +363,10 @@ mod tests {
 
     #[test]
     fn every_topic_config_is_described() {
-        assert_eq!(TOPIC_CONFIG_DEFS.len(), catalog::TOPIC_CONFIGS.len());
-        for name in catalog::TOPIC_CONFIGS {
-            let def = TOPIC_CONFIG_DEFS.iter().find(|d| d.0 == *name);
-            let def = def.unwrap_or_else(|| panic!("{name} has no description"));
-            assert!(broker_value(&config(), def.1).is_some(), "{}", def.1);
-            assert!(BROKER_CONFIG_DEFS.iter().any(|b| b.0 == def.1), "{}", def.1);
+        for def in catalog::TOPIC_CONFIGS {
+            let b = def.broker_name;
+            assert!(broker_value(&config(), b).is_some(), "{b}");
+            assert!(BROKER_CONFIG_DEFS.iter().any(|d| d.0 == b), "{b}");
         }
         for (name, _, _) in BROKER_CONFIG_DEFS {
             assert!(broker_value(&config(), name).is_some(), "{name}");
