@@ -38,6 +38,10 @@ pub struct ShardMetrics {
     latency: RefCell<BTreeMap<&'static str, Histogram<u64>>>,
     /// fdatasync jobs and the seconds they took.
     flush_seconds: RefCell<f64>,
+    /// The executor's totals: (busy seconds, tasks run, scheduler runs). glommio's
+    /// `executor_stats()` hands out what accrued since its previous call and resets, so the
+    /// totals are kept here.
+    executor: RefCell<(f64, u64, u64)>,
 }
 
 impl ShardMetrics {
@@ -66,6 +70,20 @@ impl ShardMetrics {
 
     pub fn record_flush(&self, seconds: f64) {
         *self.flush_seconds.borrow_mut() += seconds;
+    }
+
+    /// Adds what the executor accrued since the last call; returns the totals so far.
+    pub fn add_executor(
+        &self,
+        busy_seconds: f64,
+        tasks: u64,
+        scheduler_runs: u64,
+    ) -> (f64, u64, u64) {
+        let mut t = self.executor.borrow_mut();
+        t.0 += busy_seconds;
+        t.1 += tasks;
+        t.2 += scheduler_runs;
+        *t
     }
 
     /// Seconds spent in fdatasync jobs so far.

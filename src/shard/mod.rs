@@ -937,7 +937,14 @@ impl Shard {
     /// This shard's metrics, for a scrape.
     pub fn snapshot(&self) -> crate::metrics::Snapshot {
         let m = &self.metrics;
+        // glommio hands out the stats accrued since its last call: keep running totals, so
+        // the exported counters only grow.
         let exec = glommio::executor().executor_stats();
+        let (busy, tasks, runs) = m.add_executor(
+            exec.total_runtime().as_secs_f64(),
+            exec.tasks_executed(),
+            exec.scheduler_runs(),
+        );
         crate::metrics::Snapshot {
             shard: self.id,
             requests: m.requests(),
@@ -955,9 +962,9 @@ impl Shard {
             appends: self.stats.appends.get(),
             writes: self.stats.writes.get(),
             flush_seconds: m.flush_seconds(),
-            executor_busy_seconds: exec.total_runtime().as_secs_f64(),
-            executor_tasks: exec.tasks_executed(),
-            executor_scheduler_runs: exec.scheduler_runs(),
+            executor_busy_seconds: busy,
+            executor_tasks: tasks,
+            executor_scheduler_runs: runs,
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
         }

@@ -77,6 +77,24 @@ def test_counters_and_histograms_move_over_a_round(broker_factory):
         c.close()
 
 
+def test_executor_counters_only_grow_across_scrapes(broker_factory):
+    """The executor's counters are totals: glommio hands out its stats since the last look, so
+    each scrape once reported only what happened since the one before, and the "counters" went
+    down between scrapes."""
+    mport = free_port()
+    b = broker_factory(shards=2, extra_args=["--metrics-listen", f"127.0.0.1:{mport}"])
+    seen = {}
+    for _ in range(20):
+        text = scrape(mport)
+        for shard in ("0", "1"):
+            for name in ("spate_executor_tasks_total", "spate_executor_scheduler_runs_total",
+                         "spate_executor_busy_seconds_total"):
+                v = total(text, name, shard=shard)
+                assert v >= seen.get((name, shard), 0), (name, shard, seen.get((name, shard)), v)
+                seen[(name, shard)] = v
+    assert all(v > 0 for (n, _), v in seen.items() if n == "spate_executor_tasks_total"), seen
+
+
 def test_other_paths_are_not_found(broker_factory):
     mport = free_port()
     broker_factory(shards=1, extra_args=["--metrics-listen", f"127.0.0.1:{mport}"])
