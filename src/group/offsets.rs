@@ -1,7 +1,11 @@
-//! The committed-offsets store of one shard: Spate's `__consumer_offsets`.
+//! The per-shard committed-offsets store of earlier versions (`<data_dir>/__groups/shard-N`),
+//! replaced by the `__consumer_offsets` partition logs of [`super::store`]. It stays only to
+//! read an old data dir once, at the first start of this version
+//! ([`super::migrate_legacy_offsets`]), and so that tests can write such a data dir; nothing
+//! else opens it. Its expiry and compaction are no longer used by the broker. What follows
+//! describes the format as the old versions wrote it.
 //!
-//! Lives on: one shard, in a directory the caller picks (e.g.
-//! `<data_dir>/__consumer_offsets-<shard>/`). Only that shard's executor calls it. It is
+//! Lives on: one shard, in a directory the caller picks. Only that shard's executor calls it. It is
 //! synchronous: mutations write to the page cache (like a produce) and hand back a [`SyncJob`]
 //! whose blocking `run()` (fdatasync, and compaction when due) the coordinator runs on
 //! glommio's blocking pool, as the partition logs do with `storage::log::FlushJob`. An
