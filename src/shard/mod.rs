@@ -427,6 +427,7 @@ impl Shard {
                 let p = partitions
                     .get(&(topic, partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                p.log.check_online()?;
                 match ts {
                     // Latest, as a consumer may read it: the high watermark.
                     -1 => Ok((p.high_watermark(), -1)),

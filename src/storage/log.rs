@@ -37,8 +37,17 @@ pub struct Retention {
     pub bytes: Option<u64>,
 }
 
-/// The file that remembers a log start offset set inside a segment (by DeleteRecords).
+/// The file that remembers the log start offset (set by DeleteRecords inside a segment, and
+/// by retention when it deletes segments), so a start can tell deleted data from missing data.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The checkpointed log end offset: every offset below it was durable when it was written.
+/// Each start checks the segments against it (see [`PartitionLog::open`]).
+pub const LOG_END_FILE: &str = "log-end-offset";
+
+/// Ranges of offsets whose loss an operator accepted (`spate storage accept-loss`), one
+/// `FROM TO` line each (TO exclusive).
+pub const ACCEPTED_LOSS_FILE: &str = "accepted-loss";
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +91,12 @@ pub struct PartitionLog {
     poisoned: Option<String>,
     /// What crash recovery found when the log was opened after an unclean stop.
     pub recovered: Option<Recovered>,
+    /// Set when the files lack offsets the log once held (a segment deleted or cut below the
+    /// checkpointed log end, a gap between segments) and no operator accepted the loss: the
+    /// partition is then wholly offline, reads included, and its files are left alone.
+    lost: Option<String>,
+    /// The missing ranges `[from, to)` not accepted yet (empty unless `lost`).
+    pub missing: Vec<(i64, i64)>,
     /// Which leader epoch wrote from which offset, and whether its checkpoint is behind.
     epochs: LeaderEpochCache,
     epochs_unflushed: bool,
@@ -172,6 +187,8 @@ pub struct FlushJob {
     epochs: Option<(PathBuf, String)>,
     /// The log end when the job was taken: everything below it is durable once it succeeds.
     pub target: i64,
+    /// The partition directory, where `target` is checkpointed once the data is synced.
+    checkpoint_dir: PathBuf,
 }
 
 impl FlushJob {
@@ -181,6 +198,8 @@ impl FlushJob {
             faults::check(faults::Op::Sync, path)?;
             f.sync_data()?;
         }
+        // After the data it vouches for is durable, so it never names an offset that is not.
+        write_log_end(&self.checkpoint_dir, self.target)?;
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
         }
@@ -207,6 +226,112 @@ fn write_log_start(dir: &Path, offset: i64) -> io::Result<()> {
     f.sync_all()?;
     fs::rename(&tmp, dir.join(LOG_START_FILE))?;
     File::open(dir)?.sync_all()
+}
+
+/// Reads the checkpointed log end offset; None when there is none (a log never flushed, or
+/// one from before the checkpoint existed) or it cannot be parsed (then nothing is checked
+/// against it, which only weakens the check).
+pub fn read_log_end(dir: &Path) -> io::Result<Option<i64>> {
+    match fs::read_to_string(dir.join(LOG_END_FILE)) {
+        Ok(s) => {
+            let parsed = s.trim().parse().ok();
+            if parsed.is_none() {
+                tracing::warn!(dir = %dir.display(), content = %s.trim(), "unreadable log end checkpoint: ignored");
+            }
+            Ok(parsed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checkpoints the log end offset: a fixed-width record overwritten in place with one small
+/// write, which a crash leaves either old or new (it lies within one sector). It is not
+/// fdatasync'd on its own: a checkpoint that lags after a power loss only names an older,
+/// lower end, which weakens the check and never raises a false alarm, while a sync here would
+/// double the fdatasyncs of every acks=all flush. The kernel writes it back within seconds,
+/// and a flush that creates the file syncs the directory after it (see `FlushJob::run`).
+fn write_log_end(dir: &Path, offset: i64) -> io::Result<()> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOG_END_FILE))?;
+    crate::storage::io::pwritev_all(&f, 0, &[format!("{offset:020}\n").as_bytes()])
+}
+
+/// The ranges of offsets whose loss was accepted, `[from, to)` each.
+fn read_accepted_loss(dir: &Path) -> io::Result<Vec<(i64, i64)>> {
+    let text = match fs::read_to_string(dir.join(ACCEPTED_LOSS_FILE)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace().map(str::parse::<i64>);
+            match (it.next(), it.next()) {
+                (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: not a range: {l:?}",
+                        dir.join(ACCEPTED_LOSS_FILE).display()
+                    ),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Writes the accepted ranges atomically (temporary file, fsync, rename, directory fsync).
+fn write_accepted_loss(dir: &Path, ranges: &[(i64, i64)]) -> io::Result<()> {
+    let text: String = ranges.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
+    let tmp = dir.join(format!("{ACCEPTED_LOSS_FILE}.tmp"));
+    let f = File::create(&tmp)?;
+    crate::storage::io::pwritev_all(&f, 0, &[text.as_bytes()])?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(ACCEPTED_LOSS_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+/// Offset ranges as people read them: `0-38599, 120-199` (both ends included).
+pub fn describe_ranges(ranges: &[(i64, i64)]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| format!("{a}-{}", b - 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `spate storage accept-loss`: records, durably, that the missing offsets of a stopped
+/// broker's partition are lost, so the next start serves what is left of it. Returns the
+/// ranges accepted now (empty when nothing was missing). The log end never moves back: a
+/// missing tail makes the next start continue at the checkpointed end.
+pub fn accept_loss(data_dir: &Path, topic: &str, partition: i32) -> io::Result<Vec<(i64, i64)>> {
+    let dir = partition_dir(data_dir, topic, partition);
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no partition directory {}", dir.display()),
+        ));
+    }
+    let config = LogConfig {
+        segment_bytes: u64::MAX,
+        segment_ms: None,
+        index_interval_bytes: 4096,
+    };
+    // With recovery, as the next start after an unclean stop would open it; after a clean one
+    // there is no torn tail and the scan changes nothing.
+    let log = PartitionLog::open(data_dir, topic, partition, config, true)?;
+    let newly = log.missing.clone();
+    if !newly.is_empty() {
+        let mut all = read_accepted_loss(&dir)?;
+        all.extend_from_slice(&newly);
+        write_accepted_loss(&dir, &all)?;
+    }
+    Ok(newly)
 }
 
 /// The directory of a partition's log.
@@ -259,8 +384,15 @@ impl PartitionLog {
                 i += 1;
             }
         }
+        let persisted_start = read_log_start(&dir)?;
+        // Where the log's data must begin: the persisted log start, else the first segment
+        // (a log from before retention persisted it), else 0 (there never was a segment).
+        let expected_start = persisted_start
+            .or_else(|| segments.first().map(|s| s.base_offset))
+            .unwrap_or(0);
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0)?);
+            // Never below the log start: offsets below it were handed out once.
+            segments.push(Segment::create(&dir, expected_start.max(0))?);
         }
         let recovered = if recover {
             Some(recover_tail(&mut segments, config.index_interval_bytes)?)
@@ -269,7 +401,7 @@ impl PartitionLog {
         };
         let log_start_offset = segments[0]
             .base_offset
-            .max(read_log_start(&dir)?.unwrap_or(i64::MIN));
+            .max(persisted_start.unwrap_or(i64::MIN));
         let mut log = PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -284,11 +416,17 @@ impl PartitionLog {
             last_flush: Instant::now(),
             poisoned: None,
             recovered,
+            lost: None,
+            missing: Vec::new(),
             epochs: LeaderEpochCache::default(),
             epochs_unflushed: false,
         };
         log.epochs = LeaderEpochCache::load(&log.dir)?;
         log.find_log_end()?;
+        log.audit(expected_start)?;
+        log.log_start_offset = log.segments[0]
+            .base_offset
+            .max(persisted_start.unwrap_or(i64::MIN));
         // Sealed segments answer lookups from their index files; only the active one keeps
         // its entries in memory.
         let sealed = log.segments.len().saturating_sub(1);
@@ -299,6 +437,88 @@ impl PartitionLog {
         // What survived the last run is what the next run starts from.
         log.flushed_offset = log.next_offset;
         Ok(log)
+    }
+
+    /// Checks the segments against what the log knows of itself, on every open (a clean
+    /// shutdown skips only the CRC scan, not this): its data must run without a gap from the
+    /// log start to at least the checkpointed log end. Missing offsets whose loss no operator
+    /// accepted take the partition offline; an accepted missing tail makes the log continue
+    /// at the checkpointed end, so no offset is handed out twice.
+    fn audit(&mut self, expected_start: i64) -> io::Result<()> {
+        let checkpoint = read_log_end(&self.dir)?;
+        let mut missing = Vec::new();
+        let first = self.segments[0].base_offset;
+        if expected_start < first {
+            missing.push((expected_start, first));
+        }
+        for i in 0..self.segments.len() - 1 {
+            let end = self.segments[i].end_offset()?;
+            let next = self.segments[i + 1].base_offset;
+            if end < next {
+                missing.push((end, next));
+            }
+        }
+        if let Some(end) = checkpoint
+            && self.next_offset < end
+        {
+            missing.push((self.next_offset, end));
+        }
+        // Offsets below the log start were deleted on purpose (retention, DeleteRecords).
+        let start = first.max(expected_start);
+        missing.retain(|&(_, to)| to > start);
+        for r in &mut missing {
+            r.0 = r.0.max(start);
+        }
+        let accepted = read_accepted_loss(&self.dir)?;
+        missing.retain(|&(a, b)| !accepted.iter().any(|&(x, y)| x <= a && b <= y));
+        if !missing.is_empty() {
+            let ranges = describe_ranges(&missing);
+            tracing::error!(
+                partition = %format!("{}-{}", self.topic, self.partition),
+                missing_offsets = %ranges,
+                log_end_checkpoint = checkpoint.unwrap_or(-1),
+                "partition {}-{} is missing offsets {ranges} from its files (a segment was \
+                 deleted or cut): it is offline, and every Produce and Fetch answers \
+                 KAFKA_STORAGE_ERROR until the files are restored, or the loss is accepted with \
+                 `spate storage accept-loss --partition {}-{}` while the broker is stopped",
+                self.topic,
+                self.partition,
+                self.topic,
+                self.partition,
+            );
+            self.lost = Some(format!("offsets {ranges} are missing from its files"));
+            self.missing = missing;
+            return Ok(());
+        }
+        if let Some(end) = checkpoint
+            && self.next_offset < end
+        {
+            tracing::warn!(
+                partition = %format!("{}-{}", self.topic, self.partition),
+                from = self.next_offset,
+                to = end,
+                "the loss of this partition's tail was accepted: it continues at its checkpointed log end"
+            );
+            if self.active().size == 0 {
+                if let Some(seg) = self.segments.pop() {
+                    seg.remove()?;
+                }
+            } else {
+                self.active_mut().seal().map_err(|f| f.error)?;
+            }
+            self.segments.push(Segment::create(&self.dir, end)?);
+            self.next_offset = end;
+            self.dir_unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// An error when the partition is offline because data is missing (see [`Self::audit`]).
+    pub fn check_online(&self) -> Result<(), KafkaError> {
+        match &self.lost {
+            Some(why) => Err(KafkaError::Storage(format!("partition is offline: {why}"))),
+            None => Ok(()),
+        }
     }
 
     fn find_log_end(&mut self) -> io::Result<()> {
@@ -406,6 +626,7 @@ impl PartitionLog {
     /// already is (or the partition is offline).
     pub fn begin_flush(&mut self) -> Option<FlushJob> {
         if self.poisoned.is_some()
+            || self.lost.is_some()
             || (self.flushed_offset >= self.next_offset && !self.epochs_unflushed)
         {
             return None;
@@ -416,6 +637,7 @@ impl PartitionLog {
             epochs: std::mem::take(&mut self.epochs_unflushed)
                 .then(|| (self.dir.clone(), self.epochs.checkpoint_text())),
             target: self.next_offset,
+            checkpoint_dir: self.dir.clone(),
         })
     }
 
@@ -501,6 +723,7 @@ impl PartitionLog {
         if let Some(why) = &self.poisoned {
             return Err(KafkaError::Storage(format!("partition is offline: {why}")));
         }
+        self.check_online()?;
         let base_offset = self.next_offset;
         let mut next = base_offset;
         let mut headers = Vec::with_capacity(batches.len());
@@ -632,6 +855,7 @@ impl PartitionLog {
         max_bytes: usize,
         visible_end: i64,
     ) -> Result<Option<FileSlice>, KafkaError> {
+        self.check_online()?;
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(self.out_of_range(offset));
         }
@@ -678,6 +902,7 @@ impl PartitionLog {
     /// None when every record is older. Segments older than `timestamp` are skipped by their
     /// largest timestamp; within a segment the time index gives where to start scanning.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+        self.check_online()?;
         for seg in &self.segments {
             if seg.max_timestamp < timestamp {
                 continue;
@@ -713,6 +938,10 @@ impl PartitionLog {
     /// is over `retention.bytes`, and those whose newest record is older than `retention.ms`.
     /// The active segment is never deleted. Returns how many segments went.
     pub fn apply_retention(&mut self, retention: Retention, now_ms: i64) -> Option<Housekeeping> {
+        // An offline log's files are evidence for the operator: nothing deletes them.
+        if self.lost.is_some() {
+            return None;
+        }
         let mut doomed = 0;
         let mut size = self.size_bytes();
         while doomed + 1 < self.segments.len() {
@@ -728,7 +957,13 @@ impl PartitionLog {
             size -= seg.size;
             doomed += 1;
         }
-        (doomed > 0).then(|| self.drop_segments(doomed, None))
+        // The new log start is persisted, so the next start can tell these deleted segments
+        // from missing ones.
+        if doomed == 0 {
+            return None;
+        }
+        let start = self.log_start_offset.max(self.segments[doomed].base_offset);
+        Some(self.drop_segments(doomed, Some(start)))
     }
 
     /// Takes the first `n` segments out of the log and moves the log start offset past them;
@@ -764,6 +999,7 @@ impl PartitionLog {
         &mut self,
         offset: i64,
     ) -> Result<(i64, Option<Housekeeping>), KafkaError> {
+        self.check_online()?;
         let offset = if offset == -1 {
             self.next_offset
         } else {

@@ -648,6 +648,18 @@ impl Segment {
         }
     }
 
+    /// One past the last offset of the segment's whole batches (its base when it holds none):
+    /// where the next segment must start for the log to have no gap. Scans from the last
+    /// index entry, so it reads at most an index interval of headers.
+    pub fn end_offset(&self) -> io::Result<i64> {
+        let mut end = self.base_offset;
+        self.scan(self.last_indexed_pos(), |b| {
+            end = b.header.last_offset() + 1;
+            true
+        })?;
+        Ok(end)
+    }
+
     /// Appends batches (given as buffers, in order) placed as `batches` say; adds index
     /// entries as they fall due. All or nothing: on failure the segment is as it was before
     /// (unless [`WriteFailed::undone`] says otherwise).
