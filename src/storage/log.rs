@@ -464,7 +464,7 @@ impl PartitionLog {
             missing.push((self.next_offset, end));
         }
         // Offsets below the log start were deleted on purpose (retention, DeleteRecords).
-        let start = first.max(expected_start);
+        let start = expected_start;
         missing.retain(|&(_, to)| to > start);
         for r in &mut missing {
             r.0 = r.0.max(start);
@@ -1301,6 +1301,54 @@ mod tests {
             2,
             "first batch is more than segment.ms older"
         );
+    }
+
+    /// Segments deleted by retention are not missing; the same segments deleted behind the
+    /// log's back are, and so is a lost tail, until the loss is accepted.
+    #[test]
+    fn open_tells_deleted_segments_from_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = thirty(dir.path());
+        flush(&mut log);
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        let job = log
+            .apply_retention(
+                Retention {
+                    ms: Some(50),
+                    bytes: None,
+                },
+                1300,
+            )
+            .unwrap();
+        job.run().unwrap();
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![], "retention deleted them");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, 30));
+        drop(log);
+        // The first remaining segment and the last one go behind its back.
+        let pdir = partition_dir(dir.path(), "t", 0);
+        let first = *bases.iter().find(|&&b| b >= start).unwrap();
+        let second = *bases.iter().find(|&&b| b > first).unwrap();
+        let last = *bases.last().unwrap();
+        for base in [first, last] {
+            fs::remove_file(crate::storage::segment::log_path(&pdir, base)).unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), true).unwrap();
+        assert_eq!(log.missing, vec![(first, second), (last, 30)]);
+        assert_eq!(log.read(second, 100, i64::MAX).unwrap_err().code(), 56);
+        assert_eq!(log.offset_for_timestamp(0).unwrap_err().code(), 56);
+        drop(log);
+        assert_eq!(
+            accept_loss(dir.path(), "t", 0).unwrap(),
+            vec![(first, second), (last, 30)]
+        );
+        let mut log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![]);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (second, 30));
+        assert_eq!(produce(&mut log, 5000, &[b"z"]).base_offset, 30);
     }
 
     #[test]
