@@ -142,7 +142,10 @@ fn serve(config: Config) -> Result<(), String> {
     }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
     startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
-    startup::ensure_open_files(&config.data_dir)?;
+    startup::ensure_open_files(
+        &config.data_dir,
+        (config.segment_fds_max * config.shards) as u64,
+    )?;
     // The marker says the last stop flushed everything; it is removed before serving, so a
     // crash from here on leaves none and the next start recovers.
     let orphans = storage::metadata::orphaned_partitions(&config.data_dir)

@@ -165,12 +165,16 @@ const FILES_PER_SEGMENT: u64 = 3;
 /// Checks the open-file limit against the segments on disk before any is opened: raises the
 /// soft limit to the hard one (the soft default, often 1024, is far below what a broker with
 /// many partitions needs), and fails with what is needed when even that is too low, rather
-/// than failing later on the first partition that does not fit. Returns the soft limit now.
-pub fn ensure_open_files(data_dir: &Path) -> Result<u64, String> {
+/// than failing later on the first partition that does not fit. Each partition's active
+/// segment keeps its files open; sealed ones share `sealed_fds_max` (all shards' caches).
+/// Returns the soft limit now.
+pub fn ensure_open_files(data_dir: &Path, sealed_fds_max: u64) -> Result<u64, String> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let segments = count_segments(data_dir)
+    let (partitions, segments) = count_segments(data_dir)
         .map_err(|e| format!("cannot count the segments in {}: {e}", data_dir.display()))?;
-    let needed = OPEN_FILES_BASE + FILES_PER_SEGMENT * segments;
+    let active = FILES_PER_SEGMENT * partitions;
+    let sealed = (FILES_PER_SEGMENT * (segments - partitions)).min(sealed_fds_max);
+    let needed = OPEN_FILES_BASE + active + sealed;
     let limit = getrlimit(Resource::Nofile);
     let soft = limit.current.unwrap_or(u64::MAX);
     // An unlimited hard limit still cannot be the soft one (the kernel caps it at
@@ -198,11 +202,11 @@ pub fn ensure_open_files(data_dir: &Path) -> Result<u64, String> {
     }
     if now < needed {
         return Err(format!(
-            "the data dir holds {segments} segments, which keep {} files open, so the broker \
-             needs about {needed} open files, but its open-file limit (RLIMIT_NOFILE) is {now} \
-             (hard limit {}): raise it (ulimit -n {needed}, or LimitNOFILE={needed} in a \
-             systemd unit)",
-            FILES_PER_SEGMENT * segments,
+            "the data dir holds {segments} segments in {partitions} partitions, whose active \
+             segments keep {active} files open and sealed ones up to {sealed} \
+             (--segment-fds-max per shard), so the broker needs about {needed} open files, but \
+             its open-file limit (RLIMIT_NOFILE) is {now} (hard limit {}): raise it (ulimit -n \
+             {needed}, or LimitNOFILE={needed} in a systemd unit)",
             limit
                 .maximum
                 .map_or("unlimited".to_string(), |m| m.to_string()),
@@ -211,26 +215,29 @@ pub fn ensure_open_files(data_dir: &Path) -> Result<u64, String> {
     Ok(now)
 }
 
-/// Segment files (`*.log`) in the data dir's partition directories.
-fn count_segments(data_dir: &Path) -> io::Result<u64> {
+/// (directories with segments, segment files (`*.log`)) in the data dir.
+fn count_segments(data_dir: &Path) -> io::Result<(u64, u64)> {
     let entries = match std::fs::read_dir(data_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
         Err(e) => return Err(e),
     };
-    let mut n = 0;
+    let (mut partitions, mut segments) = (0, 0);
     for entry in entries {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {
             continue;
         }
+        let mut n = 0;
         for f in std::fs::read_dir(entry.path())? {
             if f?.file_name().to_str().is_some_and(|n| n.ends_with(".log")) {
                 n += 1;
             }
         }
+        partitions += u64::from(n > 0);
+        segments += n;
     }
-    Ok(n)
+    Ok((partitions, segments))
 }
 
 /// Takes an exclusive lock on the data directory so two brokers never share it.

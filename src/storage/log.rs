@@ -81,7 +81,10 @@ pub struct PartitionLog {
     /// Every offset below this one is on disk (fdatasync'd).
     flushed_offset: i64,
     /// Segment files written since the last flush (the active one and any rolled since).
-    unflushed_files: Vec<(Arc<File>, PathBuf)>,
+    /// A sealed segment's entry holds only its path: holding its descriptor until the next
+    /// flush (which acks=1 topics without a flush policy never have) would keep every rolled
+    /// segment open; the flush opens it again.
+    unflushed_files: Vec<(Option<Arc<File>>, PathBuf)>,
     /// A segment file was created since the last flush: its directory entry needs a sync too.
     dir_unflushed: bool,
     /// When the last flush finished (or the log was opened).
@@ -180,7 +183,7 @@ impl Housekeeping {
 /// An fdatasync of a partition's unflushed files, run off the executor.
 #[derive(Debug)]
 pub struct FlushJob {
-    files: Vec<(Arc<File>, PathBuf)>,
+    files: Vec<(Option<Arc<File>>, PathBuf)>,
     dir: Option<PathBuf>,
     /// A changed leader-epoch checkpoint to write once the data it describes is synced:
     /// (partition directory, checkpoint text).
@@ -196,7 +199,16 @@ impl FlushJob {
     pub fn run(&self) -> io::Result<()> {
         for (f, path) in &self.files {
             faults::check(faults::Op::Sync, path)?;
-            f.sync_data()?;
+            match f {
+                Some(f) => f.sync_data()?,
+                // fdatasync through any descriptor of the file syncs its dirty pages. A
+                // sealed segment deleted since (retention) has nothing left to make durable.
+                None => match File::open(path) {
+                    Ok(f) => f.sync_data()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
         }
         // After the data it vouches for is durable, so it never names an offset that is not.
         write_log_end(&self.checkpoint_dir, self.target)?;
@@ -771,14 +783,15 @@ impl PartitionLog {
             }
             return Err(self.storage_error(op, f.error));
         }
-        let active = self.active().log.clone();
-        if !self
-            .unflushed_files
-            .iter()
-            .any(|(f, _)| Arc::ptr_eq(f, &active))
+        // The active segment holds its own files (only sealed ones borrow from the cache).
+        if let Some(active) = self.active().own_log()
+            && !self
+                .unflushed_files
+                .iter()
+                .any(|(f, _)| f.as_ref().is_some_and(|f| Arc::ptr_eq(f, &active)))
         {
             let path = self.active().path();
-            self.unflushed_files.push((active, path));
+            self.unflushed_files.push((Some(active), path));
         }
         self.next_offset = next;
         // A new epoch's first batch: the checkpoint is written with the flush that makes it
@@ -817,6 +830,12 @@ impl PartitionLog {
             return Err(f);
         }
         self.active_mut().release_indexes();
+        let sealed = self.active().path();
+        for (f, path) in &mut self.unflushed_files {
+            if *path == sealed {
+                *f = None;
+            }
+        }
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
         self.segments.push(seg);
         self.dir_unflushed = true;
@@ -889,7 +908,7 @@ impl PartitionLog {
             .map_err(|e| self.storage_error("read", e))?;
             if let Some(s) = start {
                 return Ok(Some(FileSlice {
-                    file: seg.log.clone(),
+                    file: seg.log_file().map_err(|e| self.storage_error("read", e))?,
                     pos: s,
                     len: (end - s) as usize,
                 }));
@@ -919,7 +938,9 @@ impl PartitionLog {
             })
             .map_err(|e| self.storage_error("timestamp lookup", e))?;
             if let Some(b) = found {
-                let bytes = read_at_most(&seg.log, b.pos, b.header.total_len())
+                let bytes = seg
+                    .log_file()
+                    .and_then(|f| read_at_most(&f, b.pos, b.header.total_len()))
                     .map_err(|e| self.storage_error("timestamp lookup", e))?;
                 if let Some((offset, ts)) = batch::first_offset_at_or_after(&bytes, timestamp) {
                     return Ok(Some((offset.max(self.log_start_offset), ts)));
@@ -976,9 +997,13 @@ impl PartitionLog {
         self.dir_unflushed = true;
         let doomed: Vec<Segment> = self.segments.drain(..n).collect();
         // A deleted segment needs no sync, and holding its handle would keep its disk space
-        // (acks=1 topics without a flush policy never flush, so nothing else lets go of it).
+        // (acks=1 topics without a flush policy never flush, so nothing else lets go of it);
+        // the same goes for the shard's cache of sealed segments' files.
         self.unflushed_files
-            .retain(|(f, _)| !doomed.iter().any(|d| Arc::ptr_eq(f, &d.log)));
+            .retain(|(_, path)| !doomed.iter().any(|d| d.path() == *path));
+        for d in &doomed {
+            d.forget_files();
+        }
         Housekeeping {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -1035,6 +1060,14 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
+    }
+}
+
+impl Drop for PartitionLog {
+    /// A closed log's sealed segments give their cached descriptors back (on the owning
+    /// shard, where logs are dropped; a deleted partition's files must not stay open).
+    fn drop(&mut self) {
+        crate::storage::segment::sealed::forget_dir(&self.dir);
     }
 }
 
@@ -1213,6 +1246,32 @@ mod tests {
         }
         assert!(log.segment_count() >= 8, "{} segments", log.segment_count());
         log
+    }
+
+    /// Sealed segments read end to end hold at most the shard's limit of descriptors, and
+    /// a slice handed out keeps its file readable after the cache lets the segment go.
+    #[test]
+    fn sealed_segments_share_a_bounded_cache_of_descriptors() {
+        use crate::storage::segment::sealed;
+        sealed::set_fds_max(6);
+        let dir = tempfile::tempdir().unwrap();
+        let log = thirty(dir.path());
+        assert_eq!(sealed::open_fds(), 0, "rolled segments let their files go");
+        let first = log.read(0, 1, i64::MAX).unwrap().unwrap();
+        for offset in 0..30 {
+            assert_eq!(read_all(&log, offset, 1)[0], offset);
+            assert!(sealed::open_fds() <= 6, "{} open", sealed::open_fds());
+        }
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)));
+        let bytes = read_at_most(&first.file, first.pos, first.len).unwrap();
+        assert_eq!(batch::BatchHeader::parse(&bytes).unwrap().base_offset, 0);
+        drop(log);
+        assert_eq!(
+            sealed::open_fds(),
+            0,
+            "a closed log gives its descriptors back"
+        );
+        sealed::set_fds_max(sealed::SEGMENT_FDS_MAX_DEFAULT);
     }
 
     #[test]

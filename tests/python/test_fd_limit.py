@@ -9,7 +9,7 @@ import subprocess
 from confluent_kafka.admin import NewTopic
 
 from conftest import Broker
-from kafkautil import admin, create_topic, list_topics, unique_topic
+from kafkautil import admin, consume, create_topic, list_topics, unique_topic
 from test_tamper import produce_one
 
 # About 160 descriptors are open on an idle 1-shard broker (150 of them the 50
@@ -91,3 +91,43 @@ def test_start_refuses_a_limit_too_low_for_the_segments_on_disk(spate_bin, tmp_p
         assert "raised the open-file limit" in b.log_text(), b.log_tail()
     finally:
         b.kill()
+
+
+def test_sealed_segments_read_end_to_end_keep_fds_bounded(broker_factory):
+    """Only active segments and an LRU of recently read sealed ones hold descriptors: a
+    consumer reading a partition of ~55 sealed segments from the start, with
+    --segment-fds-max 30, never raises the broker's open files by more than that."""
+    import threading
+    from kafkautil import DeliveryLog, flush_all, producer
+    b = broker_factory(shards=1, extra_args=("--segment-bytes", "4096", "--segment-fds-max", "30"))
+    idle = open_fds(b.proc.pid)
+    topic = unique_topic("fd-sealed")
+    create_topic(b.bootstrap, topic, 1)
+    dl = DeliveryLog()
+    p = producer(b.bootstrap, **{"acks": "1", "linger.ms": 0, "batch.num.messages": 1})
+    n = 1000
+    for i in range(n):
+        p.produce(topic, value=b"y" * 200 + str(i).encode(), partition=0, on_delivery=dl)
+        p.poll(0)
+    flush_all(p)
+    assert len(dl.ok) == n, dl.errors[:3]
+    sealed = len(list((b.data_dir / f"{topic}-0").glob("*.log"))) - 1
+    assert sealed >= 40, sealed
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], open_fds(b.proc.pid))
+            done.wait(0.01)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        got = consume(b.bootstrap, [(topic, 0)], n, settle=0.3)
+    finally:
+        done.set()
+        t.join()
+    assert [m.offset() for m in got] == list(range(n))
+    # The active segment (3), the sealed cache (30), and the clients' sockets (a few).
+    assert peak[0] <= idle + 3 + 30 + 16, (peak[0], idle, sealed)
