@@ -371,8 +371,15 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
-        for base in &bases {
-            segments.push(Segment::open(&dir, *base, config.index_interval_bytes)?);
+        for (i, base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(&dir, *base, config.index_interval_bytes)?;
+            // Segments older than the ones recovery may scan let their descriptors go at once,
+            // so opening a partition of many segments does not hold them all open (the checks
+            // below read them through the shard's cache; a rebuild reopens them to write).
+            if i + RECOVERY_SEGMENTS < bases.len() {
+                seg.release_indexes();
+            }
+            segments.push(seg);
         }
         // A segment without a byte holds no data. A roll that failed (or a crash) after
         // creating the new segment's files, but before its first batch was written, can

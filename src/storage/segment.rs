@@ -71,6 +71,8 @@ pub struct Segment {
     /// a sealed segment borrows them from the shard's bounded cache instead ([`sealed`]), so
     /// descriptors do not grow with partitions x segments.
     own: Option<Arc<SegmentFiles>>,
+    /// Names the segment in the cache of sealed segments' files (no path hashed per lookup).
+    id: u64,
     /// (offset - base_offset, position), ascending in both. Empty once released (sealed).
     index: Vec<(u32, u32)>,
     /// (largest timestamp so far, offset - base_offset of the batch that raised it). Empty
@@ -168,6 +170,7 @@ pub mod sealed {
     use std::io;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::{SegmentFiles, index_path, log_path, time_index_path};
 
@@ -177,7 +180,15 @@ pub mod sealed {
     struct Cache {
         fds_max: usize,
         tick: u64,
-        entries: HashMap<(PathBuf, i64), (Arc<SegmentFiles>, u64)>,
+        /// Segment id -> (its files, when last used, its partition directory).
+        entries: HashMap<u64, (Arc<SegmentFiles>, u64, PathBuf)>,
+    }
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh segment id (unique in the process, whichever thread opens the segment).
+    pub(super) fn next_id() -> u64 {
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
     }
 
     thread_local! {
@@ -204,13 +215,12 @@ pub mod sealed {
         OpenOptions::new().read(true).open(p)
     }
 
-    pub(super) fn get(dir: &Path, base: i64) -> io::Result<Arc<SegmentFiles>> {
+    pub(super) fn get(id: u64, dir: &Path, base: i64) -> io::Result<Arc<SegmentFiles>> {
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             c.tick += 1;
             let tick = c.tick;
-            let key = (dir.to_path_buf(), base);
-            if let Some((files, used)) = c.entries.get_mut(&key) {
+            if let Some((files, used, _)) = c.entries.get_mut(&id) {
                 *used = tick;
                 return Ok(files.clone());
             }
@@ -224,24 +234,25 @@ pub mod sealed {
                 let oldest = c
                     .entries
                     .iter()
-                    .min_by_key(|(_, (_, used))| *used)
-                    .map(|(k, _)| k.clone());
+                    .min_by_key(|(_, (_, used, _))| *used)
+                    .map(|(k, _)| *k);
                 if let Some(k) = oldest {
                     c.entries.remove(&k);
                 }
             }
-            c.entries.insert(key, (files.clone(), tick));
+            c.entries
+                .insert(id, (files.clone(), tick, dir.to_path_buf()));
             Ok(files)
         })
     }
 
-    pub(super) fn forget(dir: &Path, base: i64) {
-        CACHE.with(|c| c.borrow_mut().entries.remove(&(dir.to_path_buf(), base)));
+    pub(super) fn forget(id: u64) {
+        CACHE.with(|c| c.borrow_mut().entries.remove(&id));
     }
 
     /// Forgets every cached segment of a partition directory (the log is closed or deleted).
     pub fn forget_dir(dir: &Path) {
-        CACHE.with(|c| c.borrow_mut().entries.retain(|(d, _), _| d != dir));
+        CACHE.with(|c| c.borrow_mut().entries.retain(|_, (_, _, d)| d != dir));
     }
 }
 
@@ -350,6 +361,7 @@ impl Segment {
             index: Vec::new(),
             time_index: Vec::new(),
             resident: true,
+            id: sealed::next_id(),
             index_len: 0,
             time_len: 0,
             size: 0,
@@ -395,6 +407,7 @@ impl Segment {
             index,
             time_index,
             resident: true,
+            id: sealed::next_id(),
             index_len: 0,
             time_len: 0,
             size,
@@ -419,6 +432,7 @@ impl Segment {
     /// Rebuilds both indexes from the log. With `check`, every batch is verified (length,
     /// magic, CRC32C, offsets moving forward) and the log is cut at the first that fails.
     fn rebuild_indexes(&mut self, interval: u64, check: bool) -> io::Result<Recovered> {
+        self.own_files()?;
         let mut out = Recovered::default();
         let mut pos = 0u64;
         let mut next = self.base_offset;
@@ -843,8 +857,23 @@ impl Segment {
     fn files(&self) -> io::Result<Arc<SegmentFiles>> {
         match &self.own {
             Some(f) => Ok(f.clone()),
-            None => sealed::get(&self.dir, self.base_offset),
+            None => sealed::get(self.id, &self.dir, self.base_offset),
         }
+    }
+
+    /// Makes the segment hold its files itself, opened for writing (a sealed segment whose
+    /// indexes are rebuilt at open); released again with [`Segment::release_indexes`].
+    fn own_files(&mut self) -> io::Result<()> {
+        if self.own.is_none() {
+            let open = |p: PathBuf| OpenOptions::new().read(true).write(true).open(p);
+            self.own = Some(Arc::new(SegmentFiles {
+                log: Arc::new(open(log_path(&self.dir, self.base_offset))?),
+                index: open(index_path(&self.dir, self.base_offset))?,
+                time: open(time_index_path(&self.dir, self.base_offset))?,
+            }));
+            self.forget_files();
+        }
+        Ok(())
     }
 
     /// The log file, for reads that outlive this call (a `FileSlice` in flight holds it, and
@@ -861,7 +890,7 @@ impl Segment {
     /// Forgets this segment's cached files (it is being deleted: an open descriptor would
     /// keep its disk space). Call on the owning shard.
     pub fn forget_files(&self) {
-        sealed::forget(&self.dir, self.base_offset);
+        sealed::forget(self.id);
     }
 
     /// Path of the log file.
@@ -871,12 +900,14 @@ impl Segment {
 
     /// Deletes this segment's files.
     pub fn remove(self) -> io::Result<()> {
+        self.forget_files();
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;
         remove_files(&self.dir, self.base_offset)
     }
 
     /// Cuts the log at `size` (after a torn tail) and rebuilds the indexes from what is left.
     pub fn truncate(&mut self, size: u64, interval: u64) -> io::Result<()> {
+        self.own_files()?;
         self.files()?.log.set_len(size)?;
         self.size = size;
         self.rebuild_indexes(interval, false).map(drop)

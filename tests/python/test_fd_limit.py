@@ -131,3 +131,12 @@ def test_sealed_segments_read_end_to_end_keep_fds_bounded(broker_factory):
     assert [m.offset() for m in got] == list(range(n))
     # The active segment (3), the sealed cache (30), and the clients' sockets (a few).
     assert peak[0] <= idle + 3 + 30 + 16, (peak[0], idle, sealed)
+    # Opening the partition again does not hold all its segments open at once either: the
+    # broker restarts under a limit of 300, below what its segments would take all open.
+    b.stop()
+    spate = b.binary
+    b.command = lambda: ["prlimit", "--nofile=300:300", "--", spate, "serve", "--listen", b.bootstrap,
+                         "--data-dir", str(b.data_dir), "--shards", "1", "--segment-bytes", "4096",
+                         "--segment-fds-max", "30"]
+    b.start()
+    assert [m.offset() for m in consume(b.bootstrap, [(topic, 0)], n, settle=0.3)] == list(range(n))
