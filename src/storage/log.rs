@@ -211,7 +211,12 @@ impl FlushJob {
             }
         }
         // After the data it vouches for is durable, so it never names an offset that is not.
-        write_log_end(&self.checkpoint_dir, self.target)?;
+        // A failure (a full disk cannot give the file its first block) does not fail the
+        // flush: the data is durable, and a checkpoint that lags only weakens the check at
+        // the next start.
+        if let Err(e) = write_log_end(&self.checkpoint_dir, self.target) {
+            tracing::warn!(dir = %self.checkpoint_dir.display(), error = %e, "could not checkpoint the log end offset");
+        }
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
         }
