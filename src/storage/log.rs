@@ -472,6 +472,15 @@ impl PartitionLog {
         let checkpoint = read_log_end(&self.dir)?;
         let mut missing = Vec::new();
         let first = self.segments[0].base_offset;
+        let mut expected_start = expected_start;
+        if checkpoint.is_none() && expected_start < first {
+            // A log from before the checkpoint existed: its retention deleted segments without
+            // persisting the log start, so a log start file below the first segment is not
+            // evidence of loss. It is brought up to date now, or it would be taken for one
+            // once this version has written a checkpoint.
+            write_log_start(&self.dir, first)?;
+            expected_start = first;
+        }
         if expected_start < first {
             missing.push((expected_start, first));
         }
@@ -1372,6 +1381,25 @@ mod tests {
             2,
             "first batch is more than segment.ms older"
         );
+    }
+
+    /// A log written before the checkpoint existed (none on disk) whose old retention left
+    /// a log start file below its first segment is not taken for one that lost data.
+    #[test]
+    fn a_log_from_before_the_checkpoint_is_not_taken_for_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = thirty(dir.path());
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        drop(log);
+        let pdir = partition_dir(dir.path(), "t", 0);
+        fs::write(pdir.join(LOG_START_FILE), "1").unwrap();
+        for base in &bases[..2] {
+            Segment::open(&pdir, *base, 1).unwrap().remove().unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![]);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(read_log_start(&pdir).unwrap(), Some(bases[2]));
     }
 
     /// Segments deleted by retention are not missing; the same segments deleted behind the
