@@ -42,6 +42,8 @@ pub struct Config {
     pub retention_bytes: Option<u64>,
     /// How often each shard applies retention (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_ms: u64,
+    /// Descriptors of sealed segments a shard keeps open (see `storage::segment::sealed`).
+    pub segment_fds_max: usize,
     /// Bytes of log between two entries of the sparse offset index
     /// (Kafka's `log.index.interval.bytes`).
     pub index_interval_bytes: u64,
@@ -108,6 +110,7 @@ impl Config {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             retention_check_ms: 60_000,
+            segment_fds_max: crate::storage::segment::sealed::SEGMENT_FDS_MAX_DEFAULT,
             flush_messages: None,
             fetch_zero_copy: true,
             inflight_bytes_max: 256 * 1024 * 1024,

@@ -32,8 +32,52 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Check (and with --apply, change) host settings for Spate.
     Tune(spate::tune::TuneArgs),
+    /// Work on a stopped broker's data dir.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     #[command(flatten)]
     Admin(spate::cli::AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Accept that a partition's missing offsets are lost (run while the broker is stopped):
+    /// the next start serves what is left of it and appends after its old log end.
+    AcceptLoss {
+        #[arg(long, value_name = "DIR", default_value = "./spate-data")]
+        data_dir: PathBuf,
+        /// The partition, as TOPIC-PARTITION (`orders-3`).
+        #[arg(long, value_name = "TOPIC-PARTITION")]
+        partition: String,
+    },
+}
+
+/// `spate storage ...`: holds the data dir's lock, so it never runs beside a broker.
+fn storage_command(cmd: StorageCommand) -> Result<(), String> {
+    match cmd {
+        StorageCommand::AcceptLoss {
+            data_dir,
+            partition,
+        } => {
+            let (topic, p) = partition
+                .rsplit_once('-')
+                .and_then(|(t, p)| Some((t, p.parse::<i32>().ok()?)))
+                .ok_or_else(|| format!("{partition:?} is not TOPIC-PARTITION"))?;
+            let _lock = startup::lock_data_dir(&data_dir)
+                .map_err(|e| format!("{e} (stop the broker first)"))?;
+            let accepted = storage::log::accept_loss(&data_dir, topic, p)
+                .map_err(|e| format!("{partition}: {e}"))?;
+            if accepted.is_empty() {
+                println!("{partition}: no offsets are missing; nothing to accept");
+            } else {
+                println!(
+                    "{partition}: the loss of offsets {} is accepted; the next start serves the rest",
+                    storage::log::describe_ranges(&accepted)
+                );
+            }
+            Ok(())
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -98,8 +142,35 @@ fn serve(config: Config) -> Result<(), String> {
     }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
     startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
+    startup::ensure_open_files(
+        &config.data_dir,
+        (config.segment_fds_max * config.shards) as u64,
+    )?;
     // The marker says the last stop flushed everything; it is removed before serving, so a
     // crash from here on leaves none and the next start recovers.
+    let orphans = storage::metadata::orphaned_partitions(&config.data_dir)
+        .map_err(|e| format!("cannot list {}: {e}", config.data_dir.display()))?;
+    if !orphans.is_empty() {
+        let shown: Vec<&str> = orphans.iter().take(5).map(String::as_str).collect();
+        return Err(format!(
+            "the metadata log {} is missing, but {} holds {} partition directories ({}{}): \
+             started, the broker would know none of their topics and would mix new topics \
+             with their data. Restore the metadata log, or move the partition directories \
+             away to start empty",
+            config
+                .data_dir
+                .join(storage::metadata::METADATA_DIR)
+                .display(),
+            config.data_dir.display(),
+            orphans.len(),
+            shown.join(", "),
+            if orphans.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            },
+        ));
+    }
     let mut config = config;
     let fresh = !storage::metadata::exists(&config.data_dir);
     config.recover_on_start = !storage::catalog::take_clean_shutdown_marker(&config.data_dir)
@@ -228,6 +299,10 @@ fn main() -> ExitCode {
         Command::Tune(args) => {
             init_logging(LogFormat::Text);
             return tool_exit(spate::tune::run(args));
+        }
+        Command::Storage(cmd) => {
+            init_logging(LogFormat::Text);
+            return tool_exit(storage_command(cmd));
         }
         Command::Admin(cmd) => {
             init_logging(LogFormat::Text);

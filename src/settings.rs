@@ -71,6 +71,11 @@ pub struct Settings {
     /// How often retention runs, in ms (log.retention.check.interval.ms) [default: 60000].
     #[arg(long)]
     pub retention_check_ms: Option<u64>,
+    /// Descriptors of sealed segments each shard keeps open (3 a segment: log, offset index,
+    /// time index), least recently read closed first; active segments always keep theirs
+    /// [default: 3072].
+    #[arg(long)]
+    pub segment_fds_max: Option<usize>,
     /// Flush in the background after this many records (log.flush.interval.messages); with
     /// neither this nor flush_ms, acks=all waits for fdatasync [default: unset].
     #[arg(long)]
@@ -151,6 +156,7 @@ impl Settings {
             retention_ms,
             retention_bytes,
             retention_check_ms,
+            segment_fds_max,
             flush_messages,
             flush_ms,
             fetch_zero_copy,
@@ -199,6 +205,7 @@ impl Settings {
         c.retention_bytes =
             unlimited_or("retention_bytes", self.retention_bytes, c.retention_bytes)?;
         c.retention_check_ms = set(self.retention_check_ms, c.retention_check_ms);
+        c.segment_fds_max = self.segment_fds_max.unwrap_or(c.segment_fds_max);
         c.flush_messages = self.flush_messages.or(c.flush_messages);
         c.flush_ms = self.flush_ms.or(c.flush_ms);
         c.fetch_zero_copy = self.fetch_zero_copy.unwrap_or(c.fetch_zero_copy);
@@ -242,6 +249,7 @@ impl Settings {
             retention_ms: limit(c.retention_ms),
             retention_bytes: limit(c.retention_bytes),
             retention_check_ms: Some(c.retention_check_ms),
+            segment_fds_max: Some(c.segment_fds_max),
             flush_messages: c.flush_messages,
             flush_ms: c.flush_ms,
             fetch_zero_copy: Some(c.fetch_zero_copy),

@@ -148,6 +148,98 @@ pub fn explain_executor_error(err: &str) -> String {
     }
 }
 
+/// The soft open-file limit (RLIMIT_NOFILE); u64::MAX when unlimited.
+pub fn open_files_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// Descriptors a broker needs beyond its segments' (io_uring rings and eventfds, the metadata
+/// log, listeners, a few connections): what a start without data uses, with room to spare.
+const OPEN_FILES_BASE: u64 = 64;
+
+/// Files each segment keeps open: its log, offset index and time index.
+const FILES_PER_SEGMENT: u64 = 3;
+
+/// Checks the open-file limit against the segments on disk before any is opened: raises the
+/// soft limit to the hard one (the soft default, often 1024, is far below what a broker with
+/// many partitions needs), and fails with what is needed when even that is too low, rather
+/// than failing later on the first partition that does not fit. Each partition's active
+/// segment keeps its files open; sealed ones share `sealed_fds_max` (all shards' caches).
+/// Returns the soft limit now.
+pub fn ensure_open_files(data_dir: &Path, sealed_fds_max: u64) -> Result<u64, String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let (partitions, segments) = count_segments(data_dir)
+        .map_err(|e| format!("cannot count the segments in {}: {e}", data_dir.display()))?;
+    let active = FILES_PER_SEGMENT * partitions;
+    let sealed = (FILES_PER_SEGMENT * (segments - partitions)).min(sealed_fds_max);
+    let needed = OPEN_FILES_BASE + active + sealed;
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    // An unlimited hard limit still cannot be the soft one (the kernel caps it at
+    // fs.nr_open, 1048576 by default).
+    let hard = limit.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    let mut now = soft;
+    if soft < hard {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: limit.maximum,
+            },
+        ) {
+            Ok(()) => {
+                tracing::info!(
+                    from = soft,
+                    to = hard,
+                    "raised the open-file limit (RLIMIT_NOFILE) to its hard limit"
+                );
+                now = hard;
+            }
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        }
+    }
+    if now < needed {
+        return Err(format!(
+            "the data dir holds {segments} segments in {partitions} partitions, whose active \
+             segments keep {active} files open and sealed ones up to {sealed} \
+             (--segment-fds-max per shard), so the broker needs about {needed} open files, but \
+             its open-file limit (RLIMIT_NOFILE) is {now} (hard limit {}): raise it (ulimit -n \
+             {needed}, or LimitNOFILE={needed} in a systemd unit)",
+            limit
+                .maximum
+                .map_or("unlimited".to_string(), |m| m.to_string()),
+        ));
+    }
+    Ok(now)
+}
+
+/// (directories with segments, segment files (`*.log`)) in the data dir.
+fn count_segments(data_dir: &Path) -> io::Result<(u64, u64)> {
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    let (mut partitions, mut segments) = (0, 0);
+    for entry in entries {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let mut n = 0;
+        for f in std::fs::read_dir(entry.path())? {
+            if f?.file_name().to_str().is_some_and(|n| n.ends_with(".log")) {
+                n += 1;
+            }
+        }
+        partitions += u64::from(n > 0);
+        segments += n;
+    }
+    Ok((partitions, segments))
+}
+
 /// Takes an exclusive lock on the data directory so two brokers never share it.
 pub fn lock_data_dir(dir: &Path) -> io::Result<File> {
     std::fs::create_dir_all(dir)?;

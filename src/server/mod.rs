@@ -160,6 +160,8 @@ async fn shard_main(
     peers: Arc<Gate<usize>>,
 ) -> Result<(), String> {
     let config = Rc::new(config);
+    // Before any log opens: sealed segments' descriptors on this shard stay within the limit.
+    crate::storage::segment::sealed::set_fds_max(config.segment_fds_max);
     // Step 1: listener and logs.
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| format!("shard {shard_id}: cannot listen on {}: {e}", config.listen));

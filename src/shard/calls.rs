@@ -218,7 +218,7 @@ call!(DeleteRecords -> Answers<i64>, |c, shard| shard.delete_records(c.0).await)
 /// Controller to every shard: a topic now exists; cache it and open owned partitions.
 #[derive(Debug)]
 pub struct TopicCreated(pub TopicMeta);
-call!(TopicCreated -> Result<(), KafkaError>, |c, shard| shard.topic_created(c.0));
+call!(TopicCreated -> Result<(), KafkaError>, |c, shard| shard.topic_created(c.0).await);
 
 /// Controller to every shard: a topic is gone; forget it and delete owned partitions.
 #[derive(Debug)]

@@ -198,11 +198,36 @@ impl Controller {
                 out.push(Err(e));
                 continue;
             }
-            let created = self.broadcast(shard, || TopicCreated(meta.clone())).await;
+            if let Err(e) = self.broadcast(shard, || TopicCreated(meta.clone())).await {
+                out.push(Err(self.undo_create(shard, &meta, e).await));
+                continue;
+            }
             tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
-            out.push(created.map(|()| meta));
+            out.push(Ok(meta));
         }
         out
+    }
+
+    /// A shard could not open its partitions of a new topic (it removed them again): the
+    /// others delete theirs, and the topic is removed from the metadata log, so a creation is
+    /// all or nothing and the next start does not meet a topic it cannot open. The shards go
+    /// first: closing their logs frees the descriptors the metadata append may need. Returns
+    /// the creation's error (or the undo's, which is worse: then the topic is still there).
+    async fn undo_create(&self, shard: &Rc<Shard>, meta: &TopicMeta, e: KafkaError) -> KafkaError {
+        let name = meta.name.clone();
+        if let Err(undo) = self.broadcast(shard, || TopicDeleted(name.clone())).await {
+            tracing::error!(topic = %name, error = %undo, "could not undo a failed topic creation on every shard");
+            return undo;
+        }
+        let remove = MetadataRecord::RemoveTopic(RemoveTopicRecord {
+            topic_id: meta.topic_id,
+        });
+        if let Err(undo) = self.persist(vec![remove]).await {
+            tracing::error!(topic = %name, error = %undo, "could not remove a failed topic creation from the metadata log");
+            return undo;
+        }
+        tracing::warn!(topic = %name, error = %e, "topic creation failed and was undone");
+        e
     }
 
     pub async fn delete_topics(

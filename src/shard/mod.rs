@@ -427,6 +427,7 @@ impl Shard {
                 let p = partitions
                     .get(&(topic, partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                p.log.check_online()?;
                 match ts {
                     // Latest, as a consumer may read it: the high watermark.
                     -1 => Ok((p.high_watermark(), -1)),
@@ -440,11 +441,58 @@ impl Shard {
             .collect()
     }
 
-    /// A topic now exists: cache it and open the partitions this shard owns.
-    pub fn topic_created(&self, meta: TopicMeta) -> Result<(), KafkaError> {
-        let opened = self.open_owned_partitions(&meta, false).map(drop);
-        self.topics.borrow_mut().insert(meta.name.clone(), meta);
-        opened.map_err(|e| KafkaError::Storage(e.to_string()))
+    /// A topic now exists: open the partitions this shard owns and cache it. All or nothing:
+    /// if one partition cannot be opened (EMFILE at the open-file limit, ENOSPC), those opened
+    /// so far are closed and every owned partition directory of the topic is removed, and the
+    /// topic is not cached, so the controller's undo (see `Controller::create_topics`) leaves
+    /// nothing behind.
+    pub async fn topic_created(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+        let Err(e) = self.open_owned_partitions(&meta, false) else {
+            self.topics.borrow_mut().insert(meta.name.clone(), meta);
+            return Ok(());
+        };
+        let limit = crate::startup::open_files_limit();
+        let why = if e.raw_os_error() == Some(libc::EMFILE) {
+            format!(
+                "cannot open the partitions of topic {} on shard {}: {e}; the open-file limit \
+                 (RLIMIT_NOFILE) is {limit}, and each segment keeps 3 files open: raise it \
+                 (ulimit -n, LimitNOFILE=)",
+                meta.name, self.id
+            )
+        } else {
+            format!(
+                "cannot open the partitions of topic {} on shard {}: {e}",
+                meta.name, self.id
+            )
+        };
+        tracing::error!("{why}; undoing the creation");
+        let dirs: Vec<std::path::PathBuf> = {
+            let mut partitions = self.partitions.borrow_mut();
+            (0..meta.partitions)
+                .filter(|&p| self.owner(&meta.name, p) == self.id)
+                .map(|p| {
+                    // The log closes here, giving its descriptors back.
+                    drop(partitions.remove(&(meta.name.clone(), p)));
+                    partition_dir(&self.config.data_dir, &meta.name, p)
+                })
+                .collect()
+        };
+        let removed = glommio::executor()
+            .spawn_blocking(move || {
+                for dir in dirs {
+                    match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err((dir, e)),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err((dir, e)) = removed {
+            tracing::error!(dir = %dir.display(), error = %e, "could not remove the directory of a partition whose creation failed");
+        }
+        Err(KafkaError::Storage(why))
     }
 
     /// A topic is gone: forget it and delete the partitions this shard owns.

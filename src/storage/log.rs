@@ -37,8 +37,17 @@ pub struct Retention {
     pub bytes: Option<u64>,
 }
 
-/// The file that remembers a log start offset set inside a segment (by DeleteRecords).
+/// The file that remembers the log start offset (set by DeleteRecords inside a segment, and
+/// by retention when it deletes segments), so a start can tell deleted data from missing data.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The checkpointed log end offset: every offset below it was durable when it was written.
+/// Each start checks the segments against it (see [`PartitionLog::open`]).
+pub const LOG_END_FILE: &str = "log-end-offset";
+
+/// Ranges of offsets whose loss an operator accepted (`spate storage accept-loss`), one
+/// `FROM TO` line each (TO exclusive).
+pub const ACCEPTED_LOSS_FILE: &str = "accepted-loss";
 
 /// Where an append landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,7 +81,10 @@ pub struct PartitionLog {
     /// Every offset below this one is on disk (fdatasync'd).
     flushed_offset: i64,
     /// Segment files written since the last flush (the active one and any rolled since).
-    unflushed_files: Vec<(Arc<File>, PathBuf)>,
+    /// A sealed segment's entry holds only its path: holding its descriptor until the next
+    /// flush (which acks=1 topics without a flush policy never have) would keep every rolled
+    /// segment open; the flush opens it again.
+    unflushed_files: Vec<(Option<Arc<File>>, PathBuf)>,
     /// A segment file was created since the last flush: its directory entry needs a sync too.
     dir_unflushed: bool,
     /// When the last flush finished (or the log was opened).
@@ -82,6 +94,12 @@ pub struct PartitionLog {
     poisoned: Option<String>,
     /// What crash recovery found when the log was opened after an unclean stop.
     pub recovered: Option<Recovered>,
+    /// Set when the files lack offsets the log once held (a segment deleted or cut below the
+    /// checkpointed log end, a gap between segments) and no operator accepted the loss: the
+    /// partition is then wholly offline, reads included, and its files are left alone.
+    lost: Option<String>,
+    /// The missing ranges `[from, to)` not accepted yet (empty unless `lost`).
+    pub missing: Vec<(i64, i64)>,
     /// Which leader epoch wrote from which offset, and whether its checkpoint is behind.
     epochs: LeaderEpochCache,
     epochs_unflushed: bool,
@@ -165,13 +183,15 @@ impl Housekeeping {
 /// An fdatasync of a partition's unflushed files, run off the executor.
 #[derive(Debug)]
 pub struct FlushJob {
-    files: Vec<(Arc<File>, PathBuf)>,
+    files: Vec<(Option<Arc<File>>, PathBuf)>,
     dir: Option<PathBuf>,
     /// A changed leader-epoch checkpoint to write once the data it describes is synced:
     /// (partition directory, checkpoint text).
     epochs: Option<(PathBuf, String)>,
     /// The log end when the job was taken: everything below it is durable once it succeeds.
     pub target: i64,
+    /// The partition directory, where `target` is checkpointed once the data is synced.
+    checkpoint_dir: PathBuf,
 }
 
 impl FlushJob {
@@ -179,7 +199,23 @@ impl FlushJob {
     pub fn run(&self) -> io::Result<()> {
         for (f, path) in &self.files {
             faults::check(faults::Op::Sync, path)?;
-            f.sync_data()?;
+            match f {
+                Some(f) => f.sync_data()?,
+                // fdatasync through any descriptor of the file syncs its dirty pages. A
+                // sealed segment deleted since (retention) has nothing left to make durable.
+                None => match File::open(path) {
+                    Ok(f) => f.sync_data()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        // After the data it vouches for is durable, so it never names an offset that is not.
+        // A failure (a full disk cannot give the file its first block) does not fail the
+        // flush: the data is durable, and a checkpoint that lags only weakens the check at
+        // the next start.
+        if let Err(e) = write_log_end(&self.checkpoint_dir, self.target) {
+            tracing::warn!(dir = %self.checkpoint_dir.display(), error = %e, "could not checkpoint the log end offset");
         }
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
@@ -209,6 +245,112 @@ fn write_log_start(dir: &Path, offset: i64) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Reads the checkpointed log end offset; None when there is none (a log never flushed, or
+/// one from before the checkpoint existed) or it cannot be parsed (then nothing is checked
+/// against it, which only weakens the check).
+pub fn read_log_end(dir: &Path) -> io::Result<Option<i64>> {
+    match fs::read_to_string(dir.join(LOG_END_FILE)) {
+        Ok(s) => {
+            let parsed = s.trim().parse().ok();
+            if parsed.is_none() {
+                tracing::warn!(dir = %dir.display(), content = %s.trim(), "unreadable log end checkpoint: ignored");
+            }
+            Ok(parsed)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checkpoints the log end offset: a fixed-width record overwritten in place with one small
+/// write, which a crash leaves either old or new (it lies within one sector). It is not
+/// fdatasync'd on its own: a checkpoint that lags after a power loss only names an older,
+/// lower end, which weakens the check and never raises a false alarm, while a sync here would
+/// double the fdatasyncs of every acks=all flush. The kernel writes it back within seconds,
+/// and a flush that creates the file syncs the directory after it (see `FlushJob::run`).
+fn write_log_end(dir: &Path, offset: i64) -> io::Result<()> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(LOG_END_FILE))?;
+    crate::storage::io::pwritev_all(&f, 0, &[format!("{offset:020}\n").as_bytes()])
+}
+
+/// The ranges of offsets whose loss was accepted, `[from, to)` each.
+fn read_accepted_loss(dir: &Path) -> io::Result<Vec<(i64, i64)>> {
+    let text = match fs::read_to_string(dir.join(ACCEPTED_LOSS_FILE)) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut it = l.split_whitespace().map(str::parse::<i64>);
+            match (it.next(), it.next()) {
+                (Some(Ok(a)), Some(Ok(b))) => Ok((a, b)),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: not a range: {l:?}",
+                        dir.join(ACCEPTED_LOSS_FILE).display()
+                    ),
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Writes the accepted ranges atomically (temporary file, fsync, rename, directory fsync).
+fn write_accepted_loss(dir: &Path, ranges: &[(i64, i64)]) -> io::Result<()> {
+    let text: String = ranges.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
+    let tmp = dir.join(format!("{ACCEPTED_LOSS_FILE}.tmp"));
+    let f = File::create(&tmp)?;
+    crate::storage::io::pwritev_all(&f, 0, &[text.as_bytes()])?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(ACCEPTED_LOSS_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+/// Offset ranges as people read them: `0-38599, 120-199` (both ends included).
+pub fn describe_ranges(ranges: &[(i64, i64)]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| format!("{a}-{}", b - 1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `spate storage accept-loss`: records, durably, that the missing offsets of a stopped
+/// broker's partition are lost, so the next start serves what is left of it. Returns the
+/// ranges accepted now (empty when nothing was missing). The log end never moves back: a
+/// missing tail makes the next start continue at the checkpointed end.
+pub fn accept_loss(data_dir: &Path, topic: &str, partition: i32) -> io::Result<Vec<(i64, i64)>> {
+    let dir = partition_dir(data_dir, topic, partition);
+    if !dir.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no partition directory {}", dir.display()),
+        ));
+    }
+    let config = LogConfig {
+        segment_bytes: u64::MAX,
+        segment_ms: None,
+        index_interval_bytes: 4096,
+    };
+    // With recovery, as the next start after an unclean stop would open it; after a clean one
+    // there is no torn tail and the scan changes nothing.
+    let log = PartitionLog::open(data_dir, topic, partition, config, true)?;
+    let newly = log.missing.clone();
+    if !newly.is_empty() {
+        let mut all = read_accepted_loss(&dir)?;
+        all.extend_from_slice(&newly);
+        write_accepted_loss(&dir, &all)?;
+    }
+    Ok(newly)
+}
+
 /// The directory of a partition's log.
 pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{partition}"))
@@ -234,8 +376,15 @@ impl PartitionLog {
             .collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len().max(1));
-        for base in &bases {
-            segments.push(Segment::open(&dir, *base, config.index_interval_bytes)?);
+        for (i, base) in bases.iter().enumerate() {
+            let mut seg = Segment::open(&dir, *base, config.index_interval_bytes)?;
+            // Segments older than the ones recovery may scan let their descriptors go at once,
+            // so opening a partition of many segments does not hold them all open (the checks
+            // below read them through the shard's cache; a rebuild reopens them to write).
+            if i + RECOVERY_SEGMENTS < bases.len() {
+                seg.release_indexes();
+            }
+            segments.push(seg);
         }
         // A segment without a byte holds no data. A roll that failed (or a crash) after
         // creating the new segment's files, but before its first batch was written, can
@@ -259,8 +408,15 @@ impl PartitionLog {
                 i += 1;
             }
         }
+        let persisted_start = read_log_start(&dir)?;
+        // Where the log's data must begin: the persisted log start, else the first segment
+        // (a log from before retention persisted it), else 0 (there never was a segment).
+        let expected_start = persisted_start
+            .or_else(|| segments.first().map(|s| s.base_offset))
+            .unwrap_or(0);
         if segments.is_empty() {
-            segments.push(Segment::create(&dir, 0)?);
+            // Never below the log start: offsets below it were handed out once.
+            segments.push(Segment::create(&dir, expected_start.max(0))?);
         }
         let recovered = if recover {
             Some(recover_tail(&mut segments, config.index_interval_bytes)?)
@@ -269,7 +425,7 @@ impl PartitionLog {
         };
         let log_start_offset = segments[0]
             .base_offset
-            .max(read_log_start(&dir)?.unwrap_or(i64::MIN));
+            .max(persisted_start.unwrap_or(i64::MIN));
         let mut log = PartitionLog {
             topic: topic.to_string(),
             partition,
@@ -284,11 +440,17 @@ impl PartitionLog {
             last_flush: Instant::now(),
             poisoned: None,
             recovered,
+            lost: None,
+            missing: Vec::new(),
             epochs: LeaderEpochCache::default(),
             epochs_unflushed: false,
         };
         log.epochs = LeaderEpochCache::load(&log.dir)?;
         log.find_log_end()?;
+        log.audit(expected_start)?;
+        log.log_start_offset = log.segments[0]
+            .base_offset
+            .max(persisted_start.unwrap_or(i64::MIN));
         // Sealed segments answer lookups from their index files; only the active one keeps
         // its entries in memory.
         let sealed = log.segments.len().saturating_sub(1);
@@ -299,6 +461,97 @@ impl PartitionLog {
         // What survived the last run is what the next run starts from.
         log.flushed_offset = log.next_offset;
         Ok(log)
+    }
+
+    /// Checks the segments against what the log knows of itself, on every open (a clean
+    /// shutdown skips only the CRC scan, not this): its data must run without a gap from the
+    /// log start to at least the checkpointed log end. Missing offsets whose loss no operator
+    /// accepted take the partition offline; an accepted missing tail makes the log continue
+    /// at the checkpointed end, so no offset is handed out twice.
+    fn audit(&mut self, expected_start: i64) -> io::Result<()> {
+        let checkpoint = read_log_end(&self.dir)?;
+        let mut missing = Vec::new();
+        let first = self.segments[0].base_offset;
+        let mut expected_start = expected_start;
+        if checkpoint.is_none() && expected_start < first {
+            // A log from before the checkpoint existed: its retention deleted segments without
+            // persisting the log start, so a log start file below the first segment is not
+            // evidence of loss. It is brought up to date now, or it would be taken for one
+            // once this version has written a checkpoint.
+            write_log_start(&self.dir, first)?;
+            expected_start = first;
+        }
+        if expected_start < first {
+            missing.push((expected_start, first));
+        }
+        for i in 0..self.segments.len() - 1 {
+            let end = self.segments[i].end_offset()?;
+            let next = self.segments[i + 1].base_offset;
+            if end < next {
+                missing.push((end, next));
+            }
+        }
+        if let Some(end) = checkpoint
+            && self.next_offset < end
+        {
+            missing.push((self.next_offset, end));
+        }
+        // Offsets below the log start were deleted on purpose (retention, DeleteRecords).
+        let start = expected_start;
+        missing.retain(|&(_, to)| to > start);
+        for r in &mut missing {
+            r.0 = r.0.max(start);
+        }
+        let accepted = read_accepted_loss(&self.dir)?;
+        missing.retain(|&(a, b)| !accepted.iter().any(|&(x, y)| x <= a && b <= y));
+        if !missing.is_empty() {
+            let ranges = describe_ranges(&missing);
+            tracing::error!(
+                partition = %format!("{}-{}", self.topic, self.partition),
+                missing_offsets = %ranges,
+                log_end_checkpoint = checkpoint.unwrap_or(-1),
+                "partition {}-{} is missing offsets {ranges} from its files (a segment was \
+                 deleted or cut): it is offline, and every Produce and Fetch answers \
+                 KAFKA_STORAGE_ERROR until the files are restored, or the loss is accepted with \
+                 `spate storage accept-loss --partition {}-{}` while the broker is stopped",
+                self.topic,
+                self.partition,
+                self.topic,
+                self.partition,
+            );
+            self.lost = Some(format!("offsets {ranges} are missing from its files"));
+            self.missing = missing;
+            return Ok(());
+        }
+        if let Some(end) = checkpoint
+            && self.next_offset < end
+        {
+            tracing::warn!(
+                partition = %format!("{}-{}", self.topic, self.partition),
+                from = self.next_offset,
+                to = end,
+                "the loss of this partition's tail was accepted: it continues at its checkpointed log end"
+            );
+            if self.active().size == 0 {
+                if let Some(seg) = self.segments.pop() {
+                    seg.remove()?;
+                }
+            } else {
+                self.active_mut().seal().map_err(|f| f.error)?;
+            }
+            self.segments.push(Segment::create(&self.dir, end)?);
+            self.next_offset = end;
+            self.dir_unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// An error when the partition is offline because data is missing (see [`Self::audit`]).
+    pub fn check_online(&self) -> Result<(), KafkaError> {
+        match &self.lost {
+            Some(why) => Err(KafkaError::Storage(format!("partition is offline: {why}"))),
+            None => Ok(()),
+        }
     }
 
     fn find_log_end(&mut self) -> io::Result<()> {
@@ -406,6 +659,7 @@ impl PartitionLog {
     /// already is (or the partition is offline).
     pub fn begin_flush(&mut self) -> Option<FlushJob> {
         if self.poisoned.is_some()
+            || self.lost.is_some()
             || (self.flushed_offset >= self.next_offset && !self.epochs_unflushed)
         {
             return None;
@@ -416,6 +670,7 @@ impl PartitionLog {
             epochs: std::mem::take(&mut self.epochs_unflushed)
                 .then(|| (self.dir.clone(), self.epochs.checkpoint_text())),
             target: self.next_offset,
+            checkpoint_dir: self.dir.clone(),
         })
     }
 
@@ -501,6 +756,7 @@ impl PartitionLog {
         if let Some(why) = &self.poisoned {
             return Err(KafkaError::Storage(format!("partition is offline: {why}")));
         }
+        self.check_online()?;
         let base_offset = self.next_offset;
         let mut next = base_offset;
         let mut headers = Vec::with_capacity(batches.len());
@@ -548,14 +804,15 @@ impl PartitionLog {
             }
             return Err(self.storage_error(op, f.error));
         }
-        let active = self.active().log.clone();
-        if !self
-            .unflushed_files
-            .iter()
-            .any(|(f, _)| Arc::ptr_eq(f, &active))
+        // The active segment holds its own files (only sealed ones borrow from the cache).
+        if let Some(active) = self.active().own_log()
+            && !self
+                .unflushed_files
+                .iter()
+                .any(|(f, _)| f.as_ref().is_some_and(|f| Arc::ptr_eq(f, &active)))
         {
             let path = self.active().path();
-            self.unflushed_files.push((active, path));
+            self.unflushed_files.push((Some(active), path));
         }
         self.next_offset = next;
         // A new epoch's first batch: the checkpoint is written with the flush that makes it
@@ -594,6 +851,12 @@ impl PartitionLog {
             return Err(f);
         }
         self.active_mut().release_indexes();
+        let sealed = self.active().path();
+        for (f, path) in &mut self.unflushed_files {
+            if *path == sealed {
+                *f = None;
+            }
+        }
         tracing::debug!(topic = %self.topic, partition = self.partition, base_offset = self.next_offset, "segment rolled");
         self.segments.push(seg);
         self.dir_unflushed = true;
@@ -632,6 +895,7 @@ impl PartitionLog {
         max_bytes: usize,
         visible_end: i64,
     ) -> Result<Option<FileSlice>, KafkaError> {
+        self.check_online()?;
         if offset < self.log_start_offset || offset > self.next_offset {
             return Err(self.out_of_range(offset));
         }
@@ -665,7 +929,7 @@ impl PartitionLog {
             .map_err(|e| self.storage_error("read", e))?;
             if let Some(s) = start {
                 return Ok(Some(FileSlice {
-                    file: seg.log.clone(),
+                    file: seg.log_file().map_err(|e| self.storage_error("read", e))?,
                     pos: s,
                     len: (end - s) as usize,
                 }));
@@ -678,6 +942,7 @@ impl PartitionLog {
     /// None when every record is older. Segments older than `timestamp` are skipped by their
     /// largest timestamp; within a segment the time index gives where to start scanning.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, KafkaError> {
+        self.check_online()?;
         for seg in &self.segments {
             if seg.max_timestamp < timestamp {
                 continue;
@@ -694,7 +959,9 @@ impl PartitionLog {
             })
             .map_err(|e| self.storage_error("timestamp lookup", e))?;
             if let Some(b) = found {
-                let bytes = read_at_most(&seg.log, b.pos, b.header.total_len())
+                let bytes = seg
+                    .log_file()
+                    .and_then(|f| read_at_most(&f, b.pos, b.header.total_len()))
                     .map_err(|e| self.storage_error("timestamp lookup", e))?;
                 if let Some((offset, ts)) = batch::first_offset_at_or_after(&bytes, timestamp) {
                     return Ok(Some((offset.max(self.log_start_offset), ts)));
@@ -713,6 +980,10 @@ impl PartitionLog {
     /// is over `retention.bytes`, and those whose newest record is older than `retention.ms`.
     /// The active segment is never deleted. Returns how many segments went.
     pub fn apply_retention(&mut self, retention: Retention, now_ms: i64) -> Option<Housekeeping> {
+        // An offline log's files are evidence for the operator: nothing deletes them.
+        if self.lost.is_some() {
+            return None;
+        }
         let mut doomed = 0;
         let mut size = self.size_bytes();
         while doomed + 1 < self.segments.len() {
@@ -728,7 +999,13 @@ impl PartitionLog {
             size -= seg.size;
             doomed += 1;
         }
-        (doomed > 0).then(|| self.drop_segments(doomed, None))
+        // The new log start is persisted, so the next start can tell these deleted segments
+        // from missing ones.
+        if doomed == 0 {
+            return None;
+        }
+        let start = self.log_start_offset.max(self.segments[doomed].base_offset);
+        Some(self.drop_segments(doomed, Some(start)))
     }
 
     /// Takes the first `n` segments out of the log and moves the log start offset past them;
@@ -741,9 +1018,13 @@ impl PartitionLog {
         self.dir_unflushed = true;
         let doomed: Vec<Segment> = self.segments.drain(..n).collect();
         // A deleted segment needs no sync, and holding its handle would keep its disk space
-        // (acks=1 topics without a flush policy never flush, so nothing else lets go of it).
+        // (acks=1 topics without a flush policy never flush, so nothing else lets go of it);
+        // the same goes for the shard's cache of sealed segments' files.
         self.unflushed_files
-            .retain(|(f, _)| !doomed.iter().any(|d| Arc::ptr_eq(f, &d.log)));
+            .retain(|(_, path)| !doomed.iter().any(|d| d.path() == *path));
+        for d in &doomed {
+            d.forget_files();
+        }
         Housekeeping {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -764,6 +1045,7 @@ impl PartitionLog {
         &mut self,
         offset: i64,
     ) -> Result<(i64, Option<Housekeeping>), KafkaError> {
+        self.check_online()?;
         let offset = if offset == -1 {
             self.next_offset
         } else {
@@ -799,6 +1081,14 @@ impl PartitionLog {
         let dir = self.dir.clone();
         drop(self);
         fs::remove_dir_all(dir)
+    }
+}
+
+impl Drop for PartitionLog {
+    /// A closed log's sealed segments give their cached descriptors back (on the owning
+    /// shard, where logs are dropped; a deleted partition's files must not stay open).
+    fn drop(&mut self) {
+        crate::storage::segment::sealed::forget_dir(&self.dir);
     }
 }
 
@@ -979,6 +1269,32 @@ mod tests {
         log
     }
 
+    /// Sealed segments read end to end hold at most the shard's limit of descriptors, and
+    /// a slice handed out keeps its file readable after the cache lets the segment go.
+    #[test]
+    fn sealed_segments_share_a_bounded_cache_of_descriptors() {
+        use crate::storage::segment::sealed;
+        sealed::set_fds_max(6);
+        let dir = tempfile::tempdir().unwrap();
+        let log = thirty(dir.path());
+        assert_eq!(sealed::open_fds(), 0, "rolled segments let their files go");
+        let first = log.read(0, 1, i64::MAX).unwrap().unwrap();
+        for offset in 0..30 {
+            assert_eq!(read_all(&log, offset, 1)[0], offset);
+            assert!(sealed::open_fds() <= 6, "{} open", sealed::open_fds());
+        }
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((0, 1000)));
+        let bytes = read_at_most(&first.file, first.pos, first.len).unwrap();
+        assert_eq!(batch::BatchHeader::parse(&bytes).unwrap().base_offset, 0);
+        drop(log);
+        assert_eq!(
+            sealed::open_fds(),
+            0,
+            "a closed log gives its descriptors back"
+        );
+        sealed::set_fds_max(sealed::SEGMENT_FDS_MAX_DEFAULT);
+    }
+
     #[test]
     fn timestamp_lookup_uses_the_time_index_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -1065,6 +1381,73 @@ mod tests {
             2,
             "first batch is more than segment.ms older"
         );
+    }
+
+    /// A log written before the checkpoint existed (none on disk) whose old retention left
+    /// a log start file below its first segment is not taken for one that lost data.
+    #[test]
+    fn a_log_from_before_the_checkpoint_is_not_taken_for_a_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = thirty(dir.path());
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        drop(log);
+        let pdir = partition_dir(dir.path(), "t", 0);
+        fs::write(pdir.join(LOG_START_FILE), "1").unwrap();
+        for base in &bases[..2] {
+            Segment::open(&pdir, *base, 1).unwrap().remove().unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![]);
+        assert_eq!(log.log_start_offset(), bases[2]);
+        assert_eq!(read_log_start(&pdir).unwrap(), Some(bases[2]));
+    }
+
+    /// Segments deleted by retention are not missing; the same segments deleted behind the
+    /// log's back are, and so is a lost tail, until the loss is accepted.
+    #[test]
+    fn open_tells_deleted_segments_from_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = thirty(dir.path());
+        flush(&mut log);
+        let bases: Vec<i64> = log.segments.iter().map(|s| s.base_offset).collect();
+        let job = log
+            .apply_retention(
+                Retention {
+                    ms: Some(50),
+                    bytes: None,
+                },
+                1300,
+            )
+            .unwrap();
+        job.run().unwrap();
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![], "retention deleted them");
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, 30));
+        drop(log);
+        // The first remaining segment and the last one go behind its back.
+        let pdir = partition_dir(dir.path(), "t", 0);
+        let first = *bases.iter().find(|&&b| b >= start).unwrap();
+        let second = *bases.iter().find(|&&b| b > first).unwrap();
+        let last = *bases.last().unwrap();
+        for base in [first, last] {
+            fs::remove_file(crate::storage::segment::log_path(&pdir, base)).unwrap();
+        }
+        let log = PartitionLog::open(dir.path(), "t", 0, small_segments(), true).unwrap();
+        assert_eq!(log.missing, vec![(first, second), (last, 30)]);
+        assert_eq!(log.read(second, 100, i64::MAX).unwrap_err().code(), 56);
+        assert_eq!(log.offset_for_timestamp(0).unwrap_err().code(), 56);
+        drop(log);
+        assert_eq!(
+            accept_loss(dir.path(), "t", 0).unwrap(),
+            vec![(first, second), (last, 30)]
+        );
+        let mut log = PartitionLog::open(dir.path(), "t", 0, small_segments(), false).unwrap();
+        assert_eq!(log.missing, vec![]);
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (second, 30));
+        assert_eq!(produce(&mut log, 5000, &[b"z"]).base_offset, 30);
     }
 
     #[test]

@@ -67,13 +67,14 @@ pub struct Segment {
     pub base_offset: i64,
     /// The partition directory holding this segment's files.
     dir: PathBuf,
-    /// Shared read-only with fetch responses in flight (see `FileSlice`); only this segment's
-    /// owner writes through it, and only past every slice it handed out.
-    pub log: Arc<File>,
-    index_file: File,
+    /// The segment's open files while it is active (and until it is sealed and released);
+    /// a sealed segment borrows them from the shard's bounded cache instead ([`sealed`]), so
+    /// descriptors do not grow with partitions x segments.
+    own: Option<Arc<SegmentFiles>>,
+    /// Names the segment in the cache of sealed segments' files (no path hashed per lookup).
+    id: u64,
     /// (offset - base_offset, position), ascending in both. Empty once released (sealed).
     index: Vec<(u32, u32)>,
-    time_index_file: File,
     /// (largest timestamp so far, offset - base_offset of the batch that raised it). Empty
     /// once released (sealed).
     time_index: Vec<(i64, u32)>,
@@ -145,6 +146,114 @@ pub struct Recovered {
 pub struct Located {
     pub header: BatchHeader,
     pub pos: u64,
+}
+
+/// A segment's three open files.
+#[derive(Debug)]
+pub struct SegmentFiles {
+    /// Shared read-only with fetch responses in flight (see `FileSlice`); only the segment's
+    /// owner writes through it, and only past every slice it handed out.
+    log: Arc<File>,
+    index: File,
+    time: File,
+}
+
+/// The files of sealed segments, opened on demand and kept in a bounded cache per thread:
+/// each shard is one thread, so this is a per-shard limit with no lock. A segment read again
+/// soon (a consumer going through old data) finds its files open; past
+/// `--segment-fds-max` descriptors, the least recently used segment's files are closed (a
+/// `FileSlice` in flight keeps its own `Arc<File>`, so a read in progress is never cut).
+pub mod sealed {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::{SegmentFiles, index_path, log_path, time_index_path};
+
+    /// Descriptors of sealed segments a shard keeps open when nothing sets it.
+    pub const SEGMENT_FDS_MAX_DEFAULT: usize = 3072;
+
+    struct Cache {
+        fds_max: usize,
+        tick: u64,
+        /// Segment id -> (its files, when last used, its partition directory).
+        entries: HashMap<u64, (Arc<SegmentFiles>, u64, PathBuf)>,
+    }
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+    /// A fresh segment id (unique in the process, whichever thread opens the segment).
+    pub(super) fn next_id() -> u64 {
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    thread_local! {
+        static CACHE: RefCell<Cache> = RefCell::new(Cache {
+            fds_max: SEGMENT_FDS_MAX_DEFAULT,
+            tick: 0,
+            entries: HashMap::new(),
+        });
+    }
+
+    /// Sets this thread's (shard's) limit on sealed segments' open descriptors.
+    pub fn set_fds_max(fds_max: usize) {
+        CACHE.with(|c| c.borrow_mut().fds_max = fds_max);
+    }
+
+    /// Descriptors of sealed segments this thread holds open now.
+    pub fn open_fds() -> usize {
+        CACHE.with(|c| c.borrow().entries.len() * 3)
+    }
+
+    /// Opens without creating: a sealed segment whose files are gone is an error, never a
+    /// new empty file.
+    fn open(p: PathBuf) -> io::Result<File> {
+        OpenOptions::new().read(true).open(p)
+    }
+
+    pub(super) fn get(id: u64, dir: &Path, base: i64) -> io::Result<Arc<SegmentFiles>> {
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.tick += 1;
+            let tick = c.tick;
+            if let Some((files, used, _)) = c.entries.get_mut(&id) {
+                *used = tick;
+                return Ok(files.clone());
+            }
+            let files = Arc::new(SegmentFiles {
+                log: Arc::new(open(log_path(dir, base))?),
+                index: open(index_path(dir, base))?,
+                time: open(time_index_path(dir, base))?,
+            });
+            // The least recently used go first; the one just opened always stays.
+            while !c.entries.is_empty() && (c.entries.len() + 1) * 3 > c.fds_max {
+                let oldest = c
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (_, used, _))| *used)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    c.entries.remove(&k);
+                }
+            }
+            c.entries
+                .insert(id, (files.clone(), tick, dir.to_path_buf()));
+            Ok(files)
+        })
+    }
+
+    pub(super) fn forget(id: u64) {
+        CACHE.with(|c| c.borrow_mut().entries.remove(&id));
+    }
+
+    /// Forgets every cached segment of a partition directory (the log is closed or deleted).
+    pub fn forget_dir(dir: &Path) {
+        CACHE.with(|c| c.borrow_mut().entries.retain(|_, (_, _, d)| d != dir));
+    }
 }
 
 fn open_rw(p: PathBuf, truncate: bool) -> io::Result<File> {
@@ -244,12 +353,15 @@ impl Segment {
         Ok(Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            log: Arc::new(log),
-            index_file,
+            own: Some(Arc::new(SegmentFiles {
+                log: Arc::new(log),
+                index: index_file,
+                time: time_index_file,
+            })),
             index: Vec::new(),
-            time_index_file,
             time_index: Vec::new(),
             resident: true,
+            id: sealed::next_id(),
             index_len: 0,
             time_len: 0,
             size: 0,
@@ -287,12 +399,15 @@ impl Segment {
         let mut seg = Segment {
             base_offset,
             dir: dir.to_path_buf(),
-            log: Arc::new(log),
-            index_file,
+            own: Some(Arc::new(SegmentFiles {
+                log: Arc::new(log),
+                index: index_file,
+                time: time_index_file,
+            })),
             index,
-            time_index_file,
             time_index,
             resident: true,
+            id: sealed::next_id(),
             index_len: 0,
             time_len: 0,
             size,
@@ -317,6 +432,7 @@ impl Segment {
     /// Rebuilds both indexes from the log. With `check`, every batch is verified (length,
     /// magic, CRC32C, offsets moving forward) and the log is cut at the first that fails.
     fn rebuild_indexes(&mut self, interval: u64, check: bool) -> io::Result<Recovered> {
+        self.own_files()?;
         let mut out = Recovered::default();
         let mut pos = 0u64;
         let mut next = self.base_offset;
@@ -328,7 +444,7 @@ impl Segment {
         self.max_timestamp = -1;
         self.first_timestamp = None;
         while pos + HEADER_LEN as u64 <= self.size {
-            let head = read_at_most(&self.log, pos, HEADER_LEN)?;
+            let head = read_at_most(&self.files()?.log, pos, HEADER_LEN)?;
             let Some(h) = BatchHeader::parse(&head) else {
                 break;
             };
@@ -344,7 +460,7 @@ impl Segment {
                 break;
             }
             if check {
-                let body = read_at_most(&self.log, pos, total as usize)?;
+                let body = read_at_most(&self.files()?.log, pos, total as usize)?;
                 if body.len() as u64 != total || crc32c::crc32c(&body[CRC_START..]) != h.crc {
                     break;
                 }
@@ -370,7 +486,7 @@ impl Segment {
                 // Without checks only a torn header ends a scan early; recovery decides.
                 out.truncated_bytes = 0;
             } else {
-                self.log.set_len(pos)?;
+                self.files()?.log.set_len(pos)?;
                 self.size = pos;
             }
         }
@@ -439,7 +555,7 @@ impl Segment {
             let path = time_index_path(&self.dir, self.base_offset);
             let written = faults::check(faults::Op::Seal, &path).and_then(|()| {
                 pwritev_all(
-                    &self.time_index_file,
+                    &self.files()?.time,
                     at,
                     &[&ts.to_be_bytes(), &rel.to_be_bytes()],
                 )
@@ -481,12 +597,14 @@ impl Segment {
         self.first_timestamp = mark.first_timestamp;
         self.last_batch_offset = mark.last_batch_offset;
         // The indexes first: an entry must never outlive the log bytes it points at.
-        self.index_file
+        self.files()?
+            .index
             .set_len((mark.index_len * INDEX_ENTRY_BYTES) as u64)?;
-        self.time_index_file
+        self.files()?
+            .time
             .set_len((mark.time_len * TIME_ENTRY_BYTES) as u64)?;
         faults::check(faults::Op::Undo, &log_path(&self.dir, self.base_offset))?;
-        self.log.set_len(mark.size)
+        self.files()?.log.set_len(mark.size)
     }
 
     /// Notes batches found by the end-of-log scan of a cleanly opened active segment (their
@@ -505,15 +623,15 @@ impl Segment {
             bytes.extend_from_slice(&rel.to_be_bytes());
             bytes.extend_from_slice(&pos.to_be_bytes());
         }
-        self.index_file.set_len(0)?;
-        pwritev_all(&self.index_file, 0, &[&bytes])?;
+        self.files()?.index.set_len(0)?;
+        pwritev_all(&self.files()?.index, 0, &[&bytes])?;
         let mut bytes = Vec::with_capacity(self.time_index.len() * TIME_ENTRY_BYTES);
         for &(ts, rel) in &self.time_index {
             bytes.extend_from_slice(&ts.to_be_bytes());
             bytes.extend_from_slice(&rel.to_be_bytes());
         }
-        self.time_index_file.set_len(0)?;
-        pwritev_all(&self.time_index_file, 0, &[&bytes])
+        self.files()?.time.set_len(0)?;
+        pwritev_all(&self.files()?.time, 0, &[&bytes])
     }
 
     /// Walks whole batches from `pos` to the end of the valid log, calling `f` for each until
@@ -526,7 +644,7 @@ impl Segment {
             if off + HEADER_LEN > window.len() {
                 window_pos = pos;
                 let want = SCAN_WINDOW_BYTES.min((self.size - pos) as usize);
-                window = read_at_most(&self.log, pos, want)?;
+                window = read_at_most(&self.files()?.log, pos, want)?;
                 if window.len() < HEADER_LEN {
                     break;
                 }
@@ -550,6 +668,8 @@ impl Segment {
     /// Frees the in-memory index entries (the segment was sealed): lookups read the index
     /// files from now on.
     pub fn release_indexes(&mut self) {
+        // Its descriptors go too: reads reopen it through the shard's cache of sealed segments.
+        self.own = None;
         if self.resident {
             self.index_len = self.index.len();
             self.time_len = self.time_index.len();
@@ -570,7 +690,7 @@ impl Segment {
         if self.resident {
             return self.index.get(i).copied().ok_or_else(past_index);
         }
-        let e = read_entry::<INDEX_ENTRY_BYTES>(&self.index_file, i)?;
+        let e = read_entry::<INDEX_ENTRY_BYTES>(&self.files()?.index, i)?;
         Ok(decode_index_entry(&e))
     }
 
@@ -579,7 +699,7 @@ impl Segment {
         if self.resident {
             return self.time_index.get(i).copied().ok_or_else(past_index);
         }
-        let e = read_entry::<TIME_ENTRY_BYTES>(&self.time_index_file, i)?;
+        let e = read_entry::<TIME_ENTRY_BYTES>(&self.files()?.time, i)?;
         Ok(decode_time_entry(&e))
     }
 
@@ -648,6 +768,18 @@ impl Segment {
         }
     }
 
+    /// One past the last offset of the segment's whole batches (its base when it holds none):
+    /// where the next segment must start for the log to have no gap. Scans from the last
+    /// index entry, so it reads at most an index interval of headers.
+    pub fn end_offset(&self) -> io::Result<i64> {
+        let mut end = self.base_offset;
+        self.scan(self.last_indexed_pos(), |b| {
+            end = b.header.last_offset() + 1;
+            true
+        })?;
+        Ok(end)
+    }
+
     /// Appends batches (given as buffers, in order) placed as `batches` say; adds index
     /// entries as they fall due. All or nothing: on failure the segment is as it was before
     /// (unless [`WriteFailed::undone`] says otherwise).
@@ -676,7 +808,7 @@ impl Segment {
     ) -> io::Result<()> {
         let start = self.size;
         faults::check(faults::Op::Write, &log_path(&self.dir, self.base_offset))?;
-        pwritev_all(&self.log, start, bufs)?;
+        pwritev_all(&self.files()?.log, start, bufs)?;
         let mut pos = start;
         let (index_len, time_len) = (self.index.len(), self.time_index.len());
         if start == 0 {
@@ -696,7 +828,7 @@ impl Segment {
         if !entries.is_empty() {
             faults::check(faults::Op::Index, &index_path(&self.dir, self.base_offset))?;
             pwritev_all(
-                &self.index_file,
+                &self.files()?.index,
                 (index_len * INDEX_ENTRY_BYTES) as u64,
                 &[&entries],
             )?;
@@ -712,12 +844,53 @@ impl Segment {
                 &time_index_path(&self.dir, self.base_offset),
             )?;
             pwritev_all(
-                &self.time_index_file,
+                &self.files()?.time,
                 (time_len * TIME_ENTRY_BYTES) as u64,
                 &[&entries],
             )?;
         }
         Ok(())
+    }
+
+    /// The segment's files: its own while it is active, else from the shard's cache of sealed
+    /// segments (reopened if it was evicted).
+    fn files(&self) -> io::Result<Arc<SegmentFiles>> {
+        match &self.own {
+            Some(f) => Ok(f.clone()),
+            None => sealed::get(self.id, &self.dir, self.base_offset),
+        }
+    }
+
+    /// Makes the segment hold its files itself, opened for writing (a sealed segment whose
+    /// indexes are rebuilt at open); released again with [`Segment::release_indexes`].
+    fn own_files(&mut self) -> io::Result<()> {
+        if self.own.is_none() {
+            let open = |p: PathBuf| OpenOptions::new().read(true).write(true).open(p);
+            self.own = Some(Arc::new(SegmentFiles {
+                log: Arc::new(open(log_path(&self.dir, self.base_offset))?),
+                index: open(index_path(&self.dir, self.base_offset))?,
+                time: open(time_index_path(&self.dir, self.base_offset))?,
+            }));
+            self.forget_files();
+        }
+        Ok(())
+    }
+
+    /// The log file, for reads that outlive this call (a `FileSlice` in flight holds it, and
+    /// with it the descriptor, even once the cache has let the segment go).
+    pub fn log_file(&self) -> io::Result<Arc<File>> {
+        Ok(self.files()?.log.clone())
+    }
+
+    /// The log file the segment holds itself (the active one always does).
+    pub fn own_log(&self) -> Option<Arc<File>> {
+        self.own.as_ref().map(|f| f.log.clone())
+    }
+
+    /// Forgets this segment's cached files (it is being deleted: an open descriptor would
+    /// keep its disk space). Call on the owning shard.
+    pub fn forget_files(&self) {
+        sealed::forget(self.id);
     }
 
     /// Path of the log file.
@@ -727,13 +900,15 @@ impl Segment {
 
     /// Deletes this segment's files.
     pub fn remove(self) -> io::Result<()> {
+        self.forget_files();
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;
         remove_files(&self.dir, self.base_offset)
     }
 
     /// Cuts the log at `size` (after a torn tail) and rebuilds the indexes from what is left.
     pub fn truncate(&mut self, size: u64, interval: u64) -> io::Result<()> {
-        self.log.set_len(size)?;
+        self.own_files()?;
+        self.files()?.log.set_len(size)?;
         self.size = size;
         self.rebuild_indexes(interval, false).map(drop)
     }

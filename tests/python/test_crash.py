@@ -103,7 +103,10 @@ def test_torn_tail_is_cut_and_log_accepts_writes(broker_factory):
     b = broker_factory(shards=1)
     topic = unique_topic("torn")
     create_topic(b.bootstrap, topic, 1)
-    p = producer(b.bootstrap, **{"linger.ms": 0})
+    # acks=1: the records are acknowledged from the page cache and never fdatasync'd before
+    # the kill, as a torn tail is in a real crash. (Synced data found corrupt below the
+    # checkpointed log end is lost data, not a torn tail: see test_tamper.py.)
+    p = producer(b.bootstrap, **{"linger.ms": 0, "acks": "1"})
     acked = []
     for i in range(20):
         p.produce(topic, value=f"m{i}".encode(), on_delivery=lambda e, m: acked.append(m.offset()) if e is None else None)

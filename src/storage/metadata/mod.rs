@@ -65,6 +65,37 @@ pub fn exists(data_dir: &Path) -> bool {
         .any(|f| data_dir.join(f).exists())
 }
 
+/// Partition directories (`<topic>-<partition>/`, `__consumer_offsets` aside: it is not in
+/// the metadata) in a data dir that has neither a metadata log nor a `catalog.json` to
+/// migrate. Such a dir lost its metadata: started anyway, it would serve an empty broker
+/// whose auto-created topics would then open, and mix with, the old partitions' data. The
+/// caller refuses to start when this is not empty.
+pub fn orphaned_partitions(data_dir: &Path) -> io::Result<Vec<String>> {
+    if data_dir.join(METADATA_DIR).exists() || data_dir.join(LEGACY_CATALOG).exists() {
+        return Ok(Vec::new());
+    }
+    let entries = match fs::read_dir(data_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let is_partition = name
+            .rsplit_once('-')
+            .is_some_and(|(t, p)| !t.is_empty() && p.parse::<u32>().is_ok());
+        if is_partition && !name.starts_with("__consumer_offsets-") && entry.path().is_dir() {
+            found.push(name);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
 /// Loads the metadata of `data_dir`, migrating an older `catalog.json` first, or starts empty
 /// metadata with a fresh cluster id on a first start. Blocking: call it at start-up, before
 /// the executors run. `node_id` holds every replica of migrated topics.
