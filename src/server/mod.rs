@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod handlers;
+pub mod log_limit;
 pub mod metrics_http;
 
 use std::rc::Rc;
@@ -27,6 +28,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::router::{Envelope, Router};
+use crate::server::log_limit::LogKind;
 use crate::shard::Shard;
 use crate::shard::calls::ShardMessage;
 use crate::storage::catalog::CatalogData;
@@ -54,6 +56,9 @@ const OFFSETS_EXPIRY_CHECK_MS: u64 = 600_000;
 /// Where each shard keeps its consumer groups' committed offsets: `<data_dir>/__groups/shard-N`.
 /// A topic name cannot contain '/', so this never collides with a partition directory.
 pub const GROUPS_DIR: &str = "__groups";
+/// The interval of the rate limit on log lines clients can trigger: at most one line of each
+/// kind per shard per interval (see `log_limit`).
+const CLIENT_LOG_INTERVAL_MS: u64 = 10_000;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
@@ -292,8 +297,12 @@ async fn shard_main(
         .detach();
     }
     let listener = listener?;
+    let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
+        CLIENT_LOG_INTERVAL_MS,
+    )));
     let accept = {
         let shard = shard.clone();
+        let conns = conns.clone();
         glommio::spawn_local(async move {
             loop {
                 match listener.accept().await {
@@ -307,24 +316,36 @@ async fn shard_main(
                             >= shard.config.connections_max
                         {
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-                            tracing::warn!(
-                                shard = shard.id,
-                                connections_max = shard.config.connections_max,
-                                "connection refused: the broker holds connections_max connections"
-                            );
+                            // A client reconnecting in a loop would write a line per try.
+                            if let Some(held_back) =
+                                conns.log.allow(LogKind::Refused, Instant::now())
+                            {
+                                tracing::warn!(
+                                    shard = shard.id,
+                                    connections_max = shard.config.connections_max,
+                                    held_back,
+                                    "connection refused: the broker holds connections_max connections"
+                                );
+                            }
                             drop(stream);
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
                         let shard = shard.clone();
+                        let conns = conns.clone();
                         glommio::spawn_local(async move {
-                            connection::serve(shard, stream).await;
+                            connection::serve(shard, conns, stream).await;
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
                         })
                         .detach();
                     }
                     Err(e) => {
-                        tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                        // Out of descriptors, for one: clients can cause it by connecting.
+                        if let Some(held_back) =
+                            conns.log.allow(LogKind::AcceptFailed, Instant::now())
+                        {
+                            tracing::warn!(shard = shard.id, error = %e, held_back, "accept failed");
+                        }
                         glommio::timer::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -387,6 +408,8 @@ async fn shard_main(
     }
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        // Reports bursts of rate-limited lines that have stopped.
+        conns.log.flush(Instant::now());
     }
     // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
     shard.stopping.set(true);
