@@ -99,12 +99,23 @@ impl LogLimiter {
                 .last_line
                 .is_none_or(|t| now.duration_since(t) >= self.interval);
             if w.held_back > 0 && due {
-                tracing::warn!(
-                    held_back = w.held_back,
-                    interval_ms = self.interval.as_millis() as u64,
-                    "{} (repeated; lines held back)",
-                    kind.name()
-                );
+                let interval_ms = self.interval.as_millis() as u64;
+                // Idle closes are routine (clients that went away), the rest are warnings.
+                if kind == LogKind::IdleClosed {
+                    tracing::info!(
+                        held_back = w.held_back,
+                        interval_ms,
+                        "{} (repeated)",
+                        kind.name()
+                    );
+                } else {
+                    tracing::warn!(
+                        held_back = w.held_back,
+                        interval_ms,
+                        "{} (repeated)",
+                        kind.name()
+                    );
+                }
                 w.held_back = 0;
                 w.last_line = Some(now);
                 lines += 1;
