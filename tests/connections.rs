@@ -193,7 +193,7 @@ fn idle_and_stalled_connections_are_closed_and_active_ones_kept() {
 }
 
 #[test]
-fn an_idle_connection_costs_at_most_16_kib() {
+fn an_idle_connection_costs_at_most_16_kib_and_gives_it_back() {
     const CONNECTIONS: usize = 1000;
     let limit = raise_fd_limit();
     assert!(
@@ -224,6 +224,18 @@ fn an_idle_connection_costs_at_most_16_kib() {
         "{per_conn:.1} KiB of RSS per idle connection ({before} -> {after} KiB)"
     );
     drop(conns);
+    // Closed connections give their memory back: the broker's RSS falls to near where it was.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut closed = broker.rss_kib();
+    while closed > before + 1024 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        closed = broker.rss_kib();
+    }
+    eprintln!("RSS {closed} KiB after the {CONNECTIONS} connections closed");
+    assert!(
+        closed <= before + 1024,
+        "RSS stayed at {closed} KiB after the connections closed (was {before} KiB before them)"
+    );
     broker.stop();
 }
 
