@@ -2,10 +2,13 @@
 //! take effect in the order they were sent and are answered in that order, as in Kafka; an
 //! acks=all produce's fdatasync overlaps the requests behind it (see [`run`]).
 //!
-//! Lives on: the shard that accepted the socket. Frames are read into one growing buffer and
-//! split off as `Bytes`, so a request's record bytes are views of what the socket delivered.
-//! A frame whose size is negative or above `request_bytes_max`, or that does not decode, closes
-//! the connection; nothing of the claimed size is allocated before the bytes arrive.
+//! Lives on: the shard that accepted the socket. Each frame is read into its own buffer, which
+//! grows with the bytes that arrive and takes the shard's in-flight budget as it grows, and is
+//! handed on as `Bytes`, so a request's record bytes are views of what the socket delivered.
+//! Nothing is buffered between frames, so an idle connection holds no buffer. A frame whose
+//! size is negative or above `request_bytes_max`, or that does not decode, closes the
+//! connection; nothing of the claimed size is allocated or budgeted before the bytes arrive.
+//! A connection that completes no request for `connections_max_idle_ms` is closed.
 
 use std::cell::Cell;
 use std::os::unix::fs::FileExt;
@@ -136,10 +139,7 @@ impl FrameReader {
             let len = buf.len();
             let step = (paid - len).min(READ_CHUNK_BYTES);
             buf.resize(len + step, 0);
-            let n = match stream.read(&mut buf[len..]).await {
-                Ok(n) => n,
-                Err(e) => return Err(e.into()),
-            };
+            let n = stream.read(&mut buf[len..]).await?;
             buf.truncate(len + n);
             if n == 0 {
                 return Err(ConnError::Frame(FrameError::Undecodable(format!(
