@@ -133,6 +133,9 @@ impl FrameReader {
                     size.min(paid.saturating_mul(2))
                 };
                 self.take_budget(&mut budget, grow_to - paid).await?;
+                // Growing may move what arrived so far (a realloc copy; large buffers are
+                // usually remapped instead). Summed over the doublings that is at most the
+                // frame's size once: the price of not trusting the size prefix with memory.
                 buf.reserve(grow_to - buf.len());
                 paid = grow_to;
             }
