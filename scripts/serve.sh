@@ -2,7 +2,7 @@
 # Run a release broker locally.
 #
 #   scripts/serve.sh                               127.0.0.1:9092, data in <repo>/spate-data
-#   scripts/serve.sh --listen 0.0.0.0:9092 --shards 4
+#   scripts/serve.sh --listen 0.0.0.0:9092 --advertised-listener broker1.example:9092 --shards 4
 #
 # Arguments are passed to `spate serve` (relative paths are relative to the
 # current directory); --listen and --data-dir get defaults only when not given.

@@ -64,6 +64,10 @@ pub struct Config {
     pub pipeline_requests_max: usize,
     /// Client connections the whole broker holds at once; more are closed at accept.
     pub connections_max: usize,
+    /// A connection that completes no request for this long is closed (Kafka's
+    /// `connections.max.idle.ms`): silent ones, and ones stuck inside a size prefix or a frame,
+    /// which would otherwise hold their socket and read budget for ever.
+    pub connections_max_idle_ms: u64,
     /// Where the Prometheus metrics endpoint listens (off when None).
     pub metrics_listen: Option<SocketAddr>,
     /// Upper bound on a Fetch's `max_wait_ms`, whatever the client asks.
@@ -116,6 +120,7 @@ impl Config {
             inflight_bytes_max: 256 * 1024 * 1024,
             pipeline_requests_max: 16,
             connections_max: 10_000,
+            connections_max_idle_ms: 600_000,
             metrics_listen: None,
             flush_ms: None,
             fetch_wait_ms_max: 30_000,
@@ -143,6 +148,22 @@ impl Config {
                 self.listen,
                 self.listen.ip()
             ));
+        }
+        if let Ok(ip) = self.advertised_listener.0.parse::<std::net::IpAddr>()
+            && ip.is_unspecified()
+        {
+            // A wildcard address means "every interface" to bind(2) but "this machine" to a
+            // client: remote clients would bootstrap, then connect to themselves. Kafka
+            // refuses it for the same reason.
+            return Err(format!(
+                "--listen {} accepts on every interface, but clients cannot connect to {}: \
+                 set --advertised-listener HOST:{} (advertised_listener) to the name or \
+                 address clients should use",
+                self.listen, self.advertised_listener.0, self.advertised_listener.1
+            ));
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err("--connections-max-idle-ms must be at least 1".into());
         }
         if self.shard_cpus.len() != self.shards {
             return Err(format!(

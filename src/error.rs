@@ -31,6 +31,8 @@ impl ErrorCode {
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode =
         Self::of(ResponseError::CoordinatorLoadInProgress);
     pub const UNSUPPORTED_VERSION: ErrorCode = Self::of(ResponseError::UnsupportedVersion);
+    /// A SASL request where the listener's state admits none (SaslHandshake on PLAINTEXT).
+    pub const ILLEGAL_SASL_STATE: ErrorCode = Self::of(ResponseError::IllegalSaslState);
     /// OffsetCommit metadata longer than the broker keeps.
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode =
         Self::of(ResponseError::OffsetMetadataTooLarge);

@@ -102,6 +102,11 @@ pub struct Settings {
     /// [default: 10000].
     #[arg(long)]
     pub connections_max: Option<usize>,
+    /// Close a connection that completes no request for this many ms: one that sends
+    /// nothing, or stops inside a size prefix or a frame (connections.max.idle.ms); answers
+    /// still being handled keep it open [default: 600000].
+    #[arg(long)]
+    pub connections_max_idle_ms: Option<u64>,
     /// How long a new group's first rebalance waits for more members, in ms
     /// (group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long)]
@@ -164,6 +169,7 @@ impl Settings {
             inflight_bytes_max,
             pipeline_requests_max,
             connections_max,
+            connections_max_idle_ms,
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
             offsets_topic_num_partitions,
@@ -215,6 +221,7 @@ impl Settings {
             .pipeline_requests_max
             .unwrap_or(c.pipeline_requests_max);
         c.connections_max = self.connections_max.unwrap_or(c.connections_max);
+        c.connections_max_idle_ms = set(self.connections_max_idle_ms, c.connections_max_idle_ms);
         c.group_initial_rebalance_delay_ms = set(
             self.group_initial_rebalance_delay_ms,
             c.group_initial_rebalance_delay_ms,
@@ -257,6 +264,7 @@ impl Settings {
             inflight_bytes_max: Some(c.inflight_bytes_max),
             pipeline_requests_max: Some(c.pipeline_requests_max),
             connections_max: Some(c.connections_max),
+            connections_max_idle_ms: Some(c.connections_max_idle_ms),
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
@@ -322,6 +330,41 @@ mod tests {
         assert_eq!(again.retention_ms, None);
         assert_eq!(again.shards, 2);
         assert_eq!(again.segment_bytes, c.segment_bytes);
+    }
+
+    #[test]
+    fn a_wildcard_listen_needs_an_advertised_listener() {
+        let wildcard = Settings {
+            listen: Some("0.0.0.0:9092".parse().expect("address")),
+            ..Default::default()
+        };
+        let e = wildcard.clone().into_config(&[0]).unwrap_err();
+        assert!(e.contains("--advertised-listener"), "{e}");
+        let advertised = Settings {
+            advertised_listener: Some("broker1.example:9092".into()),
+            ..wildcard
+        };
+        let c = advertised.into_config(&[0]).unwrap();
+        assert_eq!(c.advertised_listener, ("broker1.example".to_string(), 9092));
+        let zero_ip = Settings {
+            advertised_listener: Some("0.0.0.0:9092".into()),
+            ..Default::default()
+        };
+        assert!(zero_ip.into_config(&[0]).is_err());
+    }
+
+    #[test]
+    fn idle_timeout_is_a_setting_that_round_trips() {
+        let file: Settings = toml::from_str("connections_max_idle_ms = 3000").unwrap();
+        let c = file.into_config(&[0]).unwrap();
+        assert_eq!(c.connections_max_idle_ms, 3000);
+        let printed = Settings::of(&c, LogFormat::Text).to_toml().unwrap();
+        assert!(
+            printed.contains("connections_max_idle_ms = 3000"),
+            "{printed}"
+        );
+        let default = Settings::default().into_config(&[0]).unwrap();
+        assert_eq!(default.connections_max_idle_ms, 600_000);
     }
 
     #[test]

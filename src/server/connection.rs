@@ -2,14 +2,19 @@
 //! take effect in the order they were sent and are answered in that order, as in Kafka; an
 //! acks=all produce's fdatasync overlaps the requests behind it (see [`run`]).
 //!
-//! Lives on: the shard that accepted the socket. Frames are read into one growing buffer and
-//! split off as `Bytes`, so a request's record bytes are views of what the socket delivered.
-//! A frame whose size is negative or above `request_bytes_max`, or that does not decode, closes
-//! the connection; nothing of the claimed size is allocated before the bytes arrive.
+//! Lives on: the shard that accepted the socket. Each frame is read into its own buffer, which
+//! grows with the bytes that arrive and takes the shard's in-flight budget as it grows, and is
+//! handed on as `Bytes`, so a request's record bytes are views of what the socket delivered.
+//! Nothing is buffered between frames, so an idle connection holds no buffer. A frame whose
+//! size is negative or above `request_bytes_max`, or that does not decode, closes the
+//! connection; nothing of the claimed size is allocated or budgeted before the bytes arrive.
+//! A connection that completes no request for `connections_max_idle_ms` is closed.
 
+use std::cell::Cell;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -20,68 +25,158 @@ use crate::error::FrameError;
 use crate::protocol::fetch::{Chunk, FileSlice};
 use crate::protocol::{Decoded, decode_request, frame_size};
 use crate::server::handlers;
+use crate::server::log_limit::{LogKind, LogLimiter};
 use crate::shard::Shard;
 
-/// Bytes asked of the socket per read.
-const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// The first piece of a frame's buffer: frames start this small and double as their bytes
+/// arrive, so a size prefix alone costs neither memory nor budget beyond it.
+const FRAME_FIRST_BYTES: usize = 16 * 1024;
+/// Bytes asked of the socket per read (each read zero-fills at most this much buffer).
+const READ_CHUNK_BYTES: usize = 1024 * 1024;
 /// Bytes asked of one sendfile(2) call.
 const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes copied from a file per write on the copying path.
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 
+/// What the connections of one shard share: the limiter of the log lines clients can
+/// trigger, and the shard's one overshoot slot (see [`FrameReader::take_budget`]).
+///
+/// Lives on: one shard, created by its accept loop; no other shard sees it.
+pub struct ShardConns {
+    pub log: LogLimiter,
+    overshoot_taken: Cell<bool>,
+}
+
+impl ShardConns {
+    pub fn new(log_interval: Duration) -> ShardConns {
+        ShardConns {
+            log: LogLimiter::new(log_interval),
+            overshoot_taken: Cell::new(false),
+        }
+    }
+}
+
+/// The in-flight budget a frame holds, released when the frame's answer is written (or the
+/// frame is dropped): permits for what its buffer grew to, or the shard's overshoot slot.
+#[derive(Default)]
+struct FrameBudget {
+    permits: Vec<StaticPermit>,
+    overshoot: Option<Overshoot>,
+}
+
+/// The shard's overshoot slot while a frame holds it.
+struct Overshoot(Rc<ShardConns>);
+
+impl Drop for Overshoot {
+    fn drop(&mut self) {
+        self.0.overshoot_taken.set(false);
+    }
+}
+
 enum Next {
     /// A frame, and its share of the shard's in-flight budget (released when dropped).
-    Frame(bytes::Bytes, StaticPermit),
+    Frame(bytes::Bytes, FrameBudget),
     Closed,
 }
 
 struct FrameReader {
-    buf: BytesMut,
     request_bytes_max: usize,
     /// The shard's in-flight request memory budget, in bytes, and its size.
     inflight: Rc<Semaphore>,
     inflight_total: u64,
+    conns: Rc<ShardConns>,
+    /// No frame has been read yet (a TLS ClientHello can only come first).
+    first: bool,
+}
+
+/// Whether a size prefix is the start of a TLS record carrying a handshake (0x16, then major
+/// version 3): a TLS client talking to the plaintext port. As a size it would read as ~369 MB.
+fn looks_like_tls(prefix: [u8; 4]) -> bool {
+    prefix[0] == 0x16 && prefix[1] == 0x03 && prefix[2] <= 0x04
 }
 
 impl FrameReader {
-    /// Reads until `want` bytes are buffered; false on a clean EOF.
-    async fn fill(&mut self, stream: &mut TcpStream, want: usize) -> std::io::Result<bool> {
-        while self.buf.len() < want {
-            let have = self.buf.len();
-            let step = READ_CHUNK_BYTES.max(want.saturating_sub(have).min(READ_CHUNK_BYTES * 16));
-            self.buf.resize(have + step, 0);
-            let n = stream.read(&mut self.buf[have..]).await;
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(have + n);
+    /// Reads the next frame. Nothing is buffered between frames, and a frame's buffer and
+    /// budget grow with the bytes that actually arrived (doubling from
+    /// [`FRAME_FIRST_BYTES`]), never with the size the prefix claims: a client that sends a
+    /// large size and then nothing holds 16 KiB, not the size (until the idle timeout closes
+    /// it). Bytes are only read up to the end of the frame, so every buffered byte is paid for
+    /// by the frame that holds it.
+    async fn next(&mut self, stream: &mut TcpStream) -> Result<Next, ConnError> {
+        let mut prefix = [0u8; 4];
+        let mut have = 0;
+        while have < 4 {
+            let n = stream.read(&mut prefix[have..]).await?;
             if n == 0 {
-                return Ok(false);
+                if have == 0 {
+                    return Ok(Next::Closed);
+                }
+                return Err(ConnError::Frame(FrameError::Undecodable(
+                    "connection closed inside a size prefix".into(),
+                )));
+            }
+            have += n;
+        }
+        if std::mem::take(&mut self.first) && looks_like_tls(prefix) {
+            return Err(ConnError::TlsOnPlaintext);
+        }
+        let size = frame_size(prefix, self.request_bytes_max)?;
+        let mut budget = FrameBudget::default();
+        let mut buf = BytesMut::new();
+        // Bytes of budget taken for `buf`: what it may hold.
+        let mut paid = 0usize;
+        while buf.len() < size {
+            if buf.len() == paid {
+                let grow_to = if paid == 0 {
+                    size.min(FRAME_FIRST_BYTES)
+                } else {
+                    size.min(paid.saturating_mul(2))
+                };
+                self.take_budget(&mut budget, grow_to - paid).await?;
+                // Growing may move what arrived so far (a realloc copy; large buffers are
+                // usually remapped instead). Summed over the doublings that is at most the
+                // frame's size once: the price of not trusting the size prefix with memory.
+                buf.reserve(grow_to - buf.len());
+                paid = grow_to;
+            }
+            let len = buf.len();
+            let step = (paid - len).min(READ_CHUNK_BYTES);
+            buf.resize(len + step, 0);
+            let n = stream.read(&mut buf[len..]).await?;
+            buf.truncate(len + n);
+            if n == 0 {
+                return Err(ConnError::Frame(FrameError::Undecodable(format!(
+                    "connection closed after {len} of {size} frame bytes"
+                ))));
             }
         }
-        Ok(true)
+        Ok(Next::Frame(buf.freeze(), budget))
     }
 
-    async fn next(&mut self, stream: &mut TcpStream) -> Result<Next, ConnError> {
-        if !self.fill(stream, 4).await? {
-            if self.buf.is_empty() {
-                return Ok(Next::Closed);
-            }
-            return Err(ConnError::Frame(FrameError::Undecodable(
-                "connection closed inside a size prefix".into(),
-            )));
+    /// Takes `bytes` more of the shard's in-flight budget for a frame, waiting while the
+    /// shard holds its budget (the socket is not read meanwhile, so TCP flow control slows
+    /// the client down instead of memory growing).
+    ///
+    /// Frames that are part read hold budget while they wait for more, so several large
+    /// frames could each hold part of the budget and wait for each other for ever. To rule
+    /// that out, one part-read frame per shard may go on without budget when the budget is
+    /// full (the overshoot slot, held until its answer is written): the shard then holds at
+    /// most `inflight_bytes_max` plus one frame, and some frame always makes progress.
+    async fn take_budget(&self, budget: &mut FrameBudget, bytes: usize) -> Result<(), ConnError> {
+        let units = (bytes as u64).clamp(1, self.inflight_total);
+        if let Ok(p) = self.inflight.try_acquire_static_permit(units) {
+            budget.permits.push(p);
+            return Ok(());
         }
-        let prefix = [self.buf[0], self.buf[1], self.buf[2], self.buf[3]];
-        let size = frame_size(prefix, self.request_bytes_max)?;
-        // Backpressure: a frame is read only once the shard has room for it (a frame larger
-        // than the whole budget waits for all of it). While it waits the socket is not read,
-        // so TCP flow control slows the client down instead of memory growing.
-        let units = (size as u64).clamp(1, self.inflight_total);
-        let permit = self
+        if budget.overshoot.is_some() {
+            return Ok(());
+        }
+        if !budget.permits.is_empty() && !self.conns.overshoot_taken.get() {
+            self.conns.overshoot_taken.set(true);
+            budget.overshoot = Some(Overshoot(self.conns.clone()));
+            return Ok(());
+        }
+        let p = self
             .inflight
             .acquire_static_permit(units)
             .await
@@ -90,15 +185,8 @@ impl FrameReader {
                     "in-flight budget closed: {e}"
                 )))
             })?;
-        if !self.fill(stream, 4 + size).await? {
-            return Err(ConnError::Frame(FrameError::Undecodable(format!(
-                "connection closed after {} of {size} frame bytes",
-                self.buf.len() - 4
-            ))));
-        }
-        let mut frame = self.buf.split_to(4 + size);
-        let _ = frame.split_to(4);
-        Ok(Next::Frame(frame.freeze(), permit))
+        budget.permits.push(p);
+        Ok(())
     }
 }
 
@@ -112,9 +200,16 @@ enum ConnError {
     Handler(#[from] anyhow::Error),
     #[error("{0} is not allowed before authentication")]
     NotAdmitted(&'static str),
+    #[error("no complete request within connections_max_idle_ms")]
+    Idle,
+    #[error(
+        "the client spoke TLS to the plaintext listener (its first bytes are a TLS \
+         ClientHello): this listener has no TLS; connect without TLS (security.protocol=PLAINTEXT)"
+    )]
+    TlsOnPlaintext,
 }
 
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConns>, stream: TcpStream) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -125,17 +220,42 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         .set(shard.stats.connections.get() + 1);
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
     let peer_addr: Rc<str> = peer.as_str().into();
-    let result = run(&shard, stream, &peer_addr).await;
+    let result = run(&shard, &conns, stream, &peer_addr).await;
     shard
         .stats
         .connections
         .set(shard.stats.connections.get() - 1);
-    match result {
-        Ok(()) => tracing::debug!(shard = shard.id, %peer, "connection closed"),
-        Err(ConnError::Io(e)) => {
-            tracing::debug!(shard = shard.id, %peer, error = %e, "connection ended")
+    // A client can close connections in any of these ways as fast as it can connect, so
+    // every line but the debug ones is rate-limited (see `log_limit`).
+    let kind = match &result {
+        Ok(()) => {
+            tracing::debug!(shard = shard.id, %peer, "connection closed");
+            return;
         }
-        Err(e) => tracing::warn!(shard = shard.id, %peer, error = %e, "closing connection"),
+        Err(ConnError::Io(e)) => {
+            tracing::debug!(shard = shard.id, %peer, error = %e, "connection ended");
+            return;
+        }
+        Err(ConnError::Idle) => LogKind::IdleClosed,
+        Err(ConnError::TlsOnPlaintext) => LogKind::TlsOnPlaintext,
+        Err(_) => LogKind::BadRequest,
+    };
+    let Some(held_back) = conns.log.allow(kind, Instant::now()) else {
+        return;
+    };
+    if let Err(e) = result {
+        match kind {
+            LogKind::IdleClosed => tracing::info!(
+                shard = shard.id,
+                %peer,
+                idle_ms = shard.config.connections_max_idle_ms,
+                held_back,
+                "closing idle connection: {e}"
+            ),
+            _ => {
+                tracing::warn!(shard = shard.id, %peer, held_back, error = %e, "closing connection")
+            }
+        }
     }
 }
 
@@ -146,7 +266,7 @@ struct InFlight {
     /// The handler, running as its own (detached) task.
     answer: glommio::task::JoinHandle<anyhow::Result<Option<Vec<Chunk>>>>,
     /// The frame's share of the shard's in-flight budget, held until the answer is written.
-    _permit: StaticPermit,
+    _budget: FrameBudget,
     _busy: Busy,
 }
 
@@ -179,7 +299,12 @@ impl Drop for Busy {
 /// The writer has its own handle on the socket (a dup of the descriptor), so that reading
 /// and writing wait independently. A frame that does not decode ends reading: the answers
 /// before it are still written, then the connection closes.
-async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_addr: &Rc<str>) -> Result<(), ConnError> {
+async fn run(
+    shard: &Rc<Shard>,
+    conns: &Rc<ShardConns>,
+    stream: TcpStream,
+    peer_addr: &Rc<str>,
+) -> Result<(), ConnError> {
     // Non-blocking for good, so sendfile never stalls the shard. glommio's stream only ever
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
     // it; the flag belongs to the open file, so the dup below shares it.
@@ -189,16 +314,56 @@ async fn run(shard: &Rc<Shard>, stream: TcpStream, peer_addr: &Rc<str>) -> Resul
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
         shard.config.pipeline_requests_max,
     );
-    let read_result: std::cell::Cell<Option<Result<(), ConnError>>> = Default::default();
+    let read_result: Cell<Option<Result<(), ConnError>>> = Default::default();
+    let activity = Activity {
+        last: Cell::new(Instant::now()),
+        pending: Cell::new(0),
+    };
     let reading = async {
-        let r = read_loop(shard, &mut read_half, peer_addr, tx).await;
+        let r = read_loop(shard, conns, &mut read_half, peer_addr, tx, &activity).await;
         read_result.set(Some(r));
         // The writer finishes the answers already under way and ends the connection.
         futures_lite::future::pending::<Result<(), ConnError>>().await
     };
-    let writing = write_loop(shard, &mut write_half, rx);
-    futures_lite::future::or(reading, writing).await?;
+    let writing = write_loop(shard, &mut write_half, rx, &activity);
+    let idle = idle_watch(
+        &activity,
+        Duration::from_millis(shard.config.connections_max_idle_ms),
+    );
+    futures_lite::future::or(reading, futures_lite::future::or(writing, idle)).await?;
     read_result.take().unwrap_or(Ok(()))
+}
+
+/// When a connection last did something, for the idle timeout.
+struct Activity {
+    /// When the last complete request was read or the last answer written.
+    last: Cell<Instant>,
+    /// Requests read and not yet answered.
+    pending: Cell<usize>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last.set(Instant::now());
+    }
+}
+
+/// Ends with [`ConnError::Idle`] once the connection has completed no request and written no
+/// answer for `idle`, and has none under way. Bytes that do not complete a request (half a
+/// size prefix, part of a frame) are not activity, so a stalled frame is closed too, and
+/// its budget freed. A request being handled (a long-polling Fetch) keeps the connection.
+async fn idle_watch(activity: &Activity, idle: Duration) -> Result<(), ConnError> {
+    loop {
+        let due = activity.last.get() + idle;
+        let now = Instant::now();
+        if now < due {
+            glommio::timer::sleep(due - now).await;
+        } else if activity.pending.get() > 0 {
+            activity.touch();
+        } else {
+            return Err(ConnError::Idle);
+        }
+    }
 }
 
 /// A second handle on a connection's socket, for the writer.
@@ -250,25 +415,32 @@ impl ConnState {
 
 async fn read_loop(
     shard: &Rc<Shard>,
+    conns: &Rc<ShardConns>,
     stream: &mut TcpStream,
     peer_addr: &Rc<str>,
     tx: glommio::channels::local_channel::LocalSender<InFlight>,
+    activity: &Activity,
 ) -> Result<(), ConnError> {
     let mut reader = FrameReader {
-        buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
         request_bytes_max: shard.config.request_bytes_max,
         inflight: shard.inflight.clone(),
         inflight_total: shard.config.inflight_bytes_max as u64,
+        conns: conns.clone(),
+        first: true,
     };
     let state = ConnState::Authenticated(handlers::Principal::anonymous());
     loop {
         if shard.stopping.get() {
             return Ok(());
         }
-        let (frame, permit) = match reader.next(stream).await? {
-            Next::Frame(f, permit) => (f, permit),
+        let (frame, budget) = match reader.next(stream).await? {
+            Next::Frame(f, budget) => (f, budget),
             Next::Closed => return Ok(()),
         };
+        activity.touch();
+        // Counted from here, so that a request whose handler waits (a JoinGroup in a
+        // rebalance) keeps the connection from looking idle.
+        activity.pending.set(activity.pending.get() + 1);
         if shard.stopping.get() {
             // Stopping: take no new work; the client retries elsewhere or after the restart.
             return Ok(());
@@ -314,7 +486,7 @@ async fn read_loop(
             started,
             api,
             answer,
-            _permit: permit,
+            _budget: budget,
             _busy: busy,
         };
         if tx.send(in_flight).await.is_err() {
@@ -328,6 +500,7 @@ async fn write_loop(
     shard: &Rc<Shard>,
     stream: &mut TcpStream,
     rx: glommio::channels::local_channel::LocalReceiver<InFlight>,
+    activity: &Activity,
 ) -> Result<(), ConnError> {
     while let Some(f) = rx.recv().await {
         let result = async {
@@ -343,6 +516,10 @@ async fn write_loop(
         .await;
         let micros = f.started.elapsed().as_micros() as u64;
         shard.metrics.record(f.api, micros, result.is_err());
+        activity
+            .pending
+            .set(activity.pending.get().saturating_sub(1));
+        activity.touch();
         result?;
     }
     Ok(())

@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod handlers;
+pub mod log_limit;
 pub mod metrics_http;
 
 use std::rc::Rc;
@@ -27,6 +28,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::router::{Envelope, Router};
+use crate::server::log_limit::LogKind;
 use crate::shard::Shard;
 use crate::shard::calls::ShardMessage;
 use crate::storage::catalog::CatalogData;
@@ -54,6 +56,12 @@ const OFFSETS_EXPIRY_CHECK_MS: u64 = 600_000;
 /// Where each shard keeps its consumer groups' committed offsets: `<data_dir>/__groups/shard-N`.
 /// A topic name cannot contain '/', so this never collides with a partition directory.
 pub const GROUPS_DIR: &str = "__groups";
+/// The interval of the rate limit on log lines clients can trigger: at most one line of each
+/// kind per shard per interval (see `log_limit`).
+const CLIENT_LOG_INTERVAL_MS: u64 = 10_000;
+/// Connections a shard must have closed since its peak before it hands freed heap memory back
+/// to the kernel (see [`give_back_freed_memory`]).
+const TRIM_AFTER_CLOSED_CONNECTIONS: u64 = 64;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
@@ -294,8 +302,12 @@ async fn shard_main(
         .detach();
     }
     let listener = listener?;
+    let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
+        CLIENT_LOG_INTERVAL_MS,
+    )));
     let accept = {
         let shard = shard.clone();
+        let conns = conns.clone();
         glommio::spawn_local(async move {
             loop {
                 match listener.accept().await {
@@ -309,24 +321,36 @@ async fn shard_main(
                             >= shard.config.connections_max
                         {
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
-                            tracing::warn!(
-                                shard = shard.id,
-                                connections_max = shard.config.connections_max,
-                                "connection refused: the broker holds connections_max connections"
-                            );
+                            // A client reconnecting in a loop would write a line per try.
+                            if let Some(held_back) =
+                                conns.log.allow(LogKind::Refused, Instant::now())
+                            {
+                                tracing::warn!(
+                                    shard = shard.id,
+                                    connections_max = shard.config.connections_max,
+                                    held_back,
+                                    "connection refused: the broker holds connections_max connections"
+                                );
+                            }
                             drop(stream);
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
                         let shard = shard.clone();
+                        let conns = conns.clone();
                         glommio::spawn_local(async move {
-                            connection::serve(shard, stream).await;
+                            connection::serve(shard, conns, stream).await;
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
                         })
                         .detach();
                     }
                     Err(e) => {
-                        tracing::warn!(shard = shard.id, error = %e, "accept failed");
+                        // Out of descriptors, for one: clients can cause it by connecting.
+                        if let Some(held_back) =
+                            conns.log.allow(LogKind::AcceptFailed, Instant::now())
+                        {
+                            tracing::warn!(shard = shard.id, error = %e, held_back, "accept failed");
+                        }
                         glommio::timer::sleep(Duration::from_millis(10)).await;
                     }
                 }
@@ -387,8 +411,20 @@ async fn shard_main(
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
+    let (mut connections_peak, mut connections_before) = (0, 0);
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        // Reports bursts of rate-limited lines that have stopped.
+        conns.log.flush(Instant::now());
+        // Once many connections have closed and the count has settled, the memory they
+        // freed goes back to the kernel.
+        let open = shard.stats.connections.get();
+        connections_peak = connections_peak.max(open);
+        if connections_peak - open >= TRIM_AFTER_CLOSED_CONNECTIONS && open == connections_before {
+            connections_peak = open;
+            give_back_freed_memory();
+        }
+        connections_before = open;
     }
     // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
     shard.stopping.set(true);
@@ -426,4 +462,18 @@ async fn shard_main(
         "shard stopped"
     );
     Ok(())
+}
+
+/// Hands the heap's free pages back to the kernel. The allocator keeps what closed
+/// connections freed for reuse, so after a burst of connections the broker's RSS would stay
+/// at the burst's peak for good. Called only after many connections closed (a few times per
+/// burst, never per request); it walks the allocator's free lists, which takes well under a
+/// millisecond for a heap of tens of MiB.
+fn give_back_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas; it takes
+    // no pointers and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -152,7 +152,8 @@ pub struct Shard {
     /// The controller, on shard 0 only.
     pub controller: Option<controller::Controller>,
     /// Bytes of request frames this shard holds (read, being handled, or being answered);
-    /// at most `config.inflight_bytes_max`. Connections wait for room before reading a frame.
+    /// at most `config.inflight_bytes_max` (plus one frame in the overshoot slot). A frame takes
+    /// it as its bytes arrive, and its connection waits for room before reading more.
     pub inflight: Rc<glommio::sync::Semaphore>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,

@@ -21,6 +21,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod produce;
+mod sasl_handshake;
 mod sync_group;
 
 use std::cell::Cell;
@@ -265,6 +266,7 @@ pub async fn dispatch(
         ListGroups => list_groups::handle,
         DeleteGroups => delete_groups::handle,
         OffsetDelete => offset_delete::handle,
+        SaslHandshake => sasl_handshake::handle,
     )
 }
 
