@@ -210,18 +210,22 @@ impl FlushJob {
                 },
             }
         }
-        // After the data it vouches for is durable, so it never names an offset that is not.
-        // A failure (a full disk cannot give the file its first block) does not fail the
-        // flush: the data is durable, and a checkpoint that lags only weakens the check at
-        // the next start.
-        if let Err(e) = write_log_end(&self.checkpoint_dir, self.target) {
-            tracing::warn!(dir = %self.checkpoint_dir.display(), error = %e, "could not checkpoint the log end offset");
-        }
         if let Some(dir) = &self.dir {
             File::open(dir)?.sync_all()?;
         }
-        if let Some((dir, text)) = &self.epochs {
-            epochs::write_checkpoint(dir, text)?;
+        // The checkpoints come after the data they vouch for is durable, directory entries of
+        // new segments included, so the log end checkpoint never names an offset a crash could
+        // take away (which the next start would report as missing data). A failure (a full disk
+        // cannot give a file its first block) does not fail the flush: the data is durable, a
+        // log end checkpoint that lags only weakens the next start's check, and the leader-epoch
+        // cache is rebuilt from the batch headers at open.
+        if let Err(e) = write_log_end(&self.checkpoint_dir, self.target) {
+            tracing::warn!(dir = %self.checkpoint_dir.display(), error = %e, "could not checkpoint the log end offset");
+        }
+        if let Some((dir, text)) = &self.epochs
+            && let Err(e) = epochs::write_checkpoint(dir, text)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the leader-epoch checkpoint");
         }
         Ok(())
     }
