@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod log_limit;
 pub mod metrics;
 pub mod placement;
 pub mod protocol;

@@ -389,3 +389,63 @@ fn a_wildcard_listen_address_needs_an_advertised_listener() {
         "the message says what to set: {stderr}"
     );
 }
+
+/// A client that creates in a loop (a thousand consumer groups by OffsetCommit, a few hundred
+/// topics by auto-creation through Metadata) cannot flood the log: the lines of created
+/// objects are written one by one up to a burst per interval, and the rest are counted.
+#[test]
+fn objects_created_in_a_loop_log_a_bounded_amount() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, MetadataRequest, OffsetCommitRequest, TopicName};
+    let broker = Broker::start_with(1, &["--auto-create-topics", "true"]);
+    let mut s = broker.connect();
+    // A topic the commits name, so they are valid.
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("t")))),
+    ]));
+    let _ = call(&mut s, 4, &req);
+    let log_before = broker.stderr().len();
+    for i in 0..1000 {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(format!("flood-{i}"))))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("t")))
+                    .with_partitions(vec![
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(0),
+                    ]),
+            ]);
+        let resp = call(&mut s, 2, &req);
+        assert_eq!(resp.topics[0].partitions[0].error_code, 0, "{resp:?}");
+    }
+    for i in 0..300 {
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(format!("auto-{i}"))))),
+        ]));
+        let _ = call(&mut s, 4, &req);
+    }
+    let log = broker.stderr();
+    let new = &log[log_before..];
+    let count = |what: &str| new.lines().filter(|l| l.contains(what)).count();
+    let (groups, topics, partitions) = (
+        count("group created"),
+        count("topic created"),
+        count("partition opened"),
+    );
+    eprintln!(
+        "1000 groups and 300 topics created: {groups} group lines, {topics} topic lines, \
+         {partitions} partition lines, {} bytes of log",
+        new.len()
+    );
+    assert!((1..=101).contains(&groups), "{groups} group-created lines");
+    assert!((1..=101).contains(&topics), "{topics} topic-created lines");
+    assert!((1..=101).contains(&partitions), "{partitions} partition-opened lines");
+    broker.stop();
+}

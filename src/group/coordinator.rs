@@ -38,6 +38,7 @@ use super::state::{
 };
 use super::store::{OffsetsLog, SyncJob};
 use crate::clock::now_ms;
+use crate::log_limit::{LOG_INTERVAL_MS, LogKind, LogLimiter};
 
 /// How often each shard moves its groups' time forward.
 pub const GROUP_TICK_MS: u64 = 50;
@@ -59,6 +60,8 @@ pub struct GroupCoordinator {
     join_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<JoinResponse>>>,
     sync_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<SyncResponse>>>,
     offsets: RefCell<OffsetsLog>,
+    /// Limits the lines of groups created, which any client can cause at will.
+    log: LogLimiter,
 }
 
 /// Where a shard's coordinator keeps its groups.
@@ -109,6 +112,7 @@ impl GroupCoordinator {
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
             offsets: RefCell::new(offsets),
+            log: LogLimiter::new(std::time::Duration::from_millis(LOG_INTERVAL_MS)),
         })
     }
 
@@ -119,7 +123,19 @@ impl GroupCoordinator {
             if !create {
                 return None;
             }
-            tracing::info!("group created group={id} shard={}", self.shard_id);
+            // Any request can name a new group, so the line is rate-limited (see `log_limit`).
+            match self
+                .log
+                .allow(LogKind::GroupCreated, std::time::Instant::now())
+            {
+                Some(0) => tracing::info!("group created group={id} shard={}", self.shard_id),
+                Some(held_back) => tracing::info!(
+                    held_back,
+                    "group created group={id} shard={}",
+                    self.shard_id
+                ),
+                None => tracing::debug!("group created group={id} shard={}", self.shard_id),
+            }
             groups.insert(id.to_string(), Group::new(id, self.config.clone()));
         }
         groups.get_mut(id).map(f)
@@ -159,6 +175,8 @@ impl GroupCoordinator {
 
     /// Moves every group's time forward; drops groups that are gone.
     pub fn tick(&self) {
+        // A burst of group-created lines that stopped is reported with its count.
+        self.log.flush(std::time::Instant::now());
         let now = now_ms();
         let mut done: Vec<(String, Vec<Effect>)> = Vec::new();
         {

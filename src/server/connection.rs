@@ -22,10 +22,10 @@ use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
 use crate::error::FrameError;
+use crate::log_limit::{LogKind, LogLimiter};
 use crate::protocol::fetch::{Chunk, FileSlice};
 use crate::protocol::{Decoded, decode_request, frame_size};
 use crate::server::handlers;
-use crate::server::log_limit::{LogKind, LogLimiter};
 use crate::shard::Shard;
 
 /// The first piece of a frame's buffer: frames start this small and double as their bytes

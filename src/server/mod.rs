@@ -14,7 +14,6 @@
 
 pub mod connection;
 pub mod handlers;
-pub mod log_limit;
 pub mod metrics_http;
 
 use std::rc::Rc;
@@ -27,8 +26,8 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
+use crate::log_limit::LogKind;
 use crate::router::{Envelope, Router};
-use crate::server::log_limit::LogKind;
 use crate::shard::Shard;
 use crate::shard::calls::ShardMessage;
 use crate::storage::catalog::CatalogData;
@@ -56,9 +55,6 @@ const OFFSETS_EXPIRY_CHECK_MS: u64 = 600_000;
 /// Where each shard keeps its consumer groups' committed offsets: `<data_dir>/__groups/shard-N`.
 /// A topic name cannot contain '/', so this never collides with a partition directory.
 pub const GROUPS_DIR: &str = "__groups";
-/// The interval of the rate limit on log lines clients can trigger: at most one line of each
-/// kind per shard per interval (see `log_limit`).
-const CLIENT_LOG_INTERVAL_MS: u64 = 10_000;
 /// Connections a shard must have closed since its peak before it hands freed heap memory back
 /// to the kernel (see [`give_back_freed_memory`]).
 const TRIM_AFTER_CLOSED_CONNECTIONS: u64 = 64;
@@ -234,7 +230,7 @@ async fn shard_main(
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
     for topic in &catalog.topics {
-        match shard.open_owned_partitions(topic, config.recover_on_start) {
+        match shard.open_owned_partitions(topic, config.recover_on_start, true) {
             Ok(r) => {
                 recovered.records += r.records;
                 recovered.bytes += r.bytes;
@@ -303,7 +299,7 @@ async fn shard_main(
     }
     let listener = listener?;
     let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
-        CLIENT_LOG_INTERVAL_MS,
+        crate::log_limit::LOG_INTERVAL_MS,
     )));
     let accept = {
         let shard = shard.clone();
@@ -416,6 +412,7 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
         // Reports bursts of rate-limited lines that have stopped.
         conns.log.flush(Instant::now());
+        shard.log.flush(Instant::now());
         // Once many connections have closed and the count has settled, the memory they
         // freed goes back to the kernel.
         let open = shard.stats.connections.get();

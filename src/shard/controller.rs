@@ -21,6 +21,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::error::KafkaError;
+use crate::log_limit::LogKind;
 use crate::shard::Shard;
 use crate::shard::calls::{
     AlterTopicConfig, Call, CreateTopic, TopicConfigChanged, TopicCreated, TopicDeleted,
@@ -202,7 +203,18 @@ impl Controller {
                 out.push(Err(self.undo_create(shard, &meta, e).await));
                 continue;
             }
-            tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
+            // Any client can create topics (auto-creation included): rate-limited.
+            match shard
+                .log
+                .allow(LogKind::TopicCreated, std::time::Instant::now())
+            {
+                Some(held_back) => {
+                    tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, held_back, "topic created")
+                }
+                None => {
+                    tracing::debug!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created")
+                }
+            }
             out.push(Ok(meta));
         }
         out

@@ -23,6 +23,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::group::coordinator::GroupCoordinator;
+use crate::log_limit::LogKind;
 use crate::protocol::batch::ProducedBatch;
 use crate::router::Router;
 use crate::storage::catalog::TopicMeta;
@@ -162,6 +163,9 @@ pub struct Shard {
     pub stats: ShardStats,
     /// Set when the broker is stopping: accept loops and connections wind down.
     pub stopping: Cell<bool>,
+    /// Limits the log lines of objects clients create at will (topics, partitions), so a
+    /// client creating in a loop cannot flood the log (see `log_limit`).
+    pub log: crate::log_limit::LogLimiter,
 }
 
 impl Shard {
@@ -195,6 +199,9 @@ impl Shard {
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
+            log: crate::log_limit::LogLimiter::new(Duration::from_millis(
+                crate::log_limit::LOG_INTERVAL_MS,
+            )),
         }
     }
 
@@ -288,6 +295,7 @@ impl Shard {
         &self,
         topic: &TopicMeta,
         recover: bool,
+        at_start: bool,
     ) -> std::io::Result<Recovered> {
         let mut total = Recovered::default();
         for p in 0..topic.partitions {
@@ -316,13 +324,30 @@ impl Shard {
                     );
                 }
             }
-            tracing::info!(
-                "partition opened topic={} partition={} shard={} log_end_offset={}",
-                topic.name,
-                p,
-                self.id,
-                log.log_end_offset()
-            );
+            // At start every partition is reported; a partition of a topic created while the
+            // broker runs (by any client, auto-creation included) is rate-limited.
+            let allowed = if at_start {
+                Some(0)
+            } else {
+                self.log
+                    .allow(LogKind::PartitionOpened, std::time::Instant::now())
+            };
+            let (name, end) = (&topic.name, log.log_end_offset());
+            match allowed {
+                Some(0) => tracing::info!(
+                    "partition opened topic={name} partition={p} shard={} log_end_offset={end}",
+                    self.id
+                ),
+                Some(held_back) => tracing::info!(
+                    held_back,
+                    "partition opened topic={name} partition={p} shard={} log_end_offset={end}",
+                    self.id
+                ),
+                None => tracing::debug!(
+                    "partition opened topic={name} partition={p} shard={} log_end_offset={end}",
+                    self.id
+                ),
+            }
             // One node: this broker leads every partition, in the epoch the metadata gives
             // (0 until leaders change, with the cluster issue).
             let partition = Partition::new(log, self.config.node_id, 0);
@@ -448,7 +473,7 @@ impl Shard {
     /// topic is not cached, so the controller's undo (see `Controller::create_topics`) leaves
     /// nothing behind.
     pub async fn topic_created(&self, meta: TopicMeta) -> Result<(), KafkaError> {
-        let Err(e) = self.open_owned_partitions(&meta, false) else {
+        let Err(e) = self.open_owned_partitions(&meta, false, false) else {
             self.topics.borrow_mut().insert(meta.name.clone(), meta);
             return Ok(());
         };

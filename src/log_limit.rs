@@ -1,14 +1,19 @@
 //! Rate limits for log lines a client can trigger (refused connections, frame errors, idle
-//! closes, TLS spoken to a plaintext port). A client that reconnects in a loop must not be
-//! able to fill the disk with our logs, so each kind of line is written at most once per
-//! interval, and what was held back is counted and reported with the next line of its kind
-//! (or by [`LogLimiter::flush`], which the shard's ticker calls).
+//! closes, TLS spoken to a plaintext port, and the lines of objects a client creates at will:
+//! consumer groups, topics and their partitions). A client that reconnects or creates in a
+//! loop must not be able to fill the disk with our logs, so each kind of line is written at
+//! most `burst` times per interval, and what was held back is counted and reported with the
+//! next line of its kind (or by [`LogLimiter::flush`], which the shard's ticker calls).
 //!
-//! Lives on: one shard; each shard has its own, so no lock is taken (the counts are per
-//! shard, which is also where the lines say they come from).
+//! A leaf module (like `clock`): the connection loop, the shard and the group coordinator each
+//! keep their own limiter. Lives on: one shard; each shard has its own, so no lock is taken
+//! (the counts are per shard, which is also where the lines say they come from).
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
+
+/// The interval of every limiter: at most `burst` lines of a kind per shard per interval.
+pub const LOG_INTERVAL_MS: u64 = 10_000;
 
 /// The kinds of lines that are limited; each has its own interval window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,16 +28,35 @@ pub enum LogKind {
     TlsOnPlaintext,
     /// accept(2) failed (out of descriptors, for one).
     AcceptFailed,
+    /// A consumer group was created (any JoinGroup or OffsetCommit names one).
+    GroupCreated,
+    /// A topic was created (CreateTopics, or auto-creation by Produce or Metadata).
+    TopicCreated,
+    /// A partition of a topic created while the broker runs was opened.
+    PartitionOpened,
 }
 
 impl LogKind {
-    const ALL: [LogKind; 5] = [
+    const ALL: [LogKind; 8] = [
         LogKind::Refused,
         LogKind::IdleClosed,
         LogKind::BadRequest,
         LogKind::TlsOnPlaintext,
         LogKind::AcceptFailed,
+        LogKind::GroupCreated,
+        LogKind::TopicCreated,
+        LogKind::PartitionOpened,
     ];
+
+    /// Lines of this kind written per interval before the rest are counted. The lines of
+    /// objects created are an audit trail worth having one by one in normal use, so they
+    /// have room for a burst; the connection warnings repeat one message.
+    fn burst(self) -> u64 {
+        match self {
+            LogKind::GroupCreated | LogKind::TopicCreated | LogKind::PartitionOpened => 100,
+            _ => 1,
+        }
+    }
 
     fn index(self) -> usize {
         self as usize
@@ -45,15 +69,20 @@ impl LogKind {
             LogKind::BadRequest => "closing connection",
             LogKind::TlsOnPlaintext => "TLS on the plaintext listener",
             LogKind::AcceptFailed => "accept failed",
+            LogKind::GroupCreated => "group created",
+            LogKind::TopicCreated => "topic created",
+            LogKind::PartitionOpened => "partition opened",
         }
     }
 }
 
 #[derive(Clone, Copy, Default)]
 struct Window {
-    /// When the last line of this kind was written; None before the first.
+    /// When the current interval of this kind began (its first line); None before the first.
     last_line: Option<Instant>,
-    /// Events of this kind since that line that were not written.
+    /// Lines written in the current interval.
+    written: u64,
+    /// Events of this kind in the current interval that were not written.
     held_back: u64,
 }
 
@@ -78,11 +107,17 @@ impl LogLimiter {
         let w = &mut windows[kind.index()];
         match w.last_line {
             Some(t) if now.duration_since(t) < self.interval => {
-                w.held_back += 1;
-                None
+                if w.written < kind.burst() {
+                    w.written += 1;
+                    Some(0)
+                } else {
+                    w.held_back += 1;
+                    None
+                }
             }
             _ => {
                 w.last_line = Some(now);
+                w.written = 1;
                 Some(std::mem::take(&mut w.held_back))
             }
         }
@@ -100,8 +135,15 @@ impl LogLimiter {
                 .is_none_or(|t| now.duration_since(t) >= self.interval);
             if w.held_back > 0 && due {
                 let interval_ms = self.interval.as_millis() as u64;
-                // Idle closes are routine (clients that went away), the rest are warnings.
-                if kind == LogKind::IdleClosed {
+                // Idle closes (clients that went away) and created objects are routine; the
+                // rest are warnings.
+                if matches!(
+                    kind,
+                    LogKind::IdleClosed
+                        | LogKind::GroupCreated
+                        | LogKind::TopicCreated
+                        | LogKind::PartitionOpened
+                ) {
                     tracing::info!(
                         held_back = w.held_back,
                         interval_ms,
@@ -118,6 +160,7 @@ impl LogLimiter {
                 }
                 w.held_back = 0;
                 w.last_line = Some(now);
+                w.written = 1;
                 lines += 1;
             }
         }
@@ -156,5 +199,19 @@ mod tests {
         // A burst that stopped is reported by the flush, once.
         assert_eq!(limiter.flush(t0 + Duration::from_secs(21)), 1);
         assert_eq!(limiter.flush(t0 + Duration::from_secs(40)), 0);
+    }
+
+    #[test]
+    fn created_objects_have_room_for_a_burst() {
+        let limiter = LogLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let written = (0..1000)
+            .filter(|_| limiter.allow(LogKind::GroupCreated, t0).is_some())
+            .count();
+        assert_eq!(written, 100);
+        assert_eq!(
+            limiter.allow(LogKind::GroupCreated, t0 + Duration::from_secs(10)),
+            Some(900)
+        );
     }
 }
