@@ -425,10 +425,10 @@ fn objects_created_in_a_loop_log_a_bounded_amount() {
         assert_eq!(resp.topics[0].partitions[0].error_code, 0, "{resp:?}");
     }
     for i in 0..300 {
-        let req = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(format!("auto-{i}"))))),
-        ]));
+        let req = MetadataRequest::default()
+            .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some(
+                TopicName(StrBytes::from_string(format!("auto-{i}"))),
+            ))]));
         let _ = call(&mut s, 4, &req);
     }
     let log = broker.stderr();
@@ -446,6 +446,9 @@ fn objects_created_in_a_loop_log_a_bounded_amount() {
     );
     assert!((1..=101).contains(&groups), "{groups} group-created lines");
     assert!((1..=101).contains(&topics), "{topics} topic-created lines");
-    assert!((1..=101).contains(&partitions), "{partitions} partition-opened lines");
+    assert!(
+        (1..=101).contains(&partitions),
+        "{partitions} partition-opened lines"
+    );
     broker.stop();
 }
