@@ -1,0 +1,1 @@
+//! Driver tests: added in the next commit.
