@@ -602,12 +602,13 @@ fn decode_entry(body: &[u8], path: &Path, position: u64) -> Result<Entry, DiskEr
     }
     let entry_type = EntryType::from_i32(i32::from(body[16]))
         .ok_or_else(|| corrupt(format!("entry type {}", body[16])))?;
-    let mut e = Entry::default();
-    e.term = be_u64(&body[0..]);
-    e.index = be_u64(&body[8..]);
-    e.entry_type = entry_type;
-    e.data = bytes::Bytes::copy_from_slice(&body[ENTRY_HEADER..]);
-    Ok(e)
+    Ok(Entry {
+        term: be_u64(&body[0..]),
+        index: be_u64(&body[8..]),
+        entry_type,
+        data: bytes::Bytes::copy_from_slice(&body[ENTRY_HEADER..]),
+        ..Default::default()
+    })
 }
 
 type ReadLog = (SnapshotMeta, Vec<Entry>, Vec<u64>, u64);
@@ -694,11 +695,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = bytes::Bytes::copy_from_slice(data.as_bytes());
-        e
+        Entry {
+            index,
+            term,
+            data: bytes::Bytes::copy_from_slice(data.as_bytes()),
+            ..Default::default()
+        }
     }
 
     fn summary(entries: &[Entry]) -> Vec<(u64, u64, String)> {
@@ -709,11 +711,12 @@ mod tests {
     }
 
     fn hs(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut h = HardState::default();
-        h.term = term;
-        h.vote = vote;
-        h.commit = commit;
-        h
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
     }
 
     #[test]

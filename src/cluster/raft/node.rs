@@ -352,6 +352,12 @@ pub fn start(
     ),
     DiskError,
 > {
+    if cfg.id == 0 || cfg.voters.is_empty() {
+        return Err(DiskError::Refused(format!(
+            "raft config: id {} (must not be 0), voters {:?} (must not be empty)",
+            cfg.id, cfg.voters
+        )));
+    }
     let (disk, rec) = RaftDisk::open(&cfg.dir)?;
     let (committed_tx, committed_rx) = mpsc::unbounded();
 

@@ -39,8 +39,10 @@ impl MemLog {
         entries: Vec<Entry>,
         producer: SnapshotProducer,
     ) -> MemLog {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters.to_vec();
+        let conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
         MemLog {
             hard_state,
             conf_state,
@@ -193,8 +195,10 @@ impl raft::Storage for MemLog {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot {
+            data: data.into(),
+            ..Default::default()
+        };
         let meta = snap.mut_metadata();
         meta.index = index;
         meta.term = term;
@@ -209,10 +213,11 @@ mod tests {
     use raft::Storage;
 
     fn entry(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e
+        Entry {
+            index,
+            term,
+            ..Default::default()
+        }
     }
 
     fn log(producer: SnapshotProducer) -> MemLog {
