@@ -448,6 +448,7 @@ pub fn start(
         delivered: sm_index,
         tick: Duration::from_millis(cfg.tick_ms.max(1)),
         compact_every: cfg.compact_every.max(1),
+        snapshots_sent: Vec::new(),
     };
     Ok((RaftHandle { shared }, committed_rx, driver.run(inputs_rx)))
 }
@@ -468,6 +469,8 @@ struct Driver {
     delivered: u64,
     tick: Duration,
     compact_every: u64,
+    /// Peers sent a snapshot during the current `Ready`.
+    snapshots_sent: Vec<u64>,
 }
 
 enum Woken {
@@ -581,8 +584,12 @@ impl Driver {
         }
     }
 
-    fn send(&self, msgs: Vec<Message>) {
+    /// Sends `msgs`; remembers the peers sent a snapshot (reported after `advance`).
+    fn send(&mut self, msgs: Vec<Message>) {
         for msg in msgs {
+            if msg.msg_type == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(msg.to);
+            }
             self.transport.send(msg);
         }
     }
@@ -686,20 +693,14 @@ impl Driver {
         if let Some(commit) = commit {
             self.shared.node.borrow_mut().mut_store().set_commit(commit);
         }
-        let msgs = light.take_messages();
-        let snapshot_peers: Vec<u64> = msgs
-            .iter()
-            .filter(|m| m.msg_type == MessageType::MsgSnapshot)
-            .map(|m| m.to)
-            .collect();
-        self.send(msgs);
+        self.send(light.take_messages());
         self.deliver_entries(light.take_committed_entries());
         let mut node = self.shared.node.borrow_mut();
         node.advance_apply();
         // The transport gives no feedback: report a sent snapshot as finished, so the leader
         // probes the follower next; if the snapshot was lost, the probe is rejected and the
         // leader sends a new one.
-        for to in snapshot_peers {
+        for to in self.snapshots_sent.drain(..) {
             node.report_snapshot(to, SnapshotStatus::Finish);
         }
         Ok(())

@@ -27,6 +27,8 @@ fn on_executor<F: std::future::Future<Output = ()>>(f: F) {
 struct Net {
     nodes: RefCell<HashMap<u64, RaftHandle>>,
     isolated: RefCell<HashSet<u64>>,
+    /// Snapshot messages still to drop (a lost snapshot must be sent again).
+    snapshots_to_drop: std::cell::Cell<usize>,
 }
 
 struct NetTransport {
@@ -41,6 +43,14 @@ impl Transport for NetTransport {
             if cut.contains(&self.from) || cut.contains(&msg.to) {
                 return;
             }
+        }
+        if msg.msg_type == raft::eraftpb::MessageType::MsgSnapshot
+            && self.net.snapshots_to_drop.get() > 0
+        {
+            self.net
+                .snapshots_to_drop
+                .set(self.net.snapshots_to_drop.get() - 1);
+            return;
         }
         let to = self.net.nodes.borrow().get(&msg.to).cloned();
         if let Some(h) = to {
@@ -432,6 +442,8 @@ fn a_node_behind_the_compaction_catches_up_from_a_snapshot() {
         })
         .await;
 
+        // The first snapshot sent is lost: the leader sends another.
+        net.snapshots_to_drop.set(1);
         let restarted = start_node(&net, id, &dir, sm, 5);
         wait_until("the restarted node applied 30 entries", || {
             restarted.sm.borrow().data.len() == 30
@@ -439,6 +451,7 @@ fn a_node_behind_the_compaction_catches_up_from_a_snapshot() {
         .await;
         assert_eq!(strings(&restarted.data()), names("e", 0..30));
         assert!(restarted.sm.borrow().snapshots >= 1);
+        assert_eq!(net.snapshots_to_drop.get(), 0);
 
         // Its state machine lost (or behind the snapshot on its disk): the snapshot on disk is
         // delivered first at start, then the entries after it.
