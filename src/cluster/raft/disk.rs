@@ -55,7 +55,8 @@
 //! page cache is unknown, so every later write is refused ([`DiskError::Poisoned`]) until a
 //! restart, whose recovery cuts whatever partial frame the failure left. The one exception is
 //! [`RaftDisk::compact`] failing before its rename: only a temporary file changed, so the disk
-//! goes on with the longer log.
+//! goes on with the longer log. The test fault seam (`SPATE_TEST_FAULTS`, ops `write` and
+//! `sync`, path part e.g. `raft/entries.log`) fails the appends and fdatasyncs on purpose.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -64,6 +65,8 @@ use std::path::{Path, PathBuf};
 
 use protobuf::ProtobufEnum;
 use raft::eraftpb::{Entry, EntryType, HardState};
+
+use crate::storage::io::faults;
 
 pub const ENTRIES_FILE: &str = "entries.log";
 pub const HARD_STATE_FILE: &str = "hardstate";
@@ -425,9 +428,8 @@ impl RaftDisk {
             positions.push(self.len + bytes.len() as u64);
             push_frame(&mut bytes, &entry_body(e));
         }
-        let written = self
-            .log
-            .write_all_at(&bytes, self.len)
+        let written = faults::check(faults::Op::Write, &self.entries_path)
+            .and_then(|()| self.log.write_all_at(&bytes, self.len))
             .map_err(io_err("write", &self.entries_path));
         self.poison(written)?;
         self.positions.extend(positions);
@@ -463,9 +465,8 @@ impl RaftDisk {
     /// Makes what [`RaftDisk::append`] wrote durable (fdatasync).
     pub fn sync(&mut self) -> Result<(), DiskError> {
         self.check()?;
-        let synced = self
-            .log
-            .sync_data()
+        let synced = faults::check(faults::Op::Sync, &self.entries_path)
+            .and_then(|()| self.log.sync_data())
             .map_err(io_err("fdatasync", &self.entries_path));
         self.poison(synced)
     }
@@ -910,6 +911,33 @@ mod tests {
         fs::write(&path, bytes).unwrap();
         let err = RaftDisk::open(dir.path()).err().unwrap();
         assert!(matches!(err, DiskError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_failed_fdatasync_poisons_and_a_reopen_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut disk, _) = RaftDisk::open(dir.path()).unwrap();
+            disk.append(&[entry(1, 1, "a")]).unwrap();
+            disk.sync().unwrap();
+            faults::set_for_this_thread("sync:EIO:entries.log:1");
+            disk.append(&[entry(2, 1, "b")]).unwrap();
+            let err = disk.sync().unwrap_err();
+            assert!(matches!(err, DiskError::Io { .. }), "{err}");
+            assert!(disk.is_poisoned());
+            // The fault fired once, but the disk stays poisoned.
+            assert!(matches!(
+                disk.append(&[entry(3, 1, "c")]),
+                Err(DiskError::Poisoned(_))
+            ));
+            assert!(matches!(disk.sync(), Err(DiskError::Poisoned(_))));
+            faults::set_for_this_thread("");
+        }
+        // The entry whose fdatasync failed reached the page cache: it is read back whole.
+        let (mut disk, rec) = RaftDisk::open(dir.path()).unwrap();
+        assert_eq!(rec.entries.len(), 2);
+        disk.append(&[entry(3, 1, "c")]).unwrap();
+        disk.sync().unwrap();
     }
 
     #[test]

@@ -495,3 +495,35 @@ fn stop_does_not_wait_for_a_quorum() {
         );
     });
 }
+
+#[test]
+fn a_disk_failure_stops_the_driver_and_fails_proposals() {
+    on_executor(async {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RaftConfig {
+            tick_ms: 10,
+            ..RaftConfig::new(1, vec![1], dir.path().to_path_buf())
+        };
+        let net = Rc::new(Net::default());
+        let transport = Rc::new(NetTransport {
+            net: net.clone(),
+            from: 1,
+        });
+        let (handle, _committed, driver) =
+            start(cfg, 0, Rc::new(|| Ok((0, 0, Vec::new()))), transport).unwrap();
+        // The hard state's temporary file cannot be created: the first vote fails to persist.
+        std::fs::create_dir(dir.path().join("hardstate.tmp")).unwrap();
+        let changed = handle.changed();
+        let driver = glommio::spawn_local(driver);
+        changed.await;
+        driver.await;
+        let status = handle.status();
+        assert!(status.stopped);
+        assert!(status.disk_error.is_some(), "{status:?}");
+        assert!(!handle.is_leader());
+        assert!(matches!(
+            handle.propose(b"x".to_vec()).await,
+            Err(ProposeError::Disk(_))
+        ));
+    });
+}
