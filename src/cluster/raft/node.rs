@@ -314,14 +314,25 @@ impl RaftHandle {
         self.shared.seen.get().2
     }
 
-    /// Resolves on the next change of role, leader or term (or when the driver ends).
-    pub async fn changed(&self) {
-        if self.shared.stopped.get() {
-            return;
+    /// Resolves on the first change of role, leader or term after this call (or when the
+    /// driver ends). It registers at the call, not at the first poll, so in
+    /// `let c = h.changed(); if h.is_leader() { .. } c.await` no change is missed between the
+    /// check and the wait.
+    pub fn changed(&self) -> impl Future<Output = ()> + 'static {
+        let rx = if self.shared.stopped.get() {
+            None
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let mut waiters = self.shared.change_waiters.borrow_mut();
+            waiters.retain(|w| !w.is_canceled());
+            waiters.push(tx);
+            Some(rx)
+        };
+        async move {
+            if let Some(rx) = rx {
+                let _ = rx.await;
+            }
         }
-        let (tx, rx) = oneshot::channel();
-        self.shared.change_waiters.borrow_mut().push(tx);
-        let _ = rx.await;
     }
 
     /// Asks the driver to end; it does soon after (once a disk write in progress is done),

@@ -336,7 +336,8 @@ fn an_isolated_leader_steps_down_and_the_majority_goes_on() {
         assert!(new.handle.term() > old_term);
         // check_quorum: the cut-off leader steps down, and its proposal fails.
         wait_until("the old leader to step down", || !old.handle.is_leader()).await;
-        changed.await;
+        // Registered before the step-down, so it has resolved by now.
+        futures_lite::future::poll_once(changed).await.unwrap();
         assert_eq!(lost.await, Err(ProposeError::Dropped));
         assert!(matches!(
             old.handle.propose(b"x".to_vec()).await,
