@@ -10,7 +10,7 @@ import sys
 PARTS = {  # part -> top-level modules under src/
     "server": ["server"], "shard": ["shard"], "router": ["router"], "group": ["group"],
     "storage": ["storage"], "metrics": ["metrics"], "protocol": ["protocol"],
-    "tools": ["cli", "tune"],
+    "tools": ["cli", "tune"], "cluster": ["cluster"],
 }
 NEVER = [  # (from, to, why)
     ("protocol", "storage", "the codec does no I/O"), ("protocol", "shard", "the codec does no I/O"),
@@ -22,6 +22,9 @@ NEVER = [  # (from, to, why)
     ("shard", "server", "the data layer sets no process flags"), ("metrics", "shard", "metrics are plain data"),
     ("metrics", "router", "metrics are plain data"), ("tools", "server", "tools are clients"),
     ("tools", "shard", "tools are clients"),
+    ("cluster", "shard", "the quorum core and the wire know no shard"),
+    ("cluster", "server", "the quorum core and the wire know no requests"),
+    ("cluster", "router", "the quorum core has its own transport seam"),
 ]
 
 

@@ -92,6 +92,29 @@ pub struct Config {
     pub offsets_topic_num_partitions: i32,
     /// Capacity of each cross-shard channel, in messages.
     pub router_channel_len: usize,
+    /// Replication factor of auto-created topics and CreateTopics with -1.
+    pub default_replication_factor: i16,
+    /// This broker's rack (rack-aware placement), if any.
+    pub rack: Option<String>,
+    /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node of a cluster: the metadata quorum and the timings of its brokers.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The voters of the metadata quorum, (node id, quorum address), as `--voters` lists them.
+    pub voters: Vec<(i32, SocketAddr)>,
+    /// Whether this node is one of them (else it only follows the quorum).
+    pub is_voter: bool,
+    /// Where this node serves quorum traffic.
+    pub controller_listen: SocketAddr,
+    /// The cluster id the operator pinned, if any.
+    pub cluster_id: Option<String>,
+    pub election_timeout_ms: u64,
+    pub fetch_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub session_timeout_ms: u64,
 }
 
 impl Config {
@@ -132,6 +155,9 @@ impl Config {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_num_partitions: 50,
             recover_on_start: true,
+            default_replication_factor: 1,
+            rack: None,
+            cluster: None,
         }
     }
 
@@ -202,6 +228,38 @@ impl Config {
                 "--offsets-topic-num-partitions must be between 1 and 10000, got {}",
                 self.offsets_topic_num_partitions
             ));
+        }
+        if self.default_replication_factor < 1 {
+            return Err(format!(
+                "--default-replication-factor must be at least 1, got {}",
+                self.default_replication_factor
+            ));
+        }
+        if let Some(k) = &self.cluster {
+            if self.node_id < 0 {
+                return Err(format!(
+                    "--node-id must be at least 0, got {}",
+                    self.node_id
+                ));
+            }
+            if k.election_timeout_ms < 100 {
+                return Err("--controller-quorum-election-timeout-ms must be at least 100".into());
+            }
+            if k.fetch_timeout_ms < k.election_timeout_ms {
+                return Err(
+                    "--controller-quorum-fetch-timeout-ms must be at least the election timeout"
+                        .into(),
+                );
+            }
+            if k.heartbeat_interval_ms == 0 || k.heartbeat_interval_ms >= k.session_timeout_ms {
+                return Err(format!(
+                    "--broker-heartbeat-interval-ms ({}) must be at least 1 and below --broker-session-timeout-ms ({})",
+                    k.heartbeat_interval_ms, k.session_timeout_ms
+                ));
+            }
+            if k.controller_listen.port() == 0 {
+                return Err("--controller-listen needs a port".into());
+            }
         }
         if self.segment_bytes < 1024 || self.segment_bytes > u32::MAX as u64 {
             return Err(format!(

@@ -27,6 +27,8 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode =
         Self::of(ResponseError::UnknownTopicOrPartition);
     pub const LEADER_NOT_AVAILABLE: ErrorCode = Self::of(ResponseError::LeaderNotAvailable);
+    pub const UNSUPPORTED_ENDPOINT_TYPE: ErrorCode =
+        Self::of(ResponseError::UnsupportedEndpointType);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = Self::of(ResponseError::NotLeaderOrFollower);
     pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode =
         Self::of(ResponseError::CoordinatorLoadInProgress);
@@ -136,12 +138,17 @@ pub enum KafkaError {
     InvalidReplicationFactor(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
     #[error("invalid required acks: {0}")]
     InvalidRequiredAcks(i16),
     #[error("offset {offset} out of range [{start}, {end}]")]
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("unknown leader epoch")]
     UnknownLeaderEpoch,
+    /// The client's leader epoch is older than the partition's: it refreshes its metadata.
+    #[error("fenced leader epoch")]
+    FencedLeaderEpoch,
     #[error("storage error: {0}")]
     Storage(String),
     /// This broker does not host (or no longer leads) the partition: the client refreshes its
@@ -160,12 +167,24 @@ pub enum KafkaError {
     /// The group's coordinator cannot be reached: the client looks it up again.
     #[error("the group coordinator is not available")]
     CoordinatorNotAvailable,
+    /// The group's coordinator is another broker: the client finds it again.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    /// The partition has no leader right now (its broker is fenced).
+    #[error("the partition has no leader")]
+    LeaderNotAvailable,
+    /// An error the active controller answered to a forwarded request, as it sent it.
+    #[error("{message}")]
+    Forwarded { code: i16, message: String },
 }
 
 impl KafkaError {
     /// The wire code for this error.
     pub fn code(&self) -> i16 {
-        self.response_error().code()
+        match self {
+            KafkaError::Forwarded { code, .. } => *code,
+            other => other.response_error().code(),
+        }
     }
 
     fn response_error(&self) -> ResponseError {
@@ -183,21 +202,31 @@ impl KafkaError {
             KafkaError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             KafkaError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             KafkaError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            KafkaError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             KafkaError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             KafkaError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             KafkaError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
+            KafkaError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
             KafkaError::Storage(_) => ResponseError::KafkaStorageError,
             KafkaError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
             KafkaError::NotController => ResponseError::NotController,
             KafkaError::RequestTimedOut(_) => ResponseError::RequestTimedOut,
             KafkaError::BrokerNotAvailable(_) => ResponseError::BrokerNotAvailable,
             KafkaError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            KafkaError::NotCoordinator => ResponseError::NotCoordinator,
+            KafkaError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+            KafkaError::Forwarded { code, .. } => {
+                ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
+            }
         }
     }
 
     /// This error as a response's error code field.
     pub fn error_code(&self) -> ErrorCode {
-        self.response_error().into()
+        match self {
+            KafkaError::Forwarded { code, .. } => ErrorCode::from_code(*code),
+            other => other.response_error().into(),
+        }
     }
 
     /// The message for the response's `error_message` field, where the API has one.

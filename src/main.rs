@@ -203,17 +203,46 @@ fn serve(config: Config) -> Result<(), String> {
             ));
         }
     }
-    let metadata = storage::metadata::load(
-        &config.data_dir,
-        config.node_id,
-        storage::metadata::SNAPSHOT_EVERY_RECORDS,
-    )
-    .map_err(|e| {
-        format!(
-            "cannot load the metadata in {}: {e}",
-            config.data_dir.display()
+    let metadata = if let Some(cluster) = &config.cluster {
+        let (stored, store) = storage::metadata::load_cluster(
+            &config.data_dir,
+            storage::metadata::SNAPSHOT_EVERY_RECORDS,
         )
-    })?;
+        .map_err(|e| {
+            format!(
+                "cannot load the metadata in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+        if let (Some(stored), Some(pinned)) = (&stored, &cluster.cluster_id)
+            && stored != pinned
+        {
+            return Err(format!(
+                "--cluster-id {pinned}, but {} belongs to cluster {stored}",
+                config.data_dir.display()
+            ));
+        }
+        storage::metadata::Loaded {
+            catalog: storage::catalog::CatalogData {
+                cluster_id: stored.unwrap_or_default(),
+                topics: store.image().topic_metas(),
+            },
+            store,
+            migrated_topics: None,
+        }
+    } else {
+        storage::metadata::load(
+            &config.data_dir,
+            config.node_id,
+            storage::metadata::SNAPSHOT_EVERY_RECORDS,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot load the metadata in {}: {e}",
+                config.data_dir.display()
+            )
+        })?
+    };
 
     // Block the stop signals in every thread; this one waits for them. This stays on raw libc:
     // rustix's only sigmask/sigtimedwait wrappers are in its hidden, unstable `runtime` module.

@@ -125,6 +125,41 @@ pub struct Settings {
     /// Log line format on stderr [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// The metadata quorum, the same list on every node: `ID@HOST:PORT,...` of each voter's
+    /// --controller-listen (controller.quorum.voters). A node in it is a voter and a broker;
+    /// without it the broker is a one-node cluster [default: none].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    pub voters: Option<String>,
+    /// Where this node serves metadata quorum traffic (needs --voters) [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub controller_listen: Option<SocketAddr>,
+    /// Pins the cluster id (as `kafka-storage format --cluster-id`); a quorum with another id
+    /// is refused [default: chosen by the first controller].
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// A voter that hears no leader for this long starts an election, in ms
+    /// (controller.quorum.election.timeout.ms) [default: 1000].
+    #[arg(long)]
+    pub controller_quorum_election_timeout_ms: Option<u64>,
+    /// A node that hears nothing from the leader for this long looks for another, in ms
+    /// (controller.quorum.fetch.timeout.ms) [default: 2000].
+    #[arg(long)]
+    pub controller_quorum_fetch_timeout_ms: Option<u64>,
+    /// How often a broker heartbeats to the active controller, in ms
+    /// (broker.heartbeat.interval.ms) [default: 500].
+    #[arg(long)]
+    pub broker_heartbeat_interval_ms: Option<u64>,
+    /// A broker that misses heartbeats for this long is fenced and its partitions lose their
+    /// leader, in ms (broker.session.timeout.ms) [default: 3000].
+    #[arg(long)]
+    pub broker_session_timeout_ms: Option<u64>,
+    /// Replication factor of auto-created topics and of CreateTopics with -1
+    /// (default.replication.factor) [default: 1].
+    #[arg(long)]
+    pub default_replication_factor: Option<i16>,
+    /// This broker's rack, for rack-aware replica placement (broker.rack) [default: none].
+    #[arg(long)]
+    pub rack: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -175,6 +210,15 @@ impl Settings {
             offsets_topic_num_partitions,
             metrics_listen,
             log_format,
+            voters,
+            controller_listen,
+            cluster_id,
+            controller_quorum_election_timeout_ms,
+            controller_quorum_fetch_timeout_ms,
+            broker_heartbeat_interval_ms,
+            broker_session_timeout_ms,
+            default_replication_factor,
+            rack,
         )
     }
 
@@ -231,6 +275,53 @@ impl Settings {
             .offsets_topic_num_partitions
             .unwrap_or(c.offsets_topic_num_partitions);
         c.metrics_listen = self.metrics_listen;
+        c.default_replication_factor = self
+            .default_replication_factor
+            .unwrap_or(c.default_replication_factor);
+        c.rack = self.rack;
+        c.cluster = match (self.voters, self.controller_listen) {
+            (None, None) => {
+                if self.cluster_id.is_some() {
+                    return Err("--cluster-id needs --voters (a one-node broker keeps the id in meta.properties)".into());
+                }
+                None
+            }
+            (None, Some(_)) => {
+                return Err("--controller-listen needs --voters (the metadata quorum)".into());
+            }
+            (Some(voters), listen) => {
+                let Some(node_id) = self.node_id else {
+                    return Err("--voters needs --node-id (this node's id in the cluster)".into());
+                };
+                let voters = parse_voters(&voters)?;
+                let is_voter = voters.iter().any(|(id, _)| *id == node_id);
+                let controller_listen = match listen {
+                    Some(l) => l,
+                    None => {
+                        return Err(
+                            "--voters needs --controller-listen HOST:PORT (where this node serves the metadata quorum)".into(),
+                        );
+                    }
+                };
+                if let Some((_, addr)) = voters.iter().find(|(id, _)| *id == node_id)
+                    && addr.port() != controller_listen.port()
+                {
+                    return Err(format!(
+                        "--voters gives node {node_id} the quorum address {addr}, but its --controller-listen is {controller_listen}"
+                    ));
+                }
+                Some(crate::config::ClusterConfig {
+                    voters,
+                    is_voter,
+                    controller_listen,
+                    cluster_id: self.cluster_id,
+                    election_timeout_ms: set(self.controller_quorum_election_timeout_ms, 1000),
+                    fetch_timeout_ms: set(self.controller_quorum_fetch_timeout_ms, 2000),
+                    heartbeat_interval_ms: set(self.broker_heartbeat_interval_ms, 500),
+                    session_timeout_ms: set(self.broker_session_timeout_ms, 3000),
+                })
+            }
+        };
         c.validate()?;
         Ok(c)
     }
@@ -270,6 +361,24 @@ impl Settings {
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),
+            voters: c.cluster.as_ref().map(|k| {
+                k.voters
+                    .iter()
+                    .map(|(id, a)| format!("{id}@{a}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            controller_listen: c.cluster.as_ref().map(|k| k.controller_listen),
+            cluster_id: c.cluster.as_ref().and_then(|k| k.cluster_id.clone()),
+            controller_quorum_election_timeout_ms: c
+                .cluster
+                .as_ref()
+                .map(|k| k.election_timeout_ms),
+            controller_quorum_fetch_timeout_ms: c.cluster.as_ref().map(|k| k.fetch_timeout_ms),
+            broker_heartbeat_interval_ms: c.cluster.as_ref().map(|k| k.heartbeat_interval_ms),
+            broker_session_timeout_ms: c.cluster.as_ref().map(|k| k.session_timeout_ms),
+            default_replication_factor: Some(c.default_replication_factor),
+            rack: c.rack.clone(),
         }
     }
 
@@ -277,6 +386,38 @@ impl Settings {
     pub fn to_toml(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot print the configuration: {e}"))
     }
+}
+
+/// `ID@HOST:PORT,...` (controller.quorum.voters): ids unique and at least 0, addresses
+/// resolved once, at start.
+fn parse_voters(s: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| format!("setting voters (--voters) '{s}': {why}");
+    let mut out: Vec<(i32, SocketAddr)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad(format!("'{part}' is not ID@HOST:PORT")))?;
+        let id: i32 = id
+            .parse()
+            .map_err(|_| bad(format!("'{id}' is not a node id")))?;
+        if id < 0 {
+            return Err(bad(format!("node id {id} is negative")));
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(bad(format!("node id {id} is listed twice")));
+        }
+        let resolved = addr
+            .to_socket_addrs()
+            .map_err(|e| bad(format!("cannot resolve '{addr}': {e}")))?
+            .next()
+            .ok_or_else(|| bad(format!("'{addr}' resolves to no address")))?;
+        out.push((id, resolved));
+    }
+    if out.is_empty() {
+        return Err(bad("no voters".into()));
+    }
+    Ok(out)
 }
 
 /// -1 means no limit; otherwise the value must be positive.

@@ -225,7 +225,20 @@ async fn shard_main(
         groups,
     ));
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
+        controller.set_default_replication_factor(config.default_replication_factor);
+        let applied = store.raft_applied();
         controller.install(store);
+        if let Some(cluster) = &config.cluster {
+            let stored = Some(catalog.cluster_id.clone()).filter(|id| !id.is_empty());
+            match crate::shard::quorum::Quorum::start(&shard, cluster.clone(), stored, applied) {
+                Ok(q) => controller.set_quorum(q),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    STOP.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        }
     }
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
@@ -408,8 +421,13 @@ async fn shard_main(
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
     let (mut connections_peak, mut connections_before) = (0, 0);
+    let quorum = shard.controller.as_ref().and_then(|c| c.quorum());
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
+        if let Some(why) = quorum.as_ref().and_then(|q| q.fatal.borrow().clone()) {
+            tracing::error!("stopping: {why}");
+            STOP.store(true, Ordering::SeqCst);
+        }
         // Reports bursts of rate-limited lines that have stopped.
         conns.log.flush(Instant::now());
         shard.log.flush(Instant::now());
@@ -425,6 +443,11 @@ async fn shard_main(
     }
     // Shutdown: stop accepting, let in-flight requests finish, then wait for every shard.
     shard.stopping.set(true);
+    if let Some(q) = &quorum {
+        // The controller fences this broker now, so clients move on at once (bounded: it
+        // does not wait for a quorum that is not there).
+        q.shutdown().await;
+    }
     shard.wake_all_fetches();
     // Parked JoinGroup/SyncGroup requests answer NOT_COORDINATOR now, so they do not hold
     // the drain; the clients find the coordinator again after the restart.

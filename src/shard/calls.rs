@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
+use crate::cluster::wire;
 use crate::error::{ErrorCode, KafkaError};
 use crate::group::coordinator::{FetchedOffset, ListedGroup};
 use crate::group::offsets::CommittedOffset;
@@ -73,6 +74,9 @@ shard_messages!(
     TopicCreated,
     TopicDeleted,
     TopicConfigChanged,
+    TopicChanged,
+    ClusterChanged,
+    CreatePartitions,
     CreateTopics,
     DeleteTopics,
     AlterTopicConfigs,
@@ -231,6 +235,31 @@ call!(TopicDeleted -> Result<(), KafkaError>, |c, shard| shard.topic_deleted(c.0
 pub struct TopicConfigChanged(pub TopicMeta);
 call!(TopicConfigChanged -> Result<(), KafkaError>, |c, shard| shard.topic_config_changed(c.0));
 
+/// Every shard, in a cluster: a topic's partitions, leaders or configs changed; recache it,
+/// open the partitions of it this node now holds, apply its settings.
+#[derive(Debug)]
+pub struct TopicChanged(pub TopicMeta);
+call!(TopicChanged -> Result<(), KafkaError>, |c, shard| shard.topic_changed(c.0).await);
+
+/// Every shard, in a cluster: the brokers, the controller or the cluster id changed.
+#[derive(Debug)]
+pub struct ClusterChanged(pub std::sync::Arc<crate::cluster::view::ClusterView>);
+call!(ClusterChanged -> Result<(), KafkaError>, |c, shard| {
+    shard.cluster_changed(c.0);
+    Ok(())
+});
+
+/// To the controller: add partitions to topics: (name, new count, explicit assignments).
+#[derive(Debug)]
+pub struct CreatePartitions {
+    pub topics: Vec<(String, i32, Vec<Vec<i32>>)>,
+    pub validate_only: bool,
+}
+call!(CreatePartitions -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.create_partitions(&shard, c.topics, c.validate_only).await,
+    None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
 /// To the controller: create topics.
 #[derive(Debug)]
 pub struct CreateTopics {
@@ -252,6 +281,9 @@ pub struct CreateTopic {
     pub configs: BTreeMap<String, String>,
     /// Auto-creation: a topic that already exists is a success, not an error.
     pub if_not_exists: bool,
+    /// The broker's own internal topic (`__consumer_offsets` in a cluster), which clients may
+    /// not create.
+    pub internal: bool,
 }
 
 /// To the controller: delete topics by name.
@@ -282,6 +314,55 @@ pub struct AlterTopicConfig {
     pub replace: bool,
     /// Applied in order: (name, Some(value)) sets, (name, None) reverts to the default.
     pub ops: Vec<(String, Option<String>)>,
+}
+
+// A change forwarded to the active controller travels as the cluster wire's plain types.
+
+impl From<&CreateTopic> for wire::TopicSpec {
+    fn from(c: &CreateTopic) -> wire::TopicSpec {
+        wire::TopicSpec {
+            name: c.name.clone(),
+            partitions: c.partitions,
+            replication_factor: c.replication_factor,
+            configs: c.configs.clone(),
+            if_not_exists: c.if_not_exists,
+            assignments: Vec::new(),
+            internal: c.internal,
+        }
+    }
+}
+
+impl From<wire::TopicSpec> for CreateTopic {
+    fn from(t: wire::TopicSpec) -> CreateTopic {
+        CreateTopic {
+            name: t.name,
+            partitions: t.partitions,
+            replication_factor: t.replication_factor,
+            configs: t.configs,
+            if_not_exists: t.if_not_exists,
+            internal: t.internal,
+        }
+    }
+}
+
+impl From<&AlterTopicConfig> for wire::ConfigChange {
+    fn from(c: &AlterTopicConfig) -> wire::ConfigChange {
+        wire::ConfigChange {
+            topic: c.topic.clone(),
+            replace: c.replace,
+            ops: c.ops.clone(),
+        }
+    }
+}
+
+impl From<wire::ConfigChange> for AlterTopicConfig {
+    fn from(c: wire::ConfigChange) -> AlterTopicConfig {
+        AlterTopicConfig {
+            topic: c.topic,
+            replace: c.replace,
+            ops: c.ops,
+        }
+    }
 }
 
 /// This shard's metrics, for a scrape.

@@ -20,15 +20,19 @@ use std::rc::Rc;
 
 use glommio::sync::Semaphore;
 
+use crate::cluster::wire::{self, Request, Response};
 use crate::error::KafkaError;
 use crate::log_limit::LogKind;
 use crate::shard::Shard;
 use crate::shard::calls::{
     AlterTopicConfig, Call, CreateTopic, TopicConfigChanged, TopicCreated, TopicDeleted,
 };
-use crate::storage::catalog::{self, TopicMeta};
-use crate::storage::metadata::image::{config_change_records, create_topic_records};
-use crate::storage::metadata::record::{MetadataRecord, RemoveTopicRecord};
+use crate::shard::quorum::{self, Quorum};
+use crate::storage::catalog::{self, PartitionAssignment, TopicMeta};
+use crate::storage::metadata::image::{MetadataImage, config_change_records, create_topic_records};
+use crate::storage::metadata::record::{
+    MetadataRecord, PartitionRecord, RegisterBrokerRecord, RemoveTopicRecord,
+};
 use crate::storage::metadata::{MetadataError, MetadataStore};
 
 /// A shard that could not be told of a change is stopping (the router is only closed then).
@@ -40,12 +44,21 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
 pub struct Controller {
-    /// This broker's node id: it holds every replica and leads every partition.
+    /// This broker's node id (on one node it holds every replica and leads every partition).
     node_id: i32,
     /// The metadata store; None while an append runs on the blocking pool, and before
     /// start-up installs it.
     store: RefCell<Option<MetadataStore>>,
+    /// The metadata as last applied (a copy of the store's image, readable while the store
+    /// is on the blocking pool).
+    image: RefCell<MetadataImage>,
     changes: Semaphore,
+    /// The cluster shell, when this node is part of a cluster (`--voters`).
+    quorum: RefCell<Option<Rc<Quorum>>>,
+    /// On the active controller: when it last became the leader (brokers get a full
+    /// session from then on before they are fenced).
+    leader_since: std::cell::Cell<Option<std::time::Instant>>,
+    default_replication_factor: std::cell::Cell<i16>,
 }
 
 impl Controller {
@@ -53,13 +66,44 @@ impl Controller {
         Controller {
             node_id,
             store: RefCell::new(None),
+            image: RefCell::new(MetadataImage::default()),
             changes: Semaphore::new(1),
+            quorum: RefCell::new(None),
+            leader_since: std::cell::Cell::new(None),
+            default_replication_factor: std::cell::Cell::new(1),
         }
+    }
+
+    pub fn set_default_replication_factor(&self, rf: i16) {
+        self.default_replication_factor.set(rf);
     }
 
     /// Hands the controller the store that start-up opened.
     pub fn install(&self, store: MetadataStore) {
+        *self.image.borrow_mut() = store.image().clone();
         *self.store.borrow_mut() = Some(store);
+    }
+
+    /// Joins the controller to the cluster shell.
+    pub fn set_quorum(&self, q: Rc<Quorum>) {
+        *self.quorum.borrow_mut() = Some(q);
+    }
+
+    pub fn quorum(&self) -> Option<Rc<Quorum>> {
+        self.quorum.borrow().clone()
+    }
+
+    /// The Raft index the store has applied (0 on one node).
+    pub fn raft_applied(&self) -> u64 {
+        self.store
+            .borrow()
+            .as_ref()
+            .map_or(0, MetadataStore::raft_applied)
+    }
+
+    /// A copy of the metadata image as last applied.
+    pub fn image(&self) -> MetadataImage {
+        self.image.borrow().clone()
     }
 
     fn unavailable() -> KafkaError {
@@ -68,9 +112,7 @@ impl Controller {
 
     /// The topic as the metadata image has it.
     fn topic(&self, name: &str) -> Result<Option<TopicMeta>, KafkaError> {
-        let store = self.store.borrow();
-        let store = store.as_ref().ok_or_else(Self::unavailable)?;
-        Ok(store.image().topic_meta(name))
+        Ok(self.image.borrow().topic_meta(name))
     }
 
     /// A topic that must exist for the change at hand.
@@ -81,6 +123,9 @@ impl Controller {
     /// Appends `records` as one batch and waits until they are durable. The write and the
     /// fdatasync run on the blocking pool, never on this executor.
     async fn persist(&self, records: Vec<MetadataRecord>) -> Result<(), KafkaError> {
+        if let Some(q) = self.quorum() {
+            return q.propose(&records).await;
+        }
         let mut store = self
             .store
             .borrow_mut()
@@ -92,6 +137,7 @@ impl Controller {
                 (store, appended)
             })
             .await;
+        *self.image.borrow_mut() = store.image().clone();
         *self.store.borrow_mut() = Some(store);
         appended.map(drop).map_err(|e| {
             tracing::error!(error = %e, "could not write the metadata log");
@@ -110,7 +156,9 @@ impl Controller {
         spec: &CreateTopic,
         default_partitions: i32,
     ) -> Result<TopicMeta, KafkaError> {
-        catalog::validate_topic_name(&spec.name)?;
+        if !(spec.internal && spec.name == crate::placement::OFFSETS_TOPIC) {
+            catalog::validate_topic_name(&spec.name)?;
+        }
         let partitions = match spec.partitions {
             -1 => default_partitions,
             n if n < 1 => {
@@ -125,18 +173,57 @@ impl Controller {
             }
             n => n,
         };
-        if spec.replication_factor != -1 && spec.replication_factor != 1 {
-            return Err(KafkaError::InvalidReplicationFactor(format!(
-                "replication factor {} is larger than the 1 available broker",
-                spec.replication_factor
-            )));
-        }
-        TopicMeta::new(
+        let rf = match spec.replication_factor {
+            -1 => self.default_replication_factor.get(),
+            n => n,
+        };
+        let mut meta = TopicMeta::new(
             spec.name.clone(),
             uuid::Uuid::new_v4(),
             partitions,
             spec.configs.clone(),
-        )
+        )?;
+        if self.quorum().is_none() {
+            if rf != 1 {
+                return Err(KafkaError::InvalidReplicationFactor(format!(
+                    "replication factor {rf} is larger than the 1 available broker"
+                )));
+            }
+            return Ok(meta);
+        }
+        // In a cluster: over the brokers that serve, leaders spread from a random start.
+        let image = self.image.borrow();
+        let candidates: Vec<crate::cluster::placement::Candidate> = image
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| crate::cluster::placement::Candidate {
+                id: b.registration.broker_id,
+                rack: b.registration.rack.clone(),
+            })
+            .collect();
+        drop(image);
+        let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
+        let placed = crate::cluster::placement::assign(partitions, rf, &candidates, start)?;
+        if rf > 1 {
+            // Without replication every replica but the leader would be an empty log that
+            // Metadata lists as in sync: refused, never a silent smaller factor.
+            return Err(KafkaError::InvalidReplicationFactor(format!(
+                "replication factor {rf}: this build does not replicate partitions yet, only factor 1 is possible"
+            )));
+        }
+        meta.assignment = std::sync::Arc::new(
+            placed
+                .into_iter()
+                .map(|replicas| PartitionAssignment {
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                })
+                .collect(),
+        );
+        Ok(meta)
     }
 
     /// Tells every shard (this one included) about a change and waits for all of them.
@@ -163,7 +250,35 @@ impl Controller {
         specs: Vec<CreateTopic>,
         validate_only: bool,
     ) -> Vec<Result<TopicMeta, KafkaError>> {
+        let q = self.quorum();
+        if let Some(q) = &q {
+            let req = Request::CreateTopics {
+                context: self.context(),
+                topics: specs.iter().map(wire::TopicSpec::from).collect(),
+                validate_only,
+            };
+            match q.forward(&req).await {
+                Ok(None) => {}
+                Ok(Some(Response::Topics { results, applied })) => {
+                    q.wait_applied_for(applied).await;
+                    return results
+                        .into_iter()
+                        .map(|r| {
+                            r.map(|c| {
+                                TopicMeta::stored(c.name, c.topic_id, c.partitions, c.configs)
+                            })
+                            .map_err(KafkaError::from)
+                        })
+                        .collect();
+                }
+                Ok(Some(other)) => return vec![Err(unexpected(&other)); specs.len()],
+                Err(e) => return vec![Err(e); specs.len()],
+            }
+        }
         let _permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = &q {
+            q.catch_up().await;
+        }
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             let existing = match self.topic(&spec.name) {
@@ -197,6 +312,12 @@ impl Controller {
                 .await
             {
                 out.push(Err(e));
+                continue;
+            }
+            // In a cluster the apply loop told every shard (of every node) already.
+            if q.is_some() {
+                tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
+                out.push(Ok(meta));
                 continue;
             }
             if let Err(e) = self.broadcast(shard, || TopicCreated(meta.clone())).await {
@@ -247,9 +368,30 @@ impl Controller {
         shard: &Rc<Shard>,
         names: Vec<String>,
     ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(q) = &q {
+            let req = Request::DeleteTopics {
+                context: self.context(),
+                names: names.clone(),
+            };
+            match q.forward(&req).await {
+                Ok(None) => {}
+                Ok(Some(r)) => return done_answers(q, r, names.len()).await,
+                Err(e) => return vec![Err(e); names.len()],
+            }
+        }
         let _permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = &q {
+            q.catch_up().await;
+        }
         let mut out = Vec::with_capacity(names.len());
         for name in names {
+            if name == crate::placement::OFFSETS_TOPIC {
+                out.push(Err(KafkaError::InvalidTopic(format!(
+                    "'{name}' is the internal log of consumer groups and cannot be deleted"
+                ))));
+                continue;
+            }
             let meta = match self.existing_topic(&name) {
                 Ok(meta) => meta,
                 Err(e) => {
@@ -262,6 +404,11 @@ impl Controller {
             });
             if let Err(e) = self.persist(vec![remove]).await {
                 out.push(Err(e));
+                continue;
+            }
+            if q.is_some() {
+                tracing::info!(topic = %name, "topic deleted");
+                out.push(Ok(()));
                 continue;
             }
             let deleted = self.broadcast(shard, || TopicDeleted(name.clone())).await;
@@ -282,7 +429,23 @@ impl Controller {
         changes: Vec<AlterTopicConfig>,
         validate_only: bool,
     ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(q) = &q {
+            let req = Request::AlterConfigs {
+                context: self.context(),
+                changes: changes.iter().map(wire::ConfigChange::from).collect(),
+                validate_only,
+            };
+            match q.forward(&req).await {
+                Ok(None) => {}
+                Ok(Some(r)) => return done_answers(q, r, changes.len()).await,
+                Err(e) => return vec![Err(e); changes.len()],
+            }
+        }
         let _permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = &q {
+            q.catch_up().await;
+        }
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             let old = match self.existing_topic(&change.topic) {
@@ -316,6 +479,11 @@ impl Controller {
                 out.push(Err(e));
                 continue;
             }
+            if q.is_some() {
+                tracing::info!(topic = %meta.name, configs = ?meta.configs, "topic configs changed");
+                out.push(Ok(()));
+                continue;
+            }
             let changed = self
                 .broadcast(shard, || TopicConfigChanged(meta.clone()))
                 .await;
@@ -323,6 +491,418 @@ impl Controller {
             out.push(changed);
         }
         out
+    }
+}
+
+impl Controller {
+    /// The context a forwarded change carries. Until handlers pass theirs down (the
+    /// security issue needs it for authorization), it names the forwarding broker.
+    fn context(&self) -> wire::Forwarded {
+        wire::Forwarded {
+            principal: "User:ANONYMOUS".to_string(),
+            client_id: String::new(),
+            client_addr: String::new(),
+            via_broker: self.node_id,
+        }
+    }
+
+    /// CreatePartitions: adds partitions to topics, placed over the brokers that serve.
+    /// `topics`: (name, new total count, explicit replica lists of the new partitions).
+    pub async fn create_partitions(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<(String, i32, Vec<Vec<i32>>)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), KafkaError>> {
+        let _ = shard;
+        let Some(q) = self.quorum() else {
+            return self
+                .create_partitions_local(shard, topics, validate_only)
+                .await;
+        };
+        let req = Request::CreatePartitions {
+            context: self.context(),
+            topics: topics.clone(),
+            validate_only,
+        };
+        match q.forward(&req).await {
+            Ok(None) => {}
+            Ok(Some(r)) => return done_answers(&q, r, topics.len()).await,
+            Err(e) => return vec![Err(e); topics.len()],
+        }
+        let _permit = self.changes.acquire_permit(1).await;
+        q.catch_up().await;
+        let mut out = Vec::with_capacity(topics.len());
+        for (name, count, assignments) in topics {
+            let records = match self.partition_records(&name, count, &assignments) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if validate_only {
+                out.push(Ok(()));
+                continue;
+            }
+            let added = self.persist(records).await;
+            if added.is_ok() {
+                tracing::info!(topic = %name, partitions = count, "partitions created");
+            }
+            out.push(added);
+        }
+        out
+    }
+
+    /// CreatePartitions on one node: the new partitions are this node's.
+    async fn create_partitions_local(
+        &self,
+        shard: &Rc<Shard>,
+        topics: Vec<(String, i32, Vec<Vec<i32>>)>,
+        validate_only: bool,
+    ) -> Vec<Result<(), KafkaError>> {
+        let _permit = self.changes.acquire_permit(1).await;
+        let mut out = Vec::with_capacity(topics.len());
+        for (name, count, assignments) in topics {
+            let records = match self.partition_records(&name, count, &assignments) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if validate_only {
+                out.push(Ok(()));
+                continue;
+            }
+            if let Err(e) = self.persist(records).await {
+                out.push(Err(e));
+                continue;
+            }
+            let Ok(Some(meta)) = self.topic(&name) else {
+                out.push(Err(KafkaError::UnknownTopicOrPartition));
+                continue;
+            };
+            let changed = self
+                .broadcast(shard, || crate::shard::calls::TopicChanged(meta.clone()))
+                .await;
+            tracing::info!(topic = %name, partitions = count, "partitions created");
+            out.push(changed);
+        }
+        out
+    }
+
+    /// The partition records that grow `name` to `count` partitions.
+    fn partition_records(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: &[Vec<i32>],
+    ) -> Result<Vec<MetadataRecord>, KafkaError> {
+        let meta = self.existing_topic(name)?;
+        if count <= meta.partitions {
+            return Err(KafkaError::InvalidPartitions(format!(
+                "topic {name} has {} partitions; the new count {count} must be larger",
+                meta.partitions
+            )));
+        }
+        if count > TOPIC_PARTITIONS_MAX {
+            return Err(KafkaError::InvalidPartitions(format!(
+                "number of partitions must be at most {TOPIC_PARTITIONS_MAX}, got {count}"
+            )));
+        }
+        let new = count - meta.partitions;
+        let rf = meta
+            .partition(0)
+            .map_or(1, |a| i16::try_from(a.replicas.len()).unwrap_or(1));
+        let image = self.image.borrow();
+        let live: Vec<crate::cluster::placement::Candidate> = image
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| crate::cluster::placement::Candidate {
+                id: b.registration.broker_id,
+                rack: b.registration.rack.clone(),
+            })
+            .collect();
+        let placed = if !assignments.is_empty() {
+            if assignments.len() != new as usize {
+                return Err(KafkaError::InvalidRequest(format!(
+                    "{} replica assignments for {new} new partitions",
+                    assignments.len()
+                )));
+            }
+            for a in assignments {
+                if a.len() != rf as usize || a.iter().any(|id| !live.iter().any(|b| b.id == *id)) {
+                    return Err(KafkaError::InvalidReplicaAssignment(format!(
+                        "assignment {a:?} must name {rf} distinct live brokers"
+                    )));
+                }
+            }
+            assignments.to_vec()
+        } else if self.quorum().is_none() {
+            vec![vec![self.node_id]; new as usize]
+        } else {
+            let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
+            crate::cluster::placement::assign(new, rf, &live, start)?
+        };
+        Ok(placed
+            .into_iter()
+            .zip(meta.partitions..count)
+            .map(|(replicas, partition)| {
+                MetadataRecord::Partition(PartitionRecord {
+                    topic_id: meta.topic_id,
+                    partition,
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                })
+            })
+            .collect())
+    }
+
+    /// Applies a committed entry (a cluster node): durable in the store with its Raft
+    /// index, on the blocking pool. Returns the images before and after.
+    pub async fn apply_committed(
+        &self,
+        records: Vec<MetadataRecord>,
+        index: u64,
+    ) -> Result<(MetadataImage, MetadataImage), KafkaError> {
+        let mut store = self
+            .store
+            .borrow_mut()
+            .take()
+            .ok_or_else(Self::unavailable)?;
+        let (store, appended) = glommio::executor()
+            .spawn_blocking(move || {
+                let appended = store.append_committed(&records, index);
+                (store, appended)
+            })
+            .await;
+        let new = store.image().clone();
+        *self.store.borrow_mut() = Some(store);
+        appended.map_err(|e| KafkaError::Storage(format!("metadata write failed: {e}")))?;
+        let old = self.image.replace(new.clone());
+        Ok((old, new))
+    }
+
+    /// Replaces the metadata with a snapshot the quorum sent.
+    pub async fn install_snapshot(
+        &self,
+        records: Vec<MetadataRecord>,
+        index: u64,
+    ) -> Result<(MetadataImage, MetadataImage), KafkaError> {
+        let mut store = self
+            .store
+            .borrow_mut()
+            .take()
+            .ok_or_else(Self::unavailable)?;
+        let (store, installed) = glommio::executor()
+            .spawn_blocking(move || {
+                let installed = store.install_raft_snapshot(&records, index);
+                (store, installed)
+            })
+            .await;
+        let new = store.image().clone();
+        *self.store.borrow_mut() = Some(store);
+        installed.map_err(|e| KafkaError::Storage(format!("metadata snapshot failed: {e}")))?;
+        let old = self.image.replace(new.clone());
+        Ok((old, new))
+    }
+
+    /// The metadata as a snapshot for a lagging node: (Raft index, term, data).
+    pub fn raft_snapshot(&self) -> Result<(u64, u64, Vec<u8>), String> {
+        let q = self
+            .quorum()
+            .ok_or_else(|| "not in a cluster".to_string())?;
+        let index = q.applied();
+        let image = self.image.borrow();
+        let data =
+            crate::storage::metadata::store::encode_batch_at(0, Some(index), &image.to_records());
+        Ok((index, q.applied_term(), data))
+    }
+
+    /// The active controller registers a broker (fenced, under a new epoch); a retried
+    /// registration of the same incarnation gets its epoch again. A second live process with
+    /// the same id is refused (DUPLICATE_BROKER_REGISTRATION).
+    pub async fn register_broker(
+        &self,
+        q: &Quorum,
+        mut reg: RegisterBrokerRecord,
+    ) -> Result<i64, KafkaError> {
+        let _permit = self.changes.acquire_permit(1).await;
+        q.catch_up().await;
+        let session = std::time::Duration::from_millis(q.cfg.session_timeout_ms);
+        let records = {
+            let image = self.image.borrow();
+            if let Some(b) = image.brokers().get(&reg.broker_id) {
+                if b.registration.incarnation_id == reg.incarnation_id {
+                    return Ok(b.registration.broker_epoch);
+                }
+                let alive = q
+                    .last_heartbeat(reg.broker_id)
+                    .is_some_and(|t| t.elapsed() < session);
+                if !b.fenced && alive {
+                    return Err(KafkaError::Forwarded {
+                        code: 101,
+                        message: format!(
+                            "node id {} is already registered by a live broker ({}:{}): node ids must be unique",
+                            reg.broker_id, b.registration.host, b.registration.port
+                        ),
+                    });
+                }
+            }
+            reg.broker_epoch = image.next_broker_epoch();
+            let mut records = vec![MetadataRecord::RegisterBroker(reg.clone())];
+            records.extend(quorum::leaderless_records(&image, reg.broker_id));
+            records
+        };
+        self.persist(records).await?;
+        q.registered(reg.broker_id);
+        tracing::info!(broker = reg.broker_id, broker_epoch = reg.broker_epoch, host = %reg.host, port = reg.port, "broker registered");
+        Ok(reg.broker_epoch)
+    }
+
+    /// The active controller takes a heartbeat: a broker that caught up with the metadata
+    /// since it registered is unfenced (and leads its leaderless partitions again); one that
+    /// is stopping is fenced at once. Returns whether the broker is fenced now.
+    pub async fn broker_heartbeat(
+        &self,
+        q: &Quorum,
+        broker: i32,
+        epoch: i64,
+        applied: u64,
+        shutting_down: bool,
+    ) -> Result<bool, KafkaError> {
+        let fenced = {
+            let image = self.image.borrow();
+            match image.brokers().get(&broker) {
+                Some(b) if b.registration.broker_epoch == epoch => b.fenced,
+                _ => {
+                    return Err(KafkaError::Forwarded {
+                        code: 77,
+                        message: format!("broker {broker} epoch {epoch} is not registered"),
+                    });
+                }
+            }
+        };
+        q.heartbeat_from(broker);
+        if shutting_down && !fenced {
+            let _permit = self.changes.acquire_permit(1).await;
+            q.catch_up().await;
+            let records = {
+                let image = self.image.borrow();
+                let mut r = vec![quorum::fence_record(broker, epoch, true)];
+                r.extend(quorum::leaderless_records(&image, broker));
+                r
+            };
+            self.persist(records).await?;
+            tracing::info!(broker, "broker fenced: it is shutting down");
+            return Ok(true);
+        }
+        if fenced && !shutting_down && applied >= q.registered_index(broker) {
+            let _permit = self.changes.acquire_permit(1).await;
+            q.catch_up().await;
+            let records = {
+                let image = self.image.borrow();
+                match image.brokers().get(&broker) {
+                    Some(b) if b.registration.broker_epoch == epoch && b.fenced => {
+                        let mut r = vec![quorum::fence_record(broker, epoch, false)];
+                        r.extend(quorum::leader_back_records(&image, broker));
+                        r
+                    }
+                    _ => Vec::new(),
+                }
+            };
+            if !records.is_empty() {
+                self.persist(records).await?;
+                tracing::info!(broker, "broker unfenced: it caught up with the metadata");
+            }
+            return Ok(false);
+        }
+        Ok(fenced)
+    }
+
+    /// What the active controller does on its own: write the cluster id of a new cluster,
+    /// and fence brokers whose session expired.
+    pub async fn leader_duties(&self, q: &Quorum) {
+        let now = std::time::Instant::now();
+        let since = match self.leader_since.get() {
+            Some(t) => t,
+            None => {
+                self.leader_since.set(Some(now));
+                now
+            }
+        };
+        let session = std::time::Duration::from_millis(q.cfg.session_timeout_ms);
+        let needs_id = self.image.borrow().cluster_id().is_none();
+        let expired: Vec<(i32, i64)> = self
+            .image
+            .borrow()
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                let last = q.last_heartbeat(b.registration.broker_id).unwrap_or(since);
+                now.duration_since(last.max(since)) > session
+            })
+            .map(|b| (b.registration.broker_id, b.registration.broker_epoch))
+            .collect();
+        if !needs_id && expired.is_empty() {
+            return;
+        }
+        let _permit = self.changes.acquire_permit(1).await;
+        q.catch_up().await;
+        if self.image.borrow().cluster_id().is_none() {
+            let record = quorum::cluster_id_record(q.cfg.cluster_id.as_deref());
+            match self.persist(vec![record]).await {
+                Ok(()) => tracing::info!(
+                    cluster_id = self.image.borrow().cluster_id().unwrap_or_default(),
+                    "new cluster: cluster id written"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not write the cluster id"),
+            }
+        }
+        for (broker, epoch) in expired {
+            let records = {
+                let image = self.image.borrow();
+                let mut r = vec![quorum::fence_record(broker, epoch, true)];
+                r.extend(quorum::leaderless_records(&image, broker));
+                r
+            };
+            match self.persist(records).await {
+                Ok(()) => tracing::warn!(
+                    broker,
+                    session_timeout_ms = q.cfg.session_timeout_ms,
+                    "broker fenced: no heartbeat within the session timeout"
+                ),
+                Err(e) => tracing::warn!(broker, error = %e, "could not fence a broker"),
+            }
+        }
+    }
+
+    /// Forgets leader-only state when this node stops being the active controller.
+    pub fn lost_leadership(&self) {
+        self.leader_since.set(None);
+    }
+}
+
+fn unexpected(r: &Response) -> KafkaError {
+    KafkaError::InvalidRequest(format!("unexpected answer from the controller: {r:?}"))
+}
+
+/// The answers of a forwarded change, once this node has applied what it did.
+async fn done_answers(q: &Quorum, r: Response, n: usize) -> Vec<Result<(), KafkaError>> {
+    match r {
+        Response::Done { results, applied } => {
+            q.wait_applied_for(applied).await;
+            results
+                .into_iter()
+                .map(|r| r.map_err(KafkaError::from))
+                .collect()
+        }
+        other => vec![Err(unexpected(&other)); n],
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod calls;
 pub mod controller;
 pub mod partition;
+pub mod quorum;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -166,6 +167,9 @@ pub struct Shard {
     /// Limits the log lines of objects clients create at will (topics, partitions), so a
     /// client creating in a loop cannot flood the log (see `log_limit`).
     pub log: crate::log_limit::LogLimiter,
+    /// What this shard knows of the cluster (brokers that serve, the controller, the cluster
+    /// id), replaced as a whole by the controller's `ClusterChanged`. None on one node.
+    cluster: RefCell<Option<std::sync::Arc<crate::cluster::view::ClusterView>>>,
 }
 
 impl Shard {
@@ -202,11 +206,38 @@ impl Shard {
             log: crate::log_limit::LogLimiter::new(Duration::from_millis(
                 crate::log_limit::LOG_INTERVAL_MS,
             )),
+            cluster: RefCell::new(None),
         }
     }
 
     pub fn shards(&self) -> usize {
         self.config.shards
+    }
+
+    /// The cluster as this shard knows it; None on a one-node broker (no `--voters`).
+    pub fn cluster(&self) -> Option<std::sync::Arc<crate::cluster::view::ClusterView>> {
+        self.cluster.borrow().clone()
+    }
+
+    pub fn cluster_changed(&self, view: std::sync::Arc<crate::cluster::view::ClusterView>) {
+        *self.cluster.borrow_mut() = Some(view);
+    }
+
+    /// Whether this node holds a replica of `topic`'s partition `p`: on one node, every
+    /// partition; in a cluster, those the metadata assigns it.
+    pub fn holds_replica(&self, topic: &TopicMeta, p: i32) -> bool {
+        self.config.cluster.is_none()
+            || topic
+                .partition(p)
+                .is_some_and(|a| a.replicas.contains(&self.config.node_id))
+    }
+
+    /// Whether this node leads `topic`'s partition `p` (always, on one node).
+    pub fn leads(&self, topic: &TopicMeta, p: i32) -> bool {
+        self.config.cluster.is_none()
+            || topic
+                .partition(p)
+                .is_some_and(|a| a.leader == self.config.node_id)
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
@@ -298,8 +329,20 @@ impl Shard {
         at_start: bool,
     ) -> std::io::Result<Recovered> {
         let mut total = Recovered::default();
+        // The group coordinators own the logs of `__consumer_offsets` (group::store); in a
+        // cluster the topic is in the metadata only to say who leads which partition.
+        if topic.name == crate::placement::OFFSETS_TOPIC {
+            return Ok(total);
+        }
         for p in 0..topic.partitions {
-            if self.owner(&topic.name, p) != self.id {
+            if self.owner(&topic.name, p) != self.id || !self.holds_replica(topic, p) {
+                continue;
+            }
+            if self
+                .partitions
+                .borrow()
+                .contains_key(&(topic.name.clone(), p))
+            {
                 continue;
             }
             let log = PartitionLog::open(
@@ -348,9 +391,9 @@ impl Shard {
                     self.id
                 ),
             }
-            // One node: this broker leads every partition, in the epoch the metadata gives
-            // (0 until leaders change, with the cluster issue).
-            let partition = Partition::new(log, self.config.node_id, 0);
+            // The leader epoch the metadata gives (0 on one node).
+            let epoch = topic.partition(p).map_or(0, |a| a.leader_epoch);
+            let partition = Partition::new(log, self.config.node_id, epoch);
             self.partitions
                 .borrow_mut()
                 .insert((topic.name.clone(), p), partition);
@@ -564,6 +607,23 @@ impl Shard {
             result = Err(KafkaError::Storage(e));
         }
         result
+    }
+
+    /// In a cluster, a topic changed (partitions added, leaders or configs changed): open the
+    /// partitions this node now holds, recache it, apply its settings.
+    pub async fn topic_changed(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+        let opened = self.open_owned_partitions(&meta, false, false);
+        for ((topic, p), part) in self.partitions.borrow_mut().iter_mut() {
+            if *topic == meta.name
+                && let Some(a) = meta.partition(*p)
+            {
+                part.set_leader_epoch(a.leader_epoch);
+            }
+        }
+        self.topic_config_changed(meta)?;
+        opened
+            .map(drop)
+            .map_err(|e| KafkaError::Storage(e.to_string()))
     }
 
     /// A topic's configs changed: recache it and apply the new settings to its open logs.

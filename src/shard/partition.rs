@@ -101,6 +101,12 @@ impl Partition {
         self.leader_epoch
     }
 
+    /// The metadata gave the partition a new leader epoch (a leader change); batches written
+    /// from now on carry it. Epochs only grow.
+    pub fn set_leader_epoch(&mut self, epoch: i32) {
+        self.leader_epoch = self.leader_epoch.max(epoch);
+    }
+
     /// After an append: with the leader as the only in-sync replica, everything appended is on
     /// every ISR member, so the high watermark (and, with no transactions, the last stable
     /// offset) moves to the log end. Both only move forward.

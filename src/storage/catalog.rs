@@ -108,6 +108,16 @@ pub fn topic_config_names() -> String {
         .join(", ")
 }
 
+/// Where one partition lives: its replicas, the in-sync ones, the leader (-1: none, the
+/// partition is offline) and the leader epoch, as the metadata gives them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicMeta {
     pub name: String,
@@ -121,6 +131,10 @@ pub struct TopicMeta {
     /// Produce path, the flusher, retention) instead of parsing strings on each use.
     #[serde(skip)]
     pub config: Arc<TopicConfig>,
+    /// Each partition's replicas and leader, by partition index (empty in a `catalog.json` of
+    /// older versions: this node holds them all).
+    #[serde(skip)]
+    pub assignment: Arc<Vec<PartitionAssignment>>,
 }
 
 impl TopicMeta {
@@ -138,6 +152,7 @@ impl TopicMeta {
             partitions,
             configs,
             config,
+            assignment: Arc::default(),
         })
     }
 
@@ -162,7 +177,23 @@ impl TopicMeta {
             partitions,
             configs,
             config: Arc::new(config),
+            assignment: Arc::default(),
         }
+    }
+
+    /// The topic without its partition assignment (tests compare topics made by hand, which
+    /// have none, with topics read back from the metadata).
+    #[cfg(test)]
+    pub fn without_assignment(self) -> TopicMeta {
+        TopicMeta {
+            assignment: Arc::default(),
+            ..self
+        }
+    }
+
+    /// Where partition `p` lives, if the metadata says.
+    pub fn partition(&self, p: i32) -> Option<&PartitionAssignment> {
+        self.assignment.get(usize::try_from(p).ok()?)
     }
 
     /// Whether the broker stamps batches with its own clock (LogAppendTime).

@@ -105,7 +105,7 @@ pub trait Transport {
 /// What the state machine applies, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Committed {
-    /// A committed entry (entries with empty data, which a new leader appends, are skipped).
+    /// A committed entry (with empty data: the entry a new leader appends).
     Entry {
         index: u64,
         term: u64,
@@ -219,7 +219,7 @@ impl RaftHandle {
 
     /// Proposes `data` and resolves with its index once that entry (same index and term) is
     /// committed and durable here. Answers [`ProposeError::NotLeader`] at once on a follower.
-    /// An empty `data` commits but is not delivered as [`Committed`].
+    /// An empty `data` commits and is delivered like any other.
     pub async fn propose(&self, data: Vec<u8>) -> Result<u64, ProposeError> {
         if let Some(e) = self.shared.disk_error.borrow().clone() {
             return Err(ProposeError::Disk(e));
@@ -738,7 +738,9 @@ impl Driver {
                 };
                 let _ = done.send(answer);
             }
-            if e.data.is_empty() || e.entry_type != EntryType::EntryNormal {
+            // Empty entries (a new leader's first) are delivered too: the state machine's
+            // applied index then reaches the commit index, which is what "caught up" means.
+            if e.entry_type != EntryType::EntryNormal {
                 continue;
             }
             self.deliver(Committed::Entry {

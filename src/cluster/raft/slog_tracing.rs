@@ -50,7 +50,9 @@ impl slog::Drain for TracingDrain {
             slog::Level::Warning => {
                 tracing::warn!(target: "spate::raft", "{}", line(record, values))
             }
-            slog::Level::Info => tracing::info!(target: "spate::raft", "{}", line(record, values)),
+            // raft-rs logs every vote and step-down at info; the driver logs the role, leader
+            // and term changes an operator needs, so raft-rs's own lines are debug.
+            slog::Level::Info => tracing::debug!(target: "spate::raft", "{}", line(record, values)),
             slog::Level::Debug => {
                 tracing::debug!(target: "spate::raft", "{}", line(record, values))
             }

@@ -195,6 +195,9 @@ impl raft::Storage for MemLog {
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
+        // The state machine may not know the term of its applied index (after a restart,
+        // before it applies anything new): the log does.
+        let term = self.term_of(index).unwrap_or(term);
         let mut snap = Snapshot {
             data: data.into(),
             ..Default::default()

@@ -141,7 +141,10 @@ fn start_node(
                             }
                             s.applied = index;
                             s.term = term;
-                            s.data.push(data);
+                            // A new leader's empty entry counts as applied, holds no data.
+                            if !data.is_empty() {
+                                s.data.push(data);
+                            }
                         }
                         Committed::Snapshot { index, term, data } => {
                             s.applied = index;

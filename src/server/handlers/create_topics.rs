@@ -60,6 +60,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             },
             configs,
             if_not_exists: false,
+            internal: false,
         });
         early.push(problem);
     }

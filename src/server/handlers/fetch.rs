@@ -70,8 +70,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     Some(KafkaError::UnknownTopicOrPartition)
                 }
-                Some(_) if p.current_leader_epoch > 0 => Some(KafkaError::UnknownLeaderEpoch),
-                Some(_) => None,
+                Some(m) => super::check_leader(shard, m, p.partition, p.current_leader_epoch),
             };
             slots.push(Slot {
                 unread: early.is_none(),

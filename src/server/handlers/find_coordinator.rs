@@ -1,5 +1,7 @@
 //! FindCoordinator: on one node every group's coordinator is this broker; the shard that
-//! coordinates the group inside it is found by the router, not by the client.
+//! coordinates the group inside it is found by the router, not by the client. In a cluster a
+//! group's coordinator is the leader of its `__consumer_offsets` partition, as the metadata
+//! says (the topic is created in the metadata on the first lookup, as Kafka does).
 
 use super::RequestContext;
 use crate::error::ErrorCode;
@@ -27,39 +29,72 @@ fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
     None
 }
 
+/// The broker that coordinates `group`: this one on one node; in a cluster the leader of the
+/// group's `__consumer_offsets` partition.
+async fn coordinator(
+    shard: &std::rc::Rc<crate::shard::Shard>,
+    group: &str,
+) -> Result<(i32, String, u16), (ErrorCode, String)> {
+    let Some(view) = shard.cluster() else {
+        let (host, port) = shard.config.advertised_listener.clone();
+        return Ok((shard.config.node_id, host, port));
+    };
+    let meta = match shard.topic(crate::placement::OFFSETS_TOPIC) {
+        Some(m) => m,
+        None => super::ensure_offsets_topic(shard)
+            .await
+            .map_err(|e| (ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()))?,
+    };
+    let p = crate::placement::offsets_partition(group, meta.partitions);
+    let leader = super::current_leader(&meta, p).0;
+    match view.broker(leader) {
+        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+        None => Err((
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+            format!("partition {p} of __consumer_offsets has no leader"),
+        )),
+    }
+}
+
+async fn find(
+    shard: &std::rc::Rc<crate::shard::Shard>,
+    key: &str,
+    key_type: i8,
+) -> Result<(i32, String, u16), (ErrorCode, String)> {
+    match refuse(key, key_type) {
+        Some(e) => Err(e),
+        None => coordinator(shard, key).await,
+    }
+}
+
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
-    let node = BrokerId(shard.config.node_id);
-    let (host, port) = shard.config.advertised_listener.clone();
     if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .iter()
-            .map(|key| {
-                let c = Coordinator::default().with_key(key.clone());
-                match refuse(key.as_str(), req.key_type) {
-                    None => c
-                        .with_node_id(node)
-                        .with_host(str_bytes(host.clone()))
-                        .with_port(i32::from(port)),
-                    Some((code, msg)) => c
-                        .with_node_id(BrokerId(-1))
-                        .with_port(-1)
-                        .with_error_code(code.code())
-                        .with_error_message(Some(str_bytes(msg))),
-                }
-            })
-            .collect();
+        let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
+        for key in &req.coordinator_keys {
+            let c = Coordinator::default().with_key(key.clone());
+            coordinators.push(match find(shard, key.as_str(), req.key_type).await {
+                Ok((node, host, port)) => c
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(host))
+                    .with_port(i32::from(port)),
+                Err((code, msg)) => c
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(msg))),
+            });
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let out = FindCoordinatorResponse::default();
-    match refuse(req.key.as_str(), req.key_type) {
-        None => out
-            .with_node_id(node)
+    match find(shard, req.key.as_str(), req.key_type).await {
+        Ok((node, host, port)) => out
+            .with_node_id(BrokerId(node))
             .with_host(str_bytes(host))
             .with_port(i32::from(port)),
-        Some((code, msg)) => {
+        Err((code, msg)) => {
             let out = out
                 .with_error_code(code.code())
                 .with_node_id(BrokerId(-1))

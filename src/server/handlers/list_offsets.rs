@@ -29,10 +29,13 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
             let ok = meta
                 .as_ref()
                 .is_some_and(|m| (0..m.partitions).contains(&p.partition_index));
+            let not_here = meta.as_ref().and_then(|m| {
+                super::check_leader(shard, m, p.partition_index, p.current_leader_epoch)
+            });
             if !ok {
                 slots.push(Err(KafkaError::UnknownTopicOrPartition));
-            } else if p.current_leader_epoch > 0 {
-                slots.push(Err(KafkaError::UnknownLeaderEpoch));
+            } else if let Some(e) = not_here {
+                slots.push(Err(e));
             } else {
                 by_owner
                     .entry(shard.owner(name, p.partition_index))

@@ -21,10 +21,41 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     let version = ctx.api_version;
     let node = BrokerId(shard.config.node_id);
     let (host, port) = shard.config.advertised_listener.clone();
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(str_bytes(host))
-        .with_port(i32::from(port));
+    let view = shard.cluster();
+    // One node: this broker, its id the controller's. A cluster: the brokers that serve,
+    // and the active controller (the Raft leader), from this shard's copy of the metadata.
+    let (brokers, controller_id, cluster_id) = match &view {
+        None => (
+            vec![
+                MetadataResponseBroker::default()
+                    .with_node_id(node)
+                    .with_host(str_bytes(host))
+                    .with_port(i32::from(port)),
+            ],
+            node,
+            shard.cluster_id.clone(),
+        ),
+        Some(v) => (
+            v.brokers
+                .iter()
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.id))
+                        .with_host(str_bytes(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.clone().map(str_bytes))
+                })
+                .collect(),
+            BrokerId(v.controller_id),
+            v.cluster_id.clone(),
+        ),
+    };
+    let live: Option<Vec<i32>> = view
+        .as_ref()
+        .map(|v| v.brokers.iter().map(|b| b.id).collect());
+    let topic_response = |meta: &TopicMeta, node: BrokerId, version: i16| {
+        topic_response(meta, node, version, live.as_deref())
+    };
     let all = match &req.topics {
         None => true,
         Some(t) => t.is_empty() && version == 0,
@@ -72,26 +103,54 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         }
     }
     MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(str_bytes(shard.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(cluster_id)))
+        .with_controller_id(controller_id)
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn topic_response(meta: &TopicMeta, node: BrokerId, version: i16) -> MetadataResponseTopic {
+/// A topic as Metadata shows it. `live`: the brokers that serve, in a cluster (None on one
+/// node, where this broker holds and leads everything).
+fn topic_response(
+    meta: &TopicMeta,
+    node: BrokerId,
+    version: i16,
+    live: Option<&[i32]>,
+) -> MetadataResponseTopic {
     let partitions = (0..meta.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
-                .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+            let out = MetadataResponsePartition::default().with_partition_index(p);
+            let (Some(live), Some(a)) = (live, meta.partition(p)) else {
+                return out
+                    .with_leader_id(node)
+                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node]);
+            };
+            let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let offline: Vec<i32> = a
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !live.contains(r))
+                .collect();
+            let out = out
+                .with_leader_id(BrokerId(a.leader))
+                .with_leader_epoch(if version >= 7 { a.leader_epoch } else { -1 })
+                .with_replica_nodes(ids(&a.replicas))
+                .with_isr_nodes(ids(&a.isr))
+                .with_offline_replicas(ids(&offline));
+            if a.leader < 0 {
+                out.with_error_code(ResponseError::LeaderNotAvailable.code())
+            } else {
+                out
+            }
         })
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&meta.name)))
+        .with_is_internal(meta.name == crate::placement::OFFSETS_TOPIC)
         .with_topic_id(if version >= 10 {
             meta.topic_id
         } else {

@@ -3,10 +3,12 @@
 
 mod alter_configs;
 mod api_versions;
+mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod fetch;
@@ -143,6 +145,16 @@ pub(crate) async fn group_call<C: Call>(
     call: C,
 ) -> Result<C::Reply, KafkaError> {
     let shard = &ctx.shard;
+    // In a cluster, only the leader of the group's offsets partition coordinates it.
+    if shard.cluster().is_some() {
+        let meta = shard
+            .topic(crate::placement::OFFSETS_TOPIC)
+            .ok_or(KafkaError::NotCoordinator)?;
+        let p = crate::placement::offsets_partition(group, meta.partitions);
+        if current_leader(&meta, p).0 != shard.config.node_id {
+            return Err(KafkaError::NotCoordinator);
+        }
+    }
     let owner = crate::placement::group_owner(
         group,
         shard.config.offsets_topic_num_partitions,
@@ -157,6 +169,71 @@ pub(crate) async fn group_call<C: Call>(
         .call(owner, call)
         .await
         .map_err(|_| KafkaError::CoordinatorNotAvailable)
+}
+
+/// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
+/// brokers like any topic's), unless it exists.
+pub(crate) async fn ensure_offsets_topic(
+    shard: &Rc<Shard>,
+) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
+    let spec = crate::shard::calls::CreateTopic {
+        name: crate::placement::OFFSETS_TOPIC.to_string(),
+        partitions: shard.config.offsets_topic_num_partitions,
+        replication_factor: 1,
+        configs: BTreeMap::new(),
+        if_not_exists: true,
+        internal: true,
+    };
+    let call = crate::shard::calls::CreateTopics {
+        topics: vec![spec],
+        validate_only: false,
+    };
+    match shard.call(crate::placement::CONTROLLER_SHARD, call).await {
+        Ok(mut r) if r.len() == 1 => r.remove(0),
+        Ok(_) | Err(_) => Err(KafkaError::CoordinatorNotAvailable),
+    }
+}
+
+/// Where a client should send requests for `meta`'s partition `p`: (leader id, leader
+/// epoch), -1 for a partition without a leader.
+pub(crate) fn current_leader(meta: &crate::storage::catalog::TopicMeta, p: i32) -> (i32, i32) {
+    meta.partition(p)
+        .map_or((-1, -1), |a| (a.leader, a.leader_epoch))
+}
+
+/// Whether this broker may serve a read of `meta`'s partition `p` for a client that knows
+/// `current_leader_epoch` (-1: it does not say): the leader, in the client's epoch.
+pub(crate) fn check_leader(
+    shard: &Shard,
+    meta: &crate::storage::catalog::TopicMeta,
+    p: i32,
+    current_leader_epoch: i32,
+) -> Option<KafkaError> {
+    if !shard.leads(meta, p) {
+        return Some(KafkaError::NotLeaderOrFollower);
+    }
+    let epoch = current_leader(meta, p).1.max(0);
+    match current_leader_epoch {
+        e if e < 0 || e == epoch => None,
+        e if e < epoch => Some(KafkaError::FencedLeaderEpoch),
+        _ => Some(KafkaError::UnknownLeaderEpoch),
+    }
+}
+
+/// The endpoints of the brokers `ids` that serve (for KIP-951 leader hints), each once.
+pub(crate) fn node_endpoints(
+    shard: &Shard,
+    ids: &[i32],
+) -> Vec<crate::cluster::view::BrokerEndpoint> {
+    let Some(view) = shard.cluster() else {
+        return Vec::new();
+    };
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .filter_map(|id| view.broker(*id).cloned())
+        .collect()
 }
 
 /// A partition's owner shard could not be reached (the broker is stopping): the client
@@ -250,6 +327,8 @@ pub async fn dispatch(
         Metadata => metadata::handle,
         CreateTopics => create_topics::handle,
         DeleteTopics => delete_topics::handle,
+        CreatePartitions => create_partitions::handle,
+        DescribeCluster => describe_cluster::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,
         IncrementalAlterConfigs => alter_configs::handle_incremental,

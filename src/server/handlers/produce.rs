@@ -38,6 +38,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
         replication_factor: -1,
         configs: BTreeMap::new(),
         if_not_exists: true,
+        internal: false,
     };
     let call = CreateTopics {
         topics: vec![spec],
@@ -63,6 +64,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut results: Vec<Vec<(i32, Result<ProduceOutcome, KafkaError>)>> = Vec::new();
     // owner -> (topic slot, partition slot, item)
     let mut by_owner: BTreeMap<usize, Vec<(Slot, ProduceItem)>> = BTreeMap::new();
+    let mut metas: Vec<Option<TopicMeta>> = Vec::with_capacity(req.topic_data.len());
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
@@ -70,6 +72,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             None if shard.config.auto_create_topics => auto_create(shard, name).await,
             None => Err(KafkaError::UnknownTopicOrPartition),
         };
+        metas.push(meta.as_ref().ok().cloned());
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for (pi, part) in topic.partition_data.iter().enumerate() {
             let p = part.index;
@@ -80,6 +83,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 let meta = meta.as_ref().map_err(Clone::clone)?;
                 if p < 0 || p >= meta.partitions {
                     return Err(KafkaError::UnknownTopicOrPartition);
+                }
+                if !shard.leads(meta, p) {
+                    return Err(KafkaError::NotLeaderOrFollower);
                 }
                 let records = part
                     .records
@@ -203,15 +209,31 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     if acks == 0 {
         return None;
     }
+    let mut hinted = Vec::new();
     let responses = req
         .topic_data
         .iter()
         .zip(results)
-        .map(|(topic, parts)| {
+        .zip(&metas)
+        .map(|((topic, parts), meta)| {
             let partition_responses = parts
                 .into_iter()
                 .map(|(p, r)| {
                     let out = PartitionProduceResponse::default().with_index(p);
+                    // KIP-951: where the leader is elsewhere, say which, so the client
+                    // moves on without a Metadata round trip.
+                    let out = match (&r, meta, version >= 10) {
+                        (Err(KafkaError::NotLeaderOrFollower), Some(meta), true) => {
+                            let (leader, epoch) = super::current_leader(meta, p);
+                            hinted.push(leader);
+                            out.with_current_leader(
+                                kafka_protocol::messages::produce_response::LeaderIdAndEpoch::default()
+                                    .with_leader_id(kafka_protocol::messages::BrokerId(leader))
+                                    .with_leader_epoch(epoch),
+                            )
+                        }
+                        _ => out,
+                    };
                     let (out, log_start_offset) = match r {
                         Ok(o) => (
                             out.with_base_offset(o.base_offset)
@@ -243,5 +265,19 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    let endpoints = super::node_endpoints(shard, &hinted)
+        .into_iter()
+        .map(|b| {
+            kafka_protocol::messages::produce_response::NodeEndpoint::default()
+                .with_node_id(kafka_protocol::messages::BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints),
+    )
 }

@@ -11,9 +11,18 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::record::{
-    ConfigRecord, ConfigResource, MetadataRecord, PartitionRecord, RemoveTopicRecord, TopicRecord,
+    BrokerFenceRecord, ClusterIdRecord, ConfigRecord, ConfigResource, MetadataRecord,
+    PartitionRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
 };
-use crate::storage::catalog::TopicMeta;
+use crate::storage::catalog::{PartitionAssignment, TopicMeta};
+
+/// A registered broker and whether it is fenced (not serving: it missed heartbeats, or has
+/// not caught up with the metadata since it registered).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub registration: RegisterBrokerRecord,
+    pub fenced: bool,
+}
 
 /// One topic and its partitions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +38,10 @@ pub struct MetadataImage {
     topics: BTreeMap<Uuid, TopicImage>,
     ids_by_name: BTreeMap<String, Uuid>,
     configs: BTreeMap<(ConfigResource, String), BTreeMap<String, String>>,
+    brokers: BTreeMap<i32, BrokerImage>,
+    cluster_id: Option<String>,
+    /// One above the highest broker epoch registered.
+    next_broker_epoch: i64,
 }
 
 /// A record that does not fit the image it is applied to.
@@ -44,6 +57,10 @@ pub enum ImageError {
     UnknownTopicName { name: String },
     #[error("partition {partition} of topic {topic_id} is negative")]
     NegativePartition { topic_id: Uuid, partition: i32 },
+    #[error("no partition {partition} of topic {topic_id}")]
+    UnknownPartition { topic_id: Uuid, partition: i32 },
+    #[error("the cluster id is {old}; a record sets it to {new}")]
+    ClusterIdChanged { old: String, new: String },
 }
 
 impl MetadataImage {
@@ -122,8 +139,74 @@ impl MetadataImage {
                 self.configs
                     .remove(&(ConfigResource::Topic, topic.name.clone()));
             }
+            MetadataRecord::PartitionChange(c) => {
+                let unknown = || ImageError::UnknownPartition {
+                    topic_id: c.topic_id,
+                    partition: c.partition,
+                };
+                let p = self
+                    .topics
+                    .get_mut(&c.topic_id)
+                    .and_then(|t| t.partitions.get_mut(&c.partition))
+                    .ok_or_else(unknown)?;
+                p.leader = c.leader;
+                p.leader_epoch = c.leader_epoch;
+                p.isr = c.isr.clone();
+            }
+            MetadataRecord::RegisterBroker(r) => {
+                self.next_broker_epoch = self.next_broker_epoch.max(r.broker_epoch + 1);
+                self.brokers.insert(
+                    r.broker_id,
+                    BrokerImage {
+                        registration: r.clone(),
+                        fenced: true,
+                    },
+                );
+            }
+            MetadataRecord::ClusterId(ClusterIdRecord { cluster_id }) => match &self.cluster_id {
+                Some(old) if old != cluster_id => {
+                    return Err(ImageError::ClusterIdChanged {
+                        old: old.clone(),
+                        new: cluster_id.clone(),
+                    });
+                }
+                _ => self.cluster_id = Some(cluster_id.clone()),
+            },
+            MetadataRecord::BrokerFence(BrokerFenceRecord {
+                broker_id,
+                broker_epoch,
+                fenced,
+            }) => {
+                // A change for an older registration of the broker no longer applies.
+                if let Some(b) = self.brokers.get_mut(broker_id)
+                    && b.registration.broker_epoch == *broker_epoch
+                {
+                    b.fenced = *fenced;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The cluster id the quorum chose (None before the first controller wrote it, and on a
+    /// single node, whose id is in `meta.properties`).
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// Registered brokers, fenced or not, by id.
+    pub fn brokers(&self) -> &BTreeMap<i32, BrokerImage> {
+        &self.brokers
+    }
+
+    /// The epoch the next registration gets.
+    pub fn next_broker_epoch(&self) -> i64 {
+        self.next_broker_epoch.max(1)
+    }
+
+    /// Every topic image, by id.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topics.values()
     }
 
     /// Applies records in order, all or none: on error the image is unchanged.
@@ -159,14 +242,27 @@ impl MetadataImage {
     /// partition records: the controller writes partitions 0..n, so they are contiguous.
     pub fn topic_meta(&self, name: &str) -> Option<TopicMeta> {
         let topic = self.topic(name)?;
-        Some(TopicMeta::stored(
+        let mut meta = TopicMeta::stored(
             topic.name.clone(),
             topic.topic_id,
             i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
             self.configs(ConfigResource::Topic, name)
                 .cloned()
                 .unwrap_or_default(),
-        ))
+        );
+        meta.assignment = std::sync::Arc::new(
+            topic
+                .partitions
+                .values()
+                .map(|p| PartitionAssignment {
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                })
+                .collect(),
+        );
+        Some(meta)
     }
 
     /// Every topic, by name.
@@ -181,6 +277,21 @@ impl MetadataImage {
     /// then every config (topic configs need their topic to exist first).
     pub fn to_records(&self) -> Vec<MetadataRecord> {
         let mut out = Vec::new();
+        if let Some(cluster_id) = &self.cluster_id {
+            out.push(MetadataRecord::ClusterId(ClusterIdRecord {
+                cluster_id: cluster_id.clone(),
+            }));
+        }
+        for b in self.brokers.values() {
+            out.push(MetadataRecord::RegisterBroker(b.registration.clone()));
+            if !b.fenced {
+                out.push(MetadataRecord::BrokerFence(BrokerFenceRecord {
+                    broker_id: b.registration.broker_id,
+                    broker_epoch: b.registration.broker_epoch,
+                    fenced: false,
+                }));
+            }
+        }
         for (name, id) in &self.ids_by_name {
             let Some(topic) = self.topics.get(id) else {
                 continue;
@@ -210,7 +321,8 @@ impl MetadataImage {
     }
 }
 
-/// The records that create `meta` on a single node (`node_id` holds every replica and leads).
+/// The records that create `meta`: its partitions as `meta.assignment` places them, or, when
+/// it is empty (a single node), with `node_id` holding every replica and leading.
 pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecord> {
     let mut out = Vec::with_capacity(1 + meta.partitions.max(0) as usize + meta.configs.len());
     out.push(MetadataRecord::Topic(TopicRecord {
@@ -218,13 +330,26 @@ pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecor
         topic_id: meta.topic_id,
     }));
     out.extend((0..meta.partitions).map(|partition| {
-        MetadataRecord::Partition(PartitionRecord {
-            topic_id: meta.topic_id,
-            partition,
-            replicas: vec![node_id],
-            isr: vec![node_id],
-            leader: node_id,
-            leader_epoch: 0,
+        let placed = usize::try_from(partition)
+            .ok()
+            .and_then(|p| meta.assignment.get(p));
+        MetadataRecord::Partition(match placed {
+            Some(a) => PartitionRecord {
+                topic_id: meta.topic_id,
+                partition,
+                replicas: a.replicas.clone(),
+                isr: a.isr.clone(),
+                leader: a.leader,
+                leader_epoch: a.leader_epoch,
+            },
+            None => PartitionRecord {
+                topic_id: meta.topic_id,
+                partition,
+                replicas: vec![node_id],
+                isr: vec![node_id],
+                leader: node_id,
+                leader_epoch: 0,
+            },
         })
     }));
     out.extend(meta.configs.iter().map(|(k, v)| {
@@ -266,6 +391,9 @@ pub fn config_change_records(
 
 #[cfg(test)]
 mod tests {
+    fn plain(v: Vec<TopicMeta>) -> Vec<TopicMeta> {
+        v.into_iter().map(TopicMeta::without_assignment).collect()
+    }
     use super::*;
 
     fn meta(name: &str, id: u128, partitions: i32, configs: &[(&str, &str)]) -> TopicMeta {
@@ -292,7 +420,7 @@ mod tests {
         let b = meta("b", 2, 1, &[]);
         let mut image = image_of(&create_topic_records(&a, 7));
         image.apply_all(&create_topic_records(&b, 7)).unwrap();
-        assert_eq!(image.topic_metas(), vec![a.clone(), b.clone()]);
+        assert_eq!(plain(image.topic_metas()), vec![a.clone(), b.clone()]);
         let p = &image.topic("a").unwrap().partitions[&2];
         assert_eq!(
             (p.leader, &p.replicas, &p.isr, p.leader_epoch),
@@ -303,18 +431,24 @@ mod tests {
         let change = config_change_records("a", &a.configs, &altered.configs);
         assert_eq!(change.len(), 2, "one set, one removal: {change:?}");
         image.apply_all(&change).unwrap();
-        assert_eq!(image.topic_meta("a"), Some(altered));
+        assert_eq!(
+            image.topic_meta("a").map(TopicMeta::without_assignment),
+            Some(altered)
+        );
 
         image
             .apply(&MetadataRecord::RemoveTopic(RemoveTopicRecord {
                 topic_id: a.topic_id,
             }))
             .unwrap();
-        assert_eq!(image.topic_metas(), vec![b]);
+        assert_eq!(plain(image.topic_metas()), vec![b]);
         // A new topic of the same name does not inherit the old one's configs.
         let again = meta("a", 3, 1, &[]);
         image.apply_all(&create_topic_records(&again, 7)).unwrap();
-        assert_eq!(image.topic_meta("a"), Some(again));
+        assert_eq!(
+            image.topic_meta("a").map(TopicMeta::without_assignment),
+            Some(again)
+        );
     }
 
     #[test]

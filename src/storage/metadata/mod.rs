@@ -167,6 +167,31 @@ pub fn load(
     })
 }
 
+/// A cluster node's metadata: the cluster id of `meta.properties` (None on a fresh node: it
+/// adopts the quorum's, see [`adopt_cluster_id`]) and the store of applied metadata. Blocking.
+pub fn load_cluster(
+    data_dir: &Path,
+    snapshot_every_records: u64,
+) -> Result<(Option<String>, MetadataStore), MetadataError> {
+    fs::create_dir_all(data_dir).map_err(io_err("create", data_dir))?;
+    if data_dir.join(LEGACY_CATALOG).exists() {
+        return Err(MetadataError::Corrupt {
+            path: data_dir.join(LEGACY_CATALOG),
+            position: 0,
+            reason: "a catalog of an old single-node version: start it once without --voters to                      migrate it first"
+                .to_string(),
+        });
+    }
+    let stored = read_meta_properties(data_dir)?;
+    let store = MetadataStore::open(&data_dir.join(METADATA_DIR), snapshot_every_records)?;
+    Ok((stored, store))
+}
+
+/// Writes the quorum's cluster id into `meta.properties` of a node that had none. Blocking.
+pub fn adopt_cluster_id(data_dir: &Path, cluster_id: &str) -> Result<(), MetadataError> {
+    write_meta_properties(data_dir, cluster_id)
+}
+
 fn read_legacy_catalog(path: &Path) -> Result<CatalogData, MetadataError> {
     let bytes = fs::read(path).map_err(io_err("read", path))?;
     serde_json::from_slice(&bytes).map_err(|e| MetadataError::Corrupt {
@@ -275,7 +300,7 @@ mod tests {
         let loaded = load(dir.path(), 1, 100).unwrap();
         assert_eq!(loaded.migrated_topics, Some(2));
         assert_eq!(loaded.catalog.cluster_id, old.cluster_id);
-        assert_eq!(loaded.catalog.topics, old.topics);
+        assert_eq!(without_assignment(&loaded.catalog.topics), old.topics);
         drop(loaded);
         assert!(!dir.path().join(LEGACY_CATALOG).exists());
         assert!(dir.path().join(LEGACY_CATALOG_MIGRATED).exists());
@@ -283,7 +308,17 @@ mod tests {
         let again = load(dir.path(), 1, 100).unwrap();
         assert_eq!(again.migrated_topics, None);
         assert_eq!(again.catalog.cluster_id, old.cluster_id);
-        assert_eq!(again.catalog.topics, old.topics);
+        assert_eq!(without_assignment(&again.catalog.topics), old.topics);
+    }
+
+    fn without_assignment(topics: &[TopicMeta]) -> Vec<TopicMeta> {
+        topics
+            .iter()
+            .map(|t| TopicMeta {
+                assignment: Default::default(),
+                ..t.clone()
+            })
+            .collect()
     }
 
     #[test]
@@ -298,7 +333,7 @@ mod tests {
         drop(partial);
         write_old_catalog(dir.path(), &old);
         let loaded = load(dir.path(), 1, 100).unwrap();
-        assert_eq!(loaded.catalog.topics, old.topics);
+        assert_eq!(without_assignment(&loaded.catalog.topics), old.topics);
         assert_eq!(loaded.store.next_offset(), 1 + 3 + 2 + 1 + 1);
     }
 

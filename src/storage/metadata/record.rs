@@ -22,21 +22,32 @@ pub const TYPE_TOPIC: u16 = 1;
 pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
+pub const TYPE_PARTITION_CHANGE: u16 = 5;
+pub const TYPE_REGISTER_BROKER: u16 = 12;
+pub const TYPE_CLUSTER_ID: u16 = 15;
+pub const TYPE_BROKER_FENCE: u16 = 16;
+
+/// Every type id this build reads and writes.
+pub const KNOWN_TYPES: &[u16] = &[
+    TYPE_TOPIC,
+    TYPE_PARTITION,
+    TYPE_CONFIG,
+    TYPE_REMOVE_TOPIC,
+    TYPE_PARTITION_CHANGE,
+    TYPE_REGISTER_BROKER,
+    TYPE_CLUSTER_ID,
+    TYPE_BROKER_FENCE,
+];
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
 /// holds one of them was written by a newer build; this one refuses to read it.
 pub const RESERVED_TYPES: &[(u16, &str)] = &[
-    (
-        5,
-        "PartitionChangeRecord (leader, ISR or replica changes of one partition)",
-    ),
     (6, "AccessControlEntryRecord (an ACL)"),
     (7, "RemoveAccessControlEntryRecord"),
     (8, "UserScramCredentialRecord (a SCRAM credential)"),
     (9, "RemoveUserScramCredentialRecord"),
     (10, "ClientQuotaRecord (a client quota, set or removed)"),
     (11, "ProducerIdsRecord (the next block of producer ids)"),
-    (12, "RegisterBrokerRecord (a broker's registration)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
 ];
@@ -96,6 +107,52 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
 }
 
+/// A partition's leader, leader epoch or ISR changed (Kafka's PartitionChangeRecord): a
+/// broker was fenced (its partitions lose their leader, -1 when no other replica may lead) or
+/// came back. The replicas do not change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionChangeRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// A broker registered with the controller (at each start: `incarnation_id` is new each
+/// time). The broker starts fenced. Its epoch is chosen by the controller, above every epoch
+/// the image has seen, so a heartbeat of an older incarnation is told apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterBrokerRecord {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub incarnation_id: Uuid,
+    pub host: String,
+    pub port: u16,
+    /// Where the broker serves the metadata quorum (its `--controller-listen`).
+    pub controller_host: String,
+    pub controller_port: u16,
+    #[serde(default)]
+    pub rack: Option<String>,
+}
+
+/// The cluster's id, written once by the first controller (Kafka keeps it in
+/// `meta.properties` of every node; here the quorum decides it, and nodes adopt it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterIdRecord {
+    pub cluster_id: String,
+}
+
+/// A broker was fenced (missed heartbeats, or re-registered) or unfenced (caught up with the
+/// metadata): Kafka's BrokerRegistrationChangeRecord. Only for the registration with
+/// `broker_epoch`; a stale one is ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerFenceRecord {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub fenced: bool,
+}
+
 /// One config key of one resource set to a value, or removed (`value: None`, back to the
 /// default).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +176,10 @@ pub enum MetadataRecord {
     Partition(PartitionRecord),
     Config(ConfigRecord),
     RemoveTopic(RemoveTopicRecord),
+    PartitionChange(PartitionChangeRecord),
+    RegisterBroker(RegisterBrokerRecord),
+    ClusterId(ClusterIdRecord),
+    BrokerFence(BrokerFenceRecord),
 }
 
 /// Why a record could not be decoded.
@@ -150,6 +211,10 @@ impl MetadataRecord {
             MetadataRecord::Partition(_) => TYPE_PARTITION,
             MetadataRecord::Config(_) => TYPE_CONFIG,
             MetadataRecord::RemoveTopic(_) => TYPE_REMOVE_TOPIC,
+            MetadataRecord::PartitionChange(_) => TYPE_PARTITION_CHANGE,
+            MetadataRecord::RegisterBroker(_) => TYPE_REGISTER_BROKER,
+            MetadataRecord::ClusterId(_) => TYPE_CLUSTER_ID,
+            MetadataRecord::BrokerFence(_) => TYPE_BROKER_FENCE,
         }
     }
 
@@ -165,6 +230,10 @@ impl MetadataRecord {
             MetadataRecord::Partition(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::Config(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::RemoveTopic(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::PartitionChange(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::RegisterBroker(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::ClusterId(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::BrokerFence(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -189,10 +258,7 @@ impl MetadataRecord {
         if let Some((_, what)) = RESERVED_TYPES.iter().find(|(id, _)| *id == type_id) {
             return Err(RecordError::Reserved { type_id, what });
         }
-        if !matches!(
-            type_id,
-            TYPE_TOPIC | TYPE_PARTITION | TYPE_CONFIG | TYPE_REMOVE_TOPIC
-        ) {
+        if !KNOWN_TYPES.contains(&type_id) {
             return Err(RecordError::UnknownType { type_id });
         }
         if version > VERSION {
@@ -211,6 +277,18 @@ impl MetadataRecord {
                 MetadataRecord::Partition(serde_json::from_slice(payload).map_err(bad)?)
             }
             TYPE_CONFIG => MetadataRecord::Config(serde_json::from_slice(payload).map_err(bad)?),
+            TYPE_PARTITION_CHANGE => {
+                MetadataRecord::PartitionChange(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_REGISTER_BROKER => {
+                MetadataRecord::RegisterBroker(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_CLUSTER_ID => {
+                MetadataRecord::ClusterId(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_BROKER_FENCE => {
+                MetadataRecord::BrokerFence(serde_json::from_slice(payload).map_err(bad)?)
+            }
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
     }
@@ -268,6 +346,43 @@ mod tests {
                 MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: id(2) }),
                 r#"{"topic_id":"00000000-0000-0000-0000-000000000002"}"#,
             ),
+            (
+                MetadataRecord::PartitionChange(PartitionChangeRecord {
+                    topic_id: id(1),
+                    partition: 3,
+                    leader: -1,
+                    leader_epoch: 4,
+                    isr: vec![2],
+                }),
+                r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":3,"leader":-1,"leader_epoch":4,"isr":[2]}"#,
+            ),
+            (
+                MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+                    broker_id: 2,
+                    broker_epoch: 5,
+                    incarnation_id: id(9),
+                    host: "127.0.0.1".into(),
+                    port: 9192,
+                    controller_host: "127.0.0.1".into(),
+                    controller_port: 9193,
+                    rack: None,
+                }),
+                r#"{"broker_id":2,"broker_epoch":5,"incarnation_id":"00000000-0000-0000-0000-000000000009","host":"127.0.0.1","port":9192,"controller_host":"127.0.0.1","controller_port":9193,"rack":null}"#,
+            ),
+            (
+                MetadataRecord::ClusterId(ClusterIdRecord {
+                    cluster_id: "abc".into(),
+                }),
+                r#"{"cluster_id":"abc"}"#,
+            ),
+            (
+                MetadataRecord::BrokerFence(BrokerFenceRecord {
+                    broker_id: 2,
+                    broker_epoch: 7,
+                    fenced: false,
+                }),
+                r#"{"broker_id":2,"broker_epoch":7,"fenced":false}"#,
+            ),
         ]
     }
 
@@ -285,11 +400,7 @@ mod tests {
         let vectors = vectors();
         let mut types: Vec<u16> = vectors.iter().map(|(r, _)| r.type_id()).collect();
         types.dedup();
-        assert_eq!(
-            types,
-            [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC],
-            "every record type has a vector"
-        );
+        assert_eq!(types, KNOWN_TYPES, "every record type has a vector");
         for (record, payload) in &vectors {
             check(record, payload);
         }
@@ -310,7 +421,7 @@ mod tests {
                 raw(6, 0, "{}"),
                 RecordError::Reserved {
                     type_id: 6,
-                    what: RESERVED_TYPES[1].1,
+                    what: RESERVED_TYPES[0].1,
                 },
             ),
             (raw(999, 0, "{}"), RecordError::UnknownType { type_id: 999 }),
@@ -354,7 +465,7 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), RESERVED_TYPES.len());
-        for used in [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC] {
+        for &used in KNOWN_TYPES {
             assert!(
                 !ids.contains(&used),
                 "type {used} is both used and reserved"

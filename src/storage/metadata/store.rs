@@ -84,7 +84,11 @@ pub const METADATA_DIR: &str = "__cluster_metadata-0";
 /// this many records past the snapshot.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
 
+/// Batches of a single node's log.
 const MAGIC: u8 = 1;
+/// Batches of a cluster node's log: they carry the index of the Raft entry they were
+/// committed in, after the base offset.
+const MAGIC_RAFT: u8 = 2;
 const FRAME_HEADER: usize = 8;
 const BODY_HEADER: usize = 1 + 8 + 4;
 /// Largest batch body accepted when reading, so a garbled length that happens to pass as a
@@ -142,9 +146,21 @@ fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
 
 /// Encodes one batch of `records` starting at offset `base`.
 pub fn encode_batch(base: u64, records: &[MetadataRecord]) -> Vec<u8> {
+    encode_batch_at(base, None, records)
+}
+
+/// Encodes one batch of `records` starting at offset `base`, committed in the Raft entry
+/// `raft_index` when there is one (a cluster node's log, and the snapshots the quorum sends).
+pub fn encode_batch_at(base: u64, raft_index: Option<u64>, records: &[MetadataRecord]) -> Vec<u8> {
     let mut out = vec![0u8; FRAME_HEADER];
-    out.push(MAGIC);
+    match raft_index {
+        None => out.push(MAGIC),
+        Some(_) => out.push(MAGIC_RAFT),
+    }
     out.extend_from_slice(&base.to_be_bytes());
+    if let Some(index) = raft_index {
+        out.extend_from_slice(&index.to_be_bytes());
+    }
     out.extend_from_slice(&(records.len() as u32).to_be_bytes());
     for r in records {
         let at = out.len();
@@ -160,11 +176,56 @@ pub fn encode_batch(base: u64, records: &[MetadataRecord]) -> Vec<u8> {
     out
 }
 
-/// One batch read back: its base offset, its records, and its size on disk.
+/// One batch read back: its base offset, its Raft entry, its records, and its size on disk.
 struct Batch {
     base: u64,
+    raft_index: Option<u64>,
     records: Vec<MetadataRecord>,
     len: usize,
+}
+
+/// Decodes the records of one batch (a Raft entry's payload, made by [`encode_batch`]).
+pub fn decode_entry(bytes: &[u8]) -> Result<Vec<MetadataRecord>, MetadataError> {
+    let path = Path::new("<raft entry>");
+    match read_batch(bytes, path, 0) {
+        Ok(batch) => Ok(batch.records),
+        Err(BatchEnd::Bad(e)) => Err(e),
+        Err(BatchEnd::Torn(reason)) => Err(MetadataError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason,
+        }),
+        Err(BatchEnd::Clean) => Ok(Vec::new()),
+    }
+}
+
+/// Decodes a snapshot the quorum sent (one batch, see [`MetadataStore::raft_snapshot`]):
+/// its Raft index and records.
+pub fn decode_raft_snapshot(bytes: &[u8]) -> Result<(u64, Vec<MetadataRecord>), MetadataError> {
+    let path = Path::new("<raft snapshot>");
+    match read_batch(bytes, path, 0) {
+        Ok(Batch {
+            raft_index: Some(index),
+            records,
+            ..
+        }) => Ok((index, records)),
+        Ok(_) => Err(MetadataError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason: "a snapshot without its Raft index".into(),
+        }),
+        Err(BatchEnd::Bad(e)) => Err(e),
+        Err(BatchEnd::Torn(reason)) => Err(MetadataError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason,
+        }),
+        Err(BatchEnd::Clean) => Err(MetadataError::Corrupt {
+            path: path.to_path_buf(),
+            position: 0,
+            reason: "an empty snapshot".into(),
+        }),
+    }
 }
 
 /// How reading a batch at some position ended without a batch.
@@ -209,17 +270,26 @@ fn read_batch(buf: &[u8], path: &Path, position: u64) -> Result<Batch, BatchEnd>
     if body.len() < BODY_HEADER {
         return Err(corrupt(format!("a batch body of {} bytes", body.len())));
     }
-    if body[0] != MAGIC {
-        return Err(corrupt(format!(
-            "batch magic {} (this build reads {MAGIC})",
-            body[0]
-        )));
-    }
+    let (raft_index, body) = match body[0] {
+        MAGIC => (None, body),
+        MAGIC_RAFT if body.len() >= BODY_HEADER + 8 => {
+            let mut index = [0u8; 8];
+            index.copy_from_slice(&body[9..17]);
+            // The rest reads as a magic-1 body whose header skips the index.
+            (Some(u64::from_be_bytes(index)), body)
+        }
+        other => {
+            return Err(corrupt(format!(
+                "batch magic {other} (this build reads {MAGIC} and {MAGIC_RAFT})"
+            )));
+        }
+    };
     let mut base_bytes = [0u8; 8];
     base_bytes.copy_from_slice(&body[1..9]);
     let base = u64::from_be_bytes(base_bytes);
-    let count = u32::from_be_bytes([body[9], body[10], body[11], body[12]]) as usize;
-    let mut rest = &body[BODY_HEADER..];
+    let c = if raft_index.is_some() { 17 } else { 9 };
+    let count = u32::from_be_bytes([body[c], body[c + 1], body[c + 2], body[c + 3]]) as usize;
+    let mut rest = &body[c + 4..];
     let mut records = Vec::with_capacity(count.min(rest.len() / 4));
     for _ in 0..count {
         if rest.len() < 4 {
@@ -249,6 +319,7 @@ fn read_batch(buf: &[u8], path: &Path, position: u64) -> Result<Batch, BatchEnd>
     }
     Ok(Batch {
         base,
+        raft_index,
         records,
         len: FRAME_HEADER + body_len,
     })
@@ -297,6 +368,8 @@ pub struct MetadataStore {
     snapshot_offset: u64,
     snapshot_every_records: u64,
     poisoned: Option<String>,
+    /// Index of the last Raft entry applied (None on a single node, whose batches carry none).
+    raft_applied: Option<u64>,
 }
 
 impl MetadataStore {
@@ -306,6 +379,7 @@ impl MetadataStore {
         fs::create_dir_all(dir).map_err(io_err("create", dir))?;
         let (logs, snapshots) = list(dir)?;
         let mut image = MetadataImage::default();
+        let mut raft_applied = None;
         let snapshot_offset = snapshots.last().copied().unwrap_or(0);
         if let Some(&offset) = snapshots.last() {
             let path = snapshot_path(dir, offset);
@@ -321,6 +395,7 @@ impl MetadataStore {
                                 position: position as u64,
                                 source,
                             })?;
+                        raft_applied = batch.raft_index.or(raft_applied);
                         position += batch.len;
                     }
                     Err(BatchEnd::Clean) => break,
@@ -393,6 +468,7 @@ impl MetadataStore {
                             source,
                         })?;
                     next_offset = end;
+                    raft_applied = batch.raft_index.or(raft_applied);
                 }
                 position += batch.len;
             }
@@ -428,6 +504,7 @@ impl MetadataStore {
             snapshot_offset,
             snapshot_every_records: snapshot_every_records.max(1),
             poisoned: None,
+            raft_applied,
         };
         store.delete_obsolete()?;
         sync_dir(dir)?;
@@ -452,13 +529,72 @@ impl MetadataStore {
     /// A batch that does not fit the image is refused before anything is written. Blocking:
     /// run it on the blocking pool.
     pub fn append(&mut self, records: &[MetadataRecord]) -> Result<u64, MetadataError> {
+        let mut next = self.image.clone();
+        next.apply_all(records).map_err(MetadataError::Refused)?;
+        self.write_batch(records, next, None)
+    }
+
+    /// Index of the last Raft entry applied (0 before any, and on a single node).
+    pub fn raft_applied(&self) -> u64 {
+        self.raft_applied.unwrap_or(0)
+    }
+
+    /// Applies the records of the committed Raft entry `raft_index` and makes them durable
+    /// with it. A batch that does not fit the image (the controller checked it against the
+    /// same image, so a bug) is logged and written empty: the entry counts as applied on every
+    /// node alike, and the quorum does not stall on it. Blocking: run it on the blocking pool.
+    pub fn append_committed(
+        &mut self,
+        records: &[MetadataRecord],
+        raft_index: u64,
+    ) -> Result<u64, MetadataError> {
+        let mut next = self.image.clone();
+        match next.apply_all(records) {
+            Ok(()) => self.write_batch(records, next, Some(raft_index)),
+            Err(e) => {
+                tracing::error!(raft_index, error = %e, "a committed metadata entry does not fit the metadata image; it is skipped");
+                self.write_batch(&[], self.image.clone(), Some(raft_index))
+            }
+        }
+    }
+
+    /// Replaces the image with a snapshot the quorum sent (records as of `raft_index`), and
+    /// makes it durable as this store's snapshot. Blocking.
+    pub fn install_raft_snapshot(
+        &mut self,
+        records: &[MetadataRecord],
+        raft_index: u64,
+    ) -> Result<(), MetadataError> {
         if let Some(why) = &self.poisoned {
             return Err(MetadataError::Poisoned(why.clone()));
         }
-        let mut next = self.image.clone();
-        next.apply_all(records).map_err(MetadataError::Refused)?;
+        let mut image = MetadataImage::default();
+        image.apply_all(records).map_err(MetadataError::Refused)?;
+        self.image = image;
+        self.raft_applied = Some(raft_index);
+        self.snapshot()
+    }
+
+    /// The image as a snapshot for the quorum: (Raft index, encoded batch).
+    pub fn raft_snapshot(&self) -> (u64, Vec<u8>) {
+        let index = self.raft_applied();
+        (
+            index,
+            encode_batch_at(0, Some(index), &self.image.to_records()),
+        )
+    }
+
+    fn write_batch(
+        &mut self,
+        records: &[MetadataRecord],
+        next: MetadataImage,
+        raft_index: Option<u64>,
+    ) -> Result<u64, MetadataError> {
+        if let Some(why) = &self.poisoned {
+            return Err(MetadataError::Poisoned(why.clone()));
+        }
         let base = self.next_offset;
-        let bytes = encode_batch(base, records);
+        let bytes = encode_batch_at(base, raft_index, records);
         let path = log_path(&self.dir, self.active_base);
         let written = faults::check(faults::Op::Write, &path)
             .and_then(|()| self.active.write_all_at(&bytes, self.active_len))
@@ -476,6 +612,9 @@ impl MetadataStore {
         self.active_len += bytes.len() as u64;
         self.next_offset += records.len() as u64;
         self.image = next;
+        if raft_index.is_some() {
+            self.raft_applied = raft_index;
+        }
         if self.next_offset - self.snapshot_offset >= self.snapshot_every_records
             && self.next_offset > self.active_base
             && let Err(e) = self.snapshot()
@@ -491,7 +630,7 @@ impl MetadataStore {
         let offset = self.next_offset;
         let path = snapshot_path(&self.dir, offset);
         let tmp = self.dir.join(format!("{offset:020}.snapshot.tmp"));
-        let bytes = encode_batch(offset, &self.image.to_records());
+        let bytes = encode_batch_at(offset, self.raft_applied, &self.image.to_records());
         let written = File::create(&tmp)
             .and_then(|f| f.write_all_at(&bytes, 0).and_then(|()| f.sync_all()))
             .map_err(io_err("write", &tmp));
@@ -557,6 +696,9 @@ impl MetadataStore {
 
 #[cfg(test)]
 mod tests {
+    fn plain(v: Vec<TopicMeta>) -> Vec<TopicMeta> {
+        v.into_iter().map(TopicMeta::without_assignment).collect()
+    }
     use super::super::image::create_topic_records;
     use super::*;
     use crate::storage::catalog::TopicMeta;
@@ -591,7 +733,7 @@ mod tests {
             assert_eq!(store.next_offset(), 8);
         }
         let store = MetadataStore::open(dir.path(), 1000).unwrap();
-        assert_eq!(store.image().topic_metas(), vec![a, b]);
+        assert_eq!(plain(store.image().topic_metas()), vec![a, b]);
         assert_eq!(store.next_offset(), 8);
     }
 
@@ -610,7 +752,7 @@ mod tests {
         assert_eq!(store.next_offset(), 3);
         drop(store);
         let store = MetadataStore::open(dir.path(), 1000).unwrap();
-        assert_eq!(store.image().topic_metas(), vec![a]);
+        assert_eq!(plain(store.image().topic_metas()), vec![a]);
     }
 
     /// A crash mid-append leaves part of a batch: every cut of the last batch is dropped
@@ -626,7 +768,11 @@ mod tests {
             bytes.extend_from_slice(&torn[..cut]);
             fs::write(log_path(dir.path(), 0), &bytes).unwrap();
             let mut store = MetadataStore::open(dir.path(), 1000).unwrap();
-            assert_eq!(store.image().topic_metas(), vec![a.clone()], "cut at {cut}");
+            assert_eq!(
+                plain(store.image().topic_metas()),
+                vec![a.clone()],
+                "cut at {cut}"
+            );
             assert_eq!(
                 fs::metadata(log_path(dir.path(), 0)).unwrap().len(),
                 good.len() as u64
@@ -635,7 +781,7 @@ mod tests {
             drop(store);
             let store = MetadataStore::open(dir.path(), 1000).unwrap();
             assert_eq!(
-                store.image().topic_metas(),
+                plain(store.image().topic_metas()),
                 vec![a.clone(), b.clone()],
                 "cut at {cut}"
             );
@@ -651,7 +797,7 @@ mod tests {
         bytes[last] ^= 0x40;
         fs::write(log_path(dir.path(), 0), &bytes).unwrap();
         let store = MetadataStore::open(dir.path(), 1000).unwrap();
-        assert!(store.image().topic_metas().is_empty());
+        assert!(plain(store.image().topic_metas()).is_empty());
         drop(store);
 
         // A whole, CRC-correct batch holding a reserved record type: written by a newer build.
@@ -717,7 +863,7 @@ mod tests {
         }
         expected.sort_by(|a, b| a.name.cmp(&b.name));
         let mut store = MetadataStore::open(dir.path(), 10).unwrap();
-        assert_eq!(store.image().topic_metas(), expected);
+        assert_eq!(plain(store.image().topic_metas()), expected);
         assert_eq!(store.next_offset(), 29);
         // Appends go on from the replayed offset.
         let t = topic("z", 1);
@@ -742,7 +888,7 @@ mod tests {
         )
         .unwrap();
         let store = MetadataStore::open(dir.path(), 1000).unwrap();
-        assert_eq!(store.image().topic_metas(), vec![a, b]);
+        assert_eq!(plain(store.image().topic_metas()), vec![a, b]);
         assert_eq!(store.next_offset(), 6);
         // The old log still holds records past the snapshot, so it is kept.
         assert_eq!(

@@ -1,0 +1,27 @@
+//! What every shard knows of the cluster, replaced as a whole on each change (it is
+//! immutable, so shards share one `Arc` of it without locks).
+
+/// A broker that serves (registered and not fenced).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// The cluster id (empty until the quorum has one).
+    pub cluster_id: String,
+    /// The active controller's node id, -1 when there is none.
+    pub controller_id: i32,
+    /// Brokers that serve, by id.
+    pub brokers: Vec<BrokerEndpoint>,
+}
+
+impl ClusterView {
+    pub fn broker(&self, id: i32) -> Option<&BrokerEndpoint> {
+        self.brokers.iter().find(|b| b.id == id)
+    }
+}

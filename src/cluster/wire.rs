@@ -1,0 +1,209 @@
+//! The controller channel: what nodes send each other on `--controller-listen`.
+//!
+//! ```text
+//! frame = [body length u32 BE][kind u8][correlation id u32 BE][payload]
+//! kind 1  raft     payload = one raft-rs `Message` (protobuf); no answer
+//! kind 2  request  payload = a [`Request`] (JSON); answered by a response with its id
+//! kind 3  response payload = a [`Response`] (JSON)
+//! ```
+//!
+//! Quorum messages are raft-rs's own encoding; the broker RPCs (registration, heartbeats and
+//! requests forwarded to the active controller) are JSON, small and rare enough that being
+//! readable in a packet capture is worth more than bytes. A frame over [`FRAME_BYTES_MAX`]
+//! closes the connection. This channel is for the cluster's own nodes: it carries no client
+//! authentication yet (the security issue adds mutual TLS on it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::KafkaError;
+
+pub const KIND_RAFT: u8 = 1;
+pub const KIND_REQUEST: u8 = 2;
+pub const KIND_RESPONSE: u8 = 3;
+
+/// Largest frame accepted (a metadata snapshot travels in one raft message).
+pub const FRAME_BYTES_MAX: usize = 256 << 20;
+
+/// Bytes before the payload.
+pub const HEADER_BYTES: usize = 4 + 1 + 4;
+
+/// Encodes one frame.
+pub fn frame(kind: u8, correlation: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    let body = (1 + 4 + payload.len()) as u32;
+    out.extend_from_slice(&body.to_be_bytes());
+    out.push(kind);
+    out.extend_from_slice(&correlation.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The context of a client request a broker forwards to the active controller (KIP-590's
+/// Envelope): the controller acts for this client, not for the forwarding broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    pub principal: String,
+    pub client_id: String,
+    pub client_addr: String,
+    /// The broker that received the request.
+    pub via_broker: i32,
+}
+
+/// A topic to create, as forwarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+    pub if_not_exists: bool,
+    /// Explicit replica lists by partition (CreateTopics' assignments), if given.
+    #[serde(default)]
+    pub assignments: Vec<Vec<i32>>,
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// One config change, as forwarded (see `shard::calls::AlterTopicConfig`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    pub topic: String,
+    pub replace: bool,
+    pub ops: Vec<(String, Option<String>)>,
+}
+
+/// A broker RPC to the active controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A broker starts: it is registered (fenced) under a new epoch.
+    Register {
+        broker_id: i32,
+        incarnation_id: uuid::Uuid,
+        host: String,
+        port: u16,
+        controller_host: String,
+        controller_port: u16,
+        rack: Option<String>,
+    },
+    /// A broker is alive and has applied the metadata up to `applied` (a Raft index).
+    Heartbeat {
+        broker_id: i32,
+        broker_epoch: i64,
+        applied: u64,
+        /// The broker is stopping: fence it now rather than after the session timeout.
+        shutting_down: bool,
+    },
+    CreateTopics {
+        context: Forwarded,
+        topics: Vec<TopicSpec>,
+        validate_only: bool,
+    },
+    DeleteTopics {
+        context: Forwarded,
+        names: Vec<String>,
+    },
+    AlterConfigs {
+        context: Forwarded,
+        changes: Vec<ConfigChange>,
+        validate_only: bool,
+    },
+    CreatePartitions {
+        context: Forwarded,
+        /// (topic, new total count, explicit replica lists of the new partitions)
+        topics: Vec<(String, i32, Vec<Vec<i32>>)>,
+        validate_only: bool,
+    },
+}
+
+/// An error as it travels: the Kafka code and the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl From<&KafkaError> for WireError {
+    fn from(e: &KafkaError) -> WireError {
+        WireError {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<WireError> for KafkaError {
+    fn from(e: WireError) -> KafkaError {
+        KafkaError::Forwarded {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
+/// What a created topic looks like to the forwarding broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedTopic {
+    pub name: String,
+    pub topic_id: uuid::Uuid,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Registered {
+        broker_epoch: i64,
+    },
+    Heartbeat {
+        fenced: bool,
+    },
+    /// This node is not the active controller; the one it knows of, if any.
+    NotController {
+        leader: Option<i32>,
+    },
+    /// Answers to CreateTopics, and the Raft index the controller had applied when it
+    /// answered (the forwarding broker waits until it has applied as much, so its client
+    /// sees what it created).
+    Topics {
+        results: Vec<Result<CreatedTopic, WireError>>,
+        applied: u64,
+    },
+    Done {
+        results: Vec<Result<(), WireError>>,
+        applied: u64,
+    },
+    Error(WireError),
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Plain enums of strings, integers and vectors: serializing them to a Vec cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let r = Request::Heartbeat {
+            broker_id: 2,
+            broker_epoch: 9,
+            applied: 44,
+            shutting_down: false,
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        let f = frame(KIND_REQUEST, 7, b"xy");
+        assert_eq!(&f[..4], &7u32.to_be_bytes());
+        assert_eq!(f[4], KIND_REQUEST);
+        assert_eq!(&f[5..9], &7u32.to_be_bytes());
+        assert!(decode::<Request>(b"{\"Nope\":1}").is_err());
+    }
+}

@@ -1,0 +1,1063 @@
+//! The cluster shell on shard 0: the Raft quorum's transport, the apply loop that turns
+//! committed metadata into what every shard serves, this broker's registration and
+//! heartbeats, and, on the active controller (the Raft leader), the brokers' liveness.
+//!
+//! Lives on: shard 0 only ([`crate::placement::CONTROLLER_SHARD`]), in a latency-sensitive
+//! task queue, so a shard 0 saturated by produce cannot delay Raft ticks or heartbeats into
+//! spurious elections or fencing. Disk writes (the Raft log, the metadata store) run on the
+//! blocking pool.
+//!
+//! The flow of a metadata change in a cluster: a broker's controller (here) forwards it to
+//! the active controller's node ([`wire::Request`]); there the controller validates it against
+//! its image, proposes the records as one Raft entry and waits until it is committed and
+//! applied locally. Every node applies committed entries in order ([`Quorum::apply_loop`]):
+//! the metadata store makes them durable with their Raft index, and every shard is told what
+//! changed (topics created, deleted or changed, the cluster view). A read never waits for the
+//! quorum: shards answer from what they were told.
+//!
+//! Brokers register at start (fenced, under a new epoch) and heartbeat every
+//! `--broker-heartbeat-interval-ms`; the active controller unfences a broker once it has
+//! applied the metadata up to its registration, and fences one that misses heartbeats for
+//! `--broker-session-timeout-ms`: its partitions lose their leader (RF 1: offline until it is
+//! back).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use glommio::net::{TcpListener, TcpStream};
+use protobuf::Message as _;
+use uuid::Uuid;
+
+use crate::cluster::raft::{self, Committed, RaftConfig, RaftHandle, Transport};
+use crate::cluster::view::{BrokerEndpoint, ClusterView};
+use crate::cluster::wire::{self, Request, Response, WireError};
+use crate::config::{ClusterConfig, Config};
+use crate::error::KafkaError;
+use crate::shard::Shard;
+use crate::shard::calls::{ClusterChanged, TopicChanged, TopicCreated, TopicDeleted};
+use crate::storage::metadata::image::MetadataImage;
+use crate::storage::metadata::record::{
+    BrokerFenceRecord, ClusterIdRecord, MetadataRecord, PartitionChangeRecord, RegisterBrokerRecord,
+};
+
+/// Raft ticks every this many ms; the election timeout is a whole number of ticks.
+const TICK_MS: u64 = 100;
+/// Frames waiting for one peer; quorum messages beyond it are dropped (Raft sends again).
+const PEER_QUEUE_MAX: usize = 4096;
+/// How long an RPC to the active controller waits for its answer.
+const RPC_TIMEOUT_MS: u64 = 10_000;
+/// How long a forwarded change looks for an active controller before NOT_CONTROLLER.
+const FIND_CONTROLLER_MS: u64 = 10_000;
+
+/// Raft ids are Kafka node ids + 1 (raft-rs reserves 0 for "none").
+pub fn raft_id(node: i32) -> u64 {
+    u64::try_from(node).unwrap_or(0) + 1
+}
+
+/// The Kafka node id of a Raft id (-1 for none).
+pub fn node_of(raft_id: u64) -> i32 {
+    if raft_id == 0 {
+        -1
+    } else {
+        i32::try_from(raft_id - 1).unwrap_or(-1)
+    }
+}
+
+/// One outgoing connection to a voter, with its queue and its RPCs waiting for answers.
+struct Peer {
+    node: i32,
+    addr: SocketAddr,
+    queue: RefCell<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    queued: Cell<usize>,
+    pending: RefCell<HashMap<u32, oneshot::Sender<Response>>>,
+    next_corr: Cell<u32>,
+}
+
+/// Outgoing connections to the voters, by node id.
+pub struct Peers {
+    peers: HashMap<i32, Rc<Peer>>,
+}
+
+impl Peers {
+    fn new(cfg: &ClusterConfig, me: i32) -> Peers {
+        let peers = cfg
+            .voters
+            .iter()
+            .filter(|(id, _)| *id != me)
+            .map(|&(node, addr)| {
+                (
+                    node,
+                    Rc::new(Peer {
+                        node,
+                        addr,
+                        queue: RefCell::new(None),
+                        queued: Cell::new(0),
+                        pending: RefCell::new(HashMap::new()),
+                        next_corr: Cell::new(1),
+                    }),
+                )
+            })
+            .collect();
+        Peers { peers }
+    }
+
+    /// Queues a frame for `node`; false when it is dropped (unknown node, queue full).
+    fn push(&self, node: i32, frame: Vec<u8>, droppable: bool) -> bool {
+        let Some(peer) = self.peers.get(&node) else {
+            return false;
+        };
+        if droppable && peer.queued.get() >= PEER_QUEUE_MAX {
+            return false;
+        }
+        let queue = peer.queue.borrow();
+        let Some(tx) = queue.as_ref() else {
+            return false;
+        };
+        if tx.unbounded_send(frame).is_ok() {
+            peer.queued.set(peer.queued.get() + 1);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sends `req` to `node`'s controller and waits for its answer.
+    async fn call(&self, node: i32, req: &Request) -> Result<Response, String> {
+        let peer = self
+            .peers
+            .get(&node)
+            .ok_or_else(|| format!("node {node} is not a voter"))?
+            .clone();
+        let corr = peer.next_corr.get();
+        peer.next_corr.set(corr.wrapping_add(1).max(1));
+        let (tx, rx) = oneshot::channel();
+        peer.pending.borrow_mut().insert(corr, tx);
+        if !self.push(
+            node,
+            wire::frame(wire::KIND_REQUEST, corr, &wire::encode(req)),
+            false,
+        ) {
+            peer.pending.borrow_mut().remove(&corr);
+            return Err(format!("node {node} is not connected"));
+        }
+        let answer = futures_lite::future::or(async { rx.await.ok() }, async {
+            glommio::timer::sleep(Duration::from_millis(RPC_TIMEOUT_MS)).await;
+            None
+        })
+        .await;
+        peer.pending.borrow_mut().remove(&corr);
+        answer.ok_or_else(|| format!("no answer from node {node}"))
+    }
+}
+
+/// Keeps the connection to one peer: connects (retrying with a backoff, for ever: a node
+/// never gives up on its peers), writes queued frames, reads RPC answers.
+async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
+    let mut backoff = 50;
+    while !stopping.get() {
+        let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
+        *peer.queue.borrow_mut() = Some(tx);
+        peer.queued.set(0);
+        let stream = match TcpStream::connect(peer.addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                *peer.queue.borrow_mut() = None;
+                tracing::debug!(node = peer.node, addr = %peer.addr, error = %e, "quorum peer not reachable; retrying");
+                glommio::timer::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(1000);
+                continue;
+            }
+        };
+        backoff = 50;
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(node = peer.node, addr = %peer.addr, "connected to quorum peer");
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let reading = {
+            let peer = peer.clone();
+            async move {
+                loop {
+                    match read_frame(&mut reader).await {
+                        Ok((wire::KIND_RESPONSE, corr, payload)) => {
+                            let tx = peer.pending.borrow_mut().remove(&corr);
+                            if let (Some(tx), Ok(r)) = (tx, wire::decode::<Response>(&payload)) {
+                                let _ = tx.send(r);
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        };
+        let writing = async {
+            while let Some(frame) = rx.next().await {
+                peer.queued.set(peer.queued.get().saturating_sub(1));
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        };
+        futures_lite::future::or(reading, writing).await;
+        *peer.queue.borrow_mut() = None;
+        // Waiting RPCs fail now rather than at their timeout.
+        peer.pending.borrow_mut().clear();
+        glommio::timer::sleep(Duration::from_millis(backoff)).await;
+    }
+}
+
+/// Reads one frame: (kind, correlation id, payload).
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<(u8, u32, Vec<u8>)> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if !(5..=wire::FRAME_BYTES_MAX).contains(&len) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("controller frame of {len} bytes"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    let corr = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
+    Ok((body[0], corr, body[5..].to_vec()))
+}
+
+struct PeerTransport {
+    peers: Rc<Peers>,
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, msg: ::raft::eraftpb::Message) {
+        let node = node_of(msg.to);
+        match msg.write_to_bytes() {
+            Ok(bytes) => {
+                self.peers
+                    .push(node, wire::frame(wire::KIND_RAFT, 0, &bytes), true);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot encode a raft message"),
+        }
+    }
+}
+
+/// The cluster state of this node (shard 0).
+pub struct Quorum {
+    pub node_id: i32,
+    pub cfg: ClusterConfig,
+    config: Rc<Config>,
+    pub raft: RaftHandle,
+    peers: Rc<Peers>,
+    incarnation: Uuid,
+    /// The cluster id of `meta.properties` (None until adopted).
+    stored_cluster_id: RefCell<Option<String>>,
+    /// Raft index applied to the store and told to every shard.
+    applied: Cell<u64>,
+    applied_term: Cell<u64>,
+    applied_waiters: RefCell<Vec<(u64, oneshot::Sender<()>)>>,
+    /// This broker's registration epoch (0: not registered) and whether it is fenced.
+    my_epoch: Cell<i64>,
+    fenced: Cell<bool>,
+    /// On the active controller: when each broker last heartbeat, and the Raft index its
+    /// registration was applied at (it is unfenced once it has applied that far).
+    last_heartbeat: RefCell<HashMap<i32, Instant>>,
+    registered_at: RefCell<HashMap<i32, u64>>,
+    /// The view every shard was last told.
+    view: RefCell<Arc<ClusterView>>,
+    /// A reason this node cannot be part of the cluster (another cluster's id): the broker stops.
+    pub fatal: RefCell<Option<String>>,
+    stopping: Rc<Cell<bool>>,
+    /// Shard 0, for RPCs this node answers itself (it is the active controller). Weak: the
+    /// shard holds the controller, which holds this.
+    shard: std::rc::Weak<Shard>,
+}
+
+impl Quorum {
+    /// Starts the quorum on shard 0: Raft (its log recovered from the data dir), the peers,
+    /// the controller listener, the apply loop, and this broker's registration.
+    pub fn start(
+        shard: &Rc<Shard>,
+        cfg: ClusterConfig,
+        stored_cluster_id: Option<String>,
+        applied: u64,
+    ) -> Result<Rc<Quorum>, String> {
+        let config = shard.config.clone();
+        let node_id = config.node_id;
+        let listener = TcpListener::bind(cfg.controller_listen).map_err(|e| {
+            format!(
+                "cannot listen for the metadata quorum on {}: {e}",
+                cfg.controller_listen
+            )
+        })?;
+        let peers = Rc::new(Peers::new(&cfg, node_id));
+        let transport = Rc::new(PeerTransport {
+            peers: peers.clone(),
+        });
+        let ctl_shard = shard.clone();
+        let snapshot_producer: raft::SnapshotProducer = Rc::new(move || {
+            let ctl = ctl_shard
+                .controller
+                .as_ref()
+                .ok_or_else(|| "no controller".to_string())?;
+            ctl.raft_snapshot()
+        });
+        let election_ticks =
+            usize::try_from((cfg.election_timeout_ms / TICK_MS).max(3)).unwrap_or(10);
+        let rcfg = RaftConfig {
+            id: raft_id(node_id),
+            voters: cfg.voters.iter().map(|(id, _)| raft_id(*id)).collect(),
+            dir: config
+                .data_dir
+                .join(crate::storage::metadata::METADATA_DIR)
+                .join("raft"),
+            tick_ms: TICK_MS,
+            election_ticks,
+            heartbeat_ticks: 1,
+            compact_every: 10_000,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+        };
+        let (handle, committed, driver) = raft::start(rcfg, applied, snapshot_producer, transport)
+            .map_err(|e| format!("cannot open the metadata quorum's log: {e}"))?;
+        let q = Rc::new(Quorum {
+            node_id,
+            cfg: cfg.clone(),
+            config: config.clone(),
+            raft: handle,
+            peers: peers.clone(),
+            incarnation: Uuid::new_v4(),
+            stored_cluster_id: RefCell::new(stored_cluster_id),
+            applied: Cell::new(applied),
+            applied_term: Cell::new(0),
+            applied_waiters: RefCell::new(Vec::new()),
+            my_epoch: Cell::new(0),
+            fenced: Cell::new(true),
+            last_heartbeat: RefCell::new(HashMap::new()),
+            registered_at: RefCell::new(HashMap::new()),
+            view: RefCell::new(Arc::new(ClusterView {
+                controller_id: -1,
+                ..Default::default()
+            })),
+            fatal: RefCell::new(None),
+            stopping: Rc::new(Cell::new(false)),
+            shard: Rc::downgrade(shard),
+        });
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(1000),
+            glommio::Latency::Matters(Duration::from_millis(5)),
+            "quorum",
+        );
+        let spawn = |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| {
+            glommio::spawn_local_into(f, tq).map(|t| t.detach())
+        };
+        let err = |e: glommio::GlommioError<()>| format!("cannot start the quorum tasks: {e}");
+        spawn(Box::pin(driver)).map_err(err)?;
+        for peer in peers.peers.values() {
+            spawn(Box::pin(peer_task(peer.clone(), q.stopping.clone()))).map_err(err)?;
+        }
+        spawn(Box::pin(q.clone().accept_loop(shard.clone(), listener))).map_err(err)?;
+        spawn(Box::pin(q.clone().apply_loop(shard.clone(), committed))).map_err(err)?;
+        spawn(Box::pin(q.clone().broker_loop())).map_err(err)?;
+        spawn(Box::pin(q.clone().controller_loop(shard.clone()))).map_err(err)?;
+        tracing::info!(
+            node_id,
+            controller_listen = %cfg.controller_listen,
+            voters = ?cfg.voters,
+            voter = cfg.is_voter,
+            applied,
+            "metadata quorum starting"
+        );
+        Ok(q)
+    }
+
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.borrow().clone()
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied.get()
+    }
+
+    pub fn my_epoch(&self) -> i64 {
+        self.my_epoch.get()
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.get()
+    }
+
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term.get()
+    }
+
+    /// Waits until the entry at `index` is applied here (and every shard told of it).
+    pub async fn wait_applied(&self, index: u64) {
+        if self.applied.get() >= index {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.applied_waiters.borrow_mut().push((index, tx));
+        let _ = rx.await;
+    }
+
+    /// Proposes `records` as one entry and waits until it is committed and applied here.
+    pub async fn propose(&self, records: &[MetadataRecord]) -> Result<(), KafkaError> {
+        let data = crate::storage::metadata::store::encode_batch(0, records);
+        match self.raft.propose(data).await {
+            Ok(index) => {
+                self.wait_applied(index).await;
+                Ok(())
+            }
+            Err(raft::ProposeError::NotLeader { .. }) | Err(raft::ProposeError::Dropped) => {
+                Err(KafkaError::NotController)
+            }
+            Err(raft::ProposeError::Stopped) => {
+                Err(KafkaError::BrokerNotAvailable("the broker is stopping"))
+            }
+            Err(raft::ProposeError::Disk(e)) => Err(KafkaError::Storage(format!(
+                "the metadata quorum's log failed: {e}"
+            ))),
+        }
+    }
+
+    /// On the active controller, before deciding anything from the image: waits until every
+    /// entry committed so far (those of earlier leaders included) is applied here.
+    pub async fn catch_up(&self) {
+        let commit = self.raft.status().commit;
+        self.wait_applied(commit).await;
+    }
+
+    /// The node id of the active controller, waiting up to `FIND_CONTROLLER_MS` for one.
+    async fn find_controller(&self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_millis(FIND_CONTROLLER_MS);
+        loop {
+            let leader = self.raft.leader_id();
+            if leader != 0 {
+                return Some(node_of(leader));
+            }
+            if Instant::now() >= deadline || self.stopping.get() {
+                return None;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a change to the active controller (KIP-590 forwarding); Ok(None) when this node
+    /// is the active controller and should do it itself.
+    pub async fn forward(&self, req: &Request) -> Result<Option<Response>, KafkaError> {
+        let deadline = Instant::now() + Duration::from_millis(FIND_CONTROLLER_MS);
+        loop {
+            let Some(leader) = self.find_controller().await else {
+                return Err(KafkaError::NotController);
+            };
+            if leader == self.node_id {
+                return Ok(None);
+            }
+            match self.peers.call(leader, req).await {
+                Ok(Response::NotController { .. }) | Err(_) if Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Response::NotController { .. }) | Err(_) => {
+                    return Err(KafkaError::NotController);
+                }
+                Ok(r) => return Ok(Some(r)),
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        self.stopping.set(true);
+    }
+
+    /// At SIGTERM: tells the active controller this broker is going (so it is fenced now,
+    /// not after the session timeout), waiting at most a second for that, then stops Raft.
+    pub async fn shutdown(self: &Rc<Self>) {
+        self.stopping.set(true);
+        if self.my_epoch.get() > 0 {
+            let req = Request::Heartbeat {
+                broker_id: self.node_id,
+                broker_epoch: self.my_epoch.get(),
+                applied: self.applied.get(),
+                shutting_down: true,
+            };
+            futures_lite::future::or(
+                async {
+                    let _ = self.rpc(&req).await;
+                },
+                glommio::timer::sleep(Duration::from_secs(1)),
+            )
+            .await;
+        }
+        self.raft.stop();
+    }
+
+    /// Waits, up to the RPC timeout, until this node has applied `index` (what the active
+    /// controller had applied when it answered a forwarded change).
+    pub async fn wait_applied_for(&self, index: u64) {
+        futures_lite::future::or(self.wait_applied(index), async {
+            glommio::timer::sleep(Duration::from_millis(RPC_TIMEOUT_MS)).await;
+        })
+        .await;
+    }
+
+    pub fn last_heartbeat(&self, broker: i32) -> Option<Instant> {
+        self.last_heartbeat.borrow().get(&broker).copied()
+    }
+
+    pub fn heartbeat_from(&self, broker: i32) {
+        self.last_heartbeat
+            .borrow_mut()
+            .insert(broker, Instant::now());
+    }
+
+    /// A broker was registered: it is unfenced once it has applied this far.
+    pub fn registered(&self, broker: i32) {
+        self.registered_at
+            .borrow_mut()
+            .insert(broker, self.applied.get());
+        self.heartbeat_from(broker);
+    }
+
+    /// The Raft index a broker must have applied to be unfenced (for a broker registered
+    /// under an earlier controller: what this one has applied now).
+    pub fn registered_index(&self, broker: i32) -> u64 {
+        *self
+            .registered_at
+            .borrow_mut()
+            .entry(broker)
+            .or_insert(self.applied.get())
+    }
+
+    /// The active controller's own duties, and the view's controller id on leader changes.
+    async fn controller_loop(self: Rc<Self>, shard: Rc<Shard>) {
+        let Some(ctl) = shard.controller.as_ref() else {
+            return;
+        };
+        let mut was_leader = false;
+        let mut last_leader = 0;
+        while !self.stopping.get() {
+            glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
+            let leader = self.raft.leader_id();
+            if leader != last_leader {
+                last_leader = leader;
+                tracing::info!(
+                    controller = node_of(leader),
+                    term = self.raft.term(),
+                    "active controller changed"
+                );
+                let image = ctl.image();
+                self.publish_view(&shard, &image).await;
+            }
+            let is_leader = self.raft.is_leader();
+            if is_leader && !was_leader {
+                self.last_heartbeat.borrow_mut().clear();
+                self.registered_at.borrow_mut().clear();
+            }
+            if !is_leader && was_leader {
+                ctl.lost_leadership();
+            }
+            was_leader = is_leader;
+            if is_leader {
+                ctl.leader_duties(&self).await;
+            }
+        }
+    }
+
+    /// Serves the controller listener: quorum messages go to Raft, RPCs are answered.
+    async fn accept_loop(self: Rc<Self>, shard: Rc<Shard>, listener: TcpListener) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "controller listener: accept failed");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let q = self.clone();
+            let shard = shard.clone();
+            glommio::spawn_local(async move { q.serve_peer(shard, stream).await }).detach();
+        }
+    }
+
+    async fn serve_peer(self: Rc<Self>, shard: Rc<Shard>, stream: TcpStream) {
+        let (mut reader, mut writer) = futures_lite::io::split(stream);
+        let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
+        let writing = async move {
+            while let Some(frame) = rx.next().await {
+                if writer.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let reading = async {
+            loop {
+                let (kind, corr, payload) = match read_frame(&mut reader).await {
+                    Ok(f) => f,
+                    Err(_) => return,
+                };
+                match kind {
+                    wire::KIND_RAFT => match ::raft::eraftpb::Message::parse_from_bytes(&payload) {
+                        Ok(m) => self.raft.step(m),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "controller listener: a raft message that does not decode; closing");
+                            return;
+                        }
+                    },
+                    wire::KIND_REQUEST => {
+                        let req = match wire::decode::<Request>(&payload) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "controller listener: a request that does not decode; closing");
+                                return;
+                            }
+                        };
+                        let q = self.clone();
+                        let shard = shard.clone();
+                        let tx = tx.clone();
+                        glommio::spawn_local(async move {
+                            let resp = q.handle(&shard, req).await;
+                            let _ = tx.unbounded_send(wire::frame(
+                                wire::KIND_RESPONSE,
+                                corr,
+                                &wire::encode(&resp),
+                            ));
+                        })
+                        .detach();
+                    }
+                    _ => return,
+                }
+            }
+        };
+        futures_lite::future::or(reading, writing).await;
+    }
+
+    /// Answers one RPC, as the active controller (or NOT_CONTROLLER).
+    async fn handle(&self, shard: &Rc<Shard>, req: Request) -> Response {
+        if !self.raft.is_leader() {
+            let leader = self.raft.leader_id();
+            return Response::NotController {
+                leader: (leader != 0).then(|| node_of(leader)),
+            };
+        }
+        let Some(ctl) = shard.controller.as_ref() else {
+            return Response::NotController { leader: None };
+        };
+        match req {
+            Request::Register {
+                broker_id,
+                incarnation_id,
+                host,
+                port,
+                controller_host,
+                controller_port,
+                rack,
+            } => {
+                let reg = RegisterBrokerRecord {
+                    broker_id,
+                    broker_epoch: 0,
+                    incarnation_id,
+                    host,
+                    port,
+                    controller_host,
+                    controller_port,
+                    rack,
+                };
+                match ctl.register_broker(self, reg).await {
+                    Ok(broker_epoch) => Response::Registered { broker_epoch },
+                    Err(e) => Response::Error(WireError::from(&e)),
+                }
+            }
+            Request::Heartbeat {
+                broker_id,
+                broker_epoch,
+                applied,
+                shutting_down,
+            } => match ctl
+                .broker_heartbeat(self, broker_id, broker_epoch, applied, shutting_down)
+                .await
+            {
+                Ok(fenced) => Response::Heartbeat { fenced },
+                Err(e) => Response::Error(WireError::from(&e)),
+            },
+            Request::CreateTopics {
+                context,
+                topics,
+                validate_only,
+            } => {
+                tracing::debug!(?context, "forwarded CreateTopics");
+                let specs = topics.into_iter().map(Into::into).collect();
+                let out = ctl.create_topics(shard, specs, validate_only).await;
+                Response::Topics {
+                    results: out
+                        .into_iter()
+                        .map(|r| r.map(|m| created(&m)).map_err(|e| WireError::from(&e)))
+                        .collect(),
+                    applied: self.applied(),
+                }
+            }
+            Request::DeleteTopics { context, names } => {
+                tracing::debug!(?context, "forwarded DeleteTopics");
+                done(ctl.delete_topics(shard, names).await, self.applied())
+            }
+            Request::AlterConfigs {
+                context,
+                changes,
+                validate_only,
+            } => {
+                tracing::debug!(?context, "forwarded AlterConfigs");
+                let changes = changes.into_iter().map(Into::into).collect();
+                done(
+                    ctl.alter_topic_configs(shard, changes, validate_only).await,
+                    self.applied(),
+                )
+            }
+            Request::CreatePartitions {
+                context,
+                topics,
+                validate_only,
+            } => {
+                tracing::debug!(?context, "forwarded CreatePartitions");
+                done(
+                    ctl.create_partitions(shard, topics, validate_only).await,
+                    self.applied(),
+                )
+            }
+        }
+    }
+
+    /// Applies committed entries in order: durable in the store, then told to every shard.
+    async fn apply_loop(
+        self: Rc<Self>,
+        shard: Rc<Shard>,
+        mut committed: mpsc::UnboundedReceiver<Committed>,
+    ) {
+        let Some(ctl) = shard.controller.as_ref() else {
+            return;
+        };
+        while let Some(c) = committed.next().await {
+            let (index, term, applied) = match c {
+                Committed::Entry { index, term, data } => {
+                    let records = match crate::storage::metadata::store::decode_entry(&data) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(index, error = %e, "a committed metadata entry does not decode; it is skipped");
+                            Vec::new()
+                        }
+                    };
+                    (index, term, ctl.apply_committed(records, index).await)
+                }
+                Committed::Snapshot { index, term, data } => {
+                    let applied = match crate::storage::metadata::store::decode_raft_snapshot(&data)
+                    {
+                        Ok((_, records)) => ctl.install_snapshot(records, index).await,
+                        Err(e) => Err(KafkaError::Storage(e.to_string())),
+                    };
+                    tracing::info!(index, term, "metadata snapshot installed from the quorum");
+                    (index, term, applied)
+                }
+            };
+            let (old, new) = match applied {
+                Ok(images) => images,
+                Err(e) => {
+                    // The store is poisoned: this node can no longer follow the metadata.
+                    let why = format!("cannot apply the committed metadata: {e}");
+                    tracing::error!("{why}");
+                    *self.fatal.borrow_mut() = Some(why);
+                    return;
+                }
+            };
+            self.check_cluster_id(&new).await;
+            publish(&shard, &old, &new).await;
+            self.publish_view(&shard, &new).await;
+            self.applied.set(index);
+            self.applied_term.set(term);
+            self.raft.set_applied(index);
+            let ready: Vec<oneshot::Sender<()>> = {
+                let mut waiters = self.applied_waiters.borrow_mut();
+                let (done, wait): (Vec<_>, Vec<_>) =
+                    waiters.drain(..).partition(|(i, _)| *i <= index);
+                *waiters = wait;
+                done.into_iter().map(|(_, tx)| tx).collect()
+            };
+            for tx in ready {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// A node adopts the quorum's cluster id, or refuses to serve another cluster's.
+    async fn check_cluster_id(&self, image: &MetadataImage) {
+        let Some(id) = image.cluster_id() else {
+            return;
+        };
+        let stored = self.stored_cluster_id.borrow().clone();
+        match stored {
+            Some(s) if s == id => {}
+            Some(s) => {
+                let why = format!(
+                    "this node's data dir belongs to cluster {s}, but the quorum's cluster id is {id}: \
+                     refusing to join; point --data-dir at this cluster's data or at an empty directory"
+                );
+                tracing::error!("{why}");
+                *self.fatal.borrow_mut() = Some(why);
+            }
+            None => {
+                let dir = self.config.data_dir.clone();
+                let id2 = id.to_string();
+                let written = glommio::executor()
+                    .spawn_blocking(move || crate::storage::metadata::adopt_cluster_id(&dir, &id2))
+                    .await;
+                match written {
+                    Ok(()) => {
+                        tracing::info!(cluster_id = id, "joined the cluster");
+                        *self.stored_cluster_id.borrow_mut() = Some(id.to_string());
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot write meta.properties"),
+                }
+            }
+        }
+    }
+
+    /// Tells every shard the cluster view when it changed (brokers, controller, id).
+    async fn publish_view(&self, shard: &Rc<Shard>, image: &MetadataImage) {
+        let view = Arc::new(ClusterView {
+            cluster_id: image.cluster_id().unwrap_or_default().to_string(),
+            controller_id: node_of(self.raft.leader_id()),
+            brokers: image
+                .brokers()
+                .values()
+                .filter(|b| !b.fenced)
+                .map(|b| BrokerEndpoint {
+                    id: b.registration.broker_id,
+                    host: b.registration.host.clone(),
+                    port: b.registration.port,
+                    rack: b.registration.rack.clone(),
+                })
+                .collect(),
+        });
+        if let Some(b) = image.brokers().get(&self.node_id)
+            && b.registration.incarnation_id == self.incarnation
+            && self.fenced.replace(b.fenced) != b.fenced
+        {
+            if b.fenced {
+                tracing::warn!("this broker is fenced: clients are sent elsewhere");
+            } else {
+                tracing::info!("this broker is unfenced: serving");
+            }
+        }
+        if *self.view.borrow() == view {
+            return;
+        }
+        *self.view.borrow_mut() = view.clone();
+        let calls = (0..shard.shards()).map(|to| shard.call(to, ClusterChanged(view.clone())));
+        futures_util::future::join_all(calls).await;
+    }
+
+    /// This broker's side: register with the active controller, then heartbeat.
+    async fn broker_loop(self: Rc<Self>) {
+        let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
+        let (host, port) = self.config.advertised_listener.clone();
+        let controller = self.cfg.controller_listen;
+        loop {
+            if self.stopping.get() {
+                return;
+            }
+            if self.my_epoch.get() == 0 {
+                let req = Request::Register {
+                    broker_id: self.node_id,
+                    incarnation_id: self.incarnation,
+                    host: host.clone(),
+                    port,
+                    controller_host: controller.ip().to_string(),
+                    controller_port: controller.port(),
+                    rack: self.config.rack.clone(),
+                };
+                match self.rpc(&req).await {
+                    Some(Response::Registered { broker_epoch }) => {
+                        tracing::info!(broker_epoch, "registered with the active controller");
+                        self.my_epoch.set(broker_epoch);
+                        continue;
+                    }
+                    Some(Response::Error(e)) => {
+                        tracing::warn!(error = %e.message, "broker registration refused");
+                    }
+                    _ => {}
+                }
+            } else {
+                let req = Request::Heartbeat {
+                    broker_id: self.node_id,
+                    broker_epoch: self.my_epoch.get(),
+                    applied: self.applied.get(),
+                    shutting_down: false,
+                };
+                match self.rpc(&req).await {
+                    // The fenced flag follows the applied metadata (publish_view).
+                    Some(Response::Heartbeat { .. }) => {}
+                    Some(Response::Error(e)) => {
+                        tracing::warn!(error = %e.message, "heartbeat refused; registering again");
+                        self.my_epoch.set(0);
+                    }
+                    _ => {}
+                }
+            }
+            glommio::timer::sleep(interval).await;
+        }
+    }
+
+    /// One RPC to the active controller, which may be this node.
+    async fn rpc(self: &Rc<Self>, req: &Request) -> Option<Response> {
+        let leader = self.raft.leader_id();
+        if leader == 0 {
+            return None;
+        }
+        let leader = node_of(leader);
+        if leader == self.node_id {
+            let shard = self.shard.upgrade()?;
+            return Some(self.handle(&shard, req.clone()).await);
+        }
+        self.peers.call(leader, req).await.ok()
+    }
+}
+
+fn created(m: &crate::storage::catalog::TopicMeta) -> wire::CreatedTopic {
+    wire::CreatedTopic {
+        name: m.name.clone(),
+        topic_id: m.topic_id,
+        partitions: m.partitions,
+        replication_factor: m
+            .partition(0)
+            .map_or(1, |a| i16::try_from(a.replicas.len()).unwrap_or(1)),
+        configs: m.configs.clone(),
+    }
+}
+
+fn done(out: Vec<Result<(), KafkaError>>, applied: u64) -> Response {
+    Response::Done {
+        results: out
+            .into_iter()
+            .map(|r| r.map_err(|e| WireError::from(&e)))
+            .collect(),
+        applied,
+    }
+}
+
+/// Tells every shard what an applied entry changed in the topics.
+async fn publish(shard: &Rc<Shard>, old: &MetadataImage, new: &MetadataImage) {
+    let old_topics: HashMap<Uuid, _> = old.topics().map(|t| (t.topic_id, t)).collect();
+    let new_topics: HashMap<Uuid, _> = new.topics().map(|t| (t.topic_id, t)).collect();
+    for (id, t) in &old_topics {
+        if !new_topics.contains_key(id) {
+            let name = t.name.clone();
+            broadcast(shard, || TopicDeleted(name.clone())).await;
+        }
+    }
+    for (id, t) in &new_topics {
+        let Some(meta) = new.topic_meta(&t.name) else {
+            continue;
+        };
+        match old_topics.get(id) {
+            None => broadcast(shard, || TopicCreated(meta.clone())).await,
+            Some(_) => {
+                if old.topic_meta(&t.name).as_ref() != Some(&meta) {
+                    broadcast(shard, || TopicChanged(meta.clone())).await;
+                }
+            }
+        }
+    }
+}
+
+async fn broadcast<C: crate::shard::calls::Call<Reply = Result<(), KafkaError>>>(
+    shard: &Rc<Shard>,
+    make: impl Fn() -> C,
+) {
+    let calls = (0..shard.shards()).map(|to| shard.call(to, make()));
+    for (to, reply) in futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match reply {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(shard = to, error = %e, "a shard could not apply a metadata change")
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// The partition changes that take the leadership away from `broker` (fenced): RF 1
+/// partitions go offline (leader -1), others move to another in-sync replica.
+pub fn leaderless_records(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in image.topics() {
+        for p in t.partitions.values() {
+            if p.leader != broker {
+                continue;
+            }
+            let fenced: Vec<i32> = image
+                .brokers()
+                .values()
+                .filter(|b| b.fenced)
+                .map(|b| b.registration.broker_id)
+                .collect();
+            let next = p
+                .isr
+                .iter()
+                .copied()
+                .find(|r| *r != broker && !fenced.contains(r))
+                .unwrap_or(-1);
+            out.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
+                topic_id: t.topic_id,
+                partition: p.partition,
+                leader: next,
+                leader_epoch: p.leader_epoch + 1,
+                isr: p.isr.clone(),
+            }));
+        }
+    }
+    out
+}
+
+/// The partition changes that give leaderless partitions back to `broker` (unfenced), where
+/// it is an in-sync replica.
+pub fn leader_back_records(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
+    let mut out = Vec::new();
+    for t in image.topics() {
+        for p in t.partitions.values() {
+            if p.leader == -1 && p.isr.contains(&broker) {
+                out.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
+                    topic_id: t.topic_id,
+                    partition: p.partition,
+                    leader: broker,
+                    leader_epoch: p.leader_epoch + 1,
+                    isr: p.isr.clone(),
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// The first record a new cluster's controller writes.
+pub fn cluster_id_record(pinned: Option<&str>) -> MetadataRecord {
+    let id = pinned.map_or_else(|| Uuid::new_v4().simple().to_string(), str::to_string);
+    MetadataRecord::ClusterId(ClusterIdRecord { cluster_id: id })
+}
+
+/// A fence or unfence record for `broker`'s registration `epoch`.
+pub fn fence_record(broker: i32, epoch: i64, fenced: bool) -> MetadataRecord {
+    MetadataRecord::BrokerFence(BrokerFenceRecord {
+        broker_id: broker,
+        broker_epoch: epoch,
+        fenced,
+    })
+}

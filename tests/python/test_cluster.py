@@ -1,0 +1,360 @@
+"""Several brokers as one cluster, metadata on the Raft quorum: real processes on 127.0.0.1.
+
+Three nodes (`--shards 1` each), every node a voter and a broker (combined mode), started the
+way scripts/cluster.sh starts them. Waits are conditions with deadlines, never fixed sleeps.
+"""
+
+import signal
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic
+
+from conftest import Broker, free_port
+from kafkautil import (DeliveryLog, admin, consume, flush_all, producer, unique_topic, wait_until)
+
+# Short quorum and session timeouts so failover tests stay quick on this machine; the
+# defaults are exercised by test_failover_with_the_default_settings.
+FAST = ["--controller-quorum-election-timeout-ms", "500", "--controller-quorum-fetch-timeout-ms", "1000",
+        "--broker-heartbeat-interval-ms", "200", "--broker-session-timeout-ms", "2000"]
+
+
+class Cluster:
+    def __init__(self, spate_bin, tmp_path, n=3, extra_args=()):
+        self.ids = list(range(1, n + 1))
+        quorum_ports = {i: free_port() for i in self.ids}
+        voters = ",".join(f"{i}@127.0.0.1:{quorum_ports[i]}" for i in self.ids)
+        self.nodes = {}
+        for i in self.ids:
+            args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum_ports[i]}",
+                    "--voters", voters, *extra_args]
+            self.nodes[i] = Broker(spate_bin, tmp_path / f"node{i}" / "data", tmp_path / f"node{i}" / "logs",
+                                   shards=1, extra_args=args)
+
+    def start(self):
+        # Started together, as an operator would; each waits only for its own listener.
+        for b in self.nodes.values():
+            b.start()
+        self.wait_brokers(self.ids)
+        return self
+
+    @property
+    def bootstrap(self):
+        return ",".join(b.bootstrap for b in self.nodes.values() if b.alive())
+
+    def metadata(self, node, timeout=5.0):
+        return admin(self.nodes[node].bootstrap).list_topics(timeout=timeout)
+
+    def wait_brokers(self, expected, on=None, timeout=30.0):
+        """Until Metadata from every live node (or `on`) lists exactly `expected` brokers."""
+        nodes = on or [i for i, b in self.nodes.items() if b.alive()]
+
+        def ok():
+            for i in nodes:
+                md = self.metadata(i)
+                if sorted(md.brokers) != sorted(expected) or md.controller_id < 0:
+                    return False
+            return True
+        wait_until(ok, timeout=timeout, desc=f"brokers {expected} in metadata of nodes {nodes}")
+
+    def controller(self, on=None):
+        node = on or next(i for i, b in self.nodes.items() if b.alive())
+        return self.metadata(node).controller_id
+
+    def kill_all(self):
+        for b in self.nodes.values():
+            b.kill()
+
+
+@pytest.fixture
+def cluster_factory(spate_bin, tmp_path, request):
+    made = []
+
+    def make(extra_args=FAST, n=3):
+        c = Cluster(spate_bin, tmp_path / f"c{len(made)}", n=n, extra_args=extra_args)
+        made.append(c)
+        return c.start()
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    for c in made:
+        for i, b in c.nodes.items():
+            if failed and b.log_path is not None:
+                print(f"\n[{request.node.name}] node {i}: {b.log_tail(40)}")
+        c.kill_all()
+
+
+def create(bootstrap, name, partitions, rf=1, config=None, timeout=20.0):
+    a = admin(bootstrap)
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
+                         request_timeout=timeout, operation_timeout=timeout)
+    fs[name].result(timeout=timeout)
+
+
+def leaders(md, topic):
+    return {p: m.leader for p, m in md.topics[topic].partitions.items()}
+
+
+def test_three_brokers_are_one_cluster(cluster_factory, spate_bin):
+    c = cluster_factory()
+    mds = {i: c.metadata(i) for i in c.ids}
+    assert {md.cluster_id for md in mds.values()} == {mds[1].cluster_id}
+    assert mds[1].cluster_id
+    assert {md.controller_id for md in mds.values()} <= set(c.ids)
+    for md in mds.values():
+        assert sorted(md.brokers) == c.ids
+        assert {b.port for b in md.brokers.values()} == {n.port for n in c.nodes.values()}
+
+    # Created through a node that may not be the controller (forwarded), seen by all.
+    t = unique_topic("spread")
+    create(c.nodes[2].bootstrap, t, 12)
+
+    def spread():
+        for i in c.ids:
+            md = c.metadata(i)
+            if t not in md.topics or len(md.topics[t].partitions) != 12:
+                return None
+        return leaders(c.metadata(1), t)
+    lead = wait_until(spread, timeout=20, desc="the topic on every node")
+    assert set(lead.values()) == set(c.ids), f"leaders not on all three brokers: {lead}"
+    for i in c.ids:
+        assert leaders(c.metadata(i), t) == lead
+
+    # confluent-kafka through one bootstrap address: it finds every leader itself.
+    p = producer(c.nodes[1].bootstrap)
+    log = DeliveryLog()
+    sent = [(f"k{n}".encode(), f"v{n}".encode()) for n in range(600)]
+    for k, v in sent:
+        p.produce(t, key=k, value=v, on_delivery=log)
+    flush_all(p)
+    assert not log.errors and len(log.ok) == 600
+    got = consume(c.nodes[3].bootstrap, [(t, i) for i in range(12)], 600)
+    assert sorted((m.key(), m.value()) for m in got) == sorted(sent)
+    by_partition = {}
+    for m in got:
+        by_partition.setdefault(m.partition(), []).append(m.offset())
+    for offs in by_partition.values():
+        assert offs == list(range(len(offs))), "offsets dense and in order per partition"
+
+    # kafka-python, through another node.
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    kt = unique_topic("kp")
+    create(c.nodes[3].bootstrap, kt, 6)
+    kp = KafkaProducer(bootstrap_servers=c.nodes[3].bootstrap, acks="all", enable_idempotence=False)
+    for n in range(60):
+        kp.send(kt, key=str(n).encode(), value=f"kp{n}".encode())
+    kp.flush(30)
+    kp.close()
+    kc = KafkaConsumer(bootstrap_servers=c.nodes[2].bootstrap, auto_offset_reset="earliest",
+                       enable_auto_commit=False, consumer_timeout_ms=10000)
+    kc.assign([TopicPartition(kt, i) for i in range(6)])
+    vals = set()
+    deadline = time.monotonic() + 30
+    while len(vals) < 60 and time.monotonic() < deadline:
+        for recs in kc.poll(timeout_ms=500).values():
+            vals.update(r.value for r in recs)
+    kc.close()
+    assert vals == {f"kp{n}".encode() for n in range(60)}
+
+    # kcat: produce through node 2, read back through node 1.
+    kt2 = unique_topic("kcat")
+    create(c.nodes[1].bootstrap, kt2, 3)
+    lines = "".join(f"m{n}\n" for n in range(30))
+    subprocess.run(["kcat", "-b", c.nodes[2].bootstrap, "-P", "-t", kt2, "-X", "broker.address.family=v4"],
+                   input=lines.encode(), check=True, timeout=60)
+    out = subprocess.run(["kcat", "-b", c.nodes[1].bootstrap, "-C", "-t", kt2, "-o", "beginning", "-e", "-q",
+                          "-X", "broker.address.family=v4"], capture_output=True, check=True, timeout=60)
+    assert sorted(out.stdout.decode().split()) == sorted(f"m{n}" for n in range(30))
+
+
+def test_describe_cluster_create_partitions_and_replication_factor(cluster_factory):
+    c = cluster_factory()
+    a = admin(c.nodes[1].bootstrap)
+    desc = a.describe_cluster(request_timeout=10).result(timeout=15)
+    assert sorted(n.id for n in desc.nodes) == c.ids
+    assert desc.controller.id == c.controller()
+    assert desc.cluster_id == c.metadata(1).cluster_id
+
+    t = unique_topic("grow")
+    create(c.nodes[1].bootstrap, t, 2)
+    a.create_partitions([NewPartitions(t, 7)], request_timeout=15)[t].result(timeout=20)
+    wait_until(lambda: all(len(c.metadata(i).topics[t].partitions) == 7 for i in c.ids), timeout=20,
+               desc="7 partitions everywhere")
+    # The new partitions take writes on their leaders.
+    p = producer(c.nodes[2].bootstrap)
+    log = DeliveryLog()
+    for part in range(7):
+        p.produce(t, value=f"p{part}".encode(), partition=part, on_delivery=log)
+    flush_all(p)
+    assert not log.errors and sorted(r[1] for r in log.ok) == list(range(7))
+    with pytest.raises(KafkaException) as e:
+        a.create_partitions([NewPartitions(t, 3)], request_timeout=15)[t].result(timeout=20)
+    assert e.value.args[0].name() == "INVALID_PARTITIONS"
+
+    # A factor above the live brokers is refused, never made smaller.
+    with pytest.raises(KafkaException) as e:
+        create(c.nodes[1].bootstrap, unique_topic("rf4"), 1, rf=4)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+
+def test_consumer_group_across_the_cluster(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("grp")
+    create(c.nodes[1].bootstrap, t, 6)
+    p = producer(c.bootstrap)
+    for n in range(120):
+        p.produce(t, value=f"g{n}".encode(), partition=n % 6)
+    flush_all(p)
+    from kafkautil import consumer
+    group = unique_topic("group")
+    cons = consumer(c.nodes[2].bootstrap, **{"group.id": group, "enable.auto.commit": False,
+                                             "enable.auto.offset.store": True})
+    cons.subscribe([t])
+    seen = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 120 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            seen.append(m.value())
+    assert len(seen) == 120
+    cons.commit(asynchronous=False)
+    cons.close()
+    # The committed offsets are read back through another node's coordinator lookup.
+    from confluent_kafka import TopicPartition
+    again = consumer(c.nodes[3].bootstrap, **{"group.id": group})
+    committed = again.committed([TopicPartition(t, i) for i in range(6)], timeout=20)
+    again.close()
+    assert sum(tp.offset for tp in committed) == 120
+
+
+def test_controller_kill_minus_9_fails_over_and_the_node_catches_up(cluster_factory):
+    c = cluster_factory()
+    old = c.controller()
+    c.nodes[old].kill()
+    survivors = [i for i in c.ids if i != old]
+    t = unique_topic("after")
+    start = time.monotonic()
+    wait_until(lambda: create(c.nodes[survivors[0]].bootstrap, t, 3) or True, timeout=30,
+               desc="CreateTopics on a survivor")
+    took = time.monotonic() - start
+    print(f"controller failover (fast settings): CreateTopics succeeded {took:.2f}s after kill -9")
+    new = c.controller(on=survivors[0])
+    assert new in survivors
+    c.wait_brokers(survivors, on=survivors)
+    # The killed node comes back and learns what it missed.
+    c.nodes[old].start()
+    c.wait_brokers(c.ids)
+    wait_until(lambda: len(c.metadata(old).topics.get(t).partitions) == 3, timeout=20,
+               desc="the restarted node knows the topic created while it was down")
+
+
+def test_a_minority_cannot_change_metadata_but_still_reads_it(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("before")
+    create(c.nodes[1].bootstrap, t, 3)
+    wait_until(lambda: t in c.metadata(3).topics, timeout=15, desc="topic on node 3")
+    c.nodes[1].kill()
+    c.nodes[2].kill()
+    # Reads of existing metadata keep working on the survivor...
+    md = c.metadata(3)
+    assert t in md.topics and len(md.topics[t].partitions) == 3
+    # ...changes do not: no quorum, no controller.
+    with pytest.raises(KafkaException):
+        create(c.nodes[3].bootstrap, unique_topic("nope"), 1, timeout=12)
+    # A majority again: changes work again.
+    c.nodes[1].start()
+    wait_until(lambda: create(c.nodes[3].bootstrap, unique_topic("again"), 1) or True, timeout=30,
+               desc="CreateTopics once a majority is back")
+
+
+def test_full_cluster_restart_keeps_topics_configs_and_records(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("keep")
+    create(c.nodes[1].bootstrap, t, 6, config={"retention.ms": "3600000"})
+    p = producer(c.bootstrap)
+    sent = [f"r{n}".encode() for n in range(300)]
+    for n, v in enumerate(sent):
+        p.produce(t, value=v, partition=n % 6)
+    flush_all(p)
+    before = leaders(c.metadata(1), t)
+    cluster_id = c.metadata(1).cluster_id
+    for b in c.nodes.values():
+        b.stop()
+    for b in c.nodes.values():
+        b.start()
+    c.wait_brokers(c.ids)
+    md = c.metadata(2)
+    assert md.cluster_id == cluster_id
+    wait_until(lambda: all(m.leader in c.ids for m in c.metadata(2).topics[t].partitions.values()),
+               timeout=20, desc="every partition led again")
+    assert leaders(c.metadata(2), t) == before
+    a3 = admin(c.nodes[3].bootstrap)
+    cfg = a3.describe_configs([ConfigResource("topic", t)])
+    entries = list(cfg.values())[0].result(timeout=15)
+    assert entries["retention.ms"].value == "3600000"
+    got = consume(c.bootstrap, [(t, i) for i in range(6)], 300)
+    assert sorted(m.value() for m in got) == sorted(sent)
+
+
+def test_a_fenced_broker_takes_its_partitions_offline_until_it_is_back(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("fence")
+    create(c.nodes[1].bootstrap, t, 6)
+    ctl = c.controller()
+    victim = next(i for i in c.ids if i != ctl)
+    other = next(i for i in c.ids if i not in (ctl, victim))
+    led = [p for p, l in leaders(c.metadata(other), t).items() if l == victim]
+    assert led
+    c.nodes[victim].proc.send_signal(signal.SIGSTOP)
+    try:
+        def offline():
+            md = c.metadata(other)
+            return victim not in md.brokers and all(md.topics[t].partitions[p].leader == -1 for p in led)
+        wait_until(offline, timeout=20, desc="the stopped broker fenced and its partitions offline")
+    finally:
+        c.nodes[victim].proc.send_signal(signal.SIGCONT)
+    c.wait_brokers(c.ids)
+    wait_until(lambda: all(leaders(c.metadata(other), t)[p] == victim for p in led), timeout=20,
+               desc="the broker leads its partitions again")
+    # Their leader epoch moved on (fenced, then back).
+    md = admin(c.nodes[other].bootstrap).list_topics(t, timeout=5)
+    assert md.topics[t].partitions[led[0]].leader == victim
+
+
+def test_a_second_process_with_the_same_node_id_is_refused(cluster_factory, spate_bin, tmp_path):
+    c = cluster_factory()
+    twin = Broker(spate_bin, tmp_path / "twin" / "data", tmp_path / "twin" / "logs", shards=1,
+                  extra_args=c.nodes[2].extra_args[:4] + ["--voters", c.nodes[2].extra_args[5]] + FAST)
+    # Same node id, its own quorum port is taken by node 2: it must not take over node 2.
+    twin.extra_args[3] = f"127.0.0.1:{free_port()}"
+    try:
+        twin.proc = subprocess.Popen(twin.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out, _ = twin.proc.communicate(timeout=30)
+        text = out.decode("utf-8", "replace")
+        assert twin.proc.returncode != 0
+        assert "quorum address" in text, text[-2000:]
+    finally:
+        if twin.proc.poll() is None:
+            twin.proc.kill()
+    assert sorted(c.metadata(1).brokers) == c.ids
+
+
+@pytest.mark.parametrize("tries", [3])
+def test_failover_with_the_default_settings(cluster_factory, tries):
+    """kill -9 of the active controller: CreateTopics on a survivor works again within 15 s."""
+    c = cluster_factory(extra_args=[])
+    times = []
+    for n in range(tries):
+        old = c.controller()
+        c.nodes[old].kill()
+        survivor = next(i for i in c.ids if i != old)
+        start = time.monotonic()
+        wait_until(lambda: create(c.nodes[survivor].bootstrap, unique_topic(f"d{n}"), 1, timeout=10) or True,
+                   timeout=30, desc="CreateTopics after a controller kill")
+        times.append(time.monotonic() - start)
+        c.nodes[old].start()
+        c.wait_brokers(c.ids)
+    print(f"controller failover with default settings: {['%.2f' % t for t in times]} s")
+    assert max(times) < 15, times
