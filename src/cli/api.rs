@@ -53,6 +53,10 @@ pub struct PartitionMeta {
     pub leader: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// The leader's epoch (-1 when the broker does not say: Metadata below v7).
+    pub leader_epoch: i32,
+    /// Replicas on brokers that do not serve (fenced or gone).
+    pub offline: Vec<i32>,
     pub error_code: i16,
 }
 
@@ -142,6 +146,8 @@ pub fn metadata(
                         leader: p.leader_id.0,
                         replicas: p.replica_nodes.iter().map(|n| n.0).collect(),
                         isr: p.isr_nodes.iter().map(|n| n.0).collect(),
+                        leader_epoch: p.leader_epoch,
+                        offline: p.offline_replicas.iter().map(|n| n.0).collect(),
                         error_code: p.error_code,
                     })
                     .collect(),
@@ -369,6 +375,110 @@ pub fn alter_topic_configs(
         format!("altering the configs of topic '{topic}'"),
         r.error_message.as_deref(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster
+
+/// A broker that serves, as DescribeCluster lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterDescription {
+    pub cluster_id: String,
+    pub controller: i32,
+    pub brokers: Vec<ClusterBroker>,
+}
+
+pub fn describe_cluster(client: &mut Client) -> Result<ClusterDescription> {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeClusterRequest>(1)?;
+    let mut req = DescribeClusterRequest::default();
+    if v >= 1 {
+        req.endpoint_type = 1;
+    }
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "DescribeCluster",
+        resp.error_message.as_deref(),
+    )?;
+    Ok(ClusterDescription {
+        cluster_id: resp.cluster_id.to_string(),
+        controller: resp.controller_id.0,
+        brokers: resp
+            .brokers
+            .iter()
+            .map(|b| ClusterBroker {
+                id: b.broker_id.0,
+                host: b.host.to_string(),
+                port: b.port,
+                rack: b.rack.as_ref().map(|r| r.to_string()),
+            })
+            .collect(),
+    })
+}
+
+/// One voter of the metadata quorum, as its leader sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Voter {
+    pub id: i32,
+    pub log_end_offset: i64,
+    /// How far it is behind the leader's high watermark, in metadata entries.
+    pub lag: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Quorum {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<Voter>,
+}
+
+pub fn describe_quorum(client: &mut Client) -> Result<Quorum> {
+    use kafka_protocol::messages::DescribeQuorumRequest;
+    use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeQuorumRequest>(1)?;
+    let req = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(topic_name("__cluster_metadata"))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "DescribeQuorum",
+        resp.error_message.as_deref(),
+    )?;
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| Error::other("DescribeQuorum answered no partition"))?;
+    check(p.error_code, "DescribeQuorum", p.error_message.as_deref())?;
+    Ok(Quorum {
+        leader: p.leader_id.0,
+        leader_epoch: p.leader_epoch,
+        high_watermark: p.high_watermark,
+        voters: p
+            .current_voters
+            .iter()
+            .map(|r| Voter {
+                id: r.replica_id.0,
+                log_end_offset: r.log_end_offset,
+                lag: (p.high_watermark - r.log_end_offset).max(0),
+            })
+            .collect(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod client;
+mod cluster;
 mod consume;
 pub mod error;
 mod group;
@@ -57,6 +58,23 @@ pub enum AdminCommand {
     Produce(ProduceArgs),
     /// Consume messages from a topic to stdout.
     Consume(ConsumeArgs),
+    /// The cluster: brokers, the active controller, the metadata quorum.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Brokers that serve, the active controller, each voter's Raft state and lag, and the
+    /// partitions without a leader.
+    Status,
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +244,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Group(a) => group::run(&a.common, a.command),
         AdminCommand::Produce(a) => produce::run(a),
         AdminCommand::Consume(a) => consume::run(a),
+        AdminCommand::Cluster(a) => cluster::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }

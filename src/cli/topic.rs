@@ -121,8 +121,10 @@ fn list(common: &Common) -> Result<()> {
 struct DescribedPartition {
     partition: i32,
     leader: i32,
+    leader_epoch: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
+    offline: Vec<i32>,
     earliest_offset: Option<i64>,
     latest_offset: Option<i64>,
 }
@@ -165,8 +167,10 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
                 .map(|p| DescribedPartition {
                     partition: p.partition,
                     leader: p.leader,
+                    leader_epoch: p.leader_epoch,
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
+                    offline: p.offline.clone(),
                     earliest_offset: earliest
                         .as_ref()
                         .and_then(|m| m.get(&p.partition))
@@ -198,8 +202,10 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
         let mut parts = Table::new(&[
             "PARTITION",
             "LEADER",
+            "EPOCH",
             "REPLICAS",
             "ISR",
+            "OFFLINE",
             "EARLIEST",
             "LATEST",
         ]);
@@ -207,9 +213,19 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
         for p in &t.partitions {
             parts.row(vec![
                 p.partition.to_string(),
-                p.leader.to_string(),
+                if p.leader < 0 {
+                    "none".to_string()
+                } else {
+                    p.leader.to_string()
+                },
+                p.leader_epoch.to_string(),
                 nodes(&p.replicas),
                 nodes(&p.isr),
+                if p.offline.is_empty() {
+                    "-".to_string()
+                } else {
+                    nodes(&p.offline)
+                },
                 opt(p.earliest_offset),
                 opt(p.latest_offset),
             ]);

@@ -109,6 +109,9 @@ pub enum Request {
         changes: Vec<ConfigChange>,
         validate_only: bool,
     },
+    /// The quorum as the active controller sees it (DescribeQuorum, `spate admin cluster
+    /// status`).
+    QuorumStatus,
     CreatePartitions {
         context: Forwarded,
         /// (topic, new total count, explicit replica lists of the new partitions)
@@ -176,6 +179,28 @@ pub enum Response {
         applied: u64,
     },
     Error(WireError),
+    Quorum(QuorumReport),
+}
+
+/// The metadata quorum as its leader sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumReport {
+    /// The active controller (the Raft leader).
+    pub leader: i32,
+    /// The Raft term (Kafka's leader epoch of the metadata log).
+    pub term: u64,
+    /// The commit index (the metadata log's high watermark).
+    pub commit: u64,
+    /// Each voter and the last index the leader knows it holds.
+    pub voters: Vec<VoterReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterReport {
+    pub node: i32,
+    pub matched: u64,
+    /// Whether the leader heard from it within the last election timeout.
+    pub recent_active: bool,
 }
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {

@@ -32,6 +32,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
 /// The implemented version range of `key`, or None when the API is not implemented.
@@ -70,6 +71,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::SaslHandshake => "SaslHandshake",
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DescribeQuorum => "DescribeQuorum",
         _ => "unimplemented API",
     }
 }

@@ -77,6 +77,7 @@ shard_messages!(
     TopicChanged,
     ClusterChanged,
     CreatePartitions,
+    QuorumStatus,
     CreateTopics,
     DeleteTopics,
     AlterTopicConfigs,
@@ -258,6 +259,32 @@ pub struct CreatePartitions {
 call!(CreatePartitions -> Answers<()>, |c, shard| match &shard.controller {
     Some(ctl) => ctl.create_partitions(&shard, c.topics, c.validate_only).await,
     None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// To the controller: the metadata quorum as its leader sees it. On one node there is no
+/// quorum: this node is the only voter and leads.
+#[derive(Debug)]
+pub struct QuorumStatus;
+call!(QuorumStatus -> Result<wire::QuorumReport, KafkaError>, |_c, shard| {
+    match shard.controller.as_ref().and_then(|c| c.quorum()) {
+        Some(q) => q.report().await,
+        None => Ok(wire::QuorumReport {
+            leader: shard.config.node_id,
+            term: 0,
+            commit: shard
+                .controller
+                .as_ref()
+                .map_or(0, |c| c.metadata_offset()),
+            voters: vec![wire::VoterReport {
+                node: shard.config.node_id,
+                matched: shard
+                    .controller
+                    .as_ref()
+                    .map_or(0, |c| c.metadata_offset()),
+                recent_active: true,
+            }],
+        }),
+    }
 });
 
 /// To the controller: create topics.

@@ -101,6 +101,14 @@ impl Controller {
             .map_or(0, MetadataStore::raft_applied)
     }
 
+    /// Records in the local metadata log (a one-node broker's DescribeQuorum high watermark).
+    pub fn metadata_offset(&self) -> u64 {
+        self.store
+            .borrow()
+            .as_ref()
+            .map_or(0, MetadataStore::next_offset)
+    }
+
     /// A copy of the metadata image as last applied.
     pub fn image(&self) -> MetadataImage {
         self.image.borrow().clone()

@@ -475,6 +475,36 @@ impl Quorum {
         self.stopping.set(true);
     }
 
+    /// The quorum as this node, its leader, sees it.
+    fn local_report(&self) -> wire::QuorumReport {
+        let s = self.raft.status();
+        wire::QuorumReport {
+            leader: node_of(s.leader_id),
+            term: s.term,
+            commit: s.commit,
+            voters: s
+                .peers
+                .iter()
+                .map(|p| wire::VoterReport {
+                    node: node_of(p.id),
+                    matched: p.matched,
+                    recent_active: p.recent_active || p.id == s.id,
+                })
+                .collect(),
+        }
+    }
+
+    /// The quorum as the active controller sees it, asked of it when it is another node.
+    pub async fn report(&self) -> Result<wire::QuorumReport, KafkaError> {
+        match self.forward(&Request::QuorumStatus).await? {
+            None => Ok(self.local_report()),
+            Some(Response::Quorum(r)) => Ok(r),
+            Some(other) => Err(KafkaError::InvalidRequest(format!(
+                "unexpected answer from the controller: {other:?}"
+            ))),
+        }
+    }
+
     /// At SIGTERM: tells the active controller this broker is going (so it is fenced now,
     /// not after the session timeout), waiting at most a second for that, then stops Raft.
     pub async fn shutdown(self: &Rc<Self>) {
@@ -719,6 +749,7 @@ impl Quorum {
                     self.applied(),
                 )
             }
+            Request::QuorumStatus => Response::Quorum(self.local_report()),
             Request::CreatePartitions {
                 context,
                 topics,

@@ -193,6 +193,22 @@ def test_describe_cluster_create_partitions_and_replication_factor(cluster_facto
         a.create_partitions([NewPartitions(t, 3)], request_timeout=15)[t].result(timeout=20)
     assert e.value.args[0].name() == "INVALID_PARTITIONS"
 
+    # The operator's view: brokers, controller, every voter of the quorum, no leaderless partition.
+    import json
+    out = subprocess.run([str(c.nodes[1].binary), "cluster", "status", "--json", "--bootstrap-server",
+                          c.nodes[3].bootstrap], capture_output=True, check=True, timeout=30)
+    status = json.loads(out.stdout)
+    assert status["cluster_id"] == desc.cluster_id
+    assert status["controller"] == c.controller()
+    assert sorted(b["id"] for b in status["brokers"]) == c.ids
+    assert sorted(v["id"] for v in status["quorum"]["voters"]) == c.ids
+    assert status["quorum"]["leader"] == status["controller"]
+    assert status["leaderless"] == []
+    described = subprocess.run([str(c.nodes[1].binary), "topic", "describe", t, "--json", "--bootstrap-server",
+                                c.nodes[2].bootstrap], capture_output=True, check=True, timeout=30)
+    parts = json.loads(described.stdout)[0]["partitions"]
+    assert len(parts) == 7 and all(p["leader"] in c.ids and p["leader_epoch"] >= 0 for p in parts)
+
     # A factor above the live brokers is refused, never made smaller.
     with pytest.raises(KafkaException) as e:
         create(c.nodes[1].bootstrap, unique_topic("rf4"), 1, rf=4)

@@ -11,6 +11,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -329,6 +330,7 @@ pub async fn dispatch(
         DeleteTopics => delete_topics::handle,
         CreatePartitions => create_partitions::handle,
         DescribeCluster => describe_cluster::handle,
+        DescribeQuorum => describe_quorum::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,
         IncrementalAlterConfigs => alter_configs::handle_incremental,
