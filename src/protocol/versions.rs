@@ -30,6 +30,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The implemented version range of `key`, or None when the API is not implemented.
@@ -66,6 +67,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "unimplemented API",
     }
 }

@@ -88,6 +88,7 @@ shard_messages!(
     ListGroups,
     DeleteGroup,
     DeleteOffsets,
+    AllocateProducerIds,
 );
 
 impl Shard {
@@ -283,6 +284,15 @@ pub struct AlterTopicConfig {
     /// Applied in order: (name, Some(value)) sets, (name, None) reverts to the default.
     pub ops: Vec<(String, Option<String>)>,
 }
+
+/// To the controller: the next block of producer ids, (first id, count), durable before it is
+/// answered (InitProducerId on a shard whose block ran out).
+#[derive(Debug)]
+pub struct AllocateProducerIds;
+call!(AllocateProducerIds -> Result<(i64, i64), KafkaError>, |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.allocate_producer_id_block().await,
+    None => Err(KafkaError::NotController),
+});
 
 /// This shard's metrics, for a scrape.
 #[derive(Debug)]

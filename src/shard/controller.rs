@@ -28,13 +28,16 @@ use crate::shard::calls::{
 };
 use crate::storage::catalog::{self, TopicMeta};
 use crate::storage::metadata::image::{config_change_records, create_topic_records};
-use crate::storage::metadata::record::{MetadataRecord, RemoveTopicRecord};
+use crate::storage::metadata::record::{MetadataRecord, ProducerIdsRecord, RemoveTopicRecord};
 use crate::storage::metadata::{MetadataError, MetadataStore};
 
 /// A shard that could not be told of a change is stopping (the router is only closed then).
 fn stopping(_: crate::router::RouterError) -> &'static str {
     "a shard is stopping"
 }
+
+/// Producer ids in each block the controller hands out (each shard takes one at a time).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -103,6 +106,32 @@ impl Controller {
                 other => KafkaError::Storage(format!("metadata write failed: {other}")),
             }
         })
+    }
+
+    /// Hands out the next block of [`PRODUCER_ID_BLOCK`] producer ids: (first id, count). The
+    /// block's upper bound is durable in the metadata log before any id of it is handed out,
+    /// so after a crash the next block starts past it and no id is used twice (the unused
+    /// rest of a block is skipped).
+    pub async fn allocate_producer_id_block(&self) -> Result<(i64, i64), KafkaError> {
+        let _permit = self.changes.acquire_permit(1).await;
+        let first = {
+            let store = self.store.borrow();
+            store
+                .as_ref()
+                .ok_or_else(Self::unavailable)?
+                .image()
+                .next_producer_id()
+        };
+        let next = first
+            .checked_add(PRODUCER_ID_BLOCK)
+            .ok_or_else(|| KafkaError::Storage("producer ids are exhausted".into()))?;
+        self.persist(vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id: self.node_id,
+            next_producer_id: next,
+        })])
+        .await?;
+        tracing::debug!(first, next, "producer id block allocated");
+        Ok((first, PRODUCER_ID_BLOCK))
     }
 
     fn validate(

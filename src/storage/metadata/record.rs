@@ -22,6 +22,7 @@ pub const TYPE_TOPIC: u16 = 1;
 pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
+pub const TYPE_PRODUCER_IDS: u16 = 11;
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
 /// holds one of them was written by a newer build; this one refuses to read it.
@@ -35,7 +36,6 @@ pub const RESERVED_TYPES: &[(u16, &str)] = &[
     (8, "UserScramCredentialRecord (a SCRAM credential)"),
     (9, "RemoveUserScramCredentialRecord"),
     (10, "ClientQuotaRecord (a client quota, set or removed)"),
-    (11, "ProducerIdsRecord (the next block of producer ids)"),
     (12, "RegisterBrokerRecord (a broker's registration)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
@@ -112,6 +112,16 @@ pub struct RemoveTopicRecord {
     pub topic_id: Uuid,
 }
 
+/// A block of producer ids was handed out: every id below `next_producer_id` may be in use,
+/// so after a restart ids start there (Kafka's `ProducerIdsRecord`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    /// The broker the block went to.
+    pub broker_id: i32,
+    /// The first id not handed out yet.
+    pub next_producer_id: i64,
+}
+
 /// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -119,6 +129,7 @@ pub enum MetadataRecord {
     Partition(PartitionRecord),
     Config(ConfigRecord),
     RemoveTopic(RemoveTopicRecord),
+    ProducerIds(ProducerIdsRecord),
 }
 
 /// Why a record could not be decoded.
@@ -150,6 +161,7 @@ impl MetadataRecord {
             MetadataRecord::Partition(_) => TYPE_PARTITION,
             MetadataRecord::Config(_) => TYPE_CONFIG,
             MetadataRecord::RemoveTopic(_) => TYPE_REMOVE_TOPIC,
+            MetadataRecord::ProducerIds(_) => TYPE_PRODUCER_IDS,
         }
     }
 
@@ -165,6 +177,7 @@ impl MetadataRecord {
             MetadataRecord::Partition(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::Config(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::RemoveTopic(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::ProducerIds(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -191,7 +204,7 @@ impl MetadataRecord {
         }
         if !matches!(
             type_id,
-            TYPE_TOPIC | TYPE_PARTITION | TYPE_CONFIG | TYPE_REMOVE_TOPIC
+            TYPE_TOPIC | TYPE_PARTITION | TYPE_CONFIG | TYPE_REMOVE_TOPIC | TYPE_PRODUCER_IDS
         ) {
             return Err(RecordError::UnknownType { type_id });
         }
@@ -211,6 +224,9 @@ impl MetadataRecord {
                 MetadataRecord::Partition(serde_json::from_slice(payload).map_err(bad)?)
             }
             TYPE_CONFIG => MetadataRecord::Config(serde_json::from_slice(payload).map_err(bad)?),
+            TYPE_PRODUCER_IDS => {
+                MetadataRecord::ProducerIds(serde_json::from_slice(payload).map_err(bad)?)
+            }
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
     }
@@ -268,6 +284,13 @@ mod tests {
                 MetadataRecord::RemoveTopic(RemoveTopicRecord { topic_id: id(2) }),
                 r#"{"topic_id":"00000000-0000-0000-0000-000000000002"}"#,
             ),
+            (
+                MetadataRecord::ProducerIds(ProducerIdsRecord {
+                    broker_id: 1,
+                    next_producer_id: 2000,
+                }),
+                r#"{"broker_id":1,"next_producer_id":2000}"#,
+            ),
         ]
     }
 
@@ -287,7 +310,13 @@ mod tests {
         types.dedup();
         assert_eq!(
             types,
-            [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC],
+            [
+                TYPE_TOPIC,
+                TYPE_PARTITION,
+                TYPE_CONFIG,
+                TYPE_REMOVE_TOPIC,
+                TYPE_PRODUCER_IDS
+            ],
             "every record type has a vector"
         );
         for (record, payload) in &vectors {
@@ -354,7 +383,13 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), RESERVED_TYPES.len());
-        for used in [TYPE_TOPIC, TYPE_PARTITION, TYPE_CONFIG, TYPE_REMOVE_TOPIC] {
+        for used in [
+            TYPE_TOPIC,
+            TYPE_PARTITION,
+            TYPE_CONFIG,
+            TYPE_REMOVE_TOPIC,
+            TYPE_PRODUCER_IDS,
+        ] {
             assert!(
                 !ids.contains(&used),
                 "type {used} is both used and reserved"

@@ -1,0 +1,52 @@
+//! InitProducerId: hands an idempotent producer its producer id and epoch.
+//!
+//! - Without a producer id (-1): a fresh id at epoch 0, from this shard's block of ids (see
+//!   `Shard::new_producer_id`: blocks come from the controller, durable before use).
+//! - With a producer id and epoch (KIP-360, v3+: the client lost track of its sequence
+//!   numbers and bumps its epoch to start again from 0): the same id at the next epoch, or a
+//!   fresh id when the epoch would pass `i16::MAX`. Partitions accept a higher epoch only from
+//!   sequence 0 (`storage::producers`). Kafka itself answers such an idempotent request with a
+//!   fresh id; bumping keeps the id stable and is equally safe, since no other producer holds
+//!   it.
+//! - With a transactional id: transactions are not implemented yet. The answer is
+//!   UNSUPPORTED_VERSION, which Java, librdkafka and kafka-python treat as fatal at once
+//!   ("the broker does not support" the request), rather than a retriable code that would
+//!   leave a transactional producer retrying until its timeout.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use super::RequestContext;
+use crate::error::KafkaError;
+
+pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let transactional = req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty());
+    let answer = if transactional {
+        Err(KafkaError::Unsupported(
+            "transactions (InitProducerId with a transactional id)",
+        ))
+    } else if req.producer_id.0 >= 0 && (0..i16::MAX).contains(&req.producer_epoch) {
+        Ok((req.producer_id.0, req.producer_epoch + 1))
+    } else {
+        ctx.shard.new_producer_id().await.map(|id| (id, 0))
+    };
+    match answer {
+        Ok((id, epoch)) => {
+            tracing::debug!(
+                client = %ctx.client.client_id,
+                producer_id = id,
+                producer_epoch = epoch,
+                "producer id handed out"
+            );
+            InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch)
+        }
+        Err(e) => InitProducerIdResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    }
+}
