@@ -297,8 +297,9 @@ impl Shard {
         }
     }
 
-    /// One pass of retention over this shard's partitions. Segments leave the logs here;
-    /// their files are deleted on the blocking pool.
+    /// One pass of housekeeping over this shard's partitions: idle producer ids expire, and
+    /// retention runs. Segments leave the logs here; their files are deleted on the blocking
+    /// pool.
     pub async fn apply_retention(&self) {
         let now = now_ms();
         let jobs: Vec<Housekeeping> = {
@@ -846,7 +847,7 @@ impl Shard {
 
     /// At a clean shutdown, after the final flush: snapshots the producer state of every
     /// partition whose newest snapshot is not at its log end, so the next start reads it
-    /// instead of replaying the log.
+    /// instead of replaying the log. An empty log has nothing to replay and gets none.
     pub async fn snapshot_all_producers(&self) {
         let jobs: Vec<SnapshotJob> = self
             .partitions
@@ -855,7 +856,9 @@ impl Shard {
             .filter(|p| p.log.poisoned().is_none())
             .filter_map(|p| {
                 let end = p.log_end_offset();
-                if p.producers_snapshot == Some(end) {
+                if p.producers_snapshot == Some(end)
+                    || (p.producers.is_empty() && end == p.log.log_start_offset())
+                {
                     return None;
                 }
                 p.producers_snapshot = Some(end);
