@@ -745,8 +745,12 @@ impl Shard {
         for w in &group {
             let verdict = if w.batches.iter().any(|b| b.header.producer_id >= 0) {
                 let headers: Vec<_> = w.batches.iter().map(|b| b.header).collect();
-                part.producers
-                    .check(&mut staged, &headers, next, append_time)
+                part.producers.check(
+                    &mut staged,
+                    &headers,
+                    next,
+                    Some(append_time.unwrap_or(now)),
+                )
             } else {
                 Ok(Verdict::Append)
             };

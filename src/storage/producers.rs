@@ -67,7 +67,8 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Oldest first, at most [`BATCHES_KEPT`]; never empty.
     pub batches: VecDeque<BatchMeta>,
-    /// The max timestamp of its last batch: it expires `producer.id.expiration.ms` after.
+    /// When its last batch was appended (broker time; for a batch replayed from the log, its
+    /// max timestamp): it expires `producer.id.expiration.ms` after.
     pub last_timestamp: i64,
 }
 
@@ -152,7 +153,8 @@ impl ProducerStates {
     /// Checks one write's batches (of one produce request), to be appended from
     /// `first_offset` on, against this state and what `staged` holds. On
     /// [`Verdict::Append`] the write's changes join `staged`; on a duplicate or an error
-    /// `staged` is unchanged. `timestamp` overrides the batches' own (LogAppendTime).
+    /// `staged` is unchanged. `timestamp` (the broker's clock) is recorded as the producer's
+    /// last activity instead of the batches' own, which the client sets.
     pub fn check(
         &self,
         staged: &mut Staged,
@@ -433,6 +435,17 @@ impl SnapshotJob {
 /// Snapshots past the log end (the log lost its tail in a crash) are removed; an unreadable one
 /// is reported and passed over for the one before.
 pub fn load_snapshot(dir: &Path, log_end: i64) -> io::Result<Option<(i64, ProducerStates)>> {
+    // A snapshot write a crash interrupted leaves its temporary file behind.
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".snapshot.tmp"))
+        {
+            fs::remove_file(&path)?;
+        }
+    }
     let offsets = list_snapshots(dir)?;
     for &offset in offsets.iter().rev() {
         let path = snapshot_path(dir, offset);
@@ -704,6 +717,10 @@ mod tests {
         let (at, loaded) = load_snapshot(dir.path(), 25).unwrap().unwrap();
         assert_eq!((at, loaded.get(1).unwrap().batches.len()), (20, 2));
         assert_eq!(list_snapshots(dir.path()).unwrap(), vec![20]);
+        // A temporary file of an interrupted write is removed.
+        std::fs::write(dir.path().join(format!("{:020}.snapshot.tmp", 40)), b"torn").unwrap();
+        load_snapshot(dir.path(), 100).unwrap();
+        assert!(!dir.path().join(format!("{:020}.snapshot.tmp", 40)).exists());
         // A damaged snapshot is passed over.
         std::fs::write(snapshot_path(dir.path(), 20), b"SPPS garbage").unwrap();
         assert!(load_snapshot(dir.path(), 100).unwrap().is_none());

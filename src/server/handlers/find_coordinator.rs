@@ -1,5 +1,11 @@
 //! FindCoordinator: on one node every group's coordinator is this broker; the shard that
 //! coordinates the group inside it is found by the router, not by the client.
+//!
+//! Transactional ids are answered with this broker too, although transactions are not
+//! implemented yet: the client then sends InitProducerId with its transactional id, which
+//! fails at once with UNSUPPORTED_VERSION (see `init_producer_id.rs`). Refusing here instead
+//! (COORDINATOR_NOT_AVAILABLE, retriable) would leave a transactional producer retrying until
+//! its timeout with no word of why.
 
 use super::RequestContext;
 use crate::error::ErrorCode;
@@ -10,19 +16,23 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 
-/// key_type of consumer groups (1 is transactions, 2 share groups).
+/// key_type of consumer groups (2 is share groups).
 const KEY_TYPE_GROUP: i8 = 0;
+/// key_type of transactional ids.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// (error code, message) for a key, or None when this broker coordinates it.
 fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
-    if key_type != KEY_TYPE_GROUP {
+    if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
         return Some((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            format!("key type {key_type} is not supported (only consumer groups)"),
+            format!(
+                "key type {key_type} is not supported (consumer groups and transactional ids are)"
+            ),
         ));
     }
     if key.is_empty() {
-        return Some((ErrorCode::INVALID_REQUEST, "empty group id".into()));
+        return Some((ErrorCode::INVALID_REQUEST, "empty key".into()));
     }
     None
 }

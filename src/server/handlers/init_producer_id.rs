@@ -9,9 +9,12 @@
 //!   fresh id; bumping keeps the id stable and is equally safe, since no other producer holds
 //!   it.
 //! - With a transactional id: transactions are not implemented yet. The answer is
-//!   UNSUPPORTED_VERSION, which Java, librdkafka and kafka-python treat as fatal at once
-//!   ("the broker does not support" the request), rather than a retriable code that would
-//!   leave a transactional producer retrying until its timeout.
+//!   UNSUPPORTED_VERSION: the Java client fails `initTransactions` at once with it (not
+//!   retriable), librdkafka logs "API version not supported: retrying" and fails
+//!   `init_transactions` with it at its timeout. A retriable code (COORDINATOR_NOT_AVAILABLE)
+//!   would only time out with no word of why, and TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+//!   would blame ACLs that do not exist. FindCoordinator names this broker for transactional
+//!   ids so that clients get this far.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
