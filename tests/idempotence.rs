@@ -226,3 +226,26 @@ fn retries_are_deduplicated_gaps_and_stale_epochs_refused_across_a_crash() {
     assert_eq!(produce(&mut s, &batch(pid, 1, 2, 1, "f")), (NONE, 12));
     broker.stop();
 }
+
+#[test]
+fn idle_producer_ids_expire_in_the_housekeeping_pass() {
+    let broker = Broker::start_with(
+        1,
+        &[
+            "--producer-id-expiration-ms",
+            "300",
+            "--retention-check-ms",
+            "50",
+        ],
+    );
+    let mut s = broker.connect();
+    let pid = init(&mut s, 4, -1, -1).producer_id.0;
+    assert_eq!(produce(&mut s, &batch(pid, 0, 0, 1, "a")), (NONE, 0));
+    // Known: a gap is refused.
+    let gap = batch(pid, 0, 50, 1, "gap");
+    assert_eq!(produce(&mut s, &gap).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Expired: the producer is unknown again, so any sequence is taken.
+    assert_eq!(produce(&mut s, &gap), (NONE, 1));
+    broker.stop();
+}
