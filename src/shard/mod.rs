@@ -398,6 +398,15 @@ impl Shard {
             let mut partition = Partition::new(log, self.config.node_id, 0);
             partition.producers = producers;
             partition.producers_snapshot = snapshot;
+            let end = partition.log_end_offset();
+            if snapshot.is_none()
+                && end > partition.log.log_start_offset()
+                && partition.log.check_online().is_ok()
+            {
+                // The whole log was replayed (a log from before producer snapshots, or one
+                // that crashed before its first): save that work for the next start.
+                self.snapshot_producers(&mut partition, end);
+            }
             self.partitions
                 .borrow_mut()
                 .insert((topic.name.clone(), p), partition);

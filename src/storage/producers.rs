@@ -31,7 +31,7 @@
 //! replayed (headers only: producer id, epoch, sequences, offsets). Retention may have deleted
 //! segments past a snapshot's offset: the state is then the snapshot plus what the log still
 //! holds, which is what a producer can still retry against. With no usable snapshot the whole
-//! log is replayed.
+//! log is replayed (once: the shard then snapshots the result at the log end).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
