@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use common::*;
 
 const NONE: i16 = 0;
+const INVALID_REQUEST: i16 = 42;
 const UNSUPPORTED_VERSION: i16 = 35;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -63,6 +64,7 @@ fn produce(s: &mut TcpStream, batch: &[u8]) -> (i16, i64) {
 
 fn init(s: &mut TcpStream, version: i16, pid: i64, epoch: i16) -> InitProducerIdResponse {
     let req = InitProducerIdRequest::default()
+        .with_transactional_id(None)
         .with_transaction_timeout_ms(60_000)
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch);
@@ -118,6 +120,15 @@ fn init_producer_id_hands_out_fresh_ids_bumps_epochs_and_refuses_transactions() 
         .with_producer_epoch(-1);
     let r: InitProducerIdResponse = call(&mut s, 4, &req);
     assert_eq!(r.error_code, UNSUPPORTED_VERSION, "{r:?}");
+    let r: InitProducerIdResponse = call(
+        &mut s,
+        4,
+        &req.with_transactional_id(Some(TransactionalId(StrBytes::default()))),
+    );
+    assert_eq!(
+        r.error_code, INVALID_REQUEST,
+        "empty transactional id: {r:?}"
+    );
 
     // After a crash no id is handed out again: the next block starts past every block
     // handed out before.

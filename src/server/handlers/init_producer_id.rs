@@ -1,6 +1,6 @@
 //! InitProducerId: hands an idempotent producer its producer id and epoch.
 //!
-//! - Without a producer id (-1): a fresh id at epoch 0, from this shard's block of ids (see
+//! - With no transactional id (null) and no producer id (-1): a fresh id at epoch 0, from this shard's block of ids (see
 //!   `Shard::new_producer_id`: blocks come from the controller, durable before use).
 //! - With a producer id and epoch (KIP-360, v3+: the client lost track of its sequence
 //!   numbers and bumps its epoch to start again from 0): the same id at the next epoch, or a
@@ -8,6 +8,7 @@
 //!   sequence 0 (`storage::producers`). Kafka itself answers such an idempotent request with a
 //!   fresh id; bumping keeps the id stable and is equally safe, since no other producer holds
 //!   it.
+//! - With an empty transactional id: INVALID_REQUEST, as Kafka answers.
 //! - With a transactional id: transactions are not implemented yet. The answer is
 //!   UNSUPPORTED_VERSION: the Java client fails `initTransactions` at once with it (not
 //!   retriable), librdkafka logs "API version not supported: retrying" and fails
@@ -22,14 +23,13 @@ use super::RequestContext;
 use crate::error::KafkaError;
 
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
-    let transactional = req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty());
-    let answer = if transactional {
-        Err(KafkaError::Unsupported(
-            "transactions (InitProducerId with a transactional id)",
-        ))
+    let answer = if let Some(t) = &req.transactional_id {
+        // Kafka refuses an empty transactional id (clients send null when they have none).
+        Err(if t.0.is_empty() {
+            KafkaError::InvalidRequest("empty transactional id".into())
+        } else {
+            KafkaError::Unsupported("transactions (InitProducerId with a transactional id)")
+        })
     } else if req.producer_id.0 >= 0 && (0..i16::MAX).contains(&req.producer_epoch) {
         Ok((req.producer_id.0, req.producer_epoch + 1))
     } else {
