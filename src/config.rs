@@ -90,6 +90,9 @@ pub struct Config {
     /// exists its count wins over this setting (start-up reads it back), because a different
     /// count would move groups away from their committed offsets.
     pub offsets_topic_num_partitions: i32,
+    /// A producer id that wrote nothing to a partition for this long is dropped from the
+    /// partition's producer state by the housekeeping pass (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: u64,
     /// Capacity of each cross-shard channel, in messages.
     pub router_channel_len: usize,
     /// Replication factor of auto-created topics and CreateTopics with -1.
@@ -154,6 +157,7 @@ impl Config {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_num_partitions: 50,
+            producer_id_expiration_ms: 86_400_000,
             recover_on_start: true,
             default_replication_factor: 1,
             rack: None,

@@ -176,6 +176,17 @@ pub enum KafkaError {
     /// An error the active controller answered to a forwarded request, as it sent it.
     #[error("{message}")]
     Forwarded { code: i16, message: String },
+    /// An idempotent producer's batch does not follow its last one (a batch was lost).
+    #[error("out of order sequence number: {0}")]
+    OutOfOrderSequence(String),
+    /// An idempotent producer's batch carries an epoch older than the partition knows (a
+    /// zombie producer).
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// A feature this broker does not implement yet (transactions), answered so that the
+    /// client fails at once with a clear message instead of retrying.
+    #[error("not supported by this broker: {0}")]
+    Unsupported(&'static str),
 }
 
 impl KafkaError {
@@ -218,6 +229,9 @@ impl KafkaError {
             KafkaError::Forwarded { code, .. } => {
                 ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
             }
+            KafkaError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
+            KafkaError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
+            KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
         }
     }
 
@@ -280,6 +294,9 @@ mod tests {
             (KafkaError::BrokerNotAvailable("stopping"), 8),
             (KafkaError::CoordinatorNotAvailable, 15),
             (KafkaError::NotController, 41),
+            (KafkaError::OutOfOrderSequence(String::new()), 45),
+            (KafkaError::InvalidProducerEpoch(String::new()), 47),
+            (KafkaError::Unsupported("transactions"), 35),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err:?}");

@@ -16,6 +16,9 @@
 //!   to the metadata log on the blocking pool; every shard holds a read-only cache of the
 //!   topics that the controller updates by message, once the change is durable, before it
 //!   answers.
+//! - An idempotent producer's state in a partition (epoch, last five batches) lives in that
+//!   partition on its owning shard (`storage::producers`); producer ids come from per-shard
+//!   blocks that the controller makes durable in the metadata log before they are used.
 //! - Nothing mutable is shared between cores on the data path. Cross-thread state is confined
 //!   to `server` (start-up rendezvous, stop/drain/flush-failed flags, the broker-wide
 //!   connection count at accept); fetch responses carry read-only handles to immutable segment

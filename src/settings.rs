@@ -119,6 +119,10 @@ pub struct Settings {
     /// (offsets.topic.num.partitions); fixed once the log exists [default: 50].
     #[arg(long)]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Drop an idempotent producer's state from a partition it has not written to for this
+    /// many ms (producer.id.expiration.ms) [default: 86400000].
+    #[arg(long)]
+    pub producer_id_expiration_ms: Option<u64>,
     /// Serve Prometheus metrics over HTTP on this address [default: off].
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -208,6 +212,7 @@ impl Settings {
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
             offsets_topic_num_partitions,
+            producer_id_expiration_ms,
             metrics_listen,
             log_format,
             voters,
@@ -271,6 +276,8 @@ impl Settings {
             c.group_initial_rebalance_delay_ms,
         );
         c.offsets_retention_ms = set(self.offsets_retention_ms, c.offsets_retention_ms);
+        c.producer_id_expiration_ms =
+            set(self.producer_id_expiration_ms, c.producer_id_expiration_ms);
         c.offsets_topic_num_partitions = self
             .offsets_topic_num_partitions
             .unwrap_or(c.offsets_topic_num_partitions);
@@ -359,6 +366,7 @@ impl Settings {
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
+            producer_id_expiration_ms: Some(c.producer_id_expiration_ms),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),
             voters: c.cluster.as_ref().map(|k| {

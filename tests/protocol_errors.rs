@@ -21,9 +21,9 @@ use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    FetchRequest, FetchResponse, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
+    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FetchResponse, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -336,14 +336,14 @@ fn unknown_api_key_closes_connection() {
 #[test]
 fn unimplemented_api_closes_connection() {
     let mut broker = Broker::start();
-    // InitProducerId (key 22) is a real Kafka API this broker does not implement (yet).
+    // AddPartitionsToTxn (key 24) is a real Kafka API this broker does not implement (yet).
     let frame = encode_request(
-        ApiKey::InitProducerId,
+        ApiKey::AddPartitionsToTxn,
         1,
         next_correlation_id(),
-        &InitProducerIdRequest::default(),
+        &AddPartitionsToTxnRequest::default(),
     );
-    assert_frame_closes(&mut broker, &frame, "InitProducerId v1");
+    assert_frame_closes(&mut broker, &frame, "AddPartitionsToTxn v1");
     broker.stop();
 }
 

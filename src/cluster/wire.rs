@@ -109,9 +109,10 @@ pub enum Request {
         changes: Vec<ConfigChange>,
         validate_only: bool,
     },
-    /// The quorum as the active controller sees it (DescribeQuorum, `spate admin cluster
-    /// status`).
+    /// The quorum as the active controller sees it (DescribeQuorum, `spate cluster status`).
     QuorumStatus,
+    /// The next block of producer ids (made durable in the metadata before the answer).
+    AllocateProducerIds,
     CreatePartitions {
         context: Forwarded,
         /// (topic, new total count, explicit replica lists of the new partitions)
@@ -180,6 +181,10 @@ pub enum Response {
     },
     Error(WireError),
     Quorum(QuorumReport),
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
 }
 
 /// The metadata quorum as its leader sees it.

@@ -42,7 +42,12 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// The idempotent producer that wrote the batch (-1: none), its epoch, and the sequence
+    /// number of the batch's first record (each record takes the next, wrapping past
+    /// `i32::MAX` to 0).
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub records_count: i32,
 }
 
@@ -65,6 +70,8 @@ impl BatchHeader {
             base_timestamp: i64_at(27),
             max_timestamp: i64_at(35),
             producer_id: i64_at(43),
+            producer_epoch: i16::from_be_bytes([b[51], b[52]]),
+            base_sequence: i32_at(53),
             records_count: i32_at(57),
         })
     }
@@ -292,6 +299,17 @@ pub mod tests {
         }
         let n = values.len() as i32;
         encode_batch(&records, n, base_ts, base_ts + (n as i64 - 1) * 10)
+    }
+
+    /// [`batch`] written by idempotent producer `pid` at `epoch`, from sequence `seq`.
+    pub fn idempotent_batch(pid: i64, epoch: i16, seq: i32, values: &[&[u8]]) -> Vec<u8> {
+        let mut b = batch(1000, values);
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
     }
 
     #[test]

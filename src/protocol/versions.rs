@@ -33,6 +33,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The implemented version range of `key`, or None when the API is not implemented.
@@ -72,6 +73,7 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::DescribeQuorum => "DescribeQuorum",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "unimplemented API",
     }
 }

@@ -463,7 +463,9 @@ async fn shard_main(
     if let Some(m) = metrics_server {
         let _ = m.cancel().await;
     }
-    if !shard.flush_all().await {
+    if shard.flush_all().await {
+        shard.snapshot_all_producers().await;
+    } else {
         FLUSH_FAILED.store(true, Ordering::SeqCst);
     }
     DRAINED.fetch_add(1, Ordering::SeqCst);

@@ -93,6 +93,7 @@ shard_messages!(
     ListGroups,
     DeleteGroup,
     DeleteOffsets,
+    AllocateProducerIds,
 );
 
 impl Shard {
@@ -391,6 +392,14 @@ impl From<wire::ConfigChange> for AlterTopicConfig {
         }
     }
 }
+/// To the controller: the next block of producer ids, (first id, count), durable before it is
+/// answered (InitProducerId on a shard whose block ran out).
+#[derive(Debug)]
+pub struct AllocateProducerIds;
+call!(AllocateProducerIds -> Result<(i64, i64), KafkaError>, |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.allocate_producer_id_block().await,
+    None => Err(KafkaError::NotController),
+});
 
 /// This shard's metrics, for a scrape.
 #[derive(Debug)]

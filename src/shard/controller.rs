@@ -31,7 +31,7 @@ use crate::shard::quorum::{self, Quorum};
 use crate::storage::catalog::{self, PartitionAssignment, TopicMeta};
 use crate::storage::metadata::image::{MetadataImage, config_change_records, create_topic_records};
 use crate::storage::metadata::record::{
-    MetadataRecord, PartitionRecord, RegisterBrokerRecord, RemoveTopicRecord,
+    MetadataRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
 };
 use crate::storage::metadata::{MetadataError, MetadataStore};
 
@@ -39,6 +39,9 @@ use crate::storage::metadata::{MetadataError, MetadataStore};
 fn stopping(_: crate::router::RouterError) -> &'static str {
     "a shard is stopping"
 }
+
+/// Producer ids in each block the controller hands out (each shard takes one at a time).
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -157,6 +160,38 @@ impl Controller {
                 other => KafkaError::Storage(format!("metadata write failed: {other}")),
             }
         })
+    }
+
+    /// Hands out the next block of [`PRODUCER_ID_BLOCK`] producer ids: (first id, count). The
+    /// block's upper bound is durable in the metadata log before any id of it is handed out,
+    /// so after a crash the next block starts past it and no id is used twice (the unused
+    /// rest of a block is skipped).
+    pub async fn allocate_producer_id_block(&self) -> Result<(i64, i64), KafkaError> {
+        // In a cluster the blocks come from the active controller, so no two brokers share one.
+        let q = self.quorum();
+        if let Some(q) = &q {
+            match q.forward(&Request::AllocateProducerIds).await? {
+                None => {}
+                Some(Response::ProducerIds { first, count }) => return Ok((first, count)),
+                Some(Response::Error(e)) => return Err(e.into()),
+                Some(other) => return Err(unexpected(&other)),
+            }
+        }
+        let _permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = &q {
+            q.catch_up().await;
+        }
+        let first = self.image.borrow().next_producer_id();
+        let next = first
+            .checked_add(PRODUCER_ID_BLOCK)
+            .ok_or_else(|| KafkaError::Storage("producer ids are exhausted".into()))?;
+        self.persist(vec![MetadataRecord::ProducerIds(ProducerIdsRecord {
+            broker_id: self.node_id,
+            next_producer_id: next,
+        })])
+        .await?;
+        tracing::debug!(first, next, "producer id block allocated");
+        Ok((first, PRODUCER_ID_BLOCK))
     }
 
     fn validate(

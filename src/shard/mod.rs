@@ -31,6 +31,7 @@ use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{
     FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention, partition_dir,
 };
+use crate::storage::producers::{self, SnapshotJob, Staged, Verdict};
 use crate::storage::segment::Recovered;
 use calls::{Answers, FetchItem, FlushItem, ProduceItem, ProduceOutcome, ShardMessage};
 use partition::{Partition, Wake};
@@ -170,6 +171,9 @@ pub struct Shard {
     /// What this shard knows of the cluster (brokers that serve, the controller, the cluster
     /// id), replaced as a whole by the controller's `ClusterChanged`. None on one node.
     cluster: RefCell<Option<std::sync::Arc<crate::cluster::view::ClusterView>>>,
+    /// This shard's block of producer ids: [next, end). Refilled from the controller (see
+    /// [`Shard::new_producer_id`]).
+    producer_ids: Cell<(i64, i64)>,
 }
 
 impl Shard {
@@ -207,6 +211,35 @@ impl Shard {
                 crate::log_limit::LOG_INTERVAL_MS,
             )),
             cluster: RefCell::new(None),
+            producer_ids: Cell::new((0, 0)),
+        }
+    }
+
+    /// A producer id never handed out before, by this broker or before a restart.
+    ///
+    /// Each shard hands out ids from a block of its own, so InitProducerId costs no cross-core
+    /// hop but once per block: when the block runs out, the shard asks the controller (shard
+    /// 0) for the next one, whose upper bound is durable before the answer comes. Two requests
+    /// that both find the block empty both ask; the later block wins and the rest of the other
+    /// is skipped, never reused.
+    pub async fn new_producer_id(self: &Rc<Self>) -> Result<i64, KafkaError> {
+        loop {
+            let (next, end) = self.producer_ids.get();
+            if next < end {
+                self.producer_ids.set((next + 1, end));
+                return Ok(next);
+            }
+            let (first, count) = self
+                .call(
+                    crate::placement::CONTROLLER_SHARD,
+                    calls::AllocateProducerIds,
+                )
+                .await
+                .map_err(|_| KafkaError::CoordinatorNotAvailable)??;
+            let (next, end) = self.producer_ids.get();
+            if next >= end || first > next {
+                self.producer_ids.set((first, first + count));
+            }
         }
     }
 
@@ -295,13 +328,24 @@ impl Shard {
         }
     }
 
-    /// One pass of retention over this shard's partitions. Segments leave the logs here;
-    /// their files are deleted on the blocking pool.
+    /// One pass of housekeeping over this shard's partitions: idle producer ids expire, and
+    /// retention runs. Segments leave the logs here; their files are deleted on the blocking
+    /// pool.
     pub async fn apply_retention(&self) {
         let now = now_ms();
         let jobs: Vec<Housekeeping> = {
             let topics = self.topics.borrow();
             let mut partitions = self.partitions.borrow_mut();
+            // Producers idle past producer.id.expiration.ms are forgotten (a later batch of
+            // theirs is taken as from an unknown producer, at any sequence).
+            for ((topic, partition), p) in partitions.iter_mut() {
+                let gone = p
+                    .producers
+                    .expire(now, self.config.producer_id_expiration_ms);
+                if gone > 0 {
+                    tracing::debug!(%topic, partition, expired = gone, "idle producer ids expired");
+                }
+            }
             partitions
                 .iter_mut()
                 .filter_map(|((topic, _), p)| {
@@ -391,9 +435,21 @@ impl Shard {
                     self.id
                 ),
             }
+            let (producers, snapshot) = producers::rebuild(&log)?;
             // The leader epoch the metadata gives (0 on one node).
             let epoch = topic.partition(p).map_or(0, |a| a.leader_epoch);
-            let partition = Partition::new(log, self.config.node_id, epoch);
+            let mut partition = Partition::new(log, self.config.node_id, epoch);
+            partition.producers = producers;
+            partition.producers_snapshot = snapshot;
+            let end = partition.log_end_offset();
+            if snapshot.is_none()
+                && end > partition.log.log_start_offset()
+                && partition.log.check_online().is_ok()
+            {
+                // The whole log was replayed (a log from before producer snapshots, or one
+                // that crashed before its first): save that work for the next start.
+                self.snapshot_producers(&mut partition, end);
+            }
             self.partitions
                 .borrow_mut()
                 .insert((topic.name.clone(), p), partition);
@@ -733,6 +789,13 @@ impl Shard {
 
     /// Appends a group of produces to a partition with one write and answers each with its
     /// own offsets; returns whether anything was written.
+    ///
+    /// Idempotent producers' batches are checked first, each request against the partition's
+    /// producer state and the requests before it in this group (`Staged`): a retry of a batch
+    /// already written (or written earlier in this very group) is answered with that batch's
+    /// offsets and left out of the write; a request with a sequence gap or a stale epoch is
+    /// refused whole. The producer state takes the staged changes only once the write
+    /// succeeded, so a failed write leaves it as it was.
     fn append_group(
         &self,
         part: &mut Partition,
@@ -740,40 +803,157 @@ impl Shard {
         append_time: Option<i64>,
         now: i64,
     ) -> bool {
-        let all: Vec<ProducedBatch> = group
-            .iter()
-            .flat_map(|w| w.batches.iter().cloned())
-            .collect();
         self.stats
             .appends
             .set(self.stats.appends.get() + group.len() as u64);
+        let start = part.log_end_offset();
+        let mut staged = Staged::default();
+        let mut next = start;
+        let mut verdicts = Vec::with_capacity(group.len());
+        let mut all: Vec<ProducedBatch> = Vec::new();
+        for w in &group {
+            let verdict = if w.batches.iter().any(|b| b.header.producer_id >= 0) {
+                let headers: Vec<_> = w.batches.iter().map(|b| b.header).collect();
+                part.producers.check(
+                    &mut staged,
+                    &headers,
+                    next,
+                    Some(append_time.unwrap_or(now)),
+                )
+            } else {
+                Ok(Verdict::Append)
+            };
+            if let Ok(Verdict::Append) = verdict {
+                all.extend(w.batches.iter().cloned());
+                next += records_of(w);
+            }
+            verdicts.push(verdict);
+        }
+        let log_start_offset = part.log.log_start_offset();
+        let duplicate = |b: producers::BatchMeta| Written {
+            base_offset: b.first_offset,
+            last_offset: b.last_offset,
+            log_append_time: -1,
+            log_start_offset,
+        };
+        if all.is_empty() {
+            for (w, v) in group.into_iter().zip(verdicts) {
+                let _ = w.answer.send(match v {
+                    Ok(Verdict::Duplicate(b)) => Ok(duplicate(b)),
+                    Ok(Verdict::Append) => {
+                        Err(KafkaError::InvalidRequest("nothing to append".into()))
+                    }
+                    Err(e) => Err(e),
+                });
+            }
+            return false;
+        }
         self.stats.writes.set(self.stats.writes.get() + 1);
+        let segments = part.log.segment_count();
         match part.log.append(&all, part.leader_epoch(), append_time, now) {
             Ok(appended) => {
+                debug_assert_eq!(
+                    appended.base_offset, start,
+                    "an append landed away from the log end it was checked against"
+                );
+                if part.log.segment_count() > segments {
+                    // The log rolled: the new segment starts at `start`, and the producer
+                    // state as of there is the state before this write.
+                    self.snapshot_producers(part, start);
+                }
+                part.producers.commit(staged);
                 part.appended();
                 let mut next = appended.base_offset;
-                for w in group {
-                    let count: i64 = w
-                        .batches
-                        .iter()
-                        .map(|b| b.header.last_offset_delta as i64 + 1)
-                        .sum();
-                    let _ = w.answer.send(Ok(Written {
-                        base_offset: next,
-                        last_offset: next + count - 1,
-                        log_append_time: append_time.unwrap_or(-1),
-                        log_start_offset: part.log.log_start_offset(),
-                    }));
-                    next += count;
+                for (w, v) in group.into_iter().zip(verdicts) {
+                    let answer = match v {
+                        Ok(Verdict::Append) => {
+                            let count = records_of(&w);
+                            let written = Written {
+                                base_offset: next,
+                                last_offset: next + count - 1,
+                                log_append_time: append_time.unwrap_or(-1),
+                                log_start_offset: part.log.log_start_offset(),
+                            };
+                            next += count;
+                            Ok(written)
+                        }
+                        Ok(Verdict::Duplicate(b)) => Ok(duplicate(b)),
+                        Err(e) => Err(e),
+                    };
+                    let _ = w.answer.send(answer);
                 }
                 true
             }
             Err(e) => {
-                for w in group {
-                    let _ = w.answer.send(Err(e.clone()));
+                for (w, v) in group.into_iter().zip(verdicts) {
+                    let _ = w.answer.send(match v {
+                        // A retry of an earlier batch stands; one of a batch of this failed
+                        // write fails with it.
+                        Ok(Verdict::Duplicate(b)) if b.first_offset < start => Ok(duplicate(b)),
+                        Ok(_) => Err(e.clone()),
+                        Err(own) => Err(own),
+                    });
                 }
                 false
             }
+        }
+    }
+
+    /// Writes the producer state of `part` as of `offset` to a snapshot file, on the blocking
+    /// pool (in a task of its own: the write path does not wait for it).
+    fn snapshot_producers(&self, part: &mut Partition, offset: i64) {
+        let job = SnapshotJob {
+            dir: part.log.dir().to_path_buf(),
+            offset,
+            bytes: part.producers.encode(offset),
+        };
+        part.producers_snapshot = Some(offset);
+        glommio::spawn_local(async move {
+            let dir = job.dir.clone();
+            let result = glommio::executor().spawn_blocking(move || job.run()).await;
+            if let Err(e) = result {
+                tracing::warn!(dir = %dir.display(), offset, error = %e, "could not write a producer state snapshot");
+            }
+        })
+        .detach();
+    }
+
+    /// At a clean shutdown, after the final flush: snapshots the producer state of every
+    /// partition whose newest snapshot is not at its log end, so the next start reads it
+    /// instead of replaying the log. An empty log has nothing to replay and gets none.
+    pub async fn snapshot_all_producers(&self) {
+        let jobs: Vec<SnapshotJob> = self
+            .partitions
+            .borrow_mut()
+            .values_mut()
+            .filter(|p| p.log.poisoned().is_none())
+            .filter_map(|p| {
+                let end = p.log_end_offset();
+                if p.producers_snapshot == Some(end)
+                    || (p.producers.is_empty() && end == p.log.log_start_offset())
+                {
+                    return None;
+                }
+                p.producers_snapshot = Some(end);
+                Some(SnapshotJob {
+                    dir: p.log.dir().to_path_buf(),
+                    offset: end,
+                    bytes: p.producers.encode(end),
+                })
+            })
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let failed = glommio::executor()
+            .spawn_blocking(move || {
+                jobs.iter()
+                    .filter_map(|j| j.run().err().map(|e| (j.dir.clone(), e)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (dir, e) in failed {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer state snapshot at shutdown");
         }
     }
 
@@ -1103,6 +1283,14 @@ impl Shard {
             committed: self.groups.committed_offsets(),
         }
     }
+}
+
+/// Records in a produce's batches.
+fn records_of(w: &PendingWrite) -> i64 {
+    w.batches
+        .iter()
+        .map(|b| i64::from(b.header.last_offset_delta) + 1)
+        .sum()
 }
 
 /// Runs retention and DeleteRecords file work on the blocking pool.

@@ -14,8 +14,12 @@
 //!   the log's leader-epoch checkpoint (`storage::epochs`), so replication can truncate by
 //!   epoch.
 //!
-//! The replica and producer state slots are where the replication and exactly-once issues keep
-//! their per-partition state, so it lives and dies with the partition.
+//! - **Producer state**: the idempotent producers that wrote to the partition, their epochs and
+//!   last five batches (`storage::producers`), checked by every append and snapshotted at
+//!   segment rolls and clean shutdown.
+//!
+//! The replica slot is where the replication issue keeps its per-partition state, so it lives
+//! and dies with the partition.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -24,6 +28,7 @@ use futures_channel::oneshot;
 
 use crate::error::KafkaError;
 use crate::storage::log::{PartitionLog, ReadOut};
+use crate::storage::producers::ProducerStates;
 
 /// A waiting fetch's wake-up, fired by the first of its partitions to have news (or by its
 /// origin's cancel); empty once fired.
@@ -50,17 +55,16 @@ pub struct ReplicaState {
     pub isr: Vec<i32>,
 }
 
-/// Per-producer idempotence and transaction state (the exactly-once issue). Empty today.
-#[derive(Clone, Debug, Default)]
-pub struct ProducerState {}
-
 pub struct Partition {
     pub log: PartitionLog,
     high_watermark: i64,
     last_stable_offset: i64,
     leader_epoch: i32,
     pub replicas: ReplicaState,
-    pub producers: ProducerState,
+    pub producers: ProducerStates,
+    /// The offset of the newest producer state snapshot on disk, if any: a clean shutdown
+    /// writes none when it is at the log end already.
+    pub producers_snapshot: Option<i64>,
     /// Fetches waiting for this partition to grow.
     pub(crate) waiters: Vec<Rc<Wake>>,
 }
@@ -80,7 +84,8 @@ impl Partition {
                 replicas: vec![node_id],
                 isr: vec![node_id],
             },
-            producers: ProducerState::default(),
+            producers: ProducerStates::default(),
+            producers_snapshot: None,
             waiters: Vec::new(),
         }
     }

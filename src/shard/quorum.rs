@@ -750,6 +750,10 @@ impl Quorum {
                 )
             }
             Request::QuorumStatus => Response::Quorum(self.local_report()),
+            Request::AllocateProducerIds => match ctl.allocate_producer_id_block().await {
+                Ok((first, count)) => Response::ProducerIds { first, count },
+                Err(e) => Response::Error(WireError::from(&e)),
+            },
             Request::CreatePartitions {
                 context,
                 topics,

@@ -636,6 +636,39 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Calls `f` with the header of every batch that starts at or after `from`, in offset
+    /// order (from the log start when `from` is below it): how the producer state is rebuilt
+    /// past its snapshot at open. Reads headers only.
+    pub fn scan_headers_from(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&batch::BatchHeader),
+    ) -> io::Result<()> {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
+        for seg in &self.segments[first..] {
+            let pos = if from <= seg.base_offset {
+                0
+            } else {
+                seg.index_lookup(from)
+            };
+            seg.scan(pos, |b| {
+                if b.header.base_offset >= from {
+                    f(&b.header);
+                }
+                true
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Applies changed topic settings (segment size and age) to this log.
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;

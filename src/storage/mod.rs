@@ -17,6 +17,7 @@
 //!     00000000000000000000.timeindex time index: (max timestamp i64, offset - base u32) BE
 //!     log-start-offset             the log start set by DeleteRecords, when inside a segment
 //!     leader-epoch-checkpoint      which leader epoch wrote from which offset (see epochs.rs)
+//!     00000000000000000000.snapshot idempotent producers' state as of that offset (producers.rs)
 //! ```
 //!
 //! A segment's file is named by the offset of its first batch, as Kafka does. Writes are
@@ -28,4 +29,5 @@ pub mod epochs;
 pub mod io;
 pub mod log;
 pub mod metadata;
+pub mod producers;
 pub mod segment;

@@ -221,6 +221,16 @@ impl Broker {
         }
     }
 
+    /// SIGKILL (a crash: no shutdown work runs) and hand back the directory, so a test can
+    /// start another broker on the same data.
+    pub fn kill_and_keep(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     /// SIGTERM, and assert a clean exit (status 0) within [`STOP_DEADLINE`].
     pub fn stop(mut self) {
         let status = self.terminate();

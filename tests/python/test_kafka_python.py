@@ -23,7 +23,7 @@ def test_kafka_python_roundtrip(broker, rng):
     ctx = f"(seed={seed}, topic={topic})"
 
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5,
-                             enable_idempotence=False,  # no InitProducerId support in spate yet
+                             enable_idempotence=False,  # the default (idempotent) is test_idempotence.py's
                              max_block_ms=15000, **TIMEOUTS)
     try:
         sent = []  # (key, value, headers, RecordMetadata) in send order

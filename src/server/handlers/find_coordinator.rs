@@ -2,6 +2,12 @@
 //! coordinates the group inside it is found by the router, not by the client. In a cluster a
 //! group's coordinator is the leader of its `__consumer_offsets` partition, as the metadata
 //! says (the topic is created in the metadata on the first lookup, as Kafka does).
+//!
+//! Transactional ids are answered with this broker too, although transactions are not
+//! implemented yet: the client then sends InitProducerId with its transactional id, which
+//! fails at once with UNSUPPORTED_VERSION (see `init_producer_id.rs`). Refusing here instead
+//! (COORDINATOR_NOT_AVAILABLE, retriable) would leave a transactional producer retrying until
+//! its timeout with no word of why.
 
 use super::RequestContext;
 use crate::error::ErrorCode;
@@ -12,19 +18,23 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 
-/// key_type of consumer groups (1 is transactions, 2 share groups).
+/// key_type of consumer groups (2 is share groups).
 const KEY_TYPE_GROUP: i8 = 0;
+/// key_type of transactional ids.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// (error code, message) for a key, or None when this broker coordinates it.
 fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
-    if key_type != KEY_TYPE_GROUP {
+    if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
         return Some((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            format!("key type {key_type} is not supported (only consumer groups)"),
+            format!(
+                "key type {key_type} is not supported (consumer groups and transactional ids are)"
+            ),
         ));
     }
     if key.is_empty() {
-        return Some((ErrorCode::INVALID_REQUEST, "empty group id".into()));
+        return Some((ErrorCode::INVALID_REQUEST, "empty key".into()));
     }
     None
 }
@@ -63,6 +73,11 @@ async fn find(
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
     match refuse(key, key_type) {
         Some(e) => Err(e),
+        // Until transactions exist, the broker asked answers for them (see above).
+        None if key_type == KEY_TYPE_TRANSACTION => {
+            let (host, port) = shard.config.advertised_listener.clone();
+            Ok((shard.config.node_id, host, port))
+        }
         None => coordinator(shard, key).await,
     }
 }

@@ -15,6 +15,7 @@ mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod init_producer_id;
 mod join_group;
 mod leave_group;
 mod list_groups;
@@ -348,6 +349,7 @@ pub async fn dispatch(
         DeleteGroups => delete_groups::handle,
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
+        InitProducerId => init_producer_id::handle,
     )
 }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::record::{
     BrokerFenceRecord, ClusterIdRecord, ConfigRecord, ConfigResource, MetadataRecord,
-    PartitionRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
+    PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
 };
 use crate::storage::catalog::{PartitionAssignment, TopicMeta};
 
@@ -42,6 +42,9 @@ pub struct MetadataImage {
     cluster_id: Option<String>,
     /// One above the highest broker epoch registered.
     next_broker_epoch: i64,
+    /// The last block of producer ids handed out: ids below its `next_producer_id` may be in
+    /// use.
+    producer_ids: Option<ProducerIdsRecord>,
 }
 
 /// A record that does not fit the image it is applied to.
@@ -61,6 +64,8 @@ pub enum ImageError {
     UnknownPartition { topic_id: Uuid, partition: i32 },
     #[error("the cluster id is {old}; a record sets it to {new}")]
     ClusterIdChanged { old: String, new: String },
+    #[error("producer ids would go back from {current} to {next}")]
+    ProducerIdsBackwards { current: i64, next: i64 },
 }
 
 impl MetadataImage {
@@ -184,6 +189,16 @@ impl MetadataImage {
                     b.fenced = *fenced;
                 }
             }
+            MetadataRecord::ProducerIds(r) => {
+                let current = self.next_producer_id();
+                if r.next_producer_id < current {
+                    return Err(ImageError::ProducerIdsBackwards {
+                        current,
+                        next: r.next_producer_id,
+                    });
+                }
+                self.producer_ids = Some(r.clone());
+            }
         }
         Ok(())
     }
@@ -220,6 +235,11 @@ impl MetadataImage {
         }
         *self = next;
         Ok(())
+    }
+
+    /// The first producer id no block has handed out yet (0 before the first block).
+    pub fn next_producer_id(&self) -> i64 {
+        self.producer_ids.as_ref().map_or(0, |r| r.next_producer_id)
     }
 
     pub fn topic_id(&self, name: &str) -> Option<Uuid> {
@@ -317,6 +337,7 @@ impl MetadataImage {
                 }));
             }
         }
+        out.extend(self.producer_ids.clone().map(MetadataRecord::ProducerIds));
         out
     }
 }
@@ -528,10 +549,39 @@ mod tests {
                 value: Some("9".into()),
             }))
             .unwrap();
+        image
+            .apply(&MetadataRecord::ProducerIds(ProducerIdsRecord {
+                broker_id: 1,
+                next_producer_id: 3000,
+            }))
+            .unwrap();
         assert_eq!(image_of(&image.to_records()), image);
+        assert_eq!(image_of(&image.to_records()).next_producer_id(), 3000);
         assert_eq!(
             image_of(&MetadataImage::default().to_records()),
             MetadataImage::default()
         );
+    }
+
+    #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut image = MetadataImage::default();
+        assert_eq!(image.next_producer_id(), 0);
+        let block = |next| {
+            MetadataRecord::ProducerIds(ProducerIdsRecord {
+                broker_id: 0,
+                next_producer_id: next,
+            })
+        };
+        image.apply(&block(1000)).unwrap();
+        image.apply(&block(2000)).unwrap();
+        assert_eq!(
+            image.apply(&block(1500)),
+            Err(ImageError::ProducerIdsBackwards {
+                current: 2000,
+                next: 1500
+            })
+        );
+        assert_eq!(image.next_producer_id(), 2000);
     }
 }

@@ -23,6 +23,7 @@ pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
 pub const TYPE_PARTITION_CHANGE: u16 = 5;
+pub const TYPE_PRODUCER_IDS: u16 = 11;
 pub const TYPE_REGISTER_BROKER: u16 = 12;
 pub const TYPE_CLUSTER_ID: u16 = 15;
 pub const TYPE_BROKER_FENCE: u16 = 16;
@@ -37,6 +38,7 @@ pub const KNOWN_TYPES: &[u16] = &[
     TYPE_REGISTER_BROKER,
     TYPE_CLUSTER_ID,
     TYPE_BROKER_FENCE,
+    TYPE_PRODUCER_IDS,
 ];
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
@@ -47,7 +49,6 @@ pub const RESERVED_TYPES: &[(u16, &str)] = &[
     (8, "UserScramCredentialRecord (a SCRAM credential)"),
     (9, "RemoveUserScramCredentialRecord"),
     (10, "ClientQuotaRecord (a client quota, set or removed)"),
-    (11, "ProducerIdsRecord (the next block of producer ids)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
 ];
@@ -169,6 +170,16 @@ pub struct RemoveTopicRecord {
     pub topic_id: Uuid,
 }
 
+/// A block of producer ids was handed out: every id below `next_producer_id` may be in use,
+/// so after a restart ids start there (Kafka's `ProducerIdsRecord`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdsRecord {
+    /// The broker the block went to.
+    pub broker_id: i32,
+    /// The first id not handed out yet.
+    pub next_producer_id: i64,
+}
+
 /// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -180,6 +191,7 @@ pub enum MetadataRecord {
     RegisterBroker(RegisterBrokerRecord),
     ClusterId(ClusterIdRecord),
     BrokerFence(BrokerFenceRecord),
+    ProducerIds(ProducerIdsRecord),
 }
 
 /// Why a record could not be decoded.
@@ -215,6 +227,7 @@ impl MetadataRecord {
             MetadataRecord::RegisterBroker(_) => TYPE_REGISTER_BROKER,
             MetadataRecord::ClusterId(_) => TYPE_CLUSTER_ID,
             MetadataRecord::BrokerFence(_) => TYPE_BROKER_FENCE,
+            MetadataRecord::ProducerIds(_) => TYPE_PRODUCER_IDS,
         }
     }
 
@@ -234,6 +247,7 @@ impl MetadataRecord {
             MetadataRecord::RegisterBroker(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::ClusterId(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::BrokerFence(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::ProducerIds(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -288,6 +302,9 @@ impl MetadataRecord {
             }
             TYPE_BROKER_FENCE => {
                 MetadataRecord::BrokerFence(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_PRODUCER_IDS => {
+                MetadataRecord::ProducerIds(serde_json::from_slice(payload).map_err(bad)?)
             }
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
@@ -382,6 +399,13 @@ mod tests {
                     fenced: false,
                 }),
                 r#"{"broker_id":2,"broker_epoch":7,"fenced":false}"#,
+            ),
+            (
+                MetadataRecord::ProducerIds(ProducerIdsRecord {
+                    broker_id: 1,
+                    next_producer_id: 2000,
+                }),
+                r#"{"broker_id":1,"next_producer_id":2000}"#,
             ),
         ]
     }
