@@ -10,7 +10,9 @@ clients still reach every node. The test creates the namespaces, bridges and vet
 them at teardown, also when it fails; where the machine does not allow it (not root, no `ip`,
 no network namespaces) it says so and skips.
 
-Waits are conditions with deadlines, never fixed sleeps.
+What a node believes is read with Metadata sent to that node itself over a raw socket (a Kafka
+client picks any broker it knows for Metadata). Waits are conditions with deadlines, never
+fixed sleeps.
 """
 
 import os
@@ -27,8 +29,8 @@ import pytest
 from confluent_kafka import KafkaException
 
 from conftest import Broker, port_open
-from kafkautil import admin, unique_topic, wait_until
-from test_cluster import FAST, create, leaders
+from kafkautil import unique_topic, wait_until
+from test_cluster import FAST, create
 
 KAFKA_PORT = 9092
 QUORUM_PORT = 9093
@@ -185,15 +187,14 @@ def ns_cluster(net, spate_bin, tmp_path, request):
         b.kill()
 
 
-def metadata(node, timeout=5.0):
-    return admin(node.bootstrap).list_topics(timeout=timeout)
+def metadata(node):
+    return NodeMetadata(node)
 
 
 def view(node):
     """What one node says about the cluster: controller, brokers, topics and partition leaders."""
     md = metadata(node)
-    return {"controller": md.controller_id, "brokers": sorted(md.brokers),
-            "leaders": {t: leaders(md, t) for t in md.topics if md.topics[t].error is None}}
+    return {"controller": md.controller_id, "brokers": sorted(md.brokers), "leaders": md.topics}
 
 
 def create_eventually(node, name, partitions, timeout=30.0):
@@ -211,34 +212,93 @@ def create_eventually(node, name, partitions, timeout=30.0):
 NOT_CONTROLLER = 41
 
 
-def raw_create_topic(node, name, timeout_s=25.0):
-    """CreateTopics v2 for one topic (1 partition, RF 1) sent to `node` itself; its error code."""
-    def string(v):
-        b = v.encode()
-        return struct.pack(">h", len(b)) + b
-    body = (struct.pack(">i", 1) + string(name) + struct.pack(">ihii", 1, 1, 0, 0)
-            + struct.pack(">ib", 5000, 0))
-    header = struct.pack(">hhi", 19, 2, 7) + string("partition-test")
+def kafka_call(node, api_key, version, body, timeout_s=25.0):
+    """One request (non-flexible, header v1) to `node` itself; the response after its header.
+
+    Raw on purpose: a Kafka client sends Metadata to whichever broker it likes best among those
+    it learned, so it cannot say what one given node believes."""
+    header = struct.pack(">hhi", api_key, version, 7) + _string("partition-test")
     with socket.create_connection((node.host, node.port), timeout=timeout_s) as s:
         msg = header + body
         s.sendall(struct.pack(">i", len(msg)) + msg)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed before the answer to API {api_key}")
+            buf += chunk
+    r = Reader(buf[4:])
+    assert r.i32() == 7
+    return r
 
-        def read(n):
-            buf = b""
-            while len(buf) < n:
-                chunk = s.recv(n - len(buf))
-                if not chunk:
-                    raise AssertionError("connection closed before the CreateTopics answer")
-                buf += chunk
-            return buf
-        (size,) = struct.unpack(">i", read(4))
-        resp = read(size)
-    corr, _throttle, count = struct.unpack(">iii", resp[:12])
-    assert corr == 7 and count == 1, (corr, count)
-    (nlen,) = struct.unpack(">h", resp[12:14])
-    assert resp[14:14 + nlen].decode() == name
-    (code,) = struct.unpack(">h", resp[14 + nlen:16 + nlen])
-    return code
+
+def _string(v):
+    b = v.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+class Reader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def take(self, fmt):
+        v = struct.unpack_from(fmt, self.data, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return v[0]
+
+    def i8(self):
+        return self.take(">b")
+
+    def i16(self):
+        return self.take(">h")
+
+    def i32(self):
+        return self.take(">i")
+
+    def string(self):
+        n = self.i16()
+        if n < 0:
+            return None
+        v = self.data[self.pos:self.pos + n].decode()
+        self.pos += n
+        return v
+
+    def array(self, item):
+        return [item() for _ in range(self.i32())]
+
+
+class NodeMetadata:
+    """Metadata v1 (all topics) as one node answers it: controller_id, brokers, topics."""
+
+    def __init__(self, node):
+        r = kafka_call(node, 3, 1, struct.pack(">i", -1))
+        self.brokers = {}
+        for _ in range(r.i32()):
+            bid, host, port, _rack = r.i32(), r.string(), r.i32(), r.string()
+            self.brokers[bid] = (host, port)
+        self.controller_id = r.i32()
+        self.topics = {}  # {topic: {partition: leader}} (topics without an error)
+        for _ in range(r.i32()):
+            err, name, _internal = r.i16(), r.string(), r.i8()
+            parts = {}
+            for _ in range(r.i32()):
+                _perr, idx, leader = r.i16(), r.i32(), r.i32()
+                r.array(r.i32)
+                r.array(r.i32)
+                parts[idx] = leader
+            if err == 0:
+                self.topics[name] = parts
+
+
+def raw_create_topic(node, name):
+    """CreateTopics v2 for one topic (1 partition, RF 1) sent to `node` itself; its error code."""
+    body = (struct.pack(">i", 1) + _string(name) + struct.pack(">ihii", 1, 1, 0, 0)
+            + struct.pack(">ib", 5000, 0))
+    r = kafka_call(node, 19, 2, body)
+    r.i32()  # throttle
+    assert r.i32() == 1
+    assert r.string() == name
+    return r.i16()
 
 
 def session_fenced(node):
@@ -307,7 +367,7 @@ def test_a_partitioned_controller_loses_the_quorum_and_all_nodes_agree_after_hea
     def fenced():
         md = metadata(nodes[majority[1]])
         return c not in md.brokers and t1 in md.topics and \
-            all(md.topics[t0].partitions[p].leader == -1 for p in c_parts)
+            all(md.topics[t0][p] == -1 for p in c_parts)
     wait_until(fenced, timeout=20, desc=f"the majority fencing node {c} and taking its partitions offline")
 
     # The minority side: check-quorum makes the old controller step down; no controller there...
@@ -327,6 +387,7 @@ def test_a_partitioned_controller_loses_the_quorum_and_all_nodes_agree_after_hea
         assert t2 not in metadata(nodes[i]).topics, "a CreateTopics on the cut-off node reached the majority"
     # Pre-vote: the cut-off node never won an election nor raised its term while it was cut off.
     during = controller_lines(nodes[c])[len(c_terms):]
+    assert any(ctl == -1 for ctl, _ in during), f"node {c} never stepped down (check-quorum): {during}"
     assert all(ctl != c for ctl, _ in during), f"node {c} became controller again while cut off: {during}"
     assert all(t <= term_before for _, t in during), f"node {c} raised its term while cut off: {during}"
     # Only the cut-off node was fenced: the majority's brokers kept heartbeating to the new
