@@ -948,7 +948,15 @@ impl Quorum {
     }
 
     /// One RPC to the active controller, which may be this node.
+    ///
+    /// A call to a controller that is cut off (a partition: no reset, no answer) would wait the
+    /// whole RPC timeout, far longer than the broker session: a broker's heartbeat in flight to
+    /// the old controller kept it from heartbeating to the new one, which fenced it. So the call
+    /// is given up as soon as the Raft role, leader or term changes (the next try goes to the
+    /// new controller; registration and heartbeats are safe to send again).
     async fn rpc(self: &Rc<Self>, req: &Request) -> Option<Response> {
+        // Registered before the leader is read, so no change in between is missed.
+        let changed = self.raft.changed();
         let leader = self.raft.leader_id();
         if leader == 0 {
             return None;
@@ -958,7 +966,11 @@ impl Quorum {
             let shard = self.shard.upgrade()?;
             return Some(self.handle(&shard, req.clone()).await);
         }
-        self.peers.call(leader, req).await.ok()
+        futures_lite::future::or(async { self.peers.call(leader, req).await.ok() }, async {
+            changed.await;
+            None
+        })
+        .await
     }
 }
 
