@@ -128,7 +128,7 @@ impl Peers {
     }
 
     /// Sends `req` to `node`'s controller and waits for its answer.
-    async fn call(&self, node: i32, req: &Request) -> Result<Response, String> {
+    async fn call(&self, node: i32, req: &Request, timeout: Duration) -> Result<Response, String> {
         let peer = self
             .peers
             .get(&node)
@@ -147,7 +147,7 @@ impl Peers {
             return Err(format!("node {node} is not connected"));
         }
         let answer = futures_lite::future::or(async { rx.await.ok() }, async {
-            glommio::timer::sleep(Duration::from_millis(RPC_TIMEOUT_MS)).await;
+            glommio::timer::sleep(timeout).await;
             None
         })
         .await;
@@ -459,7 +459,11 @@ impl Quorum {
             if leader == self.node_id {
                 return Ok(None);
             }
-            match self.peers.call(leader, req).await {
+            match self
+                .peers
+                .call(leader, req, Duration::from_millis(RPC_TIMEOUT_MS))
+                .await
+            {
                 Ok(Response::NotController { .. }) | Err(_) if Instant::now() < deadline => {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
@@ -966,10 +970,15 @@ impl Quorum {
             let shard = self.shard.upgrade()?;
             return Some(self.handle(&shard, req.clone()).await);
         }
-        futures_lite::future::or(async { self.peers.call(leader, req).await.ok() }, async {
-            changed.await;
-            None
-        })
+        // A heartbeat that waits longer than half a session is worth less than the next one.
+        let timeout = Duration::from_millis((self.cfg.session_timeout_ms / 2).max(100));
+        futures_lite::future::or(
+            async { self.peers.call(leader, req, timeout).await.ok() },
+            async {
+                changed.await;
+                None
+            },
+        )
         .await
     }
 }
