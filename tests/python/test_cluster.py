@@ -375,3 +375,58 @@ def test_failover_with_the_default_settings(cluster_factory, tries):
         c.wait_brokers(c.ids)
     print(f"controller failover with default settings: {['%.2f' % t for t in times]} s")
     assert max(times) < 15, times
+
+
+LOAD_SCRIPT = r"""
+import sys, time
+from confluent_kafka import Producer
+boot, topic, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+p = Producer({"bootstrap.servers": boot, "broker.address.family": "v4", "acks": 1, "linger.ms": 5,
+              "enable.idempotence": False, "queue.buffering.max.messages": 200000})
+payload = b"x" * 1024
+end = time.monotonic() + seconds
+delivered = [0]
+def done(err, msg):
+    if err is None:
+        delivered[0] += 1
+while time.monotonic() < end:
+    try:
+        p.produce(topic, payload, on_delivery=done)
+    except BufferError:
+        p.poll(0.01)
+    p.poll(0)
+p.flush(60)
+print(delivered[0])
+"""
+
+
+def quorum_epoch(c):
+    import json
+    out = subprocess.run([str(c.nodes[1].binary), "cluster", "status", "--json", "--bootstrap-server",
+                          c.bootstrap.split(",")[0]], capture_output=True, check=True, timeout=30)
+    return json.loads(out.stdout)["quorum"]["leader_epoch"]
+
+
+def test_a_saturated_shard_0_causes_no_election_and_no_fencing(cluster_factory):
+    """Every node's only shard (shard 0) under full produce load, with the default quorum and
+    session timeouts: the Raft ticks and heartbeats run in their own latency-sensitive task
+    queue, so the load causes no election and fences no broker."""
+    import sys
+    c = cluster_factory(extra_args=[])
+    t = unique_topic("load")
+    create(c.nodes[1].bootstrap, t, 12)
+    wait_until(lambda: all(t in c.metadata(i).topics for i in c.ids), timeout=15, desc="topic everywhere")
+    epoch = quorum_epoch(c)
+    controller = c.controller()
+    marks = {i: len(b.log_text()) for i, b in c.nodes.items()}
+    loads = [subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT, c.nodes[i].bootstrap, t, "15"],
+                              stdout=subprocess.PIPE) for i in (1, 2)]
+    sent = [int(p.communicate(timeout=120)[0] or 0) for p in loads]
+    assert sum(sent) > 10_000, f"the load did not run: {sent}"
+    for i, b in c.nodes.items():
+        new_lines = b.log_text()[marks[i]:]
+        assert "broker fenced" not in new_lines, f"node {i}:\n{new_lines[-3000:]}"
+        assert "active controller changed" not in new_lines, f"node {i}:\n{new_lines[-3000:]}"
+    assert quorum_epoch(c) == epoch
+    assert c.controller() == controller
+    print(f"{sum(sent)} messages of 1 KiB acknowledged in 15 s through two nodes; no election, no fencing")
