@@ -141,12 +141,14 @@ pub struct Settings {
     /// is refused [default: chosen by the first controller].
     #[arg(long)]
     pub cluster_id: Option<String>,
-    /// A voter that hears no leader for this long starts an election, in ms
+    /// A voter that hears no leader for at least this long starts an election, and a leader
+    /// that hears from no majority for this long steps down, in ms
     /// (controller.quorum.election.timeout.ms) [default: 1000].
     #[arg(long)]
     pub controller_quorum_election_timeout_ms: Option<u64>,
-    /// A node that hears nothing from the leader for this long looks for another, in ms
-    /// (controller.quorum.fetch.timeout.ms) [default: 2000].
+    /// A voter that hears nothing from the leader starts an election after a random time
+    /// between the election timeout and this, in ms (controller.quorum.fetch.timeout.ms)
+    /// [default: 2000].
     #[arg(long)]
     pub controller_quorum_fetch_timeout_ms: Option<u64>,
     /// How often a broker heartbeats to the active controller, in ms

@@ -191,6 +191,30 @@ fn requests_to_a_broker_that_does_not_lead_answer_with_the_leader() {
         r.responses[0].partitions[0].error_code,
         NOT_LEADER_OR_FOLLOWER
     );
+    assert_eq!(
+        r.responses[0].partitions[0].current_leader.leader_id,
+        BrokerId(leader)
+    );
+    // v16 names topics by id, and adds the leader's endpoint.
+    let topic_id = metadata(s, Some(topic)).topics[0].topic_id;
+    let mut by_id = fetch(-1);
+    by_id.topics[0].topic_id = topic_id;
+    let r: FetchResponse = call(s, 16, &by_id);
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, NOT_LEADER_OR_FOLLOWER);
+    assert_eq!(
+        (p.current_leader.leader_id, p.current_leader.leader_epoch),
+        (BrokerId(leader), epoch)
+    );
+    let endpoint = r
+        .node_endpoints
+        .iter()
+        .find(|e| e.node_id == BrokerId(leader))
+        .expect("endpoint");
+    assert_eq!(
+        endpoint.port as u16,
+        nodes[(leader - 1) as usize].addr.port()
+    );
     let list = ListOffsetsRequest::default().with_topics(vec![
         ListOffsetsTopic::default()
             .with_name(name(topic))
@@ -216,6 +240,61 @@ fn requests_to_a_broker_that_does_not_lead_answer_with_the_leader() {
         let r: FetchResponse = call(lead, 12, &fetch(epoch - 1));
         assert_eq!(r.responses[0].partitions[0].error_code, FENCED_LEADER_EPOCH);
     }
+    // Manual replica assignments are honoured; one naming a broker that is not there is not.
+    let assign = |p: usize, b: i32| {
+        kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment::default()
+            .with_partition_index(p as i32)
+            .with_broker_ids(vec![BrokerId(b)])
+    };
+    let manual: CreateTopicsResponse = call(
+        &mut conns[0],
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(20_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name("manual"))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(
+                        [3, 2, 1, 3]
+                            .iter()
+                            .enumerate()
+                            .map(|(p, b)| assign(p, *b))
+                            .collect(),
+                    ),
+            ]),
+    );
+    assert_eq!(manual.topics[0].error_code, 0, "{manual:?}");
+    let placed = wait_for("the manual topic", || {
+        let md = metadata(&mut conns[2], Some("manual"));
+        let t = md.topics.first()?;
+        (t.error_code == 0 && t.partitions.len() == 4).then(|| {
+            let mut v: Vec<(i32, i32)> = t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+            v.sort_unstable();
+            v
+        })
+    });
+    assert_eq!(placed, vec![(0, 3), (1, 2), (2, 1), (3, 3)]);
+    let bad: CreateTopicsResponse = call(
+        &mut conns[0],
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(20_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name("manual-bad"))
+                    .with_num_partitions(-1)
+                    .with_replication_factor(-1)
+                    .with_assignments(vec![assign(0, 9)]),
+            ]),
+    );
+    assert_eq!(bad.topics[0].error_code, 39, "{bad:?}");
+
     drop(conns);
     for n in nodes {
         n.stop();

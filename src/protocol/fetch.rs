@@ -60,6 +60,18 @@ pub struct PartitionOut {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     pub records: Records,
+    /// (leader id, leader epoch) for a partition this broker does not lead (KIP-951): sent
+    /// as the CurrentLeader tagged field in v12+.
+    pub current_leader: Option<(i32, i32)>,
+}
+
+/// A broker's endpoint for the v16+ NodeEndpoints tagged field (the leaders named above).
+#[derive(Clone, Debug)]
+pub struct NodeEndpoint {
+    pub node_id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +103,7 @@ pub fn encode(
     correlation_id: i32,
     error_code: i16,
     topics: Vec<TopicOut>,
+    node_endpoints: &[NodeEndpoint],
 ) -> Vec<Chunk> {
     let flexible = version >= 12;
     let mut chunks = Vec::new();
@@ -152,7 +165,18 @@ pub fn encode(
                 }
             }
             if flexible {
-                put_uvarint(&mut buf, 0); // partition tagged fields
+                // Partition tagged fields: CurrentLeader (tag 1) when the leader is elsewhere.
+                match p.current_leader {
+                    Some((leader, epoch)) => {
+                        put_uvarint(&mut buf, 1);
+                        put_uvarint(&mut buf, 1); // tag
+                        put_uvarint(&mut buf, 9); // size: two int32 and no tagged fields
+                        buf.put_i32(leader);
+                        buf.put_i32(epoch);
+                        put_uvarint(&mut buf, 0);
+                    }
+                    None => put_uvarint(&mut buf, 0),
+                }
             }
         }
         if flexible {
@@ -160,7 +184,31 @@ pub fn encode(
         }
     }
     if flexible {
-        put_uvarint(&mut buf, 0); // response tagged fields
+        // Response tagged fields: NodeEndpoints (tag 0, v16+) for the leaders named above.
+        if version >= 16 && !node_endpoints.is_empty() {
+            let mut field = BytesMut::new();
+            put_array_len(&mut field, true, node_endpoints.len());
+            for n in node_endpoints {
+                field.put_i32(n.node_id);
+                put_uvarint(&mut field, n.host.len() as u64 + 1);
+                field.put_slice(n.host.as_bytes());
+                field.put_i32(n.port);
+                match &n.rack {
+                    Some(r) => {
+                        put_uvarint(&mut field, r.len() as u64 + 1);
+                        field.put_slice(r.as_bytes());
+                    }
+                    None => put_uvarint(&mut field, 0),
+                }
+                put_uvarint(&mut field, 0);
+            }
+            put_uvarint(&mut buf, 1);
+            put_uvarint(&mut buf, 0); // tag
+            put_uvarint(&mut buf, field.len() as u64);
+            buf.put_slice(&field);
+        } else {
+            put_uvarint(&mut buf, 0);
+        }
     }
     total += buf.len();
     chunks.push(Chunk::Mem(buf.freeze()));
@@ -195,6 +243,7 @@ mod tests {
                         last_stable_offset: 10,
                         log_start_offset: 2,
                         records: Records::Mem(Bytes::from_static(b"recordbytes")),
+                        current_leader: None,
                     },
                     PartitionOut {
                         partition: 4,
@@ -203,10 +252,17 @@ mod tests {
                         last_stable_offset: 0,
                         log_start_offset: 0,
                         records: Records::Empty,
+                        current_leader: Some((7, 3)),
                     },
                 ],
             }];
-            let chunks = encode(version, 99, 0, topics);
+            let endpoints = [NodeEndpoint {
+                node_id: 7,
+                host: "broker7".into(),
+                port: 9092,
+                rack: Some("r1".into()),
+            }];
+            let chunks = encode(version, 99, 0, topics, &endpoints);
             let mut wire = BytesMut::new();
             for c in chunks {
                 match c {
@@ -239,6 +295,19 @@ mod tests {
                 assert_eq!(t.partitions[0].log_start_offset, 2);
             }
             assert_eq!(t.partitions[1].error_code, 1);
+            if version >= 12 {
+                let l = &t.partitions[1].current_leader;
+                assert_eq!((l.leader_id.0, l.leader_epoch), (7, 3), "v{version}");
+                assert_eq!(t.partitions[0].current_leader.leader_id.0, -1, "v{version}");
+            }
+            if version >= 16 {
+                let n = &resp.node_endpoints[0];
+                assert_eq!(
+                    (n.node_id.0, n.host.as_str(), n.port, n.rack.as_deref()),
+                    (7, "broker7", 9092, Some("r1")),
+                    "v{version}"
+                );
+            }
         }
     }
 }

@@ -312,6 +312,9 @@ pub struct CreateTopic {
     /// The broker's own internal topic (`__consumer_offsets` in a cluster), which clients may
     /// not create.
     pub internal: bool,
+    /// Replica lists by partition (CreateTopics' manual assignments, partitions 0, 1, ...),
+    /// or empty to let the controller place them.
+    pub assignments: Vec<Vec<i32>>,
 }
 
 /// To the controller: delete topics by name.
@@ -354,7 +357,7 @@ impl From<&CreateTopic> for wire::TopicSpec {
             replication_factor: c.replication_factor,
             configs: c.configs.clone(),
             if_not_exists: c.if_not_exists,
-            assignments: Vec::new(),
+            assignments: c.assignments.clone(),
             internal: c.internal,
         }
     }
@@ -369,6 +372,7 @@ impl From<wire::TopicSpec> for CreateTopic {
             configs: t.configs,
             if_not_exists: t.if_not_exists,
             internal: t.internal,
+            assignments: t.assignments,
         }
     }
 }

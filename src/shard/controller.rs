@@ -246,8 +246,26 @@ impl Controller {
             })
             .collect();
         drop(image);
-        let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
-        let placed = crate::cluster::placement::assign(partitions, rf, &candidates, start)?;
+        let placed = if spec.assignments.is_empty() {
+            let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
+            crate::cluster::placement::assign(partitions, rf, &candidates, start)?
+        } else {
+            // Manual assignments (the handler checked their shape): every broker must serve.
+            if let Some(id) = spec
+                .assignments
+                .iter()
+                .flatten()
+                .find(|id| !candidates.iter().any(|c| c.id == **id))
+            {
+                return Err(KafkaError::InvalidReplicaAssignment(format!(
+                    "broker {id} is not a live broker of the cluster"
+                )));
+            }
+            spec.assignments.clone()
+        };
+        let rf = placed
+            .first()
+            .map_or(rf, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
         if rf > 1 {
             // Without replication every replica but the leader would be an empty log that
             // Metadata lists as in sync: refused, never a silent smaller factor.

@@ -307,8 +307,14 @@ impl Quorum {
                 .ok_or_else(|| "no controller".to_string())?;
             ctl.raft_snapshot()
         });
+        // A follower that hears nothing from the leader starts an election after a random
+        // time between the election timeout and the fetch timeout (Kafka's
+        // controller.quorum.election.timeout.ms and controller.quorum.fetch.timeout.ms).
         let election_ticks =
             usize::try_from((cfg.election_timeout_ms / TICK_MS).max(3)).unwrap_or(10);
+        let max_election_ticks = usize::try_from(cfg.fetch_timeout_ms / TICK_MS)
+            .unwrap_or(20)
+            .max(election_ticks + 1);
         let rcfg = RaftConfig {
             id: raft_id(node_id),
             voters: cfg.voters.iter().map(|(id, _)| raft_id(*id)).collect(),
@@ -318,6 +324,7 @@ impl Quorum {
                 .join("raft"),
             tick_ms: TICK_MS,
             election_ticks,
+            max_election_ticks,
             heartbeat_ticks: 1,
             compact_every: 10_000,
             max_size_per_msg: 1 << 20,

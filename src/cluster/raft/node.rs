@@ -68,8 +68,11 @@ pub struct RaftConfig {
     /// Directory of the Raft disk.
     pub dir: PathBuf,
     pub tick_ms: u64,
-    /// Election timeout in ticks (randomized in [election, 2 * election) by raft-rs).
+    /// Election timeout in ticks: a follower that hears nothing from a leader starts an
+    /// election after a random number of ticks in [election_ticks, max_election_ticks).
     pub election_ticks: usize,
+    /// Upper bound of that random timeout (0: twice `election_ticks`, raft-rs's default).
+    pub max_election_ticks: usize,
     pub heartbeat_ticks: usize,
     /// Compact the log once this many entries are at or below the state machine's durable
     /// applied index.
@@ -88,6 +91,7 @@ impl RaftConfig {
             dir,
             tick_ms: 100,
             election_ticks: 10,
+            max_election_ticks: 0,
             heartbeat_ticks: 1,
             compact_every: 10_000,
             max_size_per_msg: 1 << 20,
@@ -426,6 +430,7 @@ pub fn start(
     let raft_cfg = raft::Config {
         id: cfg.id,
         election_tick: cfg.election_ticks,
+        max_election_tick: cfg.max_election_ticks,
         heartbeat_tick: cfg.heartbeat_ticks,
         applied: raft_applied,
         max_size_per_msg: cfg.max_size_per_msg,

@@ -19,22 +19,51 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     for t in &req.topics {
         let mut partitions = t.num_partitions;
         let mut problem = None;
+        let mut assignments: Vec<Vec<i32>> = Vec::new();
         if !t.assignments.is_empty() {
+            let mut given: Vec<(i32, Vec<i32>)> = t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect();
+            given.sort_by_key(|(p, _)| *p);
+            let dense = given.iter().enumerate().all(|(i, (p, _))| *p as usize == i);
+            let rf = given[0].1.len();
+            let distinct = given.iter().all(|(_, r)| {
+                let mut s = r.clone();
+                s.sort_unstable();
+                s.dedup();
+                s.len() == r.len()
+            });
             if partitions != -1 || t.replication_factor != -1 {
                 problem = Some(KafkaError::InvalidRequest(
                     "both manual assignments and a partition count or replication factor were given".into(),
                 ));
-            } else if t
-                .assignments
-                .iter()
-                .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != shard.config.node_id)
+            } else if !dense {
+                problem = Some(KafkaError::InvalidReplicaAssignment(
+                    "assignments must cover partitions 0, 1, 2, ... once each".into(),
+                ));
+            } else if rf == 0 || given.iter().any(|(_, r)| r.len() != rf) || !distinct {
+                problem = Some(KafkaError::InvalidReplicaAssignment(
+                    "every partition needs the same number of distinct brokers".into(),
+                ));
+            } else if shard.cluster().is_none()
+                && given.iter().any(|(_, r)| r != &[shard.config.node_id])
             {
                 problem = Some(KafkaError::InvalidReplicationFactor(format!(
                     "assignments must name exactly this broker ({})",
                     shard.config.node_id
                 )));
             } else {
-                partitions = t.assignments.len() as i32;
+                partitions = given.len() as i32;
+                if shard.cluster().is_some() {
+                    assignments = given.into_iter().map(|(_, r)| r).collect();
+                }
             }
         }
         let configs = t
@@ -61,6 +90,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             configs,
             if_not_exists: false,
             internal: false,
+            assignments,
         });
         early.push(problem);
     }

@@ -109,7 +109,19 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
     }
     // Trim to the request budget in request order.
     let mut sent = 0usize;
+    let mut hinted = Vec::new();
     for slot in slots {
+        // KIP-951: where another broker leads, say which (v12+), so the client moves on at once.
+        let current_leader = match (&slot.result, version >= 12) {
+            (Err(KafkaError::NotLeaderOrFollower), true) => shard
+                .topic(&slot.name)
+                .map(|m| super::current_leader(&m, slot.partition))
+                .filter(|(leader, _)| *leader >= 0),
+            _ => None,
+        };
+        if let Some((leader, _)) = current_leader {
+            hinted.push(leader);
+        }
         let (error_code, (hw, lso, log_start), records) = match slot.result {
             Ok(out) => {
                 let records = match out.slice {
@@ -135,9 +147,19 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             last_stable_offset: lso,
             log_start_offset: log_start,
             records,
+            current_leader,
         });
     }
-    fetch::encode(version, corr, 0, topics)
+    let endpoints: Vec<fetch::NodeEndpoint> = super::node_endpoints(shard, &hinted)
+        .into_iter()
+        .map(|b| fetch::NodeEndpoint {
+            node_id: b.id,
+            host: b.host,
+            port: i32::from(b.port),
+            rack: b.rack,
+        })
+        .collect();
+    fetch::encode(version, corr, 0, topics, &endpoints)
 }
 
 /// The slots to read, grouped by owner shard, with what to ask each owner.

@@ -185,6 +185,7 @@ pub(crate) async fn ensure_offsets_topic(
         configs: BTreeMap::new(),
         if_not_exists: true,
         internal: true,
+        assignments: Vec::new(),
     };
     let call = crate::shard::calls::CreateTopics {
         topics: vec![spec],

@@ -39,6 +39,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
         configs: BTreeMap::new(),
         if_not_exists: true,
         internal: false,
+        assignments: Vec::new(),
     };
     let call = CreateTopics {
         topics: vec![spec],
