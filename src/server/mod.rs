@@ -422,11 +422,13 @@ async fn shard_main(
     }
     let (mut connections_peak, mut connections_before) = (0, 0);
     let quorum = shard.controller.as_ref().and_then(|c| c.quorum());
+    let mut fatal = None;
     while !STOP.load(Ordering::SeqCst) {
         glommio::timer::sleep(Duration::from_millis(STOP_POLL_MS)).await;
         if let Some(why) = quorum.as_ref().and_then(|q| q.fatal.borrow().clone()) {
             tracing::error!("stopping: {why}");
             STOP.store(true, Ordering::SeqCst);
+            fatal = Some(why);
         }
         // Reports bursts of rate-limited lines that have stopped.
         conns.log.flush(Instant::now());
@@ -483,7 +485,12 @@ async fn shard_main(
         fetch_socket_full = shard.stats.fetch_socket_full.get(),
         "shard stopped"
     );
-    Ok(())
+    // A node that cannot be part of its cluster exits with an error, so a supervisor and
+    // the operator see it.
+    match fatal {
+        Some(why) => Err(why),
+        None => Ok(()),
+    }
 }
 
 /// Hands the heap's free pages back to the kernel. The allocator keeps what closed

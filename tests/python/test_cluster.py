@@ -430,3 +430,24 @@ def test_a_saturated_shard_0_causes_no_election_and_no_fencing(cluster_factory):
     assert quorum_epoch(c) == epoch
     assert c.controller() == controller
     print(f"{sum(sent)} messages of 1 KiB acknowledged in 15 s through two nodes; no election, no fencing")
+
+
+def test_a_node_of_another_cluster_refuses_to_join(spate_bin, tmp_path):
+    """A data dir whose meta.properties names another cluster: the node stops with both ids."""
+    c = Cluster(spate_bin, tmp_path / "c", extra_args=FAST)
+    stray = c.nodes[3]
+    stray.data_dir.mkdir(parents=True)
+    (stray.data_dir / "meta.properties").write_text("version=1\ncluster.id=someothercluster\n")
+    try:
+        c.nodes[1].start()
+        c.nodes[2].start()
+        c.wait_brokers([1, 2], on=[1, 2])
+        cluster_id = c.metadata(1).cluster_id
+        stray.start()
+        rc = stray.proc.wait(timeout=30)
+        log = stray.log_text()
+        assert rc != 0
+        assert "someothercluster" in log and cluster_id in log, log[-3000:]
+        assert sorted(c.metadata(1).brokers) == [1, 2]
+    finally:
+        c.kill_all()
