@@ -113,6 +113,9 @@ pub enum Request {
     QuorumStatus,
     /// The next block of producer ids (made durable in the metadata before the answer).
     AllocateProducerIds,
+    /// An observer (a broker that is not a voter) asks for the committed metadata entries
+    /// from `from` on.
+    FetchMetadata { from: u64, max_bytes: u64 },
     CreatePartitions {
         context: Forwarded,
         /// (topic, new total count, explicit replica lists of the new partitions)
@@ -184,6 +187,12 @@ pub enum Response {
     ProducerIds {
         first: i64,
         count: i64,
+    },
+    /// Committed entries (index, term, data) for an observer, or the metadata as a snapshot
+    /// (index, term, data) when the entries it asked for were compacted away.
+    Entries {
+        entries: Vec<(u64, u64, Vec<u8>)>,
+        snapshot: Option<(u64, u64, Vec<u8>)>,
     },
 }
 

@@ -252,7 +252,11 @@ pub struct Quorum {
     pub node_id: i32,
     pub cfg: ClusterConfig,
     config: Rc<Config>,
-    pub raft: RaftHandle,
+    /// This node's Raft member; None on an observer (a broker that is not a voter), which
+    /// follows the committed log by fetching it from the active controller.
+    raft: Option<RaftHandle>,
+    /// On an observer: the Raft id of the active controller, as the voters last said.
+    observed_leader: Cell<u64>,
     peers: Rc<Peers>,
     incarnation: Uuid,
     /// The cluster id of `meta.properties` (None until adopted).
@@ -330,13 +334,21 @@ impl Quorum {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
         };
-        let (handle, committed, driver) = raft::start(rcfg, applied, snapshot_producer, transport)
-            .map_err(|e| format!("cannot open the metadata quorum's log: {e}"))?;
+        type Driver = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+        let (handle, committed, driver, observed): (_, _, Option<Driver>, _) = if cfg.is_voter {
+            let (h, c, d) = raft::start(rcfg, applied, snapshot_producer, transport)
+                .map_err(|e| format!("cannot open the metadata quorum's log: {e}"))?;
+            (Some(h), c, Some(Box::pin(d)), None)
+        } else {
+            let (tx, rx) = mpsc::unbounded();
+            (None, rx, None, Some(tx))
+        };
         let q = Rc::new(Quorum {
             node_id,
             cfg: cfg.clone(),
             config: config.clone(),
             raft: handle,
+            observed_leader: Cell::new(0),
             peers: peers.clone(),
             incarnation: Uuid::new_v4(),
             stored_cluster_id: RefCell::new(stored_cluster_id),
@@ -364,7 +376,12 @@ impl Quorum {
             glommio::spawn_local_into(f, tq).map(|t| t.detach())
         };
         let err = |e: glommio::GlommioError<()>| format!("cannot start the quorum tasks: {e}");
-        spawn(Box::pin(driver)).map_err(err)?;
+        if let Some(driver) = driver {
+            spawn(driver).map_err(err)?;
+        }
+        if let Some(tx) = observed {
+            spawn(Box::pin(q.clone().observer_loop(tx))).map_err(err)?;
+        }
         for peer in peers.peers.values() {
             spawn(Box::pin(peer_task(peer.clone(), q.stopping.clone()))).map_err(err)?;
         }
@@ -381,6 +398,19 @@ impl Quorum {
             "metadata quorum starting"
         );
         Ok(q)
+    }
+
+    /// The Raft id of the active controller (0: none known).
+    pub fn leader_raft_id(&self) -> u64 {
+        match &self.raft {
+            Some(raft) => raft.leader_id(),
+            None => self.observed_leader.get(),
+        }
+    }
+
+    /// Whether this node is the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.raft.as_ref().is_some_and(RaftHandle::is_leader)
     }
 
     pub fn view(&self) -> Arc<ClusterView> {
@@ -416,7 +446,10 @@ impl Quorum {
     /// Proposes `records` as one entry and waits until it is committed and applied here.
     pub async fn propose(&self, records: &[MetadataRecord]) -> Result<(), KafkaError> {
         let data = crate::storage::metadata::store::encode_batch(0, records);
-        match self.raft.propose(data).await {
+        let Some(raft) = &self.raft else {
+            return Err(KafkaError::NotController);
+        };
+        match raft.propose(data).await {
             Ok(index) => {
                 self.wait_applied(index).await;
                 Ok(())
@@ -436,7 +469,7 @@ impl Quorum {
     /// On the active controller, before deciding anything from the image: waits until every
     /// entry committed so far (those of earlier leaders included) is applied here.
     pub async fn catch_up(&self) {
-        let commit = self.raft.status().commit;
+        let commit = self.raft.as_ref().map_or(0, |r| r.status().commit);
         self.wait_applied(commit).await;
     }
 
@@ -444,7 +477,7 @@ impl Quorum {
     async fn find_controller(&self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_millis(FIND_CONTROLLER_MS);
         loop {
-            let leader = self.raft.leader_id();
+            let leader = self.leader_raft_id();
             if leader != 0 {
                 return Some(node_of(leader));
             }
@@ -488,7 +521,11 @@ impl Quorum {
 
     /// The quorum as this node, its leader, sees it.
     fn local_report(&self) -> wire::QuorumReport {
-        let s = self.raft.status();
+        let s = self
+            .raft
+            .as_ref()
+            .map(RaftHandle::status)
+            .unwrap_or_default();
         wire::QuorumReport {
             leader: node_of(s.leader_id),
             term: s.term,
@@ -535,7 +572,9 @@ impl Quorum {
             )
             .await;
         }
-        self.raft.stop();
+        if let Some(raft) = &self.raft {
+            raft.stop();
+        }
     }
 
     /// Waits, up to the RPC timeout, until this node has applied `index` (what the active
@@ -584,18 +623,18 @@ impl Quorum {
         let mut last_leader = 0;
         while !self.stopping.get() {
             glommio::timer::sleep(Duration::from_millis(TICK_MS)).await;
-            let leader = self.raft.leader_id();
+            let leader = self.leader_raft_id();
             if leader != last_leader {
                 last_leader = leader;
                 tracing::info!(
                     controller = node_of(leader),
-                    term = self.raft.term(),
+                    term = self.raft.as_ref().map_or(0, RaftHandle::term),
                     "active controller changed"
                 );
                 let image = ctl.image();
                 self.publish_view(&shard, &image).await;
             }
-            let is_leader = self.raft.is_leader();
+            let is_leader = self.is_leader();
             if is_leader && !was_leader {
                 self.last_heartbeat.borrow_mut().clear();
                 self.registered_at.borrow_mut().clear();
@@ -646,7 +685,11 @@ impl Quorum {
                 };
                 match kind {
                     wire::KIND_RAFT => match ::raft::eraftpb::Message::parse_from_bytes(&payload) {
-                        Ok(m) => self.raft.step(m),
+                        Ok(m) => {
+                            if let Some(raft) = &self.raft {
+                                raft.step(m);
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "controller listener: a raft message that does not decode; closing");
                             return;
@@ -682,8 +725,8 @@ impl Quorum {
 
     /// Answers one RPC, as the active controller (or NOT_CONTROLLER).
     async fn handle(&self, shard: &Rc<Shard>, req: Request) -> Response {
-        if !self.raft.is_leader() {
-            let leader = self.raft.leader_id();
+        if !self.is_leader() {
+            let leader = self.leader_raft_id();
             return Response::NotController {
                 leader: (leader != 0).then(|| node_of(leader)),
             };
@@ -761,6 +804,7 @@ impl Quorum {
                 )
             }
             Request::QuorumStatus => Response::Quorum(self.local_report()),
+            Request::FetchMetadata { from, max_bytes } => self.serve_fetch(ctl, from, max_bytes),
             Request::AllocateProducerIds => match ctl.allocate_producer_id_block().await {
                 Ok((first, count)) => Response::ProducerIds { first, count },
                 Err(e) => Response::Error(WireError::from(&e)),
@@ -825,7 +869,9 @@ impl Quorum {
             self.publish_view(&shard, &new).await;
             self.applied.set(index);
             self.applied_term.set(term);
-            self.raft.set_applied(index);
+            if let Some(raft) = &self.raft {
+                raft.set_applied(index);
+            }
             let ready: Vec<oneshot::Sender<()>> = {
                 let mut waiters = self.applied_waiters.borrow_mut();
                 let (done, wait): (Vec<_>, Vec<_>) =
@@ -876,7 +922,7 @@ impl Quorum {
     async fn publish_view(&self, shard: &Rc<Shard>, image: &MetadataImage) {
         let view = Arc::new(ClusterView {
             cluster_id: image.cluster_id().unwrap_or_default().to_string(),
-            controller_id: node_of(self.raft.leader_id()),
+            controller_id: node_of(self.leader_raft_id()),
             brokers: image
                 .brokers()
                 .values()
@@ -958,6 +1004,90 @@ impl Quorum {
         }
     }
 
+    /// The active controller's side of an observer's fetch: the committed entries from
+    /// `from` on, or the metadata as a snapshot when they were compacted away.
+    fn serve_fetch(
+        &self,
+        ctl: &super::controller::Controller,
+        from: u64,
+        max_bytes: u64,
+    ) -> Response {
+        let Some(raft) = &self.raft else {
+            return Response::NotController { leader: None };
+        };
+        match raft.committed_entries(from, max_bytes.clamp(1 << 10, 16 << 20)) {
+            Ok(entries) => Response::Entries {
+                entries,
+                snapshot: None,
+            },
+            Err(_) => match ctl.raft_snapshot() {
+                Ok(snapshot) => Response::Entries {
+                    entries: Vec::new(),
+                    snapshot: Some(snapshot),
+                },
+                Err(e) => Response::Error(WireError {
+                    code: KafkaError::NotController.code(),
+                    message: e,
+                }),
+            },
+        }
+    }
+
+    /// An observer (a broker that is not a voter) follows the committed metadata: it fetches
+    /// entries after its applied index from the active controller (asking the voters in turn
+    /// until one names it) and hands them to the apply loop, as a voter's Raft would.
+    async fn observer_loop(self: Rc<Self>, tx: mpsc::UnboundedSender<Committed>) {
+        let voters: Vec<i32> = self.cfg.voters.iter().map(|(id, _)| *id).collect();
+        let mut next_voter = 0usize;
+        // The index asked for next: entries handed to the apply loop but not yet applied are
+        // not asked for again.
+        let mut from = self.applied.get() + 1;
+        let idle = Duration::from_millis(100);
+        let timeout = Duration::from_millis(self.cfg.fetch_timeout_ms.max(100));
+        while !self.stopping.get() {
+            let target = match self.observed_leader.get() {
+                0 => {
+                    next_voter = (next_voter + 1) % voters.len().max(1);
+                    voters.get(next_voter).copied().unwrap_or(0)
+                }
+                leader => node_of(leader),
+            };
+            let req = Request::FetchMetadata {
+                from,
+                max_bytes: 1 << 20,
+            };
+            match self.peers.call(target, &req, timeout).await {
+                Ok(Response::Entries { entries, snapshot }) => {
+                    self.observed_leader.set(raft_id(target));
+                    let got = !entries.is_empty() || snapshot.is_some();
+                    if let Some((index, term, data)) = snapshot {
+                        from = index + 1;
+                        let _ = tx.unbounded_send(Committed::Snapshot { index, term, data });
+                    }
+                    for (index, term, data) in entries {
+                        if index >= from {
+                            from = index + 1;
+                            let _ = tx.unbounded_send(Committed::Entry { index, term, data });
+                        }
+                    }
+                    if !got {
+                        glommio::timer::sleep(idle).await;
+                    }
+                }
+                Ok(Response::NotController { leader }) => {
+                    self.observed_leader.set(leader.map_or(0, raft_id));
+                    if leader.is_none() {
+                        glommio::timer::sleep(idle).await;
+                    }
+                }
+                _ => {
+                    self.observed_leader.set(0);
+                    glommio::timer::sleep(idle).await;
+                }
+            }
+        }
+    }
+
     /// One RPC to the active controller, which may be this node.
     ///
     /// A call to a controller that is cut off (a partition: no reset, no answer) would wait the
@@ -967,8 +1097,11 @@ impl Quorum {
     /// new controller; registration and heartbeats are safe to send again).
     async fn rpc(self: &Rc<Self>, req: &Request) -> Option<Response> {
         // Registered before the leader is read, so no change in between is missed.
-        let changed = self.raft.changed();
-        let leader = self.raft.leader_id();
+        let changed: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> = match &self.raft {
+            Some(raft) => Box::pin(raft.changed()),
+            None => Box::pin(futures_lite::future::pending()),
+        };
+        let leader = self.leader_raft_id();
         if leader == 0 {
             return None;
         }

@@ -5,6 +5,7 @@ way scripts/cluster.sh starts them. Waits are conditions with deadlines, never f
 """
 
 import concurrent.futures
+import json
 import signal
 import subprocess
 import time
@@ -451,3 +452,42 @@ def test_a_node_of_another_cluster_refuses_to_join(spate_bin, tmp_path):
         assert sorted(c.metadata(1).brokers) == [1, 2]
     finally:
         c.kill_all()
+
+
+def test_a_broker_outside_the_voters_follows_the_quorum_as_an_observer(cluster_factory, spate_bin, tmp_path):
+    c = cluster_factory()
+    voters = c.nodes[1].extra_args[c.nodes[1].extra_args.index("--voters") + 1]
+    t_before = unique_topic("before")
+    create(c.nodes[1].bootstrap, t_before, 3)
+    observer = Broker(spate_bin, tmp_path / "observer" / "data", tmp_path / "observer" / "logs", shards=1,
+                      extra_args=["--node-id", "4", "--controller-listen", f"127.0.0.1:{free_port()}",
+                                  "--voters", voters, *FAST])
+    c.nodes[4] = observer
+    c.ids.append(4)
+    observer.start()
+    # It learns the metadata without voting, registers and is unfenced once caught up.
+    c.wait_brokers([1, 2, 3, 4])
+    assert t_before in c.metadata(4).topics
+    quorum = json.loads(subprocess.run([str(spate_bin), "cluster", "status", "--json", "--bootstrap-server",
+                                        c.nodes[1].bootstrap], capture_output=True, check=True, timeout=30).stdout)
+    assert sorted(v["id"] for v in quorum["quorum"]["voters"]) == [1, 2, 3]
+    # New topics place partitions on it too, and it serves them.
+    t = unique_topic("obs")
+    create(observer.bootstrap, t, 8)
+    wait_until(lambda: 4 in leaders(c.metadata(4), t).values(), timeout=20, desc="a partition led by the observer")
+    p = producer(observer.bootstrap)
+    for n in range(80):
+        p.produce(t, value=f"o{n}".encode(), partition=n % 8)
+    flush_all(p)
+    got = consume(c.nodes[2].bootstrap, [(t, i) for i in range(8)], 80)
+    assert sorted(m.value() for m in got) == sorted(f"o{n}".encode() for n in range(80))
+    # Restarted, it catches up with what it missed.
+    observer.kill()
+    c.ids.remove(4)
+    c.wait_brokers([1, 2, 3], on=[1, 2, 3])
+    t_missed = unique_topic("missed")
+    create(c.nodes[1].bootstrap, t_missed, 2)
+    observer.start()
+    c.ids.append(4)
+    c.wait_brokers([1, 2, 3, 4])
+    wait_until(lambda: t_missed in c.metadata(4).topics, timeout=20, desc="the observer catches up")

@@ -131,7 +131,7 @@ pub struct PeerStatus {
     pub recent_active: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RaftStatus {
     pub id: u64,
     /// 0 when there is none known.
@@ -293,6 +293,51 @@ impl RaftHandle {
             }
         }
         status
+    }
+
+    /// Committed entries from `from` on (at most about `max_bytes` of them, at least one), as
+    /// (index, term, data), for an observer that follows the log without voting. Ok(empty)
+    /// when there is nothing new or the driver is busy (ask again); Err(first index) when
+    /// `from` was compacted away (the observer needs a snapshot).
+    pub fn committed_entries(
+        &self,
+        from: u64,
+        max_bytes: u64,
+    ) -> Result<Vec<(u64, u64, Vec<u8>)>, u64> {
+        use raft::Storage;
+        let Ok(node) = self.shared.node.try_borrow() else {
+            return Ok(Vec::new());
+        };
+        let commit = node.raft.raft_log.committed;
+        let store = node.store();
+        let first = store.first_index();
+        if from < first {
+            return Err(first);
+        }
+        if from > commit {
+            return Ok(Vec::new());
+        }
+        let entries = store
+            .entries(
+                from,
+                commit + 1,
+                Some(max_bytes),
+                raft::GetEntriesContext::empty(false),
+            )
+            .map_err(|_| first)?;
+        // Every index is handed over (a non-normal entry, which does not occur, as empty), so
+        // the observer's applied index moves through all of them.
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let data = if e.entry_type == EntryType::EntryNormal {
+                    e.data.to_vec()
+                } else {
+                    Vec::new()
+                };
+                (e.index, e.term, data)
+            })
+            .collect())
     }
 
     /// The state machine reports its durable applied index (drives compaction).
