@@ -214,7 +214,13 @@ fn topics_create_list_describe_alter_delete() {
     assert_eq!(config(t, "segment.ms")["source"], "default");
     let people = ok(&broker, &["topic", "describe", "orders"]).stdout;
     assert!(people.starts_with("Topic: orders  Id: "), "{people}");
-    assert!(people.contains("PARTITION  LEADER  REPLICAS  ISR  EARLIEST  LATEST\n0          0       0         0    0         0\n"), "{people}");
+    assert!(
+        people.contains(
+            "PARTITION  LEADER  EPOCH  REPLICAS  ISR  OFFLINE  EARLIEST  LATEST\n\
+             0          0       0      0         0    -        0         0\n"
+        ),
+        "{people}"
+    );
     assert!(
         people.lines().any(|l| l.starts_with("retention.ms")
             && l.contains("3600000")
