@@ -295,6 +295,34 @@ fn requests_to_a_broker_that_does_not_lead_answer_with_the_leader() {
     );
     assert_eq!(bad.topics[0].error_code, 39, "{bad:?}");
 
+    // Sent to a broker that is not the active controller, a change is forwarded with the
+    // client's context: the controller's log names the client and the forwarding broker.
+    let controller = metadata(&mut conns[0], None).controller_id.0;
+    let via = (1..=3)
+        .find(|n| *n != controller)
+        .expect("a non-controller");
+    let fwd: CreateTopicsResponse = call(
+        &mut conns[(via - 1) as usize],
+        7,
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(20_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name("forwarded"))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+    );
+    assert_eq!(fwd.topics[0].error_code, 0, "{fwd:?}");
+    let log = nodes[(controller - 1) as usize].stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("topic created") && l.contains("topic=forwarded"))
+        .unwrap_or_else(|| panic!("no creation line on the controller:\n{log}"));
+    assert!(line.contains("client_id=spate-tests"), "{line}");
+    assert!(line.contains(&format!("via_broker={via}")), "{line}");
+    assert!(line.contains("principal=User:ANONYMOUS"), "{line}");
+
     drop(conns);
     for n in nodes {
         n.stop();

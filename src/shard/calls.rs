@@ -256,9 +256,10 @@ call!(ClusterChanged -> Result<(), KafkaError>, |c, shard| {
 pub struct CreatePartitions {
     pub topics: Vec<(String, i32, Vec<Vec<i32>>)>,
     pub validate_only: bool,
+    pub context: wire::Forwarded,
 }
 call!(CreatePartitions -> Answers<()>, |c, shard| match &shard.controller {
-    Some(ctl) => ctl.create_partitions(&shard, c.topics, c.validate_only).await,
+    Some(ctl) => ctl.create_partitions(&shard, c.topics, c.validate_only, c.context).await,
     None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 
@@ -293,9 +294,11 @@ call!(QuorumStatus -> Result<wire::QuorumReport, KafkaError>, |_c, shard| {
 pub struct CreateTopics {
     pub topics: Vec<CreateTopic>,
     pub validate_only: bool,
+    /// Who asked (forwarded with the change, see `wire::Forwarded`).
+    pub context: wire::Forwarded,
 }
 call!(CreateTopics -> Answers<TopicMeta>, |c, shard| match &shard.controller {
-    Some(ctl) => ctl.create_topics(&shard, c.topics, c.validate_only).await,
+    Some(ctl) => ctl.create_topics(&shard, c.topics, c.validate_only, c.context).await,
     None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 
@@ -319,10 +322,13 @@ pub struct CreateTopic {
 
 /// To the controller: delete topics by name.
 #[derive(Debug)]
-pub struct DeleteTopics(pub Vec<String>);
+pub struct DeleteTopics {
+    pub names: Vec<String>,
+    pub context: wire::Forwarded,
+}
 call!(DeleteTopics -> Answers<()>, |c, shard| match &shard.controller {
-    Some(ctl) => ctl.delete_topics(&shard, c.0).await,
-    None => c.0.iter().map(|_| Err(KafkaError::NotController)).collect(),
+    Some(ctl) => ctl.delete_topics(&shard, c.names, c.context).await,
+    None => c.names.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 
 /// To the controller: change topic configs (IncrementalAlterConfigs, AlterConfigs).
@@ -330,9 +336,10 @@ call!(DeleteTopics -> Answers<()>, |c, shard| match &shard.controller {
 pub struct AlterTopicConfigs {
     pub changes: Vec<AlterTopicConfig>,
     pub validate_only: bool,
+    pub context: wire::Forwarded,
 }
 call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
-    Some(ctl) => ctl.alter_topic_configs(&shard, c.changes, c.validate_only).await,
+    Some(ctl) => ctl.alter_topic_configs(&shard, c.changes, c.validate_only, c.context).await,
     None => c.changes.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 

@@ -310,11 +310,12 @@ impl Controller {
         shard: &Rc<Shard>,
         specs: Vec<CreateTopic>,
         validate_only: bool,
+        context: wire::Forwarded,
     ) -> Vec<Result<TopicMeta, KafkaError>> {
         let q = self.quorum();
         if let Some(q) = &q {
             let req = Request::CreateTopics {
-                context: self.context(),
+                context: context.clone(),
                 topics: specs.iter().map(wire::TopicSpec::from).collect(),
                 validate_only,
             };
@@ -322,11 +323,15 @@ impl Controller {
                 Ok(None) => {}
                 Ok(Some(Response::Topics { results, applied })) => {
                     q.wait_applied_for(applied).await;
+                    // As this node applied it (with its partitions' placement), or as the
+                    // controller described it when this node is behind.
                     return results
                         .into_iter()
                         .map(|r| {
                             r.map(|c| {
-                                TopicMeta::stored(c.name, c.topic_id, c.partitions, c.configs)
+                                self.image.borrow().topic_meta(&c.name).unwrap_or_else(|| {
+                                    TopicMeta::stored(c.name, c.topic_id, c.partitions, c.configs)
+                                })
                             })
                             .map_err(KafkaError::from)
                         })
@@ -377,7 +382,7 @@ impl Controller {
             }
             // In a cluster the apply loop told every shard (of every node) already.
             if q.is_some() {
-                tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, "topic created");
+                tracing::info!(topic = %meta.name, partitions = meta.partitions, topic_id = %meta.topic_id, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "topic created");
                 out.push(Ok(meta));
                 continue;
             }
@@ -428,11 +433,12 @@ impl Controller {
         &self,
         shard: &Rc<Shard>,
         names: Vec<String>,
+        context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
         let q = self.quorum();
         if let Some(q) = &q {
             let req = Request::DeleteTopics {
-                context: self.context(),
+                context: context.clone(),
                 names: names.clone(),
             };
             match q.forward(&req).await {
@@ -468,7 +474,7 @@ impl Controller {
                 continue;
             }
             if q.is_some() {
-                tracing::info!(topic = %name, "topic deleted");
+                tracing::info!(topic = %name, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "topic deleted");
                 out.push(Ok(()));
                 continue;
             }
@@ -489,11 +495,12 @@ impl Controller {
         shard: &Rc<Shard>,
         changes: Vec<AlterTopicConfig>,
         validate_only: bool,
+        context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
         let q = self.quorum();
         if let Some(q) = &q {
             let req = Request::AlterConfigs {
-                context: self.context(),
+                context: context.clone(),
                 changes: changes.iter().map(wire::ConfigChange::from).collect(),
                 validate_only,
             };
@@ -541,7 +548,7 @@ impl Controller {
                 continue;
             }
             if q.is_some() {
-                tracing::info!(topic = %meta.name, configs = ?meta.configs, "topic configs changed");
+                tracing::info!(topic = %meta.name, configs = ?meta.configs, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "topic configs changed");
                 out.push(Ok(()));
                 continue;
             }
@@ -556,17 +563,6 @@ impl Controller {
 }
 
 impl Controller {
-    /// The context a forwarded change carries. Until handlers pass theirs down (the
-    /// security issue needs it for authorization), it names the forwarding broker.
-    fn context(&self) -> wire::Forwarded {
-        wire::Forwarded {
-            principal: "User:ANONYMOUS".to_string(),
-            client_id: String::new(),
-            client_addr: String::new(),
-            via_broker: self.node_id,
-        }
-    }
-
     /// CreatePartitions: adds partitions to topics, placed over the brokers that serve.
     /// `topics`: (name, new total count, explicit replica lists of the new partitions).
     pub async fn create_partitions(
@@ -574,15 +570,15 @@ impl Controller {
         shard: &Rc<Shard>,
         topics: Vec<(String, i32, Vec<Vec<i32>>)>,
         validate_only: bool,
+        context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
-        let _ = shard;
         let Some(q) = self.quorum() else {
             return self
                 .create_partitions_local(shard, topics, validate_only)
                 .await;
         };
         let req = Request::CreatePartitions {
-            context: self.context(),
+            context: context.clone(),
             topics: topics.clone(),
             validate_only,
         };
@@ -608,7 +604,7 @@ impl Controller {
             }
             let added = self.persist(records).await;
             if added.is_ok() {
-                tracing::info!(topic = %name, partitions = count, "partitions created");
+                tracing::info!(topic = %name, partitions = count, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "partitions created");
             }
             out.push(added);
         }

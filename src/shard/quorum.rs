@@ -776,9 +776,10 @@ impl Quorum {
                 topics,
                 validate_only,
             } => {
-                tracing::debug!(?context, "forwarded CreateTopics");
                 let specs = topics.into_iter().map(Into::into).collect();
-                let out = ctl.create_topics(shard, specs, validate_only).await;
+                let out = ctl
+                    .create_topics(shard, specs, validate_only, context)
+                    .await;
                 Response::Topics {
                     results: out
                         .into_iter()
@@ -787,19 +788,19 @@ impl Quorum {
                     applied: self.applied(),
                 }
             }
-            Request::DeleteTopics { context, names } => {
-                tracing::debug!(?context, "forwarded DeleteTopics");
-                done(ctl.delete_topics(shard, names).await, self.applied())
-            }
+            Request::DeleteTopics { context, names } => done(
+                ctl.delete_topics(shard, names, context).await,
+                self.applied(),
+            ),
             Request::AlterConfigs {
                 context,
                 changes,
                 validate_only,
             } => {
-                tracing::debug!(?context, "forwarded AlterConfigs");
                 let changes = changes.into_iter().map(Into::into).collect();
                 done(
-                    ctl.alter_topic_configs(shard, changes, validate_only).await,
+                    ctl.alter_topic_configs(shard, changes, validate_only, context)
+                        .await,
                     self.applied(),
                 )
             }
@@ -813,13 +814,11 @@ impl Quorum {
                 context,
                 topics,
                 validate_only,
-            } => {
-                tracing::debug!(?context, "forwarded CreatePartitions");
-                done(
-                    ctl.create_partitions(shard, topics, validate_only).await,
-                    self.applied(),
-                )
-            }
+            } => done(
+                ctl.create_partitions(shard, topics, validate_only, context)
+                    .await,
+                self.applied(),
+            ),
         }
     }
 

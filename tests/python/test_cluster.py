@@ -120,6 +120,12 @@ def test_three_brokers_are_one_cluster(cluster_factory, spate_bin):
                 return None
         return leaders(c.metadata(1), t)
     lead = wait_until(spread, timeout=20, desc="the topic on every node")
+    # The active controller made the change for the client, not for the forwarding broker:
+    # its log names the client (KIP-590's Envelope context).
+    ctl_log = c.nodes[c.controller()].log_text()
+    line = next(l for l in ctl_log.splitlines() if "topic created" in l and t in l)
+    assert "principal=User:ANONYMOUS" in line and "client_id=rdkafka" in line, line
+    assert "via_broker=" in line and "client=127.0.0.1:" in line, line
     assert set(lead.values()) == set(c.ids), f"leaders not on all three brokers: {lead}"
     for i in c.ids:
         assert leaders(c.metadata(i), t) == lead

@@ -60,6 +60,7 @@ async fn apply(
     shard: &Rc<Shard>,
     changes: Vec<Result<AlterTopicConfig, KafkaError>>,
     validate_only: bool,
+    context: crate::cluster::wire::Forwarded,
 ) -> Vec<Result<(), KafkaError>> {
     let to_send: Vec<AlterTopicConfig> = changes
         .iter()
@@ -75,6 +76,7 @@ async fn apply(
                 AlterTopicConfigs {
                     changes: to_send,
                     validate_only,
+                    context,
                 },
             )
             .await
@@ -146,7 +148,7 @@ pub async fn handle_incremental(
             })
         })
         .collect();
-    let results = apply(shard, changes, req.validate_only).await;
+    let results = apply(shard, changes, req.validate_only, ctx.forwarded()).await;
     let responses = req
         .resources
         .iter()
@@ -188,7 +190,7 @@ pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> Al
             })
         })
         .collect();
-    let results = apply(shard, changes, req.validate_only).await;
+    let results = apply(shard, changes, req.validate_only, ctx.forwarded()).await;
     let responses = req
         .resources
         .iter()

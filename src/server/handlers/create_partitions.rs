@@ -39,6 +39,7 @@ pub async fn handle(
             CreatePartitions {
                 topics,
                 validate_only: req.validate_only,
+                context: ctx.forwarded(),
             },
         )
         .await

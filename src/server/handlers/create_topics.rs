@@ -106,6 +106,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             CreateTopics {
                 topics: to_send,
                 validate_only: req.validate_only,
+                context: ctx.forwarded(),
             },
         )
         .await

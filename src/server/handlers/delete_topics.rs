@@ -36,7 +36,13 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
         .filter_map(|(n, _, _)| n.clone())
         .collect();
     let mut answers = match shard
-        .call(CONTROLLER_SHARD, DeleteTopics(names.clone()))
+        .call(
+            CONTROLLER_SHARD,
+            DeleteTopics {
+                names: names.clone(),
+                context: ctx.forwarded(),
+            },
+        )
         .await
     {
         Ok(r) => r,

@@ -42,16 +42,17 @@ fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
 /// The broker that coordinates `group`: this one on one node; in a cluster the leader of the
 /// group's `__consumer_offsets` partition.
 async fn coordinator(
-    shard: &std::rc::Rc<crate::shard::Shard>,
+    ctx: &RequestContext,
     group: &str,
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
+    let shard = &ctx.shard;
     let Some(view) = shard.cluster() else {
         let (host, port) = shard.config.advertised_listener.clone();
         return Ok((shard.config.node_id, host, port));
     };
     let meta = match shard.topic(crate::placement::OFFSETS_TOPIC) {
         Some(m) => m,
-        None => super::ensure_offsets_topic(shard)
+        None => super::ensure_offsets_topic(ctx)
             .await
             .map_err(|e| (ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()))?,
     };
@@ -67,10 +68,11 @@ async fn coordinator(
 }
 
 async fn find(
-    shard: &std::rc::Rc<crate::shard::Shard>,
+    ctx: &RequestContext,
     key: &str,
     key_type: i8,
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
+    let shard = &ctx.shard;
     match refuse(key, key_type) {
         Some(e) => Err(e),
         // Until transactions exist, the broker asked answers for them (see above).
@@ -78,18 +80,17 @@ async fn find(
             let (host, port) = shard.config.advertised_listener.clone();
             Ok((shard.config.node_id, host, port))
         }
-        None => coordinator(shard, key).await,
+        None => coordinator(ctx, key).await,
     }
 }
 
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
-    let shard = &ctx.shard;
     let version = ctx.api_version;
     if version >= 4 {
         let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
         for key in &req.coordinator_keys {
             let c = Coordinator::default().with_key(key.clone());
-            coordinators.push(match find(shard, key.as_str(), req.key_type).await {
+            coordinators.push(match find(ctx, key.as_str(), req.key_type).await {
                 Ok((node, host, port)) => c
                     .with_node_id(BrokerId(node))
                     .with_host(str_bytes(host))
@@ -104,7 +105,7 @@ pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCo
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     let out = FindCoordinatorResponse::default();
-    match find(shard, req.key.as_str(), req.key_type).await {
+    match find(ctx, req.key.as_str(), req.key_type).await {
         Ok((node, host, port)) => out
             .with_node_id(BrokerId(node))
             .with_host(str_bytes(host))

@@ -87,7 +87,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             };
             let name = name.0.as_str().to_string();
             let created = if auto {
-                Some(super::produce::auto_create(shard, &name).await)
+                Some(super::produce::auto_create(ctx, &name).await)
             } else {
                 None
             };
@@ -121,12 +121,19 @@ fn topic_response(
     let partitions = (0..meta.partitions)
         .map(|p| {
             let out = MetadataResponsePartition::default().with_partition_index(p);
-            let (Some(live), Some(a)) = (live, meta.partition(p)) else {
+            let Some(live) = live else {
                 return out
                     .with_leader_id(node)
                     .with_leader_epoch(if version >= 7 { 0 } else { -1 })
                     .with_replica_nodes(vec![node])
                     .with_isr_nodes(vec![node]);
+            };
+            // A topic this shard knows without its placement yet: no leader to name.
+            let Some(a) = meta.partition(p) else {
+                return out
+                    .with_leader_id(BrokerId(-1))
+                    .with_leader_epoch(-1)
+                    .with_error_code(ResponseError::LeaderNotAvailable.code());
             };
             let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
             let offline: Vec<i32> = a

@@ -128,6 +128,17 @@ impl RequestContext {
         }
     }
 
+    /// The request's context as a metadata change carries it to the active controller
+    /// (KIP-590's Envelope): who asked, from where, through which broker.
+    pub fn forwarded(&self) -> crate::cluster::wire::Forwarded {
+        crate::cluster::wire::Forwarded {
+            principal: self.principal.to_string(),
+            client_id: self.client.client_id.clone(),
+            client_addr: self.client_addr.clone(),
+            via_broker: self.shard.config.node_id,
+        }
+    }
+
     /// Takes the connection's order hold: dropping it lets the next request start.
     pub fn take_order_hold(&self) -> Option<Ordered> {
         self.order_hold.take()
@@ -176,8 +187,9 @@ pub(crate) async fn group_call<C: Call>(
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
 /// brokers like any topic's), unless it exists.
 pub(crate) async fn ensure_offsets_topic(
-    shard: &Rc<Shard>,
+    ctx: &RequestContext,
 ) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
+    let shard = &ctx.shard;
     let spec = crate::shard::calls::CreateTopic {
         name: crate::placement::OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_num_partitions,
@@ -190,6 +202,7 @@ pub(crate) async fn ensure_offsets_topic(
     let call = crate::shard::calls::CreateTopics {
         topics: vec![spec],
         validate_only: false,
+        context: ctx.forwarded(),
     };
     match shard.call(crate::placement::CONTROLLER_SHARD, call).await {
         Ok(mut r) if r.len() == 1 => r.remove(0),

@@ -5,7 +5,6 @@
 
 use super::RequestContext;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
@@ -17,7 +16,6 @@ use crate::error::KafkaError;
 use crate::placement::CONTROLLER_SHARD;
 use crate::protocol::batch::split_produce_records;
 use crate::router::PendingReply;
-use crate::shard::Shard;
 use crate::shard::calls::{
     Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
 };
@@ -31,7 +29,8 @@ enum Queued {
 }
 
 /// Creates `name` with the broker defaults unless it exists (then returns it).
-pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, KafkaError> {
+pub async fn auto_create(ctx: &RequestContext, name: &str) -> Result<TopicMeta, KafkaError> {
+    let shard = &ctx.shard;
     let spec = CreateTopic {
         name: name.to_string(),
         partitions: -1,
@@ -44,6 +43,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<TopicMeta, Kaf
     let call = CreateTopics {
         topics: vec![spec],
         validate_only: false,
+        context: ctx.forwarded(),
     };
     match shard.call(CONTROLLER_SHARD, call).await {
         Ok(mut r) if r.len() == 1 => r.remove(0),
@@ -70,7 +70,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
             Some(m) => Ok(m),
-            None if shard.config.auto_create_topics => auto_create(shard, name).await,
+            None if shard.config.auto_create_topics => auto_create(ctx, name).await,
             None => Err(KafkaError::UnknownTopicOrPartition),
         };
         metas.push(meta.as_ref().ok().cloned());
