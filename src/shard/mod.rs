@@ -187,6 +187,7 @@ impl Shard {
     ) -> Shard {
         let controller = (id == crate::placement::CONTROLLER_SHARD)
             .then(|| controller::Controller::new(config.node_id));
+        let in_cluster = config.cluster.is_some();
         Shard {
             id,
             inflight: Rc::new(glommio::sync::Semaphore::new(
@@ -210,7 +211,14 @@ impl Shard {
             log: crate::log_limit::LogLimiter::new(Duration::from_millis(
                 crate::log_limit::LOG_INTERVAL_MS,
             )),
-            cluster: RefCell::new(None),
+            // In a cluster a shard knows no broker (not even this one) until the metadata says
+            // so: Metadata must not name a broker or a controller before they exist.
+            cluster: RefCell::new(in_cluster.then(|| {
+                std::sync::Arc::new(crate::cluster::view::ClusterView {
+                    controller_id: -1,
+                    ..Default::default()
+                })
+            })),
             producer_ids: Cell::new((0, 0)),
         }
     }
