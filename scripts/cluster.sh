@@ -28,10 +28,12 @@ VOTERS="1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293"
 mkdir -p "$DIR"
 pids=()
 stop() {
+    trap - INT TERM EXIT
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 for n in 1 2 3; do
     port=$((9092 + (n - 1) * 100))
     "$BIN" serve --node-id "$n" --listen "127.0.0.1:$port" \
