@@ -719,6 +719,31 @@ impl Controller {
             .collect())
     }
 
+    /// Runs `job` on the store on the blocking pool (the store is moved there and back) and
+    /// returns the images before and after it. `what` names the job in its error.
+    async fn store_job(
+        &self,
+        what: &'static str,
+        job: impl FnOnce(&mut MetadataStore) -> Result<(), MetadataError> + Send + 'static,
+    ) -> Result<(MetadataImage, MetadataImage), KafkaError> {
+        let mut store = self
+            .store
+            .borrow_mut()
+            .take()
+            .ok_or_else(Self::unavailable)?;
+        let (store, done) = glommio::executor()
+            .spawn_blocking(move || {
+                let done = job(&mut store);
+                (store, done)
+            })
+            .await;
+        let new = store.image().clone();
+        *self.store.borrow_mut() = Some(store);
+        done.map_err(|e| KafkaError::Storage(format!("{what} failed: {e}")))?;
+        let old = self.image.replace(new.clone());
+        Ok((old, new))
+    }
+
     /// Applies a committed entry (a cluster node): durable in the store with its Raft
     /// index, on the blocking pool. Returns the images before and after.
     pub async fn apply_committed(
@@ -726,22 +751,10 @@ impl Controller {
         records: Vec<MetadataRecord>,
         index: u64,
     ) -> Result<(MetadataImage, MetadataImage), KafkaError> {
-        let mut store = self
-            .store
-            .borrow_mut()
-            .take()
-            .ok_or_else(Self::unavailable)?;
-        let (store, appended) = glommio::executor()
-            .spawn_blocking(move || {
-                let appended = store.append_committed(&records, index);
-                (store, appended)
-            })
-            .await;
-        let new = store.image().clone();
-        *self.store.borrow_mut() = Some(store);
-        appended.map_err(|e| KafkaError::Storage(format!("metadata write failed: {e}")))?;
-        let old = self.image.replace(new.clone());
-        Ok((old, new))
+        self.store_job("metadata write", move |store| {
+            store.append_committed(&records, index).map(drop)
+        })
+        .await
     }
 
     /// Replaces the metadata with a snapshot the quorum sent.
@@ -750,22 +763,10 @@ impl Controller {
         records: Vec<MetadataRecord>,
         index: u64,
     ) -> Result<(MetadataImage, MetadataImage), KafkaError> {
-        let mut store = self
-            .store
-            .borrow_mut()
-            .take()
-            .ok_or_else(Self::unavailable)?;
-        let (store, installed) = glommio::executor()
-            .spawn_blocking(move || {
-                let installed = store.install_raft_snapshot(&records, index);
-                (store, installed)
-            })
-            .await;
-        let new = store.image().clone();
-        *self.store.borrow_mut() = Some(store);
-        installed.map_err(|e| KafkaError::Storage(format!("metadata snapshot failed: {e}")))?;
-        let old = self.image.replace(new.clone());
-        Ok((old, new))
+        self.store_job("metadata snapshot", move |store| {
+            store.install_raft_snapshot(&records, index)
+        })
+        .await
     }
 
     /// The metadata as a snapshot for a lagging node: (Raft index, term, data).
