@@ -224,8 +224,15 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
             format!("controller frame of {len} bytes"),
         ));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
+    // The buffer grows as bytes arrive, so a peer that claims a large frame and sends
+    // nothing holds no more memory than it sent.
+    let mut body = Vec::with_capacity(len.min(16 << 10));
+    let mut chunk = [0u8; 16 << 10];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        r.read_exact(&mut chunk[..want]).await?;
+        body.extend_from_slice(&chunk[..want]);
+    }
     let corr = u32::from_be_bytes([body[1], body[2], body[3], body[4]]);
     Ok((body[0], corr, body[5..].to_vec()))
 }
