@@ -477,6 +477,18 @@ def test_a_broker_outside_the_voters_follows_the_quorum_as_an_observer(cluster_f
     quorum = json.loads(subprocess.run([str(spate_bin), "cluster", "status", "--json", "--bootstrap-server",
                                         c.nodes[1].bootstrap], capture_output=True, check=True, timeout=30).stdout)
     assert sorted(v["id"] for v in quorum["quorum"]["voters"]) == [1, 2, 3]
+    # A second live process with the same node id is refused, and the first keeps its place.
+    twin = Broker(spate_bin, tmp_path / "twin" / "data", tmp_path / "twin" / "logs", shards=1,
+                  extra_args=["--node-id", "4", "--controller-listen", f"127.0.0.1:{free_port()}",
+                              "--voters", voters, *FAST])
+    twin.start()
+    try:
+        wait_until(lambda: "is already registered by a live broker" in twin.log_text(), timeout=20,
+                   desc="the twin's registration refused")
+        md = c.metadata(1)
+        assert md.brokers[4].port == observer.port
+    finally:
+        twin.kill()
     # New topics place partitions on it too, and it serves them.
     t = unique_topic("obs")
     create(observer.bootstrap, t, 8)
