@@ -118,6 +118,8 @@ pub struct ClusterConfig {
     pub fetch_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// Applied Raft entries kept before compaction (`--controller-log-compact-entries`).
+    pub log_compact_entries: u64,
 }
 
 impl Config {

@@ -166,6 +166,10 @@ pub struct Settings {
     /// This broker's rack, for rack-aware replica placement (broker.rack) [default: none].
     #[arg(long)]
     pub rack: Option<String>,
+    /// Applied entries the metadata quorum's Raft log keeps before it compacts them away (a
+    /// node further behind then gets the metadata as a snapshot) [default: 10000].
+    #[arg(long)]
+    pub controller_log_compact_entries: Option<u64>,
 }
 
 macro_rules! merge_fields {
@@ -226,6 +230,7 @@ impl Settings {
             broker_session_timeout_ms,
             default_replication_factor,
             rack,
+            controller_log_compact_entries,
         )
     }
 
@@ -328,6 +333,7 @@ impl Settings {
                     fetch_timeout_ms: set(self.controller_quorum_fetch_timeout_ms, 2000),
                     heartbeat_interval_ms: set(self.broker_heartbeat_interval_ms, 500),
                     session_timeout_ms: set(self.broker_session_timeout_ms, 3000),
+                    log_compact_entries: set(self.controller_log_compact_entries, 10_000).max(1),
                 })
             }
         };
@@ -389,6 +395,7 @@ impl Settings {
             broker_session_timeout_ms: c.cluster.as_ref().map(|k| k.session_timeout_ms),
             default_replication_factor: Some(c.default_replication_factor),
             rack: c.rack.clone(),
+            controller_log_compact_entries: c.cluster.as_ref().map(|k| k.log_compact_entries),
         }
     }
 

@@ -337,7 +337,7 @@ impl Quorum {
             election_ticks,
             max_election_ticks,
             heartbeat_ticks: 1,
-            compact_every: 10_000,
+            compact_every: cfg.log_compact_entries,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
         };

@@ -509,3 +509,40 @@ def test_a_broker_outside_the_voters_follows_the_quorum_as_an_observer(cluster_f
     c.ids.append(4)
     c.wait_brokers([1, 2, 3, 4])
     wait_until(lambda: t_missed in c.metadata(4).topics, timeout=20, desc="the observer catches up")
+
+
+def test_a_node_behind_the_compacted_log_gets_a_snapshot(cluster_factory, spate_bin, tmp_path):
+    """With the Raft log compacted every 5 applied entries, a voter that was down and a new
+    observer are both brought up to date by a snapshot of the metadata, then by entries."""
+    c = cluster_factory(extra_args=FAST + ["--controller-log-compact-entries", "5"])
+    voters = c.nodes[1].extra_args[c.nodes[1].extra_args.index("--voters") + 1]
+    down = next(i for i in c.ids if i != c.controller())
+    c.nodes[down].kill()
+    up = [i for i in c.ids if i != down]
+    c.wait_brokers(up, on=up)
+    names = [unique_topic(f"snap{n}") for n in range(12)]
+    for n in names:
+        create(c.nodes[up[0]].bootstrap, n, 2)
+    c.nodes[down].start()
+    c.wait_brokers(c.ids)
+    wait_until(lambda: all(n in c.metadata(down).topics for n in names), timeout=20,
+               desc="the restarted voter knows every topic")
+    assert "metadata snapshot installed from the quorum" in c.nodes[down].log_text()
+    observer = Broker(spate_bin, tmp_path / "late" / "data", tmp_path / "late" / "logs", shards=1,
+                      extra_args=["--node-id", "7", "--controller-listen", f"127.0.0.1:{free_port()}",
+                                  "--voters", voters, *FAST, "--controller-log-compact-entries", "5"])
+    c.nodes[7] = observer
+    observer.start()
+    c.ids.append(7)
+    c.wait_brokers(c.ids)
+    assert all(n in c.metadata(7).topics for n in names)
+    assert "metadata snapshot installed from the quorum" in observer.log_text()
+    # Both keep following with entries after the snapshot.
+    last = unique_topic("after")
+    create(c.nodes[up[0]].bootstrap, last, 1)
+    wait_until(lambda: last in c.metadata(down).topics and last in c.metadata(7).topics, timeout=20,
+               desc="entries after the snapshot")
+    # And a clean restart of the voter reopens what the snapshot left on its disk.
+    c.nodes[down].restart()
+    c.wait_brokers(c.ids)
+    assert all(n in c.metadata(down).topics for n in names + [last])
