@@ -563,8 +563,9 @@ impl Controller {
 }
 
 impl Controller {
-    /// CreatePartitions: adds partitions to topics, placed over the brokers that serve.
-    /// `topics`: (name, new total count, explicit replica lists of the new partitions).
+    /// CreatePartitions: adds partitions to topics, placed over the brokers that serve (on
+    /// one node, this one). `topics`: (name, new total count, explicit replica lists of the
+    /// new partitions).
     pub async fn create_partitions(
         &self,
         shard: &Rc<Shard>,
@@ -572,53 +573,23 @@ impl Controller {
         validate_only: bool,
         context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
-        let Some(q) = self.quorum() else {
-            return self
-                .create_partitions_local(shard, topics, validate_only)
-                .await;
-        };
-        let req = Request::CreatePartitions {
-            context: context.clone(),
-            topics: topics.clone(),
-            validate_only,
-        };
-        match q.forward(&req).await {
-            Ok(None) => {}
-            Ok(Some(r)) => return done_answers(&q, r, topics.len()).await,
-            Err(e) => return vec![Err(e); topics.len()],
-        }
-        let _permit = self.changes.acquire_permit(1).await;
-        q.catch_up().await;
-        let mut out = Vec::with_capacity(topics.len());
-        for (name, count, assignments) in topics {
-            let records = match self.partition_records(&name, count, &assignments) {
-                Ok(r) => r,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
+        let q = self.quorum();
+        if let Some(q) = &q {
+            let req = Request::CreatePartitions {
+                context: context.clone(),
+                topics: topics.clone(),
+                validate_only,
             };
-            if validate_only {
-                out.push(Ok(()));
-                continue;
+            match q.forward(&req).await {
+                Ok(None) => {}
+                Ok(Some(r)) => return done_answers(q, r, topics.len()).await,
+                Err(e) => return vec![Err(e); topics.len()],
             }
-            let added = self.persist(records).await;
-            if added.is_ok() {
-                tracing::info!(topic = %name, partitions = count, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "partitions created");
-            }
-            out.push(added);
         }
-        out
-    }
-
-    /// CreatePartitions on one node: the new partitions are this node's.
-    async fn create_partitions_local(
-        &self,
-        shard: &Rc<Shard>,
-        topics: Vec<(String, i32, Vec<Vec<i32>>)>,
-        validate_only: bool,
-    ) -> Vec<Result<(), KafkaError>> {
         let _permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = &q {
+            q.catch_up().await;
+        }
         let mut out = Vec::with_capacity(topics.len());
         for (name, count, assignments) in topics {
             let records = match self.partition_records(&name, count, &assignments) {
@@ -636,15 +607,19 @@ impl Controller {
                 out.push(Err(e));
                 continue;
             }
-            let Ok(Some(meta)) = self.topic(&name) else {
-                out.push(Err(KafkaError::UnknownTopicOrPartition));
-                continue;
+            // In a cluster the apply loop told every shard; on one node, this does.
+            let told = match (&q, self.topic(&name)) {
+                (Some(_), _) => Ok(()),
+                (None, Ok(Some(meta))) => {
+                    self.broadcast(shard, || crate::shard::calls::TopicChanged(meta.clone()))
+                        .await
+                }
+                (None, _) => Err(KafkaError::UnknownTopicOrPartition),
             };
-            let changed = self
-                .broadcast(shard, || crate::shard::calls::TopicChanged(meta.clone()))
-                .await;
-            tracing::info!(topic = %name, partitions = count, "partitions created");
-            out.push(changed);
+            if told.is_ok() {
+                tracing::info!(topic = %name, partitions = count, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "partitions created");
+            }
+            out.push(told);
         }
         out
     }

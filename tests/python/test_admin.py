@@ -6,7 +6,7 @@ from confluent_kafka.admin import NewTopic
 from kafka import KafkaAdminClient
 
 from kafkautil import DeliveryLog, admin, create_topic, error_code, flush_all, list_topics, producer, \
-    unique_topic, wait_until
+    unique_topic, wait_topic_partitions, wait_until
 
 ADMIN_TIMEOUT = 15
 
@@ -146,3 +146,22 @@ def test_auto_create_on_produce(broker_factory):
     assert not dl.errors, dl.errors[:3]
     assert {part for _, part, *_ in dl.ok} <= {0, 1, 2}
     assert list_topics(admin(broker.bootstrap)).get(topic) == 3
+
+
+def test_create_partitions_on_one_node(broker):
+    from confluent_kafka.admin import NewPartitions
+    t = unique_topic("grow")
+    a = create_topic(broker.bootstrap, t, 2)
+    a.create_partitions([NewPartitions(t, 4)], request_timeout=15)[t].result(timeout=20)
+    wait_topic_partitions(a, t, 4)
+    p = producer(broker.bootstrap)
+    log = DeliveryLog()
+    for part in range(4):
+        p.produce(t, value=b"x", partition=part, on_delivery=log)
+    flush_all(p)
+    assert not log.errors and sorted(r[1] for r in log.ok) == [0, 1, 2, 3]
+    with pytest.raises(KafkaException) as e:
+        a.create_partitions([NewPartitions(t, 4)], request_timeout=15)[t].result(timeout=20)
+    assert e.value.args[0].name() == "INVALID_PARTITIONS"
+    broker.restart()
+    assert list_topics(admin(broker.bootstrap))[t] == 4
