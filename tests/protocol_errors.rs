@@ -1404,3 +1404,51 @@ fn list_offsets_by_timestamp_survives_hostile_record_deltas() {
     }
     broker.stop();
 }
+
+/// OffsetForLeaderEpoch answers from the partition's leader-epoch cache: on one node every
+/// batch has epoch 0, so epoch 0 ends at the log end; an epoch the client knows that the
+/// partition does not is UNKNOWN_LEADER_EPOCH, an unknown partition UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+    let broker = Broker::start();
+    let mut s = broker.connect();
+    create_topic(&mut s, "ofle", 1);
+    let empty = |s: &mut TcpStream, epoch: i32, current: i32, partition: i32| {
+        let req = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(name("ofle"))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(partition)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(epoch),
+                ]),
+        ]);
+        let r: OffsetForLeaderEpochResponse = call(s, 4, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    // An empty log knows no epoch yet.
+    assert_eq!(empty(&mut s, 0, -1, 0), (NONE, -1, -1));
+    let p = produce_v(
+        &mut s,
+        9,
+        -1,
+        "ofle",
+        0,
+        record_batch(0, &[b"a", b"b", b"c"]),
+    );
+    assert_eq!(p.error_code, NONE);
+    assert_eq!(empty(&mut s, 0, -1, 0), (NONE, 0, 3));
+    assert_eq!(empty(&mut s, 7, 0, 0), (NONE, 0, 3));
+    assert_eq!(empty(&mut s, 0, 1, 0), (75, -1, -1));
+    assert_eq!(
+        empty(&mut s, 0, -1, 9),
+        (UNKNOWN_TOPIC_OR_PARTITION, -1, -1)
+    );
+    broker.stop();
+}

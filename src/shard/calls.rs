@@ -71,6 +71,7 @@ shard_messages!(
     WaitForData,
     CancelWait,
     ListOffsets,
+    OffsetsForLeaderEpoch,
     TopicCreated,
     TopicDeleted,
     TopicConfigChanged,
@@ -212,6 +213,12 @@ call!(CancelWait -> (), |c, shard| shard.cancel_wait(c.origin, c.wait_id));
 #[derive(Debug)]
 pub struct ListOffsets(pub Vec<(String, i32, i64)>);
 call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
+
+/// OffsetForLeaderEpoch in partitions this shard owns: (topic, partition, leader epoch) ->
+/// (epoch, end offset).
+#[derive(Debug)]
+pub struct OffsetsForLeaderEpoch(pub Vec<(String, i32, i32)>);
+call!(OffsetsForLeaderEpoch -> Answers<(i32, i64)>, |c, shard| shard.offsets_for_leader_epoch(c.0));
 
 /// Move the log start offset of partitions this shard owns: (topic, partition, offset; -1
 /// for the high watermark) -> the new log start offset.

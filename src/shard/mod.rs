@@ -574,6 +574,27 @@ impl Shard {
             .collect()
     }
 
+    /// OffsetForLeaderEpoch on owned partitions: (topic, partition, epoch) -> the largest
+    /// epoch at or below it in the partition's leader-epoch cache and the offset where that
+    /// epoch ended (the next one's start, or the log end for the latest); (-1, -1) when the
+    /// log has no epoch that old (KIP-101, KIP-279).
+    pub fn offsets_for_leader_epoch(&self, items: Vec<(String, i32, i32)>) -> Answers<(i32, i64)> {
+        let partitions = self.partitions.borrow();
+        items
+            .into_iter()
+            .map(|(topic, partition, epoch)| {
+                self.debug_assert_owner(&topic, partition);
+                let p = partitions
+                    .get(&(topic, partition))
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                p.log.check_online()?;
+                Ok(p.log
+                    .leader_epochs()
+                    .end_offset_for(epoch, p.log_end_offset()))
+            })
+            .collect()
+    }
+
     /// A topic now exists: open the partitions this shard owns and cache it. All or nothing:
     /// if one partition cannot be opened (EMFILE at the open-file limit, ENOSPC), those opened
     /// so far are closed and every owned partition directory of the topic is removed, and the

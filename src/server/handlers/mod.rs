@@ -24,6 +24,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sasl_handshake;
 mod sync_group;
@@ -346,6 +347,7 @@ pub async fn dispatch(
         CreatePartitions => create_partitions::handle,
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
+        OffsetForLeaderEpoch => offset_for_leader_epoch::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,
         IncrementalAlterConfigs => alter_configs::handle_incremental,
