@@ -214,6 +214,15 @@ fn serve(config: Config) -> Result<(), String> {
                 config.data_dir.display()
             )
         })?;
+        if store.is_single_node() {
+            return Err(format!(
+                "{} holds the metadata of a one-node broker (started without --voters): a \
+                 cluster node starts from an empty data dir, and moving a one-node broker's \
+                 topics into a cluster is not supported yet. Start this node on an empty \
+                 --data-dir, or without --voters",
+                config.data_dir.display()
+            ));
+        }
         if let (Some(stored), Some(pinned)) = (&stored, &cluster.cluster_id)
             && stored != pinned
         {

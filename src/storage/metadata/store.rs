@@ -534,6 +534,12 @@ impl MetadataStore {
         self.write_batch(records, next, None)
     }
 
+    /// Whether this log holds a one-node broker's metadata (records, none of them from a Raft
+    /// entry), which a cluster node must not start from.
+    pub fn is_single_node(&self) -> bool {
+        self.next_offset > 0 && self.raft_applied.is_none()
+    }
+
     /// Index of the last Raft entry applied (0 before any, and on a single node).
     pub fn raft_applied(&self) -> u64 {
         self.raft_applied.unwrap_or(0)
