@@ -71,6 +71,23 @@ impl ErrorCode {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode =
         Self::of(ResponseError::GroupSubscribedToTopic);
     pub const INVALID_REQUEST: ErrorCode = Self::of(ResponseError::InvalidRequest);
+    /// A producer's epoch is older than its transactional id's (InitProducerId v3 and older,
+    /// AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v0-v1 answer this for PRODUCER_FENCED).
+    pub const INVALID_PRODUCER_EPOCH: ErrorCode = Self::of(ResponseError::InvalidProducerEpoch);
+    /// A transactional request that does not fit where the transaction stands.
+    pub const INVALID_TXN_STATE: ErrorCode = Self::of(ResponseError::InvalidTxnState);
+    /// A producer id that is not the one its transactional id holds.
+    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode =
+        Self::of(ResponseError::InvalidProducerIdMapping);
+    /// A transaction timeout above `--transaction-max-timeout-ms` (or not positive).
+    pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode =
+        Self::of(ResponseError::InvalidTransactionTimeout);
+    /// The transaction is completing: the client retries.
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = Self::of(ResponseError::ConcurrentTransactions);
+    /// Not tried because another part of the same request failed.
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = Self::of(ResponseError::OperationNotAttempted);
+    /// A newer producer with the same transactional id exists.
+    pub const PRODUCER_FENCED: ErrorCode = Self::of(ResponseError::ProducerFenced);
 
     /// The wire value: 0 for none.
     pub fn code(self) -> i16 {

@@ -119,6 +119,15 @@ pub struct Settings {
     /// (offsets.topic.num.partitions); fixed once the log exists [default: 50].
     #[arg(long)]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Partitions of the internal `__transaction_state` log that transactional ids are
+    /// spread over (transaction.state.log.num.partitions); fixed once the log exists
+    /// [default: 50].
+    #[arg(long)]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// The longest transaction timeout a producer may ask for, in ms
+    /// (transaction.max.timeout.ms) [default: 900000].
+    #[arg(long)]
+    pub transaction_max_timeout_ms: Option<i32>,
     /// Drop an idempotent producer's state from a partition it has not written to for this
     /// many ms (producer.id.expiration.ms) [default: 86400000].
     #[arg(long)]
@@ -214,6 +223,8 @@ impl Settings {
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
             offsets_topic_num_partitions,
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
             producer_id_expiration_ms,
             metrics_listen,
             log_format,
@@ -283,6 +294,12 @@ impl Settings {
         c.offsets_topic_num_partitions = self
             .offsets_topic_num_partitions
             .unwrap_or(c.offsets_topic_num_partitions);
+        c.transaction_state_log_num_partitions = self
+            .transaction_state_log_num_partitions
+            .unwrap_or(c.transaction_state_log_num_partitions);
+        c.transaction_max_timeout_ms = self
+            .transaction_max_timeout_ms
+            .unwrap_or(c.transaction_max_timeout_ms);
         c.metrics_listen = self.metrics_listen;
         c.default_replication_factor = self
             .default_replication_factor
@@ -368,6 +385,8 @@ impl Settings {
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
+            transaction_state_log_num_partitions: Some(c.transaction_state_log_num_partitions),
+            transaction_max_timeout_ms: Some(c.transaction_max_timeout_ms),
             producer_id_expiration_ms: Some(c.producer_id_expiration_ms),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),

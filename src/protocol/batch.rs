@@ -93,6 +93,16 @@ impl BatchHeader {
     pub fn compression(&self) -> i16 {
         self.attributes & ATTR_COMPRESSION_MASK
     }
+
+    /// Written inside a transaction (its records count only once it commits).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// A control batch: a transaction marker, not records of the producer's.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
 }
 
 /// One validated batch of a Produce request: its header and a view of its bytes.
@@ -259,18 +269,67 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// An uncompressed magic-v2 batch around `records` (already encoded, each with its length
 /// prefix): base offset 0, CreateTime, no producer id, the CRC32C filled in.
 pub fn encode_batch(records: &[u8], count: i32, base_ts: i64, max_ts: i64) -> Vec<u8> {
+    encode_batch_of(records, count, base_ts, max_ts, 0, (-1, -1))
+}
+
+/// Attribute bit of a batch written inside a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// A transaction marker: a control batch of one control record (key: version 0, type 0 for
+/// abort or 1 for commit; value: version 0, coordinator epoch), transactional, of the
+/// producer, at sequence -1, as Kafka's `EndTransactionMarker` writes it.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    ts: i64,
+) -> Vec<u8> {
+    let mut r = vec![0u8]; // attributes
+    put_varint(&mut r, 0); // timestamp delta
+    put_varint(&mut r, 0); // offset delta
+    put_varint(&mut r, 4);
+    r.extend_from_slice(&0i16.to_be_bytes());
+    r.extend_from_slice(&i16::from(commit).to_be_bytes());
+    put_varint(&mut r, 6);
+    r.extend_from_slice(&0i16.to_be_bytes());
+    r.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    put_varint(&mut r, 0); // headers
+    let mut records = Vec::with_capacity(r.len() + 1);
+    put_varint(&mut records, r.len() as i64);
+    records.extend_from_slice(&r);
+    encode_batch_of(
+        &records,
+        1,
+        ts,
+        ts,
+        ATTR_CONTROL | ATTR_TRANSACTIONAL,
+        (producer_id, producer_epoch),
+    )
+}
+
+fn encode_batch_of(
+    records: &[u8],
+    count: i32,
+    base_ts: i64,
+    max_ts: i64,
+    attributes: i16,
+    (producer_id, producer_epoch): (i64, i16),
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_LEN + records.len());
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
     b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     b.push(2); // magic
     b.extend_from_slice(&[0; 4]); // crc, below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    b.extend_from_slice(&attributes.to_be_bytes()); // no compression, CreateTime
     b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
     b.extend_from_slice(&base_ts.to_be_bytes());
     b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     b.extend_from_slice(&count.to_be_bytes());
     b.extend_from_slice(records);

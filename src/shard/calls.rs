@@ -94,6 +94,10 @@ shard_messages!(
     DeleteGroup,
     DeleteOffsets,
     AllocateProducerIds,
+    TxnInit,
+    TxnAddPartitions,
+    TxnEnd,
+    WriteTxnMarkers,
 );
 
 impl Shard {
@@ -501,3 +505,61 @@ pub struct DeleteOffsets {
 call!(DeleteOffsets -> (ErrorCode, Vec<ErrorCode>), |c, shard| {
     shard.groups.delete_offsets(&c.group, c.partitions).await
 });
+
+// ---------------------------------------------------------------- transactions
+// Each goes to the shard that coordinates the transactional id (`placement::txn_owner`),
+// but the markers, which go to the owners of the transaction's partitions.
+
+/// InitProducerId with a transactional id: (producer id, epoch).
+#[derive(Debug)]
+pub struct TxnInit {
+    pub transactional_id: String,
+    pub timeout_ms: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+call!(TxnInit -> Result<(i64, i16), ErrorCode>, |c, shard| {
+    shard.txn_init(c.transactional_id, c.timeout_ms, c.producer_id, c.producer_epoch).await
+});
+
+/// AddPartitionsToTxn: one code for all the partitions.
+#[derive(Debug)]
+pub struct TxnAddPartitions {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub partitions: Vec<(String, i32)>,
+}
+call!(TxnAddPartitions -> ErrorCode, |c, shard| {
+    shard
+        .txn_add_partitions(c.transactional_id, c.producer_id, c.producer_epoch, c.partitions)
+        .await
+});
+
+/// EndTxn, answered once the transaction is complete.
+#[derive(Debug)]
+pub struct TxnEnd {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+}
+call!(TxnEnd -> ErrorCode, |c, shard| {
+    shard.txn_end(c.transactional_id, c.producer_id, c.producer_epoch, c.commit).await
+});
+
+/// To the owner of partitions: append a transaction marker to each, answered once durable.
+#[derive(Debug)]
+pub struct WriteTxnMarkers(pub Vec<MarkerItem>);
+call!(WriteTxnMarkers -> Answers<()>, |c, shard| shard.write_txn_markers(c.0).await);
+
+/// One partition's commit or abort marker.
+#[derive(Clone, Debug)]
+pub struct MarkerItem {
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}

@@ -12,6 +12,7 @@ pub mod calls;
 pub mod controller;
 pub mod partition;
 pub mod quorum;
+pub mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -160,6 +161,11 @@ pub struct Shard {
     pub inflight: Rc<glommio::sync::Semaphore>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The transactional ids this shard coordinates (its partitions of `__transaction_state`).
+    pub(crate) txns: RefCell<crate::txn::store::TxnLog>,
+    /// Transactional ids with an operation in flight (see `shard/txn.rs`): another request for
+    /// one of them is answered CONCURRENT_TRANSACTIONS.
+    pub(crate) txn_busy: RefCell<std::collections::BTreeSet<String>>,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
@@ -184,6 +190,7 @@ impl Shard {
         topics: Vec<TopicMeta>,
         router: Router<ShardMessage>,
         groups: GroupCoordinator,
+        txns: crate::txn::store::TxnLog,
     ) -> Shard {
         let controller = (id == crate::placement::CONTROLLER_SHARD)
             .then(|| controller::Controller::new(config.node_id));
@@ -204,6 +211,8 @@ impl Shard {
             writer_scheduled: Cell::new(false),
             controller,
             groups,
+            txns: RefCell::new(txns),
+            txn_busy: RefCell::new(std::collections::BTreeSet::new()),
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),

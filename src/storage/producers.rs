@@ -65,7 +65,8 @@ pub struct BatchMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
-    /// Oldest first, at most [`BATCHES_KEPT`]; never empty.
+    /// Oldest first, at most [`BATCHES_KEPT`]; empty only after a transaction marker moved
+    /// the producer to a newer epoch.
     pub batches: VecDeque<BatchMeta>,
     /// When its last batch was appended (broker time; for a batch replayed from the log, its
     /// max timestamp): it expires `producer.id.expiration.ms` after.
@@ -173,6 +174,30 @@ impl ProducerStates {
                 continue;
             }
             let pid = h.producer_id;
+            if h.is_control() {
+                // A transaction marker from the coordinator: it carries the producer's current
+                // epoch (bumped when the coordinator fenced it) and no sequence. An older
+                // epoch is a stale marker; a newer one fences the producer's older batches.
+                let known = local
+                    .get(&pid)
+                    .or_else(|| staged.entries.get(&pid))
+                    .or_else(|| self.producers.get(&pid));
+                if let Some(e) = known {
+                    if h.producer_epoch < e.epoch {
+                        return Err(KafkaError::InvalidProducerEpoch(format!(
+                            "marker of producer {pid} epoch {} is older than the partition's {}",
+                            h.producer_epoch, e.epoch
+                        )));
+                    }
+                    if h.producer_epoch > e.epoch {
+                        let mut entry = e.clone();
+                        entry.epoch = h.producer_epoch;
+                        entry.batches.clear();
+                        local.insert(pid, entry);
+                    }
+                }
+                continue;
+            }
             let first_seq = h.base_sequence;
             let last_seq = increment_sequence(first_seq, h.last_offset_delta);
             let known = local
@@ -234,6 +259,16 @@ impl ProducerStates {
     /// Applies a batch read back from the log (no checks: it was checked when written).
     pub fn replay(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 {
+            return;
+        }
+        if h.is_control() {
+            // A marker moves the producer to its epoch (see `check`) and holds no sequence.
+            if let Some(e) = self.producers.get_mut(&h.producer_id)
+                && h.producer_epoch > e.epoch
+            {
+                e.epoch = h.producer_epoch;
+                e.batches.clear();
+            }
             return;
         }
         let meta = BatchMeta {

@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the encoded
 //! response as chunks (or none: Produce with acks=0 is not answered).
 
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -12,6 +13,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_quorum;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -182,6 +184,23 @@ pub(crate) async fn group_call<C: Call>(
         .call(owner, call)
         .await
         .map_err(|_| KafkaError::CoordinatorNotAvailable)
+}
+
+/// Sends a transaction request to the shard that coordinates `transactional_id`; a shard that
+/// cannot be reached (the broker is stopping) is an Err the caller answers
+/// COORDINATOR_NOT_AVAILABLE.
+pub(crate) async fn txn_call<C: Call>(
+    ctx: &RequestContext,
+    transactional_id: &str,
+    call: C,
+) -> Result<C::Reply, RouterError> {
+    let shard = &ctx.shard;
+    let owner = crate::placement::txn_owner(
+        transactional_id,
+        shard.config.transaction_state_log_num_partitions,
+        shard.shards(),
+    );
+    shard.call(owner, call).await
 }
 
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
@@ -364,6 +383,8 @@ pub async fn dispatch(
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
         InitProducerId => init_producer_id::handle,
+        AddPartitionsToTxn => add_partitions_to_txn::handle,
+        EndTxn => end_txn::handle,
     )
 }
 
