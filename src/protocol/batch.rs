@@ -256,6 +256,43 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
     None
 }
 
+/// Reads a zigzag varint at `pos`: (value, position after it).
+fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(pos)?;
+        pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), pos));
+        }
+    }
+    None
+}
+
+/// Whether a control batch (uncompressed, as every writer writes them) is a commit marker
+/// (Some(true)) or an abort marker (Some(false)); None when its first record is not a
+/// transaction marker's key (version 0, type 0 or 1).
+pub fn control_is_commit(batch: &[u8]) -> Option<bool> {
+    let (_, pos) = get_varint(batch, HEADER_LEN)?; // record length
+    let pos = pos + 1; // record attributes
+    let (_, pos) = get_varint(batch, pos)?; // timestamp delta
+    let (_, pos) = get_varint(batch, pos)?; // offset delta
+    let (key_len, pos) = get_varint(batch, pos)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(pos..pos + 4)?;
+    match (
+        i16::from_be_bytes([key[0], key[1]]),
+        i16::from_be_bytes([key[2], key[3]]),
+    ) {
+        (0, 0) => Some(false),
+        (0, 1) => Some(true),
+        _ => None,
+    }
+}
+
 /// Appends `v` as a zigzag varint, the encoding of a record's lengths and deltas.
 pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -341,6 +378,22 @@ fn encode_batch_of(
 #[cfg(test)]
 pub mod tests {
     use super::*;
+
+    #[test]
+    fn control_batches_say_their_marker() {
+        for commit in [true, false] {
+            let b = control_batch(7, 3, commit, 0, 1000);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (7, 3, -1)
+            );
+            assert_eq!(control_is_commit(&b), Some(commit));
+            assert_eq!(crc32c::crc32c(&b[CRC_START..]), h.crc);
+        }
+        assert_eq!(control_is_commit(&batch(0, &[b"x"])), None);
+    }
 
     /// Builds a valid uncompressed batch of `values` (no keys, no headers).
     pub fn batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {

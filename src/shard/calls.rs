@@ -180,6 +180,8 @@ pub struct FetchItem {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// isolation_level 1: read below the last stable offset, with the aborted transactions.
+    pub read_committed: bool,
 }
 
 /// Once any of the partitions grows past the high watermark the fetch last saw of it (or its
@@ -212,9 +214,10 @@ pub struct CancelWait {
 call!(CancelWait -> (), |c, shard| shard.cancel_wait(c.origin, c.wait_id));
 
 /// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns:
-/// (topic, partition, timestamp) -> (offset, timestamp).
+/// (topic, partition, timestamp, read_committed) -> (offset, timestamp). Latest is the last
+/// stable offset for read_committed, the high watermark otherwise.
 #[derive(Debug)]
-pub struct ListOffsets(pub Vec<(String, i32, i64)>);
+pub struct ListOffsets(pub Vec<(String, i32, i64, bool)>);
 call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
 
 /// Move the log start offset of partitions this shard owns: (topic, partition, offset; -1

@@ -283,8 +283,11 @@ impl Shard {
             let m = &items[slot];
             answers[slot] = match w {
                 Ok(out) => {
-                    self.flush_to((m.topic.clone(), m.partition), out.last_offset)
-                        .await
+                    let tp = (m.topic.clone(), m.partition);
+                    match self.flush_to(tp.clone(), out.last_offset).await {
+                        Ok(()) => self.sync_txn_index(&tp).await,
+                        Err(e) => Err(e),
+                    }
                 }
                 // The partition has seen a newer epoch of the producer than the marker's: a
                 // newer transaction's markers were written already; this one is stale.
@@ -293,6 +296,22 @@ impl Shard {
             };
         }
         answers
+    }
+
+    /// Makes the partition's new aborted-transaction index entries durable (on the blocking
+    /// pool); a failure is the partition's storage error, and the marker is written again.
+    async fn sync_txn_index(&self, tp: &(String, i32)) -> Result<(), KafkaError> {
+        let jobs = match self.partitions.borrow_mut().get_mut(tp) {
+            Some(p) => std::mem::take(&mut p.txn_index_unsynced),
+            None => return Ok(()),
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        glommio::executor()
+            .spawn_blocking(move || jobs.iter().try_for_each(|j| j.run()))
+            .await
+            .map_err(|e| KafkaError::Storage(format!("aborted-transaction index: {e}")))
     }
 
     /// At start: completes the transactions the last stop left in a Prepare state.
