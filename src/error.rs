@@ -200,6 +200,12 @@ pub enum KafkaError {
     /// zombie producer).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A record batch the broker refuses as it is (a control batch from a client).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A transactional write or request that does not fit its transaction's state.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     /// A feature this broker does not implement yet (transactions), answered so that the
     /// client fails at once with a clear message instead of retrying.
     #[error("not supported by this broker: {0}")]
@@ -249,6 +255,8 @@ impl KafkaError {
             KafkaError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
             KafkaError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
             KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
+            KafkaError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }
 

@@ -97,6 +97,7 @@ shard_messages!(
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
+    TxnVerify,
     WriteTxnMarkers,
 );
 
@@ -549,6 +550,24 @@ pub struct TxnEnd {
 }
 call!(TxnEnd -> ErrorCode, |c, shard| {
     shard.txn_end(c.transactional_id, c.producer_id, c.producer_epoch, c.commit).await
+});
+
+/// Produce of transactional batches (KIP-890 part 1): one code per partition, NONE where the
+/// producer's open transaction holds it.
+#[derive(Debug)]
+pub struct TxnVerify {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub partitions: Vec<(String, i32)>,
+}
+call!(TxnVerify -> Vec<ErrorCode>, |c, shard| {
+    crate::txn::state::verify(
+        shard.txns.borrow().get(&c.transactional_id),
+        c.producer_id,
+        c.producer_epoch,
+        &c.partitions,
+    )
 });
 
 /// To the owner of partitions: append a transaction marker to each, answered once durable.

@@ -142,8 +142,11 @@ impl Partition {
     pub fn restore(&mut self, producers: ProducerStates, txn_index: TxnIndex) {
         self.producers = producers;
         self.txn_index = txn_index;
-        self.last_stable_offset = self.high_watermark;
-        self.update_stable();
+        // Open transactions found in the state hold the LSO below where `new` put it.
+        self.last_stable_offset = self
+            .producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |f| f.min(self.high_watermark));
     }
 
     /// Recomputes the last stable offset from the producer state (after an append, or once

@@ -284,6 +284,33 @@ pub fn end_txn(
     }
 }
 
+/// KIP-890 part 1: whether a transactional batch of the producer may be written to each of
+/// `partitions`: its transaction must be open, in its epoch, with the partition added
+/// (INVALID_TXN_STATE otherwise, or INVALID_PRODUCER_EPOCH for another epoch), so a late or
+/// stray write cannot open a transaction in a partition that no marker will ever close.
+pub fn verify(
+    cur: Option<&TxnMeta>,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: &[(String, i32)],
+) -> Vec<ErrorCode> {
+    let whole = match cur {
+        None => Some(ErrorCode::INVALID_TXN_STATE),
+        Some(m) if m.producer_id != producer_id => Some(ErrorCode::INVALID_TXN_STATE),
+        Some(m) if m.producer_epoch != producer_epoch => Some(ErrorCode::INVALID_PRODUCER_EPOCH),
+        Some(m) if m.state != TxnState::Ongoing => Some(ErrorCode::INVALID_TXN_STATE),
+        Some(_) => None,
+    };
+    partitions
+        .iter()
+        .map(|p| match (whole, cur) {
+            (Some(code), _) => code,
+            (None, Some(m)) if m.partitions.contains(p) => ErrorCode::NONE,
+            (None, _) => ErrorCode::INVALID_TXN_STATE,
+        })
+        .collect()
+}
+
 /// The state once every marker of a Prepare state is durable.
 pub fn complete(m: &TxnMeta, now_ms: i64) -> TxnMeta {
     debug_assert!(m.state.is_prepare(), "complete() of {:?}", m.state);
@@ -492,6 +519,38 @@ mod tests {
         // The new producer's retry gets the next epoch.
         let again = ready(init_producer_id(Some(&done), req(-1, -1, None)));
         assert_eq!(again.producer_epoch, 2);
+    }
+
+    #[test]
+    fn produce_is_verified_against_the_open_transaction() {
+        let m = ready(init_producer_id(None, req(-1, -1, Some(3))));
+        let parts = [tp("t", 0), tp("t", 1)];
+        assert_eq!(
+            verify(Some(&m), 3, 0, &parts),
+            vec![ErrorCode::INVALID_TXN_STATE; 2]
+        );
+        let on = add_partitions(Some(&m), 3, 0, &[tp("t", 0)], 10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            verify(Some(&on), 3, 0, &parts),
+            vec![ErrorCode::NONE, ErrorCode::INVALID_TXN_STATE]
+        );
+        assert_eq!(
+            verify(Some(&on), 3, 1, &parts[..1]),
+            vec![ErrorCode::INVALID_PRODUCER_EPOCH]
+        );
+        assert_eq!(
+            verify(None, 3, 0, &parts[..1]),
+            vec![ErrorCode::INVALID_TXN_STATE]
+        );
+        let EndOutcome::Prepare(prep) = end_txn(Some(&on), 3, 0, true, 20).unwrap() else {
+            panic!("expected Prepare");
+        };
+        assert_eq!(
+            verify(Some(&complete(&prep, 30)), 3, 0, &parts[..1]),
+            vec![ErrorCode::INVALID_TXN_STATE]
+        );
     }
 
     #[test]

@@ -1,0 +1,201 @@
+"""Transactions (KIP-98) with librdkafka (confluent-kafka): the transaction coordinator, the
+commit/abort markers, the last stable offset and read_committed consumers.
+
+Each test fails on a broker without transactions: InitProducerId with a transactional id is
+refused there, and a read_committed consumer would see aborted records.
+"""
+
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition, OFFSET_BEGINNING
+
+from kafkautil import COMMON, by_partition, consumer, create_topic, unique_topic, wait_until
+
+PARTITIONS = 3
+
+
+def txn_producer(bootstrap, txn_id, **extra):
+    conf = {
+        "bootstrap.servers": bootstrap,
+        **COMMON,
+        "transactional.id": txn_id,
+        "linger.ms": 2,
+    }
+    conf.update(extra)
+    return Producer(conf)
+
+
+def read_all(bootstrap, topic, isolation, expected, timeout=30.0, settle=1.0, partitions=PARTITIONS):
+    """{partition: [values in offset order]} read from the beginning with `isolation`; reads until
+    `expected` records arrived, then `settle` seconds more to catch extras."""
+    c = consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        msgs = []
+        deadline = time.monotonic() + timeout
+        settle_until = None
+        while True:
+            now = time.monotonic()
+            if settle_until is None and len(msgs) >= expected:
+                settle_until = now + settle
+            if settle_until is not None and now >= settle_until:
+                break
+            assert now < deadline, f"{isolation}: read {len(msgs)}/{expected} records of {topic}"
+            m = c.poll(0.1)
+            if m is None or m.error() is not None:
+                continue
+            msgs.append(m)
+        return {p: [m.value() for m in ms] for (_, p), ms in by_partition(msgs).items()}
+    finally:
+        c.close()
+
+
+def committed_end(bootstrap, topic, partition):
+    """The high watermark of a partition as a read_committed consumer sees it (the LSO)."""
+    c = consumer(bootstrap, **{"isolation.level": "read_committed"})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+    finally:
+        c.close()
+
+
+def test_commit_and_abort_interleaved_on_the_same_partitions(broker, rng):
+    topic = unique_topic("txmix")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    p = txn_producer(broker.bootstrap, unique_topic("txid"))
+    p.init_transactions(30)
+    committed = {q: [] for q in range(PARTITIONS)}
+    everything = {q: [] for q in range(PARTITIONS)}
+    outcomes = []
+    for t in range(24):
+        commit = rng.random() < 0.5
+        outcomes.append(commit)
+        p.begin_transaction()
+        for i in range(rng.randint(1, 8)):
+            q = rng.randrange(PARTITIONS)
+            v = f"t{t}-{i}-{'c' if commit else 'a'}".encode()
+            p.produce(topic, value=v, partition=q)
+            everything[q].append(v)
+            if commit:
+                committed[q].append(v)
+        # librdkafka drops unsent records on abort: send them first, so the log holds them.
+        assert p.flush(30) == 0
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.abort_transaction(30)
+    assert any(outcomes) and not all(outcomes), f"seed {rng.seed_value}: want both outcomes"
+    n_all = sum(len(v) for v in everything.values())
+    n_committed = sum(len(v) for v in committed.values())
+    uncommitted = read_all(broker.bootstrap, topic, "read_uncommitted", n_all)
+    assert {q: uncommitted.get(q, []) for q in range(PARTITIONS)} == everything, (
+        f"seed {rng.seed_value}: read_uncommitted sees every record once, in order, no markers")
+    got = read_all(broker.bootstrap, topic, "read_committed", n_committed)
+    assert {q: got.get(q, []) for q in range(PARTITIONS)} == committed, (
+        f"seed {rng.seed_value}: read_committed sees exactly the committed records, in order")
+    # Every transaction left one marker in each partition it wrote to: the offsets have gaps.
+    for q in range(PARTITIONS):
+        assert committed_end(broker.bootstrap, topic, q) > len(everything[q]), f"seed {rng.seed_value}"
+
+
+def test_a_second_producer_with_the_same_id_fences_the_first(broker):
+    topic = unique_topic("txfence")
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    txn_id = unique_topic("txid")
+    first = txn_producer(broker.bootstrap, txn_id)
+    first.init_transactions(30)
+    first.begin_transaction()
+    for i in range(5):
+        first.produce(topic, value=f"zombie-{i}".encode(), partition=i % PARTITIONS)
+    assert first.flush(30) == 0
+    # The new producer's InitProducerId aborts the open transaction and bumps the epoch.
+    second = txn_producer(broker.bootstrap, txn_id)
+    second.init_transactions(30)
+    with pytest.raises(KafkaException) as e:
+        first.commit_transaction(30)
+    err = e.value.args[0]
+    assert err.fatal() or err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+                                         KafkaError.INVALID_PRODUCER_EPOCH), err
+    second.begin_transaction()
+    for i in range(6):
+        second.produce(topic, value=f"live-{i}".encode(), partition=i % PARTITIONS)
+    second.commit_transaction(30)
+    got = read_all(broker.bootstrap, topic, "read_committed", 6)
+    values = sorted(v for vs in got.values() for v in vs)
+    assert values == sorted(f"live-{i}".encode() for i in range(6)), values
+    everything = read_all(broker.bootstrap, topic, "read_uncommitted", 11)
+    assert sum(len(v) for v in everything.values()) == 11
+
+
+def test_a_transaction_past_its_timeout_is_aborted_and_consumers_move_on(broker):
+    topic = unique_topic("txtimeout")
+    create_topic(broker.bootstrap, topic, 1)
+    hung = txn_producer(broker.bootstrap, unique_topic("txhung"),
+                        **{"transaction.timeout.ms": 3000, "message.timeout.ms": 3000,
+                           "socket.timeout.ms": 3000})
+    hung.init_transactions(30)
+    hung.begin_transaction()
+    hung.produce(topic, value=b"never-committed", partition=0)
+    assert hung.flush(30) == 0
+    other = txn_producer(broker.bootstrap, unique_topic("txok"))
+    other.init_transactions(30)
+    other.begin_transaction()
+    other.produce(topic, value=b"committed", partition=0)
+    other.commit_transaction(30)
+    # While the hung transaction is open, the LSO stays at its first record.
+    assert committed_end(broker.bootstrap, topic, 0) == 0
+    # The coordinator aborts it after its timeout; the LSO passes both transactions.
+    wait_until(lambda: committed_end(broker.bootstrap, topic, 0) >= 4, timeout=20,
+               desc="the LSO to move past the timed-out transaction")
+    got = read_all(broker.bootstrap, topic, "read_committed", 1, partitions=1)
+    assert got == {0: [b"committed"]}
+
+
+def test_a_timeout_above_the_broker_maximum_is_refused(broker_factory):
+    b = broker_factory(extra_args=["--transaction-max-timeout-ms", "5000"])
+    p = txn_producer(b.bootstrap, unique_topic("txmax"), **{"transaction.timeout.ms": 6000, "socket.timeout.ms": 5000})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(20)
+    assert e.value.args[0].code() == KafkaError.INVALID_TRANSACTION_TIMEOUT, e.value.args[0]
+
+
+def test_committed_and_open_transactions_across_kill_9(broker_factory, rng):
+    b = broker_factory(shards=2)
+    topic = unique_topic("txcrash")
+    create_topic(b.bootstrap, topic, PARTITIONS)
+    txn_id = unique_topic("txid")
+    p = txn_producer(b.bootstrap, txn_id, **{"transaction.timeout.ms": 60000})
+    p.init_transactions(30)
+    committed = {q: [] for q in range(PARTITIONS)}
+    for t in range(6):
+        p.begin_transaction()
+        vals = [(rng.randrange(PARTITIONS), f"c{t}-{i}".encode()) for i in range(5)]
+        for q, v in vals:
+            p.produce(topic, value=v, partition=q)
+        if t % 2 == 0:
+            p.commit_transaction(30)
+            for q, v in vals:
+                committed[q].append(v)
+        else:
+            assert p.flush(30) == 0
+            p.abort_transaction(30)
+    # One transaction left open at the kill.
+    p.begin_transaction()
+    for i in range(4):
+        p.produce(topic, value=f"open-{i}".encode(), partition=i % PARTITIONS)
+    assert p.flush(30) == 0
+    b.kill()
+    b.start()
+    # A new producer with the id fences the old one and aborts its open transaction.
+    p2 = txn_producer(b.bootstrap, txn_id)
+    p2.init_transactions(60)
+    p2.begin_transaction()
+    for q in range(PARTITIONS):
+        v = f"after-{q}".encode()
+        p2.produce(topic, value=v, partition=q)
+        committed[q].append(v)
+    p2.commit_transaction(30)
+    n = sum(len(v) for v in committed.values())
+    got = read_all(b.bootstrap, topic, "read_committed", n)
+    assert {q: got.get(q, []) for q in range(PARTITIONS)} == committed, f"seed {rng.seed_value}"
