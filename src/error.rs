@@ -84,6 +84,9 @@ impl ErrorCode {
         Self::of(ResponseError::InvalidTransactionTimeout);
     /// The transaction is completing: the client retries.
     pub const CONCURRENT_TRANSACTIONS: ErrorCode = Self::of(ResponseError::ConcurrentTransactions);
+    /// A transactional offset commit of the partition awaits its transaction's marker
+    /// (OffsetFetch with require_stable): the client retries.
+    pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = Self::of(ResponseError::UnstableOffsetCommit);
     /// Not tried because another part of the same request failed.
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = Self::of(ResponseError::OperationNotAttempted);
     /// A newer producer with the same transactional id exists.

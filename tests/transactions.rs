@@ -7,11 +7,17 @@ mod common;
 use std::net::TcpStream;
 
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse,
-    InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
-    TopicName, TransactionalId,
+    AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
+    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, GroupId, InitProducerIdRequest,
+    InitProducerIdResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest,
+    ProduceResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -26,6 +32,8 @@ const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const INVALID_RECORD: i16 = 87;
 const PRODUCER_FENCED: i16 = 90;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
 const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
@@ -185,5 +193,84 @@ fn coordinator_and_produce_answer_kafka_error_codes() {
     assert_eq!(end(&mut s, 3, pid, 1, false), INVALID_TXN_STATE);
     // After the commit the partition is no longer in a transaction.
     assert_eq!(produce(&mut s, "txw-a", &tx(1, "late")), INVALID_TXN_STATE);
+    broker.stop();
+}
+
+fn txn_offset_commit(
+    s: &mut TcpStream,
+    pid: i64,
+    epoch: i16,
+    member: &str,
+    generation: i32,
+    offset: i64,
+) -> i16 {
+    let req = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id().unwrap())
+        .with_group_id(GroupId(StrBytes::from_static_str("wire-group")))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_topics(vec![
+            TxnOffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("txw-a")))
+                .with_partitions(vec![
+                    TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ]);
+    let r: TxnOffsetCommitResponse = call(s, 3, &req);
+    r.topics[0].partitions[0].error_code
+}
+
+/// (error code, committed offset) of txw-a-0 for the group, with require_stable.
+fn fetch_stable(s: &mut TcpStream) -> (i16, i64) {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("wire-group")))
+        .with_require_stable(true)
+        .with_topics(Some(vec![
+            OffsetFetchRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("txw-a")))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r: OffsetFetchResponse = call(s, 7, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+#[test]
+fn transactional_offset_commits_are_staged_until_the_commit_marker() {
+    let broker = Broker::start_with(2, &[]);
+    let mut s = broker.connect();
+    assert_eq!(
+        produce(&mut s, "txw-a", &batch(-1, -1, -1, 0, "plain")),
+        NONE
+    );
+    let r = init(&mut s, 4, 60_000);
+    assert_eq!(r.error_code, NONE);
+    let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
+    let add_offsets = |s: &mut TcpStream| {
+        let req = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id().unwrap())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(StrBytes::from_static_str("wire-group")));
+        let r: AddOffsetsToTxnResponse = call(s, 3, &req);
+        r.error_code
+    };
+    for commit in [false, true] {
+        assert_eq!(add_offsets(&mut s), NONE);
+        // KIP-447: a member the group does not know is refused.
+        assert_eq!(
+            txn_offset_commit(&mut s, pid, epoch, "ghost", 1, 7),
+            UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(txn_offset_commit(&mut s, pid, epoch, "", -1, 7), NONE);
+        assert_eq!(fetch_stable(&mut s).0, UNSTABLE_OFFSET_COMMIT);
+        assert_eq!(end(&mut s, 3, pid, epoch, commit), NONE);
+        let want = if commit { 7 } else { -1 };
+        assert_eq!(fetch_stable(&mut s), (NONE, want), "after commit={commit}");
+    }
     broker.stop();
 }

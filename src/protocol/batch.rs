@@ -347,7 +347,9 @@ pub fn control_batch(
     )
 }
 
-fn encode_batch_of(
+/// An uncompressed magic-v2 batch around `records` with the given attributes and producer
+/// (sequence -1): what a transactional write of the broker's own (TxnOffsetCommit) is.
+pub fn encode_batch_of(
     records: &[u8],
     count: i32,
     base_ts: i64,

@@ -36,6 +36,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::AddPartitionsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// The implemented version range of `key`, or None when the API is not implemented.
@@ -78,6 +80,8 @@ pub fn name(key: ApiKey) -> &'static str {
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::AddPartitionsToTxn => "AddPartitionsToTxn",
         ApiKey::EndTxn => "EndTxn",
+        ApiKey::AddOffsetsToTxn => "AddOffsetsToTxn",
+        ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         _ => "unimplemented API",
     }
 }

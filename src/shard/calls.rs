@@ -99,6 +99,7 @@ shard_messages!(
     TxnEnd,
     TxnVerify,
     WriteTxnMarkers,
+    TxnCommitOffsets,
 );
 
 impl Shard {
@@ -475,13 +476,48 @@ call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
         .await
 });
 
-/// Committed offsets: all (None) or of the listed (topic, partitions).
+/// Committed offsets: all (None) or of the listed (topic, partitions); with
+/// `require_stable`, also the partitions whose transactional commit awaits its marker.
 #[derive(Debug)]
 pub struct FetchOffsets {
     pub group: String,
     pub wanted: Option<Vec<(String, Vec<i32>)>>,
+    pub require_stable: bool,
 }
-call!(FetchOffsets -> Vec<FetchedOffset>, |c, shard| shard.groups.fetch(&c.group, c.wanted));
+call!(FetchOffsets -> (Vec<FetchedOffset>, Vec<(String, i32)>), |c, shard| {
+    let rows = shard.groups.fetch(&c.group, c.wanted);
+    let unstable = if c.require_stable {
+        shard.groups.unstable(&c.group, &rows)
+    } else {
+        Vec::new()
+    };
+    (rows, unstable)
+});
+
+/// TxnOffsetCommit: one code per entry.
+#[derive(Debug)]
+pub struct TxnCommitOffsets {
+    pub group: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub entries: Vec<(String, i32, CommittedOffset)>,
+}
+call!(TxnCommitOffsets -> Vec<ErrorCode>, |c, shard| {
+    shard
+        .groups
+        .txn_commit(
+            &c.group,
+            (c.producer_id, c.producer_epoch),
+            c.generation_id,
+            &c.member_id,
+            c.group_instance_id.as_deref(),
+            c.entries,
+        )
+        .await
+});
 
 #[derive(Debug)]
 pub struct DescribeGroup {

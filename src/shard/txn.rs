@@ -253,6 +253,32 @@ impl Shard {
 
     /// On an owner shard: appends a marker to each partition and answers once it is on disk.
     pub async fn write_txn_markers(self: &Rc<Self>, items: Vec<MarkerItem>) -> calls::Answers<()> {
+        // The markers of a group's offsets partition go to its group coordinator, which keeps
+        // that partition (AddOffsetsToTxn put it in the transaction).
+        let (offsets, items): (Vec<_>, Vec<_>) = items
+            .into_iter()
+            .enumerate()
+            .partition(|(_, m)| m.topic == crate::placement::OFFSETS_TOPIC);
+        let mut out: Vec<(usize, Result<(), KafkaError>)> = Vec::new();
+        for (i, m) in offsets {
+            let r = self
+                .groups
+                .txn_marker(m.partition, (m.producer_id, m.producer_epoch), m.commit)
+                .await;
+            out.push((i, r));
+        }
+        let (slots, items): (Vec<usize>, Vec<MarkerItem>) = items.into_iter().unzip();
+        let answers = self.write_partition_markers(items).await;
+        out.extend(slots.into_iter().zip(answers));
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Markers to ordinary partitions of this shard (see [`Shard::write_txn_markers`]).
+    async fn write_partition_markers(
+        self: &Rc<Self>,
+        items: Vec<MarkerItem>,
+    ) -> calls::Answers<()> {
         let now = now_ms();
         let mut answers: calls::Answers<()> = Vec::with_capacity(items.len());
         let mut produce = Vec::new();

@@ -199,3 +199,74 @@ def test_committed_and_open_transactions_across_kill_9(broker_factory, rng):
     n = sum(len(v) for v in committed.values())
     got = read_all(b.bootstrap, topic, "read_committed", n)
     assert {q: got.get(q, []) for q in range(PARTITIONS)} == committed, f"seed {rng.seed_value}"
+
+
+def ctp_clients(bootstrap, group, txn_id, topic_in):
+    c = consumer(bootstrap, **{"group.id": group, "isolation.level": "read_committed",
+                               "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+    c.subscribe([topic_in])
+    p = txn_producer(bootstrap, txn_id)
+    p.init_transactions(60)
+    return c, p
+
+
+def ctp_step(c, p, topic_out, max_records=7):
+    """One consume-transform-produce transaction: returns the records it consumed (or [])."""
+    msgs = [m for m in c.consume(max_records, 1.0) if m.error() is None]
+    if not msgs:
+        return [], None
+    p.begin_transaction()
+    for m in msgs:
+        p.produce(topic_out, value=b"out-" + m.value(), partition=m.partition())
+    positions = {}
+    for m in msgs:
+        positions[m.partition()] = m.offset() + 1
+    offsets = [TopicPartition(m.topic(), q, o) for q, o in positions.items()]
+    p.send_offsets_to_transaction(offsets, c.consumer_group_metadata(), 30)
+    return msgs, positions
+
+
+def test_consume_transform_produce_exactly_once_across_kill_9(broker_factory):
+    b = broker_factory(shards=2)
+    topic_in, topic_out = unique_topic("ctpin"), unique_topic("ctpout")
+    create_topic(b.bootstrap, topic_in, 2)
+    create_topic(b.bootstrap, topic_out, 2)
+    n = 60
+    plain = Producer({"bootstrap.servers": b.bootstrap, **COMMON, "acks": "all"})
+    for i in range(n):
+        plain.produce(topic_in, value=f"in-{i}".encode(), partition=i % 2)
+    assert plain.flush(30) == 0
+    group, txn_id = unique_topic("ctpgroup"), unique_topic("ctptx")
+    c, p = ctp_clients(b.bootstrap, group, txn_id, topic_in)
+    done = 0
+    killed = False
+    deadline = time.monotonic() + 90
+    while done < n:
+        assert time.monotonic() < deadline, f"processed {done}/{n}"
+        msgs, _ = ctp_step(c, p, topic_out)
+        if not msgs:
+            continue
+        if not killed and done >= n // 3:
+            # kill -9 inside an open transaction (records and offsets sent, no commit).
+            assert p.flush(30) == 0
+            b.kill()
+            b.start()
+            killed = True
+            c.close()
+            # The new producer fences the old one and aborts its transaction; the new
+            # consumer resumes from the offsets committed with the last transaction.
+            c, p = ctp_clients(b.bootstrap, group, txn_id, topic_in)
+            continue
+        p.commit_transaction(30)
+        done += len(msgs)
+    c.close()
+    got = read_all(b.bootstrap, topic_out, "read_committed", n, partitions=2)
+    outs = sorted(v for vs in got.values() for v in vs)
+    assert outs == sorted(f"out-in-{i}".encode() for i in range(n)), "each input exactly once"
+    # The group's committed offsets are the input's ends.
+    check = consumer(b.bootstrap, **{"group.id": group})
+    try:
+        committed = check.committed([TopicPartition(topic_in, q) for q in range(2)], timeout=10)
+        assert [tp.offset for tp in committed] == [n // 2, n // 2], committed
+    finally:
+        check.close()

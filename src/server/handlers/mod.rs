@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the encoded
 //! response as chunks (or none: Produce with acks=0 is not answered).
 
+mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
@@ -29,6 +30,7 @@ mod offset_fetch;
 mod produce;
 mod sasl_handshake;
 mod sync_group;
+mod txn_offset_commit;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -385,6 +387,8 @@ pub async fn dispatch(
         InitProducerId => init_producer_id::handle,
         AddPartitionsToTxn => add_partitions_to_txn::handle,
         EndTxn => end_txn::handle,
+        AddOffsetsToTxn => add_offsets_to_txn::handle,
+        TxnOffsetCommit => txn_offset_commit::handle,
     )
 }
 
