@@ -259,8 +259,17 @@ fn transactional_offset_commits_are_staged_until_the_commit_marker() {
         let r: AddOffsetsToTxnResponse = call(s, 3, &req);
         r.error_code
     };
+    // Without AddOffsetsToTxn the offsets are not taken (no marker would settle them).
+    assert_eq!(
+        txn_offset_commit(&mut s, pid, epoch, "", -1, 7),
+        INVALID_TXN_STATE
+    );
     for commit in [false, true] {
         assert_eq!(add_offsets(&mut s), NONE);
+        assert_eq!(
+            txn_offset_commit(&mut s, pid, epoch - 1, "", -1, 7),
+            INVALID_PRODUCER_EPOCH
+        );
         // KIP-447: a member the group does not know is refused.
         assert_eq!(
             txn_offset_commit(&mut s, pid, epoch, "ghost", 1, 7),

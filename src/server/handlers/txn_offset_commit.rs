@@ -4,6 +4,11 @@
 //! as the producer's transactional batch to the group's `__consumer_offsets` partition and
 //! stages them; the transaction's commit marker makes them the group's committed offsets, its
 //! abort marker drops them (see `group::store`). Answered once on disk.
+//!
+//! First the transaction coordinator must say that the group's offsets partition is in the
+//! producer's open transaction, in its epoch (AddOffsetsToTxn came first; KIP-890 part 1 for
+//! offsets): else INVALID_TXN_STATE or INVALID_PRODUCER_EPOCH, and nothing is staged, so no
+//! staged commit waits for a marker that will never come.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -73,6 +78,15 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
         codes.push(row);
     }
     if !entries.is_empty() {
+        let verified = verify(ctx, &req, &group).await;
+        if !verified.is_none() {
+            for (ti, pi) in slots.drain(..) {
+                codes[ti][pi] = verified;
+            }
+            entries.clear();
+        }
+    }
+    if !entries.is_empty() {
         let n = entries.len();
         let (generation_id, member_id, group_instance_id) = if version >= 3 {
             (
@@ -121,4 +135,24 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Whether the group's offsets partition is in the producer's open transaction.
+async fn verify(ctx: &RequestContext, req: &TxnOffsetCommitRequest, group: &str) -> ErrorCode {
+    let id = req.transactional_id.0.as_str().to_string();
+    let p =
+        crate::placement::offsets_partition(group, ctx.shard.config.offsets_topic_num_partitions);
+    let call = crate::shard::calls::TxnVerify {
+        transactional_id: id.clone(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        partitions: vec![(crate::placement::OFFSETS_TOPIC.to_string(), p)],
+    };
+    match super::txn_call(ctx, &id, call).await {
+        Ok(codes) => codes
+            .first()
+            .copied()
+            .unwrap_or(ErrorCode::INVALID_TXN_STATE),
+        Err(_) => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+    }
 }
