@@ -87,6 +87,9 @@ impl ErrorCode {
     /// A transactional offset commit of the partition awaits its transaction's marker
     /// (OffsetFetch with require_stable): the client retries.
     pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = Self::of(ResponseError::UnstableOffsetCommit);
+    /// DescribeTransactions of an id this broker coordinates no transaction for.
+    pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode =
+        Self::of(ResponseError::TransactionalIdNotFound);
     /// Not tried because another part of the same request failed.
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = Self::of(ResponseError::OperationNotAttempted);
     /// A newer producer with the same transactional id exists.

@@ -19,6 +19,10 @@ use kafka_protocol::messages::{
     ProduceResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ListTransactionsRequest,
+    ListTransactionsResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use common::*;
@@ -281,5 +285,41 @@ fn transactional_offset_commits_are_staged_until_the_commit_marker() {
         let want = if commit { 7 } else { -1 };
         assert_eq!(fetch_stable(&mut s), (NONE, want), "after commit={commit}");
     }
+    broker.stop();
+}
+
+#[test]
+fn describe_and_list_transactions() {
+    let broker = Broker::start_with(2, &[]);
+    let mut s = broker.connect();
+    let r = init(&mut s, 4, 60_000);
+    assert_eq!(r.error_code, NONE);
+    let req = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        txn_id().unwrap(),
+        TransactionalId(StrBytes::from_static_str("nobody")),
+    ]);
+    let d: DescribeTransactionsResponse = call(&mut s, 0, &req);
+    let t = &d.transaction_states;
+    assert_eq!(
+        (t[0].error_code, t[0].transaction_state.as_str()),
+        (NONE, "Empty")
+    );
+    assert_eq!(t[0].producer_id, r.producer_id);
+    assert_eq!(t[1].error_code, 105, "TRANSACTIONAL_ID_NOT_FOUND");
+    let req = ListTransactionsRequest::default().with_state_filters(vec![
+        StrBytes::from_static_str("Empty"),
+        StrBytes::from_static_str("Bogus"),
+    ]);
+    let l: ListTransactionsResponse = call(&mut s, 0, &req);
+    assert_eq!(
+        l.unknown_state_filters,
+        vec![StrBytes::from_static_str("Bogus")]
+    );
+    assert_eq!(l.transaction_states.len(), 1);
+    assert_eq!(l.transaction_states[0].transactional_id, txn_id().unwrap());
+    let req = ListTransactionsRequest::default()
+        .with_state_filters(vec![StrBytes::from_static_str("Ongoing")]);
+    let l: ListTransactionsResponse = call(&mut s, 0, &req);
+    assert!(l.transaction_states.is_empty());
     broker.stop();
 }

@@ -100,6 +100,9 @@ shard_messages!(
     TxnVerify,
     WriteTxnMarkers,
     TxnCommitOffsets,
+    DescribeTxn,
+    ListTxns,
+    DescribeProducers,
 );
 
 impl Shard {
@@ -620,4 +623,40 @@ pub struct MarkerItem {
     pub producer_epoch: i16,
     pub commit: bool,
     pub coordinator_epoch: i32,
+}
+
+/// DescribeTransactions of one id, on its coordinator: its state, if it has one.
+#[derive(Debug)]
+pub struct DescribeTxn(pub String);
+call!(DescribeTxn -> Option<crate::txn::state::TxnMeta>, |c, shard| {
+    shard.txns.borrow().get(&c.0).cloned()
+});
+
+/// ListTransactions, on every shard: the ids it coordinates and their state.
+#[derive(Debug)]
+pub struct ListTxns;
+call!(ListTxns -> Vec<(String, crate::txn::state::TxnMeta)>, |_c, shard| {
+    shard
+        .txns
+        .borrow()
+        .all()
+        .map(|(id, m)| (id.clone(), m.clone()))
+        .collect()
+});
+
+/// DescribeProducers of partitions this shard owns: each partition's producers.
+#[derive(Debug)]
+pub struct DescribeProducers(pub Vec<(String, i32)>);
+call!(DescribeProducers -> Answers<Vec<ProducerRow>>, |c, shard| shard.describe_producers(c.0));
+
+/// A producer of a partition as DescribeProducers reports it.
+#[derive(Clone, Debug)]
+pub struct ProducerRow {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 when its last batch was a marker.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// The first offset of its open transaction, or -1.
+    pub current_txn_start_offset: i64,
 }

@@ -340,6 +340,32 @@ impl Shard {
             .map_err(|e| KafkaError::Storage(format!("aborted-transaction index: {e}")))
     }
 
+    /// DescribeProducers of owned partitions.
+    pub fn describe_producers(
+        &self,
+        items: Vec<(String, i32)>,
+    ) -> calls::Answers<Vec<calls::ProducerRow>> {
+        let partitions = self.partitions.borrow();
+        items
+            .into_iter()
+            .map(|tp| {
+                let p = partitions
+                    .get(&tp)
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                Ok(p.producers
+                    .iter()
+                    .map(|(pid, e)| calls::ProducerRow {
+                        producer_id: *pid,
+                        producer_epoch: e.epoch,
+                        last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                        last_timestamp: e.last_timestamp,
+                        current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+                    })
+                    .collect())
+            })
+            .collect()
+    }
+
     /// At start: completes the transactions the last stop left in a Prepare state.
     pub fn txn_recover(self: &Rc<Self>) {
         let prepared: Vec<(String, TxnMeta)> = self

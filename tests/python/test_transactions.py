@@ -270,3 +270,37 @@ def test_consume_transform_produce_exactly_once_across_kill_9(broker_factory):
         assert [tp.offset for tp in committed] == [n // 2, n // 2], committed
     finally:
         check.close()
+
+
+def test_operator_lists_describes_and_aborts_a_hanging_transaction(broker, spate_bin):
+    import json
+    import subprocess
+
+    def spate(*args):
+        r = subprocess.run([str(spate_bin), *args, "--bootstrap-server", broker.bootstrap, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"spate {' '.join(args)}: {r.stderr}"
+        return json.loads(r.stdout)
+
+    topic = unique_topic("txhang")
+    create_topic(broker.bootstrap, topic, 1)
+    txn_id = unique_topic("txhang")
+    hung = txn_producer(broker.bootstrap, txn_id, **{"transaction.timeout.ms": 600000})
+    hung.init_transactions(30)
+    hung.begin_transaction()
+    hung.produce(topic, value=b"hanging", partition=0)
+    assert hung.flush(30) == 0
+    listed = {t["transactional_id"]: t for t in spate("txn", "list")}
+    assert listed[txn_id]["state"] == "Ongoing", listed
+    [d] = spate("txn", "describe", txn_id)
+    assert (d["state"], d["partitions"], d["timeout_ms"]) == ("Ongoing", [f"{topic}-0"], 600000), d
+    assert committed_end(broker.bootstrap, topic, 0) == 0
+    aborted = spate("txn", "abort", "--topic", topic, "--partition", "0")
+    assert [(a["producer_id"], a["first_offset"]) for a in aborted] == [(listed[txn_id]["producer_id"], 0)]
+    # The abort marker releases the partition's LSO; read_committed never sees the record.
+    wait_until(lambda: committed_end(broker.bootstrap, topic, 0) == 2, timeout=10, desc="LSO past the abort")
+    plain = Producer({"bootstrap.servers": broker.bootstrap, **COMMON, "acks": "all"})
+    plain.produce(topic, value=b"after", partition=0)
+    assert plain.flush(30) == 0
+    got = read_all(broker.bootstrap, topic, "read_committed", 1, settle=1.0, partitions=1)
+    assert got == {0: [b"after"]}, got

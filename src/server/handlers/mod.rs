@@ -13,7 +13,9 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
 mod describe_quorum;
+mod describe_transactions;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
@@ -23,6 +25,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -31,6 +34,7 @@ mod produce;
 mod sasl_handshake;
 mod sync_group;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -389,6 +393,10 @@ pub async fn dispatch(
         EndTxn => end_txn::handle,
         AddOffsetsToTxn => add_offsets_to_txn::handle,
         TxnOffsetCommit => txn_offset_commit::handle,
+        WriteTxnMarkers => write_txn_markers::handle,
+        DescribeProducers => describe_producers::handle,
+        DescribeTransactions => describe_transactions::handle,
+        ListTransactions => list_transactions::handle,
     )
 }
 
