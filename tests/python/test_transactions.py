@@ -304,3 +304,139 @@ def test_operator_lists_describes_and_aborts_a_hanging_transaction(broker, spate
     assert plain.flush(30) == 0
     got = read_all(broker.bootstrap, topic, "read_committed", 1, settle=1.0, partitions=1)
     assert got == {0: [b"after"]}, got
+
+
+def test_jepsen_style_queue_with_kill_9(broker_factory, rng):  # noqa: C901
+    """Transactional producers (committing and aborting), an idempotent plain producer and a
+    read_committed consumer run while the broker is killed with SIGKILL and restarted. Then:
+    no acknowledged write is lost, nothing is in the log twice, no aborted record is ever
+    read, a transaction whose commit outcome the client could not learn is all or nothing,
+    and no offset was seen holding two values."""
+    import threading
+
+    b = broker_factory(shards=2)
+    topic = unique_topic("jepsen")
+    parts = 4
+    create_topic(b.bootstrap, topic, parts)
+    seed = rng.seed_value
+    lock = threading.Lock()
+    committed, aborted, unknown, plain_acked = [], [], [], []  # lists of value lists
+    stop = threading.Event()
+    errors = []
+
+    def txn_worker(w):
+        r = __import__("random").Random(seed * 31 + w)
+        txn_id = f"{topic}-tx{w}"
+        p = None
+        t = 0
+        while not stop.is_set():
+            values, commit = [], False
+            try:
+                if p is None:
+                    p = txn_producer(b.bootstrap, txn_id, **{"transaction.timeout.ms": 10000,
+                                                             "message.timeout.ms": 10000,
+                                                             "socket.timeout.ms": 5000})
+                    p.init_transactions(30)
+                values = [f"w{w}-t{t}-{i}".encode() for i in range(r.randint(1, 5))]
+                t += 1
+                commit = r.random() < 0.6
+                p.begin_transaction()
+                for v in values:
+                    p.produce(topic, value=v, partition=r.randrange(parts))
+                if not commit:
+                    p.flush(10)
+                    p.abort_transaction(10)
+                    with lock:
+                        aborted.append(values)
+                    continue
+                try:
+                    p.commit_transaction(10)
+                except KafkaException:
+                    with lock:
+                        unknown.append(values)
+                    raise
+                with lock:
+                    committed.append(values)
+            except KafkaException:
+                # Whatever was open is aborted by the next producer's InitProducerId (or
+                # its timeout); a commit that raised is in `unknown`.
+                if values and not commit:
+                    with lock:
+                        aborted.append(values)
+                p = None
+                time.sleep(0.2)
+            except Exception as e:  # noqa: BLE001 - a worker's bug must fail the test
+                with lock:
+                    errors.append(f"worker {w}: {e!r}")
+                return
+
+    def plain_worker():
+        p = Producer({"bootstrap.servers": b.bootstrap, **COMMON, "acks": "all",
+                      "enable.idempotence": True, "message.timeout.ms": 20000})
+        i = 0
+
+        def on_delivery(err, msg):
+            if err is None:
+                with lock:
+                    plain_acked.append([msg.value()])
+
+        while not stop.is_set():
+            p.produce(topic, value=f"plain-{i}".encode(), partition=i % parts, on_delivery=on_delivery)
+            i += 1
+            p.poll(0.01)
+        p.flush(30)
+
+    seen = {}  # (partition, offset) -> value, as the concurrent consumer read them
+
+    def consumer_worker():
+        while not stop.is_set():
+            c = consumer(b.bootstrap, **{"isolation.level": "read_committed"})
+            try:
+                c.assign([TopicPartition(topic, q, OFFSET_BEGINNING) for q in range(parts)])
+                while not stop.is_set():
+                    m = c.poll(0.2)
+                    if m is None or m.error() is not None:
+                        continue
+                    key = (m.partition(), m.offset())
+                    with lock:
+                        if key in seen and seen[key] != m.value():
+                            errors.append(f"offset {key} read as {seen[key]!r} and {m.value()!r}")
+                        seen[key] = m.value()
+            except KafkaException:
+                time.sleep(0.2)
+            finally:
+                c.close()
+
+    threads = [threading.Thread(target=txn_worker, args=(w,)) for w in range(3)]
+    threads += [threading.Thread(target=plain_worker), threading.Thread(target=consumer_worker)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(4)
+        b.kill()
+        b.start()
+        time.sleep(6)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), f"seed {seed}: a worker hung"
+    # Any transaction still open was aborted by the producers' InitProducerId, or times out.
+    n_expected = sum(len(v) for v in committed + plain_acked)
+    final = read_all(b.bootstrap, topic, "read_committed", n_expected, timeout=60, partitions=parts)
+    values = [v for vs in final.values() for v in vs]
+    assert len(values) == len(set(values)), f"seed {seed}: a record is in the log twice"
+    have = set(values)
+    for vs in committed + plain_acked:
+        assert all(v in have for v in vs), f"seed {seed}: acknowledged {vs} lost"
+    for vs in aborted:
+        assert not any(v in have for v in vs), f"seed {seed}: aborted {vs} read"
+    for vs in unknown:
+        assert all(v in have for v in vs) or not any(v in have for v in vs), (
+            f"seed {seed}: transaction {vs} half committed")
+    assert not errors, f"seed {seed}: {errors[:3]}"
+    aborted_values = {v for vs in aborted for v in vs}
+    assert not aborted_values & set(seen.values()), f"seed {seed}: the consumer read an aborted record"
+    assert committed and aborted and plain_acked, f"seed {seed}: the run did too little"
+    print(f"seed {seed}: {len(committed)} committed, {len(aborted)} aborted, {len(unknown)} unknown "
+          f"transactions, {len(plain_acked)} plain records, {len(seen)} records read while running")
