@@ -234,6 +234,12 @@ impl Shard {
                     Ok(()) => {}
                     // A partition deleted since it joined the transaction has nothing to mark.
                     Err(KafkaError::UnknownTopicOrPartition) => {}
+                    // The partition knows a newer epoch of the producer than the marker's
+                    // (an operator's WriteTxnMarkers, say): writing it again cannot succeed,
+                    // and the newer epoch already ended what this marker would.
+                    Err(e @ KafkaError::InvalidProducerEpoch(_)) => {
+                        tracing::warn!(transactional_id = id, topic = %tp.0, partition = tp.1, error = %e, "transaction marker is stale; skipped");
+                    }
                     Err(e) => {
                         tracing::warn!(transactional_id = id, topic = %tp.0, partition = tp.1, error = %e, "transaction marker not written; retrying");
                         left.push(tp);
@@ -315,9 +321,6 @@ impl Shard {
                         Err(e) => Err(e),
                     }
                 }
-                // The partition has seen a newer epoch of the producer than the marker's: a
-                // newer transaction's markers were written already; this one is stale.
-                Err(KafkaError::InvalidProducerEpoch(_)) => Ok(()),
                 Err(e) => Err(e),
             };
         }

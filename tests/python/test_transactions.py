@@ -440,3 +440,52 @@ def test_jepsen_style_queue_with_kill_9(broker_factory, rng):  # noqa: C901
     assert committed and aborted and plain_acked, f"seed {seed}: the run did too little"
     print(f"seed {seed}: {len(committed)} committed, {len(aborted)} aborted, {len(unknown)} unknown "
           f"transactions, {len(plain_acked)} plain records, {len(seen)} records read while running")
+
+
+def test_a_prepared_commit_is_completed_after_kill_9(broker_factory, monkeypatch, spate_bin):
+    """The broker dies while EndTxn writes the markers (an fdatasync of one partition is made
+    slow): the PrepareCommit state is durable, so the restarted coordinator completes the
+    commit by itself; the transactional id is usable again at once and the records are
+    committed in every partition."""
+    import json
+    import subprocess
+    import threading
+
+    topic = unique_topic("txprep")
+    monkeypatch.setenv("SPATE_TEST_FAULTS", f"stall:3000:{topic}-1/:-1")
+    b = broker_factory(shards=2)
+    create_topic(b.bootstrap, topic, 2)
+    txn_id = unique_topic("txprep")
+    p = txn_producer(b.bootstrap, txn_id)
+    p.init_transactions(30)
+    p.begin_transaction()
+    for q in range(2):
+        p.produce(topic, value=f"prepared-{q}".encode(), partition=q)
+    assert p.flush(30) == 0
+    done = threading.Event()
+
+    def commit():
+        try:
+            p.commit_transaction(30)
+        except KafkaException:
+            pass
+        done.set()
+
+    threading.Thread(target=commit, daemon=True).start()
+    time.sleep(1.5)  # PrepareCommit is durable; partition 1's marker sync is stalled
+    assert not done.is_set(), "the commit finished before the kill"
+    b.kill()
+    monkeypatch.delenv("SPATE_TEST_FAULTS")
+    b.start()
+
+    def state():
+        r = subprocess.run([str(spate_bin), "txn", "describe", txn_id, "--bootstrap-server", b.bootstrap,
+                            "--json"], capture_output=True, text=True, timeout=30)
+        return r.returncode == 0 and json.loads(r.stdout)[0]["state"]
+
+    wait_until(lambda: state() == "CompleteCommit", timeout=20, desc="recovery to complete the commit")
+    assert "completing a transaction left prepared by the last stop" in b.log_text()
+    again = txn_producer(b.bootstrap, txn_id)
+    again.init_transactions(10)
+    got = read_all(b.bootstrap, topic, "read_committed", 2, partitions=2)
+    assert got == {0: [b"prepared-0"], 1: [b"prepared-1"]}, got
