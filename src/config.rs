@@ -97,6 +97,9 @@ pub struct Config {
     /// The longest `transaction.timeout.ms` a producer may ask for
     /// (`transaction.max.timeout.ms`); more is INVALID_TRANSACTION_TIMEOUT.
     pub transaction_max_timeout_ms: i32,
+    /// A transactional id with no open transaction and no request for this long is forgotten
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
     /// A producer id that wrote nothing to a partition for this long is dropped from the
     /// partition's producer state by the housekeeping pass (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
@@ -166,6 +169,7 @@ impl Config {
             offsets_topic_num_partitions: 50,
             transaction_state_log_num_partitions: 50,
             transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             producer_id_expiration_ms: 86_400_000,
             recover_on_start: true,
             default_replication_factor: 1,

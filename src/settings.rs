@@ -128,6 +128,10 @@ pub struct Settings {
     /// (transaction.max.timeout.ms) [default: 900000].
     #[arg(long)]
     pub transaction_max_timeout_ms: Option<i32>,
+    /// Forget a transactional id with no open transaction that sent no request for this many
+    /// ms (transactional.id.expiration.ms) [default: 604800000].
+    #[arg(long)]
+    pub transactional_id_expiration_ms: Option<u64>,
     /// Drop an idempotent producer's state from a partition it has not written to for this
     /// many ms (producer.id.expiration.ms) [default: 86400000].
     #[arg(long)]
@@ -225,6 +229,7 @@ impl Settings {
             offsets_topic_num_partitions,
             transaction_state_log_num_partitions,
             transaction_max_timeout_ms,
+            transactional_id_expiration_ms,
             producer_id_expiration_ms,
             metrics_listen,
             log_format,
@@ -300,6 +305,10 @@ impl Settings {
         c.transaction_max_timeout_ms = self
             .transaction_max_timeout_ms
             .unwrap_or(c.transaction_max_timeout_ms);
+        c.transactional_id_expiration_ms = set(
+            self.transactional_id_expiration_ms,
+            c.transactional_id_expiration_ms,
+        );
         c.metrics_listen = self.metrics_listen;
         c.default_replication_factor = self
             .default_replication_factor
@@ -387,6 +396,7 @@ impl Settings {
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
             transaction_state_log_num_partitions: Some(c.transaction_state_log_num_partitions),
             transaction_max_timeout_ms: Some(c.transaction_max_timeout_ms),
+            transactional_id_expiration_ms: Some(c.transactional_id_expiration_ms),
             producer_id_expiration_ms: Some(c.producer_id_expiration_ms),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),

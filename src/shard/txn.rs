@@ -384,9 +384,22 @@ impl Shard {
         }
     }
 
-    /// Aborts the transactions open longer than their timeout.
+    /// Aborts the transactions open longer than their timeout, and forgets ids idle past
+    /// `--transactional-id-expiration-ms`.
     pub fn txn_expire(self: &Rc<Self>) {
         let now = now_ms();
+        let expiration =
+            i64::try_from(self.config.transactional_id_expiration_ms).unwrap_or(i64::MAX);
+        let idle: Vec<String> = self
+            .txns
+            .borrow()
+            .all()
+            .filter(|(_, m)| state::id_expired(m, now, expiration))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in idle {
+            self.txn_spawn_forget(id, expiration);
+        }
         let expired: Vec<(String, TxnMeta)> = self
             .txns
             .borrow()
@@ -397,6 +410,37 @@ impl Shard {
             tracing::info!(transactional_id = %id, producer_id = m.producer_id, timeout_ms = m.timeout_ms, "transaction timed out: aborting it");
             self.txn_spawn_complete(id);
         }
+    }
+
+    /// Writes `id`'s tombstone in its own task, if it is (still, once free) idle past the
+    /// expiration.
+    fn txn_spawn_forget(self: &Rc<Self>, id: String, expiration_ms: i64) {
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            let Some(_busy) = shard.txn_take(&id) else {
+                return;
+            };
+            if !shard
+                .txn_get(&id)
+                .is_some_and(|m| state::id_expired(&m, now_ms(), expiration_ms))
+            {
+                return;
+            }
+            let job = match shard.txns.borrow_mut().append_tombstone(&id, now_ms()) {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "cannot write the transaction log");
+                    return;
+                }
+            };
+            let done = glommio::executor().spawn_blocking(move || job.run()).await;
+            let forgotten = shard.txns.borrow_mut().forgotten(done, &id);
+            match forgotten {
+                Ok(()) => tracing::debug!(transactional_id = %id, "transactional id expired"),
+                Err(e) => tracing::error!(transactional_id = %id, error = %e, "cannot sync the transaction log"),
+            }
+        })
+        .detach();
     }
 
     /// Completes `id`'s transaction in its own task when it is (still, once the id is free)

@@ -334,6 +334,16 @@ pub fn expire(m: &TxnMeta, now_ms: i64) -> Option<TxnMeta> {
         .then(|| fence_and_abort(m, now_ms))
 }
 
+/// Whether an id whose transaction is not open has been idle longer than the expiration
+/// (`transactional.id.expiration.ms`): its state is then forgotten (a tombstone), and the id
+/// starts afresh with a new producer id, as in Kafka.
+pub fn id_expired(m: &TxnMeta, now_ms: i64, expiration_ms: i64) -> bool {
+    matches!(
+        m.state,
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+    ) && now_ms.saturating_sub(m.update_ms) > expiration_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +561,17 @@ mod tests {
             verify(Some(&complete(&prep, 30)), 3, 0, &parts[..1]),
             vec![ErrorCode::INVALID_TXN_STATE]
         );
+    }
+
+    #[test]
+    fn idle_ids_expire_but_not_while_a_transaction_is_open() {
+        let m = ready(init_producer_id(None, req(-1, -1, Some(3)))); // update_ms 1000
+        assert!(!id_expired(&m, 1000 + 500, 500));
+        assert!(id_expired(&m, 1000 + 501, 500));
+        let on = add_partitions(Some(&m), 3, 0, &[tp("t", 0)], 1000)
+            .unwrap()
+            .unwrap();
+        assert!(!id_expired(&on, 1_000_000, 500));
     }
 
     #[test]

@@ -182,10 +182,36 @@ impl TxnLog {
         meta: &TxnMeta,
         now_ms: i64,
     ) -> io::Result<SyncJob> {
+        self.append_value(transactional_id, Some(meta), now_ms)
+    }
+
+    /// Appends a tombstone of `transactional_id` (an expired id); it takes effect through
+    /// [`TxnLog::forgotten`].
+    pub fn append_tombstone(&mut self, transactional_id: &str, now_ms: i64) -> io::Result<SyncJob> {
+        self.append_value(transactional_id, None, now_ms)
+    }
+
+    /// Applies the outcome of a tombstone's job; on success the id is forgotten.
+    pub fn forgotten(&mut self, done: SyncDone, transactional_id: &str) -> io::Result<()> {
+        if let (Some(target), Some(part)) = (done.target, self.partitions.get_mut(&done.partition))
+        {
+            part.log.finish_flush(target, &done.result);
+        }
+        done.result?;
+        self.txns.remove(transactional_id);
+        Ok(())
+    }
+
+    fn append_value(
+        &mut self,
+        transactional_id: &str,
+        meta: Option<&TxnMeta>,
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
         let p = txn_partition(transactional_id, self.num_partitions);
         let rec = TxnRecord {
             transactional_id: transactional_id.to_string(),
-            value: Some(meta.clone()),
+            value: meta.cloned(),
         };
         let part = self.partitions.get_mut(&p).ok_or_else(|| {
             other(format!(
@@ -223,7 +249,7 @@ impl TxnLog {
         &mut self,
         p: i32,
         id: &str,
-        pending: &TxnMeta,
+        pending: Option<&TxnMeta>,
         now_ms: i64,
     ) -> Option<Housekeeping> {
         let n = self.num_partitions;
@@ -236,11 +262,16 @@ impl TxnLog {
                 value: Some(m.clone()),
             })
             .collect();
-        live.push(TxnRecord {
-            transactional_id: id.to_string(),
-            value: Some(pending.clone()),
-        });
+        if let Some(m) = pending {
+            live.push(TxnRecord {
+                transactional_id: id.to_string(),
+                value: Some(m.clone()),
+            });
+        }
         let part = self.partitions.get_mut(&p)?;
+        if live.is_empty() {
+            return None;
+        }
         let appended = match write_records(&mut part.log, &live, now_ms) {
             Ok(a) => a,
             Err(e) => {
@@ -390,10 +421,18 @@ mod tests {
         // Appended but never made durable: not applied.
         let _ = log.append("c", &meta(1, TxnState::Empty), 5).unwrap();
         assert!(log.get("c").is_none());
+        // A tombstone forgets an id, across the reopen too.
+        let d = meta(4, TxnState::CompleteCommit);
+        let job = log.append("d", &d, 5).unwrap();
+        log.finish(job.run(), "d", d).unwrap();
+        let job = log.append_tombstone("d", 6).unwrap();
+        log.forgotten(job.run(), "d").unwrap();
+        assert!(log.get("d").is_none());
         drop(log);
         let log = TxnLog::open(dir.path(), 0, 1, 3, false).unwrap();
         assert_eq!(log.get("a").unwrap().producer_id, 2999);
         assert_eq!(log.get("b"), Some(&m));
+        assert!(log.get("d").is_none());
         let stored: u64 = log.partitions.values().map(|p| p.stored).sum();
         assert!(
             stored < 2 * COMPACT_MIN_RECORDS + 10,

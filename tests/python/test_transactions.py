@@ -489,3 +489,31 @@ def test_a_prepared_commit_is_completed_after_kill_9(broker_factory, monkeypatch
     again.init_transactions(10)
     got = read_all(b.bootstrap, topic, "read_committed", 2, partitions=2)
     assert got == {0: [b"prepared-0"], 1: [b"prepared-1"]}, got
+
+
+def test_an_idle_transactional_id_expires(broker_factory, spate_bin):
+    import json
+    import subprocess
+
+    b = broker_factory(extra_args=["--transactional-id-expiration-ms", "1500"])
+    topic = unique_topic("txexp")
+    create_topic(b.bootstrap, topic, 1)
+    txn_id = unique_topic("txexp")
+    p = txn_producer(b.bootstrap, txn_id)
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"x", partition=0)
+    p.commit_transaction(30)
+
+    def listed():
+        r = subprocess.run([str(spate_bin), "txn", "list", "--bootstrap-server", b.bootstrap, "--json"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return {t["transactional_id"] for t in json.loads(r.stdout)}
+
+    assert txn_id in listed()
+    wait_until(lambda: txn_id not in listed(), timeout=15, desc="the idle id to expire")
+    # It comes back afresh, with a new producer id, when used again.
+    again = txn_producer(b.bootstrap, txn_id)
+    again.init_transactions(30)
+    assert txn_id in listed()
