@@ -1339,6 +1339,8 @@ fn index_aborts(part: &mut Partition, appended: &[ProducedBatch], ended: &[produ
         .map(|b| crate::protocol::batch::control_is_commit(&b.bytes).unwrap_or(true));
     let segment = part.log.active_base_offset();
     let lso = part.last_stable_offset();
+    // Entries of segments retention deleted are of no use to any read.
+    part.txn_index.prune(part.log.log_start_offset());
     for (commit, t) in kinds.zip(ended) {
         if commit {
             continue;

@@ -15,7 +15,7 @@
 //! entries at or past the recovered log end (a torn tail that was cut) are cut from their file,
 //! so a later marker at the same offsets is not confused with them. The entries of the
 //! retained log are kept in memory (32 bytes per aborted transaction); entries below the log
-//! start are dropped as the log start moves.
+//! start are dropped at the next abort marker ([`TxnIndex::prune`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
