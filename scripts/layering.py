@@ -10,7 +10,7 @@ import sys
 PARTS = {  # part -> top-level modules under src/
     "server": ["server"], "shard": ["shard"], "router": ["router"], "group": ["group"],
     "storage": ["storage"], "metrics": ["metrics"], "protocol": ["protocol"],
-    "tools": ["cli", "tune"], "cluster": ["cluster"],
+    "tools": ["cli", "tune"], "cluster": ["cluster"], "txn": ["txn"],
 }
 NEVER = [  # (from, to, why)
     ("protocol", "storage", "the codec does no I/O"), ("protocol", "shard", "the codec does no I/O"),
@@ -25,6 +25,10 @@ NEVER = [  # (from, to, why)
     ("cluster", "shard", "the quorum core and the wire know no shard"),
     ("cluster", "server", "the quorum core and the wire know no requests"),
     ("cluster", "router", "the quorum core has its own transport seam"),
+    ("txn", "router", "the transaction machine knows no transport"),
+    ("txn", "server", "the transaction machine knows no transport"),
+    ("txn", "shard", "the transaction machine knows no shard"),
+    ("router", "txn", "the router is a mechanism"),
 ]
 
 

@@ -90,6 +90,16 @@ pub struct Config {
     /// exists its count wins over this setting (start-up reads it back), because a different
     /// count would move groups away from their committed offsets.
     pub offsets_topic_num_partitions: i32,
+    /// Partitions of `__transaction_state` (Kafka's `transaction.state.log.num.partitions`).
+    /// A transactional id's coordinator is the owner of partition `abs(hashCode(id)) % this`;
+    /// fixed once the log exists, as for `__consumer_offsets`.
+    pub transaction_state_log_num_partitions: i32,
+    /// The longest `transaction.timeout.ms` a producer may ask for
+    /// (`transaction.max.timeout.ms`); more is INVALID_TRANSACTION_TIMEOUT.
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id with no open transaction and no request for this long is forgotten
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: u64,
     /// A producer id that wrote nothing to a partition for this long is dropped from the
     /// partition's producer state by the housekeeping pass (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: u64,
@@ -159,6 +169,9 @@ impl Config {
             group_max_session_timeout_ms: 1_800_000,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_num_partitions: 50,
+            transaction_state_log_num_partitions: 50,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
             producer_id_expiration_ms: 86_400_000,
             recover_on_start: true,
             default_replication_factor: 1,
@@ -233,6 +246,18 @@ impl Config {
             return Err(format!(
                 "--offsets-topic-num-partitions must be between 1 and 10000, got {}",
                 self.offsets_topic_num_partitions
+            ));
+        }
+        if !(1..=10_000).contains(&self.transaction_state_log_num_partitions) {
+            return Err(format!(
+                "--transaction-state-log-num-partitions must be between 1 and 10000, got {}",
+                self.transaction_state_log_num_partitions
+            ));
+        }
+        if self.transaction_max_timeout_ms < 1 {
+            return Err(format!(
+                "--transaction-max-timeout-ms must be at least 1, got {}",
+                self.transaction_max_timeout_ms
             ));
         }
         if self.default_replication_factor < 1 {

@@ -71,6 +71,29 @@ impl ErrorCode {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode =
         Self::of(ResponseError::GroupSubscribedToTopic);
     pub const INVALID_REQUEST: ErrorCode = Self::of(ResponseError::InvalidRequest);
+    /// A producer's epoch is older than its transactional id's (InitProducerId v3 and older,
+    /// AddPartitionsToTxn, AddOffsetsToTxn and EndTxn v0-v1 answer this for PRODUCER_FENCED).
+    pub const INVALID_PRODUCER_EPOCH: ErrorCode = Self::of(ResponseError::InvalidProducerEpoch);
+    /// A transactional request that does not fit where the transaction stands.
+    pub const INVALID_TXN_STATE: ErrorCode = Self::of(ResponseError::InvalidTxnState);
+    /// A producer id that is not the one its transactional id holds.
+    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode =
+        Self::of(ResponseError::InvalidProducerIdMapping);
+    /// A transaction timeout above `--transaction-max-timeout-ms` (or not positive).
+    pub const INVALID_TRANSACTION_TIMEOUT: ErrorCode =
+        Self::of(ResponseError::InvalidTransactionTimeout);
+    /// The transaction is completing: the client retries.
+    pub const CONCURRENT_TRANSACTIONS: ErrorCode = Self::of(ResponseError::ConcurrentTransactions);
+    /// A transactional offset commit of the partition awaits its transaction's marker
+    /// (OffsetFetch with require_stable): the client retries.
+    pub const UNSTABLE_OFFSET_COMMIT: ErrorCode = Self::of(ResponseError::UnstableOffsetCommit);
+    /// DescribeTransactions of an id this broker coordinates no transaction for.
+    pub const TRANSACTIONAL_ID_NOT_FOUND: ErrorCode =
+        Self::of(ResponseError::TransactionalIdNotFound);
+    /// Not tried because another part of the same request failed.
+    pub const OPERATION_NOT_ATTEMPTED: ErrorCode = Self::of(ResponseError::OperationNotAttempted);
+    /// A newer producer with the same transactional id exists.
+    pub const PRODUCER_FENCED: ErrorCode = Self::of(ResponseError::ProducerFenced);
 
     /// The wire value: 0 for none.
     pub fn code(self) -> i16 {
@@ -183,6 +206,12 @@ pub enum KafkaError {
     /// zombie producer).
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A record batch the broker refuses as it is (a control batch from a client).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A transactional write or request that does not fit its transaction's state.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     /// A feature this broker does not implement yet (transactions), answered so that the
     /// client fails at once with a clear message instead of retrying.
     #[error("not supported by this broker: {0}")]
@@ -232,6 +261,8 @@ impl KafkaError {
             KafkaError::OutOfOrderSequence(_) => ResponseError::OutOfOrderSequenceNumber,
             KafkaError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
             KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
+            KafkaError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }
 

@@ -45,3 +45,4 @@ pub mod shard;
 pub mod startup;
 pub mod storage;
 pub mod tune;
+pub mod txn;

@@ -185,6 +185,11 @@ fn serve(config: Config) -> Result<(), String> {
     config.offsets_topic_num_partitions =
         spate::group::store::resolve_num_partitions(&data_dir, config.offsets_topic_num_partitions)
             .map_err(|e| format!("cannot read the partition count of __consumer_offsets: {e}"))?;
+    config.transaction_state_log_num_partitions = spate::txn::store::resolve_num_partitions(
+        &data_dir,
+        config.transaction_state_log_num_partitions,
+    )
+    .map_err(|e| format!("cannot read the partition count of __transaction_state: {e}"))?;
     match spate::group::migrate_legacy_offsets(
         &data_dir,
         config.offsets_topic_num_partitions,

@@ -51,6 +51,25 @@ pub fn group_owner(group_id: &str, offsets_partitions: i32, shards: usize) -> us
     )
 }
 
+/// The internal log of transaction coordinators' state, named as Kafka names it.
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+/// The partition of `__transaction_state` that holds `transactional_id`: Kafka's
+/// `Utils.abs(transactionalId.hashCode()) % transaction.state.log.num.partitions`.
+pub fn txn_partition(transactional_id: &str, num_partitions: i32) -> i32 {
+    offsets_partition(transactional_id, num_partitions)
+}
+
+/// The shard that coordinates `transactional_id`: the owner of its `__transaction_state`
+/// partition.
+pub fn txn_owner(transactional_id: &str, txn_partitions: i32, shards: usize) -> usize {
+    partition_owner(
+        TXN_TOPIC,
+        txn_partition(transactional_id, txn_partitions),
+        shards,
+    )
+}
+
 /// The shard that runs the controller: the one writer of the topic catalog.
 pub const CONTROLLER_SHARD: usize = 0;
 

@@ -119,6 +119,19 @@ pub struct Settings {
     /// (offsets.topic.num.partitions); fixed once the log exists [default: 50].
     #[arg(long)]
     pub offsets_topic_num_partitions: Option<i32>,
+    /// Partitions of the internal `__transaction_state` log that transactional ids are
+    /// spread over (transaction.state.log.num.partitions); fixed once the log exists
+    /// [default: 50].
+    #[arg(long)]
+    pub transaction_state_log_num_partitions: Option<i32>,
+    /// The longest transaction timeout a producer may ask for, in ms
+    /// (transaction.max.timeout.ms) [default: 900000].
+    #[arg(long)]
+    pub transaction_max_timeout_ms: Option<i32>,
+    /// Forget a transactional id with no open transaction that sent no request for this many
+    /// ms (transactional.id.expiration.ms) [default: 604800000].
+    #[arg(long)]
+    pub transactional_id_expiration_ms: Option<u64>,
     /// Drop an idempotent producer's state from a partition it has not written to for this
     /// many ms (producer.id.expiration.ms) [default: 86400000].
     #[arg(long)]
@@ -218,6 +231,9 @@ impl Settings {
             group_initial_rebalance_delay_ms,
             offsets_retention_ms,
             offsets_topic_num_partitions,
+            transaction_state_log_num_partitions,
+            transaction_max_timeout_ms,
+            transactional_id_expiration_ms,
             producer_id_expiration_ms,
             metrics_listen,
             log_format,
@@ -288,6 +304,16 @@ impl Settings {
         c.offsets_topic_num_partitions = self
             .offsets_topic_num_partitions
             .unwrap_or(c.offsets_topic_num_partitions);
+        c.transaction_state_log_num_partitions = self
+            .transaction_state_log_num_partitions
+            .unwrap_or(c.transaction_state_log_num_partitions);
+        c.transaction_max_timeout_ms = self
+            .transaction_max_timeout_ms
+            .unwrap_or(c.transaction_max_timeout_ms);
+        c.transactional_id_expiration_ms = set(
+            self.transactional_id_expiration_ms,
+            c.transactional_id_expiration_ms,
+        );
         c.metrics_listen = self.metrics_listen;
         c.default_replication_factor = self
             .default_replication_factor
@@ -374,6 +400,9 @@ impl Settings {
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
+            transaction_state_log_num_partitions: Some(c.transaction_state_log_num_partitions),
+            transaction_max_timeout_ms: Some(c.transaction_max_timeout_ms),
+            transactional_id_expiration_ms: Some(c.transactional_id_expiration_ms),
             producer_id_expiration_ms: Some(c.producer_id_expiration_ms),
             metrics_listen: c.metrics_listen,
             log_format: Some(log_format),

@@ -21,9 +21,9 @@ use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    AddPartitionsToTxnRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse,
-    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FetchResponse, ListOffsetsRequest,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeAclsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -336,14 +336,14 @@ fn unknown_api_key_closes_connection() {
 #[test]
 fn unimplemented_api_closes_connection() {
     let mut broker = Broker::start();
-    // AddPartitionsToTxn (key 24) is a real Kafka API this broker does not implement (yet).
+    // DescribeAcls (key 29) is a real Kafka API this broker does not implement (yet).
     let frame = encode_request(
-        ApiKey::AddPartitionsToTxn,
+        ApiKey::DescribeAcls,
         1,
         next_correlation_id(),
-        &AddPartitionsToTxnRequest::default(),
+        &DescribeAclsRequest::default(),
     );
-    assert_frame_closes(&mut broker, &frame, "AddPartitionsToTxn v1");
+    assert_frame_closes(&mut broker, &frame, "DescribeAcls v1");
     broker.stop();
 }
 

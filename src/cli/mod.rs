@@ -19,6 +19,7 @@ pub mod output;
 mod produce;
 mod time;
 mod topic;
+mod txn;
 
 use clap::{ArgGroup, Args, Subcommand};
 
@@ -60,6 +61,37 @@ pub enum AdminCommand {
     Consume(ConsumeArgs),
     /// The cluster: brokers, the active controller, the metadata quorum.
     Cluster(ClusterArgs),
+    /// List and describe transactions, and abort one that hangs in a partition.
+    Txn(TxnArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TxnArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: TxnCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TxnCommand {
+    /// Every transactional id the brokers coordinate, with its producer id and state.
+    List,
+    /// A transactional id's state, producer, timeout, start time and partitions.
+    Describe {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Write an abort marker to a partition for each producer whose transaction is open
+    /// there (or only for --producer-id), so its last stable offset can move on.
+    Abort {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        producer_id: Option<i64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -245,6 +277,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Produce(a) => produce::run(a),
         AdminCommand::Consume(a) => consume::run(a),
         AdminCommand::Cluster(a) => cluster::run(&a.common, a.command),
+        AdminCommand::Txn(a) => txn::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }

@@ -386,6 +386,76 @@ impl GroupCoordinator {
         }
     }
 
+    /// TxnOffsetCommit: validated as KIP-447 says (a member id or generation, when given, must
+    /// be the group's: UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION, FENCED_INSTANCE_ID), then
+    /// written as the producer's transactional batch and staged until its transaction's
+    /// marker; answered once on disk.
+    pub async fn txn_commit(
+        &self,
+        group_id: &str,
+        producer: (i64, i16),
+        generation_id: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        entries: Vec<(String, i32, CommittedOffset)>,
+    ) -> Vec<ErrorCode> {
+        let now = now_ms();
+        // A producer that names no member (TxnOffsetCommit before v3, or a consumer outside
+        // any group) is not checked against the group, as in Kafka.
+        let code = if generation_id < 0 && member_id.is_empty() && group_instance_id.is_none() {
+            ErrorCode::NONE
+        } else {
+            self.with_group(group_id, true, |g| {
+                g.validate_offset_commit(generation_id, member_id, group_instance_id, now)
+            })
+            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        };
+        if code != ErrorCode::NONE || entries.is_empty() {
+            return vec![code; entries.len()];
+        }
+        let job = self
+            .offsets
+            .borrow_mut()
+            .txn_commit(group_id, producer, &entries, now);
+        let synced = match job {
+            Ok(job) => self.run_job(job).await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => vec![ErrorCode::NONE; entries.len()],
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "transactional offset commit failed");
+                vec![ErrorCode::COORDINATOR_NOT_AVAILABLE; entries.len()]
+            }
+        }
+    }
+
+    /// A transaction marker for this shard's `__consumer_offsets` partition `p`: the
+    /// producer's staged commits there become committed offsets (commit) or are dropped.
+    pub async fn txn_marker(
+        &self,
+        p: i32,
+        producer: (i64, i16),
+        commit: bool,
+    ) -> Result<(), crate::error::KafkaError> {
+        let storage = |e: io::Error| crate::error::KafkaError::Storage(e.to_string());
+        let job = self
+            .offsets
+            .borrow_mut()
+            .txn_marker(p, producer, commit, now_ms())
+            .map_err(storage)?;
+        self.run_job(job).await.map_err(storage)
+    }
+
+    /// Which of `rows` have a transactional commit awaiting its marker.
+    pub fn unstable(&self, group_id: &str, rows: &[FetchedOffset]) -> Vec<(String, i32)> {
+        let store = self.offsets.borrow();
+        rows.iter()
+            .filter(|(t, p, ..)| store.has_pending(group_id, t, *p))
+            .map(|(t, p, ..)| (t.clone(), *p))
+            .collect()
+    }
+
     /// Committed offsets of `group_id`: all of them (`wanted` None) or the asked partitions.
     pub fn fetch(
         &self,

@@ -198,6 +198,11 @@ impl SyncJob {
 #[derive(Debug)]
 pub struct OffsetsLog {
     num_partitions: i32,
+    /// Transactional offset commits (TxnOffsetCommit) not yet committed or aborted by their
+    /// transaction's marker, by producer id: (group, topic, partition, offset). They are in the
+    /// log as that producer's transactional batches, and become committed offsets when the
+    /// commit marker is written to the group's partition ([`OffsetsLog::txn_marker`]).
+    pending: BTreeMap<i64, Vec<(String, String, i32, CommittedOffset)>>,
     partitions: BTreeMap<i32, OwnedPartition>,
     groups: BTreeMap<String, GroupEntry>,
     /// Offsets in `groups`.
@@ -232,6 +237,7 @@ impl OffsetsLog {
     ) -> io::Result<OffsetsLog> {
         let mut store = OffsetsLog {
             num_partitions,
+            pending: BTreeMap::new(),
             partitions: BTreeMap::new(),
             groups: BTreeMap::new(),
             live_offsets: 0,
@@ -244,8 +250,16 @@ impl OffsetsLog {
                 // The new directory's entry must be durable before a commit in it is answered.
                 File::open(data_dir)?.sync_all()?;
             }
-            let records = Self::replay(&log, |rec| {
-                store.apply(rec);
+            let records = Self::replay(&log, |rec| match rec {
+                Replayed::Plain(rec) => {
+                    store.apply(rec);
+                }
+                Replayed::Txn(pid, rec) => store.stage(pid, rec),
+                Replayed::Marker(pid, commit) => {
+                    for rec in store.end_pending(p, pid, commit) {
+                        store.apply(rec);
+                    }
+                }
             })?;
             store.partitions.insert(
                 p,
@@ -270,7 +284,7 @@ impl OffsetsLog {
     }
 
     /// Reads a partition from its log start to its end; returns the records read.
-    fn replay(log: &PartitionLog, mut apply: impl FnMut(GroupRecord)) -> io::Result<u64> {
+    fn replay(log: &PartitionLog, mut apply: impl FnMut(Replayed)) -> io::Result<u64> {
         let mut offset = log.log_start_offset();
         // The coordinator replays everything its log holds (it is the only writer).
         let end = log.log_end_offset();
@@ -298,7 +312,21 @@ impl OffsetsLog {
                         log.partition, r.offset
                     ))
                 })?;
-                apply(GroupRecord::decode(&key, r.value.as_deref())?);
+                if r.control {
+                    // A transaction marker: key version 0, type 0 (abort) or 1 (commit).
+                    let commit = key.len() >= 4 && key[2..4] == [0, 1];
+                    apply(Replayed::Marker(r.producer_id, commit));
+                } else if r.transactional {
+                    apply(Replayed::Txn(
+                        r.producer_id,
+                        GroupRecord::decode(&key, r.value.as_deref())?,
+                    ));
+                } else {
+                    apply(Replayed::Plain(GroupRecord::decode(
+                        &key,
+                        r.value.as_deref(),
+                    )?));
+                }
                 records += 1;
             }
             if next <= offset {
@@ -310,6 +338,137 @@ impl OffsetsLog {
             offset = next;
         }
         Ok(records)
+    }
+
+    /// Stages a transactional offset commit record of producer `pid`.
+    fn stage(&mut self, pid: i64, rec: GroupRecord) {
+        if let GroupRecord::OffsetCommit {
+            group,
+            topic,
+            partition,
+            value: Some(v),
+        } = rec
+        {
+            self.pending
+                .entry(pid)
+                .or_default()
+                .push((group, topic, partition, v));
+        }
+    }
+
+    /// Takes producer `pid`'s staged commits of the groups in partition `p`: as records to
+    /// apply when `commit`, dropped otherwise.
+    fn end_pending(&mut self, p: i32, pid: i64, commit: bool) -> Vec<GroupRecord> {
+        let n = self.num_partitions;
+        let Some(staged) = self.pending.get_mut(&pid) else {
+            return Vec::new();
+        };
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(staged)
+            .into_iter()
+            .partition(|(g, ..)| offsets_partition(g, n) == p);
+        if rest.is_empty() {
+            self.pending.remove(&pid);
+        } else {
+            *staged = rest;
+        }
+        if !commit {
+            return Vec::new();
+        }
+        mine.into_iter()
+            .map(|(group, topic, partition, v)| GroupRecord::OffsetCommit {
+                group,
+                topic,
+                partition,
+                value: Some(v),
+            })
+            .collect()
+    }
+
+    /// Whether a transactional commit of `group`'s `topic`-`partition` awaits its marker
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT for it).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending
+            .values()
+            .flatten()
+            .any(|(g, t, p, _)| g == group && t == topic && *p == partition)
+    }
+
+    /// TxnOffsetCommit: writes `group`'s offsets as producer `pid`'s transactional batch; they
+    /// are staged, not committed, until the transaction's marker (see [`Self::txn_marker`]).
+    /// Answer only after the job ran and [`OffsetsLog::finish`] returned Ok.
+    pub fn txn_commit<T: AsRef<str>>(
+        &mut self,
+        group: &str,
+        (pid, epoch): (i64, i16),
+        entries: &[(T, i32, CommittedOffset)],
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
+        let p = self.partition_of(group);
+        let records: Vec<GroupRecord> = entries
+            .iter()
+            .map(|(topic, partition, value)| GroupRecord::OffsetCommit {
+                group: group.to_string(),
+                topic: topic.as_ref().to_string(),
+                partition: *partition,
+                value: Some(value.clone()),
+            })
+            .collect();
+        let part = self.partitions.get_mut(&p).ok_or_else(|| {
+            other(format!(
+                "__consumer_offsets-{p} (group {group}) is not owned by this shard"
+            ))
+        })?;
+        write_records_as(&mut part.log, &records, now_ms, Some((pid, epoch)))?;
+        part.stored += records.len() as u64;
+        for r in records {
+            self.stage(pid, r);
+        }
+        let flush = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|part| part.log.begin_flush());
+        Ok(SyncJob {
+            partition: p,
+            flush,
+            housekeeping: None,
+        })
+    }
+
+    /// A transaction marker for partition `p`: appends the control batch, then makes producer
+    /// `pid`'s staged commits of the groups in `p` committed offsets (commit) or drops them
+    /// (abort).
+    pub fn txn_marker(
+        &mut self,
+        p: i32,
+        (pid, epoch): (i64, i16),
+        commit: bool,
+        now_ms: i64,
+    ) -> io::Result<SyncJob> {
+        let part = self
+            .partitions
+            .get_mut(&p)
+            .ok_or_else(|| other(format!("__consumer_offsets-{p} is not owned by this shard")))?;
+        let marker = batch::control_batch(pid, epoch, commit, 0, now_ms);
+        let batches =
+            batch::split_produce_records(&Bytes::from(marker), usize::MAX).map_err(other)?;
+        part.log.append(&batches, 0, None, now_ms).map_err(other)?;
+        part.stored += 1;
+        let mut delta = 0;
+        for rec in self.end_pending(p, pid, commit) {
+            delta += self.apply(rec);
+        }
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.live = part.live.saturating_add_signed(delta);
+        }
+        let flush = self
+            .partitions
+            .get_mut(&p)
+            .and_then(|part| part.log.begin_flush());
+        Ok(SyncJob {
+            partition: p,
+            flush,
+            housekeeping: None,
+        })
     }
 
     /// Applies a record to the table (not to the partition counts); returns how the live
@@ -388,10 +547,13 @@ impl OffsetsLog {
         if let Some(part) = self.partitions.get_mut(&p) {
             part.live = part.live.saturating_add_signed(delta);
         }
-        if self
-            .partitions
-            .get(&p)
-            .is_some_and(|part| part.stored > (2 * part.live).max(self.compact_min_records))
+        // A rewrite would move the log start past staged transactional commits, which are
+        // not live records yet: it waits until no transaction is pending.
+        if self.pending.is_empty()
+            && self
+                .partitions
+                .get(&p)
+                .is_some_and(|part| part.stored > (2 * part.live).max(self.compact_min_records))
         {
             housekeeping = self.rewrite(p, now_ms);
         }
@@ -709,6 +871,25 @@ fn tombstones(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
 /// Encodes `records` as uncompressed magic-2 batches and appends them; returns the offset of
 /// the first. Nothing is appended on error.
 fn write_records(log: &mut PartitionLog, records: &[GroupRecord], now_ms: i64) -> io::Result<i64> {
+    write_records_as(log, records, now_ms, None)
+}
+
+/// What a replay reads from `__consumer_offsets`.
+enum Replayed {
+    Plain(GroupRecord),
+    /// A record of a producer's transactional batch (TxnOffsetCommit).
+    Txn(i64, GroupRecord),
+    /// A producer's transaction marker: commit (true) or abort.
+    Marker(i64, bool),
+}
+
+/// [`write_records`], as producer `txn`'s transactional batches when given.
+fn write_records_as(
+    log: &mut PartitionLog,
+    records: &[GroupRecord],
+    now_ms: i64,
+    txn: Option<(i64, i16)>,
+) -> io::Result<i64> {
     let mut bytes = Vec::new();
     for chunk in records.chunks(RECORDS_PER_BATCH) {
         let mut body = Vec::new();
@@ -731,12 +912,17 @@ fn write_records(log: &mut PartitionLog, records: &[GroupRecord], now_ms: i64) -
             batch::put_varint(&mut body, r.len() as i64);
             body.extend_from_slice(&r);
         }
-        bytes.extend(batch::encode_batch(
-            &body,
-            chunk.len() as i32,
-            now_ms,
-            now_ms,
-        ));
+        bytes.extend(match txn {
+            Some(producer) => batch::encode_batch_of(
+                &body,
+                chunk.len() as i32,
+                now_ms,
+                now_ms,
+                batch::ATTR_TRANSACTIONAL,
+                producer,
+            ),
+            None => batch::encode_batch(&body, chunk.len() as i32, now_ms, now_ms),
+        });
     }
     if bytes.is_empty() {
         return Ok(log.log_end_offset());
@@ -787,6 +973,39 @@ mod tests {
             current_state_timestamp_ms: since,
             members: Vec::new(),
         }
+    }
+
+    #[test]
+    fn transactional_commits_wait_for_their_marker_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let job = s.commit("g", &[("t", 0, off(5))], 1).unwrap();
+        run(&mut s, job);
+        // Producer 7 commits offset 10, producer 8 offset 20, in their transactions.
+        let job = s.txn_commit("g", (7, 0), &[("t", 0, off(10))], 2).unwrap();
+        run(&mut s, job);
+        let job = s.txn_commit("g", (8, 0), &[("t", 1, off(20))], 2).unwrap();
+        run(&mut s, job);
+        assert_eq!(s.fetch("g", "t", 0).map(|c| c.offset), Some(5));
+        assert!(s.has_pending("g", "t", 0) && s.has_pending("g", "t", 1));
+        let p = s.partition_of("g");
+        let job = s.txn_marker(p, (7, 0), true, 3).unwrap();
+        run(&mut s, job);
+        assert_eq!(s.fetch("g", "t", 0).map(|c| c.offset), Some(10));
+        assert!(!s.has_pending("g", "t", 0));
+        drop(s);
+        // Producer 8's commit is still pending after a reopen; its abort drops it.
+        let mut s = open(dir.path());
+        assert_eq!(s.fetch("g", "t", 0).map(|c| c.offset), Some(10));
+        assert!(s.has_pending("g", "t", 1));
+        assert!(s.fetch("g", "t", 1).is_none());
+        let job = s.txn_marker(p, (8, 0), false, 4).unwrap();
+        run(&mut s, job);
+        drop(s);
+        let s = open(dir.path());
+        assert!(!s.has_pending("g", "t", 1));
+        assert!(s.fetch("g", "t", 1).is_none());
+        assert_eq!(s.fetch("g", "t", 0).map(|c| c.offset), Some(10));
     }
 
     #[test]

@@ -93,6 +93,16 @@ impl BatchHeader {
     pub fn compression(&self) -> i16 {
         self.attributes & ATTR_COMPRESSION_MASK
     }
+
+    /// Written inside a transaction (its records count only once it commits).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
+    }
+
+    /// A control batch: a transaction marker, not records of the producer's.
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTR_CONTROL != 0
+    }
 }
 
 /// One validated batch of a Produce request: its header and a view of its bytes.
@@ -246,6 +256,43 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
     None
 }
 
+/// Reads a zigzag varint at `pos`: (value, position after it).
+fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
+    let mut z: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(pos)?;
+        pos += 1;
+        z |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), pos));
+        }
+    }
+    None
+}
+
+/// Whether a control batch (uncompressed, as every writer writes them) is a commit marker
+/// (Some(true)) or an abort marker (Some(false)); None when its first record is not a
+/// transaction marker's key (version 0, type 0 or 1).
+pub fn control_is_commit(batch: &[u8]) -> Option<bool> {
+    let (_, pos) = get_varint(batch, HEADER_LEN)?; // record length
+    let pos = pos + 1; // record attributes
+    let (_, pos) = get_varint(batch, pos)?; // timestamp delta
+    let (_, pos) = get_varint(batch, pos)?; // offset delta
+    let (key_len, pos) = get_varint(batch, pos)?;
+    if key_len < 4 {
+        return None;
+    }
+    let key = batch.get(pos..pos + 4)?;
+    match (
+        i16::from_be_bytes([key[0], key[1]]),
+        i16::from_be_bytes([key[2], key[3]]),
+    ) {
+        (0, 0) => Some(false),
+        (0, 1) => Some(true),
+        _ => None,
+    }
+}
+
 /// Appends `v` as a zigzag varint, the encoding of a record's lengths and deltas.
 pub fn put_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -259,18 +306,69 @@ pub fn put_varint(out: &mut Vec<u8>, v: i64) {
 /// An uncompressed magic-v2 batch around `records` (already encoded, each with its length
 /// prefix): base offset 0, CreateTime, no producer id, the CRC32C filled in.
 pub fn encode_batch(records: &[u8], count: i32, base_ts: i64, max_ts: i64) -> Vec<u8> {
+    encode_batch_of(records, count, base_ts, max_ts, 0, (-1, -1))
+}
+
+/// Attribute bit of a batch written inside a transaction.
+pub const ATTR_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch (transaction markers).
+pub const ATTR_CONTROL: i16 = 0x20;
+
+/// A transaction marker: a control batch of one control record (key: version 0, type 0 for
+/// abort or 1 for commit; value: version 0, coordinator epoch), transactional, of the
+/// producer, at sequence -1, as Kafka's `EndTransactionMarker` writes it.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    ts: i64,
+) -> Vec<u8> {
+    let mut r = vec![0u8]; // attributes
+    put_varint(&mut r, 0); // timestamp delta
+    put_varint(&mut r, 0); // offset delta
+    put_varint(&mut r, 4);
+    r.extend_from_slice(&0i16.to_be_bytes());
+    r.extend_from_slice(&i16::from(commit).to_be_bytes());
+    put_varint(&mut r, 6);
+    r.extend_from_slice(&0i16.to_be_bytes());
+    r.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    put_varint(&mut r, 0); // headers
+    let mut records = Vec::with_capacity(r.len() + 1);
+    put_varint(&mut records, r.len() as i64);
+    records.extend_from_slice(&r);
+    encode_batch_of(
+        &records,
+        1,
+        ts,
+        ts,
+        ATTR_CONTROL | ATTR_TRANSACTIONAL,
+        (producer_id, producer_epoch),
+    )
+}
+
+/// An uncompressed magic-v2 batch around `records` with the given attributes and producer
+/// (sequence -1): what a transactional write of the broker's own (TxnOffsetCommit) is.
+pub fn encode_batch_of(
+    records: &[u8],
+    count: i32,
+    base_ts: i64,
+    max_ts: i64,
+    attributes: i16,
+    (producer_id, producer_epoch): (i64, i16),
+) -> Vec<u8> {
     let mut b = Vec::with_capacity(HEADER_LEN + records.len());
     b.extend_from_slice(&0i64.to_be_bytes()); // base offset
     b.extend_from_slice(&((HEADER_LEN - LOG_OVERHEAD + records.len()) as i32).to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     b.push(2); // magic
     b.extend_from_slice(&[0; 4]); // crc, below
-    b.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    b.extend_from_slice(&attributes.to_be_bytes()); // no compression, CreateTime
     b.extend_from_slice(&(count - 1).to_be_bytes()); // last offset delta
     b.extend_from_slice(&base_ts.to_be_bytes());
     b.extend_from_slice(&max_ts.to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+    b.extend_from_slice(&producer_id.to_be_bytes());
+    b.extend_from_slice(&producer_epoch.to_be_bytes());
     b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
     b.extend_from_slice(&count.to_be_bytes());
     b.extend_from_slice(records);
@@ -282,6 +380,22 @@ pub fn encode_batch(records: &[u8], count: i32, base_ts: i64, max_ts: i64) -> Ve
 #[cfg(test)]
 pub mod tests {
     use super::*;
+
+    #[test]
+    fn control_batches_say_their_marker() {
+        for commit in [true, false] {
+            let b = control_batch(7, 3, commit, 0, 1000);
+            let h = BatchHeader::parse(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (7, 3, -1)
+            );
+            assert_eq!(control_is_commit(&b), Some(commit));
+            assert_eq!(crc32c::crc32c(&b[CRC_START..]), h.crc);
+        }
+        assert_eq!(control_is_commit(&batch(0, &[b"x"])), None);
+    }
 
     /// Builds a valid uncompressed batch of `values` (no keys, no headers).
     pub fn batch(base_ts: i64, values: &[&[u8]]) -> Vec<u8> {

@@ -59,6 +59,9 @@ pub struct PartitionOut {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// (producer id, first offset) of the aborted transactions in the returned range, for
+    /// read_committed fetches; None (null) for read_uncommitted.
+    pub aborted_transactions: Option<Vec<(i64, i64)>>,
     pub records: Records,
     /// (leader id, leader epoch) for a partition this broker does not lead (KIP-951): sent
     /// as the CurrentLeader tagged field in v12+.
@@ -139,11 +142,19 @@ pub fn encode(
             if version >= 5 {
                 buf.put_i64(p.log_start_offset);
             }
-            // aborted_transactions: null (no transactions yet)
-            if flexible {
-                put_uvarint(&mut buf, 0);
-            } else {
-                buf.put_i32(-1);
+            match &p.aborted_transactions {
+                None if flexible => put_uvarint(&mut buf, 0),
+                None => buf.put_i32(-1),
+                Some(list) => {
+                    put_array_len(&mut buf, flexible, list.len());
+                    for (producer_id, first_offset) in list {
+                        buf.put_i64(*producer_id);
+                        buf.put_i64(*first_offset);
+                        if flexible {
+                            put_uvarint(&mut buf, 0); // tagged fields
+                        }
+                    }
+                }
             }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
@@ -242,6 +253,7 @@ mod tests {
                         high_watermark: 10,
                         last_stable_offset: 10,
                         log_start_offset: 2,
+                        aborted_transactions: Some(vec![(7, 3), (9, 5)]),
                         records: Records::Mem(Bytes::from_static(b"recordbytes")),
                         current_leader: None,
                     },
@@ -251,6 +263,7 @@ mod tests {
                         high_watermark: 0,
                         last_stable_offset: 0,
                         log_start_offset: 0,
+                        aborted_transactions: None,
                         records: Records::Empty,
                         current_leader: Some((7, 3)),
                     },
@@ -294,6 +307,15 @@ mod tests {
             if version >= 5 {
                 assert_eq!(t.partitions[0].log_start_offset, 2);
             }
+            let aborted: Vec<(i64, i64)> = t.partitions[0]
+                .aborted_transactions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|a| (a.producer_id.0, a.first_offset))
+                .collect();
+            assert_eq!(aborted, vec![(7, 3), (9, 5)], "v{version}");
+            assert!(t.partitions[1].aborted_transactions.is_none(), "v{version}");
             assert_eq!(t.partitions[1].error_code, 1);
             if version >= 12 {
                 let l = &t.partitions[1].current_leader;

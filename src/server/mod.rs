@@ -216,6 +216,24 @@ async fn shard_main(
             return Err(e);
         }
     };
+    let txns = match crate::txn::store::TxnLog::open(
+        &config.data_dir,
+        shard_id,
+        config.shards,
+        config.transaction_state_log_num_partitions,
+        config.recover_on_start,
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = format!(
+                "shard {shard_id}: cannot open its partitions of __transaction_state in {}: {e}",
+                config.data_dir.display()
+            );
+            tracing::error!("{e}");
+            STOP.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    };
     let shard = Rc::new(Shard::new(
         shard_id,
         config.clone(),
@@ -223,6 +241,7 @@ async fn shard_main(
         catalog.topics.clone(),
         router,
         groups,
+        txns,
     ));
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
         controller.set_default_replication_factor(config.default_replication_factor);
@@ -417,6 +436,18 @@ async fn shard_main(
             }
         })
     };
+    // Transactions left in a Prepare state by the last stop are completed, then open ones are
+    // aborted once past their timeout.
+    let txn_ticker = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            shard.txn_recover();
+            loop {
+                glommio::timer::sleep(Duration::from_millis(crate::shard::txn::TXN_TICK_MS)).await;
+                shard.txn_expire();
+            }
+        })
+    };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
     }
@@ -462,6 +493,7 @@ async fn shard_main(
     let _ = flusher.cancel().await;
     let _ = retention.cancel().await;
     let _ = group_ticker.cancel().await;
+    let _ = txn_ticker.cancel().await;
     if let Some(m) = metrics_server {
         let _ = m.cancel().await;
     }

@@ -95,6 +95,15 @@ shard_messages!(
     DeleteGroup,
     DeleteOffsets,
     AllocateProducerIds,
+    TxnInit,
+    TxnAddPartitions,
+    TxnEnd,
+    TxnVerify,
+    WriteTxnMarkers,
+    TxnCommitOffsets,
+    DescribeTxn,
+    ListTxns,
+    DescribeProducers,
 );
 
 impl Shard {
@@ -177,6 +186,8 @@ pub struct FetchItem {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// isolation_level 1: read below the last stable offset, with the aborted transactions.
+    pub read_committed: bool,
 }
 
 /// Once any of the partitions grows past the high watermark the fetch last saw of it (or its
@@ -209,9 +220,10 @@ pub struct CancelWait {
 call!(CancelWait -> (), |c, shard| shard.cancel_wait(c.origin, c.wait_id));
 
 /// Offsets by timestamp (-1 latest, -2 earliest) in partitions this shard owns:
-/// (topic, partition, timestamp) -> (offset, timestamp).
+/// (topic, partition, timestamp, read_committed) -> (offset, timestamp). Latest is the last
+/// stable offset for read_committed, the high watermark otherwise.
 #[derive(Debug)]
-pub struct ListOffsets(pub Vec<(String, i32, i64)>);
+pub struct ListOffsets(pub Vec<(String, i32, i64, bool)>);
 call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
 
 /// OffsetForLeaderEpoch in partitions this shard owns: (topic, partition, leader epoch) ->
@@ -474,13 +486,48 @@ call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
         .await
 });
 
-/// Committed offsets: all (None) or of the listed (topic, partitions).
+/// Committed offsets: all (None) or of the listed (topic, partitions); with
+/// `require_stable`, also the partitions whose transactional commit awaits its marker.
 #[derive(Debug)]
 pub struct FetchOffsets {
     pub group: String,
     pub wanted: Option<Vec<(String, Vec<i32>)>>,
+    pub require_stable: bool,
 }
-call!(FetchOffsets -> Vec<FetchedOffset>, |c, shard| shard.groups.fetch(&c.group, c.wanted));
+call!(FetchOffsets -> (Vec<FetchedOffset>, Vec<(String, i32)>), |c, shard| {
+    let rows = shard.groups.fetch(&c.group, c.wanted);
+    let unstable = if c.require_stable {
+        shard.groups.unstable(&c.group, &rows)
+    } else {
+        Vec::new()
+    };
+    (rows, unstable)
+});
+
+/// TxnOffsetCommit: one code per entry.
+#[derive(Debug)]
+pub struct TxnCommitOffsets {
+    pub group: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub entries: Vec<(String, i32, CommittedOffset)>,
+}
+call!(TxnCommitOffsets -> Vec<ErrorCode>, |c, shard| {
+    shard
+        .groups
+        .txn_commit(
+            &c.group,
+            (c.producer_id, c.producer_epoch),
+            c.generation_id,
+            &c.member_id,
+            c.group_instance_id.as_deref(),
+            c.entries,
+        )
+        .await
+});
 
 #[derive(Debug)]
 pub struct DescribeGroup {
@@ -508,3 +555,115 @@ pub struct DeleteOffsets {
 call!(DeleteOffsets -> (ErrorCode, Vec<ErrorCode>), |c, shard| {
     shard.groups.delete_offsets(&c.group, c.partitions).await
 });
+
+// ---------------------------------------------------------------- transactions
+// Each goes to the shard that coordinates the transactional id (`placement::txn_owner`),
+// but the markers, which go to the owners of the transaction's partitions.
+
+/// InitProducerId with a transactional id: (producer id, epoch).
+#[derive(Debug)]
+pub struct TxnInit {
+    pub transactional_id: String,
+    pub timeout_ms: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+call!(TxnInit -> Result<(i64, i16), ErrorCode>, |c, shard| {
+    shard.txn_init(c.transactional_id, c.timeout_ms, c.producer_id, c.producer_epoch).await
+});
+
+/// AddPartitionsToTxn: one code for all the partitions.
+#[derive(Debug)]
+pub struct TxnAddPartitions {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub partitions: Vec<(String, i32)>,
+}
+call!(TxnAddPartitions -> ErrorCode, |c, shard| {
+    shard
+        .txn_add_partitions(c.transactional_id, c.producer_id, c.producer_epoch, c.partitions)
+        .await
+});
+
+/// EndTxn, answered once the transaction is complete.
+#[derive(Debug)]
+pub struct TxnEnd {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+}
+call!(TxnEnd -> ErrorCode, |c, shard| {
+    shard.txn_end(c.transactional_id, c.producer_id, c.producer_epoch, c.commit).await
+});
+
+/// Produce of transactional batches (KIP-890 part 1): one code per partition, NONE where the
+/// producer's open transaction holds it.
+#[derive(Debug)]
+pub struct TxnVerify {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub partitions: Vec<(String, i32)>,
+}
+call!(TxnVerify -> Vec<ErrorCode>, |c, shard| {
+    crate::txn::state::verify(
+        shard.txns.borrow().get(&c.transactional_id),
+        c.producer_id,
+        c.producer_epoch,
+        &c.partitions,
+    )
+});
+
+/// To the owner of partitions: append a transaction marker to each, answered once durable.
+#[derive(Debug)]
+pub struct WriteTxnMarkers(pub Vec<MarkerItem>);
+call!(WriteTxnMarkers -> Answers<()>, |c, shard| shard.write_txn_markers(c.0).await);
+
+/// One partition's commit or abort marker.
+#[derive(Clone, Debug)]
+pub struct MarkerItem {
+    pub topic: String,
+    pub partition: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// DescribeTransactions of one id, on its coordinator: its state, if it has one.
+#[derive(Debug)]
+pub struct DescribeTxn(pub String);
+call!(DescribeTxn -> Option<crate::txn::state::TxnMeta>, |c, shard| {
+    shard.txns.borrow().get(&c.0).cloned()
+});
+
+/// ListTransactions, on every shard: the ids it coordinates and their state.
+#[derive(Debug)]
+pub struct ListTxns;
+call!(ListTxns -> Vec<(String, crate::txn::state::TxnMeta)>, |_c, shard| {
+    shard
+        .txns
+        .borrow()
+        .all()
+        .map(|(id, m)| (id.clone(), m.clone()))
+        .collect()
+});
+
+/// DescribeProducers of partitions this shard owns: each partition's producers.
+#[derive(Debug)]
+pub struct DescribeProducers(pub Vec<(String, i32)>);
+call!(DescribeProducers -> Answers<Vec<ProducerRow>>, |c, shard| shard.describe_producers(c.0));
+
+/// A producer of a partition as DescribeProducers reports it.
+#[derive(Clone, Debug)]
+pub struct ProducerRow {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// -1 when its last batch was a marker.
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    /// The first offset of its open transaction, or -1.
+    pub current_txn_start_offset: i64,
+}

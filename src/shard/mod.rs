@@ -12,6 +12,7 @@ pub mod calls;
 pub mod controller;
 pub mod partition;
 pub mod quorum;
+pub mod txn;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -160,6 +161,11 @@ pub struct Shard {
     pub inflight: Rc<glommio::sync::Semaphore>,
     /// The consumer groups this shard coordinates.
     pub groups: GroupCoordinator,
+    /// The transactional ids this shard coordinates (its partitions of `__transaction_state`).
+    pub(crate) txns: RefCell<crate::txn::store::TxnLog>,
+    /// Transactional ids with an operation in flight (see `shard/txn.rs`): another request for
+    /// one of them is answered CONCURRENT_TRANSACTIONS.
+    pub(crate) txn_busy: RefCell<std::collections::BTreeSet<String>>,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
@@ -184,6 +190,7 @@ impl Shard {
         topics: Vec<TopicMeta>,
         router: Router<ShardMessage>,
         groups: GroupCoordinator,
+        txns: crate::txn::store::TxnLog,
     ) -> Shard {
         let controller = (id == crate::placement::CONTROLLER_SHARD)
             .then(|| controller::Controller::new(config.node_id));
@@ -205,6 +212,8 @@ impl Shard {
             writer_scheduled: Cell::new(false),
             controller,
             groups,
+            txns: RefCell::new(txns),
+            txn_busy: RefCell::new(std::collections::BTreeSet::new()),
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
@@ -446,8 +455,13 @@ impl Shard {
             let (producers, snapshot) = producers::rebuild(&log)?;
             // The leader epoch the metadata gives (0 on one node).
             let epoch = topic.partition(p).map_or(0, |a| a.leader_epoch);
+            let txn_index = crate::storage::txnindex::TxnIndex::load(
+                log.dir(),
+                log.log_start_offset(),
+                log.log_end_offset(),
+            )?;
             let mut partition = Partition::new(log, self.config.node_id, epoch);
-            partition.producers = producers;
+            partition.restore(producers, txn_index);
             partition.producers_snapshot = snapshot;
             let end = partition.log_end_offset();
             if snapshot.is_none()
@@ -551,18 +565,20 @@ impl Shard {
 
     /// ListOffsets of owned partitions: (topic, partition, timestamp spec) -> (offset,
     /// timestamp).
-    pub fn list_offsets(&self, items: Vec<(String, i32, i64)>) -> Answers<(i64, i64)> {
+    pub fn list_offsets(&self, items: Vec<(String, i32, i64, bool)>) -> Answers<(i64, i64)> {
         let partitions = self.partitions.borrow();
         items
             .into_iter()
-            .map(|(topic, partition, ts)| {
+            .map(|(topic, partition, ts, read_committed)| {
                 self.debug_assert_owner(&topic, partition);
                 let p = partitions
                     .get(&(topic, partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?;
                 p.log.check_online()?;
                 match ts {
-                    // Latest, as a consumer may read it: the high watermark.
+                    // Latest, as a consumer may read it: the high watermark, or for
+                    // read_committed the last stable offset.
+                    -1 if read_committed => Ok((p.last_stable_offset(), -1)),
                     -1 => Ok((p.high_watermark(), -1)),
                     -2 => Ok((p.log.log_start_offset(), -1)),
                     ts if ts >= 0 => Ok(p.log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
@@ -890,8 +906,12 @@ impl Shard {
                     // state as of there is the state before this write.
                     self.snapshot_producers(part, start);
                 }
+                let ended = std::mem::take(&mut staged.ended);
                 part.producers.commit(staged);
                 part.appended();
+                if !ended.is_empty() {
+                    index_aborts(part, &all, &ended);
+                }
                 let mut next = appended.base_offset;
                 for (w, v) in group.into_iter().zip(verdicts) {
                     let answer = match v {
@@ -1184,7 +1204,7 @@ impl Shard {
                 partitions
                     .get(&(i.topic, i.partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?
-                    .read(i.offset, i.max_bytes)
+                    .read(i.offset, i.max_bytes, i.read_committed)
             })
             .collect()
     }
@@ -1335,4 +1355,36 @@ async fn run_housekeeping(jobs: Vec<Housekeeping>) -> std::io::Result<()> {
 /// A config value of -1 (or any negative) means "no limit".
 fn positive(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
+}
+
+/// Records in the partition's aborted-transaction index the transactions that the abort
+/// markers among `appended` ended (`ended`, one per marker, in order), once the append
+/// succeeded. An index write that fails is logged: the transaction's records would then be
+/// returned to read_committed consumers, which is said loudly rather than hidden.
+fn index_aborts(part: &mut Partition, appended: &[ProducedBatch], ended: &[producers::EndedTxn]) {
+    let kinds = appended
+        .iter()
+        .filter(|b| b.header.is_control() && b.header.producer_id >= 0)
+        .map(|b| crate::protocol::batch::control_is_commit(&b.bytes).unwrap_or(true));
+    let segment = part.log.active_base_offset();
+    let lso = part.last_stable_offset();
+    // Entries of segments retention deleted are of no use to any read.
+    part.txn_index.prune(part.log.log_start_offset());
+    for (commit, t) in kinds.zip(ended) {
+        if commit {
+            continue;
+        }
+        let entry = crate::storage::txnindex::AbortedTxn {
+            producer_id: t.producer_id,
+            first_offset: t.first_offset,
+            last_offset: t.marker_offset,
+            last_stable_offset: lso,
+        };
+        match part.txn_index.append(segment, entry) {
+            Ok(sync) => part.txn_index_unsynced.push(sync),
+            Err(e) => {
+                tracing::error!(topic = %part.log.topic, partition = part.log.partition, producer_id = t.producer_id, error = %e, "cannot write the aborted-transaction index: read_committed consumers will see this aborted transaction")
+            }
+        }
+    }
 }

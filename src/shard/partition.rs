@@ -9,7 +9,11 @@
 //!   below it. With one replica (today) it follows the log end as each append completes;
 //!   replication will move it by the followers' fetch offsets instead, and it never moves back.
 //! - **Last stable offset**: offsets below it belong to no open transaction; read_committed
-//!   consumers read only below it. With no transactions yet it follows the high watermark.
+//!   consumers read only below it. It is the first offset of the oldest transaction still
+//!   open in the partition (its producer wrote a transactional batch and no marker yet, kept
+//!   in the producer state), or the high watermark when none is open.
+//! - **Aborted transactions** (`storage::txnindex`): the ranges whose abort marker was
+//!   written, returned with a read_committed Fetch so the client drops their records.
 //! - **Leader epoch**: stamped into every batch this replica writes as leader, and recorded in
 //!   the log's leader-epoch checkpoint (`storage::epochs`), so replication can truncate by
 //!   epoch.
@@ -29,6 +33,7 @@ use futures_channel::oneshot;
 use crate::error::KafkaError;
 use crate::storage::log::{PartitionLog, ReadOut};
 use crate::storage::producers::ProducerStates;
+use crate::storage::txnindex::TxnIndex;
 
 /// A waiting fetch's wake-up, fired by the first of its partitions to have news (or by its
 /// origin's cancel); empty once fired.
@@ -65,6 +70,10 @@ pub struct Partition {
     /// The offset of the newest producer state snapshot on disk, if any: a clean shutdown
     /// writes none when it is at the log end already.
     pub producers_snapshot: Option<i64>,
+    pub txn_index: TxnIndex,
+    /// Index entries of abort markers written but not yet fdatasync'd (see
+    /// `Shard::write_txn_markers`).
+    pub txn_index_unsynced: Vec<crate::storage::txnindex::TxnIndexSync>,
     /// Fetches waiting for this partition to grow.
     pub(crate) waiters: Vec<Rc<Wake>>,
 }
@@ -86,6 +95,8 @@ impl Partition {
             },
             producers: ProducerStates::default(),
             producers_snapshot: None,
+            txn_index: TxnIndex::default(),
+            txn_index_unsynced: Vec::new(),
             waiters: Vec::new(),
         }
     }
@@ -113,8 +124,9 @@ impl Partition {
     }
 
     /// After an append: with the leader as the only in-sync replica, everything appended is on
-    /// every ISR member, so the high watermark (and, with no transactions, the last stable
-    /// offset) moves to the log end. Both only move forward.
+    /// every ISR member, so the high watermark moves to the log end; the last stable offset
+    /// moves to the first offset of the oldest open transaction, or to the high watermark.
+    /// Both only move forward (a transaction opens at the log end, never below the LSO).
     pub fn appended(&mut self) {
         let end = self.log.log_end_offset();
         debug_assert!(
@@ -122,19 +134,58 @@ impl Partition {
             "log end below the high watermark"
         );
         self.high_watermark = self.high_watermark.max(end);
-        self.last_stable_offset = self.last_stable_offset.max(self.high_watermark);
+        self.update_stable();
+    }
+
+    /// Installs the producer state and aborted-transaction index rebuilt at open, and the last
+    /// stable offset they give.
+    pub fn restore(&mut self, producers: ProducerStates, txn_index: TxnIndex) {
+        self.producers = producers;
+        self.txn_index = txn_index;
+        // Open transactions found in the state hold the LSO below where `new` put it.
+        self.last_stable_offset = self
+            .producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |f| f.min(self.high_watermark));
+    }
+
+    /// Recomputes the last stable offset from the producer state (after an append, or once
+    /// the state was rebuilt at open).
+    pub fn update_stable(&mut self) {
+        let stable = self
+            .producers
+            .first_unstable_offset()
+            .map_or(self.high_watermark, |f| f.min(self.high_watermark));
+        debug_assert!(
+            stable >= self.last_stable_offset,
+            "the last stable offset moved back from {} to {stable}",
+            self.last_stable_offset
+        );
+        self.last_stable_offset = stable;
         debug_assert!(self.last_stable_offset <= self.high_watermark);
     }
 
-    /// What a consumer's Fetch sees at `offset`: batches below the high watermark, and the
-    /// partition's offsets.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadOut, KafkaError> {
-        let slice = self.log.read(offset, max_bytes, self.high_watermark)?;
+    /// What a consumer's Fetch sees at `offset`: batches below the high watermark (below the
+    /// last stable offset for read_committed, with the aborted transactions from `offset` to
+    /// it), and the partition's offsets.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        read_committed: bool,
+    ) -> Result<ReadOut, KafkaError> {
+        let visible = if read_committed {
+            self.last_stable_offset
+        } else {
+            self.high_watermark
+        };
+        let slice = self.log.read(offset, max_bytes, visible)?;
         Ok(ReadOut {
             slice,
             high_watermark: self.high_watermark,
             last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log.log_start_offset(),
+            aborted: read_committed.then(|| self.txn_index.overlapping(offset, visible)),
         })
     }
 

@@ -67,6 +67,9 @@ pub struct ReadOut {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a read_committed read: the aborted transactions that overlap what it may return
+    /// (from the fetch offset to the last stable offset); None for read_uncommitted.
+    pub aborted: Option<Vec<crate::storage::txnindex::AbortedTxn>>,
 }
 
 #[derive(Debug)]
@@ -662,6 +665,11 @@ impl PartitionLog {
             })?;
         }
         Ok(())
+    }
+
+    /// The base offset of the active segment (where the next append goes, unless it rolls).
+    pub fn active_base_offset(&self) -> i64 {
+        self.active().base_offset
     }
 
     /// The partition's directory.

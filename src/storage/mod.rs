@@ -31,3 +31,4 @@ pub mod log;
 pub mod metadata;
 pub mod producers;
 pub mod segment;
+pub mod txnindex;

@@ -48,7 +48,8 @@ pub const BATCHES_KEPT: usize = 5;
 pub const SNAPSHOTS_KEPT: usize = 2;
 const SNAPSHOT_SUFFIX: &str = ".snapshot";
 const SNAPSHOT_MAGIC: &[u8; 4] = b"SPPS";
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 adds each producer's open transaction's first offset.
+const SNAPSHOT_VERSION: u16 = 2;
 /// Bytes before the CRC-covered part: magic, version, CRC.
 const SNAPSHOT_PREFIX: usize = 4 + 2 + 4;
 
@@ -65,11 +66,15 @@ pub struct BatchMeta {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerEntry {
     pub epoch: i16,
-    /// Oldest first, at most [`BATCHES_KEPT`]; never empty.
+    /// Oldest first, at most [`BATCHES_KEPT`]; empty only after a transaction marker moved
+    /// the producer to a newer epoch.
     pub batches: VecDeque<BatchMeta>,
     /// When its last batch was appended (broker time; for a batch replayed from the log, its
     /// max timestamp): it expires `producer.id.expiration.ms` after.
     pub last_timestamp: i64,
+    /// The first offset of the producer's open transaction in this partition, if one is open
+    /// (its first transactional batch since the last marker).
+    pub txn_first_offset: Option<i64>,
 }
 
 impl ProducerEntry {
@@ -129,12 +134,27 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Staged {
     entries: BTreeMap<i64, ProducerEntry>,
+    /// The transactions the write's markers end, in the order of the markers.
+    pub ended: Vec<EndedTxn>,
+}
+
+/// A transaction a marker ended in this partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndedTxn {
+    pub producer_id: i64,
+    /// Its first offset here (the marker's own when the producer wrote nothing here).
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub marker_offset: i64,
 }
 
 /// The producers of one partition, by producer id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// (first offset, producer id) of every open transaction: the smallest bounds the last
+    /// stable offset.
+    ongoing: std::collections::BTreeSet<(i64, i64)>,
 }
 
 impl ProducerStates {
@@ -148,6 +168,38 @@ impl ProducerStates {
 
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
+    }
+
+    /// The first offset of the oldest open transaction, if any: the last stable offset is at
+    /// most this.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.first().map(|(o, _)| *o)
+    }
+
+    /// Open transactions: (producer id, epoch, first offset).
+    pub fn ongoing(&self) -> impl Iterator<Item = (i64, i16, i64)> + '_ {
+        self.ongoing
+            .iter()
+            .map(|&(first, pid)| (pid, self.producers.get(&pid).map_or(-1, |e| e.epoch), first))
+    }
+
+    /// Every producer and its state.
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
+        self.producers.iter()
+    }
+
+    /// Replaces `pid`'s entry, keeping the open-transaction set in step.
+    fn put(&mut self, pid: i64, entry: ProducerEntry) {
+        let old = self.producers.get(&pid).and_then(|e| e.txn_first_offset);
+        if old != entry.txn_first_offset {
+            if let Some(o) = old {
+                self.ongoing.remove(&(o, pid));
+            }
+            if let Some(n) = entry.txn_first_offset {
+                self.ongoing.insert((n, pid));
+            }
+        }
+        self.producers.insert(pid, entry);
     }
 
     /// Checks one write's batches (of one produce request), to be appended from
@@ -164,6 +216,7 @@ impl ProducerStates {
     ) -> Result<Verdict, KafkaError> {
         // Entries this write touches, copied so a refusal leaves `staged` as it was.
         let mut local: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
+        let mut ended = Vec::new();
         let mut offset = first_offset;
         for h in batches {
             let count = i64::from(h.last_offset_delta) + 1;
@@ -173,6 +226,41 @@ impl ProducerStates {
                 continue;
             }
             let pid = h.producer_id;
+            if h.is_control() {
+                // A transaction marker from the coordinator: it carries the producer's current
+                // epoch (bumped when the coordinator fenced it) and no sequence. An older
+                // epoch is a stale marker; a newer one fences the producer's older batches.
+                let known = local
+                    .get(&pid)
+                    .or_else(|| staged.entries.get(&pid))
+                    .or_else(|| self.producers.get(&pid));
+                if let Some(e) = known {
+                    if h.producer_epoch < e.epoch {
+                        return Err(KafkaError::InvalidProducerEpoch(format!(
+                            "marker of producer {pid} epoch {} is older than the partition's {}",
+                            h.producer_epoch, e.epoch
+                        )));
+                    }
+                    let mut entry = e.clone();
+                    if h.producer_epoch > e.epoch {
+                        entry.epoch = h.producer_epoch;
+                        entry.batches.clear();
+                    }
+                    ended.push(EndedTxn {
+                        producer_id: pid,
+                        first_offset: entry.txn_first_offset.take().unwrap_or(batch_first),
+                        marker_offset: batch_first,
+                    });
+                    local.insert(pid, entry);
+                } else {
+                    ended.push(EndedTxn {
+                        producer_id: pid,
+                        first_offset: batch_first,
+                        marker_offset: batch_first,
+                    });
+                }
+                continue;
+            }
             let first_seq = h.base_sequence;
             let last_seq = increment_sequence(first_seq, h.last_offset_delta);
             let known = local
@@ -209,7 +297,11 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_timestamp: -1,
+                txn_first_offset: None,
             });
+            if h.is_transactional() && entry.txn_first_offset.is_none() {
+                entry.txn_first_offset = Some(batch_first);
+            }
             entry.record(
                 h.producer_epoch,
                 BatchMeta {
@@ -223,17 +315,33 @@ impl ProducerStates {
             local.insert(pid, entry);
         }
         staged.entries.extend(local);
+        staged.ended.extend(ended);
         Ok(Verdict::Append)
     }
 
     /// Applies what an append that succeeded staged.
     pub fn commit(&mut self, staged: Staged) {
-        self.producers.extend(staged.entries);
+        for (pid, e) in staged.entries {
+            self.put(pid, e);
+        }
     }
 
     /// Applies a batch read back from the log (no checks: it was checked when written).
     pub fn replay(&mut self, h: &BatchHeader) {
         if h.producer_id < 0 {
+            return;
+        }
+        if h.is_control() {
+            // A marker ends the producer's transaction, moves the producer to its epoch (see
+            // `check`) and holds no sequence.
+            if let Some(mut e) = self.producers.get(&h.producer_id).cloned() {
+                if h.producer_epoch > e.epoch {
+                    e.epoch = h.producer_epoch;
+                    e.batches.clear();
+                }
+                e.txn_first_offset = None;
+                self.put(h.producer_id, e);
+            }
             return;
         }
         let meta = BatchMeta {
@@ -242,14 +350,21 @@ impl ProducerStates {
             first_offset: h.base_offset,
             last_offset: h.last_offset(),
         };
-        self.producers
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
+        let mut e = self
+            .producers
+            .get(&h.producer_id)
+            .cloned()
+            .unwrap_or(ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_timestamp: -1,
-            })
-            .record(h.producer_epoch, meta, h.max_timestamp);
+                txn_first_offset: None,
+            });
+        e.record(h.producer_epoch, meta, h.max_timestamp);
+        if h.is_transactional() && e.txn_first_offset.is_none() {
+            e.txn_first_offset = Some(h.base_offset);
+        }
+        self.put(h.producer_id, e);
     }
 
     /// Drops producers whose last batch is `expiration_ms` or more older than `now_ms`;
@@ -257,8 +372,10 @@ impl ProducerStates {
     pub fn expire(&mut self, now_ms: i64, expiration_ms: u64) -> usize {
         let before = self.producers.len();
         let expiration = i64::try_from(expiration_ms).unwrap_or(i64::MAX);
-        self.producers
-            .retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration);
+        // A producer with an open transaction is kept: its marker is still to come.
+        self.producers.retain(|_, e| {
+            e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration
+        });
         before - self.producers.len()
     }
 
@@ -266,7 +383,8 @@ impl ProducerStates {
     ///
     /// ```text
     /// "SPPS" | version u16 | crc32c u32 of the rest | offset i64 | producers u32 |
-    ///   per producer: id i64 | epoch i16 | last timestamp i64 | batches u8 |
+    ///   per producer: id i64 | epoch i16 | last timestamp i64 |
+    ///     open transaction's first offset i64 (-1: none; version 2) | batches u8 |
     ///     per batch: first seq i32 | last seq i32 | first offset i64 | last offset i64
     /// ```
     ///
@@ -279,6 +397,7 @@ impl ProducerStates {
             body.extend_from_slice(&pid.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
             body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             body.push(e.batches.len() as u8);
             for b in &e.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -301,7 +420,7 @@ impl ProducerStates {
             return Err("not a producer state snapshot".into());
         }
         let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(format!(
                 "snapshot version {version} is not {SNAPSHOT_VERSION}"
             ));
@@ -314,13 +433,18 @@ impl ProducerStates {
         let mut r = Reader(body);
         let offset = r.i64()?;
         let count = r.u32()?;
-        let mut producers = BTreeMap::new();
+        let mut state = ProducerStates::default();
         for _ in 0..count {
             let pid = r.i64()?;
             let epoch = r.i16()?;
             let last_timestamp = r.i64()?;
+            let txn_first_offset = if version >= 2 {
+                Some(r.i64()?).filter(|o| *o >= 0)
+            } else {
+                None
+            };
             let n = r.u8()?;
-            if n == 0 || usize::from(n) > BATCHES_KEPT {
+            if usize::from(n) > BATCHES_KEPT {
                 return Err(format!("producer {pid} has {n} batches"));
             }
             let mut batches = VecDeque::with_capacity(usize::from(n));
@@ -332,19 +456,20 @@ impl ProducerStates {
                     last_offset: r.i64()?,
                 });
             }
-            producers.insert(
+            state.put(
                 pid,
                 ProducerEntry {
                     epoch,
                     batches,
                     last_timestamp,
+                    txn_first_offset,
                 },
             );
         }
         if !r.0.is_empty() {
             return Err(format!("{} bytes after the last producer", r.0.len()));
         }
-        Ok((offset, ProducerStates { producers }))
+        Ok((offset, state))
     }
 }
 
@@ -528,6 +653,59 @@ mod tests {
             Ok(_) => 0,
             Err(e) => e.code(),
         }
+    }
+
+    fn txn(mut h: BatchHeader, control: bool) -> BatchHeader {
+        h.attributes = crate::protocol::batch::ATTR_TRANSACTIONAL
+            | if control {
+                crate::protocol::batch::ATTR_CONTROL
+            } else {
+                0
+            };
+        if control {
+            h.base_sequence = -1;
+            h.last_offset_delta = 0;
+        }
+        h
+    }
+
+    #[test]
+    fn open_transactions_bound_the_stable_offset_and_markers_end_them() {
+        let mut s = ProducerStates::default();
+        write(&mut s, 0, &[batch(1, 0, 0, 2)]).unwrap(); // not transactional
+        assert_eq!(s.first_unstable_offset(), None);
+        write(&mut s, 2, &[txn(batch(2, 0, 0, 3), false)]).unwrap();
+        write(&mut s, 5, &[txn(batch(3, 0, 0, 1), false)]).unwrap();
+        write(&mut s, 6, &[txn(batch(2, 0, 3, 1), false)]).unwrap();
+        assert_eq!(s.first_unstable_offset(), Some(2));
+        // The marker of producer 2 ends its transaction: producer 3's is now the oldest.
+        let mut staged = Staged::default();
+        s.check(&mut staged, &[txn(batch(2, 0, -1, 1), true)], 7, None)
+            .unwrap();
+        assert_eq!(
+            staged.ended,
+            vec![EndedTxn {
+                producer_id: 2,
+                first_offset: 2,
+                marker_offset: 7
+            }]
+        );
+        s.commit(staged);
+        assert_eq!(s.first_unstable_offset(), Some(5));
+        // The producer's sequence goes on after its marker, in the same epoch.
+        assert_eq!(code(write(&mut s, 8, &[txn(batch(2, 0, 4, 1), false)])), 0);
+        assert_eq!(s.first_unstable_offset(), Some(5));
+        // A marker with a bumped epoch (a fence) fences the older epoch's batches.
+        write(&mut s, 9, &[txn(batch(3, 1, -1, 1), true)]).unwrap();
+        assert_eq!(s.first_unstable_offset(), Some(8));
+        assert_eq!(
+            code(write(&mut s, 10, &[txn(batch(3, 0, 1, 1), false)])),
+            KafkaError::InvalidProducerEpoch(String::new()).code()
+        );
+        // The snapshot keeps the open transaction.
+        let (_, back) = ProducerStates::decode(&s.encode(10)).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.first_unstable_offset(), Some(8));
     }
 
     #[test]

@@ -149,15 +149,3 @@ def test_idempotent_producer_across_kill_9_is_exactly_once(broker_factory, rng):
     assert len({(q, o) for q, o, _ in acked}) == total, f"{ctx}: an offset acknowledged twice"
     msgs = consume(b.bootstrap, [(topic, q) for q in range(partitions)], total, timeout=60, settle=1.0)
     check_exactly_once_in_order(msgs, produced, ctx)
-
-
-def test_transactional_producer_is_refused_with_a_clear_error(broker):
-    """Transactions are not implemented yet: the broker is found as the transaction
-    coordinator, and InitProducerId with a transactional id answers UNSUPPORTED_VERSION
-    (librdkafka retries it until its init timeout, then reports that error)."""
-    from confluent_kafka import KafkaError, KafkaException, Producer
-    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx-1",
-                  "broker.address.family": "v4"})
-    with pytest.raises(KafkaException) as info:
-        p.init_transactions(3)
-    assert info.value.args[0].code() == KafkaError.UNSUPPORTED_VERSION, info.value.args[0]

@@ -28,6 +28,7 @@ struct Slot {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    read_committed: bool,
     name: String,
     /// Whether the partition is to be read from its owner (it resolved without an error).
     unread: bool,
@@ -80,6 +81,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: (p.partition_max_bytes.max(0) as usize).min(max_bytes),
+                read_committed: req.isolation_level == 1,
                 name: meta.as_ref().map_or_else(String::new, |m| m.name.clone()),
             });
         }
@@ -122,8 +124,14 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
         if let Some((leader, _)) = current_leader {
             hinted.push(leader);
         }
+        let mut aborted = None;
         let (error_code, (hw, lso, log_start), records) = match slot.result {
             Ok(out) => {
+                aborted = out.aborted.map(|a| {
+                    a.iter()
+                        .map(|t| (t.producer_id, t.first_offset))
+                        .collect::<Vec<_>>()
+                });
                 let records = match out.slice {
                     Some(s) if sent == 0 || sent + s.len <= max_bytes => {
                         sent += s.len;
@@ -146,6 +154,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             high_watermark: hw,
             last_stable_offset: lso,
             log_start_offset: log_start,
+            aborted_transactions: aborted,
             records,
             current_leader,
         });
@@ -185,6 +194,7 @@ fn by_owner(
                     partition: slots[i].partition,
                     offset: slots[i].offset,
                     max_bytes: slots[i].max_bytes,
+                    read_committed: slots[i].read_committed,
                 })
                 .collect();
             (owner, idx, items)

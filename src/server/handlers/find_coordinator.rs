@@ -3,11 +3,11 @@
 //! group's coordinator is the leader of its `__consumer_offsets` partition, as the metadata
 //! says (the topic is created in the metadata on the first lookup, as Kafka does).
 //!
-//! Transactional ids are answered with this broker too, although transactions are not
-//! implemented yet: the client then sends InitProducerId with its transactional id, which
-//! fails at once with UNSUPPORTED_VERSION (see `init_producer_id.rs`). Refusing here instead
-//! (COORDINATOR_NOT_AVAILABLE, retriable) would leave a transactional producer retrying until
-//! its timeout with no word of why.
+//! A transactional id's coordinator is this broker on one node (the shard that owns the id's
+//! `__transaction_state` partition coordinates it inside, found by the router). In a cluster
+//! transactions are not coordinated yet: the asking broker is named, and InitProducerId there
+//! answers UNSUPPORTED_VERSION (see `init_producer_id.rs`), so the client fails at once
+//! instead of retrying until its timeout.
 
 use super::RequestContext;
 use crate::error::ErrorCode;
@@ -75,7 +75,7 @@ async fn find(
     let shard = &ctx.shard;
     match refuse(key, key_type) {
         Some(e) => Err(e),
-        // Until transactions exist, the broker asked answers for them (see above).
+        // This broker coordinates every transactional id (see above).
         None if key_type == KEY_TYPE_TRANSACTION => {
             let (host, port) = shard.config.advertised_listener.clone();
             Ok((shard.config.node_id, host, port))

@@ -9,27 +9,33 @@
 //!   fresh id; bumping keeps the id stable and is equally safe, since no other producer holds
 //!   it.
 //! - With an empty transactional id: INVALID_REQUEST, as Kafka answers.
-//! - With a transactional id: transactions are not implemented yet. The answer is
-//!   UNSUPPORTED_VERSION: the Java client fails `initTransactions` at once with it (not
-//!   retriable), librdkafka logs "API version not supported: retrying" and fails
-//!   `init_transactions` with it at its timeout. A retriable code (COORDINATOR_NOT_AVAILABLE)
-//!   would only time out with no word of why, and TRANSACTIONAL_ID_AUTHORIZATION_FAILED
-//!   would blame ACLs that do not exist. FindCoordinator names this broker for transactional
-//!   ids so that clients get this far.
+//! - With a transactional id: the id's transaction coordinator answers (the shard that owns
+//!   its `__transaction_state` partition, see `shard/txn.rs`): a fresh id at epoch 0 the first
+//!   time, then the same id at the next epoch, fencing the previous producer and aborting its
+//!   open transaction first. A timeout above `--transaction-max-timeout-ms` is
+//!   INVALID_TRANSACTION_TIMEOUT; PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before v4, as in
+//!   Kafka. In a cluster transactions are not coordinated yet (markers to other brokers'
+//!   partitions do not exist): the answer there stays UNSUPPORTED_VERSION, which clients fail
+//!   on at once.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
-use crate::error::KafkaError;
+use crate::error::{ErrorCode, KafkaError};
+use crate::shard::calls::TxnInit;
 
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let answer = if let Some(t) = &req.transactional_id {
         // Kafka refuses an empty transactional id (clients send null when they have none).
-        Err(if t.0.is_empty() {
-            KafkaError::InvalidRequest("empty transactional id".into())
+        if t.0.is_empty() {
+            Err(KafkaError::InvalidRequest("empty transactional id".into()))
+        } else if ctx.shard.cluster().is_some() {
+            Err(KafkaError::Unsupported(
+                "transactions in a cluster (InitProducerId with a transactional id)",
+            ))
         } else {
-            KafkaError::Unsupported("transactions (InitProducerId with a transactional id)")
-        })
+            return transactional(ctx, &req).await;
+        }
     } else if req.producer_id.0 >= 0 && (0..i16::MAX).contains(&req.producer_epoch) {
         Ok((req.producer_id.0, req.producer_epoch + 1))
     } else {
@@ -49,6 +55,44 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         }
         Err(e) => InitProducerIdResponse::default()
             .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    }
+}
+
+/// PRODUCER_FENCED as the request's version can say it (v4 introduced it, KIP-588).
+pub(crate) fn fenced_for(code: ErrorCode, version: i16, fenced_since: i16) -> ErrorCode {
+    if code == ErrorCode::PRODUCER_FENCED && version < fenced_since {
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
+}
+
+async fn transactional(
+    ctx: &RequestContext,
+    req: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_string())
+        .unwrap_or_default();
+    let call = TxnInit {
+        transactional_id: id.clone(),
+        timeout_ms: req.transaction_timeout_ms,
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+    };
+    let answer = super::txn_call(ctx, &id, call)
+        .await
+        .unwrap_or(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE));
+    match answer {
+        Ok((pid, epoch)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch),
+        Err(code) => InitProducerIdResponse::default()
+            .with_error_code(fenced_for(code, ctx.api_version, 4).code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     }

@@ -14,11 +14,12 @@ use crate::error::KafkaError;
 use crate::shard::calls::ListOffsets;
 
 /// (topic slot, partition slot) of a request entry, and what its owner is asked.
-type Asked = ((usize, usize), (String, i32, i64));
+type Asked = ((usize, usize), (String, i32, i64, bool));
 
 pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
+    let read_committed = req.isolation_level == 1;
     let mut results: Vec<Vec<Result<(i64, i64), KafkaError>>> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
     for (ti, t) in req.topics.iter().enumerate() {
@@ -40,7 +41,15 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 by_owner
                     .entry(shard.owner(name, p.partition_index))
                     .or_default()
-                    .push(((ti, pi), (name.to_string(), p.partition_index, p.timestamp)));
+                    .push((
+                        (ti, pi),
+                        (
+                            name.to_string(),
+                            p.partition_index,
+                            p.timestamp,
+                            read_committed,
+                        ),
+                    ));
                 // Overwritten by the owner's answer below.
                 slots.push(Err(KafkaError::NotLeaderOrFollower));
             }

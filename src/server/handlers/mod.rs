@@ -1,6 +1,8 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the encoded
 //! response as chunks (or none: Produce with acks=0 is not answered).
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -11,7 +13,10 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
 mod describe_quorum;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -20,6 +25,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -28,6 +34,8 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sasl_handshake;
 mod sync_group;
+mod txn_offset_commit;
+mod write_txn_markers;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -183,6 +191,23 @@ pub(crate) async fn group_call<C: Call>(
         .call(owner, call)
         .await
         .map_err(|_| KafkaError::CoordinatorNotAvailable)
+}
+
+/// Sends a transaction request to the shard that coordinates `transactional_id`; a shard that
+/// cannot be reached (the broker is stopping) is an Err the caller answers
+/// COORDINATOR_NOT_AVAILABLE.
+pub(crate) async fn txn_call<C: Call>(
+    ctx: &RequestContext,
+    transactional_id: &str,
+    call: C,
+) -> Result<C::Reply, RouterError> {
+    let shard = &ctx.shard;
+    let owner = crate::placement::txn_owner(
+        transactional_id,
+        shard.config.transaction_state_log_num_partitions,
+        shard.shards(),
+    );
+    shard.call(owner, call).await
 }
 
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
@@ -366,6 +391,14 @@ pub async fn dispatch(
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
         InitProducerId => init_producer_id::handle,
+        AddPartitionsToTxn => add_partitions_to_txn::handle,
+        EndTxn => end_txn::handle,
+        AddOffsetsToTxn => add_offsets_to_txn::handle,
+        TxnOffsetCommit => txn_offset_commit::handle,
+        WriteTxnMarkers => write_txn_markers::handle,
+        DescribeProducers => describe_producers::handle,
+        DescribeTransactions => describe_transactions::handle,
+        ListTransactions => list_transactions::handle,
     )
 }
 

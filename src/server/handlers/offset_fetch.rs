@@ -17,11 +17,15 @@ use crate::shard::calls;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
+/// A row, and whether its transactional commit awaits its marker (require_stable).
+type Row = (FetchedOffset, bool);
+
 async fn fetch(
     ctx: &RequestContext,
     group: &str,
     wanted: Wanted,
-) -> Result<Vec<FetchedOffset>, ErrorCode> {
+    require_stable: bool,
+) -> Result<Vec<Row>, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
@@ -31,24 +35,31 @@ async fn fetch(
         calls::FetchOffsets {
             group: group.to_string(),
             wanted,
+            require_stable,
         },
     )
     .await
     {
-        Ok(r) => Ok(r),
+        Ok((rows, unstable)) => Ok(rows
+            .into_iter()
+            .map(|r| {
+                let u = unstable.iter().any(|(t, p)| *t == r.0 && *p == r.1);
+                (r, u)
+            })
+            .collect()),
         Err(e) => Err(e.error_code()),
     }
 }
 
 /// Groups fetched offsets by topic, in first-seen order.
-fn by_topic(rows: Vec<FetchedOffset>) -> Vec<(String, Vec<FetchedOffset>)> {
+fn by_topic(rows: Vec<Row>) -> Vec<(String, Vec<Row>)> {
     let mut order: Vec<String> = Vec::new();
-    let mut map: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
+    let mut map: BTreeMap<String, Vec<Row>> = BTreeMap::new();
     for row in rows {
-        if !map.contains_key(&row.0) {
-            order.push(row.0.clone());
+        if !map.contains_key(&row.0.0) {
+            order.push(row.0.0.clone());
         }
-        map.entry(row.0.clone()).or_default().push(row);
+        map.entry(row.0.0.clone()).or_default().push(row);
     }
     order
         .into_iter()
@@ -70,29 +81,38 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                     .collect()
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch(ctx, g.group_id.0.as_str(), wanted).await {
-                Ok(rows) => out.with_topics(
-                    by_topic(rows)
-                        .into_iter()
-                        .map(|(t, rows)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(topic_name(&t))
-                                .with_partitions(
-                                    rows.into_iter()
-                                        .map(|(_, p, offset, epoch, meta)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(meta.map(str_bytes))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-                Err(code) => out.with_error_code(code.code()),
-            });
+            groups.push(
+                match fetch(ctx, g.group_id.0.as_str(), wanted, req.require_stable).await {
+                    Ok(rows) => out.with_topics(
+                        by_topic(rows)
+                            .into_iter()
+                            .map(|(t, rows)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&t))
+                                    .with_partitions(
+                                        rows.into_iter()
+                                            .map(|((_, p, offset, epoch, meta), unstable)| {
+                                                let out = OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(meta.map(str_bytes));
+                                                if unstable {
+                                                    out.with_committed_offset(-1).with_error_code(
+                                                        ErrorCode::UNSTABLE_OFFSET_COMMIT.code(),
+                                                    )
+                                                } else {
+                                                    out
+                                                }
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(code) => out.with_error_code(code.code()),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -102,7 +122,8 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch(ctx, group.0.as_str(), wanted).await {
+    let require_stable = version >= 7 && req.require_stable;
+    match fetch(ctx, group.0.as_str(), wanted, require_stable).await {
         Ok(rows) => {
             let topics = by_topic(rows)
                 .into_iter()
@@ -111,11 +132,18 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                         .with_name(topic_name(&t))
                         .with_partitions(
                             rows.into_iter()
-                                .map(|(_, p, offset, epoch, meta)| {
+                                .map(|((_, p, offset, epoch, meta), unstable)| {
                                     let out = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
                                         .with_metadata(meta.map(str_bytes));
+                                    let out = if unstable {
+                                        out.with_committed_offset(-1).with_error_code(
+                                            ErrorCode::UNSTABLE_OFFSET_COMMIT.code(),
+                                        )
+                                    } else {
+                                        out
+                                    };
                                     if version >= 5 {
                                         out.with_committed_leader_epoch(epoch)
                                     } else {

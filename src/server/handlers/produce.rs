@@ -12,12 +12,13 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 
 use super::str_bytes;
 use super::{Slot, scatter};
-use crate::error::KafkaError;
+use crate::error::{ErrorCode, KafkaError};
 use crate::placement::CONTROLLER_SHARD;
 use crate::protocol::batch::split_produce_records;
 use crate::router::PendingReply;
 use crate::shard::calls::{
     Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
+    TxnVerify,
 };
 use crate::storage::catalog::TopicMeta;
 
@@ -96,7 +97,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     .config
                     .max_message_bytes
                     .map_or(shard.config.message_bytes_max, |v| v as usize);
-                split_produce_records(records, max)
+                let batches = split_produce_records(records, max)?;
+                if batches.iter().any(|b| b.header.is_control()) {
+                    return Err(KafkaError::InvalidRecord(
+                        "control batches are written only by the transaction coordinator".into(),
+                    ));
+                }
+                Ok(batches)
             })();
             match checked {
                 Ok(batches) => {
@@ -125,6 +132,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
         results.push(slots);
     }
+    verify_transactional(ctx, &req, &mut by_owner, &mut results).await;
     // Queue every owner's batches, in order, then let the connection's next request start:
     // its batches queue behind these on every owner (the local queue is filled right here, and
     // a remote owner queues what its FIFO channel delivers before taking the next message).
@@ -281,4 +289,93 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             .with_responses(responses)
             .with_node_endpoints(endpoints),
     )
+}
+
+/// KIP-890 part 1: a partition's transactional batches are written only if the producer's
+/// transaction coordinator says the partition is in its open transaction, in its epoch; the
+/// others are answered with the coordinator's code (INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH)
+/// and not written. So a write that comes after its transaction ended, or without
+/// AddPartitionsToTxn, cannot open a transaction that no marker will close (and hold the last
+/// stable offset for ever). One call to the coordinator's shard per request.
+async fn verify_transactional(
+    ctx: &RequestContext,
+    req: &ProduceRequest,
+    by_owner: &mut BTreeMap<usize, Vec<(Slot, ProduceItem)>>,
+    results: &mut [Vec<(i32, Result<ProduceOutcome, KafkaError>)>],
+) {
+    let mut asked: Vec<(Slot, (String, i32), i64, i16)> = Vec::new();
+    for items in by_owner.values() {
+        for (slot, item) in items {
+            if let Some(b) = item
+                .batches
+                .iter()
+                .find(|b| b.header.is_transactional() && b.header.producer_id >= 0)
+            {
+                asked.push((
+                    *slot,
+                    (item.topic.clone(), item.partition),
+                    b.header.producer_id,
+                    b.header.producer_epoch,
+                ));
+            }
+        }
+    }
+    if asked.is_empty() {
+        return;
+    }
+    let id = req
+        .transactional_id
+        .as_ref()
+        .map(|t| t.0.as_str().to_string());
+    let codes: Vec<ErrorCode> = match id {
+        Some(id) if ctx.shard.cluster().is_none() => {
+            // One producer per request: the first transactional batch names it.
+            let (_, _, pid, epoch) = asked[0];
+            let call = TxnVerify {
+                transactional_id: id.clone(),
+                producer_id: pid,
+                producer_epoch: epoch,
+                partitions: asked.iter().map(|a| a.1.clone()).collect(),
+            };
+            match super::txn_call(ctx, &id, call).await {
+                Ok(c) if c.len() == asked.len() => asked
+                    .iter()
+                    .zip(c)
+                    .map(|(a, c)| {
+                        if a.2 != pid || a.3 != epoch {
+                            ErrorCode::INVALID_TXN_STATE
+                        } else {
+                            c
+                        }
+                    })
+                    .collect(),
+                _ => vec![ErrorCode::NOT_LEADER_OR_FOLLOWER; asked.len()],
+            }
+        }
+        _ => vec![ErrorCode::INVALID_TXN_STATE; asked.len()],
+    };
+    for ((slot, tp, _, _), code) in asked.into_iter().zip(codes) {
+        if code.is_none() {
+            continue;
+        }
+        for items in by_owner.values_mut() {
+            items.retain(|(s, _)| *s != slot);
+        }
+        let err = if code == ErrorCode::INVALID_PRODUCER_EPOCH {
+            KafkaError::InvalidProducerEpoch(format!(
+                "{}-{}: not the epoch of the producer's transaction",
+                tp.0, tp.1
+            ))
+        } else if code == ErrorCode::NOT_LEADER_OR_FOLLOWER {
+            KafkaError::NotLeaderOrFollower
+        } else {
+            KafkaError::InvalidTxnState(format!(
+                "{}-{} is not in the producer's open transaction",
+                tp.0, tp.1
+            ))
+        };
+        tracing::debug!(topic = %tp.0, partition = tp.1, error = %err, "transactional produce refused");
+        results[slot.0][slot.1].1 = Err(err);
+    }
+    by_owner.retain(|_, items| !items.is_empty());
 }
