@@ -1,4 +1,4 @@
-//! OffsetForLeaderEpoch (API 23): for each partition and leader epoch, the largest epoch at or
+//! OffsetForLeaderEpoch (API 23, v2-v4: the versions the codec knows): for each partition and leader epoch, the largest epoch at or
 //! below it that the partition's log knows and the offset where that epoch ended, from the
 //! leader-epoch cache (`storage::epochs`). Consumers use it to detect a log truncated under
 //! them after a leader change (KIP-320); followers, to find where they diverged from a new
