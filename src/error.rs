@@ -71,6 +71,17 @@ impl ErrorCode {
     pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode =
         Self::of(ResponseError::GroupSubscribedToTopic);
     pub const INVALID_REQUEST: ErrorCode = Self::of(ResponseError::InvalidRequest);
+    /// ConsumerGroupHeartbeat with an epoch the coordinator no longer accepts: rejoin at 0.
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = Self::of(ResponseError::FencedMemberEpoch);
+    /// A consumer group member commits or fetches with an epoch that is not its current one.
+    pub const STALE_MEMBER_EPOCH: ErrorCode = Self::of(ResponseError::StaleMemberEpoch);
+    /// A static member joins while another member still holds its instance id.
+    pub const UNRELEASED_INSTANCE_ID: ErrorCode = Self::of(ResponseError::UnreleasedInstanceId);
+    /// A server assignor the broker does not have.
+    pub const UNSUPPORTED_ASSIGNOR: ErrorCode = Self::of(ResponseError::UnsupportedAssignor);
+    /// A subscription's regular expression does not compile.
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode =
+        Self::of(ResponseError::InvalidRegularExpression);
 
     /// The wire value: 0 for none.
     pub fn code(self) -> i16 {
