@@ -111,6 +111,30 @@ pub struct Settings {
     /// (group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// How often consumer-protocol (KIP-848) members heartbeat, in ms
+    /// (group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(long)]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// A consumer-protocol member that does not heartbeat for this many ms is removed
+    /// (group.consumer.session.timeout.ms) [default: 45000].
+    #[arg(long)]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Lowest accepted --group-consumer-session-timeout-ms, in ms [default: 1000].
+    #[arg(long)]
+    pub group_consumer_min_session_timeout_ms: Option<i32>,
+    /// Highest accepted --group-consumer-session-timeout-ms, in ms [default: 60000].
+    #[arg(long)]
+    pub group_consumer_max_session_timeout_ms: Option<i32>,
+    /// Lowest accepted --group-consumer-heartbeat-interval-ms, in ms [default: 100].
+    #[arg(long)]
+    pub group_consumer_min_heartbeat_interval_ms: Option<i32>,
+    /// Highest accepted --group-consumer-heartbeat-interval-ms, in ms [default: 15000].
+    #[arg(long)]
+    pub group_consumer_max_heartbeat_interval_ms: Option<i32>,
+    /// Server-side assignor of consumer-protocol groups whose members name none:
+    /// `uniform` or `range` (group.remote.assignor) [default: uniform].
+    #[arg(long)]
+    pub group_remote_assignor: Option<String>,
     /// Committed offsets of a group that stays empty this long are removed, in ms
     /// (offsets.retention.minutes) [default: 604800000].
     #[arg(long)]
@@ -216,6 +240,13 @@ impl Settings {
             connections_max,
             connections_max_idle_ms,
             group_initial_rebalance_delay_ms,
+            group_consumer_heartbeat_interval_ms,
+            group_consumer_session_timeout_ms,
+            group_consumer_min_session_timeout_ms,
+            group_consumer_max_session_timeout_ms,
+            group_consumer_min_heartbeat_interval_ms,
+            group_consumer_max_heartbeat_interval_ms,
+            group_remote_assignor,
             offsets_retention_ms,
             offsets_topic_num_partitions,
             producer_id_expiration_ms,
@@ -282,6 +313,27 @@ impl Settings {
             self.group_initial_rebalance_delay_ms,
             c.group_initial_rebalance_delay_ms,
         );
+        c.group_consumer_heartbeat_interval_ms = self
+            .group_consumer_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_heartbeat_interval_ms);
+        c.group_consumer_session_timeout_ms = self
+            .group_consumer_session_timeout_ms
+            .unwrap_or(c.group_consumer_session_timeout_ms);
+        c.group_consumer_min_session_timeout_ms = self
+            .group_consumer_min_session_timeout_ms
+            .unwrap_or(c.group_consumer_min_session_timeout_ms);
+        c.group_consumer_max_session_timeout_ms = self
+            .group_consumer_max_session_timeout_ms
+            .unwrap_or(c.group_consumer_max_session_timeout_ms);
+        c.group_consumer_min_heartbeat_interval_ms = self
+            .group_consumer_min_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_min_heartbeat_interval_ms);
+        c.group_consumer_max_heartbeat_interval_ms = self
+            .group_consumer_max_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_max_heartbeat_interval_ms);
+        if let Some(a) = self.group_remote_assignor {
+            c.group_remote_assignor = a;
+        }
         c.offsets_retention_ms = set(self.offsets_retention_ms, c.offsets_retention_ms);
         c.producer_id_expiration_ms =
             set(self.producer_id_expiration_ms, c.producer_id_expiration_ms);
@@ -372,6 +424,17 @@ impl Settings {
             connections_max: Some(c.connections_max),
             connections_max_idle_ms: Some(c.connections_max_idle_ms),
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
+            group_consumer_heartbeat_interval_ms: Some(c.group_consumer_heartbeat_interval_ms),
+            group_consumer_session_timeout_ms: Some(c.group_consumer_session_timeout_ms),
+            group_consumer_min_session_timeout_ms: Some(c.group_consumer_min_session_timeout_ms),
+            group_consumer_max_session_timeout_ms: Some(c.group_consumer_max_session_timeout_ms),
+            group_consumer_min_heartbeat_interval_ms: Some(
+                c.group_consumer_min_heartbeat_interval_ms,
+            ),
+            group_consumer_max_heartbeat_interval_ms: Some(
+                c.group_consumer_max_heartbeat_interval_ms,
+            ),
+            group_remote_assignor: Some(c.group_remote_assignor.clone()),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
             producer_id_expiration_ms: Some(c.producer_id_expiration_ms),

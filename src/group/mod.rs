@@ -14,6 +14,9 @@
 //!   `__groups/shard-N`), kept to read an old data dir once: [`migrate_legacy_offsets`].
 
 pub mod consumer;
+pub mod consumer_coordinator;
+pub mod consumer_records;
+pub mod consumer_store;
 pub mod coordinator;
 pub mod offsets;
 pub mod records;

@@ -64,6 +64,8 @@ use crate::protocol::batch::{self, ProducedBatch};
 use crate::storage::io::read_at_most;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog};
 
+use super::consumer::StoredConsumerGroup;
+use super::consumer_store::ConsumerEntry;
 use super::offsets::CommittedOffset;
 use super::records::{GroupMetadata, GroupRecord};
 
@@ -131,6 +133,8 @@ pub fn resolve_num_partitions(data_dir: &Path, configured: i32) -> io::Result<i3
 struct GroupEntry {
     topics: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
     metadata: Option<GroupMetadata>,
+    /// A consumer-protocol group's records.
+    consumer: ConsumerEntry,
 }
 
 impl GroupEntry {
@@ -138,10 +142,14 @@ impl GroupEntry {
     fn records(&self) -> u64 {
         self.topics.values().map(|p| p.len() as u64).sum::<u64>()
             + u64::from(self.metadata.is_some())
+            + self.consumer.records()
     }
 
     /// When the group became empty, if its stored state says it has no members.
     fn empty_since_ms(&self) -> Option<i64> {
+        if self.consumer.has_members() {
+            return None;
+        }
         self.metadata
             .as_ref()
             .filter(|m| m.members.is_empty())
@@ -348,6 +356,7 @@ impl OffsetsLog {
                 }
             },
             GroupRecord::GroupMetadata { value, .. } => entry.metadata = value,
+            GroupRecord::Consumer(c) => entry.consumer.apply(c),
         }
         let after = entry.records() as i64;
         if after == 0 {
@@ -485,6 +494,41 @@ impl OffsetsLog {
             value: Some(metadata),
         };
         self.append(group, vec![record], now_ms)
+    }
+
+    /// Stores a consumer group's state: the records whose value changed, and a tombstone
+    /// for a classic group's state the group replaced (a converted empty classic group).
+    /// None when nothing changed.
+    pub fn store_consumer_group(
+        &mut self,
+        group: &str,
+        stored: &StoredConsumerGroup,
+        now_ms: i64,
+    ) -> io::Result<Option<SyncJob>> {
+        let want = ConsumerEntry::of(stored);
+        let (mut records, classic) = match self.groups.get(group) {
+            Some(e) => (e.consumer.diff(group, &want), e.metadata.is_some()),
+            None => (ConsumerEntry::default().diff(group, &want), false),
+        };
+        let mut records: Vec<GroupRecord> = records.drain(..).map(GroupRecord::Consumer).collect();
+        if classic {
+            records.push(GroupRecord::GroupMetadata {
+                group: group.to_string(),
+                value: None,
+            });
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append(group, records, now_ms).map(Some)
+    }
+
+    /// Every consumer group's stored state, to restore the groups at start.
+    pub fn consumer_groups(&self) -> Vec<(String, StoredConsumerGroup)> {
+        self.groups
+            .iter()
+            .filter_map(|(g, e)| e.consumer.restore().map(|s| (g.clone(), s)))
+            .collect()
     }
 
     /// The committed offset of one partition.
@@ -682,6 +726,12 @@ fn live_records(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
             value: Some(m.clone()),
         });
     }
+    out.extend(
+        e.consumer
+            .live_records(group)
+            .into_iter()
+            .map(GroupRecord::Consumer),
+    );
     out
 }
 
@@ -699,6 +749,12 @@ fn tombstones(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
             })
         })
         .collect();
+    out.extend(
+        e.consumer
+            .tombstones(group)
+            .into_iter()
+            .map(GroupRecord::Consumer),
+    );
     out.push(GroupRecord::GroupMetadata {
         group: group.to_string(),
         value: None,

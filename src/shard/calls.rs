@@ -93,6 +93,8 @@ shard_messages!(
     ListGroups,
     DeleteGroup,
     DeleteOffsets,
+    ConsumerGroupHeartbeat,
+    ConsumerGroupDescribe,
     AllocateProducerIds,
 );
 
@@ -459,12 +461,12 @@ pub struct CommitOffsets {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub entries: Vec<(String, i32, CommittedOffset)>,
+    /// The OffsetCommit version (a consumer group's members commit with v9+).
+    pub api_version: i16,
 }
 call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
-    shard
-        .groups
-        .commit(&c.group, c.generation_id, &c.member_id, c.group_instance_id.as_deref(), c.entries)
-        .await
+    let member = (c.generation_id, c.member_id.as_str(), c.group_instance_id.as_deref());
+    shard.groups.commit_at_version(&c.group, member, c.entries, c.api_version).await
 });
 
 /// Committed offsets: all (None) or of the listed (topic, partitions).
@@ -472,14 +474,22 @@ call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
 pub struct FetchOffsets {
     pub group: String,
     pub wanted: Option<Vec<(String, Vec<i32>)>>,
+    /// OffsetFetch v9's (member id, member epoch), checked against a consumer group.
+    pub member: (Option<String>, i32),
 }
-call!(FetchOffsets -> Vec<FetchedOffset>, |c, shard| shard.groups.fetch(&c.group, c.wanted));
+call!(FetchOffsets -> Result<Vec<FetchedOffset>, ErrorCode>, |c, shard| {
+    match shard.groups.consumer_fetch_check(&c.group, c.member.0.as_deref(), c.member.1) {
+        ErrorCode::NONE => Ok(shard.groups.fetch(&c.group, c.wanted)),
+        code => Err(code),
+    }
+});
 
 #[derive(Debug)]
 pub struct DescribeGroup {
     pub group: String,
 }
-call!(DescribeGroup -> GroupDescription, |c, shard| shard.groups.describe(&c.group));
+// None: a consumer group, which DescribeGroups does not describe.
+call!(DescribeGroup -> Option<GroupDescription>, |c, shard| shard.groups.describe_classic(&c.group));
 
 /// Every group the shard coordinates.
 #[derive(Debug)]
@@ -500,4 +510,36 @@ pub struct DeleteOffsets {
 }
 call!(DeleteOffsets -> (ErrorCode, Vec<ErrorCode>), |c, shard| {
     shard.groups.delete_offsets(&c.group, c.partitions).await
+});
+
+/// ConsumerGroupHeartbeat, with the topics this shard knows (names, ids, partition counts)
+/// for the group's subscriptions.
+#[derive(Debug)]
+pub struct ConsumerGroupHeartbeat {
+    pub group: String,
+    pub req: crate::group::consumer::HeartbeatRequest,
+}
+call!(ConsumerGroupHeartbeat -> crate::group::consumer::HeartbeatResponse, |c, shard| {
+    let topics: crate::group::consumer::TopicsView = shard
+        .all_topics()
+        .into_iter()
+        .map(|t| (t.name, (t.topic_id, t.partitions)))
+        .collect();
+    shard.groups.consumer_heartbeat(&c.group, c.req, topics).await
+});
+
+/// ConsumerGroupDescribe of one group, with the names of the topic ids it mentions; None
+/// when it is not a consumer group.
+#[derive(Debug)]
+pub struct ConsumerGroupDescribe {
+    pub group: String,
+}
+call!(ConsumerGroupDescribe -> Option<(crate::group::consumer_coordinator::ConsumerGroupDescription, std::collections::BTreeMap<uuid::Uuid, String>)>, |c, shard| {
+    let d = shard.groups.describe_consumer_group(&c.group)?;
+    let names = shard
+        .all_topics()
+        .into_iter()
+        .map(|t| (t.topic_id, t.name))
+        .collect();
+    Some((d, names))
 });

@@ -3,6 +3,8 @@
 
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -364,6 +366,8 @@ pub async fn dispatch(
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
         InitProducerId => init_producer_id::handle,
+        ConsumerGroupHeartbeat => consumer_group_heartbeat::handle,
+        ConsumerGroupDescribe => consumer_group_describe::handle,
     )
 }
 

@@ -17,10 +17,13 @@ use crate::shard::calls;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
+/// Reads a group's offsets; `member` is OffsetFetch v9's (member id, member epoch), checked
+/// against a consumer group ((None, -1): no member, as admin tools and classic clients ask).
 async fn fetch(
     ctx: &RequestContext,
     group: &str,
     wanted: Wanted,
+    member: (Option<String>, i32),
 ) -> Result<Vec<FetchedOffset>, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
@@ -31,11 +34,12 @@ async fn fetch(
         calls::FetchOffsets {
             group: group.to_string(),
             wanted,
+            member,
         },
     )
     .await
     {
-        Ok(r) => Ok(r),
+        Ok(r) => r,
         Err(e) => Err(e.error_code()),
     }
 }
@@ -70,29 +74,39 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                     .collect()
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match fetch(ctx, g.group_id.0.as_str(), wanted).await {
-                Ok(rows) => out.with_topics(
-                    by_topic(rows)
-                        .into_iter()
-                        .map(|(t, rows)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(topic_name(&t))
-                                .with_partitions(
-                                    rows.into_iter()
-                                        .map(|(_, p, offset, epoch, meta)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(meta.map(str_bytes))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-                Err(code) => out.with_error_code(code.code()),
-            });
+            let member = if version >= 9 {
+                (
+                    g.member_id.as_ref().map(|m| m.as_str().to_string()),
+                    g.member_epoch,
+                )
+            } else {
+                (None, -1)
+            };
+            groups.push(
+                match fetch(ctx, g.group_id.0.as_str(), wanted, member).await {
+                    Ok(rows) => out.with_topics(
+                        by_topic(rows)
+                            .into_iter()
+                            .map(|(t, rows)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&t))
+                                    .with_partitions(
+                                        rows.into_iter()
+                                            .map(|(_, p, offset, epoch, meta)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(meta.map(str_bytes))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                    Err(code) => out.with_error_code(code.code()),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -102,7 +116,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    match fetch(ctx, group.0.as_str(), wanted).await {
+    match fetch(ctx, group.0.as_str(), wanted, (None, -1)).await {
         Ok(rows) => {
             let topics = by_topic(rows)
                 .into_iter()
