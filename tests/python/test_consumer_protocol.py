@@ -20,6 +20,7 @@ What is proved here, black-box:
 Consumers run in their own processes (test_groups' workers: spawn context, append-only reports).
 """
 
+import subprocess
 import threading
 import time
 
@@ -184,7 +185,7 @@ def test_kip848_join_kill_restart_exactly_once(broker_factory, workers, rng):  #
         c.close()
 
 
-def test_classic_and_consumer_groups_side_by_side(broker_factory, workers, rng):
+def test_classic_and_consumer_groups_side_by_side(broker_factory, workers, rng, spate_bin):
     b = broker_factory(shards=2, extra_args=BROKER_ARGS)
     topic = unique_topic("side")
     create_topic(b.bootstrap, topic, 4)
@@ -217,6 +218,16 @@ def test_classic_and_consumer_groups_side_by_side(broker_factory, workers, rng):
     # ConsumerGroupDescribe describes a consumer group: its member and the assignment.
     d = a.describe_consumer_groups([modern], request_timeout=15)[modern].result()
     assert len(d.members) == 1 and len(d.members[0].assignment.topic_partitions) == 4, d
+    # `spate group describe` shows the member's epoch, and its current and target assignments.
+    out = subprocess.run([str(spate_bin), "group", "describe", modern, "--bootstrap-server", b.bootstrap],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "EPOCH" in out.stdout and "TARGET" in out.stdout and "uniform" in out.stdout, out.stdout
+    member = d.members[0].member_id
+    row = next(line for line in out.stdout.splitlines() if line.startswith(member))
+    parts = f"{topic}:0,1,2,3"
+    assert row.count(parts) == 2, f"current and target assignment in {row!r}"
+
     # DescribeGroups v6 (kafka-python) refuses a consumer group as Kafka 4.x does.
     kp = KafkaAdminClient(bootstrap_servers=b.bootstrap, **KP_TIMEOUTS)
     try:
