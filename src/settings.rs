@@ -589,6 +589,68 @@ mod tests {
     }
 
     #[test]
+    fn consumer_group_timeouts_and_their_bounds() {
+        // Below Kafka's minimums, within ours: accepted, and a config key each.
+        let file: Settings = toml::from_str(
+            "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 500\ngroup_remote_assignor = \"range\"",
+        )
+        .unwrap();
+        let c = file.clone().into_config(&[0]).unwrap();
+        assert_eq!(
+            (
+                c.group_consumer_session_timeout_ms,
+                c.group_consumer_heartbeat_interval_ms,
+                c.group_remote_assignor.as_str()
+            ),
+            (6000, 500, "range")
+        );
+        let defaults = Settings::default().into_config(&[0]).unwrap();
+        assert_eq!(
+            (
+                defaults.group_consumer_session_timeout_ms,
+                defaults.group_consumer_heartbeat_interval_ms,
+                defaults.group_consumer_min_session_timeout_ms,
+                defaults.group_consumer_max_session_timeout_ms,
+                defaults.group_consumer_min_heartbeat_interval_ms,
+                defaults.group_consumer_max_heartbeat_interval_ms,
+            ),
+            (45_000, 5_000, 1_000, 60_000, 100, 15_000)
+        );
+        let refused = |s: Settings, what: &str| {
+            let e = s.into_config(&[0]).unwrap_err();
+            assert!(e.contains(what), "{e}");
+        };
+        refused(
+            Settings {
+                group_consumer_heartbeat_interval_ms: Some(6000),
+                ..file.clone()
+            },
+            "must be below --group-consumer-session-timeout-ms",
+        );
+        refused(
+            Settings {
+                group_consumer_session_timeout_ms: Some(500),
+                ..file.clone()
+            },
+            "--group-consumer-session-timeout-ms 500 is outside its bounds [1000, 60000]",
+        );
+        refused(
+            Settings {
+                group_consumer_max_heartbeat_interval_ms: Some(400),
+                ..file.clone()
+            },
+            "--group-consumer-heartbeat-interval-ms 500 is outside its bounds [100, 400]",
+        );
+        refused(
+            Settings {
+                group_remote_assignor: Some("sticky".into()),
+                ..file
+            },
+            "--group-remote-assignor",
+        );
+    }
+
+    #[test]
     fn errors_name_the_setting() {
         let unknown = toml::from_str::<Settings>("retention_hours = 5")
             .unwrap_err()

@@ -234,6 +234,27 @@ impl GroupCoordinator {
         Some(ErrorCode::NONE)
     }
 
+    /// Deletes the stored records of an empty consumer group that becomes a classic group, so
+    /// a restart does not bring it back as a consumer group. A failure is logged.
+    pub(super) async fn forget_consumer_records(&self, group_id: &str, now: i64) {
+        tracing::info!(
+            group = group_id,
+            "empty consumer group converted to a classic group"
+        );
+        let job = self
+            .offsets_log()
+            .borrow_mut()
+            .delete_consumer_records(group_id, now);
+        let result = match job {
+            Ok(Some(job)) => self.run_store_job(job).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::error!(group = group_id, error = %e, "deleting the consumer group's records failed");
+        }
+    }
+
     /// Stores a consumer group's state; a failure is logged: the group works on from memory,
     /// and only a restart would lose the change.
     async fn store_consumer_group(&self, group_id: &str, stored: StoredConsumerGroup, now: i64) {

@@ -289,7 +289,8 @@ impl GroupCoordinator {
             Some(code) if code != ErrorCode::NONE => {
                 return JoinResponse::failed("", ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
             }
-            _ => {}
+            Some(_) => self.forget_consumer_records(&group_id, now).await,
+            None => {}
         }
         let Some((step, later)) = self.with_group(&group_id, true, |g| {
             let step = g.join(req, now, require_known_member_id);

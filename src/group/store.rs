@@ -523,6 +523,28 @@ impl OffsetsLog {
         self.append(group, records, now_ms).map(Some)
     }
 
+    /// Tombstones for a consumer group's records (its offsets stay): an empty consumer group
+    /// that becomes a classic group. None when none are stored.
+    pub fn delete_consumer_records(
+        &mut self,
+        group: &str,
+        now_ms: i64,
+    ) -> io::Result<Option<SyncJob>> {
+        let records: Vec<GroupRecord> = match self.groups.get(group) {
+            Some(e) => e
+                .consumer
+                .tombstones(group)
+                .into_iter()
+                .map(GroupRecord::Consumer)
+                .collect(),
+            None => Vec::new(),
+        };
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append(group, records, now_ms).map(Some)
+    }
+
     /// Every consumer group's stored state, to restore the groups at start.
     pub fn consumer_groups(&self) -> Vec<(String, StoredConsumerGroup)> {
         self.groups
@@ -843,6 +865,112 @@ mod tests {
             current_state_timestamp_ms: since,
             members: Vec::new(),
         }
+    }
+
+    /// A consumer group of two members in a stable state.
+    fn consumer_group() -> StoredConsumerGroup {
+        use super::super::consumer::{
+            Assignment, ConsumerGroup, ConsumerGroupConfig, HeartbeatRequest,
+        };
+        let t = uuid::Uuid::from_u128(7);
+        let topics = BTreeMap::from([("t".to_string(), (t, 4))]);
+        let mut g = ConsumerGroup::new("cg", ConsumerGroupConfig::default());
+        let join = |id: &str| HeartbeatRequest {
+            version: 1,
+            member_id: id.into(),
+            rebalance_timeout_ms: 1000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            instance_id: (id == "b").then(|| "inst".into()),
+            ..HeartbeatRequest::default()
+        };
+        let a = g.heartbeat(&join("a"), &topics, 0);
+        g.heartbeat(&join("b"), &topics, 0);
+        // a revokes half, then b takes it.
+        let kept: Assignment = g
+            .heartbeat(
+                &HeartbeatRequest {
+                    member_epoch: a.member_epoch,
+                    ..HeartbeatRequest {
+                        rebalance_timeout_ms: -1,
+                        ..join("a")
+                    }
+                },
+                &topics,
+                1,
+            )
+            .assignment
+            .unwrap_or_default();
+        g.heartbeat(
+            &HeartbeatRequest {
+                member_epoch: a.member_epoch,
+                owned: Some(kept),
+                rebalance_timeout_ms: -1,
+                ..join("a")
+            },
+            &topics,
+            2,
+        );
+        g.stored()
+    }
+
+    #[test]
+    fn consumer_groups_survive_reopen_and_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = consumer_group();
+        assert_eq!(stored.members.len(), 2);
+        {
+            let mut s = open(dir.path());
+            // A converted classic group: its empty classic state is replaced.
+            let job = s.store_group("cg", empty_meta(5), 10).unwrap();
+            run(&mut s, job);
+            let job = s.commit("cg", &[("t", 0, off(9))], 10).unwrap();
+            run(&mut s, job);
+            let job = s.store_consumer_group("cg", &stored, 11).unwrap().unwrap();
+            run(&mut s, job);
+            // Nothing changed: nothing written.
+            assert!(s.store_consumer_group("cg", &stored, 12).unwrap().is_none());
+            assert_eq!(
+                s.group_empty_since("cg"),
+                None,
+                "a group with members is not empty"
+            );
+        }
+        let mut s = open(dir.path());
+        let mut back = s.consumer_groups();
+        assert_eq!(back.len(), 1);
+        let (id, mut got) = back.remove(0);
+        assert_eq!(id, "cg");
+        for m in got.members.iter_mut() {
+            m.last_heartbeat_ms = 0;
+        }
+        let mut want = stored.clone();
+        for m in want.members.iter_mut() {
+            m.last_heartbeat_ms = 0;
+            m.revoke_deadline_ms = None;
+        }
+        assert_eq!(got, want);
+        assert!(
+            s.group_metadata().next().is_none(),
+            "the classic state was deleted"
+        );
+        assert_eq!(s.fetch("cg", "t", 0), Some(&off(9)));
+
+        // The rewrite that bounds the replay keeps the consumer records.
+        s.set_compact_min_records(1);
+        for i in 0..20 {
+            let job = s.commit("cg", &[("t", 0, off(100 + i))], 20).unwrap();
+            run(&mut s, job);
+        }
+        drop(s);
+        let mut s = open(dir.path());
+        assert_eq!(s.consumer_groups().len(), 1);
+        // Becoming a classic group deletes the consumer records, not the offsets.
+        let job = s.delete_consumer_records("cg", 30).unwrap().unwrap();
+        run(&mut s, job);
+        drop(s);
+        let s = open(dir.path());
+        assert!(s.consumer_groups().is_empty());
+        assert_eq!(s.fetch("cg", "t", 0), Some(&off(119)));
     }
 
     #[test]
