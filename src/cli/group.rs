@@ -252,7 +252,7 @@ fn describe(common: &Common, groups: &[String]) -> Result<()> {
                     },
                 ];
                 if kip848 {
-                    let target = m.target.as_ref().map(|t| show(t)).unwrap_or_default();
+                    let target = m.target.as_ref().map(&show).unwrap_or_default();
                     row.push(m.member_epoch.map_or("-".into(), |e| e.to_string()));
                     row.push(if target.is_empty() {
                         "-".into()
