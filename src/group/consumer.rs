@@ -1029,31 +1029,35 @@ fn assign_uniform<'a>(
             *count.entry(m.clone()).or_default() += 1;
         }
     }
-    // Balance: bounded by the number of partitions, each move narrows the spread.
+    // Balance: one partition at a time from the most loaded member that has one another
+    // member may take, to the least loaded such member, while that narrows the spread. Each
+    // move lowers the sum of squared counts, so this ends; it is bounded by the partitions
+    // anyway. Moving from the fullest first means a member that joins takes at most one
+    // partition from each of the others, and no partition moves between the others.
     for _ in 0..eligible.len() {
-        let mut moved = false;
-        for (tp, ms) in eligible {
-            let Some(from) = owner.get(tp).cloned() else {
-                continue;
-            };
-            let from_count = count.get(&from).copied().unwrap_or(0);
-            let Some(to) = ms
-                .iter()
-                .filter(|m| **m != from)
-                .min_by_key(|m| (count.get(*m).copied().unwrap_or(0), *m))
-            else {
-                continue;
-            };
-            if count.get(to).copied().unwrap_or(0) + 1 < from_count {
-                *count.entry(from).or_default() -= 1;
-                *count.entry(to.clone()).or_default() += 1;
-                owner.insert(*tp, to.clone());
-                moved = true;
+        let mut by_load: Vec<&String> = members.iter().collect();
+        by_load.sort_by_key(|m| (std::cmp::Reverse(count.get(*m).copied().unwrap_or(0)), *m));
+        let mut step = None;
+        'find: for from in by_load {
+            let from_count = count.get(from).copied().unwrap_or(0);
+            for (tp, _) in owner.iter().rev().filter(|(_, o)| *o == from) {
+                let Some(to) = eligible.get(tp).and_then(|ms| {
+                    ms.iter()
+                        .filter(|m| *m != from)
+                        .min_by_key(|m| (count.get(*m).copied().unwrap_or(0), *m))
+                }) else {
+                    continue;
+                };
+                if count.get(to).copied().unwrap_or(0) + 1 < from_count {
+                    step = Some((*tp, from.clone(), to.clone()));
+                    break 'find;
+                }
             }
         }
-        if !moved {
-            break;
-        }
+        let Some((tp, from, to)) = step else { break };
+        *count.entry(from).or_default() -= 1;
+        *count.entry(to.clone()).or_default() += 1;
+        owner.insert(tp, to);
     }
     let mut out: BTreeMap<String, Assignment> = members
         .iter()
@@ -1204,6 +1208,43 @@ mod tests {
         }
         assert_eq!(g.state(), "Stable");
         assert!(g.members().all(|m| m.member_epoch == g.assignment_epoch()));
+    }
+
+    #[test]
+    fn a_joiner_takes_at_most_one_partition_from_each_and_nothing_else_moves() {
+        let t = TopicsView::from([("t".to_string(), (T, 100))]);
+        let mut g = ConsumerGroup::new(
+            "g",
+            ConsumerGroupConfig {
+                max_size: 100,
+                ..config()
+            },
+        );
+        let ids: Vec<String> = (0..11).map(|i| format!("m{i:02}")).collect();
+        for id in &ids[..10] {
+            g.heartbeat(&join(id), &t, 0);
+        }
+        g.heartbeat(&beat("m00", 0, None), &t, 0);
+        let before: Vec<Assignment> = ids[..10]
+            .iter()
+            .map(|m| g.target_of(m).cloned().unwrap_or_default())
+            .collect();
+        assert!(
+            before.iter().all(|a| count(a) == 10),
+            "{:?}",
+            before.iter().map(count).collect::<Vec<_>>()
+        );
+        g.heartbeat(&join(&ids[10]), &t, 1);
+        let joiner = g.target_of(&ids[10]).cloned().unwrap_or_default();
+        assert_eq!(count(&joiner), 9);
+        for (m, b) in ids[..10].iter().zip(&before) {
+            let now = g.target_of(m).cloned().unwrap_or_default();
+            assert!(
+                subset(&now, b),
+                "{m}: a partition moved between old members"
+            );
+            assert!(count(b) - count(&now) <= 1, "{m} gave up more than one");
+        }
     }
 
     #[test]
