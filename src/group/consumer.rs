@@ -196,6 +196,7 @@ pub struct HeartbeatRequest {
     pub version: i16,
     pub member_id: String,
     pub member_epoch: i32,
+    /// Sent on the join (and a static leave); None later means unchanged.
     pub instance_id: Option<String>,
     pub rack_id: Option<String>,
     /// -1: unchanged.
@@ -444,7 +445,7 @@ impl ConsumerGroup {
                 format!("member {} is not in group {}", req.member_id, self.group_id),
             );
         };
-        if m.instance_id.is_some() && m.instance_id != req.instance_id {
+        if req.instance_id.is_some() && m.instance_id != req.instance_id {
             return refuse(
                 ErrorCode::FENCED_INSTANCE_ID,
                 "the instance id does not match the member's",
@@ -539,7 +540,7 @@ impl ConsumerGroup {
                 format!("member {member_id} is not in group {}", self.group_id),
             );
         };
-        if m.instance_id.is_some() && m.instance_id != req.instance_id {
+        if req.instance_id.is_some() && m.instance_id != req.instance_id {
             return refuse(
                 ErrorCode::FENCED_INSTANCE_ID,
                 "the instance id does not match the member's",
@@ -1546,6 +1547,19 @@ mod tests {
         assert_eq!(
             g.heartbeat(&stat("m2"), &t, 1).error,
             ErrorCode::UNRELEASED_INSTANCE_ID
+        );
+        // Later heartbeats need not repeat the instance id; a different one is fenced.
+        assert_eq!(
+            g.heartbeat(&beat("m1", epoch, None), &t, 1).error,
+            ErrorCode::NONE
+        );
+        let other = HeartbeatRequest {
+            instance_id: Some("i9".into()),
+            ..beat("m1", epoch, None)
+        };
+        assert_eq!(
+            g.heartbeat(&other, &t, 1).error,
+            ErrorCode::FENCED_INSTANCE_ID
         );
         // A leave with a wrong instance id is fenced.
         let wrong = HeartbeatRequest {

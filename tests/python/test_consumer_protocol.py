@@ -256,3 +256,33 @@ def test_regex_subscription_picks_up_a_new_topic(broker_factory, workers, rng):
                state_of([w]))
     assert len(w.log.assignment()) == 5, w.log.summary()
     w.shutdown()
+
+
+def test_static_member_comes_back_without_moving_partitions(broker_factory, workers, rng):
+    b = broker_factory(shards=2, extra_args=BROKER_ARGS)
+    topic = unique_topic("static")
+    group = unique_group("static")
+    create_topic(b.bootstrap, topic, 6)
+    produced = produce(b.bootstrap, topic, [(None, f"v{i}", i % 6) for i in range(60)])
+    conf = lambda i: {**KIP848, "group.instance.id": f"instance-{i}"}  # noqa: E731
+    w0 = workers.start("s0", b.bootstrap, group, [topic], conf(0))
+    w1 = workers.start("s1", b.bootstrap, group, [topic], conf(1))
+    state = state_of([w0, w1])
+    wait_state(lambda: len(w0.log.assignment()) == 3 and len(w1.log.assignment()) == 3, 60, "3 partitions each",
+               state)
+    wait_state(lambda: set(produced) <= processed_keys([w0, w1]), 60, "every record processed", state)
+    held = w1.log.assignment()
+    # A clean close of a static member is a temporary leave (epoch -2): it keeps its partitions.
+    w1.shutdown()
+    left_at = time.monotonic()
+    w1b = workers.start("s1-again", b.bootstrap, group, [topic], conf(1))
+    wait_state(lambda: w1b.log.assignment() == held, 30, "the instance back with its partitions",
+               state_of([w0, w1b]))
+    assert time.monotonic() - left_at < SESSION_MS / 1000, "it waited for the session timeout"
+    moved = [parts for ts, kind, parts in w0.log.events() if ts >= left_at]
+    assert not moved and len(w0.log.assignment()) == 3, f"the other member was disturbed: {moved}"
+    more = produce(b.bootstrap, topic, [(None, f"w{i}", i % 6) for i in range(12)])
+    wait_state(lambda: set(more) <= processed_keys([w0, w1b]), 60, "records after the return",
+               state_of([w0, w1b]))
+    for w in (w0, w1b):
+        w.shutdown()
