@@ -93,6 +93,8 @@ pub struct Config {
     pub group_consumer_max_heartbeat_interval_ms: i32,
     /// The server-side assignor of consumer-protocol groups (`group.remote.assignor`).
     pub group_remote_assignor: String,
+    /// Members a consumer-protocol group accepts (`group.consumer.max.size`).
+    pub group_consumer_max_size: i32,
     /// Committed offsets of a group that stays empty this long are removed (Kafka's
     /// `offsets.retention.minutes`).
     pub offsets_retention_ms: u64,
@@ -175,6 +177,7 @@ impl Config {
             group_consumer_min_heartbeat_interval_ms: 100,
             group_consumer_max_heartbeat_interval_ms: 15_000,
             group_remote_assignor: "uniform".into(),
+            group_consumer_max_size: i32::MAX,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_num_partitions: 50,
             producer_id_expiration_ms: 86_400_000,
@@ -219,6 +222,12 @@ impl Config {
             return Err(format!(
                 "--group-consumer-heartbeat-interval-ms {} must be below --group-consumer-session-timeout-ms {}",
                 self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_max_size < 1 {
+            return Err(format!(
+                "--group-consumer-max-size {} must be at least 1",
+                self.group_consumer_max_size
             ));
         }
         if crate::group::consumer::Assignor::parse(&self.group_remote_assignor).is_none() {

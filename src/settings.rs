@@ -131,6 +131,10 @@ pub struct Settings {
     /// Highest accepted --group-consumer-heartbeat-interval-ms, in ms [default: 15000].
     #[arg(long)]
     pub group_consumer_max_heartbeat_interval_ms: Option<i32>,
+    /// Members a consumer-protocol group accepts; one more is refused with
+    /// GROUP_MAX_SIZE_REACHED (group.consumer.max.size) [default: 2147483647].
+    #[arg(long)]
+    pub group_consumer_max_size: Option<i32>,
     /// Server-side assignor of consumer-protocol groups whose members name none:
     /// `uniform` or `range` (group.remote.assignor) [default: uniform].
     #[arg(long)]
@@ -246,6 +250,7 @@ impl Settings {
             group_consumer_max_session_timeout_ms,
             group_consumer_min_heartbeat_interval_ms,
             group_consumer_max_heartbeat_interval_ms,
+            group_consumer_max_size,
             group_remote_assignor,
             offsets_retention_ms,
             offsets_topic_num_partitions,
@@ -331,6 +336,9 @@ impl Settings {
         c.group_consumer_max_heartbeat_interval_ms = self
             .group_consumer_max_heartbeat_interval_ms
             .unwrap_or(c.group_consumer_max_heartbeat_interval_ms);
+        c.group_consumer_max_size = self
+            .group_consumer_max_size
+            .unwrap_or(c.group_consumer_max_size);
         if let Some(a) = self.group_remote_assignor {
             c.group_remote_assignor = a;
         }
@@ -434,6 +442,7 @@ impl Settings {
             group_consumer_max_heartbeat_interval_ms: Some(
                 c.group_consumer_max_heartbeat_interval_ms,
             ),
+            group_consumer_max_size: Some(c.group_consumer_max_size),
             group_remote_assignor: Some(c.group_remote_assignor.clone()),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
@@ -592,7 +601,7 @@ mod tests {
     fn consumer_group_timeouts_and_their_bounds() {
         // Below Kafka's minimums, within ours: accepted, and a config key each.
         let file: Settings = toml::from_str(
-            "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 500\ngroup_remote_assignor = \"range\"",
+            "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 500\ngroup_remote_assignor = \"range\"\ngroup_consumer_max_size = 3",
         )
         .unwrap();
         let c = file.clone().into_config(&[0]).unwrap();
@@ -604,6 +613,7 @@ mod tests {
             ),
             (6000, 500, "range")
         );
+        assert_eq!(c.group_consumer_max_size, 3);
         let defaults = Settings::default().into_config(&[0]).unwrap();
         assert_eq!(
             (
@@ -640,6 +650,13 @@ mod tests {
                 ..file.clone()
             },
             "--group-consumer-heartbeat-interval-ms 500 is outside its bounds [100, 400]",
+        );
+        refused(
+            Settings {
+                group_consumer_max_size: Some(0),
+                ..file.clone()
+            },
+            "--group-consumer-max-size",
         );
         refused(
             Settings {

@@ -208,7 +208,7 @@ async fn shard_main(
             session_timeout_ms: config.group_consumer_session_timeout_ms,
             assignor: crate::group::consumer::Assignor::parse(&config.group_remote_assignor)
                 .unwrap_or(crate::group::consumer::Assignor::Uniform),
-            ..Default::default()
+            max_size: usize::try_from(config.group_consumer_max_size).unwrap_or(usize::MAX),
         },
         i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
     ) {
