@@ -254,7 +254,13 @@ pub struct ConsumerGroup {
     subscribed: Option<TopicsView>,
     /// Something that is stored changed since [`ConsumerGroup::take_dirty`].
     dirty: bool,
+    /// The racks of each partition's replicas, for rack-aware assignment (empty when the
+    /// brokers have no racks).
+    partition_racks: PartitionRacks,
 }
+
+/// The racks each partition's replicas are in.
+pub type PartitionRacks = BTreeMap<(Uuid, i32), BTreeSet<String>>;
 
 /// What the coordinator stores and restores of a consumer group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,6 +282,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             subscribed: None,
             dirty: false,
+            partition_racks: PartitionRacks::new(),
         }
     }
 
@@ -306,6 +313,13 @@ impl ConsumerGroup {
             members: self.members.values().cloned().collect(),
             target: self.target.clone(),
         }
+    }
+
+    /// The racks of the partitions' replicas as the coordinator's shard knows them now. The
+    /// `uniform` assignor prefers, within balance and stickiness, to give a partition to a
+    /// member in one of its replicas' racks (members send `rack_id`).
+    pub fn set_partition_racks(&mut self, racks: PartitionRacks) {
+        self.partition_racks = racks;
     }
 
     /// Whether the stored state changed since the last call (and forgets it).
@@ -679,7 +693,17 @@ impl ConsumerGroup {
         }
         self.target = match self.assignor() {
             Assignor::Range => assign_range(&by_topic, self.members.keys()),
-            Assignor::Uniform => assign_uniform(&eligible, &self.target, self.members.keys()),
+            Assignor::Uniform => {
+                let racks = &self.partition_racks;
+                let members = &self.members;
+                let same_rack = |m: &str, tp: (Uuid, i32)| {
+                    members
+                        .get(m)
+                        .and_then(|m| m.rack_id.as_ref())
+                        .is_some_and(|r| racks.get(&tp).is_some_and(|rs| rs.contains(r)))
+                };
+                assign_uniform(&eligible, &self.target, self.members.keys(), same_rack)
+            }
         };
         self.assignment_epoch = self.group_epoch;
         self.dirty = true;
@@ -977,7 +1001,7 @@ fn assign_range<'a>(
     out
 }
 
-/// The uniform assignor: sticky and balanced. Each member keeps what it had in the previous
+/// The uniform assignor: sticky, balanced and rack-aware. Each member keeps what it had in the previous
 /// target while it still subscribes to the topic and stays within its share; the rest goes,
 /// partition by partition, to the eligible member with the fewest; then partitions move
 /// from the fullest to the emptiest eligible member until counts differ by at most one.
@@ -985,6 +1009,7 @@ fn assign_uniform<'a>(
     eligible: &BTreeMap<(Uuid, i32), Vec<String>>,
     previous: &BTreeMap<String, Assignment>,
     members: impl Iterator<Item = &'a String>,
+    same_rack: impl Fn(&str, (Uuid, i32)) -> bool,
 ) -> BTreeMap<String, Assignment> {
     let members: Vec<String> = members.cloned().collect();
     let mut owner: BTreeMap<(Uuid, i32), String> = BTreeMap::new();
@@ -1010,7 +1035,10 @@ fn assign_uniform<'a>(
     let shares: BTreeMap<String, usize> = members.iter().map(|m| (m.clone(), share(m))).collect();
     for (m, a) in previous {
         let Some(c) = count.get_mut(m) else { continue };
-        for tp in flatten(a) {
+        // Within its share a member keeps the partitions in its rack first.
+        let mut kept: Vec<(Uuid, i32)> = flatten(a).collect();
+        kept.sort_by_key(|tp| !same_rack(m, *tp));
+        for tp in kept {
             let ok = eligible.get(&tp).is_some_and(|ms| ms.contains(m));
             if ok && *c < shares.get(m).copied().unwrap_or(0) && !owner.contains_key(&tp) {
                 owner.insert(tp, m.clone());
@@ -1024,7 +1052,7 @@ fn assign_uniform<'a>(
         }
         if let Some(m) = ms
             .iter()
-            .min_by_key(|m| (count.get(*m).copied().unwrap_or(0), *m))
+            .min_by_key(|m| (count.get(*m).copied().unwrap_or(0), !same_rack(m, *tp), *m))
         {
             owner.insert(*tp, m.clone());
             *count.entry(m.clone()).or_default() += 1;
@@ -1041,18 +1069,28 @@ fn assign_uniform<'a>(
         let mut step = None;
         'find: for from in by_load {
             let from_count = count.get(from).copied().unwrap_or(0);
-            for (tp, _) in owner.iter().rev().filter(|(_, o)| *o == from) {
-                let Some(to) = eligible.get(tp).and_then(|ms| {
+            // Its partitions outside its rack go first, to a member in their rack if one may
+            // take them.
+            let mut mine: Vec<(Uuid, i32)> = owner
+                .iter()
+                .rev()
+                .filter(|(_, o)| *o == from)
+                .map(|(tp, _)| *tp)
+                .collect();
+            mine.sort_by_key(|tp| same_rack(from, *tp));
+            for tp in mine {
+                let Some(to) = eligible.get(&tp).and_then(|ms| {
                     ms.iter()
                         .filter(|m| *m != from)
-                        .min_by_key(|m| (count.get(*m).copied().unwrap_or(0), *m))
+                        .filter(|m| count.get(*m).copied().unwrap_or(0) + 1 < from_count)
+                        .min_by_key(|m| {
+                            (!same_rack(m, tp), count.get(*m).copied().unwrap_or(0), *m)
+                        })
                 }) else {
                     continue;
                 };
-                if count.get(to).copied().unwrap_or(0) + 1 < from_count {
-                    step = Some((*tp, from.clone(), to.clone()));
-                    break 'find;
-                }
+                step = Some((tp, from.clone(), to.clone()));
+                break 'find;
             }
         }
         let Some((tp, from, to)) = step else { break };
@@ -1246,6 +1284,45 @@ mod tests {
             );
             assert!(count(b) - count(&now) <= 1, "{m} gave up more than one");
         }
+    }
+
+    #[test]
+    fn uniform_assignor_prefers_members_in_the_partitions_rack() {
+        let t = TopicsView::from([("t".to_string(), (T, 4))]);
+        let racks: PartitionRacks = (0..4)
+            .map(|p| {
+                (
+                    (T, p),
+                    BTreeSet::from([if p < 2 { "rb" } else { "ra" }.to_string()]),
+                )
+            })
+            .collect();
+        let mut g = ConsumerGroup::new("g", config());
+        g.set_partition_racks(racks.clone());
+        let in_rack = |id: &str, rack: &str| HeartbeatRequest {
+            rack_id: Some(rack.into()),
+            ..join(id)
+        };
+        g.heartbeat(&in_rack("a", "ra"), &t, 0);
+        assert_eq!(g.target_of("a").map(count), Some(4));
+        g.heartbeat(&in_rack("b", "rb"), &t, 1);
+        // Without racks a would keep 0 and 1 and b take 2 and 3; with them each takes its rack's.
+        assert_eq!(
+            g.target_of("a").and_then(|a| a.get(&T)),
+            Some(&BTreeSet::from([2, 3]))
+        );
+        assert_eq!(
+            g.target_of("b").and_then(|a| a.get(&T)),
+            Some(&BTreeSet::from([0, 1]))
+        );
+        // The same without racks, for contrast.
+        let mut plain = ConsumerGroup::new("g", config());
+        plain.heartbeat(&join("a"), &t, 0);
+        plain.heartbeat(&join("b"), &t, 1);
+        assert_eq!(
+            plain.target_of("a").and_then(|a| a.get(&T)),
+            Some(&BTreeSet::from([0, 1]))
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::clock::now_ms;
 use crate::error::ErrorCode;
 
 use super::consumer::{
-    ConsumerGroup, ConsumerGroupConfig, HeartbeatRequest, HeartbeatResponse, StoredConsumerGroup,
-    TopicsView,
+    ConsumerGroup, ConsumerGroupConfig, HeartbeatRequest, HeartbeatResponse, PartitionRacks,
+    StoredConsumerGroup, TopicsView,
 };
 use super::coordinator::GroupCoordinator;
 
@@ -66,6 +66,7 @@ impl GroupCoordinator {
         group_id: &str,
         mut req: HeartbeatRequest,
         topics: TopicsView,
+        racks: PartitionRacks,
     ) -> HeartbeatResponse {
         let now = now_ms();
         if self.consumer_groups().borrow().get(group_id).is_none() {
@@ -108,6 +109,7 @@ impl GroupCoordinator {
             let group = groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| ConsumerGroup::new(group_id, self.consumer.config.clone()));
+            group.set_partition_racks(racks);
             let resp = group.heartbeat(&req, &topics, now);
             let stored = group.take_dirty().then(|| group.stored());
             if created && group.is_empty() {

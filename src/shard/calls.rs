@@ -520,13 +520,49 @@ pub struct ConsumerGroupHeartbeat {
     pub req: crate::group::consumer::HeartbeatRequest,
 }
 call!(ConsumerGroupHeartbeat -> crate::group::consumer::HeartbeatResponse, |c, shard| {
-    let topics: crate::group::consumer::TopicsView = shard
-        .all_topics()
+    let metas = shard.all_topics();
+    let racks = partition_racks(&shard, &metas);
+    let topics: crate::group::consumer::TopicsView = metas
         .into_iter()
         .map(|t| (t.name, (t.topic_id, t.partitions)))
         .collect();
-    shard.groups.consumer_heartbeat(&c.group, c.req, topics).await
+    shard.groups.consumer_heartbeat(&c.group, c.req, topics, racks).await
 });
+
+/// The racks of every partition's replicas, for rack-aware assignment: a broker's rack from
+/// the cluster view (this broker's from its settings; on a one-node broker it holds every
+/// partition). Empty when no broker has a rack.
+fn partition_racks(shard: &Shard, metas: &[TopicMeta]) -> crate::group::consumer::PartitionRacks {
+    let view = shard.cluster();
+    let rack_of = |id: i32| -> Option<String> {
+        match &view {
+            Some(v) => v.broker(id).and_then(|b| b.rack.clone()),
+            None => shard.config.rack.clone(),
+        }
+    };
+    let any = match &view {
+        Some(v) => v.brokers.iter().any(|b| b.rack.is_some()),
+        None => shard.config.rack.is_some(),
+    };
+    let mut out = crate::group::consumer::PartitionRacks::new();
+    if !any {
+        return out;
+    }
+    for t in metas {
+        for p in 0..t.partitions {
+            let replicas: Vec<i32> = match t.partition(p) {
+                Some(a) => a.replicas.clone(),
+                None => vec![shard.config.node_id],
+            };
+            let racks: std::collections::BTreeSet<String> =
+                replicas.into_iter().filter_map(rack_of).collect();
+            if !racks.is_empty() {
+                out.insert((t.topic_id, p), racks);
+            }
+        }
+    }
+    out
+}
 
 /// ConsumerGroupDescribe of one group, with the names of the topic ids it mentions; None
 /// when it is not a consumer group.
