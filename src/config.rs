@@ -82,6 +82,19 @@ pub struct Config {
     /// Session timeouts a member may ask for (Kafka's `group.min/max.session.timeout.ms`).
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
+    /// Consumer-protocol (KIP-848) groups: the heartbeat interval and session timeout the
+    /// coordinator gives members (`group.consumer.heartbeat.interval.ms`,
+    /// `group.consumer.session.timeout.ms`), and their accepted bounds.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    pub group_consumer_session_timeout_ms: i32,
+    pub group_consumer_min_session_timeout_ms: i32,
+    pub group_consumer_max_session_timeout_ms: i32,
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    pub group_consumer_max_heartbeat_interval_ms: i32,
+    /// The server-side assignor of consumer-protocol groups (`group.remote.assignor`).
+    pub group_remote_assignor: String,
+    /// Members a consumer-protocol group accepts (`group.consumer.max.size`).
+    pub group_consumer_max_size: i32,
     /// Committed offsets of a group that stays empty this long are removed (Kafka's
     /// `offsets.retention.minutes`).
     pub offsets_retention_ms: u64,
@@ -167,6 +180,14 @@ impl Config {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_min_session_timeout_ms: 1_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_min_heartbeat_interval_ms: 100,
+            group_consumer_max_heartbeat_interval_ms: 15_000,
+            group_remote_assignor: "uniform".into(),
+            group_consumer_max_size: i32::MAX,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_topic_num_partitions: 50,
             transaction_state_log_num_partitions: 50,
@@ -181,6 +202,56 @@ impl Config {
     }
 
     /// Checks relations between settings; the message names the offending setting.
+    /// The consumer-protocol group settings: each within its bounds, the heartbeat interval
+    /// below the session timeout, a known assignor.
+    fn validate_consumer_groups(&self) -> Result<(), String> {
+        let within = |name: &str, v: i32, min: i32, max: i32| {
+            if (min..=max).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "--{name} {v} is outside its bounds [{min}, {max}] (--{name}'s -min-/-max- settings)"
+                ))
+            }
+        };
+        if self.group_consumer_min_session_timeout_ms < 1
+            || self.group_consumer_min_heartbeat_interval_ms < 1
+        {
+            return Err("--group-consumer-min-session-timeout-ms and --group-consumer-min-heartbeat-interval-ms must be at least 1".into());
+        }
+        within(
+            "group-consumer-session-timeout-ms",
+            self.group_consumer_session_timeout_ms,
+            self.group_consumer_min_session_timeout_ms,
+            self.group_consumer_max_session_timeout_ms,
+        )?;
+        within(
+            "group-consumer-heartbeat-interval-ms",
+            self.group_consumer_heartbeat_interval_ms,
+            self.group_consumer_min_heartbeat_interval_ms,
+            self.group_consumer_max_heartbeat_interval_ms,
+        )?;
+        if self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms {
+            return Err(format!(
+                "--group-consumer-heartbeat-interval-ms {} must be below --group-consumer-session-timeout-ms {}",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        if self.group_consumer_max_size < 1 {
+            return Err(format!(
+                "--group-consumer-max-size {} must be at least 1",
+                self.group_consumer_max_size
+            ));
+        }
+        if crate::group::consumer::Assignor::parse(&self.group_remote_assignor).is_none() {
+            return Err(format!(
+                "--group-remote-assignor {:?} is not an assignor: uniform or range",
+                self.group_remote_assignor
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.shards == 0 {
             return Err("--shards must be at least 1".into());
@@ -207,6 +278,7 @@ impl Config {
                 self.listen, self.advertised_listener.0, self.advertised_listener.1
             ));
         }
+        self.validate_consumer_groups()?;
         if self.connections_max_idle_ms == 0 {
             return Err("--connections-max-idle-ms must be at least 1".into());
         }

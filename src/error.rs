@@ -94,6 +94,17 @@ impl ErrorCode {
     pub const OPERATION_NOT_ATTEMPTED: ErrorCode = Self::of(ResponseError::OperationNotAttempted);
     /// A newer producer with the same transactional id exists.
     pub const PRODUCER_FENCED: ErrorCode = Self::of(ResponseError::ProducerFenced);
+    /// ConsumerGroupHeartbeat with an epoch the coordinator no longer accepts: rejoin at 0.
+    pub const FENCED_MEMBER_EPOCH: ErrorCode = Self::of(ResponseError::FencedMemberEpoch);
+    /// A consumer group member commits or fetches with an epoch that is not its current one.
+    pub const STALE_MEMBER_EPOCH: ErrorCode = Self::of(ResponseError::StaleMemberEpoch);
+    /// A static member joins while another member still holds its instance id.
+    pub const UNRELEASED_INSTANCE_ID: ErrorCode = Self::of(ResponseError::UnreleasedInstanceId);
+    /// A server assignor the broker does not have.
+    pub const UNSUPPORTED_ASSIGNOR: ErrorCode = Self::of(ResponseError::UnsupportedAssignor);
+    /// A subscription's regular expression does not compile.
+    pub const INVALID_REGULAR_EXPRESSION: ErrorCode =
+        Self::of(ResponseError::InvalidRegularExpression);
 
     /// The wire value: 0 for none.
     pub fn code(self) -> i16 {

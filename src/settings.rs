@@ -111,6 +111,34 @@ pub struct Settings {
     /// (group.initial.rebalance.delay.ms) [default: 3000].
     #[arg(long)]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// How often consumer-protocol (KIP-848) members heartbeat, in ms
+    /// (group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(long)]
+    pub group_consumer_heartbeat_interval_ms: Option<i32>,
+    /// A consumer-protocol member that does not heartbeat for this many ms is removed
+    /// (group.consumer.session.timeout.ms) [default: 45000].
+    #[arg(long)]
+    pub group_consumer_session_timeout_ms: Option<i32>,
+    /// Lowest accepted --group-consumer-session-timeout-ms, in ms [default: 1000].
+    #[arg(long)]
+    pub group_consumer_min_session_timeout_ms: Option<i32>,
+    /// Highest accepted --group-consumer-session-timeout-ms, in ms [default: 60000].
+    #[arg(long)]
+    pub group_consumer_max_session_timeout_ms: Option<i32>,
+    /// Lowest accepted --group-consumer-heartbeat-interval-ms, in ms [default: 100].
+    #[arg(long)]
+    pub group_consumer_min_heartbeat_interval_ms: Option<i32>,
+    /// Highest accepted --group-consumer-heartbeat-interval-ms, in ms [default: 15000].
+    #[arg(long)]
+    pub group_consumer_max_heartbeat_interval_ms: Option<i32>,
+    /// Members a consumer-protocol group accepts; one more is refused with
+    /// GROUP_MAX_SIZE_REACHED (group.consumer.max.size) [default: 2147483647].
+    #[arg(long)]
+    pub group_consumer_max_size: Option<i32>,
+    /// Server-side assignor of consumer-protocol groups whose members name none:
+    /// `uniform` or `range` (group.remote.assignor) [default: uniform].
+    #[arg(long)]
+    pub group_remote_assignor: Option<String>,
     /// Committed offsets of a group that stays empty this long are removed, in ms
     /// (offsets.retention.minutes) [default: 604800000].
     #[arg(long)]
@@ -229,6 +257,14 @@ impl Settings {
             connections_max,
             connections_max_idle_ms,
             group_initial_rebalance_delay_ms,
+            group_consumer_heartbeat_interval_ms,
+            group_consumer_session_timeout_ms,
+            group_consumer_min_session_timeout_ms,
+            group_consumer_max_session_timeout_ms,
+            group_consumer_min_heartbeat_interval_ms,
+            group_consumer_max_heartbeat_interval_ms,
+            group_consumer_max_size,
+            group_remote_assignor,
             offsets_retention_ms,
             offsets_topic_num_partitions,
             transaction_state_log_num_partitions,
@@ -298,6 +334,30 @@ impl Settings {
             self.group_initial_rebalance_delay_ms,
             c.group_initial_rebalance_delay_ms,
         );
+        c.group_consumer_heartbeat_interval_ms = self
+            .group_consumer_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_heartbeat_interval_ms);
+        c.group_consumer_session_timeout_ms = self
+            .group_consumer_session_timeout_ms
+            .unwrap_or(c.group_consumer_session_timeout_ms);
+        c.group_consumer_min_session_timeout_ms = self
+            .group_consumer_min_session_timeout_ms
+            .unwrap_or(c.group_consumer_min_session_timeout_ms);
+        c.group_consumer_max_session_timeout_ms = self
+            .group_consumer_max_session_timeout_ms
+            .unwrap_or(c.group_consumer_max_session_timeout_ms);
+        c.group_consumer_min_heartbeat_interval_ms = self
+            .group_consumer_min_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_min_heartbeat_interval_ms);
+        c.group_consumer_max_heartbeat_interval_ms = self
+            .group_consumer_max_heartbeat_interval_ms
+            .unwrap_or(c.group_consumer_max_heartbeat_interval_ms);
+        c.group_consumer_max_size = self
+            .group_consumer_max_size
+            .unwrap_or(c.group_consumer_max_size);
+        if let Some(a) = self.group_remote_assignor {
+            c.group_remote_assignor = a;
+        }
         c.offsets_retention_ms = set(self.offsets_retention_ms, c.offsets_retention_ms);
         c.producer_id_expiration_ms =
             set(self.producer_id_expiration_ms, c.producer_id_expiration_ms);
@@ -398,6 +458,18 @@ impl Settings {
             connections_max: Some(c.connections_max),
             connections_max_idle_ms: Some(c.connections_max_idle_ms),
             group_initial_rebalance_delay_ms: Some(c.group_initial_rebalance_delay_ms),
+            group_consumer_heartbeat_interval_ms: Some(c.group_consumer_heartbeat_interval_ms),
+            group_consumer_session_timeout_ms: Some(c.group_consumer_session_timeout_ms),
+            group_consumer_min_session_timeout_ms: Some(c.group_consumer_min_session_timeout_ms),
+            group_consumer_max_session_timeout_ms: Some(c.group_consumer_max_session_timeout_ms),
+            group_consumer_min_heartbeat_interval_ms: Some(
+                c.group_consumer_min_heartbeat_interval_ms,
+            ),
+            group_consumer_max_heartbeat_interval_ms: Some(
+                c.group_consumer_max_heartbeat_interval_ms,
+            ),
+            group_consumer_max_size: Some(c.group_consumer_max_size),
+            group_remote_assignor: Some(c.group_remote_assignor.clone()),
             offsets_retention_ms: Some(c.offsets_retention_ms),
             offsets_topic_num_partitions: Some(c.offsets_topic_num_partitions),
             transaction_state_log_num_partitions: Some(c.transaction_state_log_num_partitions),
@@ -552,6 +624,76 @@ mod tests {
         );
         let default = Settings::default().into_config(&[0]).unwrap();
         assert_eq!(default.connections_max_idle_ms, 600_000);
+    }
+
+    #[test]
+    fn consumer_group_timeouts_and_their_bounds() {
+        // Below Kafka's minimums, within ours: accepted, and a config key each.
+        let file: Settings = toml::from_str(
+            "group_consumer_session_timeout_ms = 6000\ngroup_consumer_heartbeat_interval_ms = 500\ngroup_remote_assignor = \"range\"\ngroup_consumer_max_size = 3",
+        )
+        .unwrap();
+        let c = file.clone().into_config(&[0]).unwrap();
+        assert_eq!(
+            (
+                c.group_consumer_session_timeout_ms,
+                c.group_consumer_heartbeat_interval_ms,
+                c.group_remote_assignor.as_str()
+            ),
+            (6000, 500, "range")
+        );
+        assert_eq!(c.group_consumer_max_size, 3);
+        let defaults = Settings::default().into_config(&[0]).unwrap();
+        assert_eq!(
+            (
+                defaults.group_consumer_session_timeout_ms,
+                defaults.group_consumer_heartbeat_interval_ms,
+                defaults.group_consumer_min_session_timeout_ms,
+                defaults.group_consumer_max_session_timeout_ms,
+                defaults.group_consumer_min_heartbeat_interval_ms,
+                defaults.group_consumer_max_heartbeat_interval_ms,
+            ),
+            (45_000, 5_000, 1_000, 60_000, 100, 15_000)
+        );
+        let refused = |s: Settings, what: &str| {
+            let e = s.into_config(&[0]).unwrap_err();
+            assert!(e.contains(what), "{e}");
+        };
+        refused(
+            Settings {
+                group_consumer_heartbeat_interval_ms: Some(6000),
+                ..file.clone()
+            },
+            "must be below --group-consumer-session-timeout-ms",
+        );
+        refused(
+            Settings {
+                group_consumer_session_timeout_ms: Some(500),
+                ..file.clone()
+            },
+            "--group-consumer-session-timeout-ms 500 is outside its bounds [1000, 60000]",
+        );
+        refused(
+            Settings {
+                group_consumer_max_heartbeat_interval_ms: Some(400),
+                ..file.clone()
+            },
+            "--group-consumer-heartbeat-interval-ms 500 is outside its bounds [100, 400]",
+        );
+        refused(
+            Settings {
+                group_consumer_max_size: Some(0),
+                ..file.clone()
+            },
+            "--group-consumer-max-size",
+        );
+        refused(
+            Settings {
+                group_remote_assignor: Some("sticky".into()),
+                ..file
+            },
+            "--group-remote-assignor",
+        );
     }
 
     #[test]

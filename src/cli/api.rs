@@ -628,8 +628,15 @@ pub struct Member {
     pub group_instance_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
-    /// Topic -> partitions, decoded from the consumer protocol's assignment.
+    /// Topic -> partitions, decoded from the consumer protocol's assignment (a KIP-848
+    /// member: what it owns now).
     pub assignment: BTreeMap<String, Vec<i32>>,
+    /// A KIP-848 member's epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member_epoch: Option<i32>,
+    /// A KIP-848 member's target assignment (what it will own once reconciled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<BTreeMap<String, Vec<i32>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -677,6 +684,12 @@ pub fn describe_group(
         .groups
         .first()
         .ok_or_else(|| Error::other("DescribeGroups: empty answer"))?;
+    if g.error_code == ErrorCode::GROUP_ID_NOT_FOUND.code() && v >= 6 {
+        // Kafka 4.x: a consumer group (KIP-848) is described by ConsumerGroupDescribe.
+        if let Some(d) = describe_consumer_group(client, coordinator, group)? {
+            return Ok(d);
+        }
+    }
     check(
         g.error_code,
         format!("describing group '{group}'"),
@@ -701,9 +714,66 @@ pub fn describe_group(
                 } else {
                     BTreeMap::new()
                 },
+                member_epoch: None,
+                target: None,
             })
             .collect(),
     })
+}
+
+/// ConsumerGroupDescribe of a consumer group (KIP-848): its state with the group epoch and
+/// assignor, members with their epochs, current and target assignments; None when it is not
+/// a consumer group.
+pub fn describe_consumer_group(
+    client: &mut Client,
+    coordinator: &str,
+    group: &str,
+) -> Result<Option<GroupDescription>> {
+    use kafka_protocol::messages::ConsumerGroupDescribeRequest;
+    use kafka_protocol::messages::consumer_group_describe_response::Assignment;
+    let conn = client.conn(coordinator)?;
+    let v = conn.version_of::<ConsumerGroupDescribeRequest>(i16::MAX)?;
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]);
+    let resp = conn.call(&req, v)?;
+    let Some(g) = resp.groups.first() else {
+        return Ok(None);
+    };
+    if g.error_code == ErrorCode::GROUP_ID_NOT_FOUND.code() {
+        return Ok(None);
+    }
+    check(
+        g.error_code,
+        format!("describing group '{group}'"),
+        g.error_message.as_deref(),
+    )?;
+    let parts = |a: &Assignment| -> BTreeMap<String, Vec<i32>> {
+        a.topic_partitions
+            .iter()
+            .map(|tp| (tp.topic_name.to_string(), tp.partitions.clone()))
+            .collect()
+    };
+    Ok(Some(GroupDescription {
+        group: group.to_string(),
+        state: g.group_state.to_string(),
+        protocol_type: "consumer".into(),
+        protocol: format!(
+            "{}, group epoch {}, assignment epoch {}",
+            g.assignor_name, g.group_epoch, g.assignment_epoch
+        ),
+        members: g
+            .members
+            .iter()
+            .map(|m| Member {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                assignment: parts(&m.assignment),
+                member_epoch: Some(m.member_epoch),
+                target: Some(parts(&m.target_assignment)),
+            })
+            .collect(),
+    }))
 }
 
 /// Committed offsets of `group`: (topic, partition) -> offset.

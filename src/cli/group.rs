@@ -223,18 +223,24 @@ fn describe(common: &Common, groups: &[String]) -> Result<()> {
         }
         if !g.members.is_empty() {
             text.push('\n');
-            let mut t = Table::new(&["MEMBER", "INSTANCE", "CLIENT-ID", "HOST", "ASSIGNMENT"]);
-            for m in &g.members {
-                let assignment = m
-                    .assignment
-                    .iter()
+            let kip848 = g.members.iter().any(|m| m.member_epoch.is_some());
+            let mut headers = vec!["MEMBER", "INSTANCE", "CLIENT-ID", "HOST", "ASSIGNMENT"];
+            if kip848 {
+                headers.extend(["EPOCH", "TARGET"]);
+            }
+            let mut t = Table::new(&headers);
+            let show = |a: &BTreeMap<String, Vec<i32>>| {
+                a.iter()
                     .map(|(topic, parts)| {
                         let parts: Vec<String> = parts.iter().map(i32::to_string).collect();
                         format!("{topic}:{}", parts.join(","))
                     })
                     .collect::<Vec<_>>()
-                    .join(" ");
-                t.row(vec![
+                    .join(" ")
+            };
+            for m in &g.members {
+                let assignment = show(&m.assignment);
+                let mut row = vec![
                     m.member_id.clone(),
                     m.group_instance_id.clone().unwrap_or_else(|| "-".into()),
                     m.client_id.clone(),
@@ -244,7 +250,17 @@ fn describe(common: &Common, groups: &[String]) -> Result<()> {
                     } else {
                         assignment
                     },
-                ]);
+                ];
+                if kip848 {
+                    let target = m.target.as_ref().map(&show).unwrap_or_default();
+                    row.push(m.member_epoch.map_or("-".into(), |e| e.to_string()));
+                    row.push(if target.is_empty() {
+                        "-".into()
+                    } else {
+                        target
+                    });
+                }
+                t.row(row);
             }
             text.push_str(&t.render());
         }

@@ -30,6 +30,8 @@ use futures_channel::oneshot;
 
 use crate::error::ErrorCode;
 
+use super::consumer::{ConsumerGroup, ConsumerGroupConfig};
+use super::consumer_coordinator::ConsumerGroups;
 use super::offsets::CommittedOffset;
 use super::records::{GroupMetadata, MemberMetadata};
 use super::state::{
@@ -47,8 +49,9 @@ pub const GROUP_TICK_MS: u64 = 50;
 /// metadata); offset -1 when nothing is committed.
 pub type FetchedOffset = (String, i32, i64, i32, Option<String>);
 
-/// A group as ListGroups reports it: (group id, protocol type, state).
-pub type ListedGroup = (String, String, &'static str);
+/// A group as ListGroups reports it: (group id, protocol type, state, type: "classic" or
+/// "consumer").
+pub type ListedGroup = (String, String, &'static str, &'static str);
 
 type WaiterKey = (String, String);
 
@@ -60,6 +63,8 @@ pub struct GroupCoordinator {
     join_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<JoinResponse>>>,
     sync_waiters: RefCell<HashMap<WaiterKey, oneshot::Sender<SyncResponse>>>,
     offsets: RefCell<OffsetsLog>,
+    /// The consumer-protocol (KIP-848) groups ([`super::consumer_coordinator`]).
+    pub(super) consumer: ConsumerGroups,
     /// Limits the lines of groups created, which any client can cause at will.
     log: LogLimiter,
 }
@@ -82,6 +87,7 @@ impl GroupCoordinator {
         shard_id: usize,
         at: OffsetsLocation<'_>,
         config: GroupConfig,
+        consumer_config: ConsumerGroupConfig,
         offsets_retention_ms: i64,
     ) -> io::Result<GroupCoordinator> {
         let offsets = OffsetsLog::open(
@@ -92,13 +98,22 @@ impl GroupCoordinator {
             at.recover,
         )?;
         let now = now_ms();
+        let consumer = ConsumerGroups::new(consumer_config.clone());
+        for (id, stored) in offsets.consumer_groups() {
+            let g = ConsumerGroup::restore(&id, consumer_config.clone(), stored, now);
+            consumer.groups.borrow_mut().insert(id, g);
+        }
+        // A group id is classic or consumer: a consumer group's records win over a classic
+        // group's state it replaced.
         let groups: HashMap<String, Group> = offsets
             .group_metadata()
+            .filter(|(id, _)| !consumer.groups.borrow().contains_key(*id))
             .map(|(id, m)| (id.to_string(), restore(id, m, &config, now)))
             .collect();
         tracing::info!(
             shard = shard_id,
             groups = groups.len(),
+            consumer_groups = consumer.groups.borrow().len(),
             groups_with_offsets = offsets.groups().len(),
             offsets = offsets.live_offsets(),
             records = offsets.stored_records(),
@@ -112,6 +127,7 @@ impl GroupCoordinator {
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
             offsets: RefCell::new(offsets),
+            consumer,
             log: LogLimiter::new(std::time::Duration::from_millis(LOG_INTERVAL_MS)),
         })
     }
@@ -196,6 +212,24 @@ impl GroupCoordinator {
         }
     }
 
+    /// Whether `id` is a classic group, and then whether it is empty.
+    pub(super) fn classic_is_empty(&self, id: &str) -> Option<bool> {
+        self.groups.borrow().get(id).map(Group::is_empty)
+    }
+
+    /// Drops a classic group from memory (it is becoming a consumer group).
+    pub(super) fn forget_classic(&self, id: &str) {
+        self.groups.borrow_mut().remove(id);
+    }
+
+    pub(super) fn offsets_log(&self) -> &RefCell<OffsetsLog> {
+        &self.offsets
+    }
+
+    pub(super) async fn run_store_job(&self, job: SyncJob) -> io::Result<()> {
+        self.run_job(job).await
+    }
+
     /// Runs a store job on the blocking pool and applies its outcome.
     async fn run_job(&self, job: SyncJob) -> io::Result<()> {
         let done = glommio::executor().spawn_blocking(move || job.run()).await;
@@ -207,7 +241,20 @@ impl GroupCoordinator {
         let now = now_ms();
         let jobs = {
             let groups = self.groups.borrow();
+            let consumer = self.consumer.groups.borrow();
             let live = |g: &str| {
+                if consumer.get(g).is_some_and(|c| !c.is_empty()) {
+                    // Its members are stored as its own records, so the store never saw it
+                    // empty: nothing is written for it.
+                    return Some(GroupMetadata {
+                        protocol_type: "consumer".into(),
+                        generation: 0,
+                        protocol: None,
+                        leader: None,
+                        current_state_timestamp_ms: now,
+                        members: Vec::new(),
+                    });
+                }
                 groups
                     .get(g)
                     .filter(|g| !g.is_empty())
@@ -236,6 +283,15 @@ impl GroupCoordinator {
         require_known_member_id: bool,
     ) -> JoinResponse {
         let now = now_ms();
+        match self.delete_consumer_group(&group_id) {
+            // A classic member cannot join a consumer group that has members; an empty one
+            // becomes a classic group.
+            Some(code) if code != ErrorCode::NONE => {
+                return JoinResponse::failed("", ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
+            }
+            Some(_) => self.forget_consumer_records(&group_id, now).await,
+            None => {}
+        }
         let Some((step, later)) = self.with_group(&group_id, true, |g| {
             let step = g.join(req, now, require_known_member_id);
             let later = g.tick(now);
@@ -363,12 +419,36 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Vec<ErrorCode> {
+        self.commit_at_version(
+            group_id,
+            (generation_id, member_id, group_instance_id),
+            entries,
+            i16::MAX,
+        )
+        .await
+    }
+
+    /// [`GroupCoordinator::commit`] by an OffsetCommit of `api_version` (a consumer group
+    /// takes its members' commits from v9 on). `member` is (generation or member epoch,
+    /// member id, instance id).
+    pub async fn commit_at_version(
+        &self,
+        group_id: &str,
+        member: (i32, &str, Option<&str>),
+        entries: Vec<(String, i32, CommittedOffset)>,
+        api_version: i16,
+    ) -> Vec<ErrorCode> {
+        let (generation_id, member_id, group_instance_id) = member;
         let now = now_ms();
-        let code = self
-            .with_group(group_id, true, |g| {
-                g.validate_offset_commit(generation_id, member_id, group_instance_id, now)
-            })
-            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        let code = match self.consumer_commit_check(group_id, member_id, generation_id, api_version)
+        {
+            Some(code) => code,
+            None => self
+                .with_group(group_id, true, |g| {
+                    g.validate_offset_commit(generation_id, member_id, group_instance_id, now)
+                })
+                .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        };
         if code != ErrorCode::NONE || entries.is_empty() {
             return vec![code; entries.len()];
         }
@@ -486,6 +566,12 @@ impl GroupCoordinator {
         }
     }
 
+    /// DescribeGroups of one group (Dead with no members when unknown, as Kafka answers);
+    /// None for a consumer group, which DescribeGroups does not describe.
+    pub fn describe_classic(&self, group_id: &str) -> Option<GroupDescription> {
+        (!self.is_consumer_group(group_id)).then(|| self.describe(group_id))
+    }
+
     /// DescribeGroups of one group (Dead with no members when unknown, as Kafka answers).
     pub fn describe(&self, group_id: &str) -> GroupDescription {
         let known = self.with_group(group_id, false, |g| g.describe());
@@ -508,7 +594,7 @@ impl GroupCoordinator {
     /// listed as Empty.
     pub fn list(&self) -> Vec<ListedGroup> {
         let groups = self.groups.borrow();
-        let mut out: BTreeMap<String, (String, &'static str)> = groups
+        let mut out: BTreeMap<String, (String, &'static str, &'static str)> = groups
             .values()
             .filter(|g| g.state() != GroupState::Dead)
             .map(|g| {
@@ -517,22 +603,38 @@ impl GroupCoordinator {
                     (
                         g.protocol_type().unwrap_or_default().to_string(),
                         g.state().as_str(),
+                        "classic",
                     ),
                 )
             })
             .collect();
-        for id in self.offsets.borrow().groups() {
-            out.entry(id)
-                .or_insert_with(|| ("consumer".to_string(), GroupState::Empty.as_str()));
+        for (id, state) in self.list_consumer_groups() {
+            out.insert(id, ("consumer".to_string(), state, "consumer"));
         }
-        out.into_iter().map(|(id, (pt, st))| (id, pt, st)).collect()
+        for id in self.offsets.borrow().groups() {
+            out.entry(id).or_insert_with(|| {
+                (
+                    "consumer".to_string(),
+                    GroupState::Empty.as_str(),
+                    "classic",
+                )
+            });
+        }
+        out.into_iter()
+            .map(|(id, (pt, st, ty))| (id, pt, st, ty))
+            .collect()
     }
 
     /// DeleteGroups of one group: only an empty group can go; its offsets go with it.
     pub async fn delete(&self, group_id: &str) -> ErrorCode {
+        let consumer = self.delete_consumer_group(group_id);
+        if let Some(code) = consumer.filter(|c| *c != ErrorCode::NONE) {
+            return code;
+        }
         let deleted = self.with_group(group_id, false, |g| g.delete());
         let has_offsets = self.offsets.borrow().has_group(group_id);
         match deleted {
+            None if consumer.is_some() => {}
             Some(Err(code)) => return code,
             None if !has_offsets => return ErrorCode::GROUP_ID_NOT_FOUND,
             _ => {}
@@ -560,12 +662,15 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> (ErrorCode, Vec<ErrorCode>) {
-        let subscribed: Option<BTreeSet<String>> = self.with_group(group_id, false, |g| {
-            g.members()
-                .filter_map(|m| g.protocol_name().and_then(|p| m.metadata(p)))
-                .flat_map(|meta| subscribed_topics(meta))
-                .collect()
-        });
+        let subscribed: Option<BTreeSet<String>> =
+            self.consumer_subscribed_topics(group_id).or_else(|| {
+                self.with_group(group_id, false, |g| {
+                    g.members()
+                        .filter_map(|m| g.protocol_name().and_then(|p| m.metadata(p)))
+                        .flat_map(|meta| subscribed_topics(meta))
+                        .collect()
+                })
+            });
         if subscribed.is_none() && !self.offsets.borrow().has_group(group_id) {
             return (
                 ErrorCode::GROUP_ID_NOT_FOUND,

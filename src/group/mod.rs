@@ -13,6 +13,10 @@
 //! - [`offsets`] is the store of earlier versions (a CRC-framed log per shard in
 //!   `__groups/shard-N`), kept to read an old data dir once: [`migrate_legacy_offsets`].
 
+pub mod consumer;
+pub mod consumer_coordinator;
+pub mod consumer_records;
+pub mod consumer_store;
 pub mod coordinator;
 pub mod offsets;
 pub mod records;

@@ -8,6 +8,7 @@
 //!   **OffsetCommitValue**: version 1 (`offset, metadata, commit timestamp, expire timestamp`)
 //!   when the commit carried an explicit retention (OffsetCommit v1 to v4), else version 3
 //!   (`offset, leader epoch, metadata, commit timestamp`), as Kafka writes them;
+//! - versions 3 and 5 to 8, a consumer-protocol group's records ([`super::consumer_records`]);
 //! - version 2, **GroupMetadataKey** `(group)`, value **GroupMetadataValue** version 3
 //!   (`protocol type, generation, protocol, leader, current state timestamp, members`).
 //!
@@ -30,6 +31,11 @@ use super::offsets::CommittedOffset;
 const KEY_OFFSET_COMMIT_V0: i16 = 0;
 const KEY_OFFSET_COMMIT: i16 = 1;
 const KEY_GROUP_METADATA: i16 = 2;
+use super::consumer_records::{
+    KEY_CURRENT_ASSIGNMENT as KEY_CONSUMER_GROUP_CURRENT_ASSIGNMENT,
+    KEY_MEMBER_METADATA as KEY_CONSUMER_GROUP_MEMBER_METADATA,
+    KEY_METADATA as KEY_CONSUMER_GROUP_METADATA,
+};
 /// OffsetCommitValue with an explicit expire timestamp.
 const VALUE_OFFSET_COMMIT_WITH_EXPIRY: i16 = 1;
 /// OffsetCommitValue with a leader epoch.
@@ -77,6 +83,8 @@ pub enum GroupRecord {
         group: String,
         value: Option<GroupMetadata>,
     },
+    /// A consumer-protocol group's records (key versions 3, 5 to 8).
+    Consumer(super::consumer_records::ConsumerRecord),
 }
 
 impl GroupRecord {
@@ -86,6 +94,7 @@ impl GroupRecord {
             GroupRecord::OffsetCommit { group, .. } | GroupRecord::GroupMetadata { group, .. } => {
                 group
             }
+            GroupRecord::Consumer(c) => c.group(),
         }
     }
 
@@ -93,6 +102,7 @@ impl GroupRecord {
     pub fn key(&self) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         match self {
+            GroupRecord::Consumer(c) => return c.key(),
             GroupRecord::OffsetCommit {
                 group,
                 topic,
@@ -116,6 +126,7 @@ impl GroupRecord {
     pub fn value(&self) -> io::Result<Option<Vec<u8>>> {
         let mut out = Vec::new();
         match self {
+            GroupRecord::Consumer(c) => return c.value(),
             GroupRecord::OffsetCommit { value: None, .. }
             | GroupRecord::GroupMetadata { value: None, .. } => return Ok(None),
             GroupRecord::OffsetCommit { value: Some(v), .. } => {
@@ -190,6 +201,11 @@ impl GroupRecord {
                 let group = k.str()?;
                 let value = value.map(decode_group_value).transpose()?;
                 Ok(GroupRecord::GroupMetadata { group, value })
+            }
+            KEY_CONSUMER_GROUP_METADATA
+            | KEY_CONSUMER_GROUP_MEMBER_METADATA..=KEY_CONSUMER_GROUP_CURRENT_ASSIGNMENT => {
+                super::consumer_records::ConsumerRecord::decode(version, k.0, value)
+                    .map(GroupRecord::Consumer)
             }
             v => Err(invalid(format!(
                 "unknown __consumer_offsets key version {v}"

@@ -64,6 +64,8 @@ use crate::protocol::batch::{self, ProducedBatch};
 use crate::storage::io::read_at_most;
 use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog};
 
+use super::consumer::StoredConsumerGroup;
+use super::consumer_store::ConsumerEntry;
 use super::offsets::CommittedOffset;
 use super::records::{GroupMetadata, GroupRecord};
 
@@ -131,6 +133,8 @@ pub fn resolve_num_partitions(data_dir: &Path, configured: i32) -> io::Result<i3
 struct GroupEntry {
     topics: BTreeMap<String, BTreeMap<i32, CommittedOffset>>,
     metadata: Option<GroupMetadata>,
+    /// A consumer-protocol group's records.
+    consumer: ConsumerEntry,
 }
 
 impl GroupEntry {
@@ -138,10 +142,14 @@ impl GroupEntry {
     fn records(&self) -> u64 {
         self.topics.values().map(|p| p.len() as u64).sum::<u64>()
             + u64::from(self.metadata.is_some())
+            + self.consumer.records()
     }
 
     /// When the group became empty, if its stored state says it has no members.
     fn empty_since_ms(&self) -> Option<i64> {
+        if self.consumer.has_members() {
+            return None;
+        }
         self.metadata
             .as_ref()
             .filter(|m| m.members.is_empty())
@@ -507,6 +515,7 @@ impl OffsetsLog {
                 }
             },
             GroupRecord::GroupMetadata { value, .. } => entry.metadata = value,
+            GroupRecord::Consumer(c) => entry.consumer.apply(c),
         }
         let after = entry.records() as i64;
         if after == 0 {
@@ -647,6 +656,63 @@ impl OffsetsLog {
             value: Some(metadata),
         };
         self.append(group, vec![record], now_ms)
+    }
+
+    /// Stores a consumer group's state: the records whose value changed, and a tombstone
+    /// for a classic group's state the group replaced (a converted empty classic group).
+    /// None when nothing changed.
+    pub fn store_consumer_group(
+        &mut self,
+        group: &str,
+        stored: &StoredConsumerGroup,
+        now_ms: i64,
+    ) -> io::Result<Option<SyncJob>> {
+        let want = ConsumerEntry::of(stored);
+        let (mut records, classic) = match self.groups.get(group) {
+            Some(e) => (e.consumer.diff(group, &want), e.metadata.is_some()),
+            None => (ConsumerEntry::default().diff(group, &want), false),
+        };
+        let mut records: Vec<GroupRecord> = records.drain(..).map(GroupRecord::Consumer).collect();
+        if classic {
+            records.push(GroupRecord::GroupMetadata {
+                group: group.to_string(),
+                value: None,
+            });
+        }
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append(group, records, now_ms).map(Some)
+    }
+
+    /// Tombstones for a consumer group's records (its offsets stay): an empty consumer group
+    /// that becomes a classic group. None when none are stored.
+    pub fn delete_consumer_records(
+        &mut self,
+        group: &str,
+        now_ms: i64,
+    ) -> io::Result<Option<SyncJob>> {
+        let records: Vec<GroupRecord> = match self.groups.get(group) {
+            Some(e) => e
+                .consumer
+                .tombstones(group)
+                .into_iter()
+                .map(GroupRecord::Consumer)
+                .collect(),
+            None => Vec::new(),
+        };
+        if records.is_empty() {
+            return Ok(None);
+        }
+        self.append(group, records, now_ms).map(Some)
+    }
+
+    /// Every consumer group's stored state, to restore the groups at start.
+    pub fn consumer_groups(&self) -> Vec<(String, StoredConsumerGroup)> {
+        self.groups
+            .iter()
+            .filter_map(|(g, e)| e.consumer.restore().map(|s| (g.clone(), s)))
+            .collect()
     }
 
     /// The committed offset of one partition.
@@ -844,6 +910,12 @@ fn live_records(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
             value: Some(m.clone()),
         });
     }
+    out.extend(
+        e.consumer
+            .live_records(group)
+            .into_iter()
+            .map(GroupRecord::Consumer),
+    );
     out
 }
 
@@ -861,6 +933,12 @@ fn tombstones(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
             })
         })
         .collect();
+    out.extend(
+        e.consumer
+            .tombstones(group)
+            .into_iter()
+            .map(GroupRecord::Consumer),
+    );
     out.push(GroupRecord::GroupMetadata {
         group: group.to_string(),
         value: None,
@@ -973,6 +1051,112 @@ mod tests {
             current_state_timestamp_ms: since,
             members: Vec::new(),
         }
+    }
+
+    /// A consumer group of two members in a stable state.
+    fn consumer_group() -> StoredConsumerGroup {
+        use super::super::consumer::{
+            Assignment, ConsumerGroup, ConsumerGroupConfig, HeartbeatRequest,
+        };
+        let t = uuid::Uuid::from_u128(7);
+        let topics = BTreeMap::from([("t".to_string(), (t, 4))]);
+        let mut g = ConsumerGroup::new("cg", ConsumerGroupConfig::default());
+        let join = |id: &str| HeartbeatRequest {
+            version: 1,
+            member_id: id.into(),
+            rebalance_timeout_ms: 1000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            instance_id: (id == "b").then(|| "inst".into()),
+            ..HeartbeatRequest::default()
+        };
+        let a = g.heartbeat(&join("a"), &topics, 0);
+        g.heartbeat(&join("b"), &topics, 0);
+        // a revokes half, then b takes it.
+        let kept: Assignment = g
+            .heartbeat(
+                &HeartbeatRequest {
+                    member_epoch: a.member_epoch,
+                    ..HeartbeatRequest {
+                        rebalance_timeout_ms: -1,
+                        ..join("a")
+                    }
+                },
+                &topics,
+                1,
+            )
+            .assignment
+            .unwrap_or_default();
+        g.heartbeat(
+            &HeartbeatRequest {
+                member_epoch: a.member_epoch,
+                owned: Some(kept),
+                rebalance_timeout_ms: -1,
+                ..join("a")
+            },
+            &topics,
+            2,
+        );
+        g.stored()
+    }
+
+    #[test]
+    fn consumer_groups_survive_reopen_and_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let stored = consumer_group();
+        assert_eq!(stored.members.len(), 2);
+        {
+            let mut s = open(dir.path());
+            // A converted classic group: its empty classic state is replaced.
+            let job = s.store_group("cg", empty_meta(5), 10).unwrap();
+            run(&mut s, job);
+            let job = s.commit("cg", &[("t", 0, off(9))], 10).unwrap();
+            run(&mut s, job);
+            let job = s.store_consumer_group("cg", &stored, 11).unwrap().unwrap();
+            run(&mut s, job);
+            // Nothing changed: nothing written.
+            assert!(s.store_consumer_group("cg", &stored, 12).unwrap().is_none());
+            assert_eq!(
+                s.group_empty_since("cg"),
+                None,
+                "a group with members is not empty"
+            );
+        }
+        let mut s = open(dir.path());
+        let mut back = s.consumer_groups();
+        assert_eq!(back.len(), 1);
+        let (id, mut got) = back.remove(0);
+        assert_eq!(id, "cg");
+        for m in got.members.iter_mut() {
+            m.last_heartbeat_ms = 0;
+        }
+        let mut want = stored.clone();
+        for m in want.members.iter_mut() {
+            m.last_heartbeat_ms = 0;
+            m.revoke_deadline_ms = None;
+        }
+        assert_eq!(got, want);
+        assert!(
+            s.group_metadata().next().is_none(),
+            "the classic state was deleted"
+        );
+        assert_eq!(s.fetch("cg", "t", 0), Some(&off(9)));
+
+        // The rewrite that bounds the replay keeps the consumer records.
+        s.set_compact_min_records(1);
+        for i in 0..20 {
+            let job = s.commit("cg", &[("t", 0, off(100 + i))], 20).unwrap();
+            run(&mut s, job);
+        }
+        drop(s);
+        let mut s = open(dir.path());
+        assert_eq!(s.consumer_groups().len(), 1);
+        // Becoming a classic group deletes the consumer records, not the offsets.
+        let job = s.delete_consumer_records("cg", 30).unwrap().unwrap();
+        run(&mut s, job);
+        drop(s);
+        let s = open(dir.path());
+        assert!(s.consumer_groups().is_empty());
+        assert_eq!(s.fetch("cg", "t", 0), Some(&off(119)));
     }
 
     #[test]

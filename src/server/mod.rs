@@ -203,6 +203,13 @@ async fn shard_main(
         shard_id,
         offsets_at,
         group_config,
+        crate::group::consumer::ConsumerGroupConfig {
+            heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
+            session_timeout_ms: config.group_consumer_session_timeout_ms,
+            assignor: crate::group::consumer::Assignor::parse(&config.group_remote_assignor)
+                .unwrap_or(crate::group::consumer::Assignor::Uniform),
+            max_size: usize::try_from(config.group_consumer_max_size).unwrap_or(usize::MAX),
+        },
         i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
     ) {
         Ok(g) => g,
@@ -429,6 +436,7 @@ async fn shard_main(
                 ))
                 .await;
                 shard.groups.tick();
+                shard.groups.tick_consumer_groups().await;
                 if last_expiry.elapsed() >= Duration::from_millis(OFFSETS_EXPIRY_CHECK_MS) {
                     last_expiry = Instant::now();
                     shard.groups.expire_offsets().await;

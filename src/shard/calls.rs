@@ -94,6 +94,8 @@ shard_messages!(
     ListGroups,
     DeleteGroup,
     DeleteOffsets,
+    ConsumerGroupHeartbeat,
+    ConsumerGroupDescribe,
     AllocateProducerIds,
     TxnInit,
     TxnAddPartitions,
@@ -478,12 +480,12 @@ pub struct CommitOffsets {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub entries: Vec<(String, i32, CommittedOffset)>,
+    /// The OffsetCommit version (a consumer group's members commit with v9+).
+    pub api_version: i16,
 }
 call!(CommitOffsets -> Vec<ErrorCode>, |c, shard| {
-    shard
-        .groups
-        .commit(&c.group, c.generation_id, &c.member_id, c.group_instance_id.as_deref(), c.entries)
-        .await
+    let member = (c.generation_id, c.member_id.as_str(), c.group_instance_id.as_deref());
+    shard.groups.commit_at_version(&c.group, member, c.entries, c.api_version).await
 });
 
 /// Committed offsets: all (None) or of the listed (topic, partitions); with
@@ -493,15 +495,21 @@ pub struct FetchOffsets {
     pub group: String,
     pub wanted: Option<Vec<(String, Vec<i32>)>>,
     pub require_stable: bool,
+    /// OffsetFetch v9's (member id, member epoch), checked against a consumer group.
+    pub member: (Option<String>, i32),
 }
-call!(FetchOffsets -> (Vec<FetchedOffset>, Vec<(String, i32)>), |c, shard| {
+call!(FetchOffsets -> Result<(Vec<FetchedOffset>, Vec<(String, i32)>), ErrorCode>, |c, shard| {
+    match shard.groups.consumer_fetch_check(&c.group, c.member.0.as_deref(), c.member.1) {
+        ErrorCode::NONE => {}
+        code => return Err(code),
+    }
     let rows = shard.groups.fetch(&c.group, c.wanted);
     let unstable = if c.require_stable {
         shard.groups.unstable(&c.group, &rows)
     } else {
         Vec::new()
     };
-    (rows, unstable)
+    Ok((rows, unstable))
 });
 
 /// TxnOffsetCommit: one code per entry.
@@ -533,7 +541,8 @@ call!(TxnCommitOffsets -> Vec<ErrorCode>, |c, shard| {
 pub struct DescribeGroup {
     pub group: String,
 }
-call!(DescribeGroup -> GroupDescription, |c, shard| shard.groups.describe(&c.group));
+// None: a consumer group, which DescribeGroups does not describe.
+call!(DescribeGroup -> Option<GroupDescription>, |c, shard| shard.groups.describe_classic(&c.group));
 
 /// Every group the shard coordinates.
 #[derive(Debug)]
@@ -667,3 +676,70 @@ pub struct ProducerRow {
     /// The first offset of its open transaction, or -1.
     pub current_txn_start_offset: i64,
 }
+/// ConsumerGroupHeartbeat, with the topics this shard knows (names, ids, partition counts)
+/// for the group's subscriptions.
+#[derive(Debug)]
+pub struct ConsumerGroupHeartbeat {
+    pub group: String,
+    pub req: crate::group::consumer::HeartbeatRequest,
+}
+call!(ConsumerGroupHeartbeat -> crate::group::consumer::HeartbeatResponse, |c, shard| {
+    let metas = shard.all_topics();
+    let racks = partition_racks(&shard, &metas);
+    let topics: crate::group::consumer::TopicsView = metas
+        .into_iter()
+        .map(|t| (t.name, (t.topic_id, t.partitions)))
+        .collect();
+    shard.groups.consumer_heartbeat(&c.group, c.req, topics, racks).await
+});
+
+/// The racks of every partition's replicas, for rack-aware assignment: a broker's rack from
+/// the cluster view (this broker's from its settings; on a one-node broker it holds every
+/// partition). Empty when no broker has a rack.
+fn partition_racks(shard: &Shard, metas: &[TopicMeta]) -> crate::group::consumer::PartitionRacks {
+    let view = shard.cluster();
+    let rack_of = |id: i32| -> Option<String> {
+        match &view {
+            Some(v) => v.broker(id).and_then(|b| b.rack.clone()),
+            None => shard.config.rack.clone(),
+        }
+    };
+    let any = match &view {
+        Some(v) => v.brokers.iter().any(|b| b.rack.is_some()),
+        None => shard.config.rack.is_some(),
+    };
+    let mut out = crate::group::consumer::PartitionRacks::new();
+    if !any {
+        return out;
+    }
+    for t in metas {
+        for p in 0..t.partitions {
+            let replicas: Vec<i32> = match t.partition(p) {
+                Some(a) => a.replicas.clone(),
+                None => vec![shard.config.node_id],
+            };
+            let racks: std::collections::BTreeSet<String> =
+                replicas.into_iter().filter_map(rack_of).collect();
+            if !racks.is_empty() {
+                out.insert((t.topic_id, p), racks);
+            }
+        }
+    }
+    out
+}
+
+/// ConsumerGroupDescribe of one group, with the names of the topic ids it mentions; None
+/// when it is not a consumer group.
+#[derive(Debug)]
+pub struct ConsumerGroupDescribe {
+    pub group: String,
+}
+call!(ConsumerGroupDescribe -> Option<(crate::group::consumer_coordinator::ConsumerGroupDescription, std::collections::BTreeMap<uuid::Uuid, String>)>, |c, shard| {
+    let d = shard.groups.describe_consumer_group(&c.group)?;
+    let names = shard
+        .all_topics()
+        .into_iter()
+        .map(|t| (t.topic_id, t.name))
+        .collect();
+    Some((d, names))
+});

@@ -17,7 +17,19 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
         let out = DescribedGroup::default().with_group_id(g);
         let answer = group_call(ctx, &id, calls::DescribeGroup { group: id.clone() }).await;
         groups.push(match answer {
-            Ok(d) => {
+            // Kafka 4.x: a consumer group is described by ConsumerGroupDescribe; v6+ say so,
+            // older versions see a Dead group with no members.
+            Ok(None) if version >= 6 => out
+                .with_error_code(ErrorCode::GROUP_ID_NOT_FOUND.code())
+                .with_error_message(Some(str_bytes(format!(
+                    "Group {id} is not a classic group."
+                ))))
+                .with_group_state(str_bytes("Dead".into())),
+            Ok(None) => out
+                .with_group_state(str_bytes("Dead".into()))
+                .with_protocol_type(str_bytes(String::new()))
+                .with_protocol_data(str_bytes(String::new())),
+            Ok(Some(d)) => {
                 let members = d
                     .members
                     .into_iter()

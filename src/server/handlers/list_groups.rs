@@ -18,21 +18,35 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
         .iter()
         .map(|s| s.as_str().to_lowercase())
         .collect();
+    // v5: only groups of these types ("classic", "consumer").
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|s| s.as_str().to_lowercase())
+        .collect();
     let mut groups = Vec::new();
     for reply in futures_util::future::join_all(calls).await {
         let Ok(listed) = reply else {
             return ListGroupsResponse::default()
                 .with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code());
         };
-        for (id, protocol_type, group_state) in listed {
+        for (id, protocol_type, group_state, group_type) in listed {
             if !filter.is_empty() && !filter.contains(&group_state.to_lowercase()) {
+                continue;
+            }
+            if !types.is_empty() && !types.iter().any(|t| t == group_type) {
                 continue;
             }
             let g = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type));
-            groups.push(if version >= 4 {
+            let g = if version >= 4 {
                 g.with_group_state(str_bytes(group_state.to_string()))
+            } else {
+                g
+            };
+            groups.push(if version >= 5 {
+                g.with_group_type(str_bytes(group_type.to_string()))
             } else {
                 g
             });

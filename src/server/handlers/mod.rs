@@ -5,6 +5,8 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod api_versions;
+mod consumer_group_describe;
+mod consumer_group_heartbeat;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -399,6 +401,8 @@ pub async fn dispatch(
         DescribeProducers => describe_producers::handle,
         DescribeTransactions => describe_transactions::handle,
         ListTransactions => list_transactions::handle,
+        ConsumerGroupHeartbeat => consumer_group_heartbeat::handle,
+        ConsumerGroupDescribe => consumer_group_describe::handle,
     )
 }
 

@@ -79,6 +79,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             member_id: req.member_id.as_str().to_string(),
             group_instance_id: opt_string(&req.group_instance_id),
             entries,
+            api_version: version,
         };
         let answers = match group_call(ctx, &group, call).await {
             Ok(c) if c.len() == n => c,

@@ -20,11 +20,14 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 /// A row, and whether its transactional commit awaits its marker (require_stable).
 type Row = (FetchedOffset, bool);
 
+/// Reads a group's offsets; `member` is OffsetFetch v9's (member id, member epoch), checked
+/// against a consumer group ((None, -1): no member, as admin tools and classic clients ask).
 async fn fetch(
     ctx: &RequestContext,
     group: &str,
     wanted: Wanted,
     require_stable: bool,
+    member: (Option<String>, i32),
 ) -> Result<Vec<Row>, ErrorCode> {
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
@@ -36,17 +39,19 @@ async fn fetch(
             group: group.to_string(),
             wanted,
             require_stable,
+            member,
         },
     )
     .await
     {
-        Ok((rows, unstable)) => Ok(rows
+        Ok(Ok((rows, unstable))) => Ok(rows
             .into_iter()
             .map(|r| {
                 let u = unstable.iter().any(|(t, p)| *t == r.0 && *p == r.1);
                 (r, u)
             })
             .collect()),
+        Ok(Err(code)) => Err(code),
         Err(e) => Err(e.error_code()),
     }
 }
@@ -81,8 +86,24 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                     .collect()
             });
             let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            let member = if version >= 9 {
+                (
+                    g.member_id.as_ref().map(|m| m.as_str().to_string()),
+                    g.member_epoch,
+                )
+            } else {
+                (None, -1)
+            };
             groups.push(
-                match fetch(ctx, g.group_id.0.as_str(), wanted, req.require_stable).await {
+                match fetch(
+                    ctx,
+                    g.group_id.0.as_str(),
+                    wanted,
+                    req.require_stable,
+                    member,
+                )
+                .await
+                {
                     Ok(rows) => out.with_topics(
                         by_topic(rows)
                             .into_iter()
@@ -123,7 +144,7 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
             .collect()
     });
     let require_stable = version >= 7 && req.require_stable;
-    match fetch(ctx, group.0.as_str(), wanted, require_stable).await {
+    match fetch(ctx, group.0.as_str(), wanted, require_stable, (None, -1)).await {
         Ok(rows) => {
             let topics = by_topic(rows)
                 .into_iter()

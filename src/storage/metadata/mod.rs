@@ -65,8 +65,8 @@ pub fn exists(data_dir: &Path) -> bool {
         .any(|f| data_dir.join(f).exists())
 }
 
-/// Partition directories (`<topic>-<partition>/`, `__consumer_offsets` aside: it is not in
-/// the metadata) in a data dir that has neither a metadata log nor a `catalog.json` to
+/// Partition directories (`<topic>-<partition>/`, `__consumer_offsets` and
+/// `__transaction_state` aside: they are not in the metadata) in a data dir that has neither a metadata log nor a `catalog.json` to
 /// migrate. Such a dir lost its metadata: started anyway, it would serve an empty broker
 /// whose auto-created topics would then open, and mix with, the old partitions' data. The
 /// caller refuses to start when this is not empty.
@@ -88,7 +88,10 @@ pub fn orphaned_partitions(data_dir: &Path) -> io::Result<Vec<String>> {
         let is_partition = name
             .rsplit_once('-')
             .is_some_and(|(t, p)| !t.is_empty() && p.parse::<u32>().is_ok());
-        if is_partition && !name.starts_with("__consumer_offsets-") && entry.path().is_dir() {
+        // The internal logs are not in the metadata: their own stores open them.
+        let internal =
+            name.starts_with("__consumer_offsets-") || name.starts_with("__transaction_state-");
+        if is_partition && !internal && entry.path().is_dir() {
             found.push(name);
         }
     }
