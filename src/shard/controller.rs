@@ -177,10 +177,7 @@ impl Controller {
                 Some(other) => return Err(unexpected(&other)),
             }
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        if let Some(q) = &q {
-            q.catch_up().await;
-        }
+        let _permit = self.begin_change(q.as_deref()).await;
         let first = self.image.borrow().next_producer_id();
         let next = first
             .checked_add(PRODUCER_ID_BLOCK)
@@ -341,10 +338,7 @@ impl Controller {
                 Err(e) => return vec![Err(e); specs.len()],
             }
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        if let Some(q) = &q {
-            q.catch_up().await;
-        }
+        let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             let existing = match self.topic(&spec.name) {
@@ -436,21 +430,16 @@ impl Controller {
         context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
         let q = self.quorum();
-        if let Some(q) = &q {
-            let req = Request::DeleteTopics {
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), names.len(), || Request::DeleteTopics {
                 context: context.clone(),
                 names: names.clone(),
-            };
-            match q.forward(&req).await {
-                Ok(None) => {}
-                Ok(Some(r)) => return done_answers(q, r, names.len()).await,
-                Err(e) => return vec![Err(e); names.len()],
-            }
+            })
+            .await
+        {
+            return answers;
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        if let Some(q) = &q {
-            q.catch_up().await;
-        }
+        let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
             if name == crate::placement::OFFSETS_TOPIC {
@@ -498,22 +487,17 @@ impl Controller {
         context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
         let q = self.quorum();
-        if let Some(q) = &q {
-            let req = Request::AlterConfigs {
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), changes.len(), || Request::AlterConfigs {
                 context: context.clone(),
                 changes: changes.iter().map(wire::ConfigChange::from).collect(),
                 validate_only,
-            };
-            match q.forward(&req).await {
-                Ok(None) => {}
-                Ok(Some(r)) => return done_answers(q, r, changes.len()).await,
-                Err(e) => return vec![Err(e); changes.len()],
-            }
+            })
+            .await
+        {
+            return answers;
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        if let Some(q) = &q {
-            q.catch_up().await;
-        }
+        let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             let old = match self.existing_topic(&change.topic) {
@@ -574,22 +558,17 @@ impl Controller {
         context: wire::Forwarded,
     ) -> Vec<Result<(), KafkaError>> {
         let q = self.quorum();
-        if let Some(q) = &q {
-            let req = Request::CreatePartitions {
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), topics.len(), || Request::CreatePartitions {
                 context: context.clone(),
                 topics: topics.clone(),
                 validate_only,
-            };
-            match q.forward(&req).await {
-                Ok(None) => {}
-                Ok(Some(r)) => return done_answers(q, r, topics.len()).await,
-                Err(e) => return vec![Err(e); topics.len()],
-            }
+            })
+            .await
+        {
+            return answers;
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        if let Some(q) = &q {
-            q.catch_up().await;
-        }
+        let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(topics.len());
         for (name, count, assignments) in topics {
             let records = match self.partition_records(&name, count, &assignments) {
@@ -744,6 +723,37 @@ impl Controller {
         .await
     }
 
+    /// Serialises a change with the others (one at a time) and, in a cluster, waits until
+    /// everything committed so far is applied here, so the change is checked against the
+    /// current image.
+    async fn begin_change(
+        &self,
+        q: Option<&Quorum>,
+    ) -> glommio::Result<glommio::sync::Permit<'_>, ()> {
+        let permit = self.changes.acquire_permit(1).await;
+        if let Some(q) = q {
+            q.catch_up().await;
+        }
+        permit
+    }
+
+    /// In a cluster, sends a change with one answer per item to the active controller:
+    /// Some(answers) when another node made it (or it could not be sent), None when there is
+    /// no cluster or this node is the active controller and makes it itself.
+    async fn forward_change(
+        &self,
+        q: Option<&Quorum>,
+        n: usize,
+        req: impl FnOnce() -> Request,
+    ) -> Option<Vec<Result<(), KafkaError>>> {
+        let q = q?;
+        match q.forward(&req()).await {
+            Ok(None) => None,
+            Ok(Some(r)) => Some(done_answers(q, r, n).await),
+            Err(e) => Some(vec![Err(e); n]),
+        }
+    }
+
     /// The metadata as a snapshot for a lagging node: (Raft index, term, data).
     pub fn raft_snapshot(&self) -> Result<(u64, u64, Vec<u8>), String> {
         let q = self
@@ -764,8 +774,7 @@ impl Controller {
         q: &Quorum,
         mut reg: RegisterBrokerRecord,
     ) -> Result<i64, KafkaError> {
-        let _permit = self.changes.acquire_permit(1).await;
-        q.catch_up().await;
+        let _permit = self.begin_change(Some(q)).await;
         let session = std::time::Duration::from_millis(q.cfg.session_timeout_ms);
         let records = {
             let image = self.image.borrow();
@@ -822,8 +831,7 @@ impl Controller {
         };
         q.heartbeat_from(broker);
         if shutting_down && !fenced {
-            let _permit = self.changes.acquire_permit(1).await;
-            q.catch_up().await;
+            let _permit = self.begin_change(Some(q)).await;
             let records = {
                 let image = self.image.borrow();
                 let mut r = vec![quorum::fence_record(broker, epoch, true)];
@@ -835,8 +843,7 @@ impl Controller {
             return Ok(true);
         }
         if fenced && !shutting_down && applied >= q.registered_index(broker) {
-            let _permit = self.changes.acquire_permit(1).await;
-            q.catch_up().await;
+            let _permit = self.begin_change(Some(q)).await;
             let records = {
                 let image = self.image.borrow();
                 match image.brokers().get(&broker) {
@@ -885,8 +892,7 @@ impl Controller {
         if !needs_id && expired.is_empty() {
             return;
         }
-        let _permit = self.changes.acquire_permit(1).await;
-        q.catch_up().await;
+        let _permit = self.begin_change(Some(q)).await;
         if self.image.borrow().cluster_id().is_none() {
             let record = quorum::cluster_id_record(q.cfg.cluster_id.as_deref());
             match self.persist(vec![record]).await {
