@@ -39,16 +39,10 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
                 .map(|m| m.as_str().to_string());
             if group.is_empty() {
                 row.push(ErrorCode::INVALID_GROUP_ID);
-            } else if !meta
-                .as_ref()
-                .is_some_and(|m| (0..m.partitions).contains(&p.partition_index))
+            } else if let Some(code) =
+                entry_error(meta.as_ref(), p.partition_index, metadata.as_deref())
             {
-                row.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
-            } else if metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-            {
-                row.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
+                row.push(code);
             } else {
                 row.push(ErrorCode::NONE);
                 slots.push((ti, pi));
@@ -110,4 +104,20 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
         })
         .collect();
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// Why one committed offset (OffsetCommit, TxnOffsetCommit) is refused before its group sees
+/// it: a partition the topic does not have, or metadata over the limit.
+pub(super) fn entry_error(
+    meta: Option<&crate::storage::catalog::TopicMeta>,
+    partition: i32,
+    metadata: Option<&str>,
+) -> Option<ErrorCode> {
+    if !meta.is_some_and(|m| (0..m.partitions).contains(&partition)) {
+        Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+    } else if metadata.is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX) {
+        Some(ErrorCode::OFFSET_METADATA_TOO_LARGE)
+    } else {
+        None
+    }
 }

@@ -21,9 +21,6 @@ use crate::error::ErrorCode;
 use crate::group::offsets::CommittedOffset;
 use crate::shard::calls::TxnCommitOffsets;
 
-/// Kafka's offset.metadata.max.bytes.
-const OFFSET_METADATA_BYTES_MAX: usize = 4096;
-
 pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
@@ -45,16 +42,12 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
                 row.push(ErrorCode::INVALID_GROUP_ID);
             } else if shard.cluster().is_some() {
                 row.push(ErrorCode::UNSUPPORTED_VERSION);
-            } else if !meta
-                .as_ref()
-                .is_some_and(|m| (0..m.partitions).contains(&p.partition_index))
-            {
-                row.push(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
-            } else if metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > OFFSET_METADATA_BYTES_MAX)
-            {
-                row.push(ErrorCode::OFFSET_METADATA_TOO_LARGE);
+            } else if let Some(code) = super::offset_commit::entry_error(
+                meta.as_ref(),
+                p.partition_index,
+                metadata.as_deref(),
+            ) {
+                row.push(code);
             } else {
                 row.push(ErrorCode::NONE);
                 slots.push((ti, pi));
