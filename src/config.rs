@@ -122,6 +122,28 @@ pub struct Config {
     pub default_replication_factor: i16,
     /// This broker's rack (rack-aware placement), if any.
     pub rack: Option<String>,
+    /// acks=all is refused with NOT_ENOUGH_REPLICAS when fewer in-sync replicas than this remain (min.insync.replicas; a topic config overrides it)
+    pub min_insync_replicas: i32,
+    /// A follower that has not caught up with its leader's log end for this long leaves the ISR, in ms (replica.lag.time.max.ms)
+    pub replica_lag_time_max_ms: u64,
+    /// Bytes a follower asks for per partition in one replica Fetch (replica.fetch.max.bytes)
+    pub replica_fetch_max_bytes: i32,
+    /// Bytes a follower asks for in one replica Fetch over all its partitions (replica.fetch.response.max.bytes)
+    pub replica_fetch_response_max_bytes: i32,
+    /// How long a follower's Fetch waits at the leader for new data, in ms (replica.fetch.wait.max.ms)
+    pub replica_fetch_wait_max_ms: u64,
+    /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it)
+    pub unclean_leader_election_enable: bool,
+    /// Whether the controller gives leadership back to each partition's preferred replica once it is in sync again (auto.leader.rebalance.enable)
+    pub auto_leader_rebalance_enable: bool,
+    /// How often the controller looks for partitions led by other than their preferred replica, in seconds (leader.imbalance.check.interval.seconds)
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// Replication factor of __consumer_offsets when it is created; 1 on a one-node broker without --voters (offsets.topic.replication.factor)
+    pub offsets_topic_replication_factor: i16,
+    /// Replication factor of __transaction_state when it is created; 1 on a one-node broker without --voters (transaction.state.log.replication.factor)
+    pub transaction_state_log_replication_factor: i16,
+    /// min.insync.replicas of __transaction_state (transaction.state.log.min.isr)
+    pub transaction_state_log_min_isr: i32,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -197,6 +219,17 @@ impl Config {
             recover_on_start: true,
             default_replication_factor: 1,
             rack: None,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
+            replica_fetch_wait_max_ms: 500,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            offsets_topic_replication_factor: 3,
+            transaction_state_log_replication_factor: 3,
+            transaction_state_log_min_isr: 2,
             cluster: None,
         }
     }
@@ -331,6 +364,24 @@ impl Config {
                 "--transaction-max-timeout-ms must be at least 1, got {}",
                 self.transaction_max_timeout_ms
             ));
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(format!(
+                "--min-insync-replicas must be at least 1, got {}",
+                self.min_insync_replicas
+            ));
+        }
+        if self.replica_fetch_max_bytes < 1 || self.replica_fetch_response_max_bytes < 1 {
+            return Err("--replica-fetch-max-bytes and --replica-fetch-response-max-bytes must be at least 1".into());
+        }
+        if self.offsets_topic_replication_factor < 1
+            || self.transaction_state_log_replication_factor < 1
+            || self.transaction_state_log_min_isr < 1
+        {
+            return Err("--offsets-topic-replication-factor, --transaction-state-log-replication-factor and --transaction-state-log-min-isr must be at least 1".into());
+        }
+        if self.leader_imbalance_check_interval_seconds < 1 {
+            return Err("--leader-imbalance-check-interval-seconds must be at least 1".into());
         }
         if self.default_replication_factor < 1 {
             return Err(format!(

@@ -211,6 +211,39 @@ pub struct Settings {
     /// node further behind then gets the metadata as a snapshot) [default: 10000].
     #[arg(long)]
     pub controller_log_compact_entries: Option<u64>,
+    /// acks=all is refused with NOT_ENOUGH_REPLICAS when fewer in-sync replicas than this remain (min.insync.replicas; a topic config overrides it) [default: 1].
+    #[arg(long)]
+    pub min_insync_replicas: Option<i32>,
+    /// A follower that has not caught up with its leader's log end for this long leaves the ISR, in ms (replica.lag.time.max.ms) [default: 30000].
+    #[arg(long)]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Bytes a follower asks for per partition in one replica Fetch (replica.fetch.max.bytes) [default: 1048576].
+    #[arg(long)]
+    pub replica_fetch_max_bytes: Option<i32>,
+    /// Bytes a follower asks for in one replica Fetch over all its partitions (replica.fetch.response.max.bytes) [default: 10485760].
+    #[arg(long)]
+    pub replica_fetch_response_max_bytes: Option<i32>,
+    /// How long a follower's Fetch waits at the leader for new data, in ms (replica.fetch.wait.max.ms) [default: 500].
+    #[arg(long)]
+    pub replica_fetch_wait_max_ms: Option<u64>,
+    /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it) [default: false].
+    #[arg(long)]
+    pub unclean_leader_election_enable: Option<bool>,
+    /// Whether the controller gives leadership back to each partition's preferred replica once it is in sync again (auto.leader.rebalance.enable) [default: true].
+    #[arg(long)]
+    pub auto_leader_rebalance_enable: Option<bool>,
+    /// How often the controller looks for partitions led by other than their preferred replica, in seconds (leader.imbalance.check.interval.seconds) [default: 300].
+    #[arg(long)]
+    pub leader_imbalance_check_interval_seconds: Option<u64>,
+    /// Replication factor of __consumer_offsets when it is created; 1 on a one-node broker without --voters (offsets.topic.replication.factor) [default: 3].
+    #[arg(long)]
+    pub offsets_topic_replication_factor: Option<i16>,
+    /// Replication factor of __transaction_state when it is created; 1 on a one-node broker without --voters (transaction.state.log.replication.factor) [default: 3].
+    #[arg(long)]
+    pub transaction_state_log_replication_factor: Option<i16>,
+    /// min.insync.replicas of __transaction_state (transaction.state.log.min.isr) [default: 2].
+    #[arg(long)]
+    pub transaction_state_log_min_isr: Option<i32>,
 }
 
 macro_rules! merge_fields {
@@ -283,6 +316,17 @@ impl Settings {
             default_replication_factor,
             rack,
             controller_log_compact_entries,
+            min_insync_replicas,
+            replica_lag_time_max_ms,
+            replica_fetch_max_bytes,
+            replica_fetch_response_max_bytes,
+            replica_fetch_wait_max_ms,
+            unclean_leader_election_enable,
+            auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_seconds,
+            offsets_topic_replication_factor,
+            transaction_state_log_replication_factor,
+            transaction_state_log_min_isr,
         )
     }
 
@@ -379,6 +423,37 @@ impl Settings {
             .default_replication_factor
             .unwrap_or(c.default_replication_factor);
         c.rack = self.rack;
+        c.min_insync_replicas = self.min_insync_replicas.unwrap_or(c.min_insync_replicas);
+        c.replica_lag_time_max_ms = self
+            .replica_lag_time_max_ms
+            .unwrap_or(c.replica_lag_time_max_ms);
+        c.replica_fetch_max_bytes = self
+            .replica_fetch_max_bytes
+            .unwrap_or(c.replica_fetch_max_bytes);
+        c.replica_fetch_response_max_bytes = self
+            .replica_fetch_response_max_bytes
+            .unwrap_or(c.replica_fetch_response_max_bytes);
+        c.replica_fetch_wait_max_ms = self
+            .replica_fetch_wait_max_ms
+            .unwrap_or(c.replica_fetch_wait_max_ms);
+        c.unclean_leader_election_enable = self
+            .unclean_leader_election_enable
+            .unwrap_or(c.unclean_leader_election_enable);
+        c.auto_leader_rebalance_enable = self
+            .auto_leader_rebalance_enable
+            .unwrap_or(c.auto_leader_rebalance_enable);
+        c.leader_imbalance_check_interval_seconds = self
+            .leader_imbalance_check_interval_seconds
+            .unwrap_or(c.leader_imbalance_check_interval_seconds);
+        c.offsets_topic_replication_factor = self
+            .offsets_topic_replication_factor
+            .unwrap_or(c.offsets_topic_replication_factor);
+        c.transaction_state_log_replication_factor = self
+            .transaction_state_log_replication_factor
+            .unwrap_or(c.transaction_state_log_replication_factor);
+        c.transaction_state_log_min_isr = self
+            .transaction_state_log_min_isr
+            .unwrap_or(c.transaction_state_log_min_isr);
         c.cluster = match (self.voters, self.controller_listen) {
             (None, None) => {
                 if self.cluster_id.is_some() {
@@ -497,6 +572,21 @@ impl Settings {
             default_replication_factor: Some(c.default_replication_factor),
             rack: c.rack.clone(),
             controller_log_compact_entries: c.cluster.as_ref().map(|k| k.log_compact_entries),
+            min_insync_replicas: Some(c.min_insync_replicas),
+            replica_lag_time_max_ms: Some(c.replica_lag_time_max_ms),
+            replica_fetch_max_bytes: Some(c.replica_fetch_max_bytes),
+            replica_fetch_response_max_bytes: Some(c.replica_fetch_response_max_bytes),
+            replica_fetch_wait_max_ms: Some(c.replica_fetch_wait_max_ms),
+            unclean_leader_election_enable: Some(c.unclean_leader_election_enable),
+            auto_leader_rebalance_enable: Some(c.auto_leader_rebalance_enable),
+            leader_imbalance_check_interval_seconds: Some(
+                c.leader_imbalance_check_interval_seconds,
+            ),
+            offsets_topic_replication_factor: Some(c.offsets_topic_replication_factor),
+            transaction_state_log_replication_factor: Some(
+                c.transaction_state_log_replication_factor,
+            ),
+            transaction_state_log_min_isr: Some(c.transaction_state_log_min_isr),
         }
     }
 

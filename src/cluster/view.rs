@@ -8,6 +8,10 @@ pub struct BrokerEndpoint {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// The epoch of the broker's current registration (a new one at each start): a follower
+    /// sends its own with each replica Fetch (KIP-903), and the leader names it when it asks
+    /// the controller to add the follower to an ISR, so an older incarnation is never added.
+    pub epoch: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

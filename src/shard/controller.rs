@@ -278,6 +278,7 @@ impl Controller {
                     isr: replicas.clone(),
                     replicas,
                     leader_epoch: 0,
+                    partition_epoch: 0,
                 })
                 .collect(),
         );
@@ -668,6 +669,7 @@ impl Controller {
                     isr: replicas.clone(),
                     replicas,
                     leader_epoch: 0,
+                    partition_epoch: 0,
                 })
             })
             .collect())

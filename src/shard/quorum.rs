@@ -938,6 +938,7 @@ impl Quorum {
                     host: b.registration.host.clone(),
                     port: b.registration.port,
                     rack: b.registration.rack.clone(),
+                    epoch: b.registration.broker_epoch,
                 })
                 .collect(),
         });

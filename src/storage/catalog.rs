@@ -22,6 +22,7 @@ pub enum ConfigKind {
     String,
     Int,
     Long,
+    Boolean,
 }
 
 /// One topic config this broker understands: its name, the broker setting that is its
@@ -92,6 +93,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "A partition's oldest segments are deleted while it is larger than this many bytes; \
          -1 keeps everything.",
     },
+    TopicConfigDef {
+        name: "min.insync.replicas",
+        broker_name: "min.insync.replicas",
+        kind: ConfigKind::Int,
+        doc: "In-sync replicas an acks=all write needs: with fewer, it is refused with \
+         NOT_ENOUGH_REPLICAS and not appended.",
+    },
+    TopicConfigDef {
+        name: "unclean.leader.election.enable",
+        broker_name: "unclean.leader.election.enable",
+        kind: ConfigKind::Boolean,
+        doc: "Whether a replica outside the ISR may become leader when no in-sync replica is \
+         left; what only the ISR had is then lost.",
+    },
 ];
 
 /// Whether `name` is a topic config of [`TOPIC_CONFIGS`].
@@ -116,6 +131,9 @@ pub struct PartitionAssignment {
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped by every change of the partition's leader or ISR (Kafka's partition epoch): an
+    /// AlterPartition carrying another is stale.
+    pub partition_epoch: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,6 +235,9 @@ pub struct TopicConfig {
     pub retention_bytes: Option<i64>,
     pub flush_messages: Option<u64>,
     pub flush_ms: Option<u64>,
+    /// At least 1.
+    pub min_insync_replicas: Option<i32>,
+    pub unclean_leader_election_enable: Option<bool>,
 }
 
 impl TopicConfig {
@@ -288,6 +309,23 @@ impl TopicConfig {
                     self.segment_bytes = Some(n);
                 }
             }
+            "min.insync.replicas" => {
+                let Some(n) = v.parse::<i32>().ok().filter(|n| *n >= 1) else {
+                    return invalid(format!(
+                        "min.insync.replicas must be a positive integer, got '{v}'"
+                    ));
+                };
+                self.min_insync_replicas = Some(n);
+            }
+            "unclean.leader.election.enable" => match v {
+                "true" => self.unclean_leader_election_enable = Some(true),
+                "false" => self.unclean_leader_election_enable = Some(false),
+                _ => {
+                    return invalid(format!(
+                        "unclean.leader.election.enable must be true or false, got '{v}'"
+                    ));
+                }
+            },
             _ => {
                 return invalid(format!(
                     "unknown or unsupported topic config '{k}' (supported: {})",
@@ -443,6 +481,7 @@ mod tests {
             let sample = match def.kind {
                 ConfigKind::String => "CreateTime",
                 ConfigKind::Int | ConfigKind::Long => "4096",
+                ConfigKind::Boolean => "true",
             };
             let one = BTreeMap::from([(def.name.to_string(), sample.to_string())]);
             assert!(TopicConfig::parse(&one).is_ok(), "{}", def.name);

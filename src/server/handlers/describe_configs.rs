@@ -193,6 +193,7 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                 ConfigKind::String => TYPE_STRING,
                 ConfigKind::Int => TYPE_INT,
                 ConfigKind::Long => TYPE_LONG,
+                ConfigKind::Boolean => TYPE_BOOLEAN,
             };
             let (broker_value, broker_source) = broker_setting(c, broker_name);
             let broker_synonym = (broker_name, broker_value.clone(), broker_source);

@@ -157,6 +157,7 @@ impl MetadataImage {
                 p.leader = c.leader;
                 p.leader_epoch = c.leader_epoch;
                 p.isr = c.isr.clone();
+                p.partition_epoch += 1;
             }
             MetadataRecord::RegisterBroker(r) => {
                 self.next_broker_epoch = self.next_broker_epoch.max(r.broker_epoch + 1);
@@ -279,6 +280,7 @@ impl MetadataImage {
                     isr: p.isr.clone(),
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
                 })
                 .collect(),
         );
@@ -362,6 +364,7 @@ pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecor
                 isr: a.isr.clone(),
                 leader: a.leader,
                 leader_epoch: a.leader_epoch,
+                partition_epoch: a.partition_epoch,
             },
             None => PartitionRecord {
                 topic_id: meta.topic_id,
@@ -370,6 +373,7 @@ pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecor
                 isr: vec![node_id],
                 leader: node_id,
                 leader_epoch: 0,
+                partition_epoch: 0,
             },
         })
     }));
@@ -513,6 +517,7 @@ mod tests {
                         isr: vec![],
                         leader: 1,
                         leader_epoch: 0,
+                        partition_epoch: 0,
                     }));
                     r
                 },

@@ -106,6 +106,10 @@ pub struct PartitionRecord {
     pub isr: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    /// Bumped by every applied change of the partition (absent in records of older versions:
+    /// 0); written so a snapshot keeps it.
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 /// A partition's leader, leader epoch or ISR changed (Kafka's PartitionChangeRecord): a
@@ -338,8 +342,9 @@ mod tests {
                     isr: vec![1],
                     leader: 1,
                     leader_epoch: 0,
+                    partition_epoch: 0,
                 }),
-                r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":7,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0}"#,
+                r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":7,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0,"partition_epoch":0}"#,
             ),
             (
                 MetadataRecord::Config(ConfigRecord {
