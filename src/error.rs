@@ -183,6 +183,17 @@ pub enum KafkaError {
     /// The client's leader epoch is older than the partition's: it refreshes its metadata.
     #[error("fenced leader epoch")]
     FencedLeaderEpoch,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`: nothing was appended.
+    #[error("not enough in-sync replicas: {isr} in sync, min.insync.replicas is {min}")]
+    NotEnoughReplicas { isr: usize, min: i32 },
+    /// acks=all: the write was appended, but the ISR shrank below `min.insync.replicas`
+    /// before it was replicated.
+    #[error("appended, but the in-sync replicas fell to {isr}, below min.insync.replicas {min}")]
+    NotEnoughReplicasAfterAppend { isr: usize, min: i32 },
+    /// A new leader does not know its high watermark yet (its followers have not fetched
+    /// since it was elected): the client retries.
+    #[error("the new leader's high watermark is not known yet")]
+    OffsetNotAvailable,
     #[error("storage error: {0}")]
     Storage(String),
     /// This broker does not host (or no longer leads) the partition: the client refreshes its
@@ -258,6 +269,11 @@ impl KafkaError {
             KafkaError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             KafkaError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
             KafkaError::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+            KafkaError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            KafkaError::NotEnoughReplicasAfterAppend { .. } => {
+                ResponseError::NotEnoughReplicasAfterAppend
+            }
+            KafkaError::OffsetNotAvailable => ResponseError::OffsetNotAvailable,
             KafkaError::Storage(_) => ResponseError::KafkaStorageError,
             KafkaError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
             KafkaError::NotController => ResponseError::NotController,

@@ -121,6 +121,25 @@ pub struct Snapshot {
     pub partitions: Vec<(String, i32, i64, i64, u64)>,
     /// (group, topic, partition, committed offset) of the groups this shard coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
+    pub replication: Replication,
+}
+
+/// A shard's replication figures.
+#[derive(Clone, Debug, Default)]
+pub struct Replication {
+    /// Partitions led here whose ISR is shorter than their replica list.
+    pub under_replicated: u64,
+    /// Partitions held here that have no leader.
+    pub offline: u64,
+    /// ISR changes this shard's leaders asked for and the controller committed.
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    /// Record bytes followers appended here, and bytes leaders here served to followers.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// (topic, partition, follower, lag in messages, seconds since it was last caught up) of
+    /// the partitions led here.
+    pub follower_lag: Vec<(String, i32, i32, i64, f64)>,
 }
 
 fn escape(v: &str) -> String {
@@ -219,7 +238,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 14] = [
+    let per_shard: [PerShard; 20] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -303,6 +322,42 @@ pub fn render(snaps: &[Snapshot]) -> String {
         ("spate_partitions", "gauge", "Partitions owned.", |s| {
             s.partitions.len().to_string()
         }),
+        (
+            "spate_under_replicated_partitions",
+            "gauge",
+            "Partitions led here whose ISR is shorter than their replica list.",
+            |s| s.replication.under_replicated.to_string(),
+        ),
+        (
+            "spate_offline_partitions",
+            "gauge",
+            "Partitions held here that have no leader.",
+            |s| s.replication.offline.to_string(),
+        ),
+        (
+            "spate_isr_shrinks_total",
+            "counter",
+            "ISR shrinks committed for partitions led here.",
+            |s| s.replication.isr_shrinks.to_string(),
+        ),
+        (
+            "spate_isr_expands_total",
+            "counter",
+            "ISR expansions committed for partitions led here.",
+            |s| s.replication.isr_expands.to_string(),
+        ),
+        (
+            "spate_replication_bytes_in_total",
+            "counter",
+            "Record bytes this broker's followers appended from their leaders.",
+            |s| s.replication.bytes_in.to_string(),
+        ),
+        (
+            "spate_replication_bytes_out_total",
+            "counter",
+            "Record bytes this broker's leaders served to followers.",
+            |s| s.replication.bytes_out.to_string(),
+        ),
     ];
     for (name, kind, help, value) in per_shard {
         family(&mut out, name, kind, help);
@@ -362,6 +417,25 @@ pub fn render(snaps: &[Snapshot]) -> String {
                     escape(t)
                 );
             }
+        }
+    }
+    family(
+        &mut out,
+        "spate_follower_lag_messages",
+        "gauge",
+        "Leader's log end minus a follower's fetch offset, by partition and follower.",
+    );
+    family(
+        &mut out,
+        "spate_follower_lag_seconds",
+        "gauge",
+        "Seconds since a follower was last caught up with its leader, by partition and follower.",
+    );
+    for s in snaps {
+        for (t, p, f, msgs, secs) in &s.replication.follower_lag {
+            let labels = format!("topic=\"{}\",partition=\"{p}\",follower=\"{f}\"", escape(t));
+            let _ = writeln!(out, "spate_follower_lag_messages{{{labels}}} {msgs}");
+            let _ = writeln!(out, "spate_follower_lag_seconds{{{labels}}} {secs}");
         }
     }
     family(

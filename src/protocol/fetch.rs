@@ -66,6 +66,9 @@ pub struct PartitionOut {
     /// (leader id, leader epoch) for a partition this broker does not lead (KIP-951): sent
     /// as the CurrentLeader tagged field in v12+.
     pub current_leader: Option<(i32, i32)>,
+    /// (epoch, end offset) where a follower's log diverges from the leader's (KIP-320, v12+:
+    /// the DivergingEpoch tagged field): the follower truncates there before fetching again.
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// A broker's endpoint for the v16+ NodeEndpoints tagged field (the leaders named above).
@@ -176,17 +179,25 @@ pub fn encode(
                 }
             }
             if flexible {
-                // Partition tagged fields: CurrentLeader (tag 1) when the leader is elsewhere.
-                match p.current_leader {
-                    Some((leader, epoch)) => {
-                        put_uvarint(&mut buf, 1);
-                        put_uvarint(&mut buf, 1); // tag
-                        put_uvarint(&mut buf, 9); // size: two int32 and no tagged fields
-                        buf.put_i32(leader);
-                        buf.put_i32(epoch);
-                        put_uvarint(&mut buf, 0);
-                    }
-                    None => put_uvarint(&mut buf, 0),
+                // Partition tagged fields, in tag order: DivergingEpoch (tag 0) for a follower
+                // whose log left the leader's, CurrentLeader (tag 1) when the leader is
+                // elsewhere.
+                let tags = usize::from(p.diverging_epoch.is_some())
+                    + usize::from(p.current_leader.is_some());
+                put_uvarint(&mut buf, tags as u64);
+                if let Some((epoch, end_offset)) = p.diverging_epoch {
+                    put_uvarint(&mut buf, 0); // tag
+                    put_uvarint(&mut buf, 13); // size: int32, int64 and no tagged fields
+                    buf.put_i32(epoch);
+                    buf.put_i64(end_offset);
+                    put_uvarint(&mut buf, 0);
+                }
+                if let Some((leader, epoch)) = p.current_leader {
+                    put_uvarint(&mut buf, 1); // tag
+                    put_uvarint(&mut buf, 9); // size: two int32 and no tagged fields
+                    buf.put_i32(leader);
+                    buf.put_i32(epoch);
+                    put_uvarint(&mut buf, 0);
                 }
             }
         }
@@ -256,6 +267,7 @@ mod tests {
                         aborted_transactions: Some(vec![(7, 3), (9, 5)]),
                         records: Records::Mem(Bytes::from_static(b"recordbytes")),
                         current_leader: None,
+                        diverging_epoch: None,
                     },
                     PartitionOut {
                         partition: 4,
@@ -266,6 +278,7 @@ mod tests {
                         aborted_transactions: None,
                         records: Records::Empty,
                         current_leader: Some((7, 3)),
+                        diverging_epoch: Some((4, 1234)),
                     },
                 ],
             }];
@@ -321,6 +334,9 @@ mod tests {
                 let l = &t.partitions[1].current_leader;
                 assert_eq!((l.leader_id.0, l.leader_epoch), (7, 3), "v{version}");
                 assert_eq!(t.partitions[0].current_leader.leader_id.0, -1, "v{version}");
+                let d = &t.partitions[1].diverging_epoch;
+                assert_eq!((d.epoch, d.end_offset), (4, 1234), "v{version}");
+                assert_eq!(t.partitions[0].diverging_epoch.epoch, -1, "v{version}");
             }
             if version >= 16 {
                 let n = &resp.node_endpoints[0];

@@ -268,6 +268,7 @@ async fn shard_main(
     }
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
+    shard.load_high_watermarks();
     for topic in &catalog.topics {
         match shard.open_owned_partitions(topic, config.recover_on_start, true) {
             Ok(r) => {
@@ -282,6 +283,11 @@ async fn shard_main(
                 ));
                 break;
             }
+        }
+    }
+    if step1.is_ok() {
+        for topic in &catalog.topics {
+            shard.assign_partitions_of(&topic.name);
         }
     }
     if config.recover_on_start && step1.is_ok() {
@@ -411,6 +417,21 @@ async fn shard_main(
             }
         })
     };
+    // Replication: followers that fell behind leave the ISR, and the high watermarks are
+    // checkpointed.
+    let replication = config.cluster.is_some().then(|| {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(
+                    crate::shard::replica::REPLICA_TICK_MS,
+                ))
+                .await;
+                shard.shrink_isrs();
+                shard.checkpoint_high_watermarks(false).await;
+            }
+        })
+    });
     let metrics_server = match (shard_id, config.metrics_listen) {
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => {
@@ -502,11 +523,18 @@ async fn shard_main(
     let _ = retention.cancel().await;
     let _ = group_ticker.cancel().await;
     let _ = txn_ticker.cancel().await;
+    if let Some(r) = replication {
+        let _ = r.cancel().await;
+    }
+    shard.stop_fetchers();
     if let Some(m) = metrics_server {
         let _ = m.cancel().await;
     }
     if shard.flush_all().await {
         shard.snapshot_all_producers().await;
+        if config.cluster.is_some() {
+            shard.checkpoint_high_watermarks(true).await;
+        }
     } else {
         FLUSH_FAILED.store(true, Ordering::SeqCst);
     }

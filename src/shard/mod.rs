@@ -12,6 +12,7 @@ pub mod calls;
 pub mod controller;
 pub mod partition;
 pub mod quorum;
+pub mod replica;
 pub mod txn;
 
 use std::cell::{Cell, RefCell};
@@ -59,6 +60,12 @@ pub struct ShardStats {
     /// when concurrent produces shared a write).
     pub appends: Cell<u64>,
     pub writes: Cell<u64>,
+    /// Replication: ISR changes committed for partitions led here, record bytes appended as a
+    /// follower and served to followers.
+    pub isr_shrinks: Cell<u64>,
+    pub isr_expands: Cell<u64>,
+    pub replication_bytes_in: Cell<u64>,
+    pub replication_bytes_out: Cell<u64>,
 }
 
 /// A produce's batches waiting for the shard's writer task.
@@ -180,6 +187,14 @@ pub struct Shard {
     /// This shard's block of producer ids: [next, end). Refilled from the controller (see
     /// [`Shard::new_producer_id`]).
     producer_ids: Cell<(i64, i64)>,
+    /// The replica fetchers of this shard, by the leader broker they fetch from (see
+    /// `replica`).
+    fetchers: RefCell<HashMap<i32, Rc<replica::Fetcher>>>,
+    /// The high watermarks of the last checkpoint this shard wrote.
+    hw_written: RefCell<Vec<(TopicPartition, i64)>>,
+    /// The checkpointed high watermarks read at start (cluster only), used as each partition
+    /// opens.
+    hw_checkpoint: RefCell<HashMap<TopicPartition, i64>>,
 }
 
 impl Shard {
@@ -229,6 +244,9 @@ impl Shard {
                 })
             })),
             producer_ids: Cell::new((0, 0)),
+            fetchers: RefCell::new(HashMap::new()),
+            hw_written: RefCell::new(Vec::new()),
+            hw_checkpoint: RefCell::new(HashMap::new()),
         }
     }
 
@@ -453,14 +471,32 @@ impl Shard {
                 ),
             }
             let (producers, snapshot) = producers::rebuild(&log)?;
-            // The leader epoch the metadata gives (0 on one node).
-            let epoch = topic.partition(p).map_or(0, |a| a.leader_epoch);
             let txn_index = crate::storage::txnindex::TxnIndex::load(
                 log.dir(),
                 log.log_start_offset(),
                 log.log_end_offset(),
             )?;
-            let mut partition = Partition::new(log, self.config.node_id, epoch);
+            // In a cluster: the metadata's view of the partition, and the checkpointed high
+            // watermark (absent: the log start, so nothing unreplicated becomes visible).
+            let (assignment, hw) = match &self.config.cluster {
+                None => (None, None),
+                Some(_) => {
+                    let start = log.log_start_offset();
+                    let hw = self
+                        .hw_checkpoint
+                        .borrow_mut()
+                        .remove(&(topic.name.clone(), p))
+                        .unwrap_or(start);
+                    (
+                        Some(topic.partition(p).cloned().unwrap_or_default()),
+                        Some(hw),
+                    )
+                }
+            };
+            let mut partition = Partition::new(log, assignment.clone(), hw);
+            if let Some(a) = &assignment {
+                partition.apply_assignment(self.config.node_id, a, std::time::Instant::now());
+            }
             partition.restore(producers, txn_index);
             partition.producers_snapshot = snapshot;
             let end = partition.log_end_offset();
@@ -554,13 +590,73 @@ impl Shard {
         let flushes = items.into_iter().zip(background).map(|((t, p, last), bg)| {
             let shard = self.clone();
             async move {
-                if bg {
-                    return Ok(());
+                if !bg {
+                    shard.flush_to((t.clone(), p), last).await?;
                 }
-                shard.flush_to((t, p), last).await
+                shard.wait_replicated((t, p), last).await
             }
         });
         futures_util::future::join_all(flushes).await
+    }
+
+    /// `min.insync.replicas` of `topic` (its config over the broker default).
+    pub fn min_insync_replicas(&self, topic: &TopicMeta) -> i32 {
+        topic
+            .config
+            .min_insync_replicas
+            .unwrap_or(self.config.min_insync_replicas)
+    }
+
+    /// acks=all on a replicated partition: waits until the high watermark passes `last` (every
+    /// in-sync replica has it, durably), in the leader epoch the write was made in. Past it
+    /// with fewer in-sync replicas than `min.insync.replicas`, the write stands but is
+    /// answered NOT_ENOUGH_REPLICAS_AFTER_APPEND, as Kafka does. Immediate on one node. The
+    /// produce's timeout bounds the wait.
+    async fn wait_replicated(&self, tp: TopicPartition, last: i64) -> Result<(), KafkaError> {
+        let min = self
+            .topic(&tp.0)
+            .map_or(self.config.min_insync_replicas, |t| {
+                self.min_insync_replicas(&t)
+            });
+        let mut epoch = None;
+        loop {
+            let (wake, rx) = Wake::new();
+            {
+                let mut partitions = self.partitions.borrow_mut();
+                let p = partitions
+                    .get_mut(&tp)
+                    .ok_or(KafkaError::NotLeaderOrFollower)?;
+                match &p.role {
+                    partition::Role::Single => return Ok(()),
+                    partition::Role::Leader(_) => {}
+                    _ => return Err(KafkaError::NotLeaderOrFollower),
+                }
+                // The epoch at the first look is the write's (the writer answered just now).
+                if *epoch.get_or_insert(p.leader_epoch()) != p.leader_epoch() {
+                    return Err(KafkaError::NotLeaderOrFollower);
+                }
+                if let Some(why) = p.log.poisoned() {
+                    return Err(KafkaError::Storage(format!("partition is offline: {why}")));
+                }
+                if p.high_watermark() > last {
+                    let isr = p.assignment.isr.len();
+                    if (isr as i64) < i64::from(min) {
+                        return Err(KafkaError::NotEnoughReplicasAfterAppend { isr, min });
+                    }
+                    return Ok(());
+                }
+                p.waiters.push(wake.clone());
+            }
+            let _registered = Registered {
+                shard: self,
+                wake,
+                partitions: vec![tp.clone()],
+            };
+            let _ = rx.await;
+            if self.stopping.get() {
+                return Err(KafkaError::NotLeaderOrFollower);
+            }
+        }
     }
 
     /// ListOffsets of owned partitions: (topic, partition, timestamp spec) -> (offset,
@@ -575,6 +671,11 @@ impl Shard {
                     .get(&(topic, partition))
                     .ok_or(KafkaError::UnknownTopicOrPartition)?;
                 p.log.check_online()?;
+                // A new leader answers "latest" only once its high watermark is known (as
+                // Kafka does), so it never goes back.
+                if ts == -1 && !p.high_watermark_known() {
+                    return Err(KafkaError::OffsetNotAvailable);
+                }
                 match ts {
                     // Latest, as a consumer may read it: the high watermark, or for
                     // read_committed the last stable offset.
@@ -616,9 +717,11 @@ impl Shard {
     /// so far are closed and every owned partition directory of the topic is removed, and the
     /// topic is not cached, so the controller's undo (see `Controller::create_topics`) leaves
     /// nothing behind.
-    pub async fn topic_created(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+    pub async fn topic_created(self: &Rc<Self>, meta: TopicMeta) -> Result<(), KafkaError> {
         let Err(e) = self.open_owned_partitions(&meta, false, false) else {
-            self.topics.borrow_mut().insert(meta.name.clone(), meta);
+            let name = meta.name.clone();
+            self.topics.borrow_mut().insert(name.clone(), meta);
+            self.assign_partitions_of(&name);
             return Ok(());
         };
         let limit = crate::startup::open_files_limit();
@@ -665,9 +768,42 @@ impl Shard {
         Err(KafkaError::Storage(why))
     }
 
+    /// Applies the roles the metadata gives the owned partitions of `topic` (followers start
+    /// fetching, leaders count their followers).
+    pub fn assign_partitions_of(self: &Rc<Self>, topic: &str) {
+        let tps: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, _)| t == topic)
+            .cloned()
+            .collect();
+        for tp in tps {
+            self.partition_assigned(&tp);
+        }
+    }
+
+    /// At start, in a cluster: reads the high-watermark checkpoints, for the partitions about
+    /// to open.
+    pub fn load_high_watermarks(&self) {
+        if self.config.cluster.is_some() {
+            *self.hw_checkpoint.borrow_mut() = replica::load_checkpoints(&self.config.data_dir);
+        }
+    }
+
     /// A topic is gone: forget it and delete the partitions this shard owns.
     pub async fn topic_deleted(&self, name: String) -> Result<(), KafkaError> {
         self.topics.borrow_mut().remove(&name);
+        let gone: Vec<TopicPartition> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, _)| *t == name)
+            .cloned()
+            .collect();
+        for tp in &gone {
+            self.unfollow(tp);
+        }
         let doomed: Vec<Partition> = {
             let mut partitions = self.partitions.borrow_mut();
             let keys: Vec<_> = partitions
@@ -712,16 +848,23 @@ impl Shard {
 
     /// In a cluster, a topic changed (partitions added, leaders or configs changed): open the
     /// partitions this node now holds, recache it, apply its settings.
-    pub async fn topic_changed(&self, meta: TopicMeta) -> Result<(), KafkaError> {
+    pub async fn topic_changed(self: &Rc<Self>, meta: TopicMeta) -> Result<(), KafkaError> {
         let opened = self.open_owned_partitions(&meta, false, false);
+        let now = std::time::Instant::now();
         for ((topic, p), part) in self.partitions.borrow_mut().iter_mut() {
             if *topic == meta.name
                 && let Some(a) = meta.partition(*p)
             {
-                part.set_leader_epoch(a.leader_epoch);
+                if matches!(part.role, partition::Role::Single) {
+                    part.set_leader_epoch(a.leader_epoch);
+                } else {
+                    part.apply_assignment(self.config.node_id, a, now);
+                }
             }
         }
+        let name = meta.name.clone();
         self.topic_config_changed(meta)?;
+        self.assign_partitions_of(&name);
         opened
             .map(drop)
             .map_err(|e| KafkaError::Storage(e.to_string()))
@@ -787,6 +930,10 @@ impl Shard {
         self.writer_scheduled.set(false);
         let pending = std::mem::take(&mut *self.pending_writes.borrow_mut());
         let now = now_ms();
+        // Leader partitions written to: each is made durable right away (its high watermark
+        // counts only its synced end), or, for a background-flush topic, its high watermark
+        // moves now.
+        let mut written: Vec<(TopicPartition, i64)> = Vec::new();
         {
             let mut partitions = self.partitions.borrow_mut();
             for (tp, writes) in pending {
@@ -796,6 +943,16 @@ impl Shard {
                     }
                     continue;
                 };
+                // Leadership may have moved since the request was checked and queued.
+                if !matches!(
+                    part.role,
+                    partition::Role::Single | partition::Role::Leader(_)
+                ) {
+                    for w in writes {
+                        let _ = w.answer.send(Err(KafkaError::NotLeaderOrFollower));
+                    }
+                    continue;
+                }
                 // Every request of a partition has the topic's timestamp type.
                 let append_time = writes
                     .first()
@@ -826,9 +983,35 @@ impl Shard {
                     any |= self.append_group(part, group, append_time, now);
                 }
                 if any {
+                    if matches!(part.role, partition::Role::Leader(_)) {
+                        written.push((tp, part.log_end_offset() - 1));
+                    }
                     part.wake_waiters();
                 }
             }
+        }
+        for (tp, last) in written {
+            if self.synced_replication(&tp.0) {
+                let shard = self.clone();
+                glommio::spawn_local(async move {
+                    // A failure poisons the partition and is logged by the flush.
+                    let _ = shard.flush_to(tp, last).await;
+                })
+                .detach();
+            } else {
+                self.high_watermark_may_move(&tp);
+            }
+        }
+    }
+
+    /// A leader's own end or a follower's progress changed: moves the high watermark if it
+    /// can, waking whoever waits on it.
+    pub(crate) fn high_watermark_may_move(&self, tp: &TopicPartition) {
+        let synced = self.synced_replication(&tp.0);
+        if let Some(p) = self.partitions.borrow_mut().get_mut(tp)
+            && p.advance_high_watermark(self.config.node_id, synced)
+        {
+            p.wake_waiters();
         }
     }
 
@@ -1093,6 +1276,8 @@ impl Shard {
         if let Some(p) = self.partitions.borrow_mut().get_mut(&tp) {
             p.log.finish_flush(target, &result);
         }
+        // A leader's synced end moved.
+        self.high_watermark_may_move(&tp);
         self.stats.flushes.set(self.stats.flushes.get() + 1);
         let waiters = self.flushing.borrow_mut().remove(&tp).unwrap_or_default();
         for w in waiters {
@@ -1195,16 +1380,26 @@ impl Shard {
     }
 
     /// Where the data at each item's offset lies (file ranges of whole batches), for Fetch.
-    pub fn locate(&self, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
-        let partitions = self.partitions.borrow();
+    pub fn locate(self: &Rc<Self>, items: Vec<FetchItem>) -> Vec<Result<ReadOut, KafkaError>> {
         items
             .into_iter()
             .map(|i| {
                 self.debug_assert_owner(&i.topic, i.partition);
-                partitions
-                    .get(&(i.topic, i.partition))
-                    .ok_or(KafkaError::UnknownTopicOrPartition)?
-                    .read(i.offset, i.max_bytes, i.read_committed)
+                let tp = (i.topic, i.partition);
+                if let Some((r, epoch)) = i.replica {
+                    return self.serve_replica(&tp, i.offset, i.max_bytes, epoch, r);
+                }
+                let partitions = self.partitions.borrow();
+                let p = partitions
+                    .get(&tp)
+                    .ok_or(KafkaError::UnknownTopicOrPartition)?;
+                // A new leader does not serve consumers until its high watermark is past its
+                // predecessor's (everything in its log when elected is committed), so no
+                // consumer sees the high watermark move back.
+                if !p.high_watermark_known() {
+                    return Err(KafkaError::OffsetNotAvailable);
+                }
+                p.read(i.offset, i.max_bytes, i.read_committed)
             })
             .collect()
     }
@@ -1217,6 +1412,13 @@ impl Shard {
         let partitions = self.partitions.borrow();
         items.iter().any(
             |(i, seen)| match partitions.get(&(i.topic.clone(), i.partition)) {
+                // A follower waits for the log end to pass its fetch offset, or for the
+                // partition to stop being led here.
+                Some(p) if i.replica.is_some() => {
+                    p.log_end_offset() > i.offset
+                        || !matches!(p.role, partition::Role::Leader(_))
+                        || i.offset < p.log.log_start_offset()
+                }
                 Some(p) => p.high_watermark() > *seen || i.offset < p.log.log_start_offset(),
                 None => true, // gone: the fetch should look again and report it
             },
@@ -1330,6 +1532,7 @@ impl Shard {
             executor_scheduler_runs: runs,
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
+            replication: self.replication_stats(),
         }
     }
 }

@@ -26,11 +26,14 @@
 //! and dies with the partition.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
 use crate::error::KafkaError;
+use crate::storage::catalog::PartitionAssignment;
 use crate::storage::log::{PartitionLog, ReadOut};
 use crate::storage::producers::ProducerStates;
 use crate::storage::txnindex::TxnIndex;
@@ -52,12 +55,62 @@ impl Wake {
     }
 }
 
-/// The replicas of the partition and what the leader knows of them. One node today: this
-/// broker is the only replica and the only member of the ISR.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaState {
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
+/// What the leader knows of one follower, from its Fetch requests (Kafka's replica state).
+#[derive(Clone, Debug)]
+pub struct FollowerProgress {
+    /// The offset of the follower's last Fetch in this leadership: it holds, durably, every
+    /// offset below it (a follower never asks past what it synced). -1 until its first Fetch.
+    pub fetch_offset: i64,
+    /// The broker epoch the follower sent (KIP-903), named when the leader asks the
+    /// controller to add it to the ISR, so an older incarnation is never added.
+    pub broker_epoch: i64,
+    /// The last time the follower was caught up with the leader's log end (Kafka's
+    /// lastCaughtUpTimeMs): it leaves the ISR when this is `replica.lag.time.max.ms` old.
+    pub last_caught_up: Instant,
+    /// When its previous Fetch came, and the leader's log end then.
+    pub last_fetch: Instant,
+    pub leader_end_at_last_fetch: i64,
+}
+
+impl FollowerProgress {
+    fn new(now: Instant) -> FollowerProgress {
+        FollowerProgress {
+            fetch_offset: -1,
+            broker_epoch: -1,
+            last_caught_up: now,
+            last_fetch: now,
+            leader_end_at_last_fetch: -1,
+        }
+    }
+}
+
+/// A leader's replication state.
+#[derive(Clone, Debug)]
+pub struct LeaderState {
+    /// Every other replica, by broker id.
+    pub followers: BTreeMap<i32, FollowerProgress>,
+    /// An ISR change asked of the controller and not yet applied: while it is in flight the
+    /// high watermark counts the members of both (Kafka's maximal ISR), so an expansion
+    /// never lets it pass what the new member lacks and a shrink never loses a member early.
+    pub pending_isr: Option<Vec<i32>>,
+    /// The log end when this leadership began. Until the high watermark reaches it, this
+    /// leader does not know how far its predecessor's high watermark went.
+    pub epoch_start_offset: i64,
+}
+
+/// What this broker is to the partition.
+#[derive(Clone, Debug)]
+pub enum Role {
+    /// A one-node broker (no `--voters`): the only replica; the high watermark follows the
+    /// log end as each append completes.
+    Single,
+    /// This broker leads the partition.
+    Leader(LeaderState),
+    /// This broker follows `leader`: its shard's fetcher for that broker brings the batches.
+    Follower { leader: i32 },
+    /// The metadata names no leader (the partition is offline), or not this broker as a
+    /// replica any more.
+    Offline,
 }
 
 pub struct Partition {
@@ -65,7 +118,9 @@ pub struct Partition {
     high_watermark: i64,
     last_stable_offset: i64,
     leader_epoch: i32,
-    pub replicas: ReplicaState,
+    /// The partition as the applied metadata gives it (replicas, ISR, leader, epochs).
+    pub assignment: PartitionAssignment,
+    pub role: Role,
     pub producers: ProducerStates,
     /// The offset of the newest producer state snapshot on disk, if any: a clean shutdown
     /// writes none when it is at the log end already.
@@ -74,25 +129,33 @@ pub struct Partition {
     /// Index entries of abort markers written but not yet fdatasync'd (see
     /// `Shard::write_txn_markers`).
     pub txn_index_unsynced: Vec<crate::storage::txnindex::TxnIndexSync>,
-    /// Fetches waiting for this partition to grow.
+    /// Fetches (and acks=all produces) waiting for this partition to grow.
     pub(crate) waiters: Vec<Rc<Wake>>,
 }
 
 impl Partition {
-    /// A partition led by `node_id` at `leader_epoch`, over an opened log. Everything in the
-    /// log was durable or recovered at open, and there is no other replica, so all of it is
-    /// visible.
-    pub fn new(log: PartitionLog, node_id: i32, leader_epoch: i32) -> Partition {
+    /// A partition over an opened log. On one node (`assignment` None) everything in the log
+    /// was durable or recovered at open and there is no other replica, so all of it is
+    /// visible. In a cluster the high watermark starts at the checkpointed one (`hw`, at most
+    /// the log end): what lies above it may not be on the other in-sync replicas.
+    pub fn new(
+        log: PartitionLog,
+        assignment: Option<PartitionAssignment>,
+        hw: Option<i64>,
+    ) -> Partition {
         let end = log.log_end_offset();
+        let high_watermark = hw.map_or(end, |h| h.clamp(log.log_start_offset(), end));
+        let (role, assignment) = match assignment {
+            None => (Role::Single, PartitionAssignment::default()),
+            Some(a) => (Role::Offline, a),
+        };
         Partition {
             log,
-            high_watermark: end,
-            last_stable_offset: end,
-            leader_epoch,
-            replicas: ReplicaState {
-                replicas: vec![node_id],
-                isr: vec![node_id],
-            },
+            high_watermark,
+            last_stable_offset: high_watermark,
+            leader_epoch: assignment.leader_epoch.max(0),
+            assignment,
+            role,
             producers: ProducerStates::default(),
             producers_snapshot: None,
             txn_index: TxnIndex::default(),
@@ -123,18 +186,236 @@ impl Partition {
         self.leader_epoch = self.leader_epoch.max(epoch);
     }
 
-    /// After an append: with the leader as the only in-sync replica, everything appended is on
-    /// every ISR member, so the high watermark moves to the log end; the last stable offset
-    /// moves to the first offset of the oldest open transaction, or to the high watermark.
-    /// Both only move forward (a transaction opens at the log end, never below the LSO).
+    /// After an append. On one node, everything appended is on every ISR member (the leader
+    /// is the only one), so the high watermark moves to the log end. In a cluster it moves
+    /// only by [`Partition::advance_high_watermark`]. The last stable offset moves to the
+    /// first offset of the oldest open transaction, or to the high watermark. Both only move
+    /// forward (a transaction opens at the log end, never below the LSO).
     pub fn appended(&mut self) {
-        let end = self.log.log_end_offset();
-        debug_assert!(
-            end >= self.high_watermark,
-            "log end below the high watermark"
-        );
-        self.high_watermark = self.high_watermark.max(end);
+        if matches!(self.role, Role::Single) {
+            let end = self.log.log_end_offset();
+            debug_assert!(
+                end >= self.high_watermark,
+                "log end below the high watermark"
+            );
+            self.high_watermark = self.high_watermark.max(end);
+        }
         self.update_stable();
+    }
+
+    /// The ISR the high watermark waits for: the applied one, plus the members of an ISR
+    /// change in flight (Kafka's maximal ISR).
+    pub fn maximal_isr(&self) -> Vec<i32> {
+        let mut isr = self.assignment.isr.clone();
+        if let Role::Leader(l) = &self.role
+            && let Some(p) = &l.pending_isr
+        {
+            for r in p {
+                if !isr.contains(r) {
+                    isr.push(*r);
+                }
+            }
+        }
+        isr
+    }
+
+    /// A leader's high watermark: the smallest of its own durable end (its log end for a
+    /// topic that flushes in the background: `synced` false) and the fetch offsets of the
+    /// other in-sync replicas, never moving back. Returns whether it moved; the caller wakes
+    /// the waiters then.
+    pub fn advance_high_watermark(&mut self, me: i32, synced: bool) -> bool {
+        let Role::Leader(l) = &self.role else {
+            return false;
+        };
+        let own = if synced {
+            self.log.flushed_offset()
+        } else {
+            self.log.log_end_offset()
+        };
+        let mut candidate = own.min(self.log.log_end_offset());
+        for r in self.maximal_isr() {
+            if r == me {
+                continue;
+            }
+            match l.followers.get(&r) {
+                Some(f) if f.fetch_offset >= 0 => candidate = candidate.min(f.fetch_offset),
+                // A member that has not fetched in this leadership holds the mark where it is.
+                _ => return false,
+            }
+        }
+        if candidate <= self.high_watermark {
+            return false;
+        }
+        self.high_watermark = candidate;
+        self.update_stable();
+        true
+    }
+
+    /// A follower learns the leader's high watermark from each Fetch response.
+    pub fn follower_high_watermark(&mut self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log.log_end_offset());
+        if hw > self.high_watermark {
+            self.high_watermark = hw;
+            self.update_stable();
+        }
+    }
+
+    /// After a truncation: the high watermark is at most the new log end (a follower's
+    /// truncation never goes below it: what is below it is on every in-sync replica).
+    pub fn truncated(&mut self) {
+        let end = self.log.log_end_offset();
+        if self.high_watermark > end {
+            self.high_watermark = end;
+        }
+        if self.last_stable_offset > self.high_watermark {
+            self.last_stable_offset = self.high_watermark;
+        }
+        self.update_stable();
+    }
+
+    /// Whether the leader is past its epoch start: its high watermark covers everything in
+    /// its log when it was elected, so it is at least its predecessor's.
+    pub fn high_watermark_known(&self) -> bool {
+        match &self.role {
+            Role::Leader(l) => self.high_watermark >= l.epoch_start_offset,
+            _ => true,
+        }
+    }
+
+    /// The metadata changed the partition: returns the role change it makes, and sets the
+    /// epochs. A new leadership starts with no follower progress.
+    pub fn apply_assignment(&mut self, me: i32, a: &PartitionAssignment, now: Instant) {
+        let new_leadership = a.leader_epoch != self.assignment.leader_epoch
+            || a.leader != self.assignment.leader
+            || !matches!(self.role, Role::Leader(_) | Role::Follower { .. });
+        self.set_leader_epoch(a.leader_epoch);
+        self.assignment = a.clone();
+        if !a.replicas.contains(&me) || a.leader < 0 {
+            self.role = Role::Offline;
+            return;
+        }
+        if a.leader != me {
+            self.role = Role::Follower { leader: a.leader };
+            return;
+        }
+        match &mut self.role {
+            Role::Leader(l) if !new_leadership => {
+                // An ISR change applied: the one in flight, if it is this one, is done.
+                if l.pending_isr.as_ref().is_some_and(|p| {
+                    let (mut p, mut isr) = (p.clone(), a.isr.clone());
+                    p.sort_unstable();
+                    isr.sort_unstable();
+                    p == isr
+                }) {
+                    l.pending_isr = None;
+                }
+                for r in &a.replicas {
+                    if *r != me {
+                        l.followers
+                            .entry(*r)
+                            .or_insert_with(|| FollowerProgress::new(now));
+                    }
+                }
+                l.followers.retain(|r, _| a.replicas.contains(r));
+            }
+            _ => {
+                self.role = Role::Leader(LeaderState {
+                    followers: a
+                        .replicas
+                        .iter()
+                        .filter(|r| **r != me)
+                        .map(|r| (*r, FollowerProgress::new(now)))
+                        .collect(),
+                    pending_isr: None,
+                    epoch_start_offset: self.log.log_end_offset(),
+                });
+            }
+        }
+    }
+
+    /// A follower's Fetch reached the leader at `fetch_offset`: records its progress (Kafka's
+    /// updateFollowerFetchState). Returns the ISR to propose when the follower is out of the
+    /// ISR and has caught up to the high watermark (and to this leadership's start).
+    pub fn follower_fetched(
+        &mut self,
+        replica: i32,
+        broker_epoch: i64,
+        fetch_offset: i64,
+        now: Instant,
+    ) -> Option<Vec<i32>> {
+        let end = self.log.log_end_offset();
+        let hw = self.high_watermark;
+        let in_isr = self.assignment.isr.contains(&replica);
+        let Role::Leader(l) = &mut self.role else {
+            return None;
+        };
+        let f = l.followers.get_mut(&replica)?;
+        if fetch_offset >= end {
+            f.last_caught_up = now;
+        } else if fetch_offset >= f.leader_end_at_last_fetch && f.leader_end_at_last_fetch >= 0 {
+            f.last_caught_up = f.last_caught_up.max(f.last_fetch);
+        }
+        f.fetch_offset = fetch_offset;
+        f.broker_epoch = broker_epoch;
+        f.last_fetch = now;
+        f.leader_end_at_last_fetch = end;
+        if in_isr
+            || l.pending_isr.is_some()
+            || fetch_offset < hw
+            || fetch_offset < l.epoch_start_offset
+        {
+            return None;
+        }
+        let mut isr = self.assignment.isr.clone();
+        isr.push(replica);
+        l.pending_isr = Some(isr.clone());
+        Some(isr)
+    }
+
+    /// The ISR to propose when in-sync followers have not caught up for `lag_max` (Kafka's
+    /// maybeShrinkIsr); None when all keep up or a change is in flight.
+    pub fn isr_to_shrink(&mut self, me: i32, now: Instant, lag_max: Duration) -> Option<Vec<i32>> {
+        let isr = self.assignment.isr.clone();
+        let Role::Leader(l) = &mut self.role else {
+            return None;
+        };
+        if l.pending_isr.is_some() {
+            return None;
+        }
+        let out: Vec<i32> = isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r != me
+                    && l.followers
+                        .get(r)
+                        .is_some_and(|f| now.duration_since(f.last_caught_up) > lag_max)
+            })
+            .collect();
+        if out.is_empty() {
+            return None;
+        }
+        let new: Vec<i32> = isr.into_iter().filter(|r| !out.contains(r)).collect();
+        l.pending_isr = Some(new.clone());
+        Some(new)
+    }
+
+    /// An ISR change was refused or failed: the next check may propose again.
+    pub fn isr_change_failed(&mut self) {
+        if let Role::Leader(l) = &mut self.role {
+            l.pending_isr = None;
+        }
+    }
+
+    /// The broker epochs the leader last saw from the members of `isr` (-1 for itself and
+    /// for members it has no Fetch of), for an AlterPartition.
+    pub fn isr_with_epochs(&self, isr: &[i32]) -> Vec<(i32, i64)> {
+        let Role::Leader(l) = &self.role else {
+            return Vec::new();
+        };
+        isr.iter()
+            .map(|r| (*r, l.followers.get(r).map_or(-1, |f| f.broker_epoch)))
+            .collect()
     }
 
     /// Installs the producer state and aborted-transaction index rebuilt at open, and the last
@@ -179,6 +460,22 @@ impl Partition {
         } else {
             self.high_watermark
         };
+        self.read_below(offset, max_bytes, visible, read_committed)
+    }
+
+    /// What a follower's Fetch gets: everything up to the log end (it is the follower that
+    /// makes it durable and the high watermark that makes it visible).
+    pub fn read_for_replica(&self, offset: i64, max_bytes: usize) -> Result<ReadOut, KafkaError> {
+        self.read_below(offset, max_bytes, self.log.log_end_offset(), false)
+    }
+
+    fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        visible: i64,
+        read_committed: bool,
+    ) -> Result<ReadOut, KafkaError> {
         let slice = self.log.read(offset, max_bytes, visible)?;
         Ok(ReadOut {
             slice,
@@ -186,6 +483,7 @@ impl Partition {
             last_stable_offset: self.last_stable_offset,
             log_start_offset: self.log.log_start_offset(),
             aborted: read_committed.then(|| self.txn_index.overlapping(offset, visible)),
+            diverging_epoch: None,
         })
     }
 

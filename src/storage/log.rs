@@ -70,6 +70,9 @@ pub struct ReadOut {
     /// For a read_committed read: the aborted transactions that overlap what it may return
     /// (from the fetch offset to the last stable offset); None for read_uncommitted.
     pub aborted: Option<Vec<crate::storage::txnindex::AbortedTxn>>,
+    /// For a follower's read: (epoch, end offset) where its log diverges from this one, set
+    /// instead of data (KIP-320).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug)]

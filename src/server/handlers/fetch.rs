@@ -21,9 +21,12 @@ use crate::error::KafkaError;
 use crate::protocol::fetch::{self, Chunk, PartitionOut, Records, TopicOut};
 use crate::shard::Shard;
 use crate::shard::calls::{CancelWait, Fetch, FetchItem, WaitForData};
+use crate::shard::replica::ReplicaFetch;
 use crate::storage::log::ReadOut;
 
 struct Slot {
+    /// A follower's Fetch: its replica state and the leader epoch it sent for the partition.
+    replica: Option<(ReplicaFetch, i32)>,
     topic: usize,
     partition: i32,
     offset: i64,
@@ -47,6 +50,18 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.config.fetch_wait_ms_max);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = req.min_bytes.max(0) as usize;
+    // A follower broker names itself: in the replica state from v15 (with its broker epoch,
+    // KIP-903), in replica_id before.
+    let (replica_id, replica_epoch) = if version >= 15 {
+        (
+            req.replica_state.replica_id.0,
+            req.replica_state.replica_epoch,
+        )
+    } else {
+        (req.replica_id.0, -1)
+    };
+    let replica =
+        (replica_id >= 0 && shard.cluster().is_some()).then_some((replica_id, replica_epoch));
 
     let mut topics: Vec<TopicOut> = Vec::with_capacity(req.topics.len());
     let mut slots: Vec<Slot> = Vec::new();
@@ -74,6 +89,20 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
                 Some(m) => super::check_leader(shard, m, p.partition, p.current_leader_epoch),
             };
             slots.push(Slot {
+                replica: replica.map(|(id, epoch)| {
+                    (
+                        ReplicaFetch {
+                            replica_id: id,
+                            broker_epoch: epoch,
+                            last_fetched_epoch: if version >= 12 {
+                                p.last_fetched_epoch
+                            } else {
+                                -1
+                            },
+                        },
+                        p.current_leader_epoch,
+                    )
+                }),
                 unread: early.is_none(),
                 // An unread slot's result is its owner's answer, filled in below.
                 result: Err(early.unwrap_or(KafkaError::NotLeaderOrFollower)),
@@ -97,7 +126,13 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             .filter_map(|s| s.result.as_ref().ok())
             .map(|r| r.slice.as_ref().map_or(0, |s| s.len))
             .sum();
-        let any_error = to_read.iter().any(|&i| slots[i].result.is_err());
+        // An error, or a follower told where its log diverges, is answered at once.
+        let any_error = to_read.iter().any(|&i| {
+            slots[i]
+                .result
+                .as_ref()
+                .map_or(true, |r| r.diverging_epoch.is_some())
+        });
         let now = Instant::now();
         if bytes >= min_bytes.max(1)
             || any_error
@@ -125,8 +160,10 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             hinted.push(leader);
         }
         let mut aborted = None;
+        let mut diverging_epoch = None;
         let (error_code, (hw, lso, log_start), records) = match slot.result {
             Ok(out) => {
+                diverging_epoch = out.diverging_epoch;
                 aborted = out.aborted.map(|a| {
                     a.iter()
                         .map(|t| (t.producer_id, t.first_offset))
@@ -157,6 +194,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             aborted_transactions: aborted,
             records,
             current_leader,
+            diverging_epoch,
         });
     }
     let endpoints: Vec<fetch::NodeEndpoint> = super::node_endpoints(shard, &hinted)
@@ -195,6 +233,7 @@ fn by_owner(
                     offset: slots[i].offset,
                     max_bytes: slots[i].max_bytes,
                     read_committed: slots[i].read_committed,
+                    replica: slots[i].replica,
                 })
                 .collect();
             (owner, idx, items)

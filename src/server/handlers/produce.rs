@@ -89,6 +89,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 if !shard.leads(meta, p) {
                     return Err(KafkaError::NotLeaderOrFollower);
                 }
+                // acks=all with too few in-sync replicas is refused before anything is
+                // appended (the write could not be made as safe as asked).
+                if acks == -1
+                    && shard.cluster().is_some()
+                    && let Some(a) = meta.partition(p)
+                {
+                    let min = shard.min_insync_replicas(meta);
+                    if (a.isr.len() as i64) < i64::from(min) {
+                        return Err(KafkaError::NotEnoughReplicas {
+                            isr: a.isr.len(),
+                            min,
+                        });
+                    }
+                }
                 let records = part
                     .records
                     .as_ref()
