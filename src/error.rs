@@ -218,6 +218,18 @@ pub enum KafkaError {
     /// The partition has no leader right now (its broker is fenced).
     #[error("the partition has no leader")]
     LeaderNotAvailable,
+    /// A broker RPC from a registration the controller does not know (an older incarnation),
+    /// or from a fenced broker.
+    #[error("stale broker epoch: {0}")]
+    StaleBrokerEpoch(String),
+    /// An AlterPartition based on a partition epoch that is not the current one: the leader's
+    /// view of the partition is stale.
+    #[error("invalid update version: {0}")]
+    InvalidUpdateVersion(String),
+    /// An AlterPartition whose new ISR names a broker that may not be in it (unregistered,
+    /// fenced, or another incarnation than the one that caught up).
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
     /// An error the active controller answered to a forwarded request, as it sent it.
     #[error("{message}")]
     Forwarded { code: i16, message: String },
@@ -282,6 +294,9 @@ impl KafkaError {
             KafkaError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             KafkaError::NotCoordinator => ResponseError::NotCoordinator,
             KafkaError::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+            KafkaError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+            KafkaError::InvalidUpdateVersion(_) => ResponseError::InvalidUpdateVersion,
+            KafkaError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
             KafkaError::Forwarded { code, .. } => {
                 ResponseError::try_from_code(*code).unwrap_or(ResponseError::UnknownServerError)
             }
@@ -355,6 +370,10 @@ mod tests {
             (KafkaError::OutOfOrderSequence(String::new()), 45),
             (KafkaError::InvalidProducerEpoch(String::new()), 47),
             (KafkaError::Unsupported("transactions"), 35),
+            (KafkaError::FencedLeaderEpoch, 74),
+            (KafkaError::StaleBrokerEpoch(String::new()), 77),
+            (KafkaError::InvalidUpdateVersion(String::new()), 95),
+            (KafkaError::IneligibleReplica(String::new()), 107),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err:?}");

@@ -206,6 +206,7 @@ fn topics_create_list_describe_alter_delete() {
         assert_eq!(p["partition"], i);
         assert_eq!(p["leader"], 0);
         assert_eq!(p["replicas"], serde_json::json!([0]));
+        assert_eq!(p["under_replicated"], false);
         assert_eq!(p["earliest_offset"], 0);
         assert_eq!(p["latest_offset"], 0);
     }
@@ -216,8 +217,8 @@ fn topics_create_list_describe_alter_delete() {
     assert!(people.starts_with("Topic: orders  Id: "), "{people}");
     assert!(
         people.contains(
-            "PARTITION  LEADER  EPOCH  REPLICAS  ISR  OFFLINE  EARLIEST  LATEST\n\
-             0          0       0      0         0    -        0         0\n"
+            "PARTITION  LEADER  EPOCH  REPLICAS  ISR  OFFLINE  EARLIEST  LATEST  STATUS\n\
+             0          0       0      0         0    -        0         0       -\n"
         ),
         "{people}"
     );

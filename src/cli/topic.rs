@@ -125,6 +125,9 @@ struct DescribedPartition {
     replicas: Vec<i32>,
     isr: Vec<i32>,
     offline: Vec<i32>,
+    /// The ISR is shorter than the replicas: a replica is behind or down, so the partition
+    /// has fewer copies of its latest records than its replication factor.
+    under_replicated: bool,
     earliest_offset: Option<i64>,
     latest_offset: Option<i64>,
 }
@@ -171,6 +174,7 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
                     replicas: p.replicas.clone(),
                     isr: p.isr.clone(),
                     offline: p.offline.clone(),
+                    under_replicated: p.isr.len() < p.replicas.len(),
                     earliest_offset: earliest
                         .as_ref()
                         .and_then(|m| m.get(&p.partition))
@@ -208,6 +212,7 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
             "OFFLINE",
             "EARLIEST",
             "LATEST",
+            "STATUS",
         ]);
         let opt = |o: Option<i64>| o.map_or("-".to_string(), |o| o.to_string());
         for p in &t.partitions {
@@ -228,6 +233,13 @@ fn describe(common: &Common, names: &[String]) -> Result<()> {
                 },
                 opt(p.earliest_offset),
                 opt(p.latest_offset),
+                if p.leader < 0 {
+                    "offline".to_string()
+                } else if p.under_replicated {
+                    "under-replicated".to_string()
+                } else {
+                    "-".to_string()
+                },
             ]);
         }
         text.push_str(&parts.render());

@@ -4,12 +4,15 @@
 //! - [`raft`]: the quorum core: raft-rs's `RawNode` with our durable log and a driver loop.
 //! - [`wire`]: frames of the controller channel (quorum messages and broker RPCs).
 //! - [`placement`]: where a new topic's replicas go (pure).
+//! - [`election`]: partition leaders and ISRs on fence, unfence, AlterPartition and the
+//!   preferred-leader pass (pure).
 //! - [`view`]: what every shard knows of the cluster (brokers, controller, cluster id).
 //!
 //! The async shell that runs all this on shard 0 (peers, apply loop, registration and
 //! heartbeats, fencing) is `shard::quorum`; this module does no I/O of its own, the raft
 //! driver's blocking-pool writes aside.
 
+pub mod election;
 pub mod placement;
 pub mod raft;
 pub mod view;

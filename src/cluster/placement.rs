@@ -27,7 +27,7 @@ pub fn assign(
     }
     if rf > brokers.len() {
         return Err(KafkaError::InvalidReplicationFactor(format!(
-            "replication factor {rf} is larger than the {} available brokers",
+            "Replication factor: {rf} larger than available brokers: {}.",
             brokers.len()
         )));
     }

@@ -122,6 +122,21 @@ pub enum Request {
         topics: Vec<(String, i32, Vec<Vec<i32>>)>,
         validate_only: bool,
     },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition, one partition): checked
+    /// against the controller's image (see `cluster::election::alter_isr`), then written.
+    AlterPartition {
+        /// The sender (the partition's leader) and its registration epoch.
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: uuid::Uuid,
+        partition: i32,
+        /// The leader and partition epochs the sender's state is based on.
+        leader_epoch: i32,
+        partition_epoch: i32,
+        /// (broker, its registration epoch or -1): the epoch keeps an older incarnation of a
+        /// follower out of the ISR (KIP-903).
+        new_isr: Vec<(i32, i64)>,
+    },
 }
 
 /// An error as it travels: the Kafka code and the message.
@@ -188,12 +203,52 @@ pub enum Response {
         first: i64,
         count: i64,
     },
+    /// The answer to AlterPartition: the partition as committed (or as it is, when the ISR
+    /// did not change), or the error; and the Raft index the controller had applied.
+    Partition {
+        result: Result<PartitionState, WireError>,
+        applied: u64,
+    },
     /// Committed entries (index, term, data) for an observer, or the metadata as a snapshot
     /// (index, term, data) when the entries it asked for were compacted away.
     Entries {
         entries: Vec<(u64, u64, Vec<u8>)>,
         snapshot: Option<(u64, u64, Vec<u8>)>,
     },
+}
+
+/// One partition's replicas, ISR, leader and epochs, as the controller committed them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+impl From<PartitionState> for crate::storage::catalog::PartitionAssignment {
+    fn from(s: PartitionState) -> Self {
+        crate::storage::catalog::PartitionAssignment {
+            replicas: s.replicas,
+            isr: s.isr,
+            leader: s.leader,
+            leader_epoch: s.leader_epoch,
+            partition_epoch: s.partition_epoch,
+        }
+    }
+}
+
+impl From<&crate::storage::metadata::record::PartitionRecord> for PartitionState {
+    fn from(p: &crate::storage::metadata::record::PartitionRecord) -> Self {
+        PartitionState {
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+        }
+    }
 }
 
 /// The metadata quorum as its leader sees it.
@@ -244,5 +299,23 @@ mod tests {
         assert_eq!(f[4], KIND_REQUEST);
         assert_eq!(&f[5..9], &7u32.to_be_bytes());
         assert!(decode::<Request>(b"{\"Nope\":1}").is_err());
+        let r = Request::AlterPartition {
+            broker_id: 1,
+            broker_epoch: 4,
+            topic_id: uuid::Uuid::from_u128(3),
+            partition: 2,
+            leader_epoch: 5,
+            partition_epoch: 6,
+            new_isr: vec![(1, 4), (2, -1)],
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        let a = Response::Partition {
+            result: Err(WireError {
+                code: 107,
+                message: "m".into(),
+            }),
+            applied: 9,
+        };
+        assert_eq!(decode::<Response>(&encode(&a)).unwrap(), a);
     }
 }

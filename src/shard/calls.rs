@@ -97,6 +97,7 @@ shard_messages!(
     ConsumerGroupHeartbeat,
     ConsumerGroupDescribe,
     AllocateProducerIds,
+    AlterPartition,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -448,6 +449,25 @@ impl From<wire::ConfigChange> for AlterTopicConfig {
 pub struct AllocateProducerIds;
 call!(AllocateProducerIds -> Result<(i64, i64), KafkaError>, |_c, shard| match &shard.controller {
     Some(ctl) => ctl.allocate_producer_id_block().await,
+    None => Err(KafkaError::NotController),
+});
+
+/// To the controller (shard 0), from the shard of a partition this broker leads: change the
+/// partition's ISR (Kafka's AlterPartition). `leader_epoch` and `partition_epoch` are those
+/// of the leader's state; `new_isr` is (broker, its registration epoch or -1). Answered with
+/// the partition as committed, once this node applied it (so the caller's `TopicMeta`
+/// already shows it), or with the controller's error (STALE_BROKER_EPOCH, FENCED_LEADER_EPOCH,
+/// INVALID_UPDATE_VERSION, INELIGIBLE_REPLICA, INVALID_REQUEST, NOT_CONTROLLER, ...).
+#[derive(Clone, Debug)]
+pub struct AlterPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<(i32, i64)>,
+}
+call!(AlterPartition -> Result<crate::storage::catalog::PartitionAssignment, KafkaError>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_partition(c).await,
     None => Err(KafkaError::NotController),
 });
 

@@ -20,7 +20,8 @@ use std::rc::Rc;
 
 use glommio::sync::Semaphore;
 
-use crate::cluster::wire::{self, Request, Response};
+use crate::cluster::election::{self, IsrChange, IsrDecision, UncleanElection};
+use crate::cluster::wire::{self, PartitionState, Request, Response};
 use crate::error::KafkaError;
 use crate::log_limit::LogKind;
 use crate::shard::Shard;
@@ -62,6 +63,11 @@ pub struct Controller {
     /// session from then on before they are fenced).
     leader_since: std::cell::Cell<Option<std::time::Instant>>,
     default_replication_factor: std::cell::Cell<i16>,
+    /// On the active controller: when the preferred-leader pass last ran (it runs every
+    /// `--leader-imbalance-check-interval-seconds`).
+    last_rebalance: std::cell::Cell<Option<std::time::Instant>>,
+    /// Leaders this node elected out of the ISR (unclean leader election), since it started.
+    unclean_elections: std::cell::Cell<u64>,
 }
 
 impl Controller {
@@ -74,6 +80,8 @@ impl Controller {
             quorum: RefCell::new(None),
             leader_since: std::cell::Cell::new(None),
             default_replication_factor: std::cell::Cell::new(1),
+            last_rebalance: std::cell::Cell::new(None),
+            unclean_elections: std::cell::Cell::new(0),
         }
     }
 
@@ -115,6 +123,160 @@ impl Controller {
     /// A copy of the metadata image as last applied.
     pub fn image(&self) -> MetadataImage {
         self.image.borrow().clone()
+    }
+
+    /// Unclean leader elections this node made as the active controller since it started.
+    pub fn unclean_leader_elections(&self) -> u64 {
+        self.unclean_elections.get()
+    }
+
+    /// The brokers that serve (registered, unfenced), as placement takes them.
+    fn live_brokers(&self) -> Vec<crate::cluster::placement::Candidate> {
+        self.image
+            .borrow()
+            .brokers()
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| crate::cluster::placement::Candidate {
+                id: b.registration.broker_id,
+                rack: b.registration.rack.clone(),
+            })
+            .collect()
+    }
+
+    /// Logs and counts unclean elections once the change that made them is committed: each
+    /// may have lost acknowledged records, which an operator must be able to find.
+    fn note_unclean(&self, elections: &[UncleanElection]) {
+        for e in elections {
+            self.unclean_elections.set(self.unclean_elections.get() + 1);
+            tracing::warn!(
+                topic = %e.topic,
+                partition = e.partition,
+                leader = e.leader,
+                "unclean leader election: no in-sync replica serves, so an out-of-sync one leads; records acknowledged since it fell behind may be lost"
+            );
+        }
+    }
+
+    /// Fences `broker`'s registration `epoch` in one change with its partitions' (it leaves
+    /// every ISR but as a last member; the partitions it led get a new leader or go offline):
+    /// for an expired session and for a controlled shutdown alike.
+    async fn fence_broker(&self, q: &Quorum, broker: i32, epoch: i64) -> Result<(), KafkaError> {
+        let elected = {
+            let image = self.image.borrow();
+            match image.brokers().get(&broker) {
+                Some(b) if b.registration.broker_epoch == epoch && !b.fenced => {}
+                // Fenced already, or registered again since.
+                _ => return Ok(()),
+            }
+            election::fence_records(&image, broker, q.config().unclean_leader_election_enable)
+        };
+        let mut records = vec![quorum::fence_record(broker, epoch, true)];
+        records.extend(elected.records);
+        self.persist(records).await?;
+        self.note_unclean(&elected.unclean);
+        Ok(())
+    }
+
+    /// The broker side of AlterPartition (a partition's leader on this node changes its ISR):
+    /// sent to the active controller (this node or another), answered once this node has
+    /// applied the committed change, so every shard here already sees the new ISR.
+    pub async fn alter_partition(
+        &self,
+        change: crate::shard::calls::AlterPartition,
+    ) -> Result<PartitionAssignment, KafkaError> {
+        let (topic_id, current) = {
+            let image = self.image.borrow();
+            let t = image
+                .topic(&change.topic)
+                .ok_or(KafkaError::UnknownTopicOrPartition)?;
+            let p = t
+                .partitions
+                .get(&change.partition)
+                .ok_or(KafkaError::UnknownTopicOrPartition)?;
+            (t.topic_id, PartitionState::from(p))
+        };
+        let Some(q) = self.quorum() else {
+            // One node: every partition has this broker as its one replica, so its ISR
+            // cannot change.
+            let isr: Vec<i32> = change.new_isr.iter().map(|(b, _)| *b).collect();
+            if change.leader_epoch != current.leader_epoch {
+                return Err(KafkaError::FencedLeaderEpoch);
+            }
+            if change.partition_epoch != current.partition_epoch {
+                return Err(KafkaError::InvalidUpdateVersion(format!(
+                    "partition epoch {} is not the current {}",
+                    change.partition_epoch, current.partition_epoch
+                )));
+            }
+            if isr != current.isr {
+                return Err(KafkaError::InvalidRequest(
+                    "a one-node broker's partitions have one replica: their ISR cannot change"
+                        .into(),
+                ));
+            }
+            return Ok(current.into());
+        };
+        let req = IsrChange {
+            broker_id: q.node_id,
+            broker_epoch: q.my_epoch(),
+            topic_id,
+            partition: change.partition,
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.new_isr,
+        };
+        let wire_req = Request::AlterPartition {
+            broker_id: req.broker_id,
+            broker_epoch: req.broker_epoch,
+            topic_id: req.topic_id,
+            partition: req.partition,
+            leader_epoch: req.leader_epoch,
+            partition_epoch: req.partition_epoch,
+            new_isr: req.new_isr.clone(),
+        };
+        match q.forward(&wire_req).await? {
+            // This node is the active controller: committed and applied here when answered.
+            None => self.alter_isr(&q, req).await.map(Into::into),
+            Some(Response::Partition { result, applied }) => {
+                q.wait_applied_for(applied).await;
+                if q.applied() < applied {
+                    return Err(KafkaError::RequestTimedOut(
+                        i64::try_from(quorum::RPC_TIMEOUT_MS).unwrap_or(i64::MAX),
+                    ));
+                }
+                result.map(Into::into).map_err(KafkaError::from)
+            }
+            Some(other) => Err(unexpected(&other)),
+        }
+    }
+
+    /// The active controller's side of AlterPartition: checked against the image (see
+    /// [`election::alter_isr`]), written when the ISR changes, and answered with the
+    /// partition as it then is.
+    pub async fn alter_isr(
+        &self,
+        q: &Quorum,
+        req: IsrChange,
+    ) -> Result<PartitionState, KafkaError> {
+        let _permit = self.begin_change(Some(q)).await;
+        let decision = election::alter_isr(&self.image.borrow(), &req)?;
+        match decision {
+            IsrDecision::Unchanged(p) => Ok(PartitionState::from(&p)),
+            IsrDecision::Change(record) => {
+                let isr = record.isr.clone();
+                self.persist(vec![MetadataRecord::PartitionChange(record)])
+                    .await?;
+                tracing::info!(broker = req.broker_id, topic_id = %req.topic_id, partition = req.partition, ?isr, "ISR changed");
+                let image = self.image.borrow();
+                image
+                    .topics()
+                    .find(|t| t.topic_id == req.topic_id)
+                    .and_then(|t| t.partitions.get(&req.partition))
+                    .map(PartitionState::from)
+                    .ok_or(KafkaError::UnknownTopicOrPartition)
+            }
+        }
     }
 
     fn unavailable() -> KafkaError {
@@ -226,50 +388,24 @@ impl Controller {
         if self.quorum().is_none() {
             if rf != 1 {
                 return Err(KafkaError::InvalidReplicationFactor(format!(
-                    "replication factor {rf} is larger than the 1 available broker"
+                    "Replication factor: {rf} larger than available brokers: 1. A one-node broker (no --voters) keeps one replica per partition."
                 )));
             }
             return Ok(meta);
         }
         // In a cluster: over the brokers that serve, leaders spread from a random start.
-        let image = self.image.borrow();
-        let candidates: Vec<crate::cluster::placement::Candidate> = image
-            .brokers()
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| crate::cluster::placement::Candidate {
-                id: b.registration.broker_id,
-                rack: b.registration.rack.clone(),
-            })
-            .collect();
-        drop(image);
+        // In a cluster: over the brokers that serve, leaders spread from a random start; a
+        // factor above their number is refused, never made smaller.
         let placed = if spec.assignments.is_empty() {
             let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
-            crate::cluster::placement::assign(partitions, rf, &candidates, start)?
+            crate::cluster::placement::assign(partitions, rf, &self.live_brokers(), start)?
         } else {
-            // Manual assignments (the handler checked their shape): every broker must serve.
-            if let Some(id) = spec
-                .assignments
-                .iter()
-                .flatten()
-                .find(|id| !candidates.iter().any(|c| c.id == **id))
-            {
-                return Err(KafkaError::InvalidReplicaAssignment(format!(
-                    "broker {id} is not a live broker of the cluster"
-                )));
-            }
+            // Manual assignments: checked here too (a forwarded request is checked where it
+            // is decided), every broker registered and serving.
+            election::check_assignments(&spec.assignments, None, self.image.borrow().brokers())?;
             spec.assignments.clone()
         };
-        let rf = placed
-            .first()
-            .map_or(rf, |r| i16::try_from(r.len()).unwrap_or(i16::MAX));
-        if rf > 1 {
-            // Without replication every replica but the leader would be an empty log that
-            // Metadata lists as in sync: refused, never a silent smaller factor.
-            return Err(KafkaError::InvalidReplicationFactor(format!(
-                "replication factor {rf}: this build does not replicate partitions yet, only factor 1 is possible"
-            )));
-        }
+        // A new partition's replicas are all in sync (they are all empty) and the first leads.
         meta.assignment = std::sync::Arc::new(
             placed
                 .into_iter()
@@ -627,16 +763,6 @@ impl Controller {
         let rf = meta
             .partition(0)
             .map_or(1, |a| i16::try_from(a.replicas.len()).unwrap_or(1));
-        let image = self.image.borrow();
-        let live: Vec<crate::cluster::placement::Candidate> = image
-            .brokers()
-            .values()
-            .filter(|b| !b.fenced)
-            .map(|b| crate::cluster::placement::Candidate {
-                id: b.registration.broker_id,
-                rack: b.registration.rack.clone(),
-            })
-            .collect();
         let placed = if !assignments.is_empty() {
             if assignments.len() != new as usize {
                 return Err(KafkaError::InvalidRequest(format!(
@@ -644,19 +770,26 @@ impl Controller {
                     assignments.len()
                 )));
             }
-            for a in assignments {
-                if a.len() != rf as usize || a.iter().any(|id| !live.iter().any(|b| b.id == *id)) {
+            if self.quorum().is_none() {
+                if assignments.iter().any(|a| a != &[self.node_id]) {
                     return Err(KafkaError::InvalidReplicaAssignment(format!(
-                        "assignment {a:?} must name {rf} distinct live brokers"
+                        "assignments must name exactly this broker ({})",
+                        self.node_id
                     )));
                 }
+            } else {
+                election::check_assignments(
+                    assignments,
+                    Some(usize::try_from(rf).unwrap_or(0)),
+                    self.image.borrow().brokers(),
+                )?;
             }
             assignments.to_vec()
         } else if self.quorum().is_none() {
             vec![vec![self.node_id]; new as usize]
         } else {
             let start = usize::from(uuid::Uuid::new_v4().as_bytes()[0]);
-            crate::cluster::placement::assign(new, rf, &live, start)?
+            crate::cluster::placement::assign(new, rf, &self.live_brokers(), start)?
         };
         Ok(placed
             .into_iter()
@@ -778,7 +911,7 @@ impl Controller {
     ) -> Result<i64, KafkaError> {
         let _permit = self.begin_change(Some(q)).await;
         let session = std::time::Duration::from_millis(q.cfg.session_timeout_ms);
-        let records = {
+        let (records, unclean) = {
             let image = self.image.borrow();
             if let Some(b) = image.brokers().get(&reg.broker_id) {
                 if b.registration.incarnation_id == reg.incarnation_id {
@@ -798,11 +931,19 @@ impl Controller {
                 }
             }
             reg.broker_epoch = image.next_broker_epoch();
+            // The new registration starts fenced: the previous one's partitions change as
+            // for any fence (it may have restarted within its session, unnoticed).
+            let elected = election::fence_records(
+                &image,
+                reg.broker_id,
+                q.config().unclean_leader_election_enable,
+            );
             let mut records = vec![MetadataRecord::RegisterBroker(reg.clone())];
-            records.extend(quorum::leaderless_records(&image, reg.broker_id));
-            records
+            records.extend(elected.records);
+            (records, elected.unclean)
         };
         self.persist(records).await?;
+        self.note_unclean(&unclean);
         q.registered(reg.broker_id);
         tracing::info!(broker = reg.broker_id, broker_epoch = reg.broker_epoch, host = %reg.host, port = reg.port, "broker registered");
         Ok(reg.broker_epoch)
@@ -824,41 +965,39 @@ impl Controller {
             match image.brokers().get(&broker) {
                 Some(b) if b.registration.broker_epoch == epoch => b.fenced,
                 _ => {
-                    return Err(KafkaError::Forwarded {
-                        code: 77,
-                        message: format!("broker {broker} epoch {epoch} is not registered"),
-                    });
+                    return Err(KafkaError::StaleBrokerEpoch(format!(
+                        "broker {broker} epoch {epoch} is not registered"
+                    )));
                 }
             }
         };
         q.heartbeat_from(broker);
         if shutting_down && !fenced {
             let _permit = self.begin_change(Some(q)).await;
-            let records = {
-                let image = self.image.borrow();
-                let mut r = vec![quorum::fence_record(broker, epoch, true)];
-                r.extend(quorum::leaderless_records(&image, broker));
-                r
-            };
-            self.persist(records).await?;
+            self.fence_broker(q, broker, epoch).await?;
             tracing::info!(broker, "broker fenced: it is shutting down");
             return Ok(true);
         }
         if fenced && !shutting_down && applied >= q.registered_index(broker) {
             let _permit = self.begin_change(Some(q)).await;
-            let records = {
+            let elected = {
                 let image = self.image.borrow();
                 match image.brokers().get(&broker) {
                     Some(b) if b.registration.broker_epoch == epoch && b.fenced => {
-                        let mut r = vec![quorum::fence_record(broker, epoch, false)];
-                        r.extend(quorum::leader_back_records(&image, broker));
-                        r
+                        Some(election::unfence_records(
+                            &image,
+                            broker,
+                            q.config().unclean_leader_election_enable,
+                        ))
                     }
-                    _ => Vec::new(),
+                    _ => None,
                 }
             };
-            if !records.is_empty() {
+            if let Some(elected) = elected {
+                let mut records = vec![quorum::fence_record(broker, epoch, false)];
+                records.extend(elected.records);
                 self.persist(records).await?;
+                self.note_unclean(&elected.unclean);
                 tracing::info!(broker, "broker unfenced: it caught up with the metadata");
             }
             return Ok(false);
@@ -867,7 +1006,9 @@ impl Controller {
     }
 
     /// What the active controller does on its own: write the cluster id of a new cluster,
-    /// and fence brokers whose session expired.
+    /// fence brokers whose session expired, and, with `--auto-leader-rebalance-enable`, give
+    /// partitions back to their preferred leaders every
+    /// `--leader-imbalance-check-interval-seconds`.
     pub async fn leader_duties(&self, q: &Quorum) {
         let now = std::time::Instant::now();
         let since = match self.leader_since.get() {
@@ -891,7 +1032,12 @@ impl Controller {
             })
             .map(|b| (b.registration.broker_id, b.registration.broker_epoch))
             .collect();
-        if !needs_id && expired.is_empty() {
+        let config = q.config();
+        let rebalance_every =
+            std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds);
+        let rebalance = config.auto_leader_rebalance_enable
+            && now.duration_since(self.last_rebalance.get().unwrap_or(since)) >= rebalance_every;
+        if !needs_id && expired.is_empty() && !rebalance {
             return;
         }
         let _permit = self.begin_change(Some(q)).await;
@@ -906,13 +1052,7 @@ impl Controller {
             }
         }
         for (broker, epoch) in expired {
-            let records = {
-                let image = self.image.borrow();
-                let mut r = vec![quorum::fence_record(broker, epoch, true)];
-                r.extend(quorum::leaderless_records(&image, broker));
-                r
-            };
-            match self.persist(records).await {
+            match self.fence_broker(q, broker, epoch).await {
                 Ok(()) => tracing::warn!(
                     broker,
                     session_timeout_ms = q.cfg.session_timeout_ms,
@@ -921,11 +1061,28 @@ impl Controller {
                 Err(e) => tracing::warn!(broker, error = %e, "could not fence a broker"),
             }
         }
+        if rebalance {
+            self.last_rebalance.set(Some(now));
+            let records = election::preferred_leader_records(&self.image.borrow());
+            let moved = records.len();
+            if moved > 0 {
+                match self.persist(records).await {
+                    Ok(()) => tracing::info!(
+                        partitions = moved,
+                        "leadership given back to preferred leaders"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not give partitions back to their preferred leaders")
+                    }
+                }
+            }
+        }
     }
 
     /// Forgets leader-only state when this node stops being the active controller.
     pub fn lost_leadership(&self) {
         self.leader_since.set(None);
+        self.last_rebalance.set(None);
     }
 }
 

@@ -18,8 +18,9 @@
 //! Brokers register at start (fenced, under a new epoch) and heartbeat every
 //! `--broker-heartbeat-interval-ms`; the active controller unfences a broker once it has
 //! applied the metadata up to its registration, and fences one that misses heartbeats for
-//! `--broker-session-timeout-ms`: its partitions lose their leader (RF 1: offline until it is
-//! back).
+//! `--broker-session-timeout-ms`: it leaves every ISR (but as a last member) and its
+//! partitions move to another in-sync replica, or go offline until it is back (see
+//! `cluster::election`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ use crate::shard::Shard;
 use crate::shard::calls::{ClusterChanged, TopicChanged, TopicCreated, TopicDeleted};
 use crate::storage::metadata::image::MetadataImage;
 use crate::storage::metadata::record::{
-    BrokerFenceRecord, ClusterIdRecord, MetadataRecord, PartitionChangeRecord, RegisterBrokerRecord,
+    BrokerFenceRecord, ClusterIdRecord, MetadataRecord, RegisterBrokerRecord,
 };
 
 /// Raft ticks every this many ms; the election timeout is a whole number of ticks.
@@ -51,7 +52,7 @@ const TICK_MS: u64 = 100;
 /// Frames waiting for one peer; quorum messages beyond it are dropped (Raft sends again).
 const PEER_QUEUE_MAX: usize = 4096;
 /// How long an RPC to the active controller waits for its answer.
-const RPC_TIMEOUT_MS: u64 = 10_000;
+pub const RPC_TIMEOUT_MS: u64 = 10_000;
 /// How long a forwarded change looks for an active controller before NOT_CONTROLLER.
 const FIND_CONTROLLER_MS: u64 = 10_000;
 
@@ -418,6 +419,11 @@ impl Quorum {
     /// Whether this node is the active controller.
     pub fn is_leader(&self) -> bool {
         self.raft.as_ref().is_some_and(RaftHandle::is_leader)
+    }
+
+    /// The broker's configuration (replication settings the controller decides by).
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn view(&self) -> Arc<ClusterView> {
@@ -817,6 +823,32 @@ impl Quorum {
                 Ok((first, count)) => Response::ProducerIds { first, count },
                 Err(e) => Response::Error(WireError::from(&e)),
             },
+            Request::AlterPartition {
+                broker_id,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                let change = crate::cluster::election::IsrChange {
+                    broker_id,
+                    broker_epoch,
+                    topic_id,
+                    partition,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                };
+                Response::Partition {
+                    result: ctl
+                        .alter_isr(self, change)
+                        .await
+                        .map_err(|e| WireError::from(&e)),
+                    applied: self.applied(),
+                }
+            }
             Request::CreatePartitions {
                 context,
                 topics,
@@ -1195,59 +1227,6 @@ async fn broadcast<C: crate::shard::calls::Call<Reply = Result<(), KafkaError>>>
             Err(_) => {}
         }
     }
-}
-
-/// The partition changes that take the leadership away from `broker` (fenced): RF 1
-/// partitions go offline (leader -1), others move to another in-sync replica.
-pub fn leaderless_records(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
-    let mut out = Vec::new();
-    for t in image.topics() {
-        for p in t.partitions.values() {
-            if p.leader != broker {
-                continue;
-            }
-            let fenced: Vec<i32> = image
-                .brokers()
-                .values()
-                .filter(|b| b.fenced)
-                .map(|b| b.registration.broker_id)
-                .collect();
-            let next = p
-                .isr
-                .iter()
-                .copied()
-                .find(|r| *r != broker && !fenced.contains(r))
-                .unwrap_or(-1);
-            out.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
-                topic_id: t.topic_id,
-                partition: p.partition,
-                leader: next,
-                leader_epoch: p.leader_epoch + 1,
-                isr: p.isr.clone(),
-            }));
-        }
-    }
-    out
-}
-
-/// The partition changes that give leaderless partitions back to `broker` (unfenced), where
-/// it is an in-sync replica.
-pub fn leader_back_records(image: &MetadataImage, broker: i32) -> Vec<MetadataRecord> {
-    let mut out = Vec::new();
-    for t in image.topics() {
-        for p in t.partitions.values() {
-            if p.leader == -1 && p.isr.contains(&broker) {
-                out.push(MetadataRecord::PartitionChange(PartitionChangeRecord {
-                    topic_id: t.topic_id,
-                    partition: p.partition,
-                    leader: broker,
-                    leader_epoch: p.leader_epoch + 1,
-                    isr: p.isr.clone(),
-                }));
-            }
-        }
-    }
-    out
 }
 
 /// The first record a new cluster's controller writes.
