@@ -21,7 +21,7 @@ use crate::group::state::{
 };
 use crate::protocol::batch::ProducedBatch;
 use crate::router::{AnyReply, RouterError};
-use crate::storage::catalog::{PartitionAssignment, TopicMeta};
+use crate::storage::catalog::TopicMeta;
 use crate::storage::log::ReadOut;
 
 use super::Shard;
@@ -107,7 +107,6 @@ shard_messages!(
     DescribeTxn,
     ListTxns,
     DescribeProducers,
-    AlterPartition,
 );
 
 impl Shard {
@@ -178,20 +177,6 @@ call!(Flush -> Answers<()>, |c, shard| shard.flush_items(c.0).await);
 
 /// (topic, partition, last offset written) that acks=all waits to see on disk.
 pub type FlushItem = (String, i32, i64);
-
-/// Asks the active controller to change a partition's ISR (Kafka's AlterPartition), on the
-/// controller shard; answered once the change is committed and applied on this node.
-#[derive(Debug)]
-pub struct AlterPartition {
-    pub topic: String,
-    pub partition: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    /// The proposed ISR, each member with the broker epoch the leader last saw from it (-1:
-    /// none).
-    pub new_isr: Vec<(i32, i64)>,
-}
-call!(AlterPartition -> Result<PartitionAssignment, KafkaError>, |c, shard| shard.alter_partition(c).await);
 
 /// Locate data in partitions this shard owns.
 #[derive(Debug)]
