@@ -525,6 +525,28 @@ pub fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
     Ok(out)
 }
 
+/// Deletes the snapshots taken past `end` (the log was truncated there): a snapshot names the
+/// state after every batch below its offset, so one above the end describes batches the log no
+/// longer holds, and once the log grows past it again (with other batches) nothing would tell
+/// it apart from a good one. The directory is synced after, so a power loss cannot bring one
+/// back. Blocking: run it on the blocking pool, before the log takes appends past `end`.
+pub fn remove_snapshots_above(dir: &Path, end: i64) -> io::Result<()> {
+    let mut removed = false;
+    for offset in list_snapshots(dir)? {
+        if offset > end {
+            match fs::remove_file(snapshot_path(dir, offset)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if removed {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// A snapshot to write off the executor.
 #[derive(Debug)]
 pub struct SnapshotJob {
@@ -964,5 +986,66 @@ mod tests {
         .unwrap();
         assert_eq!(rebuild(&log).unwrap(), (live, None));
         assert!(list_snapshots(log.dir()).unwrap().is_empty());
+    }
+
+    /// After a truncation, a snapshot above the new end is removed, and the state rebuilt is
+    /// the one the log had at its new end, also once the log grows past the removed snapshot's
+    /// offset again with other batches.
+    #[test]
+    fn snapshots_above_a_truncation_are_removed_and_never_used() {
+        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
+        use crate::storage::log::LogConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            segment_bytes: 400,
+            segment_ms: None,
+            index_interval_bytes: 1,
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        let mut live = ProducerStates::default();
+        // The state at each batch boundary: (log end, state).
+        let mut at = vec![(0, live.clone())];
+        let append = |log: &mut PartitionLog, live: &mut ProducerStates, pid: i64, seq: i32| {
+            let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, seq, &[b"ab", b"cd"]));
+            let batches = split_produce_records(&bytes, 1 << 20).unwrap();
+            let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
+            let mut staged = Staged::default();
+            let end = log.log_end_offset();
+            assert_eq!(
+                live.check(&mut staged, &headers, end, None).unwrap(),
+                Verdict::Append
+            );
+            log.append(&batches, 0, None, 1000).unwrap();
+            live.commit(staged);
+        };
+        for i in 0..12i32 {
+            append(&mut log, &mut live, i64::from(i % 2), i / 2 * 2);
+            at.push((log.log_end_offset(), live.clone()));
+            if i == 3 || i == 9 {
+                let end = log.log_end_offset();
+                SnapshotJob {
+                    dir: log.dir().to_path_buf(),
+                    offset: end,
+                    bytes: live.encode(end),
+                }
+                .run()
+                .unwrap();
+            }
+        }
+        assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8, 20]);
+        // Cut inside batch 6 (offsets 12..=13): the log ends at 12.
+        log.truncate_to(13).unwrap().unwrap().run().unwrap();
+        assert_eq!(log.log_end_offset(), 12);
+        remove_snapshots_above(log.dir(), 12).unwrap();
+        assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8]);
+        let want = at.iter().find(|(end, _)| *end == 12).unwrap().1.clone();
+        assert_eq!(rebuild(&log).unwrap(), (want.clone(), Some(8)));
+        // Past the old snapshot's offset again, with another producer's batches.
+        let mut live = want;
+        for seq in 0..6 {
+            append(&mut log, &mut live, 7, seq * 2);
+        }
+        assert!(log.log_end_offset() > 20);
+        assert_eq!(rebuild(&log).unwrap(), (live, Some(8)));
     }
 }
