@@ -2021,6 +2021,65 @@ mod tests {
         (log.log_start_offset(), hw, reads, times)
     }
 
+    /// Two logs given the same `appends` appends by `append`, one of them meeting one failure
+    /// of `op` in every append that does that write. Checks that each failed append was undone
+    /// (KAFKA_STORAGE_ERROR, not offline, its retry gets the offsets it would have had) and
+    /// that after every append the files are as if the failure never happened. Returns the
+    /// faulty log and its directory, the twin and its directory, and how many appends failed.
+    fn faulty_and_twin(
+        op: &str,
+        cfg: LogConfig,
+        appends: usize,
+        append: impl Fn(&mut PartitionLog, usize) -> Result<Appended, KafkaError>,
+    ) -> (
+        tempfile::TempDir,
+        PartitionLog,
+        tempfile::TempDir,
+        PartitionLog,
+        usize,
+    ) {
+        let (faulty_dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut faulty = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, false).unwrap();
+        let mut twin = PartitionLog::open(twin_dir.path(), "t", 0, cfg, false).unwrap();
+        let mut failed = 0;
+        for i in 0..appends {
+            let want = append(&mut twin, i).unwrap();
+            // Every append meets one failure of `op` if it does that write at all.
+            faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
+            let first = append(&mut faulty, i);
+            faults::set_for_this_thread("");
+            match first {
+                Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
+                Err(e) => {
+                    assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
+                    failed += 1;
+                    assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
+                    assert_eq!(
+                        append(&mut faulty, i).unwrap(),
+                        want,
+                        "{op}: append {i}: the retry gets the offsets the failed one would have had"
+                    );
+                }
+            }
+            assert_eq!(
+                files(faulty_dir.path()),
+                files(twin_dir.path()),
+                "{op}: append {i}: the files are as if the failure never happened"
+            );
+            assert_eq!(
+                faulty.segment_count(),
+                twin.segment_count(),
+                "{op}: append {i}"
+            );
+            assert_eq!(
+                faulty.unflushed_file_count(),
+                twin.unflushed_file_count(),
+                "{op}: append {i}"
+            );
+        }
+        (faulty_dir, faulty, twin_dir, twin, failed)
+    }
+
     #[test]
     fn a_failed_write_of_an_append_or_roll_leaves_the_log_as_it_was() {
         // Small segments roll every few appends; index entries every other batch or so, so
@@ -2031,47 +2090,10 @@ mod tests {
             index_interval_bytes: 150,
         };
         for op in ["write", "index", "timeindex", "create", "seal"] {
-            let (faulty_dir, twin_dir) =
-                (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let mut faulty = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, false).unwrap();
-            let mut twin = PartitionLog::open(twin_dir.path(), "t", 0, cfg, false).unwrap();
-            let mut failed = 0;
-            for i in 0..24 {
-                let req = nth_request(i);
-                let want = twin.append(&req, 0, None, 0).unwrap();
-                // Every append meets one failure of `op` if it does that write at all.
-                faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
-                let first = faulty.append(&req, 0, None, 0);
-                faults::set_for_this_thread("");
-                match first {
-                    Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
-                    Err(e) => {
-                        assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
-                        failed += 1;
-                        assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
-                        assert_eq!(
-                            faulty.append(&req, 0, None, 0).unwrap(),
-                            want,
-                            "{op}: append {i}: the retry gets the offsets the failed one would have had"
-                        );
-                    }
-                }
-                assert_eq!(
-                    files(faulty_dir.path()),
-                    files(twin_dir.path()),
-                    "{op}: append {i}: the files are as if the failure never happened"
-                );
-                assert_eq!(
-                    faulty.segment_count(),
-                    twin.segment_count(),
-                    "{op}: append {i}"
-                );
-                assert_eq!(
-                    faulty.unflushed_file_count(),
-                    twin.unflushed_file_count(),
-                    "{op}: append {i}"
-                );
-            }
+            let (faulty_dir, faulty, _twin_dir, twin, failed) =
+                faulty_and_twin(op, cfg, 24, |log, i| {
+                    log.append(&nth_request(i as i64), 0, None, 0)
+                });
             assert!(failed >= 3, "{op}: only {failed} appends met the fault");
             assert_eq!(contents(&faulty), contents(&twin), "{op}");
             drop(faulty);

@@ -510,19 +510,7 @@ pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 
 /// The offsets of the snapshots in `dir`, ascending.
 pub fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(SNAPSHOT_SUFFIX)
-            && stem.len() == 20
-            && let Ok(offset) = stem.parse::<i64>()
-        {
-            out.push(offset);
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
+    crate::storage::io::offsets_named(dir, SNAPSHOT_SUFFIX)
 }
 
 /// Deletes the snapshots taken past `end` (the log was truncated there): a snapshot names the
@@ -926,45 +914,60 @@ mod tests {
         assert!(load_snapshot(dir.path(), 100).unwrap().is_none());
     }
 
-    /// The state rebuilt at open equals the state the appends built, whether it starts from
-    /// a snapshot (at a roll) or from nothing, and a snapshot past the log end is not used.
-    #[test]
-    fn rebuild_from_a_snapshot_and_the_log_after_it() {
-        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
-        use crate::storage::log::LogConfig;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = LogConfig {
+    /// A log of small segments, for tests of the state rebuilt from it.
+    fn small_log(dir: &Path) -> PartitionLog {
+        let cfg = crate::storage::log::LogConfig {
             segment_bytes: 400,
             segment_ms: None,
             index_interval_bytes: 1,
         };
-        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        PartitionLog::open(dir, "t", 0, cfg, false).unwrap()
+    }
+
+    /// Appends a batch of two records of producer `pid` (epoch 0) from sequence `seq`, as the
+    /// partition does: checked against `live`, appended, then committed to `live`.
+    fn append_idempotent(log: &mut PartitionLog, live: &mut ProducerStates, pid: i64, seq: i32) {
+        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
+        let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, seq, &[b"ab", b"cd"]));
+        let batches = split_produce_records(&bytes, 1 << 20).unwrap();
+        let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
+        let mut staged = Staged::default();
+        let end = log.log_end_offset();
+        assert_eq!(
+            live.check(&mut staged, &headers, end, None).unwrap(),
+            Verdict::Append
+        );
+        log.append(&batches, 0, None, 1000).unwrap();
+        live.commit(staged);
+    }
+
+    /// Writes a snapshot of `state` at `offset` in the log's directory.
+    fn snapshot(log: &PartitionLog, offset: i64, state: &ProducerStates) {
+        SnapshotJob {
+            dir: log.dir().to_path_buf(),
+            offset,
+            bytes: state.encode(offset),
+        }
+        .run()
+        .unwrap();
+    }
+
+    /// The state rebuilt at open equals the state the appends built, whether it starts from
+    /// a snapshot (at a roll) or from nothing, and a snapshot past the log end is not used.
+    #[test]
+    fn rebuild_from_a_snapshot_and_the_log_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = small_log(dir.path());
         let mut live = ProducerStates::default();
         let mut snapshot_at = None;
         for i in 0..20i32 {
-            let pid = i64::from(i % 3);
-            let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, i / 3 * 2, &[b"ab", b"cd"]));
-            let batches = split_produce_records(&bytes, 1 << 20).unwrap();
-            let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
-            let mut staged = Staged::default();
-            let end = log.log_end_offset();
-            assert_eq!(
-                live.check(&mut staged, &headers, end, None).unwrap(),
-                Verdict::Append
-            );
-            let segments = log.segment_count();
-            log.append(&batches, 0, None, 1000).unwrap();
+            let (segments, end, before) = (log.segment_count(), log.log_end_offset(), live.clone());
+            append_idempotent(&mut log, &mut live, i64::from(i % 3), i / 3 * 2);
+            // A roll snapshots the state before the batch that rolled, at its offset.
             if log.segment_count() > segments && i > 10 && snapshot_at.is_none() {
-                SnapshotJob {
-                    dir: log.dir().to_path_buf(),
-                    offset: end,
-                    bytes: live.encode(end),
-                }
-                .run()
-                .unwrap();
+                snapshot(&log, end, &before);
                 snapshot_at = Some(end);
             }
-            live.commit(staged);
         }
         assert!(snapshot_at.is_some(), "the log rolled after batch 10");
         let (rebuilt, from) = rebuild(&log).unwrap();
@@ -977,13 +980,7 @@ mod tests {
         assert_eq!(rebuild(&log).unwrap(), (live.clone(), None));
         // A snapshot past the log end (a tail lost in a crash) is dropped and not used.
         let past = log.log_end_offset() + 10;
-        SnapshotJob {
-            dir: log.dir().to_path_buf(),
-            offset: past,
-            bytes: ProducerStates::default().encode(past),
-        }
-        .run()
-        .unwrap();
+        snapshot(&log, past, &ProducerStates::default());
         assert_eq!(rebuild(&log).unwrap(), (live, None));
         assert!(list_snapshots(log.dir()).unwrap().is_empty());
     }
@@ -993,43 +990,16 @@ mod tests {
     /// offset again with other batches.
     #[test]
     fn snapshots_above_a_truncation_are_removed_and_never_used() {
-        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
-        use crate::storage::log::LogConfig;
         let dir = tempfile::tempdir().unwrap();
-        let cfg = LogConfig {
-            segment_bytes: 400,
-            segment_ms: None,
-            index_interval_bytes: 1,
-        };
-        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        let mut log = small_log(dir.path());
         let mut live = ProducerStates::default();
         // The state at each batch boundary: (log end, state).
         let mut at = vec![(0, live.clone())];
-        let append = |log: &mut PartitionLog, live: &mut ProducerStates, pid: i64, seq: i32| {
-            let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, seq, &[b"ab", b"cd"]));
-            let batches = split_produce_records(&bytes, 1 << 20).unwrap();
-            let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
-            let mut staged = Staged::default();
-            let end = log.log_end_offset();
-            assert_eq!(
-                live.check(&mut staged, &headers, end, None).unwrap(),
-                Verdict::Append
-            );
-            log.append(&batches, 0, None, 1000).unwrap();
-            live.commit(staged);
-        };
         for i in 0..12i32 {
-            append(&mut log, &mut live, i64::from(i % 2), i / 2 * 2);
+            append_idempotent(&mut log, &mut live, i64::from(i % 2), i / 2 * 2);
             at.push((log.log_end_offset(), live.clone()));
             if i == 3 || i == 9 {
-                let end = log.log_end_offset();
-                SnapshotJob {
-                    dir: log.dir().to_path_buf(),
-                    offset: end,
-                    bytes: live.encode(end),
-                }
-                .run()
-                .unwrap();
+                snapshot(&log, log.log_end_offset(), &live);
             }
         }
         assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8, 20]);
@@ -1043,7 +1013,7 @@ mod tests {
         // Past the old snapshot's offset again, with another producer's batches.
         let mut live = want;
         for seq in 0..6 {
-            append(&mut log, &mut live, 7, seq * 2);
+            append_idempotent(&mut log, &mut live, 7, seq * 2);
         }
         assert!(log.log_end_offset() > 20);
         assert_eq!(rebuild(&log).unwrap(), (live, Some(8)));

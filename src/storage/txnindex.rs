@@ -65,23 +65,6 @@ pub fn index_path(dir: &Path, segment_base: i64) -> PathBuf {
     dir.join(format!("{segment_base:020}{SUFFIX}"))
 }
 
-/// The segment base offsets of the index files in `dir`, ascending.
-fn list_files(dir: &Path) -> io::Result<Vec<i64>> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(SUFFIX)
-            && stem.len() == 20
-            && let Ok(base) = stem.parse::<i64>()
-        {
-            files.push(base);
-        }
-    }
-    files.sort_unstable();
-    Ok(files)
-}
-
 /// A written entry to make durable: fdatasync the file (and the directory for a new file).
 #[derive(Debug)]
 pub struct TxnIndexSync {
@@ -113,7 +96,7 @@ impl TxnIndex {
     /// Reads the index files of the partition in `dir` (see the module doc).
     pub fn load(dir: &Path, log_start: i64, log_end: i64) -> io::Result<TxnIndex> {
         let mut entries = Vec::new();
-        for base in list_files(dir)? {
+        for base in crate::storage::io::offsets_named(dir, SUFFIX)? {
             let path = index_path(dir, base);
             if !crate::storage::segment::log_path(dir, base).exists() {
                 fs::remove_file(&path)?;
@@ -174,7 +157,7 @@ impl TxnIndex {
         let keep = self.entries.partition_point(|e| e.last_offset < offset);
         self.entries.truncate(keep);
         let mut removed = false;
-        for base in list_files(&self.dir)? {
+        for base in crate::storage::io::offsets_named(&self.dir, SUFFIX)? {
             let path = index_path(&self.dir, base);
             let bytes = fs::read(&path)?;
             let valid = bytes

@@ -195,39 +195,28 @@ fn a_failed_write_of_a_replicated_append_leaves_the_log_as_it_was() {
     let ldir = tempfile::tempdir().unwrap();
     let leader = leader_log(ldir.path());
     let all = all_batches(&leader);
+    let chunks: Vec<&[ProducedBatch]> = all.chunks(2).collect();
     for op in ["write", "index", "timeindex", "create", "seal"] {
-        let (faulty_dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut faulty = follower(faulty_dir.path());
-        let mut twin = follower(twin_dir.path());
-        let mut failed = 0;
-        for (i, chunk) in all.chunks(2).enumerate() {
-            let want = twin.append_replicated(chunk).unwrap();
-            faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
-            let first = faulty.append_replicated(chunk);
-            faults::set_for_this_thread("");
-            match first {
-                Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
-                Err(e) => {
-                    assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
-                    assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
-                    failed += 1;
-                    assert_eq!(
-                        faulty.append_replicated(chunk).unwrap(),
-                        want,
-                        "{op}: retry"
-                    );
-                }
-            }
-            assert_eq!(
-                files(faulty_dir.path()),
-                files(twin_dir.path()),
-                "{op}: append {i}"
-            );
-            assert_eq!(faulty.leader_epochs(), twin.leader_epochs(), "{op}");
-            assert_eq!(faulty.unflushed_file_count(), twin.unflushed_file_count());
-        }
+        let (_faulty_dir, faulty, _twin_dir, twin, failed) =
+            faulty_and_twin(op, REPL, chunks.len(), |log, i| {
+                log.append_replicated(chunks[i])
+            });
         assert!(failed >= 2, "{op}: only {failed} appends met the fault");
+        assert_eq!(faulty.leader_epochs(), leader.leader_epochs(), "{op}");
+        assert_eq!(batches_of(&faulty), batches_of(&twin), "{op}");
     }
+}
+
+/// Appends one batch of epoch `epoch` to a log just cut back to `end`, and checks that it
+/// lands at `end` and is still there after a flush and a reopen, which it returns.
+fn appends_continue_at(dir: &Path, mut log: PartitionLog, end: i64, epoch: i32) -> PartitionLog {
+    assert_eq!(produce_in(&mut log, epoch, &[b"after"]).base_offset, end);
+    flush(&mut log);
+    drop(log);
+    let log = PartitionLog::open(dir, "t", 0, REPL, true).unwrap();
+    assert_eq!(log.log_end_offset(), end + 1);
+    assert_eq!(read_all(&log, end, 1), vec![end]);
+    log
 }
 
 #[test]
@@ -273,7 +262,7 @@ fn truncation_cuts_whole_batches_and_survives_a_reopen() {
         );
         let seen = contents(&log);
         drop(log);
-        let mut log = PartitionLog::open(dir.path(), "t", 0, REPL, true).unwrap();
+        let log = PartitionLog::open(dir.path(), "t", 0, REPL, true).unwrap();
         assert!(
             log.check_online().is_ok() && log.missing.is_empty(),
             "{name}"
@@ -282,16 +271,7 @@ fn truncation_cuts_whole_batches_and_survives_a_reopen() {
         assert_eq!(contents(&log), seen, "{name}: reopened");
         assert_eq!(log.leader_epochs(), &epochs_below(&leader, end), "{name}");
         // Appends continue at the new end, in a new epoch, and stay.
-        assert_eq!(
-            produce_in(&mut log, 9, &[b"after"]).base_offset,
-            end,
-            "{name}"
-        );
-        flush(&mut log);
-        drop(log);
-        let log = PartitionLog::open(dir.path(), "t", 0, REPL, true).unwrap();
-        assert_eq!(log.log_end_offset(), end + 1, "{name}");
-        assert_eq!(read_all(&log, end, 1), vec![end], "{name}");
+        let log = appends_continue_at(dir.path(), log, end, 9);
         assert_eq!(log.leader_epochs().end_offset_for(9, end + 1), (9, end + 1));
         assert_eq!(log.leader_epochs().latest_start(), Some(end), "{name}");
     }
@@ -330,20 +310,9 @@ fn truncating_fully_restarts_the_log_empty_at_any_offset() {
             assert!(log.check_online().is_ok(), "{name}");
             assert_eq!(state(&log), want, "{name}: reopened, recover={recover}");
         }
-        let mut log = PartitionLog::open(dir.path(), "t", 0, REPL, true).unwrap();
-        assert_eq!(
-            produce_in(&mut log, 8, &[b"x"]).base_offset,
-            offset,
-            "{name}"
-        );
-        flush(&mut log);
-        drop(log);
         let log = PartitionLog::open(dir.path(), "t", 0, REPL, true).unwrap();
-        assert_eq!(
-            (log.log_start_offset(), log.log_end_offset()),
-            (offset, offset + 1),
-            "{name}"
-        );
+        let log = appends_continue_at(dir.path(), log, offset, 8);
+        assert_eq!(log.log_start_offset(), offset, "{name}");
     }
     // A cut at or below the log start (DeleteRecords moved it) restarts the log there.
     let dir = tempfile::tempdir().unwrap();
