@@ -154,6 +154,27 @@ fn replicated_appends_keep_the_leaders_offsets_epochs_and_bytes() {
 }
 
 #[test]
+fn replicated_appends_roll_by_age_in_the_batches_own_time() {
+    let (ldir, fdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = leader_log(ldir.path());
+    // Batch i has timestamps from 1000 + 40 i: a segment takes 200 ms of them, whatever the
+    // wall clock says (the batches are replayed long after they were written).
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        segment_ms: Some(200),
+        index_interval_bytes: 150,
+    };
+    let mut f = PartitionLog::open(fdir.path(), "t", 0, cfg, false).unwrap();
+    for b in all_batches(&leader) {
+        f.append_replicated(&[b]).unwrap();
+    }
+    // 960 ms of timestamps: at least 4 segments (5: each rolls once a batch's newest record is
+    // over 200 ms past the segment's first batch's).
+    assert_eq!(f.segment_count(), 5);
+    assert_eq!(log_bytes(fdir.path()), log_bytes(ldir.path()));
+}
+
+#[test]
 fn replicated_appends_refuse_gaps_overlaps_and_older_epochs() {
     let (ldir, fdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let leader = leader_log(ldir.path());
@@ -238,16 +259,24 @@ fn truncation_cuts_whole_batches_and_survives_a_reopen() {
         ("at the last offset of an epoch's first batch", all[8].1),
         ("inside the first segment", 1),
     ];
-    for (name, cut) in cases {
+    // Every case on a flushed log, and on one whose writes are all still unflushed.
+    for ((name, cut), flushed) in cases.iter().flat_map(|c| [(*c, true), (*c, false)]) {
         let dir = tempfile::tempdir().unwrap();
         let mut log = leader_log(dir.path());
-        flush(&mut log);
+        if flushed {
+            flush(&mut log);
+        }
         let end = all.iter().find(|b| b.1 >= cut).unwrap().0;
         let job = log.truncate_to(cut).unwrap().unwrap();
         assert_eq!(job.log_end, end, "{name}");
         job.run().unwrap();
         assert_eq!(log.log_end_offset(), end, "{name}");
-        assert_eq!(log.flushed_offset(), end, "{name}: never above the log end");
+        let want_flushed = if flushed { end } else { 0 };
+        assert_eq!(
+            log.flushed_offset(),
+            want_flushed,
+            "{name}: never above the log end"
+        );
         let kept: Vec<_> = all.iter().filter(|b| b.0 < end).copied().collect();
         assert_eq!(batches_of(&log), kept, "{name}");
         assert_eq!(log.leader_epochs(), &epochs_below(&leader, end), "{name}");
