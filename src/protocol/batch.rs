@@ -119,70 +119,111 @@ pub fn split_produce_records(
     records: &Bytes,
     message_bytes_max: usize,
 ) -> Result<Vec<ProducedBatch>, KafkaError> {
-    let mut batches = Vec::new();
-    let mut pos = 0;
     if records.is_empty() {
         return Err(KafkaError::InvalidRequest("empty record set".into()));
     }
+    let mut batches = Vec::new();
+    let mut pos = 0;
     while pos < records.len() {
-        let rest = &records[pos..];
-        if rest.len() < LOG_OVERHEAD {
-            return Err(KafkaError::CorruptMessage(format!(
-                "{} trailing bytes do not hold a batch header",
-                rest.len()
-            )));
+        match next_batch(records, pos, message_bytes_max)? {
+            Next::Whole(b) => {
+                pos += b.bytes.len();
+                batches.push(b);
+            }
+            Next::Partial(why) => return Err(KafkaError::CorruptMessage(why)),
         }
-        let batch_length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
-        if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
-            return Err(KafkaError::CorruptMessage(format!(
-                "batch length {batch_length} is smaller than a batch header"
-            )));
-        }
-        let total = LOG_OVERHEAD + batch_length as usize;
-        if total > message_bytes_max {
-            return Err(KafkaError::MessageTooLarge {
-                size: total,
-                max: message_bytes_max,
-            });
-        }
-        if total > rest.len() {
-            return Err(KafkaError::CorruptMessage(format!(
-                "batch of {total} bytes but only {} left in the request",
-                rest.len()
-            )));
-        }
-        let Some(header) = BatchHeader::parse(rest) else {
-            return Err(KafkaError::CorruptMessage("truncated batch header".into()));
-        };
-        if header.magic != 2 {
-            return Err(KafkaError::UnsupportedForMessageFormat(format!(
-                "magic {} (Produce v3+ carries magic 2 batches only)",
-                header.magic
-            )));
-        }
-        let computed = crc32c::crc32c(&rest[CRC_START..total]);
-        if computed != header.crc {
-            return Err(KafkaError::CorruptMessage(format!(
-                "CRC32C mismatch: batch says {:#010x}, bytes give {computed:#010x}",
-                header.crc
-            )));
-        }
-        if header.records_count <= 0
-            || header.last_offset_delta < 0
-            || (header.compression() == 0 && header.last_offset_delta != header.records_count - 1)
-        {
-            return Err(KafkaError::CorruptMessage(format!(
-                "records_count {} and last_offset_delta {} disagree",
-                header.records_count, header.last_offset_delta
-            )));
-        }
-        batches.push(ProducedBatch {
-            header,
-            bytes: records.slice(pos..pos + total),
-        });
-        pos += total;
     }
     Ok(batches)
+}
+
+/// Splits the record set of a Fetch response (a follower's fetch from its leader) into whole
+/// batches, checked as [`split_produce_records`] checks a Produce request's, without copying.
+/// A Fetch may end in a partial batch (the leader cuts its response at the byte budget, not at
+/// a batch boundary): it is dropped, and the next fetch starts at it. A whole batch that fails
+/// a check is an error: the leader's copy or the wire is corrupt, and appending it would
+/// replicate the corruption. Control and transactional batches are taken as they are (the
+/// leader wrote them).
+pub fn split_fetched_records(records: &Bytes) -> Result<Vec<ProducedBatch>, KafkaError> {
+    let mut batches = Vec::new();
+    let mut pos = 0;
+    while pos < records.len() {
+        match next_batch(records, pos, usize::MAX)? {
+            Next::Whole(b) => {
+                pos += b.bytes.len();
+                batches.push(b);
+            }
+            Next::Partial(_) => break,
+        }
+    }
+    Ok(batches)
+}
+
+/// What [`next_batch`] found at a position of a record set.
+enum Next {
+    Whole(ProducedBatch),
+    /// The bytes left end before the batch does (why, in words).
+    Partial(String),
+}
+
+/// Checks the batch at `pos` of `records`: length, size limit, magic, CRC32C and offset
+/// counts. A batch cut short by the end of `records` is [`Next::Partial`], for the caller to
+/// reject (a Produce request) or drop (a Fetch response).
+fn next_batch(records: &Bytes, pos: usize, message_bytes_max: usize) -> Result<Next, KafkaError> {
+    let rest = &records[pos..];
+    if rest.len() < LOG_OVERHEAD {
+        return Ok(Next::Partial(format!(
+            "{} trailing bytes do not hold a batch header",
+            rest.len()
+        )));
+    }
+    let batch_length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+    if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32 {
+        return Err(KafkaError::CorruptMessage(format!(
+            "batch length {batch_length} is smaller than a batch header"
+        )));
+    }
+    let total = LOG_OVERHEAD + batch_length as usize;
+    if total > message_bytes_max {
+        return Err(KafkaError::MessageTooLarge {
+            size: total,
+            max: message_bytes_max,
+        });
+    }
+    if total > rest.len() {
+        return Ok(Next::Partial(format!(
+            "batch of {total} bytes but only {} left in the request",
+            rest.len()
+        )));
+    }
+    let Some(header) = BatchHeader::parse(rest) else {
+        return Err(KafkaError::CorruptMessage("truncated batch header".into()));
+    };
+    if header.magic != 2 {
+        return Err(KafkaError::UnsupportedForMessageFormat(format!(
+            "magic {} (Produce v3+ carries magic 2 batches only)",
+            header.magic
+        )));
+    }
+    let computed = crc32c::crc32c(&rest[CRC_START..total]);
+    if computed != header.crc {
+        return Err(KafkaError::CorruptMessage(format!(
+            "CRC32C mismatch: batch says {:#010x}, bytes give {computed:#010x}",
+            header.crc
+        )));
+    }
+    if header.records_count <= 0
+        || header.last_offset_delta < 0
+        || (header.compression() == 0 && header.last_offset_delta != header.records_count - 1)
+    {
+        return Err(KafkaError::CorruptMessage(format!(
+            "records_count {} and last_offset_delta {} disagree",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    Ok(Next::Whole(ProducedBatch {
+        header,
+        bytes: records.slice(pos..pos + total),
+    }))
 }
 
 /// The rewritten fixed part of a batch about to be appended at `base_offset` by the leader of
@@ -465,6 +506,31 @@ pub mod tests {
         check(huge, 10);
         let err = split_produce_records(&Bytes::from(good), 10).unwrap_err();
         assert_eq!(err.code(), 10);
+    }
+
+    #[test]
+    fn fetched_records_drop_a_partial_tail_and_reject_a_corrupt_batch() {
+        let mut set = batch(1000, &[b"a", b"bc"]);
+        set.extend(control_batch(7, 0, true, 0, 1100));
+        let whole = set.len();
+        let third = batch(2000, &[b"d"]);
+        set.extend(&third);
+        let records = Bytes::from(set.clone());
+        let all = split_fetched_records(&records).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all[1].header.is_control(), "control batches are replicated");
+        assert_eq!(all[2].bytes.as_ptr(), records[whole..].as_ptr(), "no copy");
+        // Cut anywhere inside the third batch: the first two stay, the partial one goes.
+        for cut in [1, 11, 12, HEADER_LEN, third.len() - 1] {
+            let got = split_fetched_records(&records.slice(..whole + cut)).unwrap();
+            assert_eq!(got.len(), 2, "cut {cut} bytes into the third batch");
+        }
+        assert!(split_fetched_records(&Bytes::new()).unwrap().is_empty());
+        // A whole batch with a flipped byte is corrupt, wherever it is.
+        let mut bad = set;
+        bad[whole - 1] ^= 1;
+        let err = split_fetched_records(&Bytes::from(bad)).unwrap_err();
+        assert_eq!(err.code(), 2, "{err}");
     }
 
     #[test]

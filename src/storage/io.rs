@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{self, IoSlice};
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 /// Writes every buffer at `pos`, in order, with as few pwritev(2) calls as the kernel allows.
 pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> {
@@ -48,6 +49,24 @@ pub fn pwritev_all(file: &File, mut pos: u64, bufs: &[&[u8]]) -> io::Result<()> 
             }
         }
     }
+}
+
+/// The offsets that name files `<offset, 20 digits><suffix>` in `dir` (snapshots, index
+/// files), ascending.
+pub fn offsets_named(dir: &Path, suffix: &str) -> io::Result<Vec<i64>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(suffix)
+            && stem.len() == 20
+            && let Ok(offset) = stem.parse::<i64>()
+        {
+            out.push(offset);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Reads up to `len` bytes at `pos`; fewer only at end of file.

@@ -8,6 +8,10 @@
 //! its last index entry to find the log end; a partial batch at the very end (which a clean
 //! shutdown never leaves) is cut off. Full crash recovery with CRC checks is the storage
 //! engine's job (its own issue).
+//!
+//! A follower's log takes the leader's offsets instead ([`PartitionLog::append_replicated`]:
+//! the fetched batches as they are) and is cut back where it diverged from a new leader's
+//! ([`PartitionLog::truncate_to`], [`PartitionLog::truncate_fully_and_start_at`]).
 
 use std::fs::{self, File};
 use std::io;
@@ -237,6 +241,41 @@ impl FlushJob {
     }
 }
 
+/// What makes a truncation ([`PartitionLog::truncate_to`],
+/// [`PartitionLog::truncate_fully_and_start_at`]) durable against a power loss: the
+/// fdatasync of the files it cut and of the directory whose entries it removed or added. The
+/// truncation itself is already in the files (and safe against a kill at any point, see
+/// `truncate_to`); until this job has run, a power loss may bring the cut bytes back, which
+/// is the old log again (the checkpoints were already synced by the truncation itself).
+/// Blocking: run it on the blocking pool, never on an executor.
+#[derive(Debug)]
+pub struct TruncateJob {
+    /// Files cut short (a segment's log and indexes), by path: the segment may be deleted by
+    /// a later truncation or retention before this runs.
+    files: Vec<PathBuf>,
+    /// The partition directory, when entries were removed from it or added to it.
+    dir: Option<PathBuf>,
+    /// The log end after the truncation.
+    pub log_end: i64,
+}
+
+impl TruncateJob {
+    pub fn run(&self) -> io::Result<()> {
+        for path in &self.files {
+            faults::check(faults::Op::Sync, path)?;
+            match File::open(path) {
+                Ok(f) => f.sync_data()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(dir) = &self.dir {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
 fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
     match fs::read_to_string(dir.join(LOG_START_FILE)) {
         Ok(s) => Ok(s.trim().parse().ok()),
@@ -285,6 +324,14 @@ fn write_log_end(dir: &Path, offset: i64) -> io::Result<()> {
         .truncate(false)
         .open(dir.join(LOG_END_FILE))?;
     crate::storage::io::pwritev_all(&f, 0, &[format!("{offset:020}\n").as_bytes()])
+}
+
+/// Lowers the log end checkpoint durably before a truncation cuts the files below it: a
+/// checkpoint above the files' end would make the next start report the cut offsets as
+/// missing and take the partition offline. One small fdatasync, on the rare truncation.
+fn sync_log_end(dir: &Path, offset: i64) -> io::Result<()> {
+    write_log_end(dir, offset)?;
+    File::open(dir.join(LOG_END_FILE))?.sync_data()
 }
 
 /// The ranges of offsets whose loss was accepted, `[from, to)` each.
@@ -726,7 +773,8 @@ impl PartitionLog {
     pub fn finish_flush(&mut self, target: i64, result: &io::Result<()>) {
         self.last_flush = Instant::now();
         match result {
-            Ok(()) => self.flushed_offset = self.flushed_offset.max(target),
+            // Never above the log end: a truncation may have cut the log below the target.
+            Ok(()) => self.flushed_offset = self.flushed_offset.max(target).min(self.next_offset),
             Err(e) => {
                 tracing::error!(
                     topic = %self.topic,
@@ -780,31 +828,7 @@ impl PartitionLog {
         log_append_time: Option<i64>,
         now_ms: i64,
     ) -> Result<Appended, KafkaError> {
-        let total: u64 = batches.iter().map(|b| b.bytes.len() as u64).sum();
-        // As Kafka does, a segment's age is measured in its records' time: from the first
-        // batch's timestamp to the incoming batches' (wall-clock time for LogAppendTime), so
-        // replaying old data does not roll a segment per batch.
-        let incoming_ts = log_append_time.unwrap_or_else(|| {
-            batches
-                .iter()
-                .map(|b| b.header.max_timestamp)
-                .max()
-                .unwrap_or(now_ms)
-        });
-        let roll = {
-            let active = self.active();
-            let too_big = active.size + total > self.config.segment_bytes;
-            let too_old = self.config.segment_ms.is_some_and(|ms| {
-                active
-                    .first_timestamp
-                    .is_some_and(|t| incoming_ts.saturating_sub(t) > ms as i64)
-            });
-            active.size > 0 && (too_big || too_old)
-        };
-        if let Some(why) = &self.poisoned {
-            return Err(KafkaError::Storage(format!("partition is offline: {why}")));
-        }
-        self.check_online()?;
+        self.check_writable()?;
         let base_offset = self.next_offset;
         let mut next = base_offset;
         let mut headers = Vec::with_capacity(batches.len());
@@ -828,14 +852,138 @@ impl PartitionLog {
             bufs.push(h);
             bufs.push(&b.bytes[batch::HEADER_LEN..]);
         }
+        // With LogAppendTime the segment's age counts in wall-clock time (see `write_append`).
+        self.write_append(&bufs, &placed, log_append_time, now_ms)?;
+        self.next_offset = next;
+        // A new epoch's first batch: the checkpoint is written with the flush that makes it
+        // durable.
+        self.epochs_unflushed |= self.epochs.assign(leader_epoch, base_offset);
+        Ok(Appended {
+            base_offset,
+            last_offset: next - 1,
+        })
+    }
+
+    /// Appends batches a follower fetched from its leader, as they are: their base offsets and
+    /// leader epochs are the leader's, and the bytes go to the file unchanged (no header is
+    /// rewritten, so the follower's log is byte for byte the leader's). The batches must
+    /// continue the log exactly: the first starts at the log end, each next one right after
+    /// the one before, and their epochs never go back (not below the epoch cache's newest
+    /// either); else nothing is written and the answer is `CorruptMessage` naming the offsets.
+    /// A follower that started its log with [`Self::truncate_fully_and_start_at`] inside a
+    /// batch of the leader's gets that batch (it starts below the log end) refused the same
+    /// way: it restarts its log at the batch's base offset and fetches again (as Kafka's
+    /// `UnexpectedAppendOffsetException`). No batches: nothing happens.
+    ///
+    /// Everything else is as [`Self::append`]: segment rolls by size and by `segment.ms`
+    /// (measured in the batches' own timestamps), all or nothing, and a new epoch's start goes
+    /// into the epoch cache, checkpointed with the next flush.
+    pub fn append_replicated(&mut self, batches: &[ProducedBatch]) -> Result<Appended, KafkaError> {
+        self.check_writable()?;
+        let base_offset = self.next_offset;
+        let mut next = base_offset;
+        let mut epoch = self.epochs.latest_epoch();
+        let mut placed = Vec::with_capacity(batches.len());
+        for b in batches {
+            let h = &b.header;
+            if h.base_offset != next {
+                return Err(KafkaError::CorruptMessage(format!(
+                    "replicated batch {}..={} does not follow the log: expected base offset \
+                     {next} (log end {base_offset})",
+                    h.base_offset,
+                    h.last_offset()
+                )));
+            }
+            if h.partition_leader_epoch < epoch {
+                return Err(KafkaError::CorruptMessage(format!(
+                    "replicated batch at offset {} has leader epoch {}, older than epoch \
+                     {epoch} before it",
+                    h.base_offset, h.partition_leader_epoch
+                )));
+            }
+            epoch = h.partition_leader_epoch;
+            placed.push(Placed {
+                offset: next,
+                len: b.bytes.len() as u64,
+                max_timestamp: h.max_timestamp,
+            });
+            next = h.last_offset() + 1;
+        }
+        if batches.is_empty() {
+            return Ok(Appended {
+                base_offset,
+                last_offset: base_offset - 1,
+            });
+        }
+        let bufs: Vec<&[u8]> = batches.iter().map(|b| &b.bytes[..]).collect();
+        // The segment's age counts in the batches' timestamps (`placed` is not empty, so the
+        // wall-clock fallback is never used).
+        self.write_append(&bufs, &placed, None, 0)?;
+        self.next_offset = next;
+        for b in batches {
+            let h = &b.header;
+            // Batches from before leader epochs existed carry -1: no epoch to note.
+            if h.partition_leader_epoch >= 0 {
+                self.epochs_unflushed |=
+                    self.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
+        }
+        Ok(Appended {
+            base_offset,
+            last_offset: next - 1,
+        })
+    }
+
+    /// An error unless the partition takes writes: not offline after a failed fsync or undo,
+    /// nor for missing data.
+    fn check_writable(&self) -> Result<(), KafkaError> {
+        if let Some(why) = &self.poisoned {
+            return Err(KafkaError::Storage(format!("partition is offline: {why}")));
+        }
+        self.check_online()
+    }
+
+    /// The write of an append (both kinds): `bufs`, the batches' bytes in order, land where
+    /// `placed` says, in the active segment or, when they do not fit it, in a new one it rolls
+    /// to. All or nothing: nothing changes (files, segment list, unflushed files) unless the
+    /// whole write succeeds, and a failure that cannot be undone takes the partition offline.
+    /// The caller moves the log end and the epoch cache after it.
+    fn write_append(
+        &mut self,
+        bufs: &[&[u8]],
+        placed: &[Placed],
+        log_append_time: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), KafkaError> {
+        let total: u64 = placed.iter().map(|p| p.len).sum();
+        // As Kafka does, a segment's age is measured in its records' time: from the first
+        // batch's timestamp to the incoming batches' (wall-clock time for LogAppendTime), so
+        // replaying old data does not roll a segment per batch.
+        let incoming_ts = log_append_time.unwrap_or_else(|| {
+            placed
+                .iter()
+                .map(|p| p.max_timestamp)
+                .max()
+                .unwrap_or(now_ms)
+        });
+        let roll = {
+            let active = self.active();
+            let too_big = active.size + total > self.config.segment_bytes;
+            let too_old = self.config.segment_ms.is_some_and(|ms| {
+                active
+                    .first_timestamp
+                    .is_some_and(|t| incoming_ts.saturating_sub(t) > ms as i64)
+            });
+            active.size > 0 && (too_big || too_old)
+        };
         let interval = self.config.index_interval_bytes;
         // Nothing below changes the log unless the whole append succeeds: a failed write is
         // undone by the segment, a failed roll by `roll_and_append`, and the offsets, the
         // segment list and the unflushed files move only after both.
         let written = if roll {
-            self.roll_and_append(&bufs, &placed)
+            self.roll_and_append(bufs, placed)
         } else {
-            self.active_mut().append(&bufs, &placed, interval)
+            self.active_mut().append(bufs, placed, interval)
         };
         if let Err(f) = written {
             let op = if roll { "roll" } else { "append" };
@@ -862,14 +1010,7 @@ impl PartitionLog {
             let path = self.active().path();
             self.unflushed_files.push((Some(active), path));
         }
-        self.next_offset = next;
-        // A new epoch's first batch: the checkpoint is written with the flush that makes it
-        // durable.
-        self.epochs_unflushed |= self.epochs.assign(leader_epoch, base_offset);
-        Ok(Appended {
-            base_offset,
-            last_offset: next - 1,
-        })
+        Ok(())
     }
 
     /// Rolls the log and appends to the new segment, all or nothing: creates the new segment
@@ -1124,6 +1265,226 @@ impl PartitionLog {
         Ok((self.log_start_offset, Some(job)))
     }
 
+    /// Removes every batch at or above `offset` (from the start of the batch holding it: part
+    /// of a batch is never kept), as a follower does where its log diverged from a new
+    /// leader's (KIP-101/279). Nothing happens at or past the log end; at or below the log
+    /// start (or when the cut falls there) the log restarts empty, as
+    /// [`Self::truncate_fully_and_start_at`]. The log end, the flushed offset, the epoch cache
+    /// and the segments follow; the segment holding the cut becomes the active one. The
+    /// returned job makes the cut durable against a power loss (see [`TruncateJob`]); the
+    /// caller runs it, and runs no flush job of this log concurrently with this call (a flush
+    /// taken before it would checkpoint the old, higher log end).
+    ///
+    /// Crash safety: a kill at any point leaves files that open (with recovery) as the old
+    /// log or as a prefix of it at least as long as the truncated one, never a gap or part of
+    /// a batch, because the steps go:
+    /// 1. the log end checkpoint is lowered to the new end and synced (a checkpoint above the
+    ///    files' end would read as lost data at the next start; a lower one only weakens that
+    ///    check), and the leader-epoch checkpoint is rewritten without the entries at or past
+    ///    the new end (one behind the log is completed from the batches at open, while an
+    ///    entry past the cut would survive into the data appended after it);
+    /// 2. the segments wholly above the cut are deleted newest first, each by its log file
+    ///    before its indexes: what remains is always a prefix of segments;
+    /// 3. the segment holding the cut is cut at a batch boundary (one `ftruncate`, which a
+    ///    kill leaves either undone or done) and its indexes are rebuilt from what is left;
+    ///    index entries a kill leaves pointing past the log are dropped at open.
+    ///
+    /// A failure in between takes the partition offline (its files are one of the states
+    /// above, which a restart opens).
+    pub fn truncate_to(&mut self, offset: i64) -> Result<Option<TruncateJob>, KafkaError> {
+        self.check_writable()?;
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        if offset <= self.log_start_offset {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let (i, pos, end) = self
+            .cut_point(offset)
+            .map_err(|e| self.storage_error("truncation", e))?;
+        if end <= self.log_start_offset {
+            // The log start lies inside the batch holding the cut (DeleteRecords).
+            return self.truncate_fully_and_start_at(end);
+        }
+        match self.cut(i, pos, end) {
+            Ok(job) => Ok(Some(job)),
+            Err(e) => Err(self.poison("truncation", e)),
+        }
+    }
+
+    /// Where cutting at `offset` (between the log start and end) cuts: the index of the
+    /// segment holding the batch that holds `offset`, that batch's position in it, and its
+    /// base offset (the new log end).
+    fn cut_point(&self, offset: i64) -> io::Result<(usize, u64, i64)> {
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1);
+        let seg = &self.segments[i];
+        let mut found = None;
+        let mut end = seg.base_offset;
+        let size = seg.scan(seg.index_lookup(offset), |b| {
+            if b.header.last_offset() >= offset {
+                found = Some((b.pos, b.header.base_offset));
+                return false;
+            }
+            end = b.header.last_offset() + 1;
+            true
+        })?;
+        // No batch of the segment reaches `offset` (the next segment starts right after it):
+        // the cut falls at the segment's end.
+        let (pos, end) = found.unwrap_or((size, end));
+        Ok((i, pos, end))
+    }
+
+    /// The file steps of [`Self::truncate_to`], in their crash-safe order.
+    fn cut(&mut self, i: usize, pos: u64, end: i64) -> io::Result<TruncateJob> {
+        sync_log_end(&self.dir, end)?;
+        self.truncate_epochs(end)?;
+        let removed = self.segments.len() - i - 1;
+        self.remove_segments_from(i + 1)?;
+        let interval = self.config.index_interval_bytes;
+        let seg = &mut self.segments[i];
+        // Owns its files (writable) and keeps its indexes in memory again: the active segment.
+        seg.truncate(pos, interval)?;
+        let base = seg.base_offset;
+        let files = vec![
+            seg.path(),
+            crate::storage::segment::index_path(&self.dir, base),
+            crate::storage::segment::time_index_path(&self.dir, base),
+        ];
+        self.next_offset = end;
+        self.flushed_offset = self.flushed_offset.min(end);
+        self.dir_unflushed |= removed > 0;
+        tracing::info!(topic = %self.topic, partition = self.partition, log_end = end, segments_removed = removed, "log truncated");
+        Ok(TruncateJob {
+            files,
+            dir: (removed > 0).then(|| self.dir.clone()),
+            log_end: end,
+        })
+    }
+
+    /// Deletes every segment and starts the log empty at `offset` (log start = log end =
+    /// `offset`): what a follower does when the offset it would fetch from is below its
+    /// leader's log start, or when its whole log diverged. The epoch cache is emptied. Returns
+    /// the job that makes it durable against a power loss (always one; see [`TruncateJob`]).
+    ///
+    /// Crash safety: a kill at any point leaves files that open as the old log (or a prefix of
+    /// it), or as the new empty log; never a gap the next start would report as lost data:
+    /// 1. the log end checkpoint is lowered to the smaller of the old log start and `offset`
+    ///    (no prefix of the old log, nor the new log, ends below that), and the emptied
+    ///    leader-epoch checkpoint is written (the old log's is rebuilt from its batches at
+    ///    open);
+    /// 2. a new log start above the old one is persisted now (the old log then opens with its
+    ///    start moved up, which is consistent);
+    /// 3. the empty segment at `offset` is created (or the segment with that base, once the
+    ///    segments above it are deleted, is cut to nothing): while any old segment with data
+    ///    remains, open drops an empty segment, so the log is still the old one;
+    /// 4. the old segments are deleted newest first (a prefix remains);
+    /// 5. a new log start below the old one is persisted last (the empty segment alone opens
+    ///    at `offset` with the old, higher start clamped to its end).
+    pub fn truncate_fully_and_start_at(
+        &mut self,
+        offset: i64,
+    ) -> Result<Option<TruncateJob>, KafkaError> {
+        self.check_writable()?;
+        if offset < 0 {
+            return Err(self.out_of_range(offset));
+        }
+        match self.restart_at(offset) {
+            Ok(job) => Ok(Some(job)),
+            Err(e) => Err(self.poison("truncation", e)),
+        }
+    }
+
+    /// The file steps of [`Self::truncate_fully_and_start_at`], in their crash-safe order.
+    fn restart_at(&mut self, offset: i64) -> io::Result<TruncateJob> {
+        let old_start = self.log_start_offset;
+        sync_log_end(&self.dir, offset.min(old_start))?;
+        self.truncate_epochs(i64::MIN)?;
+        if offset > old_start {
+            write_log_start(&self.dir, offset)?;
+        }
+        let fresh = match self.segments.iter().position(|s| s.base_offset == offset) {
+            Some(k) => {
+                self.remove_segments_from(k + 1)?;
+                let mut seg = self.pop_segment()?;
+                seg.truncate(0, self.config.index_interval_bytes)?;
+                seg
+            }
+            None => Segment::create(&self.dir, offset)?,
+        };
+        let fresh_path = fresh.path();
+        // From here the log in memory is the new one; the old segments' files go below.
+        let old = std::mem::replace(&mut self.segments, vec![fresh]);
+        self.next_offset = offset;
+        self.log_start_offset = offset;
+        self.flushed_offset = offset;
+        self.dir_unflushed = true;
+        self.unflushed_files.clear();
+        for seg in old.into_iter().rev() {
+            seg.remove()?;
+        }
+        if offset < old_start {
+            write_log_start(&self.dir, offset)?;
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, offset, "log truncated fully: it restarts empty");
+        Ok(TruncateJob {
+            files: vec![
+                fresh_path,
+                crate::storage::segment::index_path(&self.dir, offset),
+                crate::storage::segment::time_index_path(&self.dir, offset),
+            ],
+            dir: Some(self.dir.clone()),
+            log_end: offset,
+        })
+    }
+
+    /// Drops the epoch cache's entries at or past `end` and, when that changed it, rewrites
+    /// its checkpoint now (see `truncate_to`, step 1).
+    fn truncate_epochs(&mut self, end: i64) -> io::Result<()> {
+        if self.epochs.truncate_from(end) || self.epochs_unflushed {
+            epochs::write_checkpoint(&self.dir, &self.epochs.checkpoint_text())?;
+            self.epochs_unflushed = false;
+        }
+        Ok(())
+    }
+
+    /// Deletes the segments from index `from` on, newest first, with their files (kept out of
+    /// the next flush).
+    fn remove_segments_from(&mut self, from: usize) -> io::Result<()> {
+        while self.segments.len() > from {
+            let seg = self.pop_segment()?;
+            seg.remove()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the newest segment out of the log (and out of the unflushed files).
+    fn pop_segment(&mut self) -> io::Result<Segment> {
+        let seg = self
+            .segments
+            .pop()
+            .ok_or_else(|| io::Error::other("no segment"))?;
+        let path = seg.path();
+        self.unflushed_files.retain(|(_, p)| *p != path);
+        Ok(seg)
+    }
+
+    /// Takes the partition offline after a failure that left its files and memory apart (a
+    /// restart opens the files), and says so.
+    fn poison(&mut self, op: &str, e: io::Error) -> KafkaError {
+        tracing::error!(
+            topic = %self.topic,
+            partition = self.partition,
+            error = %e,
+            "a {op} failed part way: partition taken offline until the broker restarts and \
+             recovers it from disk"
+        );
+        self.poisoned = Some(format!("{op} failed part way: {e}"));
+        KafkaError::Storage(format!("{op} failed: {e}"))
+    }
+
     /// Removes the partition's files.
     pub fn delete(self) -> io::Result<()> {
         let dir = self.dir.clone();
@@ -1146,6 +1507,9 @@ mod tests {
     use crate::protocol::batch::{split_produce_records, tests::batch};
     use crate::storage::io::faults;
     use bytes::Bytes;
+
+    /// Appends with the leader's offsets, truncation, and their crash safety.
+    mod replication;
 
     const CFG: LogConfig = LogConfig {
         segment_bytes: 1 << 20,
@@ -1660,6 +2024,65 @@ mod tests {
         (log.log_start_offset(), hw, reads, times)
     }
 
+    /// Two logs given the same `appends` appends by `append`, one of them meeting one failure
+    /// of `op` in every append that does that write. Checks that each failed append was undone
+    /// (KAFKA_STORAGE_ERROR, not offline, its retry gets the offsets it would have had) and
+    /// that after every append the files are as if the failure never happened. Returns the
+    /// faulty log and its directory, the twin and its directory, and how many appends failed.
+    fn faulty_and_twin(
+        op: &str,
+        cfg: LogConfig,
+        appends: usize,
+        append: impl Fn(&mut PartitionLog, usize) -> Result<Appended, KafkaError>,
+    ) -> (
+        tempfile::TempDir,
+        PartitionLog,
+        tempfile::TempDir,
+        PartitionLog,
+        usize,
+    ) {
+        let (faulty_dir, twin_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut faulty = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, false).unwrap();
+        let mut twin = PartitionLog::open(twin_dir.path(), "t", 0, cfg, false).unwrap();
+        let mut failed = 0;
+        for i in 0..appends {
+            let want = append(&mut twin, i).unwrap();
+            // Every append meets one failure of `op` if it does that write at all.
+            faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
+            let first = append(&mut faulty, i);
+            faults::set_for_this_thread("");
+            match first {
+                Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
+                Err(e) => {
+                    assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
+                    failed += 1;
+                    assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
+                    assert_eq!(
+                        append(&mut faulty, i).unwrap(),
+                        want,
+                        "{op}: append {i}: the retry gets the offsets the failed one would have had"
+                    );
+                }
+            }
+            assert_eq!(
+                files(faulty_dir.path()),
+                files(twin_dir.path()),
+                "{op}: append {i}: the files are as if the failure never happened"
+            );
+            assert_eq!(
+                faulty.segment_count(),
+                twin.segment_count(),
+                "{op}: append {i}"
+            );
+            assert_eq!(
+                faulty.unflushed_file_count(),
+                twin.unflushed_file_count(),
+                "{op}: append {i}"
+            );
+        }
+        (faulty_dir, faulty, twin_dir, twin, failed)
+    }
+
     #[test]
     fn a_failed_write_of_an_append_or_roll_leaves_the_log_as_it_was() {
         // Small segments roll every few appends; index entries every other batch or so, so
@@ -1670,47 +2093,10 @@ mod tests {
             index_interval_bytes: 150,
         };
         for op in ["write", "index", "timeindex", "create", "seal"] {
-            let (faulty_dir, twin_dir) =
-                (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let mut faulty = PartitionLog::open(faulty_dir.path(), "t", 0, cfg, false).unwrap();
-            let mut twin = PartitionLog::open(twin_dir.path(), "t", 0, cfg, false).unwrap();
-            let mut failed = 0;
-            for i in 0..24 {
-                let req = nth_request(i);
-                let want = twin.append(&req, 0, None, 0).unwrap();
-                // Every append meets one failure of `op` if it does that write at all.
-                faults::set_for_this_thread(&format!("{op}:ENOSPC:t-0/:1"));
-                let first = faulty.append(&req, 0, None, 0);
-                faults::set_for_this_thread("");
-                match first {
-                    Ok(got) => assert_eq!(got, want, "{op}: append {i}"),
-                    Err(e) => {
-                        assert_eq!(e.code(), 56, "{op}: append {i}: KAFKA_STORAGE_ERROR");
-                        failed += 1;
-                        assert!(faulty.poisoned().is_none(), "{op}: undone, so not offline");
-                        assert_eq!(
-                            faulty.append(&req, 0, None, 0).unwrap(),
-                            want,
-                            "{op}: append {i}: the retry gets the offsets the failed one would have had"
-                        );
-                    }
-                }
-                assert_eq!(
-                    files(faulty_dir.path()),
-                    files(twin_dir.path()),
-                    "{op}: append {i}: the files are as if the failure never happened"
-                );
-                assert_eq!(
-                    faulty.segment_count(),
-                    twin.segment_count(),
-                    "{op}: append {i}"
-                );
-                assert_eq!(
-                    faulty.unflushed_file_count(),
-                    twin.unflushed_file_count(),
-                    "{op}: append {i}"
-                );
-            }
+            let (faulty_dir, faulty, _twin_dir, twin, failed) =
+                faulty_and_twin(op, cfg, 24, |log, i| {
+                    log.append(&nth_request(i as i64), 0, None, 0)
+                });
             assert!(failed >= 3, "{op}: only {failed} appends met the fault");
             assert_eq!(contents(&faulty), contents(&twin), "{op}");
             drop(faulty);

@@ -510,19 +510,29 @@ pub fn snapshot_path(dir: &Path, offset: i64) -> PathBuf {
 
 /// The offsets of the snapshots in `dir`, ascending.
 pub fn list_snapshots(dir: &Path) -> io::Result<Vec<i64>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if let Some(stem) = name.strip_suffix(SNAPSHOT_SUFFIX)
-            && stem.len() == 20
-            && let Ok(offset) = stem.parse::<i64>()
-        {
-            out.push(offset);
+    crate::storage::io::offsets_named(dir, SNAPSHOT_SUFFIX)
+}
+
+/// Deletes the snapshots taken past `end` (the log was truncated there): a snapshot names the
+/// state after every batch below its offset, so one above the end describes batches the log no
+/// longer holds, and once the log grows past it again (with other batches) nothing would tell
+/// it apart from a good one. The directory is synced after, so a power loss cannot bring one
+/// back. Blocking: run it on the blocking pool, before the log takes appends past `end`.
+pub fn remove_snapshots_above(dir: &Path, end: i64) -> io::Result<()> {
+    let mut removed = false;
+    for offset in list_snapshots(dir)? {
+        if offset > end {
+            match fs::remove_file(snapshot_path(dir, offset)) {
+                Ok(()) => removed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
-    out.sort_unstable();
-    Ok(out)
+    if removed {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A snapshot to write off the executor.
@@ -904,45 +914,60 @@ mod tests {
         assert!(load_snapshot(dir.path(), 100).unwrap().is_none());
     }
 
-    /// The state rebuilt at open equals the state the appends built, whether it starts from
-    /// a snapshot (at a roll) or from nothing, and a snapshot past the log end is not used.
-    #[test]
-    fn rebuild_from_a_snapshot_and_the_log_after_it() {
-        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
-        use crate::storage::log::LogConfig;
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = LogConfig {
+    /// A log of small segments, for tests of the state rebuilt from it.
+    fn small_log(dir: &Path) -> PartitionLog {
+        let cfg = crate::storage::log::LogConfig {
             segment_bytes: 400,
             segment_ms: None,
             index_interval_bytes: 1,
         };
-        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        PartitionLog::open(dir, "t", 0, cfg, false).unwrap()
+    }
+
+    /// Appends a batch of two records of producer `pid` (epoch 0) from sequence `seq`, as the
+    /// partition does: checked against `live`, appended, then committed to `live`.
+    fn append_idempotent(log: &mut PartitionLog, live: &mut ProducerStates, pid: i64, seq: i32) {
+        use crate::protocol::batch::{split_produce_records, tests::idempotent_batch};
+        let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, seq, &[b"ab", b"cd"]));
+        let batches = split_produce_records(&bytes, 1 << 20).unwrap();
+        let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
+        let mut staged = Staged::default();
+        let end = log.log_end_offset();
+        assert_eq!(
+            live.check(&mut staged, &headers, end, None).unwrap(),
+            Verdict::Append
+        );
+        log.append(&batches, 0, None, 1000).unwrap();
+        live.commit(staged);
+    }
+
+    /// Writes a snapshot of `state` at `offset` in the log's directory.
+    fn snapshot(log: &PartitionLog, offset: i64, state: &ProducerStates) {
+        SnapshotJob {
+            dir: log.dir().to_path_buf(),
+            offset,
+            bytes: state.encode(offset),
+        }
+        .run()
+        .unwrap();
+    }
+
+    /// The state rebuilt at open equals the state the appends built, whether it starts from
+    /// a snapshot (at a roll) or from nothing, and a snapshot past the log end is not used.
+    #[test]
+    fn rebuild_from_a_snapshot_and_the_log_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = small_log(dir.path());
         let mut live = ProducerStates::default();
         let mut snapshot_at = None;
         for i in 0..20i32 {
-            let pid = i64::from(i % 3);
-            let bytes = bytes::Bytes::from(idempotent_batch(pid, 0, i / 3 * 2, &[b"ab", b"cd"]));
-            let batches = split_produce_records(&bytes, 1 << 20).unwrap();
-            let headers: Vec<_> = batches.iter().map(|b| b.header).collect();
-            let mut staged = Staged::default();
-            let end = log.log_end_offset();
-            assert_eq!(
-                live.check(&mut staged, &headers, end, None).unwrap(),
-                Verdict::Append
-            );
-            let segments = log.segment_count();
-            log.append(&batches, 0, None, 1000).unwrap();
+            let (segments, end, before) = (log.segment_count(), log.log_end_offset(), live.clone());
+            append_idempotent(&mut log, &mut live, i64::from(i % 3), i / 3 * 2);
+            // A roll snapshots the state before the batch that rolled, at its offset.
             if log.segment_count() > segments && i > 10 && snapshot_at.is_none() {
-                SnapshotJob {
-                    dir: log.dir().to_path_buf(),
-                    offset: end,
-                    bytes: live.encode(end),
-                }
-                .run()
-                .unwrap();
+                snapshot(&log, end, &before);
                 snapshot_at = Some(end);
             }
-            live.commit(staged);
         }
         assert!(snapshot_at.is_some(), "the log rolled after batch 10");
         let (rebuilt, from) = rebuild(&log).unwrap();
@@ -955,14 +980,42 @@ mod tests {
         assert_eq!(rebuild(&log).unwrap(), (live.clone(), None));
         // A snapshot past the log end (a tail lost in a crash) is dropped and not used.
         let past = log.log_end_offset() + 10;
-        SnapshotJob {
-            dir: log.dir().to_path_buf(),
-            offset: past,
-            bytes: ProducerStates::default().encode(past),
-        }
-        .run()
-        .unwrap();
+        snapshot(&log, past, &ProducerStates::default());
         assert_eq!(rebuild(&log).unwrap(), (live, None));
         assert!(list_snapshots(log.dir()).unwrap().is_empty());
+    }
+
+    /// After a truncation, a snapshot above the new end is removed, and the state rebuilt is
+    /// the one the log had at its new end, also once the log grows past the removed snapshot's
+    /// offset again with other batches.
+    #[test]
+    fn snapshots_above_a_truncation_are_removed_and_never_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = small_log(dir.path());
+        let mut live = ProducerStates::default();
+        // The state at each batch boundary: (log end, state).
+        let mut at = vec![(0, live.clone())];
+        for i in 0..12i32 {
+            append_idempotent(&mut log, &mut live, i64::from(i % 2), i / 2 * 2);
+            at.push((log.log_end_offset(), live.clone()));
+            if i == 3 || i == 9 {
+                snapshot(&log, log.log_end_offset(), &live);
+            }
+        }
+        assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8, 20]);
+        // Cut inside batch 6 (offsets 12..=13): the log ends at 12.
+        log.truncate_to(13).unwrap().unwrap().run().unwrap();
+        assert_eq!(log.log_end_offset(), 12);
+        remove_snapshots_above(log.dir(), 12).unwrap();
+        assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8]);
+        let want = at.iter().find(|(end, _)| *end == 12).unwrap().1.clone();
+        assert_eq!(rebuild(&log).unwrap(), (want.clone(), Some(8)));
+        // Past the old snapshot's offset again, with another producer's batches.
+        let mut live = want;
+        for seq in 0..6 {
+            append_idempotent(&mut log, &mut live, 7, seq * 2);
+        }
+        assert!(log.log_end_offset() > 20);
+        assert_eq!(rebuild(&log).unwrap(), (live, Some(8)));
     }
 }

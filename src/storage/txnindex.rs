@@ -95,20 +95,8 @@ pub struct TxnIndex {
 impl TxnIndex {
     /// Reads the index files of the partition in `dir` (see the module doc).
     pub fn load(dir: &Path, log_start: i64, log_end: i64) -> io::Result<TxnIndex> {
-        let mut files = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if let Some(stem) = name.strip_suffix(SUFFIX)
-                && stem.len() == 20
-                && let Ok(base) = stem.parse::<i64>()
-            {
-                files.push(base);
-            }
-        }
-        files.sort_unstable();
         let mut entries = Vec::new();
-        for base in files {
+        for base in crate::storage::io::offsets_named(dir, SUFFIX)? {
             let path = index_path(dir, base);
             if !crate::storage::segment::log_path(dir, base).exists() {
                 fs::remove_file(&path)?;
@@ -156,6 +144,42 @@ impl TxnIndex {
         f.write_all(&e.encode())?;
         self.entries.push(e);
         Ok(TxnIndexSync { path, new_file })
+    }
+
+    /// Drops the entries whose abort marker is at or past `offset` (the log was truncated
+    /// there), from memory and from their files. Each file is cut after its last entry below
+    /// `offset` (its entries are in marker order) and synced, or removed when none is left, so
+    /// a marker appended later at the same offsets is never confused with a dropped one. A
+    /// cut is one `ftruncate`, which a crash leaves done or undone, and an undone one is redone
+    /// at open, which cuts entries at or past the log end. Blocking (fsync): call it on the
+    /// rare truncation only, before the log takes appends past `offset`.
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        let keep = self.entries.partition_point(|e| e.last_offset < offset);
+        self.entries.truncate(keep);
+        let mut removed = false;
+        for base in crate::storage::io::offsets_named(&self.dir, SUFFIX)? {
+            let path = index_path(&self.dir, base);
+            let bytes = fs::read(&path)?;
+            let valid = bytes
+                .chunks(ENTRY_LEN)
+                .take_while(|c| AbortedTxn::decode(c).is_some_and(|e| e.last_offset < offset))
+                .count();
+            if valid * ENTRY_LEN == bytes.len() {
+                continue;
+            }
+            if valid == 0 {
+                fs::remove_file(&path)?;
+                removed = true;
+            } else {
+                let f = OpenOptions::new().write(true).open(&path)?;
+                f.set_len((valid * ENTRY_LEN) as u64)?;
+                f.sync_all()?;
+            }
+        }
+        if removed {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// The aborted transactions that overlap the offsets `[from, upto)`.
@@ -225,5 +249,41 @@ mod tests {
         assert!(!index_path(d, 0).exists());
         idx.prune(121);
         assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn truncation_drops_entries_at_or_past_the_cut_from_memory_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for base in [0, 100, 200] {
+            File::create(crate::storage::segment::log_path(d, base)).unwrap();
+        }
+        let mut idx = TxnIndex::load(d, 0, 0).unwrap();
+        idx.append(0, e(1, 3, 10)).unwrap();
+        idx.append(0, e(2, 5, 20)).unwrap();
+        idx.append(100, e(1, 110, 120)).unwrap();
+        idx.append(100, e(3, 115, 130)).unwrap();
+        idx.append(200, e(4, 205, 210)).unwrap();
+        // The log was cut at 125 (segment 200 deleted with its log file, as truncation does).
+        fs::remove_file(crate::storage::segment::log_path(d, 200)).unwrap();
+        idx.truncate_to(125).unwrap();
+        assert_eq!(
+            idx.overlapping(0, 1000),
+            vec![e(1, 3, 10), e(2, 5, 20), e(1, 110, 120)]
+        );
+        assert_eq!(fs::read(index_path(d, 0)).unwrap().len(), 2 * ENTRY_LEN);
+        assert_eq!(fs::read(index_path(d, 100)).unwrap().len(), ENTRY_LEN);
+        assert!(!index_path(d, 200).exists(), "nothing left in it");
+        // A marker appended later at the same offsets is the only one at them.
+        idx.append(100, e(5, 121, 126)).unwrap();
+        let reopened = TxnIndex::load(d, 0, 200).unwrap();
+        assert_eq!(
+            reopened.overlapping(111, 1000),
+            vec![e(1, 110, 120), e(5, 121, 126)]
+        );
+        // A cut at a segment's base empties its file.
+        idx.truncate_to(100).unwrap();
+        assert!(!index_path(d, 100).exists());
+        assert_eq!(idx.len(), 2);
     }
 }
