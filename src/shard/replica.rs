@@ -461,7 +461,9 @@ impl Shard {
             let Some(p) = partitions.get(tp) else {
                 continue;
             };
-            if p.log.check_online().is_err() {
+            // An offline partition (a failed write or flush) is not fetched for: its log end
+            // may not be durable.
+            if p.log.check_online().is_err() || p.log.poisoned().is_some() {
                 continue;
             }
             let last_epoch = p.log.leader_epochs().latest_epoch();
@@ -537,6 +539,7 @@ impl Shard {
                 if !code.is_none() {
                     if code == ErrorCode::OFFSET_OUT_OF_RANGE
                         && part.log_end_offset() < pr.log_start_offset
+                        && !self.flushing.borrow().contains_key(&tp)
                     {
                         // The leader deleted what this follower lacks: start over at its log
                         // start.
@@ -557,6 +560,12 @@ impl Shard {
                     continue;
                 }
                 if pr.diverging_epoch.epoch >= 0 || pr.diverging_epoch.end_offset >= 0 {
+                    // A flush taken before the cut would write the old log end back: the
+                    // truncation waits for it (the next Fetch asks again).
+                    if self.flushing.borrow().contains_key(&tp) {
+                        pause = true;
+                        continue;
+                    }
                     let d = &pr.diverging_epoch;
                     let end = part.log_end_offset();
                     let (mine, my_end) = part.log.leader_epochs().end_offset_for(d.epoch, end);
@@ -583,8 +592,11 @@ impl Shard {
                 }
                 if let Some(records) = pr.records.as_ref().filter(|r| !r.is_empty()) {
                     match append_fetched(part, records, &self.stats) {
-                        Ok(Some(last)) => flush.push((tp.clone(), last)),
-                        Ok(None) => {}
+                        Ok((Some(last), job)) => {
+                            jobs.extend(job);
+                            flush.push((tp.clone(), last));
+                        }
+                        Ok((None, job)) => jobs.extend(job),
                         Err(e) => {
                             tracing::error!(topic = %tp.0, partition = tp.1, leader, error = %e, "cannot append the leader's batches");
                             pause = true;
@@ -606,7 +618,9 @@ fn restate(part: &mut Partition) {
     if let Err(e) = crate::storage::producers::remove_snapshots_above(&dir, end) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot remove producer snapshots past a truncation");
     }
-    part.txn_index.truncate_to(&dir, end);
+    if let Err(e) = part.txn_index.truncate_to(end) {
+        tracing::error!(dir = %dir.display(), error = %e, "cannot cut the aborted-transaction index at a truncation");
+    }
     match crate::storage::producers::rebuild(&part.log) {
         Ok((producers, snapshot)) => {
             part.producers = producers;
@@ -621,20 +635,29 @@ fn restate(part: &mut Partition) {
 
 /// Appends a leader's batches at this follower's log end (batches it has already are
 /// skipped); replays them into the producer state and the aborted-transaction index. Returns
-/// the last offset appended.
+/// the last offset appended, and the truncation to make durable when an empty log had to
+/// restart at the base of the leader's first batch (its log start lies inside that batch).
 fn append_fetched(
     part: &mut Partition,
     records: &Bytes,
     stats: &super::ShardStats,
-) -> Result<Option<i64>, KafkaError> {
+) -> Result<(Option<i64>, Option<TruncateJob>), KafkaError> {
     let end = part.log_end_offset();
     let batches: Vec<_> = crate::protocol::batch::split_fetched_records(records)?
         .into_iter()
         .filter(|b| b.header.last_offset() >= end)
         .collect();
     let Some(first) = batches.first() else {
-        return Ok(None);
+        return Ok((None, None));
     };
+    let mut job = None;
+    if first.header.base_offset < end && part.log.log_start_offset() == end {
+        job = part
+            .log
+            .truncate_fully_and_start_at(first.header.base_offset)?;
+        restate(part);
+    }
+    let end = part.log_end_offset();
     if first.header.base_offset != end {
         return Err(KafkaError::CorruptMessage(format!(
             "the leader's batch starts at {} but this log ends at {end}",
@@ -675,7 +698,7 @@ fn append_fetched(
         part.producers.replay(h);
     }
     part.update_stable();
-    Ok(Some(appended.last_offset))
+    Ok((Some(appended.last_offset), job))
 }
 
 /// A fetcher's task: Fetch from the leader, apply, make durable, again, until stopped.
