@@ -6,10 +6,13 @@ Waits are conditions with deadlines, never fixed sleeps.
 """
 
 import signal
+import socket
+import struct
 import time
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from jepsen import Workload, check, compare_replicas, read_all
 from kafkautil import COMMON, admin, unique_topic, wait_until
@@ -161,3 +164,84 @@ def test_rolling_restart_under_load(cluster_factory):
     final = finish(c, w, t)
     assert not w.failed, f"the producer saw errors: {w.failed[:5]}"
     assert sum(len(v) for v in final.values()) >= len(w.acked)
+
+
+def _string(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def produce_frames(topic, partition, values, acks):
+    """Raw ProduceRequest v3 frames, one record per request (correlation ids 0..n-1)."""
+    out = b""
+    for corr, v in enumerate(values):
+        b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False, producer_id=-1,
+                                      producer_epoch=-1, base_sequence=-1, batch_size=1 << 20)
+        b.append(0, None, None, v.encode(), [])
+        batch = bytes(b.build())
+        body = (struct.pack(">hhi", -1, acks, 10000) + struct.pack(">i", 1) + _string(topic)
+                + struct.pack(">ii", 1, partition) + struct.pack(">i", len(batch)) + batch)
+        msg = struct.pack(">hhi", 0, 3, corr) + _string("zombie") + body
+        out += struct.pack(">i", len(msg)) + msg
+    return out
+
+
+def produce_answers(sock, n, timeout=30.0):
+    """(error code, base offset) of the n ProduceResponse v3 frames on `sock`."""
+    sock.settimeout(timeout)
+    buf = b""
+    out = []
+    while len(out) < n:
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">i", buf[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} answers"
+            buf += chunk
+        size = struct.unpack(">i", buf[:4])[0]
+        frame, buf = buf[4:4 + size], buf[4 + size:]
+        # correlation id, [topic: name, [partition, error, base offset, log append time]], throttle
+        pos = 4 + 4
+        name_len = struct.unpack(">h", frame[pos:pos + 2])[0]
+        pos += 2 + name_len + 4
+        _, err, base = struct.unpack(">ihq", frame[pos:pos + 14])
+        out.append((err, base))
+    return out
+
+
+def test_a_zombie_leader_acknowledges_nothing_and_truncates(cluster_factory):
+    """SIGSTOP of a leader past the session timeout: writes queued in its socket meanwhile (acks=all
+    and acks=1) are handled after SIGCONT, when another broker leads: no acks=all write of the
+    zombie is acknowledged, whatever it appended is truncated, and the replicas end identical."""
+    c = cluster_factory()
+    t = unique_topic("zombie")
+    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
+    wait_full_isr(c, t)
+    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300).start()
+    w.wait_acked(300)
+    victim = leaders(c, t)[0]
+    others = [i for i in c.ids if i != victim]
+    zombie_all = [f"zombie-all-{i}" for i in range(5)]
+    zombie_one = [f"zombie-one-{i}" for i in range(5)]
+    s_all = socket.create_connection(("127.0.0.1", c.nodes[victim].port))
+    s_one = socket.create_connection(("127.0.0.1", c.nodes[victim].port))
+    c.nodes[victim].proc.send_signal(signal.SIGSTOP)
+    try:
+        # Queued in the stopped broker's socket buffers.
+        s_all.sendall(produce_frames(t, 0, zombie_all, acks=-1))
+        s_one.sendall(produce_frames(t, 0, zombie_one, acks=1))
+        wait_until(lambda: leaders(c, t, on=others[0])[0] not in (victim, -1), timeout=30,
+                   desc="a new leader for partition 0")
+        w.wait_acked(len(w.acked) + 300)
+    finally:
+        c.nodes[victim].proc.send_signal(signal.SIGCONT)
+    answers_all = produce_answers(s_all, len(zombie_all))
+    answers_one = produce_answers(s_one, len(zombie_one))
+    assert all(err != 0 for err, _ in answers_all), f"the zombie acknowledged acks=all writes: {answers_all}"
+    wait_full_isr(c, t)
+    w.wait_acked(len(w.acked) + 300)
+    final = finish(c, w, t)
+    values = {v for recs in final.values() for _, v in recs}
+    assert not values & set(zombie_all), "a write the zombie appended survived"
+    assert not values & set(zombie_one), "a write the zombie appended survived"
+    appended = any(err == 0 for err, _ in answers_one)
+    if appended:
+        assert "truncated" in c.nodes[victim].log_text(), "the zombie's acks=1 writes were not truncated"
