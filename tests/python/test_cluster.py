@@ -347,6 +347,117 @@ def test_a_fenced_broker_takes_its_partitions_offline_until_it_is_back(cluster_f
     assert md.topics[t].partitions[led[0]].leader == victim
 
 
+def describe(c, node, topic):
+    """`spate topic describe --json` through `node`: {partition: described partition}."""
+    out = subprocess.run([str(c.nodes[node].binary), "topic", "describe", topic, "--json", "--bootstrap-server",
+                          c.nodes[node].bootstrap], capture_output=True, check=True, timeout=30)
+    return {p["partition"]: p for p in json.loads(out.stdout)[0]["partitions"]}
+
+
+def test_replication_factor_3_lists_every_replica_in_sync(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("rf3")
+    create(c.nodes[2].bootstrap, t, 6, rf=3)
+
+    def placed():
+        for i in c.ids:
+            md = c.metadata(i)
+            if t not in md.topics or len(md.topics[t].partitions) != 6:
+                return False
+            for p in md.topics[t].partitions.values():
+                if sorted(p.replicas) != c.ids or p.isrs != p.replicas or p.leader != p.replicas[0]:
+                    return False
+        return True
+    wait_until(placed, timeout=20, desc="6 partitions with 3 replicas, all in sync, everywhere")
+    # Leaders spread over the brokers.
+    assert set(leaders(c.metadata(1), t).values()) == set(c.ids)
+    parts = describe(c, 1, t)
+    assert all(p["leader_epoch"] == 0 and not p["under_replicated"] and p["offline"] == [] for p in parts.values())
+
+    # More replicas than brokers, and manual assignments naming unknown or repeated brokers, are refused.
+    with pytest.raises(KafkaException) as e:
+        create(c.nodes[1].bootstrap, unique_topic("rf4"), 1, rf=4)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+    assert "larger than available brokers: 3" in e.value.args[0].str()
+    a = admin(c.nodes[3].bootstrap)
+    for bad in ([[1, 9]], [[1, 2], [3]]):
+        name = unique_topic("manual")
+        fs = a.create_topics([NewTopic(name, num_partitions=len(bad), replica_assignment=bad)], request_timeout=15)
+        with pytest.raises(KafkaException) as e:
+            fs[name].result(timeout=20)
+        assert e.value.args[0].name() == "INVALID_REPLICA_ASSIGNMENT", bad
+    name = unique_topic("manual")
+    a.create_topics([NewTopic(name, num_partitions=2, replica_assignment=[[3, 1], [1, 2]])], request_timeout=15)[name].result(timeout=20)
+    wait_until(lambda: [p.replicas for _, p in sorted(c.metadata(2).topics[name].partitions.items())]
+               == [[3, 1], [1, 2]], timeout=20, desc="manual assignment placed")
+
+
+def test_a_killed_broker_leaves_every_isr_and_its_leaderships_move(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("isr")
+    create(c.nodes[1].bootstrap, t, 6, rf=3)
+    ctl = c.controller()
+    victim = next(i for i in c.ids if i != ctl)
+    other = next(i for i in c.ids if i not in (ctl, victim))
+    wait_until(lambda: len(describe(c, other, t)) == 6, timeout=20, desc="topic on every node")
+    before = describe(c, other, t)
+    led = [p for p, d in before.items() if d["leader"] == victim]
+    assert led and len(led) < 6
+    c.nodes[victim].kill()
+
+    def fenced():
+        md = c.metadata(other)
+        return victim not in md.brokers and all(
+            victim not in p.isrs and p.leader not in (victim, -1) for p in md.topics[t].partitions.values())
+    wait_until(fenced, timeout=20, desc="the killed broker fenced, out of every ISR, leading nothing")
+    after = describe(c, other, t)
+    for p, d in after.items():
+        assert d["replicas"] == before[p]["replicas"]
+        assert d["isr"] == [r for r in before[p]["isr"] if r != victim]
+        assert d["offline"] == [victim] and d["under_replicated"]
+        if p in led:
+            # The next replica in replica order leads, in a new epoch.
+            assert d["leader"] == next(r for r in d["replicas"] if r != victim)
+            assert d["leader_epoch"] > before[p]["leader_epoch"]
+        else:
+            # An ISR-only change keeps the leader and its epoch.
+            assert d["leader"] == before[p]["leader"]
+            assert d["leader_epoch"] == before[p]["leader_epoch"]
+    # The partitions still take writes on their new leaders.
+    p = producer(",".join(c.nodes[i].bootstrap for i in c.ids if i != victim))
+    log = DeliveryLog()
+    for part in range(6):
+        p.produce(t, value=b"x", partition=part, on_delivery=log)
+    flush_all(p)
+    assert not log.errors and len(log.ok) == 6
+
+    # Back: unfenced, but not in sync again until it has caught up (the leaders' AlterPartition).
+    c.nodes[victim].start()
+    c.wait_brokers(c.ids)
+    back = describe(c, other, t)
+    assert all(victim not in d["isr"] and d["leader"] != victim and d["offline"] == [] for d in back.values())
+
+
+def test_a_stopping_broker_leaves_every_isr_at_once(cluster_factory):
+    # Default session timeout (9 s): only the controlled shutdown can fence it this fast.
+    c = cluster_factory(extra_args=["--controller-quorum-election-timeout-ms", "500",
+                                    "--controller-quorum-fetch-timeout-ms", "1000"])
+    t = unique_topic("stop")
+    create(c.nodes[1].bootstrap, t, 3, rf=3)
+    ctl = c.controller()
+    victim = next(i for i in c.ids if i != ctl)
+    other = next(i for i in c.ids if i not in (ctl, victim))
+    wait_until(lambda: len(describe(c, other, t)) == 3, timeout=20, desc="topic on every node")
+    c.nodes[victim].stop()
+    start = time.monotonic()
+
+    def out():
+        md = c.metadata(other)
+        return all(victim not in p.isrs and p.leader != victim for p in md.topics[t].partitions.values())
+    wait_until(out, timeout=20, desc="the stopped broker out of every ISR")
+    assert time.monotonic() - start < 5
+
+
 def test_a_second_process_with_the_same_node_id_is_refused(cluster_factory, spate_bin, tmp_path):
     c = cluster_factory()
     twin = Broker(spate_bin, tmp_path / "twin" / "data", tmp_path / "twin" / "logs", shards=1,
