@@ -438,6 +438,37 @@ def test_a_killed_broker_leaves_every_isr_and_its_leaderships_move(cluster_facto
     assert all(victim not in d["isr"] and d["leader"] != victim and d["offline"] == [] for d in back.values())
 
 
+def test_unclean_leader_election_only_where_enabled(cluster_factory):
+    c = cluster_factory()
+    ctl = c.controller()
+    x, y = [i for i in c.ids if i != ctl]
+    a = admin(c.nodes[ctl].bootstrap)
+    unclean, clean = unique_topic("unclean"), unique_topic("clean")
+    fs = a.create_topics([
+        NewTopic(unclean, num_partitions=1, replica_assignment=[[x, y]],
+                 config={"unclean.leader.election.enable": "true"}),
+        NewTopic(clean, num_partitions=1, replica_assignment=[[x, y]]),
+    ], request_timeout=15)
+    for f in fs.values():
+        f.result(timeout=20)
+    # y goes and comes back: out of sync (nothing re-adds it while followers do not fetch).
+    c.nodes[y].kill()
+    wait_until(lambda: all(describe(c, ctl, t)[0]["isr"] == [x] for t in (unclean, clean)), timeout=20,
+               desc="y out of both ISRs")
+    c.nodes[y].start()
+    c.wait_brokers(c.ids)
+    before = describe(c, ctl, unclean)[0]
+    # The only in-sync replica goes: the clean topic goes offline, keeping its last ISR member;
+    # the unclean one is led by y, alone in its ISR, in a new epoch.
+    c.nodes[x].kill()
+    wait_until(lambda: describe(c, ctl, unclean)[0]["leader"] == y, timeout=20, desc="unclean election of y")
+    d = describe(c, ctl, unclean)[0]
+    assert d["isr"] == [y] and d["leader_epoch"] > before["leader_epoch"]
+    d = describe(c, ctl, clean)[0]
+    assert d["leader"] == -1 and d["isr"] == [x]
+    assert "unclean leader election" in c.nodes[ctl].log_text()
+
+
 def test_a_stopping_broker_leaves_every_isr_at_once(cluster_factory):
     # Default session timeout (9 s): only the controlled shutdown can fence it this fast.
     c = cluster_factory(extra_args=["--controller-quorum-election-timeout-ms", "500",
