@@ -6,7 +6,10 @@ way scripts/cluster.sh starts them. Waits are conditions with deadlines, never f
 
 import concurrent.futures
 import json
+import re
 import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -28,6 +31,7 @@ class Cluster:
         self.ids = list(range(1, n + 1))
         quorum_ports = {i: free_port() for i in self.ids}
         voters = ",".join(f"{i}@127.0.0.1:{quorum_ports[i]}" for i in self.ids)
+        self.quorum_ports = quorum_ports
         self.nodes = {}
         for i in self.ids:
             args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum_ports[i]}",
@@ -467,6 +471,67 @@ def test_unclean_leader_election_only_where_enabled(cluster_factory):
     d = describe(c, ctl, clean)[0]
     assert d["leader"] == -1 and d["isr"] == [x]
     assert "unclean leader election" in c.nodes[ctl].log_text()
+
+
+def controller_rpc(port, request, timeout=10.0):
+    """One JSON RPC on a node's controller listener (cluster/wire.rs): the decoded answer."""
+    payload = json.dumps(request).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">IBI", 1 + 4 + len(payload), 2, 7) + payload)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "controller listener closed the connection"
+            buf += chunk
+    kind, corr = struct.unpack(">BI", buf[4:9])
+    assert (kind, corr) == (3, 7)
+    return json.loads(buf[9:])
+
+
+def broker_epoch(c, node):
+    """The node's registration epoch, as its log says."""
+    return int(re.findall(r"registered with the active controller broker_epoch=(\d+)",
+                          c.nodes[node].log_text())[-1])
+
+
+def test_alter_partition_on_the_controller_channel(cluster_factory):
+    c = cluster_factory()
+    ctl = c.controller()
+    t = unique_topic("alter")
+    create(c.nodes[1].bootstrap, t, 1, rf=3)
+    wait_until(lambda: len(describe(c, ctl, t)) == 1, timeout=20, desc="topic on the controller")
+    d = describe(c, ctl, t)[0]
+    leader, (f1, f2) = d["leader"], [r for r in d["replicas"] if r != d["leader"]]
+    out = subprocess.run([str(c.nodes[ctl].binary), "topic", "describe", t, "--json", "--bootstrap-server",
+                          c.nodes[ctl].bootstrap], capture_output=True, check=True, timeout=30)
+    topic_id = json.loads(out.stdout)[0]["id"]
+    epochs = {i: broker_epoch(c, i) for i in c.ids}
+
+    def alter(broker, epoch, leader_epoch, partition_epoch, isr):
+        r = controller_rpc(c.quorum_ports[ctl], {"AlterPartition": {
+            "broker_id": broker, "broker_epoch": epoch, "topic_id": topic_id, "partition": 0,
+            "leader_epoch": leader_epoch, "partition_epoch": partition_epoch, "new_isr": isr}})
+        result = r["Partition"]["result"]
+        return result["Ok"] if "Ok" in result else result["Err"]["code"]
+
+    # The leader shrinks the ISR: committed, same leader epoch, partition epoch + 1, seen by every node.
+    got = alter(leader, epochs[leader], 0, 0, [[leader, -1], [f1, epochs[f1]]])
+    assert got["isr"] == [leader, f1] and got["leader"] == leader
+    assert got["leader_epoch"] == 0 and got["partition_epoch"] == 1
+    wait_until(lambda: all(c.metadata(i).topics[t].partitions[0].isrs == [leader, f1] for i in c.ids),
+               timeout=20, desc="the new ISR in every node's Metadata")
+    assert describe(c, ctl, t)[0]["under_replicated"]
+    # Refused, in Kafka's order.
+    assert alter(leader, epochs[leader] + 100, 0, 1, [[leader, -1]]) == 77       # STALE_BROKER_EPOCH
+    assert alter(f1, epochs[f1], 0, 1, [[f1, -1]]) == 74                          # FENCED_LEADER_EPOCH
+    assert alter(leader, epochs[leader], 0, 0, [[leader, -1]]) == 95              # INVALID_UPDATE_VERSION
+    assert alter(leader, epochs[leader], 0, 1, [[leader, -1], [f2, epochs[f2] + 100]]) == 107  # INELIGIBLE
+    assert alter(leader, epochs[leader], 0, 1, [[f1, -1]]) == 42                  # leader not in the ISR
+    # Unchanged: the current state, nothing written.
+    assert alter(leader, epochs[leader], 0, 1, [[leader, -1], [f1, -1]])["partition_epoch"] == 1
+    # Grown back.
+    got = alter(leader, epochs[leader], 0, 1, [[leader, -1], [f1, -1], [f2, epochs[f2]]])
+    assert got["isr"] == [leader, f1, f2] and got["partition_epoch"] == 2
 
 
 def test_a_stopping_broker_leaves_every_isr_at_once(cluster_factory):
