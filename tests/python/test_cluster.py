@@ -534,6 +534,39 @@ def test_alter_partition_on_the_controller_channel(cluster_factory):
     assert got["isr"] == [leader, f1, f2] and got["partition_epoch"] == 2
 
 
+def test_the_preferred_leader_leads_again_once_in_sync(cluster_factory):
+    c = cluster_factory(extra_args=FAST + ["--leader-imbalance-check-interval-seconds", "1"])
+    ctl = c.controller()
+    t = unique_topic("preferred")
+    preferred, other = [i for i in c.ids if i != ctl]
+    a = admin(c.nodes[ctl].bootstrap)
+    a.create_topics([NewTopic(t, num_partitions=1, replica_assignment=[[preferred, other, ctl]])],
+                    request_timeout=15)[t].result(timeout=20)
+    wait_until(lambda: len(describe(c, ctl, t)) == 1, timeout=20, desc="topic on the controller")
+    out = subprocess.run([str(c.nodes[ctl].binary), "topic", "describe", t, "--json", "--bootstrap-server",
+                          c.nodes[ctl].bootstrap], capture_output=True, check=True, timeout=30)
+    topic_id = json.loads(out.stdout)[0]["id"]
+    c.nodes[preferred].kill()
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == other, timeout=20, desc="the next replica leads")
+    c.nodes[preferred].start()
+    c.wait_brokers(c.ids)
+    d = describe(c, ctl, t)[0]
+    assert d["leader"] == other and preferred not in d["isr"]
+    # The leader adds it back to the ISR (as it will once the replica caught up); the partition
+    # epoch is not in Metadata, so the one that is not refused as stale is the current one.
+    for partition_epoch in range(10):
+        r = controller_rpc(c.quorum_ports[ctl], {"AlterPartition": {
+            "broker_id": other, "broker_epoch": broker_epoch(c, other), "topic_id": topic_id, "partition": 0,
+            "leader_epoch": d["leader_epoch"], "partition_epoch": partition_epoch,
+            "new_isr": [[other, -1], [ctl, -1], [preferred, broker_epoch(c, preferred)]]}})["Partition"]["result"]
+        if r.get("Err", {}).get("code") != 95:
+            break
+    assert "Ok" in r, r
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == preferred, timeout=20,
+               desc="the preferred replica leads again")
+    assert describe(c, ctl, t)[0]["leader_epoch"] == d["leader_epoch"] + 1
+
+
 def test_a_stopping_broker_leaves_every_isr_at_once(cluster_factory):
     # Default session timeout (9 s): only the controlled shutdown can fence it this fast.
     c = cluster_factory(extra_args=["--controller-quorum-election-timeout-ms", "500",
