@@ -128,6 +128,16 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
         TYPE_STRING,
         "Default of topic message.timestamp.type (always CreateTime).",
     ),
+    (
+        "min.insync.replicas",
+        TYPE_INT,
+        "Default of topic min.insync.replicas (--min-insync-replicas).",
+    ),
+    (
+        "unclean.leader.election.enable",
+        TYPE_BOOLEAN,
+        "Default of topic unclean.leader.election.enable (--unclean-leader-election-enable).",
+    ),
 ];
 
 /// The value of broker setting `name` under `c`.
@@ -155,6 +165,8 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "log.flush.interval.messages" => unbounded(c.flush_messages),
         "log.flush.interval.ms" => unbounded(c.flush_ms),
         "log.message.timestamp.type" => "CreateTime".to_string(),
+        "min.insync.replicas" => c.min_insync_replicas.to_string(),
+        "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         _ => return None,
     })
 }
