@@ -62,11 +62,12 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     let (status, ctype, body) =
         if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
             let snaps = gather(shard).await;
-            (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(&snaps),
-            )
+            let mut body = render(&snaps);
+            // The controller lives on this shard (0): its counters are added here.
+            if let Some(ctl) = &shard.controller {
+                body.push_str(&controller_metrics(ctl.unclean_leader_elections()));
+            }
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         } else {
             (
                 "404 Not Found",
@@ -80,4 +81,13 @@ async fn answer(shard: &Rc<Shard>, mut stream: TcpStream) -> std::io::Result<()>
     );
     stream.write_all(reply.as_bytes()).await?;
     stream.close().await
+}
+
+/// The controller's counters, in the exposition format.
+fn controller_metrics(unclean_leader_elections: u64) -> String {
+    format!(
+        "# HELP spate_unclean_leader_elections_total Leaders this node elected out of the ISR as the active controller (unclean.leader.election.enable): records may have been lost.\n\
+         # TYPE spate_unclean_leader_elections_total counter\n\
+         spate_unclean_leader_elections_total {unclean_leader_elections}\n"
+    )
 }

@@ -6,7 +6,10 @@ way scripts/cluster.sh starts them. Waits are conditions with deadlines, never f
 
 import concurrent.futures
 import json
+import re
 import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -28,6 +31,7 @@ class Cluster:
         self.ids = list(range(1, n + 1))
         quorum_ports = {i: free_port() for i in self.ids}
         voters = ",".join(f"{i}@127.0.0.1:{quorum_ports[i]}" for i in self.ids)
+        self.quorum_ports = quorum_ports
         self.nodes = {}
         for i in self.ids:
             args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum_ports[i]}",
@@ -345,6 +349,242 @@ def test_a_fenced_broker_takes_its_partitions_offline_until_it_is_back(cluster_f
     # Their leader epoch moved on (fenced, then back).
     md = admin(c.nodes[other].bootstrap).list_topics(t, timeout=5)
     assert md.topics[t].partitions[led[0]].leader == victim
+
+
+def describe(c, node, topic):
+    """`spate topic describe --json` through `node`: {partition: described partition}."""
+    out = subprocess.run([str(c.nodes[node].binary), "topic", "describe", topic, "--json", "--bootstrap-server",
+                          c.nodes[node].bootstrap], capture_output=True, check=True, timeout=30)
+    return {p["partition"]: p for p in json.loads(out.stdout)[0]["partitions"]}
+
+
+def test_replication_factor_3_lists_every_replica_in_sync(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("rf3")
+    create(c.nodes[2].bootstrap, t, 6, rf=3)
+
+    def placed():
+        for i in c.ids:
+            md = c.metadata(i)
+            if t not in md.topics or len(md.topics[t].partitions) != 6:
+                return False
+            for p in md.topics[t].partitions.values():
+                if sorted(p.replicas) != c.ids or p.isrs != p.replicas or p.leader != p.replicas[0]:
+                    return False
+        return True
+    wait_until(placed, timeout=20, desc="6 partitions with 3 replicas, all in sync, everywhere")
+    # Leaders spread over the brokers.
+    assert set(leaders(c.metadata(1), t).values()) == set(c.ids)
+    parts = describe(c, 1, t)
+    assert all(p["leader_epoch"] == 0 and not p["under_replicated"] and p["offline"] == [] for p in parts.values())
+
+    # More replicas than brokers, and manual assignments naming unknown or repeated brokers, are refused.
+    with pytest.raises(KafkaException) as e:
+        create(c.nodes[1].bootstrap, unique_topic("rf4"), 1, rf=4)
+    assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+    assert "larger than available brokers: 3" in e.value.args[0].str()
+    a = admin(c.nodes[3].bootstrap)
+    for bad in ([[1, 9]], [[1, 2], [3]]):
+        name = unique_topic("manual")
+        fs = a.create_topics([NewTopic(name, num_partitions=len(bad), replica_assignment=bad)], request_timeout=15)
+        with pytest.raises(KafkaException) as e:
+            fs[name].result(timeout=20)
+        assert e.value.args[0].name() == "INVALID_REPLICA_ASSIGNMENT", bad
+    name = unique_topic("manual")
+    a.create_topics([NewTopic(name, num_partitions=2, replica_assignment=[[3, 1], [1, 2]])], request_timeout=15)[name].result(timeout=20)
+    wait_until(lambda: [p.replicas for _, p in sorted(c.metadata(2).topics[name].partitions.items())]
+               == [[3, 1], [1, 2]], timeout=20, desc="manual assignment placed")
+
+
+def test_a_killed_broker_leaves_every_isr_and_its_leaderships_move(cluster_factory):
+    c = cluster_factory()
+    t = unique_topic("isr")
+    create(c.nodes[1].bootstrap, t, 6, rf=3)
+    ctl = c.controller()
+    victim = next(i for i in c.ids if i != ctl)
+    other = next(i for i in c.ids if i not in (ctl, victim))
+    wait_until(lambda: len(describe(c, other, t)) == 6, timeout=20, desc="topic on every node")
+    before = describe(c, other, t)
+    led = [p for p, d in before.items() if d["leader"] == victim]
+    assert led and len(led) < 6
+    c.nodes[victim].kill()
+
+    def fenced():
+        md = c.metadata(other)
+        return victim not in md.brokers and all(
+            victim not in p.isrs and p.leader not in (victim, -1) for p in md.topics[t].partitions.values())
+    wait_until(fenced, timeout=20, desc="the killed broker fenced, out of every ISR, leading nothing")
+    after = describe(c, other, t)
+    for p, d in after.items():
+        assert d["replicas"] == before[p]["replicas"]
+        assert d["isr"] == [r for r in before[p]["isr"] if r != victim]
+        assert d["offline"] == [victim] and d["under_replicated"]
+        if p in led:
+            # The next replica in replica order leads, in a new epoch.
+            assert d["leader"] == next(r for r in d["replicas"] if r != victim)
+            assert d["leader_epoch"] > before[p]["leader_epoch"]
+        else:
+            # An ISR-only change keeps the leader and its epoch.
+            assert d["leader"] == before[p]["leader"]
+            assert d["leader_epoch"] == before[p]["leader_epoch"]
+    # The partitions still take writes on their new leaders.
+    p = producer(",".join(c.nodes[i].bootstrap for i in c.ids if i != victim))
+    log = DeliveryLog()
+    for part in range(6):
+        p.produce(t, value=b"x", partition=part, on_delivery=log)
+    flush_all(p)
+    assert not log.errors and len(log.ok) == 6
+
+    # Back: unfenced, but not in sync again until it has caught up (the leaders' AlterPartition).
+    c.nodes[victim].start()
+    c.wait_brokers(c.ids)
+    back = describe(c, other, t)
+    assert all(victim not in d["isr"] and d["leader"] != victim and d["offline"] == [] for d in back.values())
+
+
+def test_unclean_leader_election_only_where_enabled(cluster_factory):
+    c = cluster_factory()
+    ctl = c.controller()
+    x, y = [i for i in c.ids if i != ctl]
+    a = admin(c.nodes[ctl].bootstrap)
+    unclean, clean = unique_topic("unclean"), unique_topic("clean")
+    fs = a.create_topics([
+        NewTopic(unclean, num_partitions=1, replica_assignment=[[x, y]],
+                 config={"unclean.leader.election.enable": "true"}),
+        NewTopic(clean, num_partitions=1, replica_assignment=[[x, y]]),
+    ], request_timeout=15)
+    for f in fs.values():
+        f.result(timeout=20)
+    # y goes and comes back: out of sync (nothing re-adds it while followers do not fetch).
+    c.nodes[y].kill()
+    wait_until(lambda: all(describe(c, ctl, t)[0]["isr"] == [x] for t in (unclean, clean)), timeout=20,
+               desc="y out of both ISRs")
+    c.nodes[y].start()
+    c.wait_brokers(c.ids)
+    before = describe(c, ctl, unclean)[0]
+    # The only in-sync replica goes: the clean topic goes offline, keeping its last ISR member;
+    # the unclean one is led by y, alone in its ISR, in a new epoch.
+    c.nodes[x].kill()
+    wait_until(lambda: describe(c, ctl, unclean)[0]["leader"] == y, timeout=20, desc="unclean election of y")
+    d = describe(c, ctl, unclean)[0]
+    assert d["isr"] == [y] and d["leader_epoch"] > before["leader_epoch"]
+    d = describe(c, ctl, clean)[0]
+    assert d["leader"] == -1 and d["isr"] == [x]
+    assert "unclean leader election" in c.nodes[ctl].log_text()
+
+
+def controller_rpc(port, request, timeout=10.0):
+    """One JSON RPC on a node's controller listener (cluster/wire.rs): the decoded answer."""
+    payload = json.dumps(request).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(struct.pack(">IBI", 1 + 4 + len(payload), 2, 7) + payload)
+        buf = b""
+        while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+            chunk = s.recv(65536)
+            assert chunk, "controller listener closed the connection"
+            buf += chunk
+    kind, corr = struct.unpack(">BI", buf[4:9])
+    assert (kind, corr) == (3, 7)
+    return json.loads(buf[9:])
+
+
+def broker_epoch(c, node):
+    """The node's registration epoch, as its log says."""
+    return int(re.findall(r"registered with the active controller broker_epoch=(\d+)",
+                          c.nodes[node].log_text())[-1])
+
+
+def test_alter_partition_on_the_controller_channel(cluster_factory):
+    c = cluster_factory()
+    ctl = c.controller()
+    t = unique_topic("alter")
+    create(c.nodes[1].bootstrap, t, 1, rf=3)
+    wait_until(lambda: len(describe(c, ctl, t)) == 1, timeout=20, desc="topic on the controller")
+    d = describe(c, ctl, t)[0]
+    leader, (f1, f2) = d["leader"], [r for r in d["replicas"] if r != d["leader"]]
+    out = subprocess.run([str(c.nodes[ctl].binary), "topic", "describe", t, "--json", "--bootstrap-server",
+                          c.nodes[ctl].bootstrap], capture_output=True, check=True, timeout=30)
+    topic_id = json.loads(out.stdout)[0]["id"]
+    epochs = {i: broker_epoch(c, i) for i in c.ids}
+
+    def alter(broker, epoch, leader_epoch, partition_epoch, isr):
+        r = controller_rpc(c.quorum_ports[ctl], {"AlterPartition": {
+            "broker_id": broker, "broker_epoch": epoch, "topic_id": topic_id, "partition": 0,
+            "leader_epoch": leader_epoch, "partition_epoch": partition_epoch, "new_isr": isr}})
+        result = r["Partition"]["result"]
+        return result["Ok"] if "Ok" in result else result["Err"]["code"]
+
+    # The leader shrinks the ISR: committed, same leader epoch, partition epoch + 1, seen by every node.
+    got = alter(leader, epochs[leader], 0, 0, [[leader, -1], [f1, epochs[f1]]])
+    assert got["isr"] == [leader, f1] and got["leader"] == leader
+    assert got["leader_epoch"] == 0 and got["partition_epoch"] == 1
+    wait_until(lambda: all(c.metadata(i).topics[t].partitions[0].isrs == [leader, f1] for i in c.ids),
+               timeout=20, desc="the new ISR in every node's Metadata")
+    assert describe(c, ctl, t)[0]["under_replicated"]
+    # Refused, in Kafka's order.
+    assert alter(leader, epochs[leader] + 100, 0, 1, [[leader, -1]]) == 77       # STALE_BROKER_EPOCH
+    assert alter(f1, epochs[f1], 0, 1, [[f1, -1]]) == 74                          # FENCED_LEADER_EPOCH
+    assert alter(leader, epochs[leader], 0, 0, [[leader, -1]]) == 95              # INVALID_UPDATE_VERSION
+    assert alter(leader, epochs[leader], 0, 1, [[leader, -1], [f2, epochs[f2] + 100]]) == 107  # INELIGIBLE
+    assert alter(leader, epochs[leader], 0, 1, [[f1, -1]]) == 42                  # leader not in the ISR
+    # Unchanged: the current state, nothing written.
+    assert alter(leader, epochs[leader], 0, 1, [[leader, -1], [f1, -1]])["partition_epoch"] == 1
+    # Grown back.
+    got = alter(leader, epochs[leader], 0, 1, [[leader, -1], [f1, -1], [f2, epochs[f2]]])
+    assert got["isr"] == [leader, f1, f2] and got["partition_epoch"] == 2
+
+
+def test_the_preferred_leader_leads_again_once_in_sync(cluster_factory):
+    c = cluster_factory(extra_args=FAST + ["--leader-imbalance-check-interval-seconds", "1"])
+    ctl = c.controller()
+    t = unique_topic("preferred")
+    preferred, other = [i for i in c.ids if i != ctl]
+    a = admin(c.nodes[ctl].bootstrap)
+    a.create_topics([NewTopic(t, num_partitions=1, replica_assignment=[[preferred, other, ctl]])],
+                    request_timeout=15)[t].result(timeout=20)
+    wait_until(lambda: len(describe(c, ctl, t)) == 1, timeout=20, desc="topic on the controller")
+    out = subprocess.run([str(c.nodes[ctl].binary), "topic", "describe", t, "--json", "--bootstrap-server",
+                          c.nodes[ctl].bootstrap], capture_output=True, check=True, timeout=30)
+    topic_id = json.loads(out.stdout)[0]["id"]
+    c.nodes[preferred].kill()
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == other, timeout=20, desc="the next replica leads")
+    c.nodes[preferred].start()
+    c.wait_brokers(c.ids)
+    d = describe(c, ctl, t)[0]
+    assert d["leader"] == other and preferred not in d["isr"]
+    # The leader adds it back to the ISR (as it will once the replica caught up); the partition
+    # epoch is not in Metadata, so the one that is not refused as stale is the current one.
+    for partition_epoch in range(10):
+        r = controller_rpc(c.quorum_ports[ctl], {"AlterPartition": {
+            "broker_id": other, "broker_epoch": broker_epoch(c, other), "topic_id": topic_id, "partition": 0,
+            "leader_epoch": d["leader_epoch"], "partition_epoch": partition_epoch,
+            "new_isr": [[other, -1], [ctl, -1], [preferred, broker_epoch(c, preferred)]]}})["Partition"]["result"]
+        if r.get("Err", {}).get("code") != 95:
+            break
+    assert "Ok" in r, r
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == preferred, timeout=20,
+               desc="the preferred replica leads again")
+    assert describe(c, ctl, t)[0]["leader_epoch"] == d["leader_epoch"] + 1
+
+
+def test_a_stopping_broker_leaves_every_isr_at_once(cluster_factory):
+    # Default session timeout (9 s): only the controlled shutdown can fence it this fast.
+    c = cluster_factory(extra_args=["--controller-quorum-election-timeout-ms", "500",
+                                    "--controller-quorum-fetch-timeout-ms", "1000"])
+    t = unique_topic("stop")
+    create(c.nodes[1].bootstrap, t, 3, rf=3)
+    ctl = c.controller()
+    victim = next(i for i in c.ids if i != ctl)
+    other = next(i for i in c.ids if i not in (ctl, victim))
+    wait_until(lambda: len(describe(c, other, t)) == 3, timeout=20, desc="topic on every node")
+    c.nodes[victim].stop()
+    start = time.monotonic()
+
+    def out():
+        md = c.metadata(other)
+        return all(victim not in p.isrs and p.leader != victim for p in md.topics[t].partitions.values())
+    wait_until(out, timeout=20, desc="the stopped broker out of every ISR")
+    assert time.monotonic() - start < 5
 
 
 def test_a_second_process_with_the_same_node_id_is_refused(cluster_factory, spate_bin, tmp_path):

@@ -113,8 +113,9 @@ pub struct PartitionRecord {
 }
 
 /// A partition's leader, leader epoch or ISR changed (Kafka's PartitionChangeRecord): a
-/// broker was fenced (its partitions lose their leader, -1 when no other replica may lead) or
-/// came back. The replicas do not change.
+/// broker was fenced (it leaves the ISRs, its partitions get another leader or none, -1) or
+/// came back, a leader changed its ISR (AlterPartition), or a preferred replica leads again
+/// (see `cluster::election`). The replicas do not change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionChangeRecord {
     pub topic_id: Uuid,
