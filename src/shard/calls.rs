@@ -156,6 +156,9 @@ pub struct ProduceItem {
     pub topic: String,
     pub partition: i32,
     pub batches: Vec<ProducedBatch>,
+    /// acks=all: refused (NOT_ENOUGH_REPLICAS, nothing appended) when the leader cannot count
+    /// on `min.insync.replicas` in-sync replicas.
+    pub acks_all: bool,
 }
 
 /// Where a produced partition's batches landed.

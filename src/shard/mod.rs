@@ -72,6 +72,7 @@ pub struct ShardStats {
 struct PendingWrite {
     batches: Vec<ProducedBatch>,
     log_append_time: bool,
+    acks_all: bool,
     answer: oneshot::Sender<Result<Written, KafkaError>>,
 }
 
@@ -562,6 +563,7 @@ impl Shard {
                     .push(PendingWrite {
                         batches: item.batches,
                         log_append_time: append_time,
+                        acks_all: item.acks_all,
                         answer: tx,
                     });
                 waits.push(rx);
@@ -951,6 +953,44 @@ impl Shard {
                     for w in writes {
                         let _ = w.answer.send(Err(KafkaError::NotLeaderOrFollower));
                     }
+                    continue;
+                }
+                // acks=all needs min.insync.replicas in-sync replicas that this leader can
+                // count on: followers it has not seen caught up for replica.lag.time.max.ms do
+                // not count, even while it cannot get the ISR shrink committed (cut off from
+                // the controller), so an isolated leader refuses rather than times out.
+                let writes: Vec<PendingWrite> = if matches!(part.role, partition::Role::Leader(_))
+                    && writes.iter().any(|w| w.acks_all)
+                {
+                    let min = self
+                        .topics
+                        .borrow()
+                        .get(&tp.0)
+                        .map_or(self.config.min_insync_replicas, |t| {
+                            self.min_insync_replicas(t)
+                        });
+                    let isr = part.isr_in_reach(
+                        self.config.node_id,
+                        std::time::Instant::now(),
+                        Duration::from_millis(self.config.replica_lag_time_max_ms),
+                    );
+                    writes
+                        .into_iter()
+                        .filter_map(|w| {
+                            if w.acks_all && (isr as i64) < i64::from(min) {
+                                let _ = w
+                                    .answer
+                                    .send(Err(KafkaError::NotEnoughReplicas { isr, min }));
+                                None
+                            } else {
+                                Some(w)
+                            }
+                        })
+                        .collect()
+                } else {
+                    writes
+                };
+                if writes.is_empty() {
                     continue;
                 }
                 // Every request of a partition has the topic's timestamp type.

@@ -400,6 +400,24 @@ impl Partition {
         Some(new)
     }
 
+    /// The in-sync replicas this leader can count on now: the ISR less the followers it has
+    /// not seen caught up for `lag_max` (whose removal it may be unable to get committed).
+    pub fn isr_in_reach(&self, me: i32, now: Instant, lag_max: Duration) -> usize {
+        let Role::Leader(l) = &self.role else {
+            return self.assignment.isr.len();
+        };
+        self.assignment
+            .isr
+            .iter()
+            .filter(|r| {
+                **r == me
+                    || l.followers
+                        .get(r)
+                        .is_some_and(|f| now.duration_since(f.last_caught_up) <= lag_max)
+            })
+            .count()
+    }
+
     /// An ISR change was refused or failed: the next check may propose again.
     pub fn isr_change_failed(&mut self) {
         if let Role::Leader(l) = &mut self.role {

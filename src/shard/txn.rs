@@ -304,6 +304,7 @@ impl Shard {
                         topic: m.topic.clone(),
                         partition: m.partition,
                         batches,
+                        acks_all: false,
                     });
                     slots.push(i);
                 }

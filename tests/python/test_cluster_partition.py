@@ -97,6 +97,22 @@ class Net:
         """Node i loses its quorum link (its client link stays)."""
         ip("link", "set", self.quorum_veth[i], "down")
 
+    def isolate(self, i):
+        """Node i loses its quorum link and every path to the other nodes' client addresses
+        (replication), both ways, with blackhole routes; the test process still reaches it."""
+        self.cut(i)
+        for j in self.ids:
+            if j != i:
+                ip("-n", self.ns[i], "route", "add", "blackhole", f"{self.client_ip(j)}/32")
+                ip("-n", self.ns[j], "route", "add", "blackhole", f"{self.client_ip(i)}/32")
+
+    def rejoin(self, i):
+        for j in self.ids:
+            if j != i:
+                ip("-n", self.ns[i], "route", "del", "blackhole", f"{self.client_ip(j)}/32", check=False)
+                ip("-n", self.ns[j], "route", "del", "blackhole", f"{self.client_ip(i)}/32", check=False)
+        self.heal(i)
+
     def heal(self, i):
         ip("link", "set", self.quorum_veth[i], "up")
 
@@ -278,16 +294,18 @@ class NodeMetadata:
             self.brokers[bid] = (host, port)
         self.controller_id = r.i32()
         self.topics = {}  # {topic: {partition: leader}} (topics without an error)
+        self.isrs = {}  # {topic: {partition: [isr]}}
         for _ in range(r.i32()):
             err, name, _internal = r.i16(), r.string(), r.i8()
-            parts = {}
+            parts, isrs = {}, {}
             for _ in range(r.i32()):
                 _perr, idx, leader = r.i16(), r.i32(), r.i32()
                 r.array(r.i32)
-                r.array(r.i32)
+                isrs[idx] = sorted(r.array(r.i32))
                 parts[idx] = leader
             if err == 0:
                 self.topics[name] = parts
+                self.isrs[name] = isrs
 
 
 def raw_create_topic(node, name):
@@ -427,3 +445,83 @@ def test_a_partitioned_controller_loses_the_quorum_and_all_nodes_agree_after_hea
     nodes[victim].stop(timeout=30)
     print(f"cut-off node {victim} exited 0 {time.monotonic() - t_stop:.1f}s after SIGTERM; "
           f"whole test {time.monotonic() - started:.1f}s")
+
+
+NOT_ENOUGH_REPLICAS = 19
+
+
+def test_an_isolated_leader_refuses_acks_all_and_loses_nothing_after_healing(net, ns_cluster):
+    """The leader of a min.insync.replicas=2 partition is cut off from the other brokers (quorum
+    and replication) while clients still reach it: it answers NOT_ENOUGH_REPLICAS to acks=all
+    once its followers are past replica.lag.time.max.ms, the majority elects a new leader that
+    takes writes, and after healing nothing acknowledged is lost and the replicas agree."""
+    from confluent_kafka import Producer
+    from jepsen import compare_replicas, read_all
+    from kafkautil import COMMON
+    from test_replication import produce_answers, produce_frames
+    nodes = ns_cluster
+    ids = net.ids
+    for i in ids:
+        nodes[i].extra_args += ["--replica-lag-time-max-ms", "2000"]
+    for b in nodes.values():
+        b.start()
+    wait_until(lambda: all(sorted(metadata(nodes[i]).brokers) == ids for i in ids), timeout=40,
+               desc="3 brokers in every node's metadata")
+    t = unique_topic("isolated")
+    boot = ",".join(nodes[i].bootstrap for i in ids)
+
+    def made():
+        try:
+            create(boot, t, 1, rf=3, config={"min.insync.replicas": "2"}, timeout=8)
+        except KafkaException as e:
+            if e.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+        return True
+    wait_until(made, timeout=30, desc=f"CreateTopics {t}")
+    wait_until(lambda: metadata(nodes[ids[0]]).isrs.get(t, {}).get(0) == ids, timeout=30,
+               desc="a full ISR")
+    acked = {}
+
+    def produce(bootstrap, values):
+        p = Producer({"bootstrap.servers": bootstrap, **COMMON, "acks": "all", "enable.idempotence": False,
+                      "message.timeout.ms": 20000, "metadata.max.age.ms": 1000})
+        for v in values:
+            p.produce(t, value=v.encode(), partition=0,
+                      on_delivery=lambda err, m: err is None and acked.__setitem__(m.value().decode(), m.offset()))
+        assert p.flush(30) == 0
+    produce(boot, [f"before-{i}" for i in range(50)])
+    assert len(acked) == 50
+    leader = metadata(nodes[ids[0]]).topics[t][0]
+    majority = [i for i in ids if i != leader]
+
+    net.isolate(leader)
+    # The isolated leader: acks=all is refused (after the lag time; until then it may time out).
+    codes = []
+
+    def refused():
+        with socket.create_connection((nodes[leader].host, nodes[leader].port), timeout=30) as s:
+            s.sendall(produce_frames(t, 0, [f"isolated-{len(codes)}"], acks=-1))
+            codes.append(produce_answers(s, 1, timeout=30)[0][0])
+        return codes[-1] == NOT_ENOUGH_REPLICAS
+    isolated_at = time.monotonic()
+    wait_until(refused, timeout=40, interval=0.2, desc="NOT_ENOUGH_REPLICAS from the isolated leader")
+    print(f"isolated leader {leader}: answers {codes}, NOT_ENOUGH_REPLICAS "
+          f"{time.monotonic() - isolated_at:.1f}s after the cut")
+    assert all(c != 0 for c in codes), f"the isolated leader acknowledged an acks=all write: {codes}"
+    # The majority elects a new leader and takes writes.
+    wait_until(lambda: metadata(nodes[majority[0]]).topics[t][0] in majority, timeout=30,
+               desc="a new leader on the majority side")
+    produce(",".join(nodes[i].bootstrap for i in majority), [f"during-{i}" for i in range(50)])
+    assert len(acked) == 100
+
+    net.rejoin(leader)
+    wait_until(lambda: all(metadata(nodes[i]).isrs.get(t, {}).get(0) == ids for i in ids), timeout=60,
+               desc="the healed node back in the ISR")
+    final, ends = read_all(boot, t, 1)
+    by_offset = dict(final[0])
+    lost = [v for v, o in acked.items() if by_offset.get(o) != v]
+    assert not lost, f"acknowledged writes lost or moved: {lost[:10]}"
+    assert not any(v.startswith("isolated-") for v in by_offset.values())
+    dirs = {i: nodes[i].data_dir for i in ids}
+    wait_until(lambda: not compare_replicas(dirs, t, 0, ends[0]), timeout=30,
+               desc="the replicas identical below the high watermark")

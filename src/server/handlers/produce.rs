@@ -132,6 +132,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             topic: name.to_string(),
                             partition: p,
                             batches,
+                            acks_all: acks == -1,
                         },
                     ));
                     slots.push((p, Err(KafkaError::NotLeaderOrFollower)));
