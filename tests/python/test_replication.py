@@ -245,3 +245,30 @@ def test_a_zombie_leader_acknowledges_nothing_and_truncates(cluster_factory):
     appended = any(err == 0 for err, _ in answers_one)
     if appended:
         assert "truncated" in c.nodes[victim].log_text(), "the zombie's acks=1 writes were not truncated"
+
+
+def test_failover_within_five_seconds_with_the_default_settings(cluster_factory):
+    """RF 3, min.insync.replicas=2, default broker settings, a librdkafka producer with
+    metadata.max.age.ms=1000: after kill -9 of a broker that leads partitions (not the active
+    controller, whose loss adds a quorum election), every partition it led takes acknowledged
+    acks=all writes again within 5 s."""
+    c = cluster_factory(extra_args=[])
+    t = unique_topic("default")
+    create(c.bootstrap, t, 6, rf=3, config=RF3)
+    wait_until(lambda: all(len(v) == 3 for v in isr(c, t).values()), timeout=60, desc="full ISRs")
+    w = Workload(lambda: c.bootstrap, t, 6, rate=300).start()
+    w.wait_acked(600)
+    ctl = c.controller()
+    now = leaders(c, t)
+    victim = next(i for i in c.ids if i != ctl and i in now.values())
+    led = {p for p, leader in now.items() if leader == victim}
+    killed_at = time.monotonic()
+    c.nodes[victim].kill()
+    wait_until(lambda: set(w.acks_after(killed_at, led)) == led, timeout=30,
+               desc=f"acknowledged writes on partitions {led} after the kill")
+    failover = max(w.acks_after(killed_at, led).values()) - killed_at
+    print(f"failover of partitions {sorted(led)}: {failover:.2f}s")
+    w.stop()
+    final, _ = read_all(c.bootstrap, t, 6)
+    assert not check(w, final)
+    assert failover < 5.0, f"failover took {failover:.2f}s"
