@@ -512,3 +512,171 @@ impl Partition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::{split_produce_records, tests::batch};
+    use crate::storage::log::LogConfig;
+    use bytes::Bytes;
+
+    const CFG: LogConfig = LogConfig {
+        segment_bytes: 1 << 20,
+        segment_ms: None,
+        index_interval_bytes: 4096,
+    };
+    const ME: i32 = 1;
+
+    fn assignment(leader: i32, isr: &[i32], epoch: i32) -> PartitionAssignment {
+        PartitionAssignment {
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: 0,
+        }
+    }
+
+    /// A leader of replicas 1, 2, 3 with `records` one-record batches appended and flushed.
+    fn leader(dir: &std::path::Path, records: i64) -> Partition {
+        let log = PartitionLog::open(dir, "t", 0, CFG, false).unwrap();
+        let mut p = Partition::new(log, Some(assignment(ME, &[1, 2, 3], 5)), Some(0));
+        p.apply_assignment(ME, &assignment(ME, &[1, 2, 3], 5), Instant::now());
+        append(&mut p, records);
+        p
+    }
+
+    fn append(p: &mut Partition, records: i64) {
+        for i in 0..records {
+            let bytes = Bytes::from(batch(1000 + i, &[b"v"]));
+            let b = split_produce_records(&bytes, 1 << 20).unwrap();
+            let epoch = p.leader_epoch();
+            p.log.append(&b, epoch, None, 0).unwrap();
+            p.appended();
+        }
+        let job = p.log.begin_flush().unwrap();
+        let r = job.run();
+        p.log.finish_flush(job.target, &r);
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_isr_fetch_offset_and_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = leader(dir.path(), 10);
+        let now = Instant::now();
+        // Appended and synced, but no follower has fetched in this leadership.
+        assert!(!p.advance_high_watermark(ME, true));
+        assert_eq!(p.high_watermark(), 0);
+        p.follower_fetched(2, 7, 6, now);
+        assert!(
+            !p.advance_high_watermark(ME, true),
+            "member 3 has not fetched"
+        );
+        p.follower_fetched(3, 8, 4, now);
+        assert!(p.advance_high_watermark(ME, true));
+        assert_eq!(p.high_watermark(), 4);
+        // A follower that fetches from lower (it truncated) does not move the mark back.
+        p.follower_fetched(3, 8, 2, now);
+        assert!(!p.advance_high_watermark(ME, true));
+        assert_eq!(p.high_watermark(), 4);
+        p.follower_fetched(2, 7, 10, now);
+        p.follower_fetched(3, 8, 10, now);
+        assert!(p.advance_high_watermark(ME, true));
+        assert_eq!(p.high_watermark(), 10);
+        assert!(p.high_watermark_known(), "past the epoch start (0)");
+    }
+
+    #[test]
+    fn the_leader_counts_only_its_synced_end_unless_the_topic_flushes_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = leader(dir.path(), 4);
+        // Two more appended but not flushed.
+        for i in 0..2 {
+            let bytes = Bytes::from(batch(2000 + i, &[b"w"]));
+            let b = split_produce_records(&bytes, 1 << 20).unwrap();
+            p.log.append(&b, 5, None, 0).unwrap();
+        }
+        let now = Instant::now();
+        p.follower_fetched(2, 1, 6, now);
+        p.follower_fetched(3, 1, 6, now);
+        assert!(p.advance_high_watermark(ME, true));
+        assert_eq!(p.high_watermark(), 4, "synced end");
+        assert!(p.advance_high_watermark(ME, false));
+        assert_eq!(p.high_watermark(), 6, "log end (flush.ms/flush.messages)");
+    }
+
+    #[test]
+    fn a_caught_up_follower_is_proposed_for_the_isr_once_and_a_lagging_one_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+        let mut p = Partition::new(log, Some(assignment(ME, &[1, 2], 5)), Some(0));
+        let t0 = Instant::now();
+        p.apply_assignment(ME, &assignment(ME, &[1, 2], 5), t0);
+        append(&mut p, 5);
+        p.follower_fetched(2, 1, 5, t0);
+        assert!(p.advance_high_watermark(ME, true));
+        // Replica 3 behind the high watermark: not yet.
+        assert_eq!(p.follower_fetched(3, 9, 3, t0), None);
+        // Caught up: proposed with its broker epoch, once (the change is then in flight).
+        assert_eq!(p.follower_fetched(3, 9, 5, t0), Some(vec![1, 2, 3]));
+        assert_eq!(p.isr_with_epochs(&[1, 2, 3]), vec![(1, -1), (2, 1), (3, 9)]);
+        assert_eq!(p.follower_fetched(3, 9, 5, t0), None);
+        // While in flight, the high watermark waits for the maximal ISR (3 included).
+        append(&mut p, 2);
+        p.follower_fetched(2, 1, 7, t0);
+        assert!(!p.advance_high_watermark(ME, true));
+        // Applied: nothing pending; the next check may shrink.
+        p.apply_assignment(ME, &assignment(ME, &[1, 2, 3], 5), t0);
+        assert!(matches!(&p.role, Role::Leader(l) if l.pending_isr.is_none()));
+        let lag = Duration::from_millis(100);
+        assert_eq!(
+            p.isr_to_shrink(ME, t0 + Duration::from_millis(50), lag),
+            None
+        );
+        // Replica 2 kept fetching the log end; replica 3 stopped at 5.
+        let later = t0 + Duration::from_millis(300);
+        p.follower_fetched(2, 1, 7, later);
+        assert_eq!(p.isr_in_reach(ME, later, lag), 2);
+        assert_eq!(p.isr_to_shrink(ME, later, lag), Some(vec![1, 2]));
+        assert_eq!(
+            p.isr_to_shrink(ME, later, lag),
+            None,
+            "one change at a time"
+        );
+        p.isr_change_failed();
+        assert_eq!(p.isr_to_shrink(ME, later, lag), Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_new_leadership_starts_over_and_hides_nothing_it_cannot_vouch_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = leader(dir.path(), 6);
+        let now = Instant::now();
+        p.follower_fetched(2, 1, 6, now);
+        p.follower_fetched(3, 1, 6, now);
+        assert!(p.advance_high_watermark(ME, true));
+        // Follower in epoch 6, then leader again in epoch 7 with more in its log.
+        p.apply_assignment(ME, &assignment(2, &[1, 2, 3], 6), now);
+        assert!(matches!(p.role, Role::Follower { leader: 2 }));
+        assert_eq!(p.leader_epoch(), 6);
+        p.follower_high_watermark(100);
+        assert_eq!(p.high_watermark(), 6, "capped at the log end");
+        // As a follower it got 3 more than the old leader's high watermark said.
+        append(&mut p, 3);
+        p.apply_assignment(ME, &assignment(ME, &[1, 2, 3], 7), now);
+        let Role::Leader(l) = &p.role else {
+            panic!("not leader")
+        };
+        assert_eq!(l.epoch_start_offset, 9);
+        assert!(l.followers.values().all(|f| f.fetch_offset == -1));
+        // Until its followers confirm what it had when elected, consumers are told to wait.
+        assert!(!p.high_watermark_known());
+        p.follower_fetched(2, 1, 9, now);
+        p.follower_fetched(3, 1, 9, now);
+        assert!(p.advance_high_watermark(ME, true));
+        assert!(p.high_watermark_known());
+        // Offline when the metadata names no leader, or not this broker among the replicas.
+        p.apply_assignment(ME, &assignment(-1, &[1], 8), now);
+        assert!(matches!(p.role, Role::Offline));
+    }
+}
