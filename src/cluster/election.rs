@@ -18,8 +18,6 @@
 
 use std::collections::BTreeMap;
 
-use uuid::Uuid;
-
 use crate::error::KafkaError;
 use crate::storage::metadata::image::{BrokerImage, MetadataImage, TopicImage};
 use crate::storage::metadata::record::{
@@ -39,6 +37,28 @@ pub struct UncleanElection {
 pub struct Elected {
     pub records: Vec<MetadataRecord>,
     pub unclean: Vec<UncleanElection>,
+}
+
+impl Elected {
+    /// Adds the change that gives `p` of `topic` this leader and ISR, noting an unclean
+    /// election.
+    fn push(
+        &mut self,
+        topic: &TopicImage,
+        p: &PartitionRecord,
+        leader: i32,
+        isr: Vec<i32>,
+        unclean: bool,
+    ) {
+        if unclean {
+            self.unclean.push(UncleanElection {
+                topic: topic.name.clone(),
+                partition: p.partition,
+                leader,
+            });
+        }
+        self.records.push(change(topic, p, leader, isr));
+    }
 }
 
 /// Whether `broker` serves: registered and not fenced.
@@ -115,14 +135,7 @@ pub fn fence_records(image: &MetadataImage, broker: i32, unclean_default: bool) 
             if leader == p.leader && isr == p.isr {
                 continue;
             }
-            if was_unclean {
-                out.unclean.push(UncleanElection {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    leader,
-                });
-            }
-            out.records.push(change(t, p, leader, isr));
+            out.push(t, p, leader, isr, was_unclean);
         }
     }
     out
@@ -146,14 +159,7 @@ pub fn unfence_records(image: &MetadataImage, broker: i32, unclean_default: bool
             if leader < 0 {
                 continue;
             }
-            if was_unclean {
-                out.unclean.push(UncleanElection {
-                    topic: t.name.clone(),
-                    partition: p.partition,
-                    leader,
-                });
-            }
-            out.records.push(change(t, p, leader, isr));
+            out.push(t, p, leader, isr, was_unclean);
         }
     }
     out
@@ -178,20 +184,7 @@ pub fn preferred_leader_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     out
 }
 
-/// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IsrChange {
-    /// The sender (the partition's leader) and its registration epoch.
-    pub broker_id: i32,
-    pub broker_epoch: i64,
-    pub topic_id: Uuid,
-    pub partition: i32,
-    /// The leader and partition epochs the sender's state is based on.
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    /// The new ISR: (broker, its registration epoch, or -1 not to check it).
-    pub new_isr: Vec<(i32, i64)>,
-}
+pub use super::wire::IsrChange;
 
 /// What the controller does with an [`IsrChange`] that is valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -336,6 +329,7 @@ mod tests {
     use crate::storage::metadata::record::{
         BrokerFenceRecord, ConfigRecord, RegisterBrokerRecord, TopicRecord,
     };
+    use uuid::Uuid;
 
     const T: Uuid = Uuid::from_u128(7);
 

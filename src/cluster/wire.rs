@@ -124,19 +124,23 @@ pub enum Request {
     },
     /// A partition's leader changes its ISR (Kafka's AlterPartition, one partition): checked
     /// against the controller's image (see `cluster::election::alter_isr`), then written.
-    AlterPartition {
-        /// The sender (the partition's leader) and its registration epoch.
-        broker_id: i32,
-        broker_epoch: i64,
-        topic_id: uuid::Uuid,
-        partition: i32,
-        /// The leader and partition epochs the sender's state is based on.
-        leader_epoch: i32,
-        partition_epoch: i32,
-        /// (broker, its registration epoch or -1): the epoch keeps an older incarnation of a
-        /// follower out of the ISR (KIP-903).
-        new_isr: Vec<(i32, i64)>,
-    },
+    AlterPartition(IsrChange),
+}
+
+/// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrChange {
+    /// The sender (the partition's leader) and its registration epoch.
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    /// The leader and partition epochs the sender's state is based on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The new ISR: (broker, its registration epoch, or -1 not to check it); the epoch keeps
+    /// an older incarnation of a follower out of the ISR (KIP-903).
+    pub new_isr: Vec<(i32, i64)>,
 }
 
 /// An error as it travels: the Kafka code and the message.
@@ -299,7 +303,7 @@ mod tests {
         assert_eq!(f[4], KIND_REQUEST);
         assert_eq!(&f[5..9], &7u32.to_be_bytes());
         assert!(decode::<Request>(b"{\"Nope\":1}").is_err());
-        let r = Request::AlterPartition {
+        let r = Request::AlterPartition(IsrChange {
             broker_id: 1,
             broker_epoch: 4,
             topic_id: uuid::Uuid::from_u128(3),
@@ -307,7 +311,7 @@ mod tests {
             leader_epoch: 5,
             partition_epoch: 6,
             new_isr: vec![(1, 4), (2, -1)],
-        };
+        });
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
         let a = Response::Partition {
             result: Err(WireError {

@@ -226,15 +226,7 @@ impl Controller {
             partition_epoch: change.partition_epoch,
             new_isr: change.new_isr,
         };
-        let wire_req = Request::AlterPartition {
-            broker_id: req.broker_id,
-            broker_epoch: req.broker_epoch,
-            topic_id: req.topic_id,
-            partition: req.partition,
-            leader_epoch: req.leader_epoch,
-            partition_epoch: req.partition_epoch,
-            new_isr: req.new_isr.clone(),
-        };
+        let wire_req = Request::AlterPartition(req.clone());
         match q.forward(&wire_req).await? {
             // This node is the active controller: committed and applied here when answered.
             None => self.alter_isr(&q, req).await.map(Into::into),

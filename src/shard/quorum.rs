@@ -823,32 +823,13 @@ impl Quorum {
                 Ok((first, count)) => Response::ProducerIds { first, count },
                 Err(e) => Response::Error(WireError::from(&e)),
             },
-            Request::AlterPartition {
-                broker_id,
-                broker_epoch,
-                topic_id,
-                partition,
-                leader_epoch,
-                partition_epoch,
-                new_isr,
-            } => {
-                let change = crate::cluster::election::IsrChange {
-                    broker_id,
-                    broker_epoch,
-                    topic_id,
-                    partition,
-                    leader_epoch,
-                    partition_epoch,
-                    new_isr,
-                };
-                Response::Partition {
-                    result: ctl
-                        .alter_isr(self, change)
-                        .await
-                        .map_err(|e| WireError::from(&e)),
-                    applied: self.applied(),
-                }
-            }
+            Request::AlterPartition(change) => Response::Partition {
+                result: ctl
+                    .alter_isr(self, change)
+                    .await
+                    .map_err(|e| WireError::from(&e)),
+                applied: self.applied(),
+            },
             Request::CreatePartitions {
                 context,
                 topics,

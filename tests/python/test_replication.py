@@ -37,6 +37,17 @@ def wait_full_isr(c, topic, timeout=60.0):
                desc=f"every partition of {topic} with a full ISR")
 
 
+def loaded(c, prefix, acked, idempotent=False):
+    """A new RF 3 topic (min.insync.replicas=2) with full ISRs, under a steady acks=all load that
+    has `acked` acknowledged writes already."""
+    t = unique_topic(prefix)
+    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
+    wait_full_isr(c, t)
+    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300, idempotent=idempotent).start()
+    w.wait_acked(acked)
+    return t, w
+
+
 def finish(c, w, topic, idempotent=False):
     """Stops the load, waits for a full ISR, reads everything and checks it; then compares the
     replicas' logs below the high watermark."""
@@ -86,11 +97,7 @@ def test_replicas_hold_the_same_bytes_and_acks_all_needs_the_isr(cluster_factory
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
 def test_kill_the_leader_under_load(cluster_factory, idempotent):
     c = cluster_factory()
-    t = unique_topic("kill")
-    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
-    wait_full_isr(c, t)
-    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300, idempotent=idempotent).start()
-    w.wait_acked(300)
+    t, w = loaded(c, "kill", 300, idempotent=idempotent)
     victim = leaders(c, t)[0]
     led = {p for p, leader in leaders(c, t).items() if leader == victim}
     killed_at = time.monotonic()
@@ -110,11 +117,7 @@ def test_kill_the_leader_under_load(cluster_factory, idempotent):
 
 def test_sigstop_of_the_leader_then_sigcont(cluster_factory):
     c = cluster_factory()
-    t = unique_topic("stop")
-    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
-    wait_full_isr(c, t)
-    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300).start()
-    w.wait_acked(300)
+    t, w = loaded(c, "stop", 300)
     victim = leaders(c, t)[0]
     others = [i for i in c.ids if i != victim]
     c.nodes[victim].proc.send_signal(signal.SIGSTOP)
@@ -131,11 +134,7 @@ def test_sigstop_of_the_leader_then_sigcont(cluster_factory):
 
 def test_kill_all_brokers_at_once_under_load(cluster_factory):
     c = cluster_factory()
-    t = unique_topic("all")
-    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
-    wait_full_isr(c, t)
-    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300).start()
-    w.wait_acked(600)
+    t, w = loaded(c, "all", 600)
     for b in c.nodes.values():
         b.kill()
     acked_before = dict(w.acked)
@@ -152,11 +151,7 @@ def test_kill_all_brokers_at_once_under_load(cluster_factory):
 
 def test_rolling_restart_under_load(cluster_factory):
     c = cluster_factory()
-    t = unique_topic("roll")
-    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
-    wait_full_isr(c, t)
-    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300).start()
-    w.wait_acked(300)
+    t, w = loaded(c, "roll", 300)
     for i in c.ids:
         c.nodes[i].restart()
         wait_full_isr(c, t)
@@ -212,11 +207,7 @@ def test_a_zombie_leader_acknowledges_nothing_and_truncates(cluster_factory):
     and acks=1) are handled after SIGCONT, when another broker leads: no acks=all write of the
     zombie is acknowledged, whatever it appended is truncated, and the replicas end identical."""
     c = cluster_factory()
-    t = unique_topic("zombie")
-    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
-    wait_full_isr(c, t)
-    w = Workload(lambda: c.bootstrap, t, PARTITIONS, rate=300).start()
-    w.wait_acked(300)
+    t, w = loaded(c, "zombie", 300)
     victim = leaders(c, t)[0]
     others = [i for i in c.ids if i != victim]
     zombie_all = [f"zombie-all-{i}" for i in range(5)]
