@@ -25,6 +25,7 @@ import importlib.util
 import json
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -95,7 +96,8 @@ def wait(cond, timeout, what):
 
 def create(boot, name, partitions, rf, config=None):
     from confluent_kafka.admin import NewTopic
-    admin(boot).create_topics([NewTopic(name, partitions, rf, config=config or {})])[name].result(timeout=30)
+    a = admin(boot)  # kept alive until the future is done
+    a.create_topics([NewTopic(name, partitions, rf, config=config or {})])[name].result(timeout=30)
     wait(lambda: full_isr(boot, name, partitions, rf), 60, f"{name} with full ISRs")
 
 
@@ -161,13 +163,16 @@ def failover(spate, kills):
                           "retry.backoff.max.ms": 200, "log_level": 0})
 
             def report(err, m):
+                # Counted by when the write was produced: an ack after the kill of a write
+                # produced before it may have come from the old leader.
                 if err is None:
                     with lock:
-                        acks.append((m.partition(), time.monotonic()))
+                        acks.append((m.partition(), float(m.value()[:20]), time.monotonic()))
             n = 0
             while not stop.is_set():
                 try:
-                    p.produce("fo", value=b"x" * 100, partition=n % 6, on_delivery=report)
+                    p.produce("fo", value=b"%20.6f" % time.monotonic() + b"x" * 80, partition=n % 6,
+                              on_delivery=report)
                     n += 1
                 except BufferError:
                     pass
@@ -189,11 +194,14 @@ def failover(spate, kills):
 
             def back():
                 with lock:
-                    seen = {p for p, t in acks if t > t0}
+                    seen = {p for p, made, _ in acks if made > t0}
                 return led <= seen
             wait(back, 60, "writes acknowledged on every partition the victim led")
             with lock:
-                firsts = {p: min(t for q, t in acks if q == p and t > t0) for p in led}
+                firsts = {p: min(at for q, made, at in acks if q == p and made > t0) for p in led}
+            # From the kill to the first acknowledgement, on each partition the victim led, of a
+            # write produced after the kill (an ack of an earlier write may come from the old
+            # leader just before it died).
             took = max(firsts.values()) - t0
             out["controller" if victim == ctl else "not_controller"].append(round(took, 2))
             print(json.dumps({"kill": k, "victim": victim, "was_controller": victim == ctl,
@@ -224,13 +232,15 @@ def catchup(spate, rdk_bin, mib):
         n = mib * 1024
         compare.rdk(rdk_bin, ["-P", "-t", "cu", "-b", boot, "-s", "1024", "-c", str(n), "-a", "-1",
                               "-X", "enable.idempotence=false"], 900)
-        t0 = time.monotonic()
         follower.start()
+        wait(lambda: socket.create_connection(("127.0.0.1", follower.port), timeout=1).close() is None, 60,
+             "the follower listening")
+        t0 = time.monotonic()
         wait(lambda: full_isr(boot, "cu", 1, 3), 600, "the follower back in the ISR")
         took = time.monotonic() - t0
         return {"mib": mib, "seconds": round(took, 2), "mib_s": round(mib / took, 1),
                 "share_of_loopback": round(mib * MIB / 1e6 / took / LOOPBACK_MB_S, 3),
-                "note": "from the follower's start (process start included) to a full ISR"}
+                "note": "from the follower's listener being up to a full ISR (the leader's next ISR check included)"}
     finally:
         for nd in nodes:
             nd.kill()

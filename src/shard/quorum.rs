@@ -78,6 +78,11 @@ struct Peer {
     queued: Cell<usize>,
     pending: RefCell<HashMap<u32, oneshot::Sender<Response>>>,
     next_corr: Cell<u32>,
+    /// Since when connecting to the peer is refused (nothing listens on its controller port:
+    /// the process is gone), None while it connects or fails otherwise (a cut link times out
+    /// instead). The active controller fences such a broker without waiting for its session
+    /// to expire.
+    refused_since: Cell<Option<Instant>>,
 }
 
 /// Outgoing connections to the voters, by node id.
@@ -101,6 +106,7 @@ impl Peers {
                         queued: Cell::new(0),
                         pending: RefCell::new(HashMap::new()),
                         next_corr: Cell::new(1),
+                        refused_since: Cell::new(None),
                     }),
                 )
             })
@@ -169,6 +175,12 @@ async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
             Ok(s) => s,
             Err(e) => {
                 *peer.queue.borrow_mut() = None;
+                let refused = matches!(&e, glommio::GlommioError::IoError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
+                if !refused {
+                    peer.refused_since.set(None);
+                } else if peer.refused_since.get().is_none() {
+                    peer.refused_since.set(Some(Instant::now()));
+                }
                 tracing::debug!(node = peer.node, addr = %peer.addr, error = %e, "quorum peer not reachable; retrying");
                 glommio::timer::sleep(Duration::from_millis(backoff)).await;
                 backoff = (backoff * 2).min(1000);
@@ -176,6 +188,7 @@ async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
             }
         };
         backoff = 50;
+        peer.refused_since.set(None);
         let _ = stream.set_nodelay(true);
         tracing::debug!(node = peer.node, addr = %peer.addr, "connected to quorum peer");
         let (mut reader, mut writer) = futures_lite::io::split(stream);
@@ -597,6 +610,14 @@ impl Quorum {
             glommio::timer::sleep(Duration::from_millis(RPC_TIMEOUT_MS)).await;
         })
         .await;
+    }
+
+    /// Since when `node`'s controller port refuses connections (see [`Peer`]), for a voter.
+    pub fn refused_since(&self, node: i32) -> Option<Instant> {
+        self.peers
+            .peers
+            .get(&node)
+            .and_then(|p| p.refused_since.get())
     }
 
     pub fn last_heartbeat(&self, broker: i32) -> Option<Instant> {

@@ -10,7 +10,10 @@
 //!   (one group flush per partition, all partitions at once), and only then is the next Fetch
 //!   sent, at the synced end: so a leader never counts a follower for data a power loss could
 //!   take from it. Topics that flush in the background (`flush.ms`/`flush.messages`) fetch
-//!   from the log end instead, as Kafka does.
+//!   from the log end instead, as Kafka does. A follower still below the leader's high
+//!   watermark (catching up) skips the per-Fetch flush: its fetch offset cannot count toward the
+//!   high watermark or an ISR expansion until it reaches the high watermark, and the Fetch that
+//!   does is preceded by a flush.
 //! - **Divergence.** Each Fetch carries the epoch of the follower's last batch; a leader whose
 //!   log has that epoch end earlier answers the diverging epoch and end offset instead of
 //!   data, and the follower truncates there (never below what it knows is committed) before
@@ -594,7 +597,14 @@ impl Shard {
                     match append_fetched(part, records, &self.stats) {
                         Ok((Some(last), job)) => {
                             jobs.extend(job);
-                            flush.push((tp.clone(), last));
+                            // Still below the leader's high watermark: this replica's fetch
+                            // offset cannot count yet (the high watermark is already past it,
+                            // and an ISR expansion needs it at the high watermark), so the
+                            // catch-up goes on without a flush per Fetch. The Fetch that
+                            // reaches the high watermark is preceded by a flush of everything.
+                            if last + 1 >= pr.high_watermark {
+                                flush.push((tp.clone(), last));
+                            }
                         }
                         Ok((None, job)) => jobs.extend(job),
                         Err(e) => {
