@@ -66,6 +66,7 @@ fn change(topic: &TopicImage, p: &PartitionRecord, leader: i32, isr: Vec<i32>) -
             p.leader_epoch + 1
         },
         isr,
+        ..Default::default()
     })
 }
 
@@ -279,6 +280,7 @@ pub fn alter_isr(image: &MetadataImage, req: &IsrChange) -> Result<IsrDecision, 
         leader: p.leader,
         leader_epoch: p.leader_epoch,
         isr,
+        ..Default::default()
     }))
 }
 
@@ -375,6 +377,7 @@ mod tests {
                 leader: *leader,
                 leader_epoch: *epoch,
                 partition_epoch: 3,
+                ..Default::default()
             }));
         }
         let mut img = MetadataImage::default();
@@ -399,6 +402,7 @@ mod tests {
             leader,
             leader_epoch,
             isr: isr.to_vec(),
+            ..Default::default()
         })
     }
 
@@ -555,6 +559,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 partition_epoch: 3,
+                ..Default::default()
             }))
         );
         // Grow and shrink keep the leader epoch.
@@ -566,6 +571,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 isr: vec![1, 2, 3],
+                ..Default::default()
             }))
         );
         assert_eq!(
@@ -576,6 +582,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 isr: vec![1],
+                ..Default::default()
             }))
         );
     }

@@ -137,6 +137,19 @@ pub enum Request {
         /// follower out of the ISR (KIP-903).
         new_isr: Vec<(i32, i64)>,
     },
+    /// Partition reassignments (KIP-455): (topic, partition, target replicas; None cancels
+    /// the one in progress). One answer per item.
+    AlterReassignments {
+        context: Forwarded,
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+    /// Leader elections on request (KIP-460): preferred, or `unclean`. One answer per
+    /// partition.
+    ElectLeaders {
+        context: Forwarded,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 /// An error as it travels: the Kafka code and the message.
@@ -225,6 +238,10 @@ pub struct PartitionState {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    #[serde(default)]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default)]
+    pub removing_replicas: Vec<i32>,
 }
 
 impl From<PartitionState> for crate::storage::catalog::PartitionAssignment {
@@ -235,6 +252,8 @@ impl From<PartitionState> for crate::storage::catalog::PartitionAssignment {
             leader: s.leader,
             leader_epoch: s.leader_epoch,
             partition_epoch: s.partition_epoch,
+            adding_replicas: s.adding_replicas,
+            removing_replicas: s.removing_replicas,
         }
     }
 }
@@ -247,6 +266,8 @@ impl From<&crate::storage::metadata::record::PartitionRecord> for PartitionState
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         }
     }
 }

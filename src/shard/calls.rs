@@ -78,6 +78,9 @@ shard_messages!(
     TopicChanged,
     ClusterChanged,
     CreatePartitions,
+    AlterReassignments,
+    ListReassignments,
+    ElectLeaders,
     QuorumStatus,
     CreateTopics,
     DeleteTopics,
@@ -286,6 +289,44 @@ pub struct CreatePartitions {
 call!(CreatePartitions -> Answers<()>, |c, shard| match &shard.controller {
     Some(ctl) => ctl.create_partitions(&shard, c.topics, c.validate_only, c.context).await,
     None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// To the controller: start or cancel partition reassignments: (topic, partition, target
+/// replicas; None cancels).
+#[derive(Debug)]
+pub struct AlterReassignments {
+    pub items: Vec<(String, i32, Option<Vec<i32>>)>,
+    pub context: wire::Forwarded,
+}
+call!(AlterReassignments -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_reassignments(c.items, c.context).await,
+    None => c.items.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// To the controller shard: the reassignments in progress, as this node's metadata has them,
+/// of the given topics and partitions (all, when None).
+#[derive(Debug)]
+pub struct ListReassignments(pub Option<Vec<(String, Vec<i32>)>>);
+call!(ListReassignments -> Vec<crate::cluster::reassign::Ongoing>, |c, shard| match &shard.controller {
+    Some(ctl) => crate::cluster::reassign::ongoing(&ctl.image(), c.0.as_deref()),
+    None => Vec::new(),
+});
+
+/// To the controller: elect leaders (preferred, or `unclean`) of the given partitions (every
+/// partition, when None). Answered per partition, in order.
+#[derive(Debug)]
+pub struct ElectLeaders {
+    pub unclean: bool,
+    pub partitions: Option<Vec<(String, i32)>>,
+    pub context: wire::Forwarded,
+}
+call!(ElectLeaders -> Vec<((String, i32), Result<(), KafkaError>)>, |c, shard| match &shard.controller {
+    Some(ctl) => {
+        let partitions = c.partitions.unwrap_or_else(|| ctl.all_partitions());
+        let answers = ctl.elect_leaders(c.unclean, partitions.clone(), c.context).await;
+        partitions.into_iter().zip(answers).collect()
+    }
+    None => Vec::new(),
 });
 
 /// To the controller: the metadata quorum as its leader sees it. On one node there is no

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::cluster::election::{self, IsrChange, IsrDecision, UncleanElection};
+use crate::cluster::reassign;
 use crate::cluster::wire::{self, PartitionState, Request, Response};
 use crate::error::KafkaError;
 use crate::log_limit::LogKind;
@@ -268,13 +269,18 @@ impl Controller {
                 self.persist(vec![MetadataRecord::PartitionChange(record)])
                     .await?;
                 tracing::info!(broker = req.broker_id, topic_id = %req.topic_id, partition = req.partition, ?isr, "ISR changed");
-                let image = self.image.borrow();
-                image
-                    .topics()
-                    .find(|t| t.topic_id == req.topic_id)
-                    .and_then(|t| t.partitions.get(&req.partition))
-                    .map(PartitionState::from)
-                    .ok_or(KafkaError::UnknownTopicOrPartition)
+                // The replica a reassignment waited for may be in sync now.
+                let state = {
+                    let image = self.image.borrow();
+                    image
+                        .topics()
+                        .find(|t| t.topic_id == req.topic_id)
+                        .and_then(|t| t.partitions.get(&req.partition))
+                        .map(PartitionState::from)
+                        .ok_or(KafkaError::UnknownTopicOrPartition)
+                };
+                self.complete_reassignments().await;
+                state
             }
         }
     }
@@ -415,6 +421,7 @@ impl Controller {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 })
                 .collect(),
         );
@@ -803,6 +810,7 @@ impl Controller {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 })
             })
             .collect())
@@ -1037,7 +1045,8 @@ impl Controller {
             std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds);
         let rebalance = config.auto_leader_rebalance_enable
             && now.duration_since(self.last_rebalance.get().unwrap_or(since)) >= rebalance_every;
-        if !needs_id && expired.is_empty() && !rebalance {
+        let completions = !reassign::completion_records(&self.image.borrow()).is_empty();
+        if !needs_id && expired.is_empty() && !rebalance && !completions {
             return;
         }
         let _permit = self.begin_change(Some(q)).await;
@@ -1061,6 +1070,7 @@ impl Controller {
                 Err(e) => tracing::warn!(broker, error = %e, "could not fence a broker"),
             }
         }
+        self.complete_reassignments().await;
         if rebalance {
             self.last_rebalance.set(Some(now));
             let records = election::preferred_leader_records(&self.image.borrow());
@@ -1077,6 +1087,145 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Completes the reassignments whose adding replicas are all in the ISR now (see
+    /// [`reassign::completion_records`]), one change each. Called with the change permit held.
+    async fn complete_reassignments(&self) {
+        let records = reassign::completion_records(&self.image.borrow());
+        for r in records {
+            let what = match &r {
+                MetadataRecord::PartitionChange(c) => (c.topic_id, c.partition, c.replicas.clone()),
+                _ => continue,
+            };
+            match self.persist(vec![r]).await {
+                Ok(()) => {
+                    tracing::info!(topic_id = %what.0, partition = what.1, replicas = ?what.2, "partition reassignment completed")
+                }
+                Err(e) => {
+                    tracing::warn!(topic_id = %what.0, partition = what.1, error = %e, "could not complete a partition reassignment")
+                }
+            }
+        }
+    }
+
+    /// AlterPartitionReassignments: starts (target given) or cancels (None) the reassignment
+    /// of each partition, one change each (see [`reassign::reassign`]). A one-node broker
+    /// has no other broker to move a replica to.
+    pub async fn alter_reassignments(
+        &self,
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), items.len(), || Request::AlterReassignments {
+                context: context.clone(),
+                items: items.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let mut out = Vec::with_capacity(items.len());
+        for (topic, partition, target) in items {
+            if q.is_none() {
+                out.push(Err(KafkaError::InvalidReplicaAssignment(
+                    "a one-node broker (no --voters) has no other broker to move replicas to"
+                        .into(),
+                )));
+                continue;
+            }
+            let record = match reassign::reassign(
+                &self.image.borrow(),
+                &topic,
+                partition,
+                target.as_deref(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let Some(record) = record else {
+                out.push(Ok(()));
+                continue;
+            };
+            match self.persist(vec![record]).await {
+                Ok(()) => {
+                    tracing::info!(topic = %topic, partition, target = ?target, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "partition reassignment {}", if target.is_some() { "started" } else { "cancelled" });
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
+    }
+
+    /// Every partition of every topic, for an ElectLeaders without a list.
+    pub fn all_partitions(&self) -> Vec<(String, i32)> {
+        self.image
+            .borrow()
+            .topics()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+            .collect()
+    }
+
+    /// ElectLeaders: a preferred (or unclean) election of each partition, one change each
+    /// (see [`reassign::elect_leader`]). Unclean elections are logged and counted like the
+    /// controller's own.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), partitions.len(), || Request::ElectLeaders {
+                context: context.clone(),
+                unclean,
+                partitions: partitions.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let kind = if unclean {
+            reassign::ElectionType::Unclean
+        } else {
+            reassign::ElectionType::Preferred
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            if q.is_none() {
+                // One node: it leads every partition already.
+                out.push(Err(KafkaError::ElectionNotNeeded(
+                    "a one-node broker leads every partition".into(),
+                )));
+                continue;
+            }
+            let elected = reassign::elect_leader(&self.image.borrow(), &topic, partition, kind);
+            let (record, was_unclean) = match elected {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            match self.persist(vec![record]).await {
+                Ok(()) => {
+                    self.note_unclean(was_unclean.as_slice());
+                    tracing::info!(topic = %topic, partition, unclean, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "leader elected on request");
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
     }
 
     /// Forgets leader-only state when this node stops being the active controller.

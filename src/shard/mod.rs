@@ -863,11 +863,60 @@ impl Shard {
             }
         }
         let name = meta.name.clone();
+        let gone: Vec<i32> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, p)| *t == name && !self.holds_replica(&meta, *p))
+            .map(|(_, p)| *p)
+            .collect();
         self.topic_config_changed(meta)?;
         self.assign_partitions_of(&name);
+        let dropped = self.drop_partitions(&name, &gone).await;
         opened
             .map(drop)
             .map_err(|e| KafkaError::Storage(e.to_string()))
+            .and(dropped)
+    }
+
+    /// Partitions of `topic` this node no longer holds a replica of (a reassignment moved
+    /// them away): stop following, wake their waiters (they look again and find the partition
+    /// gone), close the logs and delete their directories on the blocking pool, since
+    /// unlinking a partition's files can wait on the disk.
+    async fn drop_partitions(&self, topic: &str, partitions: &[i32]) -> Result<(), KafkaError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut dirs = Vec::with_capacity(partitions.len());
+        for &p in partitions {
+            let tp = (topic.to_string(), p);
+            self.unfollow(&tp);
+            let removed = self.partitions.borrow_mut().remove(&tp);
+            if let Some(mut part) = removed {
+                part.wake_waiters();
+                drop(part);
+                tracing::info!(topic = %topic, partition = p, shard = self.id, "replica removed from this broker: partition closed and its directory deleted");
+                dirs.push((p, partition_dir(&self.config.data_dir, topic, p)));
+            }
+        }
+        self.wake_all_fetches();
+        let failed = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.into_iter()
+                    .filter_map(|(p, dir)| match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => None,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(e) => Some((p, e.to_string())),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let mut result = Ok(());
+        for (p, e) in failed {
+            tracing::error!(topic = %topic, partition = p, error = %e, "could not delete the files of a partition moved away");
+            result = Err(KafkaError::Storage(e));
+        }
+        result
     }
 
     /// A topic's configs changed: recache it and apply the new settings to its open logs.

@@ -134,6 +134,10 @@ pub struct PartitionAssignment {
     /// Bumped by every change of the partition's leader or ISR (Kafka's partition epoch): an
     /// AlterPartition carrying another is stale.
     pub partition_epoch: i32,
+    /// A reassignment in progress (KIP-455): replicas catching up to join, and replicas that
+    /// leave when it completes; `replicas` holds both meanwhile.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
