@@ -27,6 +27,7 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode =
         Self::of(ResponseError::UnknownTopicOrPartition);
     pub const LEADER_NOT_AVAILABLE: ErrorCode = Self::of(ResponseError::LeaderNotAvailable);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = Self::of(ResponseError::ElectionNotNeeded);
     pub const UNSUPPORTED_ENDPOINT_TYPE: ErrorCode =
         Self::of(ResponseError::UnsupportedEndpointType);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = Self::of(ResponseError::NotLeaderOrFollower);
