@@ -70,6 +70,9 @@ pub struct TopicSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChange {
     pub topic: String,
+    /// A dynamic broker config change: `topic` is the broker id (empty: the default).
+    #[serde(default)]
+    pub broker: bool,
     pub replace: bool,
     pub ops: Vec<(String, Option<String>)>,
 }

@@ -429,6 +429,19 @@ async fn shard_main(
                 .await;
                 shard.shrink_isrs();
                 shard.checkpoint_high_watermarks(false).await;
+                // The dynamic broker configs may have changed the throttle rates.
+                if let Ok((leader, follower)) = shard
+                    .call(
+                        crate::placement::CONTROLLER_SHARD,
+                        crate::shard::calls::ThrottleRates,
+                    )
+                    .await
+                {
+                    shard.set_throttle_rates(
+                        leader.or(shard.config.leader_replication_throttled_rate),
+                        follower.or(shard.config.follower_replication_throttled_rate),
+                    );
+                }
             }
         })
     });

@@ -101,6 +101,7 @@ shard_messages!(
     ConsumerGroupDescribe,
     AllocateProducerIds,
     AlterPartition,
+    ThrottleRates,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -412,7 +413,10 @@ call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
 /// A change to one topic's configs.
 #[derive(Clone, Debug)]
 pub struct AlterTopicConfig {
+    /// The topic, or with `broker` the broker id (empty: every broker's default).
     pub topic: String,
+    /// A dynamic broker config change (only the replication throttle rates can change).
+    pub broker: bool,
     /// Start from no configs at all (AlterConfigs replaces the whole set) instead of the
     /// topic's current ones.
     pub replace: bool,
@@ -454,6 +458,7 @@ impl From<&AlterTopicConfig> for wire::ConfigChange {
     fn from(c: &AlterTopicConfig) -> wire::ConfigChange {
         wire::ConfigChange {
             topic: c.topic.clone(),
+            broker: c.broker,
             replace: c.replace,
             ops: c.ops.clone(),
         }
@@ -464,6 +469,7 @@ impl From<wire::ConfigChange> for AlterTopicConfig {
     fn from(c: wire::ConfigChange) -> AlterTopicConfig {
         AlterTopicConfig {
             topic: c.topic,
+            broker: c.broker,
             replace: c.replace,
             ops: c.ops,
         }
@@ -495,6 +501,15 @@ pub struct AlterPartition {
 call!(AlterPartition -> Result<crate::storage::catalog::PartitionAssignment, KafkaError>, |c, shard| match &shard.controller {
     Some(ctl) => ctl.alter_partition(c).await,
     None => Err(KafkaError::NotController),
+});
+
+/// To the controller shard: the replication throttle rates the metadata's dynamic broker
+/// configs give this broker (leader, follower; None: not set there, the static flag applies).
+#[derive(Debug)]
+pub struct ThrottleRates;
+call!(ThrottleRates -> (Option<u64>, Option<u64>), |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.throttle_rates(),
+    None => (None, None),
 });
 
 /// This shard's metrics, for a scrape.

@@ -33,7 +33,8 @@ use crate::shard::quorum::{self, Quorum};
 use crate::storage::catalog::{self, PartitionAssignment, TopicMeta};
 use crate::storage::metadata::image::{MetadataImage, config_change_records, create_topic_records};
 use crate::storage::metadata::record::{
-    MetadataRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
+    ConfigResource, MetadataRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord,
+    RemoveTopicRecord,
 };
 use crate::storage::metadata::{MetadataError, MetadataStore};
 
@@ -44,6 +45,12 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 
 /// Producer ids in each block the controller hands out (each shard takes one at a time).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// The broker configs AlterConfigs may change at run time (as dynamic broker configs).
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -644,6 +651,10 @@ impl Controller {
         let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
+            if change.broker {
+                out.push(self.alter_broker_configs(&change, validate_only).await);
+                continue;
+            }
             let old = match self.existing_topic(&change.topic) {
                 Ok(old) => old,
                 Err(e) => {
@@ -691,6 +702,84 @@ impl Controller {
 }
 
 impl Controller {
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource): only the replication
+    /// throttle rates, stored as broker config records so every broker applies them (see
+    /// [`Controller::throttle_rates`]).
+    async fn alter_broker_configs(
+        &self,
+        change: &AlterTopicConfig,
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        let name = change.topic.as_str();
+        if !name.is_empty() && name.parse::<i32>().map_or(true, |id| id < 0) {
+            return Err(KafkaError::InvalidRequest(format!(
+                "broker resource '{name}' is not a broker id (or empty, for every broker)"
+            )));
+        }
+        let old = self
+            .image
+            .borrow()
+            .configs(ConfigResource::Broker, name)
+            .cloned()
+            .unwrap_or_default();
+        let mut new = if change.replace {
+            BTreeMap::new()
+        } else {
+            old.clone()
+        };
+        for (k, v) in &change.ops {
+            if !DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()) {
+                return Err(KafkaError::InvalidRequest(format!(
+                    "broker config '{k}' cannot be changed at run time (only {})",
+                    DYNAMIC_BROKER_CONFIGS.join(", ")
+                )));
+            }
+            match v {
+                Some(v) => {
+                    if v.parse::<u64>().is_err() {
+                        return Err(KafkaError::InvalidConfig(format!(
+                            "{k} must be a non-negative number of bytes per second, got '{v}'"
+                        )));
+                    }
+                    new.insert(k.clone(), v.clone());
+                }
+                None => {
+                    new.remove(k);
+                }
+            }
+        }
+        if validate_only || new == old {
+            return Ok(());
+        }
+        let records = crate::storage::metadata::image::resource_config_change_records(
+            ConfigResource::Broker,
+            name,
+            &old,
+            &new,
+        );
+        self.persist(records).await?;
+        tracing::info!(broker = name, configs = ?new, "dynamic broker configs changed");
+        Ok(())
+    }
+
+    /// The replication throttle rates the dynamic broker configs give this broker: its own
+    /// (resource = its id), else the cluster-wide default (resource ""); None where neither
+    /// sets one.
+    pub fn throttle_rates(&self) -> (Option<u64>, Option<u64>) {
+        let image = self.image.borrow();
+        let own = image.configs(ConfigResource::Broker, &self.node_id.to_string());
+        let default = image.configs(ConfigResource::Broker, "");
+        let rate = |key: &str| {
+            own.and_then(|c| c.get(key))
+                .or_else(|| default.and_then(|c| c.get(key)))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        (
+            rate("leader.replication.throttled.rate"),
+            rate("follower.replication.throttled.rate"),
+        )
+    }
+
     /// CreatePartitions: adds partitions to topics, placed over the brokers that serve (on
     /// one node, this one). `topics`: (name, new total count, explicit replica lists of the
     /// new partitions).
@@ -1286,6 +1375,7 @@ mod tests {
     fn change(replace: bool, ops: &[(&str, Option<&str>)]) -> AlterTopicConfig {
         AlterTopicConfig {
             topic: "t".into(),
+            broker: false,
             replace,
             ops: ops
                 .iter()

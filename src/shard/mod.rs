@@ -13,6 +13,7 @@ pub mod controller;
 pub mod partition;
 pub mod quorum;
 pub mod replica;
+pub mod throttle;
 pub mod txn;
 
 use std::cell::{Cell, RefCell};
@@ -66,6 +67,9 @@ pub struct ShardStats {
     pub isr_expands: Cell<u64>,
     pub replication_bytes_in: Cell<u64>,
     pub replication_bytes_out: Cell<u64>,
+    /// Record bytes of throttled replicas that went through this shard's throttles (served
+    /// as a leader and fetched as a follower).
+    pub replication_throttled_bytes: Cell<u64>,
 }
 
 /// A produce's batches waiting for the shard's writer task.
@@ -190,6 +194,9 @@ pub struct Shard {
     /// The replica fetchers of this shard, by the leader broker they fetch from (see
     /// `replica`).
     fetchers: RefCell<HashMap<i32, Rc<replica::Fetcher>>>,
+    /// The replication throttles of this shard (see `throttle`); their rates are refreshed
+    /// from the metadata's dynamic broker configs on each replica tick.
+    throttles: RefCell<throttle::Throttles>,
     /// The high watermarks of the last checkpoint this shard wrote.
     hw_written: RefCell<Vec<(TopicPartition, i64)>>,
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
@@ -210,6 +217,11 @@ impl Shard {
         let controller = (id == crate::placement::CONTROLLER_SHARD)
             .then(|| controller::Controller::new(config.node_id));
         let in_cluster = config.cluster.is_some();
+        let throttles = RefCell::new(throttle::Throttles::new(
+            config.leader_replication_throttled_rate,
+            config.follower_replication_throttled_rate,
+            std::time::Instant::now(),
+        ));
         Shard {
             id,
             inflight: Rc::new(glommio::sync::Semaphore::new(
@@ -245,6 +257,7 @@ impl Shard {
             })),
             producer_ids: Cell::new((0, 0)),
             fetchers: RefCell::new(HashMap::new()),
+            throttles,
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
         }

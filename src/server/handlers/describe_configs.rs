@@ -140,6 +140,28 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
         "Default of topic unclean.leader.election.enable (--unclean-leader-election-enable).",
     ),
     (
+        "leader.replication.throttled.replicas",
+        TYPE_STRING,
+        "Default of topic leader.replication.throttled.replicas: empty, no replica throttled.",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        TYPE_STRING,
+        "Default of topic follower.replication.throttled.replicas: empty, no replica throttled.",
+    ),
+    (
+        "leader.replication.throttled.rate",
+        TYPE_LONG,
+        "Bytes per second, per shard, leaders serve to throttled replicas \
+         (--leader-replication-throttled-rate; a dynamic broker config overrides it).",
+    ),
+    (
+        "follower.replication.throttled.rate",
+        TYPE_LONG,
+        "Bytes per second, per shard, followers fetch for throttled replicas \
+         (--follower-replication-throttled-rate; a dynamic broker config overrides it).",
+    ),
+    (
         "replica.lag.time.max.ms",
         TYPE_LONG,
         "A follower not caught up for this long leaves the ISR (--replica-lag-time-max-ms).",
@@ -179,6 +201,11 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         "replica.lag.time.max.ms" => c.replica_lag_time_max_ms.to_string(),
+        "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+            String::new()
+        }
+        "leader.replication.throttled.rate" => unbounded(c.leader_replication_throttled_rate),
+        "follower.replication.throttled.rate" => unbounded(c.follower_replication_throttled_rate),
         "default.replication.factor" => c.default_replication_factor.to_string(),
         _ => return None,
     })

@@ -409,9 +409,21 @@ pub fn config_change_records(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<MetadataRecord> {
+    resource_config_change_records(ConfigResource::Topic, name, old, new)
+}
+
+/// The config records that change resource `name`'s configs from `old` to `new`, for a topic
+/// or a broker (dynamic broker configs: `name` is a broker id, or empty for the cluster-wide
+/// default).
+pub fn resource_config_change_records(
+    resource: ConfigResource,
+    name: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
     let record = |k: &String, value: Option<&String>| {
         MetadataRecord::Config(ConfigRecord {
-            resource_type: ConfigResource::Topic,
+            resource_type: resource,
             resource_name: name.to_string(),
             name: k.clone(),
             value: value.cloned(),
