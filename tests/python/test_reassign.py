@@ -6,12 +6,15 @@ with deadlines, never fixed sleeps.
 
 import json
 import subprocess
+import time
+import urllib.request
 
-from confluent_kafka.admin import NewTopic
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
+from conftest import free_port
 from jepsen import Workload, check, compare_replicas, read_all
-from kafkautil import admin, unique_topic, wait_until
-from test_cluster import FAST, cluster_factory, describe  # noqa: F401 - the fixture is used by name
+from kafkautil import admin, producer, unique_topic, wait_until
+from test_cluster import FAST, Cluster, cluster_factory, describe  # noqa: F401 - the fixture is used by name
 
 
 def spate(c, node, *args, check_rc=True):
@@ -129,3 +132,75 @@ def test_elect_preferred_leaders_on_request(cluster_factory):
     assert describe(c, ctl, t)[0]["leader_epoch"] == before["leader_epoch"] + 1
     _, body, _ = spate(c, ctl, "topic", "elect-leaders", f"{t}:5")
     assert body[0]["error_code"] == 3, body  # UNKNOWN_TOPIC_OR_PARTITION
+
+
+def scrape_throttled(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("spate_replication_throttled_bytes_total{"))
+
+
+def test_a_throttle_slows_the_moved_replica_only(spate_bin, tmp_path):
+    c = Cluster(spate_bin, tmp_path / "c", extra_args=FAST)
+    mports = {i: free_port() for i in c.ids}
+    for i, b in c.nodes.items():
+        b.extra_args = [*b.extra_args, "--metrics-listen", f"127.0.0.1:{mports[i]}"]
+    try:
+        c.start()
+        a, b, new = c.ids
+        plain, slow = unique_topic("plain"), unique_topic("slow")
+        for t in (plain, slow):
+            create_on(c, t, [[a, b]])
+        # The same 2 MiB in both.
+        p = producer(c.bootstrap)
+        value = b"x" * 1024
+        for i in range(2048):
+            for t in (plain, slow):
+                p.produce(t, value=value, key=str(i).encode(), partition=0)
+            if i % 256 == 0:
+                p.flush(30)
+        assert p.flush(30) == 0
+
+        def move(t):
+            start = time.monotonic()
+            spate(c, b, "topic", "reassign", t, "--partition", "0", "--replicas", f"{b},{new}")
+            wait_until(lambda: replicas_everywhere(c, t, 0, [b, new]), timeout=120, interval=0.1,
+                       desc=f"reassignment of {t} completed")
+            return time.monotonic() - start
+
+        unthrottled = move(plain)
+        # As kafka-reassign-partitions --throttle sets it: the leader side on the current
+        # replicas, the follower side on the new one, 256 KiB/s on each broker.
+        rate = 256 * 1024
+        adm = admin(c.bootstrap)
+        topic_throttle = ConfigResource(ResourceType.TOPIC, slow, incremental_configs=[
+            ConfigEntry("leader.replication.throttled.replicas", f"0:{a},0:{b}",
+                        incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("follower.replication.throttled.replicas", f"0:{new}",
+                        incremental_operation=AlterConfigOpType.SET)])
+        adm.incremental_alter_configs([topic_throttle], request_timeout=20)[topic_throttle].result(timeout=20)
+        # librdkafka sends one BROKER resource per call.
+        for i in c.ids:
+            rates = ConfigResource(ResourceType.BROKER, str(i), incremental_configs=[
+                ConfigEntry("leader.replication.throttled.rate", str(rate),
+                            incremental_operation=AlterConfigOpType.SET),
+                ConfigEntry("follower.replication.throttled.rate", str(rate),
+                            incremental_operation=AlterConfigOpType.SET)])
+            adm.incremental_alter_configs([rates], request_timeout=20)[rates].result(timeout=20)
+        # Every broker picked the rates up.
+        wait_until(lambda: all(f"follower={'Some'}({rate})" in c.nodes[i].log_text() for i in c.ids),
+                   timeout=20, desc="throttle rates applied on every broker")
+        before = {i: scrape_throttled(mports[i]) for i in (a, new)}
+        throttled = move(slow)
+        print(f"move of 2 MiB: {unthrottled:.2f} s unthrottled, {throttled:.2f} s at {rate} B/s")
+        # 2 MiB at 256 KiB/s is about 8 s; unthrottled it takes a fraction of that.
+        assert throttled > 2 * unthrottled and throttled > 4.0, (unthrottled, throttled)
+        # Counted by the follower that fetched and by the leader (a) that served.
+        assert scrape_throttled(mports[new]) > before[new]
+        assert scrape_throttled(mports[a]) > before[a]
+        # The moved replica holds the same bytes.
+        dirs = {i: c.nodes[i].data_dir for i in (b, new)}
+        wait_until(lambda: not compare_replicas(dirs, slow, 0, 2048), timeout=20, desc="replicas identical")
+    finally:
+        c.kill_all()
