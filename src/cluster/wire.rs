@@ -341,5 +341,20 @@ mod tests {
             applied: 9,
         };
         assert_eq!(decode::<Response>(&encode(&a)).unwrap(), a);
+        let r = Request::AlterReassignments {
+            context: Forwarded::default(),
+            items: vec![("t".into(), 0, Some(vec![2, 3])), ("t".into(), 1, None)],
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        let r = Request::ElectLeaders {
+            context: Forwarded::default(),
+            unclean: true,
+            partitions: vec![("t".into(), 0)],
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        // A config change of an older version is a topic's.
+        let c: ConfigChange =
+            decode(br#"{"topic":"t","replace":false,"ops":[["a",null]]}"#).unwrap();
+        assert!(!c.broker);
     }
 }

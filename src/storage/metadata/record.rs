@@ -463,6 +463,51 @@ mod tests {
     }
 
     #[test]
+    fn reassignment_fields_round_trip_and_default_when_absent() {
+        let id = Uuid::from_u128(1);
+        check(
+            &MetadataRecord::Partition(PartitionRecord {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![2, 3, 1],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                adding_replicas: vec![3],
+                removing_replicas: vec![1],
+            }),
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"replicas":[2,3,1],"isr":[1,2],"leader":1,"leader_epoch":0,"partition_epoch":1,"adding_replicas":[3],"removing_replicas":[1]}"#,
+        );
+        check(
+            &MetadataRecord::PartitionChange(PartitionChangeRecord {
+                topic_id: id,
+                partition: 0,
+                leader: 2,
+                leader_epoch: 1,
+                isr: vec![2, 3],
+                replicas: Some(vec![2, 3]),
+                adding_replicas: Some(vec![]),
+                removing_replicas: Some(vec![]),
+            }),
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"leader":2,"leader_epoch":1,"isr":[2,3],"replicas":[2,3],"adding_replicas":[],"removing_replicas":[]}"#,
+        );
+        // A change of an older version leaves the replicas alone.
+        let old = raw(
+            TYPE_PARTITION_CHANGE,
+            VERSION,
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"leader":2,"leader_epoch":1,"isr":[2]}"#,
+        );
+        let MetadataRecord::PartitionChange(c) = MetadataRecord::decode(&old).unwrap() else {
+            panic!("not a partition change");
+        };
+        assert_eq!(
+            (c.replicas, c.adding_replicas, c.removing_replicas),
+            (None, None, None)
+        );
+    }
+
+    #[test]
     fn bad_records_are_clear_errors() {
         let cases: Vec<(Vec<u8>, RecordError)> = vec![
             (vec![0, 1], RecordError::Short { len: 2 }),
