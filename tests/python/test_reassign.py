@@ -204,3 +204,33 @@ def test_a_throttle_slows_the_moved_replica_only(spate_bin, tmp_path):
         wait_until(lambda: not compare_replicas(dirs, slow, 0, 2048), timeout=20, desc="replicas identical")
     finally:
         c.kill_all()
+
+
+def test_elect_unclean_leaders_on_request(cluster_factory):
+    # Five voters, so two brokers can be down and the quorum still decides.
+    c = cluster_factory(n=5)
+    ctl = c.controller()
+    x, y = [i for i in c.ids if i != ctl][:2]
+    t = unique_topic("unclean")
+    create_on(c, t, [[x, y]])
+    wait_until(lambda: describe(c, ctl, t)[0]["isr"] == [x, y], timeout=20, desc="both in sync")
+    # y leaves the ISR, then its leader x goes: the partition is offline, its ISR [x].
+    c.nodes[y].kill()
+    wait_until(lambda: describe(c, ctl, t)[0]["isr"] == [x], timeout=20, desc="y out of the ISR")
+    c.nodes[x].kill()
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == -1, timeout=20, desc="offline")
+    c.nodes[y].start()
+    c.wait_brokers([i for i in c.ids if i != x])
+    assert describe(c, ctl, t)[0]["leader"] == -1  # unclean election is off for the topic
+    _, body, _ = spate(c, ctl, "topic", "elect-leaders", t)
+    assert body[0]["error_code"] == 80, body  # the preferred replica x is down
+    _, body, _ = spate(c, y, "topic", "elect-leaders", "--unclean", t)
+    assert body[0]["error_code"] == 0, body
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == y, timeout=20, desc="y leads, uncleanly")
+    assert describe(c, ctl, t)[0]["isr"] == [y]
+    assert "unclean leader election" in c.nodes[ctl].log_text()
+    # No live replica at all: nothing to elect.
+    c.nodes[y].kill()
+    wait_until(lambda: describe(c, ctl, t)[0]["leader"] == -1, timeout=20, desc="offline again")
+    _, body, _ = spate(c, ctl, "topic", "elect-leaders", "--unclean", t)
+    assert body[0]["error_code"] == 83, body  # ELIGIBLE_LEADERS_NOT_AVAILABLE
