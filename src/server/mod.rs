@@ -289,6 +289,7 @@ async fn shard_main(
         for topic in &catalog.topics {
             shard.assign_partitions_of(&topic.name);
         }
+        shard.remove_stray_replicas(&catalog.topics).await;
     }
     if config.recover_on_start && step1.is_ok() {
         tracing::info!(

@@ -892,6 +892,50 @@ impl Shard {
             .and(dropped)
     }
 
+    /// At start, in a cluster: deletes the directories of partitions this shard owns but this
+    /// node no longer holds a replica of (a reassignment moved them away and the broker
+    /// stopped before it deleted them), on the blocking pool. Internal topics are left alone:
+    /// their logs are the group and transaction coordinators'.
+    pub async fn remove_stray_replicas(&self, topics: &[TopicMeta]) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let dirs: Vec<std::path::PathBuf> = topics
+            .iter()
+            .filter(|t| !t.name.starts_with("__"))
+            .flat_map(|t| {
+                (0..t.partitions)
+                    .filter(|&p| {
+                        self.owner(&t.name, p) == self.id
+                            && t.partition(p).is_some()
+                            && !self.holds_replica(t, p)
+                    })
+                    .map(|p| partition_dir(&self.config.data_dir, &t.name, p))
+            })
+            .collect();
+        let removed = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.into_iter()
+                    .filter(|d| d.exists())
+                    .map(|d| {
+                        let r = std::fs::remove_dir_all(&d);
+                        (d, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (dir, r) in removed {
+            match r {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "replica no longer assigned to this broker: its directory deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not delete the directory of a replica no longer assigned here")
+                }
+            }
+        }
+    }
+
     /// Partitions of `topic` this node no longer holds a replica of (a reassignment moved
     /// them away): stop following, wake their waiters (they look again and find the partition
     /// gone), close the logs and delete their directories on the blocking pool, since

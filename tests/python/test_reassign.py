@@ -234,3 +234,28 @@ def test_elect_unclean_leaders_on_request(cluster_factory):
     wait_until(lambda: describe(c, ctl, t)[0]["leader"] == -1, timeout=20, desc="offline again")
     _, body, _ = spate(c, ctl, "topic", "elect-leaders", "--unclean", t)
     assert body[0]["error_code"] == 83, body  # ELIGIBLE_LEADERS_NOT_AVAILABLE
+
+
+def test_a_replica_moved_away_while_down_is_deleted_at_start(cluster_factory):
+    c = cluster_factory()
+    a, b, new = c.ids
+    t = unique_topic("stray")
+    create_on(c, t, [[a, b]])
+    c.nodes[a].stop()
+    c.wait_brokers([b, new])
+    spate(c, b, "topic", "reassign", t, "--partition", "0", "--replicas", f"{b},{new}")
+    wait_until(lambda: c.metadata(b).topics[t].partitions[0].replicas == [b, new], timeout=60,
+               desc="moved while a is down")
+    assert (c.nodes[a].data_dir / f"{t}-0").exists()
+    c.nodes[a].start()
+    c.wait_brokers(c.ids)
+    wait_until(lambda: not (c.nodes[a].data_dir / f"{t}-0").exists(), timeout=20,
+               desc="a's stray replica deleted")
+    # A directory left by a crash after the change (the broker never saw it applied) too.
+    c.nodes[a].stop()
+    stray = c.nodes[a].data_dir / f"{t}-0"
+    stray.mkdir()
+    (stray / "00000000000000000000.log").write_bytes(b"")
+    c.nodes[a].start()
+    c.wait_brokers(c.ids)
+    wait_until(lambda: not stray.exists(), timeout=20, desc="stray directory deleted at start")
