@@ -9,7 +9,8 @@ import subprocess
 import time
 import urllib.request
 
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic,
+                                  ResourceType)
 
 from conftest import free_port
 from jepsen import Workload, check, compare_replicas, read_all
@@ -191,6 +192,11 @@ def test_a_throttle_slows_the_moved_replica_only(spate_bin, tmp_path):
         # Every broker picked the rates up.
         wait_until(lambda: all(f"follower={'Some'}({rate})" in c.nodes[i].log_text() for i in c.ids),
                    timeout=20, desc="throttle rates applied on every broker")
+        res = ConfigResource(ResourceType.BROKER, str(new))
+        on_new = admin(c.nodes[new].bootstrap)
+        described = on_new.describe_configs([res], request_timeout=20)[res].result(timeout=20)
+        got = described["follower.replication.throttled.rate"]
+        assert (got.value, got.source) == (str(rate), ConfigSource.DYNAMIC_BROKER_CONFIG.value)
         before = {i: scrape_throttled(mports[i]) for i in (a, new)}
         throttled = move(slow)
         print(f"move of 2 MiB: {unthrottled:.2f} s unthrottled, {throttled:.2f} s at {rate} B/s")
