@@ -20,6 +20,10 @@
 //!   controller to change the ISR: add a follower that caught up to the high watermark, drop
 //!   one that has not caught up for `replica.lag.time.max.ms`. An ISR change takes effect only
 //!   when the metadata quorum has committed it.
+//! - **Throttles** (`throttle`): a replica named in its topic's
+//!   `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas` and
+//!   out of sync moves only while its shard's bucket for that direction has tokens: the leader
+//!   answers it nothing, the follower leaves it out of its Fetch. Others never wait.
 //! - **The high watermark** of every partition is written to a per-shard checkpoint file once a
 //!   second when it moved and at a clean stop; a restarted replica starts from it (at most its
 //!   log end), never from its log end, whose tail the other replicas may not have.
@@ -229,7 +233,8 @@ impl Shard {
     /// The leader's side of a follower's Fetch of one partition: checks that this replica
     /// leads it in the follower's epoch, answers the divergence point if the follower's log
     /// left this one, records the follower's progress (moving the high watermark, and asking
-    /// for an ISR expansion when it caught up), then reads up to the log end.
+    /// for an ISR expansion when it caught up), then reads up to the log end (nothing, for a
+    /// throttled replica out of sync while the leader bucket is empty).
     pub(crate) fn serve_replica(
         self: &Rc<Self>,
         tp: &TopicPartition,
@@ -240,7 +245,7 @@ impl Shard {
     ) -> Result<ReadOut, KafkaError> {
         let me = self.config.node_id;
         let synced = self.synced_replication(&tp.0);
-        let out = {
+        let (out, expand) = {
             let mut partitions = self.partitions.borrow_mut();
             let part = partitions
                 .get_mut(tp)
@@ -331,7 +336,6 @@ impl Shard {
                 (out, expand)
             }
         };
-        let (out, expand) = out;
         if let Some((isr, with_epochs, a)) = expand {
             tracing::info!(topic = %tp.0, partition = tp.1, replica = r.replica_id, ?isr, "follower caught up: asking the controller to add it to the ISR");
             self.spawn_alter_isr(tp.clone(), a, with_epochs);
