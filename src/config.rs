@@ -132,6 +132,10 @@ pub struct Config {
     pub replica_fetch_response_max_bytes: i32,
     /// How long a follower's Fetch waits at the leader for new data, in ms (replica.fetch.wait.max.ms)
     pub replica_fetch_wait_max_ms: u64,
+    /// Bytes per second this broker's leaders serve to the throttled replicas (topic config leader.replication.throttled.replicas), per shard; None: unlimited. A dynamic broker config of the same name overrides it (leader.replication.throttled.rate)
+    pub leader_replication_throttled_rate: Option<u64>,
+    /// Bytes per second this broker's followers fetch for the throttled replicas (topic config follower.replication.throttled.replicas), per shard; None: unlimited. A dynamic broker config of the same name overrides it (follower.replication.throttled.rate)
+    pub follower_replication_throttled_rate: Option<u64>,
     /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it)
     pub unclean_leader_election_enable: bool,
     /// Whether the controller gives leadership back to each partition's preferred replica once it is in sync again (auto.leader.rebalance.enable)
@@ -224,6 +228,8 @@ impl Config {
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             replica_fetch_wait_max_ms: 500,
+            leader_replication_throttled_rate: None,
+            follower_replication_throttled_rate: None,
             unclean_leader_election_enable: false,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,

@@ -27,6 +27,7 @@ impl ErrorCode {
     pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode =
         Self::of(ResponseError::UnknownTopicOrPartition);
     pub const LEADER_NOT_AVAILABLE: ErrorCode = Self::of(ResponseError::LeaderNotAvailable);
+    pub const ELECTION_NOT_NEEDED: ErrorCode = Self::of(ResponseError::ElectionNotNeeded);
     pub const UNSUPPORTED_ENDPOINT_TYPE: ErrorCode =
         Self::of(ResponseError::UnsupportedEndpointType);
     pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = Self::of(ResponseError::NotLeaderOrFollower);
@@ -174,6 +175,18 @@ pub enum KafkaError {
     InvalidConfig(String),
     #[error("invalid replica assignment: {0}")]
     InvalidReplicaAssignment(String),
+    /// A cancellation of a partition reassignment where none is in progress.
+    #[error("no partition reassignment is in progress: {0}")]
+    NoReassignmentInProgress(String),
+    /// A preferred leader election for a partition its preferred replica leads already.
+    #[error("leader election not needed: {0}")]
+    ElectionNotNeeded(String),
+    /// A preferred leader election whose preferred replica is fenced or out of the ISR.
+    #[error("the preferred leader is not available: {0}")]
+    PreferredLeaderNotAvailable(String),
+    /// An unclean leader election with no live replica to elect.
+    #[error("no eligible leader is available: {0}")]
+    EligibleLeadersNotAvailable(String),
     #[error("invalid required acks: {0}")]
     InvalidRequiredAcks(i16),
     #[error("offset {offset} out of range [{start}, {end}]")]
@@ -277,6 +290,14 @@ impl KafkaError {
             KafkaError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             KafkaError::InvalidConfig(_) => ResponseError::InvalidConfig,
             KafkaError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+            KafkaError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+            KafkaError::ElectionNotNeeded(_) => ResponseError::ElectionNotNeeded,
+            KafkaError::PreferredLeaderNotAvailable(_) => {
+                ResponseError::PreferredLeaderNotAvailable
+            }
+            KafkaError::EligibleLeadersNotAvailable(_) => {
+                ResponseError::EligibleLeadersNotAvailable
+            }
             KafkaError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
             KafkaError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             KafkaError::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,

@@ -137,6 +137,9 @@ pub struct Replication {
     /// Record bytes followers appended here, and bytes leaders here served to followers.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Record bytes of throttled replicas that went through this shard's replication
+    /// throttles, both directions.
+    pub throttled_bytes: u64,
     /// (topic, partition, follower, lag in messages, seconds since it was last caught up) of
     /// the partitions led here.
     pub follower_lag: Vec<(String, i32, i32, i64, f64)>,
@@ -238,7 +241,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 20] = [
+    let per_shard: [PerShard; 21] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -357,6 +360,12 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "counter",
             "Record bytes this broker's leaders served to followers.",
             |s| s.replication.bytes_out.to_string(),
+        ),
+        (
+            "spate_replication_throttled_bytes_total",
+            "counter",
+            "Record bytes of throttled replicas (leader.replication.throttled.replicas, follower.replication.throttled.replicas) that went through this shard's replication throttles, served and fetched.",
+            |s| s.replication.throttled_bytes.to_string(),
         ),
     ];
     for (name, kind, help, value) in per_shard {

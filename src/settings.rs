@@ -229,6 +229,12 @@ pub struct Settings {
     /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it) [default: false].
     #[arg(long)]
     pub unclean_leader_election_enable: Option<bool>,
+    /// Bytes per second this broker's leaders serve to throttled replicas (topic config leader.replication.throttled.replicas), per shard; a dynamic broker config overrides it (leader.replication.throttled.rate) [default: unlimited].
+    #[arg(long)]
+    pub leader_replication_throttled_rate: Option<u64>,
+    /// Bytes per second this broker's followers fetch for throttled replicas (topic config follower.replication.throttled.replicas), per shard; a dynamic broker config overrides it (follower.replication.throttled.rate) [default: unlimited].
+    #[arg(long)]
+    pub follower_replication_throttled_rate: Option<u64>,
     /// Whether the controller gives leadership back to each partition's preferred replica once it is in sync again (auto.leader.rebalance.enable) [default: true].
     #[arg(long)]
     pub auto_leader_rebalance_enable: Option<bool>,
@@ -322,6 +328,8 @@ impl Settings {
             replica_fetch_response_max_bytes,
             replica_fetch_wait_max_ms,
             unclean_leader_election_enable,
+            leader_replication_throttled_rate,
+            follower_replication_throttled_rate,
             auto_leader_rebalance_enable,
             leader_imbalance_check_interval_seconds,
             offsets_topic_replication_factor,
@@ -439,6 +447,12 @@ impl Settings {
         c.unclean_leader_election_enable = self
             .unclean_leader_election_enable
             .unwrap_or(c.unclean_leader_election_enable);
+        c.leader_replication_throttled_rate = self
+            .leader_replication_throttled_rate
+            .or(c.leader_replication_throttled_rate);
+        c.follower_replication_throttled_rate = self
+            .follower_replication_throttled_rate
+            .or(c.follower_replication_throttled_rate);
         c.auto_leader_rebalance_enable = self
             .auto_leader_rebalance_enable
             .unwrap_or(c.auto_leader_rebalance_enable);
@@ -578,6 +592,8 @@ impl Settings {
             replica_fetch_response_max_bytes: Some(c.replica_fetch_response_max_bytes),
             replica_fetch_wait_max_ms: Some(c.replica_fetch_wait_max_ms),
             unclean_leader_election_enable: Some(c.unclean_leader_election_enable),
+            leader_replication_throttled_rate: c.leader_replication_throttled_rate,
+            follower_replication_throttled_rate: c.follower_replication_throttled_rate,
             auto_leader_rebalance_enable: Some(c.auto_leader_rebalance_enable),
             leader_imbalance_check_interval_seconds: Some(
                 c.leader_imbalance_check_interval_seconds,

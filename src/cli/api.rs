@@ -378,6 +378,169 @@ pub fn alter_topic_configs(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Reassignments and leader elections
+
+/// Starts moving `topic`'s `partition` to `replicas`, or cancels its move (None).
+pub fn alter_reassignment(
+    client: &mut Client,
+    topic: &str,
+    partition: i32,
+    replicas: Option<&[i32]>,
+) -> Result<()> {
+    use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let conn = client.any()?;
+    let v = conn.version_of::<AlterPartitionReassignmentsRequest>(0)?;
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            ReassignableTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    ReassignablePartition::default()
+                        .with_partition_index(partition)
+                        .with_replicas(replicas.map(|r| r.iter().map(|b| BrokerId(*b)).collect())),
+                ]),
+        ]);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "AlterPartitionReassignments",
+        resp.error_message.as_deref(),
+    )?;
+    let r = resp
+        .responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| Error::other("AlterPartitionReassignments: no answer for the partition"))?;
+    let what = if replicas.is_some() {
+        "reassigning"
+    } else {
+        "cancelling the reassignment of"
+    };
+    check(
+        r.error_code,
+        format!("{what} partition {partition} of topic '{topic}'"),
+        r.error_message.as_deref(),
+    )
+}
+
+/// A reassignment in progress.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// The reassignments in progress, of `topic` or of all topics.
+pub fn list_reassignments(client: &mut Client, topic: Option<&str>) -> Result<Vec<Reassignment>> {
+    use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+    use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
+    let topics = match topic {
+        None => None,
+        Some(t) => {
+            let md = metadata(client, Some(&[t.to_string()]), false)?;
+            let meta = md.topic(t)?;
+            Some(vec![
+                ListPartitionReassignmentsTopics::default()
+                    .with_name(topic_name(t))
+                    .with_partition_indexes(meta.partitions.iter().map(|p| p.partition).collect()),
+            ])
+        }
+    };
+    let conn = client.any()?;
+    let v = conn.version_of::<ListPartitionReassignmentsRequest>(0)?;
+    let req = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(topics);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "listing partition reassignments",
+        resp.error_message.as_deref(),
+    )?;
+    let ids = |v: &[BrokerId]| v.iter().map(|b| b.0).collect::<Vec<_>>();
+    Ok(resp
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| Reassignment {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                replicas: ids(&p.replicas),
+                adding: ids(&p.adding_replicas),
+                removing: ids(&p.removing_replicas),
+            })
+        })
+        .collect())
+}
+
+/// One partition's answer to ElectLeaders: None when elected, else Kafka's error.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Election {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub error_message: Option<String>,
+}
+
+/// Elects the preferred (or, `unclean`, any eligible) leader of `partitions` ((topic,
+/// partition) each; None: every partition).
+pub fn elect_leaders(
+    client: &mut Client,
+    unclean: bool,
+    partitions: Option<&[(String, i32)]>,
+) -> Result<Vec<Election>> {
+    use kafka_protocol::messages::ElectLeadersRequest;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let conn = client.any()?;
+    let v = conn.version_of::<ElectLeadersRequest>(i16::MAX)?;
+    if unclean && v < 1 {
+        return Err(Error::other(
+            "the broker's ElectLeaders (v0) has no unclean elections",
+        ));
+    }
+    let topics = partitions.map(|ps| {
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (t, p) in ps {
+            by_topic.entry(t.as_str()).or_default().push(*p);
+        }
+        by_topic
+            .into_iter()
+            .map(|(t, ps)| {
+                TopicPartitions::default()
+                    .with_topic(topic_name(t))
+                    .with_partitions(ps)
+            })
+            .collect()
+    });
+    let req = ElectLeadersRequest::default()
+        .with_election_type(i8::from(unclean))
+        .with_timeout_ms(30_000)
+        .with_topic_partitions(topics);
+    let resp = conn.call(&req, v)?;
+    check(resp.error_code, "electing leaders", None)?;
+    Ok(resp
+        .replica_election_results
+        .iter()
+        .flat_map(|t| {
+            t.partition_result.iter().map(|p| Election {
+                topic: t.topic.to_string(),
+                partition: p.partition_id,
+                error_code: p.error_code,
+                error_message: p.error_message.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Cluster
 
 /// A broker that serves, as DescribeCluster lists it.

@@ -158,6 +158,31 @@ pub enum TopicCommand {
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
     },
+    /// Move a partition to other brokers (the new replicas catch up, then the old ones
+    /// leave), or cancel its move.
+    #[command(group(ArgGroup::new("target").required(true).args(["replicas", "cancel"])))]
+    Reassign {
+        name: String,
+        #[arg(long)]
+        partition: i32,
+        /// The new replica list, broker ids in preference order, e.g. 1,2,3.
+        #[arg(long, value_delimiter = ',')]
+        replicas: Vec<i32>,
+        /// Cancel the reassignment in progress (back to the original replicas).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// List the partition reassignments in progress (of one topic, or of all).
+    Reassignments { name: Option<String> },
+    /// Elect the preferred leaders (the first replicas) of TOPIC or TOPIC:PARTITION (all
+    /// partitions without one), or with --unclean a leader of leaderless partitions.
+    ElectLeaders {
+        #[arg(required = true, value_name = "TOPIC[:PARTITION]")]
+        targets: Vec<String>,
+        /// Elect any live replica where no in-sync one is left (may lose acknowledged records).
+        #[arg(long)]
+        unclean: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -1,4 +1,4 @@
-//! `spate topic create|list|describe|delete|alter`.
+//! `spate topic create|list|describe|delete|alter|reassign|reassignments|elect-leaders`.
 
 use serde::Serialize;
 
@@ -32,7 +32,110 @@ pub fn run(common: &Common, cmd: TopicCommand) -> Result<()> {
             configs,
             delete_configs,
         } => alter(common, &name, &configs, &delete_configs),
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            cancel,
+        } => reassign(common, &name, partition, (!cancel).then_some(&replicas[..])),
+        TopicCommand::Reassignments { name } => reassignments(common, name.as_deref()),
+        TopicCommand::ElectLeaders { targets, unclean } => elect_leaders(common, &targets, unclean),
     }
+}
+
+fn reassign(common: &Common, name: &str, partition: i32, replicas: Option<&[i32]>) -> Result<()> {
+    let mut client = common.client()?;
+    api::alter_reassignment(&mut client, name, partition, replicas)?;
+    if common.json {
+        return print_json(&serde_json::json!({
+            "topic": name,
+            "partition": partition,
+            "replicas": replicas,
+            "cancelled": replicas.is_none(),
+        }));
+    }
+    match replicas {
+        Some(r) => write_stdout(&format!(
+            "Reassignment of {name}:{partition} to replicas {} started (see `spate topic reassignments`).\n",
+            nodes(r)
+        )),
+        None => write_stdout(&format!("Reassignment of {name}:{partition} cancelled.\n")),
+    }
+}
+
+fn reassignments(common: &Common, name: Option<&str>) -> Result<()> {
+    let mut client = common.client()?;
+    let list = api::list_reassignments(&mut client, name)?;
+    if common.json {
+        return print_json(&list);
+    }
+    let mut table = Table::new(&["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"]);
+    for r in &list {
+        let or_dash = |v: &[i32]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                nodes(v)
+            }
+        };
+        table.row(vec![
+            r.topic.clone(),
+            r.partition.to_string(),
+            nodes(&r.replicas),
+            or_dash(&r.adding),
+            or_dash(&r.removing),
+        ]);
+    }
+    table.print()
+}
+
+fn elect_leaders(common: &Common, targets: &[String], unclean: bool) -> Result<()> {
+    let mut client = common.client()?;
+    let mut partitions = Vec::new();
+    for t in targets {
+        match t.rsplit_once(':') {
+            Some((topic, p)) => {
+                let p = p.parse::<i32>().map_err(|_| {
+                    Error::other(format!("'{t}': the partition after ':' must be a number"))
+                })?;
+                partitions.push((topic.to_string(), p));
+            }
+            None => {
+                let md = api::metadata(&mut client, Some(std::slice::from_ref(t)), false)?;
+                let meta = md.topic(t)?;
+                partitions.extend(meta.partitions.iter().map(|p| (t.clone(), p.partition)));
+            }
+        }
+    }
+    let results = api::elect_leaders(&mut client, unclean, Some(&partitions))?;
+    if common.json {
+        return print_json(&results);
+    }
+    let mut text = String::new();
+    let mut failed = 0;
+    for r in &results {
+        let tp = format!("{}:{}", r.topic, r.partition);
+        match ErrorCode::from_code(r.error_code) {
+            c if c.is_none() => text.push_str(&format!("Elected a new leader for {tp}.\n")),
+            ErrorCode::ELECTION_NOT_NEEDED => {
+                text.push_str(&format!("{tp}: its leader is the one asked for already.\n"))
+            }
+            _ => {
+                failed += 1;
+                let e = Error::kafka(
+                    format!("electing the leader of {tp}"),
+                    r.error_code,
+                    r.error_message.as_deref(),
+                );
+                text.push_str(&format!("{e}\n"));
+            }
+        }
+    }
+    write_stdout(&text)?;
+    if failed > 0 {
+        return Err(Error::other(format!("{failed} election(s) failed")));
+    }
+    Ok(())
 }
 
 fn create(

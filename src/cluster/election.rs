@@ -86,6 +86,7 @@ fn change(topic: &TopicImage, p: &PartitionRecord, leader: i32, isr: Vec<i32>) -
             p.leader_epoch + 1
         },
         isr,
+        ..Default::default()
     })
 }
 
@@ -272,6 +273,7 @@ pub fn alter_isr(image: &MetadataImage, req: &IsrChange) -> Result<IsrDecision, 
         leader: p.leader,
         leader_epoch: p.leader_epoch,
         isr,
+        ..Default::default()
     }))
 }
 
@@ -369,6 +371,7 @@ mod tests {
                 leader: *leader,
                 leader_epoch: *epoch,
                 partition_epoch: 3,
+                ..Default::default()
             }));
         }
         let mut img = MetadataImage::default();
@@ -393,6 +396,7 @@ mod tests {
             leader,
             leader_epoch,
             isr: isr.to_vec(),
+            ..Default::default()
         })
     }
 
@@ -549,6 +553,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 partition_epoch: 3,
+                ..Default::default()
             }))
         );
         // Grow and shrink keep the leader epoch.
@@ -560,6 +565,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 isr: vec![1, 2, 3],
+                ..Default::default()
             }))
         );
         assert_eq!(
@@ -570,6 +576,7 @@ mod tests {
                 leader: 1,
                 leader_epoch: 5,
                 isr: vec![1],
+                ..Default::default()
             }))
         );
     }

@@ -6,6 +6,7 @@
 //! - [`placement`]: where a new topic's replicas go (pure).
 //! - [`election`]: partition leaders and ISRs on fence, unfence, AlterPartition and the
 //!   preferred-leader pass (pure).
+//! - [`reassign`]: partition reassignments and leader elections on request (pure).
 //! - [`view`]: what every shard knows of the cluster (brokers, controller, cluster id).
 //!
 //! The async shell that runs all this on shard 0 (peers, apply loop, registration and
@@ -15,5 +16,6 @@
 pub mod election;
 pub mod placement;
 pub mod raft;
+pub mod reassign;
 pub mod view;
 pub mod wire;

@@ -70,6 +70,9 @@ pub struct TopicSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChange {
     pub topic: String,
+    /// A dynamic broker config change: `topic` is the broker id (empty: the default).
+    #[serde(default)]
+    pub broker: bool,
     pub replace: bool,
     pub ops: Vec<(String, Option<String>)>,
 }
@@ -125,6 +128,19 @@ pub enum Request {
     /// A partition's leader changes its ISR (Kafka's AlterPartition, one partition): checked
     /// against the controller's image (see `cluster::election::alter_isr`), then written.
     AlterPartition(IsrChange),
+    /// Partition reassignments (KIP-455): (topic, partition, target replicas; None cancels
+    /// the one in progress). One answer per item.
+    AlterReassignments {
+        context: Forwarded,
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+    },
+    /// Leader elections on request (KIP-460): preferred, or `unclean`. One answer per
+    /// partition.
+    ElectLeaders {
+        context: Forwarded,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+    },
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).
@@ -229,6 +245,10 @@ pub struct PartitionState {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    #[serde(default)]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default)]
+    pub removing_replicas: Vec<i32>,
 }
 
 impl From<PartitionState> for crate::storage::catalog::PartitionAssignment {
@@ -239,6 +259,8 @@ impl From<PartitionState> for crate::storage::catalog::PartitionAssignment {
             leader: s.leader,
             leader_epoch: s.leader_epoch,
             partition_epoch: s.partition_epoch,
+            adding_replicas: s.adding_replicas,
+            removing_replicas: s.removing_replicas,
         }
     }
 }
@@ -251,6 +273,8 @@ impl From<&crate::storage::metadata::record::PartitionRecord> for PartitionState
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         }
     }
 }
@@ -321,5 +345,20 @@ mod tests {
             applied: 9,
         };
         assert_eq!(decode::<Response>(&encode(&a)).unwrap(), a);
+        let r = Request::AlterReassignments {
+            context: Forwarded::default(),
+            items: vec![("t".into(), 0, Some(vec![2, 3])), ("t".into(), 1, None)],
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        let r = Request::ElectLeaders {
+            context: Forwarded::default(),
+            unclean: true,
+            partitions: vec![("t".into(), 0)],
+        };
+        assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        // A config change of an older version is a topic's.
+        let c: ConfigChange =
+            decode(br#"{"topic":"t","replace":false,"ops":[["a",null]]}"#).unwrap();
+        assert!(!c.broker);
     }
 }

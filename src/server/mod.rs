@@ -289,6 +289,7 @@ async fn shard_main(
         for topic in &catalog.topics {
             shard.assign_partitions_of(&topic.name);
         }
+        shard.remove_stray_replicas(&catalog.topics).await;
     }
     if config.recover_on_start && step1.is_ok() {
         tracing::info!(
@@ -429,6 +430,19 @@ async fn shard_main(
                 .await;
                 shard.shrink_isrs();
                 shard.checkpoint_high_watermarks(false).await;
+                // The dynamic broker configs may have changed the throttle rates.
+                if let Ok((leader, follower)) = shard
+                    .call(
+                        crate::placement::CONTROLLER_SHARD,
+                        crate::shard::calls::ThrottleRates,
+                    )
+                    .await
+                {
+                    shard.set_throttle_rates(
+                        leader.or(shard.config.leader_replication_throttled_rate),
+                        follower.or(shard.config.follower_replication_throttled_rate),
+                    );
+                }
             }
         })
     });

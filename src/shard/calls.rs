@@ -78,6 +78,9 @@ shard_messages!(
     TopicChanged,
     ClusterChanged,
     CreatePartitions,
+    AlterReassignments,
+    ListReassignments,
+    ElectLeaders,
     QuorumStatus,
     CreateTopics,
     DeleteTopics,
@@ -98,6 +101,7 @@ shard_messages!(
     ConsumerGroupDescribe,
     AllocateProducerIds,
     AlterPartition,
+    ThrottleRates,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -291,6 +295,44 @@ call!(CreatePartitions -> Answers<()>, |c, shard| match &shard.controller {
     None => c.topics.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 
+/// To the controller: start or cancel partition reassignments: (topic, partition, target
+/// replicas; None cancels).
+#[derive(Debug)]
+pub struct AlterReassignments {
+    pub items: Vec<(String, i32, Option<Vec<i32>>)>,
+    pub context: wire::Forwarded,
+}
+call!(AlterReassignments -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_reassignments(c.items, c.context).await,
+    None => c.items.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// To the controller shard: the reassignments in progress, as this node's metadata has them,
+/// of the given topics and partitions (all, when None).
+#[derive(Debug)]
+pub struct ListReassignments(pub Option<Vec<(String, Vec<i32>)>>);
+call!(ListReassignments -> Vec<crate::cluster::reassign::Ongoing>, |c, shard| match &shard.controller {
+    Some(ctl) => crate::cluster::reassign::ongoing(&ctl.image(), c.0.as_deref()),
+    None => Vec::new(),
+});
+
+/// To the controller: elect leaders (preferred, or `unclean`) of the given partitions (every
+/// partition, when None). Answered per partition, in order.
+#[derive(Debug)]
+pub struct ElectLeaders {
+    pub unclean: bool,
+    pub partitions: Option<Vec<(String, i32)>>,
+    pub context: wire::Forwarded,
+}
+call!(ElectLeaders -> Vec<((String, i32), Result<(), KafkaError>)>, |c, shard| match &shard.controller {
+    Some(ctl) => {
+        let partitions = c.partitions.unwrap_or_else(|| ctl.all_partitions());
+        let answers = ctl.elect_leaders(c.unclean, partitions.clone(), c.context).await;
+        partitions.into_iter().zip(answers).collect()
+    }
+    None => Vec::new(),
+});
+
 /// To the controller: the metadata quorum as its leader sees it. On one node there is no
 /// quorum: this node is the only voter and leads.
 #[derive(Debug)]
@@ -374,7 +416,10 @@ call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
 /// A change to one topic's configs.
 #[derive(Clone, Debug)]
 pub struct AlterTopicConfig {
+    /// The topic, or with `broker` the broker id (empty: every broker's default).
     pub topic: String,
+    /// A dynamic broker config change (only the replication throttle rates can change).
+    pub broker: bool,
     /// Start from no configs at all (AlterConfigs replaces the whole set) instead of the
     /// topic's current ones.
     pub replace: bool,
@@ -416,6 +461,7 @@ impl From<&AlterTopicConfig> for wire::ConfigChange {
     fn from(c: &AlterTopicConfig) -> wire::ConfigChange {
         wire::ConfigChange {
             topic: c.topic.clone(),
+            broker: c.broker,
             replace: c.replace,
             ops: c.ops.clone(),
         }
@@ -426,6 +472,7 @@ impl From<wire::ConfigChange> for AlterTopicConfig {
     fn from(c: wire::ConfigChange) -> AlterTopicConfig {
         AlterTopicConfig {
             topic: c.topic,
+            broker: c.broker,
             replace: c.replace,
             ops: c.ops,
         }
@@ -457,6 +504,15 @@ pub struct AlterPartition {
 call!(AlterPartition -> Result<crate::storage::catalog::PartitionAssignment, KafkaError>, |c, shard| match &shard.controller {
     Some(ctl) => ctl.alter_partition(c).await,
     None => Err(KafkaError::NotController),
+});
+
+/// To the controller shard: the replication throttle rates the metadata's dynamic broker
+/// configs give this broker (leader, follower; None: not set there, the static flag applies).
+#[derive(Debug)]
+pub struct ThrottleRates;
+call!(ThrottleRates -> (Option<u64>, Option<u64>), |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.throttle_rates(),
+    None => (None, None),
 });
 
 /// This shard's metrics, for a scrape.

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::cluster::election::{self, IsrChange, IsrDecision, UncleanElection};
+use crate::cluster::reassign;
 use crate::cluster::wire::{self, PartitionState, Request, Response};
 use crate::error::KafkaError;
 use crate::log_limit::LogKind;
@@ -32,7 +33,8 @@ use crate::shard::quorum::{self, Quorum};
 use crate::storage::catalog::{self, PartitionAssignment, TopicMeta};
 use crate::storage::metadata::image::{MetadataImage, config_change_records, create_topic_records};
 use crate::storage::metadata::record::{
-    MetadataRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord,
+    ConfigResource, MetadataRecord, PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord,
+    RemoveTopicRecord,
 };
 use crate::storage::metadata::{MetadataError, MetadataStore};
 
@@ -43,6 +45,12 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 
 /// Producer ids in each block the controller hands out (each shard takes one at a time).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// The broker configs AlterConfigs may change at run time (as dynamic broker configs).
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -260,13 +268,18 @@ impl Controller {
                 self.persist(vec![MetadataRecord::PartitionChange(record)])
                     .await?;
                 tracing::info!(broker = req.broker_id, topic_id = %req.topic_id, partition = req.partition, ?isr, "ISR changed");
-                let image = self.image.borrow();
-                image
-                    .topics()
-                    .find(|t| t.topic_id == req.topic_id)
-                    .and_then(|t| t.partitions.get(&req.partition))
-                    .map(PartitionState::from)
-                    .ok_or(KafkaError::UnknownTopicOrPartition)
+                // The replica a reassignment waited for may be in sync now.
+                let state = {
+                    let image = self.image.borrow();
+                    image
+                        .topics()
+                        .find(|t| t.topic_id == req.topic_id)
+                        .and_then(|t| t.partitions.get(&req.partition))
+                        .map(PartitionState::from)
+                        .ok_or(KafkaError::UnknownTopicOrPartition)
+                };
+                self.complete_reassignments().await;
+                state
             }
         }
     }
@@ -407,6 +420,7 @@ impl Controller {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 })
                 .collect(),
         );
@@ -629,6 +643,10 @@ impl Controller {
         let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
+            if change.broker {
+                out.push(self.alter_broker_configs(&change, validate_only).await);
+                continue;
+            }
             let old = match self.existing_topic(&change.topic) {
                 Ok(old) => old,
                 Err(e) => {
@@ -676,6 +694,84 @@ impl Controller {
 }
 
 impl Controller {
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource): only the replication
+    /// throttle rates, stored as broker config records so every broker applies them (see
+    /// [`Controller::throttle_rates`]).
+    async fn alter_broker_configs(
+        &self,
+        change: &AlterTopicConfig,
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        let name = change.topic.as_str();
+        if !name.is_empty() && name.parse::<i32>().map_or(true, |id| id < 0) {
+            return Err(KafkaError::InvalidRequest(format!(
+                "broker resource '{name}' is not a broker id (or empty, for every broker)"
+            )));
+        }
+        let old = self
+            .image
+            .borrow()
+            .configs(ConfigResource::Broker, name)
+            .cloned()
+            .unwrap_or_default();
+        let mut new = if change.replace {
+            BTreeMap::new()
+        } else {
+            old.clone()
+        };
+        for (k, v) in &change.ops {
+            if !DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()) {
+                return Err(KafkaError::InvalidRequest(format!(
+                    "broker config '{k}' cannot be changed at run time (only {})",
+                    DYNAMIC_BROKER_CONFIGS.join(", ")
+                )));
+            }
+            match v {
+                Some(v) => {
+                    if v.parse::<u64>().is_err() {
+                        return Err(KafkaError::InvalidConfig(format!(
+                            "{k} must be a non-negative number of bytes per second, got '{v}'"
+                        )));
+                    }
+                    new.insert(k.clone(), v.clone());
+                }
+                None => {
+                    new.remove(k);
+                }
+            }
+        }
+        if validate_only || new == old {
+            return Ok(());
+        }
+        let records = crate::storage::metadata::image::resource_config_change_records(
+            ConfigResource::Broker,
+            name,
+            &old,
+            &new,
+        );
+        self.persist(records).await?;
+        tracing::info!(broker = name, configs = ?new, "dynamic broker configs changed");
+        Ok(())
+    }
+
+    /// The replication throttle rates the dynamic broker configs give this broker: its own
+    /// (resource = its id), else the cluster-wide default (resource ""); None where neither
+    /// sets one.
+    pub fn throttle_rates(&self) -> (Option<u64>, Option<u64>) {
+        let image = self.image.borrow();
+        let own = image.configs(ConfigResource::Broker, &self.node_id.to_string());
+        let default = image.configs(ConfigResource::Broker, "");
+        let rate = |key: &str| {
+            own.and_then(|c| c.get(key))
+                .or_else(|| default.and_then(|c| c.get(key)))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        (
+            rate("leader.replication.throttled.rate"),
+            rate("follower.replication.throttled.rate"),
+        )
+    }
+
     /// CreatePartitions: adds partitions to topics, placed over the brokers that serve (on
     /// one node, this one). `topics`: (name, new total count, explicit replica lists of the
     /// new partitions).
@@ -795,6 +891,7 @@ impl Controller {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 })
             })
             .collect())
@@ -1041,7 +1138,8 @@ impl Controller {
             std::time::Duration::from_secs(config.leader_imbalance_check_interval_seconds);
         let rebalance = config.auto_leader_rebalance_enable
             && now.duration_since(self.last_rebalance.get().unwrap_or(since)) >= rebalance_every;
-        if !needs_id && expired.is_empty() && !rebalance {
+        let completions = !reassign::completion_records(&self.image.borrow()).is_empty();
+        if !needs_id && expired.is_empty() && !rebalance && !completions {
             return;
         }
         let _permit = self.begin_change(Some(q)).await;
@@ -1069,6 +1167,7 @@ impl Controller {
                 Err(e) => tracing::warn!(broker, error = %e, "could not fence a broker"),
             }
         }
+        self.complete_reassignments().await;
         if rebalance {
             self.last_rebalance.set(Some(now));
             let records = election::preferred_leader_records(&self.image.borrow());
@@ -1085,6 +1184,145 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// Completes the reassignments whose adding replicas are all in the ISR now (see
+    /// [`reassign::completion_records`]), one change each. Called with the change permit held.
+    async fn complete_reassignments(&self) {
+        let records = reassign::completion_records(&self.image.borrow());
+        for r in records {
+            let what = match &r {
+                MetadataRecord::PartitionChange(c) => (c.topic_id, c.partition, c.replicas.clone()),
+                _ => continue,
+            };
+            match self.persist(vec![r]).await {
+                Ok(()) => {
+                    tracing::info!(topic_id = %what.0, partition = what.1, replicas = ?what.2, "partition reassignment completed")
+                }
+                Err(e) => {
+                    tracing::warn!(topic_id = %what.0, partition = what.1, error = %e, "could not complete a partition reassignment")
+                }
+            }
+        }
+    }
+
+    /// AlterPartitionReassignments: starts (target given) or cancels (None) the reassignment
+    /// of each partition, one change each (see [`reassign::reassign`]). A one-node broker
+    /// has no other broker to move a replica to.
+    pub async fn alter_reassignments(
+        &self,
+        items: Vec<(String, i32, Option<Vec<i32>>)>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), items.len(), || Request::AlterReassignments {
+                context: context.clone(),
+                items: items.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let mut out = Vec::with_capacity(items.len());
+        for (topic, partition, target) in items {
+            if q.is_none() {
+                out.push(Err(KafkaError::InvalidReplicaAssignment(
+                    "a one-node broker (no --voters) has no other broker to move replicas to"
+                        .into(),
+                )));
+                continue;
+            }
+            let record = match reassign::reassign(
+                &self.image.borrow(),
+                &topic,
+                partition,
+                target.as_deref(),
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            let Some(record) = record else {
+                out.push(Ok(()));
+                continue;
+            };
+            match self.persist(vec![record]).await {
+                Ok(()) => {
+                    tracing::info!(topic = %topic, partition, target = ?target, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "partition reassignment {}", if target.is_some() { "started" } else { "cancelled" });
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
+    }
+
+    /// Every partition of every topic, for an ElectLeaders without a list.
+    pub fn all_partitions(&self) -> Vec<(String, i32)> {
+        self.image
+            .borrow()
+            .topics()
+            .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+            .collect()
+    }
+
+    /// ElectLeaders: a preferred (or unclean) election of each partition, one change each
+    /// (see [`reassign::elect_leader`]). Unclean elections are logged and counted like the
+    /// controller's own.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Vec<(String, i32)>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), partitions.len(), || Request::ElectLeaders {
+                context: context.clone(),
+                unclean,
+                partitions: partitions.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let kind = if unclean {
+            reassign::ElectionType::Unclean
+        } else {
+            reassign::ElectionType::Preferred
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            if q.is_none() {
+                // One node: it leads every partition already.
+                out.push(Err(KafkaError::ElectionNotNeeded(
+                    "a one-node broker leads every partition".into(),
+                )));
+                continue;
+            }
+            let elected = reassign::elect_leader(&self.image.borrow(), &topic, partition, kind);
+            let (record, was_unclean) = match elected {
+                Ok(r) => r,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            match self.persist(vec![record]).await {
+                Ok(()) => {
+                    self.note_unclean(was_unclean.as_slice());
+                    tracing::info!(topic = %topic, partition, unclean, principal = %context.principal, client_id = %context.client_id, client = %context.client_addr, via_broker = context.via_broker, "leader elected on request");
+                    out.push(Ok(()));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        out
     }
 
     /// Forgets leader-only state when this node stops being the active controller.
@@ -1145,6 +1383,7 @@ mod tests {
     fn change(replace: bool, ops: &[(&str, Option<&str>)]) -> AlterTopicConfig {
         AlterTopicConfig {
             topic: "t".into(),
+            broker: false,
             replace,
             ops: ops
                 .iter()

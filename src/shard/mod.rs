@@ -13,6 +13,7 @@ pub mod controller;
 pub mod partition;
 pub mod quorum;
 pub mod replica;
+pub mod throttle;
 pub mod txn;
 
 use std::cell::{Cell, RefCell};
@@ -66,6 +67,9 @@ pub struct ShardStats {
     pub isr_expands: Cell<u64>,
     pub replication_bytes_in: Cell<u64>,
     pub replication_bytes_out: Cell<u64>,
+    /// Record bytes of throttled replicas that went through this shard's throttles (served
+    /// as a leader and fetched as a follower).
+    pub replication_throttled_bytes: Cell<u64>,
 }
 
 /// A produce's batches waiting for the shard's writer task.
@@ -191,6 +195,9 @@ pub struct Shard {
     /// The replica fetchers of this shard, by the leader broker they fetch from (see
     /// `replica`).
     fetchers: RefCell<HashMap<i32, Rc<replica::Fetcher>>>,
+    /// The replication throttles of this shard (see `throttle`); their rates are refreshed
+    /// from the metadata's dynamic broker configs on each replica tick.
+    throttles: RefCell<throttle::Throttles>,
     /// The high watermarks of the last checkpoint this shard wrote.
     hw_written: RefCell<Vec<(TopicPartition, i64)>>,
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
@@ -211,6 +218,11 @@ impl Shard {
         let controller = (id == crate::placement::CONTROLLER_SHARD)
             .then(|| controller::Controller::new(config.node_id));
         let in_cluster = config.cluster.is_some();
+        let throttles = RefCell::new(throttle::Throttles::new(
+            config.leader_replication_throttled_rate,
+            config.follower_replication_throttled_rate,
+            std::time::Instant::now(),
+        ));
         Shard {
             id,
             inflight: Rc::new(glommio::sync::Semaphore::new(
@@ -246,6 +258,7 @@ impl Shard {
             })),
             producer_ids: Cell::new((0, 0)),
             fetchers: RefCell::new(HashMap::new()),
+            throttles,
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
         }
@@ -865,11 +878,104 @@ impl Shard {
             }
         }
         let name = meta.name.clone();
+        let gone: Vec<i32> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, p)| *t == name && !self.holds_replica(&meta, *p))
+            .map(|(_, p)| *p)
+            .collect();
         self.topic_config_changed(meta)?;
         self.assign_partitions_of(&name);
+        let dropped = self.drop_partitions(&name, &gone).await;
         opened
             .map(drop)
             .map_err(|e| KafkaError::Storage(e.to_string()))
+            .and(dropped)
+    }
+
+    /// At start, in a cluster: deletes the directories of partitions this shard owns but this
+    /// node no longer holds a replica of (a reassignment moved them away and the broker
+    /// stopped before it deleted them), on the blocking pool. Internal topics are left alone:
+    /// their logs are the group and transaction coordinators'.
+    pub async fn remove_stray_replicas(&self, topics: &[TopicMeta]) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let dirs: Vec<std::path::PathBuf> = topics
+            .iter()
+            .filter(|t| !t.name.starts_with("__"))
+            .flat_map(|t| {
+                (0..t.partitions)
+                    .filter(|&p| {
+                        self.owner(&t.name, p) == self.id
+                            && t.partition(p).is_some()
+                            && !self.holds_replica(t, p)
+                    })
+                    .map(|p| partition_dir(&self.config.data_dir, &t.name, p))
+            })
+            .collect();
+        let removed = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.into_iter()
+                    .filter(|d| d.exists())
+                    .map(|d| {
+                        let r = std::fs::remove_dir_all(&d);
+                        (d, r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        for (dir, r) in removed {
+            match r {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "replica no longer assigned to this broker: its directory deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not delete the directory of a replica no longer assigned here")
+                }
+            }
+        }
+    }
+
+    /// Partitions of `topic` this node no longer holds a replica of (a reassignment moved
+    /// them away): stop following, wake their waiters (they look again and find the partition
+    /// gone), close the logs and delete their directories on the blocking pool, since
+    /// unlinking a partition's files can wait on the disk.
+    async fn drop_partitions(&self, topic: &str, partitions: &[i32]) -> Result<(), KafkaError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let mut dirs = Vec::with_capacity(partitions.len());
+        for &p in partitions {
+            let tp = (topic.to_string(), p);
+            self.unfollow(&tp);
+            let removed = self.partitions.borrow_mut().remove(&tp);
+            if let Some(mut part) = removed {
+                part.wake_waiters();
+                drop(part);
+                tracing::info!(topic = %topic, partition = p, shard = self.id, "replica removed from this broker: partition closed and its directory deleted");
+                dirs.push((p, partition_dir(&self.config.data_dir, topic, p)));
+            }
+        }
+        self.wake_all_fetches();
+        let failed = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.into_iter()
+                    .filter_map(|(p, dir)| match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => None,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(e) => Some((p, e.to_string())),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let mut result = Ok(());
+        for (p, e) in failed {
+            tracing::error!(topic = %topic, partition = p, error = %e, "could not delete the files of a partition moved away");
+            result = Err(KafkaError::Storage(e));
+        }
+        result
     }
 
     /// A topic's configs changed: recache it and apply the new settings to its open logs.

@@ -534,6 +534,7 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: 0,
+            ..Default::default()
         }
     }
 

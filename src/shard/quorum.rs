@@ -860,6 +860,18 @@ impl Quorum {
                     .await,
                 self.applied(),
             ),
+            Request::AlterReassignments { context, items } => done(
+                ctl.alter_reassignments(items, context).await,
+                self.applied(),
+            ),
+            Request::ElectLeaders {
+                context,
+                unclean,
+                partitions,
+            } => done(
+                ctl.elect_leaders(unclean, partitions, context).await,
+                self.applied(),
+            ),
         }
     }
 

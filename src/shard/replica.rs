@@ -23,6 +23,10 @@
 //!   controller to change the ISR: add a follower that caught up to the high watermark, drop
 //!   one that has not caught up for `replica.lag.time.max.ms`. An ISR change takes effect only
 //!   when the metadata quorum has committed it.
+//! - **Throttles** (`throttle`): a replica named in its topic's
+//!   `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas` and
+//!   out of sync moves only while its shard's bucket for that direction has tokens: the leader
+//!   answers it nothing, the follower leaves it out of its Fetch. Others never wait.
 //! - **The high watermark** of every partition is written to a per-shard checkpoint file once a
 //!   second when it moved and at a clean stop; a restarted replica starts from it (at most its
 //!   log end), never from its log end, whose tail the other replicas may not have.
@@ -53,6 +57,8 @@ const CLIENT_ID: &str = "spate-replica-fetcher";
 /// How often the leader looks for followers to drop from the ISR and writes the
 /// high-watermark checkpoint.
 pub const REPLICA_TICK_MS: u64 = 500;
+/// How long a fetcher whose partitions are all throttled waits before it looks again.
+const THROTTLED_WAIT_MS: u64 = 100;
 /// Backoff of a fetcher whose leader cannot be reached, doubled up to the maximum.
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 1000;
@@ -230,7 +236,8 @@ impl Shard {
     /// The leader's side of a follower's Fetch of one partition: checks that this replica
     /// leads it in the follower's epoch, answers the divergence point if the follower's log
     /// left this one, records the follower's progress (moving the high watermark, and asking
-    /// for an ISR expansion when it caught up), then reads up to the log end.
+    /// for an ISR expansion when it caught up), then reads up to the log end (nothing, for a
+    /// throttled replica out of sync while the leader bucket is empty).
     pub(crate) fn serve_replica(
         self: &Rc<Self>,
         tp: &TopicPartition,
@@ -289,8 +296,8 @@ impl Shard {
                     end,
                 });
             }
-            let expand =
-                part.follower_fetched(r.replica_id, r.broker_epoch, offset, Instant::now());
+            let now = Instant::now();
+            let expand = part.follower_fetched(r.replica_id, r.broker_epoch, offset, now);
             if part.advance_high_watermark(me, synced) {
                 part.wake_waiters();
             }
@@ -301,18 +308,76 @@ impl Shard {
                     part.assignment.clone(),
                 )
             });
-            let out = part.read_for_replica(offset, max_bytes)?;
-            let bytes = out.slice.as_ref().map_or(0, |s| s.len as u64);
-            self.stats
-                .replication_bytes_out
-                .set(self.stats.replication_bytes_out.get() + bytes);
-            (out, expand)
+            // A throttled replica out of sync gets nothing while the leader's bucket is
+            // empty: an empty answer, and its fetcher asks again.
+            let throttled = !part.assignment.isr.contains(&r.replica_id)
+                && self
+                    .topics
+                    .borrow()
+                    .get(&tp.0)
+                    .is_some_and(|t| t.config.leader_throttled_replicas.contains(tp.1, me));
+            if throttled && !self.throttles.borrow_mut().leader.allows(now) {
+                let nothing = ReadOut {
+                    slice: None,
+                    high_watermark: part.high_watermark(),
+                    last_stable_offset: part.last_stable_offset(),
+                    log_start_offset: part.log.log_start_offset(),
+                    aborted: None,
+                    diverging_epoch: None,
+                };
+                (nothing, expand)
+            } else {
+                let out = part.read_for_replica(offset, max_bytes)?;
+                let bytes = out.slice.as_ref().map_or(0, |s| s.len as u64);
+                self.stats
+                    .replication_bytes_out
+                    .set(self.stats.replication_bytes_out.get() + bytes);
+                if throttled {
+                    self.throttles.borrow_mut().leader.charge(bytes, now);
+                    self.note_throttled(bytes);
+                }
+                (out, expand)
+            }
         };
         if let Some((isr, with_epochs, a)) = expand {
             tracing::info!(topic = %tp.0, partition = tp.1, replica = r.replica_id, ?isr, "follower caught up: asking the controller to add it to the ISR");
             self.spawn_alter_isr(tp.clone(), a, with_epochs);
         }
         Ok(out)
+    }
+
+    /// Whether this broker's replica of `tp` is throttled on the follower side: named in the
+    /// topic's `follower.replication.throttled.replicas` and out of sync.
+    fn follower_throttled(&self, tp: &TopicPartition, p: &Partition) -> bool {
+        let me = self.config.node_id;
+        !p.assignment.isr.contains(&me)
+            && self
+                .topics
+                .borrow()
+                .get(&tp.0)
+                .is_some_and(|t| t.config.follower_throttled_replicas.contains(tp.1, me))
+    }
+
+    /// Counts record bytes of throttled replicas that went through a throttle.
+    fn note_throttled(&self, bytes: u64) {
+        let c = &self.stats.replication_throttled_bytes;
+        c.set(c.get() + bytes);
+    }
+
+    /// New throttle rates (the static flags, overridden by the dynamic broker configs).
+    pub fn set_throttle_rates(&self, leader: Option<u64>, follower: Option<u64>) {
+        let now = Instant::now();
+        let mut t = self.throttles.borrow_mut();
+        if t.leader.rate() != leader || t.follower.rate() != follower {
+            tracing::info!(
+                shard = self.id,
+                ?leader,
+                ?follower,
+                "replication throttle rates (bytes/s)"
+            );
+        }
+        t.leader.set_rate(leader, now);
+        t.follower.set_rate(follower, now);
     }
 
     /// This shard's replication figures, for a scrape.
@@ -323,6 +388,7 @@ impl Shard {
             isr_expands: self.stats.isr_expands.get(),
             bytes_in: self.stats.replication_bytes_in.get(),
             bytes_out: self.stats.replication_bytes_out.get(),
+            throttled_bytes: self.stats.replication_throttled_bytes.get(),
             ..Default::default()
         };
         for ((t, p), part) in self.partitions.borrow().iter() {
@@ -460,6 +526,7 @@ impl Shard {
     ) -> FetchRequest {
         let partitions = self.partitions.borrow();
         let mut topics: BTreeMap<Uuid, Vec<FetchPartition>> = BTreeMap::new();
+        let now = Instant::now();
         for (tp, t) in targets {
             let Some(p) = partitions.get(tp) else {
                 continue;
@@ -467,6 +534,11 @@ impl Shard {
             // An offline partition (a failed write or flush) is not fetched for: its log end
             // may not be durable.
             if p.log.check_online().is_err() || p.log.poisoned().is_some() {
+                continue;
+            }
+            // A throttled partition out of sync is left out while the follower's bucket is
+            // empty; the others go on as before.
+            if self.follower_throttled(tp, p) && !self.throttles.borrow_mut().follower.allows(now) {
                 continue;
             }
             let last_epoch = p.log.leader_epochs().latest_epoch();
@@ -594,6 +666,14 @@ impl Shard {
                     continue;
                 }
                 if let Some(records) = pr.records.as_ref().filter(|r| !r.is_empty()) {
+                    if self.follower_throttled(&tp, part) {
+                        let bytes = records.len() as u64;
+                        self.throttles
+                            .borrow_mut()
+                            .follower
+                            .charge(bytes, Instant::now());
+                        self.note_throttled(bytes);
+                    }
                     match append_fetched(part, records, &self.stats) {
                         Ok((Some(last), job)) => {
                             jobs.extend(job);
@@ -740,6 +820,12 @@ async fn run_fetcher(shard: Rc<Shard>, f: Rc<Fetcher>) {
             continue;
         };
         let req = shard.replica_fetch_request(&targets, my_epoch);
+        if req.topics.is_empty() {
+            // Every partition is throttled (or offline) for now: ask again once the bucket
+            // had time to refill.
+            glommio::timer::sleep(Duration::from_millis(THROTTLED_WAIT_MS)).await;
+            continue;
+        }
         correlation = correlation.wrapping_add(1);
         let exchange = async {
             if conn.is_none() {

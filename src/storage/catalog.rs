@@ -107,7 +107,74 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         doc: "Whether a replica outside the ISR may become leader when no in-sync replica is \
          left; what only the ISR had is then lost.",
     },
+    TopicConfigDef {
+        name: "leader.replication.throttled.replicas",
+        broker_name: "leader.replication.throttled.replicas",
+        kind: ConfigKind::String,
+        doc: "Replicas whose leader side is throttled to leader.replication.throttled.rate while \
+         their follower is out of sync: '*' or a list PARTITION:BROKER,... (the brokers that \
+         may lead).",
+    },
+    TopicConfigDef {
+        name: "follower.replication.throttled.replicas",
+        broker_name: "follower.replication.throttled.replicas",
+        kind: ConfigKind::String,
+        doc: "Replicas whose follower side is throttled to follower.replication.throttled.rate \
+         while they are out of sync: '*' or a list PARTITION:BROKER,... (the brokers that \
+         catch up, as a reassignment's new replicas).",
+    },
 ];
+
+/// Kafka's throttled-replica list (`leader.replication.throttled.replicas`,
+/// `follower.replication.throttled.replicas`): none, every replica (`*`), or the replicas
+/// `PARTITION:BROKER` named.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    All,
+    Listed(Vec<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    /// Parses Kafka's syntax: `*`, or `PARTITION:BROKER` entries separated by commas (spaces
+    /// around them allowed), or nothing.
+    pub fn parse(v: &str) -> Result<ThrottledReplicas, String> {
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(ThrottledReplicas::None);
+        }
+        if v == "*" {
+            return Ok(ThrottledReplicas::All);
+        }
+        let mut out = Vec::new();
+        for entry in v.split(',').map(str::trim) {
+            let parsed = entry.split_once(':').and_then(|(p, b)| {
+                let p = p.trim().parse::<i32>().ok().filter(|p| *p >= 0)?;
+                let b = b.trim().parse::<i32>().ok().filter(|b| *b >= 0)?;
+                Some((p, b))
+            });
+            match parsed {
+                Some(pb) => out.push(pb),
+                None => {
+                    return Err(format!(
+                        "'{entry}' is not PARTITION:BROKER (the list is '*' or PARTITION:BROKER,...)"
+                    ));
+                }
+            }
+        }
+        Ok(ThrottledReplicas::Listed(out))
+    }
+
+    /// Whether the replica of `partition` on `broker` is throttled.
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            ThrottledReplicas::None => false,
+            ThrottledReplicas::All => true,
+            ThrottledReplicas::Listed(l) => l.contains(&(partition, broker)),
+        }
+    }
+}
 
 /// Whether `name` is a topic config of [`TOPIC_CONFIGS`].
 pub fn is_topic_config(name: &str) -> bool {
@@ -134,6 +201,10 @@ pub struct PartitionAssignment {
     /// Bumped by every change of the partition's leader or ISR (Kafka's partition epoch): an
     /// AlterPartition carrying another is stale.
     pub partition_epoch: i32,
+    /// A reassignment in progress (KIP-455): replicas catching up to join, and replicas that
+    /// leave when it completes; `replicas` holds both meanwhile.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +309,9 @@ pub struct TopicConfig {
     /// At least 1.
     pub min_insync_replicas: Option<i32>,
     pub unclean_leader_election_enable: Option<bool>,
+    /// Replicas throttled on the leader side and on the follower side.
+    pub leader_throttled_replicas: ThrottledReplicas,
+    pub follower_throttled_replicas: ThrottledReplicas,
 }
 
 impl TopicConfig {
@@ -326,6 +400,15 @@ impl TopicConfig {
                     ));
                 }
             },
+            "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+                let parsed = ThrottledReplicas::parse(v)
+                    .map_err(|why| KafkaError::InvalidConfig(format!("{k}: {why}")))?;
+                if k.starts_with("leader") {
+                    self.leader_throttled_replicas = parsed;
+                } else {
+                    self.follower_throttled_replicas = parsed;
+                }
+            }
             _ => {
                 return invalid(format!(
                     "unknown or unsupported topic config '{k}' (supported: {})",
@@ -407,6 +490,35 @@ pub fn write_clean_shutdown_marker(data_dir: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn throttled_replicas_in_kafkas_syntax() {
+        use super::ThrottledReplicas as T;
+        assert_eq!(T::parse(""), Ok(T::None));
+        assert_eq!(T::parse(" * "), Ok(T::All));
+        let l = T::parse("0:101, 0:102,1:101").unwrap();
+        assert_eq!(l, T::Listed(vec![(0, 101), (0, 102), (1, 101)]));
+        assert!(l.contains(0, 102) && !l.contains(1, 102));
+        assert!(T::All.contains(9, 9) && !T::None.contains(0, 0));
+        for bad in ["0", "a:1", "0:1,", "*,0:1", "-1:2", "0:1:2"] {
+            assert!(T::parse(bad).is_err(), "{bad}");
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "follower.replication.throttled.replicas".to_string(),
+            "0:3".to_string(),
+        );
+        let c = TopicConfig::parse(&configs).unwrap();
+        assert!(c.follower_throttled_replicas.contains(0, 3));
+        configs.insert(
+            "leader.replication.throttled.replicas".to_string(),
+            "x".to_string(),
+        );
+        assert!(matches!(
+            TopicConfig::parse(&configs),
+            Err(KafkaError::InvalidConfig(_))
+        ));
+    }
+
     use super::*;
 
     #[test]
@@ -479,6 +591,7 @@ mod tests {
         // knows no name the table does not have (checked by the unknown-name case above).
         for def in TOPIC_CONFIGS {
             let sample = match def.kind {
+                ConfigKind::String if def.name.ends_with(".throttled.replicas") => "*",
                 ConfigKind::String => "CreateTime",
                 ConfigKind::Int | ConfigKind::Long => "4096",
                 ConfigKind::Boolean => "true",

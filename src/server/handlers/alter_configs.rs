@@ -1,7 +1,9 @@
 //! IncrementalAlterConfigs (SET and DELETE of topic configs) and the legacy AlterConfigs
 //! (replaces a topic's whole set of configs). Changes are validated and applied by the
 //! controller (shard 0), wherever the request arrived. Broker settings come from the command
-//! line and cannot be changed at run time.
+//! line; only the replication throttle rates can also be set at run time, as dynamic broker
+//! configs on a BROKER resource (a broker id, or empty for every broker), as
+//! `kafka-reassign-partitions --throttle` sets them.
 
 use super::RequestContext;
 use std::rc::Rc;
@@ -17,6 +19,7 @@ use crate::error::KafkaError;
 use crate::placement::CONTROLLER_SHARD;
 use crate::shard::Shard;
 use crate::shard::calls::{AlterTopicConfig, AlterTopicConfigs};
+use crate::shard::controller::DYNAMIC_BROKER_CONFIGS;
 use crate::storage::catalog;
 
 /// IncrementalAlterConfigs operations.
@@ -25,15 +28,24 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-/// Checks what can be checked without the catalog: the resource type and topic name.
-fn check_resource(resource_type: i8, name: &str) -> Result<(), KafkaError> {
+/// Checks what can be checked without the catalog: the resource type and topic name, and
+/// that a broker resource changes only the dynamic broker configs. Returns whether it is a
+/// broker resource.
+fn check_resource<'a>(
+    resource_type: i8,
+    name: &str,
+    mut configs: impl Iterator<Item = &'a str>,
+) -> Result<bool, KafkaError> {
     match resource_type {
-        RESOURCE_TOPIC => catalog::validate_topic_name(name),
-        RESOURCE_BROKER => Err(KafkaError::InvalidRequest(
-            "broker settings are set on the command line of `spate serve` and cannot be \
-             changed at run time; change topic configs instead"
-                .into(),
-        )),
+        RESOURCE_TOPIC => catalog::validate_topic_name(name).map(|()| false),
+        RESOURCE_BROKER => match configs.find(|c| !DYNAMIC_BROKER_CONFIGS.contains(c)) {
+            None => Ok(true),
+            Some(c) => Err(KafkaError::InvalidRequest(format!(
+                "broker setting '{c}' is set on the command line of `spate serve` and cannot \
+                 be changed at run time (only {} can); change topic configs instead",
+                DYNAMIC_BROKER_CONFIGS.join(", ")
+            ))),
+        },
         other => Err(KafkaError::InvalidRequest(format!(
             "resource type {other} is not supported; only TOPIC ({RESOURCE_TOPIC}) configs \
              can be changed"
@@ -117,7 +129,11 @@ pub async fn handle_incremental(
         .iter()
         .map(|r| {
             let topic = r.resource_name.as_str();
-            check_resource(r.resource_type, topic)?;
+            let broker = check_resource(
+                r.resource_type,
+                topic,
+                r.configs.iter().map(|c| c.name.as_str()),
+            )?;
             check_unique(r.configs.iter().map(|c| c.name.as_str()))?;
             let ops = r
                 .configs
@@ -143,6 +159,7 @@ pub async fn handle_incremental(
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(AlterTopicConfig {
                 topic: topic.to_string(),
+                broker,
                 replace: false,
                 ops,
             })
@@ -172,10 +189,15 @@ pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> Al
         .iter()
         .map(|r| {
             let topic = r.resource_name.as_str();
-            check_resource(r.resource_type, topic)?;
+            let broker = check_resource(
+                r.resource_type,
+                topic,
+                r.configs.iter().map(|c| c.name.as_str()),
+            )?;
             check_unique(r.configs.iter().map(|c| c.name.as_str()))?;
             Ok(AlterTopicConfig {
                 topic: topic.to_string(),
+                broker,
                 replace: true,
                 ops: r
                     .configs

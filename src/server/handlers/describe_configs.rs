@@ -26,6 +26,7 @@ pub const RESOURCE_BROKER: i8 = 4;
 
 /// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -140,6 +141,28 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
         "Default of topic unclean.leader.election.enable (--unclean-leader-election-enable).",
     ),
     (
+        "leader.replication.throttled.replicas",
+        TYPE_STRING,
+        "Default of topic leader.replication.throttled.replicas: empty, no replica throttled.",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        TYPE_STRING,
+        "Default of topic follower.replication.throttled.replicas: empty, no replica throttled.",
+    ),
+    (
+        "leader.replication.throttled.rate",
+        TYPE_LONG,
+        "Bytes per second, per shard, leaders serve to throttled replicas \
+         (--leader-replication-throttled-rate; a dynamic broker config overrides it).",
+    ),
+    (
+        "follower.replication.throttled.rate",
+        TYPE_LONG,
+        "Bytes per second, per shard, followers fetch for throttled replicas \
+         (--follower-replication-throttled-rate; a dynamic broker config overrides it).",
+    ),
+    (
         "replica.lag.time.max.ms",
         TYPE_LONG,
         "A follower not caught up for this long leaves the ISR (--replica-lag-time-max-ms).",
@@ -179,6 +202,11 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         "replica.lag.time.max.ms" => c.replica_lag_time_max_ms.to_string(),
+        "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+            String::new()
+        }
+        "leader.replication.throttled.rate" => unbounded(c.leader_replication_throttled_rate),
+        "follower.replication.throttled.rate" => unbounded(c.follower_replication_throttled_rate),
         "default.replication.factor" => c.default_replication_factor.to_string(),
         _ => return None,
     })
@@ -249,19 +277,49 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
         .collect()
 }
 
-fn describe_broker(c: &Config) -> Vec<Described> {
+/// The broker's settings; `dynamic` holds the replication throttle rates the metadata's
+/// dynamic broker configs set (leader, follower), which override the flags and can change.
+fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Described> {
     BROKER_CONFIG_DEFS
         .iter()
         .map(|&(name, config_type, doc)| {
             let (value, source) = broker_setting(c, name);
-            Described {
-                name,
-                synonyms: vec![(name, value.clone(), source)],
-                value,
-                source,
-                read_only: true,
-                config_type,
-                doc,
+            let set = match name {
+                "leader.replication.throttled.rate" => Some(dynamic.0),
+                "follower.replication.throttled.rate" => Some(dynamic.1),
+                _ => None,
+            };
+            match set {
+                Some(Some(rate)) => Described {
+                    name,
+                    synonyms: vec![
+                        (name, Some(rate.to_string()), SOURCE_DYNAMIC_BROKER),
+                        (name, value, source),
+                    ],
+                    value: Some(rate.to_string()),
+                    source: SOURCE_DYNAMIC_BROKER,
+                    read_only: false,
+                    config_type,
+                    doc,
+                },
+                Some(None) => Described {
+                    name,
+                    synonyms: vec![(name, value.clone(), source)],
+                    value,
+                    source,
+                    read_only: false,
+                    config_type,
+                    doc,
+                },
+                None => Described {
+                    name,
+                    synonyms: vec![(name, value.clone(), source)],
+                    value,
+                    source,
+                    read_only: true,
+                    config_type,
+                    doc,
+                },
             }
         })
         .collect()
@@ -272,6 +330,7 @@ fn describe(
     shard: &Shard,
     resource_type: i8,
     resource_name: &str,
+    dynamic: (Option<u64>, Option<u64>),
 ) -> Result<Vec<Described>, (KafkaError, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
@@ -293,7 +352,7 @@ fn describe(
                 let m = format!("broker '{resource_name}' is not this broker (node id {node})");
                 return Err((KafkaError::InvalidRequest(m.clone()), m));
             }
-            Ok(describe_broker(&shard.config))
+            Ok(describe_broker(&shard.config, dynamic))
         }
         other => {
             let m = format!(
@@ -308,6 +367,21 @@ fn describe(
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
+    let dynamic = if req
+        .resources
+        .iter()
+        .any(|r| r.resource_type == RESOURCE_BROKER)
+    {
+        shard
+            .call(
+                crate::placement::CONTROLLER_SHARD,
+                crate::shard::calls::ThrottleRates,
+            )
+            .await
+            .unwrap_or_default()
+    } else {
+        (None, None)
+    };
     let results = req
         .resources
         .iter()
@@ -316,7 +390,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let described = match describe(shard, r.resource_type, name) {
+            let described = match describe(shard, r.resource_type, name, dynamic) {
                 Ok(d) => d,
                 Err((e, message)) => {
                     return out

@@ -4,6 +4,7 @@
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -18,6 +19,7 @@ mod describe_groups;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
+mod elect_leaders;
 mod end_txn;
 mod fetch;
 mod find_coordinator;
@@ -27,6 +29,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod list_transactions;
 mod metadata;
 mod offset_commit;
@@ -372,6 +375,9 @@ pub async fn dispatch(
         CreateTopics => create_topics::handle,
         DeleteTopics => delete_topics::handle,
         CreatePartitions => create_partitions::handle,
+        AlterPartitionReassignments => alter_partition_reassignments::handle,
+        ListPartitionReassignments => list_partition_reassignments::handle,
+        ElectLeaders => elect_leaders::handle,
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
         OffsetForLeaderEpoch => offset_for_leader_epoch::handle,

@@ -157,6 +157,15 @@ impl MetadataImage {
                 p.leader = c.leader;
                 p.leader_epoch = c.leader_epoch;
                 p.isr = c.isr.clone();
+                if let Some(r) = &c.replicas {
+                    p.replicas = r.clone();
+                }
+                if let Some(r) = &c.adding_replicas {
+                    p.adding_replicas = r.clone();
+                }
+                if let Some(r) = &c.removing_replicas {
+                    p.removing_replicas = r.clone();
+                }
                 p.partition_epoch += 1;
             }
             MetadataRecord::RegisterBroker(r) => {
@@ -281,6 +290,8 @@ impl MetadataImage {
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
                 })
                 .collect(),
         );
@@ -365,6 +376,8 @@ pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecor
                 leader: a.leader,
                 leader_epoch: a.leader_epoch,
                 partition_epoch: a.partition_epoch,
+                adding_replicas: a.adding_replicas.clone(),
+                removing_replicas: a.removing_replicas.clone(),
             },
             None => PartitionRecord {
                 topic_id: meta.topic_id,
@@ -374,6 +387,7 @@ pub fn create_topic_records(meta: &TopicMeta, node_id: i32) -> Vec<MetadataRecor
                 leader: node_id,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                ..Default::default()
             },
         })
     }));
@@ -395,9 +409,21 @@ pub fn config_change_records(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
 ) -> Vec<MetadataRecord> {
+    resource_config_change_records(ConfigResource::Topic, name, old, new)
+}
+
+/// The config records that change resource `name`'s configs from `old` to `new`, for a topic
+/// or a broker (dynamic broker configs: `name` is a broker id, or empty for the cluster-wide
+/// default).
+pub fn resource_config_change_records(
+    resource: ConfigResource,
+    name: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
     let record = |k: &String, value: Option<&String>| {
         MetadataRecord::Config(ConfigRecord {
-            resource_type: ConfigResource::Topic,
+            resource_type: resource,
             resource_name: name.to_string(),
             name: k.clone(),
             value: value.cloned(),
@@ -518,6 +544,7 @@ mod tests {
                         leader: 1,
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        ..Default::default()
                     }));
                     r
                 },

@@ -98,7 +98,7 @@ pub struct TopicRecord {
 
 /// A partition and its replica assignment. On one node: replicas and ISR are `[node id]`, the
 /// leader is the node, the leader epoch 0. A record for a partition that exists replaces it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
     pub topic_id: Uuid,
     pub partition: i32,
@@ -110,19 +110,36 @@ pub struct PartitionRecord {
     /// 0); written so a snapshot keeps it.
     #[serde(default)]
     pub partition_epoch: i32,
+    /// During a reassignment (KIP-455): the target replicas not in the original set, which
+    /// are catching up, and the original replicas not in the target, which leave when it
+    /// completes. Empty otherwise (and in records of older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
 }
 
 /// A partition's leader, leader epoch or ISR changed (Kafka's PartitionChangeRecord): a
 /// broker was fenced (it leaves the ISRs, its partitions get another leader or none, -1) or
 /// came back, a leader changed its ISR (AlterPartition), or a preferred replica leads again
-/// (see `cluster::election`). The replicas do not change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// (see `cluster::election`), or a reassignment started, completed or was cancelled (see
+/// `cluster::reassign`): only then do the replicas change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionChangeRecord {
     pub topic_id: Uuid,
     pub partition: i32,
     pub leader: i32,
     pub leader_epoch: i32,
     pub isr: Vec<i32>,
+    /// Kafka's nullable fields: None leaves the partition's value as it is (and is what
+    /// records of older versions decode to). The replicas change only with a reassignment
+    /// (it starts, completes or is cancelled; see `cluster::reassign`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding_replicas: Option<Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removing_replicas: Option<Vec<i32>>,
 }
 
 /// A broker registered with the controller (at each start: `incarnation_id` is new each
@@ -344,6 +361,7 @@ mod tests {
                     leader: 1,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    ..Default::default()
                 }),
                 r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":7,"replicas":[1],"isr":[1],"leader":1,"leader_epoch":0,"partition_epoch":0}"#,
             ),
@@ -376,6 +394,7 @@ mod tests {
                     leader: -1,
                     leader_epoch: 4,
                     isr: vec![2],
+                    ..Default::default()
                 }),
                 r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":3,"leader":-1,"leader_epoch":4,"isr":[2]}"#,
             ),
@@ -441,6 +460,51 @@ mod tests {
         b.extend_from_slice(&version.to_be_bytes());
         b.extend_from_slice(payload.as_bytes());
         b
+    }
+
+    #[test]
+    fn reassignment_fields_round_trip_and_default_when_absent() {
+        let id = Uuid::from_u128(1);
+        check(
+            &MetadataRecord::Partition(PartitionRecord {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![2, 3, 1],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                adding_replicas: vec![3],
+                removing_replicas: vec![1],
+            }),
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"replicas":[2,3,1],"isr":[1,2],"leader":1,"leader_epoch":0,"partition_epoch":1,"adding_replicas":[3],"removing_replicas":[1]}"#,
+        );
+        check(
+            &MetadataRecord::PartitionChange(PartitionChangeRecord {
+                topic_id: id,
+                partition: 0,
+                leader: 2,
+                leader_epoch: 1,
+                isr: vec![2, 3],
+                replicas: Some(vec![2, 3]),
+                adding_replicas: Some(vec![]),
+                removing_replicas: Some(vec![]),
+            }),
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"leader":2,"leader_epoch":1,"isr":[2,3],"replicas":[2,3],"adding_replicas":[],"removing_replicas":[]}"#,
+        );
+        // A change of an older version leaves the replicas alone.
+        let old = raw(
+            TYPE_PARTITION_CHANGE,
+            VERSION,
+            r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":0,"leader":2,"leader_epoch":1,"isr":[2]}"#,
+        );
+        let MetadataRecord::PartitionChange(c) = MetadataRecord::decode(&old).unwrap() else {
+            panic!("not a partition change");
+        };
+        assert_eq!(
+            (c.replicas, c.adding_replicas, c.removing_replicas),
+            (None, None, None)
+        );
     }
 
     #[test]
