@@ -180,10 +180,18 @@ def failover(spate, kills):
             p.flush(30)
         th = threading.Thread(target=load, daemon=True)
         th.start()
+        def agreed_leaders():
+            """Leaders as every broker answers them (a restarted broker may answer from its old
+            metadata until it has caught up), and the controller."""
+            views = []
+            for nd in nodes:
+                md = admin(f"127.0.0.1:{nd.port}").list_topics(timeout=5)
+                views.append(({p: m.leader for p, m in md.topics["fo"].partitions.items()}, md.controller_id))
+            return views[0] if all(v == views[0] for v in views) else None
         for k in range(kills):
-            md = admin(boot).list_topics(timeout=5)
-            ctl = md.controller_id
-            leaders = {p: m.leader for p, m in md.topics["fo"].partitions.items()}
+            seen = []
+            wait(lambda: seen.append(agreed_leaders()) or seen[-1], 60, "every broker agreeing on the leaders")
+            leaders, ctl = seen[-1]
             # Alternate: victims that are not the controller, and the controller.
             candidates = [b for b in set(leaders.values()) if (b == ctl) == (k % 2 == 1)] or list(set(leaders.values()))
             victim = candidates[0]

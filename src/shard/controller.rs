@@ -1123,9 +1123,12 @@ impl Controller {
             .filter_map(|b| {
                 let id = b.registration.broker_id;
                 let last = q.last_heartbeat(id).unwrap_or(since);
-                let gone = q
-                    .refused_since(id)
-                    .is_some_and(|t| now.duration_since(t) > gone_after && last.max(since) <= t);
+                // Heartbeats to this controller only count (a new controller has seen none,
+                // and the refusals may have begun before it was elected).
+                let gone = q.refused_since(id).is_some_and(|t| {
+                    now.duration_since(t) > gone_after
+                        && q.last_heartbeat(id).is_none_or(|h| h <= t)
+                });
                 (gone || now.duration_since(last.max(since)) > session).then_some((
                     id,
                     b.registration.broker_epoch,
