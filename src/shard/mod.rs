@@ -10,6 +10,7 @@
 
 pub mod calls;
 pub mod controller;
+pub mod coordinator_logs;
 pub mod partition;
 pub mod quorum;
 pub mod replica;
@@ -196,6 +197,9 @@ pub struct Shard {
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
     /// opens.
     hw_checkpoint: RefCell<HashMap<TopicPartition, i64>>,
+    /// The leader epoch in which each loaded partition of `__consumer_offsets` was loaded
+    /// into the group coordinator (cluster only; see `replica::partition_assigned`).
+    coordinator_epochs: RefCell<HashMap<i32, i32>>,
 }
 
 impl Shard {
@@ -248,6 +252,7 @@ impl Shard {
             fetchers: RefCell::new(HashMap::new()),
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
+            coordinator_epochs: RefCell::new(HashMap::new()),
         }
     }
 
@@ -330,6 +335,10 @@ impl Shard {
     }
 
     pub fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        // The coordinator's log keeps its own small segments (see `group::store`).
+        if topic.name == crate::placement::OFFSETS_TOPIC {
+            return crate::group::store::LOG_CONFIG;
+        }
         LogConfig {
             segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
             segment_bytes: topic
@@ -384,6 +393,9 @@ impl Shard {
             }
             partitions
                 .iter_mut()
+                // The coordinator bounds its own log (`group::store`); time and size retention
+                // would delete live offsets.
+                .filter(|((topic, _), _)| topic != crate::placement::OFFSETS_TOPIC)
                 .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
                     p.log.apply_retention(self.retention(meta), now)
@@ -408,12 +420,60 @@ impl Shard {
         recover: bool,
         at_start: bool,
     ) -> std::io::Result<Recovered> {
-        let mut total = Recovered::default();
-        // The group coordinators own the logs of `__consumer_offsets` (group::store); in a
-        // cluster the topic is in the metadata only to say who leads which partition.
-        if topic.name == crate::placement::OFFSETS_TOPIC {
-            return Ok(total);
+        // On one node the shard opens its partitions of `__consumer_offsets` itself, whatever
+        // the metadata says ([`Shard::open_coordinator_partitions`]); in a cluster they come
+        // from the metadata like any topic's.
+        if topic.name == crate::placement::OFFSETS_TOPIC && self.config.cluster.is_none() {
+            return Ok(Recovered::default());
         }
+        self.open_partitions_of(topic, recover, at_start)
+    }
+
+    /// On a one-node broker, at start: opens this shard's partitions of `__consumer_offsets`
+    /// (`partitions` of them) as the only replica, and loads each into the group coordinator,
+    /// before the shard serves. A cluster's come from the metadata, and load when this broker
+    /// becomes their leader (see `replica::partition_assigned`).
+    pub fn open_coordinator_partitions(
+        &self,
+        partitions: i32,
+        recover: bool,
+    ) -> std::io::Result<Recovered> {
+        if self.config.cluster.is_some() {
+            return Ok(Recovered::default());
+        }
+        let topic = TopicMeta::new(
+            crate::placement::OFFSETS_TOPIC.to_string(),
+            uuid::Uuid::nil(),
+            partitions,
+            BTreeMap::new(),
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let fresh: Vec<i32> = (0..partitions)
+            .filter(|p| {
+                self.owner(&topic.name, *p) == self.id
+                    && !partition_dir(&self.config.data_dir, &topic.name, *p).exists()
+            })
+            .collect();
+        let recovered = self.open_partitions_of(&topic, recover, true)?;
+        if !fresh.is_empty() {
+            // A new directory's entry must be durable before a commit in it is answered.
+            std::fs::File::open(&self.config.data_dir)?.sync_all()?;
+        }
+        for p in 0..partitions {
+            if self.owner(&topic.name, p) == self.id {
+                self.groups.load_partition(p)?;
+            }
+        }
+        Ok(recovered)
+    }
+
+    fn open_partitions_of(
+        &self,
+        topic: &TopicMeta,
+        recover: bool,
+        at_start: bool,
+    ) -> std::io::Result<Recovered> {
+        let mut total = Recovered::default();
         for p in 0..topic.partitions {
             if self.owner(&topic.name, p) != self.id || !self.holds_replica(topic, p) {
                 continue;

@@ -166,6 +166,51 @@ impl Shard {
             Some((leader, epoch, topic_id)) => self.follow(tp, leader, epoch, topic_id),
             None => self.unfollow(tp),
         }
+        if tp.0 == crate::placement::OFFSETS_TOPIC {
+            self.coordinator_follows_leadership(tp.1);
+        }
+    }
+
+    /// The group coordinator serves the groups of `__consumer_offsets` partition `p` exactly
+    /// while this broker leads it: loaded when it becomes the leader (a new epoch of it
+    /// included: the previous leadership's state may be stale), dropped when it stops being
+    /// it. Called after every change of the partition's role.
+    fn coordinator_follows_leadership(&self, p: i32) {
+        let tp = (crate::placement::OFFSETS_TOPIC.to_string(), p);
+        let epoch = self
+            .partitions
+            .borrow()
+            .get(&tp)
+            .and_then(|part| matches!(part.role, Role::Leader(_)).then(|| part.leader_epoch()));
+        match epoch {
+            Some(epoch) => {
+                let mut loaded = self.coordinator_epochs.borrow_mut();
+                if loaded.get(&p) == Some(&epoch) && self.groups.is_loaded(p) {
+                    return;
+                }
+                // A new leadership of a partition that was loaded in an older one: its state
+                // is reloaded from the log, which may have changed in between.
+                self.groups.unload_partition(p);
+                match self.groups.load_partition(p) {
+                    Ok(()) => {
+                        loaded.insert(p, epoch);
+                    }
+                    Err(e) => {
+                        loaded.remove(&p);
+                        tracing::error!(
+                            shard = self.id,
+                            partition = p,
+                            error = %e,
+                            "cannot load __consumer_offsets partition: its groups answer NOT_COORDINATOR"
+                        );
+                    }
+                }
+            }
+            None => {
+                self.coordinator_epochs.borrow_mut().remove(&p);
+                self.groups.unload_partition(p);
+            }
+        }
     }
 
     /// Adds `tp` to this shard's fetcher for `leader` (starting it if needed), taking it off

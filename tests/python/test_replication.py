@@ -263,3 +263,96 @@ def test_failover_within_five_seconds_with_the_default_settings(cluster_factory)
     final, _ = read_all(c.bootstrap, t, 6)
     assert not check(w, final)
     assert failover < 5.0, f"failover took {failover:.2f}s"
+
+
+def test_group_offsets_survive_the_loss_of_the_coordinators_broker(cluster_factory):
+    """A consumer group commits; its coordinator's broker is killed with -9; the new coordinator
+    (the new leader of the group's `__consumer_offsets` partition) has the committed offsets,
+    and the group rebalances there and goes on from them, re-reading nothing it committed."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from kafkautil import consumer, flush_all, producer
+
+    c = cluster_factory()
+    t = unique_topic("grpfail")
+    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
+    wait_full_isr(c, t)
+    total = 300
+    p = producer(c.bootstrap, **{"acks": "all"})
+    for n in range(total):
+        p.produce(t, value=f"m{n}".encode(), partition=n % PARTITIONS)
+    flush_all(p)
+    per_partition = total // PARTITIONS
+
+    group = unique_topic("group")
+    conf = {"group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": True,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+    a = consumer(c.bootstrap, **conf)
+    a.subscribe([t])
+    read = 0
+    deadline = time.monotonic() + 60
+    while read < 120 and time.monotonic() < deadline:
+        m = a.poll(0.5)
+        if m is not None and m.error() is None:
+            read += 1
+    assert read == 120
+    # Answered only once the commit is on every in-sync replica of the group's partition.
+    a.commit(asynchronous=False)
+    # Partitions it read nothing of have no committed offset (and are read from the start).
+    committed = {tp.partition: tp.offset for tp in a.committed([TopicPartition(t, i) for i in range(PARTITIONS)],
+                                                                timeout=20) if tp.offset >= 0}
+    assert sum(committed.values()) == 120, committed
+
+    def describe(on):
+        a_admin = admin(on)  # kept alive until its future resolves
+        d = a_admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        return d.coordinator.id
+
+    victim = describe(c.bootstrap)
+    assert victim in c.ids
+    c.nodes[victim].kill()
+    survivors = ",".join(b.bootstrap for i, b in c.nodes.items() if i != victim)
+
+    def offsets_on_the_new_coordinator():
+        try:
+            if describe(survivors) == victim:
+                return None
+            req = [ConsumerGroupTopicPartitions(group)]
+            a_admin = admin(survivors)
+            r = a_admin.list_consumer_group_offsets(req, request_timeout=10)[group].result(timeout=15)
+        except Exception:
+            return None
+        got = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == t and tp.error is None}
+        return got if got == committed else None
+    wait_until(offsets_on_the_new_coordinator, timeout=60, interval=0.5,
+               desc="the committed offsets on the new coordinator")
+
+    # The group goes on through the new coordinator: a second member joins (a rebalance
+    # there), and each record is committed as it is read.
+    b = consumer(survivors, **conf)
+    b.subscribe([t])
+    after = {i: [] for i in range(PARTITIONS)}
+    b_assigned = False
+    deadline = time.monotonic() + 90
+
+    start = {i: committed.get(i, 0) for i in range(PARTITIONS)}
+
+    def done():
+        return all(set(range(start[i], per_partition)) <= set(after[i]) for i in range(PARTITIONS))
+    while not done() and time.monotonic() < deadline:
+        for cons in (a, b):
+            m = cons.poll(0.2)
+            if m is None or m.error() is not None:
+                continue
+            after[m.partition()].append(m.offset())
+            try:
+                cons.commit(message=m, asynchronous=False)
+            except Exception:
+                pass  # a commit refused by a rebalance: that record may be read again
+        b_assigned = b_assigned or bool(b.assignment())
+    assert done(), {i: (start[i], sorted(set(after[i]))[:5], len(after[i])) for i in range(PARTITIONS)}
+    assert b_assigned, "the new member got no partition: no rebalance through the new coordinator"
+    for i in range(PARTITIONS):
+        below = [o for o in after[i] if o < start[i]]
+        assert not below, f"p{i}: committed records read again: {below[:10]} (committed {start[i]})"
+    a.close()
+    b.close()

@@ -213,15 +213,22 @@ pub(crate) async fn txn_call<C: Call>(
 }
 
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
-/// brokers like any topic's), unless it exists.
+/// brokers like any topic's, `--offsets-topic-replication-factor` replicas each), unless it
+/// exists. With fewer live brokers than that the creation is refused, and FindCoordinator
+/// answers COORDINATOR_NOT_AVAILABLE until enough have registered, as Kafka does.
 pub(crate) async fn ensure_offsets_topic(
     ctx: &RequestContext,
 ) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
     let shard = &ctx.shard;
+    let replication_factor = if shard.config.cluster.is_some() {
+        shard.config.offsets_topic_replication_factor
+    } else {
+        1
+    };
     let spec = crate::shard::calls::CreateTopic {
         name: crate::placement::OFFSETS_TOPIC.to_string(),
         partitions: shard.config.offsets_topic_num_partitions,
-        replication_factor: 1,
+        replication_factor,
         configs: BTreeMap::new(),
         if_not_exists: true,
         internal: true,
