@@ -193,8 +193,8 @@ async fn shard_main(
             .unwrap_or(i32::MAX),
         ..Default::default()
     };
-    // The coordinator's logs are this shard's partitions of `__consumer_offsets`, reached
-    // through `logs` once the shard exists.
+    // The coordinators' logs are this shard's partitions of `__consumer_offsets` and
+    // `__transaction_state`, reached through `coordinator_logs` once the shard exists.
     let coordinator_logs = Rc::new(crate::shard::coordinator_logs::ShardLogs::new());
     let groups = crate::group::coordinator::GroupCoordinator::new(
         shard_id,
@@ -210,24 +210,10 @@ async fn shard_main(
         },
         i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
     );
-    let txns = match crate::txn::store::TxnLog::open(
-        &config.data_dir,
-        shard_id,
-        config.shards,
+    let txns = crate::txn::store::TxnLog::new(
         config.transaction_state_log_num_partitions,
-        config.recover_on_start,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            let e = format!(
-                "shard {shard_id}: cannot open its partitions of __transaction_state in {}: {e}",
-                config.data_dir.display()
-            );
-            tracing::error!("{e}");
-            STOP.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-    };
+        coordinator_logs.clone(),
+    );
     let shard = Rc::new(Shard::new(
         shard_id,
         config.clone(),
@@ -257,10 +243,8 @@ async fn shard_main(
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
     shard.load_high_watermarks();
-    // One node: the group coordinator's partitions open and load before anything serves.
-    match shard
-        .open_coordinator_partitions(config.offsets_topic_num_partitions, config.recover_on_start)
-    {
+    // One node: the coordinators' partitions open and load before anything serves.
+    match shard.open_coordinator_partitions(config.recover_on_start) {
         Ok(r) => {
             recovered.records += r.records;
             recovered.bytes += r.bytes;
@@ -268,7 +252,7 @@ async fn shard_main(
         }
         Err(e) => {
             let e = format!(
-                "shard {shard_id}: cannot open its partitions of __consumer_offsets in {}: {e}",
+                "shard {shard_id}: cannot open its partitions of __consumer_offsets or __transaction_state in {}: {e}",
                 config.data_dir.display()
             );
             tracing::error!("{e}");

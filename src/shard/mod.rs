@@ -197,9 +197,10 @@ pub struct Shard {
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
     /// opens.
     hw_checkpoint: RefCell<HashMap<TopicPartition, i64>>,
-    /// The leader epoch in which each loaded partition of `__consumer_offsets` was loaded
-    /// into the group coordinator (cluster only; see `replica::partition_assigned`).
-    coordinator_epochs: RefCell<HashMap<i32, i32>>,
+    /// The leader epoch in which each loaded partition of a coordinator's log
+    /// (`__consumer_offsets`, `__transaction_state`) was loaded into its coordinator (cluster
+    /// only; see `replica::partition_assigned`).
+    coordinator_epochs: RefCell<HashMap<TopicPartition, i32>>,
 }
 
 impl Shard {
@@ -335,9 +336,12 @@ impl Shard {
     }
 
     pub fn log_config(&self, topic: &TopicMeta) -> LogConfig {
-        // The coordinator's log keeps its own small segments (see `group::store`).
+        // The coordinators' logs keep their own small segments (see `group::store`).
         if topic.name == crate::placement::OFFSETS_TOPIC {
             return crate::group::store::LOG_CONFIG;
+        }
+        if topic.name == crate::placement::TXN_TOPIC {
+            return crate::txn::store::LOG_CONFIG;
         }
         LogConfig {
             segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
@@ -393,9 +397,9 @@ impl Shard {
             }
             partitions
                 .iter_mut()
-                // The coordinator bounds its own log (`group::store`); time and size retention
-                // would delete live offsets.
-                .filter(|((topic, _), _)| topic != crate::placement::OFFSETS_TOPIC)
+                // The coordinators bound their own logs (`group::store`, `txn::store`); time
+                // and size retention would delete live state.
+                .filter(|((topic, _), _)| !crate::placement::is_coordinator_log(topic))
                 .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
                     p.log.apply_retention(self.retention(meta), now)
@@ -420,51 +424,66 @@ impl Shard {
         recover: bool,
         at_start: bool,
     ) -> std::io::Result<Recovered> {
-        // On one node the shard opens its partitions of `__consumer_offsets` itself, whatever
-        // the metadata says ([`Shard::open_coordinator_partitions`]); in a cluster they come
-        // from the metadata like any topic's.
-        if topic.name == crate::placement::OFFSETS_TOPIC && self.config.cluster.is_none() {
+        // On one node the shard opens its partitions of the coordinators' logs itself,
+        // whatever the metadata says ([`Shard::open_coordinator_partitions`]); in a cluster
+        // they come from the metadata like any topic's.
+        if crate::placement::is_coordinator_log(&topic.name) && self.config.cluster.is_none() {
             return Ok(Recovered::default());
         }
         self.open_partitions_of(topic, recover, at_start)
     }
 
-    /// On a one-node broker, at start: opens this shard's partitions of `__consumer_offsets`
-    /// (`partitions` of them) as the only replica, and loads each into the group coordinator,
-    /// before the shard serves. A cluster's come from the metadata, and load when this broker
-    /// becomes their leader (see `replica::partition_assigned`).
-    pub fn open_coordinator_partitions(
-        &self,
-        partitions: i32,
-        recover: bool,
-    ) -> std::io::Result<Recovered> {
+    /// On a one-node broker, at start: opens this shard's partitions of the coordinators'
+    /// logs (`__consumer_offsets`, `__transaction_state`) as the only replica, and loads each
+    /// into its coordinator, before the shard serves. A cluster's come from the metadata, and
+    /// load when this broker becomes their leader (see `replica::partition_assigned`).
+    pub fn open_coordinator_partitions(&self, recover: bool) -> std::io::Result<Recovered> {
+        let mut total = Recovered::default();
         if self.config.cluster.is_some() {
-            return Ok(Recovered::default());
+            return Ok(total);
         }
-        let topic = TopicMeta::new(
-            crate::placement::OFFSETS_TOPIC.to_string(),
-            uuid::Uuid::nil(),
-            partitions,
-            BTreeMap::new(),
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let fresh: Vec<i32> = (0..partitions)
-            .filter(|p| {
-                self.owner(&topic.name, *p) == self.id
-                    && !partition_dir(&self.config.data_dir, &topic.name, *p).exists()
-            })
-            .collect();
-        let recovered = self.open_partitions_of(&topic, recover, true)?;
-        if !fresh.is_empty() {
-            // A new directory's entry must be durable before a commit in it is answered.
-            std::fs::File::open(&self.config.data_dir)?.sync_all()?;
-        }
-        for p in 0..partitions {
-            if self.owner(&topic.name, p) == self.id {
-                self.groups.load_partition(p)?;
+        let logs = [
+            (
+                crate::placement::OFFSETS_TOPIC,
+                self.config.offsets_topic_num_partitions,
+            ),
+            (
+                crate::placement::TXN_TOPIC,
+                self.config.transaction_state_log_num_partitions,
+            ),
+        ];
+        for (name, partitions) in logs {
+            let topic = TopicMeta::new(
+                name.to_string(),
+                uuid::Uuid::nil(),
+                partitions,
+                BTreeMap::new(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let owned: Vec<i32> = (0..partitions)
+                .filter(|p| self.owner(name, *p) == self.id)
+                .collect();
+            let fresh = owned
+                .iter()
+                .any(|p| !partition_dir(&self.config.data_dir, name, *p).exists());
+            let r = self.open_partitions_of(&topic, recover, true)?;
+            total.batches += r.batches;
+            total.records += r.records;
+            total.bytes += r.bytes;
+            total.truncated_bytes += r.truncated_bytes;
+            if fresh {
+                // A new directory's entry must be durable before a change in it is answered.
+                std::fs::File::open(&self.config.data_dir)?.sync_all()?;
+            }
+            for p in owned {
+                if name == crate::placement::OFFSETS_TOPIC {
+                    self.groups.load_partition(p)?;
+                } else {
+                    self.txns.borrow_mut().load_partition(p)?;
+                }
             }
         }
-        Ok(recovered)
+        Ok(total)
     }
 
     fn open_partitions_of(

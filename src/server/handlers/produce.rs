@@ -73,9 +73,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             // Its partitions are the group coordinators' logs: a client's batch there could
             // make a partition unreadable to the coordinator that replays it (Kafka refuses
             // produce to internal topics too).
-            _ if name == crate::placement::OFFSETS_TOPIC => Err(KafkaError::InvalidTopic(format!(
-                "'{name}' is the internal log of consumer groups and cannot be produced to"
-            ))),
+            _ if crate::placement::is_coordinator_log(name) => {
+                Err(KafkaError::InvalidTopic(format!(
+                    "'{name}' is an internal log of the coordinators and cannot be produced to"
+                )))
+            }
             Some(m) => Ok(m),
             None if shard.config.auto_create_topics => auto_create(ctx, name).await,
             None => Err(KafkaError::UnknownTopicOrPartition),
