@@ -356,3 +356,51 @@ def test_group_offsets_survive_the_loss_of_the_coordinators_broker(cluster_facto
         assert not below, f"p{i}: committed records read again: {below[:10]} (committed {start[i]})"
     a.close()
     b.close()
+
+
+def _find_coordinator(port, key, key_type):
+    """FindCoordinator v1 by hand: (error code, node id)."""
+    def s16(s):
+        b = s.encode()
+        return struct.pack(">h", len(b)) + b
+    body = struct.pack(">hhi", 10, 1, 7) + s16("fc-test") + s16(key) + struct.pack(">b", key_type)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        resp = s.recv(size, socket.MSG_WAITALL)
+    # correlation id, throttle time, error code, error message (nullable), node id
+    error = struct.unpack(">h", resp[8:10])[0]
+    n = struct.unpack(">h", resp[10:12])[0]
+    node = struct.unpack(">i", resp[12 + max(n, 0):16 + max(n, 0)])[0]
+    return error, node
+
+
+def test_coordinator_logs_need_their_replication_factor_of_live_brokers(cluster_factory):
+    """`__consumer_offsets` and `__transaction_state` are created on first use with 3 replicas
+    (`__transaction_state` with min.insync.replicas 2); while only two brokers are live,
+    FindCoordinator answers COORDINATOR_NOT_AVAILABLE for both, as Kafka does."""
+    from confluent_kafka.admin import ConfigResource
+    c = cluster_factory()
+    # Not the active controller: after a controller change the new one may count the dead
+    # broker as live until its session runs out there.
+    victim = next(i for i in c.ids if i != c.controller())
+    asked = next(i for i in c.ids if i != victim)
+    c.nodes[victim].kill()
+    c.wait_brokers([i for i in c.ids if i != victim])
+    port = c.nodes[asked].port
+    assert _find_coordinator(port, "g-early", 0)[0] == 15  # COORDINATOR_NOT_AVAILABLE
+    assert _find_coordinator(port, "tx-early", 1)[0] == 15
+    assert "__consumer_offsets" not in c.metadata(asked).topics
+    c.nodes[victim].start()
+    c.wait_brokers(c.ids)
+    for key, key_type, log in [("g-late", 0, "__consumer_offsets"), ("tx-late", 1, "__transaction_state")]:
+        error, node = wait_until(lambda: (lambda r: r if r[0] == 0 else None)(_find_coordinator(port, key, key_type)),
+                                 timeout=30, interval=0.3, desc=f"a coordinator for {key}")
+        md = wait_until(lambda: c.metadata(asked).topics.get(log), timeout=20, desc=f"{log} in metadata")
+        assert len(md.partitions) == 50
+        assert all(len(p.replicas) == 3 for p in md.partitions.values()), log
+        assert node in c.ids
+    a = admin(c.bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "__transaction_state")
+    configs = a.describe_configs([res])[res].result(timeout=20)
+    assert configs["min.insync.replicas"].value == "2"
