@@ -1,10 +1,11 @@
 //! The group coordinator of one shard: it drives the pure state machine ([`super::state`])
 //! with requests and time, parks JoinGroup/SyncGroup callers until their answers come out as
-//! effects, and makes offset commits durable ([`super::offsets`]) before answering them.
+//! effects, and makes offset commits durable ([`super::store`]) before answering them.
 //!
 //! Lives on: every shard has one; it holds the groups whose `__consumer_offsets` partition
-//! this shard owns (`placement::group_owner`), and only this shard's executor touches
-//! them. Requests from connections on other shards arrive through the router.
+//! this shard owns (`placement::group_owner`) and this broker leads, and only this shard's
+//! executor touches them. Requests from connections on other shards arrive through the
+//! router.
 //!
 //! Time: a per-shard ticker calls [`GroupCoordinator::tick`] every [`GROUP_TICK_MS`]; every
 //! request also ticks its group right away, so deadlines that have already passed (an initial
@@ -980,6 +981,36 @@ mod tests {
         meta.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(subscribed_topics(&meta), vec!["orders", "x"]);
         assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 9]).is_empty());
+    }
+
+    #[test]
+    fn a_group_is_coordinated_only_while_its_partition_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Rc::new(super::super::logs::DirLogs::new(dir.path()));
+        let p = crate::placement::offsets_partition("g", 50);
+        logs.open(OFFSETS_TOPIC, p, super::super::store::LOG_CONFIG, true)
+            .unwrap();
+        let c = GroupCoordinator::new(
+            0,
+            50,
+            logs,
+            GroupConfig::default(),
+            ConsumerGroupConfig::default(),
+            i64::MAX,
+        );
+        let hb = || HeartbeatRequest {
+            member_id: "m".into(),
+            generation_id: 1,
+            group_instance_id: None,
+        };
+        assert!(!c.serves("g"));
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::NOT_COORDINATOR);
+        c.load_partition(p).unwrap();
+        assert!(c.serves("g"));
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::UNKNOWN_MEMBER_ID);
+        c.unload_partition(p);
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::NOT_COORDINATOR);
+        assert!(c.list().is_empty());
     }
 
     #[test]
