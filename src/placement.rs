@@ -54,6 +54,11 @@ pub fn group_owner(group_id: &str, offsets_partitions: i32, shards: usize) -> us
 /// The internal log of transaction coordinators' state, named as Kafka names it.
 pub const TXN_TOPIC: &str = "__transaction_state";
 
+/// Whether `topic` is one of the coordinators' internal logs, written only by them.
+pub fn is_coordinator_log(topic: &str) -> bool {
+    topic == OFFSETS_TOPIC || topic == TXN_TOPIC
+}
+
 /// The partition of `__transaction_state` that holds `transactional_id`: Kafka's
 /// `Utils.abs(transactionalId.hashCode()) % transaction.state.log.num.partitions`.
 pub fn txn_partition(transactional_id: &str, num_partitions: i32) -> i32 {

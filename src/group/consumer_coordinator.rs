@@ -69,6 +69,12 @@ impl GroupCoordinator {
         racks: PartitionRacks,
     ) -> HeartbeatResponse {
         let now = now_ms();
+        if !self.serves(group_id) {
+            return refused(
+                ErrorCode::NOT_COORDINATOR,
+                format!("This broker does not coordinate group {group_id} (now)."),
+            );
+        }
         if self.consumer_groups().borrow().get(group_id).is_none() {
             match self.classic_is_empty(group_id) {
                 Some(false) => {

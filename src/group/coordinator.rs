@@ -1,21 +1,32 @@
 //! The group coordinator of one shard: it drives the pure state machine ([`super::state`])
 //! with requests and time, parks JoinGroup/SyncGroup callers until their answers come out as
-//! effects, and makes offset commits durable ([`super::offsets`]) before answering them.
+//! effects, and makes offset commits durable ([`super::store`]) before answering them.
 //!
 //! Lives on: every shard has one; it holds the groups whose `__consumer_offsets` partition
-//! this shard owns (`placement::group_owner`), and only this shard's executor touches
-//! them. Requests from connections on other shards arrive through the router.
+//! this shard owns (`placement::group_owner`) and this broker leads, and only this shard's
+//! executor touches them. Requests from connections on other shards arrive through the
+//! router.
 //!
 //! Time: a per-shard ticker calls [`GroupCoordinator::tick`] every [`GROUP_TICK_MS`]; every
 //! request also ticks its group right away, so deadlines that have already passed (an initial
 //! rebalance delay of 0) complete without waiting for the ticker.
 //!
-//! Loading: the shard's `__consumer_offsets` partitions ([`super::store`]) are replayed when
-//! the shard starts, before it serves, so a group is never seen half-loaded
-//! (COORDINATOR_NOT_AVAILABLE is never needed for loading). A group whose last generation was
-//! stored comes back as that generation: Stable with its members (their sessions start
-//! again at the restart, so members that are gone expire and the rest keep heartbeating
-//! without a rebalance), or Empty with its protocol type when it had none.
+//! Loading follows leadership. The coordinator starts empty; the shard calls
+//! [`GroupCoordinator::load_partition`] when it becomes the leader of one of its
+//! `__consumer_offsets` partitions (on a one-node broker: every owned partition, at start,
+//! before it serves), which replays the partition ([`super::store`]) in one go on the
+//! executor, so a group is never seen half-loaded. A group whose last generation was stored
+//! comes back as that generation: Stable with its members (their sessions start again at the
+//! load, so members that are gone expire and the rest keep heartbeating without a
+//! rebalance), or Empty with its protocol type when it had none. When the shard stops leading
+//! the partition, [`GroupCoordinator::unload_partition`] drops its groups (parked JoinGroup
+//! and SyncGroup callers are answered NOT_COORDINATOR), so nothing of a partition this broker
+//! no longer leads is served or written. A request for a group whose partition is not loaded
+//! here is answered NOT_COORDINATOR: the client looks the coordinator up again.
+//!
+//! Durability: a change is answered once its records are fdatasync'd on every in-sync
+//! replica of the partition ([`super::logs::CoordinatorLogs::durable`]), within
+//! [`OFFSETS_COMMIT_TIMEOUT_MS`].
 //!
 //! Group state is stored when a generation completes (the leader's SyncGroup makes the
 //! group Stable), when the retention sweep notes that a group became empty, and as
@@ -24,7 +35,8 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
-use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
 
 use futures_channel::oneshot;
 
@@ -32,6 +44,7 @@ use crate::error::ErrorCode;
 
 use super::consumer::{ConsumerGroup, ConsumerGroupConfig};
 use super::consumer_coordinator::ConsumerGroups;
+use super::logs::CoordinatorLogs;
 use super::offsets::CommittedOffset;
 use super::records::{GroupMetadata, MemberMetadata};
 use super::state::{
@@ -41,9 +54,14 @@ use super::state::{
 use super::store::{OffsetsLog, SyncJob};
 use crate::clock::now_ms;
 use crate::log_limit::{LOG_INTERVAL_MS, LogKind, LogLimiter};
+use crate::placement::OFFSETS_TOPIC;
 
 /// How often each shard moves its groups' time forward.
 pub const GROUP_TICK_MS: u64 = 50;
+
+/// How long a change waits for its records to be durable on every in-sync replica before it
+/// is answered COORDINATOR_NOT_AVAILABLE (Kafka's `offsets.commit.timeout.ms`).
+pub const OFFSETS_COMMIT_TIMEOUT_MS: u64 = 5_000;
 
 /// A committed offset as OffsetFetch reports it: (topic, partition, offset, leader epoch,
 /// metadata); offset -1 when nothing is committed.
@@ -69,67 +87,139 @@ pub struct GroupCoordinator {
     log: LogLimiter,
 }
 
-/// Where a shard's coordinator keeps its groups.
-#[derive(Clone, Copy, Debug)]
-pub struct OffsetsLocation<'a> {
-    pub data_dir: &'a Path,
-    pub shards: usize,
-    /// Partitions of `__consumer_offsets` (as resolved at start-up).
-    pub num_partitions: i32,
-    /// The last stop was not clean: recover the tails of the logs.
-    pub recover: bool,
-}
-
 impl GroupCoordinator {
-    /// Opens and replays the shard's partitions of `__consumer_offsets`, and restores the
-    /// groups whose state they hold.
-    pub fn open(
+    /// A coordinator with no partition loaded, whose store reaches `__consumer_offsets`
+    /// (`num_partitions` partitions) through `logs`.
+    pub fn new(
         shard_id: usize,
-        at: OffsetsLocation<'_>,
+        num_partitions: i32,
+        logs: Rc<dyn CoordinatorLogs>,
         config: GroupConfig,
         consumer_config: ConsumerGroupConfig,
         offsets_retention_ms: i64,
-    ) -> io::Result<GroupCoordinator> {
-        let offsets = OffsetsLog::open(
-            at.data_dir,
-            shard_id,
-            at.shards,
-            at.num_partitions,
-            at.recover,
-        )?;
-        let now = now_ms();
-        let consumer = ConsumerGroups::new(consumer_config.clone());
-        for (id, stored) in offsets.consumer_groups() {
-            let g = ConsumerGroup::restore(&id, consumer_config.clone(), stored, now);
-            consumer.groups.borrow_mut().insert(id, g);
-        }
-        // A group id is classic or consumer: a consumer group's records win over a classic
-        // group's state it replaced.
-        let groups: HashMap<String, Group> = offsets
-            .group_metadata()
-            .filter(|(id, _)| !consumer.groups.borrow().contains_key(*id))
-            .map(|(id, m)| (id.to_string(), restore(id, m, &config, now)))
-            .collect();
-        tracing::info!(
-            shard = shard_id,
-            groups = groups.len(),
-            consumer_groups = consumer.groups.borrow().len(),
-            groups_with_offsets = offsets.groups().len(),
-            offsets = offsets.live_offsets(),
-            records = offsets.stored_records(),
-            "committed offsets and groups loaded"
-        );
-        Ok(GroupCoordinator {
+    ) -> GroupCoordinator {
+        GroupCoordinator {
             shard_id,
             config,
             offsets_retention_ms,
-            groups: RefCell::new(groups),
+            groups: RefCell::new(HashMap::new()),
             join_waiters: RefCell::new(HashMap::new()),
             sync_waiters: RefCell::new(HashMap::new()),
-            offsets: RefCell::new(offsets),
-            consumer,
+            offsets: RefCell::new(OffsetsLog::new(num_partitions, logs)),
+            consumer: ConsumerGroups::new(consumer_config),
             log: LogLimiter::new(std::time::Duration::from_millis(LOG_INTERVAL_MS)),
-        })
+        }
+    }
+
+    /// Whether partition `p` of `__consumer_offsets` is loaded here.
+    pub fn is_loaded(&self, p: i32) -> bool {
+        self.offsets.borrow().is_loaded(p)
+    }
+
+    /// Whether this coordinator serves `group`: its partition is loaded here.
+    pub fn serves(&self, group: &str) -> bool {
+        let offsets = self.offsets.borrow();
+        offsets.is_loaded(offsets.partition_of(group))
+    }
+
+    /// Replays partition `p` of `__consumer_offsets` (which this shard now leads) and
+    /// restores the groups whose state it holds. A no-op when it is loaded.
+    pub fn load_partition(&self, p: i32) -> io::Result<()> {
+        if self.is_loaded(p) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.offsets.borrow_mut().load_partition(p)?;
+        let now = now_ms();
+        let offsets = self.offsets.borrow();
+        let ours = |g: &str| offsets.partition_of(g) == p;
+        let consumer_config = self.consumer.config.clone();
+        let mut consumer = self.consumer.groups.borrow_mut();
+        let mut restored_consumer = 0;
+        for (id, stored) in offsets.consumer_groups() {
+            if ours(&id) {
+                let g = ConsumerGroup::restore(&id, consumer_config.clone(), stored, now);
+                consumer.insert(id, g);
+                restored_consumer += 1;
+            }
+        }
+        // A group id is classic or consumer: a consumer group's records win over a classic
+        // group's state it replaced.
+        let mut groups = self.groups.borrow_mut();
+        let mut restored = 0;
+        for (id, m) in offsets.group_metadata() {
+            if ours(id) && !consumer.contains_key(id) {
+                groups.insert(id.to_string(), restore(id, m, &self.config, now));
+                restored += 1;
+            }
+        }
+        tracing::info!(
+            shard = self.shard_id,
+            partition = p,
+            groups = restored,
+            consumer_groups = restored_consumer,
+            offsets = offsets.live_offsets(),
+            records = offsets.stored_records(),
+            seconds = started.elapsed().as_secs_f64(),
+            "__consumer_offsets partition loaded: its groups are served here"
+        );
+        Ok(())
+    }
+
+    /// Drops partition `p` of `__consumer_offsets` (this shard no longer leads it): its
+    /// groups' offsets and state machines go, parked JoinGroup/SyncGroup callers of its
+    /// classic groups are answered NOT_COORDINATOR. A no-op when it is not loaded.
+    pub fn unload_partition(&self, p: i32) {
+        if !self.is_loaded(p) {
+            return;
+        }
+        let (groups_with_state, n) = {
+            let mut offsets = self.offsets.borrow_mut();
+            (offsets.unload_partition(p).len(), offsets.num_partitions())
+        };
+        let ours = |g: &str| crate::placement::offsets_partition(g, n) == p;
+        let unloaded: Vec<(String, Vec<Effect>)> = {
+            let mut groups = self.groups.borrow_mut();
+            let ids: Vec<String> = groups.keys().filter(|g| ours(g)).cloned().collect();
+            ids.into_iter()
+                .filter_map(|id| groups.remove(&id).map(|mut g| (id, g.unload())))
+                .collect()
+        };
+        let classic = unloaded.len();
+        for (id, fx) in unloaded {
+            self.deliver(&id, fx);
+        }
+        // Whoever is still parked on a group of `p` (no effect named them) hears it too.
+        let joins: Vec<_> = {
+            let mut w = self.join_waiters.borrow_mut();
+            let keys: Vec<WaiterKey> = w.keys().filter(|(g, _)| ours(g)).cloned().collect();
+            keys.into_iter().filter_map(|k| w.remove(&k)).collect()
+        };
+        for tx in joins {
+            let _ = tx.send(JoinResponse::failed("", ErrorCode::NOT_COORDINATOR));
+        }
+        let syncs: Vec<_> = {
+            let mut w = self.sync_waiters.borrow_mut();
+            let keys: Vec<WaiterKey> = w.keys().filter(|(g, _)| ours(g)).cloned().collect();
+            keys.into_iter().filter_map(|k| w.remove(&k)).collect()
+        };
+        for tx in syncs {
+            let _ = tx.send(SyncResponse::failed(ErrorCode::NOT_COORDINATOR));
+        }
+        let consumer_groups = {
+            let mut c = self.consumer.groups.borrow_mut();
+            let before = c.len();
+            c.retain(|g, _| !ours(g));
+            before - c.len()
+        };
+        tracing::info!(
+            shard = self.shard_id,
+            partition = p,
+            groups = classic,
+            consumer_groups,
+            groups_with_state,
+            "__consumer_offsets partition unloaded: its groups are no longer served here"
+        );
     }
 
     /// Runs `f` on the group, creating it (Empty) when `create` and it does not exist.
@@ -230,10 +320,29 @@ impl GroupCoordinator {
         self.run_job(job).await
     }
 
-    /// Runs a store job on the blocking pool and applies its outcome.
+    /// Waits until a store job's records are durable on every in-sync replica (at most
+    /// [`OFFSETS_COMMIT_TIMEOUT_MS`]), then runs its log-start move on the blocking pool.
     async fn run_job(&self, job: SyncJob) -> io::Result<()> {
-        let done = glommio::executor().spawn_blocking(move || job.run()).await;
-        self.offsets.borrow_mut().finish(done)
+        let logs = self.offsets.borrow().logs();
+        let durable = logs.durable(OFFSETS_TOPIC, job.partition, job.last);
+        let timeout = async {
+            glommio::timer::Timer::new(Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS)).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "__consumer_offsets-{}: not on every in-sync replica within {OFFSETS_COMMIT_TIMEOUT_MS} ms",
+                    job.partition
+                ),
+            ))
+        };
+        futures_lite::future::or(durable, timeout).await?;
+        if let Some(h) = job.housekeeping {
+            let p = job.partition;
+            glommio::executor()
+                .spawn_blocking(move || super::store::run_housekeeping(p, h))
+                .await;
+        }
+        Ok(())
     }
 
     /// Expires committed offsets of groups that stayed empty past the offsets retention.
@@ -282,6 +391,9 @@ impl GroupCoordinator {
         req: JoinRequest,
         require_known_member_id: bool,
     ) -> JoinResponse {
+        if !self.serves(&group_id) {
+            return JoinResponse::failed("", ErrorCode::NOT_COORDINATOR);
+        }
         let now = now_ms();
         match self.delete_consumer_group(&group_id) {
             // A classic member cannot join a consumer group that has members; an empty one
@@ -305,6 +417,9 @@ impl GroupCoordinator {
     }
 
     pub async fn sync(&self, group_id: String, req: SyncRequest) -> SyncResponse {
+        if !self.serves(&group_id) {
+            return SyncResponse::failed(ErrorCode::NOT_COORDINATOR);
+        }
         let now = now_ms();
         let Some((step, later, completed)) = self.with_group(&group_id, false, |g| {
             let before = g.state();
@@ -373,6 +488,9 @@ impl GroupCoordinator {
     }
 
     pub fn heartbeat(&self, group_id: &str, req: HeartbeatRequest) -> ErrorCode {
+        if !self.serves(group_id) {
+            return ErrorCode::NOT_COORDINATOR;
+        }
         let now = now_ms();
         let Some((code, later)) = self.with_group(group_id, false, |g| {
             let code = g.heartbeat(&req, now);
@@ -385,6 +503,12 @@ impl GroupCoordinator {
     }
 
     pub fn leave(&self, group_id: &str, req: LeaveRequest) -> LeaveResponse {
+        if !self.serves(group_id) {
+            return LeaveResponse {
+                error: ErrorCode::NOT_COORDINATOR,
+                members: Vec::new(),
+            };
+        }
         let now = now_ms();
         let unknown = LeaveResponse {
             error: ErrorCode::NONE,
@@ -439,6 +563,9 @@ impl GroupCoordinator {
         api_version: i16,
     ) -> Vec<ErrorCode> {
         let (generation_id, member_id, group_instance_id) = member;
+        if !self.serves(group_id) {
+            return vec![ErrorCode::NOT_COORDINATOR; entries.len()];
+        }
         let now = now_ms();
         let code = match self.consumer_commit_check(group_id, member_id, generation_id, api_version)
         {
@@ -479,6 +606,9 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         entries: Vec<(String, i32, CommittedOffset)>,
     ) -> Vec<ErrorCode> {
+        if !self.serves(group_id) {
+            return vec![ErrorCode::NOT_COORDINATOR; entries.len()];
+        }
         let now = now_ms();
         // A producer that names no member (TxnOffsetCommit before v3, or a consumer outside
         // any group) is not checked against the group, as in Kafka.
@@ -627,6 +757,9 @@ impl GroupCoordinator {
 
     /// DeleteGroups of one group: only an empty group can go; its offsets go with it.
     pub async fn delete(&self, group_id: &str) -> ErrorCode {
+        if !self.serves(group_id) {
+            return ErrorCode::NOT_COORDINATOR;
+        }
         let consumer = self.delete_consumer_group(group_id);
         if let Some(code) = consumer.filter(|c| *c != ErrorCode::NONE) {
             return code;
@@ -662,6 +795,12 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Vec<(String, i32)>,
     ) -> (ErrorCode, Vec<ErrorCode>) {
+        if !self.serves(group_id) {
+            return (
+                ErrorCode::NOT_COORDINATOR,
+                vec![ErrorCode::NONE; partitions.len()],
+            );
+        }
         let subscribed: Option<BTreeSet<String>> =
             self.consumer_subscribed_topics(group_id).or_else(|| {
                 self.with_group(group_id, false, |g| {
@@ -842,6 +981,36 @@ mod tests {
         meta.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(subscribed_topics(&meta), vec!["orders", "x"]);
         assert!(subscribed_topics(&[0, 1, 0x7f, 0xff, 0xff, 0xff, 0, 9]).is_empty());
+    }
+
+    #[test]
+    fn a_group_is_coordinated_only_while_its_partition_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Rc::new(super::super::logs::DirLogs::new(dir.path()));
+        let p = crate::placement::offsets_partition("g", 50);
+        logs.open(OFFSETS_TOPIC, p, super::super::store::LOG_CONFIG, true)
+            .unwrap();
+        let c = GroupCoordinator::new(
+            0,
+            50,
+            logs,
+            GroupConfig::default(),
+            ConsumerGroupConfig::default(),
+            i64::MAX,
+        );
+        let hb = || HeartbeatRequest {
+            member_id: "m".into(),
+            generation_id: 1,
+            group_instance_id: None,
+        };
+        assert!(!c.serves("g"));
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::NOT_COORDINATOR);
+        c.load_partition(p).unwrap();
+        assert!(c.serves("g"));
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::UNKNOWN_MEMBER_ID);
+        c.unload_partition(p);
+        assert_eq!(c.heartbeat("g", hb()), ErrorCode::NOT_COORDINATOR);
+        assert!(c.list().is_empty());
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! - [`state`] is the classic rebalance protocol as a pure state machine driven by requests
 //!   and explicit time (`now_ms`), so it is unit-tested without sleeps.
 //! - [`records`] are the typed records of `__consumer_offsets`, in Kafka's key/value layouts.
-//! - [`store`] keeps a shard's partitions of `__consumer_offsets` (ordinary partition logs),
-//!   replayed at start, with the committed offsets and group state in memory.
+//! - [`store`] keeps the committed offsets and group state of the `__consumer_offsets`
+//!   partitions this shard leads, in memory, replayed from their logs when the shard
+//!   becomes their leader and dropped when it stops being it.
+//! - [`logs`] is how the store reaches those logs ([`logs::CoordinatorLogs`]): they are the
+//!   shard's ordinary, replicated partitions, which group/ does not name.
 //! - [`coordinator`] drives the state machine and writes the records.
 //! - [`offsets`] is the store of earlier versions (a CRC-framed log per shard in
 //!   `__groups/shard-N`), kept to read an old data dir once: [`migrate_legacy_offsets`].
@@ -18,6 +21,7 @@ pub mod consumer_coordinator;
 pub mod consumer_records;
 pub mod consumer_store;
 pub mod coordinator;
+pub mod logs;
 pub mod offsets;
 pub mod records;
 pub mod state;
@@ -98,7 +102,7 @@ pub fn migrate_legacy_offsets(
         }
     }
     for job in jobs {
-        new.finish(job.run())?;
+        new.sync_blocking(job)?;
     }
     drop(olds);
     std::fs::rename(&legacy, data_dir.join(MIGRATED_GROUPS_DIR))?;

@@ -1,32 +1,33 @@
-//! Committed offsets and group state of one shard, kept in its partitions of the internal
-//! `__consumer_offsets` log.
+//! Committed offsets and group state of the groups one shard coordinates, kept in its
+//! partitions of the internal `__consumer_offsets` log.
 //!
 //! Lives on: one shard. A group belongs to partition `abs(hashCode(group)) % N` of
 //! `__consumer_offsets` (`placement::offsets_partition`, Kafka's placement), and that
-//! partition's owner shard (`placement::partition_owner`) is the group's coordinator. Each
-//! shard opens only the partitions it owns, so after a shard-count change a partition's
-//! directory simply opens on its new owner.
+//! partition's owner shard (`placement::partition_owner`) is the group's coordinator, while
+//! this broker leads the partition (always, on one node).
 //!
 //! # Storage
 //!
-//! Each partition is an ordinary partition log (`storage::log::PartitionLog`) in
-//! `<data>/__consumer_offsets-<p>/`, made of uncompressed magic-2 record batches whose
-//! records carry the typed keys and values of [`super::records`]. Replication and compaction
-//! can therefore treat it like any other partition. A mutation (commit, delete, expiry, a
-//! group's new generation) encodes its records as one append, applies them to the in-memory
-//! table, and hands back a [`SyncJob`] whose blocking `run()` fdatasyncs the partition on
-//! glommio's blocking pool; the OffsetCommit is answered only after it succeeded, so an
-//! answered commit survives `kill -9`. [`OffsetsLog::finish`] then tells the log what is
-//! durable. A failed fdatasync takes the partition offline, as for any partition
-//! (`PartitionLog::finish_flush`): its groups answer COORDINATOR_NOT_AVAILABLE to writes
-//! until a restart recovers the log from disk.
+//! Each partition is an ordinary partition of the shard (`<data>/__consumer_offsets-<p>/`,
+//! replicated like any topic's in a cluster), made of uncompressed magic-2 record batches
+//! whose records carry the typed keys and values of [`super::records`]. The store holds no
+//! log: it reaches one through [`CoordinatorLogs`], which lets it write only into a partition
+//! this shard leads, stamped with the partition's leader epoch. A mutation (commit, delete,
+//! expiry, a group's new generation) encodes its records as one append, applies them to the
+//! in-memory table, and hands back a [`SyncJob`]: the caller answers only once
+//! [`CoordinatorLogs::durable`] says the records are fdatasync'd on every in-sync replica, so
+//! an answered commit survives `kill -9` of any of them. A failed fdatasync takes the
+//! partition offline, as for any partition: its groups answer COORDINATOR_NOT_AVAILABLE to
+//! writes until a restart recovers the log from disk.
 //!
-//! # Replay (at [`OffsetsLog::open`])
+//! # Loading ([`OffsetsLog::load_partition`], [`OffsetsLog::unload_partition`])
 //!
-//! Every owned partition is opened (with crash recovery of its tail after an unclean stop)
-//! and read from its log start to its end, record by record, into the table, before the
-//! shard serves, so a group is never seen half-loaded. A record that cannot be decoded (an
-//! unknown version, say) fails the open: skipping it would silently lose a commit.
+//! A store starts empty. When its shard becomes the leader of a partition (on one node: at
+//! start, before the shard serves), the partition is read from its log start to its end,
+//! record by record, into the table, in one go, so a group is never seen half-loaded. A
+//! record that cannot be decoded (an unknown version, say) fails the load: skipping it would
+//! silently lose a commit. When the shard stops leading it, the partition's groups are
+//! dropped, so nothing of it is served or written from here.
 //!
 //! # Bounding the replay
 //!
@@ -55,6 +56,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -62,10 +64,11 @@ use kafka_protocol::records::RecordBatchDecoder;
 use crate::placement::{OFFSETS_TOPIC, offsets_partition, partition_owner};
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::storage::io::read_at_most;
-use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog};
+use crate::storage::log::{Housekeeping, LogConfig, PartitionLog};
 
 use super::consumer::StoredConsumerGroup;
 use super::consumer_store::ConsumerEntry;
+use super::logs::{CoordinatorLogs, DirLogs};
 use super::offsets::CommittedOffset;
 use super::records::{GroupMetadata, GroupRecord};
 
@@ -85,7 +88,9 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 /// The file that fixes the partition count once the log exists.
 const PARTITIONS_FILE: &str = "__consumer_offsets.partitions";
 
-const LOG_CONFIG: LogConfig = LogConfig {
+/// How a partition of `__consumer_offsets` keeps its log (whoever opens it: the shard, or
+/// [`DirLogs`]).
+pub const LOG_CONFIG: LogConfig = LogConfig {
     segment_bytes: OFFSETS_SEGMENT_BYTES,
     segment_ms: None,
     index_interval_bytes: 4096,
@@ -157,55 +162,38 @@ impl GroupEntry {
     }
 }
 
-/// One owned partition: its log, and its record counts (live vs. since the log start).
+/// One loaded partition: its record counts (live vs. since the log start). Its log is the
+/// shard's ([`CoordinatorLogs`]).
 #[derive(Debug)]
 struct OwnedPartition {
-    log: PartitionLog,
     live: u64,
     stored: u64,
 }
 
-/// A durability job: the fdatasync of a partition and, after a rewrite, the move of its log
-/// start. Blocking: run it on the blocking pool, then hand its [`SyncDone`] to
-/// [`OffsetsLog::finish`] on the shard.
+/// What makes a mutation acknowledged: every offset up to `last` of the partition durable
+/// on every in-sync replica ([`CoordinatorLogs::durable`]), and after a rewrite, then, the
+/// move of its log start (blocking: run it on the blocking pool).
 #[derive(Debug)]
 pub struct SyncJob {
-    partition: i32,
-    flush: Option<FlushJob>,
-    housekeeping: Option<Housekeeping>,
+    pub partition: i32,
+    pub last: i64,
+    pub housekeeping: Option<Housekeeping>,
 }
 
-/// What a [`SyncJob`] did.
-#[derive(Debug)]
-pub struct SyncDone {
-    partition: i32,
-    target: Option<i64>,
-    result: io::Result<()>,
-}
-
-impl SyncJob {
-    pub fn run(self) -> SyncDone {
-        let result = self.flush.as_ref().map_or(Ok(()), FlushJob::run);
-        if result.is_ok()
-            && let Some(h) = self.housekeeping
-            && let Err(e) = h.run()
-        {
-            // The records are durable; only the log start did not move, so the next replay
-            // reads more than it needs to, and the next rewrite tries again.
-            tracing::warn!(partition = self.partition, error = %e, "__consumer_offsets: could not move the log start after a rewrite");
-        }
-        SyncDone {
-            partition: self.partition,
-            target: self.flush.map(|f| f.target),
-            result,
-        }
+/// Runs a rewrite's log-start move. A failure is logged: the records are durable, only the
+/// log start did not move, so the next replay reads more than it needs to, and the next
+/// rewrite tries again.
+pub fn run_housekeeping(partition: i32, h: Housekeeping) {
+    if let Err(e) = h.run() {
+        tracing::warn!(partition, error = %e, "__consumer_offsets: could not move the log start after a rewrite");
     }
 }
 
 /// The committed offsets and group state of every group one shard coordinates.
-#[derive(Debug)]
 pub struct OffsetsLog {
     num_partitions: i32,
+    /// Where the partitions' logs are.
+    logs: Rc<dyn CoordinatorLogs>,
     /// Transactional offset commits (TxnOffsetCommit) not yet committed or aborted by their
     /// transaction's marker, by producer id: (group, topic, partition, offset). They are in the
     /// log as that producer's transactional batches, and become committed offsets when the
@@ -223,7 +211,100 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl OffsetsLog {
-    /// Opens and replays the partitions of `__consumer_offsets` that `shard` owns.
+    /// A store that holds no partition yet ([`OffsetsLog::load_partition`] brings each in).
+    pub fn new(num_partitions: i32, logs: Rc<dyn CoordinatorLogs>) -> OffsetsLog {
+        OffsetsLog {
+            num_partitions,
+            logs,
+            pending: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            live_offsets: 0,
+            compact_min_records: COMPACT_MIN_RECORDS,
+        }
+    }
+
+    /// Partitions of `__consumer_offsets`.
+    pub fn num_partitions(&self) -> i32 {
+        self.num_partitions
+    }
+
+    /// Where the partitions' logs are.
+    pub fn logs(&self) -> Rc<dyn CoordinatorLogs> {
+        self.logs.clone()
+    }
+
+    /// Whether partition `p` is loaded: its groups are served here.
+    pub fn is_loaded(&self, p: i32) -> bool {
+        self.partitions.contains_key(&p)
+    }
+
+    /// Replays partition `p` from its log start to its end into the tables (a no-op when it
+    /// is loaded). The log must be one this shard leads.
+    pub fn load_partition(&mut self, p: i32) -> io::Result<()> {
+        if self.partitions.contains_key(&p) {
+            return Ok(());
+        }
+        let logs = self.logs.clone();
+        let mut records = 0;
+        logs.with_log(OFFSETS_TOPIC, p, &mut |log, _| {
+            records = Self::replay(log, |rec| match rec {
+                Replayed::Plain(rec) => {
+                    self.apply(rec);
+                }
+                Replayed::Txn(pid, rec) => self.stage(pid, rec),
+                Replayed::Marker(pid, commit) => {
+                    for rec in self.end_pending(p, pid, commit) {
+                        self.apply(rec);
+                    }
+                }
+            })?;
+            Ok(())
+        })?;
+        let n = self.num_partitions;
+        let live = self
+            .groups
+            .iter()
+            .filter(|(g, _)| offsets_partition(g, n) == p)
+            .map(|(_, e)| e.records())
+            .sum();
+        self.partitions.insert(
+            p,
+            OwnedPartition {
+                live,
+                stored: records,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets partition `p`: its groups' offsets, state and staged transactional commits.
+    /// Nothing of it can be written from here until it is loaded again. Returns the groups
+    /// that were dropped.
+    pub fn unload_partition(&mut self, p: i32) -> Vec<String> {
+        let n = self.num_partitions;
+        self.partitions.remove(&p);
+        let gone: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| offsets_partition(g, n) == p)
+            .cloned()
+            .collect();
+        for g in &gone {
+            if let Some(e) = self.groups.remove(g) {
+                let offsets: u64 = e.topics.values().map(|t| t.len() as u64).sum();
+                self.live_offsets -= offsets;
+            }
+        }
+        for staged in self.pending.values_mut() {
+            staged.retain(|(g, ..)| offsets_partition(g, n) != p);
+        }
+        self.pending.retain(|_, staged| !staged.is_empty());
+        gone
+    }
+
+    /// Opens and replays the partitions of `__consumer_offsets` that `shard` owns, straight
+    /// from the data dir ([`DirLogs`]: tests and tools).
     pub fn open(
         data_dir: &Path,
         shard: usize,
@@ -243,52 +324,27 @@ impl OffsetsLog {
         num_partitions: i32,
         recover: bool,
     ) -> io::Result<OffsetsLog> {
-        let mut store = OffsetsLog {
-            num_partitions,
-            pending: BTreeMap::new(),
-            partitions: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            live_offsets: 0,
-            compact_min_records: COMPACT_MIN_RECORDS,
-        };
-        for p in partitions {
-            let created = !crate::storage::log::partition_dir(data_dir, OFFSETS_TOPIC, p).exists();
-            let log = PartitionLog::open(data_dir, OFFSETS_TOPIC, p, LOG_CONFIG, recover)?;
-            if created {
-                // The new directory's entry must be durable before a commit in it is answered.
-                File::open(data_dir)?.sync_all()?;
-            }
-            let records = Self::replay(&log, |rec| match rec {
-                Replayed::Plain(rec) => {
-                    store.apply(rec);
-                }
-                Replayed::Txn(pid, rec) => store.stage(pid, rec),
-                Replayed::Marker(pid, commit) => {
-                    for rec in store.end_pending(p, pid, commit) {
-                        store.apply(rec);
-                    }
-                }
-            })?;
-            store.partitions.insert(
-                p,
-                OwnedPartition {
-                    log,
-                    live: 0,
-                    stored: records,
-                },
-            );
+        let logs = Rc::new(DirLogs::new(data_dir));
+        let partitions: Vec<i32> = partitions.collect();
+        for p in &partitions {
+            logs.open(OFFSETS_TOPIC, *p, LOG_CONFIG, recover)?;
         }
-        let counts: Vec<(i32, u64)> = store
-            .groups
-            .iter()
-            .map(|(g, e)| (offsets_partition(g, num_partitions), e.records()))
-            .collect();
-        for (p, n) in counts {
-            if let Some(part) = store.partitions.get_mut(&p) {
-                part.live += n;
-            }
+        let mut store = OffsetsLog::new(num_partitions, logs);
+        for p in partitions {
+            store.load_partition(p)?;
         }
         Ok(store)
+    }
+
+    /// Makes a job's records durable and runs its housekeeping, blocking the thread: for
+    /// [`DirLogs`] stores (the migration, tests). A shard's coordinator awaits
+    /// [`CoordinatorLogs::durable`] instead.
+    pub fn sync_blocking(&self, job: SyncJob) -> io::Result<()> {
+        futures_lite::future::block_on(self.logs.durable(OFFSETS_TOPIC, job.partition, job.last))?;
+        if let Some(h) = job.housekeeping {
+            run_housekeeping(job.partition, h);
+        }
+        Ok(())
     }
 
     /// Reads a partition from its log start to its end; returns the records read.
@@ -403,7 +459,7 @@ impl OffsetsLog {
 
     /// TxnOffsetCommit: writes `group`'s offsets as producer `pid`'s transactional batch; they
     /// are staged, not committed, until the transaction's marker (see [`Self::txn_marker`]).
-    /// Answer only after the job ran and [`OffsetsLog::finish`] returned Ok.
+    /// Answer only once the job's records are durable.
     pub fn txn_commit<T: AsRef<str>>(
         &mut self,
         group: &str,
@@ -421,25 +477,43 @@ impl OffsetsLog {
                 value: Some(value.clone()),
             })
             .collect();
-        let part = self.partitions.get_mut(&p).ok_or_else(|| {
-            other(format!(
-                "__consumer_offsets-{p} (group {group}) is not owned by this shard"
-            ))
-        })?;
-        write_records_as(&mut part.log, &records, now_ms, Some((pid, epoch)))?;
-        part.stored += records.len() as u64;
+        let last = self.write(p, group, &records, now_ms, Some((pid, epoch)))?;
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.stored += records.len() as u64;
+        }
         for r in records {
             self.stage(pid, r);
         }
-        let flush = self
-            .partitions
-            .get_mut(&p)
-            .and_then(|part| part.log.begin_flush());
         Ok(SyncJob {
             partition: p,
-            flush,
+            last,
             housekeeping: None,
         })
+    }
+
+    /// Appends `records` to loaded partition `p` with one write, stamped with the partition's
+    /// leader epoch (as producer `txn`'s transactional batches when given); returns the last
+    /// offset written. Refused when `p` is not loaded here or this shard does not lead it.
+    fn write(
+        &self,
+        p: i32,
+        group: &str,
+        records: &[GroupRecord],
+        now_ms: i64,
+        txn: Option<(i64, i16)>,
+    ) -> io::Result<i64> {
+        if !self.partitions.contains_key(&p) {
+            return Err(other(format!(
+                "__consumer_offsets-{p} (group {group}) is not loaded on this shard"
+            )));
+        }
+        let mut last = -1;
+        self.logs.with_log(OFFSETS_TOPIC, p, &mut |log, epoch| {
+            write_records_as(log, records, now_ms, txn, epoch)?;
+            last = log.log_end_offset() - 1;
+            Ok(())
+        })?;
+        Ok(last)
     }
 
     /// A transaction marker for partition `p`: appends the control batch, then makes producer
@@ -452,29 +526,33 @@ impl OffsetsLog {
         commit: bool,
         now_ms: i64,
     ) -> io::Result<SyncJob> {
-        let part = self
-            .partitions
-            .get_mut(&p)
-            .ok_or_else(|| other(format!("__consumer_offsets-{p} is not owned by this shard")))?;
-        let marker = batch::control_batch(pid, epoch, commit, 0, now_ms);
-        let batches =
-            batch::split_produce_records(&Bytes::from(marker), usize::MAX).map_err(other)?;
-        part.log.append(&batches, 0, None, now_ms).map_err(other)?;
-        part.stored += 1;
+        if !self.partitions.contains_key(&p) {
+            return Err(other(format!(
+                "__consumer_offsets-{p} is not loaded on this shard"
+            )));
+        }
+        let mut last = -1;
+        self.logs
+            .with_log(OFFSETS_TOPIC, p, &mut |log, leader_epoch| {
+                let marker = batch::control_batch(pid, epoch, commit, 0, now_ms);
+                let batches = batch::split_produce_records(&Bytes::from(marker), usize::MAX)
+                    .map_err(other)?;
+                log.append(&batches, leader_epoch, None, now_ms)
+                    .map_err(other)?;
+                last = log.log_end_offset() - 1;
+                Ok(())
+            })?;
         let mut delta = 0;
         for rec in self.end_pending(p, pid, commit) {
             delta += self.apply(rec);
         }
         if let Some(part) = self.partitions.get_mut(&p) {
+            part.stored += 1;
             part.live = part.live.saturating_add_signed(delta);
         }
-        let flush = self
-            .partitions
-            .get_mut(&p)
-            .and_then(|part| part.log.begin_flush());
         Ok(SyncJob {
             partition: p,
-            flush,
+            last,
             housekeeping: None,
         })
     }
@@ -531,7 +609,7 @@ impl OffsetsLog {
 
     /// Writes `records` (all of one group) to the group's partition with one append, then
     /// applies them; rewrites the partition when dead records dominate. Answer the request
-    /// only after the returned job ran and [`OffsetsLog::finish`] returned Ok. On error
+    /// only once the returned job's records are durable. On error
     /// nothing changed, in memory or on disk.
     fn append(
         &mut self,
@@ -541,13 +619,10 @@ impl OffsetsLog {
     ) -> io::Result<SyncJob> {
         let p = self.partition_of(group);
         debug_assert!(records.iter().all(|r| r.group() == group));
-        let part = self.partitions.get_mut(&p).ok_or_else(|| {
-            other(format!(
-                "__consumer_offsets-{p} (group {group}) is not owned by this shard"
-            ))
-        })?;
-        write_records(&mut part.log, &records, now_ms)?;
-        part.stored += records.len() as u64;
+        let mut last = self.write(p, group, &records, now_ms, None)?;
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.stored += records.len() as u64;
+        }
         let mut delta = 0;
         for r in records {
             delta += self.apply(r);
@@ -563,24 +638,22 @@ impl OffsetsLog {
                 .partitions
                 .get(&p)
                 .is_some_and(|part| part.stored > (2 * part.live).max(self.compact_min_records))
+            && let Some((h, end)) = self.rewrite(p, now_ms)
         {
-            housekeeping = self.rewrite(p, now_ms);
+            housekeeping = h;
+            last = end;
         }
-        let flush = self
-            .partitions
-            .get_mut(&p)
-            .and_then(|part| part.log.begin_flush());
         Ok(SyncJob {
             partition: p,
-            flush,
+            last,
             housekeeping,
         })
     }
 
     /// Appends partition `p`'s live records again and moves its log start to them (see the
     /// module doc). A failure is logged and changes nothing that matters: the next mutation
-    /// tries again.
-    fn rewrite(&mut self, p: i32, now_ms: i64) -> Option<Housekeeping> {
+    /// tries again. Returns the log-start move and the last offset written.
+    fn rewrite(&mut self, p: i32, now_ms: i64) -> Option<(Option<Housekeeping>, i64)> {
         let n = self.num_partitions;
         let live: Vec<GroupRecord> = self
             .groups
@@ -588,17 +661,28 @@ impl OffsetsLog {
             .filter(|(g, _)| offsets_partition(g, n) == p)
             .flat_map(|(g, e)| live_records(g, e))
             .collect();
-        let part = self.partitions.get_mut(&p)?;
-        if live.is_empty() {
+        if live.is_empty() || !self.partitions.contains_key(&p) {
             return None;
         }
-        let appended = match write_records(&mut part.log, &live, now_ms) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "__consumer_offsets: rewrite failed");
-                return None;
-            }
-        };
+        let mut moved: Option<(Option<Housekeeping>, i64)> = None;
+        let written = self.logs.with_log(OFFSETS_TOPIC, p, &mut |log, epoch| {
+            let appended = write_records_as(log, &live, now_ms, None, epoch)?;
+            let last = log.log_end_offset() - 1;
+            let job = match log.delete_records(appended) {
+                Ok((_, job)) => job,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "__consumer_offsets: could not move the log start");
+                    None
+                }
+            };
+            moved = Some((job, last));
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(partition = p, error = %e, "__consumer_offsets: rewrite failed");
+            return None;
+        }
+        let part = self.partitions.get_mut(&p)?;
         let before = part.stored;
         part.stored = live.len() as u64;
         tracing::info!(
@@ -607,22 +691,7 @@ impl OffsetsLog {
             live = live.len(),
             "__consumer_offsets: live records rewritten, log start moved past the dead ones"
         );
-        match part.log.delete_records(appended) {
-            Ok((_, job)) => job,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "__consumer_offsets: could not move the log start");
-                None
-            }
-        }
-    }
-
-    /// Applies the outcome of a job: what it made durable, or that the partition is offline.
-    pub fn finish(&mut self, done: SyncDone) -> io::Result<()> {
-        if let (Some(target), Some(part)) = (done.target, self.partitions.get_mut(&done.partition))
-        {
-            part.log.finish_flush(target, &done.result);
-        }
-        done.result
+        moved
     }
 
     /// Stores `group`'s offsets for each `(topic, partition, offset)`.
@@ -946,12 +1015,6 @@ fn tombstones(group: &str, e: &GroupEntry) -> Vec<GroupRecord> {
     out
 }
 
-/// Encodes `records` as uncompressed magic-2 batches and appends them; returns the offset of
-/// the first. Nothing is appended on error.
-fn write_records(log: &mut PartitionLog, records: &[GroupRecord], now_ms: i64) -> io::Result<i64> {
-    write_records_as(log, records, now_ms, None)
-}
-
 /// What a replay reads from `__consumer_offsets`.
 enum Replayed {
     Plain(GroupRecord),
@@ -961,12 +1024,15 @@ enum Replayed {
     Marker(i64, bool),
 }
 
-/// [`write_records`], as producer `txn`'s transactional batches when given.
+/// Encodes `records` as uncompressed magic-2 batches (producer `txn`'s transactional batches
+/// when given) and appends them in `leader_epoch`; returns the offset of the first. Nothing
+/// is appended on error.
 fn write_records_as(
     log: &mut PartitionLog,
     records: &[GroupRecord],
     now_ms: i64,
     txn: Option<(i64, i16)>,
+    leader_epoch: i32,
 ) -> io::Result<i64> {
     let mut bytes = Vec::new();
     for chunk in records.chunks(RECORDS_PER_BATCH) {
@@ -1007,9 +1073,9 @@ fn write_records_as(
     }
     let batches: Vec<ProducedBatch> =
         batch::split_produce_records(&Bytes::from(bytes), usize::MAX).map_err(other)?;
-    // A one-node broker leads every partition in epoch 0 (see `shard::partition`); the
-    // replication issue passes the partition's current epoch here.
-    let appended = log.append(&batches, 0, None, now_ms).map_err(other)?;
+    let appended = log
+        .append(&batches, leader_epoch, None, now_ms)
+        .map_err(other)?;
     Ok(appended.base_offset)
 }
 
@@ -1039,7 +1105,7 @@ mod tests {
     }
 
     fn run(store: &mut OffsetsLog, job: SyncJob) {
-        store.finish(job.run()).unwrap();
+        store.sync_blocking(job).unwrap();
     }
 
     fn empty_meta(since: i64) -> GroupMetadata {
@@ -1307,6 +1373,82 @@ mod tests {
         let s = open(dir.path());
         assert!(!s.has_group("g"));
         assert_eq!(s.group_metadata().count(), 0);
+    }
+
+    /// Logs that can stop being led here, as a shard's partition does when its leadership
+    /// moves: then `with_log` refuses, as the shard's implementation does for a follower.
+    struct Led {
+        inner: DirLogs,
+        follower: std::cell::Cell<bool>,
+    }
+
+    impl CoordinatorLogs for Led {
+        fn with_log(
+            &self,
+            topic: &str,
+            p: i32,
+            f: &mut dyn FnMut(&mut PartitionLog, i32) -> io::Result<()>,
+        ) -> io::Result<()> {
+            if self.follower.get() {
+                return Err(other(format!("{topic}-{p} is followed here")));
+            }
+            self.inner.with_log(topic, p, f)
+        }
+
+        fn durable(&self, topic: &str, p: i32, last: i64) -> super::super::logs::Durable {
+            self.inner.durable(topic, p, last)
+        }
+    }
+
+    #[test]
+    fn a_store_never_writes_into_a_partition_it_does_not_lead() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = offsets_partition("g", N);
+        let logs = Rc::new(Led {
+            inner: DirLogs::new(dir.path()),
+            follower: std::cell::Cell::new(false),
+        });
+        logs.inner.open(OFFSETS_TOPIC, p, LOG_CONFIG, true).unwrap();
+        let end = || {
+            let mut end = -1;
+            logs.inner
+                .with_log(OFFSETS_TOPIC, p, &mut |log, _| {
+                    end = log.log_end_offset();
+                    Ok(())
+                })
+                .unwrap();
+            end
+        };
+        let mut s = OffsetsLog::new(N, logs.clone());
+        // Not loaded: nothing is served or written.
+        assert!(s.commit("g", &[("t", 0, off(1))], 1).is_err());
+        assert_eq!(end(), 0);
+        s.load_partition(p).unwrap();
+        let job = s.commit("g", &[("t", 0, off(5))], 1).unwrap();
+        run(&mut s, job);
+        assert_eq!(end(), 1);
+
+        // The leadership moved while loaded: a write is refused and changes nothing.
+        logs.follower.set(true);
+        assert!(s.commit("g", &[("t", 0, off(6))], 2).is_err());
+        assert!(s.store_group("g", empty_meta(2), 2).is_err());
+        assert!(s.delete_group("g", 2).is_err());
+        assert_eq!(end(), 1);
+        assert_eq!(s.fetch("g", "t", 0), Some(&off(5)));
+
+        // Unloaded: the partition's groups are gone from memory, and it is not written.
+        assert_eq!(s.unload_partition(p), vec!["g".to_string()]);
+        assert!(!s.is_loaded(p));
+        assert_eq!(s.fetch("g", "t", 0), None);
+        assert_eq!(s.live_offsets(), 0);
+        logs.follower.set(false);
+        assert!(s.commit("g", &[("t", 0, off(7))], 3).is_err());
+        assert_eq!(end(), 1);
+
+        // Led again: the load brings back what the log holds.
+        s.load_partition(p).unwrap();
+        assert_eq!(s.fetch("g", "t", 0), Some(&off(5)));
+        assert_eq!(s.live_offsets(), 1);
     }
 
     #[test]

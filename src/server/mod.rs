@@ -193,15 +193,13 @@ async fn shard_main(
             .unwrap_or(i32::MAX),
         ..Default::default()
     };
-    let offsets_at = crate::group::coordinator::OffsetsLocation {
-        data_dir: &config.data_dir,
-        shards: config.shards,
-        num_partitions: config.offsets_topic_num_partitions,
-        recover: config.recover_on_start,
-    };
-    let groups = match crate::group::coordinator::GroupCoordinator::open(
+    // The coordinators' logs are this shard's partitions of `__consumer_offsets` and
+    // `__transaction_state`, reached through `coordinator_logs` once the shard exists.
+    let coordinator_logs = Rc::new(crate::shard::coordinator_logs::ShardLogs::new());
+    let groups = crate::group::coordinator::GroupCoordinator::new(
         shard_id,
-        offsets_at,
+        config.offsets_topic_num_partitions,
+        coordinator_logs.clone(),
         group_config,
         crate::group::consumer::ConsumerGroupConfig {
             heartbeat_interval_ms: config.group_consumer_heartbeat_interval_ms,
@@ -211,36 +209,11 @@ async fn shard_main(
             max_size: usize::try_from(config.group_consumer_max_size).unwrap_or(usize::MAX),
         },
         i64::try_from(config.offsets_retention_ms).unwrap_or(i64::MAX),
-    ) {
-        Ok(g) => g,
-        Err(e) => {
-            let e = format!(
-                "shard {shard_id}: cannot open its partitions of __consumer_offsets in {}: {e}",
-                config.data_dir.display()
-            );
-            tracing::error!("{e}");
-            STOP.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-    };
-    let txns = match crate::txn::store::TxnLog::open(
-        &config.data_dir,
-        shard_id,
-        config.shards,
+    );
+    let txns = crate::txn::store::TxnLog::new(
         config.transaction_state_log_num_partitions,
-        config.recover_on_start,
-    ) {
-        Ok(t) => t,
-        Err(e) => {
-            let e = format!(
-                "shard {shard_id}: cannot open its partitions of __transaction_state in {}: {e}",
-                config.data_dir.display()
-            );
-            tracing::error!("{e}");
-            STOP.store(true, Ordering::SeqCst);
-            return Err(e);
-        }
-    };
+        coordinator_logs.clone(),
+    );
     let shard = Rc::new(Shard::new(
         shard_id,
         config.clone(),
@@ -250,6 +223,7 @@ async fn shard_main(
         groups,
         txns,
     ));
+    coordinator_logs.attach(&shard);
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
         controller.set_default_replication_factor(config.default_replication_factor);
         let applied = store.raft_applied();
@@ -269,6 +243,23 @@ async fn shard_main(
     let started = Instant::now();
     let mut recovered = crate::storage::segment::Recovered::default();
     shard.load_high_watermarks();
+    // One node: the coordinators' partitions open and load before anything serves.
+    match shard.open_coordinator_partitions(config.recover_on_start) {
+        Ok(r) => {
+            recovered.records += r.records;
+            recovered.bytes += r.bytes;
+            recovered.truncated_bytes += r.truncated_bytes;
+        }
+        Err(e) => {
+            let e = format!(
+                "shard {shard_id}: cannot open its partitions of __consumer_offsets or __transaction_state in {}: {e}",
+                config.data_dir.display()
+            );
+            tracing::error!("{e}");
+            STOP.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+    }
     for topic in &catalog.topics {
         match shard.open_owned_partitions(topic, config.recover_on_start, true) {
             Ok(r) => {

@@ -581,6 +581,9 @@ pub struct FetchOffsets {
     pub member: (Option<String>, i32),
 }
 call!(FetchOffsets -> Result<(Vec<FetchedOffset>, Vec<(String, i32)>), ErrorCode>, |c, shard| {
+    if !shard.groups.serves(&c.group) {
+        return Err(ErrorCode::NOT_COORDINATOR);
+    }
     match shard.groups.consumer_fetch_check(&c.group, c.member.0.as_deref(), c.member.1) {
         ErrorCode::NONE => {}
         code => return Err(code),

@@ -363,7 +363,7 @@ impl Controller {
         spec: &CreateTopic,
         default_partitions: i32,
     ) -> Result<TopicMeta, KafkaError> {
-        if !(spec.internal && spec.name == crate::placement::OFFSETS_TOPIC) {
+        if !(spec.internal && crate::placement::is_coordinator_log(&spec.name)) {
             catalog::validate_topic_name(&spec.name)?;
         }
         let partitions = match spec.partitions {
@@ -585,9 +585,9 @@ impl Controller {
         let _permit = self.begin_change(q.as_deref()).await;
         let mut out = Vec::with_capacity(names.len());
         for name in names {
-            if name == crate::placement::OFFSETS_TOPIC {
+            if crate::placement::is_coordinator_log(&name) {
                 out.push(Err(KafkaError::InvalidTopic(format!(
-                    "'{name}' is the internal log of consumer groups and cannot be deleted"
+                    "'{name}' is an internal log of the coordinators and cannot be deleted"
                 ))));
                 continue;
             }

@@ -10,6 +10,7 @@
 
 pub mod calls;
 pub mod controller;
+pub mod coordinator_logs;
 pub mod partition;
 pub mod quorum;
 pub mod replica;
@@ -203,6 +204,10 @@ pub struct Shard {
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
     /// opens.
     hw_checkpoint: RefCell<HashMap<TopicPartition, i64>>,
+    /// The leader epoch in which each loaded partition of a coordinator's log
+    /// (`__consumer_offsets`, `__transaction_state`) was loaded into its coordinator (cluster
+    /// only; see `replica::partition_assigned`).
+    coordinator_epochs: RefCell<HashMap<TopicPartition, i32>>,
 }
 
 impl Shard {
@@ -261,6 +266,7 @@ impl Shard {
             throttles,
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
+            coordinator_epochs: RefCell::new(HashMap::new()),
         }
     }
 
@@ -343,6 +349,13 @@ impl Shard {
     }
 
     pub fn log_config(&self, topic: &TopicMeta) -> LogConfig {
+        // The coordinators' logs keep their own small segments (see `group::store`).
+        if topic.name == crate::placement::OFFSETS_TOPIC {
+            return crate::group::store::LOG_CONFIG;
+        }
+        if topic.name == crate::placement::TXN_TOPIC {
+            return crate::txn::store::LOG_CONFIG;
+        }
         LogConfig {
             segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
             segment_bytes: topic
@@ -397,6 +410,9 @@ impl Shard {
             }
             partitions
                 .iter_mut()
+                // The coordinators bound their own logs (`group::store`, `txn::store`); time
+                // and size retention would delete live state.
+                .filter(|((topic, _), _)| !crate::placement::is_coordinator_log(topic))
                 .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
                     p.log.apply_retention(self.retention(meta), now)
@@ -421,12 +437,75 @@ impl Shard {
         recover: bool,
         at_start: bool,
     ) -> std::io::Result<Recovered> {
+        // On one node the shard opens its partitions of the coordinators' logs itself,
+        // whatever the metadata says ([`Shard::open_coordinator_partitions`]); in a cluster
+        // they come from the metadata like any topic's.
+        if crate::placement::is_coordinator_log(&topic.name) && self.config.cluster.is_none() {
+            return Ok(Recovered::default());
+        }
+        self.open_partitions_of(topic, recover, at_start)
+    }
+
+    /// On a one-node broker, at start: opens this shard's partitions of the coordinators'
+    /// logs (`__consumer_offsets`, `__transaction_state`) as the only replica, and loads each
+    /// into its coordinator, before the shard serves. A cluster's come from the metadata, and
+    /// load when this broker becomes their leader (see `replica::partition_assigned`).
+    pub fn open_coordinator_partitions(&self, recover: bool) -> std::io::Result<Recovered> {
         let mut total = Recovered::default();
-        // The group coordinators own the logs of `__consumer_offsets` (group::store); in a
-        // cluster the topic is in the metadata only to say who leads which partition.
-        if topic.name == crate::placement::OFFSETS_TOPIC {
+        if self.config.cluster.is_some() {
             return Ok(total);
         }
+        let logs = [
+            (
+                crate::placement::OFFSETS_TOPIC,
+                self.config.offsets_topic_num_partitions,
+            ),
+            (
+                crate::placement::TXN_TOPIC,
+                self.config.transaction_state_log_num_partitions,
+            ),
+        ];
+        for (name, partitions) in logs {
+            let topic = TopicMeta::new(
+                name.to_string(),
+                uuid::Uuid::nil(),
+                partitions,
+                BTreeMap::new(),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let owned: Vec<i32> = (0..partitions)
+                .filter(|p| self.owner(name, *p) == self.id)
+                .collect();
+            let fresh = owned
+                .iter()
+                .any(|p| !partition_dir(&self.config.data_dir, name, *p).exists());
+            let r = self.open_partitions_of(&topic, recover, true)?;
+            total.batches += r.batches;
+            total.records += r.records;
+            total.bytes += r.bytes;
+            total.truncated_bytes += r.truncated_bytes;
+            if fresh {
+                // A new directory's entry must be durable before a change in it is answered.
+                std::fs::File::open(&self.config.data_dir)?.sync_all()?;
+            }
+            for p in owned {
+                if name == crate::placement::OFFSETS_TOPIC {
+                    self.groups.load_partition(p)?;
+                } else {
+                    self.txns.borrow_mut().load_partition(p)?;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    fn open_partitions_of(
+        &self,
+        topic: &TopicMeta,
+        recover: bool,
+        at_start: bool,
+    ) -> std::io::Result<Recovered> {
+        let mut total = Recovered::default();
         for p in 0..topic.partitions {
             if self.owner(&topic.name, p) != self.id || !self.holds_replica(topic, p) {
                 continue;
@@ -950,6 +1029,13 @@ impl Shard {
         for &p in partitions {
             let tp = (topic.to_string(), p);
             self.unfollow(&tp);
+            // A coordinator's log moved away: its groups or transactional ids go with it.
+            if topic == crate::placement::OFFSETS_TOPIC {
+                self.groups.unload_partition(p);
+            } else if topic == crate::placement::TXN_TOPIC {
+                self.txns.borrow_mut().unload_partition(p);
+            }
+            self.coordinator_epochs.borrow_mut().remove(&tp);
             let removed = self.partitions.borrow_mut().remove(&tp);
             if let Some(mut part) = removed {
                 part.wake_waiters();

@@ -175,6 +175,71 @@ impl Shard {
             Some((leader, epoch, topic_id)) => self.follow(tp, leader, epoch, topic_id),
             None => self.unfollow(tp),
         }
+        if crate::placement::is_coordinator_log(&tp.0) {
+            self.coordinator_follows_leadership(tp);
+        }
+    }
+
+    /// A coordinator serves the groups (or transactional ids) of its log's partition `tp`
+    /// (`__consumer_offsets` or `__transaction_state`) exactly while this broker leads it:
+    /// loaded when it becomes the leader (a new epoch of it included: the previous
+    /// leadership's state may be stale), dropped when it stops being it. Called after every
+    /// change of the partition's role.
+    fn coordinator_follows_leadership(&self, tp: &TopicPartition) {
+        let p = tp.1;
+        let groups = tp.0 == crate::placement::OFFSETS_TOPIC;
+        let epoch = self
+            .partitions
+            .borrow()
+            .get(tp)
+            .and_then(|part| matches!(part.role, Role::Leader(_)).then(|| part.leader_epoch()));
+        let unload = || {
+            if groups {
+                self.groups.unload_partition(p);
+            } else {
+                self.txns.borrow_mut().unload_partition(p);
+            }
+        };
+        match epoch {
+            Some(epoch) => {
+                let loaded = if groups {
+                    self.groups.is_loaded(p)
+                } else {
+                    self.txns.borrow().is_loaded(p)
+                };
+                let mut epochs = self.coordinator_epochs.borrow_mut();
+                if loaded && epochs.get(tp) == Some(&epoch) {
+                    return;
+                }
+                // A new leadership of a partition that was loaded in an older one: its state
+                // is reloaded from the log, which may have changed in between.
+                unload();
+                let result = if groups {
+                    self.groups.load_partition(p)
+                } else {
+                    self.txns.borrow_mut().load_partition(p)
+                };
+                match result {
+                    Ok(()) => {
+                        epochs.insert(tp.clone(), epoch);
+                    }
+                    Err(e) => {
+                        epochs.remove(tp);
+                        tracing::error!(
+                            shard = self.id,
+                            topic = %tp.0,
+                            partition = p,
+                            error = %e,
+                            "cannot load a coordinator's partition: what it holds is not served here"
+                        );
+                    }
+                }
+            }
+            None => {
+                self.coordinator_epochs.borrow_mut().remove(tp);
+                unload();
+            }
+        }
     }
 
     /// Adds `tp` to this shard's fetcher for `leader` (starting it if needed), taking it off

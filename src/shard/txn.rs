@@ -67,7 +67,35 @@ impl Shard {
         self.txns.borrow().get(id).cloned()
     }
 
-    /// Makes `meta` `id`'s state: appended, fdatasync'd on the blocking pool, then applied.
+    /// Waits until a job's records are durable on every in-sync replica of their partition
+    /// (at most `OFFSETS_COMMIT_TIMEOUT_MS`, as for groups), then runs its log-start move on
+    /// the blocking pool.
+    async fn txn_durable(&self, job: crate::txn::store::SyncJob) -> std::io::Result<()> {
+        use crate::group::coordinator::OFFSETS_COMMIT_TIMEOUT_MS;
+        let logs = self.txns.borrow().logs();
+        let durable = logs.durable(crate::placement::TXN_TOPIC, job.partition, job.last);
+        let timeout = async {
+            glommio::timer::Timer::new(std::time::Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS))
+                .await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "__transaction_state-{}: not on every in-sync replica within {OFFSETS_COMMIT_TIMEOUT_MS} ms",
+                    job.partition
+                ),
+            ))
+        };
+        futures_lite::future::or(durable, timeout).await?;
+        if let Some(h) = job.housekeeping {
+            let p = job.partition;
+            glommio::executor()
+                .spawn_blocking(move || crate::txn::store::run_housekeeping(p, h))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Makes `meta` `id`'s state: appended, durable on every in-sync replica, then applied.
     async fn txn_persist(&self, id: &str, meta: TxnMeta) -> Result<(), ErrorCode> {
         let job = self
             .txns
@@ -77,8 +105,8 @@ impl Shard {
                 tracing::warn!(transactional_id = id, error = %e, "cannot write the transaction log");
                 ErrorCode::COORDINATOR_NOT_AVAILABLE
             })?;
-        let done = glommio::executor().spawn_blocking(move || job.run()).await;
-        self.txns.borrow_mut().finish(done, id, meta).map_err(|e| {
+        let durable = self.txn_durable(job).await;
+        self.txns.borrow_mut().finish(durable, id, meta).map_err(|e| {
             tracing::error!(transactional_id = id, error = %e, "cannot sync the transaction log");
             ErrorCode::COORDINATOR_NOT_AVAILABLE
         })
@@ -434,8 +462,8 @@ impl Shard {
                     return;
                 }
             };
-            let done = glommio::executor().spawn_blocking(move || job.run()).await;
-            let forgotten = shard.txns.borrow_mut().forgotten(done, &id);
+            let durable = shard.txn_durable(job).await;
+            let forgotten = shard.txns.borrow_mut().forgotten(durable, &id);
             match forgotten {
                 Ok(()) => tracing::debug!(transactional_id = %id, "transactional id expired"),
                 Err(e) => tracing::error!(transactional_id = %id, error = %e, "cannot sync the transaction log"),

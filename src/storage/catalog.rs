@@ -454,6 +454,12 @@ pub fn validate_topic_name(name: &str) -> Result<(), KafkaError> {
             "'{name}' is the internal log of consumer groups"
         )));
     }
+    // The same for the transaction coordinators' log.
+    if name == crate::placement::TXN_TOPIC {
+        return Err(KafkaError::InvalidTopic(format!(
+            "'{name}' is the internal log of transactions"
+        )));
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))

@@ -3,16 +3,21 @@
 //!
 //! Lives on: one shard (the owner of each partition, `placement::partition_owner`).
 //!
-//! Each partition is an ordinary partition log in `<data>/__transaction_state-<p>/` of
-//! uncompressed magic-2 batches whose records are [`TxnRecord`]s. A change is appended as one
-//! record, and [`TxnLog::append`] hands back the partition's flush job, which the shell runs on
-//! the blocking pool; only after it succeeded does the shell apply the change
-//! ([`TxnLog::applied`]) and act on it, so every state a client or a partition has seen is
-//! durable. A failed fdatasync takes the partition offline (`PartitionLog::finish_flush`):
-//! its ids answer COORDINATOR_NOT_AVAILABLE until a restart.
+//! Each partition is an ordinary partition of the shard (`<data>/__transaction_state-<p>/`,
+//! with a role and replica state like any topic's) of uncompressed magic-2 batches whose
+//! records are [`TxnRecord`]s. The store holds no log: it reaches one through
+//! `group::logs::CoordinatorLogs` (the same seam as the group store's), which lets it write
+//! only into a partition this shard leads. A change is appended as one record, and
+//! [`TxnLog::append`] hands back a [`SyncJob`]; only once the shell saw its records durable
+//! (`CoordinatorLogs::durable`: fdatasync'd, and on every in-sync replica) does it apply the
+//! change ([`TxnLog::finish`]) and act on it, so every state a client or a partition has seen
+//! is durable. A failed fdatasync takes the partition offline: its ids answer
+//! COORDINATOR_NOT_AVAILABLE until a restart.
 //!
-//! At open every owned partition is replayed from its log start into the table, before the
-//! shard serves. The replay is bounded as `group::store` bounds `__consumer_offsets`: once a
+//! Loading follows leadership, as for groups: a store starts empty, and a partition is
+//! replayed from its log start into the table when the shard becomes its leader (on one node:
+//! at start, before the shard serves) and dropped when it stops being it. The replay is
+//! bounded as `group::store` bounds `__consumer_offsets`: once a
 //! partition holds more than `max(2 × live ids, COMPACT_MIN_RECORDS)` records, the live
 //! records are appended again and the log start moved to them.
 //!
@@ -23,14 +28,16 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::Path;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::records::RecordBatchDecoder;
 
+use crate::group::logs::{CoordinatorLogs, DirLogs};
 use crate::placement::{TXN_TOPIC, partition_owner, txn_partition};
 use crate::protocol::batch::{self, ProducedBatch};
 use crate::storage::io::read_at_most;
-use crate::storage::log::{FlushJob, Housekeeping, LogConfig, PartitionLog};
+use crate::storage::log::{Housekeeping, LogConfig, PartitionLog};
 
 use super::records::TxnRecord;
 use super::state::TxnMeta;
@@ -40,7 +47,8 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 const RECORDS_PER_BATCH: usize = 512;
 const PARTITIONS_FILE: &str = "__transaction_state.partitions";
 
-const LOG_CONFIG: LogConfig = LogConfig {
+/// How a partition of `__transaction_state` keeps its log.
+pub const LOG_CONFIG: LogConfig = LogConfig {
     segment_bytes: 16 * 1024 * 1024,
     segment_ms: None,
     index_interval_bytes: 4096,
@@ -84,56 +92,91 @@ pub fn resolve_num_partitions(data_dir: &Path, configured: i32) -> io::Result<i3
     }
 }
 
+/// One loaded partition: its records since the log start (its log is the shard's).
 #[derive(Debug)]
 struct OwnedPartition {
-    log: PartitionLog,
-    /// Records since the log start.
     stored: u64,
 }
 
-/// A durability job: the fdatasync of a partition and, after a rewrite, the move of its log
-/// start. Run it on the blocking pool and give its [`SyncDone`] to [`TxnLog::finish`].
+/// What makes a change take effect: every offset up to `last` of the partition durable on
+/// every in-sync replica, and after a rewrite, then, the move of its log start (blocking: run
+/// it on the blocking pool).
 #[derive(Debug)]
 pub struct SyncJob {
-    partition: i32,
-    flush: Option<FlushJob>,
-    housekeeping: Option<Housekeeping>,
+    pub partition: i32,
+    pub last: i64,
+    pub housekeeping: Option<Housekeeping>,
 }
 
-#[derive(Debug)]
-pub struct SyncDone {
-    partition: i32,
-    target: Option<i64>,
-    result: io::Result<()>,
-}
-
-impl SyncJob {
-    pub fn run(self) -> SyncDone {
-        let result = self.flush.as_ref().map_or(Ok(()), FlushJob::run);
-        if result.is_ok()
-            && let Some(h) = self.housekeeping
-            && let Err(e) = h.run()
-        {
-            tracing::warn!(partition = self.partition, error = %e, "__transaction_state: could not move the log start after a rewrite");
-        }
-        SyncDone {
-            partition: self.partition,
-            target: self.flush.map(|f| f.target),
-            result,
-        }
+/// Runs a rewrite's log-start move; a failure is logged (the next rewrite tries again).
+pub fn run_housekeeping(partition: i32, h: Housekeeping) {
+    if let Err(e) = h.run() {
+        tracing::warn!(partition, error = %e, "__transaction_state: could not move the log start after a rewrite");
     }
 }
 
 /// The transaction state of the ids one shard coordinates.
-#[derive(Debug)]
 pub struct TxnLog {
     num_partitions: i32,
+    logs: Rc<dyn CoordinatorLogs>,
     partitions: BTreeMap<i32, OwnedPartition>,
     txns: BTreeMap<String, TxnMeta>,
 }
 
 impl TxnLog {
-    /// Opens and replays the partitions of `__transaction_state` that `shard` owns.
+    /// A store that holds no partition yet ([`TxnLog::load_partition`] brings each in).
+    pub fn new(num_partitions: i32, logs: Rc<dyn CoordinatorLogs>) -> TxnLog {
+        TxnLog {
+            num_partitions,
+            logs,
+            partitions: BTreeMap::new(),
+            txns: BTreeMap::new(),
+        }
+    }
+
+    /// Where the partitions' logs are.
+    pub fn logs(&self) -> Rc<dyn CoordinatorLogs> {
+        self.logs.clone()
+    }
+
+    /// Whether partition `p` is loaded: its ids are coordinated here.
+    pub fn is_loaded(&self, p: i32) -> bool {
+        self.partitions.contains_key(&p)
+    }
+
+    /// Replays partition `p` from its log start into the table (a no-op when it is loaded).
+    /// The log must be one this shard leads.
+    pub fn load_partition(&mut self, p: i32) -> io::Result<()> {
+        if self.partitions.contains_key(&p) {
+            return Ok(());
+        }
+        let logs = self.logs.clone();
+        let mut stored = 0;
+        let txns = &mut self.txns;
+        logs.with_log(TXN_TOPIC, p, &mut |log, _| {
+            stored = replay(log, |rec| match rec.value {
+                Some(m) => {
+                    txns.insert(rec.transactional_id, m);
+                }
+                None => {
+                    txns.remove(&rec.transactional_id);
+                }
+            })?;
+            Ok(())
+        })?;
+        self.partitions.insert(p, OwnedPartition { stored });
+        Ok(())
+    }
+
+    /// Forgets partition `p` and its ids' state (this shard no longer leads it).
+    pub fn unload_partition(&mut self, p: i32) {
+        let n = self.num_partitions;
+        self.partitions.remove(&p);
+        self.txns.retain(|t, _| txn_partition(t, n) != p);
+    }
+
+    /// Opens and replays the partitions of `__transaction_state` that `shard` owns, straight
+    /// from the data dir (`group::logs::DirLogs`: tests and tools).
     pub fn open(
         data_dir: &Path,
         shard: usize,
@@ -141,28 +184,28 @@ impl TxnLog {
         num_partitions: i32,
         recover: bool,
     ) -> io::Result<TxnLog> {
-        let mut store = TxnLog {
-            num_partitions,
-            partitions: BTreeMap::new(),
-            txns: BTreeMap::new(),
-        };
-        for p in (0..num_partitions).filter(|p| partition_owner(TXN_TOPIC, *p, shards) == shard) {
-            let created = !crate::storage::log::partition_dir(data_dir, TXN_TOPIC, p).exists();
-            let log = PartitionLog::open(data_dir, TXN_TOPIC, p, LOG_CONFIG, recover)?;
-            if created {
-                File::open(data_dir)?.sync_all()?;
-            }
-            let stored = replay(&log, |rec| match rec.value {
-                Some(m) => {
-                    store.txns.insert(rec.transactional_id, m);
-                }
-                None => {
-                    store.txns.remove(&rec.transactional_id);
-                }
-            })?;
-            store.partitions.insert(p, OwnedPartition { log, stored });
+        let logs = Rc::new(DirLogs::new(data_dir));
+        let owned: Vec<i32> = (0..num_partitions)
+            .filter(|p| partition_owner(TXN_TOPIC, *p, shards) == shard)
+            .collect();
+        for p in &owned {
+            logs.open(TXN_TOPIC, *p, LOG_CONFIG, recover)?;
+        }
+        let mut store = TxnLog::new(num_partitions, logs);
+        for p in owned {
+            store.load_partition(p)?;
         }
         Ok(store)
+    }
+
+    /// Makes a job's records durable and runs its housekeeping, blocking the thread: for
+    /// `DirLogs` stores (tests). A shard awaits `CoordinatorLogs::durable` instead.
+    pub fn sync_blocking(&self, job: SyncJob) -> io::Result<()> {
+        futures_lite::future::block_on(self.logs.durable(TXN_TOPIC, job.partition, job.last))?;
+        if let Some(h) = job.housekeeping {
+            run_housekeeping(job.partition, h);
+        }
+        Ok(())
     }
 
     pub fn get(&self, transactional_id: &str) -> Option<&TxnMeta> {
@@ -192,12 +235,8 @@ impl TxnLog {
     }
 
     /// Applies the outcome of a tombstone's job; on success the id is forgotten.
-    pub fn forgotten(&mut self, done: SyncDone, transactional_id: &str) -> io::Result<()> {
-        if let (Some(target), Some(part)) = (done.target, self.partitions.get_mut(&done.partition))
-        {
-            part.log.finish_flush(target, &done.result);
-        }
-        done.result?;
+    pub fn forgotten(&mut self, durable: io::Result<()>, transactional_id: &str) -> io::Result<()> {
+        durable?;
         self.txns.remove(transactional_id);
         Ok(())
     }
@@ -213,45 +252,55 @@ impl TxnLog {
             transactional_id: transactional_id.to_string(),
             value: meta.cloned(),
         };
-        let part = self.partitions.get_mut(&p).ok_or_else(|| {
-            other(format!(
-                "__transaction_state-{p} ({transactional_id}) is not owned by this shard"
-            ))
+        if !self.partitions.contains_key(&p) {
+            return Err(other(format!(
+                "__transaction_state-{p} ({transactional_id}) is not loaded on this shard"
+            )));
+        }
+        let mut last = -1;
+        self.logs.with_log(TXN_TOPIC, p, &mut |log, epoch| {
+            log.check_online().map_err(other)?;
+            write_records(log, std::slice::from_ref(&rec), now_ms, epoch)?;
+            last = log.log_end_offset() - 1;
+            Ok(())
         })?;
-        part.log.check_online().map_err(other)?;
-        write_records(&mut part.log, std::slice::from_ref(&rec), now_ms)?;
-        part.stored += 1;
+        let stored = match self.partitions.get_mut(&p) {
+            Some(part) => {
+                part.stored += 1;
+                part.stored
+            }
+            None => 0,
+        };
         let live = self
             .txns
             .keys()
             .filter(|t| txn_partition(t, self.num_partitions) == p)
             .count() as u64
             + 1;
-        let housekeeping = if part.stored > (2 * live).max(COMPACT_MIN_RECORDS) {
-            self.rewrite(p, transactional_id, meta, now_ms)
-        } else {
-            None
-        };
-        let flush = self
-            .partitions
-            .get_mut(&p)
-            .and_then(|part| part.log.begin_flush());
+        let mut housekeeping = None;
+        if stored > (2 * live).max(COMPACT_MIN_RECORDS)
+            && let Some((h, end)) = self.rewrite(p, transactional_id, meta, now_ms)
+        {
+            housekeeping = h;
+            last = end;
+        }
         Ok(SyncJob {
             partition: p,
-            flush,
+            last,
             housekeeping,
         })
     }
 
     /// Appends partition `p`'s live records again (with `pending` as `id`'s state) and moves
-    /// the log start to them. A failure is logged: the next append tries again.
+    /// the log start to them. A failure is logged: the next append tries again. Returns the
+    /// log-start move and the last offset written.
     fn rewrite(
         &mut self,
         p: i32,
         id: &str,
         pending: Option<&TxnMeta>,
         now_ms: i64,
-    ) -> Option<Housekeeping> {
+    ) -> Option<(Option<Housekeeping>, i64)> {
         let n = self.num_partitions;
         let mut live: Vec<TxnRecord> = self
             .txns
@@ -268,39 +317,41 @@ impl TxnLog {
                 value: Some(m.clone()),
             });
         }
-        let part = self.partitions.get_mut(&p)?;
-        if live.is_empty() {
+        if live.is_empty() || !self.partitions.contains_key(&p) {
             return None;
         }
-        let appended = match write_records(&mut part.log, &live, now_ms) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "__transaction_state: rewrite failed");
-                return None;
-            }
-        };
-        part.stored = live.len() as u64;
-        match part.log.delete_records(appended) {
-            Ok((_, job)) => job,
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "__transaction_state: could not move the log start");
-                None
-            }
+        let mut moved = None;
+        let written = self.logs.with_log(TXN_TOPIC, p, &mut |log, epoch| {
+            let appended = write_records(log, &live, now_ms, epoch)?;
+            let last = log.log_end_offset() - 1;
+            let job = match log.delete_records(appended) {
+                Ok((_, job)) => job,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "__transaction_state: could not move the log start");
+                    None
+                }
+            };
+            moved = Some((job, last));
+            Ok(())
+        });
+        if let Err(e) = written {
+            tracing::warn!(partition = p, error = %e, "__transaction_state: rewrite failed");
+            return None;
         }
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.stored = live.len() as u64;
+        }
+        moved
     }
 
     /// Applies the outcome of a job; on success, `meta` becomes `transactional_id`'s state.
     pub fn finish(
         &mut self,
-        done: SyncDone,
+        durable: io::Result<()>,
         transactional_id: &str,
         meta: TxnMeta,
     ) -> io::Result<()> {
-        if let (Some(target), Some(part)) = (done.target, self.partitions.get_mut(&done.partition))
-        {
-            part.log.finish_flush(target, &done.result);
-        }
-        done.result?;
+        durable?;
         self.txns.insert(transactional_id.to_string(), meta);
         Ok(())
     }
@@ -348,8 +399,14 @@ fn replay(log: &PartitionLog, mut apply: impl FnMut(TxnRecord)) -> io::Result<u6
     Ok(records)
 }
 
-/// Appends `records` in batches of [`RECORDS_PER_BATCH`]; returns the first offset written.
-fn write_records(log: &mut PartitionLog, records: &[TxnRecord], now_ms: i64) -> io::Result<i64> {
+/// Appends `records` in batches of [`RECORDS_PER_BATCH`], in `leader_epoch`; returns the first
+/// offset written.
+fn write_records(
+    log: &mut PartitionLog,
+    records: &[TxnRecord],
+    now_ms: i64,
+    leader_epoch: i32,
+) -> io::Result<i64> {
     let mut bytes = Vec::new();
     for chunk in records.chunks(RECORDS_PER_BATCH) {
         let mut body = Vec::new();
@@ -384,7 +441,9 @@ fn write_records(log: &mut PartitionLog, records: &[TxnRecord], now_ms: i64) -> 
     }
     let batches: Vec<ProducedBatch> =
         batch::split_produce_records(&Bytes::from(bytes), usize::MAX).map_err(other)?;
-    let appended = log.append(&batches, 0, None, now_ms).map_err(other)?;
+    let appended = log
+        .append(&batches, leader_epoch, None, now_ms)
+        .map_err(other)?;
     Ok(appended.base_offset)
 }
 
@@ -413,20 +472,20 @@ mod tests {
         for i in 0..3000i64 {
             let m = meta(i, TxnState::Ongoing);
             let job = log.append("a", &m, 5).unwrap();
-            log.finish(job.run(), "a", m).unwrap();
+            log.finish(log.sync_blocking(job), "a", m).unwrap();
         }
         let m = meta(9, TxnState::PrepareCommit);
         let job = log.append("b", &m, 5).unwrap();
-        log.finish(job.run(), "b", m.clone()).unwrap();
+        log.finish(log.sync_blocking(job), "b", m.clone()).unwrap();
         // Appended but never made durable: not applied.
         let _ = log.append("c", &meta(1, TxnState::Empty), 5).unwrap();
         assert!(log.get("c").is_none());
         // A tombstone forgets an id, across the reopen too.
         let d = meta(4, TxnState::CompleteCommit);
         let job = log.append("d", &d, 5).unwrap();
-        log.finish(job.run(), "d", d).unwrap();
+        log.finish(log.sync_blocking(job), "d", d).unwrap();
         let job = log.append_tombstone("d", 6).unwrap();
-        log.forgotten(job.run(), "d").unwrap();
+        log.forgotten(log.sync_blocking(job), "d").unwrap();
         assert!(log.get("d").is_none());
         drop(log);
         let log = TxnLog::open(dir.path(), 0, 1, 3, false).unwrap();

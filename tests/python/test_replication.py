@@ -263,3 +263,150 @@ def test_failover_within_five_seconds_with_the_default_settings(cluster_factory)
     final, _ = read_all(c.bootstrap, t, 6)
     assert not check(w, final)
     assert failover < 5.0, f"failover took {failover:.2f}s"
+
+
+def test_group_offsets_survive_the_loss_of_the_coordinators_broker(cluster_factory):
+    """A consumer group commits; its coordinator's broker is killed with -9; the new coordinator
+    (the new leader of the group's `__consumer_offsets` partition) has the committed offsets,
+    and the group rebalances there and goes on from them, re-reading nothing it committed."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from kafkautil import consumer, flush_all, producer
+
+    c = cluster_factory()
+    t = unique_topic("grpfail")
+    create(c.bootstrap, t, PARTITIONS, rf=3, config=RF3)
+    wait_full_isr(c, t)
+    total = 300
+    p = producer(c.bootstrap, **{"acks": "all"})
+    for n in range(total):
+        p.produce(t, value=f"m{n}".encode(), partition=n % PARTITIONS)
+    flush_all(p)
+    per_partition = total // PARTITIONS
+
+    group = unique_topic("group")
+    conf = {"group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": True,
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+    a = consumer(c.bootstrap, **conf)
+    a.subscribe([t])
+    read = 0
+    deadline = time.monotonic() + 60
+    while read < 120 and time.monotonic() < deadline:
+        m = a.poll(0.5)
+        if m is not None and m.error() is None:
+            read += 1
+    assert read == 120
+    # Answered only once the commit is on every in-sync replica of the group's partition.
+    a.commit(asynchronous=False)
+    # Partitions it read nothing of have no committed offset (and are read from the start).
+    committed = {tp.partition: tp.offset for tp in a.committed([TopicPartition(t, i) for i in range(PARTITIONS)],
+                                                                timeout=20) if tp.offset >= 0}
+    assert sum(committed.values()) == 120, committed
+
+    def describe(on):
+        a_admin = admin(on)  # kept alive until its future resolves
+        d = a_admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+        return d.coordinator.id
+
+    victim = describe(c.bootstrap)
+    assert victim in c.ids
+    c.nodes[victim].kill()
+    survivors = ",".join(b.bootstrap for i, b in c.nodes.items() if i != victim)
+
+    def offsets_on_the_new_coordinator():
+        try:
+            if describe(survivors) == victim:
+                return None
+            req = [ConsumerGroupTopicPartitions(group)]
+            a_admin = admin(survivors)
+            r = a_admin.list_consumer_group_offsets(req, request_timeout=10)[group].result(timeout=15)
+        except Exception:
+            return None
+        got = {tp.partition: tp.offset for tp in r.topic_partitions if tp.topic == t and tp.error is None}
+        return got if got == committed else None
+    wait_until(offsets_on_the_new_coordinator, timeout=60, interval=0.5,
+               desc="the committed offsets on the new coordinator")
+
+    # The group goes on through the new coordinator: a second member joins (a rebalance
+    # there), and each batch read is committed.
+    b = consumer(survivors, **conf)
+    b.subscribe([t])
+    after = {i: [] for i in range(PARTITIONS)}
+    b_assigned = False
+    uncommitted = set()
+    deadline = time.monotonic() + 90
+
+    start = {i: committed.get(i, 0) for i in range(PARTITIONS)}
+
+    def done():
+        return all(set(range(start[i], per_partition)) <= set(after[i]) for i in range(PARTITIONS))
+    while not (done() and b_assigned) and time.monotonic() < deadline:
+        for cons in (a, b):
+            msgs = [m for m in cons.consume(num_messages=50, timeout=0.1) if m.error() is None]
+            for m in msgs:
+                after[m.partition()].append(m.offset())
+            if msgs:
+                try:
+                    cons.commit(asynchronous=False)
+                except Exception:
+                    # A commit refused by a rebalance: those records may be read again.
+                    uncommitted.update((m.partition(), m.offset()) for m in msgs)
+        b_assigned = b_assigned or bool(b.assignment())
+    assert done(), {i: (start[i], sorted(set(after[i]))[:5], len(after[i])) for i in range(PARTITIONS)}
+    assert b_assigned, "the new member got no partition: no rebalance through the new coordinator"
+    for i in range(PARTITIONS):
+        below = [o for o in after[i] if o < start[i]]
+        assert not below, f"p{i}: committed records read again: {below[:10]} (committed {start[i]})"
+        # Read twice only if its commit was refused: the rebalance started from the offsets
+        # the new coordinator had acknowledged.
+        again = sorted({o for o in after[i] if after[i].count(o) > 1 and (i, o) not in uncommitted})
+        assert not again, f"p{i}: records read again after their commit was acknowledged: {again[:10]}"
+    a.close()
+    b.close()
+
+
+def _find_coordinator(port, key, key_type):
+    """FindCoordinator v1 by hand: (error code, node id)."""
+    def s16(s):
+        b = s.encode()
+        return struct.pack(">h", len(b)) + b
+    body = struct.pack(">hhi", 10, 1, 7) + s16("fc-test") + s16(key) + struct.pack(">b", key_type)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(struct.pack(">i", len(body)) + body)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        resp = s.recv(size, socket.MSG_WAITALL)
+    # correlation id, throttle time, error code, error message (nullable), node id
+    error = struct.unpack(">h", resp[8:10])[0]
+    n = struct.unpack(">h", resp[10:12])[0]
+    node = struct.unpack(">i", resp[12 + max(n, 0):16 + max(n, 0)])[0]
+    return error, node
+
+
+def test_coordinator_logs_need_their_replication_factor_of_live_brokers(cluster_factory):
+    """`__consumer_offsets` and `__transaction_state` are created on first use with 3 replicas
+    (`__transaction_state` with min.insync.replicas 2); while only two brokers are live,
+    FindCoordinator answers COORDINATOR_NOT_AVAILABLE for both, as Kafka does."""
+    from confluent_kafka.admin import ConfigResource
+    c = cluster_factory()
+    # Not the active controller: after a controller change the new one may count the dead
+    # broker as live until its session runs out there.
+    victim = next(i for i in c.ids if i != c.controller())
+    asked = next(i for i in c.ids if i != victim)
+    c.nodes[victim].kill()
+    c.wait_brokers([i for i in c.ids if i != victim])
+    port = c.nodes[asked].port
+    assert _find_coordinator(port, "g-early", 0)[0] == 15  # COORDINATOR_NOT_AVAILABLE
+    assert _find_coordinator(port, "tx-early", 1)[0] == 15
+    assert "__consumer_offsets" not in c.metadata(asked).topics
+    c.nodes[victim].start()
+    c.wait_brokers(c.ids)
+    for key, key_type, log in [("g-late", 0, "__consumer_offsets"), ("tx-late", 1, "__transaction_state")]:
+        error, node = wait_until(lambda: (lambda r: r if r[0] == 0 else None)(_find_coordinator(port, key, key_type)),
+                                 timeout=30, interval=0.3, desc=f"a coordinator for {key}")
+        md = wait_until(lambda: c.metadata(asked).topics.get(log), timeout=20, desc=f"{log} in metadata")
+        assert len(md.partitions) == 50
+        assert all(len(p.replicas) == 3 for p in md.partitions.values()), log
+        assert node in c.ids
+    a = admin(c.bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, "__transaction_state")
+    configs = a.describe_configs([res])[res].result(timeout=20)
+    assert configs["min.insync.replicas"].value == "2"

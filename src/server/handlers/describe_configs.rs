@@ -334,10 +334,14 @@ fn describe(
 ) -> Result<Vec<Described>, (KafkaError, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
-            catalog::validate_topic_name(resource_name).map_err(|e| {
-                let m = e.message();
-                (e, m)
-            })?;
+            // The coordinators' internal logs are no client's topic names, but their configs
+            // (`min.insync.replicas` of `__transaction_state`) are described, as Kafka does.
+            if !crate::placement::is_coordinator_log(resource_name) {
+                catalog::validate_topic_name(resource_name).map_err(|e| {
+                    let m = e.message();
+                    (e, m)
+                })?;
+            }
             let meta = shard.topic(resource_name).ok_or_else(|| {
                 (
                     KafkaError::UnknownTopicOrPartition,

@@ -5,9 +5,13 @@
 //!
 //! A transactional id's coordinator is this broker on one node (the shard that owns the id's
 //! `__transaction_state` partition coordinates it inside, found by the router). In a cluster
-//! transactions are not coordinated yet: the asking broker is named, and InitProducerId there
-//! answers UNSUPPORTED_VERSION (see `init_producer_id.rs`), so the client fails at once
-//! instead of retrying until its timeout.
+//! it is the leader of the id's `__transaction_state` partition (the log is created on the
+//! first lookup, replicated like `__consumer_offsets`); transactions are not coordinated in a
+//! cluster yet, so InitProducerId there answers UNSUPPORTED_VERSION (see
+//! `init_producer_id.rs`) and the client fails at once.
+//!
+//! While fewer brokers are live than a log's replication factor, the log cannot be created
+//! and the answer is COORDINATOR_NOT_AVAILABLE, as Kafka answers.
 
 use super::RequestContext;
 use crate::error::ErrorCode;
@@ -39,30 +43,37 @@ fn refuse(key: &str, key_type: i8) -> Option<(ErrorCode, String)> {
     None
 }
 
-/// The broker that coordinates `group`: this one on one node; in a cluster the leader of the
-/// group's `__consumer_offsets` partition.
+/// The broker that coordinates `key` (a group, or a transactional id when `txn`): this one
+/// on one node; in a cluster the leader of the key's partition of `__consumer_offsets` (or
+/// `__transaction_state`).
 async fn coordinator(
     ctx: &RequestContext,
-    group: &str,
+    key: &str,
+    txn: bool,
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
     let shard = &ctx.shard;
     let Some(view) = shard.cluster() else {
         let (host, port) = shard.config.advertised_listener.clone();
         return Ok((shard.config.node_id, host, port));
     };
-    let meta = match shard.topic(crate::placement::OFFSETS_TOPIC) {
-        Some(m) => m,
-        None => super::ensure_offsets_topic(ctx)
-            .await
-            .map_err(|e| (ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()))?,
+    let log = if txn {
+        crate::placement::TXN_TOPIC
+    } else {
+        crate::placement::OFFSETS_TOPIC
     };
-    let p = crate::placement::offsets_partition(group, meta.partitions);
+    let meta = match shard.topic(log) {
+        Some(m) => Ok(m),
+        None if txn => super::ensure_txn_topic(ctx).await,
+        None => super::ensure_offsets_topic(ctx).await,
+    }
+    .map_err(|e| (ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()))?;
+    let p = crate::placement::offsets_partition(key, meta.partitions);
     let leader = super::current_leader(&meta, p).0;
     match view.broker(leader) {
         Some(b) => Ok((b.id, b.host.clone(), b.port)),
         None => Err((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            format!("partition {p} of __consumer_offsets has no leader"),
+            format!("partition {p} of {log} has no leader"),
         )),
     }
 }
@@ -72,15 +83,9 @@ async fn find(
     key: &str,
     key_type: i8,
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
-    let shard = &ctx.shard;
     match refuse(key, key_type) {
         Some(e) => Err(e),
-        // This broker coordinates every transactional id (see above).
-        None if key_type == KEY_TYPE_TRANSACTION => {
-            let (host, port) = shard.config.advertised_listener.clone();
-            Ok((shard.config.node_id, host, port))
-        }
-        None => coordinator(ctx, key).await,
+        None => coordinator(ctx, key, key_type == KEY_TYPE_TRANSACTION).await,
     }
 }
 

@@ -157,7 +157,7 @@ fn topic_response(
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&meta.name)))
-        .with_is_internal(meta.name == crate::placement::OFFSETS_TOPIC)
+        .with_is_internal(crate::placement::is_coordinator_log(&meta.name))
         .with_topic_id(if version >= 10 {
             meta.topic_id
         } else {

@@ -216,16 +216,68 @@ pub(crate) async fn txn_call<C: Call>(
 }
 
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
-/// brokers like any topic's), unless it exists.
+/// brokers like any topic's, `--offsets-topic-replication-factor` replicas each), unless it
+/// exists. With fewer live brokers than that the creation is refused, and FindCoordinator
+/// answers COORDINATOR_NOT_AVAILABLE until enough have registered, as Kafka does.
 pub(crate) async fn ensure_offsets_topic(
     ctx: &RequestContext,
 ) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
+    let config = &ctx.shard.config;
+    let replication_factor = if config.cluster.is_some() {
+        config.offsets_topic_replication_factor
+    } else {
+        1
+    };
+    ensure_coordinator_log(
+        ctx,
+        crate::placement::OFFSETS_TOPIC,
+        config.offsets_topic_num_partitions,
+        replication_factor,
+        BTreeMap::new(),
+    )
+    .await
+}
+
+/// Creates `__transaction_state` in the cluster's metadata, as [`ensure_offsets_topic`]
+/// does `__consumer_offsets`: `--transaction-state-log-replication-factor` replicas, and
+/// `--transaction-state-log-min-isr` as its `min.insync.replicas`.
+pub(crate) async fn ensure_txn_topic(
+    ctx: &RequestContext,
+) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
+    let config = &ctx.shard.config;
+    let (replication_factor, min_isr) = if config.cluster.is_some() {
+        (
+            config.transaction_state_log_replication_factor,
+            config.transaction_state_log_min_isr,
+        )
+    } else {
+        (1, 1)
+    };
+    let configs = BTreeMap::from([("min.insync.replicas".to_string(), min_isr.to_string())]);
+    ensure_coordinator_log(
+        ctx,
+        crate::placement::TXN_TOPIC,
+        config.transaction_state_log_num_partitions,
+        replication_factor,
+        configs,
+    )
+    .await
+}
+
+/// Creates a coordinator's internal log in the metadata unless it exists.
+async fn ensure_coordinator_log(
+    ctx: &RequestContext,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+) -> Result<crate::storage::catalog::TopicMeta, KafkaError> {
     let shard = &ctx.shard;
     let spec = crate::shard::calls::CreateTopic {
-        name: crate::placement::OFFSETS_TOPIC.to_string(),
-        partitions: shard.config.offsets_topic_num_partitions,
-        replication_factor: 1,
-        configs: BTreeMap::new(),
+        name: name.to_string(),
+        partitions,
+        replication_factor,
+        configs,
         if_not_exists: true,
         internal: true,
         assignments: Vec::new(),

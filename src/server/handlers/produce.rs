@@ -70,6 +70,14 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
+            // Its partitions are the group coordinators' logs: a client's batch there could
+            // make a partition unreadable to the coordinator that replays it (Kafka refuses
+            // produce to internal topics too).
+            _ if crate::placement::is_coordinator_log(name) => {
+                Err(KafkaError::InvalidTopic(format!(
+                    "'{name}' is an internal log of the coordinators and cannot be produced to"
+                )))
+            }
             Some(m) => Ok(m),
             None if shard.config.auto_create_topics => auto_create(ctx, name).await,
             None => Err(KafkaError::UnknownTopicOrPartition),
