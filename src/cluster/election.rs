@@ -142,6 +142,63 @@ pub fn fence_records(image: &MetadataImage, broker: i32, unclean_default: bool) 
     out
 }
 
+/// A broker reported its replica of one partition offline (its log failed a write or a sync
+/// it could not undo, and takes no more until a restart recovers it): the same change as
+/// fencing the broker, for that partition alone. It leaves the ISR (unless it is the last
+/// member, which stays so the partition can be led again by the only replica known to hold
+/// every acknowledged record) and, where it led, the next in-sync replica leads, or none.
+/// Checked as AlterPartition is: the sender's registration epoch, then the partition.
+pub fn offline_replica_decision(
+    image: &MetadataImage,
+    req: &ReplicaOffline,
+    unclean_default: bool,
+) -> Result<IsrDecision, KafkaError> {
+    let brokers = image.brokers();
+    match brokers.get(&req.broker_id) {
+        Some(b) if b.registration.broker_epoch == req.broker_epoch => {}
+        _ => {
+            return Err(KafkaError::StaleBrokerEpoch(format!(
+                "broker {} is not registered under epoch {}",
+                req.broker_id, req.broker_epoch
+            )));
+        }
+    }
+    let t = image
+        .topics()
+        .find(|t| t.topic_id == req.topic_id)
+        .ok_or(KafkaError::UnknownTopicOrPartition)?;
+    let p = t
+        .partitions
+        .get(&req.partition)
+        .ok_or(KafkaError::UnknownTopicOrPartition)?;
+    if !p.replicas.contains(&req.broker_id) {
+        return Err(KafkaError::InvalidRequest(format!(
+            "broker {} holds no replica of partition {}",
+            req.broker_id, req.partition
+        )));
+    }
+    let broker = req.broker_id;
+    let unclean = unclean_enabled(image, &t.name, unclean_default);
+    let isr: Vec<i32> = if p.isr == [broker] {
+        p.isr.clone()
+    } else {
+        p.isr.iter().copied().filter(|r| *r != broker).collect()
+    };
+    let serves = |b: i32| b != broker && unfenced(brokers, b);
+    let (leader, isr, _) = if p.leader == broker {
+        elect(&p.replicas, isr, serves, unclean)
+    } else {
+        (p.leader, isr, false)
+    };
+    if leader == p.leader && isr == p.isr {
+        return Ok(IsrDecision::Unchanged(p.clone()));
+    }
+    match change(t, p, leader, isr) {
+        MetadataRecord::PartitionChange(c) => Ok(IsrDecision::Change(c)),
+        _ => Err(KafkaError::InvalidRequest("not a partition change".into())),
+    }
+}
+
 /// The partition changes that go with unfencing `broker`, in the image from before the
 /// unfence: leaderless partitions whose ISR holds it get it as leader; with unclean election
 /// enabled, a leaderless partition whose ISR has no unfenced member (it included) takes the
@@ -185,7 +242,7 @@ pub fn preferred_leader_records(image: &MetadataImage) -> Vec<MetadataRecord> {
     out
 }
 
-pub use super::wire::IsrChange;
+pub use super::wire::{IsrChange, ReplicaOffline};
 
 /// What the controller does with an [`IsrChange`] that is valid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -593,5 +650,49 @@ mod tests {
         assert_eq!(ok(&[vec![1, 1]], None), Err(39));
         assert_eq!(ok(&[vec![1, 5]], None), Err(39));
         assert_eq!(ok(&[vec![1, 3]], None), Err(39));
+    }
+
+    #[test]
+    fn an_offline_replica_leaves_the_isr_and_its_leadership() {
+        let img = image(
+            3,
+            &[],
+            &[
+                (&[1, 2, 3], &[1, 2, 3], 1, 4),
+                (&[1, 2], &[1], 1, 4),
+                (&[2, 3], &[2, 3], 2, 4),
+            ],
+        );
+        let report = |partition: i32, broker_epoch: i64| ReplicaOffline {
+            broker_id: 1,
+            broker_epoch,
+            topic_id: T,
+            partition,
+        };
+        // The leader's replica: the next in-sync replica leads, epoch + 1.
+        match offline_replica_decision(&img, &report(0, 11), false).unwrap() {
+            IsrDecision::Change(c) => {
+                assert_eq!((c.leader, c.leader_epoch, c.isr), (2, 5, vec![2, 3]))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The last member stays in the ISR; with no one else in sync the partition is offline.
+        match offline_replica_decision(&img, &report(1, 11), false).unwrap() {
+            IsrDecision::Change(c) => assert_eq!((c.leader, c.isr), (-1, vec![1])),
+            other => panic!("{other:?}"),
+        }
+        // Not a replica; a stale registration.
+        assert_eq!(
+            offline_replica_decision(&img, &report(2, 11), false)
+                .unwrap_err()
+                .code(),
+            KafkaError::InvalidRequest(String::new()).code()
+        );
+        assert_eq!(
+            offline_replica_decision(&img, &report(0, 99), false)
+                .unwrap_err()
+                .code(),
+            KafkaError::StaleBrokerEpoch(String::new()).code()
+        );
     }
 }

@@ -128,6 +128,9 @@ pub enum Request {
     /// A partition's leader changes its ISR (Kafka's AlterPartition, one partition): checked
     /// against the controller's image (see `cluster::election::alter_isr`), then written.
     AlterPartition(IsrChange),
+    /// A broker's replica of a partition went offline (a storage error): it leaves the ISR
+    /// and, where it led, the leadership (see `cluster::election::offline_replica_decision`).
+    ReplicaOffline(ReplicaOffline),
     /// Partition reassignments (KIP-455): (topic, partition, target replicas; None cancels
     /// the one in progress). One answer per item.
     AlterReassignments {
@@ -157,6 +160,15 @@ pub struct IsrChange {
     /// The new ISR: (broker, its registration epoch, or -1 not to check it); the epoch keeps
     /// an older incarnation of a follower out of the ISR (KIP-903).
     pub new_isr: Vec<(i32, i64)>,
+}
+
+/// A broker's report that its replica of one partition is offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaOffline {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
 }
 
 /// An error as it travels: the Kafka code and the message.

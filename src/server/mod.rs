@@ -420,6 +420,7 @@ async fn shard_main(
                 ))
                 .await;
                 shard.shrink_isrs();
+                shard.report_offline_replicas();
                 shard.checkpoint_high_watermarks(false).await;
                 // The dynamic broker configs may have changed the throttle rates.
                 if let Ok((leader, follower)) = shard

@@ -111,6 +111,7 @@ shard_messages!(
     DescribeTxn,
     ListTxns,
     DescribeProducers,
+    ReportOffline,
 );
 
 impl Shard {
@@ -184,6 +185,18 @@ call!(Flush -> Answers<()>, |c, shard| shard.flush_items(c.0).await);
 
 /// (topic, partition, last offset written) that acks=all waits to see on disk.
 pub type FlushItem = (String, i32, i64);
+
+/// Tells the active controller (from the controller shard) that this broker's replica of a
+/// partition is offline (a storage error), so it leaves the ISR and the leadership moves.
+#[derive(Debug)]
+pub struct ReportOffline {
+    pub topic: String,
+    pub partition: i32,
+}
+call!(ReportOffline -> Result<(), KafkaError>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.report_offline(&c.topic, c.partition).await,
+    None => Err(KafkaError::NotController),
+});
 
 /// Locate data in partitions this shard owns.
 #[derive(Debug)]

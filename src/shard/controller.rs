@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use glommio::sync::Semaphore;
 
-use crate::cluster::election::{self, IsrChange, IsrDecision, UncleanElection};
+use crate::cluster::election::{self, IsrChange, IsrDecision, ReplicaOffline, UncleanElection};
 use crate::cluster::reassign;
 use crate::cluster::wire::{self, PartitionState, Request, Response};
 use crate::error::KafkaError;
@@ -254,6 +254,63 @@ impl Controller {
     /// The active controller's side of AlterPartition: checked against the image (see
     /// [`election::alter_isr`]), written when the ISR changes, and answered with the
     /// partition as it then is.
+    /// The broker side of an offline replica: tells the active controller (possibly this
+    /// node) that this broker's replica of `topic`'s partition `partition` is offline, and
+    /// answers once the change is applied here. A one-node broker has nobody to hand over to.
+    pub async fn report_offline(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
+        let Some(q) = self.quorum() else {
+            return Ok(());
+        };
+        let topic_id = self
+            .image
+            .borrow()
+            .topic(topic)
+            .map(|t| t.topic_id)
+            .ok_or(KafkaError::UnknownTopicOrPartition)?;
+        let req = ReplicaOffline {
+            broker_id: q.node_id,
+            broker_epoch: q.my_epoch(),
+            topic_id,
+            partition,
+        };
+        match q.forward(&Request::ReplicaOffline(req.clone())).await? {
+            None => self.replica_offline(&q, req).await.map(drop),
+            Some(Response::Partition { result, applied }) => {
+                q.wait_applied_for(applied).await;
+                result.map(drop).map_err(KafkaError::from)
+            }
+            Some(other) => Err(unexpected(&other)),
+        }
+    }
+
+    /// The active controller's side of an offline replica (see
+    /// `election::offline_replica_decision`).
+    pub async fn replica_offline(
+        &self,
+        q: &Quorum,
+        req: ReplicaOffline,
+    ) -> Result<PartitionState, KafkaError> {
+        let _permit = self.begin_change(Some(q)).await;
+        let decision = election::offline_replica_decision(
+            &self.image.borrow(),
+            &req,
+            q.config().unclean_leader_election_enable,
+        )?;
+        if let IsrDecision::Change(record) = decision {
+            let (leader, isr) = (record.leader, record.isr.clone());
+            self.persist(vec![MetadataRecord::PartitionChange(record)])
+                .await?;
+            tracing::warn!(broker = req.broker_id, topic_id = %req.topic_id, partition = req.partition, leader, ?isr, "a replica went offline (storage error): out of the ISR, leadership moved");
+        }
+        let image = self.image.borrow();
+        image
+            .topics()
+            .find(|t| t.topic_id == req.topic_id)
+            .and_then(|t| t.partitions.get(&req.partition))
+            .map(PartitionState::from)
+            .ok_or(KafkaError::UnknownTopicOrPartition)
+    }
+
     pub async fn alter_isr(
         &self,
         q: &Quorum,

@@ -199,6 +199,9 @@ pub struct Shard {
     /// The replication throttles of this shard (see `throttle`); their rates are refreshed
     /// from the metadata's dynamic broker configs on each replica tick.
     throttles: RefCell<throttle::Throttles>,
+    /// Partitions whose replica here went offline (a storage error) and were reported to the
+    /// controller (see `replica::report_offline_replicas`).
+    offline_reported: RefCell<std::collections::HashSet<TopicPartition>>,
     /// The high watermarks of the last checkpoint this shard wrote.
     hw_written: RefCell<Vec<(TopicPartition, i64)>>,
     /// The checkpointed high watermarks read at start (cluster only), used as each partition
@@ -264,6 +267,7 @@ impl Shard {
             producer_ids: Cell::new((0, 0)),
             fetchers: RefCell::new(HashMap::new()),
             throttles,
+            offline_reported: RefCell::new(std::collections::HashSet::new()),
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
             coordinator_epochs: RefCell::new(HashMap::new()),

@@ -851,6 +851,13 @@ impl Quorum {
                     .map_err(|e| WireError::from(&e)),
                 applied: self.applied(),
             },
+            Request::ReplicaOffline(report) => Response::Partition {
+                result: ctl
+                    .replica_offline(self, report)
+                    .await
+                    .map_err(|e| WireError::from(&e)),
+                applied: self.applied(),
+            },
             Request::CreatePartitions {
                 context,
                 topics,

@@ -554,6 +554,49 @@ impl Shard {
         }
     }
 
+    /// Replicas here that went offline (a write or sync that could not be undone poisons the
+    /// log until a restart recovers it) are reported to the controller once, so they leave the
+    /// ISR and lose the leadership to another in-sync replica rather than holding the
+    /// partition until the lag time.
+    pub fn report_offline_replicas(self: &Rc<Self>) {
+        if self.config.cluster.is_none() {
+            return;
+        }
+        let offline: Vec<TopicPartition> = {
+            let partitions = self.partitions.borrow();
+            let reported = self.offline_reported.borrow();
+            partitions
+                .iter()
+                .filter(|(tp, p)| p.log.poisoned().is_some() && !reported.contains(*tp))
+                .map(|(tp, _)| tp.clone())
+                .collect()
+        };
+        for tp in offline {
+            self.offline_reported.borrow_mut().insert(tp.clone());
+            self.unfollow(&tp);
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                let call = super::calls::ReportOffline {
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                };
+                let result = shard
+                    .call(crate::placement::CONTROLLER_SHARD, call)
+                    .await
+                    .map_err(|_| KafkaError::NotController)
+                    .and_then(|r| r);
+                match result {
+                    Ok(()) => tracing::error!(topic = %tp.0, partition = tp.1, "replica offline after a storage error: reported to the controller, which moved it out of the ISR and its leadership elsewhere; a restart recovers it"),
+                    Err(e) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, error = %e, "could not report an offline replica; trying again");
+                        shard.offline_reported.borrow_mut().remove(&tp);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
     /// Writes this shard's high-watermark checkpoint if a high watermark moved since the last.
     pub async fn checkpoint_high_watermarks(&self, force: bool) {
         let entries: Vec<(TopicPartition, i64)> = {

@@ -410,3 +410,38 @@ def test_coordinator_logs_need_their_replication_factor_of_live_brokers(cluster_
     res = ConfigResource(ConfigResource.Type.TOPIC, "__transaction_state")
     configs = a.describe_configs([res])[res].result(timeout=20)
     assert configs["min.insync.replicas"].value == "2"
+
+
+def test_a_replica_offline_after_a_storage_error_gives_up_leadership(spate_bin, tmp_path, monkeypatch):
+    """The leader's disk fails an fdatasync (the fault seam, on node 1 only): its replica goes
+    offline, it tells the controller, which takes it out of the ISR and moves the leadership to
+    an in-sync replica at once; acks=all producers carry on there and lose nothing."""
+    from confluent_kafka.admin import NewTopic
+
+    from kafkautil import admin
+    from test_cluster import Cluster
+    t = unique_topic("offline")
+    c = Cluster(spate_bin, tmp_path / "c", extra_args=FAST)
+    try:
+        monkeypatch.setenv("SPATE_TEST_FAULTS", f"sync:EIO:{t}-0/:1")
+        c.nodes[1].start()
+        monkeypatch.delenv("SPATE_TEST_FAULTS")
+        for i in (2, 3):
+            c.nodes[i].start()
+        c.wait_brokers(c.ids)
+        a = admin(c.bootstrap)
+        a.create_topics([NewTopic(t, num_partitions=1, replica_assignment=[[1, 2, 3]],
+                                  config={"min.insync.replicas": "2"})])[t].result(timeout=20)
+        wait_until(lambda: isr(c, t).get(0) == [1, 2, 3], timeout=30, desc="a full ISR led by node 1")
+        assert leaders(c, t)[0] == 1
+        w = Workload(lambda: c.bootstrap, t, 1, rate=200).start()
+        w.wait_acked(300, timeout=60)
+        md = c.metadata(2).topics[t].partitions[0]
+        assert md.leader in (2, 3) and 1 not in md.isrs, (md.leader, md.isrs)
+        assert "replica offline after a storage error" in c.nodes[1].log_text()
+        w.stop()
+        final, _ = read_all(c.bootstrap, t, 1)
+        anomalies = check(w, final)
+        assert not anomalies, "\n".join(anomalies[:20])
+    finally:
+        c.kill_all()
