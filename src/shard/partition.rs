@@ -6,8 +6,9 @@
 //!
 //! - **Log end offset**: one past the last record appended (the log's own, `PartitionLog`).
 //! - **High watermark**: offsets below it are on every in-sync replica; consumers read only
-//!   below it. With one replica (today) it follows the log end as each append completes;
-//!   replication will move it by the followers' fetch offsets instead, and it never moves back.
+//!   below it. On one node it follows the log end as each append completes; a leader in a
+//!   cluster moves it by its own synced end and its in-sync followers' fetch offsets
+//!   ([`Partition::advance_high_watermark`]), and it never moves back.
 //! - **Last stable offset**: offsets below it belong to no open transaction; read_committed
 //!   consumers read only below it. It is the first offset of the oldest transaction still
 //!   open in the partition (its producer wrote a transactional batch and no marker yet, kept
@@ -22,8 +23,9 @@
 //!   last five batches (`storage::producers`), checked by every append and snapshotted at
 //!   segment rolls and clean shutdown.
 //!
-//! The replica slot is where the replication issue keeps its per-partition state, so it lives
-//! and dies with the partition.
+//! - **Role**: single (one node), leader (with each follower's progress and the ISR change in
+//!   flight), follower, or offline, set from the applied metadata
+//!   ([`Partition::apply_assignment`]); it lives and dies with the partition.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
