@@ -741,11 +741,7 @@ fn group_with_members_shows_assignments_and_refuses_reset() {
 
 #[test]
 fn connection_refused_says_where_it_looked() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let out = Command::new(env!("CARGO_BIN_EXE_spate"))
         .args(["topic", "list", "--bootstrap-server", &addr])

@@ -44,9 +44,40 @@ pub struct Broker {
     pub shards: usize,
 }
 
+/// A port nobody listens on, handed out at most once per test process. Asking the kernel for
+/// port 0 can return a port handed out a moment ago to a broker that has not bound it yet (tests
+/// run in parallel threads), and ephemeral ports can be taken by any outgoing connection; so
+/// ports come from below the ephemeral range, in a per-process order.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<(u64, HashSet<u16>)>> = Mutex::new(None);
+    const LOW: u16 = 20000;
+    const SPAN: u64 = 12000;
+    let mut guard = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let (state, handed_out) = guard.get_or_insert_with(|| {
+        let seed = u64::from(std::process::id())
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        (seed | 1, HashSet::new())
+    });
+    for _ in 0..SPAN {
+        // xorshift64: a cheap per-process pseudo-random walk over the range.
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let port = LOW + (*state % SPAN) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", u64::from(LOW) + SPAN);
 }
 
 impl Broker {

@@ -25,10 +25,28 @@ STOP_TIMEOUT_S = 20.0
 PARTITION_OPENED_RE = re.compile(r"partition opened topic=(\S+) partition=(\d+) shard=(\d+)")
 
 
+# Ports handed out by this process. Asking the kernel for port 0 twice can return the same port
+# when the first one was not bound yet (a cluster's three controller ports are picked before any
+# broker starts), and ports in the ephemeral range can be taken meanwhile by any outgoing
+# connection. So ports come from below the ephemeral range, each at most once per process.
+_HANDED_OUT = set()
+_PORT_LOW, _PORT_HIGH = 20000, 32000
+_port_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(10000):
+        port = _port_rng.randrange(_PORT_LOW, _PORT_HIGH)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORT_LOW}..{_PORT_HIGH}")
 
 
 def port_open(port, host="127.0.0.1"):

@@ -181,7 +181,8 @@ pub fn load_cluster(
         return Err(MetadataError::Corrupt {
             path: data_dir.join(LEGACY_CATALOG),
             position: 0,
-            reason: "a catalog of an old single-node version: start it once without --voters to                      migrate it first"
+            reason: "a catalog of an old single-node version: start it once without --voters to \
+                     migrate it first"
                 .to_string(),
         });
     }
