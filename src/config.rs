@@ -167,6 +167,10 @@ pub struct ClusterConfig {
     pub fetch_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     pub session_timeout_ms: u64,
+    /// How long unclean-shutdown recovery waits for a partition's replicas that are down
+    /// before it compares those that are up (`--unclean-recovery-timeout-ms`, KIP-966's
+    /// unclean.recovery.timeout.ms).
+    pub unclean_recovery_timeout_ms: u64,
     /// Applied Raft entries kept before compaction (`--controller-log-compact-entries`).
     pub log_compact_entries: u64,
 }

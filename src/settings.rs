@@ -200,6 +200,12 @@ pub struct Settings {
     /// leader, in ms (broker.session.timeout.ms) [default: 3000].
     #[arg(long)]
     pub broker_session_timeout_ms: Option<u64>,
+    /// A partition that flushes in the background (flush.ms/flush.messages) whose last in-sync
+    /// replica restarted after an unclean shutdown is led by the replica with the longest log;
+    /// this is how long that waits for replicas that are down before comparing those that
+    /// are up, in ms (unclean.recovery.timeout.ms, KIP-966) [default: 300000].
+    #[arg(long)]
+    pub unclean_recovery_timeout_ms: Option<u64>,
     /// Replication factor of auto-created topics and of CreateTopics with -1
     /// (default.replication.factor) [default: 1].
     #[arg(long)]
@@ -319,6 +325,7 @@ impl Settings {
             controller_quorum_fetch_timeout_ms,
             broker_heartbeat_interval_ms,
             broker_session_timeout_ms,
+            unclean_recovery_timeout_ms,
             default_replication_factor,
             rack,
             controller_log_compact_entries,
@@ -508,6 +515,7 @@ impl Settings {
                     fetch_timeout_ms: set(self.controller_quorum_fetch_timeout_ms, 2000),
                     heartbeat_interval_ms: set(self.broker_heartbeat_interval_ms, 500),
                     session_timeout_ms: set(self.broker_session_timeout_ms, 3000),
+                    unclean_recovery_timeout_ms: set(self.unclean_recovery_timeout_ms, 300_000),
                     log_compact_entries: set(self.controller_log_compact_entries, 10_000).max(1),
                 })
             }
@@ -583,6 +591,7 @@ impl Settings {
             controller_quorum_fetch_timeout_ms: c.cluster.as_ref().map(|k| k.fetch_timeout_ms),
             broker_heartbeat_interval_ms: c.cluster.as_ref().map(|k| k.heartbeat_interval_ms),
             broker_session_timeout_ms: c.cluster.as_ref().map(|k| k.session_timeout_ms),
+            unclean_recovery_timeout_ms: c.cluster.as_ref().map(|k| k.unclean_recovery_timeout_ms),
             default_replication_factor: Some(c.default_replication_factor),
             rack: c.rack.clone(),
             controller_log_compact_entries: c.cluster.as_ref().map(|k| k.log_compact_entries),

@@ -13,6 +13,11 @@
 //!   topic's `unclean.leader.election.enable`, else the broker's), an offline partition may be
 //!   led by any unfenced replica, whose ISR is then itself alone: acknowledged records may be
 //!   lost, so each such election is reported to be logged and counted.
+//! - A partition that flushes in the background (`flush.ms`/`flush.messages`) whose last ISR
+//!   member restarted after an unclean shutdown may have lost acknowledged records there:
+//!   it is not led again at its unfence but by the replica with the longest log, once the
+//!   replicas' log ends were compared (KIP-966's unclean-shutdown handling, see
+//!   [`recovery_records`]).
 //! - The leader epoch moves only when the leader changes; an ISR-only change keeps it (the
 //!   partition epoch moves with every applied change, in the image).
 
@@ -210,7 +215,10 @@ pub fn unfence_records(image: &MetadataImage, broker: i32, unclean_default: bool
     for t in image.topics() {
         let unclean = unclean_enabled(image, &t.name, unclean_default);
         for p in t.partitions.values() {
-            if p.leader >= 0 || !p.replicas.contains(&broker) {
+            if p.leader >= 0
+                || !p.replicas.contains(&broker)
+                || awaits_recovery(image, t, p).is_some()
+            {
                 continue;
             }
             let (leader, isr, was_unclean) = elect(&p.replicas, p.isr.clone(), serves, unclean);
@@ -221,6 +229,120 @@ pub fn unfence_records(image: &MetadataImage, broker: i32, unclean_default: bool
         }
     }
     out
+}
+
+/// A partition whose last in-sync replica restarted after an unclean shutdown and may have
+/// lost its unflushed tail (KIP-966): the topic flushes in the background (`flush.ms` or
+/// `flush.messages`, its own or the broker's), the partition has no leader, its ISR is that
+/// one broker, whose current registration says its previous process did not stop cleanly,
+/// and other replicas exist. Returns that broker. With the default flush policy a replica's
+/// fetch offset never passes its synced end, so a crash cannot take an acknowledged record
+/// from it, and nothing waits.
+pub fn awaits_recovery(
+    image: &MetadataImage,
+    topic: &TopicImage,
+    p: &PartitionRecord,
+) -> Option<i32> {
+    let &[last] = p.isr.as_slice() else {
+        return None;
+    };
+    if p.leader >= 0 || p.replicas.len() < 2 {
+        return None;
+    }
+    let reg = &image.brokers().get(&last)?.registration;
+    if !reg.unclean_shutdown {
+        return None;
+    }
+    let topic_sets = image
+        .configs(ConfigResource::Topic, &topic.name)
+        .is_some_and(|c| c.contains_key("flush.ms") || c.contains_key("flush.messages"));
+    (topic_sets || reg.background_flush_default).then_some(last)
+}
+
+/// Log ends of replicas, as brokers reported them: (broker, topic id, partition) -> (epoch of
+/// the last batch, log end).
+pub type ReplicaEnds = BTreeMap<(i32, uuid::Uuid, i32), (i32, i64)>;
+
+/// One unclean-shutdown recovery election, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub topic: String,
+    pub partition: i32,
+    /// The last in-sync replica, which restarted uncleanly.
+    pub last_isr: i32,
+    pub leader: i32,
+    /// (broker, last epoch, log end) of each replica compared.
+    pub ends: Vec<(i32, i32, i64)>,
+}
+
+/// Unclean-shutdown recovery (KIP-966): each partition that [`awaits_recovery`] gets as leader
+/// the replica with the longest log, by (epoch of its last batch, log end), the last in-sync
+/// replica winning a tie, with an ISR of itself alone; the others then truncate to it by
+/// epoch and catch up. Decided once the last in-sync replica is unfenced and every replica is
+/// unfenced (or `waited_out` says the wait for the missing ones is over) and every unfenced
+/// replica reported its log end (`ends`: (broker, topic id, partition) -> (last epoch, log
+/// end)). A replica still down is not compared: with the wait over, what only it holds may be
+/// lost, which is logged.
+pub fn recovery_records(
+    image: &MetadataImage,
+    ends: &ReplicaEnds,
+    waited_out: impl Fn(uuid::Uuid, i32) -> bool,
+) -> (Vec<MetadataRecord>, Vec<Recovered>) {
+    let brokers = image.brokers();
+    let mut records = Vec::new();
+    let mut recovered = Vec::new();
+    for t in image.topics() {
+        for p in t.partitions.values() {
+            let Some(last) = awaits_recovery(image, t, p) else {
+                continue;
+            };
+            if !unfenced(brokers, last) {
+                continue;
+            }
+            let live: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| unfenced(brokers, *r))
+                .collect();
+            if live.len() < p.replicas.len() && !waited_out(t.topic_id, p.partition) {
+                continue;
+            }
+            let Some(compared) = live
+                .iter()
+                .map(|r| {
+                    ends.get(&(*r, t.topic_id, p.partition))
+                        .map(|(e, end)| (*r, *e, *end))
+                })
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            let Some(&(leader, _, _)) = compared.iter().max_by_key(|(r, e, end)| {
+                (
+                    *e,
+                    *end,
+                    *r == last,
+                    std::cmp::Reverse(pos(&p.replicas, *r)),
+                )
+            }) else {
+                continue;
+            };
+            records.push(change(t, p, leader, vec![leader]));
+            recovered.push(Recovered {
+                topic: t.name.clone(),
+                partition: p.partition,
+                last_isr: last,
+                leader,
+                ends: compared,
+            });
+        }
+    }
+    (records, recovered)
+}
+
+fn pos(replicas: &[i32], r: i32) -> usize {
+    replicas.iter().position(|x| *x == r).unwrap_or(usize::MAX)
 }
 
 /// Preferred leaders: every partition whose first replica is unfenced and in the ISR but does
@@ -406,6 +528,8 @@ mod tests {
                 controller_host: "h".into(),
                 controller_port: 2,
                 rack: None,
+                unclean_shutdown: false,
+                background_flush_default: false,
             }));
             if !fenced.contains(&id) {
                 records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {
@@ -434,6 +558,121 @@ mod tests {
         let mut img = MetadataImage::default();
         img.apply_all(&records).unwrap();
         img
+    }
+
+    /// Broker `id` registers again (epoch 20 + id) after a clean or unclean shutdown, with or
+    /// without a background-flush default, and is unfenced.
+    fn restart(img: &mut MetadataImage, id: i32, unclean: bool, flush_default: bool) {
+        img.apply(&MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            broker_id: id,
+            broker_epoch: 20 + i64::from(id),
+            incarnation_id: Uuid::from_u128(100 + id as u128),
+            host: "h".into(),
+            port: 1,
+            controller_host: "h".into(),
+            controller_port: 2,
+            rack: None,
+            unclean_shutdown: unclean,
+            background_flush_default: flush_default,
+        }))
+        .unwrap();
+        img.apply(&MetadataRecord::BrokerFence(BrokerFenceRecord {
+            broker_id: id,
+            broker_epoch: 20 + i64::from(id),
+            fenced: false,
+        }))
+        .unwrap();
+    }
+
+    fn topic_config(img: &mut MetadataImage, name: &str, value: &str) {
+        img.apply(&MetadataRecord::Config(ConfigRecord {
+            resource_type: ConfigResource::Topic,
+            resource_name: "t".into(),
+            name: name.into(),
+            value: Some(value.into()),
+        }))
+        .unwrap();
+    }
+
+    fn ends(v: &[(i32, i32, i64)]) -> BTreeMap<(i32, Uuid, i32), (i32, i64)> {
+        v.iter().map(|&(b, e, end)| ((b, T, 0), (e, end))).collect()
+    }
+
+    #[test]
+    fn an_unclean_restart_of_the_last_isr_member_compares_the_replicas_logs() {
+        // Partition 0: replicas 1, 2, 3, no leader, ISR {3} (the last fenced); all brokers
+        // back, 3 after an unclean shutdown, on a topic that flushes in the background.
+        let mut img = image(3, &[3], &[(&[1, 2, 3], &[3], -1, 4)]);
+        topic_config(&mut img, "flush.ms", "1000");
+        restart(&mut img, 3, true, false);
+        let t = img.topic("t").unwrap().clone();
+        let p = t.partitions[&0].clone();
+        assert_eq!(awaits_recovery(&img, &t, &p), Some(3));
+        // Its unfence does not make it the leader.
+        let mut pre = image(3, &[3], &[(&[1, 2, 3], &[3], -1, 4)]);
+        topic_config(&mut pre, "flush.ms", "1000");
+        pre.apply(&MetadataRecord::RegisterBroker(RegisterBrokerRecord {
+            unclean_shutdown: true,
+            ..img.brokers()[&3].registration.clone()
+        }))
+        .unwrap();
+        assert!(unfence_records(&pre, 3, false).records.is_empty());
+        assert!(
+            unfence_records(&pre, 3, true).records.is_empty(),
+            "nor uncleanly"
+        );
+        // A replica that has not reported: nothing yet.
+        let never = |_: Uuid, _: i32| false;
+        let (r, _) = recovery_records(&img, &ends(&[(1, 4, 100), (3, 4, 90)]), never);
+        assert!(r.is_empty());
+        // The longest log leads, alone in the ISR, under a new leader epoch.
+        let (r, rec) =
+            recovery_records(&img, &ends(&[(1, 4, 100), (2, 4, 120), (3, 4, 90)]), never);
+        assert_eq!(r, vec![pc(0, 2, 5, &[2])]);
+        assert_eq!((rec[0].last_isr, rec[0].leader), (3, 2));
+        // A later epoch beats a longer log; the last ISR member wins a tie.
+        let (r, _) = recovery_records(&img, &ends(&[(1, 5, 10), (2, 4, 120), (3, 4, 90)]), never);
+        assert_eq!(r, vec![pc(0, 1, 5, &[1])]);
+        let (r, _) = recovery_records(&img, &ends(&[(1, 4, 120), (2, 4, 120), (3, 4, 120)]), never);
+        assert_eq!(r, vec![pc(0, 3, 5, &[3])]);
+    }
+
+    #[test]
+    fn recovery_waits_for_replicas_that_are_down_until_the_wait_is_over() {
+        let mut img = image(3, &[1, 3], &[(&[1, 2, 3], &[3], -1, 4)]);
+        topic_config(&mut img, "flush.messages", "100");
+        restart(&mut img, 3, true, false);
+        let e = ends(&[(2, 4, 120), (3, 4, 90)]);
+        let (r, _) = recovery_records(&img, &e, |_, _| false);
+        assert!(
+            r.is_empty(),
+            "broker 1 is down: it may hold the longest log"
+        );
+        let (r, rec) = recovery_records(&img, &e, |_, _| true);
+        assert_eq!(r, vec![pc(0, 2, 5, &[2])]);
+        assert_eq!(rec[0].ends, vec![(2, 4, 120), (3, 4, 90)]);
+    }
+
+    #[test]
+    fn only_an_unclean_restart_under_a_background_flush_policy_waits() {
+        // Default flush policy: the last ISR member's synced end covers what was acknowledged.
+        let mut img = image(3, &[3], &[(&[1, 2, 3], &[3], -1, 4)]);
+        restart(&mut img, 3, true, false);
+        let t = img.topic("t").unwrap().clone();
+        assert_eq!(awaits_recovery(&img, &t, &t.partitions[&0]), None);
+        // The broker's own default flushes in the background.
+        restart(&mut img, 3, true, true);
+        assert_eq!(awaits_recovery(&img, &t, &t.partitions[&0]), Some(3));
+        // A clean shutdown lost nothing.
+        topic_config(&mut img, "flush.ms", "1000");
+        restart(&mut img, 3, false, true);
+        assert_eq!(awaits_recovery(&img, &t, &t.partitions[&0]), None);
+        // One replica: nobody to compare with.
+        let mut one = image(1, &[1], &[(&[1], &[1], -1, 4)]);
+        topic_config(&mut one, "flush.ms", "1000");
+        restart(&mut one, 1, true, false);
+        let t = one.topic("t").unwrap().clone();
+        assert_eq!(awaits_recovery(&one, &t, &t.partitions[&0]), None);
     }
 
     fn unclean_topic(img: &mut MetadataImage, on: bool) {

@@ -351,6 +351,8 @@ mod tests {
                 controller_host: "h".into(),
                 controller_port: 2,
                 rack: None,
+                unclean_shutdown: false,
+                background_flush_default: false,
             }));
             if !fenced.contains(&id) {
                 records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {

@@ -77,6 +77,16 @@ pub struct ConfigChange {
     pub ops: Vec<(String, Option<String>)>,
 }
 
+/// A broker's local replica of a partition awaiting unclean-shutdown recovery (see
+/// `cluster::election::recovery_records`): the epoch of its last batch and its log end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaEnd {
+    pub topic_id: uuid::Uuid,
+    pub partition: i32,
+    pub last_epoch: i32,
+    pub log_end: i64,
+}
+
 /// A broker RPC to the active controller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -89,6 +99,12 @@ pub enum Request {
         controller_host: String,
         controller_port: u16,
         rack: Option<String>,
+        /// The previous process did not stop cleanly (see
+        /// `RegisterBrokerRecord::unclean_shutdown`).
+        #[serde(default)]
+        unclean_shutdown: bool,
+        #[serde(default)]
+        background_flush_default: bool,
     },
     /// A broker is alive and has applied the metadata up to `applied` (a Raft index).
     Heartbeat {
@@ -97,6 +113,9 @@ pub enum Request {
         applied: u64,
         /// The broker is stopping: fence it now rather than after the session timeout.
         shutting_down: bool,
+        /// Its replicas of the partitions awaiting unclean-shutdown recovery.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replica_ends: Vec<ReplicaEnd>,
     },
     CreateTopics {
         context: Forwarded,
@@ -332,8 +351,21 @@ mod tests {
             broker_epoch: 9,
             applied: 44,
             shutting_down: false,
+            replica_ends: vec![ReplicaEnd {
+                topic_id: uuid::Uuid::from_u128(3),
+                partition: 1,
+                last_epoch: 4,
+                log_end: 99,
+            }],
         };
         assert_eq!(decode::<Request>(&encode(&r)).unwrap(), r);
+        // A heartbeat or registration of an older version (without the KIP-966 fields).
+        let old =
+            br#"{"Heartbeat":{"broker_id":2,"broker_epoch":9,"applied":44,"shutting_down":false}}"#;
+        assert!(matches!(
+            decode::<Request>(old).unwrap(),
+            Request::Heartbeat { replica_ends, .. } if replica_ends.is_empty()
+        ));
         let f = frame(KIND_REQUEST, 7, b"xy");
         assert_eq!(&f[..4], &7u32.to_be_bytes());
         assert_eq!(f[4], KIND_REQUEST);

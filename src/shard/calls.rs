@@ -72,6 +72,7 @@ shard_messages!(
     CancelWait,
     ListOffsets,
     OffsetsForLeaderEpoch,
+    ReplicaEnds,
     TopicCreated,
     TopicDeleted,
     TopicConfigChanged,
@@ -257,6 +258,12 @@ call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
 #[derive(Debug)]
 pub struct OffsetsForLeaderEpoch(pub Vec<(String, i32, i32)>);
 call!(OffsetsForLeaderEpoch -> Answers<(i32, i64)>, |c, shard| shard.offsets_for_leader_epoch(c.0));
+
+/// The epoch of the last batch and the log end of local replicas this shard owns, whatever
+/// their role (None: not here, or offline), for unclean-shutdown recovery.
+#[derive(Debug)]
+pub struct ReplicaEnds(pub Vec<(String, i32)>);
+call!(ReplicaEnds -> Vec<Option<(i32, i64)>>, |c, shard| shard.replica_ends(c.0));
 
 /// Move the log start offset of partitions this shard owns: (topic, partition, offset; -1
 /// for the high watermark) -> the new log start offset.

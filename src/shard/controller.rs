@@ -76,6 +76,14 @@ pub struct Controller {
     last_rebalance: std::cell::Cell<Option<std::time::Instant>>,
     /// Leaders this node elected out of the ISR (unclean leader election), since it started.
     unclean_elections: std::cell::Cell<u64>,
+    /// On the active controller: the log ends brokers reported in their heartbeats for their
+    /// replicas of partitions awaiting unclean-shutdown recovery, (broker, topic id,
+    /// partition) -> (epoch of the last batch, log end). Soft state: a new controller waits
+    /// for the next heartbeats.
+    replica_ends: RefCell<election::ReplicaEnds>,
+    /// On the active controller: since when each partition awaiting recovery has had its last
+    /// in-sync replica unfenced (the wait for the other replicas counts from then).
+    recovery_since: RefCell<BTreeMap<(uuid::Uuid, i32), std::time::Instant>>,
 }
 
 impl Controller {
@@ -90,7 +98,28 @@ impl Controller {
             default_replication_factor: std::cell::Cell::new(1),
             last_rebalance: std::cell::Cell::new(None),
             unclean_elections: std::cell::Cell::new(0),
+            replica_ends: RefCell::new(BTreeMap::new()),
+            recovery_since: RefCell::new(BTreeMap::new()),
         }
+    }
+
+    /// This broker's replicas of the partitions awaiting unclean-shutdown recovery (see
+    /// `election::awaits_recovery`): (topic id, topic, partition).
+    pub fn awaiting_recovery_on(&self, broker: i32) -> Vec<(uuid::Uuid, String, i32)> {
+        let image = self.image.borrow();
+        image
+            .topics()
+            .flat_map(|t| {
+                let image = &image;
+                t.partitions
+                    .values()
+                    .filter(move |p| {
+                        p.replicas.contains(&broker)
+                            && election::awaits_recovery(image, t, p).is_some()
+                    })
+                    .map(|p| (t.topic_id, t.name.clone(), p.partition))
+            })
+            .collect()
     }
 
     pub fn set_default_replication_factor(&self, rf: i16) {
@@ -1105,6 +1134,7 @@ impl Controller {
         epoch: i64,
         applied: u64,
         shutting_down: bool,
+        replica_ends: Vec<wire::ReplicaEnd>,
     ) -> Result<bool, KafkaError> {
         let fenced = {
             let image = self.image.borrow();
@@ -1118,6 +1148,15 @@ impl Controller {
             }
         };
         q.heartbeat_from(broker);
+        {
+            let mut ends = self.replica_ends.borrow_mut();
+            ends.retain(|(b, _, _), _| *b != broker);
+            ends.extend(
+                replica_ends
+                    .into_iter()
+                    .map(|e| ((broker, e.topic_id, e.partition), (e.last_epoch, e.log_end))),
+            );
+        }
         if shutting_down && !fenced {
             let _permit = self.begin_change(Some(q)).await;
             self.fence_broker(q, broker, epoch).await?;
@@ -1199,7 +1238,8 @@ impl Controller {
         let rebalance = config.auto_leader_rebalance_enable
             && now.duration_since(self.last_rebalance.get().unwrap_or(since)) >= rebalance_every;
         let completions = !reassign::completion_records(&self.image.borrow()).is_empty();
-        if !needs_id && expired.is_empty() && !rebalance && !completions {
+        let recovery = self.recovery_due(q, now);
+        if !needs_id && expired.is_empty() && !rebalance && !completions && !recovery {
             return;
         }
         let _permit = self.begin_change(Some(q)).await;
@@ -1228,6 +1268,9 @@ impl Controller {
             }
         }
         self.complete_reassignments().await;
+        if recovery {
+            self.recover_unclean_shutdowns(q, now).await;
+        }
         if rebalance {
             self.last_rebalance.set(Some(now));
             let records = election::preferred_leader_records(&self.image.borrow());
@@ -1242,6 +1285,70 @@ impl Controller {
                         tracing::warn!(error = %e, "could not give partitions back to their preferred leaders")
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether a partition awaits unclean-shutdown recovery with its last in-sync replica
+    /// unfenced, noting since when (the wait for its other replicas counts from then).
+    fn recovery_due(&self, q: &Quorum, now: std::time::Instant) -> bool {
+        let image = self.image.borrow();
+        let brokers = image.brokers();
+        let mut since = self.recovery_since.borrow_mut();
+        let mut due = BTreeMap::new();
+        for t in image.topics() {
+            for p in t.partitions.values() {
+                if let Some(last) = election::awaits_recovery(&image, t, p)
+                    && brokers.get(&last).is_some_and(|b| !b.fenced)
+                {
+                    let key = (t.topic_id, p.partition);
+                    let at = since.get(&key).copied().unwrap_or(now);
+                    if !since.contains_key(&key) {
+                        tracing::info!(
+                            topic = %t.name,
+                            partition = p.partition,
+                            last_isr = last,
+                            wait_ms = q.cfg.unclean_recovery_timeout_ms,
+                            "unclean-shutdown recovery: the partition's last in-sync replica restarted after an unclean shutdown and may have lost unflushed records; it leads again only after the replicas' logs are compared"
+                        );
+                    }
+                    due.insert(key, at);
+                }
+            }
+        }
+        *since = due;
+        !since.is_empty()
+    }
+
+    /// Elects the leaders of the partitions awaiting unclean-shutdown recovery whose replicas
+    /// can be compared now (see `election::recovery_records`). Called with the change permit
+    /// held.
+    async fn recover_unclean_shutdowns(&self, q: &Quorum, now: std::time::Instant) {
+        let wait = std::time::Duration::from_millis(q.cfg.unclean_recovery_timeout_ms);
+        let (records, recovered) = {
+            let since = self.recovery_since.borrow();
+            let ends = self.replica_ends.borrow();
+            election::recovery_records(&self.image.borrow(), &ends, |id, partition| {
+                since
+                    .get(&(id, partition))
+                    .is_some_and(|t| now.duration_since(*t) >= wait)
+            })
+        };
+        if records.is_empty() {
+            return;
+        }
+        match self.persist(records).await {
+            Ok(()) => {
+                for r in recovered {
+                    if r.leader == r.last_isr {
+                        tracing::info!(topic = %r.topic, partition = r.partition, leader = r.leader, ends = ?r.ends, "unclean-shutdown recovery: the last in-sync replica has the longest log and leads again");
+                    } else {
+                        tracing::warn!(topic = %r.topic, partition = r.partition, leader = r.leader, last_isr = r.last_isr, ends = ?r.ends, "unclean-shutdown recovery: another replica has a longer log than the last in-sync replica and leads; the others truncate to it");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the unclean-shutdown recovery elections")
             }
         }
     }

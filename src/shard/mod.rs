@@ -810,6 +810,20 @@ impl Shard {
             .collect()
     }
 
+    /// (epoch of the last batch, log end) of local replicas, whatever their role; None where
+    /// there is none or it is offline (see [`calls::ReplicaEnds`]).
+    pub fn replica_ends(&self, items: Vec<(String, i32)>) -> Vec<Option<(i32, i64)>> {
+        let partitions = self.partitions.borrow();
+        items
+            .into_iter()
+            .map(|tp| {
+                let p = partitions.get(&tp)?;
+                p.log.check_online().ok()?;
+                Some((p.log.leader_epochs().latest_epoch(), p.log_end_offset()))
+            })
+            .collect()
+    }
+
     /// A topic now exists: open the partitions this shard owns and cache it. All or nothing:
     /// if one partition cannot be opened (EMFILE at the open-file limit, ENOSPC), those opened
     /// so far are closed and every owned partition directory of the topic is removed, and the

@@ -23,7 +23,7 @@
 //! `cluster::election`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -408,7 +408,7 @@ impl Quorum {
         }
         spawn(Box::pin(q.clone().accept_loop(shard.clone(), listener))).map_err(err)?;
         spawn(Box::pin(q.clone().apply_loop(shard.clone(), committed))).map_err(err)?;
-        spawn(Box::pin(q.clone().broker_loop())).map_err(err)?;
+        spawn(Box::pin(q.clone().broker_loop(shard.clone()))).map_err(err)?;
         spawn(Box::pin(q.clone().controller_loop(shard.clone()))).map_err(err)?;
         tracing::info!(
             node_id,
@@ -589,6 +589,7 @@ impl Quorum {
                 broker_epoch: self.my_epoch.get(),
                 applied: self.applied.get(),
                 shutting_down: true,
+                replica_ends: Vec::new(),
             };
             futures_lite::future::or(
                 async {
@@ -777,6 +778,8 @@ impl Quorum {
                 controller_host,
                 controller_port,
                 rack,
+                unclean_shutdown,
+                background_flush_default,
             } => {
                 let reg = RegisterBrokerRecord {
                     broker_id,
@@ -787,6 +790,8 @@ impl Quorum {
                     controller_host,
                     controller_port,
                     rack,
+                    unclean_shutdown,
+                    background_flush_default,
                 };
                 match ctl.register_broker(self, reg).await {
                     Ok(broker_epoch) => Response::Registered { broker_epoch },
@@ -798,8 +803,16 @@ impl Quorum {
                 broker_epoch,
                 applied,
                 shutting_down,
+                replica_ends,
             } => match ctl
-                .broker_heartbeat(self, broker_id, broker_epoch, applied, shutting_down)
+                .broker_heartbeat(
+                    self,
+                    broker_id,
+                    broker_epoch,
+                    applied,
+                    shutting_down,
+                    replica_ends,
+                )
                 .await
             {
                 Ok(fenced) => Response::Heartbeat { fenced },
@@ -1014,7 +1027,7 @@ impl Quorum {
     }
 
     /// This broker's side: register with the active controller, then heartbeat.
-    async fn broker_loop(self: Rc<Self>) {
+    async fn broker_loop(self: Rc<Self>, shard: Rc<Shard>) {
         let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
         let (host, port) = self.config.advertised_listener.clone();
         let controller = self.cfg.controller_listen;
@@ -1031,6 +1044,9 @@ impl Quorum {
                     controller_host: controller.ip().to_string(),
                     controller_port: controller.port(),
                     rack: self.config.rack.clone(),
+                    unclean_shutdown: self.config.recover_on_start,
+                    background_flush_default: self.config.flush_ms.is_some()
+                        || self.config.flush_messages.is_some(),
                 };
                 match self.rpc(&req).await {
                     Some(Response::Registered { broker_epoch }) => {
@@ -1049,6 +1065,7 @@ impl Quorum {
                     broker_epoch: self.my_epoch.get(),
                     applied: self.applied.get(),
                     shutting_down: false,
+                    replica_ends: replica_ends(&shard, self.node_id).await,
                 };
                 match self.rpc(&req).await {
                     // The fenced flag follows the applied metadata (publish_view).
@@ -1263,4 +1280,38 @@ pub fn fence_record(broker: i32, epoch: i64, fenced: bool) -> MetadataRecord {
         broker_epoch: epoch,
         fenced,
     })
+}
+
+/// This broker's replicas of the partitions awaiting unclean-shutdown recovery, with their
+/// log ends, for the next heartbeat (see `election::recovery_records`). Empty nearly always.
+async fn replica_ends(shard: &Rc<Shard>, node_id: i32) -> Vec<wire::ReplicaEnd> {
+    let Some(ctl) = shard.controller.as_ref() else {
+        return Vec::new();
+    };
+    let wanted = ctl.awaiting_recovery_on(node_id);
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut by_shard: BTreeMap<usize, Vec<(uuid::Uuid, String, i32)>> = BTreeMap::new();
+    for w in wanted {
+        by_shard.entry(shard.owner(&w.1, w.2)).or_default().push(w);
+    }
+    let mut out = Vec::new();
+    for (to, items) in by_shard {
+        let asked = items.iter().map(|(_, t, p)| (t.clone(), *p)).collect();
+        let Ok(ends) = shard.call(to, super::calls::ReplicaEnds(asked)).await else {
+            continue;
+        };
+        for ((topic_id, _, partition), end) in items.into_iter().zip(ends) {
+            if let Some((last_epoch, log_end)) = end {
+                out.push(wire::ReplicaEnd {
+                    topic_id,
+                    partition,
+                    last_epoch,
+                    log_end,
+                });
+            }
+        }
+    }
+    out
 }

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaError, Producer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from jepsen import Workload, check, compare_replicas, read_all
+from jepsen import Workload, batches_on_disk, check, compare_replicas, read_all
 from kafkautil import COMMON, admin, unique_topic, wait_until
 from test_cluster import FAST, cluster_factory, create  # noqa: F401 - the fixture is used by name
 
@@ -445,3 +445,84 @@ def test_a_replica_offline_after_a_storage_error_gives_up_leadership(spate_bin, 
         assert not anomalies, "\n".join(anomalies[:20])
     finally:
         c.kill_all()
+
+
+def _produce_acked(bootstrap, topic, values):
+    """acks=all writes to partition 0, one by one in flight order; returns {value: offset} of the
+    acknowledged ones (all of them, or the test fails)."""
+    p = Producer({"bootstrap.servers": bootstrap, **COMMON, "acks": "all", "enable.idempotence": False,
+                  "linger.ms": 0, "message.timeout.ms": 30000})
+    acked, failed = {}, []
+
+    def report(err, msg):
+        if err is None:
+            acked[msg.value().decode()] = msg.offset()
+        else:
+            failed.append(err)
+    for v in values:
+        p.produce(topic, value=v.encode(), partition=0, on_delivery=report)
+        p.poll(0)
+    assert p.flush(60) == 0, "writes still in flight"
+    assert not failed and len(acked) == len(values), failed[:5]
+    return acked
+
+
+def test_unclean_shutdown_of_the_last_in_sync_replica_under_a_background_flush_policy(cluster_factory):
+    """KIP-966's unclean-shutdown rule. With flush.ms set, a follower's fetch offset is its log
+    end, not its synced end, so a power loss can take acknowledged records from a replica. Here
+    the last ISR member X loses the tail of its log (its segment file cut, as a power loss
+    leaves it) while another replica Y still has everything: X must not lead again with its
+    shorter log (every replica would truncate to it); the replicas' logs are compared first
+    and Y, with the longest, leads. Without the rule X is elected at its unfence and the
+    acknowledged records it lost are gone everywhere."""
+    # Slow heartbeats: the fresh controller fences a dead voter only after two intervals, so Y
+    # registers again (leaving the ISR) well before X is fenced, and X stays the last member.
+    args = [a for a in FAST]
+    args[args.index("--broker-heartbeat-interval-ms") + 1] = "1500"
+    args[args.index("--broker-session-timeout-ms") + 1] = "8000"
+    c = cluster_factory(extra_args=[*args, "--unclean-recovery-timeout-ms", "120000"])
+    t = unique_topic("kip966")
+    create(c.bootstrap, t, 1, rf=3, config={"min.insync.replicas": "2", "flush.ms": "3600000"})
+    wait_until(lambda: t in c.metadata(1).topics and len(isr(c, t, on=1).get(0, [])) == 3, timeout=60,
+               desc="a full ISR")
+    acked = _produce_acked(c.bootstrap, t, [f"a{i}" for i in range(200)])
+
+    # B leaves: the ISR is {X, Y}, which acknowledge 300 more writes that B does not have.
+    b = next(i for i in c.ids if i != c.controller())
+    x, y = [i for i in c.ids if i != b]
+    c.nodes[b].kill()
+    wait_until(lambda: isr(c, t, on=x).get(0) == sorted([x, y]), timeout=30, desc=f"ISR {{{x}, {y}}}")
+    acked.update(_produce_acked(c.bootstrap, t, [f"b{i}" for i in range(300)]))
+    end = max(acked.values()) + 1
+
+    # X and Y die together; X loses the last 40% of its segment file (a power loss).
+    c.nodes[x].kill()
+    c.nodes[y].kill()
+    seg = sorted((c.nodes[x].data_dir / f"{t}-0").glob("*.log"))[-1]
+    size = seg.stat().st_size
+    with open(seg, "r+b") as f:
+        f.truncate(size * 6 // 10)
+    x_batches = [bt for bt in batches_on_disk(c.nodes[x].data_dir, t, 0)]
+    x_end = x_batches[-1][1] + 1 if x_batches else 0
+    assert x_end < end, (x_end, end)
+
+    # Y and B come back first: Y's new registration takes it out of the ISR, and X (down,
+    # then fenced) stays its last member.
+    c.nodes[y].start()
+    c.nodes[b].start()
+    wait_until(lambda: isr(c, t, on=y).get(0) == [x] and leaders(c, t, on=y).get(0) == -1, timeout=30,
+               desc=f"partition 0 offline with ISR {{{x}}}")
+
+    # X restarts after its unclean shutdown: the replicas' logs are compared and Y leads.
+    c.nodes[x].start()
+    wait_until(lambda: leaders(c, t, on=y).get(0, -1) >= 0, timeout=60, desc="a leader again")
+    assert leaders(c, t, on=y)[0] == y, f"expected {y} (the longest log) to lead, not {leaders(c, t, on=y)[0]}"
+    assert "unclean-shutdown recovery" in "".join(c.nodes[n].log_text() for n in c.ids)
+
+    final, _ = read_all(c.bootstrap, t, 1)
+    present = {v: o for o, v in final[0]}
+    lost = [v for v, o in acked.items() if present.get(v) != o]
+    assert not lost, f"{len(lost)} acknowledged writes lost or moved, e.g. {lost[:5]}"
+    wait_until(lambda: len(isr(c, t, on=y).get(0, [])) == 3, timeout=60, desc="X and B back in the ISR")
+    dirs = {i: nb.data_dir for i, nb in c.nodes.items()}
+    wait_until(lambda: not compare_replicas(dirs, t, 0, end), timeout=30, desc="identical replicas")

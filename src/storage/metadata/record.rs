@@ -157,6 +157,21 @@ pub struct RegisterBrokerRecord {
     pub controller_port: u16,
     #[serde(default)]
     pub rack: Option<String>,
+    /// The broker's previous process stopped without a clean shutdown (no clean-shutdown
+    /// marker): partitions that flush in the background may have lost their unflushed tail
+    /// there, so where it is a partition's last in-sync replica it does not lead again before
+    /// the other replicas' logs were compared with its own (KIP-966, see
+    /// `cluster::election::recovery_records`). Absent in records of older versions: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unclean_shutdown: bool,
+    /// The broker's default flush policy flushes in the background (`--flush-ms` or
+    /// `--flush-messages` set), for topics that set neither.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub background_flush_default: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The cluster's id, written once by the first controller (Kafka keeps it in
@@ -408,6 +423,8 @@ mod tests {
                     controller_host: "127.0.0.1".into(),
                     controller_port: 9193,
                     rack: None,
+                    unclean_shutdown: false,
+                    background_flush_default: false,
                 }),
                 r#"{"broker_id":2,"broker_epoch":5,"incarnation_id":"00000000-0000-0000-0000-000000000009","host":"127.0.0.1","port":9192,"controller_host":"127.0.0.1","controller_port":9193,"rack":null}"#,
             ),
