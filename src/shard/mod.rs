@@ -12,6 +12,7 @@ pub mod calls;
 pub mod controller;
 pub mod coordinator_logs;
 pub mod partition;
+pub mod peer;
 pub mod quorum;
 pub mod replica;
 pub mod throttle;
@@ -179,6 +180,8 @@ pub struct Shard {
     /// Transactional ids with an operation in flight (see `shard/txn.rs`): another request for
     /// one of them is answered CONCURRENT_TRANSACTIONS.
     pub(crate) txn_busy: RefCell<std::collections::BTreeSet<String>>,
+    /// Connections to other brokers' Kafka listeners (see `peer.rs`).
+    peers: peer::Peers,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
@@ -250,6 +253,7 @@ impl Shard {
             groups,
             txns: RefCell::new(txns),
             txn_busy: RefCell::new(std::collections::BTreeSet::new()),
+            peers: peer::Peers::default(),
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),

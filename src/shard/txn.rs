@@ -38,6 +38,8 @@ use crate::txn::state::{self, EndOutcome, InitOutcome, InitRequest, TxnMeta};
 pub const TXN_TICK_MS: u64 = 1000;
 /// Pause before writing a marker again after a partition failed to take it.
 const MARKER_RETRY_MS: u64 = 200;
+/// Deadline of a WriteTxnMarkers request to another broker (its leader waits for its ISR).
+const MARKER_REQUEST_TIMEOUT_MS: u64 = 30_000;
 
 /// An id's operation in flight; the id is free again when it is dropped.
 struct Busy<'a> {
@@ -221,26 +223,46 @@ impl Shard {
             .await
     }
 
-    /// Writes the markers of a Prepare state to every partition of it, retrying failures.
+    /// Writes the markers of a Prepare state to every partition of it, retrying failures. A
+    /// partition this broker leads (every partition, on one node) gets its marker through its
+    /// owner shard; in a cluster, one led by another broker gets it by a WriteTxnMarkers
+    /// request to that broker (see `peer.rs`), and a leaderless one is retried until it has a
+    /// leader again.
     async fn txn_write_markers(self: &Rc<Self>, id: &str, m: &TxnMeta) -> Result<(), ErrorCode> {
         let commit = m.state == state::TxnState::PrepareCommit;
         let mut left: Vec<(String, i32)> = m.partitions.iter().cloned().collect();
         while !left.is_empty() {
             let mut by_owner: BTreeMap<usize, Vec<MarkerItem>> = BTreeMap::new();
+            let mut by_broker: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
+            let mut results: Vec<((String, i32), Result<(), KafkaError>)> = Vec::new();
             for (topic, partition) in &left {
-                by_owner
-                    .entry(self.owner(topic, *partition))
-                    .or_default()
-                    .push(MarkerItem {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        producer_id: m.producer_id,
-                        producer_epoch: m.producer_epoch,
-                        commit,
-                        coordinator_epoch: 0,
-                    });
+                let leader = if self.config.cluster.is_some() {
+                    self.topic(topic)
+                        .map(|meta| meta.partition(*partition).map_or(-1, |a| a.leader))
+                } else {
+                    Some(self.config.node_id)
+                };
+                let tp = (topic.clone(), *partition);
+                match leader {
+                    None => results.push((tp, Err(KafkaError::UnknownTopicOrPartition))),
+                    Some(l) if l == self.config.node_id => {
+                        by_owner
+                            .entry(self.owner(topic, *partition))
+                            .or_default()
+                            .push(MarkerItem {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                producer_id: m.producer_id,
+                                producer_epoch: m.producer_epoch,
+                                commit,
+                                coordinator_epoch: 0,
+                            });
+                    }
+                    Some(l) if l >= 0 => by_broker.entry(l).or_default().push(tp),
+                    Some(_) => results.push((tp, Err(KafkaError::LeaderNotAvailable))),
+                }
             }
-            let calls = by_owner.into_iter().map(|(owner, items)| {
+            let local = by_owner.into_iter().map(|(owner, items)| {
                 let shard = self.clone();
                 async move {
                     let keys: Vec<(String, i32)> = items
@@ -255,9 +277,19 @@ impl Shard {
                     keys.into_iter().zip(answers).collect::<Vec<_>>()
                 }
             });
-            let results = futures_util::future::join_all(calls).await;
+            let remote = by_broker.into_iter().map(|(broker, tps)| {
+                let shard = self.clone();
+                async move { shard.remote_markers(broker, m, commit, tps).await }
+            });
+            let (local, remote) = futures_lite::future::zip(
+                futures_util::future::join_all(local),
+                futures_util::future::join_all(remote),
+            )
+            .await;
+            results.extend(local.into_iter().flatten());
+            results.extend(remote.into_iter().flatten());
             left.clear();
-            for (tp, r) in results.into_iter().flatten() {
+            for (tp, r) in results {
                 match r {
                     Ok(()) => {}
                     // A partition deleted since it joined the transaction has nothing to mark.
@@ -283,6 +315,79 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// The markers of `m` for partitions `broker` leads, by a WriteTxnMarkers request to it:
+    /// one result per partition (a failed exchange fails them all, to be retried).
+    async fn remote_markers(
+        &self,
+        broker: i32,
+        m: &TxnMeta,
+        commit: bool,
+        tps: Vec<(String, i32)>,
+    ) -> Vec<((String, i32), Result<(), KafkaError>)> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use kafka_protocol::messages::{
+            ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (t, p) in &tps {
+            topics.entry(t.as_str()).or_default().push(*p);
+        }
+        let req = WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.producer_epoch)
+                .with_transaction_result(commit)
+                .with_coordinator_epoch(0)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                                .with_partition_indexes(ps)
+                        })
+                        .collect(),
+                ),
+        ]);
+        let timeout = Duration::from_millis(MARKER_REQUEST_TIMEOUT_MS);
+        let answer: Result<WriteTxnMarkersResponse, String> = self
+            .broker_request(broker, ApiKey::WriteTxnMarkers, 1, &req, timeout)
+            .await;
+        let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
+        match answer {
+            Ok(resp) => {
+                for t in resp.markers.iter().flat_map(|mk| mk.topics.iter()) {
+                    for p in &t.partitions {
+                        codes.insert((t.name.0.to_string(), p.partition_index), p.error_code);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(broker, error = %e, "transaction markers not sent");
+            }
+        }
+        tps.into_iter()
+            .map(|tp| {
+                let r = match codes.get(&tp).copied() {
+                    Some(0) => Ok(()),
+                    Some(c) if c == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code() => {
+                        Err(KafkaError::UnknownTopicOrPartition)
+                    }
+                    Some(c) if c == ErrorCode::INVALID_PRODUCER_EPOCH.code() => {
+                        Err(KafkaError::InvalidProducerEpoch(format!(
+                            "broker {broker} refused the marker"
+                        )))
+                    }
+                    _ => Err(KafkaError::NotLeaderOrFollower),
+                };
+                (tp, r)
+            })
+            .collect()
     }
 
     /// On an owner shard: appends a marker to each partition and answers once it is on disk.
@@ -346,7 +451,17 @@ impl Shard {
                 Ok(out) => {
                     let tp = (m.topic.clone(), m.partition);
                     match self.flush_to(tp.clone(), out.last_offset).await {
-                        Ok(()) => self.sync_txn_index(&tp).await,
+                        Ok(()) => match self.sync_txn_index(&tp).await {
+                            // In a cluster the marker counts once every in-sync replica has
+                            // it (Kafka writes markers with acks=all), so a new leader has
+                            // it too. Replicated below min.insync.replicas, it stands: writing
+                            // it again would only add a second marker.
+                            Ok(()) => match self.wait_replicated(tp, out.last_offset).await {
+                                Err(KafkaError::NotEnoughReplicasAfterAppend { .. }) => Ok(()),
+                                r => r,
+                            },
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     }
                 }

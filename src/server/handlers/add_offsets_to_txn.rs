@@ -15,8 +15,6 @@ pub async fn handle(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> AddOff
     let group = req.group_id.0.as_str();
     let code = if group.is_empty() {
         ErrorCode::INVALID_GROUP_ID
-    } else if ctx.shard.cluster().is_some() {
-        ErrorCode::UNSUPPORTED_VERSION
     } else {
         let p = offsets_partition(group, ctx.shard.config.offsets_topic_num_partitions);
         let call = TxnAddPartitions {
@@ -27,7 +25,7 @@ pub async fn handle(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> AddOff
         };
         super::txn_call(ctx, &id, call)
             .await
-            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+            .unwrap_or_else(|code| code)
     };
     AddOffsetsToTxnResponse::default().with_error_code(fenced_for(code, ctx.api_version, 2).code())
 }

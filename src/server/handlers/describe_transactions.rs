@@ -40,7 +40,7 @@ pub async fn handle(
                         .with_topics(topics)
                 }
                 Ok(None) => out.with_error_code(ErrorCode::TRANSACTIONAL_ID_NOT_FOUND.code()),
-                Err(_) => out.with_error_code(ErrorCode::COORDINATOR_NOT_AVAILABLE.code()),
+                Err(code) => out.with_error_code(code.code()),
             },
         );
     }

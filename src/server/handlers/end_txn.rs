@@ -5,23 +5,18 @@ use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse};
 
 use super::RequestContext;
 use super::init_producer_id::fenced_for;
-use crate::error::ErrorCode;
 use crate::shard::calls::TxnEnd;
 
 pub async fn handle(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
     let id = req.transactional_id.0.as_str().to_string();
-    let code = if ctx.shard.cluster().is_some() {
-        ErrorCode::UNSUPPORTED_VERSION
-    } else {
-        let call = TxnEnd {
-            transactional_id: id.clone(),
-            producer_id: req.producer_id.0,
-            producer_epoch: req.producer_epoch,
-            commit: req.committed,
-        };
-        super::txn_call(ctx, &id, call)
-            .await
-            .unwrap_or(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    let call = TxnEnd {
+        transactional_id: id.clone(),
+        producer_id: req.producer_id.0,
+        producer_epoch: req.producer_epoch,
+        commit: req.committed,
     };
+    let code = super::txn_call(ctx, &id, call)
+        .await
+        .unwrap_or_else(|code| code);
     EndTxnResponse::default().with_error_code(fenced_for(code, ctx.api_version, 2).code())
 }

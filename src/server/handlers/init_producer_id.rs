@@ -14,9 +14,8 @@
 //!   time, then the same id at the next epoch, fencing the previous producer and aborting its
 //!   open transaction first. A timeout above `--transaction-max-timeout-ms` is
 //!   INVALID_TRANSACTION_TIMEOUT; PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before v4, as in
-//!   Kafka. In a cluster transactions are not coordinated yet (markers to other brokers'
-//!   partitions do not exist): the answer there stays UNSUPPORTED_VERSION, which clients fail
-//!   on at once.
+//!   Kafka. In a cluster the coordinator is the broker that leads the id's partition of
+//!   `__transaction_state`; another broker answers NOT_COORDINATOR.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
@@ -29,10 +28,6 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         // Kafka refuses an empty transactional id (clients send null when they have none).
         if t.0.is_empty() {
             Err(KafkaError::InvalidRequest("empty transactional id".into()))
-        } else if ctx.shard.cluster().is_some() {
-            Err(KafkaError::Unsupported(
-                "transactions in a cluster (InitProducerId with a transactional id)",
-            ))
         } else {
             return transactional(ctx, &req).await;
         }
@@ -84,9 +79,7 @@ async fn transactional(
         producer_id: req.producer_id.0,
         producer_epoch: req.producer_epoch,
     };
-    let answer = super::txn_call(ctx, &id, call)
-        .await
-        .unwrap_or(Err(ErrorCode::COORDINATOR_NOT_AVAILABLE));
+    let answer = super::txn_call(ctx, &id, call).await.unwrap_or_else(Err);
     match answer {
         Ok((pid, epoch)) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(pid))

@@ -198,22 +198,141 @@ pub(crate) async fn group_call<C: Call>(
         .map_err(|_| KafkaError::CoordinatorNotAvailable)
 }
 
-/// Sends a transaction request to the shard that coordinates `transactional_id`; a shard that
-/// cannot be reached (the broker is stopping) is an Err the caller answers
-/// COORDINATOR_NOT_AVAILABLE.
+/// The broker that coordinates `transactional_id`: the leader of its `__transaction_state`
+/// partition (this one on one node); None while that partition has no leader or the log does
+/// not exist yet (FindCoordinator creates it).
+pub(crate) fn txn_coordinator(shard: &Shard, transactional_id: &str) -> Option<i32> {
+    if shard.cluster().is_none() {
+        return Some(shard.config.node_id);
+    }
+    let meta = shard.topic(crate::placement::TXN_TOPIC)?;
+    let p = crate::placement::txn_partition(transactional_id, meta.partitions);
+    Some(current_leader(&meta, p).0).filter(|l| *l >= 0)
+}
+
+/// Sends a transaction request to the shard that coordinates `transactional_id`. Err: the
+/// code to answer, NOT_COORDINATOR where another broker (or none) coordinates it in a
+/// cluster, COORDINATOR_NOT_AVAILABLE where the shard cannot be reached (the broker is
+/// stopping).
 pub(crate) async fn txn_call<C: Call>(
     ctx: &RequestContext,
     transactional_id: &str,
     call: C,
-) -> Result<C::Reply, RouterError> {
+) -> Result<C::Reply, crate::error::ErrorCode> {
     let shard = &ctx.shard;
+    if txn_coordinator(shard, transactional_id) != Some(shard.config.node_id) {
+        return Err(crate::error::ErrorCode::NOT_COORDINATOR);
+    }
     let owner = crate::placement::txn_owner(
         transactional_id,
         shard.config.transaction_state_log_num_partitions,
         shard.shards(),
     );
-    shard.call(owner, call).await
+    shard
+        .call(owner, call)
+        .await
+        .map_err(|_| crate::error::ErrorCode::COORDINATOR_NOT_AVAILABLE)
 }
+
+/// KIP-890 part 1: whether each partition is in the producer's open transaction, as its
+/// coordinator says: the shard here that coordinates it, or, in a cluster, the broker that
+/// does, by an AddPartitionsToTxn v4 request with `verify_only` (as Kafka's brokers ask). One
+/// code per partition, NONE where the transaction holds it; Err: the coordinator could not
+/// answer (a retriable code).
+pub(crate) async fn txn_verify(
+    ctx: &RequestContext,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<(String, i32)>,
+) -> Result<Vec<crate::error::ErrorCode>, crate::error::ErrorCode> {
+    use crate::error::ErrorCode;
+    let n = partitions.len();
+    let coordinator = txn_coordinator(&ctx.shard, transactional_id);
+    if coordinator == Some(ctx.shard.config.node_id) {
+        let call = crate::shard::calls::TxnVerify {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            producer_epoch,
+            partitions,
+        };
+        return txn_call(ctx, transactional_id, call).await.and_then(|c| {
+            if c.len() == n {
+                Ok(c)
+            } else {
+                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+            }
+        });
+    }
+    let Some(broker) = coordinator else {
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    };
+    use kafka_protocol::messages::add_partitions_to_txn_request::{
+        AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+    };
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ProducerId, TransactionalId,
+    };
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (t, p) in &partitions {
+        topics.entry(t.as_str()).or_default().push(*p);
+    }
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                transactional_id.to_string(),
+            )))
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch)
+            .with_verify_only(true)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        AddPartitionsToTxnTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                            .with_partitions(ps)
+                    })
+                    .collect(),
+            ),
+    ]);
+    let timeout = std::time::Duration::from_millis(TXN_VERIFY_TIMEOUT_MS);
+    let resp: AddPartitionsToTxnResponse = ctx
+        .shard
+        .broker_request(broker, ApiKey::AddPartitionsToTxn, 4, &req, timeout)
+        .await
+        .map_err(|e| {
+            tracing::debug!(broker, error = %e, "transaction verification not answered");
+            ErrorCode::COORDINATOR_NOT_AVAILABLE
+        })?;
+    if resp.error_code != 0 {
+        return Err(ErrorCode::from_code(resp.error_code));
+    }
+    let mut codes: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for t in resp
+        .results_by_transaction
+        .iter()
+        .flat_map(|r| r.topic_results.iter())
+    {
+        for p in &t.results_by_partition {
+            codes.insert(
+                (t.name.0.to_string(), p.partition_index),
+                p.partition_error_code,
+            );
+        }
+    }
+    Ok(partitions
+        .iter()
+        .map(|tp| {
+            codes
+                .get(tp)
+                .map_or(ErrorCode::INVALID_TXN_STATE, |c| ErrorCode::from_code(*c))
+        })
+        .collect())
+}
+
+/// Deadline of a verification asked of another broker's transaction coordinator.
+const TXN_VERIFY_TIMEOUT_MS: u64 = 5_000;
 
 /// Creates `__consumer_offsets` in the cluster's metadata (its partitions placed over the
 /// brokers like any topic's, `--offsets-topic-replication-factor` replicas each), unless it

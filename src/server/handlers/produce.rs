@@ -18,7 +18,6 @@ use crate::protocol::batch::split_produce_records;
 use crate::router::PendingReply;
 use crate::shard::calls::{
     Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
-    TxnVerify,
 };
 use crate::storage::catalog::TopicMeta;
 
@@ -351,17 +350,12 @@ async fn verify_transactional(
         .as_ref()
         .map(|t| t.0.as_str().to_string());
     let codes: Vec<ErrorCode> = match id {
-        Some(id) if ctx.shard.cluster().is_none() => {
+        Some(id) => {
             // One producer per request: the first transactional batch names it.
             let (_, _, pid, epoch) = asked[0];
-            let call = TxnVerify {
-                transactional_id: id.clone(),
-                producer_id: pid,
-                producer_epoch: epoch,
-                partitions: asked.iter().map(|a| a.1.clone()).collect(),
-            };
-            match super::txn_call(ctx, &id, call).await {
-                Ok(c) if c.len() == asked.len() => asked
+            let partitions = asked.iter().map(|a| a.1.clone()).collect();
+            match super::txn_verify(ctx, &id, pid, epoch, partitions).await {
+                Ok(c) => asked
                     .iter()
                     .zip(c)
                     .map(|(a, c)| {
@@ -372,10 +366,11 @@ async fn verify_transactional(
                         }
                     })
                     .collect(),
-                _ => vec![ErrorCode::NOT_LEADER_OR_FOLLOWER; asked.len()],
+                // The coordinator could not answer (moving, the broker stopping): retriable.
+                Err(_) => vec![ErrorCode::NOT_LEADER_OR_FOLLOWER; asked.len()],
             }
         }
-        _ => vec![ErrorCode::INVALID_TXN_STATE; asked.len()],
+        None => vec![ErrorCode::INVALID_TXN_STATE; asked.len()],
     };
     for ((slot, tp, _, _), code) in asked.into_iter().zip(codes) {
         if code.is_none() {

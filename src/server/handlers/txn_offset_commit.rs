@@ -40,8 +40,6 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
                 .map(|m| m.as_str().to_string());
             if group.is_empty() {
                 row.push(ErrorCode::INVALID_GROUP_ID);
-            } else if shard.cluster().is_some() {
-                row.push(ErrorCode::UNSUPPORTED_VERSION);
             } else if let Some(code) = super::offset_commit::entry_error(
                 meta.as_ref(),
                 p.partition_index,
@@ -135,13 +133,8 @@ async fn verify(ctx: &RequestContext, req: &TxnOffsetCommitRequest, group: &str)
     let id = req.transactional_id.0.as_str().to_string();
     let p =
         crate::placement::offsets_partition(group, ctx.shard.config.offsets_topic_num_partitions);
-    let call = crate::shard::calls::TxnVerify {
-        transactional_id: id.clone(),
-        producer_id: req.producer_id.0,
-        producer_epoch: req.producer_epoch,
-        partitions: vec![(crate::placement::OFFSETS_TOPIC.to_string(), p)],
-    };
-    match super::txn_call(ctx, &id, call).await {
+    let partitions = vec![(crate::placement::OFFSETS_TOPIC.to_string(), p)];
+    match super::txn_verify(ctx, &id, req.producer_id.0, req.producer_epoch, partitions).await {
         Ok(codes) => codes
             .first()
             .copied()
