@@ -509,6 +509,7 @@ impl Settings {
                     heartbeat_interval_ms: set(self.broker_heartbeat_interval_ms, 500),
                     session_timeout_ms: set(self.broker_session_timeout_ms, 3000),
                     log_compact_entries: set(self.controller_log_compact_entries, 10_000).max(1),
+                    one_node_import: None,
                 })
             }
         };
