@@ -173,6 +173,9 @@ pub struct ClusterConfig {
     pub unclean_recovery_timeout_ms: u64,
     /// Applied Raft entries kept before compaction (`--controller-log-compact-entries`).
     pub log_compact_entries: u64,
+    /// The topics of a one-node broker this node's data dir held, to import into the cluster
+    /// once this broker is registered (set at start-up, see `storage::metadata::import`).
+    pub one_node_import: Option<std::sync::Arc<crate::storage::metadata::import::OneNodeImport>>,
 }
 
 impl Config {

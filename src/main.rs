@@ -208,6 +208,30 @@ fn serve(config: Config) -> Result<(), String> {
             ));
         }
     }
+    if let Some(cluster) = &mut config.cluster {
+        // A one-node broker's data dir becomes a cluster node's: its metadata moves aside and
+        // its topics are imported once this broker is registered.
+        let import = storage::metadata::import::prepare(
+            &data_dir,
+            config.offsets_topic_num_partitions,
+            config.transaction_state_log_num_partitions,
+            storage::metadata::SNAPSHOT_EVERY_RECORDS,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot move the one-node metadata in {} aside for its import into the cluster: {e}",
+                data_dir.display()
+            )
+        })?;
+        if let Some(import) = &import {
+            tracing::info!(
+                topics = import.topics.len(),
+                one_node_cluster_id = import.cluster_id.as_deref().unwrap_or(""),
+                "a one-node broker's topics are pending import into the cluster; this node takes the quorum's cluster id"
+            );
+        }
+        cluster.one_node_import = import.map(std::sync::Arc::new);
+    }
     let metadata = if let Some(cluster) = &config.cluster {
         let (stored, store) = storage::metadata::load_cluster(
             &config.data_dir,
@@ -221,10 +245,8 @@ fn serve(config: Config) -> Result<(), String> {
         })?;
         if store.is_single_node() {
             return Err(format!(
-                "{} holds the metadata of a one-node broker (started without --voters): a \
-                 cluster node starts from an empty data dir, and moving a one-node broker's \
-                 topics into a cluster is not supported yet. Start this node on an empty \
-                 --data-dir, or without --voters",
+                "{} holds the metadata of a one-node broker that could not be moved aside for \
+                 its import into the cluster",
                 config.data_dir.display()
             ));
         }

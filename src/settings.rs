@@ -517,6 +517,7 @@ impl Settings {
                     session_timeout_ms: set(self.broker_session_timeout_ms, 3000),
                     unclean_recovery_timeout_ms: set(self.unclean_recovery_timeout_ms, 300_000),
                     log_compact_entries: set(self.controller_log_compact_entries, 10_000).max(1),
+                    one_node_import: None,
                 })
             }
         };

@@ -6,6 +6,8 @@
 //! - [`placement`]: where a new topic's replicas go (pure).
 //! - [`election`]: partition leaders and ISRs on fence, unfence, AlterPartition and the
 //!   preferred-leader pass (pure).
+//! - [`import`]: the topics of a one-node broker's data dir, imported on its first clustered
+//!   start (pure).
 //! - [`reassign`]: partition reassignments and leader elections on request (pure).
 //! - [`view`]: what every shard knows of the cluster (brokers, controller, cluster id).
 //!
@@ -14,6 +16,7 @@
 //! driver's blocking-pool writes aside.
 
 pub mod election;
+pub mod import;
 pub mod placement;
 pub mod raft;
 pub mod reassign;

@@ -163,6 +163,20 @@ pub enum Request {
         unclean: bool,
         partitions: Vec<(String, i32)>,
     },
+    /// A broker whose data dir held a one-node broker imports its topics (see
+    /// `cluster::import`): every partition with this broker as its only replica and leader.
+    ImportOneNode(OneNodeImportRequest),
+}
+
+/// A broker's import of the one-node broker its data dir held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OneNodeImportRequest {
+    /// The sender and its registration epoch.
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub topics: Vec<crate::storage::metadata::import::ImportTopic>,
+    /// The first producer id the one-node broker never handed out.
+    pub next_producer_id: i64,
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).
@@ -258,6 +272,12 @@ pub enum Response {
     /// did not change), or the error; and the Raft index the controller had applied.
     Partition {
         result: Result<PartitionState, WireError>,
+        applied: u64,
+    },
+    /// The answer to ImportOneNode: per topic, imported (or already imported) or refused;
+    /// and the Raft index the controller had applied.
+    Imported {
+        results: Vec<(String, Result<(), WireError>)>,
         applied: u64,
     },
     /// Committed entries (index, term, data) for an observer, or the metadata as a snapshot

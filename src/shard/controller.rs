@@ -21,8 +21,8 @@ use std::rc::Rc;
 use glommio::sync::Semaphore;
 
 use crate::cluster::election::{self, IsrChange, IsrDecision, ReplicaOffline, UncleanElection};
-use crate::cluster::reassign;
 use crate::cluster::wire::{self, PartitionState, Request, Response};
+use crate::cluster::{import, reassign};
 use crate::error::KafkaError;
 use crate::log_limit::LogKind;
 use crate::shard::Shard;
@@ -1426,6 +1426,51 @@ impl Controller {
             }
         }
         out
+    }
+
+    /// The active controller imports a one-node broker's topics (see [`import::decide`]):
+    /// every accepted topic and the producer-id mark in one change. Returns each topic's
+    /// outcome, in request order; an error when the sender's registration is not current.
+    pub async fn import_one_node(
+        &self,
+        q: &Quorum,
+        req: wire::OneNodeImportRequest,
+    ) -> Result<Vec<(String, Result<(), KafkaError>)>, KafkaError> {
+        let _permit = self.begin_change(Some(q)).await;
+        let decision = import::decide(&self.image.borrow(), &req)?;
+        if !decision.records.is_empty() {
+            self.persist(decision.records).await?;
+        }
+        let mut imported = 0usize;
+        let out = decision
+            .outcomes
+            .into_iter()
+            .map(|(name, outcome)| {
+                let result = match outcome {
+                    import::Outcome::Imported => {
+                        imported += 1;
+                        Ok(())
+                    }
+                    import::Outcome::AlreadyImported => Ok(()),
+                    import::Outcome::Refused(why) => {
+                        tracing::error!(broker = req.broker_id, topic = %name, "the import of a one-node broker's topic is refused: {why}");
+                        Err(KafkaError::Forwarded {
+                            code: KafkaError::TopicAlreadyExists.code(),
+                            message: why,
+                        })
+                    }
+                };
+                (name, result)
+            })
+            .collect();
+        tracing::info!(
+            broker = req.broker_id,
+            imported,
+            topics = req.topics.len(),
+            next_producer_id = req.next_producer_id,
+            "one-node broker's topics imported"
+        );
+        Ok(out)
     }
 
     /// Every partition of every topic, for an ElectLeaders without a list.

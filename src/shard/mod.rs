@@ -834,7 +834,11 @@ impl Shard {
     /// topic is not cached, so the controller's undo (see `Controller::create_topics`) leaves
     /// nothing behind.
     pub async fn topic_created(self: &Rc<Self>, meta: TopicMeta) -> Result<(), KafkaError> {
-        let Err(e) = self.open_owned_partitions(&meta, false, false) else {
+        // After a start without a clean-shutdown marker, a topic that appears later may find
+        // partition directories of the same data dir (a one-node broker's, imported into the
+        // cluster): their tails are checked as at start. A new topic's are empty.
+        let recover = self.config.recover_on_start;
+        let Err(e) = self.open_owned_partitions(&meta, recover, false) else {
             let name = meta.name.clone();
             self.topics.borrow_mut().insert(name.clone(), meta);
             self.assign_partitions_of(&name);
@@ -1001,6 +1005,11 @@ impl Shard {
     /// their logs are the group and transaction coordinators'.
     pub async fn remove_stray_replicas(&self, topics: &[TopicMeta]) {
         if self.config.cluster.is_none() {
+            return;
+        }
+        // While a one-node broker's import is pending, its partition directories may belong
+        // to topics the cluster refused (a name taken under another id): they stay untouched.
+        if crate::storage::metadata::import::pending(&self.config.data_dir) {
             return;
         }
         let dirs: Vec<std::path::PathBuf> = topics

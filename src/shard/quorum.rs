@@ -43,6 +43,7 @@ use crate::error::KafkaError;
 use crate::shard::Shard;
 use crate::shard::calls::{ClusterChanged, TopicChanged, TopicCreated, TopicDeleted};
 use crate::storage::metadata::image::MetadataImage;
+use crate::storage::metadata::import::OneNodeImport;
 use crate::storage::metadata::record::{
     BrokerFenceRecord, ClusterIdRecord, MetadataRecord, RegisterBrokerRecord,
 };
@@ -409,6 +410,9 @@ impl Quorum {
         spawn(Box::pin(q.clone().accept_loop(shard.clone(), listener))).map_err(err)?;
         spawn(Box::pin(q.clone().apply_loop(shard.clone(), committed))).map_err(err)?;
         spawn(Box::pin(q.clone().broker_loop(shard.clone()))).map_err(err)?;
+        if let Some(import) = cfg.one_node_import.clone() {
+            spawn(Box::pin(q.clone().import_loop(import))).map_err(err)?;
+        }
         spawn(Box::pin(q.clone().controller_loop(shard.clone()))).map_err(err)?;
         tracing::info!(
             node_id,
@@ -892,6 +896,16 @@ impl Quorum {
                 ctl.elect_leaders(unclean, partitions, context).await,
                 self.applied(),
             ),
+            Request::ImportOneNode(req) => match ctl.import_one_node(self, req).await {
+                Ok(results) => Response::Imported {
+                    results: results
+                        .into_iter()
+                        .map(|(name, r)| (name, r.map_err(|e| WireError::from(&e))))
+                        .collect(),
+                    applied: self.applied(),
+                },
+                Err(e) => Response::Error(WireError::from(&e)),
+            },
         }
     }
 
@@ -1078,6 +1092,83 @@ impl Quorum {
                 }
             }
             glommio::timer::sleep(interval).await;
+        }
+    }
+
+    /// This broker's side of a one-node import (see `storage::metadata::import`): once
+    /// registered, it sends the import list to the active controller until it is answered
+    /// (an import sent twice is harmless: what is there already counts as imported), then
+    /// marks the import done on disk. Refused topics are logged; their one-node data stays on
+    /// disk untouched, under their partition directories.
+    async fn import_loop(self: Rc<Self>, import: Arc<OneNodeImport>) {
+        let retry = Duration::from_millis(self.cfg.heartbeat_interval_ms.max(100));
+        let results = loop {
+            if self.stopping.get() {
+                return;
+            }
+            let epoch = self.my_epoch.get();
+            if epoch == 0 {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let req = Request::ImportOneNode(wire::OneNodeImportRequest {
+                broker_id: self.node_id,
+                broker_epoch: epoch,
+                topics: import.topics.clone(),
+                next_producer_id: import.next_producer_id,
+            });
+            match self.rpc(&req).await {
+                Some(Response::Imported { results, applied }) => {
+                    self.wait_applied_for(applied).await;
+                    break results;
+                }
+                Some(Response::Error(e)) => {
+                    tracing::warn!(error = %e.message, "the import of the one-node broker's topics was not taken; trying again");
+                }
+                _ => {}
+            }
+            glommio::timer::sleep(retry).await;
+        };
+        let mut imported = 0usize;
+        for (name, r) in &results {
+            match r {
+                Ok(()) => imported += 1,
+                Err(e) => tracing::error!(
+                    topic = %name,
+                    "the one-node broker's topic {name} was not imported into the cluster: {}; its data is left untouched in its partition directories",
+                    e.message
+                ),
+            }
+        }
+        let dir = self.config.data_dir.clone();
+        let finished = glommio::executor()
+            .spawn_blocking(move || crate::storage::metadata::import::finish(&dir))
+            .await;
+        match finished {
+            Ok(kept) => tracing::info!(
+                topics = imported,
+                refused = results.len() - imported,
+                kept = %kept.display(),
+                "the one-node broker's topics are imported into the cluster; its metadata is kept for forensics"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "the import is committed, but its pending directory could not be marked done: the next start sends it again (harmlessly)");
+                return;
+            }
+        }
+        for (name, r) in &results {
+            if r.is_ok() && crate::placement::is_coordinator_log(name) {
+                let partitions = import
+                    .topics
+                    .iter()
+                    .find(|t| &t.name == name)
+                    .map_or(0, |t| t.partitions);
+                tracing::warn!(
+                    topic = %name,
+                    "{name} was imported from a one-node broker with one replica per partition: raise its replication factor once the brokers are registered, partition by partition, with `spate topic reassign {name} --partition P --replicas {},B2,B3 --bootstrap-server HOST:PORT` for P in 0..{partitions}",
+                    self.node_id
+                );
+            }
         }
     }
 

@@ -773,18 +773,3 @@ def test_a_node_behind_the_compacted_log_gets_a_snapshot(cluster_factory, spate_
     c.nodes[down].restart()
     c.wait_brokers(c.ids)
     assert all(n in c.metadata(down).topics for n in names + [last])
-
-
-def test_a_one_node_data_dir_is_refused_as_a_cluster_node(broker_factory, spate_bin, tmp_path):
-    single = broker_factory(shards=1)
-    create(single.bootstrap, unique_topic("solo"), 1)
-    single.stop()
-    node = Broker(spate_bin, single.data_dir, tmp_path / "as-node" / "logs", shards=1,
-                  extra_args=["--node-id", "1", "--controller-listen", f"127.0.0.1:{free_port()}",
-                              "--voters", f"1@127.0.0.1:{free_port()}"])
-    node.extra_args[3] = node.extra_args[5].split("@")[1]
-    proc = subprocess.run(node.command(), capture_output=True, timeout=30)
-    assert proc.returncode != 0
-    assert b"one-node broker" in proc.stderr, proc.stderr[-2000:]
-    # The one-node broker still starts on it.
-    single.start()

@@ -18,6 +18,10 @@
 //! meta.properties          version=1 and cluster.id=<id>, written once (Kafka's file)
 //! __cluster_metadata-0/    the metadata log and its snapshots (see store.rs)
 //! catalog.json.migrated    the catalog of older versions, once migrated (never read again)
+//! __cluster_metadata-0.one-node/           a one-node broker's metadata, being imported into
+//!                                          a cluster (see [`import`])
+//! __cluster_metadata-0.one-node.imported/  the same, once imported (never read again)
+//! meta.properties.one-node                 the one-node broker's cluster id, kept
 //! ```
 //!
 //! # Migration from `catalog.json`
@@ -31,6 +35,7 @@
 //! again.
 
 pub mod image;
+pub mod import;
 pub mod record;
 pub mod store;
 
@@ -60,9 +65,14 @@ pub struct Loaded {
 
 /// Whether the data dir holds metadata already (it is not a first start).
 pub fn exists(data_dir: &Path) -> bool {
-    [META_PROPERTIES, LEGACY_CATALOG, METADATA_DIR]
-        .iter()
-        .any(|f| data_dir.join(f).exists())
+    [
+        META_PROPERTIES,
+        LEGACY_CATALOG,
+        METADATA_DIR,
+        import::PENDING_DIR,
+    ]
+    .iter()
+    .any(|f| data_dir.join(f).exists())
 }
 
 /// Partition directories (`<topic>-<partition>/`, `__consumer_offsets` and
@@ -71,7 +81,11 @@ pub fn exists(data_dir: &Path) -> bool {
 /// whose auto-created topics would then open, and mix with, the old partitions' data. The
 /// caller refuses to start when this is not empty.
 pub fn orphaned_partitions(data_dir: &Path) -> io::Result<Vec<String>> {
-    if data_dir.join(METADATA_DIR).exists() || data_dir.join(LEGACY_CATALOG).exists() {
+    // A pending one-node import (see [`import`]) names their topics.
+    if data_dir.join(METADATA_DIR).exists()
+        || data_dir.join(LEGACY_CATALOG).exists()
+        || import::pending(data_dir)
+    {
         return Ok(Vec::new());
     }
     let entries = match fs::read_dir(data_dir) {
@@ -108,6 +122,15 @@ pub fn load(
     snapshot_every_records: u64,
 ) -> Result<Loaded, MetadataError> {
     fs::create_dir_all(data_dir).map_err(io_err("create", data_dir))?;
+    if import::pending(data_dir) {
+        return Err(MetadataError::Corrupt {
+            path: data_dir.join(import::PENDING_DIR),
+            position: 0,
+            reason: "this one-node broker's metadata is being imported into a cluster: start \
+                     it with --voters (as the cluster node it became)"
+                .to_string(),
+        });
+    }
     let legacy = data_dir.join(LEGACY_CATALOG);
     let metadata_dir = data_dir.join(METADATA_DIR);
     let mut migrated_topics = None;
@@ -211,7 +234,12 @@ fn meta_properties_path(data_dir: &Path) -> PathBuf {
 
 /// The cluster id from `meta.properties`, or None when there is no such file.
 fn read_meta_properties(data_dir: &Path) -> Result<Option<String>, MetadataError> {
-    let path = meta_properties_path(data_dir);
+    read_meta_properties_at(&meta_properties_path(data_dir))
+}
+
+/// The cluster id of the `meta.properties` file at `path`, or None when there is none.
+fn read_meta_properties_at(path: &Path) -> Result<Option<String>, MetadataError> {
+    let path = path.to_path_buf();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -535,7 +535,7 @@ impl MetadataStore {
     }
 
     /// Whether this log holds a one-node broker's metadata (records, none of them from a Raft
-    /// entry), which a cluster node must not start from.
+    /// entry): a cluster node started on it imports its topics (see `import.rs`).
     pub fn is_single_node(&self) -> bool {
         self.next_offset > 0 && self.raft_applied.is_none()
     }
