@@ -142,6 +142,8 @@ mod tests {
                 controller_host: "h".into(),
                 controller_port: 2,
                 rack: None,
+                unclean_shutdown: false,
+                background_flush_default: false,
             }))
             .unwrap();
         image
