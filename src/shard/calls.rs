@@ -73,6 +73,7 @@ shard_messages!(
     ListOffsets,
     OffsetsForLeaderEpoch,
     ReplicaEnds,
+    TxnGuards,
     TopicCreated,
     TopicDeleted,
     TopicConfigChanged,
@@ -165,7 +166,17 @@ pub struct ProduceItem {
     /// acks=all: refused (NOT_ENOUGH_REPLICAS, nothing appended) when the leader cannot count
     /// on `min.insync.replicas` in-sync replicas.
     pub acks_all: bool,
+    /// The KIP-890 verification guard a transactional write was verified under (see
+    /// [`TxnGuards`]); None for other writes.
+    pub guard: Option<u64>,
 }
+
+/// KIP-890 part 1: new verification guards for (topic, partition, producer id) of partitions
+/// this shard owns, taken before the producer's coordinator is asked (see
+/// `storage::producers::ProducerStates::take_guard`); None where the partition is not here.
+#[derive(Debug)]
+pub struct TxnGuards(pub Vec<(String, i32, i64)>);
+call!(TxnGuards -> Vec<Option<u64>>, |c, shard| shard.take_txn_guards(c.0));
 
 /// Where a produced partition's batches landed.
 #[derive(Clone, Copy, Debug)]

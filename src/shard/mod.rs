@@ -79,6 +79,7 @@ struct PendingWrite {
     batches: Vec<ProducedBatch>,
     log_append_time: bool,
     acks_all: bool,
+    guard: Option<u64>,
     answer: oneshot::Sender<Result<Written, KafkaError>>,
 }
 
@@ -664,6 +665,7 @@ impl Shard {
                         batches: item.batches,
                         log_append_time: append_time,
                         acks_all: item.acks_all,
+                        guard: item.guard,
                         answer: tx,
                     });
                 waits.push(rx);
@@ -810,6 +812,19 @@ impl Shard {
                 Ok(p.log
                     .leader_epochs()
                     .end_offset_for(epoch, p.log_end_offset()))
+            })
+            .collect()
+    }
+
+    /// New KIP-890 verification guards (see [`calls::TxnGuards`]).
+    pub fn take_txn_guards(&self, items: Vec<(String, i32, i64)>) -> Vec<Option<u64>> {
+        let now = now_ms();
+        let mut partitions = self.partitions.borrow_mut();
+        items
+            .into_iter()
+            .map(|(topic, partition, producer_id)| {
+                let p = partitions.get_mut(&(topic, partition))?;
+                Some(p.producers.take_guard(producer_id, now))
             })
             .collect()
     }
@@ -1310,6 +1325,7 @@ impl Shard {
                     &headers,
                     next,
                     Some(append_time.unwrap_or(now)),
+                    w.guard,
                 )
             } else {
                 Ok(Verdict::Append)

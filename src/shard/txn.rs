@@ -438,6 +438,7 @@ impl Shard {
                         partition: m.partition,
                         batches,
                         acks_all: false,
+                        guard: None,
                     });
                     slots.push(i);
                 }

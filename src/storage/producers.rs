@@ -148,14 +148,37 @@ pub struct EndedTxn {
     pub marker_offset: i64,
 }
 
-/// The producers of one partition, by producer id.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How long a verification guard stays usable (a verification and the append after it take
+/// far less).
+const GUARD_LIFETIME_MS: i64 = 5 * 60 * 1000;
+
+/// The producers of one partition, by producer id. Two are equal when their producers and open
+/// transactions are (the verification guards are a leader's soft state).
+#[derive(Clone, Debug, Default)]
 pub struct ProducerStates {
     producers: BTreeMap<i64, ProducerEntry>,
     /// (first offset, producer id) of every open transaction: the smallest bounds the last
     /// stable offset.
     ongoing: std::collections::BTreeSet<(i64, i64)>,
+    /// KIP-890 part 1's verification guards, on a leader: producer id -> (token, when it was
+    /// taken). A transactional batch that would open a transaction here is appended only with
+    /// the producer's current token, taken before its coordinator said the partition is in
+    /// the producer's open transaction; a marker for the producer drops the token, so a write
+    /// verified before the transaction ended and arriving after its marker is refused instead
+    /// of opening a transaction no marker will close (which would hold the LSO forever).
+    /// Memory only (a new leader has none: the write is verified again), not in snapshots.
+    guards: BTreeMap<i64, (u64, i64)>,
+    /// The last token handed out.
+    guard_seq: u64,
 }
+
+impl PartialEq for ProducerStates {
+    fn eq(&self, other: &Self) -> bool {
+        self.producers == other.producers && self.ongoing == other.ongoing
+    }
+}
+
+impl Eq for ProducerStates {}
 
 impl ProducerStates {
     pub fn len(&self) -> usize {
@@ -202,17 +225,28 @@ impl ProducerStates {
         self.producers.insert(pid, entry);
     }
 
+    /// A new verification guard for `producer_id` (see `guards`), taken before its
+    /// coordinator is asked; it replaces the producer's previous one.
+    pub fn take_guard(&mut self, producer_id: i64, now_ms: i64) -> u64 {
+        self.guard_seq += 1;
+        self.guards.insert(producer_id, (self.guard_seq, now_ms));
+        self.guard_seq
+    }
+
     /// Checks one write's batches (of one produce request), to be appended from
     /// `first_offset` on, against this state and what `staged` holds. On
     /// [`Verdict::Append`] the write's changes join `staged`; on a duplicate or an error
     /// `staged` is unchanged. `timestamp` (the broker's clock) is recorded as the producer's
-    /// last activity instead of the batches' own, which the client sets.
+    /// last activity instead of the batches' own, which the client sets. `guard`: the
+    /// verification guard the write was verified under, for a transactional write (see
+    /// `guards`); a transactional batch that would open a transaction needs it to be current.
     pub fn check(
         &self,
         staged: &mut Staged,
         batches: &[BatchHeader],
         first_offset: i64,
         timestamp: Option<i64>,
+        guard: Option<u64>,
     ) -> Result<Verdict, KafkaError> {
         // Entries this write touches, copied so a refusal leaves `staged` as it was.
         let mut local: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
@@ -300,6 +334,15 @@ impl ProducerStates {
                 txn_first_offset: None,
             });
             if h.is_transactional() && entry.txn_first_offset.is_none() {
+                let current = self.guards.get(&pid).map(|g| g.0);
+                let ended_here = ended.iter().any(|e: &EndedTxn| e.producer_id == pid)
+                    || staged.ended.iter().any(|e| e.producer_id == pid);
+                if guard.is_none() || guard != current || ended_here {
+                    return Err(KafkaError::InvalidTxnState(format!(
+                        "producer {pid}: its transaction ended (or was never verified) before this \
+                         write reached the partition"
+                    )));
+                }
                 entry.txn_first_offset = Some(batch_first);
             }
             entry.record(
@@ -319,8 +362,12 @@ impl ProducerStates {
         Ok(Verdict::Append)
     }
 
-    /// Applies what an append that succeeded staged.
+    /// Applies what an append that succeeded staged. The markers in it drop their
+    /// producers' verification guards.
     pub fn commit(&mut self, staged: Staged) {
+        for e in &staged.ended {
+            self.guards.remove(&e.producer_id);
+        }
         for (pid, e) in staged.entries {
             self.put(pid, e);
         }
@@ -332,6 +379,7 @@ impl ProducerStates {
             return;
         }
         if h.is_control() {
+            self.guards.remove(&h.producer_id);
             // A marker ends the producer's transaction, moves the producer to its epoch (see
             // `check`) and holds no sequence.
             if let Some(mut e) = self.producers.get(&h.producer_id).cloned() {
@@ -376,6 +424,9 @@ impl ProducerStates {
         self.producers.retain(|_, e| {
             e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration
         });
+        // A guard lives from a verification to the append right after it.
+        self.guards
+            .retain(|_, (_, taken)| now_ms.saturating_sub(*taken) < GUARD_LIFETIME_MS);
         before - self.producers.len()
     }
 
@@ -653,9 +704,79 @@ mod tests {
         b: &[BatchHeader],
     ) -> Result<Verdict, KafkaError> {
         let mut staged = Staged::default();
-        let v = s.check(&mut staged, b, offset, None)?;
+        // A transactional write is verified first, as the produce path does.
+        let guard = b
+            .iter()
+            .find(|h| h.is_transactional() && !h.is_control())
+            .map(|h| s.take_guard(h.producer_id, 0));
+        let v = s.check(&mut staged, b, offset, None, guard)?;
         s.commit(staged);
         Ok(v)
+    }
+
+    #[test]
+    fn a_write_verified_before_its_transaction_ended_cannot_open_another() {
+        let mut s = ProducerStates::default();
+        let invalid = KafkaError::InvalidTxnState(String::new()).code();
+        // Verified, then the marker of that transaction lands before the write: refused.
+        let late = s.take_guard(2, 0);
+        write(&mut s, 0, &[txn(batch(2, 0, -1, 1), true)]).unwrap();
+        let mut staged = Staged::default();
+        let r = s.check(
+            &mut staged,
+            &[txn(batch(2, 0, 0, 1), false)],
+            1,
+            None,
+            Some(late),
+        );
+        assert_eq!(code(r), invalid);
+        assert_eq!(s.first_unstable_offset(), None, "no transaction was opened");
+        // Never verified: refused too.
+        let r = s.check(&mut staged, &[txn(batch(2, 0, 0, 1), false)], 1, None, None);
+        assert_eq!(code(r), invalid);
+        // Verified afresh: it opens the transaction; the ones after it continue it without a
+        // guard of their own being needed.
+        let g = s.take_guard(2, 0);
+        let r = s.check(
+            &mut staged,
+            &[txn(batch(2, 0, 0, 1), false)],
+            1,
+            None,
+            Some(g),
+        );
+        assert_eq!(code(r), 0);
+        s.commit(staged);
+        assert_eq!(s.first_unstable_offset(), Some(1));
+        let mut staged = Staged::default();
+        let r = s.check(&mut staged, &[txn(batch(2, 0, 1, 1), false)], 2, None, None);
+        assert_eq!(code(r), 0);
+        // A marker staged earlier in the same coalesced write counts as landed.
+        let mut s = ProducerStates::default();
+        let g = s.take_guard(3, 0);
+        let mut staged = Staged::default();
+        s.check(&mut staged, &[txn(batch(3, 0, -1, 1), true)], 0, None, None)
+            .unwrap();
+        let r = s.check(
+            &mut staged,
+            &[txn(batch(3, 0, 0, 1), false)],
+            1,
+            None,
+            Some(g),
+        );
+        assert_eq!(code(r), invalid);
+        // Guards do not outlive their use for long.
+        let mut s = ProducerStates::default();
+        let g = s.take_guard(4, 0);
+        s.expire(GUARD_LIFETIME_MS + 1, u64::MAX);
+        let mut staged = Staged::default();
+        let r = s.check(
+            &mut staged,
+            &[txn(batch(4, 0, 0, 1), false)],
+            0,
+            None,
+            Some(g),
+        );
+        assert_eq!(code(r), invalid);
     }
 
     fn code(r: Result<Verdict, KafkaError>) -> i16 {
@@ -690,7 +811,7 @@ mod tests {
         assert_eq!(s.first_unstable_offset(), Some(2));
         // The marker of producer 2 ends its transaction: producer 3's is now the oldest.
         let mut staged = Staged::default();
-        s.check(&mut staged, &[txn(batch(2, 0, -1, 1), true)], 7, None)
+        s.check(&mut staged, &[txn(batch(2, 0, -1, 1), true)], 7, None, None)
             .unwrap();
         assert_eq!(
             staged.ended,
@@ -825,12 +946,12 @@ mod tests {
         let mut staged = Staged::default();
         let first = [batch(5, 0, 0, 2)];
         assert_eq!(
-            s.check(&mut staged, &first, 0, None).unwrap(),
+            s.check(&mut staged, &first, 0, None, None).unwrap(),
             Verdict::Append
         );
         // The same batch again in the same append is a duplicate of the staged one.
         assert!(matches!(
-            s.check(&mut staged, &first, 2, None).unwrap(),
+            s.check(&mut staged, &first, 2, None, None).unwrap(),
             Verdict::Duplicate(BatchMeta {
                 first_offset: 0,
                 ..
@@ -838,13 +959,17 @@ mod tests {
         ));
         // The next batch follows the staged one, a gap does not.
         assert_eq!(
-            s.check(&mut staged, &[batch(5, 0, 2, 1)], 2, None).unwrap(),
+            s.check(&mut staged, &[batch(5, 0, 2, 1)], 2, None, None)
+                .unwrap(),
             Verdict::Append
         );
-        assert!(s.check(&mut staged, &[batch(5, 0, 9, 1)], 3, None).is_err());
+        assert!(
+            s.check(&mut staged, &[batch(5, 0, 9, 1)], 3, None, None)
+                .is_err()
+        );
         // A refused write within a request leaves the staged state as it was.
         let mixed = [batch(5, 0, 3, 1), batch(5, 0, 7, 1)];
-        assert!(s.check(&mut staged, &mixed, 3, None).is_err());
+        assert!(s.check(&mut staged, &mixed, 3, None, None).is_err());
         assert_eq!(staged.entries[&5].batches.len(), 2);
         // Nothing reaches the state until commit (an append that failed drops `staged`).
         assert!(s.is_empty());
@@ -934,7 +1059,7 @@ mod tests {
         let mut staged = Staged::default();
         let end = log.log_end_offset();
         assert_eq!(
-            live.check(&mut staged, &headers, end, None).unwrap(),
+            live.check(&mut staged, &headers, end, None, None).unwrap(),
             Verdict::Append
         );
         log.append(&batches, 0, None, 1000).unwrap();

@@ -18,6 +18,7 @@ use crate::protocol::batch::split_produce_records;
 use crate::router::PendingReply;
 use crate::shard::calls::{
     Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
+    TxnGuards,
 };
 use crate::storage::catalog::TopicMeta;
 
@@ -140,6 +141,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             partition: p,
                             batches,
                             acks_all: acks == -1,
+                            guard: None,
                         },
                     ));
                     slots.push((p, Err(KafkaError::NotLeaderOrFollower)));
@@ -313,12 +315,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     )
 }
 
+/// (topic, partition, producer id) of a verification guard to take.
+type GuardAsk = (String, i32, i64);
+
 /// KIP-890 part 1: a partition's transactional batches are written only if the producer's
 /// transaction coordinator says the partition is in its open transaction, in its epoch; the
 /// others are answered with the coordinator's code (INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH)
 /// and not written. So a write that comes after its transaction ended, or without
 /// AddPartitionsToTxn, cannot open a transaction that no marker will close (and hold the last
-/// stable offset for ever). One call to the coordinator's shard per request.
+/// stable offset for ever). One call to the coordinator's shard (or broker) per request.
+///
+/// Before asking, each partition's owner shard takes a verification guard for the producer,
+/// which the write carries: a marker for the producer written between the answer and the
+/// write drops the guard, and the partition then refuses the write if it would open a
+/// transaction (INVALID_TXN_STATE), as Kafka's verification guard does.
 async fn verify_transactional(
     ctx: &RequestContext,
     req: &ProduceRequest,
@@ -344,6 +354,33 @@ async fn verify_transactional(
     }
     if asked.is_empty() {
         return;
+    }
+    // Guards first, then the coordinator.
+    let mut guard_asks: BTreeMap<usize, Vec<(Slot, GuardAsk)>> = BTreeMap::new();
+    for (slot, tp, pid, _) in &asked {
+        guard_asks
+            .entry(ctx.shard.owner(&tp.0, tp.1))
+            .or_default()
+            .push((*slot, (tp.0.clone(), tp.1, *pid)));
+    }
+    let guard_calls = guard_asks.into_iter().map(|(owner, items)| async move {
+        let (slots, asks): (Vec<Slot>, Vec<_>) = items.into_iter().unzip();
+        let n = slots.len();
+        let guards = match ctx.shard.call(owner, TxnGuards(asks)).await {
+            Ok(g) if g.len() == n => g,
+            _ => vec![None; n],
+        };
+        slots.into_iter().zip(guards).collect::<Vec<_>>()
+    });
+    let guards: BTreeMap<Slot, Option<u64>> = futures_util::future::join_all(guard_calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for items in by_owner.values_mut() {
+        for (slot, item) in items.iter_mut() {
+            item.guard = guards.get(slot).copied().flatten();
+        }
     }
     let id = req
         .transactional_id
