@@ -572,12 +572,23 @@ impl Shard {
                     self.id
                 ),
             }
-            let (producers, snapshot) = producers::rebuild(&log)?;
-            let txn_index = crate::storage::txnindex::TxnIndex::load(
+            let rebuilt = producers::rebuild(&log)?;
+            let (producers, snapshot) = (rebuilt.state, rebuilt.snapshot);
+            let mut txn_index = crate::storage::txnindex::TxnIndex::load(
                 log.dir(),
                 log.log_start_offset(),
                 log.log_end_offset(),
             )?;
+            // Abort markers whose index entry a crash lost before it was synced.
+            for (segment_base, entry) in rebuilt.aborts {
+                if entry.last_offset < log.log_start_offset() {
+                    continue;
+                }
+                if let Some(sync) = txn_index.restore(segment_base, entry)? {
+                    sync.run()?;
+                    tracing::warn!(topic = %name, partition = p, producer_id = entry.producer_id, marker_offset = entry.last_offset, "aborted-transaction index entry restored from its abort marker (lost in a crash before it was synced)");
+                }
+            }
             // In a cluster: the metadata's view of the partition, and the checkpointed high
             // watermark (absent: the log start, so nothing unreplicated becomes visible).
             let (assignment, hw) = match &self.config.cluster {

@@ -820,9 +820,10 @@ fn restate(part: &mut Partition) {
         tracing::error!(dir = %dir.display(), error = %e, "cannot cut the aborted-transaction index at a truncation");
     }
     match crate::storage::producers::rebuild(&part.log) {
-        Ok((producers, snapshot)) => {
-            part.producers = producers;
-            part.producers_snapshot = snapshot;
+        Ok(rebuilt) => {
+            // The index below the cut holds its markers' entries already.
+            part.producers = rebuilt.state;
+            part.producers_snapshot = rebuilt.snapshot;
         }
         Err(e) => {
             tracing::error!(dir = %dir.display(), error = %e, "cannot rebuild the producer state after a truncation")

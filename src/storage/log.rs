@@ -717,6 +717,37 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Like [`PartitionLog::scan_headers_from`], with each batch's segment (its base offset)
+    /// and a way to read the batch's bytes there: `f(header, segment base, read)`.
+    pub fn scan_batches_from(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&batch::BatchHeader, i64, &dyn Fn() -> io::Result<Vec<u8>>),
+    ) -> io::Result<()> {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset <= from)
+            .saturating_sub(1);
+        for seg in &self.segments[first..] {
+            let pos = if from <= seg.base_offset {
+                0
+            } else {
+                seg.index_lookup(from)
+            };
+            seg.scan(pos, |b| {
+                if b.header.base_offset >= from {
+                    let read = || {
+                        let file = seg.log_file()?;
+                        read_at_most(&file, b.pos, b.header.total_len())
+                    };
+                    f(&b.header, seg.base_offset, &read);
+                }
+                true
+            })?;
+        }
+        Ok(())
+    }
+
     /// The base offset of the active segment (where the next append goes, unless it rolls).
     pub fn active_base_offset(&self) -> i64 {
         self.active().base_offset

@@ -598,6 +598,10 @@ impl SnapshotJob {
     /// Writes the snapshot (temporary file, fsync, rename, directory fsync) and removes all
     /// but the newest [`SNAPSHOTS_KEPT`]. Blocking: run it on the blocking pool.
     pub fn run(&self) -> io::Result<()> {
+        // The aborted-transaction index entries of every marker below `offset` are written
+        // (not necessarily synced) by now: syncing them first lets a start that replays only
+        // from this snapshot on trust the index below it (see [`Rebuilt::aborts`]).
+        crate::storage::txnindex::sync_all(&self.dir)?;
         let path = snapshot_path(&self.dir, self.offset);
         let tmp = path.with_extension("snapshot.tmp");
         let f = File::create(&tmp)?;
@@ -659,7 +663,7 @@ pub fn load_snapshot(dir: &Path, log_end: i64) -> io::Result<Option<(i64, Produc
 /// The producer state of an opened log: the newest snapshot at or below its log end, plus
 /// the batch headers after it (the whole log when there is no usable snapshot). Returns the
 /// state and the offset of the snapshot it started from.
-pub fn rebuild(log: &PartitionLog) -> io::Result<(ProducerStates, Option<i64>)> {
+pub fn rebuild(log: &PartitionLog) -> io::Result<Rebuilt> {
     let snapshot = match load_snapshot(log.dir(), log.log_end_offset()) {
         Ok(s) => s,
         Err(e) => {
@@ -671,8 +675,53 @@ pub fn rebuild(log: &PartitionLog) -> io::Result<(ProducerStates, Option<i64>)> 
         Some((offset, state)) => (Some(offset), state),
         None => (None, ProducerStates::default()),
     };
-    log.scan_headers_from(from.unwrap_or(i64::MIN), |h| state.replay(h))?;
-    Ok((state, from))
+    let mut aborts = Vec::new();
+    let mut failed = None;
+    log.scan_batches_from(from.unwrap_or(i64::MIN), |h, segment_base, read| {
+        if h.is_control() && h.producer_id >= 0 {
+            let first = state.get(h.producer_id).and_then(|e| e.txn_first_offset);
+            match read().map(|b| crate::protocol::batch::control_is_commit(&b)) {
+                Ok(Some(false)) => {
+                    state.replay(h);
+                    aborts.push((
+                        segment_base,
+                        crate::storage::txnindex::AbortedTxn {
+                            producer_id: h.producer_id,
+                            first_offset: first.unwrap_or(h.base_offset),
+                            last_offset: h.base_offset,
+                            last_stable_offset: state
+                                .first_unstable_offset()
+                                .unwrap_or(h.base_offset + 1),
+                        },
+                    ));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        state.replay(h);
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(Rebuilt {
+        state,
+        snapshot: from,
+        aborts,
+    })
+}
+
+/// A partition's producer state rebuilt at open (see [`rebuild`]).
+pub struct Rebuilt {
+    pub state: ProducerStates,
+    /// The offset of the snapshot it started from (None: the whole log was replayed).
+    pub snapshot: Option<i64>,
+    /// The abort markers replayed (those after the snapshot), as the aborted-transaction
+    /// index entries they make, with their segment's base offset: the index must hold each
+    /// (an entry is made durable after its marker, so a crash in between loses it; markers
+    /// below a snapshot have theirs durable, see [`SnapshotJob::run`]).
+    pub aborts: Vec<(i64, crate::storage::txnindex::AbortedTxn)>,
 }
 
 #[cfg(test)]
@@ -1095,18 +1144,28 @@ mod tests {
             }
         }
         assert!(snapshot_at.is_some(), "the log rolled after batch 10");
-        let (rebuilt, from) = rebuild(&log).unwrap();
+        let Rebuilt {
+            state: rebuilt,
+            snapshot: from,
+            ..
+        } = rebuild(&log).unwrap();
         assert_eq!(from, snapshot_at);
         assert_eq!(rebuilt, live);
         // With no snapshot, the whole log gives the same state.
         for o in list_snapshots(log.dir()).unwrap() {
             fs::remove_file(snapshot_path(log.dir(), o)).unwrap();
         }
-        assert_eq!(rebuild(&log).unwrap(), (live.clone(), None));
+        {
+            let r = rebuild(&log).unwrap();
+            assert_eq!((r.state, r.snapshot), (live.clone(), None));
+        }
         // A snapshot past the log end (a tail lost in a crash) is dropped and not used.
         let past = log.log_end_offset() + 10;
         snapshot(&log, past, &ProducerStates::default());
-        assert_eq!(rebuild(&log).unwrap(), (live, None));
+        {
+            let r = rebuild(&log).unwrap();
+            assert_eq!((r.state, r.snapshot), (live, None));
+        }
         assert!(list_snapshots(log.dir()).unwrap().is_empty());
     }
 
@@ -1134,13 +1193,19 @@ mod tests {
         remove_snapshots_above(log.dir(), 12).unwrap();
         assert_eq!(list_snapshots(log.dir()).unwrap(), vec![8]);
         let want = at.iter().find(|(end, _)| *end == 12).unwrap().1.clone();
-        assert_eq!(rebuild(&log).unwrap(), (want.clone(), Some(8)));
+        {
+            let r = rebuild(&log).unwrap();
+            assert_eq!((r.state, r.snapshot), (want.clone(), Some(8)));
+        }
         // Past the old snapshot's offset again, with another producer's batches.
         let mut live = want;
         for seq in 0..6 {
             append_idempotent(&mut log, &mut live, 7, seq * 2);
         }
         assert!(log.log_end_offset() > 20);
-        assert_eq!(rebuild(&log).unwrap(), (live, Some(8)));
+        {
+            let r = rebuild(&log).unwrap();
+            assert_eq!((r.state, r.snapshot), (live, Some(8)));
+        }
     }
 }

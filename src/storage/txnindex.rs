@@ -61,6 +61,14 @@ impl AbortedTxn {
     }
 }
 
+/// fdatasyncs every index file of the partition in `dir`. Blocking.
+pub fn sync_all(dir: &Path) -> io::Result<()> {
+    for base in crate::storage::io::offsets_named(dir, SUFFIX)? {
+        File::open(index_path(dir, base))?.sync_data()?;
+    }
+    Ok(())
+}
+
 pub fn index_path(dir: &Path, segment_base: i64) -> PathBuf {
     dir.join(format!("{segment_base:020}{SUFFIX}"))
 }
@@ -144,6 +152,33 @@ impl TxnIndex {
         f.write_all(&e.encode())?;
         self.entries.push(e);
         Ok(TxnIndexSync { path, new_file })
+    }
+
+    /// At open: adds the entry of an abort marker the log holds but the index lost (a crash
+    /// between the marker and its entry's sync), unless the index has it. Such an entry is
+    /// the last of its segment's file, since a sync of a later entry of that file would have
+    /// made it durable too. Returns whether it was missing; the caller makes it durable.
+    pub fn restore(
+        &mut self,
+        segment_base: i64,
+        e: AbortedTxn,
+    ) -> io::Result<Option<TxnIndexSync>> {
+        let at = self
+            .entries
+            .partition_point(|x| x.last_offset < e.last_offset);
+        if self
+            .entries
+            .get(at)
+            .is_some_and(|x| x.last_offset == e.last_offset)
+        {
+            return Ok(None);
+        }
+        let path = index_path(&self.dir, segment_base);
+        let new_file = !path.exists();
+        let mut f = OpenOptions::new().create(true).append(true).open(&path)?;
+        f.write_all(&e.encode())?;
+        self.entries.insert(at, e);
+        Ok(Some(TxnIndexSync { path, new_file }))
     }
 
     /// Drops the entries whose abort marker is at or past `offset` (the log was truncated
