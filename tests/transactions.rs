@@ -120,6 +120,38 @@ fn produce(s: &mut TcpStream, topic: &str, batch: &[u8]) -> i16 {
     r.responses[0].partition_responses[0].error_code
 }
 
+/// AddPartitionsToTxn v4 with `verify_only`: codes partition by partition in request order.
+fn verify(s: &mut TcpStream, pid: i64, epoch: i16, parts: &[(&str, i32)]) -> Vec<i16> {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    let topics = parts
+        .iter()
+        .map(|(t, p)| {
+            AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                .with_partitions(vec![*p])
+        })
+        .collect();
+    let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(txn_id().unwrap())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(true)
+            .with_topics(topics),
+    ]);
+    let r: AddPartitionsToTxnResponse = call(s, 4, &req);
+    assert_eq!(r.error_code, NONE, "{r:?}");
+    r.results_by_transaction
+        .iter()
+        .flat_map(|t| t.topic_results.iter())
+        .flat_map(|t| {
+            t.results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+        })
+        .collect()
+}
+
 #[test]
 fn coordinator_and_produce_answer_kafka_error_codes() {
     let broker = Broker::start_with(2, &["--transaction-max-timeout-ms", "60000"]);
@@ -197,6 +229,26 @@ fn coordinator_and_produce_answer_kafka_error_codes() {
     assert_eq!(end(&mut s, 3, pid, 1, false), INVALID_TXN_STATE);
     // After the commit the partition is no longer in a transaction.
     assert_eq!(produce(&mut s, "txw-a", &tx(1, "late")), INVALID_TXN_STATE);
+
+    // The brokers' form (v4, KIP-890): verify only, as a partition leader asks the
+    // coordinator; nothing is added.
+    assert_eq!(
+        verify(&mut s, pid, 1, &[("txw-a", 0)]),
+        vec![INVALID_TXN_STATE]
+    );
+    assert_eq!(add(&mut s, 3, pid, 1, &[("txw-a", 0)]), vec![NONE]);
+    assert_eq!(
+        verify(&mut s, pid, 1, &[("txw-a", 0), ("txw-b", 0)]),
+        vec![NONE, INVALID_TXN_STATE]
+    );
+    assert_eq!(
+        verify(&mut s, pid, 0, &[("txw-a", 0)]),
+        vec![INVALID_PRODUCER_EPOCH]
+    );
+    assert_eq!(
+        produce(&mut s, "txw-b", &tx(1, "still-not")),
+        INVALID_TXN_STATE
+    );
     broker.stop();
 }
 

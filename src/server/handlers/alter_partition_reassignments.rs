@@ -1,7 +1,8 @@
 //! AlterPartitionReassignments (API 45, KIP-455): moves partitions to new replicas, or cancels
 //! a move (a null replica list), applied by the controller (forwarded to the active
 //! controller in a cluster). The answer says the reassignment started (or was cancelled), not
-//! that it completed: ListPartitionReassignments shows it until then.
+//! that it completed: ListPartitionReassignments shows it until then. v1 (KIP-860) can forbid
+//! moves that change a partition's replication factor (INVALID_REPLICATION_FACTOR).
 
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
@@ -32,8 +33,38 @@ pub async fn handle(
             })
         })
         .collect();
+    // KIP-860 (v1): with `allow_replication_factor_change` false, a move that changes a
+    // partition's replica count is refused and the others go ahead.
+    let refused: Vec<Option<KafkaError>> = items
+        .iter()
+        .map(|(topic, p, target)| {
+            let target = target.as_ref()?;
+            if ctx.api_version < 1 || req.allow_replication_factor_change {
+                return None;
+            }
+            let meta = ctx.shard.topic(topic)?;
+            // A one-node broker keeps one replica of each partition.
+            let current = match meta.partition(*p) {
+                Some(a) => a.replicas.len(),
+                None if ctx.shard.cluster().is_none() && (0..meta.partitions).contains(p) => 1,
+                None => return None,
+            };
+            (current != target.len()).then(|| {
+                KafkaError::InvalidReplicationFactor(format!(
+                    "the replication factor of {topic}-{p} would change from {current} to {}, but allowReplicationFactorChange is false",
+                    target.len()
+                ))
+            })
+        })
+        .collect();
+    let (items, slots): (Vec<_>, Vec<usize>) = items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| refused[*i].is_none())
+        .map(|(i, item)| (item, i))
+        .unzip();
     let n = items.len();
-    let mut answers = match ctx
+    let forwarded = match ctx
         .shard
         .call(
             CONTROLLER_SHARD,
@@ -46,8 +77,13 @@ pub async fn handle(
     {
         Ok(r) if r.len() == n => r,
         _ => vec![Err(KafkaError::NotController); n],
+    };
+    let mut all: Vec<Result<(), KafkaError>> =
+        refused.into_iter().map(|r| r.map_or(Ok(()), Err)).collect();
+    for (slot, answer) in slots.into_iter().zip(forwarded) {
+        all[slot] = answer;
     }
-    .into_iter();
+    let mut answers = all.into_iter();
     let responses = req
         .topics
         .iter()
@@ -71,5 +107,7 @@ pub async fn handle(
                 .with_partitions(partitions)
         })
         .collect();
-    AlterPartitionReassignmentsResponse::default().with_responses(responses)
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(req.allow_replication_factor_change)
+        .with_responses(responses)
 }
