@@ -115,9 +115,10 @@ def test_kill_the_leader_under_load(cluster_factory, idempotent):
     finish(c, w, t, idempotent=idempotent)
 
 
-def test_sigstop_of_the_leader_then_sigcont(cluster_factory):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_sigstop_of_the_leader_then_sigcont(cluster_factory, idempotent):
     c = cluster_factory()
-    t, w = loaded(c, "stop", 300)
+    t, w = loaded(c, "stop", 300, idempotent=idempotent)
     victim = leaders(c, t)[0]
     others = [i for i in c.ids if i != victim]
     c.nodes[victim].proc.send_signal(signal.SIGSTOP)
@@ -129,12 +130,13 @@ def test_sigstop_of_the_leader_then_sigcont(cluster_factory):
         c.nodes[victim].proc.send_signal(signal.SIGCONT)
     wait_full_isr(c, t)
     w.wait_acked(len(w.acked) + 300)
-    finish(c, w, t)
+    finish(c, w, t, idempotent=idempotent)
 
 
-def test_kill_all_brokers_at_once_under_load(cluster_factory):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_kill_all_brokers_at_once_under_load(cluster_factory, idempotent):
     c = cluster_factory()
-    t, w = loaded(c, "all", 600)
+    t, w = loaded(c, "all", 600, idempotent=idempotent)
     for b in c.nodes.values():
         b.kill()
     acked_before = dict(w.acked)
@@ -143,20 +145,21 @@ def test_kill_all_brokers_at_once_under_load(cluster_factory):
     c.wait_brokers(c.ids)
     wait_full_isr(c, t)
     w.wait_acked(len(w.acked) + 300)
-    final = finish(c, w, t)
+    final = finish(c, w, t, idempotent=idempotent)
     present = {(p, o) for p, recs in final.items() for o, _ in recs}
     lost = [v for v, (p, o, _) in acked_before.items() if (p, o) not in present]
     assert not lost, f"{len(lost)} writes acknowledged before the crash are gone: {lost[:10]}"
 
 
-def test_rolling_restart_under_load(cluster_factory):
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_rolling_restart_under_load(cluster_factory, idempotent):
     c = cluster_factory()
-    t, w = loaded(c, "roll", 300)
+    t, w = loaded(c, "roll", 300, idempotent=idempotent)
     for i in c.ids:
         c.nodes[i].restart()
         wait_full_isr(c, t)
         w.wait_acked(len(w.acked) + 200)
-    final = finish(c, w, t)
+    final = finish(c, w, t, idempotent=idempotent)
     assert not w.failed, f"the producer saw errors: {w.failed[:5]}"
     assert sum(len(v) for v in final.values()) >= len(w.acked)
 
