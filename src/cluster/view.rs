@@ -22,6 +22,10 @@ pub struct ClusterView {
     pub controller_id: i32,
     /// Brokers that serve, by id.
     pub brokers: Vec<BrokerEndpoint>,
+    /// Whether this broker, in its current registration, is among them (registered and
+    /// unfenced: it caught up with the metadata since it started). Until it first is, its
+    /// shards hold client requests (see `Shard::serving`).
+    pub serves_here: bool,
 }
 
 impl ClusterView {

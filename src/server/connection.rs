@@ -465,6 +465,10 @@ async fn read_loop(
                     shard.metrics.record(api, 0, true);
                     return Err(ConnError::NotAdmitted(api));
                 };
+                if req.api_key != kafka_protocol::messages::ApiKey::ApiVersions {
+                    // A cluster broker answers nothing from its metadata before it caught up.
+                    shard.until_serving().await;
+                }
                 let mut req = *req;
                 let body = std::mem::replace(
                     &mut req.body,

@@ -183,6 +183,8 @@ pub struct Shard {
     pub(crate) txn_busy: RefCell<std::collections::BTreeSet<String>>,
     /// Connections to other brokers' Kafka listeners (see `peer.rs`).
     peers: peer::Peers,
+    /// Whether client requests are served (see [`Shard::until_serving`]).
+    serving: Cell<bool>,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
@@ -216,6 +218,9 @@ pub struct Shard {
     /// only; see `replica::partition_assigned`).
     coordinator_epochs: RefCell<HashMap<TopicPartition, i32>>,
 }
+
+/// How often a held client request looks whether its broker serves yet.
+const SERVING_POLL_MS: u64 = 20;
 
 impl Shard {
     pub fn new(
@@ -255,6 +260,7 @@ impl Shard {
             txns: RefCell::new(txns),
             txn_busy: RefCell::new(std::collections::BTreeSet::new()),
             peers: peer::Peers::default(),
+            serving: Cell::new(!in_cluster),
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
@@ -317,7 +323,21 @@ impl Shard {
     }
 
     pub fn cluster_changed(&self, view: std::sync::Arc<crate::cluster::view::ClusterView>) {
+        if view.serves_here && !self.serving.replace(true) && self.id == 0 {
+            tracing::info!("caught up with the metadata and unfenced: serving client requests");
+        }
         *self.cluster.borrow_mut() = Some(view);
+    }
+
+    /// Waits until this broker serves clients: at once on one node; in a cluster, once it
+    /// has been unfenced in its current registration (it caught up with the metadata since it
+    /// started), as a Kafka broker processes no request before its initial catch-up. Until
+    /// then its local metadata may be from before it stopped, and Metadata, Produce or Fetch
+    /// answered from it would send clients to leaders that are long gone.
+    pub async fn until_serving(&self) {
+        while !self.serving.get() && !self.stopping.get() {
+            glommio::timer::sleep(Duration::from_millis(SERVING_POLL_MS)).await;
+        }
     }
 
     /// Whether this node holds a replica of `topic`'s partition `p`: on one node, every

@@ -1021,6 +1021,10 @@ impl Quorum {
                     epoch: b.registration.broker_epoch,
                 })
                 .collect(),
+            serves_here: image
+                .brokers()
+                .get(&self.node_id)
+                .is_some_and(|b| b.registration.incarnation_id == self.incarnation && !b.fenced),
         });
         if let Some(b) = image.brokers().get(&self.node_id)
             && b.registration.incarnation_id == self.incarnation

@@ -773,3 +773,38 @@ def test_a_node_behind_the_compacted_log_gets_a_snapshot(cluster_factory, spate_
     c.nodes[down].restart()
     c.wait_brokers(c.ids)
     assert all(n in c.metadata(down).topics for n in names + [last])
+
+
+def test_a_restarted_broker_answers_only_once_it_caught_up(cluster_factory):
+    """A broker restarting with a stale metadata log (topics deleted and created while it was
+    down) holds client requests until it has caught up with the quorum and been unfenced,
+    as a Kafka broker does: it never answers Metadata from the metadata of before its stop.
+    Deterministic: the rest of the quorum is paused (SIGSTOP) while it starts."""
+    c = cluster_factory()
+    old, new = unique_topic("stale"), unique_topic("fresh")
+    create(c.nodes[1].bootstrap, old, 1)
+    wait_until(lambda: old in c.metadata(3).topics, timeout=15, desc="topic on node 3")
+    c.nodes[3].stop()
+    a = admin(c.nodes[1].bootstrap)
+    a.delete_topics([old], operation_timeout=15)[old].result(timeout=20)
+    create(c.nodes[1].bootstrap, new, 1)
+    wait_until(lambda: old not in c.metadata(1).topics and new in c.metadata(2).topics, timeout=15,
+               desc="the change on nodes 1 and 2")
+    for i in (1, 2):
+        c.nodes[i].proc.send_signal(signal.SIGSTOP)
+    try:
+        c.nodes[3].start()
+        # Its local metadata still has the old topic; it must not answer from it.
+        try:
+            md = c.metadata(3, timeout=3)
+            stale = old in md.topics or new not in md.topics
+        except KafkaException:
+            stale = False  # no answer: held until caught up
+        assert not stale, "a restarted broker answered Metadata from its stale metadata"
+    finally:
+        for i in (1, 2):
+            c.nodes[i].proc.send_signal(signal.SIGCONT)
+    md = wait_until(lambda: (lambda m: m if new in m.topics else None)(c.metadata(3, timeout=10)),
+                    timeout=30, desc="node 3 caught up")
+    assert old not in md.topics
+    assert "serving client requests" in c.nodes[3].log_text()
