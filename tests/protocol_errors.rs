@@ -1143,6 +1143,39 @@ fn list_offsets_earliest_latest_and_by_timestamp() {
             );
         }
     }
+    // v7: the record with the largest timestamp (-3, KIP-734), the first of them; v8: the
+    // earliest local offset (-4, KIP-1005), the log start here. Each answer carries the leader
+    // epoch that wrote the offset (0 on one node), -1 with no offset.
+    let p = produce_v(&mut s, 9, 1, "lo", 1, record_batch(1_500, &[b"f", b"g"]));
+    assert_eq!(p.base_offset, 5);
+    for version in [7i16, 8] {
+        let o = list_offset(&mut s, version, "lo", 1, -3);
+        assert_eq!(
+            (o.error_code, o.offset, o.timestamp, o.leader_epoch),
+            (NONE, 4, 2_010, 0),
+            "v{version} max timestamp: {o:?}"
+        );
+        let o = list_offset(&mut s, version, "lo", 0, -3);
+        assert_eq!(
+            (o.error_code, o.offset, o.timestamp, o.leader_epoch),
+            (NONE, -1, -1, -1),
+            "v{version} max timestamp of an empty partition: {o:?}"
+        );
+        let o = list_offset(&mut s, version, "lo", 1, -1);
+        assert_eq!(
+            (o.offset, o.leader_epoch),
+            (7, 0),
+            "v{version} latest: {o:?}"
+        );
+    }
+    let o = list_offset(&mut s, 8, "lo", 1, -4);
+    assert_eq!(
+        (o.error_code, o.offset, o.leader_epoch),
+        (NONE, 0, 0),
+        "earliest local: {o:?}"
+    );
+    let o = list_offset(&mut s, 7, "lo", 1, -4);
+    assert_eq!(o.error_code, UNSUPPORTED_VERSION, "-4 needs v8: {o:?}");
     broker.stop();
 }
 

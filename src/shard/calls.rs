@@ -262,7 +262,7 @@ call!(CancelWait -> (), |c, shard| shard.cancel_wait(c.origin, c.wait_id));
 /// stable offset for read_committed, the high watermark otherwise.
 #[derive(Debug)]
 pub struct ListOffsets(pub Vec<(String, i32, i64, bool)>);
-call!(ListOffsets -> Answers<(i64, i64)>, |c, shard| shard.list_offsets(c.0));
+call!(ListOffsets -> Answers<(i64, i64, i32)>, |c, shard| shard.list_offsets(c.0));
 
 /// OffsetForLeaderEpoch in partitions this shard owns: (topic, partition, leader epoch) ->
 /// (epoch, end offset).

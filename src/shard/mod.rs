@@ -796,7 +796,7 @@ impl Shard {
 
     /// ListOffsets of owned partitions: (topic, partition, timestamp spec) -> (offset,
     /// timestamp).
-    pub fn list_offsets(&self, items: Vec<(String, i32, i64, bool)>) -> Answers<(i64, i64)> {
+    pub fn list_offsets(&self, items: Vec<(String, i32, i64, bool)>) -> Answers<(i64, i64, i32)> {
         let partitions = self.partitions.borrow();
         items
             .into_iter()
@@ -811,13 +811,30 @@ impl Shard {
                 if ts == -1 && !p.high_watermark_known() {
                     return Err(KafkaError::OffsetNotAvailable);
                 }
+                let epochs = p.log.leader_epochs();
+                // With each offset, the epoch that wrote the record there (the latest for the
+                // log end), which a consumer validates its position with (KIP-320).
+                let found = |o: Option<(i64, i64)>| match o {
+                    Some((offset, ts)) => (offset, ts, epochs.epoch_of(offset)),
+                    None => (-1, -1, -1),
+                };
                 match ts {
                     // Latest, as a consumer may read it: the high watermark, or for
                     // read_committed the last stable offset.
-                    -1 if read_committed => Ok((p.last_stable_offset(), -1)),
-                    -1 => Ok((p.high_watermark(), -1)),
-                    -2 => Ok((p.log.log_start_offset(), -1)),
-                    ts if ts >= 0 => Ok(p.log.offset_for_timestamp(ts)?.unwrap_or((-1, -1))),
+                    -1 if read_committed => Ok((p.last_stable_offset(), -1, epochs.latest_epoch())),
+                    -1 => Ok((p.high_watermark(), -1, epochs.latest_epoch())),
+                    // Earliest, and earliest-local (-4, KIP-1005): every segment is local.
+                    -2 | -4 => {
+                        let start = p.log.log_start_offset();
+                        Ok((start, -1, epochs.epoch_of(start)))
+                    }
+                    -3 => {
+                        let visible = p.high_watermark();
+                        Ok(found(
+                            p.log.max_timestamp_offset()?.filter(|(o, _)| *o < visible),
+                        ))
+                    }
+                    ts if ts >= 0 => Ok(found(p.log.offset_for_timestamp(ts)?)),
                     other => Err(KafkaError::InvalidRequest(format!(
                         "timestamp {other} is not a supported ListOffsets spec"
                     ))),

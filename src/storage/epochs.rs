@@ -104,6 +104,13 @@ impl LeaderEpochCache {
         self.entries.last().map_or(-1, |&(e, _)| e)
     }
 
+    /// The epoch that wrote `offset`: the newest entry starting at or below it; -1 when none
+    /// does (ListOffsets answers it with the offset, KIP-320).
+    pub fn epoch_of(&self, offset: i64) -> i32 {
+        let i = self.entries.partition_point(|&(_, s)| s <= offset);
+        if i == 0 { -1 } else { self.entries[i - 1].0 }
+    }
+
     /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and the offset where it
     /// ended (the next epoch's start, or `log_end` for the latest); (-1, -1) when none.
     pub fn end_offset_for(&self, epoch: i32, log_end: i64) -> (i32, i64) {

@@ -1158,6 +1158,47 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// ListOffsets' max-timestamp spec (-3, KIP-734): the offset of the first record with the
+    /// largest timestamp in the log, and that timestamp; None when the log is empty. In a
+    /// compressed (or log-append-time) batch, the batch's first offset: records are not
+    /// decompressed for it, and a reader seeking there reads the record.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, KafkaError> {
+        self.check_online()?;
+        let Some(seg) = self
+            .segments
+            .iter()
+            .filter(|s| s.max_timestamp >= 0)
+            .reduce(|best, s| {
+                if s.max_timestamp > best.max_timestamp {
+                    s
+                } else {
+                    best
+                }
+            })
+        else {
+            return Ok(None);
+        };
+        let max = seg.max_timestamp;
+        let mut found = None;
+        seg.scan(seg.time_lookup(max), |b| {
+            if b.header.max_timestamp >= max && b.header.last_offset() >= self.log_start_offset {
+                found = Some(b);
+                return false;
+            }
+            true
+        })
+        .map_err(|e| self.storage_error("timestamp lookup", e))?;
+        let Some(b) = found else {
+            return Ok(None);
+        };
+        let bytes = seg
+            .log_file()
+            .and_then(|f| read_at_most(&f, b.pos, b.header.total_len()))
+            .map_err(|e| self.storage_error("timestamp lookup", e))?;
+        Ok(batch::first_offset_at_or_after(&bytes, max)
+            .map(|(offset, ts)| (offset.max(self.log_start_offset), ts)))
+    }
+
     /// The first offset whose record timestamp is at least `timestamp`, with that timestamp;
     /// None when every record is older. Segments older than `timestamp` are skipped by their
     /// largest timestamp; within a segment the time index gives where to start scanning.
