@@ -74,3 +74,32 @@ def test_latest_tracks_appends(broker):
             assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False) == (0, total)
     finally:
         c.close()
+
+
+def test_admin_list_offsets_with_every_spec(broker):
+    """The admin client's ListOffsets specs, as confluent-kafka sends them (librdkafka asks for
+    the max-timestamp spec with ListOffsets v7+): earliest, latest, by timestamp and the record
+    with the largest timestamp, which a broker without v7 answers INVALID_REQUEST."""
+    from confluent_kafka.admin import OffsetSpec
+    from kafkautil import admin
+    topic = unique_topic("lo-admin")
+    create_topic(broker.bootstrap, topic, 1)
+    base = int(time.time() * 1000) - 3_600_000
+    # The largest timestamp is in the middle, at offset 2.
+    stamps = [base, base + 10, base + 50, base + 20, base + 30]
+    p = producer(broker.bootstrap)
+    for i, ts in enumerate(stamps):
+        p.produce(topic, value=str(i).encode(), partition=0, timestamp=ts)
+        flush_all(p)
+    a = admin(broker.bootstrap)
+    tp = TopicPartition(topic, 0)
+    specs = {"earliest": OffsetSpec.earliest(), "latest": OffsetSpec.latest(),
+             "max": OffsetSpec.max_timestamp(), "ts": OffsetSpec.for_timestamp(base + 15)}
+    got = {}
+    for name, spec in specs.items():
+        res = a.list_offsets({tp: spec}, request_timeout=10)[tp].result(timeout=15)
+        got[name] = (res.offset, res.timestamp)
+    assert got["earliest"][0] == 0
+    assert got["latest"][0] == len(stamps)
+    assert got["max"] == (2, base + 50), got
+    assert got["ts"][0] == 2, got
