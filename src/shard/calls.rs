@@ -73,6 +73,7 @@ shard_messages!(
     ListOffsets,
     OffsetsForLeaderEpoch,
     ReplicaEnds,
+    LogDirSizes,
     TxnGuards,
     TopicCreated,
     TopicDeleted,
@@ -275,6 +276,12 @@ call!(OffsetsForLeaderEpoch -> Answers<(i32, i64)>, |c, shard| shard.offsets_for
 #[derive(Debug)]
 pub struct ReplicaEnds(pub Vec<(String, i32)>);
 call!(ReplicaEnds -> Vec<Option<(i32, i64)>>, |c, shard| shard.replica_ends(c.0));
+
+/// DescribeLogDirs: (topic, partition, bytes on disk, log end minus high watermark) of the
+/// replicas this shard holds; all, or those of the (topic, partitions) asked for.
+#[derive(Debug)]
+pub struct LogDirSizes(pub Option<Vec<(String, Vec<i32>)>>);
+call!(LogDirSizes -> Vec<(String, i32, i64, i64)>, |c, shard| shard.log_dir_sizes(c.0.as_deref()));
 
 /// Move the log start offset of partitions this shard owns: (topic, partition, offset; -1
 /// for the high watermark) -> the new log start offset.

@@ -864,6 +864,27 @@ impl Shard {
             .collect()
     }
 
+    /// DescribeLogDirs of the replicas this shard holds (see [`calls::LogDirSizes`]).
+    pub fn log_dir_sizes(
+        &self,
+        wanted: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, i32, i64, i64)> {
+        let partitions = self.partitions.borrow();
+        let mut out: Vec<(String, i32, i64, i64)> = partitions
+            .iter()
+            .filter(|((t, p), _)| {
+                wanted.is_none_or(|w| w.iter().any(|(wt, wp)| wt == t && wp.contains(p)))
+            })
+            .map(|((t, p), part)| {
+                let size = i64::try_from(part.log.size_bytes()).unwrap_or(i64::MAX);
+                let lag = (part.log_end_offset() - part.high_watermark()).max(0);
+                (t.clone(), *p, size, lag)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// New KIP-890 verification guards (see [`calls::TxnGuards`]).
     pub fn take_txn_guards(&self, items: Vec<(String, i32, i64)>) -> Vec<Option<u64>> {
         let now = now_ms();

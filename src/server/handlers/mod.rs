@@ -16,6 +16,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
@@ -548,6 +549,7 @@ pub async fn dispatch(
         CreatePartitions => create_partitions::handle,
         AlterPartitionReassignments => alter_partition_reassignments::handle,
         ListPartitionReassignments => list_partition_reassignments::handle,
+        DescribeLogDirs => describe_log_dirs::handle,
         ElectLeaders => elect_leaders::handle,
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
