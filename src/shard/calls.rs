@@ -74,6 +74,7 @@ shard_messages!(
     OffsetsForLeaderEpoch,
     ReplicaEnds,
     LogDirSizes,
+    OpenTxnLog,
     TxnGuards,
     TopicCreated,
     TopicDeleted,
@@ -276,6 +277,12 @@ call!(OffsetsForLeaderEpoch -> Answers<(i32, i64)>, |c, shard| shard.offsets_for
 #[derive(Debug)]
 pub struct ReplicaEnds(pub Vec<(String, i32)>);
 call!(ReplicaEnds -> Vec<Option<(i32, i64)>>, |c, shard| shard.replica_ends(c.0));
+
+/// On one node: open this shard's partitions of `__transaction_state` (first use of a
+/// transactional id), unless they are.
+#[derive(Debug)]
+pub struct OpenTxnLog;
+call!(OpenTxnLog -> Result<(), KafkaError>, |_c, shard| shard.open_txn_log());
 
 /// DescribeLogDirs: (topic, partition, bytes on disk, log end minus high watermark) of the
 /// replicas this shard holds; all, or those of the (topic, partitions) asked for.

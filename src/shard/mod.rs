@@ -185,6 +185,9 @@ pub struct Shard {
     peers: peer::Peers,
     /// Whether client requests are served (see [`Shard::until_serving`]).
     serving: Cell<bool>,
+    /// On one node: whether this shard's partitions of `__transaction_state` are open (see
+    /// [`Shard::open_txn_log`]).
+    txn_log_open: Cell<bool>,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
     pub stats: ShardStats,
@@ -261,6 +264,7 @@ impl Shard {
             txn_busy: RefCell::new(std::collections::BTreeSet::new()),
             peers: peer::Peers::default(),
             serving: Cell::new(!in_cluster),
+            txn_log_open: Cell::new(false),
             metrics: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
@@ -479,22 +483,57 @@ impl Shard {
     /// logs (`__consumer_offsets`, `__transaction_state`) as the only replica, and loads each
     /// into its coordinator, before the shard serves. A cluster's come from the metadata, and
     /// load when this broker becomes their leader (see `replica::partition_assigned`).
+    ///
+    /// `__transaction_state` opens here only when it exists already (a directory of any of its
+    /// partitions is there); otherwise on the first use of a transactional id
+    /// ([`Shard::open_txn_log`]), as Kafka creates it on first use: a broker that never sees a
+    /// transaction keeps no 50 partitions (150 descriptors) open for it.
     pub fn open_coordinator_partitions(&self, recover: bool) -> std::io::Result<Recovered> {
-        let mut total = Recovered::default();
         if self.config.cluster.is_some() {
-            return Ok(total);
+            return Ok(Recovered::default());
         }
-        let logs = [
-            (
-                crate::placement::OFFSETS_TOPIC,
-                self.config.offsets_topic_num_partitions,
-            ),
-            (
-                crate::placement::TXN_TOPIC,
-                self.config.transaction_state_log_num_partitions,
-            ),
-        ];
-        for (name, partitions) in logs {
+        let txn = crate::placement::TXN_TOPIC;
+        let txn_partitions = self.config.transaction_state_log_num_partitions;
+        let txn_exists =
+            (0..txn_partitions).any(|p| partition_dir(&self.config.data_dir, txn, p).exists());
+        let mut logs = vec![(
+            crate::placement::OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
+        )];
+        if txn_exists {
+            logs.push((txn, txn_partitions));
+        }
+        self.open_local_coordinator_logs(&logs, recover)
+    }
+
+    /// Whether this shard's partitions of `__transaction_state` are open (one node).
+    pub fn txn_log_is_open(&self) -> bool {
+        self.txn_log_open.get()
+    }
+
+    /// On a one-node broker: opens and loads this shard's partitions of `__transaction_state`
+    /// unless they are open (see [`Shard::open_coordinator_partitions`]).
+    pub fn open_txn_log(&self) -> Result<(), KafkaError> {
+        if self.config.cluster.is_some() || self.txn_log_open.get() {
+            return Ok(());
+        }
+        let logs = [(
+            crate::placement::TXN_TOPIC,
+            self.config.transaction_state_log_num_partitions,
+        )];
+        self.open_local_coordinator_logs(&logs, false)
+            .map(|_| ())
+            .map_err(|e| KafkaError::Storage(format!("cannot create __transaction_state: {e}")))
+    }
+
+    /// Opens and loads this shard's partitions of the one-node coordinator logs named.
+    fn open_local_coordinator_logs(
+        &self,
+        logs: &[(&str, i32)],
+        recover: bool,
+    ) -> std::io::Result<Recovered> {
+        let mut total = Recovered::default();
+        for &(name, partitions) in logs {
             let topic = TopicMeta::new(
                 name.to_string(),
                 uuid::Uuid::nil(),
@@ -523,6 +562,9 @@ impl Shard {
                 } else {
                     self.txns.borrow_mut().load_partition(p)?;
                 }
+            }
+            if name == crate::placement::TXN_TOPIC {
+                self.txn_log_open.set(true);
             }
         }
         Ok(total)

@@ -202,6 +202,30 @@ def test_committed_and_open_transactions_across_kill_9(broker_factory, rng):
     assert {q: got.get(q, []) for q in range(PARTITIONS)} == committed, f"seed {rng.seed_value}"
 
 
+def test_the_transaction_log_is_created_on_first_use(broker_factory):
+    """A one-node broker creates __transaction_state at the first use of a transactional id, as
+    Kafka does, and keeps it from then on; one that never sees a transaction has none."""
+    b = broker_factory(shards=2)
+    topic = unique_topic("txlazy")
+    create_topic(b.bootstrap, topic, 1)
+    plain = Producer({"bootstrap.servers": b.bootstrap, **COMMON, "enable.idempotence": True})
+    plain.produce(topic, value=b"idempotent, not transactional")
+    assert plain.flush(30) == 0
+    txn_dirs = lambda: list(Path(b.data_dir).glob("__transaction_state-*"))  # noqa: E731
+    assert txn_dirs() == []
+    p = txn_producer(b.bootstrap, unique_topic("txlazy"))
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"in a transaction")
+    p.commit_transaction(30)
+    assert len(txn_dirs()) == 50
+    b.stop()
+    b.start()
+    assert "partition opened topic=__transaction_state" in b.log_text()
+    got = read_all(b.bootstrap, topic, "read_committed", 2, partitions=1)
+    assert got[0] == [b"idempotent, not transactional", b"in a transaction"]
+
+
 def test_an_abort_index_entry_lost_in_a_crash_is_restored_from_its_marker(broker_factory):
     """The aborted-transaction index entry is made durable after its abort marker; a power loss
     between the two keeps the marker and loses the entry. Simulated: kill -9, then the index

@@ -53,6 +53,12 @@ async fn coordinator(
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
     let shard = &ctx.shard;
     let Some(view) = shard.cluster() else {
+        if txn {
+            // Created on first use, as in a cluster (see `Shard::open_txn_log`).
+            super::open_local_txn_log(ctx)
+                .await
+                .map_err(|code| (code, "cannot create __transaction_state".to_string()))?;
+        }
         let (host, port) = shard.config.advertised_listener.clone();
         return Ok((shard.config.node_id, host, port));
     };

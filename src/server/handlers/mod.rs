@@ -224,6 +224,7 @@ pub(crate) async fn txn_call<C: Call>(
     if txn_coordinator(shard, transactional_id) != Some(shard.config.node_id) {
         return Err(crate::error::ErrorCode::NOT_COORDINATOR);
     }
+    open_local_txn_log(ctx).await?;
     let owner = crate::placement::txn_owner(
         transactional_id,
         shard.config.transaction_state_log_num_partitions,
@@ -330,6 +331,29 @@ pub(crate) async fn txn_verify(
                 .map_or(ErrorCode::INVALID_TXN_STATE, |c| ErrorCode::from_code(*c))
         })
         .collect())
+}
+
+/// On one node: opens `__transaction_state` on every shard at the first use of a
+/// transactional id (see `Shard::open_txn_log`); at once when it is open, and in a cluster.
+pub(crate) async fn open_local_txn_log(
+    ctx: &RequestContext,
+) -> Result<(), crate::error::ErrorCode> {
+    let shard = &ctx.shard;
+    if shard.cluster().is_some() || shard.txn_log_is_open() {
+        return Ok(());
+    }
+    let calls = (0..shard.shards()).map(|to| shard.call(to, crate::shard::calls::OpenTxnLog));
+    for r in futures_util::future::join_all(calls).await {
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot open __transaction_state");
+                return Err(crate::error::ErrorCode::COORDINATOR_NOT_AVAILABLE);
+            }
+            Err(_) => return Err(crate::error::ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        }
+    }
+    Ok(())
 }
 
 /// Deadline of a verification asked of another broker's transaction coordinator.
