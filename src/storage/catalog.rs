@@ -108,6 +108,21 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
          left; what only the ISR had is then lost.",
     },
     TopicConfigDef {
+        name: "cleanup.policy",
+        broker_name: "log.cleanup.policy",
+        kind: ConfigKind::String,
+        doc: "What happens to old segments: delete (by retention.ms and retention.bytes). \
+         Log compaction (compact, compact,delete) is not built yet and is refused.",
+    },
+    TopicConfigDef {
+        name: "compression.type",
+        broker_name: "compression.type",
+        kind: ConfigKind::String,
+        doc: "The codec batches are stored in: producer (as the producer sent them). \
+         Recompressing on the way in (gzip, snappy, lz4, zstd, uncompressed) is not built yet \
+         and is refused.",
+    },
+    TopicConfigDef {
         name: "leader.replication.throttled.replicas",
         broker_name: "leader.replication.throttled.replicas",
         kind: ConfigKind::String,
@@ -400,6 +415,24 @@ impl TopicConfig {
                     ));
                 }
             },
+            // Kafka's defaults, which tools set explicitly (Terraform, operators): accepted
+            // because they are what this broker does; other values need what is not built.
+            "cleanup.policy" => {
+                if v != "delete" {
+                    return invalid(format!(
+                        "cleanup.policy '{v}' is not supported: log compaction is not built yet \
+                         (only delete)"
+                    ));
+                }
+            }
+            "compression.type" => {
+                if v != "producer" {
+                    return invalid(format!(
+                        "compression.type '{v}' is not supported: batches are stored as the \
+                         producer sent them (only producer)"
+                    ));
+                }
+            }
             "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
                 let parsed = ThrottledReplicas::parse(v)
                     .map_err(|why| KafkaError::InvalidConfig(format!("{k}: {why}")))?;
@@ -584,6 +617,10 @@ mod tests {
             ),
             ("message.timestamp.type", "Now", None),
             ("cleanup.policy", "compact", None),
+            ("cleanup.policy", "compact,delete", None),
+            ("cleanup.policy", "delete", Some(TopicConfig::default())),
+            ("compression.type", "producer", Some(TopicConfig::default())),
+            ("compression.type", "zstd", None),
         ];
         for (k, v, want) in cases {
             let one = BTreeMap::from([(k.to_string(), v.to_string())]);
@@ -598,6 +635,8 @@ mod tests {
         for def in TOPIC_CONFIGS {
             let sample = match def.kind {
                 ConfigKind::String if def.name.ends_with(".throttled.replicas") => "*",
+                ConfigKind::String if def.name == "cleanup.policy" => "delete",
+                ConfigKind::String if def.name == "compression.type" => "producer",
                 ConfigKind::String => "CreateTime",
                 ConfigKind::Int | ConfigKind::Long => "4096",
                 ConfigKind::Boolean => "true",

@@ -45,6 +45,16 @@ const UNBOUNDED: i64 = i64::MAX;
 const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
     ("broker.id", TYPE_INT, "This broker's node id (--node-id)."),
     (
+        "log.cleanup.policy",
+        TYPE_LIST,
+        "Default cleanup.policy of topics: delete (log compaction is not built yet).",
+    ),
+    (
+        "compression.type",
+        TYPE_STRING,
+        "Default compression.type of topics: producer (batches stored as sent).",
+    ),
+    (
         "listeners",
         TYPE_LIST,
         "The address every shard listens on (--listen).",
@@ -199,6 +209,8 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "log.flush.interval.messages" => unbounded(c.flush_messages),
         "log.flush.interval.ms" => unbounded(c.flush_ms),
         "log.message.timestamp.type" => "CreateTime".to_string(),
+        "log.cleanup.policy" => "delete".to_string(),
+        "compression.type" => "producer".to_string(),
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         "replica.lag.time.max.ms" => c.replica_lag_time_max_ms.to_string(),
