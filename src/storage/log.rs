@@ -697,24 +697,7 @@ impl PartitionLog {
         from: i64,
         mut f: impl FnMut(&batch::BatchHeader),
     ) -> io::Result<()> {
-        let first = self
-            .segments
-            .partition_point(|s| s.base_offset <= from)
-            .saturating_sub(1);
-        for seg in &self.segments[first..] {
-            let pos = if from <= seg.base_offset {
-                0
-            } else {
-                seg.index_lookup(from)
-            };
-            seg.scan(pos, |b| {
-                if b.header.base_offset >= from {
-                    f(&b.header);
-                }
-                true
-            })?;
-        }
-        Ok(())
+        self.scan_batches_from(from, |h, _, _| f(h))
     }
 
     /// Like [`PartitionLog::scan_headers_from`], with each batch's segment (its base offset)
