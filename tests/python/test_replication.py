@@ -529,3 +529,34 @@ def test_unclean_shutdown_of_the_last_in_sync_replica_under_a_background_flush_p
     wait_until(lambda: len(isr(c, t, on=y).get(0, [])) == 3, timeout=60, desc="X and B back in the ISR")
     dirs = {i: nb.data_dir for i, nb in c.nodes.items()}
     wait_until(lambda: not compare_replicas(dirs, t, 0, end), timeout=30, desc="identical replicas")
+
+
+def test_a_follower_behind_the_leaders_log_start_restarts_its_log_there(cluster_factory):
+    """The leader deletes what a follower lacks (DeleteRecords here; retention, or a coordinator
+    log's rewrite, do the same) while that follower is down: its next Fetch is out of range.
+    The answer names the leader's log start, the follower restarts its log there and rejoins
+    the ISR. (Before, the error carried no log start and the follower asked again for ever;
+    found by bench/txn_bench.py, where `__transaction_state` rewrites its log under load.)"""
+    from confluent_kafka import TopicPartition
+    c = cluster_factory()
+    t = unique_topic("logstart")
+    create(c.bootstrap, t, 1, rf=3, config={"min.insync.replicas": "1"})
+    wait_until(lambda: len(isr(c, t).get(0, [])) == 3, timeout=60, desc="a full ISR")
+    leader = leaders(c, t)[0]
+    follower = next(i for i in c.ids if i != leader and i != c.controller())
+    p = Producer({"bootstrap.servers": c.bootstrap, **COMMON, "acks": "all"})
+    for i in range(50):
+        p.produce(t, value=f"a{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    c.nodes[follower].kill()
+    wait_until(lambda: follower not in isr(c, t).get(0, [follower]), timeout=30, desc="the follower out of the ISR")
+    for i in range(100):
+        p.produce(t, value=f"b{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    a = admin(c.bootstrap)
+    fs = a.delete_records([TopicPartition(t, 0, 120)], request_timeout=20)
+    assert list(fs.values())[0].result(timeout=20).low_watermark == 120
+    c.nodes[follower].start()
+    wait_until(lambda: len(isr(c, t).get(0, [])) == 3, timeout=60,
+               desc="the follower back in the ISR after restarting its log at the leader's start")
+    assert "follower behind the leader's log start: log restarted there" in c.nodes[follower].log_text()

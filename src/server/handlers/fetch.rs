@@ -183,6 +183,12 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
                 );
                 (0, offsets, records)
             }
+            // Out of range: the answer names the log start, so a follower that fell below it
+            // (the leader deleted what it lacks: retention, DeleteRecords, a coordinator log's
+            // rewrite) restarts its log there instead of asking again for ever.
+            Err(e @ KafkaError::OffsetOutOfRange { start, .. }) => {
+                (e.code(), (-1, -1, start), Records::Empty)
+            }
             Err(e) => (e.code(), (-1, -1, -1), Records::Empty),
         };
         topics[slot.topic].partitions.push(PartitionOut {
