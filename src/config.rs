@@ -42,6 +42,21 @@ pub struct Config {
     pub retention_bytes: Option<u64>,
     /// How often each shard applies retention (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_ms: u64,
+    /// Broker default of topics' `cleanup.policy` (Kafka's `log.cleanup.policy`).
+    pub cleanup_policy: crate::storage::catalog::CleanupPolicy,
+    /// How often each shard's log cleaner looks for work (Kafka's `log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
+    /// Bytes per second each shard's cleaner reads plus writes (Kafka's
+    /// `log.cleaner.io.max.bytes.per.second`; None: no limit).
+    pub log_cleaner_io_bytes_per_sec_max: Option<u64>,
+    /// Memory bound of each shard's cleaner key map (Kafka's `log.cleaner.dedupe.buffer.size`,
+    /// there shared by all cleaner threads): see `storage::cleaner::KEY_ENTRY_BYTES`.
+    pub log_cleaner_dedupe_buffer_bytes: u64,
+    /// Broker default of `delete.retention.ms` (Kafka's `log.cleaner.delete.retention.ms`).
+    pub log_cleaner_delete_retention_ms: u64,
+    /// Broker default of `min.cleanable.dirty.ratio` (Kafka's
+    /// `log.cleaner.min.cleanable.ratio`).
+    pub log_cleaner_min_cleanable_ratio: f64,
     /// Descriptors of sealed segments a shard keeps open (see `storage::segment::sealed`).
     pub segment_fds_max: usize,
     /// Bytes of log between two entries of the sparse offset index
@@ -198,6 +213,12 @@ impl Config {
             retention_ms: Some(7 * 24 * 3600 * 1000),
             retention_bytes: None,
             retention_check_ms: 60_000,
+            cleanup_policy: crate::storage::catalog::CleanupPolicy::DELETE,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_io_bytes_per_sec_max: None,
+            log_cleaner_dedupe_buffer_bytes: 32 * 1024 * 1024,
+            log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            log_cleaner_min_cleanable_ratio: 0.5,
             segment_fds_max: crate::storage::segment::sealed::SEGMENT_FDS_MAX_DEFAULT,
             flush_messages: None,
             fetch_zero_copy: true,

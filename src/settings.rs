@@ -71,6 +71,31 @@ pub struct Settings {
     /// How often retention runs, in ms (log.retention.check.interval.ms) [default: 60000].
     #[arg(long)]
     pub retention_check_ms: Option<u64>,
+    /// Default cleanup.policy of topics (log.cleanup.policy): delete, compact or
+    /// compact,delete [default: delete].
+    #[arg(long)]
+    pub log_cleanup_policy: Option<String>,
+    /// How often each shard's log cleaner looks for partitions to compact, in ms
+    /// (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long)]
+    pub log_cleaner_backoff_ms: Option<u64>,
+    /// Bytes per second each shard's log cleaner may read and write, so it never starves
+    /// produce (log.cleaner.io.max.bytes.per.second); -1: no limit [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_cleaner_io_bytes_per_sec_max: Option<i64>,
+    /// Memory of each shard's log cleaner key map, in bytes (log.cleaner.dedupe.buffer.size):
+    /// 24 bytes a distinct key; a log with more keys in its uncleaned part is cleaned in
+    /// several passes [default: 33554432].
+    #[arg(long)]
+    pub log_cleaner_dedupe_buffer_bytes: Option<u64>,
+    /// Default delete.retention.ms of topics: how long a tombstone is kept
+    /// (log.cleaner.delete.retention.ms) [default: 86400000].
+    #[arg(long)]
+    pub log_cleaner_delete_retention_ms: Option<u64>,
+    /// Default min.cleanable.dirty.ratio of topics (log.cleaner.min.cleanable.ratio)
+    /// [default: 0.5].
+    #[arg(long)]
+    pub log_cleaner_min_cleanable_ratio: Option<f64>,
     /// Descriptors of sealed segments each shard keeps open (3 a segment: log, offset index,
     /// time index), least recently read closed first; active segments always keep theirs
     /// [default: 3072].
@@ -292,6 +317,12 @@ impl Settings {
             retention_ms,
             retention_bytes,
             retention_check_ms,
+            log_cleanup_policy,
+            log_cleaner_backoff_ms,
+            log_cleaner_io_bytes_per_sec_max,
+            log_cleaner_dedupe_buffer_bytes,
+            log_cleaner_delete_retention_ms,
+            log_cleaner_min_cleanable_ratio,
             segment_fds_max,
             flush_messages,
             flush_ms,
@@ -378,6 +409,33 @@ impl Settings {
         c.retention_bytes =
             unlimited_or("retention_bytes", self.retention_bytes, c.retention_bytes)?;
         c.retention_check_ms = set(self.retention_check_ms, c.retention_check_ms);
+        if let Some(p) = &self.log_cleanup_policy {
+            c.cleanup_policy = crate::storage::catalog::CleanupPolicy::parse(p)
+                .map_err(|e| format!("setting log_cleanup_policy (--log-cleanup-policy): {e}"))?;
+        }
+        c.log_cleaner_backoff_ms = set(self.log_cleaner_backoff_ms, c.log_cleaner_backoff_ms);
+        c.log_cleaner_io_bytes_per_sec_max = unlimited_or(
+            "log_cleaner_io_bytes_per_sec_max",
+            self.log_cleaner_io_bytes_per_sec_max,
+            c.log_cleaner_io_bytes_per_sec_max,
+        )?;
+        c.log_cleaner_dedupe_buffer_bytes = set(
+            self.log_cleaner_dedupe_buffer_bytes,
+            c.log_cleaner_dedupe_buffer_bytes,
+        );
+        c.log_cleaner_delete_retention_ms = set(
+            self.log_cleaner_delete_retention_ms,
+            c.log_cleaner_delete_retention_ms,
+        );
+        if let Some(r) = self.log_cleaner_min_cleanable_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(format!(
+                    "setting log_cleaner_min_cleanable_ratio (--log-cleaner-min-cleanable-ratio) \
+                     must be between 0 and 1, got {r}"
+                ));
+            }
+            c.log_cleaner_min_cleanable_ratio = r;
+        }
         c.segment_fds_max = self.segment_fds_max.unwrap_or(c.segment_fds_max);
         c.flush_messages = self.flush_messages.or(c.flush_messages);
         c.flush_ms = self.flush_ms.or(c.flush_ms);
@@ -546,6 +604,12 @@ impl Settings {
             retention_ms: limit(c.retention_ms),
             retention_bytes: limit(c.retention_bytes),
             retention_check_ms: Some(c.retention_check_ms),
+            log_cleanup_policy: Some(c.cleanup_policy.name().to_string()),
+            log_cleaner_backoff_ms: Some(c.log_cleaner_backoff_ms),
+            log_cleaner_io_bytes_per_sec_max: limit(c.log_cleaner_io_bytes_per_sec_max),
+            log_cleaner_dedupe_buffer_bytes: Some(c.log_cleaner_dedupe_buffer_bytes),
+            log_cleaner_delete_retention_ms: Some(c.log_cleaner_delete_retention_ms),
+            log_cleaner_min_cleanable_ratio: Some(c.log_cleaner_min_cleanable_ratio),
             segment_fds_max: Some(c.segment_fds_max),
             flush_messages: c.flush_messages,
             flush_ms: c.flush_ms,

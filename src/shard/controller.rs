@@ -1622,7 +1622,7 @@ mod tests {
         assert_eq!(got.keys().collect::<Vec<_>>(), ["flush.ms"]);
         let bad = [
             change(false, &[("segment.bytes", Some("12"))]),
-            change(false, &[("cleanup.policy", Some("compact"))]),
+            change(false, &[("cleanup.policy", Some("compacted"))]),
             change(false, &[("retention.ms", Some("soon"))]),
         ];
         for c in bad {

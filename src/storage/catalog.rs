@@ -23,6 +23,7 @@ pub enum ConfigKind {
     Int,
     Long,
     Boolean,
+    Double,
 }
 
 /// One topic config this broker understands: its name, the broker setting that is its
@@ -111,8 +112,37 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "cleanup.policy",
         broker_name: "log.cleanup.policy",
         kind: ConfigKind::String,
-        doc: "What happens to old segments: delete (by retention.ms and retention.bytes). \
-         Log compaction (compact, compact,delete) is not built yet and is refused.",
+        doc: "What happens to old segments: delete (by retention.ms and retention.bytes), \
+         compact (the log cleaner keeps the last record of every key, at its original offset), \
+         or compact,delete (both).",
+    },
+    TopicConfigDef {
+        name: "min.cleanable.dirty.ratio",
+        broker_name: "log.cleaner.min.cleanable.ratio",
+        kind: ConfigKind::Double,
+        doc: "A compacted partition is cleaned once the bytes written since its last clean are \
+         at least this share (0 to 1) of its cleanable bytes.",
+    },
+    TopicConfigDef {
+        name: "min.compaction.lag.ms",
+        broker_name: "log.cleaner.min.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        doc: "A record stays uncompacted for at least this many milliseconds: the cleaner never \
+         cleans a segment holding a younger record.",
+    },
+    TopicConfigDef {
+        name: "max.compaction.lag.ms",
+        broker_name: "log.cleaner.max.compaction.lag.ms",
+        kind: ConfigKind::Long,
+        doc: "A compacted partition is cleaned, whatever its dirty ratio, once its oldest \
+         uncleaned record is this many milliseconds old.",
+    },
+    TopicConfigDef {
+        name: "delete.retention.ms",
+        broker_name: "log.cleaner.delete.retention.ms",
+        kind: ConfigKind::Long,
+        doc: "How long the cleaner keeps a tombstone (a record with a null value), counted \
+         from its timestamp, so consumers reading the log see the delete.",
     },
     TopicConfigDef {
         name: "compression.type",
@@ -307,7 +337,7 @@ impl TopicMeta {
 }
 
 /// A topic's configs, typed. `None` is "not set on the topic": the broker default applies.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TopicConfig {
     /// `message.timestamp.type` = LogAppendTime.
     pub log_append_time: bool,
@@ -327,6 +357,64 @@ pub struct TopicConfig {
     /// Replicas throttled on the leader side and on the follower side.
     pub leader_throttled_replicas: ThrottledReplicas,
     pub follower_throttled_replicas: ThrottledReplicas,
+    /// `cleanup.policy`.
+    pub cleanup_policy: Option<CleanupPolicy>,
+    /// `min.cleanable.dirty.ratio`, 0 to 1.
+    pub min_cleanable_dirty_ratio: Option<f64>,
+    /// `min.compaction.lag.ms`, at least 0.
+    pub min_compaction_lag_ms: Option<u64>,
+    /// `max.compaction.lag.ms`, at least 1.
+    pub max_compaction_lag_ms: Option<u64>,
+    /// `delete.retention.ms`, at least 0.
+    pub delete_retention_ms: Option<u64>,
+}
+
+// `f64` is never NaN here (the parser refuses it), so equality is total.
+impl Eq for TopicConfig {}
+
+/// `cleanup.policy`: whether old segments are deleted by retention, compacted by the log
+/// cleaner, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+
+    /// Parses Kafka's list: `delete`, `compact`, or both separated by a comma in either
+    /// order (spaces around the entries allowed).
+    pub fn parse(v: &str) -> Result<CleanupPolicy, String> {
+        let mut p = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for entry in v.split(',').map(str::trim) {
+            match entry {
+                "delete" => p.delete = true,
+                "compact" => p.compact = true,
+                _ => {
+                    return Err(format!(
+                        "cleanup.policy '{v}' must be delete, compact or compact,delete"
+                    ));
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// Kafka's spelling.
+    pub fn name(&self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
 }
 
 impl TopicConfig {
@@ -418,12 +506,34 @@ impl TopicConfig {
             // Kafka's defaults, which tools set explicitly (Terraform, operators): accepted
             // because they are what this broker does; other values need what is not built.
             "cleanup.policy" => {
-                if v != "delete" {
+                self.cleanup_policy =
+                    Some(CleanupPolicy::parse(v).map_err(KafkaError::InvalidConfig)?);
+            }
+            "min.cleanable.dirty.ratio" => {
+                let Some(n) = v.parse::<f64>().ok().filter(|n| (0.0..=1.0).contains(n)) else {
                     return invalid(format!(
-                        "cleanup.policy '{v}' is not supported: log compaction is not built yet \
-                         (only delete)"
+                        "min.cleanable.dirty.ratio must be a number between 0 and 1, got '{v}'"
                     ));
+                };
+                self.min_cleanable_dirty_ratio = Some(n);
+            }
+            "min.compaction.lag.ms" | "delete.retention.ms" => {
+                let Ok(n) = v.parse::<u64>() else {
+                    return invalid(format!("{k} must be a non-negative integer, got '{v}'"));
+                };
+                if k == "delete.retention.ms" {
+                    self.delete_retention_ms = Some(n);
+                } else {
+                    self.min_compaction_lag_ms = Some(n);
                 }
+            }
+            "max.compaction.lag.ms" => {
+                let Some(n) = v.parse::<u64>().ok().filter(|n| *n >= 1) else {
+                    return invalid(format!(
+                        "max.compaction.lag.ms must be a positive integer, got '{v}'"
+                    ));
+                };
+                self.max_compaction_lag_ms = Some(n);
             }
             "compression.type" => {
                 if v != "producer" {
@@ -616,9 +726,58 @@ mod tests {
                 }),
             ),
             ("message.timestamp.type", "Now", None),
-            ("cleanup.policy", "compact", None),
-            ("cleanup.policy", "compact,delete", None),
-            ("cleanup.policy", "delete", Some(TopicConfig::default())),
+            (
+                "cleanup.policy",
+                "compact",
+                Some(TopicConfig {
+                    cleanup_policy: Some(CleanupPolicy {
+                        compact: true,
+                        delete: false,
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "cleanup.policy",
+                "delete, compact",
+                Some(TopicConfig {
+                    cleanup_policy: Some(CleanupPolicy {
+                        compact: true,
+                        delete: true,
+                    }),
+                    ..Default::default()
+                }),
+            ),
+            ("cleanup.policy", "compacted", None),
+            ("cleanup.policy", "", None),
+            (
+                "cleanup.policy",
+                "delete",
+                Some(TopicConfig {
+                    cleanup_policy: Some(CleanupPolicy::DELETE),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "min.cleanable.dirty.ratio",
+                "0.01",
+                Some(TopicConfig {
+                    min_cleanable_dirty_ratio: Some(0.01),
+                    ..Default::default()
+                }),
+            ),
+            ("min.cleanable.dirty.ratio", "1.5", None),
+            ("min.cleanable.dirty.ratio", "NaN", None),
+            ("min.compaction.lag.ms", "-1", None),
+            ("max.compaction.lag.ms", "0", None),
+            (
+                "delete.retention.ms",
+                "1000",
+                Some(TopicConfig {
+                    delete_retention_ms: Some(1000),
+                    ..Default::default()
+                }),
+            ),
             ("compression.type", "producer", Some(TopicConfig::default())),
             ("compression.type", "zstd", None),
         ];
@@ -640,6 +799,7 @@ mod tests {
                 ConfigKind::String => "CreateTime",
                 ConfigKind::Int | ConfigKind::Long => "4096",
                 ConfigKind::Boolean => "true",
+                ConfigKind::Double => "0.5",
             };
             let one = BTreeMap::from([(def.name.to_string(), sample.to_string())]);
             assert!(TopicConfig::parse(&one).is_ok(), "{}", def.name);

@@ -233,7 +233,14 @@ mod tests {
 /// - `stall`: a slow disk rather than a broken one: an fdatasync of segment files first waits
 ///   ERRNO milliseconds (a number in that field), then succeeds.
 ///
-/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT` or `EMFILE` (milliseconds for `stall`), PATH_PART is matched against the file's
+/// - `clean-written`, `clean-commit`, `clean-committed`, `clean-swapping`, `clean-swapped`,
+///   `clean-deleted`: the stages of a log clean's swap (see `storage::cleaner`): its staged
+///   files and manifest are durable; before the commit rename; after it; after the first
+///   group's files moved; after every rename; after the old files were removed (matched
+///   against the partition directory). With ERRNO `ABORT` the process aborts there, as a
+///   kill -9 would stop it, so crash tests can stop a broker at each stage.
+///
+/// ERRNO is `ENOSPC`, `EIO`, `EDQUOT`, `EMFILE` or `ABORT` (milliseconds for `stall`), PATH_PART is matched against the file's
 /// path (e.g. `orders-0/`), and COUNT is how many operations fail before the rule stops
 /// firing (-1: forever), which models space coming back.
 pub mod faults {
@@ -254,12 +261,21 @@ pub mod faults {
         Sync,
         /// A delay before an fdatasync (matched by `Op::Sync` checks).
         Stall,
+        /// The stages of a log clean's swap (see `storage::cleaner`).
+        CleanWritten,
+        CleanCommit,
+        CleanCommitted,
+        CleanSwapping,
+        CleanSwapped,
+        CleanDeleted,
     }
 
     #[derive(Debug)]
     enum Action {
         Fail(Errno),
         Delay(std::time::Duration),
+        /// Ends the process at once (a kill -9 stand-in for crash tests).
+        Abort,
     }
 
     #[derive(Debug)]
@@ -291,10 +307,18 @@ pub mod faults {
                     "undo" => Op::Undo,
                     "sync" => Op::Sync,
                     "stall" => Op::Stall,
+                    "clean-written" => Op::CleanWritten,
+                    "clean-commit" => Op::CleanCommit,
+                    "clean-committed" => Op::CleanCommitted,
+                    "clean-swapping" => Op::CleanSwapping,
+                    "clean-swapped" => Op::CleanSwapped,
+                    "clean-deleted" => Op::CleanDeleted,
                     _ => {
                         return Err(format!(
                             "fault rule '{r}': OP must be write, index, timeindex, create, \
-                             seal, undo, sync or stall"
+                             seal, undo, sync, stall or a clean stage (clean-written, \
+                             clean-commit, clean-committed, clean-swapping, clean-swapped, \
+                             clean-deleted)"
                         ));
                     }
                 };
@@ -305,13 +329,14 @@ pub mod faults {
                             return Err(format!("fault rule '{r}': stall takes milliseconds"));
                         }
                     },
+                    (_, "ABORT") => Action::Abort,
                     (_, "ENOSPC") => Action::Fail(Errno::NOSPC),
                     (_, "EIO") => Action::Fail(Errno::IO),
                     (_, "EDQUOT") => Action::Fail(Errno::DQUOT),
                     (_, "EMFILE") => Action::Fail(Errno::MFILE),
                     _ => {
                         return Err(format!(
-                            "fault rule '{r}': ERRNO must be ENOSPC, EIO, EDQUOT or EMFILE"
+                            "fault rule '{r}': ERRNO must be ENOSPC, EIO, EDQUOT, EMFILE or ABORT"
                         ));
                     }
                 };
@@ -386,6 +411,10 @@ pub mod faults {
                     Action::Fail(errno) => return Err(errno.into()),
                     // Only ever on the blocking pool, where fdatasync itself waits.
                     Action::Delay(d) => std::thread::sleep(d),
+                    Action::Abort => {
+                        eprintln!("fault rule: aborting at {op:?} on {path}");
+                        std::process::abort();
+                    }
                 }
             }
         }

@@ -26,6 +26,10 @@ use crate::storage::epochs::{self, LeaderEpochCache};
 use crate::storage::io::{faults, read_at_most};
 use crate::storage::segment::{Placed, Recovered, Segment, WriteFailed};
 
+/// Compaction: what to clean, and the swap of a clean on the owning shard.
+mod clean;
+pub use clean::Dirtiness;
+
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
     pub segment_bytes: u64,
@@ -113,6 +117,16 @@ pub struct PartitionLog {
     /// Which leader epoch wrote from which offset, and whether its checkpoint is behind.
     epochs: LeaderEpochCache,
     epochs_unflushed: bool,
+    /// Offsets below it were cleaned by the log cleaner and may be sparse (see
+    /// `storage::cleaner`); the open's gap check allows gaps below it.
+    cleaner_checkpoint: i64,
+    /// A clean of this log is in flight.
+    cleaning: bool,
+    /// When the earliest tombstone the last clean kept passes `delete.retention.ms`.
+    tombstone_deadline: Option<i64>,
+    /// Bumped whenever segments leave the log or are cut (retention, DeleteRecords,
+    /// truncation), so a clean taken before can tell its segments changed.
+    generation: u64,
 }
 
 /// Segments checked batch by batch after an unclean stop: the active one and the one before
@@ -424,6 +438,10 @@ impl PartitionLog {
     ) -> io::Result<PartitionLog> {
         let dir = partition_dir(data_dir, topic, partition);
         fs::create_dir_all(&dir)?;
+        // A clean a stop interrupted is completed or rolled back before the segments are
+        // listed (see `storage::cleaner`).
+        crate::storage::cleaner::recover(&dir)?;
+        let cleaner_checkpoint = crate::storage::cleaner::read_checkpoint(&dir)?;
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -501,6 +519,10 @@ impl PartitionLog {
             missing: Vec::new(),
             epochs: LeaderEpochCache::default(),
             epochs_unflushed: false,
+            cleaner_checkpoint,
+            cleaning: false,
+            tombstone_deadline: None,
+            generation: 0,
         };
         log.epochs = LeaderEpochCache::load(&log.dir)?;
         log.find_log_end()?;
@@ -553,9 +575,11 @@ impl PartitionLog {
         {
             missing.push((self.next_offset, end));
         }
-        // Offsets below the log start were deleted on purpose (retention, DeleteRecords).
+        // Offsets below the log start were deleted on purpose (retention, DeleteRecords), and
+        // gaps below the cleaner checkpoint are compaction's (every gap a clean makes ends at
+        // or below it, see `storage::cleaner`).
         let start = expected_start;
-        missing.retain(|&(_, to)| to > start);
+        missing.retain(|&(_, to)| to > start && to > self.cleaner_checkpoint);
         for r in &mut missing {
             r.0 = r.0.max(start);
         }
@@ -1255,6 +1279,7 @@ impl PartitionLog {
     /// Takes the first `n` segments out of the log and moves the log start offset past them;
     /// the returned job deletes their files (and persists `log_start`, if given).
     fn drop_segments(&mut self, n: usize, log_start: Option<i64>) -> Housekeeping {
+        self.generation += 1;
         let next_base = self.segments[n].base_offset;
         if self.log_start_offset < next_base {
             self.log_start_offset = next_base;
@@ -1394,6 +1419,10 @@ impl PartitionLog {
 
     /// The file steps of [`Self::truncate_to`], in their crash-safe order.
     fn cut(&mut self, i: usize, pos: u64, end: i64) -> io::Result<TruncateJob> {
+        self.generation += 1;
+        // New records below the old checkpoint must be cleaned again (the file is rewritten
+        // by the next clean).
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(end);
         sync_log_end(&self.dir, end)?;
         self.truncate_epochs(end)?;
         let removed = self.segments.len() - i - 1;
@@ -1454,6 +1483,8 @@ impl PartitionLog {
 
     /// The file steps of [`Self::truncate_fully_and_start_at`], in their crash-safe order.
     fn restart_at(&mut self, offset: i64) -> io::Result<TruncateJob> {
+        self.generation += 1;
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(offset);
         let old_start = self.log_start_offset;
         sync_log_end(&self.dir, offset.min(old_start))?;
         self.truncate_epochs(i64::MIN)?;

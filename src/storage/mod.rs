@@ -18,6 +18,8 @@
 //!     log-start-offset             the log start set by DeleteRecords, when inside a segment
 //!     leader-epoch-checkpoint      which leader epoch wrote from which offset (see epochs.rs)
 //!     00000000000000000000.snapshot idempotent producers' state as of that offset (producers.rs)
+//!     cleaner-offset-checkpoint    compacted topics: where the last clean's key map ended
+//!     cleaner/, cleaner-swap       a clean in progress: staged segments, its manifest (cleaner.rs)
 //! ```
 //!
 //! A segment's file is named by the offset of its first batch, as Kafka does. Writes are
@@ -25,6 +27,7 @@
 //! bytes); reads hand out [`crate::protocol::fetch::FileSlice`]s of the same files.
 
 pub mod catalog;
+pub mod cleaner;
 pub mod epochs;
 pub mod io;
 pub mod log;

@@ -893,6 +893,19 @@ impl Segment {
         sealed::forget(self.id);
     }
 
+    /// fsyncs the segment's three files (a staged cleaned segment, before its swap).
+    pub fn sync_all(&self) -> io::Result<()> {
+        let files = self.files()?;
+        files.log.sync_all()?;
+        files.index.sync_all()?;
+        files.time.sync_all()
+    }
+
+    /// Names this segment (and its files in the shard's cache) in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Path of the log file.
     pub fn path(&self) -> PathBuf {
         log_path(&self.dir, self.base_offset)

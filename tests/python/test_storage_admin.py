@@ -179,7 +179,7 @@ def test_incremental_alter_errors(broker):
     a = create_topic(broker.bootstrap, topic, 1, config={"retention.ms": "60000"})
     for ops in ([("segment.bytes", "12", AlterConfigOpType.SET)],
                 [("retention.ms", "soon", AlterConfigOpType.SET)],
-                [("cleanup.policy", "compact", AlterConfigOpType.SET)],
+                [("cleanup.policy", "shred", AlterConfigOpType.SET)],
                 [("retention.ms", "5", AlterConfigOpType.APPEND)]):
         e = alter_error(a, topic, ops)
         assert error_code(e) == KafkaError.INVALID_CONFIG, (ops, e)

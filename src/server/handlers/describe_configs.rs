@@ -35,6 +35,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// Kafka's value for "no bound" of the flush and roll settings.
@@ -47,7 +48,45 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
     (
         "log.cleanup.policy",
         TYPE_LIST,
-        "Default cleanup.policy of topics: delete (log compaction is not built yet).",
+        "Default cleanup.policy of topics: delete, compact or compact,delete \
+         (--log-cleanup-policy).",
+    ),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        TYPE_DOUBLE,
+        "Default min.cleanable.dirty.ratio of topics (--log-cleaner-min-cleanable-ratio).",
+    ),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        TYPE_LONG,
+        "Default min.compaction.lag.ms of topics (Kafka's default, fixed).",
+    ),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        TYPE_LONG,
+        "Default max.compaction.lag.ms of topics (Kafka's default, fixed): \
+         9223372036854775807, no bound.",
+    ),
+    (
+        "log.cleaner.delete.retention.ms",
+        TYPE_LONG,
+        "Default delete.retention.ms of topics (--log-cleaner-delete-retention-ms).",
+    ),
+    (
+        "log.cleaner.backoff.ms",
+        TYPE_LONG,
+        "How often each shard's log cleaner looks for work, in ms (--log-cleaner-backoff-ms).",
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        TYPE_DOUBLE,
+        "Bytes per second each shard's log cleaner reads and writes \
+         (--log-cleaner-io-bytes-per-sec-max); 1.7976931348623157E308: no limit.",
+    ),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        TYPE_LONG,
+        "Bytes of each shard's log cleaner key map (--log-cleaner-dedupe-buffer-bytes).",
     ),
     (
         "compression.type",
@@ -209,7 +248,19 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "log.flush.interval.messages" => unbounded(c.flush_messages),
         "log.flush.interval.ms" => unbounded(c.flush_ms),
         "log.message.timestamp.type" => "CreateTime".to_string(),
-        "log.cleanup.policy" => "delete".to_string(),
+        "log.cleanup.policy" => c.cleanup_policy.name().to_string(),
+        "log.cleaner.min.cleanable.ratio" => c.log_cleaner_min_cleanable_ratio.to_string(),
+        "log.cleaner.min.compaction.lag.ms" => {
+            crate::storage::cleaner::MIN_COMPACTION_LAG_MS_DEFAULT.to_string()
+        }
+        "log.cleaner.max.compaction.lag.ms" => UNBOUNDED.to_string(),
+        "log.cleaner.delete.retention.ms" => c.log_cleaner_delete_retention_ms.to_string(),
+        "log.cleaner.backoff.ms" => c.log_cleaner_backoff_ms.to_string(),
+        "log.cleaner.io.max.bytes.per.second" => match c.log_cleaner_io_bytes_per_sec_max {
+            Some(n) => n.to_string(),
+            None => "1.7976931348623157E308".to_string(),
+        },
+        "log.cleaner.dedupe.buffer.size" => c.log_cleaner_dedupe_buffer_bytes.to_string(),
         "compression.type" => "producer".to_string(),
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
@@ -259,6 +310,7 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                 ConfigKind::Int => TYPE_INT,
                 ConfigKind::Long => TYPE_LONG,
                 ConfigKind::Boolean => TYPE_BOOLEAN,
+                ConfigKind::Double => TYPE_DOUBLE,
             };
             let (broker_value, broker_source) = broker_setting(c, broker_name);
             let broker_synonym = (broker_name, broker_value.clone(), broker_source);

@@ -1,0 +1,793 @@
+//! The log cleaner: compaction of a partition's log (`cleanup.policy=compact`), and the
+//! crash-safe swap of cleaned segments into the log.
+//!
+//! Lives on: a [`CleanJob`] is taken from a log on the shard that owns the partition
+//! (`PartitionLog::begin_clean`), runs on that shard's blocking pool with owned data (open
+//! descriptors of the sealed segments it reads, which nothing writes), and is swapped in on
+//! the owning shard again (`PartitionLog::finish_clean`). A shard runs one clean at a time.
+//!
+//! What a clean does, step by step:
+//!
+//! 1. **Range.** The cleanable range runs from the log's first segment to the first segment
+//!    that may not be cleaned: the active one, the first not wholly below the last stable
+//!    offset (a clean never touches an open transaction), or the first holding a record
+//!    younger than `min.compaction.lag.ms`. Its dirty part starts at the cleaner checkpoint
+//!    (where the previous clean's key map ended).
+//! 2. **Key map.** The dirty part is read batch by batch and the offset of the last record of
+//!    every key is kept in a map bounded by `--log-cleaner-dedupe-buffer-bytes`
+//!    ([`KEY_ENTRY_BYTES`] a key: a 128-bit digest and an offset). When the next batch would
+//!    not fit, the map ends before it: the clean covers up to there and the rest waits for the
+//!    next pass, so a very large log is cleaned in several passes. Control batches and the
+//!    batches of aborted transactions add no keys.
+//! 3. **Rewrite.** The range's segments, in groups of consecutive segments that fit one
+//!    segment (`segment.bytes`, offsets relative to the group's base within `u32`), are
+//!    rewritten into staged segments under `cleaner/`, named by their group's base offset.
+//!    Below the key map's end a record is kept when it is the last of its key (records
+//!    without a key are always kept), with its original offset, so offsets in a cleaned log
+//!    are sparse. A batch that keeps all its records is copied byte for byte; one that keeps
+//!    some is decoded and encoded again in the codec it came in (gzip, snappy, lz4, zstd).
+//!    A tombstone (null value) that is the last of its key is dropped once its timestamp is
+//!    `delete.retention.ms` old; the earliest time a kept tombstone expires is remembered so
+//!    the log is cleaned again then, even with nothing new written. The batches of aborted
+//!    transactions (from the aborted-transaction index) are dropped; control batches
+//!    (transaction markers) are kept; an idempotent producer's last batch in the range is
+//!    kept whole even when nothing of it is otherwise left, so its sequence survives a
+//!    restart that rebuilds producer state from the log. At or above the key map's end
+//!    nothing is dropped, so every gap the clean makes in the offsets lies below the new
+//!    checkpoint, which is how an open tells a cleaned gap from a lost segment.
+//! 4. **Stage.** The staged segments (with their offset and time indexes) are fsync'd, and a
+//!    manifest (`cleaner/swap.pending`: the new checkpoint and, per group, its segments and
+//!    whether a cleaned segment replaces them) is written and fsync'd, as is the directory.
+//! 5. **Commit** (owning shard). If the log still has the segments the job read (no
+//!    retention, truncation or DeleteRecords came in between), the manifest is renamed to
+//!    `cleaner-swap` in the partition directory: from here on the clean is decided. The
+//!    staged files are renamed over each group's first segment (index, time index, then the
+//!    log), the group's other segments are renamed into `cleaner/` as `.deleted`, and the
+//!    in-memory segment list is swapped. Readers holding file ranges of a replaced segment
+//!    keep reading them: a `FileSlice` holds its own descriptor of the old file.
+//! 6. **Tail** (blocking pool). The directory is fsync'd, `cleaner/` (the old files) is
+//!    removed, the checkpoint is written (`cleaner-offset-checkpoint`), and the manifest is
+//!    removed, each durable before the next.
+//!
+//! Invariant (crash safety): until `cleaner-swap` exists the old segments are untouched, and
+//! once it exists the clean is completed by whoever comes next. [`recover`], run first by
+//! every open, rolls back a clean without the manifest (removes `cleaner/`) and completes one
+//! with it (moves the staged files that are still staged, removes the groups' other segments,
+//! empties the replaced segments' index files so the open rebuilds them, writes the
+//! checkpoint, removes `cleaner/` and the manifest). Every step is idempotent, so a kill -9 at
+//! any point, recovery included, leaves a log that the next open completes with nothing lost.
+//! This relies on renames within a file system becoming durable in the order they were made
+//! (ext4 and XFS journal them in order); every step that must be durable before the next is
+//! fsync'd.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::fs::{self, File};
+use std::hash::{Hash, Hasher};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+};
+
+use crate::protocol::batch::{BatchHeader, CRC_START, HEADER_LEN};
+use crate::storage::io::{faults, pwritev_all, read_at_most};
+use crate::storage::segment::{self, Placed, Segment};
+use crate::storage::txnindex::AbortedTxn;
+
+/// Kafka's default of `min.compaction.lag.ms` (and of `log.cleaner.min.compaction.lag.ms`).
+pub const MIN_COMPACTION_LAG_MS_DEFAULT: u64 = 0;
+
+/// Memory the key map counts for each distinct key: a 16-byte digest and an 8-byte offset,
+/// plus the hash table's control byte and spare capacity, rounded up.
+pub const KEY_ENTRY_BYTES: u64 = 32;
+
+/// The staging directory of a clean in progress, inside the partition directory.
+pub const STAGING_DIR: &str = "cleaner";
+
+/// The manifest as the job writes it, inside [`STAGING_DIR`] (not yet decided).
+const PENDING_MANIFEST: &str = "swap.pending";
+
+/// The manifest of a decided clean, in the partition directory: its presence commits it.
+pub const MANIFEST_FILE: &str = "cleaner-swap";
+
+/// The offset below which the log has been cleaned (the last clean's key map end).
+pub const CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+
+/// Bytes read at a time from a segment being cleaned.
+const READ_WINDOW_BYTES: usize = 1 << 20;
+
+/// A compacted topic's settings, topic configs over broker defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompactionConfig {
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: u64,
+    /// None: no bound.
+    pub max_compaction_lag_ms: Option<u64>,
+    pub delete_retention_ms: u64,
+}
+
+/// A shard cleaner's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct CleanerLimits {
+    /// Memory of the key map (`--log-cleaner-dedupe-buffer-bytes`).
+    pub key_map_bytes: u64,
+    /// Bytes read plus written per second (`--log-cleaner-io-bytes-per-sec-max`; None: no
+    /// limit).
+    pub io_bytes_per_sec: Option<u64>,
+}
+
+/// One sealed segment of the range being cleaned, as the job reads it.
+#[derive(Debug)]
+pub struct Source {
+    pub base_offset: i64,
+    /// Where its offsets end: the next segment's base offset.
+    pub next_base: i64,
+    pub size: u64,
+    /// Its log file, held open: nothing writes a sealed segment, and the job reads it whatever
+    /// happens to the log meanwhile.
+    pub file: Arc<File>,
+}
+
+/// Consecutive segments cleaned into one, named by the first one's base offset; when nothing
+/// of them is left (`replaced` false) they are removed with no successor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub bases: Vec<i64>,
+    pub replaced: bool,
+}
+
+/// What a clean read and wrote, for logs and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CleanStats {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Bytes of the cleaned segments before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub records_read: u64,
+    pub records_kept: u64,
+    pub batches_recompressed: u64,
+    pub elapsed_ms: u64,
+}
+
+/// A clean to run on the blocking pool ([`CleanJob::run`]).
+#[derive(Debug)]
+pub struct CleanJob {
+    pub topic: String,
+    pub partition: i32,
+    pub dir: PathBuf,
+    pub sources: Vec<Source>,
+    /// Where the dirty part starts (the cleaner checkpoint).
+    pub dirty_from: i64,
+    pub config: CompactionConfig,
+    pub limits: CleanerLimits,
+    pub segment_bytes: u64,
+    pub index_interval_bytes: u64,
+    /// The aborted transactions overlapping the range.
+    pub aborted: Vec<AbortedTxn>,
+    pub now_ms: i64,
+    /// The log's generation when the job was taken (see `PartitionLog::begin_clean`).
+    pub generation: u64,
+}
+
+/// A clean that is staged and waits for its commit on the owning shard.
+#[derive(Debug)]
+pub struct Cleaned {
+    pub dir: PathBuf,
+    pub groups: Vec<Group>,
+    pub checkpoint: i64,
+    /// When the earliest tombstone kept will have passed `delete.retention.ms`.
+    pub tombstone_deadline: Option<i64>,
+    pub stats: CleanStats,
+    pub generation: u64,
+}
+
+/// A 128-bit digest of a key (two SipHash values): what the key map stores instead of keys.
+fn digest(key: &[u8]) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    };
+    (u128::from(half(0)) << 64) | u128::from(half(1))
+}
+
+/// Paces reads and writes to a rate, sleeping the blocking thread when ahead of it.
+struct Throttle {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn new(rate: Option<u64>) -> Throttle {
+        Throttle {
+            rate,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn account(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let spent = self.started.elapsed();
+            if due > spent {
+                std::thread::sleep(due - spent);
+            }
+        }
+    }
+}
+
+/// Calls `f` with every whole batch of a sealed segment, in order, reading the file in
+/// windows. A batch that does not parse ends the walk with an error: sealed segments hold
+/// only whole, checked batches.
+fn for_each_batch(
+    file: &File,
+    size: u64,
+    throttle: &mut Throttle,
+    mut f: impl FnMut(&BatchHeader, Bytes) -> io::Result<u64>,
+) -> io::Result<()> {
+    let mut pos = 0u64;
+    let mut window = Bytes::new();
+    let mut window_pos = 0u64;
+    while pos + HEADER_LEN as u64 <= size {
+        let window_end = window_pos + window.len() as u64;
+        if pos + HEADER_LEN as u64 > window_end {
+            let want = READ_WINDOW_BYTES.min((size - pos) as usize);
+            window = Bytes::from(read_at_most(file, pos, want)?);
+            window_pos = pos;
+            throttle.account(window.len() as u64);
+        }
+        let off = (pos - window_pos) as usize;
+        let header = BatchHeader::parse(&window[off..])
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short batch header"))?;
+        let total = header.total_len() as u64;
+        if header.batch_length < (HEADER_LEN - 12) as i32 || header.magic != 2 || pos + total > size
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad batch at position {pos} of a sealed segment"),
+            ));
+        }
+        if pos + total > window_pos + window.len() as u64 {
+            let want = READ_WINDOW_BYTES
+                .max(total as usize)
+                .min((size - pos) as usize);
+            window = Bytes::from(read_at_most(file, pos, want)?);
+            window_pos = pos;
+            throttle.account(window.len() as u64);
+            if (window.len() as u64) < total {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment shorter than its batches",
+                ));
+            }
+        }
+        let off = (pos - window_pos) as usize;
+        let written = f(&header, window.slice(off..off + total as usize))?;
+        throttle.account(written);
+        pos += total;
+    }
+    Ok(())
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Whether a data batch belongs to an aborted transaction.
+fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
+    h.is_transactional()
+        && !h.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == h.producer_id
+                && a.first_offset <= h.base_offset
+                && h.base_offset <= a.last_offset
+        })
+}
+
+/// Encodes `records` (what is kept of one batch) as one batch in `compression`, with the
+/// original batch's flags; the base sequence follows the first kept record.
+fn encode_kept(
+    records: &mut [Record],
+    compression: Compression,
+    log_append_time: bool,
+) -> io::Result<Bytes> {
+    if let Some(first) = records.first() {
+        // The encoder derives the base sequence from the first record; a batch without a
+        // producer keeps -1 there (the decoder numbered its records from -1).
+        if first.producer_id < 0 {
+            let base = first.offset;
+            for r in records.iter_mut() {
+                r.sequence = (r.offset - base) as i32 - 1;
+            }
+        }
+    }
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(invalid)?;
+    if log_append_time {
+        // The encoder knows no timestamp type: set the attribute and the CRC again.
+        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&buf[CRC_START..]);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(buf.freeze())
+}
+
+impl CleanJob {
+    /// Builds the key map, writes the cleaned segments and the manifest under `cleaner/`, all
+    /// fsync'd. Blocking: run it on the blocking pool. Nothing in the log changes until the
+    /// owning shard commits the result.
+    pub fn run(self) -> io::Result<Cleaned> {
+        let started = Instant::now();
+        let staging = self.dir.join(STAGING_DIR);
+        match fs::remove_dir_all(&staging) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fs::create_dir(&staging)?;
+        let mut throttle = Throttle::new(self.limits.io_bytes_per_sec);
+        let mut stats = CleanStats::default();
+        let capacity = (self.limits.key_map_bytes / KEY_ENTRY_BYTES).max(1) as usize;
+        let end = self.sources.last().map_or(self.dirty_from, |s| s.next_base);
+
+        // The key map over the dirty part, and each producer's last batch in the range.
+        let mut map: HashMap<u128, i64> = HashMap::new();
+        let mut map_end = end;
+        let mut full = false;
+        let mut last_of_producer: HashMap<i64, i64> = HashMap::new();
+        for src in &self.sources {
+            for_each_batch(&src.file, src.size, &mut throttle, |h, bytes| {
+                if h.producer_id >= 0 {
+                    last_of_producer.insert(h.producer_id, h.base_offset);
+                }
+                if full
+                    || h.last_offset() < self.dirty_from
+                    || h.is_control()
+                    || is_aborted(h, &self.aborted)
+                {
+                    return Ok(0);
+                }
+                if !map.is_empty() && map.len() + h.records_count.max(0) as usize > capacity {
+                    full = true;
+                    map_end = h.base_offset;
+                    return Ok(0);
+                }
+                let set = RecordBatchDecoder::decode(&mut bytes.clone()).map_err(invalid)?;
+                for r in &set.records {
+                    if r.offset >= self.dirty_from
+                        && let Some(k) = &r.key
+                    {
+                        map.insert(digest(k), r.offset);
+                    }
+                }
+                Ok(0)
+            })?;
+        }
+
+        // Groups of the sources the clean rewrites: those starting below the map's end.
+        let mut groups: Vec<Vec<&Source>> = Vec::new();
+        let mut group_bytes = 0u64;
+        for src in self.sources.iter().filter(|s| s.base_offset < map_end) {
+            let fits = groups.last().is_some_and(|g| {
+                group_bytes + src.size <= self.segment_bytes
+                    && src.next_base - g[0].base_offset <= i64::from(u32::MAX)
+            });
+            if fits {
+                group_bytes += src.size;
+                if let Some(g) = groups.last_mut() {
+                    g.push(src);
+                }
+            } else {
+                group_bytes = src.size;
+                groups.push(vec![src]);
+            }
+        }
+
+        let retention = self.config.delete_retention_ms as i64;
+        let mut tombstone_deadline: Option<i64> = None;
+        let mut out_groups = Vec::with_capacity(groups.len());
+        for group in &groups {
+            let base = group[0].base_offset;
+            let mut seg: Option<Segment> = None;
+            for src in group {
+                stats.bytes_before += src.size;
+                for_each_batch(&src.file, src.size, &mut throttle, |h, bytes| {
+                    stats.bytes_read += bytes.len() as u64;
+                    stats.records_read += h.records_count.max(0) as u64;
+                    let keep: Option<Bytes> = if h.base_offset >= map_end || h.is_control() {
+                        Some(bytes)
+                    } else if is_aborted(h, &self.aborted) {
+                        None
+                    } else {
+                        let mut set =
+                            RecordBatchDecoder::decode(&mut bytes.clone()).map_err(invalid)?;
+                        let n = set.records.len();
+                        set.records.retain(|r| {
+                            let latest = match &r.key {
+                                None => return true,
+                                Some(k) => map.get(&digest(k)).is_none_or(|&o| o <= r.offset),
+                            };
+                            if !latest {
+                                return false;
+                            }
+                            if r.value.is_none() {
+                                let expires = r.timestamp.saturating_add(retention);
+                                if expires <= self.now_ms {
+                                    return false;
+                                }
+                                tombstone_deadline =
+                                    Some(tombstone_deadline.map_or(expires, |d| d.min(expires)));
+                            }
+                            true
+                        });
+                        if set.records.len() == n {
+                            Some(bytes)
+                        } else if set.records.is_empty() {
+                            let producers_last = h.producer_id >= 0
+                                && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
+                            producers_last.then_some(bytes)
+                        } else {
+                            stats.batches_recompressed += 1;
+                            Some(encode_kept(
+                                &mut set.records,
+                                set.compression,
+                                h.is_log_append_time(),
+                            )?)
+                        }
+                    };
+                    let Some(out) = keep else {
+                        return Ok(0);
+                    };
+                    let nh = BatchHeader::parse(&out).ok_or_else(|| invalid("encoded batch"))?;
+                    stats.records_kept += nh.records_count.max(0) as u64;
+                    if seg.is_none() {
+                        seg = Some(Segment::create(&staging, base)?);
+                    }
+                    if let Some(s) = seg.as_mut() {
+                        s.append(
+                            &[&out],
+                            &[Placed {
+                                offset: nh.base_offset,
+                                len: out.len() as u64,
+                                max_timestamp: nh.max_timestamp,
+                            }],
+                            self.index_interval_bytes,
+                        )
+                        .map_err(|f| f.error)?;
+                    }
+                    stats.bytes_written += out.len() as u64;
+                    Ok(out.len() as u64)
+                })?;
+            }
+            let replaced = match seg {
+                Some(mut s) => {
+                    s.seal().map_err(|f| f.error)?;
+                    s.sync_all()?;
+                    stats.bytes_after += s.size;
+                    true
+                }
+                None => false,
+            };
+            out_groups.push(Group {
+                bases: group.iter().map(|s| s.base_offset).collect(),
+                replaced,
+            });
+        }
+
+        let manifest = Manifest {
+            checkpoint: map_end,
+            groups: out_groups,
+        };
+        write_synced(
+            &staging.join(PENDING_MANIFEST),
+            manifest.encode().as_bytes(),
+        )?;
+        File::open(&staging)?.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        faults::check(faults::Op::CleanWritten, &self.dir)?;
+        stats.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(Cleaned {
+            dir: self.dir,
+            groups: manifest.groups,
+            checkpoint: manifest.checkpoint,
+            tombstone_deadline,
+            stats,
+            generation: self.generation,
+        })
+    }
+}
+
+/// The text of a clean's manifest: `checkpoint N`, then one line per group, `replace B...`
+/// (a cleaned segment named by the first replaces them) or `delete B...` (nothing is left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Manifest {
+    checkpoint: i64,
+    groups: Vec<Group>,
+}
+
+impl Manifest {
+    fn encode(&self) -> String {
+        let mut s = format!("checkpoint {}\n", self.checkpoint);
+        for g in &self.groups {
+            s.push_str(if g.replaced { "replace" } else { "delete" });
+            for b in &g.bases {
+                s.push_str(&format!(" {b}"));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    fn parse(text: &str) -> Option<Manifest> {
+        let mut lines = text.lines();
+        let checkpoint = lines.next()?.strip_prefix("checkpoint ")?.parse().ok()?;
+        let mut groups = Vec::new();
+        for line in lines {
+            let mut words = line.split(' ');
+            let replaced = match words.next()? {
+                "replace" => true,
+                "delete" => false,
+                _ => return None,
+            };
+            let bases = words
+                .map(|w| w.parse::<i64>().ok())
+                .collect::<Option<Vec<_>>>()?;
+            if bases.is_empty() {
+                return None;
+            }
+            groups.push(Group { bases, replaced });
+        }
+        Some(Manifest { checkpoint, groups })
+    }
+}
+
+/// Writes a small file and fsyncs it (not its directory).
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let f = File::create(path)?;
+    pwritev_all(&f, 0, &[bytes])?;
+    f.sync_all()
+}
+
+/// The cleaner checkpoint of a partition directory (0 when none was written).
+pub fn read_checkpoint(dir: &Path) -> io::Result<i64> {
+    match fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
+        Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Persists the cleaner checkpoint atomically (temporary file, fsync, rename, directory
+/// fsync).
+fn write_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
+    write_synced(&tmp, offset.to_string().as_bytes())?;
+    fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn rename_if_exists(from: &Path, to: &Path) -> io::Result<bool> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A segment's three paths in `dir`, in the order a swap moves them (the log last: a staged
+/// log file means its group is not swapped yet).
+fn segment_paths(dir: &Path, base: i64) -> [PathBuf; 3] {
+    [
+        segment::index_path(dir, base),
+        segment::time_index_path(dir, base),
+        segment::log_path(dir, base),
+    ]
+}
+
+/// Removes a segment's files, the log first (a segment is known by its log file).
+fn remove_segment_files(dir: &Path, base: i64) -> io::Result<()> {
+    let [index, time, log] = segment_paths(dir, base);
+    for p in [log, index, time] {
+        remove_if_exists(&p)?;
+    }
+    Ok(())
+}
+
+/// Completes or rolls back a clean that a stop interrupted, before the log's segments are
+/// listed (see the module docs). Returns whether there was one.
+pub fn recover(dir: &Path) -> io::Result<bool> {
+    let staging = dir.join(STAGING_DIR);
+    let manifest = dir.join(MANIFEST_FILE);
+    let text = match fs::read_to_string(&manifest) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return match fs::remove_dir_all(&staging) {
+                Ok(()) => {
+                    File::open(dir)?.sync_all()?;
+                    tracing::warn!(dir = %dir.display(), "rolled back a log clean that had not committed");
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let m = Manifest::parse(&text).ok_or_else(|| {
+        invalid(format!(
+            "{} does not parse: a log clean cannot be completed",
+            manifest.display()
+        ))
+    })?;
+    for g in &m.groups {
+        let rest = if g.replaced {
+            let base = g.bases[0];
+            for (from, to) in segment_paths(&staging, base)
+                .iter()
+                .zip(segment_paths(dir, base).iter())
+            {
+                rename_if_exists(from, to)?;
+            }
+            // The open rebuilds them from the log, whichever stage the kill came at.
+            let [index, time, _] = segment_paths(dir, base);
+            for p in [index, time] {
+                match fs::OpenOptions::new().write(true).open(&p) {
+                    Ok(f) => f.set_len(0)?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            &g.bases[1..]
+        } else {
+            &g.bases[..]
+        };
+        for &b in rest {
+            remove_segment_files(dir, b)?;
+        }
+    }
+    File::open(dir)?.sync_all()?;
+    match fs::remove_dir_all(&staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    write_checkpoint(dir, m.checkpoint)?;
+    fs::remove_file(&manifest)?;
+    File::open(dir)?.sync_all()?;
+    tracing::warn!(dir = %dir.display(), checkpoint = m.checkpoint, "completed a log clean that a stop interrupted");
+    Ok(true)
+}
+
+/// The commit of a staged clean on the owning shard: renames only (no fsync), so it runs on
+/// the executor. `replaced_first` is called after the first group's files moved (a fault
+/// point for the crash tests).
+pub(crate) fn commit(cleaned: &Cleaned) -> io::Result<()> {
+    let dir = &cleaned.dir;
+    let staging = dir.join(STAGING_DIR);
+    faults::check(faults::Op::CleanCommit, dir)?;
+    fs::rename(staging.join(PENDING_MANIFEST), dir.join(MANIFEST_FILE))?;
+    faults::check(faults::Op::CleanCommitted, dir)?;
+    for (i, g) in cleaned.groups.iter().enumerate() {
+        let rest = if g.replaced {
+            let base = g.bases[0];
+            for (from, to) in segment_paths(&staging, base)
+                .iter()
+                .zip(segment_paths(dir, base).iter())
+            {
+                fs::rename(from, to)?;
+            }
+            &g.bases[1..]
+        } else {
+            &g.bases[..]
+        };
+        for &b in rest {
+            for (from, to) in segment_paths(dir, b).iter().rev().zip(
+                segment_paths(&staging, b)
+                    .iter()
+                    .rev()
+                    .map(|p| p.with_extension(format!("{}.deleted", ext(p)))),
+            ) {
+                rename_if_exists(from, &to)?;
+            }
+        }
+        if i == 0 {
+            faults::check(faults::Op::CleanSwapping, dir)?;
+        }
+    }
+    faults::check(faults::Op::CleanSwapped, dir)
+}
+
+fn ext(p: &Path) -> String {
+    p.extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The file work after a clean's commit or its abandonment, on the blocking pool.
+#[derive(Debug)]
+pub struct CleanTail {
+    pub dir: PathBuf,
+    /// The checkpoint to persist (a commit), or None (a rollback: the staged files go).
+    pub checkpoint: Option<i64>,
+}
+
+impl CleanTail {
+    pub fn run(&self) -> io::Result<()> {
+        let staging = self.dir.join(STAGING_DIR);
+        if let Some(checkpoint) = self.checkpoint {
+            File::open(&self.dir)?.sync_all()?;
+            fs::remove_dir_all(&staging)?;
+            faults::check(faults::Op::CleanDeleted, &self.dir)?;
+            write_checkpoint(&self.dir, checkpoint)?;
+            fs::remove_file(self.dir.join(MANIFEST_FILE))?;
+        } else {
+            match fs::remove_dir_all(&staging) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        File::open(&self.dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_round_trip_and_bad_ones_do_not_parse() {
+        let m = Manifest {
+            checkpoint: 120,
+            groups: vec![
+                Group {
+                    bases: vec![0, 40, 80],
+                    replaced: true,
+                },
+                Group {
+                    bases: vec![100],
+                    replaced: false,
+                },
+            ],
+        };
+        assert_eq!(Manifest::parse(&m.encode()), Some(m));
+        for bad in [
+            "",
+            "checkpoint x\n",
+            "checkpoint 1\nreplace\n",
+            "checkpoint 1\nmove 3\n",
+        ] {
+            assert_eq!(Manifest::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn digests_tell_keys_apart() {
+        assert_eq!(digest(b"k1"), digest(b"k1"));
+        assert_ne!(digest(b"k1"), digest(b"k2"));
+        assert_ne!(digest(b""), digest(b"\0"));
+    }
+}
