@@ -122,6 +122,23 @@ pub struct Snapshot {
     /// (group, topic, partition, committed offset) of the groups this shard coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
     pub replication: Replication,
+    pub cleaner: Cleaner,
+}
+
+/// A shard's log cleaner figures (see `shard::cleaner`).
+#[derive(Debug, Default)]
+pub struct Cleaner {
+    pub cleans: u64,
+    pub failures: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Bytes of the cleaned segments before and after (their ratio: what cleaning saved).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub seconds: f64,
+    /// The largest cleaner lag of the shard's compacted partitions: ms since the oldest record
+    /// not yet cleaned.
+    pub lag_ms: i64,
 }
 
 /// A shard's replication figures.
@@ -241,7 +258,7 @@ pub fn render(snaps: &[Snapshot]) -> String {
             );
         }
     }
-    let per_shard: [PerShard; 21] = [
+    let per_shard: [PerShard; 29] = [
         (
             "spate_produce_appends_total",
             "counter",
@@ -307,6 +324,55 @@ pub fn render(snaps: &[Snapshot]) -> String {
             "counter",
             "Seconds spent in fdatasync jobs.",
             |s| s.flush_seconds.to_string(),
+        ),
+        (
+            "spate_log_cleaner_cleans_total",
+            "counter",
+            "Log cleans (compaction) swapped in.",
+            |s| s.cleaner.cleans.to_string(),
+        ),
+        (
+            "spate_log_cleaner_failures_total",
+            "counter",
+            "Log cleans that failed or whose file work failed.",
+            |s| s.cleaner.failures.to_string(),
+        ),
+        (
+            "spate_log_cleaner_bytes_read_total",
+            "counter",
+            "Bytes of log the cleaner read (the key map pass and the rewrite).",
+            |s| s.cleaner.bytes_read.to_string(),
+        ),
+        (
+            "spate_log_cleaner_bytes_written_total",
+            "counter",
+            "Bytes of cleaned segments the cleaner wrote.",
+            |s| s.cleaner.bytes_written.to_string(),
+        ),
+        (
+            "spate_log_cleaner_segment_bytes_before_total",
+            "counter",
+            "Bytes of the segments cleaned, before their clean.",
+            |s| s.cleaner.bytes_before.to_string(),
+        ),
+        (
+            "spate_log_cleaner_segment_bytes_after_total",
+            "counter",
+            "Bytes of the segments cleaned, after their clean (after/before: the ratio kept).",
+            |s| s.cleaner.bytes_after.to_string(),
+        ),
+        (
+            "spate_log_cleaner_seconds_total",
+            "counter",
+            "Seconds the cleaner's jobs ran.",
+            |s| s.cleaner.seconds.to_string(),
+        ),
+        (
+            "spate_log_cleaner_lag_ms",
+            "gauge",
+            "The largest cleaner lag of the shard's compacted partitions: milliseconds since \
+             the oldest record not cleaned yet.",
+            |s| s.cleaner.lag_ms.to_string(),
         ),
         (
             "spate_fetch_cold_bytes_total",

@@ -125,7 +125,7 @@ pub fn split_produce_records(
     let mut batches = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
-        match next_batch(records, pos, message_bytes_max)? {
+        match next_batch(records, pos, message_bytes_max, true)? {
             Next::Whole(b) => {
                 pos += b.bytes.len();
                 batches.push(b);
@@ -147,7 +147,7 @@ pub fn split_fetched_records(records: &Bytes) -> Result<Vec<ProducedBatch>, Kafk
     let mut batches = Vec::new();
     let mut pos = 0;
     while pos < records.len() {
-        match next_batch(records, pos, usize::MAX)? {
+        match next_batch(records, pos, usize::MAX, false)? {
             Next::Whole(b) => {
                 pos += b.bytes.len();
                 batches.push(b);
@@ -167,8 +167,16 @@ enum Next {
 
 /// Checks the batch at `pos` of `records`: length, size limit, magic, CRC32C and offset
 /// counts. A batch cut short by the end of `records` is [`Next::Partial`], for the caller to
-/// reject (a Produce request) or drop (a Fetch response).
-fn next_batch(records: &Bytes, pos: usize, message_bytes_max: usize) -> Result<Next, KafkaError> {
+/// reject (a Produce request) or drop (a Fetch response). A producer's batch (`dense`) has
+/// one offset per record; a fetched one may come from a compacted log, where a batch's
+/// records have gaps between their offsets and an idempotent producer's last batch may be
+/// kept with no record at all.
+fn next_batch(
+    records: &Bytes,
+    pos: usize,
+    message_bytes_max: usize,
+    dense: bool,
+) -> Result<Next, KafkaError> {
     let rest = &records[pos..];
     if rest.len() < LOG_OVERHEAD {
         return Ok(Next::Partial(format!(
@@ -211,10 +219,13 @@ fn next_batch(records: &Bytes, pos: usize, message_bytes_max: usize) -> Result<N
             header.crc
         )));
     }
-    if header.records_count <= 0
-        || header.last_offset_delta < 0
-        || (header.compression() == 0 && header.last_offset_delta != header.records_count - 1)
-    {
+    let counts_agree = if dense {
+        header.records_count > 0
+            && (header.compression() != 0 || header.last_offset_delta == header.records_count - 1)
+    } else {
+        header.records_count >= 0 && header.last_offset_delta >= header.records_count - 1
+    };
+    if header.last_offset_delta < 0 || !counts_agree {
         return Err(KafkaError::CorruptMessage(format!(
             "records_count {} and last_offset_delta {} disagree",
             header.records_count, header.last_offset_delta

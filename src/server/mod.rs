@@ -409,6 +409,16 @@ async fn shard_main(
             }
         })
     };
+    let cleaner = {
+        let shard = shard.clone();
+        let every = Duration::from_millis(config.log_cleaner_backoff_ms.max(1));
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                shard.run_cleaner().await;
+            }
+        })
+    };
     // Replication: followers that fell behind leave the ISR, and the high watermarks are
     // checkpointed.
     let replication = config.cluster.is_some().then(|| {
@@ -527,6 +537,7 @@ async fn shard_main(
     }
     let _ = flusher.cancel().await;
     let _ = retention.cancel().await;
+    let _ = cleaner.cancel().await;
     let _ = group_ticker.cancel().await;
     let _ = txn_ticker.cancel().await;
     if let Some(r) = replication {

@@ -9,6 +9,7 @@
 //! call is synchronous and short.
 
 pub mod calls;
+pub mod cleaner;
 pub mod controller;
 pub mod coordinator_logs;
 pub mod partition;
@@ -190,6 +191,8 @@ pub struct Shard {
     txn_log_open: Cell<bool>,
     /// Request counters and latency histograms.
     pub metrics: crate::metrics::ShardMetrics,
+    /// What the shard's log cleaner did (see `cleaner.rs`).
+    pub cleaner_stats: cleaner::CleanerStats,
     pub stats: ShardStats,
     /// Set when the broker is stopping: accept loops and connections wind down.
     pub stopping: Cell<bool>,
@@ -266,6 +269,7 @@ impl Shard {
             serving: Cell::new(!in_cluster),
             txn_log_open: Cell::new(false),
             metrics: Default::default(),
+            cleaner_stats: Default::default(),
             stats: ShardStats::default(),
             stopping: Cell::new(false),
             log: crate::log_limit::LogLimiter::new(Duration::from_millis(
@@ -448,6 +452,10 @@ impl Shard {
                 .filter(|((topic, _), _)| !crate::placement::is_coordinator_log(topic))
                 .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
+                    // A compact-only topic keeps every key's last record, however old.
+                    if !self.cleanup_policy(meta).delete {
+                        return None;
+                    }
                     p.log.apply_retention(self.retention(meta), now)
                 })
                 .collect()
@@ -1923,6 +1931,19 @@ impl Shard {
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
             replication: self.replication_stats(),
+            cleaner: {
+                let c = &self.cleaner_stats;
+                crate::metrics::Cleaner {
+                    cleans: c.cleans.get(),
+                    failures: c.failures.get(),
+                    bytes_read: c.bytes_read.get(),
+                    bytes_written: c.bytes_written.get(),
+                    bytes_before: c.bytes_before.get(),
+                    bytes_after: c.bytes_after.get(),
+                    seconds: c.millis.get() as f64 / 1000.0,
+                    lag_ms: c.lag_ms.get(),
+                }
+            },
         }
     }
 }

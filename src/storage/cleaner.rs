@@ -31,8 +31,8 @@
 //!    the log is cleaned again then, even with nothing new written. The batches of aborted
 //!    transactions (from the aborted-transaction index) are dropped; control batches
 //!    (transaction markers) are kept; an idempotent producer's last batch in the range is
-//!    kept whole even when nothing of it is otherwise left, so its sequence survives a
-//!    restart that rebuilds producer state from the log. At or above the key map's end
+//!    kept as its header alone (no records) when nothing of it is otherwise left, as Kafka
+//!    does, so its sequence survives a restart that rebuilds producer state from the log. At or above the key map's end
 //!    nothing is dropped, so every gap the clean makes in the offsets lies below the new
 //!    checkpoint, which is how an open tells a cleaned gap from a lost segment.
 //! 4. **Stage.** The staged segments (with their offset and time indexes) are fsync'd, and a
@@ -331,6 +331,21 @@ fn encode_kept(
     Ok(buf.freeze())
 }
 
+/// The header of `batch` alone, with no records: how an idempotent producer's last batch is
+/// kept when none of its records is (as Kafka does), so its producer id, epoch, sequence and
+/// last offset survive for the producer state rebuilt from the log. Uncompressed (there is no
+/// payload to decompress), CRC recomputed.
+fn empty_batch(batch: &Bytes) -> Bytes {
+    let mut b = batch[..HEADER_LEN].to_vec();
+    b[8..12].copy_from_slice(&((HEADER_LEN - 12) as i32).to_be_bytes());
+    let attributes = i16::from_be_bytes([b[21], b[22]]) & !0x07;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[57..61].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(b)
+}
+
 impl CleanJob {
     /// Builds the key map, writes the cleaned segments and the manifest under `cleaner/`, all
     /// fsync'd. Blocking: run it on the blocking pool. Nothing in the log changes until the
@@ -438,12 +453,12 @@ impl CleanJob {
                             }
                             true
                         });
-                        if set.records.len() == n {
-                            Some(bytes)
-                        } else if set.records.is_empty() {
+                        if set.records.is_empty() {
                             let producers_last = h.producer_id >= 0
                                 && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
-                            producers_last.then_some(bytes)
+                            producers_last.then(|| if n == 0 { bytes } else { empty_batch(&bytes) })
+                        } else if set.records.len() == n {
+                            Some(bytes)
                         } else {
                             stats.batches_recompressed += 1;
                             Some(encode_kept(

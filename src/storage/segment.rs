@@ -453,7 +453,9 @@ impl Segment {
                 && pos + total <= self.size
                 && h.magic == 2
                 && h.base_offset >= next
-                && h.records_count > 0
+                // A compacted log keeps an idempotent producer's last batch even when none
+                // of its records is left (see `storage::cleaner`).
+                && h.records_count >= 0
                 && h.last_offset_delta >= 0
                 && h.base_offset - self.base_offset <= u32::MAX as i64;
             if !sane {
