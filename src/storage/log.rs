@@ -3,10 +3,13 @@
 //! Lives on: the shard that owns the partition (see `shard::assignment`). Every method is
 //! synchronous and short, so callers never hold a borrow of a log across an `.await`.
 //!
-//! Offsets are dense: the broker assigns each batch's base offset as the current log end, and
-//! the log end moves by the batch's record count. On open the active segment is scanned from
-//! its last index entry to find the log end; a partial batch at the very end (which a clean
-//! shutdown never leaves) is cut off. Full crash recovery with CRC checks is the storage
+//! Offsets are dense as written: the broker assigns each batch's base offset as the current
+//! log end, and the log end moves by the batch's record count. A compacted log's are sparse
+//! below its cleaner checkpoint (see `storage::cleaner`): reads return the next batch after a
+//! cleaned-away offset, and a follower copies the gaps as they are.
+//!
+//! On open the active segment is scanned from its last index entry to find the log end; a
+//! partial batch at the very end (which a clean shutdown never leaves) is cut off. Full crash recovery with CRC checks is the storage
 //! engine's job (its own issue).
 //!
 //! A follower's log takes the leader's offsets instead ([`PartitionLog::append_replicated`]:
@@ -905,8 +908,9 @@ impl PartitionLog {
     /// Appends batches a follower fetched from its leader, as they are: their base offsets and
     /// leader epochs are the leader's, and the bytes go to the file unchanged (no header is
     /// rewritten, so the follower's log is byte for byte the leader's). The batches must
-    /// continue the log exactly: the first starts at the log end, each next one right after
-    /// the one before, and their epochs never go back (not below the epoch cache's newest
+    /// continue the log: the first starts at or past the log end, each next one at or past
+    /// the end of the one before (past it where a compacted leader's log has a gap), and
+    /// their epochs never go back (not below the epoch cache's newest
     /// either); else nothing is written and the answer is `CorruptMessage` naming the offsets.
     /// A follower that started its log with [`Self::truncate_fully_and_start_at`] inside a
     /// batch of the leader's gets that batch (it starts below the log end) refused the same
@@ -924,10 +928,13 @@ impl PartitionLog {
         let mut placed = Vec::with_capacity(batches.len());
         for b in batches {
             let h = &b.header;
-            if h.base_offset != next {
+            // A compacted leader's log has gaps between batches (see `storage::cleaner`): a
+            // batch may start past the log end, never below it. The gap lands inside a
+            // segment (a roll starts the new segment at the log end before the append).
+            if h.base_offset < next {
                 return Err(KafkaError::CorruptMessage(format!(
                     "replicated batch {}..={} does not follow the log: expected base offset \
-                     {next} (log end {base_offset})",
+                     {next} or above (log end {base_offset})",
                     h.base_offset,
                     h.last_offset()
                 )));
@@ -941,7 +948,7 @@ impl PartitionLog {
             }
             epoch = h.partition_leader_epoch;
             placed.push(Placed {
-                offset: next,
+                offset: h.base_offset,
                 len: b.bytes.len() as u64,
                 max_timestamp: h.max_timestamp,
             });

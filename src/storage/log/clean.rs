@@ -437,6 +437,36 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_copies_a_compacted_leaders_sparse_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = compacted_log(dir.path());
+        let cleaned = clean(&mut leader, 10_000);
+        leader.finish_clean(&cleaned).unwrap().run().unwrap();
+        leader.end_clean();
+        let follower_dir = tempfile::tempdir().unwrap();
+        let small = LogConfig {
+            segment_bytes: 300,
+            ..CFG
+        };
+        let mut follower = PartitionLog::open(follower_dir.path(), "t", 0, small, false).unwrap();
+        let mut offset = 0;
+        while offset < leader.log_end_offset() {
+            let slice = leader.read(offset, 200, i64::MAX).unwrap().unwrap();
+            let bytes = Bytes::from(read_at_most(&slice.file, slice.pos, slice.len).unwrap());
+            let batches = batch::split_fetched_records(&bytes).unwrap();
+            offset = follower.append_replicated(&batches).unwrap().last_offset + 1;
+        }
+        assert!(follower.segment_count() > 1);
+        assert_eq!(records(&follower), records(&leader));
+        // Its gaps lie inside its segments: it reopens online.
+        drop(follower);
+        let follower = PartitionLog::open(follower_dir.path(), "t", 0, small, true).unwrap();
+        follower.check_online().unwrap();
+        assert_eq!(records(&follower), records(&leader));
+        assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    }
+
+    #[test]
     fn a_small_key_map_cleans_in_several_passes() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = compacted_log(dir.path());
