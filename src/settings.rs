@@ -84,7 +84,7 @@ pub struct Settings {
     #[arg(long, allow_negative_numbers = true)]
     pub log_cleaner_io_bytes_per_sec_max: Option<i64>,
     /// Memory of each shard's log cleaner key map, in bytes (log.cleaner.dedupe.buffer.size):
-    /// 24 bytes a distinct key; a log with more keys in its uncleaned part is cleaned in
+    /// 32 bytes a distinct key; a log with more keys in its uncleaned part is cleaned in
     /// several passes [default: 33554432].
     #[arg(long)]
     pub log_cleaner_dedupe_buffer_bytes: Option<u64>,
