@@ -299,8 +299,15 @@ fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
 fn encode_kept(
     records: &mut [Record],
     compression: Compression,
-    log_append_time: bool,
+    log_append_time: Option<i64>,
 ) -> io::Result<Bytes> {
+    if let Some(ts) = log_append_time {
+        // A LogAppendTime batch's records all carry its max timestamp (the append time); the
+        // decoder gave them the producer's.
+        for r in records.iter_mut() {
+            r.timestamp = ts;
+        }
+    }
     if let Some(first) = records.first() {
         // The encoder derives the base sequence from the first record; a batch without a
         // producer keeps -1 there (the decoder numbered its records from -1).
@@ -321,7 +328,7 @@ fn encode_kept(
         },
     )
     .map_err(invalid)?;
-    if log_append_time {
+    if log_append_time.is_some() {
         // The encoder knows no timestamp type: set the attribute and the CRC again.
         let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
         buf[21..23].copy_from_slice(&attributes.to_be_bytes());
@@ -464,7 +471,7 @@ impl CleanJob {
                             Some(encode_kept(
                                 &mut set.records,
                                 set.compression,
-                                h.is_log_append_time(),
+                                h.is_log_append_time().then_some(h.max_timestamp),
                             )?)
                         }
                     };

@@ -298,6 +298,44 @@ mod tests {
         buf.freeze()
     }
 
+    /// One batch of keyed records written by producer `pid` (sequence from `seq`), or
+    /// transactional.
+    fn produced(
+        log: &mut PartitionLog,
+        pid: i64,
+        seq: i32,
+        transactional: bool,
+        keys: &[&str],
+    ) -> Appended {
+        let recs: Vec<Record> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Record {
+                transactional,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: 0,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: seq + i as i32,
+                timestamp: 1000,
+                key: Some(Bytes::from(k.to_string())),
+                value: Some(Bytes::from(format!("{k}@{pid}/{seq}"))),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        };
+        RecordBatchEncoder::encode(&mut buf, recs.iter(), &options).unwrap();
+        let b = batch::split_produce_records(&buf.freeze(), 1 << 20).unwrap();
+        log.append(&b, 0, None, 1000).unwrap()
+    }
+
     fn append(log: &mut PartitionLog, ts: i64, records: &[(&str, Option<&str>)], c: Compression) {
         let b = batch::split_produce_records(&keyed(ts, records, c), 1 << 20).unwrap();
         log.append(&b, 0, None, ts).unwrap();
@@ -464,6 +502,69 @@ mod tests {
         follower.check_online().unwrap();
         assert_eq!(records(&follower), records(&leader));
         assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    }
+
+    /// An idempotent producer's last batch stays (as a header with no records when every
+    /// record of it is superseded), so its sequence and last offset survive for the producer
+    /// state rebuilt from the log; its older batches go. The records of an aborted
+    /// transaction go, whatever comes after them.
+    #[test]
+    fn producers_last_batches_stay_and_aborted_transactions_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+        produced(&mut log, 7, 0, false, &["a", "b"]); // offsets 0, 1
+        produced(&mut log, 7, 2, false, &["a", "b"]); // 2, 3: producer 7's last
+        let aborted = produced(&mut log, 9, 0, true, &["only-in-aborted", "c"]); // 4, 5
+        append(
+            &mut log,
+            1000,
+            &[("a", Some("x")), ("b", Some("y"))],
+            Compression::None,
+        ); // 6, 7
+        log.segments.last_mut().unwrap().seal().unwrap();
+        let next = log.next_offset;
+        log.segments.push(Segment::create(&log.dir, next).unwrap());
+        append(&mut log, 1000, &[("z", Some("z"))], Compression::None);
+        let abort = AbortedTxn {
+            producer_id: 9,
+            first_offset: aborted.base_offset,
+            last_offset: 8,
+            last_stable_offset: 8,
+        };
+        let job = log
+            .begin_clean(COMPACT, LIMITS, 10_000, i64::MAX, |_, _| vec![abort])
+            .unwrap();
+        let cleaned = job.run().unwrap();
+        log.finish_clean(&cleaned).unwrap().run().unwrap();
+        log.end_clean();
+        let got: Vec<(i64, String)> = records(&log).into_iter().map(|(o, k, _)| (o, k)).collect();
+        assert_eq!(
+            got,
+            [(6, "a".into()), (7, "b".into()), (8, "z".into())],
+            "{got:?}"
+        );
+        let mut headers = Vec::new();
+        log.scan_headers_from(0, |h| headers.push(*h)).unwrap();
+        let kept = headers.iter().find(|h| h.producer_id == 7).unwrap();
+        assert_eq!(
+            (
+                kept.base_offset,
+                kept.last_offset(),
+                kept.records_count,
+                kept.base_sequence
+            ),
+            (2, 3, 0, 2)
+        );
+        assert!(!headers.iter().any(|h| h.producer_id == 9));
+        // The producer state rebuilt from the log knows producer 7's last batch.
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
+        log.check_online().unwrap();
+        let mut states = crate::storage::producers::ProducerStates::default();
+        log.scan_headers_from(0, |h| states.replay(h)).unwrap();
+        let last = *states.get(7).unwrap().batches.back().unwrap();
+        assert_eq!((last.last_seq, last.last_offset), (3, 3));
+        assert_eq!(records(&log).len(), 3);
     }
 
     #[test]
