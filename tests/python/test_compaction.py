@@ -12,6 +12,8 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from kafkautil import admin, consumer, create_topic, producer, unique_topic, wait_until
+from test_cluster import FAST as CLUSTER_FAST
+from test_cluster import cluster_factory, create  # noqa: F401 - the fixture is used by name
 
 FAST = ["--log-cleaner-backoff-ms", "200"]
 COMPACT = {
@@ -205,3 +207,47 @@ def test_connect_and_schema_registry_topics_describe_as_compacted(broker):
     got = a.describe_configs([broker_res])[broker_res].result(timeout=15)
     assert got["log.cleanup.policy"].value == "delete"
     assert got["log.cleaner.backoff.ms"].value == "15000"
+
+
+def test_a_follower_catches_up_from_a_compacted_leader(cluster_factory):
+    """A follower that was down while its leader compacted fetches the leader's sparse log
+    (batches past its log end, gaps inside them), rejoins the ISR, and holds each live key's
+    last value at its offset in its own files."""
+    from kafka.record.default_records import DefaultRecordBatch
+
+    from jepsen import batches_on_disk
+    from test_replication import isr, leaders
+
+    c = cluster_factory(extra_args=CLUSTER_FAST + FAST)
+    t = unique_topic("compact-repl")
+    create(c.bootstrap, t, 1, rf=3, config=COMPACT | {"min.insync.replicas": "1"})
+    wait_until(lambda: len(isr(c, t).get(0, [])) == 3, timeout=60, desc="a full ISR")
+    leader = leaders(c, t)[0]
+    follower = next(i for i in c.ids if i != leader and i != c.controller())
+    c.nodes[follower].kill()
+    wait_until(lambda: follower not in isr(c, t).get(0, [follower]), timeout=30, desc="the follower out of the ISR")
+    keys = [f"k{i}".encode() for i in range(40)]
+    p = producer(c.bootstrap, **{"compression.type": "gzip"})
+    acked = []
+    for i in range(2000):
+        p.produce(t, key=keys[i % 40], value=f"v{i}".encode(), partition=0,
+                  on_delivery=lambda err, m: acked.append((err, m.offset(), m.key(), m.value())))
+        p.poll(0)
+    for k in keys[:10]:
+        p.produce(t, key=k, value=None, partition=0,
+                  on_delivery=lambda err, m: acked.append((err, m.offset(), m.key(), m.value())))
+    assert p.flush(30) == 0 and all(a[0] is None for a in acked)
+    last = {k: (off, v) for _, off, k, v in sorted(acked, key=lambda a: a[1])}
+    last[b"roll"] = (roll(c.bootstrap, t, time.monotonic()), b"roll")
+    tombstoned = set(keys[:10])
+    wait_until(lambda: compacted_as_expected(read_all(c.bootstrap, t), last, tombstoned, 2011),
+               timeout=60, interval=0.5, desc="the leader's log compacted")
+    c.nodes[follower].start()
+    wait_until(lambda: len(isr(c, t).get(0, [])) == 3, timeout=60, desc="the follower back in the ISR")
+
+    def follower_compacted():
+        records = [(r.offset, r.key, r.value)
+                   for _, _, raw in batches_on_disk(c.nodes[follower].data_dir, t, 0)
+                   for r in DefaultRecordBatch(bytearray(raw))]
+        return compacted_as_expected(sorted(records), last, tombstoned, 2011)
+    wait_until(follower_compacted, timeout=30, interval=0.5, desc="the follower's files compacted")
