@@ -1195,7 +1195,12 @@ impl PartitionLog {
         let max = seg.max_timestamp;
         let mut found = None;
         seg.scan(seg.time_lookup(max), |b| {
-            if b.header.max_timestamp >= max && b.header.last_offset() >= self.log_start_offset {
+            // A compacted log's empty batches (an idempotent producer's last, kept for its
+            // sequence) hold no record to point at.
+            if b.header.max_timestamp >= max
+                && b.header.records_count > 0
+                && b.header.last_offset() >= self.log_start_offset
+            {
                 found = Some(b);
                 return false;
             }
@@ -1225,6 +1230,7 @@ impl PartitionLog {
             let mut found = None;
             seg.scan(seg.time_lookup(timestamp), |b| {
                 if b.header.max_timestamp >= timestamp
+                    && b.header.records_count > 0
                     && b.header.last_offset() >= self.log_start_offset
                 {
                     found = Some(b);

@@ -556,6 +556,8 @@ mod tests {
             (2, 3, 0, 2)
         );
         assert!(!headers.iter().any(|h| h.producer_id == 9));
+        // ListOffsets by time passes over the empty batch to the first record.
+        assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some((6, 1000)));
         // The producer state rebuilt from the log knows producer 7's last batch.
         drop(log);
         let log = PartitionLog::open(dir.path(), "t", 0, CFG, true).unwrap();
