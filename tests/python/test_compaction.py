@@ -6,11 +6,14 @@ swap (through the fault seam, SPATE_TEST_FAULTS) loses nothing.
 The cleaner is made to look often (--log-cleaner-backoff-ms); every wait has a deadline.
 """
 
+import re
 import time
+import urllib.request
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
+from conftest import free_port
 from kafkautil import admin, consumer, create_topic, producer, unique_topic, wait_until
 from test_cluster import FAST as CLUSTER_FAST
 from test_cluster import cluster_factory, create  # noqa: F401 - the fixture is used by name
@@ -114,7 +117,8 @@ def compacted_as_expected(records, last, tombstoned, total):
 
 
 def test_compacted_topic_from_four_codecs_keeps_each_keys_last_value(broker_factory):
-    b = broker_factory(shards=2, extra_args=FAST)
+    mport = free_port()
+    b = broker_factory(shards=2, extra_args=FAST + ["--metrics-listen", f"127.0.0.1:{mport}"])
     topic = unique_topic("compact")
     create_topic(b.bootstrap, topic, 1, config=COMPACT)
     keys = [f"key-{i}".encode() for i in range(500)]
@@ -133,6 +137,11 @@ def test_compacted_topic_from_four_codecs_keeps_each_keys_last_value(broker_fact
         return compacted_as_expected(read_all(b.bootstrap, topic), last, tombstoned, total)
     wait_until(done, timeout=90, interval=1.0, desc="the topic to be compacted")
     cleaned = read_all(b.bootstrap, topic)
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    cleans = sum(int(m) for m in re.findall(r'^spate_log_cleaner_cleans_total\{[^}]*\} (\d+)', metrics, re.M))
+    read_bytes = sum(int(m) for m in re.findall(r'^spate_log_cleaner_bytes_read_total\{[^}]*\} (\d+)', metrics, re.M))
+    assert cleans >= 1 and read_bytes > 0, metrics
     # A consumer starting at a cleaned-away offset gets the next record.
     present = [off for off, _, _ in cleaned]
     gap = next(o for o in range(present[0], present[-1]) if o not in set(present))
