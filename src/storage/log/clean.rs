@@ -439,11 +439,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut log = compacted_log(dir.path());
         let before = log.size_bytes();
+        // A reader holding ranges of segments about to be replaced (a Fetch response in flight).
+        let held: Vec<_> = [0, 150, 300]
+            .iter()
+            .map(|&o| log.read(o, 1 << 20, i64::MAX).unwrap().unwrap())
+            .collect();
+        let held_bytes: Vec<_> = held
+            .iter()
+            .map(|s| read_at_most(&s.file, s.pos, s.len).unwrap())
+            .collect();
         let cleaned = clean(&mut log, 10_000);
         let tail = log.finish_clean(&cleaned).unwrap();
         tail.run().unwrap();
         log.end_clean();
         check_compacted(&records(&log));
+        // It finishes reading them as they were: the old files live on while it holds them.
+        for (s, bytes) in held.iter().zip(&held_bytes) {
+            assert_eq!(&read_at_most(&s.file, s.pos, s.len).unwrap(), bytes);
+        }
         assert!(
             log.size_bytes() < before / 4,
             "{} of {before}",
