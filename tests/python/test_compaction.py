@@ -167,7 +167,8 @@ def test_a_kill_at_each_stage_of_a_clean_swap_loses_nothing(broker_factory, monk
     """The fault seam aborts the broker (as kill -9 would) at one stage of a clean's swap; the
     restart completes or rolls the clean back, and the next clean compacts the log."""
     b = None
-    for stage in ["clean-written", "clean-committed", "clean-swapping", "clean-swapped", "clean-deleted"]:
+    for stage in ["clean-written", "clean-commit", "clean-committed", "clean-swapping", "clean-swapped",
+                  "clean-deleted"]:
         topic = unique_topic("swap")
         monkeypatch.setenv("SPATE_TEST_FAULTS", f"{stage}:ABORT:{topic}-0:1")
         if b is None:
@@ -187,7 +188,8 @@ def test_a_kill_at_each_stage_of_a_clean_swap_loses_nothing(broker_factory, monk
         b.kill()
         monkeypatch.delenv("SPATE_TEST_FAULTS")
         b.start()
-        recovery = "rolled back a log clean" if stage == "clean-written" else "completed a log clean"
+        recovery = ("rolled back a log clean" if stage in ("clean-written", "clean-commit")
+                    else "completed a log clean")
         assert recovery in b.log_text(), (stage, b.log_tail())
         # Right after the restart, before or after the next clean: nothing acknowledged is lost.
         got = {k: (off, v) for off, k, v in read_all(b.bootstrap, topic)}
