@@ -1,14 +1,19 @@
 //! The shard's log cleaner: every `--log-cleaner-backoff-ms` it looks at the partitions it
 //! owns whose topic's `cleanup.policy` includes `compact`, and cleans those that are due, one
 //! at a time (so a shard holds at most one key map, bounded by
-//! `--log-cleaner-dedupe-buffer-bytes`, and one blocking thread; `--log-cleaner-io-bytes-per-sec-max`
+//! `--log-cleaner-dedupe-buffer-bytes`, and one cleaner thread; `--log-cleaner-io-bytes-per-sec-max`
 //! paces its reads and writes so it never starves produce).
 //!
 //! Lives on: each shard runs its own; a partition's clean is taken and swapped in on the
-//! shard that owns it, and only the job between runs on the blocking pool with owned data
+//! shard that owns it, and only the job between runs off the executor with owned data
 //! (see `storage::cleaner`). No borrow of the partitions is held across an `.await`: each
 //! step looks the partition up again, and a partition that went meanwhile ends the clean.
 //! A leader and its followers each clean their own log, as in Kafka.
+//!
+//! The clean job runs on a thread of its own (`spate-cleaner-N`, one at a time per shard) at a
+//! lower CPU priority ([`CLEANER_NICE`]), not on the shard's blocking pool: a clean takes
+//! seconds to minutes, and the pool's few threads serve the fdatasyncs that acks=all produce
+//! waits for. The file work after the swap (small) runs on the blocking pool.
 
 use std::cell::Cell;
 
@@ -40,6 +45,36 @@ impl CleanerStats {
     fn add(c: &Cell<u64>, n: u64) {
         c.set(c.get() + n);
     }
+}
+
+/// How much nicer than the broker a cleaner thread runs (Linux thread priority), so the shard
+/// executors and the clients sharing their cores win the CPU when they want it.
+pub const CLEANER_NICE: i32 = 10;
+
+/// Runs `f` on a new thread named for the shard's cleaner at [`CLEANER_NICE`], and waits for
+/// its result without blocking the executor (the thread's send wakes it). None when no thread
+/// could be started (the clean is tried again at the next pass).
+async fn run_on_cleaner_thread<T: Send + 'static>(
+    shard: usize,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("spate-cleaner-{shard}"))
+        .spawn(move || {
+            // Best effort: a thread that cannot be niced cleans at the broker's priority.
+            let tid = rustix::thread::gettid();
+            if let Ok(old) = rustix::process::getpriority_process(Some(tid)) {
+                let _ =
+                    rustix::process::setpriority_process(Some(tid), (old + CLEANER_NICE).min(19));
+            }
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(shard, error = %e, "cannot start a log cleaner thread; the clean waits for the next pass");
+        return None;
+    }
+    rx.await.ok()
 }
 
 impl Shard {
@@ -98,8 +133,8 @@ impl Shard {
         }
     }
 
-    /// Cleans one partition if it is due: takes the job, runs it on the blocking pool, swaps
-    /// the result in, and runs the file work left on the blocking pool.
+    /// Cleans one partition if it is due: takes the job, runs it on a cleaner thread, swaps the
+    /// result in, and runs the file work left on the blocking pool.
     async fn clean_partition(&self, tp: &TopicPartition, config: CompactionConfig) {
         let limits = CleanerLimits {
             key_map_bytes: self.config.log_cleaner_dedupe_buffer_bytes,
@@ -121,7 +156,16 @@ impl Shard {
             return;
         };
         let dir = job.dir.clone();
-        let result = glommio::executor().spawn_blocking(move || job.run()).await;
+        let result = match run_on_cleaner_thread(self.id, move || job.run()).await {
+            Some(r) => r,
+            None => {
+                let mut partitions = self.partitions.borrow_mut();
+                if let Some(p) = partitions.get_mut(tp) {
+                    p.log.end_clean();
+                }
+                return;
+            }
+        };
         let tail = {
             let mut partitions = self.partitions.borrow_mut();
             let Some(p) = partitions.get_mut(tp) else {

@@ -2,7 +2,7 @@
 //! crash-safe swap of cleaned segments into the log.
 //!
 //! Lives on: a [`CleanJob`] is taken from a log on the shard that owns the partition
-//! (`PartitionLog::begin_clean`), runs on that shard's blocking pool with owned data (open
+//! (`PartitionLog::begin_clean`), runs off the executor with owned data (open
 //! descriptors of the sealed segments it reads, which nothing writes), and is swapped in on
 //! the owning shard again (`PartitionLog::finish_clean`). A shard runs one clean at a time.
 //!
@@ -155,7 +155,7 @@ pub struct CleanStats {
     pub elapsed_ms: u64,
 }
 
-/// A clean to run on the blocking pool ([`CleanJob::run`]).
+/// A clean to run off the executor ([`CleanJob::run`]).
 #[derive(Debug)]
 pub struct CleanJob {
     pub topic: String,
@@ -355,7 +355,8 @@ fn empty_batch(batch: &Bytes) -> Bytes {
 
 impl CleanJob {
     /// Builds the key map, writes the cleaned segments and the manifest under `cleaner/`, all
-    /// fsync'd. Blocking: run it on the blocking pool. Nothing in the log changes until the
+    /// fsync'd. Blocking: run it off the executor (the shard gives it a thread of its own).
+    /// Nothing in the log changes until the
     /// owning shard commits the result.
     pub fn run(self) -> io::Result<Cleaned> {
         let started = Instant::now();
