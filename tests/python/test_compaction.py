@@ -262,3 +262,31 @@ def test_a_follower_catches_up_from_a_compacted_leader(cluster_factory):
                    for r in DefaultRecordBatch(bytearray(raw))]
         return compacted_as_expected(sorted(records), last, tombstoned, 2011)
     wait_until(follower_compacted, timeout=30, interval=0.5, desc="the follower's files compacted")
+
+
+def test_retention_never_cuts_a_compact_only_topic_and_still_cuts_compact_delete(broker_factory):
+    """cleanup.policy=compact keeps every key's last record however old (retention.ms does not
+    apply), compact,delete applies both."""
+    b = broker_factory(shards=1, extra_args=["--retention-check-ms", "100", "--log-cleaner-backoff-ms", "100000"])
+    topics = {policy: unique_topic("policy") for policy in ["compact", "compact,delete", "delete"]}
+    for policy, t in topics.items():
+        create_topic(b.bootstrap, t, 1, config={"cleanup.policy": policy, "retention.ms": "1", "segment.ms": "1000"})
+    p = producer(b.bootstrap)
+    for t in topics.values():
+        for i in range(10):
+            p.produce(t, key=b"k%d" % i, value=b"v")
+    assert p.flush(15) == 0
+    started = time.monotonic()
+    for t in topics.values():
+        roll(b.bootstrap, t, started)
+    c = consumer(b.bootstrap)
+
+    def low(t):
+        return c.get_watermark_offsets(TopicPartition(t, 0), timeout=5)[0]
+    try:
+        wait_until(lambda: low(topics["delete"]) == 10 and low(topics["compact,delete"]) == 10,
+                   timeout=30, desc="retention to delete the old segments of the delete topics")
+        assert low(topics["compact"]) == 0
+    finally:
+        c.close()
+    assert [off for off, _, _ in read_all(b.bootstrap, topics["compact"])] == list(range(11))
