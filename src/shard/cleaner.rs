@@ -180,6 +180,7 @@ impl Shard {
                     CleanTail {
                         dir: dir.clone(),
                         checkpoint: None,
+                        tombstone_deadline: None,
                     }
                 }
                 Ok(cleaned) => match p.log.finish_clean(cleaned) {

@@ -46,7 +46,8 @@
 //!    in-memory segment list is swapped. Readers holding file ranges of a replaced segment
 //!    keep reading them: a `FileSlice` holds its own descriptor of the old file.
 //! 6. **Tail** (blocking pool). The directory is fsync'd, `cleaner/` (the old files) is
-//!    removed, the checkpoint is written (`cleaner-offset-checkpoint`), and the manifest is
+//!    removed, the checkpoint is written (`cleaner-offset-checkpoint`, with the earliest kept
+//!    tombstone's expiry, so a restart still cleans the log again then), and the manifest is
 //!    removed, each durable before the next.
 //!
 //! Invariant (crash safety): until `cleaner-swap` exists the old segments are untouched, and
@@ -517,6 +518,7 @@ impl CleanJob {
 
         let manifest = Manifest {
             checkpoint: map_end,
+            tombstone_deadline,
             groups: out_groups,
         };
         write_synced(
@@ -538,17 +540,22 @@ impl CleanJob {
     }
 }
 
-/// The text of a clean's manifest: `checkpoint N`, then one line per group, `replace B...`
+/// The text of a clean's manifest: `checkpoint N`, `tombstones T` when a kept tombstone
+/// expires at T (ms), then one line per group, `replace B...`
 /// (a cleaned segment named by the first replaces them) or `delete B...` (nothing is left).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Manifest {
     checkpoint: i64,
+    tombstone_deadline: Option<i64>,
     groups: Vec<Group>,
 }
 
 impl Manifest {
     fn encode(&self) -> String {
         let mut s = format!("checkpoint {}\n", self.checkpoint);
+        if let Some(t) = self.tombstone_deadline {
+            s.push_str(&format!("tombstones {t}\n"));
+        }
         for g in &self.groups {
             s.push_str(if g.replaced { "replace" } else { "delete" });
             for b in &g.bases {
@@ -562,8 +569,13 @@ impl Manifest {
     fn parse(text: &str) -> Option<Manifest> {
         let mut lines = text.lines();
         let checkpoint = lines.next()?.strip_prefix("checkpoint ")?.parse().ok()?;
+        let mut tombstone_deadline = None;
         let mut groups = Vec::new();
         for line in lines {
+            if let Some(t) = line.strip_prefix("tombstones ") {
+                tombstone_deadline = Some(t.parse().ok()?);
+                continue;
+            }
             let mut words = line.split(' ');
             let replaced = match words.next()? {
                 "replace" => true,
@@ -578,7 +590,11 @@ impl Manifest {
             }
             groups.push(Group { bases, replaced });
         }
-        Some(Manifest { checkpoint, groups })
+        Some(Manifest {
+            checkpoint,
+            tombstone_deadline,
+            groups,
+        })
     }
 }
 
@@ -589,20 +605,31 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-/// The cleaner checkpoint of a partition directory (0 when none was written).
-pub fn read_checkpoint(dir: &Path) -> io::Result<i64> {
+/// The cleaner checkpoint of a partition directory (0 when none was written), and when the
+/// earliest tombstone its last clean kept expires (so a restart cleans the log again then,
+/// with nothing new written). One line: `OFFSET [DEADLINE_MS]`.
+pub fn read_checkpoint(dir: &Path) -> io::Result<(i64, Option<i64>)> {
     match fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
-        Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Ok(s) => {
+            let mut words = s.split_whitespace();
+            let offset = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+            let deadline = words.next().and_then(|w| w.parse().ok());
+            Ok((offset, deadline))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((0, None)),
         Err(e) => Err(e),
     }
 }
 
 /// Persists the cleaner checkpoint atomically (temporary file, fsync, rename, directory
 /// fsync).
-fn write_checkpoint(dir: &Path, offset: i64) -> io::Result<()> {
+fn write_checkpoint(dir: &Path, offset: i64, tombstone_deadline: Option<i64>) -> io::Result<()> {
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
-    write_synced(&tmp, offset.to_string().as_bytes())?;
+    let text = match tombstone_deadline {
+        Some(t) => format!("{offset} {t}\n"),
+        None => format!("{offset}\n"),
+    };
+    write_synced(&tmp, text.as_bytes())?;
     fs::rename(&tmp, dir.join(CHECKPOINT_FILE))?;
     File::open(dir)?.sync_all()
 }
@@ -698,7 +725,7 @@ pub fn recover(dir: &Path) -> io::Result<bool> {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    write_checkpoint(dir, m.checkpoint)?;
+    write_checkpoint(dir, m.checkpoint, m.tombstone_deadline)?;
     fs::remove_file(&manifest)?;
     File::open(dir)?.sync_all()?;
     tracing::warn!(dir = %dir.display(), checkpoint = m.checkpoint, "completed a log clean that a stop interrupted");
@@ -756,6 +783,8 @@ pub struct CleanTail {
     pub dir: PathBuf,
     /// The checkpoint to persist (a commit), or None (a rollback: the staged files go).
     pub checkpoint: Option<i64>,
+    /// Persisted with the checkpoint: when the earliest tombstone kept expires.
+    pub tombstone_deadline: Option<i64>,
 }
 
 impl CleanTail {
@@ -765,7 +794,7 @@ impl CleanTail {
             File::open(&self.dir)?.sync_all()?;
             fs::remove_dir_all(&staging)?;
             faults::check(faults::Op::CleanDeleted, &self.dir)?;
-            write_checkpoint(&self.dir, checkpoint)?;
+            write_checkpoint(&self.dir, checkpoint, self.tombstone_deadline)?;
             fs::remove_file(self.dir.join(MANIFEST_FILE))?;
         } else {
             match fs::remove_dir_all(&staging) {
@@ -785,6 +814,7 @@ mod tests {
     fn manifests_round_trip_and_bad_ones_do_not_parse() {
         let m = Manifest {
             checkpoint: 120,
+            tombstone_deadline: Some(1_000),
             groups: vec![
                 Group {
                     bases: vec![0, 40, 80],

@@ -444,7 +444,8 @@ impl PartitionLog {
         // A clean a stop interrupted is completed or rolled back before the segments are
         // listed (see `storage::cleaner`).
         crate::storage::cleaner::recover(&dir)?;
-        let cleaner_checkpoint = crate::storage::cleaner::read_checkpoint(&dir)?;
+        let (cleaner_checkpoint, tombstone_deadline) =
+            crate::storage::cleaner::read_checkpoint(&dir)?;
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -524,7 +525,7 @@ impl PartitionLog {
             epochs_unflushed: false,
             cleaner_checkpoint,
             cleaning: false,
-            tombstone_deadline: None,
+            tombstone_deadline,
             generation: 0,
         };
         log.epochs = LeaderEpochCache::load(&log.dir)?;

@@ -166,6 +166,7 @@ impl PartitionLog {
         let rollback = CleanTail {
             dir: self.dir.clone(),
             checkpoint: None,
+            tombstone_deadline: None,
         };
         let bases: Vec<i64> = cleaned
             .groups
@@ -228,6 +229,7 @@ impl PartitionLog {
         Ok(CleanTail {
             dir: self.dir.clone(),
             checkpoint: Some(cleaned.checkpoint),
+            tombstone_deadline: cleaned.tombstone_deadline,
         })
     }
 
@@ -474,6 +476,9 @@ mod tests {
             log.begin_clean(COMPACT, LIMITS, 20_000, i64::MAX, |_, _| Vec::new())
                 .is_none()
         );
+        // The expiry is remembered across a restart (in the cleaner checkpoint).
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
         let cleaned = clean(&mut log, 1_001_000);
         log.finish_clean(&cleaned).unwrap().run().unwrap();
         log.end_clean();
