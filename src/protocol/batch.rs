@@ -237,6 +237,15 @@ fn next_batch(
     }))
 }
 
+/// Whether every record of a batch has a key: a compacted topic refuses a record without one,
+/// as Kafka does (the cleaner could not tell which record of it is the last). Decodes the
+/// records (decompressing them) to look, without changing the batch; None when they do not
+/// decode.
+pub fn every_record_keyed(batch: &Bytes) -> Option<bool> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch.clone()).ok()?;
+    Some(set.records.iter().all(|r| r.key.is_some()))
+}
+
 /// The rewritten fixed part of a batch about to be appended at `base_offset` by the leader of
 /// `leader_epoch` (stamped in the header; the field sits before the CRC, which does not cover
 /// it). With `log_append_time`, the batch is marked LogAppendTime with that max timestamp and

@@ -290,3 +290,21 @@ def test_retention_never_cuts_a_compact_only_topic_and_still_cuts_compact_delete
     finally:
         c.close()
     assert [off for off, _, _ in read_all(b.bootstrap, topics["compact"])] == list(range(11))
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(broker):
+    """As Kafka: INVALID_RECORD for a batch with a keyless record, in any codec; a delete topic
+    takes them."""
+    from confluent_kafka import KafkaError
+    compacted, plain = unique_topic("keyless"), unique_topic("keyless")
+    create_topic(broker.bootstrap, compacted, 1, config={"cleanup.policy": "compact"})
+    create_topic(broker.bootstrap, plain, 1)
+    for codec in ["none", "zstd"]:
+        p = producer(broker.bootstrap, **{"compression.type": codec, "retries": 0})
+        got = []
+        for topic, key in [(compacted, None), (compacted, b"k"), (plain, None)]:
+            p.produce(topic, key=key, value=b"v",
+                      on_delivery=lambda err, m, t=topic, k=key: got.append((t, k, err and err.code())))
+            assert p.flush(15) == 0
+        assert got == [(compacted, None, KafkaError.INVALID_RECORD), (compacted, b"k", None),
+                       (plain, None, None)], (codec, got)

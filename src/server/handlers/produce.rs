@@ -125,6 +125,24 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         "control batches are written only by the transaction coordinator".into(),
                     ));
                 }
+                // Only compacted topics pay for decoding the records here.
+                if shard.cleanup_policy(meta).compact {
+                    for b in &batches {
+                        match crate::protocol::batch::every_record_keyed(&b.bytes) {
+                            Some(true) => {}
+                            Some(false) => {
+                                return Err(KafkaError::InvalidRecord(
+                                    "a compacted topic cannot accept a record without a key".into(),
+                                ));
+                            }
+                            None => {
+                                return Err(KafkaError::CorruptMessage(
+                                    "the batch's records do not decode".into(),
+                                ));
+                            }
+                        }
+                    }
+                }
                 Ok(batches)
             })();
             match checked {
