@@ -29,8 +29,10 @@
 //!    A tombstone (null value) that is the last of its key is dropped once its timestamp is
 //!    `delete.retention.ms` old; the earliest time a kept tombstone expires is remembered so
 //!    the log is cleaned again then, even with nothing new written. The batches of aborted
-//!    transactions (from the aborted-transaction index) are dropped; control batches
-//!    (transaction markers) are kept; an idempotent producer's last batch in the range is
+//!    transactions (from the aborted-transaction index) are dropped; a transaction marker is
+//!    dropped once no record of its transaction is left before it and it is
+//!    `delete.retention.ms` old (its expiry counts as a tombstone's); an idempotent
+//!    producer's last batch in the range (marker or data) is
 //!    kept as its header alone (no records) when nothing of it is otherwise left, as Kafka
 //!    does, so its sequence survives a restart that rebuilds producer state from the log. At or above the key map's end
 //!    nothing is dropped, so every gap the clean makes in the offsets lies below the new
@@ -427,6 +429,8 @@ impl CleanJob {
 
         let retention = self.config.delete_retention_ms as i64;
         let mut tombstone_deadline: Option<i64> = None;
+        // Producers whose current transaction still has records in the cleaned log.
+        let mut txn_data_left: HashMap<i64, bool> = HashMap::new();
         let mut out_groups = Vec::with_capacity(groups.len());
         for group in &groups {
             let base = group[0].base_offset;
@@ -436,8 +440,25 @@ impl CleanJob {
                 for_each_batch(&src.file, src.size, &mut throttle, |h, bytes| {
                     stats.bytes_read += bytes.len() as u64;
                     stats.records_read += h.records_count.max(0) as u64;
-                    let keep: Option<Bytes> = if h.base_offset >= map_end || h.is_control() {
+                    let producers_last = h.producer_id >= 0
+                        && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
+                    let keep: Option<Bytes> = if h.base_offset >= map_end {
                         Some(bytes)
+                    } else if h.is_control() {
+                        // A transaction's marker goes once nothing of the transaction is left
+                        // before it and it is delete.retention.ms old, unless it is its
+                        // producer's last batch (the producer state needs it).
+                        let data_left = txn_data_left.remove(&h.producer_id).unwrap_or(false);
+                        let expires = h.max_timestamp.saturating_add(retention);
+                        if data_left || producers_last {
+                            Some(bytes)
+                        } else if expires <= self.now_ms {
+                            None
+                        } else {
+                            tombstone_deadline =
+                                Some(tombstone_deadline.map_or(expires, |d| d.min(expires)));
+                            Some(bytes)
+                        }
                     } else if is_aborted(h, &self.aborted) {
                         None
                     } else {
@@ -462,9 +483,10 @@ impl CleanJob {
                             }
                             true
                         });
+                        if h.is_transactional() && !set.records.is_empty() {
+                            txn_data_left.insert(h.producer_id, true);
+                        }
                         if set.records.is_empty() {
-                            let producers_last = h.producer_id >= 0
-                                && last_of_producer.get(&h.producer_id) == Some(&h.base_offset);
                             producers_last.then(|| if n == 0 { bytes } else { empty_batch(&bytes) })
                         } else if set.records.len() == n {
                             Some(bytes)

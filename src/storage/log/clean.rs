@@ -587,6 +587,65 @@ mod tests {
         assert_eq!(records(&log).len(), 3);
     }
 
+    /// A transaction marker goes once nothing of its transaction is left and it is
+    /// delete.retention.ms old (and is kept until then, making the log due again at its
+    /// expiry), except its producer's last batch.
+    #[test]
+    fn transaction_markers_go_once_their_transaction_is_gone_and_they_expired() {
+        let marker = |log: &mut PartitionLog, commit: bool| {
+            let bytes = Bytes::from(batch::control_batch(9, 0, commit, 0, 1000));
+            let b = batch::split_produce_records(&bytes, 1 << 20).unwrap();
+            log.append(&b, 0, None, 1000).unwrap()
+        };
+        for (now, markers_left) in [(1500, 2), (10_000, 1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+            produced(&mut log, 9, 0, true, &["t1"]); // 0
+            let commit = marker(&mut log, true); // 1
+            append(&mut log, 1000, &[("t1", Some("later"))], Compression::None); // 2
+            let aborted = produced(&mut log, 9, 1, true, &["t2"]); // 3
+            let abort = marker(&mut log, false); // 4: producer 9's last batch
+            log.segments.last_mut().unwrap().seal().unwrap();
+            let next = log.next_offset;
+            log.segments.push(Segment::create(&log.dir, next).unwrap());
+            append(&mut log, 1000, &[("z", Some("z"))], Compression::None);
+            let entry = AbortedTxn {
+                producer_id: 9,
+                first_offset: aborted.base_offset,
+                last_offset: abort.base_offset,
+                last_stable_offset: abort.base_offset,
+            };
+            let job = log
+                .begin_clean(COMPACT, LIMITS, now, i64::MAX, |_, _| vec![entry])
+                .unwrap();
+            let cleaned = job.run().unwrap();
+            log.finish_clean(&cleaned).unwrap().run().unwrap();
+            log.end_clean();
+            let mut controls = Vec::new();
+            log.scan_headers_from(0, |h| {
+                if h.is_control() {
+                    controls.push(h.base_offset);
+                }
+            })
+            .unwrap();
+            let want = if markers_left == 2 {
+                vec![commit.base_offset, abort.base_offset]
+            } else {
+                vec![abort.base_offset]
+            };
+            assert_eq!(controls, want, "now {now}");
+            // The data left: t1's later value and z (the markers read as records too).
+            let got: Vec<i64> = records(&log)
+                .iter()
+                .map(|r| r.0)
+                .filter(|o| !controls.contains(o))
+                .collect();
+            assert_eq!(got, [2, 5], "now {now}");
+            let deadline = (markers_left == 2).then_some(2000);
+            assert_eq!(cleaned.tombstone_deadline, deadline, "now {now}");
+        }
+    }
+
     #[test]
     fn a_small_key_map_cleans_in_several_passes() {
         let dir = tempfile::tempdir().unwrap();
