@@ -646,6 +646,48 @@ mod tests {
         }
     }
 
+    /// Below min.cleanable.dirty.ratio a log is not due, until its oldest uncleaned record
+    /// passes max.compaction.lag.ms.
+    #[test]
+    fn a_log_under_the_dirty_ratio_is_due_once_its_lag_passes_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = compacted_log(dir.path());
+        let cleaned = clean(&mut log, 10_000);
+        log.finish_clean(&cleaned).unwrap().run().unwrap();
+        log.end_clean();
+        log.tombstone_deadline = None; // (k5's tombstone would make it due on its own)
+        // A little new data, sealed: dirty, but a small share of the cleanable bytes.
+        append(
+            &mut log,
+            1_000_000,
+            &[("k7", Some("new"))],
+            Compression::None,
+        );
+        log.segments.last_mut().unwrap().seal().unwrap();
+        let next = log.next_offset;
+        log.segments.push(Segment::create(&log.dir, next).unwrap());
+        append(
+            &mut log,
+            1_000_000,
+            &[("k8", Some("new"))],
+            Compression::None,
+        );
+        let strict = CompactionConfig {
+            min_cleanable_dirty_ratio: 0.99,
+            max_compaction_lag_ms: Some(60_000),
+            ..COMPACT
+        };
+        let d = log.dirtiness(&strict, 1_030_000, i64::MAX);
+        assert!(d.dirty_bytes > 0 && d.ratio() < 0.99, "{d:?}");
+        let none = |_: i64, _: i64| Vec::new();
+        assert!(
+            log.begin_clean(strict, LIMITS, 1_030_000, i64::MAX, none)
+                .is_none()
+        );
+        let job = log.begin_clean(strict, LIMITS, 1_070_000, i64::MAX, none);
+        assert!(job.is_some(), "the lag passed max.compaction.lag.ms");
+    }
+
     #[test]
     fn a_small_key_map_cleans_in_several_passes() {
         let dir = tempfile::tempdir().unwrap();
