@@ -32,20 +32,22 @@
 //!    transactions (from the aborted-transaction index) are dropped; a transaction marker is
 //!    dropped once no record of its transaction is left before it and it is
 //!    `delete.retention.ms` old (its expiry counts as a tombstone's); an idempotent
-//!    producer's last batch in the range (marker or data) is
-//!    kept as its header alone (no records) when nothing of it is otherwise left, as Kafka
-//!    does, so its sequence survives a restart that rebuilds producer state from the log. At or above the key map's end
-//!    nothing is dropped, so every gap the clean makes in the offsets lies below the new
-//!    checkpoint, which is how an open tells a cleaned gap from a lost segment.
+//!    producer's last batch in the range (marker or data) stays, as its header alone (no
+//!    records) when nothing of it is otherwise left, as Kafka does, so its sequence survives a
+//!    restart that rebuilds producer state from the log. A record decoded and encoded again
+//!    keeps its key, value, timestamp and headers (headers with the same key twice keep one:
+//!    the decoder's map). At or above the key map's end nothing is dropped, so every gap the
+//!    clean makes in the offsets lies below the new checkpoint, which is how an open tells a
+//!    cleaned gap from a lost segment.
 //! 4. **Stage.** The staged segments (with their offset and time indexes) are fsync'd, and a
 //!    manifest (`cleaner/swap.pending`: the new checkpoint and, per group, its segments and
 //!    whether a cleaned segment replaces them) is written and fsync'd, as is the directory.
-//! 5. **Commit** (owning shard). If the log still has the segments the job read (no
-//!    retention, truncation or DeleteRecords came in between), the manifest is renamed to
-//!    `cleaner-swap` in the partition directory: from here on the clean is decided. The
-//!    staged files are renamed over each group's first segment (index, time index, then the
-//!    log), the group's other segments are renamed into `cleaner/` as `.deleted`, and the
-//!    in-memory segment list is swapped. Readers holding file ranges of a replaced segment
+//! 5. **Commit** (owning shard; renames only, no fsync). If the log still has the segments the
+//!    job read (no retention, truncation or DeleteRecords came in between), the manifest is
+//!    renamed to `cleaner-swap` in the partition directory: from here on the clean is
+//!    decided. The staged files are renamed over each group's first segment (index, time
+//!    index, then the log), the group's other segments are renamed into `cleaner/` as
+//!    `.deleted`, and the in-memory segment list is swapped. Readers holding file ranges of a replaced segment
 //!    keep reading them: a `FileSlice` holds its own descriptor of the old file.
 //! 6. **Tail** (blocking pool). The directory is fsync'd, `cleaner/` (the old files) is
 //!    removed, the checkpoint is written (`cleaner-offset-checkpoint`, with the earliest kept
@@ -755,8 +757,7 @@ pub fn recover(dir: &Path) -> io::Result<bool> {
 }
 
 /// The commit of a staged clean on the owning shard: renames only (no fsync), so it runs on
-/// the executor. `replaced_first` is called after the first group's files moved (a fault
-/// point for the crash tests).
+/// the executor. The fault seam's clean stages (for the crash tests) sit between its steps.
 pub(crate) fn commit(cleaned: &Cleaned) -> io::Result<()> {
     let dir = &cleaned.dir;
     let staging = dir.join(STAGING_DIR);
