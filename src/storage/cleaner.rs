@@ -25,7 +25,10 @@
 //!    Below the key map's end a record is kept when it is the last of its key (records
 //!    without a key are always kept), with its original offset, so offsets in a cleaned log
 //!    are sparse. A batch that keeps all its records is copied byte for byte; one that keeps
-//!    some is decoded and encoded again in the codec it came in (gzip, snappy, lz4, zstd).
+//!    some is decompressed, its kept records copied byte for byte (headers and all), and
+//!    compressed again in the codec it came in (gzip, snappy, lz4, zstd), under its own
+//!    header: it still spans the offsets it did (base offset, last offset delta), as Kafka
+//!    keeps them, with the count, max timestamp, length and CRC set again.
 //!    A tombstone (null value) that is the last of its key is dropped once its timestamp is
 //!    `delete.retention.ms` old; the earliest time a kept tombstone expires is remembered so
 //!    the log is cleaned again then, even with nothing new written. The batches of aborted
@@ -34,9 +37,7 @@
 //!    `delete.retention.ms` old (its expiry counts as a tombstone's); an idempotent
 //!    producer's last batch in the range (marker or data) stays, as its header alone (no
 //!    records) when nothing of it is otherwise left, as Kafka does, so its sequence survives a
-//!    restart that rebuilds producer state from the log. A record decoded and encoded again
-//!    keeps its key, value, timestamp and headers (headers with the same key twice keep one:
-//!    the decoder's map). At or above the key map's end nothing is dropped, so every gap the
+//!    restart that rebuilds producer state from the log. At or above the key map's end nothing is dropped, so every gap the
 //!    clean makes in the offsets lies below the new checkpoint, which is how an open tells a
 //!    cleaned gap from a lost segment.
 //! 4. **Stage.** The staged segments (with their offset and time indexes) are fsync'd, and a
@@ -70,14 +71,13 @@ use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
 use std::hash::{Hash, Hasher};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::protocol::batch::{BatchHeader, CRC_START, HEADER_LEN};
 use crate::storage::io::{faults, pwritev_all, read_at_most};
@@ -299,63 +299,143 @@ fn is_aborted(h: &BatchHeader, aborted: &[AbortedTxn]) -> bool {
         })
 }
 
-/// Encodes `records` (what is kept of one batch) as one batch in `compression`, with the
-/// original batch's flags; the base sequence follows the first kept record.
-fn encode_kept(
-    records: &mut [Record],
-    compression: Compression,
-    log_append_time: Option<i64>,
-) -> io::Result<Bytes> {
-    if let Some(ts) = log_append_time {
-        // A LogAppendTime batch's records all carry its max timestamp (the append time); the
-        // decoder gave them the producer's.
-        for r in records.iter_mut() {
-            r.timestamp = ts;
-        }
-    }
-    if let Some(first) = records.first() {
-        // The encoder derives the base sequence from the first record; a batch without a
-        // producer keeps -1 there (the decoder numbered its records from -1).
-        if first.producer_id < 0 {
-            let base = first.offset;
-            for r in records.iter_mut() {
-                r.sequence = (r.offset - base) as i32 - 1;
-            }
-        }
-    }
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(invalid)?;
-    if log_append_time.is_some() {
-        // The encoder knows no timestamp type: set the attribute and the CRC again.
-        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
-        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
-        let crc = crc32c::crc32c(&buf[CRC_START..]);
-        buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    Ok(buf.freeze())
+/// One record of a batch as the cleaner sees it: where its bytes (length prefix included)
+/// lie in the batch's decompressed records, its offset and timestamp, its key, and whether its
+/// value is null (a tombstone).
+struct RawRecord {
+    range: Range<usize>,
+    offset: i64,
+    timestamp: i64,
+    key: Option<Range<usize>>,
+    tombstone: bool,
 }
 
-/// The header of `batch` alone, with no records: how an idempotent producer's last batch is
-/// kept when none of its records is (as Kafka does), so its producer id, epoch, sequence and
-/// last offset survive for the producer state rebuilt from the log. Uncompressed (there is no
-/// payload to decompress), CRC recomputed.
-fn empty_batch(batch: &Bytes) -> Bytes {
-    let mut b = batch[..HEADER_LEN].to_vec();
-    b[8..12].copy_from_slice(&((HEADER_LEN - 12) as i32).to_be_bytes());
-    let attributes = i16::from_be_bytes([b[21], b[22]]) & !0x07;
-    b[21..23].copy_from_slice(&attributes.to_be_bytes());
-    b[57..61].copy_from_slice(&0i32.to_be_bytes());
-    let crc = crc32c::crc32c(&b[CRC_START..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(b)
+/// A zigzag varint (Kafka's record fields) at `*pos`, moving past it.
+fn read_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut v: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A batch's records section, decompressed.
+fn records_of(batch: &Bytes, h: &BatchHeader) -> io::Result<Bytes> {
+    let mut payload = batch.slice(HEADER_LEN..);
+    let out = match h.compression() {
+        0 => return Ok(payload),
+        1 => Gzip::decompress(&mut payload, |b: &mut Bytes| Ok(b.split_off(0))),
+        2 => Snappy::decompress(&mut payload, |b: &mut Bytes| Ok(b.split_off(0))),
+        3 => Lz4::decompress(&mut payload, |b: &mut Bytes| Ok(b.split_off(0))),
+        4 => Zstd::decompress(&mut payload, |b: &mut Bytes| Ok(b.split_off(0))),
+        c => return Err(invalid(format!("unknown compression {c}"))),
+    };
+    out.map_err(invalid)
+}
+
+/// Splits decompressed records into [`RawRecord`]s; an error when they do not parse.
+fn parse_records(h: &BatchHeader, records: &[u8]) -> io::Result<Vec<RawRecord>> {
+    let bad = || {
+        invalid(format!(
+            "records of the batch at {} do not parse",
+            h.base_offset
+        ))
+    };
+    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
+    let mut pos = 0;
+    for _ in 0..h.records_count.max(0) {
+        let start = pos;
+        let len =
+            usize::try_from(read_varint(records, &mut pos).ok_or_else(bad)?).map_err(|_| bad())?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= records.len())
+            .ok_or_else(bad)?;
+        let body = &records[..end];
+        let mut p = pos + 1; // attributes
+        let ts_delta = read_varint(body, &mut p).ok_or_else(bad)?;
+        let offset_delta = read_varint(body, &mut p).ok_or_else(bad)?;
+        let key_len = read_varint(body, &mut p).ok_or_else(bad)?;
+        let key = match usize::try_from(key_len) {
+            Ok(n) => {
+                let r = p..p.checked_add(n).filter(|e| *e <= end).ok_or_else(bad)?;
+                p = r.end;
+                Some(r)
+            }
+            Err(_) => None,
+        };
+        let value_len = read_varint(body, &mut p).ok_or_else(bad)?;
+        let timestamp = if h.is_log_append_time() {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.saturating_add(ts_delta)
+        };
+        out.push(RawRecord {
+            range: start..end,
+            offset: h.base_offset + offset_delta,
+            timestamp,
+            key,
+            tombstone: value_len < 0,
+        });
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Copies `raw` into a compressor's buffer.
+fn put(b: &mut BytesMut, raw: &[u8]) -> anyhow::Result<()> {
+    b.extend_from_slice(raw);
+    Ok(())
+}
+
+/// `batch` with only the `kept` records (raw, in order): the header keeps the base offset,
+/// the last offset delta, the base timestamp, the producer's id, epoch and base sequence
+/// (so the batch spans the offsets it did, as Kafka keeps them), the records are compressed
+/// again in the batch's codec, and the count, the max timestamp (of the records kept, for
+/// CreateTime), the length and the CRC are set again. With no record kept, the header alone,
+/// uncompressed: how an idempotent producer's last batch stays when none of its records does.
+fn rebuild(
+    batch: &Bytes,
+    h: &BatchHeader,
+    records: &[u8],
+    kept: &[&RawRecord],
+) -> io::Result<Bytes> {
+    let mut raw = Vec::new();
+    for r in kept {
+        raw.extend_from_slice(&records[r.range.clone()]);
+    }
+    let mut out = BytesMut::from(&batch[..HEADER_LEN]);
+    let codec = if kept.is_empty() { 0 } else { h.compression() };
+    let compressed = match codec {
+        0 => {
+            out.extend_from_slice(&raw);
+            Ok(())
+        }
+        1 => Gzip::compress(&mut out, |b: &mut BytesMut| put(b, &raw)),
+        2 => Snappy::compress(&mut out, |b: &mut BytesMut| put(b, &raw)),
+        3 => Lz4::compress(&mut out, |b: &mut BytesMut| put(b, &raw)),
+        4 => Zstd::compress(&mut out, |b: &mut BytesMut| put(b, &raw)),
+        c => return Err(invalid(format!("unknown compression {c}"))),
+    };
+    compressed.map_err(invalid)?;
+    let batch_length = i32::try_from(out.len() - 12).map_err(|_| invalid("batch too large"))?;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (h.attributes & !0x07) | codec;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    if !h.is_log_append_time()
+        && let Some(max) = kept.iter().map(|r| r.timestamp).max()
+    {
+        out[35..43].copy_from_slice(&max.to_be_bytes());
+    }
+    out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out.freeze())
 }
 
 impl CleanJob {
@@ -398,12 +478,12 @@ impl CleanJob {
                     map_end = h.base_offset;
                     return Ok(0);
                 }
-                let set = RecordBatchDecoder::decode(&mut bytes.clone()).map_err(invalid)?;
-                for r in &set.records {
+                let records = records_of(&bytes, h)?;
+                for r in parse_records(h, &records)? {
                     if r.offset >= self.dirty_from
-                        && let Some(k) = &r.key
+                        && let Some(k) = r.key
                     {
-                        map.insert(digest(k), r.offset);
+                        map.insert(digest(&records[k]), r.offset);
                     }
                 }
                 Ok(0)
@@ -464,41 +544,42 @@ impl CleanJob {
                     } else if is_aborted(h, &self.aborted) {
                         None
                     } else {
-                        let mut set =
-                            RecordBatchDecoder::decode(&mut bytes.clone()).map_err(invalid)?;
-                        let n = set.records.len();
-                        set.records.retain(|r| {
-                            let latest = match &r.key {
-                                None => return true,
-                                Some(k) => map.get(&digest(k)).is_none_or(|&o| o <= r.offset),
-                            };
-                            if !latest {
-                                return false;
-                            }
-                            if r.value.is_none() {
-                                let expires = r.timestamp.saturating_add(retention);
-                                if expires <= self.now_ms {
+                        let records = records_of(&bytes, h)?;
+                        let all = parse_records(h, &records)?;
+                        let kept: Vec<&RawRecord> = all
+                            .iter()
+                            .filter(|r| {
+                                let latest = match &r.key {
+                                    None => return true,
+                                    Some(k) => map
+                                        .get(&digest(&records[k.clone()]))
+                                        .is_none_or(|&o| o <= r.offset),
+                                };
+                                if !latest {
                                     return false;
                                 }
-                                tombstone_deadline =
-                                    Some(tombstone_deadline.map_or(expires, |d| d.min(expires)));
-                            }
-                            true
-                        });
-                        if h.is_transactional() && !set.records.is_empty() {
+                                if r.tombstone {
+                                    let expires = r.timestamp.saturating_add(retention);
+                                    if expires <= self.now_ms {
+                                        return false;
+                                    }
+                                    tombstone_deadline = Some(
+                                        tombstone_deadline.map_or(expires, |d| d.min(expires)),
+                                    );
+                                }
+                                true
+                            })
+                            .collect();
+                        if h.is_transactional() && !kept.is_empty() {
                             txn_data_left.insert(h.producer_id, true);
                         }
-                        if set.records.is_empty() {
-                            producers_last.then(|| if n == 0 { bytes } else { empty_batch(&bytes) })
-                        } else if set.records.len() == n {
-                            Some(bytes)
+                        if kept.len() == all.len() {
+                            (!all.is_empty() || producers_last).then_some(bytes)
+                        } else if kept.is_empty() && !producers_last {
+                            None
                         } else {
                             stats.batches_recompressed += 1;
-                            Some(encode_kept(
-                                &mut set.records,
-                                set.compression,
-                                h.is_log_append_time().then_some(h.max_timestamp),
-                            )?)
+                            Some(rebuild(&bytes, h, &records, &kept)?)
                         }
                     };
                     let Some(out) = keep else {

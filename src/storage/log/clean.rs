@@ -646,6 +646,64 @@ mod tests {
         }
     }
 
+    /// A rebuilt batch carries the records it keeps byte for byte (headers with the same key
+    /// twice included) and spans the offsets the original did.
+    #[test]
+    fn a_rebuilt_batch_keeps_its_records_bytes_and_its_offset_span() {
+        let record = |offset_delta: i64, key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])]| {
+            let mut r = vec![0u8];
+            batch::put_varint(&mut r, 0);
+            batch::put_varint(&mut r, offset_delta);
+            batch::put_varint(&mut r, key.len() as i64);
+            r.extend_from_slice(key);
+            batch::put_varint(&mut r, value.len() as i64);
+            r.extend_from_slice(value);
+            batch::put_varint(&mut r, headers.len() as i64);
+            for (k, v) in headers {
+                batch::put_varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k);
+                batch::put_varint(&mut r, v.len() as i64);
+                r.extend_from_slice(v);
+            }
+            let mut out = Vec::new();
+            batch::put_varint(&mut out, r.len() as i64);
+            out.extend_from_slice(&r);
+            out
+        };
+        let kept = record(0, b"b", b"keep me", &[(b"h", b"x"), (b"h", b"y")]);
+        let gone = record(1, b"a", b"old", &[]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), "t", 0, CFG, false).unwrap();
+        let both = Bytes::from(batch::encode_batch_of(
+            &[kept.clone(), gone].concat(),
+            2,
+            1000,
+            1000,
+            0,
+            (-1, -1),
+        ));
+        log.append(
+            &batch::split_produce_records(&both, 1 << 20).unwrap(),
+            0,
+            None,
+            1000,
+        )
+        .unwrap();
+        append(&mut log, 1000, &[("a", Some("new"))], Compression::None);
+        log.segments.last_mut().unwrap().seal().unwrap();
+        let next = log.next_offset;
+        log.segments.push(Segment::create(&log.dir, next).unwrap());
+        append(&mut log, 1000, &[("z", Some("z"))], Compression::None);
+        let cleaned = clean(&mut log, 10_000);
+        log.finish_clean(&cleaned).unwrap().run().unwrap();
+        log.end_clean();
+        let slice = log.read(0, 1 << 20, i64::MAX).unwrap().unwrap();
+        let bytes = read_at_most(&slice.file, slice.pos, slice.len).unwrap();
+        let h = batch::BatchHeader::parse(&bytes).unwrap();
+        assert_eq!((h.base_offset, h.last_offset(), h.records_count), (0, 1, 1));
+        assert_eq!(&bytes[batch::HEADER_LEN..h.total_len()], &kept[..]);
+    }
+
     /// Below min.cleanable.dirty.ratio a log is not due, until its oldest uncleaned record
     /// passes max.compaction.lag.ms.
     #[test]
