@@ -346,7 +346,8 @@ fn parse_records(h: &BatchHeader, records: &[u8]) -> io::Result<Vec<RawRecord>> 
             h.base_offset
         ))
     };
-    let mut out = Vec::with_capacity(h.records_count.max(0) as usize);
+    // Each record takes at least a byte: a corrupt count sizes nothing beyond the bytes.
+    let mut out = Vec::with_capacity((h.records_count.max(0) as usize).min(records.len()));
     let mut pos = 0;
     for _ in 0..h.records_count.max(0) {
         let start = pos;
