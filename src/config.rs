@@ -148,6 +148,12 @@ pub struct Config {
     pub transaction_state_log_replication_factor: i16,
     /// min.insync.replicas of __transaction_state (transaction.state.log.min.isr)
     pub transaction_state_log_min_isr: i32,
+    /// Default of topic compression.type (compression.type)
+    pub compression_type: crate::storage::catalog::TopicCompression,
+    /// Default of topic message.timestamp.before.max.ms; None: no bound (log.message.timestamp.before.max.ms)
+    pub message_timestamp_before_max_ms: Option<u64>,
+    /// Default of topic message.timestamp.after.max.ms; None: no bound (log.message.timestamp.after.max.ms)
+    pub message_timestamp_after_max_ms: Option<u64>,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -243,6 +249,9 @@ impl Config {
             offsets_topic_replication_factor: 3,
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
+            compression_type: crate::storage::catalog::TopicCompression::Producer,
+            message_timestamp_before_max_ms: None,
+            message_timestamp_after_max_ms: Some(3_600_000),
             cluster: None,
         }
     }

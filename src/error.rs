@@ -256,6 +256,10 @@ pub enum KafkaError {
     /// A record batch the broker refuses as it is (a control batch from a client).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A record's timestamp outside what the topic accepts
+    /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     /// A transactional write or request that does not fit its transaction's state.
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
@@ -325,6 +329,7 @@ impl KafkaError {
             KafkaError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
             KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
             KafkaError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            KafkaError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
             KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }

@@ -235,6 +235,20 @@ pub struct Settings {
     /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it) [default: false].
     #[arg(long)]
     pub unclean_leader_election_enable: Option<bool>,
+    /// Default codec of topics' batches (compression.type): producer keeps each batch as sent;
+    /// uncompressed, gzip, snappy, lz4 or zstd recompresses batches in another codec on the
+    /// way in [default: producer].
+    #[arg(long)]
+    pub compression_type: Option<String>,
+    /// Refuse (INVALID_TIMESTAMP) CreateTime records more than this many ms older than the
+    /// broker's clock (log.message.timestamp.before.max.ms); -1: no bound [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_message_timestamp_before_max_ms: Option<i64>,
+    /// Refuse (INVALID_TIMESTAMP) CreateTime records more than this many ms ahead of the
+    /// broker's clock (log.message.timestamp.after.max.ms, Kafka 4's default); -1: no bound
+    /// [default: 3600000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_message_timestamp_after_max_ms: Option<i64>,
     /// Bytes per second this broker's leaders serve to throttled replicas (topic config leader.replication.throttled.replicas), per shard; a dynamic broker config overrides it (leader.replication.throttled.rate) [default: unlimited].
     #[arg(long)]
     pub leader_replication_throttled_rate: Option<u64>,
@@ -342,6 +356,9 @@ impl Settings {
             offsets_topic_replication_factor,
             transaction_state_log_replication_factor,
             transaction_state_log_min_isr,
+            compression_type,
+            log_message_timestamp_before_max_ms,
+            log_message_timestamp_after_max_ms,
         )
     }
 
@@ -439,6 +456,25 @@ impl Settings {
             .unwrap_or(c.default_replication_factor);
         c.rack = self.rack;
         c.min_insync_replicas = self.min_insync_replicas.unwrap_or(c.min_insync_replicas);
+        if let Some(v) = &self.compression_type {
+            c.compression_type =
+                crate::storage::catalog::TopicCompression::parse(v).ok_or_else(|| {
+                    format!(
+                        "setting compression_type (--compression-type) must be one of \
+                         uncompressed, zstd, lz4, snappy, gzip, producer, got '{v}'"
+                    )
+                })?;
+        }
+        c.message_timestamp_before_max_ms = no_bound_or(
+            "log_message_timestamp_before_max_ms",
+            self.log_message_timestamp_before_max_ms,
+            c.message_timestamp_before_max_ms,
+        )?;
+        c.message_timestamp_after_max_ms = no_bound_or(
+            "log_message_timestamp_after_max_ms",
+            self.log_message_timestamp_after_max_ms,
+            c.message_timestamp_after_max_ms,
+        )?;
         c.replica_lag_time_max_ms = self
             .replica_lag_time_max_ms
             .unwrap_or(c.replica_lag_time_max_ms);
@@ -613,6 +649,9 @@ impl Settings {
                 c.transaction_state_log_replication_factor,
             ),
             transaction_state_log_min_isr: Some(c.transaction_state_log_min_isr),
+            compression_type: Some(c.compression_type.name().to_string()),
+            log_message_timestamp_before_max_ms: limit(c.message_timestamp_before_max_ms),
+            log_message_timestamp_after_max_ms: limit(c.message_timestamp_after_max_ms),
         }
     }
 
@@ -662,6 +701,19 @@ fn unlimited_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Opti
         Some(v) if v >= 1 => Ok(Some(v as u64)),
         Some(v) => Err(format!(
             "setting {name} (--{}) must be -1 (no limit) or positive, got {v}",
+            name.replace('_', "-")
+        )),
+    }
+}
+
+/// -1: no bound; 0 and up: that bound.
+fn no_bound_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(default),
+        Some(-1) => Ok(None),
+        Some(v) if v >= 0 => Ok(Some(v as u64)),
+        Some(v) => Err(format!(
+            "setting {name} (--{}) must be -1 (no bound) or at least 0, got {v}",
             name.replace('_', "-")
         )),
     }

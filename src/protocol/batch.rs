@@ -298,7 +298,7 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
 }
 
 /// Reads a zigzag varint at `pos`: (value, position after it).
-fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
+pub(crate) fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(pos)?;

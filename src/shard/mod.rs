@@ -395,7 +395,22 @@ impl Shard {
                 .config
                 .segment_bytes
                 .unwrap_or(self.config.segment_bytes),
-            index_interval_bytes: self.config.index_interval_bytes,
+            index_interval_bytes: topic
+                .config
+                .index_interval_bytes
+                .unwrap_or(self.config.index_interval_bytes),
+            segment_jitter_ms: topic
+                .config
+                .segment_jitter_ms
+                .unwrap_or(crate::storage::catalog::defaults::SEGMENT_JITTER_MS),
+            segment_index_bytes: topic
+                .config
+                .segment_index_bytes
+                .unwrap_or(crate::storage::catalog::defaults::SEGMENT_INDEX_BYTES),
+            preallocate: topic
+                .config
+                .preallocate
+                .unwrap_or(crate::storage::catalog::defaults::PREALLOCATE),
         }
     }
 

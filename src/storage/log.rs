@@ -32,6 +32,47 @@ pub struct LogConfig {
     /// Roll the active segment once its first batch is this old (`segment.ms`).
     pub segment_ms: Option<u64>,
     pub index_interval_bytes: u64,
+    /// Up to this much is taken off `segment_ms` for each segment (`segment.jitter.ms`), so
+    /// that partitions created together do not roll together: each segment's share is
+    /// derived from its directory and base offset (stable across restarts).
+    pub segment_jitter_ms: u64,
+    /// The active segment rolls once its offset index would pass this size
+    /// (`segment.index.bytes`, 8 bytes an entry).
+    pub segment_index_bytes: u64,
+    /// Reserve a whole segment's blocks when it is created (`preallocate`).
+    pub preallocate: bool,
+}
+
+impl LogConfig {
+    /// What the fields a caller does not name default to.
+    pub const BASE: LogConfig = LogConfig {
+        segment_bytes: 1024 * 1024 * 1024,
+        segment_ms: None,
+        index_interval_bytes: 4096,
+        segment_jitter_ms: 0,
+        segment_index_bytes: crate::storage::catalog::defaults::SEGMENT_INDEX_BYTES,
+        preallocate: false,
+    };
+}
+
+/// The share of `jitter_ms` taken off `segment.ms` for the segment at `base_offset` of `dir`:
+/// spread over [0, jitter_ms) by a hash of both.
+fn segment_jitter(dir: &Path, base_offset: i64, jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        return 0;
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is seeded per process).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(base_offset.to_be_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % jitter_ms
 }
 
 /// How much of a log to keep (`retention.ms`, `retention.bytes`; None keeps everything).
@@ -395,6 +436,7 @@ pub fn accept_loss(data_dir: &Path, topic: &str, partition: i32) -> io::Result<V
         segment_bytes: u64::MAX,
         segment_ms: None,
         index_interval_bytes: 4096,
+        ..LogConfig::BASE
     };
     // With recovery, as the next start after an unclean stop would open it; after a clean one
     // there is no torn tail and the scan changes nothing.
@@ -984,11 +1026,17 @@ impl PartitionLog {
             let active = self.active();
             let too_big = active.size + total > self.config.segment_bytes;
             let too_old = self.config.segment_ms.is_some_and(|ms| {
+                let jitter =
+                    segment_jitter(&self.dir, active.base_offset, self.config.segment_jitter_ms);
+                let ms = ms.saturating_sub(jitter).max(1);
                 active
                     .first_timestamp
                     .is_some_and(|t| incoming_ts.saturating_sub(t) > ms as i64)
             });
-            active.size > 0 && (too_big || too_old)
+            // Each append adds at most one index entry: roll before the index is full.
+            let index_full =
+                (active.index_entries() as u64 + 1) * 8 > self.config.segment_index_bytes;
+            active.size > 0 && (too_big || too_old || index_full)
         };
         let interval = self.config.index_interval_bytes;
         // Nothing below changes the log unless the whole append succeeds: a failed write is
@@ -1035,6 +1083,12 @@ impl PartitionLog {
     fn roll_and_append(&mut self, bufs: &[&[u8]], placed: &[Placed]) -> Result<(), WriteFailed> {
         let interval = self.config.index_interval_bytes;
         let mut seg = Segment::create(&self.dir, self.next_offset).map_err(WriteFailed::clean)?;
+        if self.config.preallocate {
+            // Best effort: a file system without fallocate still takes the appends.
+            if let Err(e) = seg.preallocate(self.config.segment_bytes) {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "cannot preallocate the new segment");
+            }
+        }
         let before = self.active().mark();
         let result = self
             .active_mut()
@@ -1570,6 +1624,7 @@ mod tests {
         segment_bytes: 1 << 20,
         segment_ms: None,
         index_interval_bytes: 100,
+        ..LogConfig::BASE
     };
 
     fn produce(log: &mut PartitionLog, ts: i64, values: &[&[u8]]) -> Appended {
@@ -1702,6 +1757,7 @@ mod tests {
             segment_bytes: 1024,
             segment_ms: None,
             index_interval_bytes: 100,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let value = [7u8; 200];
@@ -1718,11 +1774,44 @@ mod tests {
         assert_eq!(read_all(&log, 19, 1)[0], 19);
     }
 
+    /// `segment.index.bytes`: a segment whose offset index is full rolls; `preallocate`
+    /// reserves blocks without changing what the log reads back; `segment.jitter.ms` takes a
+    /// stable share of at most the jitter off `segment.ms`.
+    #[test]
+    fn index_size_preallocation_and_jitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            index_interval_bytes: 0,
+            segment_index_bytes: 24,
+            preallocate: true,
+            segment_bytes: 1 << 20,
+            ..LogConfig::BASE
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        for _ in 0..10 {
+            produce(&mut log, 0, &[b"v"]);
+        }
+        // Three entries of 8 bytes fill 24 bytes: ten batches take four segments.
+        assert_eq!(log.segment_count(), 4);
+        for offset in 0..10 {
+            assert_eq!(read_all(&log, offset, 1)[0], offset);
+        }
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        assert_eq!(log.log_end_offset(), 10);
+        let j = |base| segment_jitter(dir.path(), base, 1000);
+        assert!((0..100).all(|b| j(b) < 1000));
+        assert_eq!(j(7), j(7));
+        assert!((0..100).any(|b| j(b) != j(0)));
+        assert_eq!(segment_jitter(dir.path(), 5, 0), 0);
+    }
+
     fn small_segments() -> LogConfig {
         LogConfig {
             segment_bytes: 300,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         }
     }
 
@@ -1799,6 +1888,7 @@ mod tests {
             segment_bytes: 4000,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         for i in 0..200 {
@@ -1830,6 +1920,7 @@ mod tests {
             segment_bytes: 1 << 20,
             segment_ms: Some(100),
             index_interval_bytes: 100,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let one = |ts| split_produce_records(&Bytes::from(batch(ts, &[b"v"])), 1 << 20).unwrap();
@@ -2146,6 +2237,7 @@ mod tests {
             segment_bytes: 400,
             segment_ms: None,
             index_interval_bytes: 150,
+            ..LogConfig::BASE
         };
         for op in ["write", "index", "timeindex", "create", "seal"] {
             let (faulty_dir, faulty, _twin_dir, twin, failed) =
@@ -2175,6 +2267,7 @@ mod tests {
             segment_bytes: 1 << 20,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         };
         let dir = tempfile::tempdir().unwrap();
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();

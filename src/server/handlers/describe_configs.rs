@@ -18,7 +18,7 @@ use super::str_bytes;
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::shard::Shard;
-use crate::storage::catalog::{self, ConfigKind, TopicMeta};
+use crate::storage::catalog::{self, ConfigKind, TopicMeta, defaults};
 
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
@@ -52,7 +52,76 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
     (
         "compression.type",
         TYPE_STRING,
-        "Default compression.type of topics: producer (batches stored as sent).",
+        "Default compression.type of topics (--compression-type): producer stores batches as \
+         sent; another codec recompresses them on the way in.",
+    ),
+    (
+        "compression.gzip.level",
+        TYPE_INT,
+        "Default compression.gzip.level of topics: -1, the codec's default.",
+    ),
+    (
+        "compression.lz4.level",
+        TYPE_INT,
+        "Default compression.lz4.level of topics.",
+    ),
+    (
+        "compression.zstd.level",
+        TYPE_INT,
+        "Default compression.zstd.level of topics.",
+    ),
+    (
+        "log.message.timestamp.before.max.ms",
+        TYPE_LONG,
+        "Default message.timestamp.before.max.ms of topics \
+         (--log-message-timestamp-before-max-ms); 9223372036854775807: no bound.",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        TYPE_LONG,
+        "Default message.timestamp.after.max.ms of topics \
+         (--log-message-timestamp-after-max-ms): records more than this many ms in the future \
+         are refused with INVALID_TIMESTAMP; 9223372036854775807: no bound.",
+    ),
+    (
+        "log.roll.jitter.ms",
+        TYPE_LONG,
+        "Default segment.jitter.ms of topics: 0.",
+    ),
+    (
+        "log.index.size.max.bytes",
+        TYPE_INT,
+        "Default segment.index.bytes of topics.",
+    ),
+    (
+        "log.preallocate",
+        TYPE_BOOLEAN,
+        "Default preallocate of topics: false.",
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        TYPE_LONG,
+        "Default file.delete.delay.ms of topics.",
+    ),
+    (
+        "log.message.downconversion.enable",
+        TYPE_BOOLEAN,
+        "No effect (batches are never down-converted, as in Kafka 4).",
+    ),
+    (
+        "remote.log.storage.system.enable",
+        TYPE_BOOLEAN,
+        "Tiered storage is not built: false.",
+    ),
+    (
+        "log.local.retention.ms",
+        TYPE_LONG,
+        "Tiered storage is not built: -2 (retention.ms applies).",
+    ),
+    (
+        "log.local.retention.bytes",
+        TYPE_LONG,
+        "Tiered storage is not built: -2 (retention.bytes applies).",
     ),
     (
         "listeners",
@@ -210,7 +279,19 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
         "log.flush.interval.ms" => unbounded(c.flush_ms),
         "log.message.timestamp.type" => "CreateTime".to_string(),
         "log.cleanup.policy" => "delete".to_string(),
-        "compression.type" => "producer".to_string(),
+        "compression.type" => c.compression_type.name().to_string(),
+        "compression.gzip.level" => defaults::GZIP_LEVEL.to_string(),
+        "compression.lz4.level" => defaults::LZ4_LEVEL.to_string(),
+        "compression.zstd.level" => defaults::ZSTD_LEVEL.to_string(),
+        "log.message.timestamp.before.max.ms" => unbounded(c.message_timestamp_before_max_ms),
+        "log.message.timestamp.after.max.ms" => unbounded(c.message_timestamp_after_max_ms),
+        "log.roll.jitter.ms" => defaults::SEGMENT_JITTER_MS.to_string(),
+        "log.index.size.max.bytes" => defaults::SEGMENT_INDEX_BYTES.to_string(),
+        "log.preallocate" => defaults::PREALLOCATE.to_string(),
+        "log.segment.delete.delay.ms" => defaults::FILE_DELETE_DELAY_MS.to_string(),
+        "log.message.downconversion.enable" => "true".to_string(),
+        "remote.log.storage.system.enable" => "false".to_string(),
+        "log.local.retention.ms" | "log.local.retention.bytes" => "-2".to_string(),
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         "replica.lag.time.max.ms" => c.replica_lag_time_max_ms.to_string(),
@@ -260,8 +341,19 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                 ConfigKind::Long => TYPE_LONG,
                 ConfigKind::Boolean => TYPE_BOOLEAN,
             };
-            let (broker_value, broker_source) = broker_setting(c, broker_name);
+            // A config without a broker setting (tiered storage's switches) has its
+            // default, false, and no broker synonym.
+            let (broker_value, broker_source) = if broker_name.is_empty() {
+                (Some("false".to_string()), SOURCE_DEFAULT)
+            } else {
+                broker_setting(c, broker_name)
+            };
             let broker_synonym = (broker_name, broker_value.clone(), broker_source);
+            let broker_synonyms = if broker_name.is_empty() {
+                vec![]
+            } else {
+                vec![broker_synonym]
+            };
             match meta.configs.get(name) {
                 Some(v) => Described {
                     name,
@@ -270,10 +362,9 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                     read_only: false,
                     config_type,
                     doc,
-                    synonyms: vec![
-                        (name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
-                        broker_synonym,
-                    ],
+                    synonyms: std::iter::once((name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC))
+                        .chain(broker_synonyms)
+                        .collect(),
                 },
                 None => Described {
                     name,
@@ -282,7 +373,7 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                     read_only: false,
                     config_type,
                     doc,
-                    synonyms: vec![broker_synonym],
+                    synonyms: broker_synonyms,
                 },
             }
         })
@@ -481,6 +572,9 @@ mod tests {
     fn every_topic_config_is_described() {
         for def in catalog::TOPIC_CONFIGS {
             let b = def.broker_name;
+            if b.is_empty() {
+                continue;
+            }
             assert!(broker_value(&config(), b).is_some(), "{b}");
             assert!(BROKER_CONFIG_DEFS.iter().any(|d| d.0 == b), "{b}");
         }
