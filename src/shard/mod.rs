@@ -438,6 +438,14 @@ impl Shard {
         }
     }
 
+    /// How long the files of `topic`'s deleted segments stay (`file.delete.delay.ms`).
+    fn file_delete_delay_ms(&self, topic: &TopicMeta) -> u64 {
+        topic
+            .config
+            .file_delete_delay_ms
+            .unwrap_or(crate::storage::catalog::defaults::FILE_DELETE_DELAY_MS)
+    }
+
     /// One pass of housekeeping over this shard's partitions: idle producer ids expire, and
     /// retention runs. Segments leave the logs here; their files are deleted on the blocking
     /// pool.
@@ -463,7 +471,10 @@ impl Shard {
                 .filter(|((topic, _), _)| !crate::placement::is_coordinator_log(topic))
                 .filter_map(|((topic, _), p)| {
                     let meta = topics.get(topic)?;
-                    p.log.apply_retention(self.retention(meta), now)
+                    let delay = self.file_delete_delay_ms(meta);
+                    p.log
+                        .apply_retention(self.retention(meta), now)
+                        .map(|h| h.delay_deletion(delay))
                 })
                 .collect()
         };
@@ -1264,6 +1275,12 @@ impl Shard {
                     // -1 means the high watermark, as in Kafka: what consumers can see.
                     let offset = if offset == -1 { p.high_watermark() } else { offset };
                     let (start, job) = p.log.delete_records(offset)?;
+                    let delay = self
+                        .topics
+                        .borrow()
+                        .get(&p.log.topic)
+                        .map_or(0, |meta| self.file_delete_delay_ms(meta));
+                    let job = job.map(|j| j.delay_deletion(delay));
                     tracing::info!(topic = %p.log.topic, partition, log_start_offset = start, "records deleted");
                     jobs.extend(job);
                     Ok(start)
@@ -1950,14 +1967,27 @@ fn records_of(w: &PendingWrite) -> i64 {
         .sum()
 }
 
-/// Runs retention and DeleteRecords file work on the blocking pool.
+/// Runs retention and DeleteRecords file work on the blocking pool; files kept for
+/// `file.delete.delay.ms` are deleted by a task of this shard once it has passed.
 async fn run_housekeeping(jobs: Vec<Housekeeping>) -> std::io::Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    glommio::executor()
-        .spawn_blocking(move || jobs.into_iter().try_for_each(Housekeeping::run))
-        .await
+    let deferred = glommio::executor()
+        .spawn_blocking(move || {
+            jobs.into_iter()
+                .map(Housekeeping::run_deferring)
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await?;
+    for d in deferred.into_iter().flatten() {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(d.delay).await;
+            glommio::executor().spawn_blocking(move || d.delete()).await;
+        })
+        .detach();
+    }
+    Ok(())
 }
 
 /// A config value of -1 (or any negative) means "no limit".

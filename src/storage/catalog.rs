@@ -511,7 +511,9 @@ pub mod defaults {
     pub const SEGMENT_JITTER_MS: u64 = 0;
     pub const SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;
     pub const PREALLOCATE: bool = false;
-    pub const FILE_DELETE_DELAY_MS: u64 = 60_000;
+    /// Kafka's is 60000, for readers of its memory-mapped files; here a Fetch in flight
+    /// holds its own descriptor of a segment it reads, so files can go at once.
+    pub const FILE_DELETE_DELAY_MS: u64 = 0;
 }
 
 impl TopicConfig {

@@ -194,10 +194,54 @@ pub struct Housekeeping {
     dir: PathBuf,
     log_start: Option<i64>,
     doomed: Vec<Segment>,
+    /// `file.delete.delay.ms`: the doomed segments' files are renamed `*.deleted` and unlinked
+    /// this much later (0: at once).
+    delete_delay_ms: u64,
 }
 
+/// Files of deleted segments waiting out `file.delete.delay.ms`; [`Deferred::delete`] (on
+/// the blocking pool) removes them. A restart removes any left over (see
+/// [`PartitionLog::open`]).
+#[derive(Debug)]
+pub struct Deferred {
+    pub delay: std::time::Duration,
+    files: Vec<PathBuf>,
+}
+
+impl Deferred {
+    pub fn delete(self) {
+        for f in self.files {
+            if let Err(e) = fs::remove_file(&f)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %f.display(), error = %e, "cannot delete a deleted segment's file");
+            }
+        }
+    }
+}
+
+/// The suffix of the files of a segment deleted but waiting out `file.delete.delay.ms`.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
 impl Housekeeping {
+    /// Keeps the doomed segments' files `ms` longer (`file.delete.delay.ms`).
+    pub fn delay_deletion(mut self, ms: u64) -> Housekeeping {
+        self.delete_delay_ms = ms;
+        self
+    }
+
+    /// Persists the new log start and deletes the doomed segments now.
     pub fn run(self) -> io::Result<()> {
+        if let Some(d) = self.run_deferring()? {
+            d.delete();
+        }
+        Ok(())
+    }
+
+    /// [`Housekeeping::run`], except that with a delete delay the segments' files are only
+    /// renamed `*.deleted` (out of the log for good, as a restart sees) and returned to be
+    /// deleted once the delay has passed.
+    pub fn run_deferring(self) -> io::Result<Option<Deferred>> {
         // The log start first: a crash between the two leaves a log that starts at the first
         // remaining segment, which is at or before the new start and still consistent.
         // On a full disk, though, the log start cannot be written (its temporary file needs a
@@ -216,10 +260,16 @@ impl Housekeeping {
             log_start_pending = Some(offset);
         }
         let dir_synced = self.log_start.is_some();
+        let mut deferred = Vec::new();
         for seg in self.doomed {
             let base = seg.base_offset;
-            seg.remove()?;
-            tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+            if self.delete_delay_ms == 0 {
+                seg.remove()?;
+                tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+            } else {
+                deferred.extend(seg.rename_with_suffix(DELETED_SUFFIX)?);
+                tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, delay_ms = self.delete_delay_ms, "segment deleted (its files go after file.delete.delay.ms)");
+            }
         }
         if let Some(offset) = log_start_pending {
             write_log_start(&self.dir, offset)?;
@@ -227,7 +277,10 @@ impl Housekeeping {
         if !dir_synced {
             File::open(&self.dir)?.sync_all()?;
         }
-        Ok(())
+        Ok((!deferred.is_empty()).then(|| Deferred {
+            delay: std::time::Duration::from_millis(self.delete_delay_ms),
+            files: deferred,
+        }))
     }
 }
 
@@ -466,6 +519,12 @@ impl PartitionLog {
     ) -> io::Result<PartitionLog> {
         let dir = partition_dir(data_dir, topic, partition);
         fs::create_dir_all(&dir)?;
+        // Files of segments deleted before a stop, still waiting out file.delete.delay.ms.
+        for e in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().ends_with(DELETED_SUFFIX) {
+                fs::remove_file(e.path())?;
+            }
+        }
         let mut bases: Vec<i64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -1329,6 +1388,7 @@ impl PartitionLog {
             dir: self.dir.clone(),
             log_start,
             doomed,
+            delete_delay_ms: 0,
         }
     }
 
@@ -1369,6 +1429,7 @@ impl PartitionLog {
                 dir: self.dir.clone(),
                 log_start: Some(offset),
                 doomed: Vec::new(),
+                delete_delay_ms: 0,
             }
         };
         Ok((self.log_start_offset, Some(job)))

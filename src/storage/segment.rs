@@ -934,6 +934,27 @@ impl Segment {
     }
 
     /// Deletes this segment's files.
+    /// Renames the segment's files to their names with `suffix` (out of the log: a restart
+    /// does not open them) and returns the new paths.
+    pub fn rename_with_suffix(self, suffix: &str) -> io::Result<Vec<PathBuf>> {
+        self.forget_files();
+        let mut out = Vec::new();
+        for p in [
+            log_path(&self.dir, self.base_offset),
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+        ] {
+            let mut to = p.clone().into_os_string();
+            to.push(suffix);
+            match std::fs::rename(&p, &to) {
+                Ok(()) => out.push(PathBuf::from(to)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn remove(self) -> io::Result<()> {
         self.forget_files();
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;

@@ -205,3 +205,26 @@ def test_timestamps_out_of_range_are_invalid_timestamp(broker):
     create_topic(broker.bootstrap, lat, 1, config={"message.timestamp.type": "LogAppendTime"})
     dl = produce_one(broker.bootstrap, lat, now + 10 * 3_600_000)
     assert not dl.errors, dl.errors
+
+
+def test_file_delete_delay_keeps_deleted_segments_files_for_a_while(broker):
+    from confluent_kafka import TopicPartition
+    from kafkautil import wait_until
+    topic = unique_topic("delay")
+    create_topic(broker.bootstrap, topic, 1,
+                 config={"segment.bytes": "1024", "file.delete.delay.ms": "1500"})
+    p = producer(broker.bootstrap, **{"linger.ms": 0})
+    for i in range(40):
+        p.produce(topic, value=b"x" * 200, partition=0)
+        p.flush(10)
+    d = broker.data_dir / f"{topic}-0"
+    logs_before = len(list(d.glob("*.log")))
+    assert logs_before > 3
+    a = admin(broker.bootstrap)
+    fs = a.delete_records([TopicPartition(topic, 0, 30)], request_timeout=15)
+    for f in fs.values():
+        f.result(timeout=15)
+    # Out of the log at once (renamed), on disk until the delay has passed.
+    wait_until(lambda: list(d.glob("*.log.deleted")), timeout=10, desc="segments renamed *.deleted")
+    assert len(list(d.glob("*.log"))) < logs_before
+    wait_until(lambda: not list(d.glob("*.deleted")), timeout=15, desc="deleted files removed")
