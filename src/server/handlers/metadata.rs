@@ -112,7 +112,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 
 /// A topic as Metadata shows it. `live`: the brokers that serve, in a cluster (None on one
 /// node, where this broker holds and leads everything).
-fn topic_response(
+pub(super) fn topic_response(
     meta: &TopicMeta,
     node: BrokerId,
     version: i16,

@@ -19,6 +19,7 @@ mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod describe_transactions;
 mod elect_leaders;
 mod end_txn;
@@ -577,6 +578,7 @@ pub async fn dispatch(
         ElectLeaders => elect_leaders::handle,
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
+        DescribeTopicPartitions => describe_topic_partitions::handle,
         OffsetForLeaderEpoch => offset_for_leader_epoch::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,
