@@ -140,7 +140,7 @@ pub struct Settings {
     #[arg(long)]
     pub group_remote_assignor: Option<String>,
     /// Committed offsets of a group that stays empty this long are removed, in ms
-    /// (offsets.retention.minutes) [default: 604800000].
+    /// (Kafka's offsets.retention.minutes, in ms here) [default: 604800000].
     #[arg(long)]
     pub offsets_retention_ms: Option<u64>,
     /// Partitions of the internal `__consumer_offsets` log that groups are spread over
@@ -704,6 +704,54 @@ fn unlimited_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Opti
             name.replace('_', "-")
         )),
     }
+}
+
+/// One broker setting as DescribeConfigs shows it: its key (the config file's, the flag's
+/// with `-`), the Kafka name its documentation gives (the first `(kafka.name` in it), its
+/// documentation and its value under a configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingDoc {
+    pub key: String,
+    pub kafka_name: Option<String>,
+    pub doc: String,
+    /// The value as text (None: unset); `is_bool`/`is_number` say how it is typed.
+    pub value: Option<String>,
+    pub is_bool: bool,
+    pub is_number: bool,
+}
+
+/// Every setting of `c`, documented from the flags' help, in flag order.
+pub fn documented(c: &Config) -> Vec<SettingDoc> {
+    use clap::Args;
+    let values: toml::Table =
+        toml::Table::try_from(Settings::of(c, LogFormat::default())).unwrap_or_default();
+    let kafka = regex::Regex::new(r"\(([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)[;),]").ok();
+    Settings::augment_args(clap::Command::new("serve"))
+        .get_arguments()
+        .filter_map(|a| {
+            let key = a.get_id().as_str().to_string();
+            let doc = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if key == "config" || key == "print_config" {
+                return None;
+            }
+            let kafka_name = kafka
+                .as_ref()
+                .and_then(|r| r.captures(&doc))
+                .map(|c| c[1].to_string());
+            let v = values.get(&key);
+            Some(SettingDoc {
+                kafka_name,
+                doc,
+                value: v.map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+                is_bool: matches!(v, Some(toml::Value::Boolean(_))),
+                is_number: matches!(v, Some(toml::Value::Integer(_))),
+                key,
+            })
+        })
+        .collect()
 }
 
 /// -1: no bound; 0 and up: that bound.

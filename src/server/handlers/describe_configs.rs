@@ -320,14 +320,14 @@ fn broker_setting(c: &Config, name: &str) -> (Option<String>, i8) {
 
 /// One described config before version gating.
 struct Described {
-    name: &'static str,
+    name: String,
     value: Option<String>,
     source: i8,
     read_only: bool,
     config_type: i8,
-    doc: &'static str,
+    doc: String,
     /// (name, value, source), most specific first.
-    synonyms: Vec<(&'static str, Option<String>, i8)>,
+    synonyms: Vec<(String, Option<String>, i8)>,
 }
 
 fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
@@ -348,23 +348,28 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
             } else {
                 broker_setting(c, broker_name)
             };
-            let broker_synonym = (broker_name, broker_value.clone(), broker_source);
+            let broker_synonym = (broker_name.to_string(), broker_value.clone(), broker_source);
+            let (name, doc) = (name.to_string(), doc.to_string());
             let broker_synonyms = if broker_name.is_empty() {
                 vec![]
             } else {
                 vec![broker_synonym]
             };
-            match meta.configs.get(name) {
+            match meta.configs.get(&name) {
                 Some(v) => Described {
+                    synonyms: std::iter::once((
+                        name.clone(),
+                        Some(v.clone()),
+                        SOURCE_DYNAMIC_TOPIC,
+                    ))
+                    .chain(broker_synonyms)
+                    .collect(),
                     name,
                     value: Some(v.clone()),
                     source: SOURCE_DYNAMIC_TOPIC,
                     read_only: false,
                     config_type,
                     doc,
-                    synonyms: std::iter::once((name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC))
-                        .chain(broker_synonyms)
-                        .collect(),
                 },
                 None => Described {
                     name,
@@ -383,22 +388,42 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
 /// The broker's settings; `dynamic` holds the replication throttle rates the metadata's
 /// dynamic broker configs set (leader, follower), which override the flags and can change.
 fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Described> {
-    BROKER_CONFIG_DEFS
+    let settings = crate::settings::documented(c);
+    let defaults =
+        crate::settings::documented(&Config::new(c.listen, c.data_dir.clone(), c.shards));
+    // A setting's own source: given (on the command line or in the config file) or default.
+    let setting_source =
+        |s: &crate::settings::SettingDoc| match defaults.iter().find(|d| d.key == s.key) {
+            Some(d) if d.value == s.value => SOURCE_DEFAULT,
+            _ => SOURCE_STATIC_BROKER,
+        };
+    let mut out: Vec<Described> = BROKER_CONFIG_DEFS
         .iter()
         .map(|&(name, config_type, doc)| {
             let (value, source) = broker_setting(c, name);
-            let set = match name {
+            // The `spate serve` setting that sets it, as a synonym (its key, as the config
+            // file names it).
+            let own: Vec<(String, Option<String>, i8)> = settings
+                .iter()
+                .filter(|s| s.kafka_name.as_deref() == Some(name))
+                .map(|s| (s.key.clone(), s.value.clone(), setting_source(s)))
+                .collect();
+            let (name, doc) = (name.to_string(), doc.to_string());
+            let set = match name.as_str() {
                 "leader.replication.throttled.rate" => Some(dynamic.0),
                 "follower.replication.throttled.rate" => Some(dynamic.1),
                 _ => None,
             };
             match set {
                 Some(Some(rate)) => Described {
+                    synonyms: [
+                        (name.clone(), Some(rate.to_string()), SOURCE_DYNAMIC_BROKER),
+                        (name.clone(), value, source),
+                    ]
+                    .into_iter()
+                    .chain(own)
+                    .collect(),
                     name,
-                    synonyms: vec![
-                        (name, Some(rate.to_string()), SOURCE_DYNAMIC_BROKER),
-                        (name, value, source),
-                    ],
                     value: Some(rate.to_string()),
                     source: SOURCE_DYNAMIC_BROKER,
                     read_only: false,
@@ -406,8 +431,10 @@ fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Descr
                     doc,
                 },
                 Some(None) => Described {
+                    synonyms: std::iter::once((name.clone(), value.clone(), source))
+                        .chain(own)
+                        .collect(),
                     name,
-                    synonyms: vec![(name, value.clone(), source)],
                     value,
                     source,
                     read_only: false,
@@ -415,8 +442,10 @@ fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Descr
                     doc,
                 },
                 None => Described {
+                    synonyms: std::iter::once((name.clone(), value.clone(), source))
+                        .chain(own)
+                        .collect(),
                     name,
-                    synonyms: vec![(name, value.clone(), source)],
                     value,
                     source,
                     read_only: true,
@@ -425,7 +454,37 @@ fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Descr
                 },
             }
         })
-        .collect()
+        .collect();
+    // Every other setting of `spate serve`, under its Kafka name where it has one, else
+    // under its own key; read-only (they are set when the broker starts).
+    for s in &settings {
+        let name = s.kafka_name.clone().unwrap_or_else(|| s.key.clone());
+        if out.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let source = setting_source(s);
+        let config_type = if s.is_bool {
+            TYPE_BOOLEAN
+        } else if s.is_number {
+            TYPE_LONG
+        } else {
+            TYPE_STRING
+        };
+        let mut synonyms = vec![(name.clone(), s.value.clone(), source)];
+        if name != s.key {
+            synonyms.push((s.key.clone(), s.value.clone(), source));
+        }
+        out.push(Described {
+            name,
+            value: s.value.clone(),
+            source,
+            read_only: true,
+            config_type,
+            doc: s.doc.clone(),
+            synonyms,
+        });
+    }
+    out
 }
 
 /// The configs of one resource, or why it cannot be described.
@@ -511,7 +570,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             };
             let configs = described
                 .into_iter()
-                .filter(|d| wanted(d.name))
+                .filter(|d| wanted(&d.name))
                 .map(|d| encode(d, req.include_synonyms, req.include_documentation, version))
                 .collect();
             out.with_configs(configs)
@@ -528,7 +587,7 @@ fn encode(
     version: i16,
 ) -> DescribeConfigsResourceResult {
     let mut out = DescribeConfigsResourceResult::default()
-        .with_name(str_bytes(d.name.to_string()))
+        .with_name(str_bytes(d.name))
         .with_value(d.value.map(str_bytes))
         .with_read_only(d.read_only)
         .with_config_source(d.source)
@@ -539,7 +598,7 @@ fn encode(
                 .into_iter()
                 .map(|(name, value, source)| {
                     DescribeConfigsSynonym::default()
-                        .with_name(str_bytes(name.to_string()))
+                        .with_name(str_bytes(name))
                         .with_value(value.map(str_bytes))
                         .with_source(source)
                 })
@@ -549,7 +608,7 @@ fn encode(
     if version >= 3 {
         out = out.with_config_type(d.config_type);
         if include_documentation {
-            out = out.with_documentation(Some(str_bytes(d.doc.to_string())));
+            out = out.with_documentation(Some(str_bytes(d.doc)));
         }
     }
     out
@@ -580,6 +639,43 @@ mod tests {
         }
         for (name, _, _) in BROKER_CONFIG_DEFS {
             assert!(broker_value(&config(), name).is_some(), "{name}");
+        }
+    }
+
+    /// Every `spate serve` setting is described, documented from its flag's help: under the
+    /// Kafka name it gives (with its own key as a synonym), else under its key.
+    #[test]
+    fn every_broker_setting_is_described() {
+        let mut c = config();
+        c.retention_ms = Some(1000);
+        let d = describe_broker(&c, (None, None));
+        let get = |n: &str| {
+            d.iter()
+                .find(|x| x.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let r = get("log.retention.ms");
+        assert_eq!(r.value.as_deref(), Some("1000"));
+        assert_eq!(r.source, SOURCE_STATIC_BROKER);
+        assert!(
+            r.synonyms
+                .iter()
+                .any(|s| s.0 == "retention_ms" && s.2 == SOURCE_STATIC_BROKER)
+        );
+        let fds = get("segment_fds_max");
+        assert!(fds.read_only && fds.doc.contains("Descriptors"));
+        assert_eq!(fds.source, SOURCE_DEFAULT);
+        assert!(d.iter().all(|x| x.name != "offsets.retention.minutes"));
+        assert_eq!(
+            get("offsets_retention_ms").value.as_deref(),
+            Some("604800000")
+        );
+        let keys = crate::settings::documented(&c);
+        assert!(keys.len() > 60, "{}", keys.len());
+        for k in &keys {
+            let name = k.kafka_name.clone().unwrap_or_else(|| k.key.clone());
+            assert!(d.iter().any(|x| x.name == name), "{name} not described");
+            assert!(!k.doc.is_empty(), "{} has no documentation", k.key);
         }
     }
 
