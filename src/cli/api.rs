@@ -34,7 +34,9 @@ pub const EARLIEST: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).
 pub const LATEST: i64 = -1;
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
-const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs / IncrementalAlterConfigs resource type of a broker.
+pub const RESOURCE_BROKER: i8 = 4;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -303,11 +305,20 @@ fn config_source(source: i8) -> &'static str {
 }
 
 pub fn describe_topic_configs(client: &mut Client, topic: &str) -> Result<Vec<ConfigEntry>> {
+    describe_configs(client, RESOURCE_TOPIC, topic)
+}
+
+/// The configs of a resource (a topic, or a broker by id).
+pub fn describe_configs(
+    client: &mut Client,
+    resource_type: i8,
+    topic: &str,
+) -> Result<Vec<ConfigEntry>> {
     let conn = client.any()?;
     let v = conn.version_of::<DescribeConfigsRequest>(i16::MAX)?;
     let req = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_type(resource_type)
             .with_resource_name(s(topic))
             .with_configuration_keys(None),
     ]);
@@ -318,7 +329,11 @@ pub fn describe_topic_configs(client: &mut Client, topic: &str) -> Result<Vec<Co
         .ok_or_else(|| Error::other("DescribeConfigs: empty answer"))?;
     check(
         r.error_code,
-        format!("describing the configs of topic '{topic}'"),
+        if resource_type == RESOURCE_TOPIC {
+            format!("describing the configs of topic '{topic}'")
+        } else {
+            format!("describing the configs of broker {topic}")
+        },
         r.error_message.as_deref(),
     )?;
     let mut out: Vec<ConfigEntry> = r
@@ -342,6 +357,17 @@ pub fn alter_topic_configs(
     set: &[(String, String)],
     delete: &[String],
 ) -> Result<()> {
+    alter_configs(client, RESOURCE_TOPIC, topic, set, delete)
+}
+
+/// Sets and removes configs of a resource (a topic; a broker by id, or "" for every broker).
+pub fn alter_configs(
+    client: &mut Client,
+    resource_type: i8,
+    topic: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> Result<()> {
     let conn = client.any()?;
     let v = conn.version_of::<IncrementalAlterConfigsRequest>(i16::MAX)?;
     let mut configs: Vec<AlterableConfig> = set
@@ -361,7 +387,7 @@ pub fn alter_topic_configs(
     }));
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_type(resource_type)
             .with_resource_name(s(topic))
             .with_configs(configs),
     ]);
@@ -372,7 +398,13 @@ pub fn alter_topic_configs(
         .ok_or_else(|| Error::other("IncrementalAlterConfigs: empty answer"))?;
     check(
         r.error_code,
-        format!("altering the configs of topic '{topic}'"),
+        if resource_type == RESOURCE_TOPIC {
+            format!("altering the configs of topic '{topic}'")
+        } else if topic.is_empty() {
+            "altering the dynamic configs of every broker".to_string()
+        } else {
+            format!("altering the dynamic configs of broker {topic}")
+        },
         r.error_message.as_deref(),
     )
 }

@@ -107,6 +107,20 @@ pub enum ClusterCommand {
     /// Brokers that serve, the active controller, each voter's Raft state and lag, and the
     /// partitions without a leader.
     Status,
+    /// Show a broker's settings, or change the dynamic broker configs (the topic defaults
+    /// and throttle rates that change at run time) of every broker or of one (--broker).
+    Config {
+        /// The broker whose own dynamic configs change (default: every broker's).
+        #[arg(long)]
+        broker: Option<i32>,
+        /// Set a dynamic broker config, KEY=VALUE (repeatable), e.g.
+        /// --config log.retention.ms=3600000.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove a dynamic broker config (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -308,7 +322,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
 }
 
 /// Splits KEY=VALUE (`what` names the option in the error).
-fn key_value(s: &str, what: &str) -> Result<(String, String), Error> {
+pub(crate) fn key_value(s: &str, what: &str) -> Result<(String, String), Error> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(Error::other(format!("{what} '{s}' is not KEY=VALUE"))),

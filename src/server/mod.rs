@@ -61,6 +61,10 @@ const TRIM_AFTER_CLOSED_CONNECTIONS: u64 = 64;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
+/// How often each shard reads the dynamic broker configs from the controller (a change
+/// takes effect within this).
+const DYNAMIC_CONFIGS_POLL_MS: u64 = 500;
+
 /// A start-up rendezvous of all shards (start-up only; never on the data path).
 struct Gate<T> {
     slots: Mutex<Vec<Option<T>>>,
@@ -422,22 +426,27 @@ async fn shard_main(
                 shard.shrink_isrs();
                 shard.report_offline_replicas();
                 shard.checkpoint_high_watermarks(false).await;
-                // The dynamic broker configs may have changed the throttle rates.
-                if let Ok((leader, follower)) = shard
-                    .call(
-                        crate::placement::CONTROLLER_SHARD,
-                        crate::shard::calls::ThrottleRates,
-                    )
-                    .await
-                {
-                    shard.set_throttle_rates(
-                        leader.or(shard.config.leader_replication_throttled_rate),
-                        follower.or(shard.config.follower_replication_throttled_rate),
-                    );
-                }
             }
         })
     });
+    // Dynamic broker configs (throttle rates, topic defaults) take effect within a second.
+    let dynamic_configs = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                if let Ok((own, default)) = shard
+                    .call(
+                        crate::placement::CONTROLLER_SHARD,
+                        crate::shard::calls::DynamicBrokerConfigs,
+                    )
+                    .await
+                {
+                    shard.apply_dynamic_configs(own, default);
+                }
+                glommio::timer::sleep(Duration::from_millis(DYNAMIC_CONFIGS_POLL_MS)).await;
+            }
+        })
+    };
     let metrics_server = match (shard_id, config.metrics_listen) {
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => {
@@ -528,6 +537,7 @@ async fn shard_main(
     let _ = flusher.cancel().await;
     let _ = retention.cancel().await;
     let _ = group_ticker.cancel().await;
+    let _ = dynamic_configs.cancel().await;
     let _ = txn_ticker.cancel().await;
     if let Some(r) = replication {
         let _ = r.cancel().await;

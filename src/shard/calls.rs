@@ -105,7 +105,7 @@ shard_messages!(
     ConsumerGroupDescribe,
     AllocateProducerIds,
     AlterPartition,
-    ThrottleRates,
+    DynamicBrokerConfigs,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -551,13 +551,13 @@ call!(AlterPartition -> Result<crate::storage::catalog::PartitionAssignment, Kaf
     None => Err(KafkaError::NotController),
 });
 
-/// To the controller shard: the replication throttle rates the metadata's dynamic broker
-/// configs give this broker (leader, follower; None: not set there, the static flag applies).
+/// To the controller shard: the dynamic broker configs of this broker and of every broker
+/// (see [`crate::shard::Shard::apply_dynamic_configs`]).
 #[derive(Debug)]
-pub struct ThrottleRates;
-call!(ThrottleRates -> (Option<u64>, Option<u64>), |_c, shard| match &shard.controller {
-    Some(ctl) => ctl.throttle_rates(),
-    None => (None, None),
+pub struct DynamicBrokerConfigs;
+call!(DynamicBrokerConfigs -> (std::collections::BTreeMap<String, String>, std::collections::BTreeMap<String, String>), |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.dynamic_broker_configs(),
+    None => Default::default(),
 });
 
 /// This shard's metrics, for a scrape.

@@ -46,11 +46,48 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 /// Producer ids in each block the controller hands out (each shard takes one at a time).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// The broker configs AlterConfigs may change at run time (as dynamic broker configs).
+/// The broker configs AlterConfigs may change at run time (as dynamic broker configs, on a
+/// broker id or on every broker): the replication throttle rates, and the topic defaults
+/// below ([`LIVE_TOPIC_DEFAULTS`]).
 pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "compression.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
 ];
+
+/// The topic defaults that dynamic broker configs may change, each checked as the topic
+/// config it is the default of (see [`crate::storage::catalog::TOPIC_CONFIGS`]).
+pub fn check_dynamic_broker_config(k: &str, v: &str) -> Result<(), KafkaError> {
+    if k.ends_with(".replication.throttled.rate") {
+        return match v.parse::<u64>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(KafkaError::InvalidConfig(format!(
+                "{k} must be a non-negative number of bytes per second, got '{v}'"
+            ))),
+        };
+    }
+    let def = crate::storage::catalog::TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_name == k)
+        .filter(|_| DYNAMIC_BROKER_CONFIGS.contains(&k))
+        .ok_or_else(|| {
+            KafkaError::InvalidRequest(format!(
+                "broker config '{k}' cannot be changed at run time (only {})",
+                DYNAMIC_BROKER_CONFIGS.join(", ")
+            ))
+        })?;
+    let one = BTreeMap::from([(def.name.to_string(), v.to_string())]);
+    crate::storage::catalog::TopicConfig::parse(&one)
+        .map(|_| ())
+        .map_err(|e| KafkaError::InvalidConfig(format!("{k}: {}", e.message())))
+}
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -780,9 +817,10 @@ impl Controller {
 }
 
 impl Controller {
-    /// Dynamic broker configs (AlterConfigs on a BROKER resource): only the replication
-    /// throttle rates, stored as broker config records so every broker applies them (see
-    /// [`Controller::throttle_rates`]).
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource): the replication throttle
+    /// rates and the topic defaults of [`DYNAMIC_BROKER_CONFIGS`], stored as broker config
+    /// records so every broker applies them (see
+    /// [`crate::shard::Shard::apply_dynamic_configs`]).
     async fn alter_broker_configs(
         &self,
         change: &AlterTopicConfig,
@@ -814,11 +852,7 @@ impl Controller {
             }
             match v {
                 Some(v) => {
-                    if v.parse::<u64>().is_err() {
-                        return Err(KafkaError::InvalidConfig(format!(
-                            "{k} must be a non-negative number of bytes per second, got '{v}'"
-                        )));
-                    }
+                    check_dynamic_broker_config(k, v)?;
                     new.insert(k.clone(), v.clone());
                 }
                 None => {
@@ -840,22 +874,17 @@ impl Controller {
         Ok(())
     }
 
-    /// The replication throttle rates the dynamic broker configs give this broker: its own
-    /// (resource = its id), else the cluster-wide default (resource ""); None where neither
-    /// sets one.
-    pub fn throttle_rates(&self) -> (Option<u64>, Option<u64>) {
+    /// The dynamic broker configs of this broker (resource = its id) and of every broker
+    /// (resource "").
+    pub fn dynamic_broker_configs(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let image = self.image.borrow();
-        let own = image.configs(ConfigResource::Broker, &self.node_id.to_string());
-        let default = image.configs(ConfigResource::Broker, "");
-        let rate = |key: &str| {
-            own.and_then(|c| c.get(key))
-                .or_else(|| default.and_then(|c| c.get(key)))
-                .and_then(|v| v.parse::<u64>().ok())
+        let get = |name: &str| {
+            image
+                .configs(ConfigResource::Broker, name)
+                .cloned()
+                .unwrap_or_default()
         };
-        (
-            rate("leader.replication.throttled.rate"),
-            rate("follower.replication.throttled.rate"),
-        )
+        (get(&self.node_id.to_string()), get(""))
     }
 
     /// CreatePartitions: adds partitions to topics, placed over the brokers that serve (on

@@ -150,7 +150,14 @@ impl Drop for RemoteWait<'_> {
 
 pub struct Shard {
     pub id: usize,
+    /// The settings `spate serve` started with.
     pub config: Rc<Config>,
+    /// `config` with the dynamic broker configs over it (the topic defaults they may change,
+    /// see [`controller::DYNAMIC_BROKER_CONFIGS`]): what the data path reads those defaults
+    /// from. Replaced whole by [`Shard::apply_dynamic_configs`].
+    live: RefCell<Rc<Config>>,
+    /// The dynamic broker configs last applied: this broker's own, and every broker's.
+    dynamic: RefCell<(BTreeMap<String, String>, BTreeMap<String, String>)>,
     pub cluster_id: String,
     pub router: Router<ShardMessage>,
     /// Topic catalog cache, by name. Changed only by controller messages.
@@ -248,6 +255,8 @@ impl Shard {
             inflight: Rc::new(glommio::sync::Semaphore::new(
                 config.inflight_bytes_max as u64,
             )),
+            live: RefCell::new(config.clone()),
+            dynamic: RefCell::default(),
             config,
             cluster_id,
             router,
@@ -286,6 +295,100 @@ impl Shard {
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
             coordinator_epochs: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The settings in effect: the start-up ones with the dynamic broker configs over them.
+    pub fn live(&self) -> Rc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// The dynamic broker configs last applied (own, every broker's).
+    pub fn dynamic_configs(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        self.dynamic.borrow().clone()
+    }
+
+    /// Applies the dynamic broker configs (this broker's own over every broker's, over the
+    /// start-up settings): the throttle rates, and the topic defaults, which the open logs
+    /// take at once.
+    pub fn apply_dynamic_configs(
+        &self,
+        own: BTreeMap<String, String>,
+        default: BTreeMap<String, String>,
+    ) {
+        if *self.dynamic.borrow() == (own.clone(), default.clone()) {
+            return;
+        }
+        let get = |k: &str| own.get(k).or_else(|| default.get(k));
+        let mut c = (*self.config).clone();
+        let bad = |k: &str, v: &str| {
+            tracing::error!(
+                config = k,
+                value = v,
+                "dynamic broker config ignored: not valid"
+            );
+        };
+        let limit = |v: &str| v.parse::<i64>().ok().map(|n| u64::try_from(n).ok());
+        for k in controller::DYNAMIC_BROKER_CONFIGS {
+            let Some(v) = get(k) else { continue };
+            let v = v.as_str();
+            match *k {
+                "log.retention.ms" => match limit(v) {
+                    Some(n) => c.retention_ms = n,
+                    None => bad(k, v),
+                },
+                "log.retention.bytes" => match limit(v) {
+                    Some(n) => c.retention_bytes = n,
+                    None => bad(k, v),
+                },
+                "log.roll.ms" => match v.parse::<u64>() {
+                    Ok(n) if n >= 1 => c.segment_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                "log.segment.bytes" => match v.parse::<u64>() {
+                    Ok(n) if n >= 1024 => c.segment_bytes = n,
+                    _ => bad(k, v),
+                },
+                "message.max.bytes" => match v.parse::<usize>() {
+                    Ok(n) => c.message_bytes_max = n,
+                    _ => bad(k, v),
+                },
+                "compression.type" => match crate::storage::catalog::TopicCompression::parse(v) {
+                    Some(t) => c.compression_type = t,
+                    None => bad(k, v),
+                },
+                "log.message.timestamp.before.max.ms" => match v.parse::<u64>() {
+                    Ok(n) => c.message_timestamp_before_max_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                "log.message.timestamp.after.max.ms" => match v.parse::<u64>() {
+                    Ok(n) => c.message_timestamp_after_max_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                _ => {}
+            }
+        }
+        let rate = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
+        self.set_throttle_rates(
+            rate("leader.replication.throttled.rate")
+                .or(self.config.leader_replication_throttled_rate),
+            rate("follower.replication.throttled.rate")
+                .or(self.config.follower_replication_throttled_rate),
+        );
+        if self.id == 0 {
+            tracing::info!(own = ?own, every_broker = ?default, "dynamic broker configs applied");
+        }
+        *self.live.borrow_mut() = Rc::new(c);
+        *self.dynamic.borrow_mut() = (own, default);
+        // The open logs take the new defaults (segment size and age).
+        let topics: Vec<TopicMeta> = self.topics.borrow().values().cloned().collect();
+        for meta in topics {
+            let config = self.log_config(&meta);
+            for ((topic, _), p) in self.partitions.borrow_mut().iter_mut() {
+                if *topic == meta.name {
+                    p.log.set_config(config);
+                }
+            }
         }
     }
 
@@ -390,11 +493,11 @@ impl Shard {
             return crate::txn::store::LOG_CONFIG;
         }
         LogConfig {
-            segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
+            segment_ms: topic.config.segment_ms.or(self.live().segment_ms),
             segment_bytes: topic
                 .config
                 .segment_bytes
-                .unwrap_or(self.config.segment_bytes),
+                .unwrap_or(self.live().segment_bytes),
             index_interval_bytes: topic
                 .config
                 .index_interval_bytes
@@ -430,11 +533,11 @@ impl Shard {
             ms: topic
                 .config
                 .retention_ms
-                .map_or(self.config.retention_ms, positive),
+                .map_or(self.live().retention_ms, positive),
             bytes: topic
                 .config
                 .retention_bytes
-                .map_or(self.config.retention_bytes, positive),
+                .map_or(self.live().retention_bytes, positive),
         }
     }
 

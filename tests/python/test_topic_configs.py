@@ -228,3 +228,59 @@ def test_file_delete_delay_keeps_deleted_segments_files_for_a_while(broker):
     wait_until(lambda: list(d.glob("*.log.deleted")), timeout=10, desc="segments renamed *.deleted")
     assert len(list(d.glob("*.log"))) < logs_before
     wait_until(lambda: not list(d.glob("*.deleted")), timeout=15, desc="deleted files removed")
+
+
+def test_topic_defaults_change_live_as_dynamic_broker_configs(broker):
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+    from kafkautil import wait_until
+    import subprocess
+    a = admin(broker.bootstrap)
+
+    def cli(*args):
+        return subprocess.run([str(broker.binary), "cluster", "config", *args,
+                               "--bootstrap-server", broker.bootstrap],
+                              capture_output=True, text=True, timeout=60)
+    # Every broker's default (resource "", which the Python clients cannot name): the CLI.
+    r = cli("--config", "compression.type=zstd", "--config", "log.retention.ms=3600000")
+    assert r.returncode == 0, r.stderr
+    r = cli("--config", "log.retention.ms=-7")
+    assert r.returncode != 0 and "log.retention.ms" in r.stderr, r.stderr
+    r = cli("--config", "num.partitions=3")
+    assert r.returncode != 0 and "cannot be changed at run time" in r.stderr, r.stderr
+    topic = unique_topic("live-default")
+    create_topic(broker.bootstrap, topic, 1)
+
+    def topic_sees_it():
+        got = described(a, topic)
+        return got["compression.type"] == "zstd" and got["retention.ms"] == "3600000"
+    wait_until(topic_sees_it, timeout=10, desc="topic defaults from the dynamic broker configs")
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    entry = a.describe_configs([res])[res].result(timeout=15)["compression.type"]
+    assert entry.source == 3, entry  # DYNAMIC_DEFAULT_BROKER_CONFIG
+
+    # Within a second every shard stores batches of default-configured topics in zstd.
+    def stored_in_zstd():
+        p = producer(broker.bootstrap, **{"compression.type": "none"})
+        p.produce(topic, value=b"v" * 100, partition=0)
+        flush_all(p)
+        return batch_codecs(broker.data_dir, topic)[-1] == 4
+    wait_until(stored_in_zstd, timeout=10, desc="new batches stored in zstd")
+
+    # This broker's own value wins over every broker's; the broker describes both.
+    own = ConfigResource(ConfigResource.Type.BROKER, "0", incremental_configs=[
+        ConfigEntry("compression.type", "lz4", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([own])[own].result(timeout=15)
+    bres = ConfigResource(ConfigResource.Type.BROKER, "0")
+    got = a.describe_configs([bres])[bres].result(timeout=15)
+    assert got["compression.type"].value == "lz4" and got["compression.type"].source == 2
+    assert not got["compression.type"].is_read_only
+    assert got["log.dirs"].is_read_only
+
+    # They are cluster metadata: a restart keeps them.
+    broker.restart()
+    a = admin(broker.bootstrap)
+    got = a.describe_configs([bres])[bres].result(timeout=15)
+    assert got["compression.type"].value == "lz4"
+    assert got["log.retention.ms"].value == "3600000" and got["log.retention.ms"].source == 3
+    out = cli("--broker", "0").stdout
+    assert "compression.type" in out and "lz4" in out and "dynamic-broker" in out, out

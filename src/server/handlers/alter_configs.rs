@@ -1,9 +1,11 @@
 //! IncrementalAlterConfigs (SET and DELETE of topic configs) and the legacy AlterConfigs
 //! (replaces a topic's whole set of configs). Changes are validated and applied by the
 //! controller (shard 0), wherever the request arrived. Broker settings come from the command
-//! line; only the replication throttle rates can also be set at run time, as dynamic broker
-//! configs on a BROKER resource (a broker id, or empty for every broker), as
-//! `kafka-reassign-partitions --throttle` sets them.
+//! line; the replication throttle rates (as `kafka-reassign-partitions --throttle` sets them)
+//! and the topic defaults of `DYNAMIC_BROKER_CONFIGS` (retention, segment size and age,
+//! message.max.bytes, compression.type, the timestamp bounds) can also be set at run time, as
+//! dynamic broker configs on a BROKER resource (a broker id, or empty for every broker); every
+//! broker applies them within a second.
 
 use super::RequestContext;
 use std::rc::Rc;

@@ -15,9 +15,12 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::str_bytes;
+use std::collections::BTreeMap;
+
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::shard::Shard;
+use crate::shard::controller::DYNAMIC_BROKER_CONFIGS;
 use crate::storage::catalog::{self, ConfigKind, TopicMeta, defaults};
 
 /// Resource types (Kafka's `ConfigResource.Type`).
@@ -318,6 +321,39 @@ fn broker_setting(c: &Config, name: &str) -> (Option<String>, i8) {
     (value, source)
 }
 
+/// The dynamic broker configs: this broker's own, and every broker's (resource "").
+type Dynamic = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// (name, value, source) of a synonym.
+type Synonym = (String, Option<String>, i8);
+
+/// Kafka's source of a cluster-wide dynamic broker config.
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+
+/// A broker setting's effective value, its source and its synonyms (most specific first):
+/// this broker's dynamic config, every broker's, then the start-up setting.
+fn broker_effective(
+    c: &Config,
+    dynamic: &Dynamic,
+    name: &str,
+) -> (Option<String>, i8, Vec<Synonym>) {
+    let (value, source) = broker_setting(c, name);
+    let mut synonyms = Vec::new();
+    if let Some(v) = dynamic.0.get(name) {
+        synonyms.push((name.to_string(), Some(v.clone()), SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(v) = dynamic.1.get(name) {
+        synonyms.push((
+            name.to_string(),
+            Some(v.clone()),
+            SOURCE_DYNAMIC_DEFAULT_BROKER,
+        ));
+    }
+    synonyms.push((name.to_string(), value, source));
+    let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
+    (value, source, synonyms)
+}
+
 /// One described config before version gating.
 struct Described {
     name: String,
@@ -330,7 +366,7 @@ struct Described {
     synonyms: Vec<(String, Option<String>, i8)>,
 }
 
-fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
+fn describe_topic(c: &Config, dynamic: &Dynamic, meta: &TopicMeta) -> Vec<Described> {
     catalog::TOPIC_CONFIGS
         .iter()
         .map(|def| {
@@ -343,18 +379,12 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
             };
             // A config without a broker setting (tiered storage's switches) has its
             // default, false, and no broker synonym.
-            let (broker_value, broker_source) = if broker_name.is_empty() {
-                (Some("false".to_string()), SOURCE_DEFAULT)
+            let (broker_value, broker_source, broker_synonyms) = if broker_name.is_empty() {
+                (Some("false".to_string()), SOURCE_DEFAULT, vec![])
             } else {
-                broker_setting(c, broker_name)
+                broker_effective(c, dynamic, broker_name)
             };
-            let broker_synonym = (broker_name.to_string(), broker_value.clone(), broker_source);
             let (name, doc) = (name.to_string(), doc.to_string());
-            let broker_synonyms = if broker_name.is_empty() {
-                vec![]
-            } else {
-                vec![broker_synonym]
-            };
             match meta.configs.get(&name) {
                 Some(v) => Described {
                     synonyms: std::iter::once((
@@ -385,9 +415,9 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
         .collect()
 }
 
-/// The broker's settings; `dynamic` holds the replication throttle rates the metadata's
-/// dynamic broker configs set (leader, follower), which override the flags and can change.
-fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Described> {
+/// The broker's settings; those of [`DYNAMIC_BROKER_CONFIGS`] may be overridden by the
+/// dynamic broker configs (`dynamic`) and are not read-only.
+fn describe_broker(c: &Config, dynamic: &Dynamic) -> Vec<Described> {
     let settings = crate::settings::documented(c);
     let defaults =
         crate::settings::documented(&Config::new(c.listen, c.data_dir.clone(), c.shards));
@@ -400,7 +430,6 @@ fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Descr
     let mut out: Vec<Described> = BROKER_CONFIG_DEFS
         .iter()
         .map(|&(name, config_type, doc)| {
-            let (value, source) = broker_setting(c, name);
             // The `spate serve` setting that sets it, as a synonym (its key, as the config
             // file names it).
             let own: Vec<(String, Option<String>, i8)> = settings
@@ -408,50 +437,16 @@ fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Descr
                 .filter(|s| s.kafka_name.as_deref() == Some(name))
                 .map(|s| (s.key.clone(), s.value.clone(), setting_source(s)))
                 .collect();
-            let (name, doc) = (name.to_string(), doc.to_string());
-            let set = match name.as_str() {
-                "leader.replication.throttled.rate" => Some(dynamic.0),
-                "follower.replication.throttled.rate" => Some(dynamic.1),
-                _ => None,
-            };
-            match set {
-                Some(Some(rate)) => Described {
-                    synonyms: [
-                        (name.clone(), Some(rate.to_string()), SOURCE_DYNAMIC_BROKER),
-                        (name.clone(), value, source),
-                    ]
-                    .into_iter()
-                    .chain(own)
-                    .collect(),
-                    name,
-                    value: Some(rate.to_string()),
-                    source: SOURCE_DYNAMIC_BROKER,
-                    read_only: false,
-                    config_type,
-                    doc,
-                },
-                Some(None) => Described {
-                    synonyms: std::iter::once((name.clone(), value.clone(), source))
-                        .chain(own)
-                        .collect(),
-                    name,
-                    value,
-                    source,
-                    read_only: false,
-                    config_type,
-                    doc,
-                },
-                None => Described {
-                    synonyms: std::iter::once((name.clone(), value.clone(), source))
-                        .chain(own)
-                        .collect(),
-                    name,
-                    value,
-                    source,
-                    read_only: true,
-                    config_type,
-                    doc,
-                },
+            let dynamic_ok = DYNAMIC_BROKER_CONFIGS.contains(&name);
+            let (value, source, synonyms) = broker_effective(c, dynamic, name);
+            Described {
+                name: name.to_string(),
+                value,
+                source,
+                read_only: !dynamic_ok,
+                config_type,
+                doc: doc.to_string(),
+                synonyms: synonyms.into_iter().chain(own).collect(),
             }
         })
         .collect();
@@ -492,7 +487,7 @@ fn describe(
     shard: &Shard,
     resource_type: i8,
     resource_name: &str,
-    dynamic: (Option<u64>, Option<u64>),
+    dynamic: &Dynamic,
 ) -> Result<Vec<Described>, (KafkaError, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
@@ -510,7 +505,7 @@ fn describe(
                     format!("topic '{resource_name}' does not exist"),
                 )
             })?;
-            Ok(describe_topic(&shard.config, &meta))
+            Ok(describe_topic(&shard.config, dynamic, &meta))
         }
         RESOURCE_BROKER => {
             let node = shard.config.node_id.to_string();
@@ -533,21 +528,14 @@ fn describe(
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
-    let dynamic = if req
-        .resources
-        .iter()
-        .any(|r| r.resource_type == RESOURCE_BROKER)
-    {
-        shard
-            .call(
-                crate::placement::CONTROLLER_SHARD,
-                crate::shard::calls::ThrottleRates,
-            )
-            .await
-            .unwrap_or_default()
-    } else {
-        (None, None)
-    };
+    // The controller shard holds the freshest copy of the dynamic broker configs.
+    let dynamic: Dynamic = shard
+        .call(
+            crate::placement::CONTROLLER_SHARD,
+            crate::shard::calls::DynamicBrokerConfigs,
+        )
+        .await
+        .unwrap_or_else(|_| shard.dynamic_configs());
     let results = req
         .resources
         .iter()
@@ -556,7 +544,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let described = match describe(shard, r.resource_type, name, dynamic) {
+            let described = match describe(shard, r.resource_type, name, &dynamic) {
                 Ok(d) => d,
                 Err((e, message)) => {
                     return out
@@ -617,7 +605,6 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn config() -> Config {
         Config::new(
@@ -648,7 +635,7 @@ mod tests {
     fn every_broker_setting_is_described() {
         let mut c = config();
         c.retention_ms = Some(1000);
-        let d = describe_broker(&c, (None, None));
+        let d = describe_broker(&c, &Default::default());
         let get = |n: &str| {
             d.iter()
                 .find(|x| x.name == n)
@@ -686,7 +673,7 @@ mod tests {
         let mut configs = BTreeMap::new();
         configs.insert("segment.bytes".to_string(), "2048".to_string());
         let meta = TopicMeta::new("t".into(), uuid::Uuid::nil(), 1, configs).unwrap();
-        let d = describe_topic(&c, &meta);
+        let d = describe_topic(&c, &Default::default(), &meta);
         let get = |n: &str| d.iter().find(|x| x.name == n).unwrap();
         assert_eq!(get("segment.bytes").value.as_deref(), Some("2048"));
         assert_eq!(get("segment.bytes").source, SOURCE_DYNAMIC_TOPIC);

@@ -145,6 +145,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     // owner -> (topic slot, partition slot, item)
     let mut by_owner: BTreeMap<usize, Vec<(Slot, ProduceItem)>> = BTreeMap::new();
     let mut metas: Vec<Option<TopicMeta>> = Vec::with_capacity(req.topic_data.len());
+    // The topic defaults in effect (start-up settings under the dynamic broker configs).
+    let live = shard.live();
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
@@ -196,14 +198,14 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 let max = meta
                     .config
                     .max_message_bytes
-                    .map_or(shard.config.message_bytes_max, |v| v as usize);
+                    .map_or(live.message_bytes_max, |v| v as usize);
                 let batches = split_produce_records(records, max)?;
                 if batches.iter().any(|b| b.header.is_control()) {
                     return Err(KafkaError::InvalidRecord(
                         "control batches are written only by the transaction coordinator".into(),
                     ));
                 }
-                conform(&shard.config, meta, batches, max)
+                conform(&live, meta, batches, max)
             })();
             match checked {
                 Ok(batches) => {
