@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod log_levels;
 pub mod log_limit;
 pub mod metrics;
 pub mod placement;

@@ -284,3 +284,41 @@ def test_topic_defaults_change_live_as_dynamic_broker_configs(broker):
     assert got["log.retention.ms"].value == "3600000" and got["log.retention.ms"].source == 3
     out = cli("--broker", "0").stdout
     assert "compression.type" in out and "lz4" in out and "dynamic-broker" in out, out
+
+
+def test_log_levels_change_at_run_time_as_broker_logger_configs(broker):
+    """Kafka's BROKER_LOGGER resource (kafka-configs --entity-type broker-loggers): a logger's
+    level changes at once and shows in DescribeConfigs; DELETE puts it back under root."""
+    from kafka.admin import KafkaAdminClient, ConfigResource as KResource, ConfigResourceType
+    from kafkautil import wait_until
+    ka = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+
+    def levels():
+        r = ka.describe_configs([KResource(ConfigResourceType.BROKER_LOGGER, "0")])
+        return {k: v["value"] for k, v in r["broker_logger"]["0"].items()}
+
+    def alter(configs):
+        """'OK', or the error's text (kafka-python 3's answer)."""
+        r = ka.alter_configs([KResource(ConfigResourceType.BROKER_LOGGER, "0", configs=configs)],
+                             raise_on_unknown=False, incremental=True)
+        return r["broker_logger"]["0"]
+
+    try:
+        before = levels()
+        assert before["root"] == "INFO" and before["spate::shard"] == "INFO", before
+        assert alter({"spate::server": "DEBUG"}) == "OK"
+        assert levels()["spate::server"] == "DEBUG"
+        # The broker logs at debug now: a new connection's debug line appears.
+        mark = len(broker.log_text())
+        list_topics_once = admin(broker.bootstrap).list_topics(timeout=10)
+        assert list_topics_once is not None
+        wait_until(lambda: " DEBUG " in broker.log_text()[mark:], timeout=10,
+                   desc="a DEBUG line after the change")
+        # Bad levels and loggers are INVALID_CONFIG; DELETE goes back to root's level.
+        assert alter({"spate::server": "LOUD"}).startswith("[Error 40]")
+        assert alter({"not a logger": "INFO"}).startswith("[Error 40]")
+        from kafka.admin import AlterConfigOp
+        assert alter({"spate::server": (AlterConfigOp.DELETE, None)}) == "OK"
+        assert levels()["spate::server"] == "INFO"
+    finally:
+        ka.close()

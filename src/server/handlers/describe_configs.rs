@@ -26,12 +26,14 @@ use crate::storage::catalog::{self, ConfigKind, TopicMeta, defaults};
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DYNAMIC_BROKER_LOGGER: i8 = 6;
 
 /// Config types (Kafka's `DescribeConfigsResponse.ConfigType`).
 const TYPE_BOOLEAN: i8 = 1;
@@ -515,10 +517,35 @@ fn describe(
             }
             Ok(describe_broker(&shard.config, dynamic))
         }
+        RESOURCE_BROKER_LOGGER => {
+            let node = shard.config.node_id.to_string();
+            if resource_name != node {
+                let m = format!("broker '{resource_name}' is not this broker (node id {node})");
+                return Err((KafkaError::InvalidRequest(m.clone()), m));
+            }
+            Ok(crate::log_levels::list()
+                .into_iter()
+                .map(|(logger, level)| Described {
+                    synonyms: vec![(
+                        logger.clone(),
+                        Some(level.clone()),
+                        SOURCE_DYNAMIC_BROKER_LOGGER,
+                    )],
+                    name: logger,
+                    value: Some(level),
+                    source: SOURCE_DYNAMIC_BROKER_LOGGER,
+                    read_only: false,
+                    config_type: TYPE_STRING,
+                    doc: "Log level of this logger (module path; root: every module without a \
+                          level of its own), changed at run time until the broker restarts."
+                        .to_string(),
+                })
+                .collect())
+        }
         other => {
             let m = format!(
-                "resource type {other} is not supported; supported are TOPIC ({RESOURCE_TOPIC}) \
-                 and BROKER ({RESOURCE_BROKER})"
+                "resource type {other} is not supported; supported are TOPIC ({RESOURCE_TOPIC}), \
+                 BROKER ({RESOURCE_BROKER}) and BROKER_LOGGER ({RESOURCE_BROKER_LOGGER})"
             );
             Err((KafkaError::InvalidRequest(m.clone()), m))
         }
