@@ -60,8 +60,16 @@ fn read_bounded(r: impl Read, max: usize, codec: &str) -> Result<Vec<u8>, KafkaE
 
 /// The records section of `batch`, decompressed (a copy only when it was compressed).
 pub fn records_of(batch: &ProducedBatch, max: usize) -> Result<Bytes, KafkaError> {
-    let payload = batch.bytes.slice(HEADER_LEN..);
-    match batch.header.compression() {
+    decompress(
+        batch.header.compression(),
+        batch.bytes.slice(HEADER_LEN..),
+        max,
+    )
+}
+
+/// A records section `payload` in `codec`, decompressed to at most `max` bytes.
+pub fn decompress(codec: i16, payload: Bytes, max: usize) -> Result<Bytes, KafkaError> {
+    match codec {
         NONE => Ok(payload),
         GZIP => {
             read_bounded(flate2::read::GzDecoder::new(&payload[..]), max, "gzip").map(Bytes::from)
@@ -276,6 +284,19 @@ mod tests {
         )
         .unwrap();
         assert!(records_of(&sn, 50_000).is_err());
+    }
+
+    /// ListOffsets by time looks inside compressed batches, as Kafka does.
+    #[test]
+    fn a_timestamp_is_found_inside_a_compressed_batch() {
+        let plain = produced(batch(1000, &[b"a", b"b", b"c"]));
+        for codec in [GZIP, SNAPPY, LZ4, ZSTD] {
+            let c = recompress(plain.clone(), Target { codec, level: None }, 1 << 20).unwrap();
+            let find = |t| crate::protocol::batch::first_offset_at_or_after(&c.bytes, t);
+            assert_eq!(find(1015), Some((2, 1020)), "codec {codec}");
+            assert_eq!(find(0), Some((0, 1000)), "codec {codec}");
+            assert_eq!(find(1021), None, "codec {codec}");
+        }
     }
 
     #[test]
