@@ -27,6 +27,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
