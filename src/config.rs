@@ -154,6 +154,8 @@ pub struct Config {
     pub message_timestamp_before_max_ms: Option<u64>,
     /// Default of topic message.timestamp.after.max.ms; None: no bound (log.message.timestamp.after.max.ms)
     pub message_timestamp_after_max_ms: Option<u64>,
+    /// SCRAM users to create on the first start, `name:password` per line (None: none)
+    pub sasl_users_file: Option<PathBuf>,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -252,6 +254,7 @@ impl Config {
             compression_type: crate::storage::catalog::TopicCompression::Producer,
             message_timestamp_before_max_ms: None,
             message_timestamp_after_max_ms: Some(3_600_000),
+            sasl_users_file: None,
             cluster: None,
         }
     }

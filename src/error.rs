@@ -256,6 +256,18 @@ pub enum KafkaError {
     /// A record batch the broker refuses as it is (a control batch from a client).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A SCRAM credential that does not meet the rules (iterations, empty user or salt).
+    #[error("unacceptable credential: {0}")]
+    UnacceptableCredential(String),
+    /// A request names a resource that does not exist (a user without credentials).
+    #[error("resource not found: {0}")]
+    ResourceNotFound(String),
+    /// A request names the same resource twice.
+    #[error("duplicate resource: {0}")]
+    DuplicateResource(String),
+    /// A SASL mechanism this broker does not offer.
+    #[error("unsupported SASL mechanism: {0}")]
+    UnsupportedSaslMechanism(String),
     /// A record's timestamp outside what the topic accepts
     /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
     #[error("invalid timestamp: {0}")]
@@ -330,6 +342,10 @@ impl KafkaError {
             KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
             KafkaError::InvalidRecord(_) => ResponseError::InvalidRecord,
             KafkaError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+            KafkaError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+            KafkaError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+            KafkaError::DuplicateResource(_) => ResponseError::DuplicateResource,
+            KafkaError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
             KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }

@@ -249,6 +249,12 @@ pub struct Settings {
     /// [default: 3600000].
     #[arg(long, allow_negative_numbers = true)]
     pub log_message_timestamp_after_max_ms: Option<i64>,
+    /// SCRAM users to create on the first start, one `name:password` per line (`#` lines and
+    /// empty lines skipped): each gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials with 4096
+    /// iterations, as `kafka-storage format --add-scram`; once credentials exist the file is
+    /// ignored (with a WARN) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub sasl_users_file: Option<PathBuf>,
     /// Bytes per second this broker's leaders serve to throttled replicas (topic config leader.replication.throttled.replicas), per shard; a dynamic broker config overrides it (leader.replication.throttled.rate) [default: unlimited].
     #[arg(long)]
     pub leader_replication_throttled_rate: Option<u64>,
@@ -359,6 +365,7 @@ impl Settings {
             compression_type,
             log_message_timestamp_before_max_ms,
             log_message_timestamp_after_max_ms,
+            sasl_users_file,
         )
     }
 
@@ -456,6 +463,20 @@ impl Settings {
             .unwrap_or(c.default_replication_factor);
         c.rack = self.rack;
         c.min_insync_replicas = self.min_insync_replicas.unwrap_or(c.min_insync_replicas);
+        if let Some(path) = &self.sasl_users_file {
+            // Checked now, so a bad file stops the start; read again (and its passwords used)
+            // only when the users are created.
+            std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::auth::scram::parse_users_file(&t))
+                .map_err(|e| {
+                    format!(
+                        "setting sasl_users_file (--sasl-users-file) {}: {e}",
+                        path.display()
+                    )
+                })?;
+        }
+        c.sasl_users_file = self.sasl_users_file.clone();
         if let Some(v) = &self.compression_type {
             c.compression_type =
                 crate::storage::catalog::TopicCompression::parse(v).ok_or_else(|| {
@@ -652,6 +673,7 @@ impl Settings {
             compression_type: Some(c.compression_type.name().to_string()),
             log_message_timestamp_before_max_ms: limit(c.message_timestamp_before_max_ms),
             log_message_timestamp_after_max_ms: limit(c.message_timestamp_after_max_ms),
+            sasl_users_file: c.sasl_users_file.clone(),
         }
     }
 

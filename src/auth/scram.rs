@@ -75,7 +75,9 @@ impl Mechanism {
         }
     }
 
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// SaltedPassword = PBKDF2-HMAC(password, salt, iterations), what AlterUserScramCredentials
+    /// carries.
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
                 let mut out = [0u8; 32];
@@ -332,6 +334,33 @@ impl Server {
     }
 }
 
+/// `--sasl-users-file`: one `name:password` per line, split at the first `:`; empty lines and
+/// lines starting with `#` are skipped. The error names the line (never its password).
+pub fn parse_users_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+                if out.iter().any(|(n, _)| n == name) {
+                    return Err(format!("line {}: user '{name}' is listed twice", i + 1));
+                }
+                out.push((name.to_string(), password.to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "line {} is not name:password (both non-empty)",
+                    i + 1
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// SASL/PLAIN's message: `authzid NUL authcid NUL password`. Returns (user, password); an
 /// authorization id other than empty or the user is refused, as Kafka.
 pub fn parse_plain(message: &[u8]) -> Result<(String, String), ScramError> {
@@ -423,6 +452,31 @@ mod tests {
             );
         }
         assert_eq!(Server::user_of(b"n,,n=a=2Cb=3Dc,r=x").unwrap(), "a,b=c");
+    }
+
+    #[test]
+    fn users_files() {
+        let ok = parse_users_file("# admins\n\nalice:pa:ss\nbob:x\r\n").unwrap();
+        assert_eq!(
+            ok,
+            vec![("alice".into(), "pa:ss".into()), ("bob".into(), "x".into())]
+        );
+        assert!(parse_users_file("alice\n").unwrap_err().contains("line 1"));
+        assert!(
+            parse_users_file("a:1\n:pw\n")
+                .unwrap_err()
+                .contains("line 2")
+        );
+        assert!(
+            parse_users_file("a:1\na:2\n")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(
+            !parse_users_file("a:secret\nb\n")
+                .unwrap_err()
+                .contains("secret")
+        );
     }
 
     #[test]

@@ -1221,6 +1221,92 @@ pub fn fetch(
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// SCRAM credentials (KIP-554)
+
+/// A user's SCRAM credentials: (user, [(mechanism id, iterations)]).
+pub type UserCredentials = (String, Vec<(i8, i32)>);
+
+/// Every user with SCRAM credentials.
+pub fn describe_scram(client: &mut Client) -> Result<Vec<UserCredentials>> {
+    use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeUserScramCredentialsRequest>(0)?;
+    let resp = conn.call(
+        &DescribeUserScramCredentialsRequest::default().with_users(None),
+        v,
+    )?;
+    check(
+        resp.error_code,
+        "describing SCRAM credentials".to_string(),
+        resp.error_message.as_deref(),
+    )?;
+    Ok(resp
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.user.to_string(),
+                r.credential_infos
+                    .iter()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// Sets (salted password, salt, iterations) and removes SCRAM credentials of `user`.
+pub fn alter_scram(
+    client: &mut Client,
+    user: &str,
+    upsert: &[(i8, i32, Vec<u8>, Vec<u8>)],
+    delete: &[i8],
+) -> Result<()> {
+    use kafka_protocol::messages::AlterUserScramCredentialsRequest;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    let conn = client.any()?;
+    let v = conn.version_of::<AlterUserScramCredentialsRequest>(0)?;
+    let req = AlterUserScramCredentialsRequest::default()
+        .with_deletions(
+            delete
+                .iter()
+                .map(|m| {
+                    ScramCredentialDeletion::default()
+                        .with_name(s(user))
+                        .with_mechanism(*m)
+                })
+                .collect(),
+        )
+        .with_upsertions(
+            upsert
+                .iter()
+                .map(|(m, i, salt, salted)| {
+                    ScramCredentialUpsertion::default()
+                        .with_name(s(user))
+                        .with_mechanism(*m)
+                        .with_iterations(*i)
+                        .with_salt(bytes::Bytes::from(salt.clone()))
+                        .with_salted_password(bytes::Bytes::from(salted.clone()))
+                })
+                .collect(),
+        );
+    let resp = conn.call(&req, v)?;
+    for r in &resp.results {
+        check(
+            r.error_code,
+            format!(
+                "changing the SCRAM credentials of user '{}'",
+                r.user.as_str()
+            ),
+            r.error_message.as_deref(),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

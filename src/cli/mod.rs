@@ -20,6 +20,7 @@ mod produce;
 mod time;
 mod topic;
 mod txn;
+mod user;
 
 use clap::{ArgGroup, Args, Subcommand};
 
@@ -63,6 +64,8 @@ pub enum AdminCommand {
     Cluster(ClusterArgs),
     /// List and describe transactions, and abort one that hangs in a partition.
     Txn(TxnArgs),
+    /// List, set and delete users' SCRAM credentials (SASL/SCRAM-SHA-256 and -512).
+    User(UserArgs),
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +94,40 @@ pub enum TxnCommand {
         partition: i32,
         #[arg(long)]
         producer_id: Option<i64>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Every user with SCRAM credentials: mechanisms and iterations (never a key).
+    List,
+    /// Give a user credentials (salted and hashed here: the password never reaches the
+    /// broker).
+    Set {
+        user: String,
+        /// The password; `-` reads one line from stdin (keeps it out of `ps`).
+        #[arg(long)]
+        password: String,
+        /// SCRAM-SHA-256, SCRAM-SHA-512 or both (repeatable) [default: both].
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
+        /// PBKDF2 iterations, 4096 to 16384.
+        #[arg(long, default_value_t = 4096)]
+        iterations: i32,
+    },
+    /// Remove a user's credentials (every mechanism unless --mechanism).
+    Delete {
+        user: String,
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
     },
 }
 
@@ -317,6 +354,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Consume(a) => consume::run(a),
         AdminCommand::Cluster(a) => cluster::run(&a.common, a.command),
         AdminCommand::Txn(a) => txn::run(&a.common, a.command),
+        AdminCommand::User(a) => user::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }

@@ -166,6 +166,22 @@ pub enum Request {
     /// A broker whose data dir held a one-node broker imports its topics (see
     /// `cluster::import`): every partition with this broker as its only replica and leader.
     ImportOneNode(OneNodeImportRequest),
+    /// AlterUserScramCredentials (KIP-554): credentials set or removed, one result each.
+    AlterScram {
+        context: Forwarded,
+        changes: Vec<ScramChange>,
+    },
+}
+
+/// One SCRAM credential change, as AlterUserScramCredentials carries it: a removal, or a
+/// salted password with its salt and iterations (never the password).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramChange {
+    pub user: String,
+    /// Kafka's ScramMechanism id.
+    pub mechanism: i8,
+    /// (iterations, salt, salted password); None removes the credential.
+    pub upsert: Option<(i32, Vec<u8>, Vec<u8>)>,
 }
 
 /// A broker's import of the one-node broker its data dir held.

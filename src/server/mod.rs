@@ -61,6 +61,81 @@ const TRIM_AFTER_CLOSED_CONNECTIONS: u64 = 64;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
+/// `--sasl-users-file`: on the first start (no SCRAM credential in the metadata yet), every
+/// user of the file gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials with 4096 iterations,
+/// through the controller as AlterUserScramCredentials would (forwarded to the active
+/// controller in a cluster, retried while there is none); once credentials exist the file is
+/// ignored with a WARN. Passwords are read here and never kept or logged.
+async fn create_first_users(shard: &Rc<Shard>, path: &std::path::Path) {
+    use crate::auth::scram::{ITERATIONS_MIN, Mechanism};
+    use crate::shard::calls::{AlterScram, ScramCredentials};
+    shard.until_serving().await;
+    let users = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::auth::scram::parse_users_file(&t))
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "--sasl-users-file cannot be read: no users created");
+            return;
+        }
+    };
+    for attempt in 0..120 {
+        if attempt > 0 {
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+        }
+        let Ok(existing) = shard
+            .call(crate::placement::CONTROLLER_SHARD, ScramCredentials)
+            .await
+        else {
+            return;
+        };
+        if !existing.is_empty() {
+            if attempt == 0 {
+                tracing::warn!(file = %path.display(), "--sasl-users-file ignored: SCRAM credentials exist already (it is read on the first start only; manage users with `spate user`)");
+            }
+            return;
+        }
+        let mut changes = Vec::new();
+        for (name, password) in &users {
+            for m in [Mechanism::Sha256, Mechanism::Sha512] {
+                let mut salt = vec![0u8; 32];
+                if let Err(e) = getrandom::getrandom(&mut salt) {
+                    tracing::error!(error = %e, "no randomness for a SCRAM salt: no users created");
+                    return;
+                }
+                let salted = m.salted_password(password.as_bytes(), &salt, ITERATIONS_MIN);
+                changes.push(crate::cluster::wire::ScramChange {
+                    user: name.clone(),
+                    mechanism: m.id(),
+                    upsert: Some((ITERATIONS_MIN as i32, salt, salted)),
+                });
+            }
+        }
+        let n = changes.len();
+        let results = shard
+            .call(
+                crate::placement::CONTROLLER_SHARD,
+                AlterScram {
+                    changes,
+                    context: Default::default(),
+                },
+            )
+            .await
+            .unwrap_or_else(|_| vec![Err(crate::error::KafkaError::NotController); n]);
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            None => {
+                tracing::info!(file = %path.display(), users = users.len(), "SCRAM users created from --sasl-users-file");
+                return;
+            }
+            Some(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "creating the users of --sasl-users-file failed; retrying");
+            }
+        }
+    }
+    tracing::error!(file = %path.display(), "the users of --sasl-users-file could not be created");
+}
+
 /// How often each shard reads the dynamic broker configs from the controller (a change
 /// takes effect within this).
 const DYNAMIC_CONFIGS_POLL_MS: u64 = 500;
@@ -494,6 +569,10 @@ async fn shard_main(
     };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
+        if let Some(path) = config.sasl_users_file.clone() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { create_first_users(&shard, &path).await }).detach();
+        }
     }
     let (mut connections_peak, mut connections_before) = (0, 0);
     let quorum = shard.controller.as_ref().and_then(|c| c.quorum());

@@ -106,6 +106,8 @@ shard_messages!(
     AllocateProducerIds,
     AlterPartition,
     DynamicBrokerConfigs,
+    AlterScram,
+    ScramCredentials,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -558,6 +560,26 @@ pub struct DynamicBrokerConfigs;
 call!(DynamicBrokerConfigs -> (std::collections::BTreeMap<String, String>, std::collections::BTreeMap<String, String>), |_c, shard| match &shard.controller {
     Some(ctl) => ctl.dynamic_broker_configs(),
     None => Default::default(),
+});
+
+/// To the controller shard: AlterUserScramCredentials' changes, one result each.
+#[derive(Debug)]
+pub struct AlterScram {
+    pub changes: Vec<crate::cluster::wire::ScramChange>,
+    pub context: crate::cluster::wire::Forwarded,
+}
+call!(AlterScram -> Vec<Result<(), KafkaError>>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_scram_credentials(c.changes, c.context).await,
+    None => vec![Err(KafkaError::NotController); c.changes.len()],
+});
+
+/// To the controller shard: every SCRAM credential of the metadata (user, mechanism id,
+/// credential).
+#[derive(Debug)]
+pub struct ScramCredentials;
+call!(ScramCredentials -> Vec<(String, i8, crate::storage::metadata::record::UserScramCredentialRecord)>, |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.scram_credentials(),
+    None => Vec::new(),
 });
 
 /// This shard's metrics, for a scrape.

@@ -1511,6 +1511,122 @@ impl Controller {
             .collect()
     }
 
+    /// AlterUserScramCredentials (KIP-554): each change checked as Kafka checks it (a known
+    /// mechanism, 4096 to 16384 iterations, a salt and a salted password of the mechanism's
+    /// size, a credential to remove that exists) and persisted as its own record.
+    pub async fn alter_scram_credentials(
+        &self,
+        changes: Vec<wire::ScramChange>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        use crate::auth::scram::{Credential, ITERATIONS_MAX, ITERATIONS_MIN, Mechanism};
+        use crate::storage::metadata::record::{
+            RemoveUserScramCredentialRecord, UserScramCredentialRecord,
+        };
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), changes.len(), || Request::AlterScram {
+                context: context.clone(),
+                changes: changes.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let removal = c.upsert.is_none();
+            let record = (|| {
+                let m = Mechanism::from_id(c.mechanism).ok_or_else(|| {
+                    KafkaError::UnsupportedSaslMechanism(format!(
+                        "mechanism {} is not SCRAM-SHA-256 (1) or SCRAM-SHA-512 (2)",
+                        c.mechanism
+                    ))
+                })?;
+                if c.user.is_empty() {
+                    return Err(KafkaError::UnacceptableCredential(
+                        "the user name is empty".into(),
+                    ));
+                }
+                let Some((iterations, salt, salted)) = c.upsert.clone() else {
+                    if !self
+                        .image
+                        .borrow()
+                        .scram_credentials()
+                        .contains_key(&(c.user.clone(), c.mechanism))
+                    {
+                        return Err(KafkaError::ResourceNotFound(format!(
+                            "user '{}' has no {} credential",
+                            c.user,
+                            m.name()
+                        )));
+                    }
+                    return Ok(MetadataRecord::RemoveUserScramCredential(
+                        RemoveUserScramCredentialRecord {
+                            name: c.user.clone(),
+                            mechanism: c.mechanism,
+                        },
+                    ));
+                };
+                let within = u32::try_from(iterations)
+                    .ok()
+                    .filter(|i| (ITERATIONS_MIN..=ITERATIONS_MAX).contains(i));
+                let Some(iterations) = within else {
+                    return Err(KafkaError::UnacceptableCredential(format!(
+                        "{iterations} iterations: {} takes {ITERATIONS_MIN} to {ITERATIONS_MAX}",
+                        m.name()
+                    )));
+                };
+                let size = if m == Mechanism::Sha256 { 32 } else { 64 };
+                if salt.is_empty() || salted.len() != size {
+                    return Err(KafkaError::UnacceptableCredential(format!(
+                        "a {} credential needs a salt and a {size}-byte salted password",
+                        m.name()
+                    )));
+                }
+                let cred = Credential::from_salted_password(m, &salted, salt, iterations);
+                Ok(MetadataRecord::UserScramCredential(
+                    UserScramCredentialRecord {
+                        name: c.user.clone(),
+                        mechanism: c.mechanism,
+                        salt: cred.salt,
+                        stored_key: cred.stored_key,
+                        server_key: cred.server_key,
+                        iterations,
+                    },
+                ))
+            })();
+            out.push(match record {
+                Ok(r) => {
+                    let r = self.persist(vec![r]).await;
+                    if r.is_ok() {
+                        tracing::info!(user = %c.user, mechanism = c.mechanism, removed = removal, "SCRAM credential changed");
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// Every SCRAM credential: (user, mechanism id) -> the credential.
+    pub fn scram_credentials(
+        &self,
+    ) -> Vec<(
+        String,
+        i8,
+        crate::storage::metadata::record::UserScramCredentialRecord,
+    )> {
+        self.image
+            .borrow()
+            .scram_credentials()
+            .iter()
+            .map(|((u, m), r)| (u.clone(), *m, r.clone()))
+            .collect()
+    }
+
     /// ElectLeaders: a preferred (or unclean) election of each partition, one change each
     /// (see [`reassign::elect_leader`]). Unclean elections are logged and counted like the
     /// controller's own.

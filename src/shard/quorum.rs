@@ -896,6 +896,10 @@ impl Quorum {
                 ctl.elect_leaders(unclean, partitions, context).await,
                 self.applied(),
             ),
+            Request::AlterScram { context, changes } => done(
+                ctl.alter_scram_credentials(changes, context).await,
+                self.applied(),
+            ),
             Request::ImportOneNode(req) => match ctl.import_one_node(self, req).await {
                 Ok(results) => Response::Imported {
                     results: results

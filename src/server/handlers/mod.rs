@@ -5,6 +5,7 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -21,6 +22,7 @@ mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod describe_transactions;
+mod describe_user_scram_credentials;
 mod elect_leaders;
 mod end_txn;
 mod fetch;
@@ -579,6 +581,8 @@ pub async fn dispatch(
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
         DescribeTopicPartitions => describe_topic_partitions::handle,
+        DescribeUserScramCredentials => describe_user_scram_credentials::handle,
+        AlterUserScramCredentials => alter_user_scram_credentials::handle,
         OffsetForLeaderEpoch => offset_for_leader_epoch::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::record::{
     BrokerFenceRecord, ClusterIdRecord, ConfigRecord, ConfigResource, MetadataRecord,
     PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
+    UserScramCredentialRecord,
 };
 use crate::storage::catalog::{PartitionAssignment, TopicMeta};
 
@@ -45,6 +46,8 @@ pub struct MetadataImage {
     /// The last block of producer ids handed out: ids below its `next_producer_id` may be in
     /// use.
     producer_ids: Option<ProducerIdsRecord>,
+    /// SCRAM credentials, by (user, mechanism).
+    scram: BTreeMap<(String, i8), UserScramCredentialRecord>,
 }
 
 /// A record that does not fit the image it is applied to.
@@ -209,8 +212,19 @@ impl MetadataImage {
                 }
                 self.producer_ids = Some(r.clone());
             }
+            MetadataRecord::UserScramCredential(r) => {
+                self.scram.insert((r.name.clone(), r.mechanism), r.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential(r) => {
+                self.scram.remove(&(r.name.clone(), r.mechanism));
+            }
         }
         Ok(())
+    }
+
+    /// Every SCRAM credential, by (user, mechanism).
+    pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), UserScramCredentialRecord> {
+        &self.scram
     }
 
     /// The cluster id the quorum chose (None before the first controller wrote it, and on a
@@ -351,6 +365,12 @@ impl MetadataImage {
             }
         }
         out.extend(self.producer_ids.clone().map(MetadataRecord::ProducerIds));
+        out.extend(
+            self.scram
+                .values()
+                .cloned()
+                .map(MetadataRecord::UserScramCredential),
+        );
         out
     }
 }

@@ -23,6 +23,8 @@ pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
 pub const TYPE_PARTITION_CHANGE: u16 = 5;
+pub const TYPE_USER_SCRAM_CREDENTIAL: u16 = 8;
+pub const TYPE_REMOVE_USER_SCRAM_CREDENTIAL: u16 = 9;
 pub const TYPE_PRODUCER_IDS: u16 = 11;
 pub const TYPE_REGISTER_BROKER: u16 = 12;
 pub const TYPE_CLUSTER_ID: u16 = 15;
@@ -39,6 +41,8 @@ pub const KNOWN_TYPES: &[u16] = &[
     TYPE_CLUSTER_ID,
     TYPE_BROKER_FENCE,
     TYPE_PRODUCER_IDS,
+    TYPE_USER_SCRAM_CREDENTIAL,
+    TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
 ];
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
@@ -46,8 +50,6 @@ pub const KNOWN_TYPES: &[u16] = &[
 pub const RESERVED_TYPES: &[(u16, &str)] = &[
     (6, "AccessControlEntryRecord (an ACL)"),
     (7, "RemoveAccessControlEntryRecord"),
-    (8, "UserScramCredentialRecord (a SCRAM credential)"),
-    (9, "RemoveUserScramCredentialRecord"),
     (10, "ClientQuotaRecord (a client quota, set or removed)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
@@ -217,6 +219,26 @@ pub struct ProducerIdsRecord {
     pub next_producer_id: i64,
 }
 
+/// A user's SCRAM credential for one mechanism (Kafka's `UserScramCredentialRecord`): never
+/// the password, only what the server side of the exchange needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserScramCredentialRecord {
+    pub name: String,
+    /// Kafka's ScramMechanism: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+/// A user's credential for one mechanism was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveUserScramCredentialRecord {
+    pub name: String,
+    pub mechanism: i8,
+}
+
 /// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -229,6 +251,8 @@ pub enum MetadataRecord {
     ClusterId(ClusterIdRecord),
     BrokerFence(BrokerFenceRecord),
     ProducerIds(ProducerIdsRecord),
+    UserScramCredential(UserScramCredentialRecord),
+    RemoveUserScramCredential(RemoveUserScramCredentialRecord),
 }
 
 /// Why a record could not be decoded.
@@ -265,6 +289,8 @@ impl MetadataRecord {
             MetadataRecord::ClusterId(_) => TYPE_CLUSTER_ID,
             MetadataRecord::BrokerFence(_) => TYPE_BROKER_FENCE,
             MetadataRecord::ProducerIds(_) => TYPE_PRODUCER_IDS,
+            MetadataRecord::UserScramCredential(_) => TYPE_USER_SCRAM_CREDENTIAL,
+            MetadataRecord::RemoveUserScramCredential(_) => TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
         }
     }
 
@@ -285,6 +311,8 @@ impl MetadataRecord {
             MetadataRecord::ClusterId(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::BrokerFence(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::ProducerIds(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::UserScramCredential(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::RemoveUserScramCredential(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -343,6 +371,12 @@ impl MetadataRecord {
             TYPE_PRODUCER_IDS => {
                 MetadataRecord::ProducerIds(serde_json::from_slice(payload).map_err(bad)?)
             }
+            TYPE_USER_SCRAM_CREDENTIAL => {
+                MetadataRecord::UserScramCredential(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_REMOVE_USER_SCRAM_CREDENTIAL => MetadataRecord::RemoveUserScramCredential(
+                serde_json::from_slice(payload).map_err(bad)?,
+            ),
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
     }
@@ -448,6 +482,24 @@ mod tests {
                     next_producer_id: 2000,
                 }),
                 r#"{"broker_id":1,"next_producer_id":2000}"#,
+            ),
+            (
+                MetadataRecord::UserScramCredential(UserScramCredentialRecord {
+                    name: "alice".into(),
+                    mechanism: 1,
+                    salt: vec![1, 2],
+                    stored_key: vec![3],
+                    server_key: vec![4],
+                    iterations: 4096,
+                }),
+                r#"{"name":"alice","mechanism":1,"salt":[1,2],"stored_key":[3],"server_key":[4],"iterations":4096}"#,
+            ),
+            (
+                MetadataRecord::RemoveUserScramCredential(RemoveUserScramCredentialRecord {
+                    name: "alice".into(),
+                    mechanism: 2,
+                }),
+                r#"{"name":"alice","mechanism":2}"#,
             ),
         ]
     }
