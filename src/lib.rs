@@ -38,6 +38,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod placement;
 pub mod protocol;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod settings;

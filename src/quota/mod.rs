@@ -1,0 +1,624 @@
+//! Client quotas, as Kafka has them (KIP-13 byte rates, KIP-55 user and client-id entities,
+//! KIP-124 request percentage, KIP-219 throttling, KIP-546 the admin APIs). Pure: no I/O, no
+//! clock (every call takes the time), no cores.
+//!
+//! - **Entities.** A quota is set for a (user, client id) entity, either part named, the
+//!   type's default (`<default>`), or absent. [`QuotaTable::resolve`] picks, for one quota
+//!   kind, the most specific entity that sets it, in Kafka's order:
+//!   `/users/<u>/clients/<c>`, `/users/<u>/clients/<default>`, `/users/<u>`,
+//!   `/users/<default>/clients/<c>`, `/users/<default>/clients/<default>`, `/users/<default>`,
+//!   `/clients/<c>`, `/clients/<default>`. Each kind is resolved on its own.
+//! - **Sensors.** Usage is counted per [`SensorKey`]: the kind and the user and client id that
+//!   the matching entity names (a default part counts each user or client id on its own, an
+//!   absent part does not split), which is Kafka's `DefaultQuotaCallback` metric tags. So
+//!   `/clients/<default>` gives every client id its own allowance, and `/users/alice` shares
+//!   one between all of alice's client ids.
+//! - **Rate.** A [`Rate`] is Kafka's sampled rate: [`WINDOW_SAMPLES`] samples of
+//!   [`WINDOW_MS`], the rate being their sum over the time they span, at least
+//!   `(samples - 1) * window`. A value recorded over the bound throttles the client for
+//!   `(rate - bound) / bound * span`: the time the excess takes to drain at the bound.
+//!
+//! Where this runs (see `shard/`): every shard keeps the table the controller pushes; the
+//! sensors of a key live on one shard ([`crate::placement::quota_owner`]), so a client's
+//! connections on several shards count against one per-broker allowance.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::storage::metadata::record::{QuotaEntityPart, QuotaValue};
+
+/// Kafka's entity types. `ip` (connection-rate quotas) is not supported.
+pub const ENTITY_USER: &str = "user";
+pub const ENTITY_CLIENT_ID: &str = "client-id";
+pub const ENTITY_IP: &str = "ip";
+
+/// Kafka's controller mutation rate (KIP-599): known, refused as not supported.
+pub const KEY_CONTROLLER_MUTATION_RATE: &str = "controller_mutation_rate";
+
+/// Samples in a rate (Kafka's `quota.window.num`).
+pub const WINDOW_SAMPLES: usize = 11;
+/// Length of one sample (Kafka's `quota.window.size.seconds`, 1).
+pub const WINDOW_MS: u64 = 1_000;
+/// Longest throttle one request gets: the whole span of the samples.
+pub const THROTTLE_MS_MAX: u64 = WINDOW_SAMPLES as u64 * WINDOW_MS;
+/// Most sensors one shard keeps; past it, sensors idle for a whole span are dropped first.
+pub const SENSORS_MAX: usize = 100_000;
+
+/// What a quota limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuotaKind {
+    /// Bytes per second of produced record batches (`producer_byte_rate`).
+    Produce,
+    /// Bytes per second of Fetch responses (`consumer_byte_rate`).
+    Fetch,
+    /// Percent of one thread's time spent on the client's requests (`request_percentage`).
+    Request,
+}
+
+impl QuotaKind {
+    pub const ALL: [QuotaKind; 3] = [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
+
+    /// The quota key, as AlterClientQuotas names it.
+    pub fn key(self) -> &'static str {
+        match self {
+            QuotaKind::Produce => "producer_byte_rate",
+            QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::Request => "request_percentage",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<QuotaKind> {
+        QuotaKind::ALL.into_iter().find(|k| k.key() == key)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether values must be whole numbers (Kafka types the byte rates LONG).
+    pub fn integral(self) -> bool {
+        !matches!(self, QuotaKind::Request)
+    }
+}
+
+/// One part of an entity: a name, or the type's default entity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Name {
+    Default,
+    Named(String),
+}
+
+/// A quota entity: a user, a client id, or both; each part named or the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QuotaEntity {
+    pub user: Option<Name>,
+    pub client_id: Option<Name>,
+}
+
+/// Why an entity or a quota value is refused (INVALID_REQUEST).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QuotaError {
+    #[error("the quota entity is empty")]
+    EmptyEntity,
+    #[error("the quota entity names type '{0}' twice")]
+    DuplicateType(String),
+    #[error("unknown quota entity type '{0}'")]
+    UnknownType(String),
+    #[error("quota entity type 'ip' (connection rate quotas) is not supported")]
+    IpNotSupported,
+    #[error("unknown quota key '{0}'")]
+    UnknownKey(String),
+    #[error("quota key '{0}' is not supported")]
+    KeyNotSupported(String),
+    #[error("quota {key} must be a positive number, got {value}")]
+    NotPositive { key: String, value: f64 },
+    #[error("quota {key} must be a whole number, got {value}")]
+    NotWhole { key: String, value: f64 },
+}
+
+impl QuotaEntity {
+    /// The entity that Kafka's (type, name) pairs describe; a None name is the default.
+    pub fn from_parts<'a>(
+        parts: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) -> Result<QuotaEntity, QuotaError> {
+        let mut entity = QuotaEntity::default();
+        let mut empty = true;
+        for (ty, name) in parts {
+            empty = false;
+            let name = name.map_or(Name::Default, |n| Name::Named(n.to_string()));
+            let slot = match ty {
+                ENTITY_USER => &mut entity.user,
+                ENTITY_CLIENT_ID => &mut entity.client_id,
+                ENTITY_IP => return Err(QuotaError::IpNotSupported),
+                other => return Err(QuotaError::UnknownType(other.to_string())),
+            };
+            if slot.replace(name).is_some() {
+                return Err(QuotaError::DuplicateType(ty.to_string()));
+            }
+        }
+        if empty {
+            return Err(QuotaError::EmptyEntity);
+        }
+        Ok(entity)
+    }
+
+    /// The entity as the metadata record stores it: parts sorted by type (`client-id` before
+    /// `user`), a default part's name None.
+    pub fn to_parts(&self) -> Vec<QuotaEntityPart> {
+        let part = |ty: &str, n: &Name| QuotaEntityPart {
+            entity_type: ty.to_string(),
+            entity_name: match n {
+                Name::Default => None,
+                Name::Named(s) => Some(s.clone()),
+            },
+        };
+        let mut out = Vec::with_capacity(2);
+        if let Some(c) = &self.client_id {
+            out.push(part(ENTITY_CLIENT_ID, c));
+        }
+        if let Some(u) = &self.user {
+            out.push(part(ENTITY_USER, u));
+        }
+        out
+    }
+
+    /// Kafka's ZooKeeper-style path of the entity, for logs and the CLI.
+    pub fn path(&self) -> String {
+        let name = |n: &Name| match n {
+            Name::Default => "<default>".to_string(),
+            Name::Named(s) => s.clone(),
+        };
+        match (&self.user, &self.client_id) {
+            (Some(u), Some(c)) => format!("users/{}/clients/{}", name(u), name(c)),
+            (Some(u), None) => format!("users/{}", name(u)),
+            (None, Some(c)) => format!("clients/{}", name(c)),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Checks a quota key and value as AlterClientQuotas sets it (a removal checks the key only).
+pub fn validate(key: &str, value: Option<f64>) -> Result<QuotaKind, QuotaError> {
+    let kind = match QuotaKind::from_key(key) {
+        Some(k) => k,
+        None if key == KEY_CONTROLLER_MUTATION_RATE => {
+            return Err(QuotaError::KeyNotSupported(key.to_string()));
+        }
+        None => return Err(QuotaError::UnknownKey(key.to_string())),
+    };
+    if let Some(v) = value {
+        if !v.is_finite() || v <= 0.0 {
+            return Err(QuotaError::NotPositive {
+                key: key.to_string(),
+                value: v,
+            });
+        }
+        if kind.integral() && v.fract() != 0.0 {
+            return Err(QuotaError::NotWhole {
+                key: key.to_string(),
+                value: v,
+            });
+        }
+    }
+    Ok(kind)
+}
+
+/// Whose usage one sensor counts: Kafka's metric tags of the entity that set the quota.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SensorKey {
+    pub kind: QuotaKind,
+    pub user: String,
+    pub client_id: String,
+}
+
+/// The quotas in force, as the metadata has them.
+///
+/// Lives on: every shard, a copy each, replaced whole when the controller pushes a change.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuotaTable {
+    entries: BTreeMap<QuotaEntity, [Option<f64>; 3]>,
+}
+
+impl QuotaTable {
+    /// The table of the metadata's quota records (entities this build cannot read, with an
+    /// `ip` part, are left out: the controller never writes them).
+    pub fn from_records<'a>(
+        quotas: impl IntoIterator<Item = (&'a Vec<QuotaEntityPart>, &'a BTreeMap<String, QuotaValue>)>,
+    ) -> QuotaTable {
+        let mut entries = BTreeMap::new();
+        for (parts, values) in quotas {
+            let Ok(entity) = QuotaEntity::from_parts(
+                parts
+                    .iter()
+                    .map(|p| (p.entity_type.as_str(), p.entity_name.as_deref())),
+            ) else {
+                continue;
+            };
+            let mut row = [None; 3];
+            for (k, v) in values {
+                if let Some(kind) = QuotaKind::from_key(k) {
+                    row[kind.index()] = Some(v.0);
+                }
+            }
+            if row.iter().any(Option::is_some) {
+                entries.insert(entity, row);
+            }
+        }
+        QuotaTable { entries }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether any entity sets a quota of `kind` (so requests not of that kind skip it).
+    pub fn has(&self, kind: QuotaKind) -> bool {
+        self.entries.values().any(|r| r[kind.index()].is_some())
+    }
+
+    /// The quota of `kind` that applies to (user, client id): the sensor it counts in and the
+    /// bound, from the most specific entity that sets one (see the module docs); None when
+    /// no entity does.
+    pub fn resolve(
+        &self,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+    ) -> Option<(SensorKey, f64)> {
+        let named = |s: &str| Some(Name::Named(s.to_string()));
+        let order = [
+            (named(user), named(client_id)),
+            (named(user), Some(Name::Default)),
+            (named(user), None),
+            (Some(Name::Default), named(client_id)),
+            (Some(Name::Default), Some(Name::Default)),
+            (Some(Name::Default), None),
+            (None, named(client_id)),
+            (None, Some(Name::Default)),
+        ];
+        order.into_iter().find_map(|(u, c)| {
+            let sensor = SensorKey {
+                kind,
+                user: if u.is_some() {
+                    user.to_string()
+                } else {
+                    String::new()
+                },
+                client_id: if c.is_some() {
+                    client_id.to_string()
+                } else {
+                    String::new()
+                },
+            };
+            let entity = QuotaEntity {
+                user: u,
+                client_id: c,
+            };
+            let bound = self.entries.get(&entity)?[kind.index()]?;
+            Some((sensor, bound))
+        })
+    }
+}
+
+/// One sample of a [`Rate`]: what was recorded from `start_ms` on.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    start_ms: u64,
+    value: f64,
+}
+
+/// Kafka's sampled rate (`SampledStat` + `Rate`): [`WINDOW_SAMPLES`] samples of
+/// [`WINDOW_MS`]; a sample older than the span is forgotten.
+#[derive(Clone, Debug)]
+pub struct Rate {
+    samples: Vec<Sample>,
+    current: usize,
+    last_ms: u64,
+}
+
+impl Rate {
+    pub fn new(now_ms: u64) -> Rate {
+        Rate {
+            samples: vec![Sample {
+                start_ms: now_ms,
+                value: 0.0,
+            }],
+            current: 0,
+            last_ms: now_ms,
+        }
+    }
+
+    /// Adds `value` at `now_ms` (a time before the last one counts as the last one).
+    pub fn record(&mut self, value: f64, now_ms: u64) {
+        let now_ms = now_ms.max(self.last_ms);
+        self.last_ms = now_ms;
+        if now_ms >= self.samples[self.current].start_ms + WINDOW_MS {
+            self.current = (self.current + 1) % WINDOW_SAMPLES;
+            let fresh = Sample {
+                start_ms: now_ms,
+                value: 0.0,
+            };
+            if self.current == self.samples.len() {
+                self.samples.push(fresh);
+            } else {
+                self.samples[self.current] = fresh;
+            }
+        }
+        self.samples[self.current].value += value;
+    }
+
+    /// The time the samples span at `now_ms`, in ms: from the oldest live sample's start, and
+    /// at least `(samples - 1)` whole windows, so a new client's first burst is spread over
+    /// that much (Kafka's `Rate.windowSize`).
+    fn span_ms(&self, now_ms: u64) -> u64 {
+        let oldest = self
+            .live(now_ms)
+            .map(|s| s.start_ms)
+            .min()
+            .unwrap_or(now_ms);
+        let elapsed = now_ms.saturating_sub(oldest);
+        let full = elapsed / WINDOW_MS;
+        let min_full = WINDOW_SAMPLES as u64 - 1;
+        if full < min_full {
+            elapsed + (min_full - full) * WINDOW_MS
+        } else {
+            elapsed
+        }
+    }
+
+    /// Samples not older than the span.
+    fn live(&self, now_ms: u64) -> impl Iterator<Item = &Sample> {
+        let horizon = now_ms.saturating_sub(WINDOW_SAMPLES as u64 * WINDOW_MS);
+        self.samples.iter().filter(move |s| s.start_ms >= horizon)
+    }
+
+    /// The rate at `now_ms`, per second.
+    pub fn rate(&self, now_ms: u64) -> f64 {
+        let total: f64 = self.live(now_ms).map(|s| s.value).sum();
+        total * 1000.0 / self.span_ms(now_ms).max(1) as f64
+    }
+
+    /// The throttle a client over `bound` gets at `now_ms`: `(rate - bound) / bound * span`,
+    /// at most [`THROTTLE_MS_MAX`]; 0 at or under the bound.
+    pub fn throttle_ms(&self, bound: f64, now_ms: u64) -> u64 {
+        let rate = self.rate(now_ms);
+        if bound <= 0.0 || rate <= bound {
+            return 0;
+        }
+        let ms = (rate - bound) / bound * self.span_ms(now_ms) as f64;
+        (ms.round() as u64).min(THROTTLE_MS_MAX)
+    }
+
+    /// Whether nothing was recorded for a whole span (the sensor can go).
+    fn idle(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_ms) > WINDOW_SAMPLES as u64 * WINDOW_MS
+    }
+}
+
+/// The sensors of the keys one shard owns.
+///
+/// Lives on: the shard [`crate::placement::quota_owner`] picks for each key.
+#[derive(Debug, Default)]
+pub struct Sensors {
+    rates: HashMap<SensorKey, Rate>,
+}
+
+impl Sensors {
+    /// Records `value` for `key` at `now_ms` and returns the throttle in ms its bound gives.
+    pub fn record(&mut self, key: SensorKey, value: f64, bound: f64, now_ms: u64) -> u64 {
+        if self.rates.len() >= SENSORS_MAX && !self.rates.contains_key(&key) {
+            self.rates.retain(|_, r| !r.idle(now_ms));
+        }
+        let rate = self.rates.entry(key).or_insert_with(|| Rate::new(now_ms));
+        rate.record(value, now_ms);
+        rate.throttle_ms(bound, now_ms)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rates.is_empty()
+    }
+}
+
+/// Request time as the request quota counts it: percent of one second.
+pub fn nanos_to_percent(nanos: u64) -> f64 {
+    nanos as f64 * 100.0 / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[(&[(&str, Option<&str>)], &str, f64)]) -> QuotaTable {
+        let mut image: BTreeMap<Vec<QuotaEntityPart>, BTreeMap<String, QuotaValue>> =
+            BTreeMap::new();
+        for (parts, key, value) in rows {
+            let entity = QuotaEntity::from_parts(parts.iter().copied()).unwrap();
+            image
+                .entry(entity.to_parts())
+                .or_default()
+                .insert(key.to_string(), QuotaValue(*value));
+        }
+        QuotaTable::from_records(&image)
+    }
+
+    #[test]
+    fn the_most_specific_entity_wins_in_kafkas_order() {
+        let u = |n| (ENTITY_USER, n);
+        let c = |n| (ENTITY_CLIENT_ID, n);
+        let p = "producer_byte_rate";
+        // Each row is one level of Kafka's order, most specific first.
+        let levels: Vec<(Vec<(&str, Option<&str>)>, SensorKey)> = vec![
+            (vec![u(Some("alice")), c(Some("app"))], key("alice", "app")),
+            (vec![u(Some("alice")), c(None)], key("alice", "app")),
+            (vec![u(Some("alice"))], key("alice", "")),
+            (vec![u(None), c(Some("app"))], key("alice", "app")),
+            (vec![u(None), c(None)], key("alice", "app")),
+            (vec![u(None)], key("alice", "")),
+            (vec![c(Some("app"))], key("", "app")),
+            (vec![c(None)], key("", "app")),
+        ];
+        fn key(user: &str, client: &str) -> SensorKey {
+            SensorKey {
+                kind: QuotaKind::Produce,
+                user: user.into(),
+                client_id: client.into(),
+            }
+        }
+        // With levels i.. set, level i decides, whatever is below it.
+        for i in 0..levels.len() {
+            let rows: Vec<(&[(&str, Option<&str>)], &str, f64)> = levels[i..]
+                .iter()
+                .enumerate()
+                .map(|(j, (parts, _))| (parts.as_slice(), p, (i + j + 1) as f64))
+                .collect();
+            let t = table(&rows);
+            assert_eq!(
+                t.resolve(QuotaKind::Produce, "alice", "app"),
+                Some((levels[i].1.clone(), (i + 1) as f64)),
+                "level {i}: {:?}",
+                levels[i].0
+            );
+            assert_eq!(t.resolve(QuotaKind::Fetch, "alice", "app"), None);
+        }
+        // Another client is not matched by a named client entity.
+        let t = table(&[(&[c(Some("app"))], p, 5.0)]);
+        assert_eq!(t.resolve(QuotaKind::Produce, "alice", "other"), None);
+    }
+
+    #[test]
+    fn kinds_resolve_independently() {
+        let t = table(&[
+            (
+                &[(ENTITY_CLIENT_ID, Some("app"))],
+                "producer_byte_rate",
+                10.0,
+            ),
+            (&[(ENTITY_CLIENT_ID, None)], "consumer_byte_rate", 20.0),
+        ]);
+        assert_eq!(
+            t.resolve(QuotaKind::Produce, "ANONYMOUS", "app").unwrap().1,
+            10.0
+        );
+        assert_eq!(
+            t.resolve(QuotaKind::Fetch, "ANONYMOUS", "app").unwrap().1,
+            20.0
+        );
+        assert!(t.resolve(QuotaKind::Request, "ANONYMOUS", "app").is_none());
+        assert!(t.has(QuotaKind::Fetch) && !t.has(QuotaKind::Request));
+    }
+
+    #[test]
+    fn entities_and_values_are_checked() {
+        assert_eq!(QuotaEntity::from_parts([]), Err(QuotaError::EmptyEntity));
+        assert_eq!(
+            QuotaEntity::from_parts([(ENTITY_USER, None), (ENTITY_USER, Some("a"))]),
+            Err(QuotaError::DuplicateType("user".into()))
+        );
+        assert_eq!(
+            QuotaEntity::from_parts([("group", Some("g"))]),
+            Err(QuotaError::UnknownType("group".into()))
+        );
+        assert_eq!(
+            QuotaEntity::from_parts([(ENTITY_IP, None)]),
+            Err(QuotaError::IpNotSupported)
+        );
+        let e =
+            QuotaEntity::from_parts([(ENTITY_USER, Some("u")), (ENTITY_CLIENT_ID, None)]).unwrap();
+        assert_eq!(e.path(), "users/u/clients/<default>");
+        assert_eq!(e.to_parts()[0].entity_type, ENTITY_CLIENT_ID);
+        assert_eq!(
+            validate("producer_byte_rate", Some(1024.0)),
+            Ok(QuotaKind::Produce)
+        );
+        assert_eq!(
+            validate("request_percentage", Some(12.5)),
+            Ok(QuotaKind::Request)
+        );
+        assert!(matches!(
+            validate("producer_byte_rate", Some(1.5)),
+            Err(QuotaError::NotWhole { .. })
+        ));
+        assert!(matches!(
+            validate("consumer_byte_rate", Some(0.0)),
+            Err(QuotaError::NotPositive { .. })
+        ));
+        assert!(matches!(
+            validate("consumer_byte_rate", Some(f64::NAN)),
+            Err(QuotaError::NotPositive { .. })
+        ));
+        assert_eq!(
+            validate("nope", None),
+            Err(QuotaError::UnknownKey("nope".into()))
+        );
+        assert_eq!(
+            validate(KEY_CONTROLLER_MUTATION_RATE, Some(1.0)),
+            Err(QuotaError::KeyNotSupported(
+                KEY_CONTROLLER_MUTATION_RATE.into()
+            ))
+        );
+        assert_eq!(validate("producer_byte_rate", None), Ok(QuotaKind::Produce));
+    }
+
+    #[test]
+    fn a_new_rate_spreads_over_ten_windows() {
+        let mut r = Rate::new(0);
+        r.record(10_000.0, 0);
+        // 10,000 over the minimum span of 10 s.
+        assert_eq!(r.rate(0), 1_000.0);
+        assert_eq!(r.throttle_ms(1_000.0, 0), 0);
+        r.record(1_000.0, 500);
+        // 11,000 over 10.5 s (elapsed 0.5 s plus the 10 missing windows): over a bound of
+        // 1,000/s by 500 bytes' worth, which takes 0.5 s to drain.
+        let span = 10_500.0;
+        let rate = 11_000.0 * 1000.0 / span;
+        assert_eq!(r.rate(500), rate);
+        assert_eq!(
+            r.throttle_ms(1_000.0, 500),
+            ((rate - 1_000.0) / 1_000.0 * span).round() as u64
+        );
+        assert_eq!(r.throttle_ms(1_000.0, 500), 500);
+    }
+
+    #[test]
+    fn old_samples_are_forgotten() {
+        let mut r = Rate::new(0);
+        r.record(50_000.0, 0);
+        assert!(r.throttle_ms(1_000.0, 0) > 0);
+        // Capped at the span.
+        assert_eq!(r.throttle_ms(1_000.0, 0), THROTTLE_MS_MAX.min(40_000));
+        // 12 s later the first sample is past the span: nothing left.
+        r.record(0.0, 12_000);
+        assert_eq!(r.rate(12_000), 0.0);
+        assert_eq!(r.throttle_ms(1_000.0, 12_000), 0);
+    }
+
+    #[test]
+    fn a_steady_client_under_its_bound_is_not_throttled_and_one_over_is() {
+        for (per_second, bound, throttled) in [(900.0, 1_000.0, false), (1_100.0, 1_000.0, true)] {
+            let mut r = Rate::new(0);
+            let mut last = 0;
+            // 30 s of ten records a second.
+            for t in (0..30_000u64).step_by(100) {
+                r.record(per_second / 10.0, t);
+                last = r.throttle_ms(bound, t);
+            }
+            assert_eq!(last > 0, throttled, "{per_second}/s against {bound}");
+        }
+    }
+
+    #[test]
+    fn sensors_count_each_key_apart() {
+        let mut s = Sensors::default();
+        let k = |c: &str| SensorKey {
+            kind: QuotaKind::Produce,
+            user: String::new(),
+            client_id: c.into(),
+        };
+        assert!(s.record(k("a"), 20_000.0, 1_000.0, 0) > 0);
+        assert_eq!(s.record(k("b"), 5_000.0, 1_000.0, 0), 0);
+        assert_eq!(s.len(), 2);
+    }
+}
