@@ -70,7 +70,8 @@ impl QuotaKind {
         QuotaKind::ALL.into_iter().find(|k| k.key() == key)
     }
 
-    fn index(self) -> usize {
+    /// The kind's place in [`QuotaKind::ALL`].
+    pub fn index(self) -> usize {
         self as usize
     }
 
@@ -111,6 +112,8 @@ pub enum QuotaError {
     KeyNotSupported(String),
     #[error("quota {key} must be a positive number, got {value}")]
     NotPositive { key: String, value: f64 },
+    #[error("invalid quota filter: {0}")]
+    Filter(String),
     #[error("quota {key} must be a whole number, got {value}")]
     NotWhole { key: String, value: f64 },
 }
@@ -296,6 +299,95 @@ impl QuotaTable {
             let bound = self.entries.get(&entity)?[kind.index()]?;
             Some((sensor, bound))
         })
+    }
+}
+
+/// One component of a DescribeClientQuotas filter (KIP-546).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// The entity type's part names exactly this.
+    Exact(String),
+    /// The part is the type's default.
+    Default,
+    /// The part names someone (not the default).
+    Specified,
+}
+
+impl Match {
+    /// Kafka's (match_type, match): 0 exact, 1 default, 2 any specified name.
+    pub fn from_wire(match_type: i8, name: Option<&str>) -> Result<Match, QuotaError> {
+        match (match_type, name) {
+            (0, Some(n)) => Ok(Match::Exact(n.to_string())),
+            (0, None) => Err(QuotaError::Filter(
+                "match type EXACT needs a match string".into(),
+            )),
+            (1, _) => Ok(Match::Default),
+            (2, _) => Ok(Match::Specified),
+            (t, _) => Err(QuotaError::Filter(format!("unknown match type {t}"))),
+        }
+    }
+
+    fn accepts(&self, part: Option<&Name>) -> bool {
+        match (self, part) {
+            (_, None) => false,
+            (Match::Exact(n), Some(Name::Named(m))) => n == m,
+            (Match::Default, Some(Name::Default)) => true,
+            (Match::Specified, Some(Name::Named(_))) => true,
+            _ => false,
+        }
+    }
+}
+
+impl QuotaTable {
+    /// DescribeClientQuotas: the entities every component matches (with `strict`, only those
+    /// with no part of another type), each with its quotas as (key, value).
+    pub fn describe(
+        &self,
+        components: &[(String, Match)],
+        strict: bool,
+    ) -> Result<Vec<(QuotaEntity, Vec<(&'static str, f64)>)>, QuotaError> {
+        let mut user = None;
+        let mut client = None;
+        let mut ip = false;
+        for (ty, m) in components {
+            let slot = match ty.as_str() {
+                ENTITY_USER => &mut user,
+                ENTITY_CLIENT_ID => &mut client,
+                ENTITY_IP => {
+                    ip = true;
+                    continue;
+                }
+                other => return Err(QuotaError::UnknownType(other.to_string())),
+            };
+            if slot.replace(m).is_some() {
+                return Err(QuotaError::DuplicateType(ty.clone()));
+            }
+        }
+        if ip {
+            if user.is_some() || client.is_some() {
+                return Err(QuotaError::Filter(
+                    "an ip filter component cannot be used with a user or client-id one".into(),
+                ));
+            }
+            // No ip quotas are stored.
+            return Ok(Vec::new());
+        }
+        let fits = |m: Option<&Match>, part: Option<&Name>| match m {
+            Some(m) => m.accepts(part),
+            None => !strict || part.is_none(),
+        };
+        Ok(self
+            .entries
+            .iter()
+            .filter(|(e, _)| fits(user, e.user.as_ref()) && fits(client, e.client_id.as_ref()))
+            .map(|(e, row)| {
+                let values = QuotaKind::ALL
+                    .iter()
+                    .filter_map(|k| row[k.index()].map(|v| (k.key(), v)))
+                    .collect();
+                (e.clone(), values)
+            })
+            .collect())
     }
 }
 
@@ -560,6 +652,62 @@ mod tests {
             ))
         );
         assert_eq!(validate("producer_byte_rate", None), Ok(QuotaKind::Produce));
+    }
+
+    #[test]
+    fn describe_filters_as_kip_546() {
+        let u = |n| (ENTITY_USER, n);
+        let c = |n| (ENTITY_CLIENT_ID, n);
+        let p = "producer_byte_rate";
+        let t = table(&[
+            (&[u(Some("alice"))], p, 1.0),
+            (&[u(None)], p, 2.0),
+            (&[u(Some("alice")), c(Some("app"))], p, 3.0),
+            (&[c(None)], "consumer_byte_rate", 4.0),
+        ]);
+        let paths = |components: &[(&str, Match)], strict| -> Vec<String> {
+            let components: Vec<(String, Match)> = components
+                .iter()
+                .map(|(t, m)| (t.to_string(), m.clone()))
+                .collect();
+            t.describe(&components, strict)
+                .unwrap()
+                .into_iter()
+                .map(|(e, _)| e.path())
+                .collect()
+        };
+        let exact = Match::Exact("alice".into());
+        assert_eq!(
+            paths(&[(ENTITY_USER, exact.clone())], false),
+            ["users/alice", "users/alice/clients/app"]
+        );
+        assert_eq!(paths(&[(ENTITY_USER, exact)], true), ["users/alice"]);
+        assert_eq!(
+            paths(&[(ENTITY_USER, Match::Default)], true),
+            ["users/<default>"]
+        );
+        assert_eq!(
+            paths(&[(ENTITY_USER, Match::Specified)], false),
+            ["users/alice", "users/alice/clients/app"]
+        );
+        assert_eq!(paths(&[], false).len(), 4);
+        assert_eq!(paths(&[], true), Vec::<String>::new());
+        assert_eq!(
+            paths(&[(ENTITY_CLIENT_ID, Match::Default)], true),
+            ["clients/<default>"]
+        );
+        let all = t.describe(&[], false).unwrap();
+        assert!(all.iter().any(|(_, v)| v == &[("consumer_byte_rate", 4.0)]));
+        let dup = [
+            (ENTITY_USER.to_string(), Match::Default),
+            (ENTITY_USER.to_string(), Match::Specified),
+        ];
+        assert!(t.describe(&dup, false).is_err());
+        assert!(
+            t.describe(&[("group".into(), Match::Default)], false)
+                .is_err()
+        );
+        assert!(Match::from_wire(0, None).is_err() && Match::from_wire(7, None).is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -13,6 +14,7 @@ mod create_topics;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -606,6 +608,8 @@ pub async fn dispatch(
         ListTransactions => list_transactions::handle,
         ConsumerGroupHeartbeat => consumer_group_heartbeat::handle,
         ConsumerGroupDescribe => consumer_group_describe::handle,
+        DescribeClientQuotas => describe_client_quotas::handle,
+        AlterClientQuotas => alter_client_quotas::handle,
     )
 }
 
