@@ -134,7 +134,13 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
                     }
                 };
                 executor.run(shard_main(
-                    shard_id, config, catalog, quotas, store, mesh, ready, peers,
+                    shard_id,
+                    config,
+                    (catalog, quotas),
+                    store,
+                    mesh,
+                    ready,
+                    peers,
                 ))
             })?;
         threads.push(handle);
@@ -160,8 +166,7 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
 async fn shard_main(
     shard_id: usize,
     config: Config,
-    catalog: CatalogData,
-    quotas: crate::quota::QuotaTable,
+    (catalog, quotas): (CatalogData, crate::quota::QuotaTable),
     store: Option<MetadataStore>,
     mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,

@@ -1935,6 +1935,7 @@ impl Shard {
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
             replication: self.replication_stats(),
+            quota_throttles: self.quota_throttle_stats(),
         }
     }
 }

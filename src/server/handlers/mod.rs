@@ -110,6 +110,37 @@ pub struct RequestContext {
     /// The connection's hold on its next request (see [`Ordered`]); a handler that may let
     /// the next request start early takes it with [`RequestContext::take_order_hold`].
     order_hold: Cell<Option<Ordered>>,
+    /// The connection's mute: a client over its quota is not read from until it passes.
+    pub mute: Mute,
+}
+
+/// Until when a connection reads no request (a quota throttle, KIP-219); shared by the
+/// connection's reader and writer and its requests' contexts.
+///
+/// Lives on: the connection's shard.
+#[derive(Clone, Default)]
+pub struct Mute(Rc<Cell<Option<std::time::Instant>>>);
+
+impl Mute {
+    /// Mutes for `throttle` from now (or longer, if already muted longer).
+    pub fn mute_for(&self, throttle: std::time::Duration) {
+        let until = std::time::Instant::now() + throttle;
+        if self.0.get().is_none_or(|u| u < until) {
+            self.0.set(Some(until));
+        }
+    }
+
+    /// Waits until the mute has passed (at once when there is none).
+    pub async fn passed(&self) {
+        while let Some(until) = self.0.get() {
+            let now = std::time::Instant::now();
+            if now >= until {
+                self.0.set(None);
+                return;
+            }
+            glommio::timer::sleep(until - now).await;
+        }
+    }
 }
 
 impl RequestContext {
@@ -119,6 +150,7 @@ impl RequestContext {
         client_addr: &str,
         principal: Principal,
         ordered: Ordered,
+        mute: Mute,
     ) -> RequestContext {
         let ip = client_addr
             .rsplit_once(':')
@@ -142,6 +174,7 @@ impl RequestContext {
             client_addr: client_addr.to_string(),
             principal,
             order_hold: Cell::new(Some(ordered)),
+            mute,
         }
     }
 
@@ -543,9 +576,172 @@ impl Ordered {
     }
 }
 
-/// Runs the handler of the request in `ctx`; Ok(None) means no response is sent (Produce with
-/// acks=0). Every handler has the same shape, `handle(&RequestContext, Request) -> Response`.
-pub async fn dispatch(
+/// A handled request: its encoded response (None: Produce with acks=0 is not answered) and the
+/// quota throttle the client gets (KIP-219): the connection sends the response and then reads
+/// nothing from the client for `throttle_ms`, or, for the versions before KIP-219 (Produce
+/// v0-5, Fetch v0-7), holds the response back that long instead.
+pub struct Answer {
+    pub chunks: Option<Vec<Chunk>>,
+    pub throttle_ms: u64,
+    pub throttle_before_send: bool,
+}
+
+impl Answer {
+    pub fn unthrottled(chunks: Option<Vec<Chunk>>) -> Answer {
+        Answer {
+            chunks,
+            throttle_ms: 0,
+            throttle_before_send: false,
+        }
+    }
+}
+
+/// A future and the time spent polling it on this shard (the request quota's handler time:
+/// waits, such as a long-polling Fetch's or an fdatasync, do not count).
+struct PollTimed<'a, F: std::future::Future> {
+    inner: std::pin::Pin<Box<F>>,
+    nanos: &'a Cell<u64>,
+}
+
+impl<F: std::future::Future> std::future::Future for PollTimed<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let start = std::time::Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        let spent = start.elapsed().as_nanos() as u64;
+        self.nanos.set(self.nanos.get().saturating_add(spent));
+        out
+    }
+}
+
+/// Runs the handler of the request in `ctx` and applies the client quotas (see
+/// `shard::quota`): Produce counts its record bytes, Fetch its response bytes, every request
+/// its handler time where a request quota applies. Clients no quota applies to skip all of it.
+/// Every handler has the same shape, `handle(&RequestContext, Request) -> Response`.
+pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result<Answer> {
+    use crate::quota::QuotaKind;
+    let table = ctx.shard.quotas();
+    if table.is_empty() {
+        drop(table);
+        return Ok(Answer::unthrottled(run_handler(ctx, body).await?));
+    }
+    let user = ctx.principal.name.as_str();
+    let client_id = ctx.client.client_id.as_str();
+    let timed = table.resolve(QuotaKind::Request, user, client_id).is_some();
+    let produce_bytes = match &body {
+        RequestKind::Produce(r) => r
+            .topic_data
+            .iter()
+            .flat_map(|t| t.partition_data.iter())
+            .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+            .sum::<usize>(),
+        _ => 0,
+    };
+    drop(table);
+    let api = ctx.api_key;
+    let nanos = Cell::new(0u64);
+    // The throttle goes into the response, so Produce and Fetch are encoded after it is known.
+    let mut early_ms = 0;
+    let (mut usage, response) = match body {
+        RequestKind::Produce(r) => {
+            // Counted before it is handled, and the connection muted at once when it is over
+            // its quota, so no further request is read meanwhile (see `shard::quota`).
+            let usage = [(QuotaKind::Produce, produce_bytes as f64)];
+            early_ms = ctx.shard.quota_throttle(user, client_id, &usage).await;
+            if early_ms > 0 && ctx.api_version >= 6 {
+                ctx.mute
+                    .mute_for(std::time::Duration::from_millis(early_ms));
+            }
+            let resp = if timed {
+                PollTimed {
+                    inner: Box::pin(produce::handle(ctx, r)),
+                    nanos: &nanos,
+                }
+                .await
+            } else {
+                produce::handle(ctx, r).await
+            };
+            (Vec::new(), Pending::Produce(resp))
+        }
+        RequestKind::Fetch(r) => {
+            let chunks = if timed {
+                PollTimed {
+                    inner: Box::pin(fetch::handle(ctx, r)),
+                    nanos: &nanos,
+                }
+                .await
+            } else {
+                fetch::handle(ctx, r).await
+            };
+            let bytes = crate::protocol::fetch::response_len(&chunks);
+            (
+                vec![(QuotaKind::Fetch, bytes as f64)],
+                Pending::Fetch(chunks),
+            )
+        }
+        other => {
+            let chunks = if timed {
+                PollTimed {
+                    inner: Box::pin(run_handler(ctx, other)),
+                    nanos: &nanos,
+                }
+                .await?
+            } else {
+                run_handler(ctx, other).await?
+            };
+            (Vec::new(), Pending::Encoded(chunks))
+        }
+    };
+    if timed {
+        usage.push((
+            QuotaKind::Request,
+            crate::quota::nanos_to_percent(nanos.get()),
+        ));
+    }
+    let throttle_ms = if usage.is_empty() {
+        early_ms
+    } else {
+        early_ms.max(ctx.shard.quota_throttle(user, client_id, &usage).await)
+    };
+    let wire_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    let chunks = match response {
+        Pending::Produce(Some(mut resp)) => {
+            resp.throttle_time_ms = resp.throttle_time_ms.max(wire_ms);
+            Some(vec![Chunk::Mem(ctx.respond(&resp)?)])
+        }
+        Pending::Produce(None) => None,
+        Pending::Fetch(mut chunks) => {
+            if throttle_ms > 0 {
+                crate::protocol::fetch::set_throttle_time_ms(&mut chunks, ctx.api_version, wire_ms);
+            }
+            Some(chunks)
+        }
+        Pending::Encoded(chunks) => chunks,
+    };
+    let old_version = match api {
+        ApiKey::Produce => ctx.api_version < 6,
+        ApiKey::Fetch => ctx.api_version < 8,
+        _ => false,
+    };
+    Ok(Answer {
+        chunks,
+        throttle_ms,
+        throttle_before_send: old_version,
+    })
+}
+
+/// A response not encoded yet, while its quota throttle is worked out.
+enum Pending {
+    Produce(Option<kafka_protocol::messages::ProduceResponse>),
+    Fetch(Vec<Chunk>),
+    Encoded(Option<Vec<Chunk>>),
+}
+
+/// Runs the handler of the request; Ok(None) means no response is sent (Produce with acks=0).
+async fn run_handler(
     ctx: &RequestContext,
     body: RequestKind,
 ) -> anyhow::Result<Option<Vec<Chunk>>> {
