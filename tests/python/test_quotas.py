@@ -18,6 +18,7 @@ from kafka.protocol.admin.client_quotas import DescribeClientQuotasRequest as De
 
 from kafkautil import COMMON, consumer, create_topic, flush_all, producer, unique_topic, wait_until
 from confluent_kafka import TopicPartition
+from test_cluster import cluster_factory, create  # noqa: F401 (cluster_factory: a fixture)
 
 MB = 1024 * 1024
 INVALID_REQUEST = 42
@@ -263,3 +264,38 @@ def test_a_consumer_over_its_byte_rate_is_throttled(broker):
     assert free == total and not [t for t in free_throttles if t > 0]
     assert slow < bound, f"{slow / MB:.2f} MB"
     assert slow_throttles and max(slow_throttles) > 0
+
+
+def test_a_quota_set_through_one_broker_applies_on_every_broker_of_a_cluster(cluster_factory):
+    c = cluster_factory()
+    q = QuotaAdmin(c.nodes[2].bootstrap)
+    try:
+        assert q.alter([(entity(client_id="clustered"), {"producer_byte_rate": 64 * 1024})]) == [0]
+    finally:
+        q.close()
+    expected = {key(client_id="clustered"): {"producer_byte_rate": 65536.0}}
+    for node in c.ids:
+        q = QuotaAdmin(c.nodes[node].bootstrap)
+        try:
+            wait_until(lambda: q.describe()[0] == expected, timeout=15, desc=f"the quota on node {node}")
+        finally:
+            q.close()
+    # Enforced by the broker that leads the partition, whichever it is.
+    topic = unique_topic("quota-cluster")
+    create(c.nodes[1].bootstrap, topic, 1)
+    leader = wait_until(lambda: c.metadata(1).topics[topic].partitions[0].leader, timeout=20,
+                        desc="a leader")
+    throttles = []
+    p = producer(c.nodes[leader].bootstrap, **{
+        "client.id": "clustered",
+        "throttle_cb": lambda ev: throttles.append(ev.throttle_time),
+    })
+    value = b"z" * (32 * 1024)
+    for _ in range(16):  # 512 KiB: eight times what one second allows
+        p.produce(topic, value, partition=0)
+    flush_all(p, 30)
+    # Throttle reports are served by poll().
+    wait_until(lambda: (p.poll(0.1), [t for t in throttles if t > 0])[1], timeout=15,
+               desc=f"a throttle report from node {leader}")
+    assert max(throttles) > 0
+
