@@ -8,6 +8,7 @@ and consumers that get throttled are confluent-kafka's, which report the broker'
 throttle_time_ms through `throttle_cb`.
 """
 
+import re
 import subprocess
 import threading
 import time
@@ -16,7 +17,9 @@ from kafka.admin import KafkaAdminClient
 from kafka.protocol.admin.client_quotas import AlterClientQuotasRequest as Alter
 from kafka.protocol.admin.client_quotas import DescribeClientQuotasRequest as Describe
 
-from kafkautil import COMMON, consumer, create_topic, flush_all, producer, unique_topic, wait_until
+from conftest import free_port
+from test_metrics import scrape
+from kafkautil import consumer, create_topic, flush_all, producer, unique_topic, wait_until
 from confluent_kafka import TopicPartition
 from test_cluster import cluster_factory, create  # noqa: F401 (cluster_factory: a fixture)
 
@@ -299,3 +302,35 @@ def test_a_quota_set_through_one_broker_applies_on_every_broker_of_a_cluster(clu
                desc=f"a throttle report from node {leader}")
     assert max(throttles) > 0
 
+
+
+def test_a_request_percentage_quota_throttles_and_is_counted_in_the_metrics(broker_factory):
+    mport = free_port()
+    b = broker_factory(shards=2, extra_args=["--metrics-listen", f"127.0.0.1:{mport}"])
+    topic = unique_topic("quota-time")
+    create_topic(b.bootstrap, topic, 1)
+    q = QuotaAdmin(b.bootstrap)
+    try:
+        # A hundredth of a percent of one thread: 100 us of handler time a second.
+        assert q.alter([(entity(user="ANONYMOUS", client_id="busy"), {"request_percentage": 0.01})]) == [0]
+    finally:
+        q.close()
+    throttles = []
+    p = producer(b.bootstrap, **{"client.id": "busy", "linger.ms": 0,
+                                 "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+
+    def throttled():
+        p.produce(topic, b"x")
+        p.flush(10)
+        return [t for t in throttles if t > 0]
+    wait_until(throttled, timeout=30, desc="a throttle report for request time")
+    p = None
+
+    def counted():
+        text = scrape(mport)
+        return sum(float(v) for v in re.findall(
+            r'^spate_quota_throttled_total\{shard="\d+",quota="request_percentage"\} (\S+)$', text, re.M))
+    wait_until(counted, timeout=10, desc="spate_quota_throttled_total for request_percentage")
+    seconds = re.findall(r'^spate_quota_throttle_seconds_total\{shard="\d+",quota="request_percentage"\} (\S+)$',
+                         scrape(mport), re.M)
+    assert sum(float(v) for v in seconds) > 0, seconds
