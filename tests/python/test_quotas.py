@@ -273,10 +273,14 @@ def test_a_quota_set_through_one_broker_applies_on_every_broker_of_a_cluster(clu
     c = cluster_factory()
     q = QuotaAdmin(c.nodes[2].bootstrap)
     try:
-        assert q.alter([(entity(client_id="clustered"), {"producer_byte_rate": 64 * 1024})]) == [0]
+        assert q.alter([
+            (entity(client_id="clustered"), {"producer_byte_rate": 64 * 1024}),
+            (entity(client_id=None), {"consumer_byte_rate": 1024}),
+        ]) == [0, 0]
     finally:
         q.close()
-    expected = {key(client_id="clustered"): {"producer_byte_rate": 65536.0}}
+    expected = {key(client_id="clustered"): {"producer_byte_rate": 65536.0},
+                key(client_id=None): {"consumer_byte_rate": 1024.0}}
     for node in c.ids:
         q = QuotaAdmin(c.nodes[node].bootstrap)
         try:

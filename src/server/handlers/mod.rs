@@ -624,7 +624,7 @@ impl<F: std::future::Future> std::future::Future for PollTimed<'_, F> {
 pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result<Answer> {
     use crate::quota::QuotaKind;
     let table = ctx.shard.quotas();
-    if table.is_empty() {
+    if table.is_empty() || quota_exempt(ctx.api_version, &body) {
         drop(table);
         return Ok(Answer::unthrottled(run_handler(ctx, body).await?));
     }
@@ -733,6 +733,24 @@ pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result
     })
 }
 
+/// Whether a request is the cluster's own traffic, which client quotas never throttle (Kafka
+/// exempts what is authorized as ClusterAction): a follower's Fetch, and the transaction
+/// markers a coordinator writes.
+fn quota_exempt(api_version: i16, body: &RequestKind) -> bool {
+    match body {
+        RequestKind::Fetch(r) => {
+            let replica = if api_version >= 15 {
+                r.replica_state.replica_id.0
+            } else {
+                r.replica_id.0
+            };
+            replica >= 0
+        }
+        RequestKind::WriteTxnMarkers(_) => true,
+        _ => false,
+    }
+}
+
 /// A response not encoded yet, while its quota throttle is worked out.
 enum Pending {
     Produce(Option<kafka_protocol::messages::ProduceResponse>),
@@ -815,4 +833,35 @@ pub(crate) fn topic_name(s: &str) -> TopicName {
 
 pub(crate) fn str_bytes(s: String) -> StrBytes {
     StrBytes::from_string(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::ReplicaState;
+    use kafka_protocol::messages::{
+        BrokerId, FetchRequest, MetadataRequest, WriteTxnMarkersRequest,
+    };
+
+    #[test]
+    fn the_clusters_own_traffic_is_exempt_from_client_quotas() {
+        let consumer = || RequestKind::Fetch(FetchRequest::default().with_replica_id(BrokerId(-1)));
+        assert!(!quota_exempt(12, &consumer()));
+        assert!(!quota_exempt(16, &consumer()));
+        let follower_old = RequestKind::Fetch(FetchRequest::default().with_replica_id(BrokerId(2)));
+        assert!(quota_exempt(12, &follower_old));
+        let follower_new = RequestKind::Fetch(
+            FetchRequest::default()
+                .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(2))),
+        );
+        assert!(quota_exempt(15, &follower_new));
+        assert!(quota_exempt(
+            1,
+            &RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
+        ));
+        assert!(!quota_exempt(
+            12,
+            &RequestKind::Metadata(MetadataRequest::default())
+        ));
+    }
 }
