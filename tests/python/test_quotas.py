@@ -30,8 +30,8 @@ INVALID_REQUEST = 42
 class QuotaAdmin:
     """AlterClientQuotas / DescribeClientQuotas through kafka-python's protocol layer."""
 
-    def __init__(self, bootstrap):
-        self.a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    def __init__(self, bootstrap, client_id="spate-tests-admin"):
+        self.a = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000, client_id=client_id)
 
     def send(self, req):
         return self.a._manager.run(self.a._manager.send, req)
@@ -316,9 +316,17 @@ def test_a_request_percentage_quota_throttles_and_is_counted_in_the_metrics(brok
     q = QuotaAdmin(b.bootstrap)
     try:
         # A hundredth of a percent of one thread: 100 us of handler time a second.
-        assert q.alter([(entity(user="ANONYMOUS", client_id="busy"), {"request_percentage": 0.01})]) == [0]
+        assert q.alter([(entity(user="ANONYMOUS", client_id="busy"), {"request_percentage": 0.01}),
+                        (entity(client_id="busy-admin"), {"request_percentage": 0.01})]) == [0, 0]
     finally:
         q.close()
+    # Any API's response carries the throttle (here DescribeClientQuotas').
+    busy = QuotaAdmin(b.bootstrap, client_id="busy-admin")
+    try:
+        wait_until(lambda: busy.send(Describe(components=[], strict=False)).throttle_time_ms > 0,
+                   timeout=30, desc="throttle_time_ms in a DescribeClientQuotas response")
+    finally:
+        busy.close()
     throttles = []
     p = producer(b.bootstrap, **{"client.id": "busy", "linger.ms": 0,
                                  "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})

@@ -626,7 +626,7 @@ pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result
     let table = ctx.shard.quotas();
     if table.is_empty() || quota_exempt(ctx.api_version, &body) {
         drop(table);
-        return Ok(Answer::unthrottled(run_handler(ctx, body).await?));
+        return Ok(Answer::unthrottled(run_handler(ctx, body, None).await?.0));
     }
     let user = ctx.principal.name.as_str();
     let client_id = ctx.client.client_id.as_str();
@@ -683,16 +683,18 @@ pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result
             )
         }
         other => {
-            let chunks = if timed {
-                PollTimed {
-                    inner: Box::pin(run_handler(ctx, other)),
-                    nanos: &nanos,
-                }
-                .await?
-            } else {
-                run_handler(ctx, other).await?
+            // The handler's time is counted, and the throttle set in its response, inside.
+            let quota = RequestQuota {
+                user,
+                client_id,
+                nanos: Cell::new(0),
             };
-            (Vec::new(), Pending::Encoded(chunks))
+            let (chunks, ms) = run_handler(ctx, other, timed.then_some(&quota)).await?;
+            return Ok(Answer {
+                chunks,
+                throttle_ms: ms,
+                throttle_before_send: false,
+            });
         }
     };
     if timed {
@@ -719,7 +721,6 @@ pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result
             }
             Some(chunks)
         }
-        Pending::Encoded(chunks) => chunks,
     };
     let old_version = match api {
         ApiKey::Produce => ctx.api_version < 6,
@@ -747,35 +748,145 @@ fn quota_exempt(api_version: i16, body: &RequestKind) -> bool {
             replica >= 0
         }
         RequestKind::WriteTxnMarkers(_) => true,
+        // Version 4 is only sent between brokers (KIP-890 verification).
+        RequestKind::AddPartitionsToTxn(_) => api_version >= 4,
         _ => false,
     }
 }
+
+/// A request whose handler time counts against the client's request quota.
+struct RequestQuota<'a> {
+    user: &'a str,
+    client_id: &'a str,
+    /// Time spent polling the handler so far.
+    nanos: Cell<u64>,
+}
+
+impl RequestQuota<'_> {
+    /// Counts the handler's time and returns the throttle, in ms.
+    async fn throttle(&self, ctx: &RequestContext) -> u64 {
+        let usage = [(
+            crate::quota::QuotaKind::Request,
+            crate::quota::nanos_to_percent(self.nanos.get()),
+        )];
+        ctx.shard
+            .quota_throttle(self.user, self.client_id, &usage)
+            .await
+    }
+}
+
+/// A response with Kafka's `throttle_time_ms` (most have it; the versions that lack it do not
+/// encode it).
+trait ThrottleTime {
+    fn set_throttle_time_ms(&mut self, ms: i32);
+}
+
+macro_rules! throttle_time {
+    ($($t:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$t {
+            fn set_throttle_time_ms(&mut self, ms: i32) {
+                self.throttle_time_ms = ms;
+            }
+        })*
+    };
+}
+
+macro_rules! no_throttle_time {
+    ($($t:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$t {
+            fn set_throttle_time_ms(&mut self, _ms: i32) {}
+        })*
+    };
+}
+
+throttle_time!(
+    ApiVersionsResponse,
+    MetadataResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    CreatePartitionsResponse,
+    AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsResponse,
+    DescribeLogDirsResponse,
+    ElectLeadersResponse,
+    DescribeClusterResponse,
+    OffsetForLeaderEpochResponse,
+    ListOffsetsResponse,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsResponse,
+    AlterConfigsResponse,
+    DeleteRecordsResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    DescribeGroupsResponse,
+    ListGroupsResponse,
+    DeleteGroupsResponse,
+    OffsetDeleteResponse,
+    InitProducerIdResponse,
+    AddPartitionsToTxnResponse,
+    EndTxnResponse,
+    AddOffsetsToTxnResponse,
+    TxnOffsetCommitResponse,
+    DescribeProducersResponse,
+    DescribeTransactionsResponse,
+    ListTransactionsResponse,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupDescribeResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+);
+no_throttle_time!(
+    SaslHandshakeResponse,
+    WriteTxnMarkersResponse,
+    DescribeQuorumResponse
+);
 
 /// A response not encoded yet, while its quota throttle is worked out.
 enum Pending {
     Produce(Option<kafka_protocol::messages::ProduceResponse>),
     Fetch(Vec<Chunk>),
-    Encoded(Option<Vec<Chunk>>),
 }
 
 /// Runs the handler of the request; Ok(None) means no response is sent (Produce with acks=0).
+/// Runs the handler of the request; the chunks are None when no response is sent (Produce
+/// with acks=0). With `quota`, the time spent polling the handler counts against the client's
+/// request quota and the throttle (also returned, in ms) goes into the response. Produce and
+/// Fetch are only run here without quotas (`dispatch` counts their bytes itself).
 async fn run_handler(
     ctx: &RequestContext,
     body: RequestKind,
-) -> anyhow::Result<Option<Vec<Chunk>>> {
+    quota: Option<&RequestQuota<'_>>,
+) -> anyhow::Result<(Option<Vec<Chunk>>, u64)> {
     macro_rules! apis {
         ($($kind:ident => $handler:path),* $(,)?) => {
             match body {
                 $(RequestKind::$kind(r) => {
-                    let resp = $handler(ctx, r).await;
-                    Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)]))
+                    let Some(q) = quota else {
+                        let resp = $handler(ctx, r).await;
+                        return Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), 0));
+                    };
+                    let mut resp = PollTimed {
+                        inner: Box::pin($handler(ctx, r)),
+                        nanos: &q.nanos,
+                    }
+                    .await;
+                    let ms = q.throttle(ctx).await;
+                    if ms > 0 {
+                        resp.set_throttle_time_ms(i32::try_from(ms).unwrap_or(i32::MAX));
+                    }
+                    Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), ms))
                 })*
                 // Answered with file ranges for the zero-copy path.
-                RequestKind::Fetch(r) => Ok(Some(fetch::handle(ctx, r).await)),
+                RequestKind::Fetch(r) => Ok((Some(fetch::handle(ctx, r).await), 0)),
                 // acks=0 is not answered.
                 RequestKind::Produce(r) => match produce::handle(ctx, r).await {
-                    Some(resp) => Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)])),
-                    None => Ok(None),
+                    Some(resp) => Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), 0)),
+                    None => Ok((None, 0)),
                 },
                 other => anyhow::bail!("no handler for {other:?}"),
             }
