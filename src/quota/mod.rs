@@ -275,43 +275,60 @@ impl QuotaTable {
         user: &str,
         client_id: &str,
     ) -> Option<(SensorKey, f64)> {
-        let named = |s: &str| Some(Name::Named(s.to_string()));
-        let order = [
-            (named(user), named(client_id)),
-            (named(user), Some(Name::Default)),
-            (named(user), None),
-            (Some(Name::Default), named(client_id)),
-            (Some(Name::Default), Some(Name::Default)),
-            (Some(Name::Default), None),
-            (None, named(client_id)),
-            (None, Some(Name::Default)),
-        ];
-        order.into_iter().find_map(|(u, c)| {
-            let sensor = SensorKey {
-                kind,
-                user: if u.is_some() {
-                    user.to_string()
-                } else {
-                    String::new()
-                },
-                client_id: if c.is_some() {
-                    client_id.to_string()
-                } else {
-                    String::new()
-                },
-            };
-            let entity = QuotaEntity {
-                user: u,
-                client_id: c,
-            };
-            let bound = self.entries.get(&entity)?[kind.index()]?;
-            Some((sensor, bound))
-        })
+        // One pass over the entities, no allocation but the answer's: the matching entity of
+        // the lowest rank in Kafka's order that sets `kind`.
+        let (_, entity, bound) = self
+            .entries
+            .iter()
+            .filter_map(|(e, row)| Some((rank(e, user, client_id)?, e, row[kind.index()]?)))
+            .min_by_key(|(r, _, _)| *r)?;
+        let sensor = SensorKey {
+            kind,
+            user: if entity.user.is_some() {
+                user.to_string()
+            } else {
+                String::new()
+            },
+            client_id: if entity.client_id.is_some() {
+                client_id.to_string()
+            } else {
+                String::new()
+            },
+        };
+        Some((sensor, bound))
+    }
+
+    /// Whether any quota at all applies to (user, client id), without allocating: most
+    /// requests of a broker with quotas are from clients that have none.
+    pub fn applies(&self, user: &str, client_id: &str) -> bool {
+        self.entries
+            .keys()
+            .any(|e| rank(e, user, client_id).is_some())
     }
 }
 
 /// DescribeClientQuotas' answer: each matching entity with its (quota key, value) pairs.
 pub type Described = Vec<(QuotaEntity, Vec<(&'static str, f64)>)>;
+
+/// Where `entity` stands in Kafka's order for (user, client id), 0 the most specific; None
+/// when it does not match them.
+fn rank(entity: &QuotaEntity, user: &str, client_id: &str) -> Option<u8> {
+    // 0 named, 1 default, 2 absent; None: another name.
+    let part = |p: &Option<Name>, name: &str| match p {
+        Some(Name::Named(n)) if n == name => Some(0u8),
+        Some(Name::Named(_)) => None,
+        Some(Name::Default) => Some(1),
+        None => Some(2),
+    };
+    let u = part(&entity.user, user)?;
+    let c = part(&entity.client_id, client_id)?;
+    // Kafka's order: the user part decides first (named, default, absent), then the client
+    // part (named, default, absent); an entity has at least one part.
+    match (u, c) {
+        (2, 2) => None,
+        (u, c) => Some(u * 3 + c),
+    }
+}
 
 /// One component of a DescribeClientQuotas filter (KIP-546).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -609,6 +626,7 @@ mod tests {
         // Another client is not matched by a named client entity.
         let t = table(&[(&[c(Some("app"))], p, 5.0)]);
         assert_eq!(t.resolve(QuotaKind::Produce, "alice", "other"), None);
+        assert!(t.applies("alice", "app") && !t.applies("alice", "other"));
     }
 
     #[test]

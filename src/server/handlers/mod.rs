@@ -624,12 +624,12 @@ impl<F: std::future::Future> std::future::Future for PollTimed<'_, F> {
 pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result<Answer> {
     use crate::quota::QuotaKind;
     let table = ctx.shard.quotas();
-    if table.is_empty() || quota_exempt(ctx.api_version, &body) {
+    let user = ctx.principal.name.as_str();
+    let client_id = ctx.client.client_id.as_str();
+    if table.is_empty() || quota_exempt(ctx.api_version, &body) || !table.applies(user, client_id) {
         drop(table);
         return Ok(Answer::unthrottled(run_handler(ctx, body, None).await?.0));
     }
-    let user = ctx.principal.name.as_str();
-    let client_id = ctx.client.client_id.as_str();
     let timed = table.resolve(QuotaKind::Request, user, client_id).is_some();
     let produce_bytes = match &body {
         RequestKind::Produce(r) => r
