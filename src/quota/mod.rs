@@ -48,8 +48,9 @@ pub const WINDOW_MS: u64 = 1_000;
 /// Longest throttle one request gets (a sanity bound: the throttle is the time the client's
 /// excess takes to drain, so a client that sent a minute's worth at once waits a minute).
 pub const THROTTLE_MS_MAX: u64 = 60_000;
-/// Most sensors one shard keeps; past it, sensors idle for a whole span are dropped first.
-pub const SENSORS_MAX: usize = 100_000;
+/// Most sensors one shard keeps (each is about 250 bytes); past it, sensors idle for a whole
+/// span are dropped, and if none is, an active one starts over.
+pub const SENSORS_MAX: usize = 20_000;
 
 /// What a quota limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -527,6 +528,13 @@ impl Sensors {
     pub fn record(&mut self, key: SensorKey, value: f64, bound: f64, now_ms: u64) -> u64 {
         if self.rates.len() >= SENSORS_MAX && !self.rates.contains_key(&key) {
             self.rates.retain(|_, r| !r.idle(now_ms));
+            // Still full of active sensors: one of them starts over, so memory stays bounded
+            // (a client can use many client ids to get many allowances anyway, as in Kafka).
+            if self.rates.len() >= SENSORS_MAX
+                && let Some(victim) = self.rates.keys().next().cloned()
+            {
+                self.rates.remove(&victim);
+            }
         }
         let rate = self.rates.entry(key).or_insert_with(|| Rate::new(now_ms));
         rate.record(value, now_ms);
@@ -858,5 +866,12 @@ mod tests {
         assert!(s.record(k("a"), 20_000.0, 1_000.0, 0) > 0);
         assert_eq!(s.record(k("b"), 500.0, 1_000.0, 0), 0);
         assert_eq!(s.len(), 2);
+        // Bounded: idle sensors go first, then active ones start over.
+        for i in 0..SENSORS_MAX + 10 {
+            s.record(k(&format!("c{i}")), 1.0, 1_000.0, 0);
+        }
+        assert_eq!(s.len(), SENSORS_MAX);
+        s.record(k("late"), 1.0, 1_000.0, 60_000);
+        assert_eq!(s.len(), 1, "every other sensor was idle for a whole span");
     }
 }
