@@ -191,6 +191,9 @@ pub struct OneNodeImportRequest {
     pub topics: Vec<crate::storage::metadata::import::ImportTopic>,
     /// The first producer id the one-node broker never handed out.
     pub next_producer_id: i64,
+    /// Its client quotas (each taken unless the cluster sets that key of that entity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_quotas: Vec<crate::storage::metadata::record::ClientQuotaRecord>,
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).

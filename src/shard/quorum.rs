@@ -1129,6 +1129,7 @@ impl Quorum {
                 broker_epoch: epoch,
                 topics: import.topics.clone(),
                 next_producer_id: import.next_producer_id,
+                client_quotas: import.client_quotas.clone(),
             });
             match self.rpc(&req).await {
                 Some(Response::Imported { results, applied }) => {
