@@ -522,7 +522,9 @@ async fn write_loop(
                 .ok_or_else(|| anyhow::anyhow!("request handler task was cancelled"))??;
             let throttle = Duration::from_millis(answer.throttle_ms);
             if answer.throttle_ms > 0 && answer.throttle_before_send {
-                // Versions before KIP-219: the response itself is held back.
+                // Versions before KIP-219: the response itself is held back, and nothing more
+                // is read meanwhile.
+                activity.mute.mute_for(throttle);
                 glommio::timer::sleep(throttle).await;
             }
             if let Some(chunks) = answer.chunks {

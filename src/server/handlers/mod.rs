@@ -651,7 +651,7 @@ pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result
             // its quota, so no further request is read meanwhile (see `shard::quota`).
             let usage = [(QuotaKind::Produce, produce_bytes as f64)];
             early_ms = ctx.shard.quota_throttle(user, client_id, &usage).await;
-            if early_ms > 0 && ctx.api_version >= 6 {
+            if early_ms > 0 {
                 ctx.mute
                     .mute_for(std::time::Duration::from_millis(early_ms));
             }
