@@ -1332,3 +1332,112 @@ mod tests {
         assert!(decode_assignment(&[]).expect("empty").is_empty());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Client quotas
+
+/// One client quota entity and its quotas, as DescribeClientQuotas answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuotaEntry {
+    /// (entity type, name; None for the type's default)
+    pub entity: Vec<(String, Option<String>)>,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Every client quota whose entity matches `components`: (entity type, name), a None name
+/// matching the type's default entity; none: every quota.
+pub fn describe_client_quotas(
+    client: &mut Client,
+    components: &[(String, Option<String>)],
+) -> Result<Vec<QuotaEntry>> {
+    use kafka_protocol::messages::DescribeClientQuotasRequest;
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeClientQuotasRequest>(1)?;
+    let req = DescribeClientQuotasRequest::default()
+        .with_components(
+            components
+                .iter()
+                .map(|(t, n)| {
+                    ComponentData::default()
+                        .with_entity_type(s(t))
+                        .with_match_type(if n.is_some() { 0 } else { 1 })
+                        .with_match(n.as_deref().map(s))
+                })
+                .collect(),
+        )
+        .with_strict(false);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "DescribeClientQuotas",
+        resp.error_message.as_deref(),
+    )?;
+    Ok(resp
+        .entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| QuotaEntry {
+            entity: e
+                .entity
+                .iter()
+                .map(|p| {
+                    (
+                        p.entity_type.to_string(),
+                        p.entity_name.as_ref().map(|n| n.to_string()),
+                    )
+                })
+                .collect(),
+            values: e
+                .values
+                .iter()
+                .map(|v| (v.key.to_string(), v.value))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Sets (Some) or removes (None) quotas of one client quota entity, on the controller.
+pub fn alter_client_quotas(
+    client: &mut Client,
+    entity: &[(String, Option<String>)],
+    ops: &[(String, Option<f64>)],
+) -> Result<()> {
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let conn = controller(client)?;
+    let v = conn.version_of::<AlterClientQuotasRequest>(1)?;
+    let req = AlterClientQuotasRequest::default().with_entries(vec![
+        EntryData::default()
+            .with_entity(
+                entity
+                    .iter()
+                    .map(|(t, n)| {
+                        EntityData::default()
+                            .with_entity_type(s(t))
+                            .with_entity_name(n.as_deref().map(s))
+                    })
+                    .collect(),
+            )
+            .with_ops(
+                ops.iter()
+                    .map(|(k, val)| {
+                        OpData::default()
+                            .with_key(s(k))
+                            .with_value(val.unwrap_or(0.0))
+                            .with_remove(val.is_none())
+                    })
+                    .collect(),
+            ),
+    ]);
+    let resp = conn.call(&req, v)?;
+    let r = resp
+        .entries
+        .first()
+        .ok_or_else(|| Error::other("AlterClientQuotas: empty answer"))?;
+    check(
+        r.error_code,
+        "altering client quotas",
+        r.error_message.as_deref(),
+    )
+}

@@ -17,6 +17,7 @@ pub mod error;
 mod group;
 pub mod output;
 mod produce;
+mod quota;
 mod time;
 mod topic;
 mod txn;
@@ -66,6 +67,62 @@ pub enum AdminCommand {
     Txn(TxnArgs),
     /// List, set and delete users' SCRAM credentials (SASL/SCRAM-SHA-256 and -512).
     User(UserArgs),
+    /// Set, remove and list client quotas (byte rates, request percentage) per user and
+    /// client id.
+    Quota(QuotaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: QuotaCommand,
+}
+
+/// A client quota entity: a user, a client id, or both (`<default>`: the default one).
+#[derive(Args, Debug, Clone)]
+pub struct QuotaEntityArgs {
+    /// The user (principal name; `ANONYMOUS` without authentication), or `<default>`.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The client id, or `<default>`.
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Set quotas of an entity.
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Produced bytes per second.
+        #[arg(long, value_name = "BYTES")]
+        producer_byte_rate: Option<f64>,
+        /// Fetched bytes per second.
+        #[arg(long, value_name = "BYTES")]
+        consumer_byte_rate: Option<f64>,
+        /// Percent of one thread's time spent on the client's requests.
+        #[arg(long, value_name = "PERCENT")]
+        request_percentage: Option<f64>,
+    },
+    /// Remove quotas of an entity (the named ones, or all three).
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        #[arg(long)]
+        producer_byte_rate: bool,
+        #[arg(long)]
+        consumer_byte_rate: bool,
+        #[arg(long)]
+        request_percentage: bool,
+    },
+    /// List quotas: all, or those of entities that have the given user and/or client id.
+    List {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -355,6 +412,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Cluster(a) => cluster::run(&a.common, a.command),
         AdminCommand::Txn(a) => txn::run(&a.common, a.command),
         AdminCommand::User(a) => user::run(&a.common, a.command),
+        AdminCommand::Quota(a) => quota::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }

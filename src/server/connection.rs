@@ -264,7 +264,7 @@ struct InFlight {
     started: std::time::Instant,
     api: &'static str,
     /// The handler, running as its own (detached) task.
-    answer: glommio::task::JoinHandle<anyhow::Result<Option<Vec<Chunk>>>>,
+    answer: glommio::task::JoinHandle<anyhow::Result<handlers::Answer>>,
     /// The frame's share of the shard's in-flight budget, held until the answer is written.
     _budget: FrameBudget,
     _busy: Busy,
@@ -318,6 +318,7 @@ async fn run(
     let activity = Activity {
         last: Cell::new(Instant::now()),
         pending: Cell::new(0),
+        mute: handlers::Mute::default(),
     };
     let reading = async {
         let r = read_loop(shard, conns, &mut read_half, peer_addr, tx, &activity).await;
@@ -340,6 +341,10 @@ struct Activity {
     last: Cell<Instant>,
     /// Requests read and not yet answered.
     pending: Cell<usize>,
+    /// A client over its quota is not read from until its throttle passes (KIP-219: the
+    /// broker mutes the channel for the throttle time after sending the throttled response;
+    /// a Produce mutes it as soon as it is counted, too, so the requests behind it wait).
+    mute: handlers::Mute,
 }
 
 impl Activity {
@@ -433,6 +438,8 @@ async fn read_loop(
         if shard.stopping.get() {
             return Ok(());
         }
+        // A throttled client's next request waits, in the socket, until the throttle passes.
+        activity.mute.passed().await;
         let (frame, budget) = match reader.next(stream).await? {
             Next::Frame(f, budget) => (f, budget),
             Next::Closed => return Ok(()),
@@ -457,7 +464,7 @@ async fn read_loop(
             Ok(Decoded::ApiVersionsUnsupported { correlation_id }) => {
                 drop(ordered);
                 let answer = handlers::unsupported_version_response(correlation_id)
-                    .map(|b| Some(vec![Chunk::Mem(b)]));
+                    .map(|b| handlers::Answer::unthrottled(Some(vec![Chunk::Mem(b)])));
                 glommio::spawn_local(async move { answer }).detach()
             }
             Ok(Decoded::Request(req)) => {
@@ -480,6 +487,7 @@ async fn read_loop(
                     peer_addr,
                     principal,
                     ordered,
+                    activity.mute.clone(),
                 );
                 glommio::spawn_local(async move { handlers::dispatch(&ctx, body).await }).detach()
             }
@@ -508,12 +516,22 @@ async fn write_loop(
 ) -> Result<(), ConnError> {
     while let Some(f) = rx.recv().await {
         let result = async {
-            let chunks = f
+            let answer = f
                 .answer
                 .await
                 .ok_or_else(|| anyhow::anyhow!("request handler task was cancelled"))??;
-            if let Some(chunks) = chunks {
+            let throttle = Duration::from_millis(answer.throttle_ms);
+            if answer.throttle_ms > 0 && answer.throttle_before_send {
+                // Versions before KIP-219: the response itself is held back, and nothing more
+                // is read meanwhile.
+                activity.mute.mute_for(throttle);
+                glommio::timer::sleep(throttle).await;
+            }
+            if let Some(chunks) = answer.chunks {
                 write_chunks(shard, stream, chunks).await?;
+            }
+            if answer.throttle_ms > 0 && !answer.throttle_before_send {
+                activity.mute.mute_for(throttle);
             }
             Ok::<(), ConnError>(())
         }

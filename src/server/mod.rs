@@ -175,10 +175,13 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
     let ready: Arc<Gate<Result<(), String>>> = Arc::new(Gate::new(n));
     let peers: Arc<Gate<usize>> = Arc::new(Gate::new(n));
     let mut threads = Vec::with_capacity(n);
+    // Every shard starts with the client quotas the metadata holds.
+    let quotas = crate::quota::QuotaTable::from_records(store.image().client_quotas());
     let mut store = Some(store);
     for shard_id in 0..n {
         let config = config.clone();
         let catalog = catalog.clone();
+        let quotas = quotas.clone();
         let store = if shard_id == crate::placement::CONTROLLER_SHARD {
             store.take()
         } else {
@@ -210,7 +213,13 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
                     }
                 };
                 executor.run(shard_main(
-                    shard_id, config, catalog, store, mesh, ready, peers,
+                    shard_id,
+                    config,
+                    (catalog, quotas),
+                    store,
+                    mesh,
+                    ready,
+                    peers,
                 ))
             })?;
         threads.push(handle);
@@ -236,7 +245,7 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
 async fn shard_main(
     shard_id: usize,
     config: Config,
-    catalog: CatalogData,
+    (catalog, quotas): (CatalogData, crate::quota::QuotaTable),
     store: Option<MetadataStore>,
     mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,
@@ -303,6 +312,7 @@ async fn shard_main(
         txns,
     ));
     coordinator_logs.attach(&shard);
+    shard.set_quotas(quotas);
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
         controller.set_default_replication_factor(config.default_replication_factor);
         let applied = store.raft_applied();

@@ -118,6 +118,9 @@ shard_messages!(
     ListTxns,
     DescribeProducers,
     ReportOffline,
+    AlterClientQuotas,
+    QuotasChanged,
+    RecordQuota,
 );
 
 impl Shard {
@@ -459,6 +462,32 @@ call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
     Some(ctl) => ctl.alter_topic_configs(&shard, c.changes, c.validate_only, c.context).await,
     None => c.changes.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
+
+/// To the controller: AlterClientQuotas, one answer per entity.
+#[derive(Debug)]
+pub struct AlterClientQuotas {
+    pub entries: Vec<wire::QuotaAlteration>,
+    pub validate_only: bool,
+    pub context: wire::Forwarded,
+}
+call!(AlterClientQuotas -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_client_quotas(&shard, c.entries, c.validate_only, c.context).await,
+    None => c.entries.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// Controller to every shard: the client quotas changed; this is the whole new table.
+#[derive(Debug)]
+pub struct QuotasChanged(pub std::sync::Arc<crate::quota::QuotaTable>);
+call!(QuotasChanged -> Result<(), KafkaError>, |c, shard| {
+    shard.set_quotas(c.0.as_ref().clone());
+    Ok(())
+});
+
+/// To the shard that owns each sensor (see `placement::quota_owner`): record usage, answer
+/// the throttle each gets, in ms.
+#[derive(Debug)]
+pub struct RecordQuota(pub Vec<super::quota::QuotaUsage>);
+call!(RecordQuota -> Vec<u64>, |c, shard| shard.record_quota_usage(c.0));
 
 /// A change to one topic's configs.
 #[derive(Clone, Debug)]

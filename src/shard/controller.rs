@@ -14,6 +14,8 @@
 //! is where the records go to Raft instead: propose the batch, and apply it to the image and
 //! the shards once it is committed.
 
+mod quotas;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;

@@ -14,6 +14,7 @@ pub mod coordinator_logs;
 pub mod partition;
 pub mod peer;
 pub mod quorum;
+pub mod quota;
 pub mod replica;
 pub mod throttle;
 pub mod txn;
@@ -227,6 +228,13 @@ pub struct Shard {
     /// (`__consumer_offsets`, `__transaction_state`) was loaded into its coordinator (cluster
     /// only; see `replica::partition_assigned`).
     coordinator_epochs: RefCell<HashMap<TopicPartition, i32>>,
+    /// The client quotas in force (see `quota`), replaced whole by the controller's push.
+    quotas: RefCell<Rc<crate::quota::QuotaTable>>,
+    /// The sensors of the quota keys this shard owns (`placement::quota_owner`).
+    quota_sensors: RefCell<crate::quota::Sensors>,
+    /// Where this shard's quota clock starts.
+    quota_epoch: std::time::Instant,
+    pub quota_stats: quota::QuotaStats,
 }
 
 /// How often a held client request looks whether its broker serves yet.
@@ -295,6 +303,10 @@ impl Shard {
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
             coordinator_epochs: RefCell::new(HashMap::new()),
+            quotas: RefCell::new(Rc::new(crate::quota::QuotaTable::default())),
+            quota_sensors: RefCell::new(crate::quota::Sensors::default()),
+            quota_epoch: std::time::Instant::now(),
+            quota_stats: quota::QuotaStats::default(),
         }
     }
 
@@ -2058,6 +2070,7 @@ impl Shard {
             partitions: self.partition_stats(),
             committed: self.groups.committed_offsets(),
             replication: self.replication_stats(),
+            quota_throttles: self.quota_throttle_stats(),
         }
     }
 }

@@ -855,6 +855,15 @@ impl Quorum {
                     self.applied(),
                 )
             }
+            Request::AlterClientQuotas {
+                context,
+                entries,
+                validate_only,
+            } => done(
+                ctl.alter_client_quotas(shard, entries, validate_only, context)
+                    .await,
+                self.applied(),
+            ),
             Request::QuorumStatus => Response::Quorum(self.local_report()),
             Request::FetchMetadata { from, max_bytes } => self.serve_fetch(ctl, from, max_bytes),
             Request::AllocateProducerIds => match ctl.allocate_producer_id_block().await {
@@ -1124,6 +1133,7 @@ impl Quorum {
                 broker_epoch: epoch,
                 topics: import.topics.clone(),
                 next_producer_id: import.next_producer_id,
+                client_quotas: import.client_quotas.clone(),
             });
             match self.rpc(&req).await {
                 Some(Response::Imported { results, applied }) => {
@@ -1343,6 +1353,10 @@ async fn publish(shard: &Rc<Shard>, old: &MetadataImage, new: &MetadataImage) {
                 }
             }
         }
+    }
+    if old.client_quotas() != new.client_quotas() {
+        let table = Arc::new(crate::quota::QuotaTable::from_records(new.client_quotas()));
+        broadcast(shard, || crate::shard::calls::QuotasChanged(table.clone())).await;
     }
 }
 

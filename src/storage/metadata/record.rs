@@ -25,6 +25,7 @@ pub const TYPE_REMOVE_TOPIC: u16 = 4;
 pub const TYPE_PARTITION_CHANGE: u16 = 5;
 pub const TYPE_USER_SCRAM_CREDENTIAL: u16 = 8;
 pub const TYPE_REMOVE_USER_SCRAM_CREDENTIAL: u16 = 9;
+pub const TYPE_CLIENT_QUOTA: u16 = 10;
 pub const TYPE_PRODUCER_IDS: u16 = 11;
 pub const TYPE_REGISTER_BROKER: u16 = 12;
 pub const TYPE_CLUSTER_ID: u16 = 15;
@@ -43,6 +44,7 @@ pub const KNOWN_TYPES: &[u16] = &[
     TYPE_PRODUCER_IDS,
     TYPE_USER_SCRAM_CREDENTIAL,
     TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
+    TYPE_CLIENT_QUOTA,
 ];
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
@@ -50,7 +52,6 @@ pub const KNOWN_TYPES: &[u16] = &[
 pub const RESERVED_TYPES: &[(u16, &str)] = &[
     (6, "AccessControlEntryRecord (an ACL)"),
     (7, "RemoveAccessControlEntryRecord"),
-    (10, "ClientQuotaRecord (a client quota, set or removed)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
 ];
@@ -239,6 +240,39 @@ pub struct RemoveUserScramCredentialRecord {
     pub mechanism: i8,
 }
 
+/// One component of a client quota entity (Kafka's `ClientQuotaRecord.EntityData`): its type
+/// (`user` or `client-id`) and its name, None for the type's default entity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntityPart {
+    pub entity_type: String,
+    pub entity_name: Option<String>,
+}
+
+/// A client quota value. Kafka's quotas are doubles; they are compared by their bits here, so
+/// the image stays `Eq` (a NaN is never stored: the controller refuses it).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &QuotaValue) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
+
+/// One quota key of one client quota entity set to a value, or removed (Kafka's
+/// `ClientQuotaRecord`). The entity's parts are sorted by type, so one entity has one spelling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaRecord {
+    pub entity: Vec<QuotaEntityPart>,
+    pub key: String,
+    pub value: QuotaValue,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remove: bool,
+}
+
 /// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -253,6 +287,7 @@ pub enum MetadataRecord {
     ProducerIds(ProducerIdsRecord),
     UserScramCredential(UserScramCredentialRecord),
     RemoveUserScramCredential(RemoveUserScramCredentialRecord),
+    ClientQuota(ClientQuotaRecord),
 }
 
 /// Why a record could not be decoded.
@@ -291,6 +326,7 @@ impl MetadataRecord {
             MetadataRecord::ProducerIds(_) => TYPE_PRODUCER_IDS,
             MetadataRecord::UserScramCredential(_) => TYPE_USER_SCRAM_CREDENTIAL,
             MetadataRecord::RemoveUserScramCredential(_) => TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
+            MetadataRecord::ClientQuota(_) => TYPE_CLIENT_QUOTA,
         }
     }
 
@@ -313,6 +349,7 @@ impl MetadataRecord {
             MetadataRecord::ProducerIds(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::UserScramCredential(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::RemoveUserScramCredential(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::ClientQuota(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -377,6 +414,9 @@ impl MetadataRecord {
             TYPE_REMOVE_USER_SCRAM_CREDENTIAL => MetadataRecord::RemoveUserScramCredential(
                 serde_json::from_slice(payload).map_err(bad)?,
             ),
+            TYPE_CLIENT_QUOTA => {
+                MetadataRecord::ClientQuota(serde_json::from_slice(payload).map_err(bad)?)
+            }
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
     }
@@ -500,6 +540,24 @@ mod tests {
                     mechanism: 2,
                 }),
                 r#"{"name":"alice","mechanism":2}"#,
+            ),
+            (
+                MetadataRecord::ClientQuota(ClientQuotaRecord {
+                    entity: vec![
+                        QuotaEntityPart {
+                            entity_type: "client-id".into(),
+                            entity_name: Some("app".into()),
+                        },
+                        QuotaEntityPart {
+                            entity_type: "user".into(),
+                            entity_name: None,
+                        },
+                    ],
+                    key: "producer_byte_rate".into(),
+                    value: QuotaValue(1048576.0),
+                    remove: false,
+                }),
+                r#"{"entity":[{"entity_type":"client-id","entity_name":"app"},{"entity_type":"user","entity_name":null}],"key":"producer_byte_rate","value":1048576.0}"#,
             ),
         ]
     }
