@@ -36,6 +36,12 @@ impl ErrorCode {
     pub const UNSUPPORTED_VERSION: ErrorCode = Self::of(ResponseError::UnsupportedVersion);
     /// A SASL request where the listener's state admits none (SaslHandshake on PLAINTEXT).
     pub const ILLEGAL_SASL_STATE: ErrorCode = Self::of(ResponseError::IllegalSaslState);
+    /// A SaslHandshake asking for a mechanism the listener does not offer.
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode =
+        Self::of(ResponseError::UnsupportedSaslMechanism);
+    /// A failed SASL login (which of user and password was wrong is not said).
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode =
+        Self::of(ResponseError::SaslAuthenticationFailed);
     /// OffsetCommit metadata longer than the broker keeps.
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode =
         Self::of(ResponseError::OffsetMetadataTooLarge);

@@ -160,7 +160,9 @@ fn serve(config: Config) -> Result<(), String> {
         Err(e) => return Err(format!("SPATE_TEST_FAULTS: {e}")),
     }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
-    startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
+    for l in &config.listeners {
+        startup::check_listen_free(l.addr).map_err(|e| format!("listener {}: {e}", l.name))?;
+    }
     startup::ensure_open_files(
         &config.data_dir,
         (config.segment_fds_max * config.shards) as u64,

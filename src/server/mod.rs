@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod handlers;
 pub mod metrics_http;
+pub mod sasl;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -254,10 +255,20 @@ async fn shard_main(
     let config = Rc::new(config);
     // Before any log opens: sealed segments' descriptors on this shard stay within the limit.
     crate::storage::segment::sealed::set_fds_max(config.segment_fds_max);
-    // Step 1: listener and logs.
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("shard {shard_id}: cannot listen on {}: {e}", config.listen));
-    let mut step1 = listener.as_ref().map(|_| ()).map_err(Clone::clone);
+    // Step 1: listeners and logs.
+    let listeners: Result<Vec<TcpListener>, String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            TcpListener::bind(l.addr).map_err(|e| {
+                format!(
+                    "shard {shard_id}: cannot listen on {} (listener {}): {e}",
+                    l.addr, l.name
+                )
+            })
+        })
+        .collect();
+    let mut step1 = listeners.as_ref().map(|_| ()).map_err(Clone::clone);
     // Step 2: gate.
     let outcomes = ready.meet(shard_id, step1.clone());
     if let Some(e) = outcomes.iter().find_map(|r| r.as_ref().err()) {
@@ -423,11 +434,14 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = listener?;
+    let listeners = listeners?;
     let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
         crate::log_limit::LOG_INTERVAL_MS,
     )));
-    let accept = {
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
         let shard = shard.clone();
         let conns = conns.clone();
         glommio::spawn_local(async move {
@@ -461,7 +475,7 @@ async fn shard_main(
                         let shard = shard.clone();
                         let conns = conns.clone();
                         glommio::spawn_local(async move {
-                            connection::serve(shard, conns, stream).await;
+                            connection::serve(shard, conns, stream, index).await;
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
                         })
                         .detach();
@@ -478,7 +492,8 @@ async fn shard_main(
                 }
             }
         })
-    };
+        })
+        .collect();
     let flusher = {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -618,7 +633,9 @@ async fn shard_main(
     // Parked JoinGroup/SyncGroup requests answer NOT_COORDINATOR now, so they do not hold
     // the drain; the clients find the coordinator again after the restart.
     shard.groups.unload();
-    let _ = accept.cancel().await;
+    for accept in accepts {
+        let _ = accept.cancel().await;
+    }
     let drain_deadline = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
     while shard.stats.busy.get() > 0 && Instant::now() < drain_deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;

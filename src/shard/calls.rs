@@ -108,6 +108,7 @@ shard_messages!(
     DynamicBrokerConfigs,
     AlterScram,
     ScramCredentials,
+    ScramCredentialOf,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -609,6 +610,17 @@ pub struct ScramCredentials;
 call!(ScramCredentials -> Vec<(String, i8, crate::storage::metadata::record::UserScramCredentialRecord)>, |_c, shard| match &shard.controller {
     Some(ctl) => ctl.scram_credentials(),
     None => Vec::new(),
+});
+
+/// To the controller shard: one user's SCRAM credential for one mechanism (SASL logins).
+#[derive(Debug)]
+pub struct ScramCredentialOf {
+    pub user: String,
+    pub mechanism: i8,
+}
+call!(ScramCredentialOf -> Option<crate::storage::metadata::record::UserScramCredentialRecord>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.scram_credential(&c.user, c.mechanism),
+    None => None,
 });
 
 /// This shard's metrics, for a scrape.

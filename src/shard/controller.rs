@@ -1613,6 +1613,19 @@ impl Controller {
         out
     }
 
+    /// `user`'s SCRAM credential for mechanism `mechanism`, if any.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: i8,
+    ) -> Option<crate::storage::metadata::record::UserScramCredentialRecord> {
+        self.image
+            .borrow()
+            .scram_credentials()
+            .get(&(user.to_string(), mechanism))
+            .cloned()
+    }
+
     /// Every SCRAM credential: (user, mechanism id) -> the credential.
     pub fn scram_credentials(
         &self,

@@ -110,6 +110,8 @@ pub struct RequestContext {
     pub client_addr: String,
     /// Who sent the request; authorization decisions are made on it.
     pub principal: Principal,
+    /// The listener (index into `config.listeners`) the connection came in on.
+    pub listener: usize,
     /// The connection's hold on its next request (see [`Ordered`]); a handler that may let
     /// the next request start early takes it with [`RequestContext::take_order_hold`].
     order_hold: Cell<Option<Ordered>>,
@@ -154,6 +156,7 @@ impl RequestContext {
         principal: Principal,
         ordered: Ordered,
         mute: Mute,
+        listener: usize,
     ) -> RequestContext {
         let ip = client_addr
             .rsplit_once(':')
@@ -178,7 +181,17 @@ impl RequestContext {
             principal,
             order_hold: Cell::new(Some(ordered)),
             mute,
+            listener,
         }
+    }
+
+    /// The address Metadata gives this client: its listener's advertised one (on one node;
+    /// a cluster's brokers are named by their first listener, which they register).
+    pub fn advertised(&self) -> (String, u16) {
+        self.shard.config.listeners.get(self.listener).map_or_else(
+            || self.shard.config.advertised_listener.clone(),
+            |l| l.advertised.clone(),
+        )
     }
 
     /// The request's context as a metadata change carries it to the active controller
@@ -848,6 +861,7 @@ throttle_time!(
 );
 no_throttle_time!(
     SaslHandshakeResponse,
+    SaslAuthenticateResponse,
     WriteTxnMarkersResponse,
     DescribeQuorumResponse
 );
@@ -931,6 +945,7 @@ async fn run_handler(
         DeleteGroups => delete_groups::handle,
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
+        SaslAuthenticate => sasl_handshake::handle_authenticate,
         InitProducerId => init_producer_id::handle,
         AddPartitionsToTxn => add_partitions_to_txn::handle,
         EndTxn => end_txn::handle,
