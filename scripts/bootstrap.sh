@@ -104,4 +104,31 @@ if [[ ! -f $STAMP || "$(cat "$STAMP")" != "$want" ]]; then
 else
     log "Python requirements up to date"
 fi
+
+# ---------------------------------------------------------------- Node.js clients
+# kafkajs (tests/js, pinned by its package-lock.json) runs under Node.js: Debian's nodejs and
+# npm when no node is installed.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "Node.js and npm are missing and there is no apt-get; install them manually"
+        exit 1
+    fi
+    SUDO=()
+    if [[ $(id -u) -ne 0 ]]; then
+        SUDO=(sudo)
+    fi
+    log "installing Node.js and npm"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+fi
+JS="$ROOT/tests/js"
+JS_STAMP="$JS/node_modules/.lock.sha256"
+want="$(sha256sum "$JS/package-lock.json" | cut -d' ' -f1)"
+if [[ ! -f $JS_STAMP || "$(cat "$JS_STAMP")" != "$want" ]]; then
+    log "installing Node.js test clients (tests/js)"
+    (cd "$JS" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$JS_STAMP"
+else
+    log "Node.js test clients up to date"
+fi
 log "done"

@@ -10,7 +10,8 @@ import sys
 PARTS = {  # part -> top-level modules under src/
     "server": ["server"], "shard": ["shard"], "router": ["router"], "group": ["group"],
     "storage": ["storage"], "metrics": ["metrics"], "protocol": ["protocol"],
-    "tools": ["cli", "tune"], "cluster": ["cluster"], "txn": ["txn"],
+    "tools": ["cli", "tune"], "cluster": ["cluster"], "txn": ["txn"], "auth": ["auth"],
+    "quota": ["quota"],
 }
 NEVER = [  # (from, to, why)
     ("protocol", "storage", "the codec does no I/O"), ("protocol", "shard", "the codec does no I/O"),
@@ -29,6 +30,14 @@ NEVER = [  # (from, to, why)
     ("txn", "server", "the transaction machine knows no transport"),
     ("txn", "shard", "the transaction machine knows no shard"),
     ("router", "txn", "the router is a mechanism"),
+    ("auth", "server", "SASL and ACL decisions know no connection"),
+    ("auth", "shard", "SASL and ACL decisions know no shard"),
+    ("auth", "router", "SASL and ACL decisions know no transport"),
+    ("auth", "storage", "SASL and ACL decisions do no I/O"),
+    ("quota", "router", "the quota machine knows no transport"),
+    ("quota", "server", "the quota machine knows no requests"),
+    ("quota", "shard", "the quota machine knows no shard"),
+    ("router", "quota", "the router is a mechanism"),
 ]
 
 

@@ -163,8 +163,72 @@ pub struct Config {
     pub transaction_state_log_replication_factor: i16,
     /// min.insync.replicas of __transaction_state (transaction.state.log.min.isr)
     pub transaction_state_log_min_isr: i32,
+    /// Default of topic compression.type (compression.type)
+    pub compression_type: crate::storage::catalog::TopicCompression,
+    /// Default of topic message.timestamp.before.max.ms; None: no bound (log.message.timestamp.before.max.ms)
+    pub message_timestamp_before_max_ms: Option<u64>,
+    /// Default of topic message.timestamp.after.max.ms; None: no bound (log.message.timestamp.after.max.ms)
+    pub message_timestamp_after_max_ms: Option<u64>,
+    /// SCRAM users to create on the first start, `name:password` per line (None: none)
+    pub sasl_users_file: Option<PathBuf>,
+    /// Every listener; the first is `listen` / `advertised_listener` (what the cluster
+    /// registers and tools that need one address use).
+    pub listeners: Vec<Listener>,
+    /// SASL mechanisms the SASL listeners offer (sasl.enabled.mechanisms)
+    pub sasl_enabled_mechanisms: Vec<String>,
+    /// A SASL session lasts this long before the client must authenticate again (KIP-368,
+    /// connections.max.reauth.ms); 0: for the connection's life
+    pub connections_max_reauth_ms: u64,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
+}
+
+/// Kafka's security protocols of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+    Ssl,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn parse(s: &str) -> Option<SecurityProtocol> {
+        Some(match s {
+            "PLAINTEXT" => SecurityProtocol::Plaintext,
+            "SASL_PLAINTEXT" => SecurityProtocol::SaslPlaintext,
+            "SSL" => SecurityProtocol::Ssl,
+            "SASL_SSL" => SecurityProtocol::SaslSsl,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether a connection must authenticate with SASL before anything else.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// One listener (`--listeners NAME://HOST:PORT`): its name, protocol, the address every
+/// shard accepts on, and the address Metadata gives clients that came in on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    pub advertised: (String, u16),
 }
 
 /// A node of a cluster: the metadata quorum and the timings of its brokers.
@@ -264,6 +328,18 @@ impl Config {
             offsets_topic_replication_factor: 3,
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
+            compression_type: crate::storage::catalog::TopicCompression::Producer,
+            message_timestamp_before_max_ms: None,
+            message_timestamp_after_max_ms: Some(3_600_000),
+            sasl_users_file: None,
+            listeners: vec![Listener {
+                name: "PLAINTEXT".into(),
+                protocol: SecurityProtocol::Plaintext,
+                addr: listen,
+                advertised: (listen.ip().to_string(), listen.port()),
+            }],
+            sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
+            connections_max_reauth_ms: 0,
             cluster: None,
         }
     }
@@ -331,6 +407,17 @@ impl Config {
                 self.listen,
                 self.listen.ip()
             ));
+        }
+        for l in self.listeners.iter().skip(1) {
+            if let Ok(ip) = l.advertised.0.parse::<std::net::IpAddr>()
+                && ip.is_unspecified()
+            {
+                return Err(format!(
+                    "listener {} accepts on every interface, but clients cannot connect to {}: \
+                     name it in --advertised-listeners {}://HOST:{}",
+                    l.name, l.advertised.0, l.name, l.advertised.1
+                ));
+            }
         }
         if let Ok(ip) = self.advertised_listener.0.parse::<std::net::IpAddr>()
             && ip.is_unspecified()

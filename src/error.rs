@@ -36,6 +36,12 @@ impl ErrorCode {
     pub const UNSUPPORTED_VERSION: ErrorCode = Self::of(ResponseError::UnsupportedVersion);
     /// A SASL request where the listener's state admits none (SaslHandshake on PLAINTEXT).
     pub const ILLEGAL_SASL_STATE: ErrorCode = Self::of(ResponseError::IllegalSaslState);
+    /// A SaslHandshake asking for a mechanism the listener does not offer.
+    pub const UNSUPPORTED_SASL_MECHANISM: ErrorCode =
+        Self::of(ResponseError::UnsupportedSaslMechanism);
+    /// A failed SASL login (which of user and password was wrong is not said).
+    pub const SASL_AUTHENTICATION_FAILED: ErrorCode =
+        Self::of(ResponseError::SaslAuthenticationFailed);
     /// OffsetCommit metadata longer than the broker keeps.
     pub const OFFSET_METADATA_TOO_LARGE: ErrorCode =
         Self::of(ResponseError::OffsetMetadataTooLarge);
@@ -256,6 +262,22 @@ pub enum KafkaError {
     /// A record batch the broker refuses as it is (a control batch from a client).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A SCRAM credential that does not meet the rules (iterations, empty user or salt).
+    #[error("unacceptable credential: {0}")]
+    UnacceptableCredential(String),
+    /// A request names a resource that does not exist (a user without credentials).
+    #[error("resource not found: {0}")]
+    ResourceNotFound(String),
+    /// A request names the same resource twice.
+    #[error("duplicate resource: {0}")]
+    DuplicateResource(String),
+    /// A SASL mechanism this broker does not offer.
+    #[error("unsupported SASL mechanism: {0}")]
+    UnsupportedSaslMechanism(String),
+    /// A record's timestamp outside what the topic accepts
+    /// (`message.timestamp.before.max.ms`, `message.timestamp.after.max.ms`).
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
     /// A transactional write or request that does not fit its transaction's state.
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
@@ -325,6 +347,11 @@ impl KafkaError {
             KafkaError::InvalidProducerEpoch(_) => ResponseError::InvalidProducerEpoch,
             KafkaError::Unsupported(_) => ResponseError::UnsupportedVersion,
             KafkaError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            KafkaError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+            KafkaError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+            KafkaError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+            KafkaError::DuplicateResource(_) => ResponseError::DuplicateResource,
+            KafkaError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
             KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
         }
     }

@@ -19,6 +19,10 @@
 //! - An idempotent producer's state in a partition (epoch, last five batches) lives in that
 //!   partition on its owning shard (`storage::producers`); producer ids come from per-shard
 //!   blocks that the controller makes durable in the metadata log before they are used.
+//! - A client quota's usage (one user and client id, one quota kind) is counted only on the
+//!   shard `placement::quota_owner` picks (`shard::quota`); connections on other shards send
+//!   it their usage as a typed call, and every shard resolves quotas against its own copy of
+//!   the table the controller pushes (`quota`).
 //! - Nothing mutable is shared between cores on the data path. Cross-thread state is confined
 //!   to `server` (start-up rendezvous, stop/drain/flush-failed flags, the broker-wide
 //!   connection count at accept); fetch responses carry read-only handles to immutable segment
@@ -27,6 +31,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -34,10 +39,12 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;
+pub mod log_levels;
 pub mod log_limit;
 pub mod metrics;
 pub mod placement;
 pub mod protocol;
+pub mod quota;
 pub mod router;
 pub mod server;
 pub mod settings;

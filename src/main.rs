@@ -104,12 +104,31 @@ fn resolve(args: &ServeArgs) -> Result<Settings, String> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The filter can be replaced at run time (Kafka's BROKER_LOGGER configs, see
+    // `spate::log_levels`).
+    macro_rules! init {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let current = handle.clone();
+            spate::log_levels::install(
+                Box::new(move |directives: &str| {
+                    let f = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+                    handle.reload(f).map_err(|e| e.to_string())
+                }),
+                Box::new(move || current.with_current(|f| f.to_string()).ok()),
+            );
+            builder.init()
+        }};
+    }
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => init!(builder.json().with_env_filter(filter)),
+        LogFormat::Text => init!(
+            builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(filter)
+        ),
     }
 }
 
@@ -141,7 +160,9 @@ fn serve(config: Config) -> Result<(), String> {
         Err(e) => return Err(format!("SPATE_TEST_FAULTS: {e}")),
     }
     let _lock = startup::lock_data_dir(&config.data_dir).map_err(|e| e.to_string())?;
-    startup::check_listen_free(config.listen).map_err(|e| e.to_string())?;
+    for l in &config.listeners {
+        startup::check_listen_free(l.addr).map_err(|e| format!("listener {}: {e}", l.name))?;
+    }
     startup::ensure_open_files(
         &config.data_dir,
         (config.segment_fds_max * config.shards) as u64,

@@ -122,6 +122,8 @@ pub struct Snapshot {
     /// (group, topic, partition, committed offset) of the groups this shard coordinates.
     pub committed: Vec<(String, String, i32, i64)>,
     pub replication: Replication,
+    /// (quota key, responses throttled, total throttle ms) of this shard's connections.
+    pub quota_throttles: Vec<(&'static str, u64, u64)>,
     pub cleaner: Cleaner,
 }
 
@@ -438,6 +440,37 @@ pub fn render(snaps: &[Snapshot]) -> String {
         family(&mut out, name, kind, help);
         for s in snaps {
             let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+        }
+    }
+    family(
+        &mut out,
+        "spate_quota_throttled_total",
+        "counter",
+        "Responses throttled by a client quota (Kafka's throttle-time), by quota: producer_byte_rate, consumer_byte_rate, request_percentage.",
+    );
+    for s in snaps {
+        for (quota, n, _) in &s.quota_throttles {
+            let _ = writeln!(
+                out,
+                "spate_quota_throttled_total{{shard=\"{}\",quota=\"{quota}\"}} {n}",
+                s.shard
+            );
+        }
+    }
+    family(
+        &mut out,
+        "spate_quota_throttle_seconds_total",
+        "counter",
+        "Throttle time handed to clients over a quota (their connections are muted that long), by quota.",
+    );
+    for s in snaps {
+        for (quota, _, ms) in &s.quota_throttles {
+            let _ = writeln!(
+                out,
+                "spate_quota_throttle_seconds_total{{shard=\"{}\",quota=\"{quota}\"}} {}",
+                s.shard,
+                *ms as f64 / 1000.0
+            );
         }
     }
     family(

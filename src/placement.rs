@@ -21,6 +21,15 @@ pub fn partition_owner(topic: &str, partition: i32, shards: usize) -> usize {
     ((fnv1a(topic.as_bytes()) % n + partition.max(0) as u64) % n) as usize
 }
 
+/// The shard that keeps the usage of a client quota sensor (its user and client id, as
+/// `quota::SensorKey` names them), so the connections of one client on several shards count
+/// against one per-broker allowance.
+pub fn quota_owner(user: &str, client_id: &str, shards: usize) -> usize {
+    let n = shards.max(1) as u64;
+    let h = fnv1a(user.as_bytes()) ^ fnv1a(client_id.as_bytes()).rotate_left(1);
+    (h % n) as usize
+}
+
 /// The internal log that holds committed offsets and group state, named as Kafka names it.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 

@@ -31,6 +31,30 @@ pub struct Settings {
     /// Address Metadata tells clients to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_listener: Option<String>,
+    /// Listeners in Kafka's syntax (listeners), `NAME://HOST:PORT,...`: NAME is a security
+    /// protocol (PLAINTEXT, SASL_PLAINTEXT; SSL and SASL_SSL need TLS, not built yet) or a
+    /// name --listener-security-protocol-map maps to one. Replaces --listen (the shorthand
+    /// for one PLAINTEXT listener); with it no default listener opens [default: none].
+    #[arg(long, value_name = "NAME://HOST:PORT,...")]
+    pub listeners: Option<String>,
+    /// Security protocol of each listener name, `NAME:PROTOCOL,...`
+    /// (listener.security.protocol.map) [default: each protocol maps to itself].
+    #[arg(long, value_name = "NAME:PROTOCOL,...")]
+    pub listener_security_protocol_map: Option<String>,
+    /// What Metadata tells clients that came in on each listener, `NAME://HOST:PORT,...`
+    /// (advertised.listeners); --advertised-listener HOST:PORT is the shorthand for the first
+    /// [default: each listener's own address].
+    #[arg(long, value_name = "NAME://HOST:PORT,...")]
+    pub advertised_listeners: Option<String>,
+    /// SASL mechanisms SASL listeners offer, `M1,M2` of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
+    /// (sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512].
+    #[arg(long, value_name = "MECHANISMS")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// A SASL session lasts this long, then the client authenticates again on the same
+    /// connection or is disconnected (connections.max.reauth.ms, KIP-368); 0: the
+    /// connection's life [default: 0].
+    #[arg(long)]
+    pub connections_max_reauth_ms: Option<u64>,
     /// Directory for topics, logs and committed offsets [default: ./spate-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -165,7 +189,7 @@ pub struct Settings {
     #[arg(long)]
     pub group_remote_assignor: Option<String>,
     /// Committed offsets of a group that stays empty this long are removed, in ms
-    /// (offsets.retention.minutes) [default: 604800000].
+    /// (Kafka's offsets.retention.minutes, in ms here) [default: 604800000].
     #[arg(long)]
     pub offsets_retention_ms: Option<u64>,
     /// Partitions of the internal `__consumer_offsets` log that groups are spread over
@@ -260,6 +284,26 @@ pub struct Settings {
     /// Whether a replica outside the ISR may become leader when no in-sync replica is left, losing what only the ISR had (unclean.leader.election.enable; a topic config overrides it) [default: false].
     #[arg(long)]
     pub unclean_leader_election_enable: Option<bool>,
+    /// Default codec of topics' batches (compression.type): producer keeps each batch as sent;
+    /// uncompressed, gzip, snappy, lz4 or zstd recompresses batches in another codec on the
+    /// way in [default: producer].
+    #[arg(long)]
+    pub compression_type: Option<String>,
+    /// Refuse (INVALID_TIMESTAMP) CreateTime records more than this many ms older than the
+    /// broker's clock (log.message.timestamp.before.max.ms); -1: no bound [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_message_timestamp_before_max_ms: Option<i64>,
+    /// Refuse (INVALID_TIMESTAMP) CreateTime records more than this many ms ahead of the
+    /// broker's clock (log.message.timestamp.after.max.ms, Kafka 4's default); -1: no bound
+    /// [default: 3600000].
+    #[arg(long, allow_negative_numbers = true)]
+    pub log_message_timestamp_after_max_ms: Option<i64>,
+    /// SCRAM users to create on the first start, one `name:password` per line (`#` lines and
+    /// empty lines skipped): each gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials with 4096
+    /// iterations, as `kafka-storage format --add-scram`; once credentials exist the file is
+    /// ignored (with a WARN) [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub sasl_users_file: Option<PathBuf>,
     /// Bytes per second this broker's leaders serve to throttled replicas (topic config leader.replication.throttled.replicas), per shard; a dynamic broker config overrides it (leader.replication.throttled.rate) [default: unlimited].
     #[arg(long)]
     pub leader_replication_throttled_rate: Option<u64>,
@@ -373,6 +417,15 @@ impl Settings {
             offsets_topic_replication_factor,
             transaction_state_log_replication_factor,
             transaction_state_log_min_isr,
+            compression_type,
+            log_message_timestamp_before_max_ms,
+            log_message_timestamp_after_max_ms,
+            sasl_users_file,
+            listeners,
+            listener_security_protocol_map,
+            advertised_listeners,
+            sasl_enabled_mechanisms,
+            connections_max_reauth_ms,
         )
     }
 
@@ -394,9 +447,73 @@ impl Settings {
         let mut c = Config::new(listen, data_dir, shards);
         let cpus = if cpus.is_empty() { &[0][..] } else { cpus };
         c.shard_cpus = (0..shards).map(|i| cpus[i % cpus.len()]).collect();
-        if let Some(a) = self.advertised_listener {
-            c.advertised_listener = parse_host_port(&a)?;
+        if self.listen.is_some() && self.listeners.is_some() {
+            return Err(
+                "settings listen (--listen) and listeners (--listeners) are both given: \
+                 --listen HOST:PORT is the shorthand for --listeners PLAINTEXT://HOST:PORT; \
+                 give one"
+                    .into(),
+            );
         }
+        if self.advertised_listener.is_some() && self.advertised_listeners.is_some() {
+            return Err("settings advertised_listener (--advertised-listener) and \
+                 advertised_listeners (--advertised-listeners) are both given: the first is \
+                 the shorthand for the first listener; give one"
+                .into());
+        }
+        match &self.listeners {
+            Some(l) => {
+                c.listeners = parse_listeners(
+                    l,
+                    self.listener_security_protocol_map.as_deref(),
+                    self.advertised_listeners.as_deref(),
+                )?;
+                if let Some(a) = &self.advertised_listener {
+                    c.listeners[0].advertised = parse_host_port(a)?;
+                }
+            }
+            None => {
+                if self.listener_security_protocol_map.is_some() {
+                    return Err("setting listener_security_protocol_map \
+                         (--listener-security-protocol-map) needs listeners (--listeners)"
+                        .into());
+                }
+                if let Some(a) = &self.advertised_listener {
+                    c.listeners[0].advertised = parse_host_port(a)?;
+                }
+                if let Some(a) = &self.advertised_listeners {
+                    let one = parse_listeners(&format!("PLAINTEXT://{}", c.listen), None, Some(a))?;
+                    c.listeners[0].advertised = one[0].advertised.clone();
+                }
+            }
+        }
+        c.listen = c.listeners[0].addr;
+        c.advertised_listener = c.listeners[0].advertised.clone();
+        if let Some(m) = &self.sasl_enabled_mechanisms {
+            let list: Vec<String> = m
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            if let Some(bad) = list
+                .iter()
+                .find(|x| !matches!(x.as_str(), "SCRAM-SHA-256" | "SCRAM-SHA-512" | "PLAIN"))
+            {
+                return Err(format!(
+                    "setting sasl_enabled_mechanisms (--sasl-enabled-mechanisms): '{bad}' is not \
+                     SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+                ));
+            }
+            if list.is_empty() {
+                return Err(
+                    "setting sasl_enabled_mechanisms (--sasl-enabled-mechanisms) is empty".into(),
+                );
+            }
+            c.sasl_enabled_mechanisms = list;
+        }
+        c.connections_max_reauth_ms = self
+            .connections_max_reauth_ms
+            .unwrap_or(c.connections_max_reauth_ms);
         let set = |v: Option<u64>, d: u64| v.unwrap_or(d);
         c.node_id = self.node_id.unwrap_or(c.node_id);
         c.auto_create_topics = self.auto_create_topics.unwrap_or(c.auto_create_topics);
@@ -497,6 +614,39 @@ impl Settings {
             .unwrap_or(c.default_replication_factor);
         c.rack = self.rack;
         c.min_insync_replicas = self.min_insync_replicas.unwrap_or(c.min_insync_replicas);
+        if let Some(path) = &self.sasl_users_file {
+            // Checked now, so a bad file stops the start; read again (and its passwords used)
+            // only when the users are created.
+            std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| crate::auth::scram::parse_users_file(&t))
+                .map_err(|e| {
+                    format!(
+                        "setting sasl_users_file (--sasl-users-file) {}: {e}",
+                        path.display()
+                    )
+                })?;
+        }
+        c.sasl_users_file = self.sasl_users_file.clone();
+        if let Some(v) = &self.compression_type {
+            c.compression_type =
+                crate::storage::catalog::TopicCompression::parse(v).ok_or_else(|| {
+                    format!(
+                        "setting compression_type (--compression-type) must be one of \
+                         uncompressed, zstd, lz4, snappy, gzip, producer, got '{v}'"
+                    )
+                })?;
+        }
+        c.message_timestamp_before_max_ms = no_bound_or(
+            "log_message_timestamp_before_max_ms",
+            self.log_message_timestamp_before_max_ms,
+            c.message_timestamp_before_max_ms,
+        )?;
+        c.message_timestamp_after_max_ms = no_bound_or(
+            "log_message_timestamp_after_max_ms",
+            self.log_message_timestamp_after_max_ms,
+            c.message_timestamp_after_max_ms,
+        )?;
         c.replica_lag_time_max_ms = self
             .replica_lag_time_max_ms
             .unwrap_or(c.replica_lag_time_max_ms);
@@ -586,7 +736,7 @@ impl Settings {
     /// Every setting of `c`, for `--print-config` (reads back as a config file).
     pub fn of(c: &Config, log_format: LogFormat) -> Settings {
         let limit = |v: Option<u64>| Some(v.map_or(-1, |n| n as i64));
-        Settings {
+        let mut out = Settings {
             listen: Some(c.listen),
             advertised_listener: Some(format!(
                 "{}:{}",
@@ -677,7 +827,34 @@ impl Settings {
                 c.transaction_state_log_replication_factor,
             ),
             transaction_state_log_min_isr: Some(c.transaction_state_log_min_isr),
+            compression_type: Some(c.compression_type.name().to_string()),
+            log_message_timestamp_before_max_ms: limit(c.message_timestamp_before_max_ms),
+            log_message_timestamp_after_max_ms: limit(c.message_timestamp_after_max_ms),
+            sasl_users_file: c.sasl_users_file.clone(),
+            listeners: None,
+            listener_security_protocol_map: None,
+            advertised_listeners: None,
+            sasl_enabled_mechanisms: Some(c.sasl_enabled_mechanisms.join(",")),
+            connections_max_reauth_ms: Some(c.connections_max_reauth_ms),
+        };
+        // One PLAINTEXT listener: the shorthand; else the listeners in Kafka's syntax.
+        let simple = c.listeners.len() == 1
+            && c.listeners[0].protocol == crate::config::SecurityProtocol::Plaintext
+            && c.listeners[0].name == "PLAINTEXT";
+        if !simple {
+            out.listen = None;
+            out.advertised_listener = None;
+            let join = |f: &dyn Fn(&crate::config::Listener) -> String| {
+                c.listeners.iter().map(f).collect::<Vec<_>>().join(",")
+            };
+            out.listeners = Some(join(&|l| format!("{}://{}", l.name, l.addr)));
+            out.listener_security_protocol_map =
+                Some(join(&|l| format!("{}:{}", l.name, l.protocol.name())));
+            out.advertised_listeners = Some(join(&|l| {
+                format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1)
+            }));
         }
+        out
     }
 
     /// TOML text of these settings.
@@ -726,6 +903,191 @@ fn unlimited_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Opti
         Some(v) if v >= 1 => Ok(Some(v as u64)),
         Some(v) => Err(format!(
             "setting {name} (--{}) must be -1 (no limit) or positive, got {v}",
+            name.replace('_', "-")
+        )),
+    }
+}
+
+/// One broker setting as DescribeConfigs shows it: its key (the config file's, the flag's
+/// with `-`), the Kafka name its documentation gives (the first `(kafka.name` in it), its
+/// documentation and its value under a configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettingDoc {
+    pub key: String,
+    pub kafka_name: Option<String>,
+    pub doc: String,
+    /// The value as text (None: unset); `is_bool`/`is_number` say how it is typed.
+    pub value: Option<String>,
+    pub is_bool: bool,
+    pub is_number: bool,
+}
+
+/// Every setting of `c`, documented from the flags' help, in flag order.
+pub fn documented(c: &Config) -> Vec<SettingDoc> {
+    use clap::Args;
+    let values: toml::Table =
+        toml::Table::try_from(Settings::of(c, LogFormat::default())).unwrap_or_default();
+    let kafka = regex::Regex::new(r"\(([a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)[;),]").ok();
+    Settings::augment_args(clap::Command::new("serve"))
+        .get_arguments()
+        .filter_map(|a| {
+            let key = a.get_id().as_str().to_string();
+            let doc = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            if key == "config" || key == "print_config" {
+                return None;
+            }
+            let kafka_name = kafka
+                .as_ref()
+                .and_then(|r| r.captures(&doc))
+                .map(|c| c[1].to_string());
+            let v = values.get(&key);
+            Some(SettingDoc {
+                kafka_name,
+                doc,
+                value: v.map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+                is_bool: matches!(v, Some(toml::Value::Boolean(_))),
+                is_number: matches!(v, Some(toml::Value::Integer(_))),
+                key,
+            })
+        })
+        .collect()
+}
+
+/// Kafka's listener syntax: `NAME://HOST:PORT,...` with each NAME's protocol from `map`
+/// (`NAME:PROTOCOL,...`) or the name itself, and each advertised address from `advertised`
+/// (same syntax, by name) or the listener's own.
+pub fn parse_listeners(
+    listeners: &str,
+    map: Option<&str>,
+    advertised: Option<&str>,
+) -> Result<Vec<crate::config::Listener>, String> {
+    use crate::config::{Listener, SecurityProtocol};
+    use std::net::ToSocketAddrs;
+    let bad = |what: &str, why: String| format!("setting {what}: {why}");
+    let entries = |text: &str, what: &str| -> Result<Vec<(String, String, u16)>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, rest) = part
+                .split_once("://")
+                .ok_or_else(|| bad(what, format!("'{part}' is not NAME://HOST:PORT")))?;
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| bad(what, format!("'{part}' is not NAME://HOST:PORT")))?;
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| bad(what, format!("'{port}' of '{part}' is not a port")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(bad(what, format!("'{name}' is not a listener name")));
+            }
+            out.push((name.to_ascii_uppercase(), host.to_string(), port));
+        }
+        if out.is_empty() {
+            return Err(bad(what, "no listener".into()));
+        }
+        Ok(out)
+    };
+    let what = "listeners (--listeners)";
+    let mut protocols: Vec<(String, SecurityProtocol)> = Vec::new();
+    if let Some(m) = map {
+        for part in m.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, proto) = part.split_once(':').ok_or_else(|| {
+                bad(
+                    "listener_security_protocol_map (--listener-security-protocol-map)",
+                    format!("'{part}' is not NAME:PROTOCOL"),
+                )
+            })?;
+            let p = SecurityProtocol::parse(&proto.to_ascii_uppercase()).ok_or_else(|| {
+                bad(
+                    "listener_security_protocol_map (--listener-security-protocol-map)",
+                    format!("'{proto}' is not PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL"),
+                )
+            })?;
+            protocols.push((name.to_ascii_uppercase(), p));
+        }
+    }
+    let mut out: Vec<Listener> = Vec::new();
+    for (name, host, port) in entries(listeners, what)? {
+        let protocol = protocols
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| *p)
+            .or_else(|| SecurityProtocol::parse(&name))
+            .ok_or_else(|| {
+                bad(
+                    what,
+                    format!(
+                        "listener {name} has no security protocol: name it PLAINTEXT or \
+                         SASL_PLAINTEXT, or map it with --listener-security-protocol-map \
+                         {name}:PROTOCOL"
+                    ),
+                )
+            })?;
+        if matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
+            return Err(bad(
+                what,
+                format!(
+                    "listener {name} is {}: TLS is not built yet (issue 17); use PLAINTEXT or \
+                     SASL_PLAINTEXT",
+                    protocol.name()
+                ),
+            ));
+        }
+        let bind_host = if host.is_empty() {
+            "0.0.0.0"
+        } else {
+            host.as_str()
+        };
+        let addr = (bind_host, port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                bad(
+                    what,
+                    format!("cannot resolve '{bind_host}' of listener {name}"),
+                )
+            })?;
+        if out.iter().any(|l| l.name == name) {
+            return Err(bad(what, format!("listener {name} is named twice")));
+        }
+        if out.iter().any(|l| l.addr.port() == port) {
+            return Err(bad(what, format!("port {port} is used by two listeners")));
+        }
+        out.push(Listener {
+            name,
+            protocol,
+            addr,
+            advertised: (addr.ip().to_string(), port),
+        });
+    }
+    if let Some(a) = advertised {
+        let what = "advertised_listeners (--advertised-listeners)";
+        for (name, host, port) in entries(a, what)? {
+            let l = out
+                .iter_mut()
+                .find(|l| l.name == name)
+                .ok_or_else(|| bad(what, format!("{name} is not a listener of --listeners")))?;
+            if host.is_empty() {
+                return Err(bad(what, format!("listener {name} advertises no host")));
+            }
+            l.advertised = (host, port);
+        }
+    }
+    Ok(out)
+}
+
+/// -1: no bound; 0 and up: that bound.
+fn no_bound_or(name: &str, v: Option<i64>, default: Option<u64>) -> Result<Option<u64>, String> {
+    match v {
+        None => Ok(default),
+        Some(-1) => Ok(None),
+        Some(v) if v >= 0 => Ok(Some(v as u64)),
+        Some(v) => Err(format!(
+            "setting {name} (--{}) must be -1 (no bound) or at least 0, got {v}",
             name.replace('_', "-")
         )),
     }

@@ -1386,7 +1386,16 @@ fn fetch_short_wait_without_data_returns_empty() {
 /// (overflow panics in debug builds) nor yield an offset outside the log.
 #[test]
 fn list_offsets_by_timestamp_survives_hostile_record_deltas() {
-    let mut broker = Broker::start_with(1, &["--auto-create-topics", "false"]);
+    // Timestamps far in the future are what this is about: no bound on them.
+    let mut broker = Broker::start_with(
+        1,
+        &[
+            "--auto-create-topics",
+            "false",
+            "--log-message-timestamp-after-max-ms",
+            "-1",
+        ],
+    );
     let mut s = broker.connect();
     create_topic(&mut s, "hostile-ts", 1);
     // Offset 0: base timestamp near i64::MAX, record timestamp delta +100 (overflows).
@@ -1483,5 +1492,82 @@ fn offset_for_leader_epoch_answers_from_the_epoch_cache() {
         empty(&mut s, 0, -1, 9),
         (UNKNOWN_TOPIC_OR_PARTITION, -1, -1)
     );
+    broker.stop();
+}
+
+/// DescribeTopicPartitions (API 75, what the Java admin client 3.7+ describes topics with):
+/// topics in name order, at most `response_partition_limit` partitions per response, and a
+/// cursor that pages through the rest; an unknown topic answers UNKNOWN_TOPIC_OR_PARTITION.
+#[test]
+fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    use kafka_protocol::messages::{
+        DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
+    };
+    let broker = Broker::start_with(1, &["--auto-create-topics", "false"]);
+    let mut s = broker.connect();
+    create_topic(&mut s, "dtp-b", 3);
+    create_topic(&mut s, "dtp-a", 2);
+    let ask = |s: &mut TcpStream, topics: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+        let req = DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| TopicRequest::default().with_name(name(t)))
+                    .collect(),
+            )
+            .with_response_partition_limit(limit)
+            .with_cursor(cursor.map(|(t, p)| {
+                Cursor::default()
+                    .with_topic_name(name(t))
+                    .with_partition_index(p)
+            }));
+        let r: DescribeTopicPartitionsResponse = call(s, 0, &req);
+        r
+    };
+    let seen = |r: &DescribeTopicPartitionsResponse| {
+        r.topics
+            .iter()
+            .flat_map(|t| {
+                let n = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                t.partitions
+                    .iter()
+                    .map(move |p| (n.clone(), p.partition_index, p.leader_id.0))
+            })
+            .collect::<Vec<_>>()
+    };
+    // Everything, sorted by name.
+    let all = ask(&mut s, &["dtp-b", "dtp-a", "dtp-nope"], 100, None);
+    assert_eq!(
+        seen(&all),
+        vec![
+            ("dtp-a".into(), 0, 0),
+            ("dtp-a".into(), 1, 0),
+            ("dtp-b".into(), 0, 0),
+            ("dtp-b".into(), 1, 0),
+            ("dtp-b".into(), 2, 0)
+        ]
+    );
+    assert!(all.next_cursor.is_none());
+    assert_eq!(all.topics[2].error_code, 3, "{:?}", all.topics[2]);
+    assert!(all.topics[0].topic_id != Uuid::nil());
+    // Pages of two partitions, following the cursor.
+    let mut cursor: Option<(String, i32)> = None;
+    let mut pages = Vec::new();
+    loop {
+        let r = ask(
+            &mut s,
+            &["dtp-a", "dtp-b"],
+            2,
+            cursor.as_ref().map(|(t, p)| (t.as_str(), *p)),
+        );
+        pages.push(seen(&r));
+        match r.next_cursor {
+            Some(c) => cursor = Some((c.topic_name.0.to_string(), c.partition_index)),
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert_eq!(pages.concat(), seen(&all));
     broker.stop();
 }

@@ -34,7 +34,9 @@ pub const EARLIEST: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).
 pub const LATEST: i64 = -1;
 /// DescribeConfigs / IncrementalAlterConfigs resource type of a topic.
-const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs / IncrementalAlterConfigs resource type of a broker.
+pub const RESOURCE_BROKER: i8 = 4;
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
@@ -303,11 +305,20 @@ fn config_source(source: i8) -> &'static str {
 }
 
 pub fn describe_topic_configs(client: &mut Client, topic: &str) -> Result<Vec<ConfigEntry>> {
+    describe_configs(client, RESOURCE_TOPIC, topic)
+}
+
+/// The configs of a resource (a topic, or a broker by id).
+pub fn describe_configs(
+    client: &mut Client,
+    resource_type: i8,
+    topic: &str,
+) -> Result<Vec<ConfigEntry>> {
     let conn = client.any()?;
     let v = conn.version_of::<DescribeConfigsRequest>(i16::MAX)?;
     let req = DescribeConfigsRequest::default().with_resources(vec![
         DescribeConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_type(resource_type)
             .with_resource_name(s(topic))
             .with_configuration_keys(None),
     ]);
@@ -318,7 +329,11 @@ pub fn describe_topic_configs(client: &mut Client, topic: &str) -> Result<Vec<Co
         .ok_or_else(|| Error::other("DescribeConfigs: empty answer"))?;
     check(
         r.error_code,
-        format!("describing the configs of topic '{topic}'"),
+        if resource_type == RESOURCE_TOPIC {
+            format!("describing the configs of topic '{topic}'")
+        } else {
+            format!("describing the configs of broker {topic}")
+        },
         r.error_message.as_deref(),
     )?;
     let mut out: Vec<ConfigEntry> = r
@@ -342,6 +357,17 @@ pub fn alter_topic_configs(
     set: &[(String, String)],
     delete: &[String],
 ) -> Result<()> {
+    alter_configs(client, RESOURCE_TOPIC, topic, set, delete)
+}
+
+/// Sets and removes configs of a resource (a topic; a broker by id, or "" for every broker).
+pub fn alter_configs(
+    client: &mut Client,
+    resource_type: i8,
+    topic: &str,
+    set: &[(String, String)],
+    delete: &[String],
+) -> Result<()> {
     let conn = client.any()?;
     let v = conn.version_of::<IncrementalAlterConfigsRequest>(i16::MAX)?;
     let mut configs: Vec<AlterableConfig> = set
@@ -361,7 +387,7 @@ pub fn alter_topic_configs(
     }));
     let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
         AlterConfigsResource::default()
-            .with_resource_type(RESOURCE_TOPIC)
+            .with_resource_type(resource_type)
             .with_resource_name(s(topic))
             .with_configs(configs),
     ]);
@@ -372,7 +398,13 @@ pub fn alter_topic_configs(
         .ok_or_else(|| Error::other("IncrementalAlterConfigs: empty answer"))?;
     check(
         r.error_code,
-        format!("altering the configs of topic '{topic}'"),
+        if resource_type == RESOURCE_TOPIC {
+            format!("altering the configs of topic '{topic}'")
+        } else if topic.is_empty() {
+            "altering the dynamic configs of every broker".to_string()
+        } else {
+            format!("altering the dynamic configs of broker {topic}")
+        },
         r.error_message.as_deref(),
     )
 }
@@ -1189,6 +1221,92 @@ pub fn fetch(
     Ok(out)
 }
 
+// ---------------------------------------------------------------------------------------------
+// SCRAM credentials (KIP-554)
+
+/// A user's SCRAM credentials: (user, [(mechanism id, iterations)]).
+pub type UserCredentials = (String, Vec<(i8, i32)>);
+
+/// Every user with SCRAM credentials.
+pub fn describe_scram(client: &mut Client) -> Result<Vec<UserCredentials>> {
+    use kafka_protocol::messages::DescribeUserScramCredentialsRequest;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeUserScramCredentialsRequest>(0)?;
+    let resp = conn.call(
+        &DescribeUserScramCredentialsRequest::default().with_users(None),
+        v,
+    )?;
+    check(
+        resp.error_code,
+        "describing SCRAM credentials".to_string(),
+        resp.error_message.as_deref(),
+    )?;
+    Ok(resp
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.user.to_string(),
+                r.credential_infos
+                    .iter()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// Sets (salted password, salt, iterations) and removes SCRAM credentials of `user`.
+pub fn alter_scram(
+    client: &mut Client,
+    user: &str,
+    upsert: &[(i8, i32, Vec<u8>, Vec<u8>)],
+    delete: &[i8],
+) -> Result<()> {
+    use kafka_protocol::messages::AlterUserScramCredentialsRequest;
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    let conn = client.any()?;
+    let v = conn.version_of::<AlterUserScramCredentialsRequest>(0)?;
+    let req = AlterUserScramCredentialsRequest::default()
+        .with_deletions(
+            delete
+                .iter()
+                .map(|m| {
+                    ScramCredentialDeletion::default()
+                        .with_name(s(user))
+                        .with_mechanism(*m)
+                })
+                .collect(),
+        )
+        .with_upsertions(
+            upsert
+                .iter()
+                .map(|(m, i, salt, salted)| {
+                    ScramCredentialUpsertion::default()
+                        .with_name(s(user))
+                        .with_mechanism(*m)
+                        .with_iterations(*i)
+                        .with_salt(bytes::Bytes::from(salt.clone()))
+                        .with_salted_password(bytes::Bytes::from(salted.clone()))
+                })
+                .collect(),
+        );
+    let resp = conn.call(&req, v)?;
+    for r in &resp.results {
+        check(
+            r.error_code,
+            format!(
+                "changing the SCRAM credentials of user '{}'",
+                r.user.as_str()
+            ),
+            r.error_message.as_deref(),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1213,4 +1331,113 @@ mod tests {
         assert!(decode_assignment(&b[..7]).is_none());
         assert!(decode_assignment(&[]).expect("empty").is_empty());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client quotas
+
+/// One client quota entity and its quotas, as DescribeClientQuotas answers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuotaEntry {
+    /// (entity type, name; None for the type's default)
+    pub entity: Vec<(String, Option<String>)>,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Every client quota whose entity matches `components`: (entity type, name), a None name
+/// matching the type's default entity; none: every quota.
+pub fn describe_client_quotas(
+    client: &mut Client,
+    components: &[(String, Option<String>)],
+) -> Result<Vec<QuotaEntry>> {
+    use kafka_protocol::messages::DescribeClientQuotasRequest;
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeClientQuotasRequest>(1)?;
+    let req = DescribeClientQuotasRequest::default()
+        .with_components(
+            components
+                .iter()
+                .map(|(t, n)| {
+                    ComponentData::default()
+                        .with_entity_type(s(t))
+                        .with_match_type(if n.is_some() { 0 } else { 1 })
+                        .with_match(n.as_deref().map(s))
+                })
+                .collect(),
+        )
+        .with_strict(false);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "DescribeClientQuotas",
+        resp.error_message.as_deref(),
+    )?;
+    Ok(resp
+        .entries
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| QuotaEntry {
+            entity: e
+                .entity
+                .iter()
+                .map(|p| {
+                    (
+                        p.entity_type.to_string(),
+                        p.entity_name.as_ref().map(|n| n.to_string()),
+                    )
+                })
+                .collect(),
+            values: e
+                .values
+                .iter()
+                .map(|v| (v.key.to_string(), v.value))
+                .collect(),
+        })
+        .collect())
+}
+
+/// Sets (Some) or removes (None) quotas of one client quota entity, on the controller.
+pub fn alter_client_quotas(
+    client: &mut Client,
+    entity: &[(String, Option<String>)],
+    ops: &[(String, Option<f64>)],
+) -> Result<()> {
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let conn = controller(client)?;
+    let v = conn.version_of::<AlterClientQuotasRequest>(1)?;
+    let req = AlterClientQuotasRequest::default().with_entries(vec![
+        EntryData::default()
+            .with_entity(
+                entity
+                    .iter()
+                    .map(|(t, n)| {
+                        EntityData::default()
+                            .with_entity_type(s(t))
+                            .with_entity_name(n.as_deref().map(s))
+                    })
+                    .collect(),
+            )
+            .with_ops(
+                ops.iter()
+                    .map(|(k, val)| {
+                        OpData::default()
+                            .with_key(s(k))
+                            .with_value(val.unwrap_or(0.0))
+                            .with_remove(val.is_none())
+                    })
+                    .collect(),
+            ),
+    ]);
+    let resp = conn.call(&req, v)?;
+    let r = resp
+        .entries
+        .first()
+        .ok_or_else(|| Error::other("AlterClientQuotas: empty answer"))?;
+    check(
+        r.error_code,
+        "altering client quotas",
+        r.error_message.as_deref(),
+    )
 }

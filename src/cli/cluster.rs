@@ -1,5 +1,6 @@
 //! `spate admin cluster status`: the brokers that serve, the active controller, each voter of
 //! the metadata quorum with its lag behind the leader, and the partitions without a leader.
+//! `spate admin cluster config`: a broker's settings, and the dynamic broker configs.
 
 use serde::Serialize;
 
@@ -27,7 +28,66 @@ struct Status {
 pub fn run(common: &Common, cmd: ClusterCommand) -> Result<()> {
     match cmd {
         ClusterCommand::Status => status(common),
+        ClusterCommand::Config {
+            broker,
+            configs,
+            delete_configs,
+        } => config(common, broker, &configs, &delete_configs),
     }
+}
+
+fn config(
+    common: &Common,
+    broker: Option<i32>,
+    configs: &[String],
+    delete: &[String],
+) -> Result<()> {
+    let mut client = common.client()?;
+    let name = broker.map(|b| b.to_string()).unwrap_or_default();
+    if configs.is_empty() && delete.is_empty() {
+        // Show: a broker's settings (the one named, else the one bootstrapped from).
+        let node = match broker {
+            Some(b) => b.to_string(),
+            None => api::describe_cluster(&mut client)?
+                .brokers
+                .first()
+                .map(|b| b.id.to_string())
+                .unwrap_or_default(),
+        };
+        let entries = api::describe_configs(&mut client, api::RESOURCE_BROKER, &node)?;
+        if common.json {
+            return print_json(&entries);
+        }
+        let mut t = Table::new(&["CONFIG", "VALUE", "SOURCE", "DYNAMIC"]);
+        for e in &entries {
+            t.row(vec![
+                e.name.clone(),
+                e.value.clone().unwrap_or_else(|| "-".into()),
+                e.source.to_string(),
+                if e.read_only { "no" } else { "yes" }.to_string(),
+            ]);
+        }
+        return write_stdout(&t.render());
+    }
+    let set = configs
+        .iter()
+        .map(|c| super::key_value(c, "--config"))
+        .collect::<Result<Vec<_>>>()?;
+    api::alter_configs(&mut client, api::RESOURCE_BROKER, &name, &set, delete)?;
+    let whom = broker.map_or("every broker".to_string(), |b| format!("broker {b}"));
+    if common.json {
+        return print_json(&serde_json::json!({
+            "broker": broker, "set": set.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(), "deleted": delete
+        }));
+    }
+    let mut text = String::new();
+    for (k, v) in &set {
+        text.push_str(&format!("Set {k}={v} for {whom}.\n"));
+    }
+    for k in delete {
+        text.push_str(&format!("Removed {k} for {whom}.\n"));
+    }
+    write_stdout(&text)
 }
 
 fn status(common: &Common) -> Result<()> {

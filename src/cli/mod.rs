@@ -17,9 +17,11 @@ pub mod error;
 mod group;
 pub mod output;
 mod produce;
+mod quota;
 mod time;
 mod topic;
 mod txn;
+mod user;
 
 use clap::{ArgGroup, Args, Subcommand};
 
@@ -63,6 +65,64 @@ pub enum AdminCommand {
     Cluster(ClusterArgs),
     /// List and describe transactions, and abort one that hangs in a partition.
     Txn(TxnArgs),
+    /// List, set and delete users' SCRAM credentials (SASL/SCRAM-SHA-256 and -512).
+    User(UserArgs),
+    /// Set, remove and list client quotas (byte rates, request percentage) per user and
+    /// client id.
+    Quota(QuotaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: QuotaCommand,
+}
+
+/// A client quota entity: a user, a client id, or both (`<default>`: the default one).
+#[derive(Args, Debug, Clone)]
+pub struct QuotaEntityArgs {
+    /// The user (principal name; `ANONYMOUS` without authentication), or `<default>`.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The client id, or `<default>`.
+    #[arg(long)]
+    pub client_id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCommand {
+    /// Set quotas of an entity.
+    Set {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        /// Produced bytes per second.
+        #[arg(long, value_name = "BYTES")]
+        producer_byte_rate: Option<f64>,
+        /// Fetched bytes per second.
+        #[arg(long, value_name = "BYTES")]
+        consumer_byte_rate: Option<f64>,
+        /// Percent of one thread's time spent on the client's requests.
+        #[arg(long, value_name = "PERCENT")]
+        request_percentage: Option<f64>,
+    },
+    /// Remove quotas of an entity (the named ones, or all three).
+    Remove {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+        #[arg(long)]
+        producer_byte_rate: bool,
+        #[arg(long)]
+        consumer_byte_rate: bool,
+        #[arg(long)]
+        request_percentage: bool,
+    },
+    /// List quotas: all, or those of entities that have the given user and/or client id.
+    List {
+        #[command(flatten)]
+        entity: QuotaEntityArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +155,40 @@ pub enum TxnCommand {
 }
 
 #[derive(Args, Debug)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Every user with SCRAM credentials: mechanisms and iterations (never a key).
+    List,
+    /// Give a user credentials (salted and hashed here: the password never reaches the
+    /// broker).
+    Set {
+        user: String,
+        /// The password; `-` reads one line from stdin (keeps it out of `ps`).
+        #[arg(long)]
+        password: String,
+        /// SCRAM-SHA-256, SCRAM-SHA-512 or both (repeatable) [default: both].
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
+        /// PBKDF2 iterations, 4096 to 16384.
+        #[arg(long, default_value_t = 4096)]
+        iterations: i32,
+    },
+    /// Remove a user's credentials (every mechanism unless --mechanism).
+    Delete {
+        user: String,
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct ClusterArgs {
     #[command(flatten)]
     pub common: Common,
@@ -107,6 +201,20 @@ pub enum ClusterCommand {
     /// Brokers that serve, the active controller, each voter's Raft state and lag, and the
     /// partitions without a leader.
     Status,
+    /// Show a broker's settings, or change the dynamic broker configs (the topic defaults
+    /// and throttle rates that change at run time) of every broker or of one (--broker).
+    Config {
+        /// The broker whose own dynamic configs change (default: every broker's).
+        #[arg(long)]
+        broker: Option<i32>,
+        /// Set a dynamic broker config, KEY=VALUE (repeatable), e.g.
+        /// --config log.retention.ms=3600000.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove a dynamic broker config (repeatable).
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -303,12 +411,14 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Consume(a) => consume::run(a),
         AdminCommand::Cluster(a) => cluster::run(&a.common, a.command),
         AdminCommand::Txn(a) => txn::run(&a.common, a.command),
+        AdminCommand::User(a) => user::run(&a.common, a.command),
+        AdminCommand::Quota(a) => quota::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }
 
 /// Splits KEY=VALUE (`what` names the option in the error).
-fn key_value(s: &str, what: &str) -> Result<(String, String), Error> {
+pub(crate) fn key_value(s: &str, what: &str) -> Result<(String, String), Error> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(Error::other(format!("{what} '{s}' is not KEY=VALUE"))),

@@ -112,6 +112,20 @@ pub fn decide(
         };
         out.outcomes.push((t.name.clone(), outcome));
     }
+    // Client quotas: the cluster's own setting of a key wins over the one-node broker's.
+    out.records.extend(
+        req.client_quotas
+            .iter()
+            .filter(|q| {
+                !q.remove
+                    && image
+                        .client_quotas()
+                        .get(&q.entity)
+                        .is_none_or(|keys| !keys.contains_key(&q.key))
+            })
+            .cloned()
+            .map(MetadataRecord::ClientQuota),
+    );
     if req.next_producer_id > image.next_producer_id() {
         out.records
             .push(MetadataRecord::ProducerIds(ProducerIdsRecord {
@@ -165,6 +179,7 @@ mod tests {
             broker_epoch: epoch,
             topics,
             next_producer_id: pid,
+            client_quotas: Vec::new(),
         }
     }
 
@@ -243,5 +258,40 @@ mod tests {
         assert_eq!(image.next_producer_id(), 5000);
         let lower = decide(&image, &req(5, Vec::new(), 1000)).unwrap();
         assert!(lower.records.is_empty());
+    }
+
+    #[test]
+    fn client_quotas_come_along_unless_the_cluster_sets_the_key() {
+        use crate::storage::metadata::record::{ClientQuotaRecord, QuotaEntityPart, QuotaValue};
+        let quota = |key: &str, value: f64| ClientQuotaRecord {
+            entity: vec![QuotaEntityPart {
+                entity_type: "client-id".into(),
+                entity_name: Some("app".into()),
+            }],
+            key: key.into(),
+            value: QuotaValue(value),
+            remove: false,
+        };
+        let mut image = image_with_broker(5);
+        image
+            .apply(&MetadataRecord::ClientQuota(quota(
+                "producer_byte_rate",
+                1.0,
+            )))
+            .unwrap();
+        let mut r = req(5, Vec::new(), 0);
+        r.client_quotas = vec![
+            quota("producer_byte_rate", 2.0),
+            quota("consumer_byte_rate", 3.0),
+        ];
+        let d = decide(&image, &r).unwrap();
+        image.apply_all(&d.records).unwrap();
+        let keys = image.client_quotas().values().next().unwrap();
+        assert_eq!(
+            keys["producer_byte_rate"],
+            QuotaValue(1.0),
+            "the cluster's own"
+        );
+        assert_eq!(keys["consumer_byte_rate"], QuotaValue(3.0), "imported");
     }
 }

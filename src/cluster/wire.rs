@@ -77,6 +77,14 @@ pub struct ConfigChange {
     pub ops: Vec<(String, Option<String>)>,
 }
 
+/// AlterClientQuotas' change of one entity, as forwarded: the entity's (type, name) parts
+/// (None: the default) and its ops, (key, Some(value)) to set, (key, None) to remove.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaAlteration {
+    pub entity: Vec<(String, Option<String>)>,
+    pub ops: Vec<(String, Option<crate::storage::metadata::record::QuotaValue>)>,
+}
+
 /// A broker's local replica of a partition awaiting unclean-shutdown recovery (see
 /// `cluster::election::recovery_records`): the epoch of its last batch and its log end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +141,12 @@ pub enum Request {
     },
     /// The quorum as the active controller sees it (DescribeQuorum, `spate cluster status`).
     QuorumStatus,
+    /// AlterClientQuotas: one answer per entity.
+    AlterClientQuotas {
+        context: Forwarded,
+        entries: Vec<QuotaAlteration>,
+        validate_only: bool,
+    },
     /// The next block of producer ids (made durable in the metadata before the answer).
     AllocateProducerIds,
     /// An observer (a broker that is not a voter) asks for the committed metadata entries
@@ -166,6 +180,22 @@ pub enum Request {
     /// A broker whose data dir held a one-node broker imports its topics (see
     /// `cluster::import`): every partition with this broker as its only replica and leader.
     ImportOneNode(OneNodeImportRequest),
+    /// AlterUserScramCredentials (KIP-554): credentials set or removed, one result each.
+    AlterScram {
+        context: Forwarded,
+        changes: Vec<ScramChange>,
+    },
+}
+
+/// One SCRAM credential change, as AlterUserScramCredentials carries it: a removal, or a
+/// salted password with its salt and iterations (never the password).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramChange {
+    pub user: String,
+    /// Kafka's ScramMechanism id.
+    pub mechanism: i8,
+    /// (iterations, salt, salted password); None removes the credential.
+    pub upsert: Option<(i32, Vec<u8>, Vec<u8>)>,
 }
 
 /// A broker's import of the one-node broker its data dir held.
@@ -177,6 +207,9 @@ pub struct OneNodeImportRequest {
     pub topics: Vec<crate::storage::metadata::import::ImportTopic>,
     /// The first producer id the one-node broker never handed out.
     pub next_producer_id: i64,
+    /// Its client quotas (each taken unless the cluster sets that key of that entity).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_quotas: Vec<crate::storage::metadata::record::ClientQuotaRecord>,
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).

@@ -94,6 +94,7 @@ pub const LOG_CONFIG: LogConfig = LogConfig {
     segment_bytes: OFFSETS_SEGMENT_BYTES,
     segment_ms: None,
     index_interval_bytes: 4096,
+    ..LogConfig::BASE
 };
 
 /// The partition count of `__consumer_offsets` in `data_dir`: the one it was created with,

@@ -283,14 +283,33 @@ fn varint(b: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-/// For an uncompressed batch, the (offset, timestamp) of its first record whose timestamp is
-/// at least `target`. Compressed and LogAppendTime batches are not opened: their base offset
-/// and max timestamp stand for all their records.
+/// The (offset, timestamp) of a batch's first record whose timestamp is at least `target`,
+/// as Kafka finds it: a compressed batch is decompressed (at most 64 MiB) and its records
+/// read. LogAppendTime batches are not opened (every record has the max timestamp), nor is a
+/// compressed batch that does not decompress: its base offset and max timestamp stand for all
+/// its records.
 pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
     let header = BatchHeader::parse(batch)?;
-    if header.compression() != 0 || header.is_log_append_time() {
-        return (header.max_timestamp >= target)
-            .then_some((header.base_offset, header.max_timestamp));
+    let whole =
+        || (header.max_timestamp >= target).then_some((header.base_offset, header.max_timestamp));
+    if header.is_log_append_time() {
+        return whole();
+    }
+    if header.compression() != 0 {
+        if header.max_timestamp < target {
+            return None;
+        }
+        let end = header.total_len().min(batch.len());
+        let payload = Bytes::copy_from_slice(batch.get(HEADER_LEN..end)?);
+        let Ok(records) = super::codec::decompress(header.compression(), payload, 64 << 20) else {
+            return whole();
+        };
+        let mut plain = batch[..HEADER_LEN].to_vec();
+        plain.extend_from_slice(&records);
+        let total = i32::try_from(plain.len() - LOG_OVERHEAD).ok()?;
+        plain[8..12].copy_from_slice(&total.to_be_bytes());
+        plain[21..23].copy_from_slice(&(header.attributes & !ATTR_COMPRESSION_MASK).to_be_bytes());
+        return first_offset_at_or_after(&plain, target).or_else(whole);
     }
     let end = header.total_len().min(batch.len());
     let mut pos = HEADER_LEN;
@@ -318,7 +337,7 @@ pub fn first_offset_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
 }
 
 /// Reads a zigzag varint at `pos`: (value, position after it).
-fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
+pub(crate) fn get_varint(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
     let mut z: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(pos)?;

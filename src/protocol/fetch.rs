@@ -244,6 +244,38 @@ pub fn encode(
     chunks
 }
 
+/// The bytes a Fetch response puts on the wire (size prefix included), for the consumer
+/// byte-rate quota.
+pub fn response_len(chunks: &[Chunk]) -> usize {
+    chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Mem(b) => b.len(),
+            Chunk::File(s) => s.len,
+        })
+        .sum()
+}
+
+/// Writes `throttle_ms` into an encoded Fetch response of `version` (as [`encode`] lays it
+/// out: size, correlation id, header tags in v12+, then throttle_time_ms). The first chunk is
+/// changed in place when nothing else holds it, else copied (only throttled responses pay).
+pub fn set_throttle_time_ms(chunks: &mut [Chunk], version: i16, throttle_ms: i32) {
+    let at = if version >= 12 { 9 } else { 8 };
+    let Some(Chunk::Mem(first)) = chunks.first_mut() else {
+        debug_assert!(false, "a Fetch response starts with its header in memory");
+        return;
+    };
+    if first.len() < at + 4 {
+        debug_assert!(false, "a Fetch response header of {} bytes", first.len());
+        return;
+    }
+    let mut head = std::mem::take(first)
+        .try_into_mut()
+        .unwrap_or_else(|b| BytesMut::from(&b[..]));
+    head[at..at + 4].copy_from_slice(&throttle_ms.to_be_bytes());
+    *first = head.freeze();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,7 +320,10 @@ mod tests {
                 port: 9092,
                 rack: Some("r1".into()),
             }];
-            let chunks = encode(version, 99, 0, topics, &endpoints);
+            let mut chunks = encode(version, 99, 0, topics, &endpoints);
+            let len = response_len(&chunks);
+            set_throttle_time_ms(&mut chunks, version, 1234);
+            assert_eq!(response_len(&chunks), len);
             let mut wire = BytesMut::new();
             for c in chunks {
                 match c {
@@ -305,6 +340,7 @@ mod tests {
             assert_eq!(header.correlation_id, 99);
             let resp = FetchResponse::decode(&mut body, version).unwrap();
             assert!(body.is_empty(), "v{version}: {} bytes left", body.len());
+            assert_eq!(resp.throttle_time_ms, 1234, "v{version}");
             let t = &resp.responses[0];
             if version >= 13 {
                 assert_eq!(t.topic_id, id);

@@ -9,6 +9,7 @@
 //!   files.
 
 pub mod batch;
+pub mod codec;
 pub mod fetch;
 pub mod versions;
 

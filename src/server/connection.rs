@@ -202,6 +202,10 @@ enum ConnError {
     NotAdmitted(&'static str),
     #[error("no complete request within connections_max_idle_ms")]
     Idle,
+    #[error("SASL authentication failed")]
+    AuthenticationFailed,
+    #[error("the SASL session ended (connections_max_reauth_ms) without a re-authentication")]
+    SessionExpired,
     #[error(
         "the client spoke TLS to the plaintext listener (its first bytes are a TLS \
          ClientHello): this listener has no TLS; connect without TLS (security.protocol=PLAINTEXT)"
@@ -209,7 +213,7 @@ enum ConnError {
     TlsOnPlaintext,
 }
 
-pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConns>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConns>, stream: TcpStream, listener: usize) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -220,7 +224,7 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConns>, stream: TcpStream) {
         .set(shard.stats.connections.get() + 1);
     tracing::debug!(shard = shard.id, %peer, "connection accepted");
     let peer_addr: Rc<str> = peer.as_str().into();
-    let result = run(&shard, &conns, stream, &peer_addr).await;
+    let result = run(&shard, &conns, stream, &peer_addr, listener).await;
     shard
         .stats
         .connections
@@ -264,7 +268,7 @@ struct InFlight {
     started: std::time::Instant,
     api: &'static str,
     /// The handler, running as its own (detached) task.
-    answer: glommio::task::JoinHandle<anyhow::Result<Option<Vec<Chunk>>>>,
+    answer: glommio::task::JoinHandle<anyhow::Result<handlers::Answer>>,
     /// The frame's share of the shard's in-flight budget, held until the answer is written.
     _budget: FrameBudget,
     _busy: Busy,
@@ -304,6 +308,7 @@ async fn run(
     conns: &Rc<ShardConns>,
     stream: TcpStream,
     peer_addr: &Rc<str>,
+    listener: usize,
 ) -> Result<(), ConnError> {
     // Non-blocking for good, so sendfile never stalls the shard. glommio's stream only ever
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
@@ -318,9 +323,19 @@ async fn run(
     let activity = Activity {
         last: Cell::new(Instant::now()),
         pending: Cell::new(0),
+        mute: handlers::Mute::default(),
     };
     let reading = async {
-        let r = read_loop(shard, conns, &mut read_half, peer_addr, tx, &activity).await;
+        let r = read_loop(
+            shard,
+            conns,
+            &mut read_half,
+            peer_addr,
+            tx,
+            &activity,
+            listener,
+        )
+        .await;
         read_result.set(Some(r));
         // The writer finishes the answers already under way and ends the connection.
         futures_lite::future::pending::<Result<(), ConnError>>().await
@@ -340,6 +355,10 @@ struct Activity {
     last: Cell<Instant>,
     /// Requests read and not yet answered.
     pending: Cell<usize>,
+    /// A client over its quota is not read from until its throttle passes (KIP-219: the
+    /// broker mutes the channel for the throttle time after sending the throttled response;
+    /// a Produce mutes it as soon as it is counted, too, so the requests behind it wait).
+    mute: handlers::Mute,
 }
 
 impl Activity {
@@ -386,12 +405,13 @@ fn socket_fd(stream: &TcpStream) -> BorrowedFd<'_> {
 }
 
 /// Where a connection stands with authentication. Requests are admitted by state: before
-/// authentication only the APIs that lead to it are (ApiVersions, and the SASL handshake once
-/// SASL listeners exist), after it every API is, on behalf of the authenticated principal.
+/// authentication only the APIs that lead to it are (ApiVersions, SaslHandshake and
+/// SaslAuthenticate on a SASL listener, see `server::sasl`), after it every API is, on
+/// behalf of the authenticated principal.
 /// A PLAINTEXT listener's connections start authenticated as `User:ANONYMOUS`, as in Kafka.
 #[derive(Debug)]
 pub enum ConnState {
-    /// Only the authentication exchange is admitted (SASL listeners; none exist yet).
+    /// Only the authentication exchange is admitted (a SASL listener's new connection).
     Authenticating,
     Authenticated(handlers::Principal),
 }
@@ -420,6 +440,7 @@ async fn read_loop(
     peer_addr: &Rc<str>,
     tx: glommio::channels::local_channel::LocalSender<InFlight>,
     activity: &Activity,
+    listener: usize,
 ) -> Result<(), ConnError> {
     let mut reader = FrameReader {
         request_bytes_max: shard.config.request_bytes_max,
@@ -428,11 +449,23 @@ async fn read_loop(
         conns: conns.clone(),
         first: true,
     };
-    let state = ConnState::Authenticated(handlers::Principal::anonymous());
+    let sasl_listener = shard
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.protocol.sasl());
+    let mut state = if sasl_listener {
+        ConnState::Authenticating
+    } else {
+        ConnState::Authenticated(handlers::Principal::anonymous())
+    };
+    let mut sasl = super::sasl::Session::default();
     loop {
         if shard.stopping.get() {
             return Ok(());
         }
+        // A throttled client's next request waits, in the socket, until the throttle passes.
+        activity.mute.passed().await;
         let (frame, budget) = match reader.next(stream).await? {
             Next::Frame(f, budget) => (f, budget),
             Next::Closed => return Ok(()),
@@ -457,10 +490,51 @@ async fn read_loop(
             Ok(Decoded::ApiVersionsUnsupported { correlation_id }) => {
                 drop(ordered);
                 let answer = handlers::unsupported_version_response(correlation_id)
-                    .map(|b| Some(vec![Chunk::Mem(b)]));
+                    .map(|b| handlers::Answer::unthrottled(Some(vec![Chunk::Mem(b)])));
                 glommio::spawn_local(async move { answer }).detach()
             }
+            Ok(Decoded::Request(req))
+                if sasl_listener
+                    && matches!(
+                        req.api_key,
+                        kafka_protocol::messages::ApiKey::SaslHandshake
+                            | kafka_protocol::messages::ApiKey::SaslAuthenticate
+                    ) =>
+            {
+                // The exchange changes this connection's state: handled here, in order.
+                drop(ordered);
+                let step = sasl.step(shard, *req, peer_addr).await;
+                if let Some(p) = &sasl.principal {
+                    state = ConnState::Authenticated(p.clone());
+                }
+                let answer = Ok(handlers::Answer::unthrottled(Some(vec![Chunk::Mem(
+                    step.response,
+                )])));
+                let task = glommio::spawn_local(async move { answer }).detach();
+                let in_flight = InFlight {
+                    started,
+                    api,
+                    answer: task,
+                    _budget: budget,
+                    _busy: busy,
+                };
+                if tx.send(in_flight).await.is_err() {
+                    return Ok(());
+                }
+                if step.failed {
+                    // The failure is answered, then the connection closes.
+                    return Err(ConnError::AuthenticationFailed);
+                }
+                continue;
+            }
             Ok(Decoded::Request(req)) => {
+                if sasl.expired(Instant::now())
+                    && req.api_key != kafka_protocol::messages::ApiKey::ApiVersions
+                {
+                    // KIP-368: the session ended without a re-authentication.
+                    shard.metrics.record(api, 0, true);
+                    return Err(ConnError::SessionExpired);
+                }
                 let Some(principal) = state.admits(req.api_key) else {
                     shard.metrics.record(api, 0, true);
                     return Err(ConnError::NotAdmitted(api));
@@ -480,6 +554,8 @@ async fn read_loop(
                     peer_addr,
                     principal,
                     ordered,
+                    activity.mute.clone(),
+                    listener,
                 );
                 glommio::spawn_local(async move { handlers::dispatch(&ctx, body).await }).detach()
             }
@@ -508,12 +584,22 @@ async fn write_loop(
 ) -> Result<(), ConnError> {
     while let Some(f) = rx.recv().await {
         let result = async {
-            let chunks = f
+            let answer = f
                 .answer
                 .await
                 .ok_or_else(|| anyhow::anyhow!("request handler task was cancelled"))??;
-            if let Some(chunks) = chunks {
+            let throttle = Duration::from_millis(answer.throttle_ms);
+            if answer.throttle_ms > 0 && answer.throttle_before_send {
+                // Versions before KIP-219: the response itself is held back, and nothing more
+                // is read meanwhile.
+                activity.mute.mute_for(throttle);
+                glommio::timer::sleep(throttle).await;
+            }
+            if let Some(chunks) = answer.chunks {
                 write_chunks(shard, stream, chunks).await?;
+            }
+            if answer.throttle_ms > 0 && !answer.throttle_before_send {
+                activity.mute.mute_for(throttle);
             }
             Ok::<(), ConnError>(())
         }

@@ -15,6 +15,7 @@
 pub mod connection;
 pub mod handlers;
 pub mod metrics_http;
+pub mod sasl;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -61,6 +62,85 @@ const TRIM_AFTER_CLOSED_CONNECTIONS: u64 = 64;
 /// How long a stopping shard waits for in-flight requests.
 const DRAIN_MS_MAX: u64 = 10_000;
 
+/// `--sasl-users-file`: on the first start (no SCRAM credential in the metadata yet), every
+/// user of the file gets SCRAM-SHA-256 and SCRAM-SHA-512 credentials with 4096 iterations,
+/// through the controller as AlterUserScramCredentials would (forwarded to the active
+/// controller in a cluster, retried while there is none); once credentials exist the file is
+/// ignored with a WARN. Passwords are read here and never kept or logged.
+async fn create_first_users(shard: &Rc<Shard>, path: &std::path::Path) {
+    use crate::auth::scram::{ITERATIONS_MIN, Mechanism};
+    use crate::shard::calls::{AlterScram, ScramCredentials};
+    shard.until_serving().await;
+    let users = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| crate::auth::scram::parse_users_file(&t))
+    {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "--sasl-users-file cannot be read: no users created");
+            return;
+        }
+    };
+    for attempt in 0..120 {
+        if attempt > 0 {
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+        }
+        let Ok(existing) = shard
+            .call(crate::placement::CONTROLLER_SHARD, ScramCredentials)
+            .await
+        else {
+            return;
+        };
+        if !existing.is_empty() {
+            if attempt == 0 {
+                tracing::warn!(file = %path.display(), "--sasl-users-file ignored: SCRAM credentials exist already (it is read on the first start only; manage users with `spate user`)");
+            }
+            return;
+        }
+        let mut changes = Vec::new();
+        for (name, password) in &users {
+            for m in [Mechanism::Sha256, Mechanism::Sha512] {
+                let mut salt = vec![0u8; 32];
+                if let Err(e) = getrandom::getrandom(&mut salt) {
+                    tracing::error!(error = %e, "no randomness for a SCRAM salt: no users created");
+                    return;
+                }
+                let salted = m.salted_password(password.as_bytes(), &salt, ITERATIONS_MIN);
+                changes.push(crate::cluster::wire::ScramChange {
+                    user: name.clone(),
+                    mechanism: m.id(),
+                    upsert: Some((ITERATIONS_MIN as i32, salt, salted)),
+                });
+            }
+        }
+        let n = changes.len();
+        let results = shard
+            .call(
+                crate::placement::CONTROLLER_SHARD,
+                AlterScram {
+                    changes,
+                    context: Default::default(),
+                },
+            )
+            .await
+            .unwrap_or_else(|_| vec![Err(crate::error::KafkaError::NotController); n]);
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            None => {
+                tracing::info!(file = %path.display(), users = users.len(), "SCRAM users created from --sasl-users-file");
+                return;
+            }
+            Some(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "creating the users of --sasl-users-file failed; retrying");
+            }
+        }
+    }
+    tracing::error!(file = %path.display(), "the users of --sasl-users-file could not be created");
+}
+
+/// How often each shard reads the dynamic broker configs from the controller (a change
+/// takes effect within this).
+const DYNAMIC_CONFIGS_POLL_MS: u64 = 500;
+
 /// A start-up rendezvous of all shards (start-up only; never on the data path).
 struct Gate<T> {
     slots: Mutex<Vec<Option<T>>>,
@@ -96,10 +176,13 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
     let ready: Arc<Gate<Result<(), String>>> = Arc::new(Gate::new(n));
     let peers: Arc<Gate<usize>> = Arc::new(Gate::new(n));
     let mut threads = Vec::with_capacity(n);
+    // Every shard starts with the client quotas the metadata holds.
+    let quotas = crate::quota::QuotaTable::from_records(store.image().client_quotas());
     let mut store = Some(store);
     for shard_id in 0..n {
         let config = config.clone();
         let catalog = catalog.clone();
+        let quotas = quotas.clone();
         let store = if shard_id == crate::placement::CONTROLLER_SHARD {
             store.take()
         } else {
@@ -131,7 +214,13 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
                     }
                 };
                 executor.run(shard_main(
-                    shard_id, config, catalog, store, mesh, ready, peers,
+                    shard_id,
+                    config,
+                    (catalog, quotas),
+                    store,
+                    mesh,
+                    ready,
+                    peers,
                 ))
             })?;
         threads.push(handle);
@@ -157,7 +246,7 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
 async fn shard_main(
     shard_id: usize,
     config: Config,
-    catalog: CatalogData,
+    (catalog, quotas): (CatalogData, crate::quota::QuotaTable),
     store: Option<MetadataStore>,
     mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,
@@ -166,10 +255,20 @@ async fn shard_main(
     let config = Rc::new(config);
     // Before any log opens: sealed segments' descriptors on this shard stay within the limit.
     crate::storage::segment::sealed::set_fds_max(config.segment_fds_max);
-    // Step 1: listener and logs.
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| format!("shard {shard_id}: cannot listen on {}: {e}", config.listen));
-    let mut step1 = listener.as_ref().map(|_| ()).map_err(Clone::clone);
+    // Step 1: listeners and logs.
+    let listeners: Result<Vec<TcpListener>, String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            TcpListener::bind(l.addr).map_err(|e| {
+                format!(
+                    "shard {shard_id}: cannot listen on {} (listener {}): {e}",
+                    l.addr, l.name
+                )
+            })
+        })
+        .collect();
+    let mut step1 = listeners.as_ref().map(|_| ()).map_err(Clone::clone);
     // Step 2: gate.
     let outcomes = ready.meet(shard_id, step1.clone());
     if let Some(e) = outcomes.iter().find_map(|r| r.as_ref().err()) {
@@ -224,6 +323,7 @@ async fn shard_main(
         txns,
     ));
     coordinator_logs.attach(&shard);
+    shard.set_quotas(quotas);
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
         controller.set_default_replication_factor(config.default_replication_factor);
         let applied = store.raft_applied();
@@ -334,11 +434,14 @@ async fn shard_main(
         })
         .detach();
     }
-    let listener = listener?;
+    let listeners = listeners?;
     let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
         crate::log_limit::LOG_INTERVAL_MS,
     )));
-    let accept = {
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
         let shard = shard.clone();
         let conns = conns.clone();
         glommio::spawn_local(async move {
@@ -372,7 +475,7 @@ async fn shard_main(
                         let shard = shard.clone();
                         let conns = conns.clone();
                         glommio::spawn_local(async move {
-                            connection::serve(shard, conns, stream).await;
+                            connection::serve(shard, conns, stream, index).await;
                             CONNECTIONS.fetch_sub(1, Ordering::SeqCst);
                         })
                         .detach();
@@ -389,7 +492,8 @@ async fn shard_main(
                 }
             }
         })
-    };
+        })
+        .collect();
     let flusher = {
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -432,22 +536,27 @@ async fn shard_main(
                 shard.shrink_isrs();
                 shard.report_offline_replicas();
                 shard.checkpoint_high_watermarks(false).await;
-                // The dynamic broker configs may have changed the throttle rates.
-                if let Ok((leader, follower)) = shard
-                    .call(
-                        crate::placement::CONTROLLER_SHARD,
-                        crate::shard::calls::ThrottleRates,
-                    )
-                    .await
-                {
-                    shard.set_throttle_rates(
-                        leader.or(shard.config.leader_replication_throttled_rate),
-                        follower.or(shard.config.follower_replication_throttled_rate),
-                    );
-                }
             }
         })
     });
+    // Dynamic broker configs (throttle rates, topic defaults) take effect within a second.
+    let dynamic_configs = {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                if let Ok((own, default)) = shard
+                    .call(
+                        crate::placement::CONTROLLER_SHARD,
+                        crate::shard::calls::DynamicBrokerConfigs,
+                    )
+                    .await
+                {
+                    shard.apply_dynamic_configs(own, default);
+                }
+                glommio::timer::sleep(Duration::from_millis(DYNAMIC_CONFIGS_POLL_MS)).await;
+            }
+        })
+    };
     let metrics_server = match (shard_id, config.metrics_listen) {
         (0, Some(addr)) => match TcpListener::bind(addr) {
             Ok(l) => {
@@ -495,6 +604,10 @@ async fn shard_main(
     };
     if shard_id == 0 {
         tracing::info!(listen = %config.listen, shards = config.shards, data_dir = %config.data_dir.display(), "broker ready");
+        if let Some(path) = config.sasl_users_file.clone() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { create_first_users(&shard, &path).await }).detach();
+        }
     }
     let (mut connections_peak, mut connections_before) = (0, 0);
     let quorum = shard.controller.as_ref().and_then(|c| c.quorum());
@@ -530,7 +643,9 @@ async fn shard_main(
     // Parked JoinGroup/SyncGroup requests answer NOT_COORDINATOR now, so they do not hold
     // the drain; the clients find the coordinator again after the restart.
     shard.groups.unload();
-    let _ = accept.cancel().await;
+    for accept in accepts {
+        let _ = accept.cancel().await;
+    }
     let drain_deadline = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
     while shard.stats.busy.get() > 0 && Instant::now() < drain_deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -539,6 +654,7 @@ async fn shard_main(
     let _ = retention.cancel().await;
     let _ = cleaner.cancel().await;
     let _ = group_ticker.cancel().await;
+    let _ = dynamic_configs.cancel().await;
     let _ = txn_ticker.cancel().await;
     if let Some(r) = replication {
         let _ = r.cancel().await;

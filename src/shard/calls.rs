@@ -105,7 +105,10 @@ shard_messages!(
     ConsumerGroupDescribe,
     AllocateProducerIds,
     AlterPartition,
-    ThrottleRates,
+    DynamicBrokerConfigs,
+    AlterScram,
+    ScramCredentials,
+    ScramCredentialOf,
     TxnInit,
     TxnAddPartitions,
     TxnEnd,
@@ -116,6 +119,9 @@ shard_messages!(
     ListTxns,
     DescribeProducers,
     ReportOffline,
+    AlterClientQuotas,
+    QuotasChanged,
+    RecordQuota,
 );
 
 impl Shard {
@@ -458,6 +464,32 @@ call!(AlterTopicConfigs -> Answers<()>, |c, shard| match &shard.controller {
     None => c.changes.iter().map(|_| Err(KafkaError::NotController)).collect(),
 });
 
+/// To the controller: AlterClientQuotas, one answer per entity.
+#[derive(Debug)]
+pub struct AlterClientQuotas {
+    pub entries: Vec<wire::QuotaAlteration>,
+    pub validate_only: bool,
+    pub context: wire::Forwarded,
+}
+call!(AlterClientQuotas -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_client_quotas(&shard, c.entries, c.validate_only, c.context).await,
+    None => c.entries.iter().map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// Controller to every shard: the client quotas changed; this is the whole new table.
+#[derive(Debug)]
+pub struct QuotasChanged(pub std::sync::Arc<crate::quota::QuotaTable>);
+call!(QuotasChanged -> Result<(), KafkaError>, |c, shard| {
+    shard.set_quotas(c.0.as_ref().clone());
+    Ok(())
+});
+
+/// To the shard that owns each sensor (see `placement::quota_owner`): record usage, answer
+/// the throttle each gets, in ms.
+#[derive(Debug)]
+pub struct RecordQuota(pub Vec<super::quota::QuotaUsage>);
+call!(RecordQuota -> Vec<u64>, |c, shard| shard.record_quota_usage(c.0));
+
 /// A change to one topic's configs.
 #[derive(Clone, Debug)]
 pub struct AlterTopicConfig {
@@ -551,13 +583,44 @@ call!(AlterPartition -> Result<crate::storage::catalog::PartitionAssignment, Kaf
     None => Err(KafkaError::NotController),
 });
 
-/// To the controller shard: the replication throttle rates the metadata's dynamic broker
-/// configs give this broker (leader, follower; None: not set there, the static flag applies).
+/// To the controller shard: the dynamic broker configs of this broker and of every broker
+/// (see [`crate::shard::Shard::apply_dynamic_configs`]).
 #[derive(Debug)]
-pub struct ThrottleRates;
-call!(ThrottleRates -> (Option<u64>, Option<u64>), |_c, shard| match &shard.controller {
-    Some(ctl) => ctl.throttle_rates(),
-    None => (None, None),
+pub struct DynamicBrokerConfigs;
+call!(DynamicBrokerConfigs -> (std::collections::BTreeMap<String, String>, std::collections::BTreeMap<String, String>), |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.dynamic_broker_configs(),
+    None => Default::default(),
+});
+
+/// To the controller shard: AlterUserScramCredentials' changes, one result each.
+#[derive(Debug)]
+pub struct AlterScram {
+    pub changes: Vec<crate::cluster::wire::ScramChange>,
+    pub context: crate::cluster::wire::Forwarded,
+}
+call!(AlterScram -> Vec<Result<(), KafkaError>>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_scram_credentials(c.changes, c.context).await,
+    None => vec![Err(KafkaError::NotController); c.changes.len()],
+});
+
+/// To the controller shard: every SCRAM credential of the metadata (user, mechanism id,
+/// credential).
+#[derive(Debug)]
+pub struct ScramCredentials;
+call!(ScramCredentials -> Vec<(String, i8, crate::storage::metadata::record::UserScramCredentialRecord)>, |_c, shard| match &shard.controller {
+    Some(ctl) => ctl.scram_credentials(),
+    None => Vec::new(),
+});
+
+/// To the controller shard: one user's SCRAM credential for one mechanism (SASL logins).
+#[derive(Debug)]
+pub struct ScramCredentialOf {
+    pub user: String,
+    pub mechanism: i8,
+}
+call!(ScramCredentialOf -> Option<crate::storage::metadata::record::UserScramCredentialRecord>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.scram_credential(&c.user, c.mechanism),
+    None => None,
 });
 
 /// This shard's metrics, for a scrape.

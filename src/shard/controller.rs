@@ -14,6 +14,8 @@
 //! is where the records go to Raft instead: propose the batch, and apply it to the image and
 //! the shards once it is committed.
 
+mod quotas;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -46,11 +48,48 @@ fn stopping(_: crate::router::RouterError) -> &'static str {
 /// Producer ids in each block the controller hands out (each shard takes one at a time).
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// The broker configs AlterConfigs may change at run time (as dynamic broker configs).
+/// The broker configs AlterConfigs may change at run time (as dynamic broker configs, on a
+/// broker id or on every broker): the replication throttle rates, and the topic defaults
+/// below ([`LIVE_TOPIC_DEFAULTS`]).
 pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "message.max.bytes",
+    "compression.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
 ];
+
+/// The topic defaults that dynamic broker configs may change, each checked as the topic
+/// config it is the default of (see [`crate::storage::catalog::TOPIC_CONFIGS`]).
+pub fn check_dynamic_broker_config(k: &str, v: &str) -> Result<(), KafkaError> {
+    if k.ends_with(".replication.throttled.rate") {
+        return match v.parse::<u64>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(KafkaError::InvalidConfig(format!(
+                "{k} must be a non-negative number of bytes per second, got '{v}'"
+            ))),
+        };
+    }
+    let def = crate::storage::catalog::TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_name == k)
+        .filter(|_| DYNAMIC_BROKER_CONFIGS.contains(&k))
+        .ok_or_else(|| {
+            KafkaError::InvalidRequest(format!(
+                "broker config '{k}' cannot be changed at run time (only {})",
+                DYNAMIC_BROKER_CONFIGS.join(", ")
+            ))
+        })?;
+    let one = BTreeMap::from([(def.name.to_string(), v.to_string())]);
+    crate::storage::catalog::TopicConfig::parse(&one)
+        .map(|_| ())
+        .map_err(|e| KafkaError::InvalidConfig(format!("{k}: {}", e.message())))
+}
 
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -780,9 +819,10 @@ impl Controller {
 }
 
 impl Controller {
-    /// Dynamic broker configs (AlterConfigs on a BROKER resource): only the replication
-    /// throttle rates, stored as broker config records so every broker applies them (see
-    /// [`Controller::throttle_rates`]).
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource): the replication throttle
+    /// rates and the topic defaults of [`DYNAMIC_BROKER_CONFIGS`], stored as broker config
+    /// records so every broker applies them (see
+    /// [`crate::shard::Shard::apply_dynamic_configs`]).
     async fn alter_broker_configs(
         &self,
         change: &AlterTopicConfig,
@@ -814,11 +854,7 @@ impl Controller {
             }
             match v {
                 Some(v) => {
-                    if v.parse::<u64>().is_err() {
-                        return Err(KafkaError::InvalidConfig(format!(
-                            "{k} must be a non-negative number of bytes per second, got '{v}'"
-                        )));
-                    }
+                    check_dynamic_broker_config(k, v)?;
                     new.insert(k.clone(), v.clone());
                 }
                 None => {
@@ -840,22 +876,17 @@ impl Controller {
         Ok(())
     }
 
-    /// The replication throttle rates the dynamic broker configs give this broker: its own
-    /// (resource = its id), else the cluster-wide default (resource ""); None where neither
-    /// sets one.
-    pub fn throttle_rates(&self) -> (Option<u64>, Option<u64>) {
+    /// The dynamic broker configs of this broker (resource = its id) and of every broker
+    /// (resource "").
+    pub fn dynamic_broker_configs(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
         let image = self.image.borrow();
-        let own = image.configs(ConfigResource::Broker, &self.node_id.to_string());
-        let default = image.configs(ConfigResource::Broker, "");
-        let rate = |key: &str| {
-            own.and_then(|c| c.get(key))
-                .or_else(|| default.and_then(|c| c.get(key)))
-                .and_then(|v| v.parse::<u64>().ok())
+        let get = |name: &str| {
+            image
+                .configs(ConfigResource::Broker, name)
+                .cloned()
+                .unwrap_or_default()
         };
-        (
-            rate("leader.replication.throttled.rate"),
-            rate("follower.replication.throttled.rate"),
-        )
+        (get(&self.node_id.to_string()), get(""))
     }
 
     /// CreatePartitions: adds partitions to topics, placed over the brokers that serve (on
@@ -1479,6 +1510,135 @@ impl Controller {
             .borrow()
             .topics()
             .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+            .collect()
+    }
+
+    /// AlterUserScramCredentials (KIP-554): each change checked as Kafka checks it (a known
+    /// mechanism, 4096 to 16384 iterations, a salt and a salted password of the mechanism's
+    /// size, a credential to remove that exists) and persisted as its own record.
+    pub async fn alter_scram_credentials(
+        &self,
+        changes: Vec<wire::ScramChange>,
+        context: wire::Forwarded,
+    ) -> Vec<Result<(), KafkaError>> {
+        use crate::auth::scram::{Credential, ITERATIONS_MAX, ITERATIONS_MIN, Mechanism};
+        use crate::storage::metadata::record::{
+            RemoveUserScramCredentialRecord, UserScramCredentialRecord,
+        };
+        let q = self.quorum();
+        if let Some(answers) = self
+            .forward_change(q.as_deref(), changes.len(), || Request::AlterScram {
+                context: context.clone(),
+                changes: changes.clone(),
+            })
+            .await
+        {
+            return answers;
+        }
+        let _permit = self.begin_change(q.as_deref()).await;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let removal = c.upsert.is_none();
+            let record = (|| {
+                let m = Mechanism::from_id(c.mechanism).ok_or_else(|| {
+                    KafkaError::UnsupportedSaslMechanism(format!(
+                        "mechanism {} is not SCRAM-SHA-256 (1) or SCRAM-SHA-512 (2)",
+                        c.mechanism
+                    ))
+                })?;
+                if c.user.is_empty() {
+                    return Err(KafkaError::UnacceptableCredential(
+                        "the user name is empty".into(),
+                    ));
+                }
+                let Some((iterations, salt, salted)) = c.upsert.clone() else {
+                    if !self
+                        .image
+                        .borrow()
+                        .scram_credentials()
+                        .contains_key(&(c.user.clone(), c.mechanism))
+                    {
+                        return Err(KafkaError::ResourceNotFound(format!(
+                            "user '{}' has no {} credential",
+                            c.user,
+                            m.name()
+                        )));
+                    }
+                    return Ok(MetadataRecord::RemoveUserScramCredential(
+                        RemoveUserScramCredentialRecord {
+                            name: c.user.clone(),
+                            mechanism: c.mechanism,
+                        },
+                    ));
+                };
+                let within = u32::try_from(iterations)
+                    .ok()
+                    .filter(|i| (ITERATIONS_MIN..=ITERATIONS_MAX).contains(i));
+                let Some(iterations) = within else {
+                    return Err(KafkaError::UnacceptableCredential(format!(
+                        "{iterations} iterations: {} takes {ITERATIONS_MIN} to {ITERATIONS_MAX}",
+                        m.name()
+                    )));
+                };
+                let size = if m == Mechanism::Sha256 { 32 } else { 64 };
+                if salt.is_empty() || salted.len() != size {
+                    return Err(KafkaError::UnacceptableCredential(format!(
+                        "a {} credential needs a salt and a {size}-byte salted password",
+                        m.name()
+                    )));
+                }
+                let cred = Credential::from_salted_password(m, &salted, salt, iterations);
+                Ok(MetadataRecord::UserScramCredential(
+                    UserScramCredentialRecord {
+                        name: c.user.clone(),
+                        mechanism: c.mechanism,
+                        salt: cred.salt,
+                        stored_key: cred.stored_key,
+                        server_key: cred.server_key,
+                        iterations,
+                    },
+                ))
+            })();
+            out.push(match record {
+                Ok(r) => {
+                    let r = self.persist(vec![r]).await;
+                    if r.is_ok() {
+                        tracing::info!(user = %c.user, mechanism = c.mechanism, removed = removal, "SCRAM credential changed");
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// `user`'s SCRAM credential for mechanism `mechanism`, if any.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: i8,
+    ) -> Option<crate::storage::metadata::record::UserScramCredentialRecord> {
+        self.image
+            .borrow()
+            .scram_credentials()
+            .get(&(user.to_string(), mechanism))
+            .cloned()
+    }
+
+    /// Every SCRAM credential: (user, mechanism id) -> the credential.
+    pub fn scram_credentials(
+        &self,
+    ) -> Vec<(
+        String,
+        i8,
+        crate::storage::metadata::record::UserScramCredentialRecord,
+    )> {
+        self.image
+            .borrow()
+            .scram_credentials()
+            .iter()
+            .map(|((u, m), r)| (u.clone(), *m, r.clone()))
             .collect()
     }
 

@@ -15,6 +15,7 @@ pub mod coordinator_logs;
 pub mod partition;
 pub mod peer;
 pub mod quorum;
+pub mod quota;
 pub mod replica;
 pub mod throttle;
 pub mod txn;
@@ -151,7 +152,14 @@ impl Drop for RemoteWait<'_> {
 
 pub struct Shard {
     pub id: usize,
+    /// The settings `spate serve` started with.
     pub config: Rc<Config>,
+    /// `config` with the dynamic broker configs over it (the topic defaults they may change,
+    /// see [`controller::DYNAMIC_BROKER_CONFIGS`]): what the data path reads those defaults
+    /// from. Replaced whole by [`Shard::apply_dynamic_configs`].
+    live: RefCell<Rc<Config>>,
+    /// The dynamic broker configs last applied: this broker's own, and every broker's.
+    dynamic: RefCell<(BTreeMap<String, String>, BTreeMap<String, String>)>,
     pub cluster_id: String,
     pub router: Router<ShardMessage>,
     /// Topic catalog cache, by name. Changed only by controller messages.
@@ -223,6 +231,13 @@ pub struct Shard {
     /// (`__consumer_offsets`, `__transaction_state`) was loaded into its coordinator (cluster
     /// only; see `replica::partition_assigned`).
     coordinator_epochs: RefCell<HashMap<TopicPartition, i32>>,
+    /// The client quotas in force (see `quota`), replaced whole by the controller's push.
+    quotas: RefCell<Rc<crate::quota::QuotaTable>>,
+    /// The sensors of the quota keys this shard owns (`placement::quota_owner`).
+    quota_sensors: RefCell<crate::quota::Sensors>,
+    /// Where this shard's quota clock starts.
+    quota_epoch: std::time::Instant,
+    pub quota_stats: quota::QuotaStats,
 }
 
 /// How often a held client request looks whether its broker serves yet.
@@ -251,6 +266,8 @@ impl Shard {
             inflight: Rc::new(glommio::sync::Semaphore::new(
                 config.inflight_bytes_max as u64,
             )),
+            live: RefCell::new(config.clone()),
+            dynamic: RefCell::default(),
             config,
             cluster_id,
             router,
@@ -290,6 +307,104 @@ impl Shard {
             hw_written: RefCell::new(Vec::new()),
             hw_checkpoint: RefCell::new(HashMap::new()),
             coordinator_epochs: RefCell::new(HashMap::new()),
+            quotas: RefCell::new(Rc::new(crate::quota::QuotaTable::default())),
+            quota_sensors: RefCell::new(crate::quota::Sensors::default()),
+            quota_epoch: std::time::Instant::now(),
+            quota_stats: quota::QuotaStats::default(),
+        }
+    }
+
+    /// The settings in effect: the start-up ones with the dynamic broker configs over them.
+    pub fn live(&self) -> Rc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// The dynamic broker configs last applied (own, every broker's).
+    pub fn dynamic_configs(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        self.dynamic.borrow().clone()
+    }
+
+    /// Applies the dynamic broker configs (this broker's own over every broker's, over the
+    /// start-up settings): the throttle rates, and the topic defaults, which the open logs
+    /// take at once.
+    pub fn apply_dynamic_configs(
+        &self,
+        own: BTreeMap<String, String>,
+        default: BTreeMap<String, String>,
+    ) {
+        if *self.dynamic.borrow() == (own.clone(), default.clone()) {
+            return;
+        }
+        let get = |k: &str| own.get(k).or_else(|| default.get(k));
+        let mut c = (*self.config).clone();
+        let bad = |k: &str, v: &str| {
+            tracing::error!(
+                config = k,
+                value = v,
+                "dynamic broker config ignored: not valid"
+            );
+        };
+        let limit = |v: &str| v.parse::<i64>().ok().map(|n| u64::try_from(n).ok());
+        for k in controller::DYNAMIC_BROKER_CONFIGS {
+            let Some(v) = get(k) else { continue };
+            let v = v.as_str();
+            match *k {
+                "log.retention.ms" => match limit(v) {
+                    Some(n) => c.retention_ms = n,
+                    None => bad(k, v),
+                },
+                "log.retention.bytes" => match limit(v) {
+                    Some(n) => c.retention_bytes = n,
+                    None => bad(k, v),
+                },
+                "log.roll.ms" => match v.parse::<u64>() {
+                    Ok(n) if n >= 1 => c.segment_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                "log.segment.bytes" => match v.parse::<u64>() {
+                    Ok(n) if n >= 1024 => c.segment_bytes = n,
+                    _ => bad(k, v),
+                },
+                "message.max.bytes" => match v.parse::<usize>() {
+                    Ok(n) => c.message_bytes_max = n,
+                    _ => bad(k, v),
+                },
+                "compression.type" => match crate::storage::catalog::TopicCompression::parse(v) {
+                    Some(t) => c.compression_type = t,
+                    None => bad(k, v),
+                },
+                "log.message.timestamp.before.max.ms" => match v.parse::<u64>() {
+                    Ok(n) => c.message_timestamp_before_max_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                "log.message.timestamp.after.max.ms" => match v.parse::<u64>() {
+                    Ok(n) => c.message_timestamp_after_max_ms = Some(n),
+                    _ => bad(k, v),
+                },
+                _ => {}
+            }
+        }
+        let rate = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
+        self.set_throttle_rates(
+            rate("leader.replication.throttled.rate")
+                .or(self.config.leader_replication_throttled_rate),
+            rate("follower.replication.throttled.rate")
+                .or(self.config.follower_replication_throttled_rate),
+        );
+        if self.id == 0 {
+            tracing::info!(own = ?own, every_broker = ?default, "dynamic broker configs applied");
+        }
+        *self.live.borrow_mut() = Rc::new(c);
+        *self.dynamic.borrow_mut() = (own, default);
+        // The open logs take the new defaults (segment size and age).
+        let topics: Vec<TopicMeta> = self.topics.borrow().values().cloned().collect();
+        for meta in topics {
+            let config = self.log_config(&meta);
+            for ((topic, _), p) in self.partitions.borrow_mut().iter_mut() {
+                if *topic == meta.name {
+                    p.log.set_config(config);
+                }
+            }
         }
     }
 
@@ -394,12 +509,27 @@ impl Shard {
             return crate::txn::store::LOG_CONFIG;
         }
         LogConfig {
-            segment_ms: topic.config.segment_ms.or(self.config.segment_ms),
+            segment_ms: topic.config.segment_ms.or(self.live().segment_ms),
             segment_bytes: topic
                 .config
                 .segment_bytes
-                .unwrap_or(self.config.segment_bytes),
-            index_interval_bytes: self.config.index_interval_bytes,
+                .unwrap_or(self.live().segment_bytes),
+            index_interval_bytes: topic
+                .config
+                .index_interval_bytes
+                .unwrap_or(self.config.index_interval_bytes),
+            segment_jitter_ms: topic
+                .config
+                .segment_jitter_ms
+                .unwrap_or(crate::storage::catalog::defaults::SEGMENT_JITTER_MS),
+            segment_index_bytes: topic
+                .config
+                .segment_index_bytes
+                .unwrap_or(crate::storage::catalog::defaults::SEGMENT_INDEX_BYTES),
+            preallocate: topic
+                .config
+                .preallocate
+                .unwrap_or(crate::storage::catalog::defaults::PREALLOCATE),
         }
     }
 
@@ -419,12 +549,20 @@ impl Shard {
             ms: topic
                 .config
                 .retention_ms
-                .map_or(self.config.retention_ms, positive),
+                .map_or(self.live().retention_ms, positive),
             bytes: topic
                 .config
                 .retention_bytes
-                .map_or(self.config.retention_bytes, positive),
+                .map_or(self.live().retention_bytes, positive),
         }
+    }
+
+    /// How long the files of `topic`'s deleted segments stay (`file.delete.delay.ms`).
+    fn file_delete_delay_ms(&self, topic: &TopicMeta) -> u64 {
+        topic
+            .config
+            .file_delete_delay_ms
+            .unwrap_or(crate::storage::catalog::defaults::FILE_DELETE_DELAY_MS)
     }
 
     /// One pass of housekeeping over this shard's partitions: idle producer ids expire, and
@@ -456,7 +594,10 @@ impl Shard {
                     if !self.cleanup_policy(meta).delete {
                         return None;
                     }
-                    p.log.apply_retention(self.retention(meta), now)
+                    let delay = self.file_delete_delay_ms(meta);
+                    p.log
+                        .apply_retention(self.retention(meta), now)
+                        .map(|h| h.delay_deletion(delay))
                 })
                 .collect()
         };
@@ -1257,6 +1398,12 @@ impl Shard {
                     // -1 means the high watermark, as in Kafka: what consumers can see.
                     let offset = if offset == -1 { p.high_watermark() } else { offset };
                     let (start, job) = p.log.delete_records(offset)?;
+                    let delay = self
+                        .topics
+                        .borrow()
+                        .get(&p.log.topic)
+                        .map_or(0, |meta| self.file_delete_delay_ms(meta));
+                    let job = job.map(|j| j.delay_deletion(delay));
                     tracing::info!(topic = %p.log.topic, partition, log_start_offset = start, "records deleted");
                     jobs.extend(job);
                     Ok(start)
@@ -1944,6 +2091,7 @@ impl Shard {
                     lag_ms: c.lag_ms.get(),
                 }
             },
+            quota_throttles: self.quota_throttle_stats(),
         }
     }
 }
@@ -1956,14 +2104,27 @@ fn records_of(w: &PendingWrite) -> i64 {
         .sum()
 }
 
-/// Runs retention and DeleteRecords file work on the blocking pool.
+/// Runs retention and DeleteRecords file work on the blocking pool; files kept for
+/// `file.delete.delay.ms` are deleted by a task of this shard once it has passed.
 async fn run_housekeeping(jobs: Vec<Housekeeping>) -> std::io::Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
-    glommio::executor()
-        .spawn_blocking(move || jobs.into_iter().try_for_each(Housekeeping::run))
-        .await
+    let deferred = glommio::executor()
+        .spawn_blocking(move || {
+            jobs.into_iter()
+                .map(Housekeeping::run_deferring)
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .await?;
+    for d in deferred.into_iter().flatten() {
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(d.delay).await;
+            glommio::executor().spawn_blocking(move || d.delete()).await;
+        })
+        .detach();
+    }
+    Ok(())
 }
 
 /// A config value of -1 (or any negative) means "no limit".

@@ -526,6 +526,7 @@ mod tests {
         segment_bytes: 1 << 20,
         segment_ms: None,
         index_interval_bytes: 4096,
+        ..LogConfig::BASE
     };
     const ME: i32 = 1;
 

@@ -855,6 +855,15 @@ impl Quorum {
                     self.applied(),
                 )
             }
+            Request::AlterClientQuotas {
+                context,
+                entries,
+                validate_only,
+            } => done(
+                ctl.alter_client_quotas(shard, entries, validate_only, context)
+                    .await,
+                self.applied(),
+            ),
             Request::QuorumStatus => Response::Quorum(self.local_report()),
             Request::FetchMetadata { from, max_bytes } => self.serve_fetch(ctl, from, max_bytes),
             Request::AllocateProducerIds => match ctl.allocate_producer_id_block().await {
@@ -894,6 +903,10 @@ impl Quorum {
                 partitions,
             } => done(
                 ctl.elect_leaders(unclean, partitions, context).await,
+                self.applied(),
+            ),
+            Request::AlterScram { context, changes } => done(
+                ctl.alter_scram_credentials(changes, context).await,
                 self.applied(),
             ),
             Request::ImportOneNode(req) => match ctl.import_one_node(self, req).await {
@@ -1120,6 +1133,7 @@ impl Quorum {
                 broker_epoch: epoch,
                 topics: import.topics.clone(),
                 next_producer_id: import.next_producer_id,
+                client_quotas: import.client_quotas.clone(),
             });
             match self.rpc(&req).await {
                 Some(Response::Imported { results, applied }) => {
@@ -1339,6 +1353,10 @@ async fn publish(shard: &Rc<Shard>, old: &MetadataImage, new: &MetadataImage) {
                 }
             }
         }
+    }
+    if old.client_quotas() != new.client_quotas() {
+        let table = Arc::new(crate::quota::QuotaTable::from_records(new.client_quotas()));
+        broadcast(shard, || crate::shard::calls::QuotasChanged(table.clone())).await;
     }
 }
 

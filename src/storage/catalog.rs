@@ -148,9 +148,117 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         name: "compression.type",
         broker_name: "compression.type",
         kind: ConfigKind::String,
-        doc: "The codec batches are stored in: producer (as the producer sent them). \
-         Recompressing on the way in (gzip, snappy, lz4, zstd, uncompressed) is not built yet \
-         and is refused.",
+        doc: "The codec batches are stored in: producer keeps each batch as the producer sent \
+         it (zero-copy); uncompressed, gzip, snappy, lz4 or zstd recompresses on the way in \
+         every batch that comes in another codec (offsets, timestamps, producer id and \
+         sequence kept).",
+    },
+    TopicConfigDef {
+        name: "compression.gzip.level",
+        broker_name: "compression.gzip.level",
+        kind: ConfigKind::Int,
+        doc: "Level of gzip when compression.type is gzip: 1 to 9, or -1 for the codec's \
+         default (6).",
+    },
+    TopicConfigDef {
+        name: "compression.lz4.level",
+        broker_name: "compression.lz4.level",
+        kind: ConfigKind::Int,
+        doc: "Level of lz4 when compression.type is lz4: 1 to 17 (9 and up: high compression).",
+    },
+    TopicConfigDef {
+        name: "compression.zstd.level",
+        broker_name: "compression.zstd.level",
+        kind: ConfigKind::Int,
+        doc: "Level of zstd when compression.type is zstd: -131072 to 22.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_name: "log.message.timestamp.before.max.ms",
+        kind: ConfigKind::Long,
+        doc: "With CreateTime, a batch holding a record more than this many ms older than the \
+         broker's clock is refused with INVALID_TIMESTAMP.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_name: "log.message.timestamp.after.max.ms",
+        kind: ConfigKind::Long,
+        doc: "With CreateTime, a batch holding a record more than this many ms ahead of the \
+         broker's clock is refused with INVALID_TIMESTAMP (Kafka 4's default: one hour).",
+    },
+    TopicConfigDef {
+        name: "segment.jitter.ms",
+        broker_name: "log.roll.jitter.ms",
+        kind: ConfigKind::Long,
+        doc: "Largest random time taken off segment.ms for each new segment, so that \
+         partitions created together do not all roll at once.",
+    },
+    TopicConfigDef {
+        name: "segment.index.bytes",
+        broker_name: "log.index.size.max.bytes",
+        kind: ConfigKind::Int,
+        doc: "Largest offset index of a segment, in bytes (8 per entry): a segment whose index \
+         is full rolls.",
+    },
+    TopicConfigDef {
+        name: "index.interval.bytes",
+        broker_name: "log.index.interval.bytes",
+        kind: ConfigKind::Int,
+        doc: "Bytes of log between two offset index entries: smaller finds an offset with less \
+         scanning, larger keeps indexes smaller.",
+    },
+    TopicConfigDef {
+        name: "preallocate",
+        broker_name: "log.preallocate",
+        kind: ConfigKind::Boolean,
+        doc: "Reserve disk blocks for a whole segment (segment.bytes) when it is created \
+         (fallocate, keeping the file's size), so appends do not allocate.",
+    },
+    TopicConfigDef {
+        name: "file.delete.delay.ms",
+        broker_name: "log.segment.delete.delay.ms",
+        kind: ConfigKind::Long,
+        doc: "How long the files of a segment removed by retention or DeleteRecords stay on \
+         disk (renamed *.deleted) before they are deleted.",
+    },
+    TopicConfigDef {
+        name: "message.downconversion.enable",
+        broker_name: "log.message.downconversion.enable",
+        kind: ConfigKind::Boolean,
+        doc: "No effect: as in Kafka 4, batches are never converted to old message formats \
+         (Produce from v3 and Fetch from v4 only), so only the default, true, is accepted.",
+    },
+    TopicConfigDef {
+        name: "remote.storage.enable",
+        broker_name: "remote.log.storage.system.enable",
+        kind: ConfigKind::Boolean,
+        doc: "Tiered storage is not built: only the default, false, is accepted.",
+    },
+    TopicConfigDef {
+        name: "local.retention.ms",
+        broker_name: "log.local.retention.ms",
+        kind: ConfigKind::Long,
+        doc: "Tiered storage is not built (retention.ms is the only retention by time): only \
+         the default, -2, is accepted.",
+    },
+    TopicConfigDef {
+        name: "local.retention.bytes",
+        broker_name: "log.local.retention.bytes",
+        kind: ConfigKind::Long,
+        doc: "Tiered storage is not built (retention.bytes is the only retention by size): \
+         only the default, -2, is accepted.",
+    },
+    TopicConfigDef {
+        name: "remote.log.copy.disable",
+        broker_name: "",
+        kind: ConfigKind::Boolean,
+        doc: "Tiered storage is not built: only the default, false, is accepted.",
+    },
+    TopicConfigDef {
+        name: "remote.log.delete.on.disable",
+        broker_name: "",
+        kind: ConfigKind::Boolean,
+        doc: "Tiered storage is not built: only the default, false, is accepted.",
     },
     TopicConfigDef {
         name: "leader.replication.throttled.replicas",
@@ -367,6 +475,22 @@ pub struct TopicConfig {
     pub max_compaction_lag_ms: Option<u64>,
     /// `delete.retention.ms`, at least 0.
     pub delete_retention_ms: Option<u64>,
+    /// `compression.type`.
+    pub compression: Option<TopicCompression>,
+    /// `compression.gzip.level` (-1: the codec's default), `compression.lz4.level`,
+    /// `compression.zstd.level`.
+    pub gzip_level: Option<i32>,
+    pub lz4_level: Option<i32>,
+    pub zstd_level: Option<i32>,
+    /// `message.timestamp.before.max.ms` and `message.timestamp.after.max.ms`.
+    pub timestamp_before_max_ms: Option<u64>,
+    pub timestamp_after_max_ms: Option<u64>,
+    pub segment_jitter_ms: Option<u64>,
+    /// `segment.index.bytes`: at least 4.
+    pub segment_index_bytes: Option<u64>,
+    pub index_interval_bytes: Option<u64>,
+    pub preallocate: Option<bool>,
+    pub file_delete_delay_ms: Option<u64>,
 }
 
 // `f64` is never NaN here (the parser refuses it), so equality is total.
@@ -417,6 +541,69 @@ impl CleanupPolicy {
     }
 }
 
+/// `compression.type`: keep the producer's codec, or store every batch in this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopicCompression {
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl TopicCompression {
+    pub fn parse(v: &str) -> Option<TopicCompression> {
+        Some(match v {
+            "producer" => TopicCompression::Producer,
+            "uncompressed" => TopicCompression::Uncompressed,
+            "gzip" => TopicCompression::Gzip,
+            "snappy" => TopicCompression::Snappy,
+            "lz4" => TopicCompression::Lz4,
+            "zstd" => TopicCompression::Zstd,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicCompression::Producer => "producer",
+            TopicCompression::Uncompressed => "uncompressed",
+            TopicCompression::Gzip => "gzip",
+            TopicCompression::Snappy => "snappy",
+            TopicCompression::Lz4 => "lz4",
+            TopicCompression::Zstd => "zstd",
+        }
+    }
+
+    /// The batch attribute's codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd); None for
+    /// `producer`.
+    pub fn codec(self) -> Option<i16> {
+        match self {
+            TopicCompression::Producer => None,
+            TopicCompression::Uncompressed => Some(0),
+            TopicCompression::Gzip => Some(1),
+            TopicCompression::Snappy => Some(2),
+            TopicCompression::Lz4 => Some(3),
+            TopicCompression::Zstd => Some(4),
+        }
+    }
+}
+
+/// Kafka's defaults of the topic configs that have no broker flag here (they are what
+/// DescribeConfigs reports as the broker default).
+pub mod defaults {
+    pub const GZIP_LEVEL: i32 = -1;
+    pub const LZ4_LEVEL: i32 = 9;
+    pub const ZSTD_LEVEL: i32 = 3;
+    pub const SEGMENT_JITTER_MS: u64 = 0;
+    pub const SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;
+    pub const PREALLOCATE: bool = false;
+    /// Kafka's is 60000, for readers of its memory-mapped files; here a Fetch in flight
+    /// holds its own descriptor of a segment it reads, so files can go at once.
+    pub const FILE_DELETE_DELAY_MS: u64 = 0;
+}
+
 impl TopicConfig {
     /// Parses and validates a topic's configs (CreateTopics, AlterConfigs); the error names
     /// the config and what it takes.
@@ -441,49 +628,71 @@ impl TopicConfig {
                     ));
                 }
             },
-            "retention.ms" | "retention.bytes" => {
-                let Some(n) = v.parse::<i64>().ok().filter(|n| *n >= -1) else {
-                    return invalid(format!(
-                        "{k} must be -1 (no limit) or a non-negative integer, got '{v}'"
-                    ));
-                };
-                if k == "retention.ms" {
-                    self.retention_ms = Some(n);
-                } else {
-                    self.retention_bytes = Some(n);
-                }
-            }
+            "retention.ms" => self.retention_ms = Some(long_in(k, v, -1, i64::MAX)?),
+            // Any value, as in Kafka: a negative one keeps everything.
+            "retention.bytes" => self.retention_bytes = Some(long_in(k, v, i64::MIN, i64::MAX)?),
             "segment.ms" => {
                 let Some(n) = v.parse::<u64>().ok().filter(|n| *n >= 1) else {
                     return invalid(format!("segment.ms must be a positive integer, got '{v}'"));
                 };
                 self.segment_ms = Some(n);
             }
-            "flush.messages" | "flush.ms" => {
-                let Ok(n) = v.parse::<u64>() else {
-                    return invalid(format!("{k} must be a non-negative integer, got '{v}'"));
-                };
-                if k == "flush.messages" {
-                    self.flush_messages = Some(n);
-                } else {
-                    self.flush_ms = Some(n);
+            "flush.messages" => self.flush_messages = Some(long_at_least(k, v, 1)?),
+            "flush.ms" => self.flush_ms = Some(long_at_least(k, v, 0)?),
+            // Kafka 4 raised its own minimum to 1 MiB; small segments are how tests and
+            // operators exercise rolling, so this broker keeps 1024.
+            "segment.bytes" => self.segment_bytes = Some(int_in(k, v, 1024, i32::MAX)? as u64),
+            "max.message.bytes" => self.max_message_bytes = Some(int_in(k, v, 0, i32::MAX)? as u64),
+            "compression.gzip.level" => {
+                let n = int_in(k, v, -1, 9)?;
+                if n == 0 {
+                    return invalid(format!("{k} must be -1 or between 1 and 9, got '{v}'"));
+                }
+                self.gzip_level = Some(n);
+            }
+            "compression.lz4.level" => self.lz4_level = Some(int_in(k, v, 1, 17)?),
+            "compression.zstd.level" => self.zstd_level = Some(int_in(k, v, -131072, 22)?),
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max_ms = Some(long_at_least(k, v, 0)?)
+            }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max_ms = Some(long_at_least(k, v, 0)?)
+            }
+            "segment.jitter.ms" => self.segment_jitter_ms = Some(long_at_least(k, v, 0)?),
+            "segment.index.bytes" => {
+                self.segment_index_bytes = Some(int_in(k, v, 4, i32::MAX)? as u64)
+            }
+            "index.interval.bytes" => {
+                self.index_interval_bytes = Some(int_in(k, v, 0, i32::MAX)? as u64)
+            }
+            "preallocate" => self.preallocate = Some(boolean(k, v)?),
+            "file.delete.delay.ms" => self.file_delete_delay_ms = Some(long_at_least(k, v, 0)?),
+            // What cannot mean anything here: accepted at Kafka's default only (tools set
+            // defaults explicitly), refused otherwise with the reason.
+            "message.downconversion.enable" => {
+                if !boolean(k, v)? {
+                    return invalid(format!(
+                        "{k}=false is not supported: batches are never down-converted here \
+                         (as in Kafka 4), so only true is accepted"
+                    ));
                 }
             }
-            "max.message.bytes" | "segment.bytes" => {
-                let Some(n) = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1024..=u32::MAX as u64).contains(n))
-                else {
+            "remote.storage.enable"
+            | "remote.log.copy.disable"
+            | "remote.log.delete.on.disable" => {
+                if boolean(k, v)? {
                     return invalid(format!(
-                        "{k} must be an integer between 1024 and {}, got '{v}'",
-                        u32::MAX
+                        "{k}=true is not supported: tiered storage is not built, so only false \
+                         is accepted"
                     ));
-                };
-                if k == "max.message.bytes" {
-                    self.max_message_bytes = Some(n);
-                } else {
-                    self.segment_bytes = Some(n);
+                }
+            }
+            "local.retention.ms" | "local.retention.bytes" => {
+                if long_in(k, v, -2, i64::MAX)? != -2 {
+                    return invalid(format!(
+                        "{k} is not supported: tiered storage is not built (retention.ms and \
+                         retention.bytes bound the log), so only -2 is accepted"
+                    ));
                 }
             }
             "min.insync.replicas" => {
@@ -494,15 +703,9 @@ impl TopicConfig {
                 };
                 self.min_insync_replicas = Some(n);
             }
-            "unclean.leader.election.enable" => match v {
-                "true" => self.unclean_leader_election_enable = Some(true),
-                "false" => self.unclean_leader_election_enable = Some(false),
-                _ => {
-                    return invalid(format!(
-                        "unclean.leader.election.enable must be true or false, got '{v}'"
-                    ));
-                }
-            },
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = Some(boolean(k, v)?)
+            }
             // Kafka's defaults, which tools set explicitly (Terraform, operators): accepted
             // because they are what this broker does; other values need what is not built.
             "cleanup.policy" => {
@@ -536,12 +739,13 @@ impl TopicConfig {
                 self.max_compaction_lag_ms = Some(n);
             }
             "compression.type" => {
-                if v != "producer" {
+                let Some(c) = TopicCompression::parse(v) else {
                     return invalid(format!(
-                        "compression.type '{v}' is not supported: batches are stored as the \
-                         producer sent them (only producer)"
+                        "compression.type must be one of uncompressed, zstd, lz4, snappy, gzip, \
+                         producer, got '{v}'"
                     ));
-                }
+                };
+                self.compression = Some(c);
             }
             "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
                 let parsed = ThrottledReplicas::parse(v)
@@ -560,6 +764,39 @@ impl TopicConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A LONG config in `min..=max`, as Kafka's `atLeast`/`between` validators check it.
+fn long_in(k: &str, v: &str, min: i64, max: i64) -> Result<i64, KafkaError> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == i64::MAX => Err(KafkaError::InvalidConfig(format!(
+            "{k} must be an integer of at least {min}, got '{v}'"
+        ))),
+        _ => Err(KafkaError::InvalidConfig(format!(
+            "{k} must be an integer between {min} and {max}, got '{v}'"
+        ))),
+    }
+}
+
+fn long_at_least(k: &str, v: &str, min: u64) -> Result<u64, KafkaError> {
+    long_in(k, v, min as i64, i64::MAX).map(|n| n as u64)
+}
+
+/// An INT config in `min..=max`.
+fn int_in(k: &str, v: &str, min: i32, max: i32) -> Result<i32, KafkaError> {
+    long_in(k, v, i64::from(min), i64::from(max)).map(|n| n as i32)
+}
+
+/// A BOOLEAN config: `true` or `false`, any case, as Kafka parses it.
+fn boolean(k: &str, v: &str) -> Result<bool, KafkaError> {
+    match v.trim() {
+        t if t.eq_ignore_ascii_case("true") => Ok(true),
+        f if f.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(KafkaError::InvalidConfig(format!(
+            "{k} must be true or false, got '{v}'"
+        ))),
     }
 }
 
@@ -778,8 +1015,47 @@ mod tests {
                     ..Default::default()
                 }),
             ),
-            ("compression.type", "producer", Some(TopicConfig::default())),
-            ("compression.type", "zstd", None),
+            (
+                "compression.type",
+                "producer",
+                Some(TopicConfig {
+                    compression: Some(TopicCompression::Producer),
+                    ..Default::default()
+                }),
+            ),
+            ("compression.type", "brotli", None),
+            ("compression.gzip.level", "0", None),
+            ("compression.lz4.level", "18", None),
+            ("compression.zstd.level", "23", None),
+            ("flush.messages", "0", None),
+            (
+                "max.message.bytes",
+                "0",
+                Some(TopicConfig {
+                    max_message_bytes: Some(0),
+                    ..Default::default()
+                }),
+            ),
+            ("segment.index.bytes", "3", None),
+            ("message.timestamp.after.max.ms", "-1", None),
+            ("preallocate", "yes", None),
+            ("remote.storage.enable", "true", None),
+            ("local.retention.ms", "1000", None),
+            ("message.downconversion.enable", "false", None),
+            (
+                "message.downconversion.enable",
+                "true",
+                Some(TopicConfig::default()),
+            ),
+            ("local.retention.bytes", "-2", Some(TopicConfig::default())),
+            (
+                "retention.bytes",
+                "-5",
+                Some(TopicConfig {
+                    retention_bytes: Some(-5),
+                    ..Default::default()
+                }),
+            ),
         ];
         for (k, v, want) in cases {
             let one = BTreeMap::from([(k.to_string(), v.to_string())]);
@@ -792,14 +1068,21 @@ mod tests {
         // Every config of the table parses (from its broker default's form), and the parser
         // knows no name the table does not have (checked by the unknown-name case above).
         for def in TOPIC_CONFIGS {
-            let sample = match def.kind {
-                ConfigKind::String if def.name.ends_with(".throttled.replicas") => "*",
-                ConfigKind::String if def.name == "cleanup.policy" => "delete",
-                ConfigKind::String if def.name == "compression.type" => "producer",
-                ConfigKind::String => "CreateTime",
-                ConfigKind::Int | ConfigKind::Long => "4096",
-                ConfigKind::Boolean => "true",
-                ConfigKind::Double => "0.5",
+            let sample = match def.name {
+                n if n.ends_with(".throttled.replicas") => "*",
+                "cleanup.policy" => "delete",
+                "compression.type" => "zstd",
+                "message.timestamp.type" => "CreateTime",
+                "remote.storage.enable" | "remote.log.copy.disable" => "false",
+                "remote.log.delete.on.disable" => "FALSE",
+                "local.retention.ms" | "local.retention.bytes" => "-2",
+                n if n.starts_with("compression.") => "5",
+                _ => match def.kind {
+                    ConfigKind::Int | ConfigKind::Long => "4096",
+                    ConfigKind::Boolean => "true",
+                    ConfigKind::Double => "0.5",
+                    ConfigKind::String => panic!("no sample for {}", def.name),
+                },
             };
             let one = BTreeMap::from([(def.name.to_string(), sample.to_string())]);
             assert!(TopicConfig::parse(&one).is_ok(), "{}", def.name);

@@ -39,6 +39,47 @@ pub struct LogConfig {
     /// Roll the active segment once its first batch is this old (`segment.ms`).
     pub segment_ms: Option<u64>,
     pub index_interval_bytes: u64,
+    /// Up to this much is taken off `segment_ms` for each segment (`segment.jitter.ms`), so
+    /// that partitions created together do not roll together: each segment's share is
+    /// derived from its directory and base offset (stable across restarts).
+    pub segment_jitter_ms: u64,
+    /// The active segment rolls once its offset index would pass this size
+    /// (`segment.index.bytes`, 8 bytes an entry).
+    pub segment_index_bytes: u64,
+    /// Reserve a whole segment's blocks when it is created (`preallocate`).
+    pub preallocate: bool,
+}
+
+impl LogConfig {
+    /// What the fields a caller does not name default to.
+    pub const BASE: LogConfig = LogConfig {
+        segment_bytes: 1024 * 1024 * 1024,
+        segment_ms: None,
+        index_interval_bytes: 4096,
+        segment_jitter_ms: 0,
+        segment_index_bytes: crate::storage::catalog::defaults::SEGMENT_INDEX_BYTES,
+        preallocate: false,
+    };
+}
+
+/// The share of `jitter_ms` taken off `segment.ms` for the segment at `base_offset` of `dir`:
+/// spread over [0, jitter_ms) by a hash of both.
+fn segment_jitter(dir: &Path, base_offset: i64, jitter_ms: u64) -> u64 {
+    if jitter_ms == 0 {
+        return 0;
+    }
+    // FNV-1a: stable across runs and builds (std's hasher is seeded per process).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(base_offset.to_be_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % jitter_ms
 }
 
 /// How much of a log to keep (`retention.ms`, `retention.bytes`; None keeps everything).
@@ -170,10 +211,54 @@ pub struct Housekeeping {
     dir: PathBuf,
     log_start: Option<i64>,
     doomed: Vec<Segment>,
+    /// `file.delete.delay.ms`: the doomed segments' files are renamed `*.deleted` and unlinked
+    /// this much later (0: at once).
+    delete_delay_ms: u64,
 }
 
+/// Files of deleted segments waiting out `file.delete.delay.ms`; [`Deferred::delete`] (on
+/// the blocking pool) removes them. A restart removes any left over (see
+/// [`PartitionLog::open`]).
+#[derive(Debug)]
+pub struct Deferred {
+    pub delay: std::time::Duration,
+    files: Vec<PathBuf>,
+}
+
+impl Deferred {
+    pub fn delete(self) {
+        for f in self.files {
+            if let Err(e) = fs::remove_file(&f)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %f.display(), error = %e, "cannot delete a deleted segment's file");
+            }
+        }
+    }
+}
+
+/// The suffix of the files of a segment deleted but waiting out `file.delete.delay.ms`.
+pub const DELETED_SUFFIX: &str = ".deleted";
+
 impl Housekeeping {
+    /// Keeps the doomed segments' files `ms` longer (`file.delete.delay.ms`).
+    pub fn delay_deletion(mut self, ms: u64) -> Housekeeping {
+        self.delete_delay_ms = ms;
+        self
+    }
+
+    /// Persists the new log start and deletes the doomed segments now.
     pub fn run(self) -> io::Result<()> {
+        if let Some(d) = self.run_deferring()? {
+            d.delete();
+        }
+        Ok(())
+    }
+
+    /// [`Housekeeping::run`], except that with a delete delay the segments' files are only
+    /// renamed `*.deleted` (out of the log for good, as a restart sees) and returned to be
+    /// deleted once the delay has passed.
+    pub fn run_deferring(self) -> io::Result<Option<Deferred>> {
         // The log start first: a crash between the two leaves a log that starts at the first
         // remaining segment, which is at or before the new start and still consistent.
         // On a full disk, though, the log start cannot be written (its temporary file needs a
@@ -192,10 +277,16 @@ impl Housekeeping {
             log_start_pending = Some(offset);
         }
         let dir_synced = self.log_start.is_some();
+        let mut deferred = Vec::new();
         for seg in self.doomed {
             let base = seg.base_offset;
-            seg.remove()?;
-            tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+            if self.delete_delay_ms == 0 {
+                seg.remove()?;
+                tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, "segment deleted");
+            } else {
+                deferred.extend(seg.rename_with_suffix(DELETED_SUFFIX)?);
+                tracing::info!(topic = %self.topic, partition = self.partition, base_offset = base, delay_ms = self.delete_delay_ms, "segment deleted (its files go after file.delete.delay.ms)");
+            }
         }
         if let Some(offset) = log_start_pending {
             write_log_start(&self.dir, offset)?;
@@ -203,7 +294,10 @@ impl Housekeeping {
         if !dir_synced {
             File::open(&self.dir)?.sync_all()?;
         }
-        Ok(())
+        Ok((!deferred.is_empty()).then(|| Deferred {
+            delay: std::time::Duration::from_millis(self.delete_delay_ms),
+            files: deferred,
+        }))
     }
 }
 
@@ -412,6 +506,7 @@ pub fn accept_loss(data_dir: &Path, topic: &str, partition: i32) -> io::Result<V
         segment_bytes: u64::MAX,
         segment_ms: None,
         index_interval_bytes: 4096,
+        ..LogConfig::BASE
     };
     // With recovery, as the next start after an unclean stop would open it; after a clean one
     // there is no torn tail and the scan changes nothing.
@@ -441,6 +536,12 @@ impl PartitionLog {
     ) -> io::Result<PartitionLog> {
         let dir = partition_dir(data_dir, topic, partition);
         fs::create_dir_all(&dir)?;
+        // Files of segments deleted before a stop, still waiting out file.delete.delay.ms.
+        for e in fs::read_dir(&dir)?.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy().ends_with(DELETED_SUFFIX) {
+                fs::remove_file(e.path())?;
+            }
+        }
         // A clean a stop interrupted is completed or rolled back before the segments are
         // listed (see `storage::cleaner`).
         crate::storage::cleaner::recover(&dir)?;
@@ -1016,11 +1117,17 @@ impl PartitionLog {
             let active = self.active();
             let too_big = active.size + total > self.config.segment_bytes;
             let too_old = self.config.segment_ms.is_some_and(|ms| {
+                let jitter =
+                    segment_jitter(&self.dir, active.base_offset, self.config.segment_jitter_ms);
+                let ms = ms.saturating_sub(jitter).max(1);
                 active
                     .first_timestamp
                     .is_some_and(|t| incoming_ts.saturating_sub(t) > ms as i64)
             });
-            active.size > 0 && (too_big || too_old)
+            // Each append adds at most one index entry: roll before the index is full.
+            let index_full =
+                (active.index_entries() as u64 + 1) * 8 > self.config.segment_index_bytes;
+            active.size > 0 && (too_big || too_old || index_full)
         };
         let interval = self.config.index_interval_bytes;
         // Nothing below changes the log unless the whole append succeeds: a failed write is
@@ -1067,6 +1174,12 @@ impl PartitionLog {
     fn roll_and_append(&mut self, bufs: &[&[u8]], placed: &[Placed]) -> Result<(), WriteFailed> {
         let interval = self.config.index_interval_bytes;
         let mut seg = Segment::create(&self.dir, self.next_offset).map_err(WriteFailed::clean)?;
+        if self.config.preallocate {
+            // Best effort: a file system without fallocate still takes the appends.
+            if let Err(e) = seg.preallocate(self.config.segment_bytes) {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "cannot preallocate the new segment");
+            }
+        }
         let before = self.active().mark();
         let result = self
             .active_mut()
@@ -1314,6 +1427,7 @@ impl PartitionLog {
             dir: self.dir.clone(),
             log_start,
             doomed,
+            delete_delay_ms: 0,
         }
     }
 
@@ -1354,6 +1468,7 @@ impl PartitionLog {
                 dir: self.dir.clone(),
                 log_start: Some(offset),
                 doomed: Vec::new(),
+                delete_delay_ms: 0,
             }
         };
         Ok((self.log_start_offset, Some(job)))
@@ -1615,6 +1730,7 @@ mod tests {
         segment_bytes: 1 << 20,
         segment_ms: None,
         index_interval_bytes: 100,
+        ..LogConfig::BASE
     };
 
     fn produce(log: &mut PartitionLog, ts: i64, values: &[&[u8]]) -> Appended {
@@ -1747,6 +1863,7 @@ mod tests {
             segment_bytes: 1024,
             segment_ms: None,
             index_interval_bytes: 100,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let value = [7u8; 200];
@@ -1763,11 +1880,44 @@ mod tests {
         assert_eq!(read_all(&log, 19, 1)[0], 19);
     }
 
+    /// `segment.index.bytes`: a segment whose offset index is full rolls; `preallocate`
+    /// reserves blocks without changing what the log reads back; `segment.jitter.ms` takes a
+    /// stable share of at most the jitter off `segment.ms`.
+    #[test]
+    fn index_size_preallocation_and_jitter() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            index_interval_bytes: 0,
+            segment_index_bytes: 24,
+            preallocate: true,
+            segment_bytes: 1 << 20,
+            ..LogConfig::BASE
+        };
+        let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        for _ in 0..10 {
+            produce(&mut log, 0, &[b"v"]);
+        }
+        // Three entries of 8 bytes fill 24 bytes: ten batches take four segments.
+        assert_eq!(log.segment_count(), 4);
+        for offset in 0..10 {
+            assert_eq!(read_all(&log, offset, 1)[0], offset);
+        }
+        drop(log);
+        let log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
+        assert_eq!(log.log_end_offset(), 10);
+        let j = |base| segment_jitter(dir.path(), base, 1000);
+        assert!((0..100).all(|b| j(b) < 1000));
+        assert_eq!(j(7), j(7));
+        assert!((0..100).any(|b| j(b) != j(0)));
+        assert_eq!(segment_jitter(dir.path(), 5, 0), 0);
+    }
+
     fn small_segments() -> LogConfig {
         LogConfig {
             segment_bytes: 300,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         }
     }
 
@@ -1844,6 +1994,7 @@ mod tests {
             segment_bytes: 4000,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         for i in 0..200 {
@@ -1875,6 +2026,7 @@ mod tests {
             segment_bytes: 1 << 20,
             segment_ms: Some(100),
             index_interval_bytes: 100,
+            ..LogConfig::BASE
         };
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();
         let one = |ts| split_produce_records(&Bytes::from(batch(ts, &[b"v"])), 1 << 20).unwrap();
@@ -2191,6 +2343,7 @@ mod tests {
             segment_bytes: 400,
             segment_ms: None,
             index_interval_bytes: 150,
+            ..LogConfig::BASE
         };
         for op in ["write", "index", "timeindex", "create", "seal"] {
             let (faulty_dir, faulty, _twin_dir, twin, failed) =
@@ -2220,6 +2373,7 @@ mod tests {
             segment_bytes: 1 << 20,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..LogConfig::BASE
         };
         let dir = tempfile::tempdir().unwrap();
         let mut log = PartitionLog::open(dir.path(), "t", 0, cfg, false).unwrap();

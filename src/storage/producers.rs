@@ -1094,6 +1094,7 @@ mod tests {
             segment_bytes: 400,
             segment_ms: None,
             index_interval_bytes: 1,
+            ..crate::storage::log::LogConfig::BASE
         };
         PartitionLog::open(dir, "t", 0, cfg, false).unwrap()
     }

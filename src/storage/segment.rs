@@ -93,6 +93,8 @@ pub struct Segment {
     pub first_timestamp: Option<i64>,
     /// Base offset of the last batch (for the seal entry of the time index).
     last_batch_offset: i64,
+    /// Blocks past the end of the log file were reserved ([`Segment::preallocate`]).
+    preallocated: bool,
 }
 
 /// A write that failed: the error, and whether the segment (its files and its in-memory
@@ -370,6 +372,7 @@ impl Segment {
             max_timestamp: -1,
             first_timestamp: None,
             last_batch_offset: base_offset,
+            preallocated: false,
         })
     }
 
@@ -416,6 +419,7 @@ impl Segment {
             max_timestamp: -1,
             first_timestamp: None,
             last_batch_offset: base_offset,
+            preallocated: false,
         };
         // A non-empty log with an empty index has lost its indexes: rebuild both. (An index
         // pointing past the log was cut above; the log checks the time index against the
@@ -567,6 +571,15 @@ impl Segment {
                 return Err(WriteFailed { error, undone });
             }
         }
+        if self.preallocated {
+            // Cutting the file at its own size frees the reserved blocks past it; nothing is
+            // lost if that fails (they stay reserved until the segment is deleted).
+            let trimmed = self.files().and_then(|f| f.log.set_len(self.size));
+            if let Err(e) = trimmed {
+                tracing::warn!(segment = %self.path().display(), error = %e, "cannot free the preallocated blocks of a sealed segment");
+            }
+            self.preallocated = false;
+        }
         Ok(())
     }
 
@@ -669,6 +682,28 @@ impl Segment {
 
     /// Frees the in-memory index entries (the segment was sealed): lookups read the index
     /// files from now on.
+    /// Entries of the offset index.
+    pub fn index_entries(&self) -> usize {
+        if self.resident {
+            self.index.len()
+        } else {
+            self.index_len
+        }
+    }
+
+    /// Reserves `bytes` of disk blocks for the log file without changing its size
+    /// (`fallocate(FALLOC_FL_KEEP_SIZE)`), so appends up to that size allocate nothing.
+    /// [`Segment::seal`] gives back what the segment did not use.
+    pub fn preallocate(&mut self, bytes: u64) -> io::Result<()> {
+        let files = self
+            .own
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the segment's files are not open"))?;
+        rustix::fs::fallocate(&files.log, rustix::fs::FallocateFlags::KEEP_SIZE, 0, bytes)?;
+        self.preallocated = true;
+        Ok(())
+    }
+
     pub fn release_indexes(&mut self) {
         // Its descriptors go too: reads reopen it through the shard's cache of sealed segments.
         self.own = None;
@@ -914,6 +949,27 @@ impl Segment {
     }
 
     /// Deletes this segment's files.
+    /// Renames the segment's files to their names with `suffix` (out of the log: a restart
+    /// does not open them) and returns the new paths.
+    pub fn rename_with_suffix(self, suffix: &str) -> io::Result<Vec<PathBuf>> {
+        self.forget_files();
+        let mut out = Vec::new();
+        for p in [
+            log_path(&self.dir, self.base_offset),
+            index_path(&self.dir, self.base_offset),
+            time_index_path(&self.dir, self.base_offset),
+        ] {
+            let mut to = p.clone().into_os_string();
+            to.push(suffix);
+            match std::fs::rename(&p, &to) {
+                Ok(()) => out.push(PathBuf::from(to)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn remove(self) -> io::Result<()> {
         self.forget_files();
         std::fs::remove_file(log_path(&self.dir, self.base_offset))?;

@@ -52,6 +52,7 @@ pub const LOG_CONFIG: LogConfig = LogConfig {
     segment_bytes: 16 * 1024 * 1024,
     segment_ms: None,
     index_interval_bytes: 4096,
+    ..LogConfig::BASE
 };
 
 fn other(e: impl std::fmt::Display) -> io::Error {

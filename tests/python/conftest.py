@@ -77,9 +77,11 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def command(self):
+        # With --listeners the test names every listener; self.port is one of them.
+        listen = [] if "--listeners" in self.extra_args else ["--listen", self.bootstrap]
         return [
             self.binary, "serve",
-            "--listen", self.bootstrap,
+            *listen,
             "--data-dir", str(self.data_dir),
             "--shards", str(self.shards),
             *self.extra_args,
@@ -192,10 +194,10 @@ def spate_bin():
 def broker_factory(spate_bin, tmp_path, request):
     brokers = []
 
-    def start(shards=2, extra_args=(), name=None):
+    def start(shards=2, extra_args=(), name=None, port=None):
         name = name or f"b{len(brokers)}"
         b = Broker(spate_bin, tmp_path / name / "data", tmp_path / name / "logs",
-                   shards=shards, extra_args=extra_args)
+                   shards=shards, extra_args=extra_args, port=port)
         brokers.append(b)
         b.start()
         return b

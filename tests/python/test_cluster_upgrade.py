@@ -127,6 +127,10 @@ def test_a_one_node_data_dir_joins_a_cluster_with_its_topics_and_group_offsets(s
         for part, off, _ in first:
             expected[part] = max(expected[part], off + 1)
         assert before == expected and sum(max(o, 0) for o in before.values()) == 200, before
+        # A client quota goes along with the metadata.
+        subprocess.run([spate_bin, "quota", "set", "--bootstrap-server", single.bootstrap,
+                        "--client-id", "imported-app", "--producer-byte-rate", "4096"],
+                       check=True, capture_output=True, timeout=30)
         if stop == "sigterm":
             single.stop()
         else:
@@ -149,6 +153,11 @@ def test_a_one_node_data_dir_joins_a_cluster_with_its_topics_and_group_offsets(s
         md = c.metadata(3)
         assert {p: m.replicas for p, m in md.topics[TOPIC].partitions.items()} == {0: [1], 1: [1], 2: [1]}
         assert md.cluster_id != "" and md.cluster_id == c.metadata(1).cluster_id
+
+        quotas = json.loads(subprocess.run(
+            [spate_bin, "quota", "list", "--json", "--bootstrap-server", c.nodes[3].bootstrap],
+            check=True, capture_output=True, text=True, timeout=30).stdout)
+        assert quotas == [{"entity": "clients/imported-app", "quotas": {"producer_byte_rate": 4096.0}}], quotas
 
         # Every record, in order per partition.
         assert read_all(c.nodes[3].bootstrap, 3, 300) == sent

@@ -1,9 +1,11 @@
 //! IncrementalAlterConfigs (SET and DELETE of topic configs) and the legacy AlterConfigs
 //! (replaces a topic's whole set of configs). Changes are validated and applied by the
 //! controller (shard 0), wherever the request arrived. Broker settings come from the command
-//! line; only the replication throttle rates can also be set at run time, as dynamic broker
-//! configs on a BROKER resource (a broker id, or empty for every broker), as
-//! `kafka-reassign-partitions --throttle` sets them.
+//! line; the replication throttle rates (as `kafka-reassign-partitions --throttle` sets them)
+//! and the topic defaults of `DYNAMIC_BROKER_CONFIGS` (retention, segment size and age,
+//! message.max.bytes, compression.type, the timestamp bounds) can also be set at run time, as
+//! dynamic broker configs on a BROKER resource (a broker id, or empty for every broker); every
+//! broker applies them within a second.
 
 use super::RequestContext;
 use std::rc::Rc;
@@ -13,7 +15,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
 };
 
-use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_BROKER_LOGGER, RESOURCE_TOPIC};
 use super::str_bytes;
 use crate::error::KafkaError;
 use crate::placement::CONTROLLER_SHARD;
@@ -47,8 +49,9 @@ fn check_resource<'a>(
             ))),
         },
         other => Err(KafkaError::InvalidRequest(format!(
-            "resource type {other} is not supported; only TOPIC ({RESOURCE_TOPIC}) configs \
-             can be changed"
+            "resource type {other} is not supported here; TOPIC ({RESOURCE_TOPIC}) and BROKER \
+             ({RESOURCE_BROKER}) configs can be changed, and BROKER_LOGGER \
+             ({RESOURCE_BROKER_LOGGER}) log levels with IncrementalAlterConfigs"
         ))),
     }
 }
@@ -67,16 +70,16 @@ fn check_unique<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), KafkaErr
 }
 
 /// Sends the changes that passed the local checks to the controller and returns one result
-/// per resource, in request order.
+/// per resource, in request order. `Ok(None)`: a change already applied here.
 async fn apply(
     shard: &Rc<Shard>,
-    changes: Vec<Result<AlterTopicConfig, KafkaError>>,
+    changes: Vec<Result<Option<AlterTopicConfig>, KafkaError>>,
     validate_only: bool,
     context: crate::cluster::wire::Forwarded,
 ) -> Vec<Result<(), KafkaError>> {
     let to_send: Vec<AlterTopicConfig> = changes
         .iter()
-        .filter_map(|c| c.as_ref().ok().cloned())
+        .filter_map(|c| c.as_ref().ok().cloned().flatten())
         .collect();
     let n = to_send.len();
     let mut answers = if n == 0 {
@@ -101,7 +104,8 @@ async fn apply(
     changes
         .into_iter()
         .map(|c| match c {
-            Ok(_) => answers.next().unwrap_or(Err(KafkaError::NotController)),
+            Ok(Some(_)) => answers.next().unwrap_or(Err(KafkaError::NotController)),
+            Ok(None) => Ok(()),
             Err(e) => Err(e),
         })
         .collect()
@@ -119,6 +123,58 @@ fn outcome(r: Result<(), KafkaError>, topic: &str) -> (i16, Option<String>) {
     }
 }
 
+/// Log levels of this broker (BROKER_LOGGER, see [`crate::log_levels`]): SET a logger's
+/// level, DELETE it back to root's. Applied here, not by the controller: they are this
+/// process's, as in Kafka.
+fn alter_loggers(
+    ctx: &RequestContext,
+    r: &kafka_protocol::messages::incremental_alter_configs_request::AlterConfigsResource,
+    validate_only: bool,
+) -> Result<(), KafkaError> {
+    let node = ctx.shard.config.node_id.to_string();
+    if r.resource_name.as_str() != node {
+        return Err(KafkaError::InvalidRequest(format!(
+            "broker '{}' is not this broker (node id {node}): log levels change on the broker \
+             they are sent to",
+            r.resource_name.as_str()
+        )));
+    }
+    let changes = r
+        .configs
+        .iter()
+        .map(|c| {
+            let name = c.name.as_str().to_string();
+            match c.config_operation {
+                OP_SET => Ok((name, c.value.as_ref().map(|v| v.as_str().to_string()))),
+                OP_DELETE => Ok((name, None)),
+                other => Err(KafkaError::InvalidRequest(format!(
+                    "operation {other} does not apply to a log level ('{name}'): SET or DELETE"
+                ))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if changes.iter().any(|(_, v)| v.as_deref() == Some("")) {
+        return Err(KafkaError::InvalidConfig(
+            "a log level cannot be empty".into(),
+        ));
+    }
+    if validate_only {
+        for (logger, level) in &changes {
+            if !crate::log_levels::valid_logger(logger)
+                || level
+                    .as_deref()
+                    .is_some_and(|l| crate::log_levels::level_of(l).is_none())
+            {
+                return Err(KafkaError::InvalidConfig(format!(
+                    "'{logger}' = {level:?} is not a logger and a log level"
+                )));
+            }
+        }
+        return Ok(());
+    }
+    crate::log_levels::change(&changes).map_err(KafkaError::InvalidConfig)
+}
+
 pub async fn handle_incremental(
     ctx: &RequestContext,
     req: IncrementalAlterConfigsRequest,
@@ -128,6 +184,10 @@ pub async fn handle_incremental(
         .resources
         .iter()
         .map(|r| {
+            if r.resource_type == RESOURCE_BROKER_LOGGER {
+                // Applied here at once: nothing goes to the controller.
+                return alter_loggers(ctx, r, req.validate_only).map(|()| None);
+            }
             let topic = r.resource_name.as_str();
             let broker = check_resource(
                 r.resource_type,
@@ -157,12 +217,12 @@ pub async fn handle_incremental(
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(AlterTopicConfig {
+            Ok(Some(AlterTopicConfig {
                 topic: topic.to_string(),
                 broker,
                 replace: false,
                 ops,
-            })
+            }))
         })
         .collect();
     let results = apply(shard, changes, req.validate_only, ctx.forwarded()).await;
@@ -195,7 +255,7 @@ pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> Al
                 r.configs.iter().map(|c| c.name.as_str()),
             )?;
             check_unique(r.configs.iter().map(|c| c.name.as_str()))?;
-            Ok(AlterTopicConfig {
+            Ok(Some(AlterTopicConfig {
                 topic: topic.to_string(),
                 broker,
                 replace: true,
@@ -209,7 +269,7 @@ pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> Al
                         )
                     })
                     .collect(),
-            })
+            }))
         })
         .collect();
     let results = apply(shard, changes, req.validate_only, ctx.forwarded()).await;

@@ -29,7 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
     }
     match shard.cluster() {
         None => {
-            let (host, port) = shard.config.advertised_listener.clone();
+            let (host, port) = ctx.advertised();
             out.with_cluster_id(str_bytes(shard.cluster_id.clone()))
                 .with_controller_id(BrokerId(shard.config.node_id))
                 .with_brokers(vec![

@@ -15,20 +15,25 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::str_bytes;
+use std::collections::BTreeMap;
+
 use crate::config::Config;
 use crate::error::KafkaError;
 use crate::shard::Shard;
-use crate::storage::catalog::{self, ConfigKind, TopicMeta};
+use crate::shard::controller::DYNAMIC_BROKER_CONFIGS;
+use crate::storage::catalog::{self, ConfigKind, TopicMeta, defaults};
 
 /// Resource types (Kafka's `ConfigResource.Type`).
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// Config sources (Kafka's `DescribeConfigsResponse.ConfigSource`).
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_DYNAMIC_BROKER: i8 = 2;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_DYNAMIC_BROKER_LOGGER: i8 = 6;
 
 /// Config types (Kafka's `DescribeConfigsResponse.ConfigType`).
 const TYPE_BOOLEAN: i8 = 1;
@@ -91,7 +96,76 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
     (
         "compression.type",
         TYPE_STRING,
-        "Default compression.type of topics: producer (batches stored as sent).",
+        "Default compression.type of topics (--compression-type): producer stores batches as \
+         sent; another codec recompresses them on the way in.",
+    ),
+    (
+        "compression.gzip.level",
+        TYPE_INT,
+        "Default compression.gzip.level of topics: -1, the codec's default.",
+    ),
+    (
+        "compression.lz4.level",
+        TYPE_INT,
+        "Default compression.lz4.level of topics.",
+    ),
+    (
+        "compression.zstd.level",
+        TYPE_INT,
+        "Default compression.zstd.level of topics.",
+    ),
+    (
+        "log.message.timestamp.before.max.ms",
+        TYPE_LONG,
+        "Default message.timestamp.before.max.ms of topics \
+         (--log-message-timestamp-before-max-ms); 9223372036854775807: no bound.",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        TYPE_LONG,
+        "Default message.timestamp.after.max.ms of topics \
+         (--log-message-timestamp-after-max-ms): records more than this many ms in the future \
+         are refused with INVALID_TIMESTAMP; 9223372036854775807: no bound.",
+    ),
+    (
+        "log.roll.jitter.ms",
+        TYPE_LONG,
+        "Default segment.jitter.ms of topics: 0.",
+    ),
+    (
+        "log.index.size.max.bytes",
+        TYPE_INT,
+        "Default segment.index.bytes of topics.",
+    ),
+    (
+        "log.preallocate",
+        TYPE_BOOLEAN,
+        "Default preallocate of topics: false.",
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        TYPE_LONG,
+        "Default file.delete.delay.ms of topics.",
+    ),
+    (
+        "log.message.downconversion.enable",
+        TYPE_BOOLEAN,
+        "No effect (batches are never down-converted, as in Kafka 4).",
+    ),
+    (
+        "remote.log.storage.system.enable",
+        TYPE_BOOLEAN,
+        "Tiered storage is not built: false.",
+    ),
+    (
+        "log.local.retention.ms",
+        TYPE_LONG,
+        "Tiered storage is not built: -2 (retention.ms applies).",
+    ),
+    (
+        "log.local.retention.bytes",
+        TYPE_LONG,
+        "Tiered storage is not built: -2 (retention.bytes applies).",
     ),
     (
         "listeners",
@@ -261,7 +335,19 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
             None => "1.7976931348623157E308".to_string(),
         },
         "log.cleaner.dedupe.buffer.size" => c.log_cleaner_dedupe_buffer_bytes.to_string(),
-        "compression.type" => "producer".to_string(),
+        "compression.type" => c.compression_type.name().to_string(),
+        "compression.gzip.level" => defaults::GZIP_LEVEL.to_string(),
+        "compression.lz4.level" => defaults::LZ4_LEVEL.to_string(),
+        "compression.zstd.level" => defaults::ZSTD_LEVEL.to_string(),
+        "log.message.timestamp.before.max.ms" => unbounded(c.message_timestamp_before_max_ms),
+        "log.message.timestamp.after.max.ms" => unbounded(c.message_timestamp_after_max_ms),
+        "log.roll.jitter.ms" => defaults::SEGMENT_JITTER_MS.to_string(),
+        "log.index.size.max.bytes" => defaults::SEGMENT_INDEX_BYTES.to_string(),
+        "log.preallocate" => defaults::PREALLOCATE.to_string(),
+        "log.segment.delete.delay.ms" => defaults::FILE_DELETE_DELAY_MS.to_string(),
+        "log.message.downconversion.enable" => "true".to_string(),
+        "remote.log.storage.system.enable" => "false".to_string(),
+        "log.local.retention.ms" | "log.local.retention.bytes" => "-2".to_string(),
         "min.insync.replicas" => c.min_insync_replicas.to_string(),
         "unclean.leader.election.enable" => c.unclean_leader_election_enable.to_string(),
         "replica.lag.time.max.ms" => c.replica_lag_time_max_ms.to_string(),
@@ -288,19 +374,52 @@ fn broker_setting(c: &Config, name: &str) -> (Option<String>, i8) {
     (value, source)
 }
 
+/// The dynamic broker configs: this broker's own, and every broker's (resource "").
+type Dynamic = (BTreeMap<String, String>, BTreeMap<String, String>);
+
+/// (name, value, source) of a synonym.
+type Synonym = (String, Option<String>, i8);
+
+/// Kafka's source of a cluster-wide dynamic broker config.
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
+
+/// A broker setting's effective value, its source and its synonyms (most specific first):
+/// this broker's dynamic config, every broker's, then the start-up setting.
+fn broker_effective(
+    c: &Config,
+    dynamic: &Dynamic,
+    name: &str,
+) -> (Option<String>, i8, Vec<Synonym>) {
+    let (value, source) = broker_setting(c, name);
+    let mut synonyms = Vec::new();
+    if let Some(v) = dynamic.0.get(name) {
+        synonyms.push((name.to_string(), Some(v.clone()), SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(v) = dynamic.1.get(name) {
+        synonyms.push((
+            name.to_string(),
+            Some(v.clone()),
+            SOURCE_DYNAMIC_DEFAULT_BROKER,
+        ));
+    }
+    synonyms.push((name.to_string(), value, source));
+    let (value, source) = (synonyms[0].1.clone(), synonyms[0].2);
+    (value, source, synonyms)
+}
+
 /// One described config before version gating.
 struct Described {
-    name: &'static str,
+    name: String,
     value: Option<String>,
     source: i8,
     read_only: bool,
     config_type: i8,
-    doc: &'static str,
+    doc: String,
     /// (name, value, source), most specific first.
-    synonyms: Vec<(&'static str, Option<String>, i8)>,
+    synonyms: Vec<(String, Option<String>, i8)>,
 }
 
-fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
+fn describe_topic(c: &Config, dynamic: &Dynamic, meta: &TopicMeta) -> Vec<Described> {
     catalog::TOPIC_CONFIGS
         .iter()
         .map(|def| {
@@ -312,20 +431,29 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                 ConfigKind::Boolean => TYPE_BOOLEAN,
                 ConfigKind::Double => TYPE_DOUBLE,
             };
-            let (broker_value, broker_source) = broker_setting(c, broker_name);
-            let broker_synonym = (broker_name, broker_value.clone(), broker_source);
-            match meta.configs.get(name) {
+            // A config without a broker setting (tiered storage's switches) has its
+            // default, false, and no broker synonym.
+            let (broker_value, broker_source, broker_synonyms) = if broker_name.is_empty() {
+                (Some("false".to_string()), SOURCE_DEFAULT, vec![])
+            } else {
+                broker_effective(c, dynamic, broker_name)
+            };
+            let (name, doc) = (name.to_string(), doc.to_string());
+            match meta.configs.get(&name) {
                 Some(v) => Described {
+                    synonyms: std::iter::once((
+                        name.clone(),
+                        Some(v.clone()),
+                        SOURCE_DYNAMIC_TOPIC,
+                    ))
+                    .chain(broker_synonyms)
+                    .collect(),
                     name,
                     value: Some(v.clone()),
                     source: SOURCE_DYNAMIC_TOPIC,
                     read_only: false,
                     config_type,
                     doc,
-                    synonyms: vec![
-                        (name, Some(v.clone()), SOURCE_DYNAMIC_TOPIC),
-                        broker_synonym,
-                    ],
                 },
                 None => Described {
                     name,
@@ -334,59 +462,78 @@ fn describe_topic(c: &Config, meta: &TopicMeta) -> Vec<Described> {
                     read_only: false,
                     config_type,
                     doc,
-                    synonyms: vec![broker_synonym],
+                    synonyms: broker_synonyms,
                 },
             }
         })
         .collect()
 }
 
-/// The broker's settings; `dynamic` holds the replication throttle rates the metadata's
-/// dynamic broker configs set (leader, follower), which override the flags and can change.
-fn describe_broker(c: &Config, dynamic: (Option<u64>, Option<u64>)) -> Vec<Described> {
-    BROKER_CONFIG_DEFS
+/// The broker's settings; those of [`DYNAMIC_BROKER_CONFIGS`] may be overridden by the
+/// dynamic broker configs (`dynamic`) and are not read-only.
+fn describe_broker(c: &Config, dynamic: &Dynamic) -> Vec<Described> {
+    let settings = crate::settings::documented(c);
+    let defaults =
+        crate::settings::documented(&Config::new(c.listen, c.data_dir.clone(), c.shards));
+    // A setting's own source: given (on the command line or in the config file) or default.
+    let setting_source =
+        |s: &crate::settings::SettingDoc| match defaults.iter().find(|d| d.key == s.key) {
+            Some(d) if d.value == s.value => SOURCE_DEFAULT,
+            _ => SOURCE_STATIC_BROKER,
+        };
+    let mut out: Vec<Described> = BROKER_CONFIG_DEFS
         .iter()
         .map(|&(name, config_type, doc)| {
-            let (value, source) = broker_setting(c, name);
-            let set = match name {
-                "leader.replication.throttled.rate" => Some(dynamic.0),
-                "follower.replication.throttled.rate" => Some(dynamic.1),
-                _ => None,
-            };
-            match set {
-                Some(Some(rate)) => Described {
-                    name,
-                    synonyms: vec![
-                        (name, Some(rate.to_string()), SOURCE_DYNAMIC_BROKER),
-                        (name, value, source),
-                    ],
-                    value: Some(rate.to_string()),
-                    source: SOURCE_DYNAMIC_BROKER,
-                    read_only: false,
-                    config_type,
-                    doc,
-                },
-                Some(None) => Described {
-                    name,
-                    synonyms: vec![(name, value.clone(), source)],
-                    value,
-                    source,
-                    read_only: false,
-                    config_type,
-                    doc,
-                },
-                None => Described {
-                    name,
-                    synonyms: vec![(name, value.clone(), source)],
-                    value,
-                    source,
-                    read_only: true,
-                    config_type,
-                    doc,
-                },
+            // The `spate serve` setting that sets it, as a synonym (its key, as the config
+            // file names it).
+            let own: Vec<(String, Option<String>, i8)> = settings
+                .iter()
+                .filter(|s| s.kafka_name.as_deref() == Some(name))
+                .map(|s| (s.key.clone(), s.value.clone(), setting_source(s)))
+                .collect();
+            let dynamic_ok = DYNAMIC_BROKER_CONFIGS.contains(&name);
+            let (value, source, synonyms) = broker_effective(c, dynamic, name);
+            Described {
+                name: name.to_string(),
+                value,
+                source,
+                read_only: !dynamic_ok,
+                config_type,
+                doc: doc.to_string(),
+                synonyms: synonyms.into_iter().chain(own).collect(),
             }
         })
-        .collect()
+        .collect();
+    // Every other setting of `spate serve`, under its Kafka name where it has one, else
+    // under its own key; read-only (they are set when the broker starts).
+    for s in &settings {
+        let name = s.kafka_name.clone().unwrap_or_else(|| s.key.clone());
+        if out.iter().any(|d| d.name == name) {
+            continue;
+        }
+        let source = setting_source(s);
+        let config_type = if s.is_bool {
+            TYPE_BOOLEAN
+        } else if s.is_number {
+            TYPE_LONG
+        } else {
+            TYPE_STRING
+        };
+        let mut synonyms = vec![(name.clone(), s.value.clone(), source)];
+        if name != s.key {
+            synonyms.push((s.key.clone(), s.value.clone(), source));
+        }
+        out.push(Described {
+            name,
+            value: s.value.clone(),
+            source,
+            read_only: true,
+            config_type,
+            doc: s.doc.clone(),
+            synonyms,
+        });
+    }
+    out
 }
 
 /// The configs of one resource, or why it cannot be described.
@@ -394,7 +541,7 @@ fn describe(
     shard: &Shard,
     resource_type: i8,
     resource_name: &str,
-    dynamic: (Option<u64>, Option<u64>),
+    dynamic: &Dynamic,
 ) -> Result<Vec<Described>, (KafkaError, String)> {
     match resource_type {
         RESOURCE_TOPIC => {
@@ -412,7 +559,7 @@ fn describe(
                     format!("topic '{resource_name}' does not exist"),
                 )
             })?;
-            Ok(describe_topic(&shard.config, &meta))
+            Ok(describe_topic(&shard.config, dynamic, &meta))
         }
         RESOURCE_BROKER => {
             let node = shard.config.node_id.to_string();
@@ -422,10 +569,35 @@ fn describe(
             }
             Ok(describe_broker(&shard.config, dynamic))
         }
+        RESOURCE_BROKER_LOGGER => {
+            let node = shard.config.node_id.to_string();
+            if resource_name != node {
+                let m = format!("broker '{resource_name}' is not this broker (node id {node})");
+                return Err((KafkaError::InvalidRequest(m.clone()), m));
+            }
+            Ok(crate::log_levels::list()
+                .into_iter()
+                .map(|(logger, level)| Described {
+                    synonyms: vec![(
+                        logger.clone(),
+                        Some(level.clone()),
+                        SOURCE_DYNAMIC_BROKER_LOGGER,
+                    )],
+                    name: logger,
+                    value: Some(level),
+                    source: SOURCE_DYNAMIC_BROKER_LOGGER,
+                    read_only: false,
+                    config_type: TYPE_STRING,
+                    doc: "Log level of this logger (module path; root: every module without a \
+                          level of its own), changed at run time until the broker restarts."
+                        .to_string(),
+                })
+                .collect())
+        }
         other => {
             let m = format!(
-                "resource type {other} is not supported; supported are TOPIC ({RESOURCE_TOPIC}) \
-                 and BROKER ({RESOURCE_BROKER})"
+                "resource type {other} is not supported; supported are TOPIC ({RESOURCE_TOPIC}), \
+                 BROKER ({RESOURCE_BROKER}) and BROKER_LOGGER ({RESOURCE_BROKER_LOGGER})"
             );
             Err((KafkaError::InvalidRequest(m.clone()), m))
         }
@@ -435,21 +607,14 @@ fn describe(
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
-    let dynamic = if req
-        .resources
-        .iter()
-        .any(|r| r.resource_type == RESOURCE_BROKER)
-    {
-        shard
-            .call(
-                crate::placement::CONTROLLER_SHARD,
-                crate::shard::calls::ThrottleRates,
-            )
-            .await
-            .unwrap_or_default()
-    } else {
-        (None, None)
-    };
+    // The controller shard holds the freshest copy of the dynamic broker configs.
+    let dynamic: Dynamic = shard
+        .call(
+            crate::placement::CONTROLLER_SHARD,
+            crate::shard::calls::DynamicBrokerConfigs,
+        )
+        .await
+        .unwrap_or_else(|_| shard.dynamic_configs());
     let results = req
         .resources
         .iter()
@@ -458,7 +623,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let described = match describe(shard, r.resource_type, name, dynamic) {
+            let described = match describe(shard, r.resource_type, name, &dynamic) {
                 Ok(d) => d,
                 Err((e, message)) => {
                     return out
@@ -472,7 +637,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             };
             let configs = described
                 .into_iter()
-                .filter(|d| wanted(d.name))
+                .filter(|d| wanted(&d.name))
                 .map(|d| encode(d, req.include_synonyms, req.include_documentation, version))
                 .collect();
             out.with_configs(configs)
@@ -489,7 +654,7 @@ fn encode(
     version: i16,
 ) -> DescribeConfigsResourceResult {
     let mut out = DescribeConfigsResourceResult::default()
-        .with_name(str_bytes(d.name.to_string()))
+        .with_name(str_bytes(d.name))
         .with_value(d.value.map(str_bytes))
         .with_read_only(d.read_only)
         .with_config_source(d.source)
@@ -500,7 +665,7 @@ fn encode(
                 .into_iter()
                 .map(|(name, value, source)| {
                     DescribeConfigsSynonym::default()
-                        .with_name(str_bytes(name.to_string()))
+                        .with_name(str_bytes(name))
                         .with_value(value.map(str_bytes))
                         .with_source(source)
                 })
@@ -510,7 +675,7 @@ fn encode(
     if version >= 3 {
         out = out.with_config_type(d.config_type);
         if include_documentation {
-            out = out.with_documentation(Some(str_bytes(d.doc.to_string())));
+            out = out.with_documentation(Some(str_bytes(d.doc)));
         }
     }
     out
@@ -519,7 +684,6 @@ fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn config() -> Config {
         Config::new(
@@ -533,11 +697,51 @@ mod tests {
     fn every_topic_config_is_described() {
         for def in catalog::TOPIC_CONFIGS {
             let b = def.broker_name;
+            if b.is_empty() {
+                continue;
+            }
             assert!(broker_value(&config(), b).is_some(), "{b}");
             assert!(BROKER_CONFIG_DEFS.iter().any(|d| d.0 == b), "{b}");
         }
         for (name, _, _) in BROKER_CONFIG_DEFS {
             assert!(broker_value(&config(), name).is_some(), "{name}");
+        }
+    }
+
+    /// Every `spate serve` setting is described, documented from its flag's help: under the
+    /// Kafka name it gives (with its own key as a synonym), else under its key.
+    #[test]
+    fn every_broker_setting_is_described() {
+        let mut c = config();
+        c.retention_ms = Some(1000);
+        let d = describe_broker(&c, &Default::default());
+        let get = |n: &str| {
+            d.iter()
+                .find(|x| x.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let r = get("log.retention.ms");
+        assert_eq!(r.value.as_deref(), Some("1000"));
+        assert_eq!(r.source, SOURCE_STATIC_BROKER);
+        assert!(
+            r.synonyms
+                .iter()
+                .any(|s| s.0 == "retention_ms" && s.2 == SOURCE_STATIC_BROKER)
+        );
+        let fds = get("segment_fds_max");
+        assert!(fds.read_only && fds.doc.contains("Descriptors"));
+        assert_eq!(fds.source, SOURCE_DEFAULT);
+        assert!(d.iter().all(|x| x.name != "offsets.retention.minutes"));
+        assert_eq!(
+            get("offsets_retention_ms").value.as_deref(),
+            Some("604800000")
+        );
+        let keys = crate::settings::documented(&c);
+        assert!(keys.len() > 60, "{}", keys.len());
+        for k in &keys {
+            let name = k.kafka_name.clone().unwrap_or_else(|| k.key.clone());
+            assert!(d.iter().any(|x| x.name == name), "{name} not described");
+            assert!(!k.doc.is_empty(), "{} has no documentation", k.key);
         }
     }
 
@@ -548,7 +752,7 @@ mod tests {
         let mut configs = BTreeMap::new();
         configs.insert("segment.bytes".to_string(), "2048".to_string());
         let meta = TopicMeta::new("t".into(), uuid::Uuid::nil(), 1, configs).unwrap();
-        let d = describe_topic(&c, &meta);
+        let d = describe_topic(&c, &Default::default(), &meta);
         let get = |n: &str| d.iter().find(|x| x.name == n).unwrap();
         assert_eq!(get("segment.bytes").value.as_deref(), Some("2048"));
         assert_eq!(get("segment.bytes").source, SOURCE_DYNAMIC_TOPIC);

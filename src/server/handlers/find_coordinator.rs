@@ -59,7 +59,7 @@ async fn coordinator(
                 .await
                 .map_err(|code| (code, "cannot create __transaction_state".to_string()))?;
         }
-        let (host, port) = shard.config.advertised_listener.clone();
+        let (host, port) = ctx.advertised();
         return Ok((shard.config.node_id, host, port));
     };
     let log = if txn {

@@ -20,7 +20,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     let shard = &ctx.shard;
     let version = ctx.api_version;
     let node = BrokerId(shard.config.node_id);
-    let (host, port) = shard.config.advertised_listener.clone();
+    let (host, port) = ctx.advertised();
     let view = shard.cluster();
     // One node: this broker, its id the controller's. A cluster: the brokers that serve,
     // and the active controller (the Raft leader), from this shard's copy of the metadata.
@@ -112,7 +112,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 
 /// A topic as Metadata shows it. `live`: the brokers that serve, in a cluster (None on one
 /// node, where this broker holds and leads everything).
-fn topic_response(
+pub(super) fn topic_response(
     meta: &TopicMeta,
     node: BrokerId,
     version: i16,

@@ -3,8 +3,10 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod consumer_group_describe;
 mod consumer_group_heartbeat;
@@ -13,13 +15,16 @@ mod create_topics;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod describe_transactions;
+mod describe_user_scram_credentials;
 mod elect_leaders;
 mod end_txn;
 mod fetch;
@@ -105,9 +110,42 @@ pub struct RequestContext {
     pub client_addr: String,
     /// Who sent the request; authorization decisions are made on it.
     pub principal: Principal,
+    /// The listener (index into `config.listeners`) the connection came in on.
+    pub listener: usize,
     /// The connection's hold on its next request (see [`Ordered`]); a handler that may let
     /// the next request start early takes it with [`RequestContext::take_order_hold`].
     order_hold: Cell<Option<Ordered>>,
+    /// The connection's mute: a client over its quota is not read from until it passes.
+    pub mute: Mute,
+}
+
+/// Until when a connection reads no request (a quota throttle, KIP-219); shared by the
+/// connection's reader and writer and its requests' contexts.
+///
+/// Lives on: the connection's shard.
+#[derive(Clone, Default)]
+pub struct Mute(Rc<Cell<Option<std::time::Instant>>>);
+
+impl Mute {
+    /// Mutes for `throttle` from now (or longer, if already muted longer).
+    pub fn mute_for(&self, throttle: std::time::Duration) {
+        let until = std::time::Instant::now() + throttle;
+        if self.0.get().is_none_or(|u| u < until) {
+            self.0.set(Some(until));
+        }
+    }
+
+    /// Waits until the mute has passed (at once when there is none).
+    pub async fn passed(&self) {
+        while let Some(until) = self.0.get() {
+            let now = std::time::Instant::now();
+            if now >= until {
+                self.0.set(None);
+                return;
+            }
+            glommio::timer::sleep(until - now).await;
+        }
+    }
 }
 
 impl RequestContext {
@@ -117,6 +155,8 @@ impl RequestContext {
         client_addr: &str,
         principal: Principal,
         ordered: Ordered,
+        mute: Mute,
+        listener: usize,
     ) -> RequestContext {
         let ip = client_addr
             .rsplit_once(':')
@@ -140,7 +180,18 @@ impl RequestContext {
             client_addr: client_addr.to_string(),
             principal,
             order_hold: Cell::new(Some(ordered)),
+            mute,
+            listener,
         }
+    }
+
+    /// The address Metadata gives this client: its listener's advertised one (on one node;
+    /// a cluster's brokers are named by their first listener, which they register).
+    pub fn advertised(&self) -> (String, u16) {
+        self.shard.config.listeners.get(self.listener).map_or_else(
+            || self.shard.config.advertised_listener.clone(),
+            |l| l.advertised.clone(),
+        )
     }
 
     /// The request's context as a metadata change carries it to the active controller
@@ -541,25 +592,321 @@ impl Ordered {
     }
 }
 
-/// Runs the handler of the request in `ctx`; Ok(None) means no response is sent (Produce with
-/// acks=0). Every handler has the same shape, `handle(&RequestContext, Request) -> Response`.
-pub async fn dispatch(
+/// A handled request: its encoded response (None: Produce with acks=0 is not answered) and the
+/// quota throttle the client gets (KIP-219): the connection sends the response and then reads
+/// nothing from the client for `throttle_ms`, or, for the versions before KIP-219 (Produce
+/// v0-5, Fetch v0-7), holds the response back that long instead.
+pub struct Answer {
+    pub chunks: Option<Vec<Chunk>>,
+    pub throttle_ms: u64,
+    pub throttle_before_send: bool,
+}
+
+impl Answer {
+    pub fn unthrottled(chunks: Option<Vec<Chunk>>) -> Answer {
+        Answer {
+            chunks,
+            throttle_ms: 0,
+            throttle_before_send: false,
+        }
+    }
+}
+
+/// A future and the time spent polling it on this shard (the request quota's handler time:
+/// waits, such as a long-polling Fetch's or an fdatasync, do not count).
+struct PollTimed<'a, F: std::future::Future> {
+    inner: std::pin::Pin<Box<F>>,
+    nanos: &'a Cell<u64>,
+}
+
+impl<F: std::future::Future> std::future::Future for PollTimed<'_, F> {
+    type Output = F::Output;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let start = std::time::Instant::now();
+        let out = self.inner.as_mut().poll(cx);
+        let spent = start.elapsed().as_nanos() as u64;
+        self.nanos.set(self.nanos.get().saturating_add(spent));
+        out
+    }
+}
+
+/// Runs the handler of the request in `ctx` and applies the client quotas (see
+/// `shard::quota`): Produce counts its record bytes, Fetch its response bytes, every request
+/// its handler time where a request quota applies. Clients no quota applies to skip all of it.
+/// Every handler has the same shape, `handle(&RequestContext, Request) -> Response`.
+pub async fn dispatch(ctx: &RequestContext, body: RequestKind) -> anyhow::Result<Answer> {
+    use crate::quota::QuotaKind;
+    let table = ctx.shard.quotas();
+    let user = ctx.principal.name.as_str();
+    let client_id = ctx.client.client_id.as_str();
+    if table.is_empty() || quota_exempt(ctx.api_version, &body) || !table.applies(user, client_id) {
+        drop(table);
+        return Ok(Answer::unthrottled(run_handler(ctx, body, None).await?.0));
+    }
+    let timed = table.resolve(QuotaKind::Request, user, client_id).is_some();
+    let produce_bytes = match &body {
+        RequestKind::Produce(r) => r
+            .topic_data
+            .iter()
+            .flat_map(|t| t.partition_data.iter())
+            .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+            .sum::<usize>(),
+        _ => 0,
+    };
+    drop(table);
+    let api = ctx.api_key;
+    let nanos = Cell::new(0u64);
+    // The throttle goes into the response, so Produce and Fetch are encoded after it is known.
+    let mut early_ms = 0;
+    let (mut usage, response) = match body {
+        RequestKind::Produce(r) => {
+            // Counted before it is handled, and the connection muted at once when it is over
+            // its quota, so no further request is read meanwhile (see `shard::quota`).
+            let usage = [(QuotaKind::Produce, produce_bytes as f64)];
+            early_ms = ctx.shard.quota_throttle(user, client_id, &usage).await;
+            if early_ms > 0 {
+                ctx.mute
+                    .mute_for(std::time::Duration::from_millis(early_ms));
+            }
+            let resp = if timed {
+                PollTimed {
+                    inner: Box::pin(produce::handle(ctx, r)),
+                    nanos: &nanos,
+                }
+                .await
+            } else {
+                produce::handle(ctx, r).await
+            };
+            (Vec::new(), Pending::Produce(resp))
+        }
+        RequestKind::Fetch(r) => {
+            let chunks = if timed {
+                PollTimed {
+                    inner: Box::pin(fetch::handle(ctx, r)),
+                    nanos: &nanos,
+                }
+                .await
+            } else {
+                fetch::handle(ctx, r).await
+            };
+            let bytes = crate::protocol::fetch::response_len(&chunks);
+            (
+                vec![(QuotaKind::Fetch, bytes as f64)],
+                Pending::Fetch(chunks),
+            )
+        }
+        other => {
+            // The handler's time is counted, and the throttle set in its response, inside.
+            let quota = RequestQuota {
+                user,
+                client_id,
+                nanos: Cell::new(0),
+            };
+            let (chunks, ms) = run_handler(ctx, other, timed.then_some(&quota)).await?;
+            return Ok(Answer {
+                chunks,
+                throttle_ms: ms,
+                throttle_before_send: false,
+            });
+        }
+    };
+    if timed {
+        usage.push((
+            QuotaKind::Request,
+            crate::quota::nanos_to_percent(nanos.get()),
+        ));
+    }
+    let throttle_ms = if usage.is_empty() {
+        early_ms
+    } else {
+        early_ms.max(ctx.shard.quota_throttle(user, client_id, &usage).await)
+    };
+    let wire_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    let chunks = match response {
+        Pending::Produce(Some(mut resp)) => {
+            resp.throttle_time_ms = resp.throttle_time_ms.max(wire_ms);
+            Some(vec![Chunk::Mem(ctx.respond(&resp)?)])
+        }
+        Pending::Produce(None) => None,
+        Pending::Fetch(mut chunks) => {
+            if throttle_ms > 0 {
+                crate::protocol::fetch::set_throttle_time_ms(&mut chunks, ctx.api_version, wire_ms);
+            }
+            Some(chunks)
+        }
+    };
+    let old_version = match api {
+        ApiKey::Produce => ctx.api_version < 6,
+        ApiKey::Fetch => ctx.api_version < 8,
+        _ => false,
+    };
+    Ok(Answer {
+        chunks,
+        throttle_ms,
+        throttle_before_send: old_version,
+    })
+}
+
+/// Whether a request is the cluster's own traffic, which client quotas never throttle (Kafka
+/// exempts what is authorized as ClusterAction): a follower's Fetch, and the transaction
+/// markers a coordinator writes.
+fn quota_exempt(api_version: i16, body: &RequestKind) -> bool {
+    match body {
+        RequestKind::Fetch(r) => {
+            let replica = if api_version >= 15 {
+                r.replica_state.replica_id.0
+            } else {
+                r.replica_id.0
+            };
+            replica >= 0
+        }
+        RequestKind::WriteTxnMarkers(_) => true,
+        // Version 4 is only sent between brokers (KIP-890 verification).
+        RequestKind::AddPartitionsToTxn(_) => api_version >= 4,
+        _ => false,
+    }
+}
+
+/// A request whose handler time counts against the client's request quota.
+struct RequestQuota<'a> {
+    user: &'a str,
+    client_id: &'a str,
+    /// Time spent polling the handler so far.
+    nanos: Cell<u64>,
+}
+
+impl RequestQuota<'_> {
+    /// Counts the handler's time and returns the throttle, in ms.
+    async fn throttle(&self, ctx: &RequestContext) -> u64 {
+        let usage = [(
+            crate::quota::QuotaKind::Request,
+            crate::quota::nanos_to_percent(self.nanos.get()),
+        )];
+        ctx.shard
+            .quota_throttle(self.user, self.client_id, &usage)
+            .await
+    }
+}
+
+/// A response with Kafka's `throttle_time_ms` (most have it; the versions that lack it do not
+/// encode it).
+trait ThrottleTime {
+    fn set_throttle_time_ms(&mut self, ms: i32);
+}
+
+macro_rules! throttle_time {
+    ($($t:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$t {
+            fn set_throttle_time_ms(&mut self, ms: i32) {
+                self.throttle_time_ms = ms;
+            }
+        })*
+    };
+}
+
+macro_rules! no_throttle_time {
+    ($($t:ident),* $(,)?) => {
+        $(impl ThrottleTime for kafka_protocol::messages::$t {
+            fn set_throttle_time_ms(&mut self, _ms: i32) {}
+        })*
+    };
+}
+
+throttle_time!(
+    ApiVersionsResponse,
+    MetadataResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    CreatePartitionsResponse,
+    AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsResponse,
+    DescribeLogDirsResponse,
+    ElectLeadersResponse,
+    DescribeClusterResponse,
+    OffsetForLeaderEpochResponse,
+    ListOffsetsResponse,
+    DescribeConfigsResponse,
+    IncrementalAlterConfigsResponse,
+    AlterConfigsResponse,
+    DeleteRecordsResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    SyncGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    DescribeGroupsResponse,
+    ListGroupsResponse,
+    DeleteGroupsResponse,
+    OffsetDeleteResponse,
+    InitProducerIdResponse,
+    AddPartitionsToTxnResponse,
+    EndTxnResponse,
+    AddOffsetsToTxnResponse,
+    TxnOffsetCommitResponse,
+    DescribeProducersResponse,
+    DescribeTransactionsResponse,
+    ListTransactionsResponse,
+    ConsumerGroupHeartbeatResponse,
+    ConsumerGroupDescribeResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+    DescribeTopicPartitionsResponse,
+    DescribeUserScramCredentialsResponse,
+    AlterUserScramCredentialsResponse,
+);
+no_throttle_time!(
+    SaslHandshakeResponse,
+    SaslAuthenticateResponse,
+    WriteTxnMarkersResponse,
+    DescribeQuorumResponse
+);
+
+/// A response not encoded yet, while its quota throttle is worked out.
+enum Pending {
+    Produce(Option<kafka_protocol::messages::ProduceResponse>),
+    Fetch(Vec<Chunk>),
+}
+
+/// Runs the handler of the request; Ok(None) means no response is sent (Produce with acks=0).
+/// Runs the handler of the request; the chunks are None when no response is sent (Produce
+/// with acks=0). With `quota`, the time spent polling the handler counts against the client's
+/// request quota and the throttle (also returned, in ms) goes into the response. Produce and
+/// Fetch are only run here without quotas (`dispatch` counts their bytes itself).
+async fn run_handler(
     ctx: &RequestContext,
     body: RequestKind,
-) -> anyhow::Result<Option<Vec<Chunk>>> {
+    quota: Option<&RequestQuota<'_>>,
+) -> anyhow::Result<(Option<Vec<Chunk>>, u64)> {
     macro_rules! apis {
         ($($kind:ident => $handler:path),* $(,)?) => {
             match body {
                 $(RequestKind::$kind(r) => {
-                    let resp = $handler(ctx, r).await;
-                    Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)]))
+                    let Some(q) = quota else {
+                        let resp = $handler(ctx, r).await;
+                        return Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), 0));
+                    };
+                    let mut resp = PollTimed {
+                        inner: Box::pin($handler(ctx, r)),
+                        nanos: &q.nanos,
+                    }
+                    .await;
+                    let ms = q.throttle(ctx).await;
+                    if ms > 0 {
+                        resp.set_throttle_time_ms(i32::try_from(ms).unwrap_or(i32::MAX));
+                    }
+                    Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), ms))
                 })*
                 // Answered with file ranges for the zero-copy path.
-                RequestKind::Fetch(r) => Ok(Some(fetch::handle(ctx, r).await)),
+                RequestKind::Fetch(r) => Ok((Some(fetch::handle(ctx, r).await), 0)),
                 // acks=0 is not answered.
                 RequestKind::Produce(r) => match produce::handle(ctx, r).await {
-                    Some(resp) => Ok(Some(vec![Chunk::Mem(ctx.respond(&resp)?)])),
-                    None => Ok(None),
+                    Some(resp) => Ok((Some(vec![Chunk::Mem(ctx.respond(&resp)?)]), 0)),
+                    None => Ok((None, 0)),
                 },
                 other => anyhow::bail!("no handler for {other:?}"),
             }
@@ -577,6 +924,9 @@ pub async fn dispatch(
         ElectLeaders => elect_leaders::handle,
         DescribeCluster => describe_cluster::handle,
         DescribeQuorum => describe_quorum::handle,
+        DescribeTopicPartitions => describe_topic_partitions::handle,
+        DescribeUserScramCredentials => describe_user_scram_credentials::handle,
+        AlterUserScramCredentials => alter_user_scram_credentials::handle,
         OffsetForLeaderEpoch => offset_for_leader_epoch::handle,
         ListOffsets => list_offsets::handle,
         DescribeConfigs => describe_configs::handle,
@@ -595,6 +945,7 @@ pub async fn dispatch(
         DeleteGroups => delete_groups::handle,
         OffsetDelete => offset_delete::handle,
         SaslHandshake => sasl_handshake::handle,
+        SaslAuthenticate => sasl_handshake::handle_authenticate,
         InitProducerId => init_producer_id::handle,
         AddPartitionsToTxn => add_partitions_to_txn::handle,
         EndTxn => end_txn::handle,
@@ -606,6 +957,8 @@ pub async fn dispatch(
         ListTransactions => list_transactions::handle,
         ConsumerGroupHeartbeat => consumer_group_heartbeat::handle,
         ConsumerGroupDescribe => consumer_group_describe::handle,
+        DescribeClientQuotas => describe_client_quotas::handle,
+        AlterClientQuotas => alter_client_quotas::handle,
     )
 }
 
@@ -615,4 +968,35 @@ pub(crate) fn topic_name(s: &str) -> TopicName {
 
 pub(crate) fn str_bytes(s: String) -> StrBytes {
     StrBytes::from_string(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::ReplicaState;
+    use kafka_protocol::messages::{
+        BrokerId, FetchRequest, MetadataRequest, WriteTxnMarkersRequest,
+    };
+
+    #[test]
+    fn the_clusters_own_traffic_is_exempt_from_client_quotas() {
+        let consumer = || RequestKind::Fetch(FetchRequest::default().with_replica_id(BrokerId(-1)));
+        assert!(!quota_exempt(12, &consumer()));
+        assert!(!quota_exempt(16, &consumer()));
+        let follower_old = RequestKind::Fetch(FetchRequest::default().with_replica_id(BrokerId(2)));
+        assert!(quota_exempt(12, &follower_old));
+        let follower_new = RequestKind::Fetch(
+            FetchRequest::default()
+                .with_replica_state(ReplicaState::default().with_replica_id(BrokerId(2))),
+        );
+        assert!(quota_exempt(15, &follower_new));
+        assert!(quota_exempt(
+            1,
+            &RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default())
+        ));
+        assert!(!quota_exempt(
+            12,
+            &RequestKind::Metadata(MetadataRequest::default())
+        ));
+    }
 }

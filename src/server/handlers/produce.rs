@@ -14,13 +14,91 @@ use super::str_bytes;
 use super::{Slot, scatter};
 use crate::error::{ErrorCode, KafkaError};
 use crate::placement::CONTROLLER_SHARD;
-use crate::protocol::batch::split_produce_records;
+use crate::protocol::batch::{ProducedBatch, split_produce_records};
 use crate::router::PendingReply;
 use crate::shard::calls::{
     Answers, CreateTopic, CreateTopics, Flush, FlushItem, Produce, ProduceItem, ProduceOutcome,
     TxnGuards,
 };
 use crate::storage::catalog::TopicMeta;
+
+/// The topic's rules for what it stores, applied to a partition's batches: records whose
+/// CreateTime is outside `message.timestamp.before.max.ms` / `after.max.ms` of the broker's
+/// clock refuse the partition's write (INVALID_TIMESTAMP, as Kafka), and a `compression.type`
+/// other than `producer` recompresses every batch in another codec (see
+/// [`crate::protocol::codec`]).
+///
+/// Timestamps: an uncompressed batch's records are each checked; a compressed one kept as the
+/// producer sent it is checked by its header's first and max timestamps (its records are never
+/// decompressed on the zero-copy path). Kafka's "no timestamp" (-1) is not checked.
+fn conform(
+    c: &crate::config::Config,
+    meta: &TopicMeta,
+    batches: Vec<ProducedBatch>,
+    message_bytes_max: usize,
+) -> Result<Vec<ProducedBatch>, KafkaError> {
+    use crate::protocol::codec;
+    let t = &meta.config;
+    let target = t.compression.unwrap_or(c.compression_type).codec();
+    let batches = match target {
+        None => batches,
+        Some(codec) => {
+            let level = match codec {
+                codec::GZIP => t.gzip_level,
+                codec::LZ4 => t.lz4_level,
+                codec::ZSTD => t.zstd_level,
+                _ => None,
+            };
+            let target = codec::Target { codec, level };
+            let max = codec::expanded_bytes_max(message_bytes_max);
+            batches
+                .into_iter()
+                .map(|b| codec::recompress(b, target, max))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    if meta.log_append_time() {
+        return Ok(batches);
+    }
+    let before = t
+        .timestamp_before_max_ms
+        .or(c.message_timestamp_before_max_ms);
+    let after = t
+        .timestamp_after_max_ms
+        .or(c.message_timestamp_after_max_ms);
+    if before.is_none() && after.is_none() {
+        return Ok(batches);
+    }
+    let now = crate::clock::now_ms();
+    for b in &batches {
+        let h = &b.header;
+        let (lo, hi) = if h.compression() == codec::NONE {
+            codec::timestamp_range(h, &b.bytes[crate::protocol::batch::HEADER_LEN..])
+                .unwrap_or((h.base_timestamp, h.max_timestamp))
+        } else {
+            (h.base_timestamp, h.max_timestamp)
+        };
+        if let Some(ms) = before
+            && lo != -1
+            && lo < now.saturating_sub(ms as i64)
+        {
+            return Err(KafkaError::InvalidTimestamp(format!(
+                "a record's timestamp {lo} is more than {ms} ms before the broker's time {now} \
+                 (message.timestamp.before.max.ms)"
+            )));
+        }
+        if let Some(ms) = after
+            && hi != -1
+            && hi > now.saturating_add(ms as i64)
+        {
+            return Err(KafkaError::InvalidTimestamp(format!(
+                "a record's timestamp {hi} is more than {ms} ms after the broker's time {now} \
+                 (message.timestamp.after.max.ms)"
+            )));
+        }
+    }
+    Ok(batches)
+}
 
 /// Where a produce's batches for one owner shard were queued.
 enum Queued {
@@ -67,6 +145,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     // owner -> (topic slot, partition slot, item)
     let mut by_owner: BTreeMap<usize, Vec<(Slot, ProduceItem)>> = BTreeMap::new();
     let mut metas: Vec<Option<TopicMeta>> = Vec::with_capacity(req.topic_data.len());
+    // The topic defaults in effect (start-up settings under the dynamic broker configs).
+    let live = shard.live();
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
@@ -118,7 +198,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 let max = meta
                     .config
                     .max_message_bytes
-                    .map_or(shard.config.message_bytes_max, |v| v as usize);
+                    .map_or(live.message_bytes_max, |v| v as usize);
                 let batches = split_produce_records(records, max)?;
                 if batches.iter().any(|b| b.header.is_control()) {
                     return Err(KafkaError::InvalidRecord(
@@ -143,7 +223,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                         }
                     }
                 }
-                Ok(batches)
+                conform(&live, meta, batches, max)
             })();
             match checked {
                 Ok(batches) => {

@@ -1,8 +1,8 @@
-//! SaslHandshake: no listener speaks SASL yet, so every connection is PLAINTEXT and already
-//! authenticated. Kafka answers a handshake there with ILLEGAL_SASL_STATE and no mechanisms,
-//! so a client configured for SASL can say what is wrong ("the broker does not speak SASL
-//! here") instead of seeing the connection drop. When SASL listeners come, this is where a
-//! connection in `ConnState::Authenticating` picks its mechanism.
+//! SaslHandshake and SaslAuthenticate on a PLAINTEXT listener, whose connections are already
+//! authenticated (`User:ANONYMOUS`): Kafka answers them there with ILLEGAL_SASL_STATE (and no
+//! mechanisms), so a client configured for SASL can say what is wrong ("the broker does not
+//! speak SASL here") instead of seeing the connection drop. On a SASL listener the connection
+//! loop drives the exchange (`server::sasl`).
 
 use super::RequestContext;
 
@@ -19,4 +19,18 @@ pub async fn handle(ctx: &RequestContext, req: SaslHandshakeRequest) -> SaslHand
     SaslHandshakeResponse::default()
         .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
         .with_mechanisms(Vec::new())
+}
+
+/// SaslAuthenticate on a PLAINTEXT listener: ILLEGAL_SASL_STATE, as Kafka answers it (on a
+/// SASL listener the connection loop handles it, see `server::sasl`).
+pub async fn handle_authenticate(
+    ctx: &RequestContext,
+    _req: kafka_protocol::messages::SaslAuthenticateRequest,
+) -> kafka_protocol::messages::SaslAuthenticateResponse {
+    tracing::debug!(client = %ctx.client_addr, "SaslAuthenticate on a PLAINTEXT listener: ILLEGAL_SASL_STATE");
+    kafka_protocol::messages::SaslAuthenticateResponse::default()
+        .with_error_code(ErrorCode::ILLEGAL_SASL_STATE.code())
+        .with_error_message(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+            "this listener does not speak SASL",
+        )))
 }

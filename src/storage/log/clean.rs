@@ -252,6 +252,7 @@ mod tests {
         segment_bytes: 2000,
         segment_ms: None,
         index_interval_bytes: 300,
+        ..LogConfig::BASE
     };
 
     const COMPACT: CompactionConfig = CompactionConfig {

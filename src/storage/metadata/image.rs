@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::record::{
-    BrokerFenceRecord, ClusterIdRecord, ConfigRecord, ConfigResource, MetadataRecord,
-    PartitionRecord, ProducerIdsRecord, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord,
+    BrokerFenceRecord, ClientQuotaRecord, ClusterIdRecord, ConfigRecord, ConfigResource,
+    MetadataRecord, PartitionRecord, ProducerIdsRecord, QuotaEntityPart, QuotaValue,
+    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UserScramCredentialRecord,
 };
 use crate::storage::catalog::{PartitionAssignment, TopicMeta};
 
@@ -45,7 +46,14 @@ pub struct MetadataImage {
     /// The last block of producer ids handed out: ids below its `next_producer_id` may be in
     /// use.
     producer_ids: Option<ProducerIdsRecord>,
+    /// SCRAM credentials, by (user, mechanism).
+    scram: BTreeMap<(String, i8), UserScramCredentialRecord>,
+    /// Client quotas: entity (its parts sorted by type) -> quota key -> value.
+    client_quotas: ClientQuotas,
 }
+
+/// Client quotas as the image holds them: entity (its parts sorted by type) -> key -> value.
+pub type ClientQuotas = BTreeMap<Vec<QuotaEntityPart>, BTreeMap<String, QuotaValue>>;
 
 /// A record that does not fit the image it is applied to.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -209,8 +217,39 @@ impl MetadataImage {
                 }
                 self.producer_ids = Some(r.clone());
             }
+            MetadataRecord::UserScramCredential(r) => {
+                self.scram.insert((r.name.clone(), r.mechanism), r.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential(r) => {
+                self.scram.remove(&(r.name.clone(), r.mechanism));
+            }
+            MetadataRecord::ClientQuota(ClientQuotaRecord {
+                entity,
+                key,
+                value,
+                remove,
+            }) => {
+                if *remove {
+                    if let Some(map) = self.client_quotas.get_mut(entity) {
+                        map.remove(key);
+                        if map.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                } else {
+                    self.client_quotas
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(key.clone(), *value);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Every SCRAM credential, by (user, mechanism).
+    pub fn scram_credentials(&self) -> &BTreeMap<(String, i8), UserScramCredentialRecord> {
+        &self.scram
     }
 
     /// The cluster id the quorum chose (None before the first controller wrote it, and on a
@@ -245,6 +284,11 @@ impl MetadataImage {
         }
         *self = next;
         Ok(())
+    }
+
+    /// Every client quota, by entity.
+    pub fn client_quotas(&self) -> &ClientQuotas {
+        &self.client_quotas
     }
 
     /// The first producer id no block has handed out yet (0 before the first block).
@@ -351,6 +395,22 @@ impl MetadataImage {
             }
         }
         out.extend(self.producer_ids.clone().map(MetadataRecord::ProducerIds));
+        out.extend(
+            self.scram
+                .values()
+                .cloned()
+                .map(MetadataRecord::UserScramCredential),
+        );
+        for (entity, map) in &self.client_quotas {
+            for (key, value) in map {
+                out.push(MetadataRecord::ClientQuota(ClientQuotaRecord {
+                    entity: entity.clone(),
+                    key: key.clone(),
+                    value: *value,
+                    remove: false,
+                }));
+            }
+        }
         out
     }
 }
@@ -587,8 +647,36 @@ mod tests {
                 next_producer_id: 3000,
             }))
             .unwrap();
+        let quota = |key: &str, value: f64, remove: bool| {
+            MetadataRecord::ClientQuota(ClientQuotaRecord {
+                entity: vec![QuotaEntityPart {
+                    entity_type: "user".into(),
+                    entity_name: None,
+                }],
+                key: key.into(),
+                value: QuotaValue(value),
+                remove,
+            })
+        };
+        image
+            .apply(&quota("producer_byte_rate", 1e6, false))
+            .unwrap();
+        image
+            .apply(&quota("consumer_byte_rate", 2e6, false))
+            .unwrap();
+        image
+            .apply(&quota("consumer_byte_rate", 0.0, true))
+            .unwrap();
+        assert_eq!(image.client_quotas().len(), 1);
         assert_eq!(image_of(&image.to_records()), image);
         assert_eq!(image_of(&image.to_records()).next_producer_id(), 3000);
+        image
+            .apply(&quota("producer_byte_rate", 0.0, true))
+            .unwrap();
+        assert!(
+            image.client_quotas().is_empty(),
+            "an entity without keys is gone"
+        );
         assert_eq!(
             image_of(&MetadataImage::default().to_records()),
             MetadataImage::default()

@@ -70,6 +70,9 @@ pub struct OneNodeImport {
     pub topics: Vec<ImportTopic>,
     /// The first producer id the one-node broker never handed out.
     pub next_producer_id: i64,
+    /// Its client quotas (absent in imports prepared by older builds).
+    #[serde(default)]
+    pub client_quotas: Vec<super::record::ClientQuotaRecord>,
 }
 
 /// Whether an import of a one-node broker's metadata is pending in `data_dir`.
@@ -187,10 +190,19 @@ fn read_pending(
             leader_epoch: next_epoch(checkpointed_epochs(data_dir, name, partitions).into_iter()),
         });
     }
+    let client_quotas = image
+        .to_records()
+        .into_iter()
+        .filter_map(|r| match r {
+            super::record::MetadataRecord::ClientQuota(q) => Some(q),
+            _ => None,
+        })
+        .collect();
     Ok(OneNodeImport {
         cluster_id,
         topics,
         next_producer_id: image.next_producer_id(),
+        client_quotas,
     })
 }
 

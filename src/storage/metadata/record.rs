@@ -23,6 +23,9 @@ pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
 pub const TYPE_PARTITION_CHANGE: u16 = 5;
+pub const TYPE_USER_SCRAM_CREDENTIAL: u16 = 8;
+pub const TYPE_REMOVE_USER_SCRAM_CREDENTIAL: u16 = 9;
+pub const TYPE_CLIENT_QUOTA: u16 = 10;
 pub const TYPE_PRODUCER_IDS: u16 = 11;
 pub const TYPE_REGISTER_BROKER: u16 = 12;
 pub const TYPE_CLUSTER_ID: u16 = 15;
@@ -39,6 +42,9 @@ pub const KNOWN_TYPES: &[u16] = &[
     TYPE_CLUSTER_ID,
     TYPE_BROKER_FENCE,
     TYPE_PRODUCER_IDS,
+    TYPE_USER_SCRAM_CREDENTIAL,
+    TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
+    TYPE_CLIENT_QUOTA,
 ];
 
 /// Type ids kept for records that later issues add, with the record each is for. A log that
@@ -46,9 +52,6 @@ pub const KNOWN_TYPES: &[u16] = &[
 pub const RESERVED_TYPES: &[(u16, &str)] = &[
     (6, "AccessControlEntryRecord (an ACL)"),
     (7, "RemoveAccessControlEntryRecord"),
-    (8, "UserScramCredentialRecord (a SCRAM credential)"),
-    (9, "RemoveUserScramCredentialRecord"),
-    (10, "ClientQuotaRecord (a client quota, set or removed)"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
 ];
@@ -217,6 +220,59 @@ pub struct ProducerIdsRecord {
     pub next_producer_id: i64,
 }
 
+/// A user's SCRAM credential for one mechanism (Kafka's `UserScramCredentialRecord`): never
+/// the password, only what the server side of the exchange needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserScramCredentialRecord {
+    pub name: String,
+    /// Kafka's ScramMechanism: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: u32,
+}
+
+/// A user's credential for one mechanism was removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveUserScramCredentialRecord {
+    pub name: String,
+    pub mechanism: i8,
+}
+
+/// One component of a client quota entity (Kafka's `ClientQuotaRecord.EntityData`): its type
+/// (`user` or `client-id`) and its name, None for the type's default entity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntityPart {
+    pub entity_type: String,
+    pub entity_name: Option<String>,
+}
+
+/// A client quota value. Kafka's quotas are doubles; they are compared by their bits here, so
+/// the image stays `Eq` (a NaN is never stored: the controller refuses it).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &QuotaValue) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
+
+/// One quota key of one client quota entity set to a value, or removed (Kafka's
+/// `ClientQuotaRecord`). The entity's parts are sorted by type, so one entity has one spelling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuotaRecord {
+    pub entity: Vec<QuotaEntityPart>,
+    pub key: String,
+    pub value: QuotaValue,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remove: bool,
+}
+
 /// One metadata change. Closed: adding a kind is adding a variant, a type id and its decoder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
@@ -229,6 +285,9 @@ pub enum MetadataRecord {
     ClusterId(ClusterIdRecord),
     BrokerFence(BrokerFenceRecord),
     ProducerIds(ProducerIdsRecord),
+    UserScramCredential(UserScramCredentialRecord),
+    RemoveUserScramCredential(RemoveUserScramCredentialRecord),
+    ClientQuota(ClientQuotaRecord),
 }
 
 /// Why a record could not be decoded.
@@ -265,6 +324,9 @@ impl MetadataRecord {
             MetadataRecord::ClusterId(_) => TYPE_CLUSTER_ID,
             MetadataRecord::BrokerFence(_) => TYPE_BROKER_FENCE,
             MetadataRecord::ProducerIds(_) => TYPE_PRODUCER_IDS,
+            MetadataRecord::UserScramCredential(_) => TYPE_USER_SCRAM_CREDENTIAL,
+            MetadataRecord::RemoveUserScramCredential(_) => TYPE_REMOVE_USER_SCRAM_CREDENTIAL,
+            MetadataRecord::ClientQuota(_) => TYPE_CLIENT_QUOTA,
         }
     }
 
@@ -285,6 +347,9 @@ impl MetadataRecord {
             MetadataRecord::ClusterId(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::BrokerFence(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::ProducerIds(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::UserScramCredential(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::RemoveUserScramCredential(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::ClientQuota(r) => serde_json::to_writer(&mut *out, r),
         };
         debug_assert!(
             written.is_ok(),
@@ -342,6 +407,15 @@ impl MetadataRecord {
             }
             TYPE_PRODUCER_IDS => {
                 MetadataRecord::ProducerIds(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_USER_SCRAM_CREDENTIAL => {
+                MetadataRecord::UserScramCredential(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_REMOVE_USER_SCRAM_CREDENTIAL => MetadataRecord::RemoveUserScramCredential(
+                serde_json::from_slice(payload).map_err(bad)?,
+            ),
+            TYPE_CLIENT_QUOTA => {
+                MetadataRecord::ClientQuota(serde_json::from_slice(payload).map_err(bad)?)
             }
             _ => MetadataRecord::RemoveTopic(serde_json::from_slice(payload).map_err(bad)?),
         })
@@ -448,6 +522,42 @@ mod tests {
                     next_producer_id: 2000,
                 }),
                 r#"{"broker_id":1,"next_producer_id":2000}"#,
+            ),
+            (
+                MetadataRecord::UserScramCredential(UserScramCredentialRecord {
+                    name: "alice".into(),
+                    mechanism: 1,
+                    salt: vec![1, 2],
+                    stored_key: vec![3],
+                    server_key: vec![4],
+                    iterations: 4096,
+                }),
+                r#"{"name":"alice","mechanism":1,"salt":[1,2],"stored_key":[3],"server_key":[4],"iterations":4096}"#,
+            ),
+            (
+                MetadataRecord::RemoveUserScramCredential(RemoveUserScramCredentialRecord {
+                    name: "alice".into(),
+                    mechanism: 2,
+                }),
+                r#"{"name":"alice","mechanism":2}"#,
+            ),
+            (
+                MetadataRecord::ClientQuota(ClientQuotaRecord {
+                    entity: vec![
+                        QuotaEntityPart {
+                            entity_type: "client-id".into(),
+                            entity_name: Some("app".into()),
+                        },
+                        QuotaEntityPart {
+                            entity_type: "user".into(),
+                            entity_name: None,
+                        },
+                    ],
+                    key: "producer_byte_rate".into(),
+                    value: QuotaValue(1048576.0),
+                    remove: false,
+                }),
+                r#"{"entity":[{"entity_type":"client-id","entity_name":"app"},{"entity_type":"user","entity_name":null}],"key":"producer_byte_rate","value":1048576.0}"#,
             ),
         ]
     }

@@ -9,6 +9,7 @@ const REPL: LogConfig = LogConfig {
     segment_bytes: 500,
     segment_ms: None,
     index_interval_bytes: 150,
+    ..LogConfig::BASE
 };
 
 /// A leader's log: 24 batches of one to three records (48 offsets), written by the leaders of
@@ -163,6 +164,7 @@ fn replicated_appends_roll_by_age_in_the_batches_own_time() {
         segment_bytes: 1 << 20,
         segment_ms: Some(200),
         index_interval_bytes: 150,
+        ..LogConfig::BASE
     };
     let mut f = PartitionLog::open(fdir.path(), "t", 0, cfg, false).unwrap();
     for b in all_batches(&leader) {
