@@ -32,18 +32,23 @@ for p in "${PKGS[@]}"; do
     fi
 done
 
-if [[ ${#missing[@]} -gt 0 ]]; then
+# Installs Debian packages (as root, or with sudo).
+apt_install() {
     if ! command -v apt-get >/dev/null 2>&1; then
-        log "missing packages (${missing[*]}) and no apt-get; install them manually"
+        log "missing packages ($*) and no apt-get; install them manually"
         exit 1
     fi
-    SUDO=()
+    local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
-        SUDO=(sudo)
+        sudo=(sudo)
     fi
-    log "installing: ${missing[*]}"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    log "installing: $*"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+    apt_install "${missing[@]}"
 else
     log "system packages present"
 fi
@@ -109,17 +114,7 @@ fi
 # kafkajs (tests/js, pinned by its package-lock.json) runs under Node.js: Debian's nodejs and
 # npm when no node is installed.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "Node.js and npm are missing and there is no apt-get; install them manually"
-        exit 1
-    fi
-    SUDO=()
-    if [[ $(id -u) -ne 0 ]]; then
-        SUDO=(sudo)
-    fi
-    log "installing Node.js and npm"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+    apt_install nodejs npm
 fi
 JS="$ROOT/tests/js"
 JS_STAMP="$JS/node_modules/.lock.sha256"
