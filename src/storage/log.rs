@@ -1306,12 +1306,21 @@ impl PartitionLog {
         else {
             return Ok(None);
         };
-        let max = seg.max_timestamp;
+        self.first_in_segment_at_or_after(seg, seg.max_timestamp)
+    }
+
+    /// In `seg`, the first record whose timestamp is at least `timestamp` (the time index
+    /// gives where to start scanning), with that timestamp; None when the segment has none.
+    fn first_in_segment_at_or_after(
+        &self,
+        seg: &Segment,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, KafkaError> {
         let mut found = None;
-        seg.scan(seg.time_lookup(max), |b| {
+        seg.scan(seg.time_lookup(timestamp), |b| {
             // A compacted log's empty batches (an idempotent producer's last, kept for its
             // sequence) hold no record to point at.
-            if b.header.max_timestamp >= max
+            if b.header.max_timestamp >= timestamp
                 && b.header.records_count > 0
                 && b.header.last_offset() >= self.log_start_offset
             {
@@ -1328,7 +1337,7 @@ impl PartitionLog {
             .log_file()
             .and_then(|f| read_at_most(&f, b.pos, b.header.total_len()))
             .map_err(|e| self.storage_error("timestamp lookup", e))?;
-        Ok(batch::first_offset_at_or_after(&bytes, max)
+        Ok(batch::first_offset_at_or_after(&bytes, timestamp)
             .map(|(offset, ts)| (offset.max(self.log_start_offset), ts)))
     }
 
@@ -1341,26 +1350,8 @@ impl PartitionLog {
             if seg.max_timestamp < timestamp {
                 continue;
             }
-            let mut found = None;
-            seg.scan(seg.time_lookup(timestamp), |b| {
-                if b.header.max_timestamp >= timestamp
-                    && b.header.records_count > 0
-                    && b.header.last_offset() >= self.log_start_offset
-                {
-                    found = Some(b);
-                    return false;
-                }
-                true
-            })
-            .map_err(|e| self.storage_error("timestamp lookup", e))?;
-            if let Some(b) = found {
-                let bytes = seg
-                    .log_file()
-                    .and_then(|f| read_at_most(&f, b.pos, b.header.total_len()))
-                    .map_err(|e| self.storage_error("timestamp lookup", e))?;
-                if let Some((offset, ts)) = batch::first_offset_at_or_after(&bytes, timestamp) {
-                    return Ok(Some((offset.max(self.log_start_offset), ts)));
-                }
+            if let Some(found) = self.first_in_segment_at_or_after(seg, timestamp)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
