@@ -174,6 +174,9 @@ pub struct Config {
     /// Every listener; the first is `listen` / `advertised_listener` (what the cluster
     /// registers and tools that need one address use).
     pub listeners: Vec<Listener>,
+    /// The listener (index into `listeners`) other brokers reach this one on
+    /// (inter.broker.listener.name): what a cluster broker registers as its address.
+    pub inter_broker_listener: usize,
     /// SASL mechanisms the SASL listeners offer (sasl.enabled.mechanisms)
     pub sasl_enabled_mechanisms: Vec<String>,
     /// A SASL session lasts this long before the client must authenticate again (KIP-368,
@@ -338,6 +341,7 @@ impl Config {
                 addr: listen,
                 advertised: (listen.ip().to_string(), listen.port()),
             }],
+            inter_broker_listener: 0,
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             connections_max_reauth_ms: 0,
             cluster: None,
@@ -430,6 +434,20 @@ impl Config {
                  set --advertised-listener HOST:{} (advertised_listener) to the name or \
                  address clients should use",
                 self.listen, self.advertised_listener.0, self.advertised_listener.1
+            ));
+        }
+        if self.cluster.is_some()
+            && let Some(l) = self.listeners.get(self.inter_broker_listener)
+            && l.protocol != SecurityProtocol::Plaintext
+        {
+            // The broker-to-broker client (replica fetch, forwarding, transaction
+            // verification) speaks neither TLS nor SASL yet: say so rather than fail later.
+            return Err(format!(
+                "the inter-broker listener {} is {}, but brokers do not yet speak TLS or SASL \
+                 to each other: name a PLAINTEXT listener in --inter-broker-listener-name \
+                 (on a private network, or bound to an internal address)",
+                l.name,
+                l.protocol.name()
             ));
         }
         self.validate_consumer_groups()?;

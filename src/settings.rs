@@ -46,6 +46,12 @@ pub struct Settings {
     /// [default: each listener's own address].
     #[arg(long, value_name = "NAME://HOST:PORT,...")]
     pub advertised_listeners: Option<String>,
+    /// The listener other brokers of a cluster connect to for replication, forwarded requests
+    /// and transaction verification (inter.broker.listener.name); brokers register every
+    /// listener and name this one for each other. It must be PLAINTEXT for now: brokers do
+    /// not yet speak TLS or SASL to each other [default: the first listener].
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_listener_name: Option<String>,
     /// SASL mechanisms SASL listeners offer, `M1,M2` of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
     /// (sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512].
     #[arg(long, value_name = "MECHANISMS")]
@@ -424,6 +430,7 @@ impl Settings {
             listeners,
             listener_security_protocol_map,
             advertised_listeners,
+            inter_broker_listener_name,
             sasl_enabled_mechanisms,
             connections_max_reauth_ms,
         )
@@ -489,6 +496,24 @@ impl Settings {
         }
         c.listen = c.listeners[0].addr;
         c.advertised_listener = c.listeners[0].advertised.clone();
+        if let Some(name) = &self.inter_broker_listener_name {
+            let upper = name.trim().to_ascii_uppercase();
+            c.inter_broker_listener = c
+                .listeners
+                .iter()
+                .position(|l| l.name == upper)
+                .ok_or_else(|| {
+                    format!(
+                        "setting inter_broker_listener_name (--inter-broker-listener-name) \
+                         '{name}' is not a listener; the listeners are {}",
+                        c.listeners
+                            .iter()
+                            .map(|l| l.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+        }
         if let Some(m) = &self.sasl_enabled_mechanisms {
             let list: Vec<String> = m
                 .split(',')
@@ -834,6 +859,7 @@ impl Settings {
             listeners: None,
             listener_security_protocol_map: None,
             advertised_listeners: None,
+            inter_broker_listener_name: None,
             sasl_enabled_mechanisms: Some(c.sasl_enabled_mechanisms.join(",")),
             connections_max_reauth_ms: Some(c.connections_max_reauth_ms),
         };
@@ -853,6 +879,10 @@ impl Settings {
             out.advertised_listeners = Some(join(&|l| {
                 format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1)
             }));
+            out.inter_broker_listener_name = c
+                .listeners
+                .get(c.inter_broker_listener)
+                .map(|l| l.name.clone());
         }
         out
     }
@@ -1152,6 +1182,43 @@ mod tests {
             ..Default::default()
         };
         assert!(zero_ip.into_config(&[0]).is_err());
+    }
+
+    #[test]
+    fn the_inter_broker_listener_is_named_and_must_be_plaintext_in_a_cluster() {
+        let two = Settings {
+            listeners: Some("INTERNAL://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102".into()),
+            listener_security_protocol_map: Some(
+                "INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT".into(),
+            ),
+            ..Default::default()
+        };
+        let c = two.clone().into_config(&[0]).unwrap();
+        assert_eq!(c.inter_broker_listener, 0, "the first listener by default");
+        let named = Settings {
+            inter_broker_listener_name: Some("sasl_plaintext".into()),
+            ..two.clone()
+        };
+        let c = named.clone().into_config(&[0]).unwrap();
+        assert_eq!(c.inter_broker_listener, 1);
+        let printed = Settings::of(&c, LogFormat::Text).to_toml().unwrap();
+        let back: Settings = toml::from_str(&printed).unwrap();
+        assert_eq!(back.into_config(&[0]).unwrap().inter_broker_listener, 1);
+        let unknown = Settings {
+            inter_broker_listener_name: Some("EXTERNAL".into()),
+            ..two.clone()
+        };
+        let e = unknown.into_config(&[0]).unwrap_err();
+        assert!(e.contains("INTERNAL, SASL_PLAINTEXT"), "{e}");
+        let cluster = |s: Settings| Settings {
+            node_id: Some(1),
+            voters: Some("1@127.0.0.1:9103".into()),
+            controller_listen: Some("127.0.0.1:9103".parse().expect("address")),
+            ..s
+        };
+        let e = cluster(named).into_config(&[0]).unwrap_err();
+        assert!(e.contains("--inter-broker-listener-name"), "{e}");
+        assert!(cluster(two).into_config(&[0]).is_ok());
     }
 
     #[test]

@@ -530,6 +530,7 @@ mod tests {
                 rack: None,
                 unclean_shutdown: false,
                 background_flush_default: false,
+                listeners: Vec::new(),
             }));
             if !fenced.contains(&id) {
                 records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {
@@ -574,6 +575,7 @@ mod tests {
             rack: None,
             unclean_shutdown: unclean,
             background_flush_default: flush_default,
+            listeners: Vec::new(),
         }))
         .unwrap();
         img.apply(&MetadataRecord::BrokerFence(BrokerFenceRecord {

@@ -158,6 +158,7 @@ mod tests {
                 rack: None,
                 unclean_shutdown: false,
                 background_flush_default: false,
+                listeners: Vec::new(),
             }))
             .unwrap();
         image

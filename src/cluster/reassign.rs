@@ -353,6 +353,7 @@ mod tests {
                 rack: None,
                 unclean_shutdown: false,
                 background_flush_default: false,
+                listeners: Vec::new(),
             }));
             if !fenced.contains(&id) {
                 records.push(MetadataRecord::BrokerFence(BrokerFenceRecord {

@@ -113,6 +113,9 @@ pub enum Request {
         unclean_shutdown: bool,
         #[serde(default)]
         background_flush_default: bool,
+        /// Every listener, by name (see `RegisterBrokerRecord::listeners`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        listeners: Vec<crate::storage::metadata::record::ListenerEndpoint>,
     },
     /// A broker is alive and has applied the metadata up to `applied` (a Raft index).
     Heartbeat {

@@ -45,7 +45,7 @@ use crate::shard::calls::{ClusterChanged, TopicChanged, TopicCreated, TopicDelet
 use crate::storage::metadata::image::MetadataImage;
 use crate::storage::metadata::import::OneNodeImport;
 use crate::storage::metadata::record::{
-    BrokerFenceRecord, ClusterIdRecord, MetadataRecord, RegisterBrokerRecord,
+    BrokerFenceRecord, ClusterIdRecord, ListenerEndpoint, MetadataRecord, RegisterBrokerRecord,
 };
 
 /// Raft ticks every this many ms; the election timeout is a whole number of ticks.
@@ -784,6 +784,7 @@ impl Quorum {
                 rack,
                 unclean_shutdown,
                 background_flush_default,
+                listeners,
             } => {
                 let reg = RegisterBrokerRecord {
                     broker_id,
@@ -796,6 +797,7 @@ impl Quorum {
                     rack,
                     unclean_shutdown,
                     background_flush_default,
+                    listeners,
                 };
                 match ctl.register_broker(self, reg).await {
                     Ok(broker_epoch) => Response::Registered { broker_epoch },
@@ -1032,6 +1034,12 @@ impl Quorum {
                     port: b.registration.port,
                     rack: b.registration.rack.clone(),
                     epoch: b.registration.broker_epoch,
+                    listeners: b
+                        .registration
+                        .listeners
+                        .iter()
+                        .map(|l| (l.name.clone(), l.host.clone(), l.port))
+                        .collect(),
                 })
                 .collect(),
             serves_here: image
@@ -1060,7 +1068,27 @@ impl Quorum {
     /// This broker's side: register with the active controller, then heartbeat.
     async fn broker_loop(self: Rc<Self>, shard: Rc<Shard>) {
         let interval = Duration::from_millis(self.cfg.heartbeat_interval_ms);
-        let (host, port) = self.config.advertised_listener.clone();
+        // Other brokers reach this one on its inter-broker listener; clients on the listener
+        // of the name they came in on.
+        let (host, port) = self
+            .config
+            .listeners
+            .get(self.config.inter_broker_listener)
+            .map_or_else(
+                || self.config.advertised_listener.clone(),
+                |l| l.advertised.clone(),
+            );
+        let listeners: Vec<ListenerEndpoint> = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| ListenerEndpoint {
+                name: l.name.clone(),
+                host: l.advertised.0.clone(),
+                port: l.advertised.1,
+                security_protocol: l.protocol.name().to_string(),
+            })
+            .collect();
         let controller = self.cfg.controller_listen;
         loop {
             if self.stopping.get() {
@@ -1078,6 +1106,7 @@ impl Quorum {
                     unclean_shutdown: self.config.recover_on_start,
                     background_flush_default: self.config.flush_ms.is_some()
                         || self.config.flush_messages.is_some(),
+                    listeners: listeners.clone(),
                 };
                 match self.rpc(&req).await {
                     Some(Response::Registered { broker_epoch }) => {

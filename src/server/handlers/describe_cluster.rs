@@ -46,12 +46,15 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
             .with_brokers(
                 view.brokers
                     .iter()
-                    .map(|b| {
-                        DescribeClusterBroker::default()
-                            .with_broker_id(BrokerId(b.id))
-                            .with_host(str_bytes(b.host.clone()))
-                            .with_port(i32::from(b.port))
-                            .with_rack(b.rack.clone().map(str_bytes))
+                    .filter_map(|b| {
+                        let (host, port) = ctx.endpoint_of(b)?;
+                        Some(
+                            DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(b.id))
+                                .with_host(str_bytes(host))
+                                .with_port(i32::from(port))
+                                .with_rack(b.rack.clone().map(str_bytes)),
+                        )
                     })
                     .collect(),
             ),

@@ -170,12 +170,12 @@ const BROKER_CONFIG_DEFS: &[(&str, i8, &str)] = &[
     (
         "listeners",
         TYPE_LIST,
-        "The address every shard listens on (--listen).",
+        "The listeners every shard accepts on (--listeners, or --listen for one).",
     ),
     (
         "advertised.listeners",
         TYPE_LIST,
-        "The address Metadata gives clients (--advertised-listener).",
+        "What Metadata gives the clients of each listener (--advertised-listeners).",
     ),
     (
         "log.dirs",
@@ -303,11 +303,18 @@ fn broker_value(c: &Config, name: &str) -> Option<String> {
     let unlimited = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     Some(match name {
         "broker.id" => c.node_id.to_string(),
-        "listeners" => format!("PLAINTEXT://{}", c.listen),
-        "advertised.listeners" => format!(
-            "PLAINTEXT://{}:{}",
-            c.advertised_listener.0, c.advertised_listener.1
-        ),
+        "listeners" => c
+            .listeners
+            .iter()
+            .map(|l| format!("{}://{}", l.name, l.addr))
+            .collect::<Vec<_>>()
+            .join(","),
+        "advertised.listeners" => c
+            .listeners
+            .iter()
+            .map(|l| format!("{}://{}:{}", l.name, l.advertised.0, l.advertised.1))
+            .collect::<Vec<_>>()
+            .join(","),
         "log.dirs" => c.data_dir.display().to_string(),
         "num.partitions" => c.default_partitions.to_string(),
         "auto.create.topics.enable" => c.auto_create_topics.to_string(),

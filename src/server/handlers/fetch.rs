@@ -203,13 +203,13 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             diverging_epoch,
         });
     }
-    let endpoints: Vec<fetch::NodeEndpoint> = super::node_endpoints(shard, &hinted)
+    let endpoints: Vec<fetch::NodeEndpoint> = super::node_endpoints(ctx, &hinted)
         .into_iter()
-        .map(|b| fetch::NodeEndpoint {
-            node_id: b.id,
-            host: b.host,
-            port: i32::from(b.port),
-            rack: b.rack,
+        .map(|(id, host, port, rack)| fetch::NodeEndpoint {
+            node_id: id,
+            host,
+            port: i32::from(port),
+            rack,
         })
         .collect();
     fetch::encode(version, corr, 0, topics, &endpoints)

@@ -75,8 +75,11 @@ async fn coordinator(
     .map_err(|e| (ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()))?;
     let p = crate::placement::offsets_partition(key, meta.partitions);
     let leader = super::current_leader(&meta, p).0;
-    match view.broker(leader) {
-        Some(b) => Ok((b.id, b.host.clone(), b.port)),
+    match view
+        .broker(leader)
+        .and_then(|b| Some((b.id, ctx.endpoint_of(b)?)))
+    {
+        Some((id, (host, port))) => Ok((id, host, port)),
         None => Err((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
             format!("partition {p} of {log} has no leader"),

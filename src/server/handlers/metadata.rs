@@ -36,23 +36,31 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             shard.cluster_id.clone(),
         ),
         Some(v) => (
+            // Each broker at its listener of the name this client came in on; one without
+            // such a listener is left out, so its partitions show no leader to this client.
             v.brokers
                 .iter()
-                .map(|b| {
-                    MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(b.id))
-                        .with_host(str_bytes(b.host.clone()))
-                        .with_port(i32::from(b.port))
-                        .with_rack(b.rack.clone().map(str_bytes))
+                .filter_map(|b| {
+                    let (host, port) = ctx.endpoint_of(b)?;
+                    Some(
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(b.id))
+                            .with_host(str_bytes(host))
+                            .with_port(i32::from(port))
+                            .with_rack(b.rack.clone().map(str_bytes)),
+                    )
                 })
                 .collect(),
             BrokerId(v.controller_id),
             v.cluster_id.clone(),
         ),
     };
-    let live: Option<Vec<i32>> = view
-        .as_ref()
-        .map(|v| v.brokers.iter().map(|b| b.id).collect());
+    let live: Option<Vec<i32>> = view.as_ref().map(|_| {
+        brokers
+            .iter()
+            .map(|b: &MetadataResponseBroker| b.node_id.0)
+            .collect()
+    });
     let topic_response = |meta: &TopicMeta, node: BrokerId, version: i16| {
         topic_response(meta, node, version, live.as_deref())
     };

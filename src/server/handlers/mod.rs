@@ -194,6 +194,21 @@ impl RequestContext {
         )
     }
 
+    /// The name of the listener the request came in on (`PLAINTEXT` for `--listen`).
+    pub fn listener_name(&self) -> &str {
+        self.shard
+            .config
+            .listeners
+            .get(self.listener)
+            .map_or("PLAINTEXT", |l| l.name.as_str())
+    }
+
+    /// Where this client reaches broker `b`: `b`'s listener of the name this client came in
+    /// on (None: `b` has none, and is left out of what this client is told, as in Kafka).
+    pub fn endpoint_of(&self, b: &crate::cluster::view::BrokerEndpoint) -> Option<(String, u16)> {
+        b.on_listener(self.listener_name())
+    }
+
     /// The request's context as a metadata change carries it to the active controller
     /// (KIP-590's Envelope): who asked, from where, through which broker.
     pub fn forwarded(&self) -> crate::cluster::wire::Forwarded {
@@ -514,19 +529,24 @@ pub(crate) fn check_leader(
     }
 }
 
-/// The endpoints of the brokers `ids` that serve (for KIP-951 leader hints), each once.
+/// The endpoints of the brokers `ids` that serve (for KIP-951 leader hints), each once, on
+/// the listener the client came in on: (id, host, port, rack).
 pub(crate) fn node_endpoints(
-    shard: &Shard,
+    ctx: &RequestContext,
     ids: &[i32],
-) -> Vec<crate::cluster::view::BrokerEndpoint> {
-    let Some(view) = shard.cluster() else {
+) -> Vec<(i32, String, u16, Option<String>)> {
+    let Some(view) = ctx.shard.cluster() else {
         return Vec::new();
     };
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     ids.iter()
-        .filter_map(|id| view.broker(*id).cloned())
+        .filter_map(|id| view.broker(*id))
+        .filter_map(|b| {
+            let (host, port) = ctx.endpoint_of(b)?;
+            Some((b.id, host, port, b.rack.clone()))
+        })
         .collect()
 }
 

@@ -396,14 +396,14 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .with_partition_responses(partition_responses)
         })
         .collect();
-    let endpoints = super::node_endpoints(shard, &hinted)
+    let endpoints = super::node_endpoints(ctx, &hinted)
         .into_iter()
-        .map(|b| {
+        .map(|(id, host, port, rack)| {
             kafka_protocol::messages::produce_response::NodeEndpoint::default()
-                .with_node_id(kafka_protocol::messages::BrokerId(b.id))
-                .with_host(str_bytes(b.host))
-                .with_port(i32::from(b.port))
-                .with_rack(b.rack.map(str_bytes))
+                .with_node_id(kafka_protocol::messages::BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(i32::from(port))
+                .with_rack(rack.map(str_bytes))
         })
         .collect();
     Some(

@@ -171,6 +171,20 @@ pub struct RegisterBrokerRecord {
     /// `--flush-messages` set), for topics that set neither.
     #[serde(default, skip_serializing_if = "is_false")]
     pub background_flush_default: bool,
+    /// Every listener of the broker, as clients that come in on a listener of that name are
+    /// told to reach it (Kafka's endpoints); `host`/`port` above are the inter-broker one.
+    /// Absent in records of older versions: one listener, at `host`/`port`, for every name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+/// One listener of a registered broker: its name, advertised address and security protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub security_protocol: String,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -499,6 +513,7 @@ mod tests {
                     rack: None,
                     unclean_shutdown: false,
                     background_flush_default: false,
+                    listeners: Vec::new(),
                 }),
                 r#"{"broker_id":2,"broker_epoch":5,"incarnation_id":"00000000-0000-0000-0000-000000000009","host":"127.0.0.1","port":9192,"controller_host":"127.0.0.1","controller_port":9193,"rack":null}"#,
             ),

@@ -1,0 +1,137 @@
+"""Listeners and SCRAM credentials across a cluster: three nodes (`--shards 1`), each with a
+PLAINTEXT listener (the inter-broker one, which the harness also checks readiness on) and a
+SASL_PLAINTEXT listener. Every broker registers all its listeners; a client is told each broker
+at the listener of the name it came in on. Credentials set through one broker log in on every
+broker (they are cluster metadata), and survive a restart of the whole cluster; the users file
+is read on the first start only. Waits are conditions with deadlines, never fixed sleeps."""
+
+import time
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import (AdminClient, NewTopic, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialUpsertion)
+
+from conftest import Broker, free_port
+from kafkautil import DeliveryLog, admin, flush_all, unique_topic, wait_until
+from test_cluster import FAST
+
+
+class SaslCluster:
+    def __init__(self, spate_bin, tmp_path, users_file):
+        self.ids = [1, 2, 3]
+        quorum = {i: free_port() for i in self.ids}
+        self.plain = {i: free_port() for i in self.ids}
+        self.sasl = {i: free_port() for i in self.ids}
+        voters = ",".join(f"{i}@127.0.0.1:{quorum[i]}" for i in self.ids)
+        self.nodes = {}
+        for i in self.ids:
+            args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum[i]}",
+                    "--voters", voters, *FAST,
+                    "--listeners",
+                    f"INTERNAL://127.0.0.1:{self.plain[i]},SASL_PLAINTEXT://127.0.0.1:{self.sasl[i]}",
+                    "--listener-security-protocol-map", "INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                    "--inter-broker-listener-name", "INTERNAL"]
+            if i == 1:
+                args += ["--sasl-users-file", str(users_file)]
+            self.nodes[i] = Broker(spate_bin, tmp_path / f"node{i}" / "data", tmp_path / f"node{i}" / "logs",
+                                   shards=1, extra_args=args, port=self.plain[i])
+
+    def start(self):
+        for b in self.nodes.values():
+            b.start()
+        wait_until(lambda: all(sorted(admin(b.bootstrap).list_topics(timeout=5).brokers) == self.ids
+                               for b in self.nodes.values()),
+                   timeout=60, desc="three brokers in every node's metadata")
+        return self
+
+    def sasl_conf(self, node, user, password, **extra):
+        return {"bootstrap.servers": f"127.0.0.1:{self.sasl[node]}", "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": user, "sasl.password": password,
+                **extra}
+
+    def kill_all(self):
+        for b in self.nodes.values():
+            b.kill()
+
+
+def logs_in(conf):
+    """Whether a SASL client with `conf` gets Metadata (so it logged in)."""
+    a = AdminClient({**conf, "socket.timeout.ms": 3000})
+    try:
+        a.list_topics(timeout=3)
+        return True
+    except Exception:
+        return False
+
+
+def test_listeners_and_scram_credentials_across_a_cluster(spate_bin, tmp_path):
+    users = tmp_path / "users"
+    users.write_text("alice:alice-secret\n")
+    c = SaslCluster(spate_bin, tmp_path, users)
+    try:
+        c.start()
+        wait_until(lambda: logs_in(c.sasl_conf(1, "alice", "alice-secret")), timeout=30,
+                   desc="alice of --sasl-users-file logs in")
+
+        # Each listener's clients are told every broker at that listener.
+        md = AdminClient(c.sasl_conf(2, "alice", "alice-secret")).list_topics(timeout=10)
+        assert {b.id: b.port for b in md.brokers.values()} == c.sasl, md.brokers
+        md = admin(c.nodes[3].bootstrap).list_topics(timeout=10)
+        assert {b.id: b.port for b in md.brokers.values()} == c.plain, md.brokers
+
+        # A user created through broker 1 logs in on brokers 2 and 3.
+        a = admin(c.nodes[1].bootstrap)
+        fs = a.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), b"carol-secret")],
+            request_timeout=15)
+        fs["carol"].result(timeout=15)
+        created = time.monotonic()
+        took = {}
+        for node in (2, 3):
+            wait_until(lambda: logs_in(c.sasl_conf(node, "carol", "carol-secret")), timeout=15,
+                       desc=f"carol logs in on broker {node}")
+            took[node] = time.monotonic() - created
+        print(f"credentials usable on brokers 2, 3 after {took} s (each check includes a login)")
+        assert not logs_in(c.sasl_conf(3, "carol", "wrong-secret"))
+
+        # Produce and consume over SASL, leaders on every broker: each client follows the
+        # SASL listeners it is told of.
+        topic = unique_topic("sasl-cluster")
+        fs = a.create_topics([NewTopic(
+            topic, num_partitions=3, replication_factor=3)], request_timeout=20)
+        fs[topic].result(timeout=20)
+        p = Producer(c.sasl_conf(2, "carol", "carol-secret", **{"linger.ms": 5}))
+        dl = DeliveryLog()
+        for i in range(90):
+            p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
+        flush_all(p)
+        assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
+
+        def consume_all(node, user, password):
+            cons = Consumer(c.sasl_conf(node, user, password, **{
+                "group.id": f"g-{node}-{user}", "auto.offset.reset": "earliest"}))
+            cons.subscribe([topic])
+            got = set()
+            deadline = time.monotonic() + 40
+            while len(got) < 90 and time.monotonic() < deadline:
+                m = cons.poll(0.2)
+                if m is not None and m.error() is None:
+                    got.add(m.value())
+            cons.close()
+            return got
+
+        assert len(consume_all(3, "carol", "carol-secret")) == 90
+
+        # The whole cluster restarts: credentials are kept, the users file is not read again.
+        c.kill_all()
+        for b in c.nodes.values():
+            b.start()
+        wait_until(lambda: "--sasl-users-file ignored" in c.nodes[1].log_text(), timeout=60,
+                   desc="the users file ignored on the second start")
+        for node in c.ids:
+            wait_until(lambda: logs_in(c.sasl_conf(node, "carol", "carol-secret")), timeout=60,
+                       desc=f"carol logs in on broker {node} after the restart")
+        assert logs_in(c.sasl_conf(2, "alice", "alice-secret"))
+        assert len(consume_all(1, "alice", "alice-secret")) == 90
+    finally:
+        c.kill_all()
