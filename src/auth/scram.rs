@@ -1,7 +1,7 @@
 //! SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, RFC 7677) as Kafka speaks them over
-//! SaslAuthenticate: the server side's state machine, the stored credentials, and PLAIN's
-//! password check against the same credentials. Pure: the caller supplies the nonce and
-//! looks the user's credential up.
+//! SaslAuthenticate: the server side's state machine, the stored credentials, PLAIN's
+//! password check against the same credentials, and the client side (the admin tools log in
+//! with it). Pure: the caller supplies the nonces and looks the user's credential up.
 //!
 //! A credential never holds the password: only the salt, the iteration count, StoredKey =
 //! H(HMAC(SaltedPassword, "Client Key")) and ServerKey = HMAC(SaltedPassword, "Server Key"),
@@ -334,6 +334,100 @@ impl Server {
     }
 }
 
+/// The client's side of one exchange: `first`, then `answer` the server-first-message, then
+/// `verify` the server-final-message (which proves the server knows the credential).
+pub struct Client {
+    mechanism: Mechanism,
+    password: String,
+    client_first_bare: String,
+    client_nonce: String,
+    /// The expected server signature, once the client-final-message is made.
+    server_signature: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Client {
+    // The password is a secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("mechanism", &self.mechanism.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// `nonce`: fresh random printable text without ',' (the caller draws it).
+    pub fn new(mechanism: Mechanism, user: &str, password: &str, nonce: &str) -> Client {
+        let user = user.replace('=', "=3D").replace(',', "=2C");
+        Client {
+            mechanism,
+            password: password.to_string(),
+            client_first_bare: format!("n={user},r={nonce}"),
+            client_nonce: nonce.to_string(),
+            server_signature: None,
+        }
+    }
+
+    /// client-first-message (no channel binding, no authorization id, as Kafka's clients).
+    pub fn first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// client-final-message for the server-first-message `server_first`. Refuses a nonce
+    /// that does not extend the client's, and iteration counts outside what Kafka accepts
+    /// (a server could otherwise make the client spin).
+    pub fn answer(&mut self, server_first: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let text = std::str::from_utf8(server_first)
+            .map_err(|_| ScramError::Malformed("not UTF-8".into()))?;
+        let parts: Vec<&str> = text.split(',').collect();
+        let nonce = attr(&parts, 'r').ok_or_else(|| ScramError::Malformed("no r=".into()))?;
+        if !nonce.starts_with(&self.client_nonce) || nonce.len() == self.client_nonce.len() {
+            return Err(ScramError::Malformed(
+                "the server nonce does not extend ours".into(),
+            ));
+        }
+        let salt = B64
+            .decode(attr(&parts, 's').ok_or_else(|| ScramError::Malformed("no s=".into()))?)
+            .map_err(|_| ScramError::Malformed("salt is not base64".into()))?;
+        let iterations: u32 = attr(&parts, 'i')
+            .and_then(|i| i.parse().ok())
+            .filter(|i| (ITERATIONS_MIN..=ITERATIONS_MAX).contains(i))
+            .ok_or_else(|| ScramError::Malformed("bad i=".into()))?;
+        let m = self.mechanism;
+        let salted = m.salted_password(self.password.as_bytes(), &salt, iterations);
+        let client_key = m.hmac(&salted, b"Client Key");
+        let stored_key = m.hash(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let signature = m.hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let server_key = m.hmac(&salted, b"Server Key");
+        self.server_signature = Some(m.hmac(&server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Checks the server-final-message: `v=` must be the server signature (`e=` is the
+    /// server's error).
+    pub fn verify(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text = std::str::from_utf8(server_final)
+            .map_err(|_| ScramError::Malformed("not UTF-8".into()))?;
+        if let Some(e) = text.strip_prefix("e=") {
+            return Err(ScramError::Malformed(format!("the server says {e}")));
+        }
+        let v = text
+            .strip_prefix("v=")
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or_else(|| ScramError::Malformed("no v=".into()))?;
+        match &self.server_signature {
+            Some(expected) if constant_time_eq(expected, &v) => Ok(()),
+            _ => Err(ScramError::InvalidProof),
+        }
+    }
+}
+
 /// `--sasl-users-file`: one `name:password` per line, split at the first `:`; empty lines and
 /// lines starting with `#` are skipped. The error names the line (never its password).
 pub fn parse_users_file(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -412,6 +506,53 @@ mod tests {
         );
         assert!(s.is_done());
         assert!(cred.verifies("pencil") && !cred.verifies("pencil2"));
+    }
+
+    /// The client's side of RFC 7677's example, byte for byte, then against our server.
+    #[test]
+    fn the_client_side_of_rfc_7677_and_of_our_server() {
+        let mut c = Client::new(Mechanism::Sha256, "user", "pencil", "rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(c.first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+        let final_msg = c
+            .answer(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(final_msg).unwrap(),
+            "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
+        );
+        assert!(
+            c.verify(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+                .is_ok()
+        );
+        assert_eq!(
+            c.verify(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
+            Err(ScramError::InvalidProof)
+        );
+
+        for m in [Mechanism::Sha256, Mechanism::Sha512] {
+            let cred = Credential::new(m, "s3cret", b"salty".to_vec(), 4096);
+            let mut c = Client::new(m, "a=b,c", "s3cret", "clientnonce");
+            let mut s = Server::new(m);
+            assert_eq!(Server::user_of(&c.first()).unwrap(), "a=b,c");
+            let sf = s
+                .step(&c.first(), Some(cred.clone()), "servernonce")
+                .unwrap();
+            let cf = c.answer(&sf).unwrap();
+            let fin = s.step(&cf, None, "").unwrap();
+            assert!(c.verify(&fin).is_ok());
+            // A wrong password fails at the server.
+            let mut c = Client::new(m, "a=b,c", "wrong", "clientnonce");
+            let mut s = Server::new(m);
+            let sf = s.step(&c.first(), Some(cred), "servernonce").unwrap();
+            let cf = c.answer(&sf).unwrap();
+            assert_eq!(s.step(&cf, None, ""), Err(ScramError::InvalidProof));
+        }
+        // A server that does not extend our nonce, or asks for absurd iterations.
+        let mut c = Client::new(Mechanism::Sha256, "u", "p", "abc");
+        assert!(c.answer(b"r=xyz,s=c2FsdA==,i=4096").is_err());
+        assert!(c.answer(b"r=abc,s=c2FsdA==,i=4096").is_err());
+        assert!(c.answer(b"r=abcd,s=c2FsdA==,i=100000000").is_err());
+        assert!(c.answer(b"\xff").is_err());
     }
 
     #[test]

@@ -39,6 +39,11 @@ pub struct Common {
         value_name = "HOST:PORT"
     )]
     pub bootstrap_server: String,
+    /// Kafka client properties for a secured listener, as Kafka's tools take them:
+    /// `security.protocol=SASL_PLAINTEXT`, `sasl.mechanism=SCRAM-SHA-512`, and
+    /// `sasl.username`/`sasl.password` (or the Java client's `sasl.jaas.config`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub command_config: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -46,7 +51,11 @@ pub struct Common {
 
 impl Common {
     fn client(&self) -> Result<Client, Error> {
-        Client::connect(&self.bootstrap_server)
+        let login = match &self.command_config {
+            Some(path) => client::read_command_config(path)?,
+            None => None,
+        };
+        Client::connect_login(&self.bootstrap_server, login)
     }
 }
 

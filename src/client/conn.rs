@@ -42,6 +42,25 @@ impl Options {
     }
 }
 
+/// How a tool logs in on a SASL listener (`security.protocol=SASL_PLAINTEXT`): mechanism
+/// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, and the user's name and password.
+#[derive(Clone)]
+pub struct SaslLogin {
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslLogin {
+    // The password is a secret: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslLogin")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a call failed. `Display` says what happened to which broker; tools add their own hints.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -78,6 +97,10 @@ pub enum Error {
     /// The broker answered ApiVersions with an error code.
     #[error("ApiVersions with {addr}: error code {code}")]
     Kafka { addr: String, code: i16 },
+    /// The SASL login was refused (the broker's message, or ours when the server's proof
+    /// did not check out).
+    #[error("SASL login at {addr} failed: {why}")]
+    Authentication { addr: String, why: String },
 }
 
 impl Error {
@@ -162,6 +185,88 @@ impl Conn {
         };
         conn.negotiate()?;
         Ok(conn)
+    }
+
+    /// [`Conn::connect`], then a SASL login when `login` is given (a SASL listener admits
+    /// ApiVersions first, then SaslHandshake v1 and SaslAuthenticate, as Kafka's clients
+    /// send them).
+    pub fn connect_login(addr: &str, opts: &Options, login: Option<&SaslLogin>) -> Result<Conn> {
+        let mut conn = Conn::connect(addr, opts)?;
+        if let Some(login) = login {
+            conn.login(login)?;
+        }
+        Ok(conn)
+    }
+
+    fn login(&mut self, login: &SaslLogin) -> Result<()> {
+        use crate::auth::scram::{Client, Mechanism};
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let refused = |addr: &str, why: String| Error::Authentication {
+            addr: addr.to_string(),
+            why,
+        };
+        let req = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_string(login.mechanism.clone()));
+        let resp = self.call(&req, 1)?;
+        if resp.error_code != 0 {
+            let offered: Vec<&str> = resp.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(
+                &self.addr,
+                format!(
+                    "mechanism {} is not enabled (the listener offers {}; error code {})",
+                    login.mechanism,
+                    offered.join(", "),
+                    resp.error_code
+                ),
+            ));
+        }
+        let version = self.version_in::<SaslAuthenticateRequest>(0, 2)?;
+        let step = |conn: &mut Conn, bytes: Vec<u8>| -> Result<Bytes> {
+            let resp = conn.call(
+                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+                version,
+            )?;
+            if resp.error_code != 0 {
+                return Err(refused(
+                    &conn.addr,
+                    resp.error_message
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("error code {}", resp.error_code)),
+                ));
+            }
+            Ok(resp.auth_bytes)
+        };
+        if login.mechanism == "PLAIN" {
+            let msg = format!("\0{}\0{}", login.username, login.password);
+            step(self, msg.into_bytes())?;
+            return Ok(());
+        }
+        let mechanism = Mechanism::from_name(&login.mechanism).ok_or_else(|| {
+            refused(
+                &self.addr,
+                format!(
+                    "unknown mechanism {} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+                    login.mechanism
+                ),
+            )
+        })?;
+        let mut nonce = [0u8; 24];
+        getrandom::getrandom(&mut nonce)
+            .map_err(|e| refused(&self.addr, format!("no randomness for a nonce: {e}")))?;
+        use base64::Engine;
+        let nonce = base64::engine::general_purpose::STANDARD_NO_PAD.encode(nonce);
+        let mut client = Client::new(mechanism, &login.username, &login.password, &nonce);
+        let server_first = step(self, client.first())?;
+        let client_final = client
+            .answer(&server_first)
+            .map_err(|e| refused(&self.addr, format!("bad server-first-message: {e:?}")))?;
+        let server_final = step(self, client_final)?;
+        client.verify(&server_final).map_err(|e| {
+            refused(
+                &self.addr,
+                format!("the broker did not prove it knows the credential: {e:?}"),
+            )
+        })
     }
 
     /// The address this connection went to.

@@ -10,4 +10,4 @@ pub mod conn;
 pub mod frame;
 pub mod records;
 
-pub use conn::{Conn, Error, Options, Result, connect_stream};
+pub use conn::{Conn, Error, Options, Result, SaslLogin, connect_stream};

@@ -106,18 +106,50 @@ impl Broker {
 
     /// Starts a broker on the data under `dir` (from [`Broker::stop_and_keep`], or fresh).
     pub fn start_in(dir: tempfile::TempDir, shards: usize, extra: &[&str]) -> Broker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        Broker::spawn(
+            dir,
+            shards,
+            addr,
+            &["--listen".into(), addr.to_string()],
+            extra,
+        )
+    }
+
+    /// A broker with a PLAINTEXT listener (`addr`, where readiness is checked) and a
+    /// SASL_PLAINTEXT one, whose address is returned.
+    pub fn start_sasl(shards: usize, extra: &[&str]) -> (Broker, SocketAddr) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let sasl: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let listeners = [
+            "--listeners".to_string(),
+            format!("PLAINTEXT://{addr},SASL_PLAINTEXT://{sasl}"),
+        ];
+        (Broker::spawn(dir, shards, addr, &listeners, extra), sasl)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        shards: usize,
+        addr: SocketAddr,
+        listen: &[String],
+        extra: &[&str],
+    ) -> Broker {
         let data_dir = dir.path().join("data");
         let stderr_path = dir
             .path()
             .join(format!("broker-{}.stderr", next_correlation_id()));
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-            .parse()
-            .expect("address");
         let stderr = File::create(&stderr_path).expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_spate"))
             .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
+            .args(listen)
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--shards")

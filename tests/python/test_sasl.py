@@ -162,3 +162,36 @@ def test_clients_re_authenticate_when_the_session_ends(broker_factory, tmp_path)
     flush_all(p)
     assert not dl.errors and len(dl.ok) == n, dl.errors[:3]
     assert "SASL session ended" not in b.log_text()
+
+
+def test_the_spate_tools_log_in_with_a_client_properties_file(broker_factory, tmp_path, spate_bin):
+    """`--command-config`, as Kafka's tools take it: the librdkafka names and the Java
+    client's sasl.jaas.config both work; a wrong password is a clear failure."""
+    b = sasl_broker(broker_factory, tmp_path)
+    rdkafka_style = tmp_path / "alice.properties"
+    rdkafka_style.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+                             "sasl.username=alice\nsasl.password=alice-secret\n")
+    java_style = tmp_path / "bob.properties"
+    java_style.write_text(
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="bob" password="bob-secret";\n')
+    wrong = tmp_path / "wrong.properties"
+    wrong.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+                     "sasl.username=alice\nsasl.password=nope\n")
+
+    def spate(*args):
+        return subprocess.run([str(spate_bin), *args, "--bootstrap-server", b.sasl_bootstrap],
+                              capture_output=True, text=True, timeout=60)
+
+    for props in (rdkafka_style, java_style):
+        r = spate("user", "list", "--command-config", str(props))
+        assert r.returncode == 0, r.stderr
+        assert "alice" in r.stdout and "bob" in r.stdout, r.stdout
+    r = spate("topic", "create", "cli-over-sasl", "--partitions", "2", "--command-config", str(rdkafka_style))
+    assert r.returncode == 0, r.stderr
+    r = spate("user", "list", "--command-config", str(wrong))
+    assert r.returncode != 0 and "SASL login" in r.stderr, r.stderr
+    # Without the file, the SASL listener closes the connection after ApiVersions.
+    r = spate("user", "list")
+    assert r.returncode != 0
