@@ -177,6 +177,9 @@ pub struct Config {
     /// The listener (index into `listeners`) other brokers reach this one on
     /// (inter.broker.listener.name): what a cluster broker registers as its address.
     pub inter_broker_listener: usize,
+    /// How this broker logs in on the other brokers' inter-broker listener when it is a SASL
+    /// one.
+    pub inter_broker_sasl: InterBrokerSasl,
     /// SASL mechanisms the SASL listeners offer (sasl.enabled.mechanisms)
     pub sasl_enabled_mechanisms: Vec<String>,
     /// A SASL session lasts this long before the client must authenticate again (KIP-368,
@@ -221,6 +224,40 @@ impl SecurityProtocol {
             self,
             SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
         )
+    }
+}
+
+/// The login brokers use on a SASL inter-broker listener
+/// (`--sasl-mechanism-inter-broker-protocol`, `--inter-broker-sasl-username`,
+/// `--inter-broker-sasl-password-file`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct InterBrokerSasl {
+    pub mechanism: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Where the password came from (what `--print-config` shows instead of it).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for InterBrokerSasl {
+    fn default() -> InterBrokerSasl {
+        InterBrokerSasl {
+            mechanism: "SCRAM-SHA-512".into(),
+            username: None,
+            password: None,
+            password_file: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for InterBrokerSasl {
+    // The password is a secret: never in a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterBrokerSasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -342,6 +379,7 @@ impl Config {
                 advertised: (listen.ip().to_string(), listen.port()),
             }],
             inter_broker_listener: 0,
+            inter_broker_sasl: InterBrokerSasl::default(),
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             connections_max_reauth_ms: 0,
             cluster: None,
@@ -438,17 +476,33 @@ impl Config {
         }
         if self.cluster.is_some()
             && let Some(l) = self.listeners.get(self.inter_broker_listener)
-            && l.protocol != SecurityProtocol::Plaintext
         {
-            // The broker-to-broker client (replica fetch, forwarding, transaction
-            // verification) speaks neither TLS nor SASL yet: say so rather than fail later.
-            return Err(format!(
-                "the inter-broker listener {} is {}, but brokers do not yet speak TLS or SASL \
-                 to each other: name a PLAINTEXT listener in --inter-broker-listener-name \
-                 (on a private network, or bound to an internal address)",
-                l.name,
-                l.protocol.name()
-            ));
+            match l.protocol {
+                SecurityProtocol::Plaintext => {}
+                SecurityProtocol::SaslPlaintext => {
+                    let s = &self.inter_broker_sasl;
+                    if s.username.is_none() || s.password.is_none() {
+                        return Err(format!(
+                            "the inter-broker listener {} is SASL_PLAINTEXT: brokers log in on \
+                             it, so give --inter-broker-sasl-username and \
+                             --inter-broker-sasl-password-file (a user of --sasl-users-file or \
+                             `spate user set`, in --super-users when ACLs are on)",
+                            l.name
+                        ));
+                    }
+                }
+                SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
+                    // The broker-to-broker client (replica fetch, transaction markers and
+                    // verification) speaks no TLS yet: say so rather than fail later.
+                    return Err(format!(
+                        "the inter-broker listener {} is {}, but brokers do not yet speak TLS \
+                         to each other: name a PLAINTEXT or SASL_PLAINTEXT listener in \
+                         --inter-broker-listener-name",
+                        l.name,
+                        l.protocol.name()
+                    ));
+                }
+            }
         }
         self.validate_consumer_groups()?;
         if self.connections_max_idle_ms == 0 {

@@ -52,6 +52,18 @@ pub struct Settings {
     /// not yet speak TLS or SASL to each other [default: the first listener].
     #[arg(long, value_name = "NAME")]
     pub inter_broker_listener_name: Option<String>,
+    /// The SASL mechanism brokers log in with on a SASL inter-broker listener, SCRAM-SHA-256,
+    /// SCRAM-SHA-512 or PLAIN (sasl.mechanism.inter.broker.protocol) [default: SCRAM-SHA-512].
+    #[arg(long, value_name = "MECHANISM")]
+    pub sasl_mechanism_inter_broker_protocol: Option<String>,
+    /// The user brokers log in as on a SASL inter-broker listener (Kafka puts it in the
+    /// listener's JAAS config); put it in --super-users [default: none].
+    #[arg(long, value_name = "NAME")]
+    pub inter_broker_sasl_username: Option<String>,
+    /// A file holding that user's password (its first line), so it shows neither in `ps`
+    /// nor in --print-config [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub inter_broker_sasl_password_file: Option<PathBuf>,
     /// SASL mechanisms SASL listeners offer, `M1,M2` of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
     /// (sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512].
     #[arg(long, value_name = "MECHANISMS")]
@@ -431,6 +443,9 @@ impl Settings {
             listener_security_protocol_map,
             advertised_listeners,
             inter_broker_listener_name,
+            sasl_mechanism_inter_broker_protocol,
+            inter_broker_sasl_username,
+            inter_broker_sasl_password_file,
             sasl_enabled_mechanisms,
             connections_max_reauth_ms,
         )
@@ -653,6 +668,29 @@ impl Settings {
                 })?;
         }
         c.sasl_users_file = self.sasl_users_file.clone();
+        if let Some(m) = &self.sasl_mechanism_inter_broker_protocol {
+            let m = m.trim().to_ascii_uppercase();
+            if !matches!(m.as_str(), "SCRAM-SHA-256" | "SCRAM-SHA-512" | "PLAIN") {
+                return Err(format!(
+                    "setting sasl_mechanism_inter_broker_protocol \
+                     (--sasl-mechanism-inter-broker-protocol): '{m}' is not SCRAM-SHA-256, \
+                     SCRAM-SHA-512 or PLAIN"
+                ));
+            }
+            c.inter_broker_sasl.mechanism = m;
+        }
+        c.inter_broker_sasl.username = self.inter_broker_sasl_username.clone();
+        if let Some(path) = &self.inter_broker_sasl_password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "setting inter_broker_sasl_password_file \
+                     (--inter-broker-sasl-password-file) {}: {e}",
+                    path.display()
+                )
+            })?;
+            c.inter_broker_sasl.password = text.lines().next().map(str::to_string);
+            c.inter_broker_sasl.password_file = Some(path.clone());
+        }
         if let Some(v) = &self.compression_type {
             c.compression_type =
                 crate::storage::catalog::TopicCompression::parse(v).ok_or_else(|| {
@@ -860,6 +898,9 @@ impl Settings {
             listener_security_protocol_map: None,
             advertised_listeners: None,
             inter_broker_listener_name: None,
+            sasl_mechanism_inter_broker_protocol: Some(c.inter_broker_sasl.mechanism.clone()),
+            inter_broker_sasl_username: c.inter_broker_sasl.username.clone(),
+            inter_broker_sasl_password_file: c.inter_broker_sasl.password_file.clone(),
             sasl_enabled_mechanisms: Some(c.sasl_enabled_mechanisms.join(",")),
             connections_max_reauth_ms: Some(c.connections_max_reauth_ms),
         };
@@ -1185,7 +1226,7 @@ mod tests {
     }
 
     #[test]
-    fn the_inter_broker_listener_is_named_and_must_be_plaintext_in_a_cluster() {
+    fn the_inter_broker_listener_is_named_and_brokers_log_in_on_a_sasl_one() {
         let two = Settings {
             listeners: Some("INTERNAL://127.0.0.1:9101,SASL_PLAINTEXT://127.0.0.1:9102".into()),
             listener_security_protocol_map: Some(
@@ -1216,8 +1257,22 @@ mod tests {
             controller_listen: Some("127.0.0.1:9103".parse().expect("address")),
             ..s
         };
-        let e = cluster(named).into_config(&[0]).unwrap_err();
-        assert!(e.contains("--inter-broker-listener-name"), "{e}");
+        let e = cluster(named.clone()).into_config(&[0]).unwrap_err();
+        assert!(e.contains("--inter-broker-sasl-username"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("pw");
+        std::fs::write(&password, "s3cret\nignored\n").unwrap();
+        let with_login = Settings {
+            inter_broker_sasl_username: Some("broker".into()),
+            inter_broker_sasl_password_file: Some(password),
+            ..named
+        };
+        let c = cluster(with_login).into_config(&[0]).unwrap();
+        assert_eq!(c.inter_broker_sasl.password.as_deref(), Some("s3cret"));
+        assert_eq!(c.inter_broker_sasl.mechanism, "SCRAM-SHA-512");
+        let printed = Settings::of(&c, LogFormat::Text).to_toml().unwrap();
+        assert!(!printed.contains("s3cret"), "{printed}");
+        assert!(!format!("{c:?}").contains("s3cret"));
         assert!(cluster(two).into_config(&[0]).is_ok());
     }
 

@@ -20,6 +20,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::Shard;
+use crate::config::{Config, InterBrokerSasl};
 
 const CLIENT_ID: &str = "spate-broker";
 /// Largest response accepted from another broker (WriteTxnMarkers and AddPartitionsToTxn
@@ -31,6 +32,112 @@ const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub struct Peers {
     idle: RefCell<HashMap<i32, TcpStream>>,
     correlation: Cell<i32>,
+}
+
+/// Opens a connection to another broker's inter-broker listener at `addr`, and logs in when
+/// that listener is a SASL one (this broker's own inter-broker listener says which: the
+/// listener name, and so its protocol, is the cluster's), with
+/// `--inter-broker-sasl-username`. Err: a message for the log.
+pub(crate) async fn connect_broker(config: &Config, addr: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let sasl = config
+        .listeners
+        .get(config.inter_broker_listener)
+        .is_some_and(|l| l.protocol.sasl());
+    if sasl {
+        login(&mut s, &config.inter_broker_sasl)
+            .await
+            .map_err(|e| format!("SASL login at {addr}: {e}"))?;
+    }
+    Ok(s)
+}
+
+/// One request and its answer on `s`, outside any deadline (the caller sets one).
+async fn exchange<Req: Encodable, Resp: Decodable>(
+    s: &mut TcpStream,
+    api: ApiKey,
+    version: i16,
+    correlation: i32,
+    req: &Req,
+) -> Result<Resp, String> {
+    let mut out = BytesMut::new();
+    crate::client::frame::encode_request(&mut out, api, version, correlation, CLIENT_ID, req)?;
+    s.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
+    let size = usize::try_from(i32::from_be_bytes(prefix))
+        .ok()
+        .filter(|n| *n <= RESPONSE_BYTES_MAX)
+        .ok_or_else(|| "a bad response frame size".to_string())?;
+    let mut body = vec![0u8; size];
+    s.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    let (corr, resp) =
+        crate::client::frame::decode_response::<Resp>(Bytes::from(body), api, version)?;
+    if corr != correlation {
+        return Err(format!(
+            "answered correlation id {corr}, expected {correlation}"
+        ));
+    }
+    Ok(resp)
+}
+
+/// The SASL login of a broker on another broker's SASL listener: SaslHandshake v1, then
+/// SaslAuthenticate v2 rounds (PLAIN: one; SCRAM: two, and the server's proof is checked).
+async fn login(s: &mut TcpStream, sasl: &InterBrokerSasl) -> Result<(), String> {
+    use crate::auth::scram::{Client, Mechanism};
+    use kafka_protocol::messages::{
+        SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let (Some(user), Some(password)) = (&sasl.username, &sasl.password) else {
+        return Err("no --inter-broker-sasl-username / --inter-broker-sasl-password-file".into());
+    };
+    let req = SaslHandshakeRequest::default()
+        .with_mechanism(StrBytes::from_string(sasl.mechanism.clone()));
+    let resp: SaslHandshakeResponse = exchange(s, ApiKey::SaslHandshake, 1, 1, &req).await?;
+    if resp.error_code != 0 {
+        return Err(format!(
+            "mechanism {} is not enabled there (error code {})",
+            sasl.mechanism, resp.error_code
+        ));
+    }
+    let mut correlation = 1;
+    let mut step = async |bytes: Vec<u8>| -> Result<Bytes, String> {
+        correlation += 1;
+        let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes));
+        let resp: SaslAuthenticateResponse =
+            exchange(s, ApiKey::SaslAuthenticate, 2, correlation, &req).await?;
+        if resp.error_code != 0 {
+            return Err(resp
+                .error_message
+                .map(|m| m.to_string())
+                .unwrap_or_else(|| format!("error code {}", resp.error_code)));
+        }
+        Ok(resp.auth_bytes)
+    };
+    if sasl.mechanism == "PLAIN" {
+        step(format!("\0{user}\0{password}").into_bytes()).await?;
+        return Ok(());
+    }
+    let mechanism = Mechanism::from_name(&sasl.mechanism)
+        .ok_or_else(|| format!("unknown mechanism {}", sasl.mechanism))?;
+    let mut nonce = [0u8; 24];
+    getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
+    use base64::Engine;
+    let nonce = base64::engine::general_purpose::STANDARD_NO_PAD.encode(nonce);
+    let mut client = Client::new(mechanism, user, password, &nonce);
+    let server_first = step(client.first()).await?;
+    let client_final = client
+        .answer(&server_first)
+        .map_err(|e| format!("bad server-first-message: {e:?}"))?;
+    let server_final = step(client_final).await?;
+    client
+        .verify(&server_final)
+        .map_err(|e| format!("the broker did not prove it knows the credential: {e:?}"))
 }
 
 impl Shard {
@@ -51,42 +158,17 @@ impl Shard {
             .ok_or_else(|| format!("broker {broker} is not in the cluster view"))?;
         let correlation = self.peers.correlation.get().wrapping_add(1);
         self.peers.correlation.set(correlation);
-        let mut out = BytesMut::new();
-        crate::client::frame::encode_request(&mut out, api, version, correlation, CLIENT_ID, req)?;
         let idle = self.peers.idle.borrow_mut().remove(&broker);
         let exchange = async {
             let mut conn = match idle {
                 Some(c) => c,
                 None => {
                     let addr = format!("{}:{}", endpoint.host, endpoint.port);
-                    let s = TcpStream::connect(addr.as_str())
-                        .await
-                        .map_err(|e| format!("connect to broker {broker} at {addr}: {e}"))?;
-                    let _ = s.set_nodelay(true);
-                    s
+                    connect_broker(&self.config, &addr).await?
                 }
             };
-            conn.write_all(&out).await.map_err(|e| e.to_string())?;
-            let mut prefix = [0u8; 4];
-            conn.read_exact(&mut prefix)
-                .await
-                .map_err(|e| e.to_string())?;
-            let size = usize::try_from(i32::from_be_bytes(prefix))
-                .ok()
-                .filter(|n| *n <= RESPONSE_BYTES_MAX)
-                .ok_or_else(|| format!("a bad response frame size from broker {broker}"))?;
-            let mut body = vec![0u8; size];
-            conn.read_exact(&mut body)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (corr, resp) =
-                crate::client::frame::decode_response::<Resp>(Bytes::from(body), api, version)?;
-            if corr != correlation {
-                return Err(format!(
-                    "broker {broker} answered correlation id {corr}, expected {correlation}"
-                ));
-            }
-            Ok((conn, resp))
+            let resp = exchange(&mut conn, api, version, correlation, req).await?;
+            Ok::<_, String>((conn, resp))
         };
         let answered = futures_lite::future::or(async { Some(exchange.await) }, async {
             glommio::timer::sleep(timeout).await;

@@ -940,11 +940,7 @@ async fn run_fetcher(shard: Rc<Shard>, f: Rc<Fetcher>) {
         let exchange = async {
             if conn.is_none() {
                 let addr = format!("{}:{}", endpoint.host, endpoint.port);
-                let s = TcpStream::connect(addr.as_str())
-                    .await
-                    .map_err(|e| format!("connect {addr}: {e}"))?;
-                let _ = s.set_nodelay(true);
-                conn = Some(s);
+                conn = Some(super::peer::connect_broker(&shard.config, &addr).await?);
             }
             let Some(s) = conn.as_mut() else {
                 return Err("no connection".to_string());

@@ -17,7 +17,7 @@ from test_cluster import FAST
 
 
 class SaslCluster:
-    def __init__(self, spate_bin, tmp_path, users_file):
+    def __init__(self, spate_bin, tmp_path, users_file, sasl_only=False):
         self.ids = [1, 2, 3]
         quorum = {i: free_port() for i in self.ids}
         self.plain = {i: free_port() for i in self.ids}
@@ -26,22 +26,45 @@ class SaslCluster:
         self.nodes = {}
         for i in self.ids:
             args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum[i]}",
-                    "--voters", voters, *FAST,
-                    "--listeners",
-                    f"INTERNAL://127.0.0.1:{self.plain[i]},SASL_PLAINTEXT://127.0.0.1:{self.sasl[i]}",
-                    "--listener-security-protocol-map", "INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-                    "--inter-broker-listener-name", "INTERNAL"]
+                    "--voters", voters, *FAST]
+            if sasl_only:
+                # One SASL listener, which the brokers also replicate over, logged in as
+                # `broker`.
+                password = tmp_path / "broker-password"
+                password.write_text("broker-secret\n")
+                args += ["--listeners", f"SASL_PLAINTEXT://127.0.0.1:{self.sasl[i]}",
+                         "--inter-broker-sasl-username", "broker",
+                         "--inter-broker-sasl-password-file", str(password)]
+                port = self.sasl[i]
+            else:
+                args += ["--listeners",
+                         f"INTERNAL://127.0.0.1:{self.plain[i]},SASL_PLAINTEXT://127.0.0.1:{self.sasl[i]}",
+                         "--listener-security-protocol-map",
+                         "INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+                         "--inter-broker-listener-name", "INTERNAL"]
+                port = self.plain[i]
             if i == 1:
                 args += ["--sasl-users-file", str(users_file)]
             self.nodes[i] = Broker(spate_bin, tmp_path / f"node{i}" / "data", tmp_path / f"node{i}" / "logs",
-                                   shards=1, extra_args=args, port=self.plain[i])
+                                   shards=1, extra_args=args, port=port)
+        self.sasl_only = sasl_only
 
     def start(self):
         for b in self.nodes.values():
             b.start()
-        wait_until(lambda: all(sorted(admin(b.bootstrap).list_topics(timeout=5).brokers) == self.ids
-                               for b in self.nodes.values()),
-                   timeout=60, desc="three brokers in every node's metadata")
+        if self.sasl_only:
+            def md(i):
+                return AdminClient(self.sasl_conf(i, "broker", "broker-secret")).list_topics(timeout=5)
+        else:
+            def md(i):
+                return admin(self.nodes[i].bootstrap).list_topics(timeout=5)
+
+        def three():
+            try:
+                return all(sorted(md(i).brokers) == self.ids for i in self.ids)
+            except Exception:
+                return False
+        wait_until(three, timeout=60, desc="three brokers in every node's metadata")
         return self
 
     def sasl_conf(self, node, user, password, **extra):
@@ -133,5 +156,44 @@ def test_listeners_and_scram_credentials_across_a_cluster(spate_bin, tmp_path):
                        desc=f"carol logs in on broker {node} after the restart")
         assert logs_in(c.sasl_conf(2, "alice", "alice-secret"))
         assert len(consume_all(1, "alice", "alice-secret")) == 90
+    finally:
+        c.kill_all()
+
+
+def test_brokers_replicate_over_a_sasl_listener(spate_bin, tmp_path):
+    """The only listener is SASL_PLAINTEXT: brokers log in on each other's as `broker`
+    (--inter-broker-sasl-username) to replicate, so a replicated acks=all topic gets its full
+    ISR and its records can be read from any broker."""
+    users = tmp_path / "users"
+    users.write_text("broker:broker-secret\nalice:alice-secret\n")
+    c = SaslCluster(spate_bin, tmp_path, users, sasl_only=True)
+    try:
+        c.start()
+        a = AdminClient(c.sasl_conf(1, "alice", "alice-secret"))
+        topic = unique_topic("sasl-replicated")
+        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
+                        request_timeout=20)[topic].result(timeout=20)
+        p = Producer(c.sasl_conf(2, "alice", "alice-secret", **{"acks": "all", "linger.ms": 5}))
+        dl = DeliveryLog()
+        for i in range(90):
+            p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
+        flush_all(p)
+        assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
+
+        def full_isr():
+            md = a.list_topics(topic, timeout=5)
+            return all(len(pm.isrs) == 3 for pm in md.topics[topic].partitions.values())
+        wait_until(full_isr, timeout=30, desc="every partition's ISR is all three brokers")
+        cons = Consumer(c.sasl_conf(3, "alice", "alice-secret", **{
+            "group.id": "g-replicated", "auto.offset.reset": "earliest"}))
+        cons.subscribe([topic])
+        got = set()
+        deadline = time.monotonic() + 40
+        while len(got) < 90 and time.monotonic() < deadline:
+            m = cons.poll(0.2)
+            if m is not None and m.error() is None:
+                got.add(m.value())
+        cons.close()
+        assert len(got) == 90
     finally:
         c.kill_all()
