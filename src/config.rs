@@ -180,6 +180,8 @@ pub struct Config {
     /// How this broker logs in on the other brokers' inter-broker listener when it is a SASL
     /// one.
     pub inter_broker_sasl: InterBrokerSasl,
+    /// SASL/OAUTHBEARER's token checks (None: OAUTHBEARER is not offered).
+    pub oauthbearer: Option<OAuthBearer>,
     /// SASL mechanisms the SASL listeners offer (sasl.enabled.mechanisms)
     pub sasl_enabled_mechanisms: Vec<String>,
     /// A SASL session lasts this long before the client must authenticate again (KIP-368,
@@ -223,6 +225,48 @@ impl SecurityProtocol {
         matches!(
             self,
             SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// How OAUTHBEARER tokens are checked (`--sasl-oauthbearer-*`, Kafka's names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthBearer {
+    /// The JWKS file, as given (`file:///path` or a path).
+    pub jwks_url: String,
+    pub audience: Vec<String>,
+    pub issuer: Option<String>,
+    pub sub_claim: String,
+    pub clock_skew_s: u64,
+}
+
+impl OAuthBearer {
+    /// The JWKS file's path.
+    pub fn jwks_path(&self) -> Result<PathBuf, String> {
+        let url = self.jwks_url.trim();
+        if let Some(path) = url.strip_prefix("file://") {
+            return Ok(PathBuf::from(path));
+        }
+        if url.contains("://") {
+            return Err(format!(
+                "{url}: only a file is supported (file:///path or a path): the broker fetches \
+                 no URL; fetch the JWKS to a file and send SIGHUP when it changes"
+            ));
+        }
+        Ok(PathBuf::from(url))
+    }
+
+    /// Reads the JWKS file and builds the validator (at start, and on SIGHUP).
+    pub fn validator(&self) -> Result<crate::auth::oauth::Validator, String> {
+        let path = self.jwks_path()?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        crate::auth::oauth::Validator::new(
+            &text,
+            self.audience.clone(),
+            self.issuer.clone(),
+            self.sub_claim.clone(),
+            self.clock_skew_s,
         )
     }
 }
@@ -380,6 +424,7 @@ impl Config {
             }],
             inter_broker_listener: 0,
             inter_broker_sasl: InterBrokerSasl::default(),
+            oauthbearer: None,
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             connections_max_reauth_ms: 0,
             cluster: None,

@@ -64,10 +64,30 @@ pub struct Settings {
     /// nor in --print-config [default: none].
     #[arg(long, value_name = "FILE")]
     pub inter_broker_sasl_password_file: Option<PathBuf>,
-    /// SASL mechanisms SASL listeners offer, `M1,M2` of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN
-    /// (sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512].
+    /// SASL mechanisms SASL listeners offer, `M1,M2` of SCRAM-SHA-256, SCRAM-SHA-512, PLAIN
+    /// and OAUTHBEARER (sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512].
     #[arg(long, value_name = "MECHANISMS")]
     pub sasl_enabled_mechanisms: Option<String>,
+    /// OAUTHBEARER: the JWKS whose keys sign valid tokens, a file, as a `file:///path` URL or
+    /// a path (sasl.oauthbearer.jwks.endpoint.url); re-read on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub sasl_oauthbearer_jwks_endpoint_url: Option<String>,
+    /// OAUTHBEARER: audiences a token must name one of, `A1,A2`
+    /// (sasl.oauthbearer.expected.audience) [default: any].
+    #[arg(long, value_name = "AUDIENCES")]
+    pub sasl_oauthbearer_expected_audience: Option<String>,
+    /// OAUTHBEARER: the issuer a token must name (sasl.oauthbearer.expected.issuer)
+    /// [default: any].
+    #[arg(long, value_name = "ISSUER")]
+    pub sasl_oauthbearer_expected_issuer: Option<String>,
+    /// OAUTHBEARER: the claim that names the principal (sasl.oauthbearer.sub.claim.name)
+    /// [default: sub].
+    #[arg(long, value_name = "CLAIM")]
+    pub sasl_oauthbearer_sub_claim_name: Option<String>,
+    /// OAUTHBEARER: clock difference allowed when checking exp and nbf
+    /// (sasl.oauthbearer.clock.skew.seconds) [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub sasl_oauthbearer_clock_skew_seconds: Option<u64>,
     /// A SASL session lasts this long, then the client authenticates again on the same
     /// connection or is disconnected (connections.max.reauth.ms, KIP-368); 0: the
     /// connection's life [default: 0].
@@ -447,6 +467,11 @@ impl Settings {
             inter_broker_sasl_username,
             inter_broker_sasl_password_file,
             sasl_enabled_mechanisms,
+            sasl_oauthbearer_jwks_endpoint_url,
+            sasl_oauthbearer_expected_audience,
+            sasl_oauthbearer_expected_issuer,
+            sasl_oauthbearer_sub_claim_name,
+            sasl_oauthbearer_clock_skew_seconds,
             connections_max_reauth_ms,
         )
     }
@@ -535,13 +560,15 @@ impl Settings {
                 .map(|x| x.trim().to_string())
                 .filter(|x| !x.is_empty())
                 .collect();
-            if let Some(bad) = list
-                .iter()
-                .find(|x| !matches!(x.as_str(), "SCRAM-SHA-256" | "SCRAM-SHA-512" | "PLAIN"))
-            {
+            if let Some(bad) = list.iter().find(|x| {
+                !matches!(
+                    x.as_str(),
+                    "SCRAM-SHA-256" | "SCRAM-SHA-512" | "PLAIN" | "OAUTHBEARER"
+                )
+            }) {
                 return Err(format!(
                     "setting sasl_enabled_mechanisms (--sasl-enabled-mechanisms): '{bad}' is not \
-                     SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+                     SCRAM-SHA-256, SCRAM-SHA-512, PLAIN or OAUTHBEARER"
                 ));
             }
             if list.is_empty() {
@@ -554,6 +581,46 @@ impl Settings {
         c.connections_max_reauth_ms = self
             .connections_max_reauth_ms
             .unwrap_or(c.connections_max_reauth_ms);
+        if let Some(url) = &self.sasl_oauthbearer_jwks_endpoint_url {
+            let oauth = crate::config::OAuthBearer {
+                jwks_url: url.clone(),
+                audience: self
+                    .sasl_oauthbearer_expected_audience
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(|a| a.trim().to_string())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+                issuer: self.sasl_oauthbearer_expected_issuer.clone(),
+                sub_claim: self
+                    .sasl_oauthbearer_sub_claim_name
+                    .clone()
+                    .unwrap_or_else(|| "sub".into()),
+                clock_skew_s: self.sasl_oauthbearer_clock_skew_seconds.unwrap_or(30),
+            };
+            oauth.validator().map_err(|e| {
+                format!(
+                    "setting sasl_oauthbearer_jwks_endpoint_url \
+                     (--sasl-oauthbearer-jwks-endpoint-url) {url}: {e}"
+                )
+            })?;
+            c.oauthbearer = Some(oauth);
+        } else if self.sasl_oauthbearer_expected_audience.is_some()
+            || self.sasl_oauthbearer_expected_issuer.is_some()
+            || self.sasl_oauthbearer_sub_claim_name.is_some()
+            || self.sasl_oauthbearer_clock_skew_seconds.is_some()
+        {
+            return Err("the sasl_oauthbearer_* settings need \
+                 sasl_oauthbearer_jwks_endpoint_url (--sasl-oauthbearer-jwks-endpoint-url)"
+                .into());
+        }
+        if c.sasl_enabled_mechanisms.iter().any(|m| m == "OAUTHBEARER") && c.oauthbearer.is_none()
+        {
+            return Err("OAUTHBEARER in --sasl-enabled-mechanisms needs the JWKS its tokens are \
+                 checked against: --sasl-oauthbearer-jwks-endpoint-url file:///path/jwks.json"
+                .into());
+        }
         let set = |v: Option<u64>, d: u64| v.unwrap_or(d);
         c.node_id = self.node_id.unwrap_or(c.node_id);
         c.auto_create_topics = self.auto_create_topics.unwrap_or(c.auto_create_topics);
@@ -902,6 +969,15 @@ impl Settings {
             inter_broker_sasl_username: c.inter_broker_sasl.username.clone(),
             inter_broker_sasl_password_file: c.inter_broker_sasl.password_file.clone(),
             sasl_enabled_mechanisms: Some(c.sasl_enabled_mechanisms.join(",")),
+            sasl_oauthbearer_jwks_endpoint_url: c.oauthbearer.as_ref().map(|o| o.jwks_url.clone()),
+            sasl_oauthbearer_expected_audience: c
+                .oauthbearer
+                .as_ref()
+                .filter(|o| !o.audience.is_empty())
+                .map(|o| o.audience.join(",")),
+            sasl_oauthbearer_expected_issuer: c.oauthbearer.as_ref().and_then(|o| o.issuer.clone()),
+            sasl_oauthbearer_sub_claim_name: c.oauthbearer.as_ref().map(|o| o.sub_claim.clone()),
+            sasl_oauthbearer_clock_skew_seconds: c.oauthbearer.as_ref().map(|o| o.clock_skew_s),
             connections_max_reauth_ms: Some(c.connections_max_reauth_ms),
         };
         // One PLAINTEXT listener: the shorthand; else the listeners in Kafka's syntax.

@@ -1,7 +1,8 @@
 //! A SASL listener's authentication exchange, driven by the connection loop: SaslHandshake
 //! (v1) picks a mechanism of `--sasl-enabled-mechanisms`, then SaslAuthenticate (v0-v2)
 //! carries SCRAM-SHA-256/512 or PLAIN (see `auth::scram`), checked against the SCRAM
-//! credentials of the cluster metadata. Only these two APIs and ApiVersions are admitted before
+//! credentials of the cluster metadata, or an OAUTHBEARER token (see `auth::oauth`), checked
+//! against the JWKS of `--sasl-oauthbearer-jwks-endpoint-url`. Only these two APIs and ApiVersions are admitted before
 //! it succeeds; the connection then acts for `User:<name>`.
 //!
 //! A failed login answers SASL_AUTHENTICATION_FAILED after a short delay, with the same message
@@ -31,12 +32,41 @@ use crate::shard::calls::ScramCredentialOf;
 pub const FAILED_AUTHENTICATION_DELAY_MS: u64 = 100;
 
 const FAILED: &str = "Authentication failed: invalid username or password";
+const FAILED_TOKEN: &str = "Authentication failed: invalid_token";
 
 /// The mechanism a handshake picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Picked {
     Plain,
     Scram(Mechanism),
+    OAuthBearer,
+}
+
+thread_local! {
+    /// This shard's OAUTHBEARER validator, built from the JWKS file on first use (each shard
+    /// is one thread, so this is per shard; no other shard sees it).
+    static OAUTH: std::cell::RefCell<Option<Rc<crate::auth::oauth::Validator>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This shard's OAUTHBEARER validator (None: OAUTHBEARER is not configured, or its JWKS
+/// cannot be read now; the error is logged).
+fn oauth_validator(shard: &Shard) -> Option<Rc<crate::auth::oauth::Validator>> {
+    if let Some(v) = OAUTH.with(|o| o.borrow().clone()) {
+        return Some(v);
+    }
+    let built = shard.config.oauthbearer.as_ref()?.validator();
+    match built {
+        Ok(v) => {
+            let v = Rc::new(v);
+            OAUTH.with(|o| *o.borrow_mut() = Some(v.clone()));
+            Some(v)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the OAUTHBEARER JWKS cannot be used: OAUTHBEARER logins fail");
+            None
+        }
+    }
 }
 
 /// One connection's SASL state.
@@ -50,6 +80,8 @@ pub struct Session {
     pub principal: Option<Principal>,
     /// When the session ends (`connections.max.reauth.ms`).
     pub expires: Option<Instant>,
+    /// An OAUTHBEARER token's expiry (ms since the epoch): the session ends then at the latest.
+    token_expires_ms: Option<i64>,
 }
 
 /// What one SASL request did.
@@ -87,6 +119,7 @@ impl Session {
                 let picked = match asked.as_str() {
                     _ if !enabled.contains(&asked) => None,
                     "PLAIN" => Some(Picked::Plain),
+                    "OAUTHBEARER" => Some(Picked::OAuthBearer),
                     other => Mechanism::from_name(other).map(Picked::Scram),
                 };
                 let mut failed = version < 1;
@@ -143,11 +176,21 @@ impl Session {
                                 }
                                 _ => {
                                     let reauth_ms = shard.config.connections_max_reauth_ms;
-                                    if reauth_ms > 0 {
+                                    // KIP-368: the session lasts connections.max.reauth.ms,
+                                    // and no longer than an OAUTHBEARER token.
+                                    let token_ms = self.token_expires_ms.take().map(|exp| {
+                                        (exp - crate::clock::now_ms()).max(1) as u64
+                                    });
+                                    let lifetime = match (reauth_ms, token_ms) {
+                                        (0, t) => t,
+                                        (r, None) => Some(r),
+                                        (r, Some(t)) => Some(r.min(t)),
+                                    };
+                                    if let Some(ms) = lifetime {
                                         self.expires =
-                                            Some(Instant::now() + Duration::from_millis(reauth_ms));
+                                            Some(Instant::now() + Duration::from_millis(ms));
                                         body = body.with_session_lifetime_ms(
-                                            i64::try_from(reauth_ms).unwrap_or(i64::MAX),
+                                            i64::try_from(ms).unwrap_or(i64::MAX),
                                         );
                                     }
                                     tracing::debug!(%peer, principal = %principal, "SASL authentication succeeded");
@@ -166,10 +209,15 @@ impl Session {
                             FAILED_AUTHENTICATION_DELAY_MS,
                         ))
                         .await;
+                        let message = if self.picked == Some(Picked::OAuthBearer) {
+                            FAILED_TOKEN
+                        } else {
+                            FAILED
+                        };
                         body = body
                             .with_error_code(ErrorCode::SASL_AUTHENTICATION_FAILED.code())
                             .with_error_message(Some(
-                                kafka_protocol::protocol::StrBytes::from_static_str(FAILED),
+                                kafka_protocol::protocol::StrBytes::from_static_str(message),
                             ));
                         true
                     }
@@ -196,6 +244,19 @@ impl Session {
     ) -> Result<(Vec<u8>, Option<String>), String> {
         match self.picked {
             None => Err("SaslAuthenticate before a SaslHandshake".into()),
+            Some(Picked::OAuthBearer) => {
+                let token = crate::auth::oauth::parse_initial_response(token)
+                    .map_err(|e| format!("malformed OAUTHBEARER message: {e}"))?;
+                let validator =
+                    oauth_validator(shard).ok_or("OAUTHBEARER's JWKS is not usable")?;
+                let now_s = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
+                let t = validator
+                    .validate(&token, now_s)
+                    .map_err(|e| format!("token refused: {e}"))?;
+                self.scram_user = Some(t.principal.clone());
+                self.token_expires_ms = Some(t.expires_ms);
+                Ok((Vec::new(), Some(t.principal)))
+            }
             Some(Picked::Plain) => {
                 let (user, password) = scram::parse_plain(token).map_err(|e| format!("{e:?}"))?;
                 // Checked against the user's SCRAM credential (SHA-512 first).
