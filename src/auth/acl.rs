@@ -196,6 +196,35 @@ impl Binding {
     }
 }
 
+/// The operations that apply to a resource type (ALL aside), as Kafka's `AclEntry`
+/// supportedOperations; also the bits of Kafka's authorized-operations fields.
+pub fn operations_of(resource_type: ResourceType) -> &'static [Operation] {
+    use Operation::*;
+    match resource_type {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Delete,
+            Alter,
+            Describe,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Delete, Describe],
+        ResourceType::Cluster => &[
+            Create,
+            Alter,
+            Describe,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+        ],
+        ResourceType::TransactionalId => &[Write, Describe],
+    }
+}
+
 /// Checks a binding before it is stored, as CreateAcls does (the message says what is wrong).
 pub fn validate(b: &Binding) -> Result<(), String> {
     if b.name.is_empty() {
@@ -216,39 +245,8 @@ pub fn validate(b: &Binding) -> Result<(), String> {
     if b.host != "*" && b.host.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("host '{}' is not an IP address or *", b.host));
     }
-    let valid = match b.resource_type {
-        ResourceType::Topic => matches!(
-            b.operation,
-            Operation::All
-                | Operation::Read
-                | Operation::Write
-                | Operation::Create
-                | Operation::Delete
-                | Operation::Alter
-                | Operation::Describe
-                | Operation::DescribeConfigs
-                | Operation::AlterConfigs
-        ),
-        ResourceType::Group => matches!(
-            b.operation,
-            Operation::All | Operation::Read | Operation::Delete | Operation::Describe
-        ),
-        ResourceType::Cluster => matches!(
-            b.operation,
-            Operation::All
-                | Operation::Create
-                | Operation::Alter
-                | Operation::Describe
-                | Operation::ClusterAction
-                | Operation::DescribeConfigs
-                | Operation::AlterConfigs
-                | Operation::IdempotentWrite
-        ),
-        ResourceType::TransactionalId => matches!(
-            b.operation,
-            Operation::All | Operation::Write | Operation::Describe
-        ),
-    };
+    let valid =
+        b.operation == Operation::All || operations_of(b.resource_type).contains(&b.operation);
     if !valid {
         return Err(format!(
             "operation {:?} does not apply to a {:?} resource",

@@ -185,6 +185,13 @@ pub enum Request {
         context: Forwarded,
         changes: Vec<ScramChange>,
     },
+    /// CreateAcls' new ACLs and DeleteAcls' removals (by id): one result each, creations
+    /// first.
+    AlterAcls {
+        context: Forwarded,
+        create: Vec<crate::storage::metadata::record::AccessControlEntryRecord>,
+        remove: Vec<uuid::Uuid>,
+    },
 }
 
 /// One SCRAM credential change, as AlterUserScramCredentials carries it: a removal, or a
