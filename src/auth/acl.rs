@@ -119,6 +119,35 @@ impl Operation {
         })
     }
 
+    /// Kafka's name of the operation (`IdempotentWrite`), as `kafka-acls` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::All => "All",
+            Operation::Read => "Read",
+            Operation::Write => "Write",
+            Operation::Create => "Create",
+            Operation::Delete => "Delete",
+            Operation::Alter => "Alter",
+            Operation::Describe => "Describe",
+            Operation::ClusterAction => "ClusterAction",
+            Operation::DescribeConfigs => "DescribeConfigs",
+            Operation::AlterConfigs => "AlterConfigs",
+            Operation::IdempotentWrite => "IdempotentWrite",
+        }
+    }
+
+    /// The operation of a name, in any case, `-` and `_` ignored (`idempotent-write`).
+    pub fn parse(name: &str) -> Option<Operation> {
+        let want: String = name
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        (2..=12)
+            .filter_map(Operation::from_id)
+            .find(|op| op.name().to_ascii_lowercase() == want)
+    }
+
     /// The operations whose ALLOW also allows `self` (Kafka's implied operations).
     fn allowed_by(self) -> &'static [Operation] {
         match self {
@@ -482,6 +511,17 @@ mod tests {
         let mut wd = w.clone();
         wd.push(b(Topic, "*", Literal, "User:p", Write, Deny));
         assert!(!authorize_any(&p, &wd, "User:p", "h", Write, Topic));
+    }
+
+    #[test]
+    fn operation_names_parse_back() {
+        for id in 2..=12 {
+            let op = Operation::from_id(id).unwrap();
+            assert_eq!(Operation::parse(op.name()), Some(op));
+        }
+        assert_eq!(Operation::parse("idempotent-write"), Some(IdempotentWrite));
+        assert_eq!(Operation::parse("READ"), Some(Read));
+        assert_eq!(Operation::parse("Any"), None);
     }
 
     #[test]
