@@ -259,3 +259,45 @@ def test_spate_acl_cli_round_trip(broker_factory, tmp_path):
     assert "Write" not in out and "Describe" in out, out
     wait_until(lambda: produce_one(b, "alice", "cli-x") == KafkaError.TOPIC_AUTHORIZATION_FAILED,
                timeout=20, desc="alice refused once her Write ACL is removed")
+
+
+def test_cluster_acls_reach_every_broker_and_replication_keeps_working(spate_bin, tmp_path):
+    """Three brokers under --authorizer acl. No ACL names the cluster yet and
+    --allow-everyone-if-no-acl-found is on, so the followers' replica Fetch (User:ANONYMOUS on
+    the PLAINTEXT listener, as a broker's principal would be a super user) passes ClusterAction:
+    an RF=3 topic takes acks=all writes. A DENY created through broker 1 is enforced by
+    brokers 2 and 3 within a second."""
+    from test_cluster import FAST, Cluster
+    c = Cluster(spate_bin, tmp_path / "c", n=3,
+                extra_args=[*FAST, "--authorizer", "acl", "--allow-everyone-if-no-acl-found"])
+    try:
+        c.start()
+        a1 = AdminClient({"bootstrap.servers": c.nodes[1].bootstrap})
+        replicated = unique_topic("acl-rf3")
+        for f in a1.create_topics([NewTopic(replicated, 1, 3)]).values():
+            f.result(20)
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all",
+                      "message.timeout.ms": 20000})
+        dl = DeliveryLog()
+        p.produce(replicated, value=b"replicated", on_delivery=dl)
+        flush_all(p)
+        assert dl.ok and not dl.errors, dl.errors
+        hidden = unique_topic("acl-hidden")
+        for f in a1.create_topics([NewTopic(hidden, 1, 1)]).values():
+            f.result(20)
+        others = {i: AdminClient({"bootstrap.servers": c.nodes[i].bootstrap}) for i in (2, 3)}
+        for a in others.values():
+            wait_until(lambda a=a: a.list_topics(topic=hidden, timeout=5).topics[hidden].error
+                       is None, timeout=20, desc="the topic on every broker")
+        for f in a1.create_acls([acl(hidden, "User:ANONYMOUS", AclOperation.DESCRIBE,
+                                     perm=AclPermissionType.DENY)]).values():
+            f.result(20)
+        start = time.monotonic()
+        for a in others.values():
+            wait_until(lambda a=a: (a.list_topics(topic=hidden, timeout=5).topics[hidden].error
+                                    or KafkaError(0)).code()
+                       == KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                       timeout=1.0, desc="the DENY enforced by another broker")
+        assert time.monotonic() - start <= 1.0
+    finally:
+        c.kill_all()
