@@ -301,3 +301,42 @@ def test_cluster_acls_reach_every_broker_and_replication_keeps_working(spate_bin
         assert time.monotonic() - start <= 1.0
     finally:
         c.kill_all()
+
+
+def test_cluster_with_the_brokers_principal_as_super_user(spate_bin, tmp_path):
+    """Three brokers under --authorizer acl, nothing open by default, the brokers' principal
+    (User:ANONYMOUS on the PLAINTEXT listener they reach each other on) in --super-users, as
+    Kafka wants it: followers replicate an RF=3 topic (acks=all), and an ACL created through
+    broker 1 is in broker 2's and 3's tables (what they authorize with) within a second."""
+    from test_cluster import FAST, Cluster
+    c = Cluster(spate_bin, tmp_path / "c", n=3,
+                extra_args=[*FAST, "--authorizer", "acl", "--super-users", "User:ANONYMOUS"])
+    try:
+        c.start()
+        a1 = AdminClient({"bootstrap.servers": c.nodes[1].bootstrap})
+        topic = unique_topic("acl-su-rf3")
+        for f in a1.create_topics([NewTopic(topic, 1, 3)]).values():
+            f.result(20)
+        p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all",
+                      "message.timeout.ms": 20000})
+        dl = DeliveryLog()
+        for i in range(10):
+            p.produce(topic, value=b"%d" % i, on_delivery=dl)
+        flush_all(p)
+        assert len(dl.ok) == 10 and not dl.errors, dl.errors
+        md = a1.list_topics(topic=topic, timeout=10).topics[topic].partitions[0]
+        wait_until(lambda: sorted(a1.list_topics(topic=topic, timeout=5).topics[topic]
+                                  .partitions[0].isrs) == [1, 2, 3],
+                   timeout=20, desc=f"every replica in sync (was {md.isrs})")
+        for f in a1.create_acls([acl(topic, "User:alice", AclOperation.READ)]).values():
+            f.result(20)
+        start = time.monotonic()
+        flt = AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, None,
+                               None, AclOperation.ANY, AclPermissionType.ANY)
+        for i in (2, 3):
+            a = AdminClient({"bootstrap.servers": c.nodes[i].bootstrap})
+            wait_until(lambda a=a: len(a.describe_acls(flt).result(5)) == 1, timeout=1.0,
+                       desc=f"the ACL on broker {i}")
+        assert time.monotonic() - start <= 1.0
+    finally:
+        c.kill_all()
