@@ -217,6 +217,9 @@ pub struct OneNodeImportRequest {
     /// Its client quotas (each taken unless the cluster sets that key of that entity).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_quotas: Vec<crate::storage::metadata::record::ClientQuotaRecord>,
+    /// Its ACLs (each taken unless the cluster has the same ACL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::storage::metadata::record::AccessControlEntryRecord>,
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).

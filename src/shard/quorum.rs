@@ -1142,6 +1142,7 @@ impl Quorum {
                 topics: import.topics.clone(),
                 next_producer_id: import.next_producer_id,
                 client_quotas: import.client_quotas.clone(),
+                acls: import.acls.clone(),
             });
             match self.rpc(&req).await {
                 Some(Response::Imported { results, applied }) => {
