@@ -340,3 +340,42 @@ def test_cluster_with_the_brokers_principal_as_super_user(spate_bin, tmp_path):
         assert time.monotonic() - start <= 1.0
     finally:
         c.kill_all()
+
+
+def test_admin_and_transactional_apis_need_their_acls(broker_factory, tmp_path):
+    b = acl_broker(broker_factory, tmp_path)
+    topic = unique_topic("acl-admin")
+    create_topics(b, topic)
+    a = admin(b, "carol")
+
+    def code(f):
+        with pytest.raises(KafkaException) as e:
+            f.result(15)
+        return e.value.args[0].code()
+
+    new = unique_topic("acl-new")
+    assert code(a.create_topics([NewTopic(new, 1, 1)])[new]) == \
+        KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert code(a.delete_topics([topic])[topic]) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    from confluent_kafka.admin import ConfigResource
+    for res, want in ((ConfigResource("topic", topic), KafkaError.TOPIC_AUTHORIZATION_FAILED),
+                      (ConfigResource("broker", "0"), KafkaError.CLUSTER_AUTHORIZATION_FAILED)):
+        assert code(a.describe_configs([res])[res]) == want
+    # A transactional producer needs Write on its transactional id.
+    tx = Producer(conf(b, "carol", **{"transactional.id": "tx-carol"}))
+    with pytest.raises(KafkaException) as e:
+        tx.init_transactions(15)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    # With Write on it (and on the topic) the transaction commits.
+    create_acls(b, acl("tx-carol", "User:carol", AclOperation.WRITE,
+                       rtype=ResourceType.TRANSACTIONAL_ID),
+                acl(topic, "User:carol", AclOperation.WRITE))
+    tx = Producer(conf(b, "carol", **{"transactional.id": "tx-carol"}))
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    tx.produce(topic, value=b"in-a-transaction")
+    tx.commit_transaction(30)
+    # Create on the cluster lets carol create topics.
+    create_acls(b, acl("kafka-cluster", "User:carol", AclOperation.CREATE,
+                       rtype=ResourceType.BROKER))
+    a.create_topics([NewTopic(new, 1, 1)])[new].result(15)

@@ -69,7 +69,6 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         MetadataResponseTopic::default()
             .with_name(name.map(topic_name))
             .with_topic_id(id)
-            .with_is_internal(name.is_some_and(crate::placement::is_coordinator_log))
             .with_error_code(ResponseError::TopicAuthorizationFailed.code())
     };
     let all = match &req.topics {
@@ -96,10 +95,13 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             // or not it exists, so its existence is not given away.
             match (&meta, &t.name) {
                 (Some(m), _) if !describable(&m.name) => {
-                    topics.push(denied(
-                        t.name.as_ref().map(|n| n.0.as_str()),
-                        uuid::Uuid::nil(),
-                    ));
+                    // Asked by id: the id is echoed, the name not given.
+                    let id = if t.name.is_none() {
+                        t.topic_id
+                    } else {
+                        uuid::Uuid::nil()
+                    };
+                    topics.push(denied(t.name.as_ref().map(|n| n.0.as_str()), id));
                     continue;
                 }
                 (None, Some(name)) if !describable(name.0.as_str()) => {
