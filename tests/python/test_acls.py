@@ -112,6 +112,16 @@ def test_prefixed_write_and_deny_beats_allow(broker_factory, tmp_path):
     assert produce_one(b, "bob", "orders-eu", **{"enable.idempotence": True}) is not None
     # The super user is not asked for ACLs.
     assert produce_one(b, "admin", "payments") is None
+    # Authorized operations, when asked for: what the ACLs give (Write implies Describe).
+    from confluent_kafka import TopicCollection
+    a = admin(b, "alice")
+    d = a.describe_topics(TopicCollection(["orders-eu"]),
+                          include_authorized_operations=True)["orders-eu"].result(15)
+    assert sorted(op.name for op in d.authorized_operations) == ["DESCRIBE", "WRITE"]
+    su = admin(b)
+    cl = su.describe_cluster(include_authorized_operations=True).result(15)
+    assert {op.name for op in cl.authorized_operations} >= {"ALTER", "CLUSTER_ACTION",
+                                                            "IDEMPOTENT_WRITE"}
 
 
 def test_consumer_needs_read_on_its_group_and_new_acls_apply_at_once(broker_factory, tmp_path):
