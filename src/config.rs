@@ -187,6 +187,13 @@ pub struct Config {
     /// A SASL session lasts this long before the client must authenticate again (KIP-368,
     /// connections.max.reauth.ms); 0: for the connection's life
     pub connections_max_reauth_ms: u64,
+    /// Whether requests are authorized by the metadata's ACLs (authorizer.class.name set to
+    /// StandardAuthorizer); false: everything is allowed
+    pub authorizer_acl: bool,
+    /// Principals the authorizer allows everything (super.users)
+    pub super_users: Vec<String>,
+    /// Whether a resource no ACL names is open to all (allow.everyone.if.no.acl.found)
+    pub allow_everyone_if_no_acl_found: bool,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -427,6 +434,9 @@ impl Config {
             oauthbearer: None,
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             connections_max_reauth_ms: 0,
+            authorizer_acl: false,
+            super_users: Vec::new(),
+            allow_everyone_if_no_acl_found: false,
             cluster: None,
         }
     }

@@ -113,6 +113,21 @@ impl ErrorCode {
     pub const INVALID_REGULAR_EXPRESSION: ErrorCode =
         Self::of(ResponseError::InvalidRegularExpression);
 
+    /// The principal may not use the topic (ACLs).
+    pub const TOPIC_AUTHORIZATION_FAILED: ErrorCode =
+        Self::of(ResponseError::TopicAuthorizationFailed);
+    /// The principal may not use the group (ACLs).
+    pub const GROUP_AUTHORIZATION_FAILED: ErrorCode =
+        Self::of(ResponseError::GroupAuthorizationFailed);
+    /// The principal may not do this on the cluster (ACLs).
+    pub const CLUSTER_AUTHORIZATION_FAILED: ErrorCode =
+        Self::of(ResponseError::ClusterAuthorizationFailed);
+    /// The principal may not use the transactional id (ACLs).
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode =
+        Self::of(ResponseError::TransactionalIdAuthorizationFailed);
+    /// The ACL APIs while the broker runs without an authorizer.
+    pub const SECURITY_DISABLED: ErrorCode = Self::of(ResponseError::SecurityDisabled);
+
     /// The wire value: 0 for none.
     pub fn code(self) -> i16 {
         self.0.map_or(0, |e| e.code())
@@ -271,6 +286,21 @@ pub enum KafkaError {
     /// A request names the same resource twice.
     #[error("duplicate resource: {0}")]
     DuplicateResource(String),
+    /// The principal may not use the topic (ACLs).
+    #[error("not authorized to access the topic")]
+    TopicAuthorizationFailed,
+    /// The principal may not use the group (ACLs).
+    #[error("not authorized to access the group")]
+    GroupAuthorizationFailed,
+    /// The principal may not do this on the cluster (ACLs).
+    #[error("not authorized to perform this action on the cluster")]
+    ClusterAuthorizationFailed,
+    /// The principal may not use the transactional id (ACLs).
+    #[error("not authorized to use the transactional id")]
+    TransactionalIdAuthorizationFailed,
+    /// The ACL APIs on a broker without an authorizer.
+    #[error("no authorizer is configured on the broker (--authorizer acl)")]
+    SecurityDisabled,
     /// A SASL mechanism this broker does not offer.
     #[error("unsupported SASL mechanism: {0}")]
     UnsupportedSaslMechanism(String),
@@ -353,6 +383,13 @@ impl KafkaError {
             KafkaError::DuplicateResource(_) => ResponseError::DuplicateResource,
             KafkaError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
             KafkaError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+            KafkaError::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+            KafkaError::GroupAuthorizationFailed => ResponseError::GroupAuthorizationFailed,
+            KafkaError::ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,
+            KafkaError::TransactionalIdAuthorizationFailed => {
+                ResponseError::TransactionalIdAuthorizationFailed
+            }
+            KafkaError::SecurityDisabled => ResponseError::SecurityDisabled,
         }
     }
 

@@ -34,10 +34,12 @@ pub enum LogKind {
     TopicCreated,
     /// A partition of a topic created while the broker runs was opened.
     PartitionOpened,
+    /// The authorizer denied a request (the audit log's sampled denials).
+    AclDenied,
 }
 
 impl LogKind {
-    const ALL: [LogKind; 8] = [
+    const ALL: [LogKind; 9] = [
         LogKind::Refused,
         LogKind::IdleClosed,
         LogKind::BadRequest,
@@ -46,6 +48,7 @@ impl LogKind {
         LogKind::GroupCreated,
         LogKind::TopicCreated,
         LogKind::PartitionOpened,
+        LogKind::AclDenied,
     ];
 
     /// Lines of this kind written per interval before the rest are counted. The lines of
@@ -54,6 +57,7 @@ impl LogKind {
     fn burst(self) -> u64 {
         match self {
             LogKind::GroupCreated | LogKind::TopicCreated | LogKind::PartitionOpened => 100,
+            LogKind::AclDenied => 10,
             _ => 1,
         }
     }
@@ -72,6 +76,7 @@ impl LogKind {
             LogKind::GroupCreated => "group created",
             LogKind::TopicCreated => "topic created",
             LogKind::PartitionOpened => "partition opened",
+            LogKind::AclDenied => "authorization denied",
         }
     }
 }

@@ -93,6 +93,19 @@ pub struct Settings {
     /// connection's life [default: 0].
     #[arg(long)]
     pub connections_max_reauth_ms: Option<u64>,
+    /// Authorizer: none allows every request; acl authorizes each by the cluster's ACLs
+    /// (CreateAcls, `spate acl`), as Kafka's StandardAuthorizer (authorizer.class.name). Turn
+    /// it on anywhere but a laptop [default: none].
+    #[arg(long, value_name = "none|acl")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, `User:a;User:b` (super.users); brokers' own principals
+    /// belong here in a cluster [default: none].
+    #[arg(long, value_name = "User:A;User:B")]
+    pub super_users: Option<String>,
+    /// Whether a resource that no ACL names is open to every principal
+    /// (allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Directory for topics, logs and committed offsets [default: ./spate-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -473,6 +486,9 @@ impl Settings {
             sasl_oauthbearer_sub_claim_name,
             sasl_oauthbearer_clock_skew_seconds,
             connections_max_reauth_ms,
+            authorizer,
+            super_users,
+            allow_everyone_if_no_acl_found,
         )
     }
 
@@ -615,12 +631,28 @@ impl Settings {
                  sasl_oauthbearer_jwks_endpoint_url (--sasl-oauthbearer-jwks-endpoint-url)"
                 .into());
         }
-        if c.sasl_enabled_mechanisms.iter().any(|m| m == "OAUTHBEARER") && c.oauthbearer.is_none()
-        {
-            return Err("OAUTHBEARER in --sasl-enabled-mechanisms needs the JWKS its tokens are \
+        if c.sasl_enabled_mechanisms.iter().any(|m| m == "OAUTHBEARER") && c.oauthbearer.is_none() {
+            return Err(
+                "OAUTHBEARER in --sasl-enabled-mechanisms needs the JWKS its tokens are \
                  checked against: --sasl-oauthbearer-jwks-endpoint-url file:///path/jwks.json"
-                .into());
+                    .into(),
+            );
         }
+        c.authorizer_acl = match self.authorizer.as_deref().map(str::trim) {
+            None | Some("none") => false,
+            Some("acl") => true,
+            Some(other) => {
+                return Err(format!(
+                    "setting authorizer (--authorizer): '{other}' is not none or acl"
+                ));
+            }
+        };
+        if let Some(list) = &self.super_users {
+            c.super_users = parse_super_users(list)?;
+        }
+        c.allow_everyone_if_no_acl_found = self
+            .allow_everyone_if_no_acl_found
+            .unwrap_or(c.allow_everyone_if_no_acl_found);
         let set = |v: Option<u64>, d: u64| v.unwrap_or(d);
         c.node_id = self.node_id.unwrap_or(c.node_id);
         c.auto_create_topics = self.auto_create_topics.unwrap_or(c.auto_create_topics);
@@ -979,6 +1011,9 @@ impl Settings {
             sasl_oauthbearer_sub_claim_name: c.oauthbearer.as_ref().map(|o| o.sub_claim.clone()),
             sasl_oauthbearer_clock_skew_seconds: c.oauthbearer.as_ref().map(|o| o.clock_skew_s),
             connections_max_reauth_ms: Some(c.connections_max_reauth_ms),
+            authorizer: Some(if c.authorizer_acl { "acl" } else { "none" }.to_string()),
+            super_users: Some(c.super_users.join(";")),
+            allow_everyone_if_no_acl_found: Some(c.allow_everyone_if_no_acl_found),
         };
         // One PLAINTEXT listener: the shorthand; else the listeners in Kafka's syntax.
         let simple = c.listeners.len() == 1
@@ -1038,6 +1073,23 @@ fn parse_voters(s: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
     }
     if out.is_empty() {
         return Err(bad("no voters".into()));
+    }
+    Ok(out)
+}
+
+/// `User:a;User:b` (super.users): each principal `TYPE:NAME`, empty entries skipped.
+fn parse_super_users(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for p in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        match p.split_once(':') {
+            Some((kind, name)) if !kind.is_empty() && !name.is_empty() => out.push(p.to_string()),
+            _ => {
+                return Err(format!(
+                    "setting super_users (--super-users): '{p}' is not a principal TYPE:NAME \
+                     (User:alice)"
+                ));
+            }
+        }
     }
     Ok(out)
 }
@@ -1350,6 +1402,39 @@ mod tests {
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(cluster(two).into_config(&[0]).is_ok());
+    }
+
+    #[test]
+    fn authorizer_settings_check_and_round_trip() {
+        let file: Settings = toml::from_str(
+            "authorizer = \"acl\"\nsuper_users = \"User:admin; User:broker\"\nallow_everyone_if_no_acl_found = true",
+        )
+        .unwrap();
+        let c = file.into_config(&[0]).unwrap();
+        assert!(c.authorizer_acl && c.allow_everyone_if_no_acl_found);
+        assert_eq!(c.super_users, ["User:admin", "User:broker"]);
+        let printed = Settings::of(&c, LogFormat::Text).to_toml().unwrap();
+        let again: Settings = toml::from_str(&printed).unwrap();
+        let again = again.into_config(&[0]).unwrap();
+        assert_eq!(again.super_users, c.super_users);
+        assert!(again.authorizer_acl);
+        let default = Settings::default().into_config(&[0]).unwrap();
+        assert!(!default.authorizer_acl && !default.allow_everyone_if_no_acl_found);
+        for bad in ["authorizer = \"simple\"", "super_users = \"alice\""] {
+            let s: Settings = toml::from_str(bad).unwrap();
+            assert!(s.into_config(&[0]).is_err(), "{bad}");
+        }
+        let docs = documented(&c);
+        for key in [
+            "authorizer",
+            "super_users",
+            "allow_everyone_if_no_acl_found",
+        ] {
+            assert!(
+                docs.iter().any(|d| d.key == key && d.value.is_some()),
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -119,6 +119,35 @@ impl Operation {
         })
     }
 
+    /// Kafka's name of the operation (`IdempotentWrite`), as `kafka-acls` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::All => "All",
+            Operation::Read => "Read",
+            Operation::Write => "Write",
+            Operation::Create => "Create",
+            Operation::Delete => "Delete",
+            Operation::Alter => "Alter",
+            Operation::Describe => "Describe",
+            Operation::ClusterAction => "ClusterAction",
+            Operation::DescribeConfigs => "DescribeConfigs",
+            Operation::AlterConfigs => "AlterConfigs",
+            Operation::IdempotentWrite => "IdempotentWrite",
+        }
+    }
+
+    /// The operation of a name, in any case, `-` and `_` ignored (`idempotent-write`).
+    pub fn parse(name: &str) -> Option<Operation> {
+        let want: String = name
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        (2..=12)
+            .filter_map(Operation::from_id)
+            .find(|op| op.name().to_ascii_lowercase() == want)
+    }
+
     /// The operations whose ALLOW also allows `self` (Kafka's implied operations).
     fn allowed_by(self) -> &'static [Operation] {
         match self {
@@ -196,6 +225,35 @@ impl Binding {
     }
 }
 
+/// The operations that apply to a resource type (ALL aside), as Kafka's `AclEntry`
+/// supportedOperations; also the bits of Kafka's authorized-operations fields.
+pub fn operations_of(resource_type: ResourceType) -> &'static [Operation] {
+    use Operation::*;
+    match resource_type {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Delete,
+            Alter,
+            Describe,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Delete, Describe],
+        ResourceType::Cluster => &[
+            Create,
+            Alter,
+            Describe,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+        ],
+        ResourceType::TransactionalId => &[Write, Describe],
+    }
+}
+
 /// Checks a binding before it is stored, as CreateAcls does (the message says what is wrong).
 pub fn validate(b: &Binding) -> Result<(), String> {
     if b.name.is_empty() {
@@ -216,39 +274,8 @@ pub fn validate(b: &Binding) -> Result<(), String> {
     if b.host != "*" && b.host.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("host '{}' is not an IP address or *", b.host));
     }
-    let valid = match b.resource_type {
-        ResourceType::Topic => matches!(
-            b.operation,
-            Operation::All
-                | Operation::Read
-                | Operation::Write
-                | Operation::Create
-                | Operation::Delete
-                | Operation::Alter
-                | Operation::Describe
-                | Operation::DescribeConfigs
-                | Operation::AlterConfigs
-        ),
-        ResourceType::Group => matches!(
-            b.operation,
-            Operation::All | Operation::Read | Operation::Delete | Operation::Describe
-        ),
-        ResourceType::Cluster => matches!(
-            b.operation,
-            Operation::All
-                | Operation::Create
-                | Operation::Alter
-                | Operation::Describe
-                | Operation::ClusterAction
-                | Operation::DescribeConfigs
-                | Operation::AlterConfigs
-                | Operation::IdempotentWrite
-        ),
-        ResourceType::TransactionalId => matches!(
-            b.operation,
-            Operation::All | Operation::Write | Operation::Describe
-        ),
-    };
+    let valid =
+        b.operation == Operation::All || operations_of(b.resource_type).contains(&b.operation);
     if !valid {
         return Err(format!(
             "operation {:?} does not apply to a {:?} resource",
@@ -484,6 +511,17 @@ mod tests {
         let mut wd = w.clone();
         wd.push(b(Topic, "*", Literal, "User:p", Write, Deny));
         assert!(!authorize_any(&p, &wd, "User:p", "h", Write, Topic));
+    }
+
+    #[test]
+    fn operation_names_parse_back() {
+        for id in 2..=12 {
+            let op = Operation::from_id(id).unwrap();
+            assert_eq!(Operation::parse(op.name()), Some(op));
+        }
+        assert_eq!(Operation::parse("idempotent-write"), Some(IdempotentWrite));
+        assert_eq!(Operation::parse("READ"), Some(Read));
+        assert_eq!(Operation::parse("Any"), None);
     }
 
     #[test]

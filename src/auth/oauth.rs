@@ -286,7 +286,10 @@ mod tests {
                 expires_ms: 2_000_000
             }
         );
-        assert!(claims(r#"{"sub":"alice","exp":980}"#).is_ok(), "within skew");
+        assert!(
+            claims(r#"{"sub":"alice","exp":980}"#).is_ok(),
+            "within skew"
+        );
         assert!(claims(r#"{"sub":"alice","exp":900}"#).is_err(), "expired");
         assert!(claims(r#"{"sub":"alice","exp":2000,"nbf":1100}"#).is_err());
         assert!(claims(r#"{"exp":2000}"#).is_err(), "no subject");

@@ -1307,6 +1307,181 @@ pub fn alter_scram(
     Ok(())
 }
 
+// ACLs (CreateAcls, DescribeAcls, DeleteAcls)
+
+/// A filter's wire fields: (resource type, name, pattern type, principal, host, operation,
+/// permission), Kafka's ANY (1) and MATCH (2) where the filter leaves one open.
+type WireFilter = (
+    i8,
+    Option<StrBytes>,
+    i8,
+    Option<StrBytes>,
+    Option<StrBytes>,
+    i8,
+    i8,
+);
+
+fn wire_filter(f: &crate::auth::acl::Filter) -> WireFilter {
+    const ANY: i8 = 1;
+    const MATCH: i8 = 2;
+    (
+        f.resource_type.map_or(ANY, |t| t.id()),
+        f.name.as_deref().map(s),
+        match f.pattern {
+            None => ANY,
+            Some(None) => MATCH,
+            Some(Some(p)) => p.id(),
+        },
+        f.principal.as_deref().map(s),
+        f.host.as_deref().map(s),
+        f.operation.map_or(ANY, |o| o.id()),
+        f.permission.map_or(ANY, |p| p.id()),
+    )
+}
+
+/// A binding as DescribeAcls/DeleteAcls answer it; None for ids this build does not know.
+#[allow(clippy::too_many_arguments)]
+fn binding_from_wire(
+    resource_type: i8,
+    name: &str,
+    pattern: i8,
+    principal: &str,
+    host: &str,
+    operation: i8,
+    permission: i8,
+) -> Option<crate::auth::acl::Binding> {
+    use crate::auth::acl::{Binding, Operation, PatternType, Permission, ResourceType};
+    Some(Binding {
+        resource_type: ResourceType::from_id(resource_type)?,
+        name: name.to_string(),
+        pattern: PatternType::from_id(pattern)?,
+        principal: principal.to_string(),
+        host: host.to_string(),
+        operation: Operation::from_id(operation)?,
+        permission: Permission::from_id(permission)?,
+    })
+}
+
+/// Creates the ACLs (the first refusal is the error).
+pub fn create_acls(client: &mut Client, acls: &[crate::auth::acl::Binding]) -> Result<()> {
+    use kafka_protocol::messages::CreateAclsRequest;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    let conn = client.any()?;
+    let v = conn.version_of::<CreateAclsRequest>(3)?;
+    let req = CreateAclsRequest::default().with_creations(
+        acls.iter()
+            .map(|b| {
+                AclCreation::default()
+                    .with_resource_type(b.resource_type.id())
+                    .with_resource_name(s(&b.name))
+                    .with_resource_pattern_type(b.pattern.id())
+                    .with_principal(s(&b.principal))
+                    .with_host(s(&b.host))
+                    .with_operation(b.operation.id())
+                    .with_permission_type(b.permission.id())
+            })
+            .collect(),
+    );
+    let resp = conn.call(&req, v)?;
+    for (r, b) in resp.results.iter().zip(acls) {
+        check(
+            r.error_code,
+            format!("creating the ACL {b:?}"),
+            r.error_message.as_deref(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The ACLs that match `filter`.
+pub fn describe_acls(
+    client: &mut Client,
+    filter: &crate::auth::acl::Filter,
+) -> Result<Vec<crate::auth::acl::Binding>> {
+    use kafka_protocol::messages::DescribeAclsRequest;
+    let conn = client.any()?;
+    let v = conn.version_of::<DescribeAclsRequest>(3)?;
+    let (rt, name, pattern, principal, host, op, perm) = wire_filter(filter);
+    let req = DescribeAclsRequest::default()
+        .with_resource_type_filter(rt)
+        .with_resource_name_filter(name)
+        .with_pattern_type_filter(pattern)
+        .with_principal_filter(principal)
+        .with_host_filter(host)
+        .with_operation(op)
+        .with_permission_type(perm);
+    let resp = conn.call(&req, v)?;
+    check(
+        resp.error_code,
+        "describing ACLs",
+        resp.error_message.as_deref(),
+    )?;
+    Ok(resp
+        .resources
+        .iter()
+        .flat_map(|r| {
+            r.acls.iter().filter_map(move |a| {
+                binding_from_wire(
+                    r.resource_type,
+                    r.resource_name.as_str(),
+                    r.pattern_type,
+                    a.principal.as_str(),
+                    a.host.as_str(),
+                    a.operation,
+                    a.permission_type,
+                )
+            })
+        })
+        .collect())
+}
+
+/// Deletes the ACLs that match any of `filters`; returns those deleted.
+pub fn delete_acls(
+    client: &mut Client,
+    filters: &[crate::auth::acl::Filter],
+) -> Result<Vec<crate::auth::acl::Binding>> {
+    use kafka_protocol::messages::DeleteAclsRequest;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    let conn = client.any()?;
+    let v = conn.version_of::<DeleteAclsRequest>(3)?;
+    let req = DeleteAclsRequest::default().with_filters(
+        filters
+            .iter()
+            .map(|f| {
+                let (rt, name, pattern, principal, host, op, perm) = wire_filter(f);
+                DeleteAclsFilter::default()
+                    .with_resource_type_filter(rt)
+                    .with_resource_name_filter(name)
+                    .with_pattern_type_filter(pattern)
+                    .with_principal_filter(principal)
+                    .with_host_filter(host)
+                    .with_operation(op)
+                    .with_permission_type(perm)
+            })
+            .collect(),
+    );
+    let resp = conn.call(&req, v)?;
+    let mut out = Vec::new();
+    for r in &resp.filter_results {
+        check(r.error_code, "deleting ACLs", r.error_message.as_deref())?;
+        for a in &r.matching_acls {
+            check(a.error_code, "deleting an ACL", a.error_message.as_deref())?;
+            out.extend(binding_from_wire(
+                a.resource_type,
+                a.resource_name.as_str(),
+                a.pattern_type,
+                a.principal.as_str(),
+                a.host.as_str(),
+                a.operation,
+                a.permission_type,
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! - `output`: aligned tables, `--json`, and the progress line on long runs.
 //! - `error`: Kafka error names (`TOPIC_ALREADY_EXISTS`) and a hint on what to do.
 
+mod acl;
 pub mod api;
 pub mod client;
 mod cluster;
@@ -79,6 +80,82 @@ pub enum AdminCommand {
     /// Set, remove and list client quotas (byte rates, request percentage) per user and
     /// client id.
     Quota(QuotaArgs),
+    /// Add, list and remove ACLs (the broker authorizes with them under --authorizer acl).
+    Acl(AclArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AclArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: AclCommand,
+}
+
+/// The resources an ACL command names, as `kafka-acls` takes them (each repeatable).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AclResources {
+    /// A topic (`*`: every topic).
+    #[arg(long = "topic", value_name = "TOPIC")]
+    pub topics: Vec<String>,
+    /// A consumer group (`*`: every group).
+    #[arg(long = "group", value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// A transactional id (`*`: every one).
+    #[arg(long = "transactional-id", value_name = "ID")]
+    pub transactional_ids: Vec<String>,
+    /// The cluster.
+    #[arg(long)]
+    pub cluster: bool,
+    /// How the names match: literal or prefixed (add); any, match, literal or prefixed
+    /// (list, remove) [default: literal to add, any to list and remove].
+    #[arg(long, value_name = "TYPE")]
+    pub resource_pattern_type: Option<String>,
+}
+
+/// Who and what an ACL command names.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AclEntries {
+    /// Principals to allow (`User:alice`, `User:*`), repeatable.
+    #[arg(long = "allow-principal", value_name = "PRINCIPAL")]
+    pub allow: Vec<String>,
+    /// Principals to deny, repeatable.
+    #[arg(long = "deny-principal", value_name = "PRINCIPAL")]
+    pub deny: Vec<String>,
+    /// Operations: Read, Write, Create, Delete, Alter, Describe, ClusterAction,
+    /// DescribeConfigs, AlterConfigs, IdempotentWrite, All (repeatable).
+    #[arg(long = "operation", value_name = "OPERATION")]
+    pub operations: Vec<String>,
+    /// The client host (IP address) the ACL applies to [default: * (any)].
+    #[arg(long = "host", value_name = "IP")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// Add ACLs: each principal, operation and host on each resource.
+    Add {
+        #[command(flatten)]
+        resources: AclResources,
+        #[command(flatten)]
+        entries: AclEntries,
+    },
+    /// List ACLs: all, or those on the named resources and/or of a principal.
+    List {
+        #[command(flatten)]
+        resources: AclResources,
+        /// Only the ACLs of this principal.
+        #[arg(long, value_name = "PRINCIPAL")]
+        principal: Option<String>,
+    },
+    /// Remove the ACLs that match (on the named resources; of the given principals,
+    /// operations and hosts, or any).
+    Remove {
+        #[command(flatten)]
+        resources: AclResources,
+        #[command(flatten)]
+        entries: AclEntries,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -422,6 +499,7 @@ pub fn run(cmd: AdminCommand) -> Result<(), String> {
         AdminCommand::Txn(a) => txn::run(&a.common, a.command),
         AdminCommand::User(a) => user::run(&a.common, a.command),
         AdminCommand::Quota(a) => quota::run(&a.common, a.command),
+        AdminCommand::Acl(a) => acl::run(&a.common, a.command),
     };
     result.map_err(|e| e.to_string())
 }

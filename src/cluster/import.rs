@@ -20,7 +20,8 @@
 use crate::error::KafkaError;
 use crate::storage::metadata::image::MetadataImage;
 use crate::storage::metadata::record::{
-    ConfigRecord, ConfigResource, MetadataRecord, PartitionRecord, ProducerIdsRecord, TopicRecord,
+    AccessControlEntryRecord, ConfigRecord, ConfigResource, MetadataRecord, PartitionRecord,
+    ProducerIdsRecord, TopicRecord,
 };
 
 use super::wire::OneNodeImportRequest;
@@ -126,6 +127,28 @@ pub fn decide(
             .cloned()
             .map(MetadataRecord::ClientQuota),
     );
+    // ACLs: each unless the cluster has the same one (by id, or the same binding).
+    let same = |a: &AccessControlEntryRecord, b: &AccessControlEntryRecord| {
+        AccessControlEntryRecord {
+            id: b.id,
+            ..a.clone()
+        } == *b
+    };
+    let mut taken: Vec<&AccessControlEntryRecord> = Vec::new();
+    for a in &req.acls {
+        let known = image.acls().contains_key(&a.id)
+            || image.acls().values().any(|b| same(a, b))
+            || taken.iter().any(|b| same(a, b));
+        if !known {
+            taken.push(a);
+        }
+    }
+    out.records.extend(
+        taken
+            .into_iter()
+            .cloned()
+            .map(MetadataRecord::AccessControlEntry),
+    );
     if req.next_producer_id > image.next_producer_id() {
         out.records
             .push(MetadataRecord::ProducerIds(ProducerIdsRecord {
@@ -181,6 +204,7 @@ mod tests {
             topics,
             next_producer_id: pid,
             client_quotas: Vec::new(),
+            acls: Vec::new(),
         }
     }
 
@@ -259,6 +283,40 @@ mod tests {
         assert_eq!(image.next_producer_id(), 5000);
         let lower = decide(&image, &req(5, Vec::new(), 1000)).unwrap();
         assert!(lower.records.is_empty());
+    }
+
+    #[test]
+    fn acls_come_along_unless_the_cluster_has_them() {
+        let acl = |n: u128, principal: &str| AccessControlEntryRecord {
+            id: uuid::Uuid::from_u128(n),
+            resource_type: 2,
+            resource_name: "orders".into(),
+            pattern_type: 3,
+            principal: principal.into(),
+            host: "*".into(),
+            operation: 4,
+            permission_type: 3,
+        };
+        let mut image = image_with_broker(5);
+        image
+            .apply(&MetadataRecord::AccessControlEntry(acl(1, "User:alice")))
+            .unwrap();
+        let mut r = req(5, Vec::new(), 0);
+        // The cluster's own (same id; same binding under another id), and a new one twice.
+        r.acls = vec![
+            acl(1, "User:alice"),
+            acl(2, "User:alice"),
+            acl(3, "User:bob"),
+            acl(4, "User:bob"),
+        ];
+        let d = decide(&image, &r).unwrap();
+        image.apply_all(&d.records).unwrap();
+        let principals: Vec<&str> = image
+            .acls()
+            .values()
+            .map(|a| a.principal.as_str())
+            .collect();
+        assert_eq!(principals, ["User:alice", "User:bob"]);
     }
 
     #[test]

@@ -188,6 +188,13 @@ pub enum Request {
         context: Forwarded,
         changes: Vec<ScramChange>,
     },
+    /// CreateAcls' new ACLs and DeleteAcls' removals (by id): one result each, creations
+    /// first.
+    AlterAcls {
+        context: Forwarded,
+        create: Vec<crate::storage::metadata::record::AccessControlEntryRecord>,
+        remove: Vec<uuid::Uuid>,
+    },
 }
 
 /// One SCRAM credential change, as AlterUserScramCredentials carries it: a removal, or a
@@ -213,6 +220,9 @@ pub struct OneNodeImportRequest {
     /// Its client quotas (each taken unless the cluster sets that key of that entity).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_quotas: Vec<crate::storage::metadata::record::ClientQuotaRecord>,
+    /// Its ACLs (each taken unless the cluster has the same ACL).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::storage::metadata::record::AccessControlEntryRecord>,
 }
 
 /// A leader's request to change its partition's ISR (Kafka's AlterPartition, one partition).

@@ -178,11 +178,14 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
     let mut threads = Vec::with_capacity(n);
     // Every shard starts with the client quotas the metadata holds.
     let quotas = crate::quota::QuotaTable::from_records(store.image().client_quotas());
+    // And with its ACLs.
+    let acls = crate::shard::acl::AclTable::from_records(store.image().acls());
     let mut store = Some(store);
     for shard_id in 0..n {
         let config = config.clone();
         let catalog = catalog.clone();
         let quotas = quotas.clone();
+        let acls = acls.clone();
         let store = if shard_id == crate::placement::CONTROLLER_SHARD {
             store.take()
         } else {
@@ -216,7 +219,7 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
                 executor.run(shard_main(
                     shard_id,
                     config,
-                    (catalog, quotas),
+                    (catalog, quotas, acls),
                     store,
                     mesh,
                     ready,
@@ -246,7 +249,11 @@ pub fn run(config: Config, catalog: CatalogData, store: MetadataStore) -> anyhow
 async fn shard_main(
     shard_id: usize,
     config: Config,
-    (catalog, quotas): (CatalogData, crate::quota::QuotaTable),
+    (catalog, quotas, acls): (
+        CatalogData,
+        crate::quota::QuotaTable,
+        crate::shard::acl::AclTable,
+    ),
     store: Option<MetadataStore>,
     mesh: MeshBuilder<Envelope<ShardMessage>, glommio::channels::channel_mesh::Full>,
     ready: Arc<Gate<Result<(), String>>>,
@@ -324,6 +331,7 @@ async fn shard_main(
     ));
     coordinator_logs.attach(&shard);
     shard.set_quotas(quotas);
+    shard.set_acls(acls);
     if let (Some(controller), Some(store)) = (&shard.controller, store) {
         controller.set_default_replication_factor(config.default_replication_factor);
         let applied = store.raft_applied();

@@ -178,9 +178,10 @@ impl Session {
                                     let reauth_ms = shard.config.connections_max_reauth_ms;
                                     // KIP-368: the session lasts connections.max.reauth.ms,
                                     // and no longer than an OAUTHBEARER token.
-                                    let token_ms = self.token_expires_ms.take().map(|exp| {
-                                        (exp - crate::clock::now_ms()).max(1) as u64
-                                    });
+                                    let token_ms = self
+                                        .token_expires_ms
+                                        .take()
+                                        .map(|exp| (exp - crate::clock::now_ms()).max(1) as u64);
                                     let lifetime = match (reauth_ms, token_ms) {
                                         (0, t) => t,
                                         (r, None) => Some(r),
@@ -247,8 +248,7 @@ impl Session {
             Some(Picked::OAuthBearer) => {
                 let token = crate::auth::oauth::parse_initial_response(token)
                     .map_err(|e| format!("malformed OAUTHBEARER message: {e}"))?;
-                let validator =
-                    oauth_validator(shard).ok_or("OAUTHBEARER's JWKS is not usable")?;
+                let validator = oauth_validator(shard).ok_or("OAUTHBEARER's JWKS is not usable")?;
                 let now_s = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
                 let t = validator
                     .validate(&token, now_s)

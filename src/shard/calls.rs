@@ -122,6 +122,8 @@ shard_messages!(
     AlterClientQuotas,
     QuotasChanged,
     RecordQuota,
+    AlterAcls,
+    AclsChanged,
 );
 
 impl Shard {
@@ -481,6 +483,27 @@ call!(AlterClientQuotas -> Answers<()>, |c, shard| match &shard.controller {
 pub struct QuotasChanged(pub std::sync::Arc<crate::quota::QuotaTable>);
 call!(QuotasChanged -> Result<(), KafkaError>, |c, shard| {
     shard.set_quotas(c.0.as_ref().clone());
+    Ok(())
+});
+
+/// To the controller shard: CreateAcls' new ACLs and DeleteAcls' removals (by id), one
+/// result each, creations first.
+#[derive(Debug)]
+pub struct AlterAcls {
+    pub create: Vec<crate::storage::metadata::record::AccessControlEntryRecord>,
+    pub remove: Vec<uuid::Uuid>,
+    pub context: wire::Forwarded,
+}
+call!(AlterAcls -> Answers<()>, |c, shard| match &shard.controller {
+    Some(ctl) => ctl.alter_acls(&shard, c.create, c.remove, c.context).await,
+    None => (0..c.create.len() + c.remove.len()).map(|_| Err(KafkaError::NotController)).collect(),
+});
+
+/// Controller to every shard: the ACLs changed; this is the whole new table.
+#[derive(Debug)]
+pub struct AclsChanged(pub std::sync::Arc<super::acl::AclTable>);
+call!(AclsChanged -> Result<(), KafkaError>, |c, shard| {
+    shard.set_acls(c.0.as_ref().clone());
     Ok(())
 });
 

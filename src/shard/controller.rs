@@ -14,6 +14,7 @@
 //! is where the records go to Raft instead: propose the batch, and apply it to the image and
 //! the shards once it is committed.
 
+mod acls;
 mod quotas;
 
 use std::cell::RefCell;

@@ -8,6 +8,7 @@
 //! Invariant: no `RefCell` borrow of shard state is held across an `.await`; every storage
 //! call is synchronous and short.
 
+pub mod acl;
 pub mod calls;
 pub mod cleaner;
 pub mod controller;
@@ -238,6 +239,10 @@ pub struct Shard {
     /// Where this shard's quota clock starts.
     quota_epoch: std::time::Instant,
     pub quota_stats: quota::QuotaStats,
+    /// The ACLs in force (see `acl`), replaced whole by the controller's push.
+    acls: RefCell<Rc<acl::AclTable>>,
+    /// The authorizer's policy; None with `--authorizer none` (everything is allowed).
+    acl_policy: Option<crate::auth::acl::Policy>,
 }
 
 /// How often a held client request looks whether its broker serves yet.
@@ -268,7 +273,6 @@ impl Shard {
             )),
             live: RefCell::new(config.clone()),
             dynamic: RefCell::default(),
-            config,
             cluster_id,
             router,
             topics: RefCell::new(topics.into_iter().map(|t| (t.name.clone(), t)).collect()),
@@ -311,6 +315,9 @@ impl Shard {
             quota_sensors: RefCell::new(crate::quota::Sensors::default()),
             quota_epoch: std::time::Instant::now(),
             quota_stats: quota::QuotaStats::default(),
+            acls: RefCell::new(Rc::new(acl::AclTable::default())),
+            acl_policy: acl::policy_of(&config),
+            config,
         }
     }
 

@@ -911,6 +911,14 @@ impl Quorum {
                 ctl.alter_scram_credentials(changes, context).await,
                 self.applied(),
             ),
+            Request::AlterAcls {
+                context,
+                create,
+                remove,
+            } => done(
+                ctl.alter_acls(shard, create, remove, context).await,
+                self.applied(),
+            ),
             Request::ImportOneNode(req) => match ctl.import_one_node(self, req).await {
                 Ok(results) => Response::Imported {
                     results: results
@@ -1163,6 +1171,7 @@ impl Quorum {
                 topics: import.topics.clone(),
                 next_producer_id: import.next_producer_id,
                 client_quotas: import.client_quotas.clone(),
+                acls: import.acls.clone(),
             });
             match self.rpc(&req).await {
                 Some(Response::Imported { results, applied }) => {
@@ -1386,6 +1395,10 @@ async fn publish(shard: &Rc<Shard>, old: &MetadataImage, new: &MetadataImage) {
     if old.client_quotas() != new.client_quotas() {
         let table = Arc::new(crate::quota::QuotaTable::from_records(new.client_quotas()));
         broadcast(shard, || crate::shard::calls::QuotasChanged(table.clone())).await;
+    }
+    if old.acls() != new.acls() {
+        let table = Arc::new(crate::shard::acl::AclTable::from_records(new.acls()));
+        broadcast(shard, || crate::shard::calls::AclsChanged(table.clone())).await;
     }
 }
 

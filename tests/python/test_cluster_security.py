@@ -5,6 +5,7 @@ at the listener of the name it came in on. Credentials set through one broker lo
 broker (they are cluster metadata), and survive a restart of the whole cluster; the users file
 is read on the first start only. Waits are conditions with deadlines, never fixed sleeps."""
 
+import subprocess
 import time
 
 from confluent_kafka import Consumer, Producer
@@ -32,9 +33,12 @@ class SaslCluster:
                 # `broker`.
                 password = tmp_path / "broker-password"
                 password.write_text("broker-secret\n")
+                # ACLs on: the brokers' principal (a super user) may replicate, alice is
+                # granted what she does.
                 args += ["--listeners", f"SASL_PLAINTEXT://127.0.0.1:{self.sasl[i]}",
                          "--inter-broker-sasl-username", "broker",
-                         "--inter-broker-sasl-password-file", str(password)]
+                         "--inter-broker-sasl-password-file", str(password),
+                         "--authorizer", "acl", "--super-users", "User:broker"]
                 port = self.sasl[i]
             else:
                 args += ["--listeners",
@@ -161,16 +165,27 @@ def test_listeners_and_scram_credentials_across_a_cluster(spate_bin, tmp_path):
 
 
 def test_brokers_replicate_over_a_sasl_listener(spate_bin, tmp_path):
-    """The only listener is SASL_PLAINTEXT: brokers log in on each other's as `broker`
-    (--inter-broker-sasl-username) to replicate, so a replicated acks=all topic gets its full
-    ISR and its records can be read from any broker."""
+    """The only listener is SASL_PLAINTEXT and ACLs are on: brokers log in on each other's as
+    `broker` (--inter-broker-sasl-username, a super user) to replicate, so a replicated
+    acks=all topic gets its full ISR and its records can be read from any broker; alice does
+    what her ACLs (created with `spate acl` over SASL) allow."""
     users = tmp_path / "users"
     users.write_text("broker:broker-secret\nalice:alice-secret\n")
     c = SaslCluster(spate_bin, tmp_path, users, sasl_only=True)
     try:
         c.start()
-        a = AdminClient(c.sasl_conf(1, "alice", "alice-secret"))
         topic = unique_topic("sasl-replicated")
+        admin_props = tmp_path / "broker.properties"
+        admin_props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+                               "sasl.username=broker\nsasl.password=broker-secret\n")
+        for acl in (["--operation", "All", "--topic", topic],
+                    ["--operation", "Read", "--group", "g-replicated"]):
+            r = subprocess.run([str(spate_bin), "acl", "add", "--allow-principal", "User:alice", *acl,
+                                "--bootstrap-server", f"127.0.0.1:{c.sasl[1]}",
+                                "--command-config", str(admin_props)],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        a = AdminClient(c.sasl_conf(1, "alice", "alice-secret"))
         a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
                         request_timeout=20)[topic].result(timeout=20)
         p = Producer(c.sasl_conf(2, "alice", "alice-secret", **{"acks": "all", "linger.ms": 5}))

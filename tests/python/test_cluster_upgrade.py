@@ -110,9 +110,12 @@ def committed(bootstrap, partitions):
 
 @pytest.mark.parametrize("stop", ["sigterm", "kill9"])
 def test_a_one_node_data_dir_joins_a_cluster_with_its_topics_and_group_offsets(spate_bin, tmp_path, stop):
-    c = Cluster(spate_bin, tmp_path / "c", extra_args=FAST)
+    # ACLs on (the brokers' principal a super user), so an ACL can go along too.
+    acls_on = ["--authorizer", "acl", "--super-users", "User:ANONYMOUS"]
+    c = Cluster(spate_bin, tmp_path / "c", extra_args=[*FAST, *acls_on])
     node1 = c.nodes[1]
-    single = Broker(spate_bin, node1.data_dir, tmp_path / "single" / "logs", shards=1)
+    single = Broker(spate_bin, node1.data_dir, tmp_path / "single" / "logs", shards=1,
+                    extra_args=acls_on)
     try:
         # ---- the one-node broker: a topic, records, a group's committed offsets.
         single.start()
@@ -131,6 +134,10 @@ def test_a_one_node_data_dir_joins_a_cluster_with_its_topics_and_group_offsets(s
         subprocess.run([spate_bin, "quota", "set", "--bootstrap-server", single.bootstrap,
                         "--client-id", "imported-app", "--producer-byte-rate", "4096"],
                        check=True, capture_output=True, timeout=30)
+        # And an ACL.
+        subprocess.run([spate_bin, "acl", "add", "--bootstrap-server", single.bootstrap,
+                        "--allow-principal", "User:alice", "--operation", "Read",
+                        "--topic", TOPIC], check=True, capture_output=True, timeout=30)
         if stop == "sigterm":
             single.stop()
         else:
@@ -158,6 +165,11 @@ def test_a_one_node_data_dir_joins_a_cluster_with_its_topics_and_group_offsets(s
             [spate_bin, "quota", "list", "--json", "--bootstrap-server", c.nodes[3].bootstrap],
             check=True, capture_output=True, text=True, timeout=30).stdout)
         assert quotas == [{"entity": "clients/imported-app", "quotas": {"producer_byte_rate": 4096.0}}], quotas
+        acls = json.loads(subprocess.run(
+            [spate_bin, "acl", "list", "--json", "--bootstrap-server", c.nodes[3].bootstrap],
+            check=True, capture_output=True, text=True, timeout=30).stdout)
+        assert [(a["name"], a["principal"], a["operation"]) for a in acls] == \
+            [(TOPIC, "User:alice", "Read")], acls
 
         # Every record, in order per partition.
         assert read_all(c.nodes[3].bootstrap, 3, 300) == sent

@@ -13,7 +13,13 @@ use crate::shard::calls::TxnAddPartitions;
 pub async fn handle(ctx: &RequestContext, req: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
     let id = req.transactional_id.0.as_str().to_string();
     let group = req.group_id.0.as_str();
-    let code = if group.is_empty() {
+    use super::{Operation, ResourceType};
+    // Write on the transactional id, then Read on the group, as Kafka.
+    let code = if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, &id) {
+        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !ctx.authorize(Operation::Read, ResourceType::Group, group) {
+        ErrorCode::GROUP_AUTHORIZATION_FAILED
+    } else if group.is_empty() {
         ErrorCode::INVALID_GROUP_ID
     } else {
         let p = offsets_partition(group, ctx.shard.config.offsets_topic_num_partitions);

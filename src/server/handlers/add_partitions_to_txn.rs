@@ -24,6 +24,14 @@ pub async fn handle(
     ctx: &RequestContext,
     req: AddPartitionsToTxnRequest,
 ) -> AddPartitionsToTxnResponse {
+    use super::{CLUSTER, Operation, ResourceType};
+    if ctx.api_version >= 4
+        && !ctx.authorize(Operation::ClusterAction, ResourceType::Cluster, CLUSTER)
+    {
+        // Brokers' own request: ClusterAction on the cluster, as Kafka.
+        return AddPartitionsToTxnResponse::default()
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code());
+    }
     if ctx.api_version >= 4 {
         // The broker's form (KIP-890): several transactions, each added to or, with
         // `verify_only`, checked against (a partition leader verifying a transactional
@@ -43,6 +51,32 @@ pub async fn handle(
             );
         }
         return AddPartitionsToTxnResponse::default().with_results_by_transaction(results);
+    }
+    // A client's: Write on the transactional id (every partition answers
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED without it), then Write on each topic (the others
+    // answer OPERATION_NOT_ATTEMPTED), as Kafka.
+    let id = req.v3_and_below_transactional_id.0.as_str();
+    if !ctx.authorize(Operation::Write, ResourceType::TransactionalId, id) {
+        let topics = results(&req.v3_and_below_topics, |_, _| {
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        });
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
+    }
+    let refused: Vec<&str> = req
+        .v3_and_below_topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|t| !ctx.authorize(Operation::Write, ResourceType::Topic, t))
+        .collect();
+    if !refused.is_empty() {
+        let topics = results(&req.v3_and_below_topics, |name, _| {
+            if refused.contains(&name) {
+                ErrorCode::TOPIC_AUTHORIZATION_FAILED
+            } else {
+                ErrorCode::OPERATION_NOT_ATTEMPTED
+            }
+        });
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics);
     }
     let topics = add(
         ctx,

@@ -42,14 +42,20 @@ pub async fn handle(
         })
         .collect();
     let n = entries.len();
-    let call = AlterClientQuotas {
-        entries,
-        validate_only: req.validate_only,
-        context: ctx.forwarded(),
-    };
-    let answers = match ctx.shard.call(CONTROLLER_SHARD, call).await {
-        Ok(r) if r.len() == n => r,
-        _ => vec![Err(KafkaError::NotController); n],
+    // AlterConfigs on the cluster, else every entry answers CLUSTER_AUTHORIZATION_FAILED, as
+    // Kafka.
+    let answers = if let Some(e) = ctx.cluster_refused(super::Operation::AlterConfigs) {
+        vec![Err(e); n]
+    } else {
+        let call = AlterClientQuotas {
+            entries,
+            validate_only: req.validate_only,
+            context: ctx.forwarded(),
+        };
+        match ctx.shard.call(CONTROLLER_SHARD, call).await {
+            Ok(r) if r.len() == n => r,
+            _ => vec![Err(KafkaError::NotController); n],
+        }
     };
     let entries = req
         .entries

@@ -184,6 +184,15 @@ pub async fn handle_incremental(
         .resources
         .iter()
         .map(|r| {
+            // AlterConfigs on the topic, or on the cluster for a broker's, as Kafka.
+            if let Some(e) = super::describe_configs::config_refused(
+                ctx,
+                super::Operation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(e);
+            }
             if r.resource_type == RESOURCE_BROKER_LOGGER {
                 // Applied here at once: nothing goes to the controller.
                 return alter_loggers(ctx, r, req.validate_only).map(|()| None);
@@ -248,6 +257,14 @@ pub async fn handle_legacy(ctx: &RequestContext, req: AlterConfigsRequest) -> Al
         .resources
         .iter()
         .map(|r| {
+            if let Some(e) = super::describe_configs::config_refused(
+                ctx,
+                super::Operation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            ) {
+                return Err(e);
+            }
             let topic = r.resource_name.as_str();
             let broker = check_resource(
                 r.resource_type,

@@ -20,6 +20,12 @@ pub async fn handle(
     ctx: &RequestContext,
     req: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
+    // Alter on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Alter) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(super::str_bytes(e.message())));
+    }
     let items: Vec<(String, i32, Option<Vec<i32>>)> = req
         .topics
         .iter()

@@ -57,7 +57,11 @@ pub async fn handle(
         .flatten()
         .copied()
         .collect();
-    let answers = if to_send.is_empty() {
+    // Alter on the cluster, else every user answers CLUSTER_AUTHORIZATION_FAILED, as Kafka.
+    let refused = ctx.cluster_refused(super::Operation::Alter);
+    let answers = if let Some(e) = &refused {
+        vec![Err(e.clone()); to_send.len()]
+    } else if to_send.is_empty() {
         Vec::new()
     } else {
         let sent: Vec<ScramChange> = to_send.iter().map(|&i| changes[i].clone()).collect();
@@ -78,6 +82,10 @@ pub async fn handle(
     let results = users
         .into_iter()
         .map(|(user, r)| {
+            let r = match &refused {
+                Some(e) => Err(e.clone()),
+                None => r,
+            };
             let outcome = r.and_then(|idx| {
                 idx.iter()
                     .map(|i| {

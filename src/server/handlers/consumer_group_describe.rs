@@ -33,9 +33,20 @@ pub async fn handle(
     let mut groups = Vec::with_capacity(req.group_ids.len());
     for g in req.group_ids {
         let id = g.0.as_str().to_string();
-        let out = DescribedGroup::default()
-            .with_group_id(g)
-            .with_authorized_operations(i32::MIN);
+        let out = DescribedGroup::default().with_group_id(g);
+        // Describe on the group, as Kafka.
+        if !ctx.authorize(super::Operation::Describe, super::ResourceType::Group, &id) {
+            groups.push(
+                out.with_authorized_operations(i32::MIN)
+                    .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()),
+            );
+            continue;
+        }
+        let out = out.with_authorized_operations(if req.include_authorized_operations {
+            ctx.authorized_operations(super::ResourceType::Group, &id)
+        } else {
+            i32::MIN
+        });
         let call = calls::ConsumerGroupDescribe { group: id.clone() };
         groups.push(match group_call(ctx, &id, call).await {
             Ok(Some((d, names))) => out

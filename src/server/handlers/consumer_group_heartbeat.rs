@@ -22,6 +22,29 @@ pub async fn handle(
             .with_error_message(Some(str_bytes("GroupId can't be empty.".into())))
             .with_member_epoch(-1);
     }
+    // Read on the group, and Describe on every topic it subscribes to by name, as Kafka.
+    use super::{Operation, ResourceType};
+    if !ctx.authorize(Operation::Read, ResourceType::Group, &group) {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code())
+            .with_member_epoch(-1);
+    }
+    let refused: Vec<&str> = req
+        .subscribed_topic_names
+        .iter()
+        .flatten()
+        .map(|t| t.0.as_str())
+        .filter(|t| !ctx.authorize(Operation::Describe, ResourceType::Topic, t))
+        .collect();
+    if !refused.is_empty() {
+        return ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(str_bytes(format!(
+                "The group has subscribed to topics that are not authorized: {}",
+                refused.join(", ")
+            ))))
+            .with_member_epoch(-1);
+    }
     let owned = req.topic_partitions.as_ref().map(|tps| {
         let mut a = consumer::Assignment::new();
         for tp in tps {

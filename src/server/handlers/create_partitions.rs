@@ -16,10 +16,24 @@ pub async fn handle(
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let shard = &ctx.shard;
-    let topics: Vec<(String, i32, Vec<Vec<i32>>)> = req
+    // Alter on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka.
+    let allowed: Vec<bool> = req
         .topics
         .iter()
         .map(|t| {
+            ctx.authorize(
+                super::Operation::Alter,
+                super::ResourceType::Topic,
+                t.name.0.as_str(),
+            )
+        })
+        .collect();
+    let topics: Vec<(String, i32, Vec<Vec<i32>>)> = req
+        .topics
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, ok)| **ok)
+        .map(|(t, _)| {
             let assignments = t
                 .assignments
                 .as_ref()
@@ -47,11 +61,17 @@ pub async fn handle(
         Ok(r) if r.len() == n => r,
         _ => vec![Err(KafkaError::NotController); n],
     };
+    let mut answers = answers.into_iter();
     let results = req
         .topics
         .iter()
-        .zip(answers)
-        .map(|(t, r)| {
+        .zip(allowed)
+        .map(|(t, ok)| {
+            let r = if ok {
+                answers.next().unwrap_or(Err(KafkaError::NotController))
+            } else {
+                Err(KafkaError::TopicAuthorizationFailed)
+            };
             let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
             match r {
                 Ok(()) => out,

@@ -16,6 +16,9 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     let version = ctx.api_version;
     let mut specs = Vec::with_capacity(req.topics.len());
     let mut early: Vec<Option<KafkaError>> = Vec::with_capacity(req.topics.len());
+    // Create on the cluster, or else on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka.
+    use super::{CLUSTER, Operation, ResourceType};
+    let cluster_create = ctx.authorize(Operation::Create, ResourceType::Cluster, CLUSTER);
     for t in &req.topics {
         let mut partitions = t.num_partitions;
         let mut problem = None;
@@ -92,6 +95,12 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             internal: false,
             assignments,
         });
+        if problem.is_none()
+            && !cluster_create
+            && !ctx.authorize(Operation::Create, ResourceType::Topic, t.name.0.as_str())
+        {
+            problem = Some(KafkaError::TopicAuthorizationFailed);
+        }
         early.push(problem);
     }
     let to_send: Vec<CreateTopic> = specs

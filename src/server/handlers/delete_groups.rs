@@ -12,9 +12,14 @@ pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGro
     let mut results = Vec::with_capacity(req.groups_names.len());
     for g in req.groups_names {
         let id = g.0.as_str().to_string();
-        let code = match group_call(ctx, &id, calls::DeleteGroup { group: id.clone() }).await {
-            Ok(code) => code,
-            Err(e) => e.error_code(),
+        // Delete on the group, as Kafka.
+        let code = if !ctx.authorize(super::Operation::Delete, super::ResourceType::Group, &id) {
+            crate::error::ErrorCode::GROUP_AUTHORIZATION_FAILED
+        } else {
+            match group_call(ctx, &id, calls::DeleteGroup { group: id.clone() }).await {
+                Ok(code) => code,
+                Err(e) => e.error_code(),
+            }
         };
         results.push(
             DeletableGroupResult::default()

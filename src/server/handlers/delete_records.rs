@@ -25,6 +25,15 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
         let mut slots = Vec::with_capacity(t.partitions.len());
+        // Delete on the topic, as Kafka.
+        if !ctx.authorize(super::Operation::Delete, super::ResourceType::Topic, name) {
+            slots.resize(
+                t.partitions.len(),
+                Err(KafkaError::TopicAuthorizationFailed),
+            );
+            results.push(slots);
+            continue;
+        }
         for (pi, p) in t.partitions.iter().enumerate() {
             let known = meta
                 .as_ref()

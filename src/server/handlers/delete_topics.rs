@@ -30,6 +30,15 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             wanted.push((Some(n.0.as_str().to_string()), uuid::Uuid::nil(), None));
         }
     }
+    // Delete on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka.
+    for (name, _, problem) in &mut wanted {
+        if let Some(n) = name
+            && problem.is_none()
+            && !ctx.authorize(super::Operation::Delete, super::ResourceType::Topic, n)
+        {
+            *problem = Some(KafkaError::TopicAuthorizationFailed);
+        }
+    }
     let names: Vec<String> = wanted
         .iter()
         .filter(|(_, _, e)| e.is_none())

@@ -13,6 +13,12 @@ pub async fn handle(
     ctx: &RequestContext,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
+    // DescribeConfigs on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::DescribeConfigs) {
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(super::str_bytes(e.message())));
+    }
     let components: Result<Vec<(String, Match)>, _> = req
         .components
         .iter()

@@ -16,8 +16,18 @@ const ENDPOINT_BROKERS: i8 = 1;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> DescribeClusterResponse {
     let shard = &ctx.shard;
+    // Kafka asks no ACL for DescribeCluster; the operations the principal may do on the
+    // cluster, when asked for, need Describe on it (0 without).
+    use super::{CLUSTER, Operation, ResourceType};
+    let ops = if !req.include_cluster_authorized_operations {
+        AUTHORIZED_OPERATIONS_OMITTED
+    } else if ctx.authorize(Operation::Describe, ResourceType::Cluster, CLUSTER) {
+        ctx.authorized_operations(ResourceType::Cluster, CLUSTER)
+    } else {
+        0
+    };
     let out = DescribeClusterResponse::default()
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(ops)
         .with_endpoint_type(req.endpoint_type);
     if ctx.api_version >= 1 && req.endpoint_type != ENDPOINT_BROKERS {
         return out

@@ -7,7 +7,7 @@
 //! is fdatasync'd (group commit); setting either one (any value) makes acks=all answer from
 //! the page cache and flush in the background at that bound instead.
 
-use super::RequestContext;
+use super::{Operation, RequestContext, ResourceType};
 
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
@@ -611,6 +611,23 @@ fn describe(
     }
 }
 
+/// Why the principal may not do `op` (DescribeConfigs, AlterConfigs) on a config resource, if
+/// it may not: a topic's need it on the topic, a broker's (and its loggers') on the cluster.
+pub(super) fn config_refused(
+    ctx: &RequestContext,
+    op: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<KafkaError> {
+    if resource_type == RESOURCE_TOPIC {
+        (!ctx.authorize(op, ResourceType::Topic, name))
+            .then_some(KafkaError::TopicAuthorizationFailed)
+    } else {
+        (!ctx.authorize(op, ResourceType::Cluster, super::CLUSTER))
+            .then_some(KafkaError::ClusterAuthorizationFailed)
+    }
+}
+
 pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let shard = &ctx.shard;
     let version = ctx.api_version;
@@ -630,6 +647,13 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             let out = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
+            // DescribeConfigs on the topic, or on the cluster for a broker's, as Kafka.
+            if let Some(e) = config_refused(ctx, Operation::DescribeConfigs, r.resource_type, name)
+            {
+                return out
+                    .with_error_code(e.code())
+                    .with_error_message(Some(str_bytes(e.message())));
+            }
             let described = match describe(shard, r.resource_type, name, &dynamic) {
                 Ok(d) => d,
                 Err((e, message)) => {

@@ -15,6 +15,18 @@ pub async fn handle(ctx: &RequestContext, req: DescribeGroupsRequest) -> Describ
     for g in req.groups {
         let id = g.0.as_str().to_string();
         let out = DescribedGroup::default().with_group_id(g);
+        // Describe on the group, as Kafka.
+        if !ctx.authorize(super::Operation::Describe, super::ResourceType::Group, &id) {
+            groups.push(out.with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code()));
+            continue;
+        }
+        let out = if version >= 3 && req.include_authorized_operations {
+            out.with_authorized_operations(
+                ctx.authorized_operations(super::ResourceType::Group, &id),
+            )
+        } else {
+            out
+        };
         let answer = group_call(ctx, &id, calls::DescribeGroup { group: id.clone() }).await;
         groups.push(match answer {
             // Kafka 4.x: a consumer group is described by ConsumerGroupDescribe; v6+ say so,

@@ -16,6 +16,10 @@ use crate::error::ErrorCode;
 use crate::shard::calls::LogDirSizes;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    // Describe on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Describe) {
+        return DescribeLogDirsResponse::default().with_error_code(e.code());
+    }
     let shard = &ctx.shard;
     let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|ts| {
         ts.iter()

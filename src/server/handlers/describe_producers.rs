@@ -28,8 +28,11 @@ pub async fn handle(
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
         let mut row = Vec::with_capacity(t.partition_indexes.len());
+        // Read on the topic, as Kafka.
+        let readable = ctx.authorize(super::Operation::Read, super::ResourceType::Topic, name);
         for (pi, &p) in t.partition_indexes.iter().enumerate() {
             match &meta {
+                _ if !readable => row.push(Err(KafkaError::TopicAuthorizationFailed)),
                 Some(m) if (0..m.partitions).contains(&p) => {
                     if let Some(e) = super::check_leader(shard, m, p, -1) {
                         row.push(Err(e));

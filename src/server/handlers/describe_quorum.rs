@@ -15,6 +15,10 @@ use crate::shard::calls::QuorumStatus;
 use crate::storage::metadata::store::METADATA_TOPIC;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    // Describe on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Describe) {
+        return DescribeQuorumResponse::default().with_error_code(e.code());
+    }
     let shard = &ctx.shard;
     let asked_for_metadata = req.topics.iter().any(|t| {
         t.topic_name.0.as_str() == METADATA_TOPIC

@@ -29,11 +29,16 @@ pub async fn handle(
     let live: Option<Vec<i32>> = view
         .as_ref()
         .map(|v| v.brokers.iter().map(|b| b.id).collect());
+    // All topics: those the principal may describe; a named one it may not is
+    // TOPIC_AUTHORIZATION_FAILED whether or not it exists, as Kafka.
+    use super::{Operation, ResourceType};
+    let describable = |name: &str| ctx.authorize(Operation::Describe, ResourceType::Topic, name);
     let mut names: Vec<String> = if req.topics.is_empty() {
         shard
             .all_topics()
             .into_iter()
             .map(|m| m.name.clone())
+            .filter(|n| describable(n))
             .collect()
     } else {
         req.topics
@@ -64,6 +69,14 @@ pub async fn handle(
             Some(c) if *c == name => cursor_partition,
             _ => 0,
         };
+        if !req.topics.is_empty() && !describable(&name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let Some(meta) = shard.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -111,7 +124,9 @@ pub async fn handle(
                 .with_topic_id(meta.topic_id)
                 .with_is_internal(m.is_internal)
                 .with_partitions(shown)
-                .with_topic_authorized_operations(m.topic_authorized_operations),
+                .with_topic_authorized_operations(
+                    ctx.authorized_operations(ResourceType::Topic, &meta.name),
+                ),
         );
         if left_out > 0 {
             next_cursor = Some(

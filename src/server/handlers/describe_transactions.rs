@@ -18,11 +18,23 @@ pub async fn handle(
     for id in &req.transactional_ids {
         let name = id.0.as_str().to_string();
         let out = TransactionState::default().with_transactional_id(id.clone());
+        // Describe on the transactional id; its partitions only of topics the principal may
+        // describe, as Kafka.
+        use super::{Operation, ResourceType};
+        if !ctx.authorize(Operation::Describe, ResourceType::TransactionalId, &name) {
+            states
+                .push(out.with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code()));
+            continue;
+        }
         states.push(
             match super::txn_call(ctx, &name, DescribeTxn(name.clone())).await {
                 Ok(Some(m)) => {
                     let mut topics: Vec<TopicData> = Vec::new();
-                    for (t, p) in &m.partitions {
+                    for (t, p) in m
+                        .partitions
+                        .iter()
+                        .filter(|(t, _)| ctx.authorize(Operation::Describe, ResourceType::Topic, t))
+                    {
                         match topics.last_mut() {
                             Some(last) if last.topic.0.as_str() == t => last.partitions.push(*p),
                             _ => topics.push(

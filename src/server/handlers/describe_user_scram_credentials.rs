@@ -21,6 +21,12 @@ pub async fn handle(
     ctx: &RequestContext,
     req: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    // Describe on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(super::str_bytes(e.message())));
+    }
     let all = match ctx.shard.call(CONTROLLER_SHARD, ScramCredentials).await {
         Ok(all) => all,
         Err(_) => {

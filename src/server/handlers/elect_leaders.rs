@@ -13,6 +13,10 @@ use crate::placement::CONTROLLER_SHARD;
 use crate::shard::calls::ElectLeaders;
 
 pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    // Alter on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Alter) {
+        return ElectLeadersResponse::default().with_error_code(e.code());
+    }
     let unclean = match req.election_type {
         0 => false,
         1 => true,

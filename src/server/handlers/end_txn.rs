@@ -9,6 +9,16 @@ use crate::shard::calls::TxnEnd;
 
 pub async fn handle(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse {
     let id = req.transactional_id.0.as_str().to_string();
+    // Write on the transactional id, as Kafka.
+    if !ctx.authorize(
+        super::Operation::Write,
+        super::ResourceType::TransactionalId,
+        &id,
+    ) {
+        return EndTxnResponse::default().with_error_code(
+            crate::error::ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code(),
+        );
+    }
     let call = TxnEnd {
         transactional_id: id.clone(),
         producer_id: req.producer_id.0,

@@ -62,6 +62,14 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
     };
     let replica =
         (replica_id >= 0 && shard.cluster().is_some()).then_some((replica_id, replica_epoch));
+    // A follower needs ClusterAction on the cluster, a consumer Read on each topic; what is
+    // refused answers TOPIC_AUTHORIZATION_FAILED per partition, as Kafka.
+    let follower_allowed = replica_id < 0
+        || ctx.authorize(
+            super::Operation::ClusterAction,
+            super::ResourceType::Cluster,
+            super::CLUSTER,
+        );
 
     let mut topics: Vec<TopicOut> = Vec::with_capacity(req.topics.len());
     let mut slots: Vec<Slot> = Vec::new();
@@ -79,8 +87,18 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Vec<Chunk> {
             topic_id: t.topic_id,
             partitions: Vec::with_capacity(t.partitions.len()),
         });
+        let allowed = match &meta {
+            _ if replica_id >= 0 => follower_allowed,
+            None if version >= 13 => true,
+            m => ctx.authorize(
+                super::Operation::Read,
+                super::ResourceType::Topic,
+                m.as_ref().map_or(t.topic.0.as_str(), |m| m.name.as_str()),
+            ),
+        };
         for p in &t.partitions {
             let early = match &meta {
+                _ if !allowed => Some(KafkaError::TopicAuthorizationFailed),
                 None if version >= 13 => Some(KafkaError::UnknownTopicId),
                 None => Some(KafkaError::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {

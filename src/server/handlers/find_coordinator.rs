@@ -92,10 +92,24 @@ async fn find(
     key: &str,
     key_type: i8,
 ) -> Result<(i32, String, u16), (ErrorCode, String)> {
-    match refuse(key, key_type) {
-        Some(e) => Err(e),
-        None => coordinator(ctx, key, key_type == KEY_TYPE_TRANSACTION).await,
+    if let Some(e) = refuse(key, key_type) {
+        return Err(e);
     }
+    // Describe on the group or the transactional id, as Kafka.
+    use super::{Operation, ResourceType};
+    let txn = key_type == KEY_TYPE_TRANSACTION;
+    let (resource, refused) = if txn {
+        (
+            ResourceType::TransactionalId,
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        )
+    } else {
+        (ResourceType::Group, ErrorCode::GROUP_AUTHORIZATION_FAILED)
+    };
+    if !ctx.authorize(Operation::Describe, resource, key) {
+        return Err((refused, format!("not authorized to describe '{key}'")));
+    }
+    coordinator(ctx, key, txn).await
 }
 
 pub async fn handle(ctx: &RequestContext, req: FindCoordinatorRequest) -> FindCoordinatorResponse {

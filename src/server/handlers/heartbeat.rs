@@ -10,6 +10,10 @@ use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
     let group = req.group_id.0.as_str().to_string();
+    if !ctx.authorize(super::Operation::Read, super::ResourceType::Group, &group) {
+        return HeartbeatResponse::default()
+            .with_error_code(crate::error::ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
     let hb = state::HeartbeatRequest {
         member_id: req.member_id.as_str().to_string(),
         generation_id: req.generation_id,

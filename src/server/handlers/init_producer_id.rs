@@ -19,7 +19,7 @@
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use super::RequestContext;
+use super::{CLUSTER, Operation, RequestContext, ResourceType};
 use crate::error::{ErrorCode, KafkaError};
 use crate::shard::calls::TxnInit;
 
@@ -28,9 +28,22 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         // Kafka refuses an empty transactional id (clients send null when they have none).
         if t.0.is_empty() {
             Err(KafkaError::InvalidRequest("empty transactional id".into()))
+        } else if !ctx.authorize(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            t.0.as_str(),
+        ) {
+            // Write on the transactional id, as Kafka.
+            Err(KafkaError::TransactionalIdAuthorizationFailed)
         } else {
             return transactional(ctx, &req).await;
         }
+    } else if !ctx.authorize(Operation::IdempotentWrite, ResourceType::Cluster, CLUSTER)
+        && !ctx.authorize_any(Operation::Write, ResourceType::Topic)
+    {
+        // An idempotent producer: IdempotentWrite on the cluster, or Write on any topic
+        // (KIP-679), so default-idempotent clients work with Write ACLs alone.
+        Err(KafkaError::ClusterAuthorizationFailed)
     } else if req.producer_id.0 >= 0 && (0..i16::MAX).contains(&req.producer_epoch) {
         Ok((req.producer_id.0, req.producer_epoch + 1))
     } else {

@@ -24,6 +24,9 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRes
     if group.is_empty() {
         return fail(ErrorCode::INVALID_GROUP_ID);
     }
+    if !ctx.authorize(super::Operation::Read, super::ResourceType::Group, &group) {
+        return fail(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+    }
     if req.protocol_type.is_empty() || req.protocols.is_empty() {
         return fail(ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
     }

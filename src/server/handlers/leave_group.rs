@@ -13,6 +13,10 @@ use crate::shard::calls;
 pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let version = ctx.api_version;
     let group = req.group_id.0.as_str().to_string();
+    if !ctx.authorize(super::Operation::Read, super::ResourceType::Group, &group) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
     let members = if version >= 3 {
         req.members
             .iter()

@@ -24,6 +24,12 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
         .iter()
         .map(|s| s.as_str().to_lowercase())
         .collect();
+    // Describe on the cluster lists every group; else each group needs Describe, as Kafka.
+    let all = ctx.authorize(
+        super::Operation::Describe,
+        super::ResourceType::Cluster,
+        super::CLUSTER,
+    );
     let mut groups = Vec::new();
     for reply in futures_util::future::join_all(calls).await {
         let Ok(listed) = reply else {
@@ -35,6 +41,9 @@ pub async fn handle(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsR
                 continue;
             }
             if !types.is_empty() && !types.iter().any(|t| t == group_type) {
+                continue;
+            }
+            if !all && !ctx.authorize(super::Operation::Describe, super::ResourceType::Group, &id) {
                 continue;
             }
             let g = ListedGroup::default()

@@ -31,6 +31,15 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
         let mut slots = Vec::with_capacity(t.partitions.len());
+        // Describe on the topic, as Kafka (whether or not it exists).
+        if !ctx.authorize(super::Operation::Describe, super::ResourceType::Topic, name) {
+            slots.resize(
+                t.partitions.len(),
+                Err(KafkaError::TopicAuthorizationFailed),
+            );
+            results.push(slots);
+            continue;
+        }
         for (pi, p) in t.partitions.iter().enumerate() {
             let ok = meta
                 .as_ref()

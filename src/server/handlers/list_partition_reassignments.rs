@@ -18,6 +18,12 @@ pub async fn handle(
     ctx: &RequestContext,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    // Describe on the cluster, as Kafka.
+    if let Some(e) = ctx.cluster_refused(super::Operation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(e.code())
+            .with_error_message(Some(super::str_bytes(e.message())));
+    }
     let wanted = req.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.0.as_str().to_string(), t.partition_indexes.clone()))

@@ -48,7 +48,16 @@ pub async fn handle(
             let open_long_enough = ctx.api_version < 1
                 || req.duration_filter < 0
                 || (m.start_ms >= 0 && now - m.start_ms >= req.duration_filter);
-            if state_ok && pid_ok && open_long_enough {
+            // Only the transactional ids the principal may describe, as Kafka.
+            if state_ok
+                && pid_ok
+                && open_long_enough
+                && ctx.authorize(
+                    super::Operation::Describe,
+                    super::ResourceType::TransactionalId,
+                    &id,
+                )
+            {
                 states.push(
                     TransactionState::default()
                         .with_transactional_id(TransactionalId(str_bytes(id)))

@@ -10,7 +10,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use super::{str_bytes, topic_name};
+use super::{CLUSTER, Operation, ResourceType, str_bytes, topic_name};
 use crate::storage::catalog::TopicMeta;
 
 /// Topic authorized operations "not requested" (INT32_MIN), as Kafka sends.
@@ -61,8 +61,23 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             .map(|b: &MetadataResponseBroker| b.node_id.0)
             .collect()
     });
+    let with_ops = version >= 8 && req.include_topic_authorized_operations;
     let topic_response = |meta: &TopicMeta, node: BrokerId, version: i16| {
-        topic_response(meta, node, version, live.as_deref())
+        let out = topic_response(meta, node, version, live.as_deref());
+        if with_ops {
+            out.with_topic_authorized_operations(
+                ctx.authorized_operations(ResourceType::Topic, &meta.name),
+            )
+        } else {
+            out
+        }
+    };
+    let describable = |name: &str| ctx.authorize(Operation::Describe, ResourceType::Topic, name);
+    let denied = |name: Option<&str>, id: uuid::Uuid| {
+        MetadataResponseTopic::default()
+            .with_name(name.map(topic_name))
+            .with_topic_id(id)
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code())
     };
     let all = match &req.topics {
         None => true,
@@ -70,8 +85,11 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     };
     let mut topics = Vec::new();
     if all {
+        // Only the topics the principal may describe (without an authorizer, all).
         for meta in shard.all_topics() {
-            topics.push(topic_response(&meta, node, version));
+            if describable(&meta.name) {
+                topics.push(topic_response(&meta, node, version));
+            }
         }
     } else {
         let auto =
@@ -81,6 +99,25 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                 Some(name) => shard.topic(name.0.as_str()),
                 None => shard.topic_by_id(t.topic_id),
             };
+            // A topic the principal may not describe is TOPIC_AUTHORIZATION_FAILED whether
+            // or not it exists, so its existence is not given away.
+            match (&meta, &t.name) {
+                (Some(m), _) if !describable(&m.name) => {
+                    // Asked by id: the id is echoed, the name not given.
+                    let id = if t.name.is_none() {
+                        t.topic_id
+                    } else {
+                        uuid::Uuid::nil()
+                    };
+                    topics.push(denied(t.name.as_ref().map(|n| n.0.as_str()), id));
+                    continue;
+                }
+                (None, Some(name)) if !describable(name.0.as_str()) => {
+                    topics.push(denied(Some(name.0.as_str()), uuid::Uuid::nil()));
+                    continue;
+                }
+                _ => {}
+            }
             if let Some(meta) = meta {
                 topics.push(topic_response(&meta, node, version));
                 continue;
@@ -94,6 +131,14 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                 continue;
             };
             let name = name.0.as_str().to_string();
+            // Auto-creation needs Create on the cluster or on the topic, as Kafka.
+            let may_create = auto
+                && (ctx.authorize(Operation::Create, ResourceType::Cluster, CLUSTER)
+                    || ctx.authorize(Operation::Create, ResourceType::Topic, &name));
+            if auto && !may_create {
+                topics.push(denied(Some(&name), uuid::Uuid::nil()));
+                continue;
+            }
             let created = if auto {
                 Some(super::produce::auto_create(ctx, &name).await)
             } else {
@@ -115,7 +160,17 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         .with_cluster_id(Some(str_bytes(cluster_id)))
         .with_controller_id(controller_id)
         .with_topics(topics)
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(
+            if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+                if ctx.authorize(Operation::Describe, ResourceType::Cluster, CLUSTER) {
+                    ctx.authorized_operations(ResourceType::Cluster, CLUSTER)
+                } else {
+                    0
+                }
+            } else {
+                AUTHORIZED_OPERATIONS_OMITTED
+            },
+        )
 }
 
 /// A topic as Metadata shows it. `live`: the brokers that serve, in a cluster (None on one

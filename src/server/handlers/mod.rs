@@ -1,6 +1,7 @@
 //! One file per Kafka API. Each handler takes the decoded request and returns the encoded
 //! response as chunks (or none: Produce with acks=0 is not answered).
 
+mod acls;
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_client_quotas;
@@ -56,6 +57,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+pub(crate) use crate::auth::acl::{Operation, ResourceType};
 use crate::error::KafkaError;
 use crate::protocol::fetch::Chunk;
 use crate::protocol::{Request, encode_response};
@@ -223,6 +225,137 @@ impl RequestContext {
     /// Takes the connection's order hold: dropping it lets the next request start.
     pub fn take_order_hold(&self) -> Option<Ordered> {
         self.order_hold.take()
+    }
+
+    /// Whether the authorizer is on (`--authorizer acl`); off, every check allows.
+    pub fn authorizer_on(&self) -> bool {
+        self.shard.acl_policy().is_some()
+    }
+
+    /// The client's IP address, as ACL hosts name it.
+    fn client_ip(&self) -> &str {
+        self.client.host.trim_start_matches('/')
+    }
+
+    /// Whether the request's principal may do `op` on the resource, by the shard's current
+    /// ACLs (a new ACL applies to the next request of every connection). Without an
+    /// authorizer: true, at the cost of one branch. Every decision is a debug line of the
+    /// audit log; denials are also info lines, sampled (see `log_limit`).
+    pub fn authorize(&self, op: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let Some(policy) = self.shard.acl_policy() else {
+            return true;
+        };
+        let acls = self.shard.acls();
+        let principal = self.principal.to_string();
+        let d = crate::auth::acl::authorize(
+            policy,
+            &acls.bindings,
+            &principal,
+            self.client_ip(),
+            op,
+            resource_type,
+            name,
+        );
+        self.audit(&principal, d.allowed(), op, resource_type, name, &d);
+        d.allowed()
+    }
+
+    /// Whether the principal may do `op` on some resource of `resource_type` (KIP-679: an
+    /// idempotent producer's InitProducerId with Write on any topic), audited as
+    /// [`RequestContext::authorize`].
+    pub fn authorize_any(&self, op: Operation, resource_type: ResourceType) -> bool {
+        let Some(policy) = self.shard.acl_policy() else {
+            return true;
+        };
+        let acls = self.shard.acls();
+        let principal = self.principal.to_string();
+        let allowed = crate::auth::acl::authorize_any(
+            policy,
+            &acls.bindings,
+            &principal,
+            self.client_ip(),
+            op,
+            resource_type,
+        );
+        self.audit(&principal, allowed, op, resource_type, "*any*", &allowed);
+        allowed
+    }
+
+    /// CLUSTER_AUTHORIZATION_FAILED unless the principal may do `op` on the cluster.
+    pub fn cluster_refused(&self, op: Operation) -> Option<KafkaError> {
+        (!self.authorize(op, ResourceType::Cluster, CLUSTER))
+            .then_some(KafkaError::ClusterAuthorizationFailed)
+    }
+
+    /// Kafka's authorized-operations bitfield of a resource (bit `1 << operation id` for each
+    /// operation the principal may do on it); every operation of its type without an
+    /// authorizer. Not audited: it asks about every operation, not for one.
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        let ops = crate::auth::acl::operations_of(resource_type);
+        let bits = |allowed: &dyn Fn(Operation) -> bool| {
+            ops.iter()
+                .filter(|op| allowed(**op))
+                .fold(0i32, |acc, op| acc | (1 << op.id()))
+        };
+        let Some(policy) = self.shard.acl_policy() else {
+            return bits(&|_| true);
+        };
+        let acls = self.shard.acls();
+        let principal = self.principal.to_string();
+        bits(&|op| {
+            crate::auth::acl::authorize(
+                policy,
+                &acls.bindings,
+                &principal,
+                self.client_ip(),
+                op,
+                resource_type,
+                name,
+            )
+            .allowed()
+        })
+    }
+
+    /// The audit log of one decision.
+    fn audit(
+        &self,
+        principal: &str,
+        allowed: bool,
+        op: Operation,
+        resource_type: ResourceType,
+        name: &str,
+        why: &dyn std::fmt::Debug,
+    ) {
+        let outcome = if allowed { "allowed" } else { "denied" };
+        tracing::debug!(
+            target: "spate::audit",
+            principal,
+            client = %self.client_addr,
+            api = ?self.api_key,
+            operation = ?op,
+            resource_type = ?resource_type,
+            resource = name,
+            decision = ?why,
+            "authorization {outcome}"
+        );
+        if !allowed
+            && let Some(held_back) = self.shard.log.allow(
+                crate::log_limit::LogKind::AclDenied,
+                std::time::Instant::now(),
+            )
+        {
+            tracing::info!(
+                target: "spate::audit",
+                principal,
+                client = %self.client_addr,
+                api = ?self.api_key,
+                operation = ?op,
+                resource_type = ?resource_type,
+                resource = name,
+                held_back,
+                "authorization denied"
+            );
+        }
     }
 
     /// Encodes `body` as this request's response.
@@ -878,6 +1011,9 @@ throttle_time!(
     DescribeTopicPartitionsResponse,
     DescribeUserScramCredentialsResponse,
     AlterUserScramCredentialsResponse,
+    CreateAclsResponse,
+    DescribeAclsResponse,
+    DeleteAclsResponse,
 );
 no_throttle_time!(
     SaslHandshakeResponse,
@@ -979,8 +1115,14 @@ async fn run_handler(
         ConsumerGroupDescribe => consumer_group_describe::handle,
         DescribeClientQuotas => describe_client_quotas::handle,
         AlterClientQuotas => alter_client_quotas::handle,
+        CreateAcls => acls::handle_create,
+        DescribeAcls => acls::handle_describe,
+        DeleteAcls => acls::handle_delete,
     )
 }
+
+/// The name of the cluster resource in ACLs.
+pub(crate) const CLUSTER: &str = "kafka-cluster";
 
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))

@@ -28,16 +28,26 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let mut codes: Vec<Vec<ErrorCode>> = Vec::with_capacity(req.topics.len());
     let mut entries = Vec::new();
     let mut slots = Vec::new();
+    // Read on the group (else every partition answers GROUP_AUTHORIZATION_FAILED), then Read
+    // on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka.
+    use super::{Operation, ResourceType};
+    let group_refused = !ctx.authorize(Operation::Read, ResourceType::Group, &group);
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
+        let topic_refused =
+            !group_refused && !ctx.authorize(Operation::Read, ResourceType::Topic, name);
         let mut row = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let metadata = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.as_str().to_string());
-            if group.is_empty() {
+            if group_refused {
+                row.push(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+            } else if topic_refused {
+                row.push(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+            } else if group.is_empty() {
                 row.push(ErrorCode::INVALID_GROUP_ID);
             } else if let Some(code) =
                 entry_error(meta.as_ref(), p.partition_index, metadata.as_deref())

@@ -13,10 +13,23 @@ use crate::shard::calls;
 
 pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = req.group_id.0.as_str().to_string();
+    // Delete on the group, then Read on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka.
+    use super::{Operation, ResourceType};
+    if !ctx.authorize(Operation::Delete, ResourceType::Group, &group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
+    let readable: Vec<bool> = req
+        .topics
+        .iter()
+        .map(|t| ctx.authorize(Operation::Read, ResourceType::Topic, t.name.0.as_str()))
+        .collect();
     let partitions: Vec<(String, i32)> = req
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&readable)
+        .filter(|(_, ok)| **ok)
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(move |p| (t.name.0.as_str().to_string(), p.partition_index))
@@ -39,14 +52,20 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
     let topics = req
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(readable)
+        .map(|(t, readable)| {
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
+                    let code = if readable {
+                        codes.next().unwrap_or(ErrorCode::NONE)
+                    } else {
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                    };
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
-                        .with_error_code(codes.next().unwrap_or(ErrorCode::NONE).code())
+                        .with_error_code(code.code())
                 })
                 .collect();
             OffsetDeleteResponseTopic::default()

@@ -17,8 +17,10 @@ use crate::shard::calls;
 
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
 
-/// A row, and whether its transactional commit awaits its marker (require_stable).
-type Row = (FetchedOffset, bool);
+/// A row, and its error: UNSTABLE_OFFSET_COMMIT where its transactional commit awaits its
+/// marker (require_stable), TOPIC_AUTHORIZATION_FAILED for a topic the principal may not
+/// describe.
+type Row = (FetchedOffset, ErrorCode);
 
 /// Reads a group's offsets; `member` is OffsetFetch v9's (member id, member epoch), checked
 /// against a consumer group ((None, -1): no member, as admin tools and classic clients ask).
@@ -32,6 +34,30 @@ async fn fetch(
     if group.is_empty() {
         return Err(ErrorCode::INVALID_GROUP_ID);
     }
+    // Describe on the group, then on each topic, as Kafka: asked-for topics the principal
+    // may not describe answer TOPIC_AUTHORIZATION_FAILED, and a fetch of all leaves them out.
+    use super::{Operation, ResourceType};
+    if !ctx.authorize(Operation::Describe, ResourceType::Group, group) {
+        return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+    }
+    let mut refused: Vec<Row> = Vec::new();
+    let all = wanted.is_none();
+    let wanted = wanted.map(|ts| {
+        ts.into_iter()
+            .filter(|(t, ps)| {
+                let ok = ctx.authorize(Operation::Describe, ResourceType::Topic, t);
+                if !ok {
+                    refused.extend(ps.iter().map(|p| {
+                        (
+                            (t.clone(), *p, -1, -1, None),
+                            ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        )
+                    }));
+                }
+                ok
+            })
+            .collect::<Vec<_>>()
+    });
     match group_call(
         ctx,
         group,
@@ -46,10 +72,20 @@ async fn fetch(
     {
         Ok(Ok((rows, unstable))) => Ok(rows
             .into_iter()
+            .filter(|r| {
+                !all || !ctx.authorizer_on()
+                    || ctx.authorize(Operation::Describe, ResourceType::Topic, &r.0)
+            })
             .map(|r| {
                 let u = unstable.iter().any(|(t, p)| *t == r.0 && *p == r.1);
-                (r, u)
+                let code = if u {
+                    ErrorCode::UNSTABLE_OFFSET_COMMIT
+                } else {
+                    ErrorCode::NONE
+                };
+                (r, code)
             })
+            .chain(refused)
             .collect()),
         Ok(Err(code)) => Err(code),
         Err(e) => Err(e.error_code()),
@@ -112,16 +148,15 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                                     .with_name(topic_name(&t))
                                     .with_partitions(
                                         rows.into_iter()
-                                            .map(|((_, p, offset, epoch, meta), unstable)| {
+                                            .map(|((_, p, offset, epoch, meta), code)| {
                                                 let out = OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(meta.map(str_bytes));
-                                                if unstable {
-                                                    out.with_committed_offset(-1).with_error_code(
-                                                        ErrorCode::UNSTABLE_OFFSET_COMMIT.code(),
-                                                    )
+                                                if !code.is_none() {
+                                                    out.with_committed_offset(-1)
+                                                        .with_error_code(code.code())
                                                 } else {
                                                     out
                                                 }
@@ -153,15 +188,13 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetc
                         .with_name(topic_name(&t))
                         .with_partitions(
                             rows.into_iter()
-                                .map(|((_, p, offset, epoch, meta), unstable)| {
+                                .map(|((_, p, offset, epoch, meta), code)| {
                                     let out = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
                                         .with_metadata(meta.map(str_bytes));
-                                    let out = if unstable {
-                                        out.with_committed_offset(-1).with_error_code(
-                                            ErrorCode::UNSTABLE_OFFSET_COMMIT.code(),
-                                        )
+                                    let out = if !code.is_none() {
+                                        out.with_committed_offset(-1).with_error_code(code.code())
                                     } else {
                                         out
                                     };

@@ -25,12 +25,27 @@ pub async fn handle(
     let shard = &ctx.shard;
     let mut results: Vec<Vec<Result<(i32, i64), KafkaError>>> = Vec::new();
     let mut by_owner: BTreeMap<usize, Vec<Asked>> = BTreeMap::new();
+    // A follower (replica_id >= 0) needs ClusterAction on the cluster, a client Describe on
+    // each topic, as Kafka.
+    use super::{CLUSTER, Operation, ResourceType};
+    let follower_refused = req.replica_id.0 >= 0
+        && !ctx.authorize(Operation::ClusterAction, ResourceType::Cluster, CLUSTER);
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.topic.0.as_str();
         let meta = shard.topic(name);
         let mut slots = Vec::with_capacity(t.partitions.len());
+        let refused = if follower_refused {
+            Some(KafkaError::ClusterAuthorizationFailed)
+        } else if req.replica_id.0 < 0
+            && !ctx.authorize(Operation::Describe, ResourceType::Topic, name)
+        {
+            Some(KafkaError::TopicAuthorizationFailed)
+        } else {
+            None
+        };
         for (pi, p) in t.partitions.iter().enumerate() {
             let early = match &meta {
+                _ if refused.is_some() => refused.clone(),
                 None => Some(KafkaError::UnknownTopicOrPartition),
                 Some(m) if p.partition < 0 || p.partition >= m.partitions => {
                     Some(KafkaError::UnknownTopicOrPartition)

@@ -147,9 +147,24 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut metas: Vec<Option<TopicMeta>> = Vec::with_capacity(req.topic_data.len());
     // The topic defaults in effect (start-up settings under the dynamic broker configs).
     let live = shard.live();
+    use super::{CLUSTER, Operation, ResourceType};
+    // A transactional producer needs Write on its transactional id: every partition answers
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED without it, as Kafka.
+    let txn_refused = req.transactional_id.as_ref().is_some_and(|id| {
+        !ctx.authorize(
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        )
+    });
     for (ti, topic) in req.topic_data.iter().enumerate() {
         let name = topic.name.0.as_str();
         let meta = match shard.topic(name) {
+            _ if txn_refused => Err(KafkaError::TransactionalIdAuthorizationFailed),
+            // Write on the topic, whether or not it exists, as Kafka.
+            _ if !ctx.authorize(Operation::Write, ResourceType::Topic, name) => {
+                Err(KafkaError::TopicAuthorizationFailed)
+            }
             // Its partitions are the group coordinators' logs: a client's batch there could
             // make a partition unreadable to the coordinator that replays it (Kafka refuses
             // produce to internal topics too).
@@ -159,7 +174,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 )))
             }
             Some(m) => Ok(m),
-            None if shard.config.auto_create_topics => auto_create(ctx, name).await,
+            // Auto-creation needs Create on the cluster or on the topic.
+            None if shard.config.auto_create_topics
+                && (ctx.authorize(Operation::Create, ResourceType::Cluster, CLUSTER)
+                    || ctx.authorize(Operation::Create, ResourceType::Topic, name)) =>
+            {
+                auto_create(ctx, name).await
+            }
             None => Err(KafkaError::UnknownTopicOrPartition),
         };
         metas.push(meta.as_ref().ok().cloned());

@@ -18,6 +18,12 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRes
             version,
         );
     }
+    if !ctx.authorize(super::Operation::Read, super::ResourceType::Group, &group) {
+        return respond(
+            state::SyncResponse::failed(ErrorCode::GROUP_AUTHORIZATION_FAILED),
+            version,
+        );
+    }
     let sync = SyncRequest {
         member_id: req.member_id.as_str().to_string(),
         generation_id: req.generation_id,

@@ -29,16 +29,36 @@ pub async fn handle(ctx: &RequestContext, req: TxnOffsetCommitRequest) -> TxnOff
     let mut codes: Vec<Vec<ErrorCode>> = Vec::with_capacity(req.topics.len());
     let mut entries = Vec::new();
     let mut slots = Vec::new();
+    // Write on the transactional id, then Read on the group, then Read on each topic, each
+    // refusal answered on every partition it covers, as Kafka.
+    use super::{Operation, ResourceType};
+    let refused = if !ctx.authorize(
+        Operation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else if !ctx.authorize(Operation::Read, ResourceType::Group, &group) {
+        Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
     for (ti, t) in req.topics.iter().enumerate() {
         let name = t.name.0.as_str();
         let meta = shard.topic(name);
+        let refused = refused.or_else(|| {
+            (!ctx.authorize(Operation::Read, ResourceType::Topic, name))
+                .then_some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+        });
         let mut row = Vec::with_capacity(t.partitions.len());
         for (pi, p) in t.partitions.iter().enumerate() {
             let metadata = p
                 .committed_metadata
                 .as_ref()
                 .map(|m| m.as_str().to_string());
-            if group.is_empty() {
+            if let Some(code) = refused {
+                row.push(code);
+            } else if group.is_empty() {
                 row.push(ErrorCode::INVALID_GROUP_ID);
             } else if let Some(code) = super::offset_commit::entry_error(
                 meta.as_ref(),

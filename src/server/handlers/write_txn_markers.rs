@@ -23,6 +23,13 @@ type ByOwner = BTreeMap<usize, Vec<((usize, usize), MarkerItem)>>;
 pub async fn handle(ctx: &RequestContext, req: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
     let shard = &ctx.shard;
     let mut markers = Vec::with_capacity(req.markers.len());
+    // Brokers' own request: ClusterAction on the cluster, else every partition answers
+    // CLUSTER_AUTHORIZATION_FAILED, as Kafka.
+    let allowed = ctx.authorize(
+        super::Operation::ClusterAction,
+        super::ResourceType::Cluster,
+        super::CLUSTER,
+    );
     for m in &req.markers {
         // (topic index, partition index) -> code; markers of one request go out one by one,
         // each to all its partitions' owners at once.
@@ -34,6 +41,7 @@ pub async fn handle(ctx: &RequestContext, req: WriteTxnMarkersRequest) -> WriteT
             let mut row = Vec::new();
             for (pi, &p) in t.partition_indexes.iter().enumerate() {
                 match &meta {
+                    _ if !allowed => row.push(ErrorCode::CLUSTER_AUTHORIZATION_FAILED),
                     Some(mt) if (0..mt.partitions).contains(&p) && shard.leads(mt, p) => {
                         by_owner.entry(shard.owner(name, p)).or_default().push((
                             (ti, pi),

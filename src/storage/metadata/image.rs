@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::record::{
-    BrokerFenceRecord, ClientQuotaRecord, ClusterIdRecord, ConfigRecord, ConfigResource,
-    MetadataRecord, PartitionRecord, ProducerIdsRecord, QuotaEntityPart, QuotaValue,
-    RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UserScramCredentialRecord,
+    AccessControlEntryRecord, BrokerFenceRecord, ClientQuotaRecord, ClusterIdRecord, ConfigRecord,
+    ConfigResource, MetadataRecord, PartitionRecord, ProducerIdsRecord, QuotaEntityPart,
+    QuotaValue, RegisterBrokerRecord, RemoveTopicRecord, TopicRecord, UserScramCredentialRecord,
 };
 use crate::storage::catalog::{PartitionAssignment, TopicMeta};
 
@@ -50,6 +50,8 @@ pub struct MetadataImage {
     scram: BTreeMap<(String, i8), UserScramCredentialRecord>,
     /// Client quotas: entity (its parts sorted by type) -> quota key -> value.
     client_quotas: ClientQuotas,
+    /// ACLs, by id.
+    acls: BTreeMap<Uuid, AccessControlEntryRecord>,
 }
 
 /// Client quotas as the image holds them: entity (its parts sorted by type) -> key -> value.
@@ -217,6 +219,12 @@ impl MetadataImage {
                 }
                 self.producer_ids = Some(r.clone());
             }
+            MetadataRecord::AccessControlEntry(r) => {
+                self.acls.insert(r.id, r.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry(r) => {
+                self.acls.remove(&r.id);
+            }
             MetadataRecord::UserScramCredential(r) => {
                 self.scram.insert((r.name.clone(), r.mechanism), r.clone());
             }
@@ -245,6 +253,11 @@ impl MetadataImage {
             }
         }
         Ok(())
+    }
+
+    /// Every ACL, by id.
+    pub fn acls(&self) -> &BTreeMap<Uuid, AccessControlEntryRecord> {
+        &self.acls
     }
 
     /// Every SCRAM credential, by (user, mechanism).
@@ -400,6 +413,12 @@ impl MetadataImage {
                 .values()
                 .cloned()
                 .map(MetadataRecord::UserScramCredential),
+        );
+        out.extend(
+            self.acls
+                .values()
+                .cloned()
+                .map(MetadataRecord::AccessControlEntry),
         );
         for (entity, map) in &self.client_quotas {
             for (key, value) in map {
@@ -668,6 +687,31 @@ mod tests {
             .apply(&quota("consumer_byte_rate", 0.0, true))
             .unwrap();
         assert_eq!(image.client_quotas().len(), 1);
+        let acl = |n: u128| {
+            MetadataRecord::AccessControlEntry(super::super::record::AccessControlEntryRecord {
+                id: Uuid::from_u128(n),
+                resource_type: 2,
+                resource_name: "orders-".into(),
+                pattern_type: 4,
+                principal: format!("User:u{n}"),
+                host: "*".into(),
+                operation: 4,
+                permission_type: 3,
+            })
+        };
+        image.apply(&acl(1)).unwrap();
+        image.apply(&acl(2)).unwrap();
+        image
+            .apply(&MetadataRecord::RemoveAccessControlEntry(
+                super::super::record::RemoveAccessControlEntryRecord {
+                    id: Uuid::from_u128(1),
+                },
+            ))
+            .unwrap();
+        assert_eq!(
+            image.acls().keys().copied().collect::<Vec<_>>(),
+            vec![Uuid::from_u128(2)]
+        );
         assert_eq!(image_of(&image.to_records()), image);
         assert_eq!(image_of(&image.to_records()).next_producer_id(), 3000);
         image

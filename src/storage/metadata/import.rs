@@ -73,6 +73,9 @@ pub struct OneNodeImport {
     /// Its client quotas (absent in imports prepared by older builds).
     #[serde(default)]
     pub client_quotas: Vec<super::record::ClientQuotaRecord>,
+    /// Its ACLs (absent in imports prepared by older builds).
+    #[serde(default)]
+    pub acls: Vec<super::record::AccessControlEntryRecord>,
 }
 
 /// Whether an import of a one-node broker's metadata is pending in `data_dir`.
@@ -203,6 +206,7 @@ fn read_pending(
         topics,
         next_producer_id: image.next_producer_id(),
         client_quotas,
+        acls: image.acls().values().cloned().collect(),
     })
 }
 

@@ -23,6 +23,8 @@ pub const TYPE_PARTITION: u16 = 2;
 pub const TYPE_CONFIG: u16 = 3;
 pub const TYPE_REMOVE_TOPIC: u16 = 4;
 pub const TYPE_PARTITION_CHANGE: u16 = 5;
+pub const TYPE_ACCESS_CONTROL_ENTRY: u16 = 6;
+pub const TYPE_REMOVE_ACCESS_CONTROL_ENTRY: u16 = 7;
 pub const TYPE_USER_SCRAM_CREDENTIAL: u16 = 8;
 pub const TYPE_REMOVE_USER_SCRAM_CREDENTIAL: u16 = 9;
 pub const TYPE_CLIENT_QUOTA: u16 = 10;
@@ -38,6 +40,8 @@ pub const KNOWN_TYPES: &[u16] = &[
     TYPE_CONFIG,
     TYPE_REMOVE_TOPIC,
     TYPE_PARTITION_CHANGE,
+    TYPE_ACCESS_CONTROL_ENTRY,
+    TYPE_REMOVE_ACCESS_CONTROL_ENTRY,
     TYPE_REGISTER_BROKER,
     TYPE_CLUSTER_ID,
     TYPE_BROKER_FENCE,
@@ -50,8 +54,6 @@ pub const KNOWN_TYPES: &[u16] = &[
 /// Type ids kept for records that later issues add, with the record each is for. A log that
 /// holds one of them was written by a newer build; this one refuses to read it.
 pub const RESERVED_TYPES: &[(u16, &str)] = &[
-    (6, "AccessControlEntryRecord (an ACL)"),
-    (7, "RemoveAccessControlEntryRecord"),
     (13, "UnregisterBrokerRecord"),
     (14, "FeatureLevelRecord (the metadata version in force)"),
 ];
@@ -254,6 +256,26 @@ pub struct RemoveUserScramCredentialRecord {
     pub mechanism: i8,
 }
 
+/// One ACL (Kafka's `AccessControlEntryRecord`), its enums by Kafka's ids (see `auth::acl`):
+/// resource type, pattern type, operation and permission.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AccessControlEntryRecord {
+    pub id: Uuid,
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
+/// An ACL was removed (Kafka's `RemoveAccessControlEntryRecord`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAccessControlEntryRecord {
+    pub id: Uuid,
+}
+
 /// One component of a client quota entity (Kafka's `ClientQuotaRecord.EntityData`): its type
 /// (`user` or `client-id`) and its name, None for the type's default entity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -295,6 +317,8 @@ pub enum MetadataRecord {
     Config(ConfigRecord),
     RemoveTopic(RemoveTopicRecord),
     PartitionChange(PartitionChangeRecord),
+    AccessControlEntry(AccessControlEntryRecord),
+    RemoveAccessControlEntry(RemoveAccessControlEntryRecord),
     RegisterBroker(RegisterBrokerRecord),
     ClusterId(ClusterIdRecord),
     BrokerFence(BrokerFenceRecord),
@@ -334,6 +358,8 @@ impl MetadataRecord {
             MetadataRecord::Config(_) => TYPE_CONFIG,
             MetadataRecord::RemoveTopic(_) => TYPE_REMOVE_TOPIC,
             MetadataRecord::PartitionChange(_) => TYPE_PARTITION_CHANGE,
+            MetadataRecord::AccessControlEntry(_) => TYPE_ACCESS_CONTROL_ENTRY,
+            MetadataRecord::RemoveAccessControlEntry(_) => TYPE_REMOVE_ACCESS_CONTROL_ENTRY,
             MetadataRecord::RegisterBroker(_) => TYPE_REGISTER_BROKER,
             MetadataRecord::ClusterId(_) => TYPE_CLUSTER_ID,
             MetadataRecord::BrokerFence(_) => TYPE_BROKER_FENCE,
@@ -357,6 +383,8 @@ impl MetadataRecord {
             MetadataRecord::Config(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::RemoveTopic(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::PartitionChange(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::AccessControlEntry(r) => serde_json::to_writer(&mut *out, r),
+            MetadataRecord::RemoveAccessControlEntry(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::RegisterBroker(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::ClusterId(r) => serde_json::to_writer(&mut *out, r),
             MetadataRecord::BrokerFence(r) => serde_json::to_writer(&mut *out, r),
@@ -410,6 +438,12 @@ impl MetadataRecord {
             TYPE_PARTITION_CHANGE => {
                 MetadataRecord::PartitionChange(serde_json::from_slice(payload).map_err(bad)?)
             }
+            TYPE_ACCESS_CONTROL_ENTRY => {
+                MetadataRecord::AccessControlEntry(serde_json::from_slice(payload).map_err(bad)?)
+            }
+            TYPE_REMOVE_ACCESS_CONTROL_ENTRY => MetadataRecord::RemoveAccessControlEntry(
+                serde_json::from_slice(payload).map_err(bad)?,
+            ),
             TYPE_REGISTER_BROKER => {
                 MetadataRecord::RegisterBroker(serde_json::from_slice(payload).map_err(bad)?)
             }
@@ -500,6 +534,25 @@ mod tests {
                     ..Default::default()
                 }),
                 r#"{"topic_id":"00000000-0000-0000-0000-000000000001","partition":3,"leader":-1,"leader_epoch":4,"isr":[2]}"#,
+            ),
+            (
+                MetadataRecord::AccessControlEntry(AccessControlEntryRecord {
+                    id: id(5),
+                    resource_type: 2,
+                    resource_name: "orders-".into(),
+                    pattern_type: 4,
+                    principal: "User:alice".into(),
+                    host: "*".into(),
+                    operation: 4,
+                    permission_type: 3,
+                }),
+                r#"{"id":"00000000-0000-0000-0000-000000000005","resource_type":2,"resource_name":"orders-","pattern_type":4,"principal":"User:alice","host":"*","operation":4,"permission_type":3}"#,
+            ),
+            (
+                MetadataRecord::RemoveAccessControlEntry(RemoveAccessControlEntryRecord {
+                    id: id(5),
+                }),
+                r#"{"id":"00000000-0000-0000-0000-000000000005"}"#,
             ),
             (
                 MetadataRecord::RegisterBroker(RegisterBrokerRecord {
@@ -654,9 +707,9 @@ mod tests {
         let cases: Vec<(Vec<u8>, RecordError)> = vec![
             (vec![0, 1], RecordError::Short { len: 2 }),
             (
-                raw(6, 0, "{}"),
+                raw(13, 0, "{}"),
                 RecordError::Reserved {
-                    type_id: 6,
+                    type_id: 13,
                     what: RESERVED_TYPES[0].1,
                 },
             ),

@@ -810,9 +810,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut bytes = encode_batch(0, &create_topic_records(&a, 1));
         // Record type ids sit right after each record's length; rewrite the first one (the
-        // TopicRecord) to reserved type 6, and fix the CRC so only the decoder can object.
+        // TopicRecord) to reserved type 13, and fix the CRC so only the decoder can object.
         let at = FRAME_HEADER + BODY_HEADER + 4;
-        bytes[at..at + 2].copy_from_slice(&6u16.to_be_bytes());
+        bytes[at..at + 2].copy_from_slice(&13u16.to_be_bytes());
         let crc = crc32c::crc32c_append(crc32c::crc32c(&bytes[0..4]), &bytes[FRAME_HEADER..]);
         bytes[4..8].copy_from_slice(&crc.to_be_bytes());
         fs::write(log_path(dir.path(), 0), &bytes).unwrap();
@@ -821,7 +821,7 @@ mod tests {
             matches!(
                 err,
                 MetadataError::Record {
-                    source: RecordError::Reserved { type_id: 6, .. },
+                    source: RecordError::Reserved { type_id: 13, .. },
                     ..
                 }
             ),
