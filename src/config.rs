@@ -179,6 +179,12 @@ pub struct Config {
     /// A SASL session lasts this long before the client must authenticate again (KIP-368,
     /// connections.max.reauth.ms); 0: for the connection's life
     pub connections_max_reauth_ms: u64,
+    /// The TLS listeners' certificate, key and client CA files (None: no TLS listener may be
+    /// configured).
+    pub tls_files: Option<crate::tls::TlsFiles>,
+    /// How a client certificate's subject DN becomes a principal name
+    /// (ssl.principal.mapping.rules)
+    pub ssl_principal_mapping_rules: crate::tls::PrincipalRules,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -210,6 +216,11 @@ impl SecurityProtocol {
             SecurityProtocol::Ssl => "SSL",
             SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 
     /// Whether a connection must authenticate with SASL before anything else.
@@ -340,6 +351,8 @@ impl Config {
             }],
             sasl_enabled_mechanisms: vec!["SCRAM-SHA-256".into(), "SCRAM-SHA-512".into()],
             connections_max_reauth_ms: 0,
+            tls_files: None,
+            ssl_principal_mapping_rules: crate::tls::PrincipalRules::default(),
             cluster: None,
         }
     }
