@@ -108,6 +108,64 @@ pub fn feed(conn: &mut ServerConnection, data: &[u8]) -> Result<usize, Handshake
     Ok(data.len() - rest.len())
 }
 
+/// Runs [`handshake`] over `input`, handed over `step` bytes at a time, then the end of the
+/// stream; what the server writes is dropped. The TLS fuzz target and its CI test feed
+/// arbitrary bytes through this: it must return (Ok or Err), never panic.
+pub fn handshake_from_bytes(
+    conn: &mut ServerConnection,
+    input: &[u8],
+    step: usize,
+) -> Result<Vec<u8>, HandshakeError> {
+    let mut stream = MemStream {
+        input,
+        step: step.max(1),
+    };
+    futures_lite::future::block_on(handshake(&mut stream, conn))
+}
+
+/// An in-memory peer for [`handshake_from_bytes`].
+struct MemStream<'a> {
+    input: &'a [u8],
+    step: usize,
+}
+
+impl AsyncRead for MemStream<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let n = self.input.len().min(self.step).min(buf.len());
+        buf[..n].copy_from_slice(&self.input[..n]);
+        self.input = &self.input[n..];
+        std::task::Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for MemStream<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 /// The reading half of a connection.
 pub enum ReadHalf {
     Plain(TcpStream),
