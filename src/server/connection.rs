@@ -9,6 +9,10 @@
 //! size is negative or above `request_bytes_max`, or that does not decode, closes the
 //! connection; nothing of the claimed size is allocated or budgeted before the bytes arrive.
 //! A connection that completes no request for `connections_max_idle_ms` is closed.
+//!
+//! On an SSL or SASL_SSL listener the TLS handshake comes first (within the same time), and
+//! the frames then travel inside TLS (see `transport`): Fetch record bytes take the copying
+//! path there, encrypted on the way.
 
 use std::cell::{Cell, RefCell};
 use std::os::unix::fs::FileExt;
@@ -22,7 +26,6 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
-use crate::config::SecurityProtocol;
 use crate::error::FrameError;
 use crate::log_limit::{LogKind, LogLimiter};
 use crate::protocol::fetch::{Chunk, FileSlice};
@@ -339,14 +342,13 @@ async fn run(
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
     // it; the flag belongs to the open file, so the dup below shares it.
     set_nonblocking(socket_fd(&stream))?;
-    let protocol = shard.config.listeners.get(listener).map(|l| l.protocol);
-    let tls = matches!(
-        protocol,
-        Some(SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
-    );
+    let tls = shard
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.protocol.tls());
     let (mut read_half, mut write_half, tls_principal) = if tls {
-        let (r, w, p) = tls_start(shard, conns, stream, peer_addr).await?;
-        (r, w, p)
+        tls_start(shard, conns, stream, peer_addr).await?
     } else {
         let w = dup_stream(&stream)?;
         (ReadHalf::Plain(stream), WriteHalf::Plain(w), None)
