@@ -10,6 +10,7 @@ import random
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -20,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from conftest import free_port
 from kafkautil import DeliveryLog, flush_all, unique_topic, wait_until
 from tlsutil import (Pki, api_versions_frame, api_versions_over, client_context, client_hello,
-                     closed_by_peer)
+                     closed_by_peer, recv_frame)
 
 DEBUG_LOG = "info,spate::server::connection=debug,spate::server::sasl=debug"
 
@@ -329,3 +330,29 @@ def test_tls_settings_are_checked(spate_bin, pki, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f'tls_client_ca_file = "{pki.ca}"' in r.stdout, r.stdout
     assert 'ssl_principal_mapping_rules = "DEFAULT"' in r.stdout, r.stdout
+
+
+# Python warns that it offers TLS 1.1 at all: that is the point here.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_1_2_and_1_3_are_spoken_and_older_refused(broker_factory, pki):
+    b = tls_broker(broker_factory, pki, {"SSL": free_port()})
+    host, port = b.tls["SSL"].split(":")
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        ctx = client_context(pki)
+        ctx.minimum_version = ctx.maximum_version = version
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                assert s.version() == name
+                # Several requests, pipelined, over the one TLS session.
+                s.sendall(b"".join(api_versions_frame(corr) for corr in range(1, 6)))
+                for corr in range(1, 6):
+                    body = recv_frame(s)
+                    assert struct.unpack(">ih", body[:6]) == (corr, 0)
+    ctx = client_context(pki)
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert b.alive()
