@@ -153,9 +153,11 @@ def test_sasl_ssl_with_scram(broker_factory, pki, tmp_path, monkeypatch):
     produce_and_consume(conf, unique_topic("sasl-ssl-after"), n=5, group="after")
 
 
-def test_large_fetches_over_tls(broker_factory, pki):
+def test_large_fetches_over_tls(broker_factory, pki, monkeypatch):
     """Record bytes of many segments' worth go through the copying path, encrypted, in
-    pieces larger than rustls' queue: what arrives is what was sent."""
+    pieces larger than rustls' queue: what arrives is what was sent. Without a client CA,
+    clients have no certificate and act for User:ANONYMOUS."""
+    monkeypatch.setenv("RUST_LOG", DEBUG_LOG)
     b = tls_broker(broker_factory, pki, {"SSL": free_port()})
     topic = unique_topic("big")
     values = [bytes([i]) * 1000 + os.urandom(400_000) for i in range(60)]
@@ -177,6 +179,8 @@ def test_large_fetches_over_tls(broker_factory, pki):
             got.append(m.value())
     c.close()
     assert got == values
+    text = b.log_text()
+    assert "principal=User:ANONYMOUS" in text and "principal=User:CN=" not in text
 
 
 def test_bad_clients_are_closed_and_others_go_on(broker_factory, pki):
