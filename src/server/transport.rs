@@ -237,8 +237,7 @@ pub fn tls_halves(
     conn.set_buffer_limit(Some(SENDABLE_TLS_BYTES));
     let conn = Rc::new(RefCell::new(conn));
     let len = leftover.len();
-    let mut cipher = leftover;
-    cipher.resize(len.max(CIPHER_READ_BYTES), 0);
+    let cipher = leftover;
     (
         ReadHalf::Tls(TlsRead {
             sock: read_sock,
@@ -259,7 +258,9 @@ pub fn tls_halves(
 pub struct TlsRead {
     sock: TcpStream,
     conn: Rc<RefCell<ServerConnection>>,
-    /// Ciphertext read from the socket; `pos..len` not yet handed to rustls.
+    /// Ciphertext read from the socket; `pos..len` not yet handed to rustls. Allocated for a
+    /// read and given back once rustls took it all and the socket had no more, so an idle
+    /// connection holds no read buffer here (as on plaintext).
     cipher: Vec<u8>,
     pos: usize,
     len: usize,
@@ -290,8 +291,16 @@ impl TlsRead {
                         // rustls takes nothing more after a close_notify.
                         return Ok(0);
                     }
+                    if self.pos == self.len && self.len < self.cipher.len() {
+                        // The last read did not fill the buffer: the socket had no more.
+                        self.cipher = Vec::new();
+                        (self.pos, self.len) = (0, 0);
+                    }
                     continue;
                 }
+            }
+            if self.cipher.len() < CIPHER_READ_BYTES {
+                self.cipher = vec![0; CIPHER_READ_BYTES];
             }
             let n = self.sock.read(&mut self.cipher).await?;
             if n == 0 {
@@ -308,7 +317,8 @@ impl TlsRead {
 pub struct TlsWrite {
     sock: TcpStream,
     conn: Rc<RefCell<ServerConnection>>,
-    /// Ciphertext on its way to the socket (at most about [`SENDABLE_TLS_BYTES`]).
+    /// Ciphertext on its way to the socket (at most about [`SENDABLE_TLS_BYTES`]); given back
+    /// once rustls' queue is empty.
     out: Vec<u8>,
 }
 
@@ -341,6 +351,7 @@ impl TlsWrite {
                 }
             }
             if self.out.is_empty() {
+                self.out = Vec::new();
                 return Ok(());
             }
             self.sock.write_all(&self.out).await?;
