@@ -22,7 +22,8 @@ log() { printf '[bootstrap] %s\n' "$*" >&2; }
 # glommio compiles its bundled liburing with gcc/make; pkg-config + curl for rustup.
 PKGS=(gcc make pkg-config curl ca-certificates)
 if [[ $LITE -eq 0 ]]; then
-    PKGS+=(kcat python3 python3-venv python3-pip)
+    # openssl: the TLS tests make their CA and certificates with it (tests/python/tlsutil.py).
+    PKGS+=(kcat python3 python3-venv python3-pip openssl)
 fi
 
 missing=()

@@ -194,6 +194,12 @@ pub struct Config {
     pub super_users: Vec<String>,
     /// Whether a resource no ACL names is open to all (allow.everyone.if.no.acl.found)
     pub allow_everyone_if_no_acl_found: bool,
+    /// The TLS listeners' certificate, key and client CA files (None: no TLS listener may be
+    /// configured).
+    pub tls_files: Option<crate::tls::TlsFiles>,
+    /// How a client certificate's subject DN becomes a principal name
+    /// (ssl.principal.mapping.rules)
+    pub ssl_principal_mapping_rules: crate::tls::PrincipalRules,
     /// The cluster this node belongs to (None: a one-node cluster, with no quorum).
     pub cluster: Option<ClusterConfig>,
 }
@@ -225,6 +231,11 @@ impl SecurityProtocol {
             SecurityProtocol::Ssl => "SSL",
             SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
     }
 
     /// Whether a connection must authenticate with SASL before anything else.
@@ -437,6 +448,8 @@ impl Config {
             authorizer_acl: false,
             super_users: Vec::new(),
             allow_everyone_if_no_acl_found: false,
+            tls_files: None,
+            ssl_principal_mapping_rules: crate::tls::PrincipalRules::default(),
             cluster: None,
         }
     }

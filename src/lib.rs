@@ -51,5 +51,6 @@ pub mod settings;
 pub mod shard;
 pub mod startup;
 pub mod storage;
+pub mod tls;
 pub mod tune;
 pub mod txn;

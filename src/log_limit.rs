@@ -26,6 +26,9 @@ pub enum LogKind {
     BadRequest,
     /// A TLS ClientHello arrived on the plaintext listener.
     TlsOnPlaintext,
+    /// A TLS listener's connection failed its handshake (a plaintext client, garbage, a
+    /// truncated handshake, a refused certificate).
+    TlsHandshake,
     /// accept(2) failed (out of descriptors, for one).
     AcceptFailed,
     /// A consumer group was created (any JoinGroup or OffsetCommit names one).
@@ -39,11 +42,12 @@ pub enum LogKind {
 }
 
 impl LogKind {
-    const ALL: [LogKind; 9] = [
+    const ALL: [LogKind; 10] = [
         LogKind::Refused,
         LogKind::IdleClosed,
         LogKind::BadRequest,
         LogKind::TlsOnPlaintext,
+        LogKind::TlsHandshake,
         LogKind::AcceptFailed,
         LogKind::GroupCreated,
         LogKind::TopicCreated,
@@ -72,6 +76,7 @@ impl LogKind {
             LogKind::IdleClosed => "idle connection closed",
             LogKind::BadRequest => "closing connection",
             LogKind::TlsOnPlaintext => "TLS on the plaintext listener",
+            LogKind::TlsHandshake => "TLS handshake failed",
             LogKind::AcceptFailed => "accept failed",
             LogKind::GroupCreated => "group created",
             LogKind::TopicCreated => "topic created",

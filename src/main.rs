@@ -309,7 +309,22 @@ fn serve(config: Config) -> Result<(), String> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+    if config.listeners.iter().any(|l| l.protocol.tls()) {
+        // Fetch over TLS: sendfile needs the kernel to encrypt (kTLS); without it the copying
+        // path encrypts in user space.
+        match spate::tls::probe_ktls() {
+            Ok(()) => tracing::info!(
+                "the kernel offers kTLS (TCP_ULP tls), but handing it the TLS session keys is \
+                 not built: TLS fetches take the copying path"
+            ),
+            Err(e) => tracing::info!(
+                probe = %e,
+                "no kTLS (setsockopt TCP_ULP \"tls\" failed): TLS fetches take the copying path"
+            ),
+        }
     }
     let runner = std::thread::Builder::new()
         .name("spate-shards".into())
@@ -328,6 +343,13 @@ fn serve(config: Config) -> Result<(), String> {
                 std::process::exit(1);
             }
             tracing::info!(signal = sig, "stopping");
+        } else if sig == libc::SIGHUP {
+            // Each shard's ticker sees the new generation and reloads its TLS material.
+            let generation = spate::tls::RELOAD_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+            tracing::info!(
+                generation,
+                "SIGHUP: reloading the TLS certificate, key and client CA"
+            );
         }
     }
     match runner.join() {

@@ -32,8 +32,8 @@ pub struct Settings {
     #[arg(long, value_name = "HOST:PORT")]
     pub advertised_listener: Option<String>,
     /// Listeners in Kafka's syntax (listeners), `NAME://HOST:PORT,...`: NAME is a security
-    /// protocol (PLAINTEXT, SASL_PLAINTEXT; SSL and SASL_SSL need TLS, not built yet) or a
-    /// name --listener-security-protocol-map maps to one. Replaces --listen (the shorthand
+    /// protocol (PLAINTEXT, SASL_PLAINTEXT, SSL, SASL_SSL; the last two need --tls-cert-file
+    /// and --tls-key-file) or a name --listener-security-protocol-map maps to one. Replaces --listen (the shorthand
     /// for one PLAINTEXT listener); with it no default listener opens [default: none].
     #[arg(long, value_name = "NAME://HOST:PORT,...")]
     pub listeners: Option<String>,
@@ -106,6 +106,24 @@ pub struct Settings {
     /// (allow.everyone.if.no.acl.found) [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub allow_everyone_if_no_acl_found: Option<bool>,
+    /// The SSL and SASL_SSL listeners' certificate chain, PEM, leaf first
+    /// (ssl.keystore.certificate.chain); reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file, PEM: PKCS#8, PKCS#1 or SEC1 (ssl.keystore.key);
+    /// reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates, PEM, that TLS clients' certificates must chain to
+    /// (ssl.truststore.location); given, every TLS client must present one, as Kafka's
+    /// ssl.client.auth=required; reloaded on SIGHUP [default: none, no client certificates].
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// How a client certificate's subject DN (RFC 2253) becomes the principal name,
+    /// `RULE:pattern/replacement/[LU],...,DEFAULT` (ssl.principal.mapping.rules)
+    /// [default: DEFAULT].
+    #[arg(long, value_name = "RULES")]
+    pub ssl_principal_mapping_rules: Option<String>,
     /// Directory for topics, logs and committed offsets [default: ./spate-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -489,6 +507,10 @@ impl Settings {
             authorizer,
             super_users,
             allow_everyone_if_no_acl_found,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
+            ssl_principal_mapping_rules,
         )
     }
 
@@ -570,6 +592,15 @@ impl Settings {
                     )
                 })?;
         }
+        tls_into(
+            (
+                &self.tls_cert_file,
+                &self.tls_key_file,
+                &self.tls_client_ca_file,
+            ),
+            self.ssl_principal_mapping_rules.as_deref(),
+            &mut c,
+        )?;
         if let Some(m) = &self.sasl_enabled_mechanisms {
             let list: Vec<String> = m
                 .split(',')
@@ -1014,6 +1045,10 @@ impl Settings {
             authorizer: Some(if c.authorizer_acl { "acl" } else { "none" }.to_string()),
             super_users: Some(c.super_users.join(";")),
             allow_everyone_if_no_acl_found: Some(c.allow_everyone_if_no_acl_found),
+            tls_cert_file: c.tls_files.as_ref().map(|t| t.cert.clone()),
+            tls_key_file: c.tls_files.as_ref().map(|t| t.key.clone()),
+            tls_client_ca_file: c.tls_files.as_ref().and_then(|t| t.client_ca.clone()),
+            ssl_principal_mapping_rules: Some(c.ssl_principal_mapping_rules.text.clone()),
         };
         // One PLAINTEXT listener: the shorthand; else the listeners in Kafka's syntax.
         let simple = c.listeners.len() == 1
@@ -1043,6 +1078,53 @@ impl Settings {
     pub fn to_toml(&self) -> Result<String, String> {
         toml::to_string(self).map_err(|e| format!("cannot print the configuration: {e}"))
     }
+}
+
+/// The TLS settings: the files go together, a TLS listener needs them, and they are
+/// loaded once here so that a bad file stops the start (each shard loads them again).
+fn tls_into(
+    (cert_file, key_file, client_ca_file): (&Option<PathBuf>, &Option<PathBuf>, &Option<PathBuf>),
+    rules: Option<&str>,
+    c: &mut Config,
+) -> Result<(), String> {
+    if let Some(r) = rules {
+        c.ssl_principal_mapping_rules = crate::tls::PrincipalRules::parse(r).map_err(|e| {
+            format!("setting ssl_principal_mapping_rules (--ssl-principal-mapping-rules): {e}")
+        })?;
+    }
+    let tls_listener = c.listeners.iter().find(|l| l.protocol.tls());
+    c.tls_files = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca_file.clone(),
+        }),
+        (None, None) => {
+            if let Some(l) = tls_listener {
+                return Err(format!(
+                    "listener {} is {}: it needs settings tls_cert_file (--tls-cert-file) \
+                     and tls_key_file (--tls-key-file)",
+                    l.name,
+                    l.protocol.name()
+                ));
+            }
+            if client_ca_file.is_some() {
+                return Err("setting tls_client_ca_file (--tls-client-ca-file) needs \
+                            tls_cert_file and tls_key_file"
+                    .into());
+            }
+            None
+        }
+        _ => {
+            return Err("settings tls_cert_file (--tls-cert-file) and tls_key_file \
+                        (--tls-key-file) go together: give both or neither"
+                .into());
+        }
+    };
+    if let Some(files) = &c.tls_files {
+        crate::tls::server_config(files).map_err(|e| format!("setting {e}"))?;
+    }
+    Ok(())
 }
 
 /// `ID@HOST:PORT,...` (controller.quorum.voters): ids unique and at least 0, addresses
@@ -1225,16 +1307,6 @@ pub fn parse_listeners(
                     ),
                 )
             })?;
-        if matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl) {
-            return Err(bad(
-                what,
-                format!(
-                    "listener {name} is {}: TLS is not built yet (issue 17); use PLAINTEXT or \
-                     SASL_PLAINTEXT",
-                    protocol.name()
-                ),
-            ));
-        }
         let bind_host = if host.is_empty() {
             "0.0.0.0"
         } else {

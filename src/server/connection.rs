@@ -9,15 +9,20 @@
 //! size is negative or above `request_bytes_max`, or that does not decode, closes the
 //! connection; nothing of the claimed size is allocated or budgeted before the bytes arrive.
 //! A connection that completes no request for `connections_max_idle_ms` is closed.
+//!
+//! On an SSL or SASL_SSL listener the TLS handshake comes first (within the same time), and
+//! the frames then travel inside TLS (see `transport`): Fetch record bytes take the copying
+//! path there, encrypted on the way.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::{AsRawFd, BorrowedFd};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use glommio::sync::{Semaphore, StaticPermit};
 
@@ -26,6 +31,7 @@ use crate::log_limit::{LogKind, LogLimiter};
 use crate::protocol::fetch::{Chunk, FileSlice};
 use crate::protocol::{Decoded, decode_request, frame_size};
 use crate::server::handlers;
+use crate::server::transport::{self, HandshakeError, ReadHalf, WriteHalf};
 use crate::shard::Shard;
 
 /// The first piece of a frame's buffer: frames start this small and double as their bytes
@@ -39,20 +45,37 @@ const SENDFILE_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 
 /// What the connections of one shard share: the limiter of the log lines clients can
-/// trigger, and the shard's one overshoot slot (see [`FrameReader::take_budget`]).
+/// trigger, the shard's one overshoot slot (see [`FrameReader::take_budget`]), and the TLS
+/// configuration new TLS connections start with.
 ///
 /// Lives on: one shard, created by its accept loop; no other shard sees it.
 pub struct ShardConns {
     pub log: LogLimiter,
     overshoot_taken: Cell<bool>,
+    /// The shard's TLS configuration (None without TLS listeners) and the reload generation
+    /// it was loaded at (see `tls::RELOAD_GENERATION`). Replaced by the shard's ticker on a
+    /// reload; a connection clones the `Arc` at accept and keeps it for its life.
+    tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    pub tls_generation: Cell<u64>,
 }
 
 impl ShardConns {
-    pub fn new(log_interval: Duration) -> ShardConns {
+    pub fn new(log_interval: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> ShardConns {
         ShardConns {
             log: LogLimiter::new(log_interval),
             overshoot_taken: Cell::new(false),
+            tls: RefCell::new(tls),
+            tls_generation: Cell::new(0),
         }
+    }
+
+    /// What new TLS connections use from now on.
+    pub fn set_tls(&self, config: Arc<rustls::ServerConfig>) {
+        *self.tls.borrow_mut() = Some(config);
+    }
+
+    fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.borrow().clone()
     }
 }
 
@@ -102,7 +125,7 @@ impl FrameReader {
     /// large size and then nothing holds 16 KiB, not the size (until the idle timeout closes
     /// it). Bytes are only read up to the end of the frame, so every buffered byte is paid for
     /// by the frame that holds it.
-    async fn next(&mut self, stream: &mut TcpStream) -> Result<Next, ConnError> {
+    async fn next(&mut self, stream: &mut ReadHalf) -> Result<Next, ConnError> {
         let mut prefix = [0u8; 4];
         let mut have = 0;
         while have < 4 {
@@ -206,6 +229,10 @@ enum ConnError {
     AuthenticationFailed,
     #[error("the SASL session ended (connections_max_reauth_ms) without a re-authentication")]
     SessionExpired,
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("the client certificate's subject {0} matches no ssl_principal_mapping_rules rule")]
+    NoPrincipalRule(String),
     #[error(
         "the client spoke TLS to the plaintext listener (its first bytes are a TLS \
          ClientHello): this listener has no TLS; connect without TLS (security.protocol=PLAINTEXT)"
@@ -242,6 +269,7 @@ pub async fn serve(shard: Rc<Shard>, conns: Rc<ShardConns>, stream: TcpStream, l
         }
         Err(ConnError::Idle) => LogKind::IdleClosed,
         Err(ConnError::TlsOnPlaintext) => LogKind::TlsOnPlaintext,
+        Err(ConnError::Handshake(_) | ConnError::NoPrincipalRule(_)) => LogKind::TlsHandshake,
         Err(_) => LogKind::BadRequest,
     };
     let Some(held_back) = conns.log.allow(kind, Instant::now()) else {
@@ -314,8 +342,17 @@ async fn run(
     // sends and receives with MSG_DONTWAIT and waits with poll, so this changes nothing for
     // it; the flag belongs to the open file, so the dup below shares it.
     set_nonblocking(socket_fd(&stream))?;
-    let mut write_half = dup_stream(&stream)?;
-    let mut read_half = stream;
+    let tls = shard
+        .config
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.protocol.tls());
+    let (mut read_half, mut write_half, tls_principal) = if tls {
+        tls_start(shard, conns, stream, peer_addr).await?
+    } else {
+        let w = dup_stream(&stream)?;
+        (ReadHalf::Plain(stream), WriteHalf::Plain(w), None)
+    };
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<InFlight>(
         shard.config.pipeline_requests_max,
     );
@@ -334,6 +371,7 @@ async fn run(
             tx,
             &activity,
             listener,
+            tls_principal,
         )
         .await;
         read_result.set(Some(r));
@@ -347,6 +385,58 @@ async fn run(
     );
     futures_lite::future::or(reading, futures_lite::future::or(writing, idle)).await?;
     read_result.take().unwrap_or(Ok(()))
+}
+
+/// A TLS listener's connection: the handshake, bounded by `connections_max_idle_ms`, with the
+/// shard's current TLS configuration (kept by the connection for its life), then the two
+/// halves over the one rustls connection, and the client certificate's principal (an SSL
+/// listener only: `User:` + its subject DN mapped by `ssl_principal_mapping_rules`, or
+/// `User:ANONYMOUS` without one).
+async fn tls_start(
+    shard: &Rc<Shard>,
+    conns: &Rc<ShardConns>,
+    mut stream: TcpStream,
+    peer_addr: &Rc<str>,
+) -> Result<(ReadHalf, WriteHalf, Option<handlers::Principal>), ConnError> {
+    let config = conns.tls().ok_or_else(|| {
+        ConnError::Handshake(HandshakeError::Io(std::io::Error::other(
+            "this shard has no TLS configuration",
+        )))
+    })?;
+    let mut conn = rustls::ServerConnection::new(config).map_err(HandshakeError::Tls)?;
+    let limit = Duration::from_millis(shard.config.connections_max_idle_ms);
+    let leftover = futures_lite::future::or(transport::handshake(&mut stream, &mut conn), async {
+        glommio::timer::sleep(limit).await;
+        Err(HandshakeError::Timeout)
+    })
+    .await?;
+    let principal = match conn.peer_certificates().and_then(|c| c.first()) {
+        None => handlers::Principal::anonymous(),
+        Some(cert) => {
+            let dn = crate::tls::subject_dn_rfc2253(cert)
+                .map_err(|e| ConnError::Handshake(HandshakeError::Io(std::io::Error::other(e))))?;
+            let name = shard
+                .config
+                .ssl_principal_mapping_rules
+                .apply(&dn)
+                .ok_or(ConnError::NoPrincipalRule(dn))?;
+            handlers::Principal {
+                kind: "User".into(),
+                name,
+            }
+        }
+    };
+    tracing::debug!(
+        shard = shard.id,
+        peer = %peer_addr,
+        version = ?conn.protocol_version(),
+        cipher = ?conn.negotiated_cipher_suite().map(|s| s.suite()),
+        principal = %principal,
+        "TLS handshake complete"
+    );
+    let write_sock = dup_stream(&stream)?;
+    let (r, w) = transport::tls_halves(conn, stream, write_sock, leftover);
+    Ok((r, w, Some(principal)))
 }
 
 /// When a connection last did something, for the idle timeout.
@@ -433,14 +523,18 @@ impl ConnState {
     }
 }
 
+/// `tls_principal`: who an SSL listener's connection is (its client certificate's mapped
+/// subject, or `User:ANONYMOUS`); a SASL listener's principal comes from its login instead.
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     shard: &Rc<Shard>,
     conns: &Rc<ShardConns>,
-    stream: &mut TcpStream,
+    stream: &mut ReadHalf,
     peer_addr: &Rc<str>,
     tx: glommio::channels::local_channel::LocalSender<InFlight>,
     activity: &Activity,
     listener: usize,
+    tls_principal: Option<handlers::Principal>,
 ) -> Result<(), ConnError> {
     let mut reader = FrameReader {
         request_bytes_max: shard.config.request_bytes_max,
@@ -457,7 +551,7 @@ async fn read_loop(
     let mut state = if sasl_listener {
         ConnState::Authenticating
     } else {
-        ConnState::Authenticated(handlers::Principal::anonymous())
+        ConnState::Authenticated(tls_principal.unwrap_or_else(handlers::Principal::anonymous))
     };
     let mut sasl = super::sasl::Session::default();
     loop {
@@ -578,7 +672,7 @@ async fn read_loop(
 /// Writes each answer, in request order, as its handler finishes.
 async fn write_loop(
     shard: &Rc<Shard>,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf,
     rx: glommio::channels::local_channel::LocalReceiver<InFlight>,
     activity: &Activity,
 ) -> Result<(), ConnError> {
@@ -633,7 +727,7 @@ fn frame_api(frame: &[u8]) -> &'static str {
 /// of the client per partition.
 async fn write_chunks(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf,
     chunks: Vec<Chunk>,
 ) -> std::io::Result<()> {
     let mut out = Corked::new(stream, chunks.len() > 1);
@@ -643,45 +737,52 @@ async fn write_chunks(
             Chunk::Mem(b) => out.write_all(&b).await?,
             Chunk::File(slice) => {
                 ensure_cached(shard, &slice).await?;
-                if shard.config.fetch_zero_copy {
-                    send_file(shard, &mut out, &slice, &mut copy_buf).await?
-                } else {
-                    copy_range(shard, &mut out, &slice, slice.pos, slice.len, &mut copy_buf).await?
+                // Over TLS (without kTLS) record bytes must be encrypted: the copying path.
+                match out.plain_socket() {
+                    Some(sock) if shard.config.fetch_zero_copy => {
+                        send_file(shard, sock, &slice, &mut copy_buf).await?
+                    }
+                    _ => {
+                        copy_range(shard, &mut out, &slice, slice.pos, slice.len, &mut copy_buf)
+                            .await?
+                    }
                 }
             }
         }
     }
+    // Everything queued (TLS: encrypted) leaves before the cork is cleared.
+    out.flush().await?;
     drop(out);
-    stream.flush().await
+    Ok(())
 }
 
 /// The stream, with TCP_CORK set while this lives when `corked`. Clearing it sends what is
 /// held at once. The guard holds the stream so that the cork is cleared on every way out,
 /// errors and cancellation included.
 struct Corked<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut WriteHalf,
     corked: bool,
 }
 
 impl<'a> Corked<'a> {
-    fn new(stream: &'a mut TcpStream, corked: bool) -> Corked<'a> {
+    fn new(stream: &'a mut WriteHalf, corked: bool) -> Corked<'a> {
         if corked {
-            set_cork(stream, true);
+            set_cork(stream.socket(), true);
         }
         Corked { stream, corked }
     }
 }
 
 impl std::ops::Deref for Corked<'_> {
-    type Target = TcpStream;
+    type Target = WriteHalf;
 
-    fn deref(&self) -> &TcpStream {
+    fn deref(&self) -> &WriteHalf {
         self.stream
     }
 }
 
 impl std::ops::DerefMut for Corked<'_> {
-    fn deref_mut(&mut self) -> &mut TcpStream {
+    fn deref_mut(&mut self) -> &mut WriteHalf {
         self.stream
     }
 }
@@ -689,7 +790,7 @@ impl std::ops::DerefMut for Corked<'_> {
 impl Drop for Corked<'_> {
     fn drop(&mut self) {
         if self.corked {
-            set_cork(self.stream, false);
+            set_cork(self.stream.socket(), false);
         }
     }
 }
@@ -721,7 +822,7 @@ async fn ensure_cached(shard: &Shard, slice: &FileSlice) -> std::io::Result<()> 
 /// The copying path: file bytes go through `copy_buf` in bounded pieces.
 async fn copy_range(
     shard: &Shard,
-    stream: &mut TcpStream,
+    stream: &mut WriteHalf,
     slice: &FileSlice,
     pos: u64,
     len: usize,
@@ -740,6 +841,19 @@ async fn copy_range(
     let stats = &shard.stats.bytes_out_copied;
     stats.set(stats.get() + len as u64);
     Ok(())
+}
+
+/// One piece of the copying path straight to a plaintext socket (when sendfile finds it full).
+async fn copy_to_socket(
+    stream: &mut TcpStream,
+    slice: &FileSlice,
+    pos: u64,
+    len: usize,
+    copy_buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    copy_buf.resize(len, 0);
+    slice.file.read_exact_at(&mut copy_buf[..len], pos)?;
+    stream.write_all(&copy_buf[..len]).await
 }
 
 /// Adds O_NONBLOCK to the socket's file status flags; the other flags stay as they are.
@@ -790,7 +904,9 @@ async fn send_file(
                 let blocked = &shard.stats.fetch_socket_full;
                 blocked.set(blocked.get() + 1);
                 let piece = (end - off).min(COPY_CHUNK_BYTES as u64) as usize;
-                copy_range(shard, stream, slice, off, piece, copy_buf).await?;
+                copy_to_socket(stream, slice, off, piece, copy_buf).await?;
+                let stats = &shard.stats.bytes_out_copied;
+                stats.set(stats.get() + piece as u64);
                 off += piece as u64;
             }
             Err(e) => return Err(e.into()),
@@ -802,6 +918,7 @@ async fn send_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_lite::AsyncReadExt;
     use rustix::fs::{OFlags, fcntl_getfl};
     use rustix::net::sockopt::tcp_cork;
 
@@ -825,17 +942,18 @@ mod tests {
     #[test]
     fn cork_is_set_while_the_guard_lives_and_only_when_asked() {
         on_executor(async {
-            let (mut s, _client) = pair().await;
+            let (s, _client) = pair().await;
+            let mut s = WriteHalf::Plain(s);
             {
                 let out = Corked::new(&mut s, true);
-                assert!(tcp_cork(socket_fd(&out)).unwrap());
+                assert!(tcp_cork(socket_fd(out.socket())).unwrap());
             }
-            assert!(!tcp_cork(socket_fd(&s)).unwrap());
+            assert!(!tcp_cork(socket_fd(s.socket())).unwrap());
             {
                 let out = Corked::new(&mut s, false);
-                assert!(!tcp_cork(socket_fd(&out)).unwrap());
+                assert!(!tcp_cork(socket_fd(out.socket())).unwrap());
             }
-            assert!(!tcp_cork(socket_fd(&s)).unwrap());
+            assert!(!tcp_cork(socket_fd(s.socket())).unwrap());
         });
     }
 

@@ -16,6 +16,7 @@ pub mod connection;
 pub mod handlers;
 pub mod metrics_http;
 pub mod sasl;
+pub mod transport;
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -443,9 +444,20 @@ async fn shard_main(
         .detach();
     }
     let listeners = listeners?;
-    let conns = Rc::new(connection::ShardConns::new(Duration::from_millis(
-        crate::log_limit::LOG_INTERVAL_MS,
-    )));
+    // Each shard builds its own TLS configuration (checked at start-up, so this succeeds
+    // unless the files changed since).
+    let tls = match &config.tls_files {
+        Some(files) if config.listeners.iter().any(|l| l.protocol.tls()) => {
+            Some(crate::tls::server_config(files).map_err(|e| format!("shard {shard_id}: {e}"))?)
+        }
+        _ => None,
+    };
+    let tls_generation = crate::tls::RELOAD_GENERATION.load(Ordering::SeqCst);
+    let conns = Rc::new(connection::ShardConns::new(
+        Duration::from_millis(crate::log_limit::LOG_INTERVAL_MS),
+        tls,
+    ));
+    conns.tls_generation.set(tls_generation);
     let accepts: Vec<_> = listeners
         .into_iter()
         .enumerate()
@@ -627,6 +639,13 @@ async fn shard_main(
             STOP.store(true, Ordering::SeqCst);
             fatal = Some(why);
         }
+        // SIGHUP: new TLS connections use the certificate, key and client CA as the files now
+        // hold them; open connections keep theirs.
+        let generation = crate::tls::RELOAD_GENERATION.load(Ordering::SeqCst);
+        if generation != conns.tls_generation.get() {
+            conns.tls_generation.set(generation);
+            reload_tls(&shard, &conns).await;
+        }
         // Reports bursts of rate-limited lines that have stopped.
         conns.log.flush(Instant::now());
         shard.log.flush(Instant::now());
@@ -713,5 +732,33 @@ fn give_back_freed_memory() {
     // no pointers and is safe to call from any thread at any time.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Rebuilds this shard's TLS configuration from the files (on the blocking pool: it reads
+/// them). A reload that fails keeps the configuration in use.
+async fn reload_tls(shard: &Rc<Shard>, conns: &Rc<connection::ShardConns>) {
+    let Some(files) = shard.config.tls_files.clone() else {
+        return;
+    };
+    if !shard.config.listeners.iter().any(|l| l.protocol.tls()) {
+        return;
+    }
+    let loaded = glommio::executor()
+        .spawn_blocking(move || crate::tls::server_config(&files))
+        .await;
+    match loaded {
+        Ok(config) => {
+            conns.set_tls(config);
+            tracing::info!(
+                shard = shard.id,
+                "TLS certificate, key and client CA reloaded"
+            );
+        }
+        Err(e) => tracing::error!(
+            shard = shard.id,
+            error = %e,
+            "TLS reload failed: new connections keep the certificate loaded before"
+        ),
     }
 }
