@@ -105,6 +105,44 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// A client configuration (the tools' and the brokers' side of a TLS connection): servers
+/// must chain to a CA of `trust` and match the name connected to; `identity` (certificate
+/// chain, key) is presented when the server asks for a client certificate. TLS 1.2 and 1.3.
+pub fn client_config(
+    trust: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(trust)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: a CA is not usable: {e}", trust.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| format!("{} and {}: {e}", cert.display(), key.display()))?,
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name a TLS client checks the server's certificate against: an IP address or a DNS
+/// name, from the HOST of `HOST:PORT`.
+pub fn server_name(addr: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("'{host}' is not a host name or address: {e}"))
+}
+
 /// A certificate's subject DN in RFC 2253 form, as Java's `X500Principal.getName()` writes it
 /// (what Kafka's principal is built from): RDNs last to first, separated by `,`, the
 /// attributes of a multi-valued RDN by `+`; CN, C, L, ST, O, OU, STREET, DC and UID by name,
@@ -486,6 +524,72 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/tls")
             .join(name)
+    }
+
+    /// Runs a handshake in memory; Ok once both sides are done.
+    fn handshake(
+        client: &mut rustls::ClientConnection,
+        server: &mut rustls::ServerConnection,
+    ) -> Result<(), String> {
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            client.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            server
+                .read_tls(&mut buf.as_slice())
+                .map_err(|e| e.to_string())?;
+            server.process_new_packets().map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            server.write_tls(&mut buf).map_err(|e| e.to_string())?;
+            client
+                .read_tls(&mut buf.as_slice())
+                .map_err(|e| e.to_string())?;
+            client.process_new_packets().map_err(|e| e.to_string())?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("no end to the handshake".into())
+    }
+
+    #[test]
+    fn the_client_side_verifies_the_server_and_presents_its_certificate() {
+        assert!(matches!(
+            server_name("127.0.0.1:9093").unwrap(),
+            rustls_pki_types::ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("localhost:9093").unwrap(),
+            rustls_pki_types::ServerName::DnsName(_)
+        ));
+        let files = TlsFiles {
+            cert: fixture("server.pem"),
+            key: fixture("server-pkcs8.key"),
+            client_ca: Some(fixture("ca.pem")),
+        };
+        let server_cfg = server_config(&files).unwrap();
+        let identity = (fixture("client.pem"), fixture("client.key"));
+        let cfg = client_config(
+            &fixture("ca.pem"),
+            Some((identity.0.as_path(), identity.1.as_path())),
+        )
+        .unwrap();
+        let mut c = rustls::ClientConnection::new(cfg.clone(), server_name("127.0.0.1:1").unwrap())
+            .unwrap();
+        let mut s = rustls::ServerConnection::new(server_cfg.clone()).unwrap();
+        handshake(&mut c, &mut s).unwrap();
+        assert!(s.peer_certificates().is_some_and(|p| !p.is_empty()));
+        // A name the certificate does not hold is refused.
+        let mut c =
+            rustls::ClientConnection::new(cfg, server_name("other.example:1").unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(server_cfg.clone()).unwrap();
+        assert!(handshake(&mut c, &mut s).is_err());
+        // Without a client certificate, a server that requires one refuses.
+        let cfg = client_config(&fixture("ca.pem"), None).unwrap();
+        let mut c =
+            rustls::ClientConnection::new(cfg, server_name("localhost:1").unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(server_cfg).unwrap();
+        assert!(handshake(&mut c, &mut s).is_err());
+        assert!(client_config(&fixture("client.key"), None).is_err());
     }
 
     #[test]
