@@ -545,31 +545,36 @@ impl Config {
         if self.cluster.is_some()
             && let Some(l) = self.listeners.get(self.inter_broker_listener)
         {
-            match l.protocol {
-                SecurityProtocol::Plaintext => {}
-                SecurityProtocol::SaslPlaintext => {
-                    let s = &self.inter_broker_sasl;
-                    if s.username.is_none() || s.password.is_none() {
-                        return Err(format!(
-                            "the inter-broker listener {} is SASL_PLAINTEXT: brokers log in on \
-                             it, so give --inter-broker-sasl-username and \
-                             --inter-broker-sasl-password-file (a user of --sasl-users-file or \
-                             `spate user set`, in --super-users when ACLs are on)",
-                            l.name
-                        ));
-                    }
-                }
-                SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
-                    // The broker-to-broker client (replica fetch, transaction markers and
-                    // verification) speaks no TLS yet: say so rather than fail later.
-                    return Err(format!(
-                        "the inter-broker listener {} is {}, but brokers do not yet speak TLS \
-                         to each other: name a PLAINTEXT or SASL_PLAINTEXT listener in \
-                         --inter-broker-listener-name",
-                        l.name,
-                        l.protocol.name()
-                    ));
-                }
+            let tls = matches!(
+                l.protocol,
+                SecurityProtocol::Ssl | SecurityProtocol::SaslSsl
+            );
+            if tls
+                && self
+                    .tls_files
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca.is_none())
+            {
+                // Brokers present their own certificate to each other and verify the
+                // other's against the client CA: mutual TLS.
+                return Err(format!(
+                    "the inter-broker listener {} is {}: brokers connect to each other with \
+                     TLS, verifying the other broker against --tls-client-ca-file and \
+                     presenting --tls-cert-file, so give --tls-client-ca-file",
+                    l.name,
+                    l.protocol.name()
+                ));
+            }
+            let s = &self.inter_broker_sasl;
+            if l.protocol.sasl() && (s.username.is_none() || s.password.is_none()) {
+                return Err(format!(
+                    "the inter-broker listener {} is {}: brokers log in on it, so give \
+                     --inter-broker-sasl-username and --inter-broker-sasl-password-file (a \
+                     user of --sasl-users-file or `spate user set`, in --super-users when ACLs \
+                     are on)",
+                    l.name,
+                    l.protocol.name()
+                ));
             }
         }
         self.validate_consumer_groups()?;

@@ -43,28 +43,34 @@ enum Picked {
 }
 
 thread_local! {
-    /// This shard's OAUTHBEARER validator, built from the JWKS file on first use (each shard
-    /// is one thread, so this is per shard; no other shard sees it).
-    static OAUTH: std::cell::RefCell<Option<Rc<crate::auth::oauth::Validator>>> =
+    /// This shard's OAUTHBEARER validator and the reload generation it was built at, from the
+    /// JWKS file (each shard is one thread, so this is per shard; no other shard sees it).
+    static OAUTH: std::cell::RefCell<Option<(u64, Rc<crate::auth::oauth::Validator>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// This shard's OAUTHBEARER validator (None: OAUTHBEARER is not configured, or its JWKS
-/// cannot be read now; the error is logged).
+/// This shard's OAUTHBEARER validator, read again from the JWKS file after a SIGHUP (None:
+/// OAUTHBEARER is not configured, or its JWKS cannot be read and none was before; the error
+/// is logged, and a JWKS that turned bad on a reload keeps the last good one).
 fn oauth_validator(shard: &Shard) -> Option<Rc<crate::auth::oauth::Validator>> {
-    if let Some(v) = OAUTH.with(|o| o.borrow().clone()) {
-        return Some(v);
+    let generation = crate::tls::RELOAD_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+    let cached = OAUTH.with(|o| o.borrow().clone());
+    if let Some((g, v)) = &cached
+        && *g == generation
+    {
+        return Some(v.clone());
     }
-    let built = shard.config.oauthbearer.as_ref()?.validator();
-    match built {
+    match shard.config.oauthbearer.as_ref()?.validator() {
         Ok(v) => {
             let v = Rc::new(v);
-            OAUTH.with(|o| *o.borrow_mut() = Some(v.clone()));
+            OAUTH.with(|o| *o.borrow_mut() = Some((generation, v.clone())));
             Some(v)
         }
         Err(e) => {
-            tracing::error!(error = %e, "the OAUTHBEARER JWKS cannot be used: OAUTHBEARER logins fail");
-            None
+            tracing::error!(error = %e, "the OAUTHBEARER JWKS cannot be used; the last good one stays");
+            let (_, v) = cached?;
+            OAUTH.with(|o| *o.borrow_mut() = Some((generation, v.clone())));
+            Some(v)
         }
     }
 }

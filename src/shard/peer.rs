@@ -30,24 +30,123 @@ const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// This shard's connections to other brokers.
 #[derive(Default)]
 pub struct Peers {
-    idle: RefCell<HashMap<i32, TcpStream>>,
+    idle: RefCell<HashMap<i32, PeerStream>>,
     correlation: Cell<i32>,
 }
 
-/// Opens a connection to another broker's inter-broker listener at `addr`, and logs in when
-/// that listener is a SASL one (this broker's own inter-broker listener says which: the
-/// listener name, and so its protocol, is the cluster's), with
-/// `--inter-broker-sasl-username`. Err: a message for the log.
-pub(crate) async fn connect_broker(config: &Config, addr: &str) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(addr)
+/// A connection to another broker's inter-broker listener: plain TCP, or TLS over it (an SSL
+/// or SASL_SSL inter-broker listener).
+pub(crate) enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl futures_lite::AsyncRead for PeerStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl futures_lite::AsyncWrite for PeerStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Plain(s) => std::pin::Pin::new(s).poll_close(cx),
+            PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+thread_local! {
+    /// This shard's TLS client configuration for other brokers, and the reload generation it
+    /// was built at (each shard is one thread: no other shard sees it).
+    static PEER_TLS: std::cell::RefCell<Option<(u64, std::sync::Arc<rustls::ClientConfig>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The TLS client configuration brokers connect to each other with: they trust the CA of
+/// `--tls-client-ca-file` and present their own certificate (`--tls-cert-file`,
+/// `--tls-key-file`), so an SSL inter-broker listener is mutual TLS. Rebuilt after a SIGHUP.
+fn peer_tls(config: &Config) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+    let generation = crate::tls::RELOAD_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(c) = PEER_TLS.with(|p| {
+        p.borrow()
+            .as_ref()
+            .filter(|(g, _)| *g == generation)
+            .map(|(_, c)| c.clone())
+    }) {
+        return Ok(c);
+    }
+    let files = config
+        .tls_files
+        .as_ref()
+        .ok_or("no --tls-cert-file / --tls-key-file")?;
+    let ca = files
+        .client_ca
+        .as_ref()
+        .ok_or("no --tls-client-ca-file to verify the other brokers with")?;
+    let built = crate::tls::client_config(ca, Some((&files.cert, &files.key)))?;
+    PEER_TLS.with(|p| *p.borrow_mut() = Some((generation, built.clone())));
+    Ok(built)
+}
+
+/// Opens a connection to another broker's inter-broker listener at `addr`: TLS when that
+/// listener is an SSL or SASL_SSL one, then a SASL login when it is a SASL one (this broker's
+/// own inter-broker listener says which: the listener name, and so its protocol, is the
+/// cluster's), as `--inter-broker-sasl-username`. Err: a message for the log.
+pub(crate) async fn connect_broker(config: &Config, addr: &str) -> Result<PeerStream, String> {
+    use crate::config::SecurityProtocol;
+    let s = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
-    let sasl = config
+    let protocol = config
         .listeners
         .get(config.inter_broker_listener)
-        .is_some_and(|l| l.protocol.sasl());
-    if sasl {
+        .map_or(SecurityProtocol::Plaintext, |l| l.protocol);
+    let mut s = match protocol {
+        SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
+            let tls = peer_tls(config).map_err(|e| format!("TLS to {addr}: {e}"))?;
+            let name = crate::tls::server_name(addr)?;
+            let stream = futures_rustls::TlsConnector::from(tls)
+                .connect(name, s)
+                .await
+                .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+            PeerStream::Tls(Box::new(stream))
+        }
+        _ => PeerStream::Plain(s),
+    };
+    if protocol.sasl() {
         login(&mut s, &config.inter_broker_sasl)
             .await
             .map_err(|e| format!("SASL login at {addr}: {e}"))?;
@@ -57,7 +156,7 @@ pub(crate) async fn connect_broker(config: &Config, addr: &str) -> Result<TcpStr
 
 /// One request and its answer on `s`, outside any deadline (the caller sets one).
 async fn exchange<Req: Encodable, Resp: Decodable>(
-    s: &mut TcpStream,
+    s: &mut PeerStream,
     api: ApiKey,
     version: i16,
     correlation: i32,
@@ -86,7 +185,7 @@ async fn exchange<Req: Encodable, Resp: Decodable>(
 
 /// The SASL login of a broker on another broker's SASL listener: SaslHandshake v1, then
 /// SaslAuthenticate v2 rounds (PLAIN: one; SCRAM: two, and the server's proof is checked).
-async fn login(s: &mut TcpStream, sasl: &InterBrokerSasl) -> Result<(), String> {
+async fn login(s: &mut PeerStream, sasl: &InterBrokerSasl) -> Result<(), String> {
     use crate::auth::scram::{Client, Mechanism};
     use kafka_protocol::messages::{
         SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,

@@ -39,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ReplicaState};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
 use uuid::Uuid;
@@ -903,7 +902,7 @@ fn append_fetched(
 
 /// A fetcher's task: Fetch from the leader, apply, make durable, again, until stopped.
 async fn run_fetcher(shard: Rc<Shard>, f: Rc<Fetcher>) {
-    let mut conn: Option<TcpStream> = None;
+    let mut conn: Option<super::peer::PeerStream> = None;
     let mut correlation = 0i32;
     let mut backoff = BACKOFF_MIN_MS;
     let wait = Duration::from_millis(shard.config.replica_fetch_wait_max_ms);

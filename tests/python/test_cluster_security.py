@@ -212,3 +212,74 @@ def test_brokers_replicate_over_a_sasl_listener(spate_bin, tmp_path):
         assert len(got) == 90
     finally:
         c.kill_all()
+
+
+def test_brokers_replicate_over_mutual_tls(spate_bin, tmp_path):
+    """The only listener is SSL with client certificates required and ACLs are on: brokers
+    connect to each other with TLS, each presenting its certificate (principal
+    `User:CN=broker`, a super user) and verifying the other's against the CA, so a replicated
+    acks=all topic gets its full ISR; a client with its own certificate produces and consumes."""
+    from tlsutil import Pki
+    pki = Pki(tmp_path / "pki")
+    broker_cert, broker_key = pki._sign("broker", "/CN=broker", 1000,
+                                        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                        "extendedKeyUsage=serverAuth,clientAuth\n")
+    alice_cert, alice_key = pki.client("alice", "/CN=alice")
+    ids = [1, 2, 3]
+    quorum = {i: free_port() for i in ids}
+    ssl_ports = {i: free_port() for i in ids}
+    voters = ",".join(f"{i}@127.0.0.1:{quorum[i]}" for i in ids)
+    nodes = {}
+    for i in ids:
+        args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum[i]}",
+                "--voters", voters, *FAST,
+                "--listeners", f"SSL://127.0.0.1:{ssl_ports[i]}",
+                "--tls-cert-file", str(broker_cert), "--tls-key-file", str(broker_key),
+                "--tls-client-ca-file", str(pki.ca),
+                "--authorizer", "acl", "--super-users", "User:CN=broker;User:CN=alice"]
+        nodes[i] = Broker(spate_bin, tmp_path / f"node{i}" / "data", tmp_path / f"node{i}" / "logs",
+                          shards=1, extra_args=args, port=ssl_ports[i])
+
+    def conf(node, **extra):
+        return {"bootstrap.servers": f"127.0.0.1:{ssl_ports[node]}", "security.protocol": "SSL",
+                "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(alice_cert),
+                "ssl.key.location": str(alice_key), **extra}
+    try:
+        for b in nodes.values():
+            b.start()
+
+        def three():
+            try:
+                return all(sorted(AdminClient(conf(i)).list_topics(timeout=5).brokers) == ids
+                           for i in ids)
+            except Exception:
+                return False
+        wait_until(three, timeout=60, desc="three brokers in every node's metadata")
+        a = AdminClient(conf(1))
+        topic = unique_topic("mtls")
+        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
+                        request_timeout=20)[topic].result(timeout=20)
+        p = Producer(conf(2, **{"acks": "all", "linger.ms": 5}))
+        dl = DeliveryLog()
+        for i in range(90):
+            p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
+        flush_all(p)
+        assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
+
+        def full_isr():
+            md = a.list_topics(topic, timeout=5)
+            return all(len(pm.isrs) == 3 for pm in md.topics[topic].partitions.values())
+        wait_until(full_isr, timeout=30, desc="every partition's ISR is all three brokers")
+        cons = Consumer(conf(3, **{"group.id": "g-mtls", "auto.offset.reset": "earliest"}))
+        cons.subscribe([topic])
+        got = set()
+        deadline = time.monotonic() + 40
+        while len(got) < 90 and time.monotonic() < deadline:
+            m = cons.poll(0.2)
+            if m is not None and m.error() is None:
+                got.add(m.value())
+        cons.close()
+        assert len(got) == 90
+    finally:
+        for b in nodes.values():
+            b.kill()

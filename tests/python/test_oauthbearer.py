@@ -146,3 +146,23 @@ def test_oauthbearer_needs_its_jwks(spate_bin, tmp_path):
                         "--sasl-oauthbearer-jwks-endpoint-url", "https://idp.example/jwks",
                         "--print-config"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "only a file" in r.stderr, r.stderr
+
+
+def test_sighup_reads_the_jwks_again(broker_factory, tmp_path, keys):
+    """A key added to the JWKS file is trusted after SIGHUP; a JWKS that turned unreadable
+    keeps the last good one."""
+    import signal
+    b = oauth_broker(broker_factory, tmp_path, keys)
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    new = lambda: token(new_key, "rsa-2", "RS256")  # noqa: E731
+    assert not logs_in(b, new)[0]
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk_of(keys["rsa"], "rsa-1", "RS256"),
+                                         jwk_of(new_key, "rsa-2", "RS256")]}))
+    b.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: logs_in(b, new)[0], timeout=20, desc="the new key trusted after SIGHUP")
+    jwks.write_text("not json")
+    b.proc.send_signal(signal.SIGHUP)
+    # Read again at the next login: reported, and the last good JWKS still serves.
+    wait_until(lambda: logs_in(b, new)[0] and "the last good one stays" in b.log_text(),
+               timeout=20, desc="the bad JWKS reported and the last good one used")
