@@ -357,6 +357,18 @@ pub struct ClusterConfig {
     /// The topics of a one-node broker this node's data dir held, to import into the cluster
     /// once this broker is registered (set at start-up, see `storage::metadata::import`).
     pub one_node_import: Option<std::sync::Arc<crate::storage::metadata::import::OneNodeImport>>,
+    /// The listener of `--listeners` named by `--controller-listener-names` (its name and
+    /// protocol, PLAINTEXT or SSL); None: `--controller-listen`, PLAINTEXT.
+    pub controller_listener: Option<(String, SecurityProtocol)>,
+}
+
+impl ClusterConfig {
+    /// Whether the quorum's connections are mutual TLS.
+    pub fn controller_tls(&self) -> bool {
+        self.controller_listener
+            .as_ref()
+            .is_some_and(|(_, p)| *p == SecurityProtocol::Ssl)
+    }
 }
 
 impl Config {
@@ -541,6 +553,22 @@ impl Config {
                  address clients should use",
                 self.listen, self.advertised_listener.0, self.advertised_listener.1
             ));
+        }
+        if self
+            .cluster
+            .as_ref()
+            .is_some_and(ClusterConfig::controller_tls)
+            && self
+                .tls_files
+                .as_ref()
+                .is_none_or(|t| t.client_ca.is_none())
+        {
+            return Err(
+                "the controller listener is SSL: the quorum's nodes connect to each \
+                 other with mutual TLS, presenting --tls-cert-file and verifying the other \
+                 against --tls-client-ca-file, so give both"
+                    .into(),
+            );
         }
         if self.cluster.is_some()
             && let Some(l) = self.listeners.get(self.inter_broker_listener)

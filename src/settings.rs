@@ -293,9 +293,15 @@ pub struct Settings {
     /// without it the broker is a one-node cluster [default: none].
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     pub voters: Option<String>,
-    /// Where this node serves metadata quorum traffic (needs --voters) [default: none].
+    /// Where this node serves metadata quorum traffic (needs --voters); the shorthand for a
+    /// PLAINTEXT listener named CONTROLLER [default: none].
     #[arg(long, value_name = "HOST:PORT")]
     pub controller_listen: Option<SocketAddr>,
+    /// The listener of --listeners that serves the metadata quorum instead of Kafka clients
+    /// (controller.listener.names), PLAINTEXT or SSL; SSL is mutual TLS between the nodes,
+    /// with --tls-cert-file and --tls-client-ca-file [default: --controller-listen].
+    #[arg(long, value_name = "NAME")]
+    pub controller_listener_names: Option<String>,
     /// Pins the cluster id (as `kafka-storage format --cluster-id`); a quorum with another id
     /// is refused [default: chosen by the first controller].
     #[arg(long)]
@@ -464,6 +470,7 @@ impl Settings {
             log_format,
             voters,
             controller_listen,
+            controller_listener_names,
             cluster_id,
             controller_quorum_election_timeout_ms,
             controller_quorum_fetch_timeout_ms,
@@ -571,6 +578,45 @@ impl Settings {
                     c.listeners[0].advertised = one[0].advertised.clone();
                 }
             }
+        }
+        // The controller listener (controller.listener.names) serves the quorum, not clients.
+        let mut controller_listener: Option<(String, crate::config::SecurityProtocol, SocketAddr)> =
+            None;
+        if let Some(name) = &self.controller_listener_names {
+            let upper = name.trim().to_ascii_uppercase();
+            let what = "setting controller_listener_names (--controller-listener-names)";
+            if upper.contains(',') {
+                return Err(format!("{what}: one listener name, not a list"));
+            }
+            if self.controller_listen.is_some() {
+                return Err(format!(
+                    "{what} and controller_listen (--controller-listen) are both given: the \
+                     second is the shorthand for a PLAINTEXT listener named CONTROLLER; give one"
+                ));
+            }
+            let i = c
+                .listeners
+                .iter()
+                .position(|l| l.name == upper)
+                .ok_or_else(|| format!("{what}: '{name}' is not a listener of --listeners"))?;
+            let l = c.listeners.remove(i);
+            if !matches!(
+                l.protocol,
+                crate::config::SecurityProtocol::Plaintext | crate::config::SecurityProtocol::Ssl
+            ) {
+                return Err(format!(
+                    "{what}: listener {} is {}; the quorum speaks PLAINTEXT or SSL (mutual TLS)",
+                    l.name,
+                    l.protocol.name()
+                ));
+            }
+            if c.listeners.is_empty() {
+                return Err(format!(
+                    "{what}: {} was the only listener; --listeners needs one for clients too",
+                    l.name
+                ));
+            }
+            controller_listener = Some((l.name, l.protocol, l.addr));
         }
         c.listen = c.listeners[0].addr;
         c.advertised_listener = c.listeners[0].advertised.clone();
@@ -876,7 +922,10 @@ impl Settings {
         c.transaction_state_log_min_isr = self
             .transaction_state_log_min_isr
             .unwrap_or(c.transaction_state_log_min_isr);
-        c.cluster = match (self.voters, self.controller_listen) {
+        let controller_listen = self
+            .controller_listen
+            .or(controller_listener.as_ref().map(|l| l.2));
+        c.cluster = match (self.voters, controller_listen) {
             (None, None) => {
                 if self.cluster_id.is_some() {
                     return Err("--cluster-id needs --voters (a one-node broker keeps the id in meta.properties)".into());
@@ -884,7 +933,11 @@ impl Settings {
                 None
             }
             (None, Some(_)) => {
-                return Err("--controller-listen needs --voters (the metadata quorum)".into());
+                return Err(
+                    "--controller-listen (or --controller-listener-names) needs --voters (the \
+                     metadata quorum)"
+                        .into(),
+                );
             }
             (Some(voters), listen) => {
                 let Some(node_id) = self.node_id else {
@@ -919,6 +972,8 @@ impl Settings {
                     unclean_recovery_timeout_ms: set(self.unclean_recovery_timeout_ms, 300_000),
                     log_compact_entries: set(self.controller_log_compact_entries, 10_000).max(1),
                     one_node_import: None,
+                    controller_listener: controller_listener
+                        .map(|(name, protocol, _)| (name, protocol)),
                 })
             }
         };
@@ -990,7 +1045,15 @@ impl Settings {
                     .collect::<Vec<_>>()
                     .join(",")
             }),
-            controller_listen: c.cluster.as_ref().map(|k| k.controller_listen),
+            controller_listen: c
+                .cluster
+                .as_ref()
+                .filter(|k| k.controller_listener.is_none())
+                .map(|k| k.controller_listen),
+            controller_listener_names: c
+                .cluster
+                .as_ref()
+                .and_then(|k| k.controller_listener.as_ref().map(|l| l.0.clone())),
             cluster_id: c.cluster.as_ref().and_then(|k| k.cluster_id.clone()),
             controller_quorum_election_timeout_ms: c
                 .cluster
@@ -1051,9 +1114,15 @@ impl Settings {
             ssl_principal_mapping_rules: Some(c.ssl_principal_mapping_rules.text.clone()),
         };
         // One PLAINTEXT listener: the shorthand; else the listeners in Kafka's syntax.
+        let controller = c.cluster.as_ref().and_then(|k| {
+            k.controller_listener
+                .as_ref()
+                .map(|l| (l, k.controller_listen))
+        });
         let simple = c.listeners.len() == 1
             && c.listeners[0].protocol == crate::config::SecurityProtocol::Plaintext
-            && c.listeners[0].name == "PLAINTEXT";
+            && c.listeners[0].name == "PLAINTEXT"
+            && controller.is_none();
         if !simple {
             out.listen = None;
             out.advertised_listener = None;
@@ -1070,6 +1139,20 @@ impl Settings {
                 .listeners
                 .get(c.inter_broker_listener)
                 .map(|l| l.name.clone());
+            // The controller listener goes back into the listeners it was named among.
+            if let Some(((name, protocol), addr)) = controller {
+                let add = |v: &mut Option<String>, item: String| {
+                    *v = Some(match v.take() {
+                        Some(list) => format!("{list},{item}"),
+                        None => item,
+                    });
+                };
+                add(&mut out.listeners, format!("{name}://{addr}"));
+                add(
+                    &mut out.listener_security_protocol_map,
+                    format!("{name}:{}", protocol.name()),
+                );
+            }
         }
         out
     }
@@ -1474,6 +1557,57 @@ mod tests {
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert!(cluster(two).into_config(&[0]).is_ok());
+    }
+
+    #[test]
+    fn the_controller_listener_is_one_of_the_listeners() {
+        let s = Settings {
+            node_id: Some(1),
+            voters: Some("1@127.0.0.1:9203".into()),
+            listeners: Some("SSL://127.0.0.1:9201,CONTROLLER://127.0.0.1:9203".into()),
+            listener_security_protocol_map: Some("SSL:SSL,CONTROLLER:SSL".into()),
+            controller_listener_names: Some("controller".into()),
+            tls_cert_file: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/server.pem"),
+            ),
+            tls_key_file: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/server-pkcs8.key"),
+            ),
+            tls_client_ca_file: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls/ca.pem"),
+            ),
+            ..Default::default()
+        };
+        let c = s.clone().into_config(&[0]).unwrap();
+        assert_eq!(
+            c.listeners.len(),
+            1,
+            "the controller listener serves no client"
+        );
+        let k = c.cluster.as_ref().unwrap();
+        assert_eq!(k.controller_listen.port(), 9203);
+        assert!(k.controller_tls());
+        let printed = Settings::of(&c, LogFormat::Text).to_toml().unwrap();
+        let back: Settings = toml::from_str(&printed).unwrap();
+        let again = back.into_config(&[0]).unwrap();
+        assert_eq!(again.listeners, c.listeners);
+        assert!(again.cluster.as_ref().unwrap().controller_tls());
+        let both = Settings {
+            controller_listen: Some("127.0.0.1:9203".parse().expect("address")),
+            ..s.clone()
+        };
+        assert!(both.into_config(&[0]).is_err());
+        let no_ca = Settings {
+            tls_client_ca_file: None,
+            ..s.clone()
+        };
+        let e = no_ca.into_config(&[0]).unwrap_err();
+        assert!(e.contains("--tls-client-ca-file"), "{e}");
+        let unknown = Settings {
+            controller_listener_names: Some("QUORUM".into()),
+            ..s
+        };
+        assert!(unknown.into_config(&[0]).is_err());
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Peers {
 pub(crate) enum PeerStream {
     Plain(TcpStream),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    /// The accepting side of a TLS connection (the quorum's controller listener).
+    TlsServer(Box<futures_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl futures_lite::AsyncRead for PeerStream {
@@ -50,6 +52,7 @@ impl futures_lite::AsyncRead for PeerStream {
         match self.get_mut() {
             PeerStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+            PeerStream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -63,6 +66,7 @@ impl futures_lite::AsyncWrite for PeerStream {
         match self.get_mut() {
             PeerStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+            PeerStream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -73,6 +77,7 @@ impl futures_lite::AsyncWrite for PeerStream {
         match self.get_mut() {
             PeerStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
             PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+            PeerStream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -83,6 +88,7 @@ impl futures_lite::AsyncWrite for PeerStream {
         match self.get_mut() {
             PeerStream::Plain(s) => std::pin::Pin::new(s).poll_close(cx),
             PeerStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
+            PeerStream::TlsServer(s) => std::pin::Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
@@ -97,7 +103,7 @@ thread_local! {
 /// The TLS client configuration brokers connect to each other with: they trust the CA of
 /// `--tls-client-ca-file` and present their own certificate (`--tls-cert-file`,
 /// `--tls-key-file`), so an SSL inter-broker listener is mutual TLS. Rebuilt after a SIGHUP.
-fn peer_tls(config: &Config) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+pub(crate) fn peer_tls(config: &Config) -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     let generation = crate::tls::RELOAD_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(c) = PEER_TLS.with(|p| {
         p.borrow()

@@ -32,6 +32,8 @@ use std::time::{Duration, Instant};
 use futures_channel::{mpsc, oneshot};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::{TcpListener, TcpStream};
+
+use crate::shard::peer::PeerStream;
 use protobuf::Message as _;
 use uuid::Uuid;
 
@@ -166,7 +168,7 @@ impl Peers {
 
 /// Keeps the connection to one peer: connects (retrying with a backoff, for ever: a node
 /// never gives up on its peers), writes queued frames, reads RPC answers.
-async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
+async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>, config: Rc<Config>) {
     let mut backoff = 50;
     while !stopping.get() {
         let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
@@ -191,6 +193,15 @@ async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
         backoff = 50;
         peer.refused_since.set(None);
         let _ = stream.set_nodelay(true);
+        let stream = match quorum_tls_connect(&config, peer.addr, stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                *peer.queue.borrow_mut() = None;
+                tracing::warn!(node = peer.node, addr = %peer.addr, error = %e, "quorum peer: TLS failed; retrying");
+                glommio::timer::sleep(Duration::from_millis(1000)).await;
+                continue;
+            }
+        };
         tracing::debug!(node = peer.node, addr = %peer.addr, "connected to quorum peer");
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let reading = {
@@ -224,6 +235,30 @@ async fn peer_task(peer: Rc<Peer>, stopping: Rc<Cell<bool>>) {
         peer.pending.borrow_mut().clear();
         glommio::timer::sleep(Duration::from_millis(backoff)).await;
     }
+}
+
+/// The quorum connection to `addr` as the controller listener speaks it: mutual TLS when it
+/// is an SSL listener (`--controller-listener-names`), with the brokers' TLS client
+/// configuration (`peer::peer_tls`), else the TCP stream as it is.
+async fn quorum_tls_connect(
+    config: &Config,
+    addr: SocketAddr,
+    stream: TcpStream,
+) -> Result<PeerStream, String> {
+    if !config
+        .cluster
+        .as_ref()
+        .is_some_and(ClusterConfig::controller_tls)
+    {
+        return Ok(PeerStream::Plain(stream));
+    }
+    let tls = crate::shard::peer::peer_tls(config)?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let s = futures_rustls::TlsConnector::from(tls)
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    Ok(PeerStream::Tls(Box::new(s)))
 }
 
 /// Reads one frame: (kind, correlation id, payload).
@@ -405,7 +440,12 @@ impl Quorum {
             spawn(Box::pin(q.clone().observer_loop(tx))).map_err(err)?;
         }
         for peer in peers.peers.values() {
-            spawn(Box::pin(peer_task(peer.clone(), q.stopping.clone()))).map_err(err)?;
+            spawn(Box::pin(peer_task(
+                peer.clone(),
+                q.stopping.clone(),
+                q.config.clone(),
+            )))
+            .map_err(err)?;
         }
         spawn(Box::pin(q.clone().accept_loop(shard.clone(), listener))).map_err(err)?;
         spawn(Box::pin(q.clone().apply_loop(shard.clone(), committed))).map_err(err)?;
@@ -702,11 +742,52 @@ impl Quorum {
             let _ = stream.set_nodelay(true);
             let q = self.clone();
             let shard = shard.clone();
-            glommio::spawn_local(async move { q.serve_peer(shard, stream).await }).detach();
+            let tls = if self.cfg.controller_tls() {
+                // Built per connection from the files (a quorum connection is long-lived),
+                // so a SIGHUP's new certificate serves the next one.
+                match self
+                    .config
+                    .tls_files
+                    .as_ref()
+                    .map(crate::tls::server_config)
+                {
+                    Some(Ok(c)) => Some(c),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "controller listener: the TLS files are not usable");
+                        continue;
+                    }
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            glommio::spawn_local(async move {
+                let stream = match tls {
+                    None => PeerStream::Plain(stream),
+                    Some(c) => {
+                        let idle = Duration::from_millis(q.config.connections_max_idle_ms);
+                        let accepting = futures_rustls::TlsAcceptor::from(c).accept(stream);
+                        let timed = futures_lite::future::or(async { Some(accepting.await) }, async {
+                            glommio::timer::sleep(idle).await;
+                            None
+                        });
+                        match timed.await {
+                            Some(Ok(s)) => PeerStream::TlsServer(Box::new(s)),
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "controller listener: TLS handshake failed");
+                                return;
+                            }
+                            None => return,
+                        }
+                    }
+                };
+                q.serve_peer(shard, stream).await
+            })
+            .detach();
         }
     }
 
-    async fn serve_peer(self: Rc<Self>, shard: Rc<Shard>, stream: TcpStream) {
+    async fn serve_peer(self: Rc<Self>, shard: Rc<Shard>, stream: PeerStream) {
         let (mut reader, mut writer) = futures_lite::io::split(stream);
         let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
         let writing = async move {

@@ -5,6 +5,7 @@ at the listener of the name it came in on. Credentials set through one broker lo
 broker (they are cluster metadata), and survive a restart of the whole cluster; the users file
 is read on the first start only. Waits are conditions with deadlines, never fixed sleeps."""
 
+import socket
 import subprocess
 import time
 
@@ -215,10 +216,12 @@ def test_brokers_replicate_over_a_sasl_listener(spate_bin, tmp_path):
 
 
 def test_brokers_replicate_over_mutual_tls(spate_bin, tmp_path):
-    """The only listener is SSL with client certificates required and ACLs are on: brokers
-    connect to each other with TLS, each presenting its certificate (principal
-    `User:CN=broker`, a super user) and verifying the other's against the CA, so a replicated
-    acks=all topic gets its full ISR; a client with its own certificate produces and consumes."""
+    """The only client listener is SSL with client certificates required, the quorum's listener
+    (--controller-listener-names) is SSL too, and ACLs are on: brokers and quorum nodes connect
+    to each other with mutual TLS, each presenting its certificate (principal `User:CN=broker`,
+    a super user) and verifying the other's against the CA, so the quorum forms, and a
+    replicated acks=all topic gets its full ISR; a client with its own certificate produces and
+    consumes. A plaintext connection to the quorum port is dropped."""
     from tlsutil import Pki
     pki = Pki(tmp_path / "pki")
     broker_cert, broker_key = pki._sign("broker", "/CN=broker", 1000,
@@ -231,9 +234,11 @@ def test_brokers_replicate_over_mutual_tls(spate_bin, tmp_path):
     voters = ",".join(f"{i}@127.0.0.1:{quorum[i]}" for i in ids)
     nodes = {}
     for i in ids:
-        args = ["--node-id", str(i), "--controller-listen", f"127.0.0.1:{quorum[i]}",
-                "--voters", voters, *FAST,
-                "--listeners", f"SSL://127.0.0.1:{ssl_ports[i]}",
+        # The quorum too speaks mutual TLS, on a listener named by --controller-listener-names.
+        args = ["--node-id", str(i), "--voters", voters, *FAST,
+                "--listeners", f"SSL://127.0.0.1:{ssl_ports[i]},CONTROLLER://127.0.0.1:{quorum[i]}",
+                "--listener-security-protocol-map", "SSL:SSL,CONTROLLER:SSL",
+                "--controller-listener-names", "CONTROLLER",
                 "--tls-cert-file", str(broker_cert), "--tls-key-file", str(broker_key),
                 "--tls-client-ca-file", str(pki.ca),
                 "--authorizer", "acl", "--super-users", "User:CN=broker;User:CN=alice"]
@@ -280,6 +285,15 @@ def test_brokers_replicate_over_mutual_tls(spate_bin, tmp_path):
                 got.add(m.value())
         cons.close()
         assert len(got) == 90
+        # Plaintext bytes on the quorum's TLS port: the handshake fails, the link is dropped,
+        # and the quorum goes on.
+        with socket.create_connection(("127.0.0.1", quorum[1]), timeout=10) as sock:
+            sock.sendall(b"\x00\x00\x00\x05hello")
+            while sock.recv(1024):  # an alert at most, then the close (a timeout fails)
+                pass
+        wait_until(lambda: "controller listener: TLS handshake failed" in nodes[1].log_text(),
+                   timeout=20, desc="the plaintext quorum connection refused")
+        assert sorted(AdminClient(conf(2)).list_topics(timeout=10).brokers) == ids
     finally:
         for b in nodes.values():
             b.kill()
