@@ -236,8 +236,10 @@ def build_spate(build):
     return REPO / "target" / "release" / "spate", REPO / "target" / "release" / "spate-bench"
 
 
-def rdkafka_performance():
-    binp = CACHE / "rdkafka_performance"
+def rdkafka_performance(ssl=False):
+    """librdkafka's benchmark client, built once into bench/.cache; `ssl`: with OpenSSL (TLS
+    and SASL/SCRAM, for bench/tls_rdkafka.py; needs the libssl-dev package)."""
+    binp = CACHE / ("rdkafka_performance-ssl" if ssl else "rdkafka_performance")
     if binp.exists():
         return binp
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -256,13 +258,14 @@ def rdkafka_performance():
         shutil.copytree(src, build)
         for f in build.rglob("*"):  # registry sources are read-only
             f.chmod(f.stat().st_mode | 0o200)
-        sh(["./configure", "--disable-ssl", "--disable-gssapi", "--disable-zstd",
+        sh(["./configure", "--enable-ssl" if ssl else "--disable-ssl", "--disable-gssapi",
+            "--disable-zstd",
             "--disable-lz4-ext", "--disable-curl", "--disable-syslog", "--disable-regex-ext"],
            cwd=build)
         sh(["make", f"-j{os.cpu_count()}", "libs"], cwd=build, timeout=3600)
         sh(["make", "-C", "examples", "rdkafka_performance"], cwd=build, timeout=600)
         shutil.copy2(build / "examples" / "rdkafka_performance", binp)
-        (CACHE / "rdkafka_performance.version").write_text(pkg["version"] + "\n")
+        (CACHE / (binp.name + ".version")).write_text(pkg["version"] + "\n")
     return binp
 
 
