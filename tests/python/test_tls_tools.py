@@ -58,6 +58,8 @@ def test_cli_over_ssl_with_a_client_certificate(broker_factory, pki, tmp_path, s
     b = tls_broker(broker_factory, pki, {"SSL": free_port()},
                    extra=["--tls-client-ca-file", str(pki.ca)])
     round_trip(spate_bin, b.tls["SSL"], ssl_props(tmp_path, pki))
+    # spate-bench over SSL with the client certificate.
+    run_bench(spate_bin, tmp_path, b.tls["SSL"], ssl_props(tmp_path, pki), "ssl-client-cert")
     wait_until(lambda: "principal=User:CN=alice,OU=eng" in b.log_text(), timeout=10,
                desc="the CLI's certificate principal logged")
 
@@ -127,15 +129,14 @@ def test_tls_failures_are_clear(broker_factory, pki, tmp_path, spate_bin):
     assert r.returncode != 0 and "/nonexistent/ca.pem" in r.stderr, r.stderr
 
 
-def test_spate_bench_over_ssl(broker_factory, pki, tmp_path, spate_bin):
-    b = tls_broker(broker_factory, pki, {"SSL": free_port()},
-                   extra=["--tls-client-ca-file", str(pki.ca)])
+def run_bench(spate_bin, tmp_path, bootstrap, config, label):
+    """spate-bench's smoke workload over `config`: everything acknowledged is consumed."""
     bench = spate_bin.parent / "spate-bench"
     workload = spate_bin.parent.parent.parent / "bench" / "workloads" / "smoke.toml"
-    out = tmp_path / "out"
-    r = subprocess.run([str(bench), "--bootstrap-server", b.tls["SSL"], "--workload",
-                        str(workload), "--out-dir", str(out), "--label", "tls-smoke",
-                        "--command-config", ssl_props(tmp_path, pki)],
+    out = tmp_path / label
+    r = subprocess.run([str(bench), "--bootstrap-server", bootstrap, "--workload",
+                        str(workload), "--out-dir", str(out), "--label", label,
+                        "--command-config", config],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
     [result] = list(out.glob("*.json"))
@@ -143,3 +144,30 @@ def test_spate_bench_over_ssl(broker_factory, pki, tmp_path, spate_bin):
     produced, consumed = j["totals"]["produced"], j["totals"]["consumed"]
     assert produced > 0 and consumed == produced, j["totals"]
     assert j["totals"]["publish_errors"] == 0, j["totals"]
+
+
+def test_spate_bench_over_ssl_and_sasl_ssl(broker_factory, pki, tmp_path, spate_bin):
+    users = tmp_path / "users"
+    users.write_text("bench:bench-secret\n")
+    b = tls_broker(broker_factory, pki, {"SSL": free_port(), "SASL_SSL": free_port()},
+                   extra=["--sasl-users-file", str(users)])
+    wait_until(lambda: "SCRAM users created" in b.log_text(), timeout=20,
+               desc="the users of --sasl-users-file created")
+    run_bench(spate_bin, tmp_path, f"127.0.0.1:{b.port}",
+              props(tmp_path / "plain.properties", "security.protocol=PLAINTEXT\n"), "plain")
+    run_bench(spate_bin, tmp_path, b.tls["SSL"], ssl_props(tmp_path, pki, client=False), "ssl")
+    sasl = props(tmp_path / "bench-sasl.properties",
+                 f"security.protocol=SASL_SSL\nssl.ca.location={pki.ca}\n"
+                 "sasl.mechanism=SCRAM-SHA-256\nsasl.username=bench\n"
+                 "sasl.password=bench-secret\n")
+    run_bench(spate_bin, tmp_path, b.tls["SASL_SSL"], sasl, "sasl-ssl")
+    # A wrong password fails the run with the login's message.
+    wrong = props(tmp_path / "bench-wrong.properties",
+                  f"security.protocol=SASL_SSL\nssl.ca.location={pki.ca}\n"
+                  "sasl.mechanism=SCRAM-SHA-256\nsasl.username=bench\nsasl.password=x\n")
+    bench = spate_bin.parent / "spate-bench"
+    workload = spate_bin.parent.parent.parent / "bench" / "workloads" / "smoke.toml"
+    r = subprocess.run([str(bench), "--bootstrap-server", b.tls["SASL_SSL"], "--workload",
+                        str(workload), "--out-dir", str(tmp_path / "wrong"),
+                        "--command-config", wrong], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "SASL login" in r.stderr, r.stderr
