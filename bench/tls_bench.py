@@ -11,10 +11,12 @@ messages/s for the latency that matters. Per run: publish and consume MB/s, publ
 p50/p99/p99.9/max (spate-bench measures from each message's scheduled send time), and the
 broker's CPU seconds (utime + stime of /proc/PID/stat over the whole spate-bench run: set-up,
 warm-up, measure and drain) per GiB produced (each byte is also consumed once). Ratios are
-against the same round's PLAINTEXT; medians over the rounds are reported.
+against the same round's PLAINTEXT; medians over the rounds are reported. A full-speed run
+writes gigabytes: each run's topics are deleted after it (and their files waited for), and a
+run does not start with less than --min-free-gib free.
 
     bench/tls_bench.py [--spate target/release/spate] [--bench target/release/spate-bench]
-        [--rounds 3] [--seconds 10] [--size 1024] [--producers 1] [--rate 10000]
+        [--rounds 3] [--seconds 4] [--size 1024] [--producers 1] [--rate 10000]
         [--json bench/results/tls-spate-bench-<date>.json]
 """
 
@@ -22,10 +24,12 @@ import argparse
 import datetime
 import importlib.util
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +63,29 @@ def workload(work, name, args, rate):
     return path
 
 
+def data_bytes(work):
+    return sum(f.stat().st_size for f in (work / "data").rglob("*") if f.is_file())
+
+
+def drop_topics(args, b, work, topics):
+    """Deletes a run's topics and waits for their files to go: a full-speed run writes
+    gigabytes, and the disk is shared."""
+    for t in topics:
+        subprocess.run([str(args.spate), "topic", "delete", t, "--bootstrap-server",
+                        f"127.0.0.1:{b.ports['PLAINTEXT']}"], check=True,
+                       capture_output=True, timeout=60)
+    deadline = time.monotonic() + 60
+    while data_bytes(work) > 256 << 20:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"deleted topics still hold {data_bytes(work)} bytes")
+        time.sleep(0.2)
+
+
 def run_bench(args, b, work, proto, pki, wl, label):
     out = work / "out" / label
+    free = shutil.disk_usage(work).free
+    if free < args.min_free_gib << 30:
+        raise SystemExit(f"only {free >> 30} GiB free on {work}: stopping")
     cpu0 = base.cpu_seconds(b.proc.pid)
     r = subprocess.run(
         [str(args.bench), "--bootstrap-server", f"127.0.0.1:{b.ports[proto]}",
@@ -75,6 +100,7 @@ def run_bench(args, b, work, proto, pki, wl, label):
     t = j["totals"]
     if t["publish_errors"] or t["consumed"] != t["produced"]:
         raise SystemExit(f"spate-bench {label}: {t}")
+    drop_topics(args, b, work, j["details"]["topics"])
     lat = j["publish"]["latency_ms"]
     gib = t["produced"] * args.size / (1 << 30)
     return {"publish_mb_s": j["publish"]["throughput"]["mb_per_sec"],
@@ -88,10 +114,12 @@ def main():
     ap.add_argument("--spate", default=str(REPO / "target" / "release" / "spate"))
     ap.add_argument("--bench", default=str(REPO / "target" / "release" / "spate-bench"))
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--producers", type=int, default=1)
     ap.add_argument("--rate", type=int, default=10000)
+    ap.add_argument("--min-free-gib", type=int, default=12,
+                    help="stop before a run when the disk has less free")
     ap.add_argument("--json", default=str(
         REPO / "bench" / "results" /
         f"tls-spate-bench-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d}.json"))
