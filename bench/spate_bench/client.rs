@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::TcpStream;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     metadata_request::MetadataRequestTopic,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use spate::client::{Options, frame};
+use spate::client::{Options, Security, Stream, frame};
 
 pub use spate::client::Conn;
 
@@ -29,14 +29,37 @@ pub const OPTIONS: Options = Options {
 /// Longest wait for any single response.
 pub const IO_TIMEOUT: Duration = OPTIONS.io_timeout;
 
-/// A plain socket with TCP_NODELAY and the I/O timeouts, for a producer's pipelined requests.
-pub fn connect(addr: &str) -> Result<TcpStream> {
-    Ok(spate::client::connect_stream(addr, &OPTIONS)?)
+/// How every connection is secured (`--command-config`; PLAINTEXT when unset).
+static SECURITY: OnceLock<Security> = OnceLock::new();
+
+/// Sets how every connection is secured; the first call wins (main calls it once, first).
+pub fn set_security(security: Security) {
+    let _ = SECURITY.set(security);
+}
+
+fn security() -> &'static Security {
+    SECURITY.get_or_init(Security::default)
+}
+
+/// A socket with TCP_NODELAY and the I/O timeouts (TLS when `--command-config` says so, and
+/// the SASL login done), for a producer's pipelined requests.
+pub fn connect(addr: &str) -> Result<Stream> {
+    let security = security();
+    if security.login.is_some() {
+        // The login's round trips need a Conn; the stream under it then carries the
+        // pipelined requests.
+        return Ok(Conn::connect_secure(addr, &OPTIONS, security)?.into_stream());
+    }
+    Ok(spate::client::open_stream(
+        addr,
+        &OPTIONS,
+        security.tls.as_ref(),
+    )?)
 }
 
 /// A connection for request/response round trips (setup and consumers), versions negotiated.
 pub fn open(addr: &str) -> Result<Conn> {
-    Ok(Conn::connect(addr, &OPTIONS)?)
+    Ok(Conn::connect_secure(addr, &OPTIONS, security())?)
 }
 
 /// Appends one size-prefixed request frame to `out`.

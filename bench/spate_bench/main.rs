@@ -43,6 +43,12 @@ struct Args {
     /// Name of this run in reports and file names (defaults to the workload's name).
     #[arg(long)]
     label: Option<String>,
+    /// Kafka client properties for a secured listener, as the `spate` CLI takes them:
+    /// `security.protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL), `sasl.*` and
+    /// `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`,
+    /// `ssl.endpoint.identification.algorithm`; every connection uses them.
+    #[arg(long, value_name = "FILE")]
+    command_config: Option<PathBuf>,
 }
 
 /// How long consumers may take, after the producers stop, to read what was acknowledged.
@@ -60,6 +66,12 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
+    if let Some(path) = &args.command_config {
+        let security = spate::client::CommandConfig::read(path)
+            .and_then(|c| c.security())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        client::set_security(security);
+    }
     let w = Workload::load(&args.workload)?;
     let label = args.label.clone().unwrap_or_else(|| w.name.clone());
     let started_unix = SystemTime::now()

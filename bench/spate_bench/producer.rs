@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, Write};
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -16,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use spate::client::secure::{ReadHalf, WriteHalf};
 
 use crate::client::{self, Versions};
 use crate::records::BatchBuilder;
@@ -78,7 +78,7 @@ struct Queue {
 }
 
 struct LeaderConn {
-    writer: TcpStream,
+    writer: WriteHalf,
     queue: Arc<Queue>,
     reader: Option<JoinHandle<Result<Recorder>>>,
     next_correlation: i32,
@@ -215,12 +215,11 @@ pub fn run(
 
 impl Producer<'_> {
     fn open(&self, addr: &str) -> Result<LeaderConn> {
-        let writer = client::connect(addr)?;
+        let (stream, writer) = client::connect(addr)?.split()?;
         let queue = Arc::new(Queue::default());
         let reader = if self.w.acks == 0 {
             None
         } else {
-            let stream = writer.try_clone()?;
             let queue = Arc::clone(&queue);
             let version = self.versions.produce;
             let size = self.w.message_size as u64;
@@ -465,7 +464,7 @@ impl Producer<'_> {
                     .unwrap();
                 st.closed = true;
             }
-            let _ = c.writer.shutdown(Shutdown::Both);
+            let _ = c.writer.shutdown();
             if let Some(reader) = c.reader.take() {
                 match reader.join() {
                     Ok(Ok(rec)) => out.push(rec),
@@ -489,7 +488,7 @@ impl Producer<'_> {
 
 /// The reader side of a producer connection.
 fn read_acks(
-    stream: TcpStream,
+    stream: ReadHalf,
     queue: Arc<Queue>,
     version: i16,
     message_size: u64,

@@ -41,8 +41,10 @@ pub struct Common {
     )]
     pub bootstrap_server: String,
     /// Kafka client properties for a secured listener, as Kafka's tools take them:
-    /// `security.protocol=SASL_PLAINTEXT`, `sasl.mechanism=SCRAM-SHA-512`, and
-    /// `sasl.username`/`sasl.password` (or the Java client's `sasl.jaas.config`).
+    /// `security.protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL),
+    /// `sasl.mechanism=SCRAM-SHA-512`, `sasl.username`/`sasl.password` (or the Java client's
+    /// `sasl.jaas.config`), `ssl.ca.location`, `ssl.certificate.location`, `ssl.key.location`
+    /// and `ssl.endpoint.identification.algorithm` (https, or none to skip the host name).
     #[arg(long, global = true, value_name = "FILE")]
     pub command_config: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of tables.
@@ -52,11 +54,11 @@ pub struct Common {
 
 impl Common {
     fn client(&self) -> Result<Client, Error> {
-        let login = match &self.command_config {
+        let security = match &self.command_config {
             Some(path) => client::read_command_config(path)?,
-            None => None,
+            None => Default::default(),
         };
-        Client::connect_login(&self.bootstrap_server, login)
+        Client::connect_secure(&self.bootstrap_server, security)
     }
 }
 

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Message, Request, StrBytes};
 
 use super::frame;
+use super::secure::{Security, Stream};
 
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = 35;
@@ -101,10 +102,29 @@ pub enum Error {
     /// did not check out).
     #[error("SASL login at {addr} failed: {why}")]
     Authentication { addr: String, why: String },
+    /// TLS failed: the handshake (the broker's certificate, ours) or a record after it.
+    #[error("TLS with {addr}: {why}")]
+    Tls { addr: String, why: String },
+}
+
+/// The rustls error inside an I/O error of a TLS stream.
+fn tls_cause(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// The host of HOST:PORT.
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 impl Error {
     fn io(addr: &str, what: &'static str, timeout: Duration, e: io::Error) -> Error {
+        if let Some(tls) = tls_cause(&e) {
+            return Error::Tls {
+                addr: addr.to_string(),
+                why: super::secure::explain(tls, host_of(addr)),
+            };
+        }
         let addr = addr.to_string();
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout {
@@ -164,10 +184,35 @@ pub fn connect_stream(addr: &str, opts: &Options) -> Result<TcpStream> {
     })
 }
 
+/// [`connect_stream`], then the TLS handshake when `tls` is given (the broker's certificate
+/// checked against the CA and, unless the configuration says otherwise, the HOST of `addr`).
+pub fn open_stream(
+    addr: &str,
+    opts: &Options,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Stream> {
+    let mut sock = connect_stream(addr, opts)?;
+    let Some(config) = tls else {
+        return Ok(Stream::Plain(sock));
+    };
+    let tls_error = |why: String| Error::Tls {
+        addr: addr.to_string(),
+        why,
+    };
+    let name = crate::tls::server_name(addr).map_err(tls_error)?;
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::clone(config), name)
+        .map_err(|e| tls_error(e.to_string()))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .map_err(|e| Error::io(addr, "TLS handshake with", opts.io_timeout, e))?;
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
+}
+
 /// One connection to one broker, with the API versions it advertised.
 pub struct Conn {
     addr: String,
-    stream: TcpStream,
+    stream: Stream,
     opts: Options,
     versions: HashMap<i16, (i16, i16)>,
     correlation: i32,
@@ -176,14 +221,44 @@ pub struct Conn {
 impl Conn {
     /// Connects to `addr` (HOST:PORT) and negotiates API versions.
     pub fn connect(addr: &str, opts: &Options) -> Result<Conn> {
+        Conn::connect_secure(addr, opts, &Security::default())
+    }
+
+    /// Connects to `addr` over TLS when `security` says so, negotiates API versions and
+    /// logs in when it has a SASL login (SASL_SSL: the login runs over TLS).
+    pub fn connect_secure(addr: &str, opts: &Options, security: &Security) -> Result<Conn> {
         let mut conn = Conn {
             addr: addr.to_string(),
-            stream: connect_stream(addr, opts)?,
+            stream: open_stream(addr, opts, security.tls.as_ref())?,
             opts: *opts,
             versions: HashMap::new(),
             correlation: 0,
         };
-        conn.negotiate()?;
+        if let Err(e) = conn.negotiate() {
+            return Err(match (e, &security.tls) {
+                // A broker that refuses the client certificate (or its absence) after a TLS 1.3
+                // handshake may close the connection without an alert: say what is likely.
+                (Error::Closed { addr, source, .. }, Some(config)) => Error::Tls {
+                    why: if config.client_auth_cert_resolver.has_certs() {
+                        format!(
+                            "the broker closed the connection after the handshake ({source}): \
+                             does it trust the CA of our client certificate?"
+                        )
+                    } else {
+                        format!(
+                            "the broker closed the connection after the handshake ({source}): \
+                             it likely requires a client certificate (set \
+                             ssl.certificate.location and ssl.key.location)"
+                        )
+                    },
+                    addr,
+                },
+                (e, _) => e,
+            });
+        }
+        if let Some(login) = &security.login {
+            conn.login(login)?;
+        }
         Ok(conn)
     }
 
@@ -267,6 +342,12 @@ impl Conn {
                 format!("the broker did not prove it knows the credential: {e:?}"),
             )
         })
+    }
+
+    /// The stream under the connection (after the negotiation and the login), for a caller
+    /// that frames its own requests (spate-bench's pipelined producer).
+    pub fn into_stream(self) -> Stream {
+        self.stream
     }
 
     /// The address this connection went to.
@@ -384,7 +465,7 @@ impl Conn {
         let corr = self.send(key, version, req)?;
         let mut frame =
             frame::read_frame(&mut self.stream, self.opts.frame_bytes_max).map_err(|e| {
-                if e.kind() == io::ErrorKind::InvalidData {
+                if e.kind() == io::ErrorKind::InvalidData && tls_cause(&e).is_none() {
                     Error::Protocol {
                         addr: self.addr.clone(),
                         why: format!("{e}: is it a Kafka broker?"),

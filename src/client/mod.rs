@@ -9,5 +9,7 @@
 pub mod conn;
 pub mod frame;
 pub mod records;
+pub mod secure;
 
-pub use conn::{Conn, Error, Options, Result, SaslLogin, connect_stream};
+pub use conn::{Conn, Error, Options, Result, SaslLogin, connect_stream, open_stream};
+pub use secure::{CommandConfig, Security, Stream};

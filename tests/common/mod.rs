@@ -135,6 +135,28 @@ impl Broker {
         (Broker::spawn(dir, shards, addr, &listeners, extra), sasl)
     }
 
+    /// A broker with a PLAINTEXT listener (`addr`, where readiness is checked) and an SSL one
+    /// on the certificate of `tests/fixtures/tls` (IP:127.0.0.1, DNS:localhost), whose address
+    /// is returned; `extra` may add `--tls-client-ca-file`.
+    pub fn start_ssl(shards: usize, extra: &[&str]) -> (Broker, SocketAddr) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let ssl: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
+        let listeners = [
+            "--listeners".to_string(),
+            format!("PLAINTEXT://{addr},SSL://{ssl}"),
+            "--tls-cert-file".to_string(),
+            tls_fixture("server.pem"),
+            "--tls-key-file".to_string(),
+            tls_fixture("server-pkcs8.key"),
+        ];
+        (Broker::spawn(dir, shards, addr, &listeners, extra), ssl)
+    }
+
     fn spawn(
         dir: tempfile::TempDir,
         shards: usize,
@@ -320,6 +342,11 @@ impl Drop for Broker {
 static CORRELATION: AtomicI32 = AtomicI32::new(1);
 
 /// A fresh correlation id.
+/// The path of a file of `tests/fixtures/tls`.
+pub fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 pub fn next_correlation_id() -> i32 {
     CORRELATION.fetch_add(1, Ordering::Relaxed)
 }
