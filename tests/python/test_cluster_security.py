@@ -92,6 +92,35 @@ def logs_in(conf):
         return False
 
 
+def replicated_round_trip(a, producer_conf, consumer_conf, topic, group):
+    """Creates `topic` (3 partitions, replication factor 3) through admin client `a`, produces
+    90 records with acks=all, waits until every partition's ISR holds the three brokers (the
+    followers fetched), and reads the 90 records back with `group`."""
+    a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
+                    request_timeout=20)[topic].result(timeout=20)
+    p = Producer({**producer_conf, "acks": "all", "linger.ms": 5})
+    dl = DeliveryLog()
+    for i in range(90):
+        p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
+    flush_all(p)
+    assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
+
+    def full_isr():
+        md = a.list_topics(topic, timeout=5)
+        return all(len(pm.isrs) == 3 for pm in md.topics[topic].partitions.values())
+    wait_until(full_isr, timeout=30, desc="every partition's ISR is all three brokers")
+    cons = Consumer({**consumer_conf, "group.id": group, "auto.offset.reset": "earliest"})
+    cons.subscribe([topic])
+    got = set()
+    deadline = time.monotonic() + 40
+    while len(got) < 90 and time.monotonic() < deadline:
+        m = cons.poll(0.2)
+        if m is not None and m.error() is None:
+            got.add(m.value())
+    cons.close()
+    assert len(got) == 90
+
+
 def test_listeners_and_scram_credentials_across_a_cluster(spate_bin, tmp_path):
     users = tmp_path / "users"
     users.write_text("alice:alice-secret\n")
@@ -187,30 +216,8 @@ def test_brokers_replicate_over_a_sasl_listener(spate_bin, tmp_path):
                                capture_output=True, text=True, timeout=60)
             assert r.returncode == 0, r.stderr
         a = AdminClient(c.sasl_conf(1, "alice", "alice-secret"))
-        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
-                        request_timeout=20)[topic].result(timeout=20)
-        p = Producer(c.sasl_conf(2, "alice", "alice-secret", **{"acks": "all", "linger.ms": 5}))
-        dl = DeliveryLog()
-        for i in range(90):
-            p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
-        flush_all(p)
-        assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
-
-        def full_isr():
-            md = a.list_topics(topic, timeout=5)
-            return all(len(pm.isrs) == 3 for pm in md.topics[topic].partitions.values())
-        wait_until(full_isr, timeout=30, desc="every partition's ISR is all three brokers")
-        cons = Consumer(c.sasl_conf(3, "alice", "alice-secret", **{
-            "group.id": "g-replicated", "auto.offset.reset": "earliest"}))
-        cons.subscribe([topic])
-        got = set()
-        deadline = time.monotonic() + 40
-        while len(got) < 90 and time.monotonic() < deadline:
-            m = cons.poll(0.2)
-            if m is not None and m.error() is None:
-                got.add(m.value())
-        cons.close()
-        assert len(got) == 90
+        replicated_round_trip(a, c.sasl_conf(2, "alice", "alice-secret"),
+                              c.sasl_conf(3, "alice", "alice-secret"), topic, "g-replicated")
     finally:
         c.kill_all()
 
@@ -260,31 +267,8 @@ def test_brokers_replicate_over_mutual_tls(spate_bin, tmp_path):
             except Exception:
                 return False
         wait_until(three, timeout=60, desc="three brokers in every node's metadata")
-        a = AdminClient(conf(1))
-        topic = unique_topic("mtls")
-        a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)],
-                        request_timeout=20)[topic].result(timeout=20)
-        p = Producer(conf(2, **{"acks": "all", "linger.ms": 5}))
-        dl = DeliveryLog()
-        for i in range(90):
-            p.produce(topic, key=str(i).encode(), value=f"v{i}".encode(), on_delivery=dl)
-        flush_all(p)
-        assert not dl.errors and len(dl.ok) == 90, dl.errors[:3]
-
-        def full_isr():
-            md = a.list_topics(topic, timeout=5)
-            return all(len(pm.isrs) == 3 for pm in md.topics[topic].partitions.values())
-        wait_until(full_isr, timeout=30, desc="every partition's ISR is all three brokers")
-        cons = Consumer(conf(3, **{"group.id": "g-mtls", "auto.offset.reset": "earliest"}))
-        cons.subscribe([topic])
-        got = set()
-        deadline = time.monotonic() + 40
-        while len(got) < 90 and time.monotonic() < deadline:
-            m = cons.poll(0.2)
-            if m is not None and m.error() is None:
-                got.add(m.value())
-        cons.close()
-        assert len(got) == 90
+        replicated_round_trip(AdminClient(conf(1)), conf(2), conf(3), unique_topic("mtls"),
+                              "g-mtls")
         # Plaintext bytes on the quorum's TLS port: the handshake fails, the link is dropped,
         # and the quorum goes on.
         with socket.create_connection(("127.0.0.1", quorum[1]), timeout=10) as sock:
