@@ -21,9 +21,9 @@ use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeAclsRequest, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateDelegationTokenRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, FetchResponse, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -336,14 +336,14 @@ fn unknown_api_key_closes_connection() {
 #[test]
 fn unimplemented_api_closes_connection() {
     let mut broker = Broker::start();
-    // DescribeAcls (key 29) is a real Kafka API this broker does not implement (yet).
+    // CreateDelegationToken (key 38) is a real Kafka API this broker does not implement.
     let frame = encode_request(
-        ApiKey::DescribeAcls,
-        1,
+        ApiKey::CreateDelegationToken,
+        2,
         next_correlation_id(),
-        &DescribeAclsRequest::default(),
+        &CreateDelegationTokenRequest::default(),
     );
-    assert_frame_closes(&mut broker, &frame, "DescribeAcls v1");
+    assert_frame_closes(&mut broker, &frame, "CreateDelegationToken v2");
     broker.stop();
 }
 
