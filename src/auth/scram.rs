@@ -428,6 +428,68 @@ impl Client {
     }
 }
 
+/// A client's whole SASL login over SaslAuthenticate, PLAIN or SCRAM-SHA-256/512: the tokens
+/// to send in turn, and the check of what the server answers (the tools and the brokers'
+/// inter-broker login drive it over their own connections). No `Debug`: it holds the
+/// password.
+pub enum Login {
+    /// PLAIN: one token; its answer ends the login.
+    Plain(String),
+    /// SCRAM: client-first, then client-final; the server-final-message is verified.
+    Scram { client: Client, answered: bool },
+}
+
+impl Login {
+    /// The login of `user` with `password` by `mechanism` (its SaslHandshake name); `nonce`
+    /// is fresh random printable text without ',' (see [`random_nonce`]).
+    pub fn new(mechanism: &str, user: &str, password: &str, nonce: &str) -> Result<Login, String> {
+        if mechanism == "PLAIN" {
+            return Ok(Login::Plain(format!("\0{user}\0{password}")));
+        }
+        let m = Mechanism::from_name(mechanism).ok_or_else(|| {
+            format!("unknown mechanism {mechanism} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+        })?;
+        Ok(Login::Scram {
+            client: Client::new(m, user, password, nonce),
+            answered: false,
+        })
+    }
+
+    /// The first token.
+    pub fn first(&self) -> Vec<u8> {
+        match self {
+            Login::Plain(msg) => msg.clone().into_bytes(),
+            Login::Scram { client, .. } => client.first(),
+        }
+    }
+
+    /// Takes the server's answer to the last token: the next token to send, or None when the
+    /// login is complete (for SCRAM, once the server proved it knows the credential).
+    pub fn next(&mut self, server: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            Login::Plain(_) => Ok(None),
+            Login::Scram { client, answered } if !*answered => {
+                *answered = true;
+                client
+                    .answer(server)
+                    .map(Some)
+                    .map_err(|e| format!("bad server-first-message: {e:?}"))
+            }
+            Login::Scram { client, .. } => client
+                .verify(server)
+                .map(|()| None)
+                .map_err(|e| format!("the broker did not prove it knows the credential: {e:?}")),
+        }
+    }
+}
+
+/// A fresh client nonce: 24 random bytes in unpadded base64.
+pub fn random_nonce() -> Result<String, String> {
+    let mut raw = [0u8; 24];
+    getrandom::getrandom(&mut raw).map_err(|e| format!("no randomness for a nonce: {e}"))?;
+    Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(raw))
+}
+
 /// `--sasl-users-file`: one `name:password` per line, split at the first `:`; empty lines and
 /// lines starting with `#` are skipped. The error names the line (never its password).
 pub fn parse_users_file(text: &str) -> Result<Vec<(String, String)>, String> {
@@ -553,6 +615,26 @@ mod tests {
         assert!(c.answer(b"r=abc,s=c2FsdA==,i=4096").is_err());
         assert!(c.answer(b"r=abcd,s=c2FsdA==,i=100000000").is_err());
         assert!(c.answer(b"\xff").is_err());
+    }
+
+    #[test]
+    fn a_login_sends_its_tokens_in_turn() {
+        let cred = Credential::new(Mechanism::Sha256, "pw", b"salt".to_vec(), 4096);
+        let mut login = Login::new("SCRAM-SHA-256", "u", "pw", "abc").unwrap();
+        let mut server = Server::new(Mechanism::Sha256);
+        let sf = server.step(&login.first(), Some(cred), "def").unwrap();
+        let fin = login.next(&sf).unwrap().unwrap();
+        let ok = server.step(&fin, None, "").unwrap();
+        assert_eq!(login.next(&ok), Ok(None));
+        let mut plain = Login::new("PLAIN", "u", "pw", "").unwrap();
+        assert_eq!(plain.first(), b"\0u\0pw");
+        assert_eq!(plain.next(b""), Ok(None));
+        assert!(Login::new("GSSAPI", "u", "pw", "n").is_err());
+        let mut bad = Login::new("SCRAM-SHA-256", "u", "pw", "abc").unwrap();
+        let sf = b"r=abcdef,s=c2FsdA==,i=4096";
+        assert!(bad.next(sf).unwrap().is_some());
+        assert!(bad.next(b"v=AAAA").is_err(), "a wrong server proof");
+        assert!(random_nonce().unwrap().len() >= 32);
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Conn {
     }
 
     fn login(&mut self, login: &SaslLogin) -> Result<()> {
-        use crate::auth::scram::{Client, Mechanism};
+        use crate::auth::scram::{Login, random_nonce};
         use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
         let refused = |addr: &str, why: String| Error::Authentication {
             addr: addr.to_string(),
@@ -311,37 +311,17 @@ impl Conn {
             }
             Ok(resp.auth_bytes)
         };
-        if login.mechanism == "PLAIN" {
-            let msg = format!("\0{}\0{}", login.username, login.password);
-            step(self, msg.into_bytes())?;
-            return Ok(());
+        let nonce = random_nonce().map_err(|e| refused(&self.addr, e))?;
+        let mut exchange = Login::new(&login.mechanism, &login.username, &login.password, &nonce)
+            .map_err(|e| refused(&self.addr, e))?;
+        let mut token = exchange.first();
+        loop {
+            let answer = step(self, token)?;
+            match exchange.next(&answer).map_err(|e| refused(&self.addr, e))? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
         }
-        let mechanism = Mechanism::from_name(&login.mechanism).ok_or_else(|| {
-            refused(
-                &self.addr,
-                format!(
-                    "unknown mechanism {} (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
-                    login.mechanism
-                ),
-            )
-        })?;
-        let mut nonce = [0u8; 24];
-        getrandom::getrandom(&mut nonce)
-            .map_err(|e| refused(&self.addr, format!("no randomness for a nonce: {e}")))?;
-        use base64::Engine;
-        let nonce = base64::engine::general_purpose::STANDARD_NO_PAD.encode(nonce);
-        let mut client = Client::new(mechanism, &login.username, &login.password, &nonce);
-        let server_first = step(self, client.first())?;
-        let client_final = client
-            .answer(&server_first)
-            .map_err(|e| refused(&self.addr, format!("bad server-first-message: {e:?}")))?;
-        let server_final = step(self, client_final)?;
-        client.verify(&server_final).map_err(|e| {
-            refused(
-                &self.addr,
-                format!("the broker did not prove it knows the credential: {e:?}"),
-            )
-        })
     }
 
     /// The stream under the connection (after the negotiation and the login), for a caller

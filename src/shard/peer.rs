@@ -192,7 +192,7 @@ async fn exchange<Req: Encodable, Resp: Decodable>(
 /// The SASL login of a broker on another broker's SASL listener: SaslHandshake v1, then
 /// SaslAuthenticate v2 rounds (PLAIN: one; SCRAM: two, and the server's proof is checked).
 async fn login(s: &mut PeerStream, sasl: &InterBrokerSasl) -> Result<(), String> {
-    use crate::auth::scram::{Client, Mechanism};
+    use crate::auth::scram::{Login, random_nonce};
     use kafka_protocol::messages::{
         SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
         SaslHandshakeResponse,
@@ -224,25 +224,16 @@ async fn login(s: &mut PeerStream, sasl: &InterBrokerSasl) -> Result<(), String>
         }
         Ok(resp.auth_bytes)
     };
-    if sasl.mechanism == "PLAIN" {
-        step(format!("\0{user}\0{password}").into_bytes()).await?;
-        return Ok(());
+    let nonce = random_nonce()?;
+    let mut login = Login::new(&sasl.mechanism, user, password, &nonce)?;
+    let mut token = login.first();
+    loop {
+        let answer = step(token).await?;
+        match login.next(&answer)? {
+            Some(next) => token = next,
+            None => return Ok(()),
+        }
     }
-    let mechanism = Mechanism::from_name(&sasl.mechanism)
-        .ok_or_else(|| format!("unknown mechanism {}", sasl.mechanism))?;
-    let mut nonce = [0u8; 24];
-    getrandom::getrandom(&mut nonce).map_err(|e| format!("no randomness for a nonce: {e}"))?;
-    use base64::Engine;
-    let nonce = base64::engine::general_purpose::STANDARD_NO_PAD.encode(nonce);
-    let mut client = Client::new(mechanism, user, password, &nonce);
-    let server_first = step(client.first()).await?;
-    let client_final = client
-        .answer(&server_first)
-        .map_err(|e| format!("bad server-first-message: {e:?}"))?;
-    let server_final = step(client_final).await?;
-    client
-        .verify(&server_final)
-        .map_err(|e| format!("the broker did not prove it knows the credential: {e:?}"))
 }
 
 impl Shard {

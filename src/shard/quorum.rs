@@ -730,6 +730,7 @@ impl Quorum {
 
     /// Serves the controller listener: quorum messages go to Raft, RPCs are answered.
     async fn accept_loop(self: Rc<Self>, shard: Rc<Shard>, listener: TcpListener) {
+        let mut server_tls: Option<(u64, Arc<rustls::ServerConfig>)> = None;
         loop {
             let stream = match listener.accept().await {
                 Ok(s) => s,
@@ -743,20 +744,28 @@ impl Quorum {
             let q = self.clone();
             let shard = shard.clone();
             let tls = if self.cfg.controller_tls() {
-                // Built per connection from the files (a quorum connection is long-lived),
-                // so a SIGHUP's new certificate serves the next one.
-                match self
-                    .config
-                    .tls_files
-                    .as_ref()
-                    .map(crate::tls::server_config)
-                {
-                    Some(Ok(c)) => Some(c),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "controller listener: the TLS files are not usable");
-                        continue;
-                    }
-                    None => continue,
+                // Read from the files at the first connection and again after a SIGHUP, so a
+                // new certificate serves the next connection.
+                let generation =
+                    crate::tls::RELOAD_GENERATION.load(std::sync::atomic::Ordering::Relaxed);
+                match &server_tls {
+                    Some((g, c)) if *g == generation => Some(c.clone()),
+                    _ => match self
+                        .config
+                        .tls_files
+                        .as_ref()
+                        .map(crate::tls::server_config)
+                    {
+                        Some(Ok(c)) => {
+                            server_tls = Some((generation, c.clone()));
+                            Some(c)
+                        }
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "controller listener: the TLS files are not usable");
+                            continue;
+                        }
+                        None => continue,
+                    },
                 }
             } else {
                 None
