@@ -37,7 +37,7 @@ use crate::protocol::batch::ProducedBatch;
 use crate::router::Router;
 use crate::storage::catalog::TopicMeta;
 use crate::storage::log::{
-    FlushJob, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention, partition_dir,
+    FlushJob, FlushStep, Housekeeping, LogConfig, PartitionLog, ReadOut, Retention, partition_dir,
 };
 use crate::storage::producers::{self, SnapshotJob, Staged, Verdict};
 use crate::storage::segment::Recovered;
@@ -1755,37 +1755,33 @@ impl Shard {
     }
 
     /// Waits until every offset up to `last` of the partition is on disk, starting an
-    /// fdatasync if none is running; a running one is joined (group commit).
+    /// fdatasync if none is running; a running one is joined (group commit). A write that a
+    /// truncation cut off meanwhile answers NOT_LEADER_OR_FOLLOWER: this broker lost the
+    /// leadership, and nothing here will make that write durable.
     pub async fn flush_to(self: &Rc<Self>, tp: (String, i32), last: i64) -> Result<(), KafkaError> {
         loop {
-            let job = {
+            let step = {
+                let running = self.flushing.borrow().contains_key(&tp);
                 let mut partitions = self.partitions.borrow_mut();
-                let log = &mut partitions
+                partitions
                     .get_mut(&tp)
                     .ok_or(KafkaError::UnknownTopicOrPartition)?
-                    .log;
-                if let Some(why) = log.poisoned() {
-                    return Err(KafkaError::Storage(format!("partition is offline: {why}")));
-                }
-                if log.flushed_offset() > last {
-                    return Ok(());
-                }
-                if self.flushing.borrow().contains_key(&tp) {
-                    None
-                } else {
-                    log.begin_flush()
-                }
+                    .log
+                    .flush_step(last, running)?
             };
-            match job {
-                None => {
+            match step {
+                FlushStep::Durable => return Ok(()),
+                // The write is gone from this log: this broker no longer leads the partition.
+                FlushStep::Cut => return Err(KafkaError::NotLeaderOrFollower),
+                FlushStep::Join => {
                     let (tx, rx) = oneshot::channel();
-                    match self.flushing.borrow_mut().get_mut(&tp) {
-                        Some(waiters) => waiters.push(tx),
-                        None => continue,
+                    if let Some(waiters) = self.flushing.borrow_mut().get_mut(&tp) {
+                        waiters.push(tx);
                     }
+                    // Resolves at once if that flush ended meanwhile (`tx` dropped).
                     let _ = rx.await;
                 }
-                Some(job) => {
+                FlushStep::Run(job) => {
                     self.run_flush(tp.clone(), job).await?;
                 }
             }

@@ -301,6 +301,19 @@ impl Housekeeping {
     }
 }
 
+/// What a wait for durability does next (see [`PartitionLog::flush_step`]).
+#[derive(Debug)]
+pub enum FlushStep {
+    /// Everything up to the offset is on disk.
+    Durable,
+    /// The offset was truncated away before it was synced.
+    Cut,
+    /// A flush is running: wait for it, then ask again.
+    Join,
+    /// Run this flush, then ask again.
+    Run(FlushJob),
+}
+
 /// An fdatasync of a partition's unflushed files, run off the executor.
 #[derive(Debug)]
 pub struct FlushJob {
@@ -891,6 +904,37 @@ impl PartitionLog {
 
     pub fn poisoned(&self) -> Option<&str> {
         self.poisoned.as_deref()
+    }
+
+    /// The next step of a wait until every offset up to `last` is durable (see
+    /// `Shard::flush_to`), given whether a flush of this partition is running (`running`).
+    /// Every answer but [`FlushStep::Join`] and [`FlushStep::Run`] ends the wait, so a
+    /// waiter that loops on it always awaits something before it asks again.
+    pub fn flush_step(&mut self, last: i64, running: bool) -> Result<FlushStep, KafkaError> {
+        if let Some(why) = &self.poisoned {
+            return Err(KafkaError::Storage(format!("partition is offline: {why}")));
+        }
+        if self.flushed_offset > last {
+            return Ok(FlushStep::Durable);
+        }
+        if last >= self.next_offset {
+            // Cut off the log before it was synced: a truncation as a follower, after this
+            // broker lost the leadership. Nothing will ever make it durable here.
+            return Ok(FlushStep::Cut);
+        }
+        if running {
+            return Ok(FlushStep::Join);
+        }
+        match self.begin_flush() {
+            Some(job) => Ok(FlushStep::Run(job)),
+            // Not durable, yet nothing to sync: only an offline log says so.
+            None => {
+                self.check_online()?;
+                Err(KafkaError::Storage(
+                    "partition is offline: its log takes no flush".into(),
+                ))
+            }
+        }
     }
 
     /// Takes what must be synced to make everything appended so far durable; None when it

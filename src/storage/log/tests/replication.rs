@@ -561,3 +561,68 @@ fn a_full_truncation_killed_at_any_step_opens_as_the_old_log_or_the_new_one() {
         );
     }
 }
+
+/// A wait for durability (`Shard::flush_to` loops on `flush_step`) ends when a truncation cut
+/// its write off the log, whether the cut came before its flush started or while another flush
+/// ran: a step that neither ends the wait nor gives it something to await would spin the
+/// executor forever (a deposed leader's acks=all write, truncated as a follower, did).
+#[test]
+fn a_wait_for_durability_ends_when_its_write_is_truncated_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = leader_log(dir.path());
+    let run = |log: &mut PartitionLog, job: FlushJob| {
+        let target = job.target;
+        let r = job.run();
+        log.finish_flush(target, &r);
+        r.unwrap();
+    };
+    // Nothing synced yet: the first step is a flush, a running one is joined.
+    assert!(matches!(log.flush_step(47, true).unwrap(), FlushStep::Join));
+    let FlushStep::Run(job) = log.flush_step(47, false).unwrap() else {
+        panic!("an unsynced write starts a flush");
+    };
+    run(&mut log, job);
+    assert!(matches!(
+        log.flush_step(47, false).unwrap(),
+        FlushStep::Durable
+    ));
+    // More appended (offsets 48, 49, 50, a batch each), then cut back before any flush.
+    let one = Bytes::from(batch(5000, &[b"x"]));
+    let b = split_produce_records(&one, 1 << 20).unwrap();
+    for _ in 0..3 {
+        log.append(&b, 7, None, 0).unwrap();
+    }
+    assert_eq!(log.log_end_offset(), 51);
+    log.truncate_to(49).unwrap().unwrap().run().unwrap();
+    for running in [false, true] {
+        assert!(
+            matches!(log.flush_step(50, running).unwrap(), FlushStep::Cut),
+            "offset 50 is gone (running={running})"
+        );
+    }
+    // What is left below the cut is still made durable.
+    let FlushStep::Run(job) = log.flush_step(48, false).unwrap() else {
+        panic!("offset 48 is not synced yet");
+    };
+    run(&mut log, job);
+    assert!(matches!(
+        log.flush_step(48, false).unwrap(),
+        FlushStep::Durable
+    ));
+    assert!(matches!(log.flush_step(49, false).unwrap(), FlushStep::Cut));
+    // A flush that was running across the cut ends no higher than the new log end.
+    log.append(&b, 8, None, 0).unwrap();
+    log.append(&b, 8, None, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 51);
+    let FlushStep::Run(job) = log.flush_step(50, false).unwrap() else {
+        panic!("the new batches are not synced yet");
+    };
+    log.truncate_to(50).unwrap().unwrap().run().unwrap();
+    run(&mut log, job);
+    assert_eq!(log.flushed_offset(), 50);
+    assert!(matches!(
+        log.flush_step(49, false).unwrap(),
+        FlushStep::Durable
+    ));
+    assert!(matches!(log.flush_step(50, false).unwrap(), FlushStep::Cut));
+}
