@@ -316,6 +316,84 @@ impl Filter {
             && self.operation.is_none_or(|o| o == b.operation)
             && self.permission.is_none_or(|p| p == b.permission)
     }
+
+    /// The filter's enum fields as Kafka's ids ([`WireIds::filter`] reads them back).
+    pub fn wire_ids(&self) -> WireIds {
+        WireIds {
+            resource_type: self.resource_type.map_or(ANY_ID, ResourceType::id),
+            pattern: match self.pattern {
+                None => ANY_ID,
+                Some(None) => MATCH_ID,
+                Some(Some(p)) => p.id(),
+            },
+            operation: self.operation.map_or(ANY_ID, Operation::id),
+            permission: self.permission.map_or(ANY_ID, Permission::id),
+        }
+    }
+}
+
+/// Kafka's ANY: in a DescribeAcls/DeleteAcls filter, an enum field open to every value.
+pub const ANY_ID: i8 = 1;
+/// Kafka's MATCH pattern type: a filter finding every binding that applies to its name.
+pub const MATCH_ID: i8 = 2;
+
+/// The enum fields of a binding or a filter as Kafka's ids, as the ACL APIs carry them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WireIds {
+    pub resource_type: i8,
+    pub pattern: i8,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+impl WireIds {
+    /// The binding of these ids; Err names the first id this build does not know.
+    pub fn binding(self, name: &str, principal: &str, host: &str) -> Result<Binding, String> {
+        let bad = |what: &str, id: i8| format!("invalid {what} {id}");
+        Ok(Binding {
+            resource_type: ResourceType::from_id(self.resource_type)
+                .ok_or_else(|| bad("resource type", self.resource_type))?,
+            name: name.to_string(),
+            pattern: PatternType::from_id(self.pattern)
+                .ok_or_else(|| bad("pattern type", self.pattern))?,
+            principal: principal.to_string(),
+            host: host.to_string(),
+            operation: Operation::from_id(self.operation)
+                .ok_or_else(|| bad("operation", self.operation))?,
+            permission: Permission::from_id(self.permission)
+                .ok_or_else(|| bad("permission type", self.permission))?,
+        })
+    }
+
+    /// The filter of these ids ([`ANY_ID`] leaves a field open); Err names the first id this
+    /// build does not know, UNKNOWN (0) included.
+    pub fn filter(
+        self,
+        name: Option<&str>,
+        principal: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Filter, String> {
+        fn open<T>(id: i8, of: fn(i8) -> Option<T>, what: &str) -> Result<Option<T>, String> {
+            match id {
+                ANY_ID => Ok(None),
+                id => of(id)
+                    .map(Some)
+                    .ok_or_else(|| format!("invalid {what} {id}")),
+            }
+        }
+        Ok(Filter {
+            resource_type: open(self.resource_type, ResourceType::from_id, "resource type")?,
+            name: name.map(str::to_string),
+            pattern: match self.pattern {
+                MATCH_ID => Some(None),
+                id => open(id, PatternType::from_id, "pattern type")?.map(Some),
+            },
+            principal: principal.map(str::to_string),
+            host: host.map(str::to_string),
+            operation: open(self.operation, Operation::from_id, "operation")?,
+            permission: open(self.permission, Permission::from_id, "permission type")?,
+        })
+    }
 }
 
 /// The authorizer's settings.
@@ -589,6 +667,68 @@ mod tests {
                 ..acls[0].clone()
             })
             .is_err()
+        );
+    }
+
+    #[test]
+    fn filters_and_bindings_round_trip_through_wire_ids() {
+        let filters = [
+            Filter::default(),
+            Filter {
+                resource_type: Some(ResourceType::Topic),
+                name: Some("orders".into()),
+                pattern: Some(None),
+                principal: Some("User:alice".into()),
+                host: Some("*".into()),
+                operation: Some(Operation::Write),
+                permission: Some(Permission::Deny),
+            },
+            Filter {
+                resource_type: Some(ResourceType::Group),
+                pattern: Some(Some(PatternType::Prefixed)),
+                ..Filter::default()
+            },
+        ];
+        for f in filters {
+            let back = f
+                .wire_ids()
+                .filter(f.name.as_deref(), f.principal.as_deref(), f.host.as_deref())
+                .unwrap();
+            assert_eq!(back, f);
+        }
+        let ids = WireIds {
+            resource_type: ResourceType::TransactionalId.id(),
+            pattern: PatternType::Literal.id(),
+            operation: Operation::Describe.id(),
+            permission: Permission::Allow.id(),
+        };
+        let b = ids.binding("tx-1", "User:bob", "10.0.0.1").unwrap();
+        assert_eq!(
+            (b.resource_type, b.pattern, b.operation, b.permission),
+            (
+                ResourceType::TransactionalId,
+                PatternType::Literal,
+                Operation::Describe,
+                Permission::Allow
+            )
+        );
+        // ANY and MATCH are filter ids, never a binding's.
+        let open = WireIds {
+            pattern: MATCH_ID,
+            ..ids
+        };
+        assert_eq!(
+            open.binding("t", "User:a", "*").unwrap_err(),
+            "invalid pattern type 2"
+        );
+        assert_eq!(
+            WireIds {
+                operation: ANY_ID,
+                ..ids
+            }
+            .binding("t", "User:a", "*")
+            .unwrap_err(),
+            "invalid operation 1"
         );
     }
 }

@@ -1309,59 +1309,6 @@ pub fn alter_scram(
 
 // ACLs (CreateAcls, DescribeAcls, DeleteAcls)
 
-/// A filter's wire fields: (resource type, name, pattern type, principal, host, operation,
-/// permission), Kafka's ANY (1) and MATCH (2) where the filter leaves one open.
-type WireFilter = (
-    i8,
-    Option<StrBytes>,
-    i8,
-    Option<StrBytes>,
-    Option<StrBytes>,
-    i8,
-    i8,
-);
-
-fn wire_filter(f: &crate::auth::acl::Filter) -> WireFilter {
-    const ANY: i8 = 1;
-    const MATCH: i8 = 2;
-    (
-        f.resource_type.map_or(ANY, |t| t.id()),
-        f.name.as_deref().map(s),
-        match f.pattern {
-            None => ANY,
-            Some(None) => MATCH,
-            Some(Some(p)) => p.id(),
-        },
-        f.principal.as_deref().map(s),
-        f.host.as_deref().map(s),
-        f.operation.map_or(ANY, |o| o.id()),
-        f.permission.map_or(ANY, |p| p.id()),
-    )
-}
-
-/// A binding as DescribeAcls/DeleteAcls answer it; None for ids this build does not know.
-#[allow(clippy::too_many_arguments)]
-fn binding_from_wire(
-    resource_type: i8,
-    name: &str,
-    pattern: i8,
-    principal: &str,
-    host: &str,
-    operation: i8,
-    permission: i8,
-) -> Option<crate::auth::acl::Binding> {
-    use crate::auth::acl::{Binding, Operation, PatternType, Permission, ResourceType};
-    Some(Binding {
-        resource_type: ResourceType::from_id(resource_type)?,
-        name: name.to_string(),
-        pattern: PatternType::from_id(pattern)?,
-        principal: principal.to_string(),
-        host: host.to_string(),
-        operation: Operation::from_id(operation)?,
-        permission: Permission::from_id(permission)?,
-    })
-}
-
 /// Creates the ACLs (the first refusal is the error).
 pub fn create_acls(client: &mut Client, acls: &[crate::auth::acl::Binding]) -> Result<()> {
     use kafka_protocol::messages::CreateAclsRequest;
@@ -1401,15 +1348,15 @@ pub fn describe_acls(
     use kafka_protocol::messages::DescribeAclsRequest;
     let conn = client.any()?;
     let v = conn.version_of::<DescribeAclsRequest>(3)?;
-    let (rt, name, pattern, principal, host, op, perm) = wire_filter(filter);
+    let ids = filter.wire_ids();
     let req = DescribeAclsRequest::default()
-        .with_resource_type_filter(rt)
-        .with_resource_name_filter(name)
-        .with_pattern_type_filter(pattern)
-        .with_principal_filter(principal)
-        .with_host_filter(host)
-        .with_operation(op)
-        .with_permission_type(perm);
+        .with_resource_type_filter(ids.resource_type)
+        .with_resource_name_filter(filter.name.as_deref().map(s))
+        .with_pattern_type_filter(ids.pattern)
+        .with_principal_filter(filter.principal.as_deref().map(s))
+        .with_host_filter(filter.host.as_deref().map(s))
+        .with_operation(ids.operation)
+        .with_permission_type(ids.permission);
     let resp = conn.call(&req, v)?;
     check(
         resp.error_code,
@@ -1421,15 +1368,14 @@ pub fn describe_acls(
         .iter()
         .flat_map(|r| {
             r.acls.iter().filter_map(move |a| {
-                binding_from_wire(
-                    r.resource_type,
-                    r.resource_name.as_str(),
-                    r.pattern_type,
-                    a.principal.as_str(),
-                    a.host.as_str(),
-                    a.operation,
-                    a.permission_type,
-                )
+                let ids = crate::auth::acl::WireIds {
+                    resource_type: r.resource_type,
+                    pattern: r.pattern_type,
+                    operation: a.operation,
+                    permission: a.permission_type,
+                };
+                // An id this build does not know: left out.
+                ids.binding(&r.resource_name, &a.principal, &a.host).ok()
             })
         })
         .collect())
@@ -1448,15 +1394,15 @@ pub fn delete_acls(
         filters
             .iter()
             .map(|f| {
-                let (rt, name, pattern, principal, host, op, perm) = wire_filter(f);
+                let ids = f.wire_ids();
                 DeleteAclsFilter::default()
-                    .with_resource_type_filter(rt)
-                    .with_resource_name_filter(name)
-                    .with_pattern_type_filter(pattern)
-                    .with_principal_filter(principal)
-                    .with_host_filter(host)
-                    .with_operation(op)
-                    .with_permission_type(perm)
+                    .with_resource_type_filter(ids.resource_type)
+                    .with_resource_name_filter(f.name.as_deref().map(s))
+                    .with_pattern_type_filter(ids.pattern)
+                    .with_principal_filter(f.principal.as_deref().map(s))
+                    .with_host_filter(f.host.as_deref().map(s))
+                    .with_operation(ids.operation)
+                    .with_permission_type(ids.permission)
             })
             .collect(),
     );
@@ -1466,15 +1412,13 @@ pub fn delete_acls(
         check(r.error_code, "deleting ACLs", r.error_message.as_deref())?;
         for a in &r.matching_acls {
             check(a.error_code, "deleting an ACL", a.error_message.as_deref())?;
-            out.extend(binding_from_wire(
-                a.resource_type,
-                a.resource_name.as_str(),
-                a.pattern_type,
-                a.principal.as_str(),
-                a.host.as_str(),
-                a.operation,
-                a.permission_type,
-            ));
+            let ids = crate::auth::acl::WireIds {
+                resource_type: a.resource_type,
+                pattern: a.pattern_type,
+                operation: a.operation,
+                permission: a.permission_type,
+            };
+            out.extend(ids.binding(&a.resource_name, &a.principal, &a.host).ok());
         }
     }
     out.sort();

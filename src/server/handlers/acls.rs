@@ -17,74 +17,42 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::{CLUSTER, Operation, RequestContext, ResourceType, str_bytes};
-use crate::auth::acl::{Binding, Filter, PatternType, Permission};
+use super::{Operation, RequestContext, ResourceType, str_bytes};
+use crate::auth::acl::{Binding, Filter, PatternType, WireIds};
 use crate::error::KafkaError;
 use crate::placement::CONTROLLER_SHARD;
 use crate::shard::calls::AlterAcls;
-
-/// Kafka's ANY (1) of every filter enum, and MATCH (2) of the pattern type.
-const ANY: i8 = 1;
-const MATCH: i8 = 2;
 
 /// The binding a creation names, or why it is not one (INVALID_REQUEST, as Kafka).
 fn creation_binding(
     c: &kafka_protocol::messages::create_acls_request::AclCreation,
 ) -> Result<Binding, KafkaError> {
-    let bad = |what: &str, id: i8| KafkaError::InvalidRequest(format!("invalid {what} {id}"));
-    let b = Binding {
-        resource_type: ResourceType::from_id(c.resource_type)
-            .ok_or_else(|| bad("resource type", c.resource_type))?,
-        name: c.resource_name.to_string(),
-        pattern: PatternType::from_id(c.resource_pattern_type)
-            .ok_or_else(|| bad("pattern type", c.resource_pattern_type))?,
-        principal: c.principal.to_string(),
-        host: c.host.to_string(),
-        operation: Operation::from_id(c.operation).ok_or_else(|| bad("operation", c.operation))?,
-        permission: Permission::from_id(c.permission_type)
-            .ok_or_else(|| bad("permission type", c.permission_type))?,
-    };
+    let b = WireIds {
+        resource_type: c.resource_type,
+        pattern: c.resource_pattern_type,
+        operation: c.operation,
+        permission: c.permission_type,
+    }
+    .binding(&c.resource_name, &c.principal, &c.host)
+    .map_err(KafkaError::InvalidRequest)?;
     crate::auth::acl::validate(&b).map_err(KafkaError::InvalidRequest)?;
     Ok(b)
 }
 
 /// A DescribeAcls/DeleteAcls filter from its wire fields; UNKNOWN (0) or an id this broker
 /// does not know is INVALID_REQUEST.
-#[allow(clippy::too_many_arguments)]
 fn filter_of(
-    resource_type: i8,
+    ids: WireIds,
     name: Option<&StrBytes>,
-    pattern: i8,
     principal: Option<&StrBytes>,
     host: Option<&StrBytes>,
-    operation: i8,
-    permission: i8,
 ) -> Result<Filter, KafkaError> {
-    let bad = |what: &str, id: i8| KafkaError::InvalidRequest(format!("invalid {what} {id}"));
-    Ok(Filter {
-        resource_type: match resource_type {
-            ANY => None,
-            id => Some(ResourceType::from_id(id).ok_or_else(|| bad("resource type", id))?),
-        },
-        name: name.map(|n| n.to_string()),
-        pattern: match pattern {
-            ANY => None,
-            MATCH => Some(None),
-            id => Some(Some(
-                PatternType::from_id(id).ok_or_else(|| bad("pattern type", id))?,
-            )),
-        },
-        principal: principal.map(|p| p.to_string()),
-        host: host.map(|h| h.to_string()),
-        operation: match operation {
-            ANY => None,
-            id => Some(Operation::from_id(id).ok_or_else(|| bad("operation", id))?),
-        },
-        permission: match permission {
-            ANY => None,
-            id => Some(Permission::from_id(id).ok_or_else(|| bad("permission type", id))?),
-        },
-    })
+    ids.filter(
+        name.map(|n| n.as_str()),
+        principal.map(|p| p.as_str()),
+        host.map(|h| h.as_str()),
+    )
+    .map_err(KafkaError::InvalidRequest)
 }
 
 /// Why the principal may not change or read ACLs here, if it may not.
@@ -92,8 +60,7 @@ fn refused(ctx: &RequestContext, op: Operation) -> Option<KafkaError> {
     if !ctx.authorizer_on() {
         return Some(KafkaError::SecurityDisabled);
     }
-    (!ctx.authorize(op, ResourceType::Cluster, CLUSTER))
-        .then_some(KafkaError::ClusterAuthorizationFailed)
+    ctx.cluster_refused(op)
 }
 
 pub async fn handle_create(ctx: &RequestContext, req: CreateAclsRequest) -> CreateAclsResponse {
@@ -152,14 +119,17 @@ pub async fn handle_describe(
     if let Some(e) = refused(ctx, Operation::Describe) {
         return err(e);
     }
+    let ids = WireIds {
+        resource_type: req.resource_type_filter,
+        pattern: req.pattern_type_filter,
+        operation: req.operation,
+        permission: req.permission_type,
+    };
     let filter = match filter_of(
-        req.resource_type_filter,
+        ids,
         req.resource_name_filter.as_ref(),
-        req.pattern_type_filter,
         req.principal_filter.as_ref(),
         req.host_filter.as_ref(),
-        req.operation,
-        req.permission_type,
     ) {
         Ok(f) => f,
         Err(e) => return err(e),
@@ -209,14 +179,17 @@ pub async fn handle_delete(ctx: &RequestContext, req: DeleteAclsRequest) -> Dele
         .filters
         .iter()
         .map(|f| {
+            let ids = WireIds {
+                resource_type: f.resource_type_filter,
+                pattern: f.pattern_type_filter,
+                operation: f.operation,
+                permission: f.permission_type,
+            };
             let filter = filter_of(
-                f.resource_type_filter,
+                ids,
                 f.resource_name_filter.as_ref(),
-                f.pattern_type_filter,
                 f.principal_filter.as_ref(),
                 f.host_filter.as_ref(),
-                f.operation,
-                f.permission_type,
             )?;
             Ok((0..acls.bindings.len())
                 .filter(|i| filter.matches(&acls.bindings[*i]))
@@ -277,21 +250,31 @@ pub async fn handle_delete(ctx: &RequestContext, req: DeleteAclsRequest) -> Dele
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::acl::{ANY_ID as ANY, MATCH_ID as MATCH, Permission};
+
+    fn ids(resource_type: i8, pattern: i8, operation: i8, permission: i8) -> WireIds {
+        WireIds {
+            resource_type,
+            pattern,
+            operation,
+            permission,
+        }
+    }
 
     #[test]
     fn filters_from_the_wire() {
         let name = StrBytes::from_static_str("orders-eu");
-        let f = filter_of(2, Some(&name), MATCH, None, None, ANY, 3).unwrap();
+        let f = filter_of(ids(2, MATCH, ANY, 3), Some(&name), None, None).unwrap();
         assert_eq!(f.resource_type, Some(ResourceType::Topic));
         assert_eq!(f.pattern, Some(None));
         assert_eq!(f.operation, None);
         assert_eq!(f.permission, Some(Permission::Allow));
-        let any = filter_of(ANY, None, ANY, None, None, ANY, ANY).unwrap();
+        let any = filter_of(ids(ANY, ANY, ANY, ANY), None, None, None).unwrap();
         assert_eq!(any, Filter::default());
         for (rt, pt, op, perm) in [(0, 1, 1, 1), (1, 0, 1, 1), (1, 1, 0, 1), (1, 1, 1, 0)] {
             assert!(
                 matches!(
-                    filter_of(rt, None, pt, None, None, op, perm),
+                    filter_of(ids(rt, pt, op, perm), None, None, None),
                     Err(KafkaError::InvalidRequest(_))
                 ),
                 "{rt} {pt} {op} {perm}"

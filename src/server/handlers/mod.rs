@@ -242,43 +242,51 @@ impl RequestContext {
     /// authorizer: true, at the cost of one branch. Every decision is a debug line of the
     /// audit log; denials are also info lines, sampled (see `log_limit`).
     pub fn authorize(&self, op: Operation, resource_type: ResourceType, name: &str) -> bool {
-        let Some(policy) = self.shard.acl_policy() else {
-            return true;
-        };
-        let acls = self.shard.acls();
-        let principal = self.principal.to_string();
-        let d = crate::auth::acl::authorize(
-            policy,
-            &acls.bindings,
-            &principal,
-            self.client_ip(),
-            op,
-            resource_type,
-            name,
-        );
-        self.audit(&principal, d.allowed(), op, resource_type, name, &d);
-        d.allowed()
+        self.with_acls(|policy, bindings, principal, host| {
+            let d = crate::auth::acl::authorize(
+                policy,
+                bindings,
+                principal,
+                host,
+                op,
+                resource_type,
+                name,
+            );
+            self.audit(principal, d.allowed(), op, resource_type, name, &d);
+            d.allowed()
+        })
+        .unwrap_or(true)
     }
 
     /// Whether the principal may do `op` on some resource of `resource_type` (KIP-679: an
     /// idempotent producer's InitProducerId with Write on any topic), audited as
     /// [`RequestContext::authorize`].
     pub fn authorize_any(&self, op: Operation, resource_type: ResourceType) -> bool {
-        let Some(policy) = self.shard.acl_policy() else {
-            return true;
-        };
+        self.with_acls(|policy, bindings, principal, host| {
+            let allowed = crate::auth::acl::authorize_any(
+                policy,
+                bindings,
+                principal,
+                host,
+                op,
+                resource_type,
+            );
+            self.audit(principal, allowed, op, resource_type, "*any*", &allowed);
+            allowed
+        })
+        .unwrap_or(true)
+    }
+
+    /// `check` on the authorizer's policy, the shard's current ACLs, and the request's
+    /// principal and client IP; None without an authorizer.
+    fn with_acls<T>(
+        &self,
+        check: impl FnOnce(&crate::auth::acl::Policy, &[crate::auth::acl::Binding], &str, &str) -> T,
+    ) -> Option<T> {
+        let policy = self.shard.acl_policy()?;
         let acls = self.shard.acls();
         let principal = self.principal.to_string();
-        let allowed = crate::auth::acl::authorize_any(
-            policy,
-            &acls.bindings,
-            &principal,
-            self.client_ip(),
-            op,
-            resource_type,
-        );
-        self.audit(&principal, allowed, op, resource_type, "*any*", &allowed);
-        allowed
+        Some(check(policy, &acls.bindings, &principal, self.client_ip()))
     }
 
     /// CLUSTER_AUTHORIZATION_FAILED unless the principal may do `op` on the cluster.
@@ -297,23 +305,21 @@ impl RequestContext {
                 .filter(|op| allowed(**op))
                 .fold(0i32, |acc, op| acc | (1 << op.id()))
         };
-        let Some(policy) = self.shard.acl_policy() else {
-            return bits(&|_| true);
-        };
-        let acls = self.shard.acls();
-        let principal = self.principal.to_string();
-        bits(&|op| {
-            crate::auth::acl::authorize(
-                policy,
-                &acls.bindings,
-                &principal,
-                self.client_ip(),
-                op,
-                resource_type,
-                name,
-            )
-            .allowed()
+        self.with_acls(|policy, bindings, principal, host| {
+            bits(&|op| {
+                crate::auth::acl::authorize(
+                    policy,
+                    bindings,
+                    principal,
+                    host,
+                    op,
+                    resource_type,
+                    name,
+                )
+                .allowed()
+            })
         })
+        .unwrap_or_else(|| bits(&|_| true))
     }
 
     /// The audit log of one decision.
